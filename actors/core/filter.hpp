@@ -1,0 +1,66 @@
+#pragma once
+
+// The ListTwins / WatchTwins filter language: a subset of AIP-160.
+//
+//   expr     := or_expr
+//   or_expr  := and_expr { "OR" and_expr }
+//   and_expr := unary { ["AND"] unary }        (juxtaposition means AND)
+//   unary    := ["NOT" | "-"] primary
+//   primary  := "(" expr ")" | comparison
+//   comparison := field op literal | field ":" "*"  (presence) | field ":" literal
+//   op       := "=" | "!=" | "<" | "<=" | ">" | ">="
+//   field    := asset_id | kind | tenant | version | connectivity | applied_records
+//             | attributes.<key> | reported.<property> | desired.<property>
+//   literal  := "quoted string" | 'quoted' | number | true | false | bare_word
+//
+// Comparisons follow the stored type: numbers compare numerically (int, double
+// and bool as 0/1), strings lexicographically; a field that is absent matches
+// nothing except "!=" and NOT. `kind = "veh*"` with a trailing `*` is a prefix
+// match for string equality. Keywords AND, OR, NOT are case-sensitive (AIP-160).
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "actors/core/twin.hpp"
+
+namespace fleettwin::core {
+
+/// Why a filter string did not parse: the 0-based byte offset and what to fix.
+struct filter_error {
+  size_t position = 0;
+  std::string message;
+};
+
+struct filter_node;
+
+/// A parsed filter. Cheap to copy (shared, immutable tree).
+class filter {
+public:
+  /// The filter that matches every twin (the empty string).
+  filter() = default;
+
+  /// Parses `text`; an empty or all-blank string matches everything.
+  static std::optional<filter_error> parse(std::string_view text, filter& out);
+
+  /// True if `tw` satisfies the filter; connectivity is judged at `now_ms`.
+  bool matches(const twin& tw, int64_t now_ms, int64_t stale_after_ms) const;
+
+  /// True for the empty filter.
+  bool matches_all() const {
+    return root_ == nullptr;
+  }
+
+  /// The filter text it was parsed from.
+  const std::string& text() const {
+    return text_;
+  }
+
+private:
+  std::shared_ptr<const filter_node> root_;
+  std::string text_;
+};
+
+}  // namespace fleettwin::core

@@ -1,0 +1,155 @@
+#pragma once
+
+// The twin model and the rules that change it. Pure C++: no CAF, Kafka,
+// RocksDB, gRPC or protobuf here (DESIGN.md, "Principles" 4).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "actors/core/sequence_window.hpp"
+#include "actors/core/value.hpp"
+
+namespace fleettwin::core {
+
+/// Limits that keep a twin bounded; violations are validation errors.
+struct limits {
+  size_t max_asset_id_bytes = 256;
+  size_t max_name_bytes = 128;
+  size_t max_string_value_bytes = 4096;
+  size_t max_metrics_per_record = 256;
+  size_t max_attributes_per_record = 64;
+  size_t max_properties_per_twin = 1024;
+  size_t max_attributes_per_twin = 128;
+};
+
+/// One decoded telemetry record.
+struct telemetry {
+  std::string asset_id;
+  std::string kind;
+  std::string tenant;
+  uint64_t sequence = 0;
+  int64_t source_time_ms = 0;
+  std::vector<std::pair<std::string, std::string>> attributes;
+  std::vector<std::pair<std::string, value>> metrics;
+};
+
+/// The latest accepted sample of a property.
+struct reported_property {
+  value val;
+  int64_t source_time_ms = 0;
+  int64_t ingest_time_ms = 0;
+  uint64_t sequence = 0;
+};
+
+/// Running statistics of a property over every accepted sample.
+struct property_stats {
+  uint64_t count = 0;
+  uint64_t numeric_count = 0;
+  double min = 0;
+  double max = 0;
+  double mean = 0;
+  int64_t last_change_ms = 0;
+};
+
+using string_map = std::map<std::string, std::string, std::less<>>;
+using reported_map = std::map<std::string, reported_property, std::less<>>;
+using value_map = std::map<std::string, value, std::less<>>;
+using stats_map = std::map<std::string, property_stats, std::less<>>;
+
+/// The state of one digital twin.
+struct twin {
+  std::string asset_id;
+  std::string kind;
+  std::string tenant;
+  string_map attributes;
+  reported_map reported;
+  value_map desired;
+  stats_map stats;
+  uint64_t version = 0;
+  int64_t last_seen_ms = 0;
+  int64_t desired_updated_ms = 0;
+  uint64_t applied_records = 0;
+  uint64_t duplicates = 0;
+  uint64_t out_of_order = 0;
+  sequence_window window;
+
+  /// True when nothing was ever applied (a twin that does not exist yet).
+  bool empty() const {
+    return version == 0;
+  }
+};
+
+/// What apply_telemetry did with a record.
+enum class apply_status : uint8_t {
+  /// At least one property or attribute was applied; version incremented.
+  applied,
+  /// The sequence was applied before: ignored.
+  duplicate,
+  /// The sequence is below the duplicate-detection window: ignored.
+  sequence_too_old,
+  /// Every sample was older than the stored one: nothing overwritten.
+  out_of_order,
+};
+
+const char* to_string(apply_status s);
+
+/// The outcome of applying one record.
+struct apply_result {
+  apply_status status = apply_status::applied;
+  /// Indexes into telemetry::metrics of the samples that were applied.
+  std::vector<uint32_t> applied_metrics;
+  /// Samples skipped because a newer one was stored (counted per sample).
+  uint32_t stale_samples = 0;
+  bool attributes_changed = false;
+};
+
+/// Checks a decoded record against the limits; returns the reason it is invalid.
+std::optional<std::string> validate(const telemetry& t, const limits& lim);
+
+/// Checks a property or attribute name: 1..max bytes of [A-Za-z0-9_.:/-].
+std::optional<std::string> validate_name(std::string_view name, const limits& lim,
+                                         std::string_view what);
+
+/// Applies a validated record to a twin (ordering, duplicates, statistics).
+/// `now_ms` is the ingest time. `out` is reused to avoid allocation.
+void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits& lim,
+                     apply_result& out);
+
+/// A client's change of desired properties.
+struct desired_update {
+  std::vector<std::pair<std::string, value>> set;
+  std::vector<std::string> remove;
+  std::optional<uint64_t> expected_version;
+};
+
+enum class desired_status : uint8_t { applied, unchanged, version_mismatch, invalid };
+
+struct desired_result {
+  desired_status status = desired_status::applied;
+  std::string error;
+};
+
+/// Applies a desired update with optimistic concurrency. A no-op update (every
+/// value already desired) leaves the version unchanged.
+desired_result apply_desired(twin& tw, std::string_view asset_id, const desired_update& u,
+                             int64_t now_ms, const limits& lim);
+
+/// Desired values not yet matched by the reported value.
+value_map delta(const twin& tw);
+
+enum class connectivity : uint8_t { online, stale };
+
+/// Online if seen within `stale_after_ms` of `now_ms`.
+connectivity connectivity_of(const twin& tw, int64_t now_ms, int64_t stale_after_ms);
+
+/// The history ring slot of the n-th (1-based) accepted sample of a property.
+inline uint32_t history_slot(uint64_t nth_sample, uint32_t capacity) {
+  return static_cast<uint32_t>((nth_sample - 1) % capacity);
+}
+
+}  // namespace fleettwin::core
