@@ -1,0 +1,29 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/core/twin.hpp"
+
+namespace fleettwin::core {
+
+enum class change_type : uint8_t { reported = 1, desired = 2 };
+
+/// One applied change of a twin, as published to the twin-changes topic and
+/// to watchers.
+struct twin_change {
+  std::string asset_id;
+  uint64_t version = 0;
+  change_type type = change_type::reported;
+  int64_t time_ms = 0;
+  std::string kind;
+  std::string tenant;
+  uint64_t sequence = 0;
+  std::vector<std::pair<std::string, reported_property>> reported;
+  std::vector<std::pair<std::string, value>> desired;
+  std::vector<std::string> removed;
+};
+
+}  // namespace fleettwin::core

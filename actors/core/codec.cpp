@@ -1,0 +1,253 @@
+#include "actors/core/codec.hpp"
+
+#include <bit>
+#include <cstring>
+
+namespace fleettwin::core {
+
+namespace {
+
+constexpr uint8_t twin_format_v1 = 1;
+constexpr uint8_t history_format_v1 = 1;
+
+void put_varint(std::string& out, uint64_t x) {
+  while (x >= 0x80) {
+    out.push_back(static_cast<char>(x | 0x80));
+    x >>= 7;
+  }
+  out.push_back(static_cast<char>(x));
+}
+
+void put_signed(std::string& out, int64_t x) {
+  put_varint(out, (static_cast<uint64_t>(x) << 1) ^ static_cast<uint64_t>(x >> 63));
+}
+
+void put_fixed64(std::string& out, uint64_t x) {
+  char buf[8];
+  for (int i = 0; i < 8; ++i)
+    buf[i] = static_cast<char>(x >> (8 * i));
+  out.append(buf, 8);
+}
+
+void put_double(std::string& out, double d) {
+  put_fixed64(out, std::bit_cast<uint64_t>(d));
+}
+
+void put_string(std::string& out, std::string_view s) {
+  put_varint(out, s.size());
+  out.append(s);
+}
+
+void put_value(std::string& out, const value& v) {
+  out.push_back(static_cast<char>(v.index()));
+  switch (v.index()) {
+    case 0:
+      put_double(out, std::get<double>(v));
+      break;
+    case 1:
+      put_signed(out, std::get<int64_t>(v));
+      break;
+    case 2:
+      out.push_back(std::get<bool>(v) ? 1 : 0);
+      break;
+    default:
+      put_string(out, std::get<std::string>(v));
+  }
+}
+
+/// Bounds-checked reader; every getter fails soft and sets `ok = false`.
+struct reader {
+  std::string_view in;
+  bool ok = true;
+
+  uint64_t varint() {
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (in.empty())
+        return fail();
+      auto b = static_cast<uint8_t>(in.front());
+      in.remove_prefix(1);
+      x |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0)
+        return x;
+    }
+    return fail();
+  }
+  int64_t signed_varint() {
+    uint64_t z = varint();
+    return static_cast<int64_t>((z >> 1) ^ (~(z & 1) + 1));
+  }
+  uint64_t fixed64() {
+    if (in.size() < 8)
+      return fail();
+    uint64_t x = 0;
+    for (int i = 0; i < 8; ++i)
+      x |= static_cast<uint64_t>(static_cast<uint8_t>(in[i])) << (8 * i);
+    in.remove_prefix(8);
+    return x;
+  }
+  double real() {
+    return std::bit_cast<double>(fixed64());
+  }
+  uint8_t byte() {
+    if (in.empty())
+      return static_cast<uint8_t>(fail());
+    auto b = static_cast<uint8_t>(in.front());
+    in.remove_prefix(1);
+    return b;
+  }
+  std::string_view bytes() {
+    uint64_t n = varint();
+    if (!ok || n > in.size()) {
+      fail();
+      return {};
+    }
+    auto s = in.substr(0, n);
+    in.remove_prefix(n);
+    return s;
+  }
+  value val() {
+    switch (byte()) {
+      case 0:
+        return real();
+      case 1:
+        return signed_varint();
+      case 2:
+        return byte() != 0;
+      case 3:
+        return std::string{bytes()};
+      default:
+        fail();
+        return value{};
+    }
+  }
+  /// A count of following entries, bounded by the bytes left (each >= 1 byte).
+  uint64_t count() {
+    uint64_t n = varint();
+    if (n > in.size())
+      return fail();
+    return n;
+  }
+  uint64_t fail() {
+    ok = false;
+    in = {};
+    return 0;
+  }
+};
+
+}  // namespace
+
+void encode_twin(const twin& tw, std::string& out) {
+  out.clear();
+  out.push_back(static_cast<char>(twin_format_v1));
+  put_string(out, tw.asset_id);
+  put_string(out, tw.kind);
+  put_string(out, tw.tenant);
+  put_varint(out, tw.version);
+  put_signed(out, tw.last_seen_ms);
+  put_signed(out, tw.desired_updated_ms);
+  put_varint(out, tw.applied_records);
+  put_varint(out, tw.duplicates);
+  put_varint(out, tw.out_of_order);
+  put_varint(out, tw.window.highest());
+  put_fixed64(out, tw.window.bits());
+  put_varint(out, tw.attributes.size());
+  for (const auto& [k, v] : tw.attributes) {
+    put_string(out, k);
+    put_string(out, v);
+  }
+  put_varint(out, tw.reported.size());
+  static const property_stats no_stats{};
+  for (const auto& [name, rp] : tw.reported) {
+    put_string(out, name);
+    put_value(out, rp.val);
+    put_signed(out, rp.source_time_ms);
+    put_signed(out, rp.ingest_time_ms);
+    put_varint(out, rp.sequence);
+    auto it = tw.stats.find(name);
+    const auto& st = it == tw.stats.end() ? no_stats : it->second;
+    put_varint(out, st.count);
+    put_varint(out, st.numeric_count);
+    put_double(out, st.min);
+    put_double(out, st.max);
+    put_double(out, st.mean);
+    put_signed(out, st.last_change_ms);
+  }
+  put_varint(out, tw.desired.size());
+  for (const auto& [name, v] : tw.desired) {
+    put_string(out, name);
+    put_value(out, v);
+  }
+}
+
+std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
+  out = twin{};
+  reader r{bytes};
+  if (auto fmt = r.byte(); fmt != twin_format_v1)
+    return r.ok ? "unknown twin format " + std::to_string(fmt) : "empty twin record";
+  out.asset_id = r.bytes();
+  out.kind = r.bytes();
+  out.tenant = r.bytes();
+  out.version = r.varint();
+  out.last_seen_ms = r.signed_varint();
+  out.desired_updated_ms = r.signed_varint();
+  out.applied_records = r.varint();
+  out.duplicates = r.varint();
+  out.out_of_order = r.varint();
+  uint64_t highest = r.varint();
+  uint64_t bits = r.fixed64();
+  out.window.restore(highest, bits);
+  for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
+    std::string k{r.bytes()};
+    std::string v{r.bytes()};
+    out.attributes.emplace(std::move(k), std::move(v));
+  }
+  for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
+    std::string name{r.bytes()};
+    reported_property rp;
+    rp.val = r.val();
+    rp.source_time_ms = r.signed_varint();
+    rp.ingest_time_ms = r.signed_varint();
+    rp.sequence = r.varint();
+    property_stats st;
+    st.count = r.varint();
+    st.numeric_count = r.varint();
+    st.min = r.real();
+    st.max = r.real();
+    st.mean = r.real();
+    st.last_change_ms = r.signed_varint();
+    out.stats.emplace(name, st);
+    out.reported.emplace(std::move(name), std::move(rp));
+  }
+  for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
+    std::string name{r.bytes()};
+    out.desired.emplace(std::move(name), r.val());
+  }
+  if (!r.ok)
+    return std::string{"truncated or corrupt twin record"};
+  if (!r.in.empty())
+    return std::string{"trailing bytes after twin record"};
+  return std::nullopt;
+}
+
+void encode_history_point(const history_point& p, std::string& out) {
+  out.clear();
+  out.push_back(static_cast<char>(history_format_v1));
+  put_value(out, p.val);
+  put_signed(out, p.source_time_ms);
+  put_varint(out, p.sequence);
+}
+
+std::optional<std::string> decode_history_point(std::string_view bytes, history_point& out) {
+  reader r{bytes};
+  if (r.byte() != history_format_v1)
+    return std::string{"unknown history point format"};
+  out.val = r.val();
+  out.source_time_ms = r.signed_varint();
+  out.sequence = r.varint();
+  if (!r.ok || !r.in.empty())
+    return std::string{"corrupt history point"};
+  return std::nullopt;
+}
+
+}  // namespace fleettwin::core

@@ -1,0 +1,126 @@
+#include "actors/runtime/asset_actor.hpp"
+
+#include <chrono>
+
+#include "actors/core/codec.hpp"
+
+namespace fleettwin::runtime {
+
+int64_t asset_config::system_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::shared_ptr<const core::twin> asset_state::current() {
+  if (!snapshot)
+    snapshot = std::make_shared<const core::twin>(tw);
+  return snapshot;
+}
+
+namespace {
+
+void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
+                   asset_update& u) {
+  auto& change = u.changes.emplace_back();
+  change.asset_id = st.asset_id;
+  change.version = st.tw.version;
+  change.type = core::change_type::reported;
+  change.time_ms = ingest_ms;
+  change.kind = st.tw.kind;
+  change.tenant = st.tw.tenant;
+  change.sequence = t.sequence;
+  change.reported.reserve(st.scratch.applied_metrics.size());
+  const auto capacity = st.config->history_capacity;
+  for (auto i : st.scratch.applied_metrics) {
+    const auto& name = t.metrics[i].first;
+    const auto& rp = st.tw.reported.find(name)->second;
+    change.reported.emplace_back(name, rp);
+    if (capacity == 0)
+      continue;
+    auto& h = u.history.emplace_back();
+    h.asset_id = st.asset_id;
+    h.property = name;
+    h.slot = core::history_slot(st.tw.stats.find(name)->second.count, capacity);
+    core::encode_history_point({rp.val, rp.source_time_ms, rp.sequence}, h.point);
+  }
+}
+
+}  // namespace
+
+asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self,
+                                 std::string asset_id, core::twin initial,
+                                 std::shared_ptr<const asset_config> config) {
+  self->state.asset_id = std::move(asset_id);
+  self->state.tw = std::move(initial);
+  self->state.config = std::move(config);
+  return {
+    [self](apply_atom, const batch_slice& slice) {
+      auto& st = self->state;
+      asset_update u;
+      u.asset_id = st.asset_id;
+      const auto& batch = *slice.batch;
+      for (auto idx : slice.indexes) {
+        const auto& t = batch.records[idx];
+        core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
+        u.stale_samples += st.scratch.stale_samples;
+        switch (st.scratch.status) {
+          case core::apply_status::applied:
+            ++u.applied;
+            record_change(st, t, batch.ingest_ms, u);
+            break;
+          case core::apply_status::duplicate:
+            ++u.duplicates;
+            break;
+          case core::apply_status::sequence_too_old:
+            ++u.too_old;
+            break;
+          case core::apply_status::out_of_order:
+            ++u.out_of_order;
+            break;
+        }
+      }
+      // Duplicates and late samples change counters and the sequence window
+      // too: persist whenever anything was looked at, so a restart keeps them.
+      if (!slice.indexes.empty()) {
+        st.snapshot.reset();
+        core::encode_twin(st.tw, u.state);
+        if (batch.want_snapshots)
+          u.snapshot = st.current();
+      }
+      return u;
+    },
+    [self](get_atom, const twin_completion& done) {
+      auto& st = self->state;
+      if (st.tw.empty())
+        done(twin_reply{query_error::not_found, "twin \"" + st.asset_id + "\" not found", {}});
+      else
+        done(twin_reply{query_error::none, {}, st.current()});
+    },
+    [self](desired_atom, const core::desired_update& update) {
+      auto& st = self->state;
+      desired_reply r;
+      auto now = st.config->clock();
+      r.result = core::apply_desired(st.tw, st.asset_id, update, now, st.config->limits);
+      if (r.result.status != core::desired_status::applied)
+        return r;
+      st.snapshot.reset();
+      r.update.asset_id = st.asset_id;
+      core::encode_twin(st.tw, r.update.state);
+      r.update.snapshot = st.current();
+      auto& change = r.update.changes.emplace_back();
+      change.asset_id = st.asset_id;
+      change.version = st.tw.version;
+      change.type = core::change_type::desired;
+      change.time_ms = now;
+      change.kind = st.tw.kind;
+      change.tenant = st.tw.tenant;
+      change.desired.assign(st.tw.desired.begin(), st.tw.desired.end());
+      change.removed = update.remove;
+      return r;
+    },
+    [self](passivate_atom) { self->quit(); },
+  };
+}
+
+}  // namespace fleettwin::runtime

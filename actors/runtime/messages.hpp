@@ -1,0 +1,134 @@
+#pragma once
+
+// Message types exchanged by FleetTwin actors. They are local-only (remoting
+// between nodes will carry protobuf bytes), so they are allowed as unsafe
+// message types instead of being given inspectors.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include "actors/core/change.hpp"
+#include "actors/core/twin.hpp"
+#include "actors/runtime/ports.hpp"
+
+namespace fleettwin::runtime {
+
+using apply_atom = caf::atom_constant<caf::atom("apply")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
+using desired_atom = caf::atom_constant<caf::atom("desired")>;
+using batch_atom = caf::atom_constant<caf::atom("batch")>;
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using delivered_atom = caf::atom_constant<caf::atom("delivered")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+
+/// Runs a callback exactly once: with the value given, or with the fallback if
+/// every copy is dropped unanswered (e.g. the actor holding it went away), so
+/// a waiting gRPC call always completes.
+template <class T>
+class completion {
+public:
+  using function_type = std::function<void(T)>;
+
+  completion() = default;
+
+  completion(function_type f, T fallback)
+    : state_(std::make_shared<state>(std::move(f), std::move(fallback))) {
+  }
+
+  void operator()(T x) const {
+    if (state_ && !state_->done.exchange(true))
+      state_->fn(std::move(x));
+  }
+
+  explicit operator bool() const {
+    return state_ != nullptr;
+  }
+
+private:
+  struct state {
+    state(function_type f, T fb) : fn(std::move(f)), fallback(std::move(fb)) {
+    }
+    ~state() {
+      if (!done.exchange(true))
+        fn(std::move(fallback));
+    }
+    function_type fn;
+    T fallback;
+    std::atomic<bool> done{false};
+  };
+  std::shared_ptr<state> state_;
+};
+
+/// Why a query or command failed; mapped to gRPC status codes at the edge.
+enum class query_error : uint8_t { none, not_found, invalid, aborted, unavailable, internal };
+
+/// The answer to a twin lookup or desired update.
+struct twin_reply {
+  query_error error = query_error::none;
+  std::string message;
+  std::shared_ptr<const core::twin> twin;
+};
+
+using twin_completion = completion<twin_reply>;
+
+/// Decoded telemetry of one raw batch, shared by the asset actors it touches.
+struct decoded_batch {
+  std::vector<core::telemetry> records;
+  int64_t ingest_ms = 0;
+  bool want_snapshots = false;
+};
+
+/// The records of one asset within a decoded batch.
+struct batch_slice {
+  std::shared_ptr<const decoded_batch> batch;
+  std::vector<uint32_t> indexes;
+};
+
+/// What an asset actor did with its slice, ready to commit.
+struct asset_update {
+  std::string asset_id;
+  /// encode_twin of the new state; empty when nothing changed.
+  std::string state;
+  std::vector<history_write> history;
+  std::vector<core::twin_change> changes;
+  std::shared_ptr<const core::twin> snapshot;
+  uint32_t applied = 0;
+  uint32_t duplicates = 0;
+  uint32_t too_old = 0;
+  uint32_t out_of_order = 0;
+  uint32_t stale_samples = 0;
+};
+
+struct desired_reply {
+  core::desired_result result;
+  asset_update update;
+};
+
+/// One partition as seen by status queries.
+struct partition_info {
+  int32_t partition = 0;
+  int64_t next_offset = -1;
+  uint64_t active_twins = 0;
+  uint64_t records_applied = 0;
+};
+
+using partition_info_completion = completion<partition_info>;
+
+}  // namespace fleettwin::runtime
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::twin_completion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::partition_info_completion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::raw_batch_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::batch_slice)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::desired_update)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::function<void()>)

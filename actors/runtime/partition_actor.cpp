@@ -1,0 +1,378 @@
+#include "actors/runtime/partition_actor.hpp"
+
+#include <algorithm>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/core/partitioning.hpp"
+
+namespace fleettwin::runtime {
+
+namespace {
+
+using self_ptr = partition_actor::stateful_pointer<partition_state>;
+
+void process_next(self_ptr self);
+
+int64_t now_ms(self_ptr self) {
+  return self->state.cfg.assets->clock();
+}
+
+void fail(self_ptr self, std::string why) {
+  auto& st = self->state;
+  if (st.failed)
+    return;
+  st.failed = true;
+  st.queue.clear();
+  if (st.cfg.on_fatal)
+    st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why);
+}
+
+/// The resident actor of an asset, loading its state when it is not resident.
+/// Returns nullopt when the asset does not exist and `create` is false.
+std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, bool create,
+                                    std::string& error) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  if (auto it = st.assets.find(asset_id); it != st.assets.end()) {
+    it->second.last_used_ms = now;
+    return it->second.handle;
+  }
+  core::twin tw;
+  switch (st.cfg.store->load_twin(st.cfg.partition, asset_id, tw, error)) {
+    case load_status::failed:
+      return std::nullopt;
+    case load_status::missing:
+      if (!create)
+        return std::nullopt;
+      break;
+    case load_status::found:
+      break;
+  }
+  auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets);
+  st.assets.emplace(asset_id, partition_state::entry{handle, now});
+  st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+  return handle;
+}
+
+void finish_item(self_ptr self) {
+  auto& st = self->state;
+  st.current.reset();
+  if (!st.failed)
+    process_next(self);
+  if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
+    for (auto& [id, e] : st.assets)
+      self->send(e.handle, passivate_atom::value);
+    st.cfg.probe->on_passivated(st.assets.size());
+    st.assets.clear();
+    st.cfg.probe->on_active_twins(st.cfg.partition, 0);
+    auto waiters = std::move(st.stop_waiters);
+    self->quit();
+    for (auto& w : waiters)
+      w();
+  }
+}
+
+/// Outputs are acknowledged: commit state and offsets in one batch.
+void commit(self_ptr self) {
+  auto& st = self->state;
+  auto& item = *st.current;
+  auto started = std::chrono::steady_clock::now();
+  if (!item.commit.twins.empty() || item.commit.next_offset) {
+    if (auto err = st.cfg.store->commit(item.commit)) {
+      st.cfg.probe->on_commit_failed();
+      if (item.desired)
+        item.desired->done(twin_reply{query_error::internal, "commit failed: " + *err, {}});
+      fail(self, "commit failed: " + *err);
+      return;
+    }
+  }
+  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  st.cfg.probe->on_commit(secs, item.commit.twins.size(), item.commit.history.size());
+  if (st.cfg.listener && !item.changes.empty())
+    st.cfg.listener->on_changes(item.changes, item.snapshots);
+  if (item.raw) {
+    st.next_offset = item.raw->next_offset;
+    st.records_applied += item.applied;
+    if (st.cfg.on_committed)
+      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raw->records.size());
+  }
+  if (item.desired)
+    item.desired->done(std::move(*item.desired_answer));
+  finish_item(self);
+}
+
+/// Every asset replied: publish outputs, then commit once Kafka has them
+/// (at-least-once outputs; state and offsets stay exactly-once locally).
+void publish(self_ptr self) {
+  auto& st = self->state;
+  auto& item = *st.current;
+  if (!st.cfg.sink || (item.changes.empty() && item.rejects.empty())) {
+    commit(self);
+    return;
+  }
+  auto handle = caf::actor_cast<partition_actor>(self);
+  st.cfg.sink->publish(st.cfg.partition, item.changes, item.rejects,
+                       [handle, id = item.id](bool ok, std::string error) {
+                         caf::anon_send(handle, delivered_atom::value, id, ok, std::move(error));
+                       });
+}
+
+void collect(self_ptr self, uint64_t id, asset_update& u) {
+  auto& st = self->state;
+  if (!st.current || st.current->id != id)
+    return;
+  auto& item = *st.current;
+  if (!u.state.empty())
+    item.commit.twins.emplace_back(u.asset_id, std::move(u.state));
+  std::move(u.history.begin(), u.history.end(), std::back_inserter(item.commit.history));
+  if (u.snapshot)
+    item.snapshots.resize(item.changes.size(), nullptr);
+  for (auto& c : u.changes) {
+    item.changes.push_back(std::move(c));
+    if (u.snapshot)
+      item.snapshots.push_back(u.snapshot);
+  }
+  if (!item.snapshots.empty())
+    item.snapshots.resize(item.changes.size(), nullptr);
+  item.applied += u.applied;
+  if (u.applied)
+    st.cfg.probe->on_applied(u.applied);
+  if (u.duplicates)
+    st.cfg.probe->on_duplicates(u.duplicates);
+  if (u.out_of_order + u.too_old + u.stale_samples)
+    st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
+  if (--item.pending == 0)
+    publish(self);
+}
+
+void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,
+            std::string code, std::string reason) {
+  probe.on_rejected(code);
+  item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code)});
+}
+
+void start_batch(self_ptr self, raw_batch_ptr raw) {
+  auto& st = self->state;
+  auto& item = *st.current;
+  item.raw = raw;
+  item.commit.next_offset = raw->next_offset;
+  st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
+  auto decoded = std::make_shared<decoded_batch>();
+  decoded->ingest_ms = now_ms(self);
+  decoded->want_snapshots = st.cfg.listener && st.cfg.listener->wants_snapshots();
+  decoded->records.resize(raw->records.size());
+  st.groups.clear();
+  size_t valid = 0;
+  const auto& limits = st.cfg.assets->limits;
+  for (const auto& r : raw->records) {
+    auto& t = decoded->records[valid];
+    if (auto err = st.decoder->decode(r, t)) {
+      reject(item, *st.cfg.probe, r, std::move(err->first), std::move(err->second));
+      continue;
+    }
+    if (auto err = core::validate(t, limits)) {
+      reject(item, *st.cfg.probe, r, "invalid", std::move(*err));
+      continue;
+    }
+    if (st.cfg.partition_count > 0) {
+      auto expected = core::kafka_partition(t.asset_id, st.cfg.partition_count);
+      if (expected != st.cfg.partition) {
+        reject(item, *st.cfg.probe, r, "wrong_partition",
+               "key \"" + t.asset_id + "\" belongs to partition " + std::to_string(expected) +
+                 " but arrived on partition " + std::to_string(st.cfg.partition) +
+                 ": produce with Kafka's default murmur2 partitioner");
+        continue;
+      }
+    }
+    ++valid;
+  }
+  decoded->records.resize(valid);
+  for (uint32_t i = 0; i < valid; ++i)
+    st.groups[decoded->records[i].asset_id].push_back(i);
+  item.pending = st.groups.size();
+  if (item.pending == 0) {
+    publish(self);
+    return;
+  }
+  std::shared_ptr<const decoded_batch> shared = decoded;
+  const auto id = item.id;
+  for (auto& [asset_id, indexes] : st.groups) {
+    std::string error;
+    auto handle = resident(self, std::string{asset_id}, true, error);
+    if (!handle) {
+      fail(self, "cannot load twin \"" + std::string{asset_id} + "\": " + error);
+      return;
+    }
+    self->request(*handle, caf::infinite, apply_atom::value, batch_slice{shared, std::move(indexes)})
+      .then([self, id](asset_update& u) { collect(self, id, u); },
+            [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+  }
+}
+
+void start_desired(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  std::string error;
+  auto handle = resident(self, work.asset_id, false, error);
+  if (!handle) {
+    if (error.empty())
+      work.done(twin_reply{query_error::not_found, "twin \"" + work.asset_id + "\" not found", {}});
+    else
+      work.done(twin_reply{query_error::internal, error, {}});
+    finish_item(self);
+    return;
+  }
+  auto id = st.current->id;
+  auto update = work.update;
+  st.current->desired = std::move(work);
+  self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
+    .then(
+      [self, id](desired_reply& r) {
+        auto& st = self->state;
+        if (!st.current || st.current->id != id)
+          return;
+        auto& item = *st.current;
+        switch (r.result.status) {
+          case core::desired_status::applied:
+            item.desired_answer = std::make_shared<twin_reply>(
+              twin_reply{query_error::none, {}, r.update.snapshot});
+            item.pending = 1;
+            collect(self, id, r.update);
+            return;
+          case core::desired_status::unchanged:
+            // Nothing to commit: answer with the current state.
+            self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value,
+                       item.desired->done);
+            break;
+          case core::desired_status::version_mismatch:
+            item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
+            break;
+          case core::desired_status::invalid:
+            item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+            break;
+        }
+        finish_item(self);
+      },
+      [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+}
+
+void process_next(self_ptr self) {
+  auto& st = self->state;
+  if (st.current || st.queue.empty())
+    return;
+  auto next = std::move(st.queue.front());
+  st.queue.pop_front();
+  st.current.emplace();
+  st.current->id = st.next_item_id++;
+  st.current->started = std::chrono::steady_clock::now();
+  st.current->commit.partition = st.cfg.partition;
+  if (auto* raw = std::get_if<raw_batch_ptr>(&next))
+    start_batch(self, std::move(*raw));
+  else
+    start_desired(self, std::move(std::get<desired_work>(next)));
+}
+
+/// Passivates twins idle longer than passivate_after, and the least recently
+/// used beyond max_active_twins. Twins touched by the item in flight stay.
+void passivate_idle(self_ptr self) {
+  auto& st = self->state;
+  if (st.current)
+    return;  // every twin may be involved; try again next tick
+  auto now = now_ms(self);
+  auto idle_before = now - st.cfg.passivate_after.count();
+  size_t before = st.assets.size();
+  for (auto it = st.assets.begin(); it != st.assets.end();) {
+    if (it->second.last_used_ms <= idle_before) {
+      self->send(it->second.handle, passivate_atom::value);
+      it = st.assets.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (st.assets.size() > st.cfg.max_active_twins) {
+    std::vector<std::pair<int64_t, std::string>> by_age;
+    by_age.reserve(st.assets.size());
+    for (auto& [id, e] : st.assets)
+      by_age.emplace_back(e.last_used_ms, id);
+    auto excess = st.assets.size() - st.cfg.max_active_twins;
+    std::nth_element(by_age.begin(), by_age.begin() + excess, by_age.end());
+    for (size_t i = 0; i < excess; ++i) {
+      auto it = st.assets.find(by_age[i].second);
+      self->send(it->second.handle, passivate_atom::value);
+      st.assets.erase(it);
+    }
+  }
+  if (before != st.assets.size()) {
+    st.cfg.probe->on_passivated(before - st.assets.size());
+    st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+  }
+}
+
+}  // namespace
+
+partition_actor::behavior_type partition(partition_actor::stateful_pointer<partition_state> self,
+                                         partition_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.decoder = st.cfg.make_decoder ? st.cfg.make_decoder() : nullptr;
+  if (auto off = st.cfg.store->load_offset(st.cfg.partition))
+    st.next_offset = *off;
+  self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
+  return {
+    [self](batch_atom, raw_batch_ptr& batch) {
+      auto& st = self->state;
+      if (st.failed)
+        return;
+      st.queue.emplace_back(std::move(batch));
+      process_next(self);
+    },
+    [self](get_atom, std::string& asset_id, twin_completion& done) {
+      std::string error;
+      auto handle = resident(self, asset_id, false, error);
+      if (handle)
+        self->send(*handle, get_atom::value, std::move(done));
+      else if (error.empty())
+        done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
+      else
+        done(twin_reply{query_error::internal, error, {}});
+    },
+    [self](desired_atom, std::string& asset_id, core::desired_update& update,
+           twin_completion& done) {
+      auto& st = self->state;
+      if (st.failed) {
+        done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+        return;
+      }
+      st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done)});
+      process_next(self);
+    },
+    [self](status_atom, partition_info_completion& done) {
+      auto& st = self->state;
+      done(partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied});
+    },
+    [self](stop_atom, std::function<void()>& done) {
+      auto& st = self->state;
+      st.stop_waiters.push_back(std::move(done));
+      if (!st.current)
+        finish_item(self);
+    },
+    [self](tick_atom) {
+      passivate_idle(self);
+      self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
+    },
+    [self](delivered_atom, uint64_t id, bool ok, std::string& error) {
+      auto& st = self->state;
+      if (!st.current || st.current->id != id)
+        return;
+      if (!ok) {
+        fail(self, "publishing outputs failed: " + error);
+        return;
+      }
+      commit(self);
+    },
+  };
+}
+
+}  // namespace fleettwin::runtime

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "actors/runtime/asset_actor.hpp"
+#include "actors/runtime/interfaces.hpp"
+#include "actors/runtime/ports.hpp"
+
+namespace fleettwin::runtime {
+
+/// How a partition actor is wired to its node.
+struct partition_config {
+  int32_t partition = 0;
+  /// Partitions of the telemetry topic; records whose key hashes elsewhere
+  /// are rejected (0 disables the check).
+  int32_t partition_count = 0;
+  std::shared_ptr<const asset_config> assets = std::make_shared<asset_config>();
+  std::chrono::milliseconds passivate_after{std::chrono::seconds{60}};
+  std::chrono::milliseconds tick_interval{std::chrono::seconds{5}};
+  /// Upper bound of resident twins; the least recently used are passivated.
+  size_t max_active_twins = 1'000'000;
+  std::shared_ptr<twin_store> store;
+  std::shared_ptr<event_sink> sink;  // may be null: no outputs
+  std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
+  std::shared_ptr<change_listener> listener;  // may be null
+  std::shared_ptr<ingest_probe> probe = std::make_shared<ingest_probe>();
+  /// Called after each committed batch (from the actor's thread).
+  std::function<void(int32_t partition, int64_t next_offset, size_t records)> on_committed;
+  /// Called when the partition cannot continue (store or Kafka failure).
+  std::function<void(std::string)> on_fatal;
+};
+
+struct desired_work {
+  std::string asset_id;
+  core::desired_update update;
+  twin_completion done;
+};
+
+using work_item = std::variant<raw_batch_ptr, desired_work>;
+
+struct partition_state {
+  struct entry {
+    asset_actor handle;
+    int64_t last_used_ms = 0;
+  };
+
+  /// The work item in flight: replies awaited, then outputs, then commit.
+  struct inflight {
+    uint64_t id = 0;
+    size_t pending = 0;
+    raw_batch_ptr raw;
+    std::optional<desired_work> desired;
+    std::shared_ptr<twin_reply> desired_answer;
+    commit_batch commit;
+    std::vector<core::twin_change> changes;
+    std::vector<std::shared_ptr<const core::twin>> snapshots;
+    std::vector<rejected_record> rejects;
+    size_t applied = 0;
+    std::chrono::steady_clock::time_point started;
+  };
+
+  partition_config cfg;
+  std::unique_ptr<telemetry_decoder> decoder;
+  std::unordered_map<std::string, entry> assets;
+  std::deque<work_item> queue;
+  std::optional<inflight> current;
+  uint64_t next_item_id = 1;
+  int64_t next_offset = -1;
+  uint64_t records_applied = 0;
+  bool failed = false;
+  std::vector<std::function<void()>> stop_waiters;
+  /// Scratch for grouping a batch by asset (kept to avoid reallocation).
+  std::unordered_map<std::string_view, std::vector<uint32_t>> groups;
+
+  static inline const char* name = "partition";
+};
+
+partition_actor::behavior_type partition(partition_actor::stateful_pointer<partition_state> self,
+                                         partition_config cfg);
+
+}  // namespace fleettwin::runtime

@@ -1,0 +1,126 @@
+#pragma once
+
+// The edges of the actor layer: what partition and asset actors need from the
+// outside world, as interfaces. Adapters in services/ implement them over
+// RocksDB, librdkafka, gRPC and prometheus-cpp; actor tests use fakes.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/core/change.hpp"
+#include "actors/core/codec.hpp"
+#include "actors/core/twin.hpp"
+
+namespace fleettwin::runtime {
+
+/// One consumed record, undecoded. Views into memory kept alive by its batch.
+struct raw_record {
+  std::string_view key;
+  std::string_view payload;
+  std::string_view content_type;
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;
+};
+
+/// The records of one partition taken from one poll, in offset order.
+struct raw_batch {
+  int32_t partition = 0;
+  std::vector<raw_record> records;
+  /// Offset to resume from once this batch is committed (last offset + 1).
+  int64_t next_offset = 0;
+  size_t bytes = 0;
+  /// Owns the memory the views point into (e.g. librdkafka messages).
+  std::shared_ptr<void> owner;
+};
+
+using raw_batch_ptr = std::shared_ptr<const raw_batch>;
+
+/// A record the node rejected: it goes to the dead-letter topic.
+struct rejected_record {
+  raw_record record;
+  std::string reason;
+  /// Short machine-readable reason (metric label, DLQ header).
+  std::string code;
+};
+
+/// Turns payload bytes into telemetry. Implemented by the protobuf/JSON codec.
+class telemetry_decoder {
+public:
+  virtual ~telemetry_decoder() = default;
+  /// Decodes `r` into `out` (reused); on failure returns {code, reason}.
+  virtual std::optional<std::pair<std::string, std::string>> decode(const raw_record& r,
+                                                                    core::telemetry& out) = 0;
+};
+
+/// One write of a history ring slot.
+struct history_write {
+  std::string asset_id;
+  std::string property;
+  uint32_t slot = 0;
+  std::string point;  // encode_history_point
+};
+
+/// Everything one partition commits atomically.
+struct commit_batch {
+  int32_t partition = 0;
+  std::vector<std::pair<std::string, std::string>> twins;  // asset id, encode_twin
+  std::vector<history_write> history;
+  /// Next offset to consume; nullopt when the commit carries no records.
+  std::optional<int64_t> next_offset;
+};
+
+enum class load_status : uint8_t { found, missing, failed };
+
+/// The node's local store of twins, history and consumed offsets.
+class twin_store {
+public:
+  virtual ~twin_store() = default;
+  virtual load_status load_twin(int32_t partition, std::string_view asset_id, core::twin& out,
+                                std::string& error) = 0;
+  /// Atomically applies `b`; returns an error description on failure.
+  virtual std::optional<std::string> commit(const commit_batch& b) = 0;
+  virtual std::optional<int64_t> load_offset(int32_t partition) = 0;
+};
+
+/// Publishes change events and dead letters; calls `delivered(ok)` once every
+/// record of the call is acknowledged by Kafka (or failed).
+class event_sink {
+public:
+  virtual ~event_sink() = default;
+  virtual void publish(int32_t partition, const std::vector<core::twin_change>& changes,
+                       const std::vector<rejected_record>& rejects,
+                       std::function<void(bool ok, std::string error)> delivered) = 0;
+};
+
+/// Receives committed changes for WatchTwins streams. Called from partition
+/// actors after each commit; must not block.
+class change_listener {
+public:
+  virtual ~change_listener() = default;
+  /// True when some watcher needs twin snapshots to evaluate a filter.
+  virtual bool wants_snapshots() const = 0;
+  virtual void on_changes(const std::vector<core::twin_change>& changes,
+                          const std::vector<std::shared_ptr<const core::twin>>& snapshots) = 0;
+};
+
+/// Ingest measurements of one partition (Redpanda-style probe).
+class ingest_probe {
+public:
+  virtual ~ingest_probe() = default;
+  virtual void on_batch(size_t records, size_t bytes) {}
+  virtual void on_applied(size_t records) {}
+  virtual void on_duplicates(size_t n) {}
+  virtual void on_out_of_order(size_t records, size_t samples) {}
+  virtual void on_rejected(std::string_view code) {}
+  virtual void on_commit(double seconds, size_t twins, size_t history) {}
+  virtual void on_commit_failed() {}
+  virtual void on_active_twins(int32_t partition, size_t n) {}
+  virtual void on_passivated(size_t n) {}
+};
+
+}  // namespace fleettwin::runtime

@@ -1,0 +1,351 @@
+#include "actors/core/twin.hpp"
+
+#include <gtest/gtest.h>
+
+#include "actors/core/codec.hpp"
+#include "actors/core/partitioning.hpp"
+
+using namespace fleettwin::core;
+
+namespace {
+
+telemetry make(std::string id, uint64_t seq, int64_t ts,
+               std::vector<std::pair<std::string, value>> metrics) {
+  telemetry t;
+  t.asset_id = std::move(id);
+  t.kind = "vehicle";
+  t.tenant = "demo";
+  t.sequence = seq;
+  t.source_time_ms = ts;
+  t.metrics = std::move(metrics);
+  return t;
+}
+
+struct TwinTest : ::testing::Test {
+  twin tw;
+  limits lim;
+  apply_result res;
+
+  apply_status apply(const telemetry& t, int64_t now = 1'000'000) {
+    apply_telemetry(tw, t, now, lim, res);
+    return res.status;
+  }
+};
+
+}  // namespace
+
+TEST_F(TwinTest, FirstRecordCreatesTwin) {
+  EXPECT_TRUE(tw.empty());
+  auto t = make("veh-1", 1, 1000, {{"speed", 50.0}, {"gear", std::string{"D"}}});
+  t.attributes = {{"fleet", "north"}};
+  EXPECT_EQ(apply(t, 2000), apply_status::applied);
+  EXPECT_EQ(tw.asset_id, "veh-1");
+  EXPECT_EQ(tw.kind, "vehicle");
+  EXPECT_EQ(tw.tenant, "demo");
+  EXPECT_EQ(tw.version, 1u);
+  EXPECT_EQ(tw.applied_records, 1u);
+  EXPECT_EQ(tw.last_seen_ms, 2000);
+  EXPECT_EQ(tw.attributes.at("fleet"), "north");
+  ASSERT_EQ(tw.reported.size(), 2u);
+  const auto& speed = tw.reported.at("speed");
+  EXPECT_EQ(std::get<double>(speed.val), 50.0);
+  EXPECT_EQ(speed.source_time_ms, 1000);
+  EXPECT_EQ(speed.ingest_time_ms, 2000);
+  EXPECT_EQ(speed.sequence, 1u);
+  EXPECT_EQ(res.applied_metrics.size(), 2u);
+}
+
+TEST_F(TwinTest, DuplicateSequenceIgnoredAndCounted) {
+  apply(make("a", 5, 1000, {{"x", 1.0}}));
+  EXPECT_EQ(apply(make("a", 5, 1000, {{"x", 2.0}})), apply_status::duplicate);
+  EXPECT_EQ(tw.duplicates, 1u);
+  EXPECT_EQ(tw.version, 1u);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), 1.0);
+}
+
+TEST_F(TwinTest, LateButNewSequenceWithinWindowApplies) {
+  apply(make("a", 10, 2000, {{"x", 1.0}}));
+  // Sequence 8 was never seen, arrives late with an older timestamp for x but
+  // a new property y: y applies, x does not overwrite.
+  EXPECT_EQ(apply(make("a", 8, 1000, {{"x", 9.0}, {"y", 3.0}})), apply_status::applied);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), 1.0);
+  EXPECT_EQ(std::get<double>(tw.reported.at("y").val), 3.0);
+  EXPECT_EQ(res.stale_samples, 1u);
+  EXPECT_EQ(tw.out_of_order, 1u);
+  EXPECT_EQ(tw.version, 2u);
+  // And 8 is now a duplicate.
+  EXPECT_EQ(apply(make("a", 8, 1000, {{"y", 3.0}})), apply_status::duplicate);
+}
+
+TEST_F(TwinTest, OlderSampleNeverOverwritesNewer) {
+  apply(make("a", 1, 5000, {{"x", 1.0}}));
+  EXPECT_EQ(apply(make("a", 2, 4000, {{"x", 2.0}})), apply_status::out_of_order);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), 1.0);
+  EXPECT_EQ(tw.version, 1u);
+  EXPECT_EQ(tw.applied_records, 1u);
+  EXPECT_EQ(tw.out_of_order, 1u);
+  // Sequence 2 was still recorded: a replay is a duplicate.
+  EXPECT_EQ(apply(make("a", 2, 4000, {{"x", 2.0}})), apply_status::duplicate);
+}
+
+TEST_F(TwinTest, EqualTimestampHigherSequenceWins) {
+  apply(make("a", 3, 5000, {{"x", 1.0}}));
+  EXPECT_EQ(apply(make("a", 2, 5000, {{"x", 2.0}})), apply_status::out_of_order);
+  EXPECT_EQ(apply(make("a", 4, 5000, {{"x", 3.0}})), apply_status::applied);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), 3.0);
+}
+
+TEST_F(TwinTest, SequenceBelowWindowIsTooOld) {
+  apply(make("a", 1000, 5000, {{"x", 1.0}}));
+  EXPECT_EQ(apply(make("a", 900, 6000, {{"x", 2.0}})), apply_status::sequence_too_old);
+  EXPECT_EQ(tw.out_of_order, 1u);
+  EXPECT_EQ(tw.version, 1u);
+}
+
+TEST_F(TwinTest, SequenceZeroDisablesDuplicateDetection) {
+  apply(make("a", 0, 1000, {{"x", 1.0}}));
+  EXPECT_EQ(apply(make("a", 0, 1000, {{"x", 1.0}})), apply_status::applied);
+  EXPECT_EQ(tw.applied_records, 2u);
+}
+
+TEST_F(TwinTest, MissingSourceTimeUsesIngestTime) {
+  apply(make("a", 1, 0, {{"x", 1.0}}), 7777);
+  EXPECT_EQ(tw.reported.at("x").source_time_ms, 7777);
+}
+
+TEST_F(TwinTest, StatisticsTrackCountMinMaxMeanAndLastChange) {
+  apply(make("a", 1, 1000, {{"x", 10.0}}));
+  apply(make("a", 2, 2000, {{"x", int64_t{20}}}));
+  apply(make("a", 3, 3000, {{"x", int64_t{20}}}));
+  apply(make("a", 4, 4000, {{"x", 0.0}}));
+  const auto& st = tw.stats.at("x");
+  EXPECT_EQ(st.count, 4u);
+  EXPECT_EQ(st.min, 0.0);
+  EXPECT_EQ(st.max, 20.0);
+  EXPECT_DOUBLE_EQ(st.mean, 12.5);
+  EXPECT_EQ(st.last_change_ms, 4000);
+  apply(make("a", 5, 5000, {{"x", 0.0}}));
+  EXPECT_EQ(tw.stats.at("x").last_change_ms, 4000);  // same value: no change
+}
+
+TEST_F(TwinTest, StringStatisticsOnlyCount) {
+  apply(make("a", 1, 1000, {{"s", std::string{"on"}}}));
+  apply(make("a", 2, 2000, {{"s", std::string{"off"}}}));
+  EXPECT_EQ(tw.stats.at("s").count, 2u);
+  EXPECT_EQ(tw.stats.at("s").numeric_count, 0u);
+  EXPECT_EQ(tw.stats.at("s").last_change_ms, 2000);
+}
+
+TEST_F(TwinTest, BoolCountsAsNumberInStats) {
+  apply(make("a", 1, 1000, {{"b", true}}));
+  apply(make("a", 2, 2000, {{"b", false}}));
+  EXPECT_DOUBLE_EQ(tw.stats.at("b").mean, 0.5);
+}
+
+TEST_F(TwinTest, AttributeOnlyRecordIsAChange) {
+  apply(make("a", 1, 1000, {{"x", 1.0}}));
+  telemetry t = make("a", 2, 2000, {});
+  t.attributes = {{"site", "depot"}};
+  EXPECT_EQ(apply(t), apply_status::applied);
+  EXPECT_TRUE(res.attributes_changed);
+  EXPECT_EQ(tw.version, 2u);
+  // The same attributes again with no metrics change nothing.
+  t.sequence = 3;
+  EXPECT_EQ(apply(t), apply_status::out_of_order);
+  EXPECT_EQ(tw.version, 2u);
+}
+
+TEST_F(TwinTest, PropertyLimitBoundsTwin) {
+  lim.max_properties_per_twin = 2;
+  apply(make("a", 1, 1000, {{"x", 1.0}, {"y", 1.0}, {"z", 1.0}}));
+  EXPECT_EQ(tw.reported.size(), 2u);
+  EXPECT_EQ(res.stale_samples, 1u);
+}
+
+TEST(TwinValidate, AcceptsGoodRecord) {
+  limits lim;
+  EXPECT_FALSE(validate(make("veh-1", 1, 1, {{"speed", 1.0}}), lim));
+}
+
+TEST(TwinValidate, RejectsBadRecords) {
+  limits lim;
+  EXPECT_TRUE(validate(make("", 1, 1, {{"x", 1.0}}), lim));
+  EXPECT_TRUE(validate(make(std::string(300, 'a'), 1, 1, {{"x", 1.0}}), lim));
+  EXPECT_TRUE(validate(make("a\nb", 1, 1, {{"x", 1.0}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {}), lim));
+  EXPECT_TRUE(validate(make("a", 1, -5, {{"x", 1.0}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {{"", 1.0}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {{"bad name", 1.0}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {{"x", std::numeric_limits<double>::quiet_NaN()}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {{"x", std::numeric_limits<double>::infinity()}}), lim));
+  EXPECT_TRUE(validate(make("a", 1, 1, {{"x", std::string(5000, 'v')}}), lim));
+  auto err = validate(make("a", 1, 1, {{"x", std::numeric_limits<double>::quiet_NaN()}}), lim);
+  EXPECT_NE(err->find("\"x\""), std::string::npos) << *err;
+  telemetry many = make("a", 1, 1, {});
+  for (int i = 0; i < 300; ++i)
+    many.metrics.emplace_back("m" + std::to_string(i), 1.0);
+  EXPECT_TRUE(validate(many, lim));
+}
+
+TEST(TwinDesired, SetRemoveDeltaAndVersion) {
+  twin tw;
+  limits lim;
+  apply_result res;
+  apply_telemetry(tw, make("a", 1, 1000, {{"speed_limit", int64_t{80}}}), 1000, lim, res);
+  desired_update u;
+  u.set = {{"speed_limit", 80.0}, {"mode", std::string{"eco"}}};
+  auto r = apply_desired(tw, "a", u, 5000, lim);
+  EXPECT_EQ(r.status, desired_status::applied);
+  EXPECT_EQ(tw.version, 2u);
+  EXPECT_EQ(tw.desired_updated_ms, 5000);
+  auto d = delta(tw);
+  EXPECT_EQ(d.size(), 1u);  // 80 == 80.0 numerically; mode not reported
+  EXPECT_TRUE(d.contains("mode"));
+  // Same values again: unchanged, version stays.
+  EXPECT_EQ(apply_desired(tw, "a", u, 6000, lim).status, desired_status::unchanged);
+  EXPECT_EQ(tw.version, 2u);
+  desired_update rm;
+  rm.remove = {"mode"};
+  EXPECT_EQ(apply_desired(tw, "a", rm, 7000, lim).status, desired_status::applied);
+  EXPECT_TRUE(delta(tw).empty());
+}
+
+TEST(TwinDesired, ExpectedVersionMismatchAborts) {
+  twin tw;
+  limits lim;
+  desired_update u;
+  u.set = {{"x", 1.0}};
+  u.expected_version = 0;
+  EXPECT_EQ(apply_desired(tw, "a", u, 1, lim).status, desired_status::applied);
+  u.set = {{"x", 2.0}};
+  u.expected_version = 0;
+  auto r = apply_desired(tw, "a", u, 2, lim);
+  EXPECT_EQ(r.status, desired_status::version_mismatch);
+  EXPECT_NE(r.error.find("version 1"), std::string::npos) << r.error;
+  u.expected_version = 1;
+  EXPECT_EQ(apply_desired(tw, "a", u, 3, lim).status, desired_status::applied);
+  EXPECT_EQ(tw.version, 2u);
+}
+
+TEST(TwinDesired, InvalidUpdates) {
+  twin tw;
+  limits lim;
+  EXPECT_EQ(apply_desired(tw, "a", {}, 1, lim).status, desired_status::invalid);
+  desired_update u;
+  u.set = {{"bad name", 1.0}};
+  EXPECT_EQ(apply_desired(tw, "a", u, 1, lim).status, desired_status::invalid);
+  u.set = {{"x", std::numeric_limits<double>::infinity()}};
+  EXPECT_EQ(apply_desired(tw, "a", u, 1, lim).status, desired_status::invalid);
+  EXPECT_EQ(tw.version, 0u);
+}
+
+TEST(TwinConnectivity, OnlineWithinWindow) {
+  twin tw;
+  EXPECT_EQ(connectivity_of(tw, 100, 10), connectivity::stale);
+  tw.last_seen_ms = 95;
+  EXPECT_EQ(connectivity_of(tw, 100, 10), connectivity::online);
+  EXPECT_EQ(connectivity_of(tw, 106, 10), connectivity::stale);
+}
+
+TEST(SequenceWindow, Exhaustive) {
+  sequence_window w;
+  EXPECT_EQ(w.check(1), sequence_window::verdict::fresh);
+  w.mark(1);
+  EXPECT_EQ(w.check(1), sequence_window::verdict::duplicate);
+  w.mark(100);
+  EXPECT_EQ(w.check(1), sequence_window::verdict::too_old);
+  EXPECT_EQ(w.check(36), sequence_window::verdict::too_old);
+  EXPECT_EQ(w.check(37), sequence_window::verdict::fresh);
+  EXPECT_EQ(w.check(99), sequence_window::verdict::fresh);
+  w.mark(99);
+  EXPECT_EQ(w.check(99), sequence_window::verdict::duplicate);
+  EXPECT_EQ(w.check(100), sequence_window::verdict::duplicate);
+  EXPECT_EQ(w.check(0), sequence_window::verdict::fresh);
+  w.mark(164);  // shifts 99 and 100 out of the window
+  EXPECT_EQ(w.check(100), sequence_window::verdict::too_old);
+  EXPECT_EQ(w.check(101), sequence_window::verdict::fresh);
+}
+
+TEST(HistorySlot, RingWraps) {
+  EXPECT_EQ(history_slot(1, 4), 0u);
+  EXPECT_EQ(history_slot(4, 4), 3u);
+  EXPECT_EQ(history_slot(5, 4), 0u);
+}
+
+TEST(Codec, TwinRoundTrip) {
+  twin tw;
+  limits lim;
+  apply_result res;
+  auto t = make("veh-1", 7, 1000, {{"d", 1.5}, {"i", int64_t{-42}}, {"b", true},
+                                   {"s", std::string{"hello"}}});
+  t.attributes = {{"fleet", "north"}};
+  apply_telemetry(tw, t, 2000, lim, res);
+  desired_update u;
+  u.set = {{"mode", std::string{"eco"}}};
+  apply_desired(tw, "veh-1", u, 3000, lim);
+  tw.duplicates = 3;
+  std::string bytes;
+  encode_twin(tw, bytes);
+  twin back;
+  ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.asset_id, tw.asset_id);
+  EXPECT_EQ(back.kind, tw.kind);
+  EXPECT_EQ(back.tenant, tw.tenant);
+  EXPECT_EQ(back.version, tw.version);
+  EXPECT_EQ(back.last_seen_ms, tw.last_seen_ms);
+  EXPECT_EQ(back.desired_updated_ms, 3000);
+  EXPECT_EQ(back.duplicates, 3u);
+  EXPECT_EQ(back.window, tw.window);
+  EXPECT_EQ(back.attributes, tw.attributes);
+  EXPECT_EQ(back.desired, tw.desired);
+  ASSERT_EQ(back.reported.size(), 4u);
+  for (const auto& [name, rp] : tw.reported) {
+    EXPECT_EQ(back.reported.at(name).val, rp.val) << name;
+    EXPECT_EQ(back.reported.at(name).sequence, 7u);
+    EXPECT_EQ(back.stats.at(name).count, 1u);
+    EXPECT_EQ(back.stats.at(name).mean, tw.stats.at(name).mean);
+  }
+}
+
+TEST(Codec, CorruptInputIsRejectedNotCrashing) {
+  twin tw;
+  tw.asset_id = "a";
+  tw.reported["x"] = reported_property{std::string{"value"}, 1, 2, 3};
+  std::string bytes;
+  encode_twin(tw, bytes);
+  twin back;
+  for (size_t n = 0; n < bytes.size(); ++n)
+    EXPECT_TRUE(decode_twin(std::string_view{bytes}.substr(0, n), back)) << n;
+  std::string junk = bytes + "x";
+  EXPECT_TRUE(decode_twin(junk, back));
+  bytes[0] = 9;
+  EXPECT_TRUE(decode_twin(bytes, back));
+  std::string huge_count = "\x01\x01" "a";
+  huge_count += std::string(20, '\xff');
+  EXPECT_TRUE(decode_twin(huge_count, back));
+}
+
+TEST(Codec, HistoryPointRoundTrip) {
+  history_point p{int64_t{-7}, 123456789, 42};
+  std::string bytes;
+  encode_history_point(p, bytes);
+  history_point back;
+  ASSERT_FALSE(decode_history_point(bytes, back));
+  EXPECT_EQ(back.val, p.val);
+  EXPECT_EQ(back.source_time_ms, p.source_time_ms);
+  EXPECT_EQ(back.sequence, 42u);
+  EXPECT_TRUE(decode_history_point(bytes.substr(0, 3), back));
+}
+
+TEST(Partitioning, MatchesKafkaJavaClient) {
+  // Reference values of org.apache.kafka.common.utils.Utils.murmur2.
+  EXPECT_EQ(static_cast<int32_t>(kafka_murmur2("21")), -973932308);
+  EXPECT_EQ(static_cast<int32_t>(kafka_murmur2("foobar")), -790332482);
+  EXPECT_EQ(static_cast<int32_t>(kafka_murmur2("a-little-bit-long-string")), -985981536);
+  EXPECT_EQ(static_cast<int32_t>(kafka_murmur2("")), 275646681);
+  for (int i = 0; i < 1000; ++i) {
+    auto p = kafka_partition("veh-" + std::to_string(i), 8);
+    EXPECT_GE(p, 0);
+    EXPECT_LT(p, 8);
+  }
+}
