@@ -1,0 +1,46 @@
+# FleetTwin: `make run` and `make test` install what is missing, build, and run.
+
+BUILD ?= build
+JOBS ?= $(shell nproc)
+BUILD_TYPE ?= RelWithDebInfo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian bookworm packages the build, the tests and the tools need.
+APT_PACKAGES := cmake ninja-build g++ pkg-config git \
+  libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
+  librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
+  libsimdjson-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl
+
+.PHONY: all deps configure build run test bench format clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+configure: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# A node on the embedded Kafka, fed by the fleet simulator. Ctrl-C stops both.
+run: build
+	tools/scripts/run-dev.sh $(BUILD)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
+
+bench: build
+	tools/bench/run.sh $(BUILD)
+
+format:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,141 @@
+#include "services/grpc/convert.hpp"
+
+#include "fleettwin/v1/service.pb.h"
+
+namespace fleettwin::grpc_api {
+
+void to_proto(const core::value& v, fleettwin::v1::Value& out) {
+  switch (v.index()) {
+    case 0:
+      out.set_double_value(std::get<double>(v));
+      break;
+    case 1:
+      out.set_int_value(std::get<int64_t>(v));
+      break;
+    case 2:
+      out.set_bool_value(std::get<bool>(v));
+      break;
+    default:
+      out.set_string_value(std::get<std::string>(v));
+  }
+}
+
+std::optional<core::value> from_proto(const fleettwin::v1::Value& v) {
+  switch (v.kind_case()) {
+    case fleettwin::v1::Value::kDoubleValue:
+      return core::value{v.double_value()};
+    case fleettwin::v1::Value::kIntValue:
+      return core::value{static_cast<int64_t>(v.int_value())};
+    case fleettwin::v1::Value::kBoolValue:
+      return core::value{v.bool_value()};
+    case fleettwin::v1::Value::kStringValue:
+      return core::value{v.string_value()};
+    default:
+      return std::nullopt;
+  }
+}
+
+namespace {
+
+void reported_to_proto(const core::reported_property& rp, fleettwin::v1::ReportedProperty& out) {
+  to_proto(rp.val, *out.mutable_value());
+  out.set_source_time_ms(rp.source_time_ms);
+  out.set_ingest_time_ms(rp.ingest_time_ms);
+  out.set_sequence(rp.sequence);
+}
+
+}  // namespace
+
+void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out) {
+  out.Clear();
+  out.set_asset_id(c.asset_id);
+  out.set_version(c.version);
+  out.set_type(c.type == core::change_type::reported ? fleettwin::v1::REPORTED
+                                                     : fleettwin::v1::DESIRED);
+  out.set_time_ms(c.time_ms);
+  out.set_kind(c.kind);
+  out.set_tenant(c.tenant);
+  out.set_sequence(c.sequence);
+  auto& reported = *out.mutable_reported();
+  for (const auto& [name, rp] : c.reported)
+    reported_to_proto(rp, reported[name]);
+  auto& desired = *out.mutable_desired();
+  for (const auto& [name, v] : c.desired)
+    to_proto(v, desired[name]);
+  for (const auto& name : c.removed)
+    out.add_removed(name);
+}
+
+void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
+              fleettwin::v1::Twin& out) {
+  out.Clear();
+  out.set_name("twins/" + tw.asset_id);
+  out.set_asset_id(tw.asset_id);
+  out.set_kind(tw.kind);
+  out.set_tenant(tw.tenant);
+  auto& attrs = *out.mutable_attributes();
+  for (const auto& [k, v] : tw.attributes)
+    attrs[k] = v;
+  auto& reported = *out.mutable_reported();
+  for (const auto& [name, rp] : tw.reported)
+    reported_to_proto(rp, reported[name]);
+  auto& desired = *out.mutable_desired();
+  for (const auto& [name, v] : tw.desired)
+    to_proto(v, desired[name]);
+  auto& delta = *out.mutable_delta();
+  for (const auto& [name, v] : core::delta(tw))
+    to_proto(v, delta[name]);
+  auto& stats = *out.mutable_stats();
+  for (const auto& [name, st] : tw.stats) {
+    auto& s = stats[name];
+    s.set_count(st.count);
+    s.set_min(st.min);
+    s.set_max(st.max);
+    s.set_mean(st.mean);
+    s.set_last_change_ms(st.last_change_ms);
+  }
+  out.set_version(tw.version);
+  out.set_etag(std::to_string(tw.version));
+  out.set_last_seen_ms(tw.last_seen_ms);
+  out.set_connectivity(core::connectivity_of(tw, now_ms, stale_after_ms) ==
+                           core::connectivity::online
+                         ? fleettwin::v1::ONLINE
+                         : fleettwin::v1::STALE);
+  out.set_applied_records(tw.applied_records);
+  out.set_duplicates(tw.duplicates);
+  out.set_out_of_order(tw.out_of_order);
+  out.set_last_sequence(tw.window.highest());
+  out.set_desired_updated_ms(tw.desired_updated_ms);
+}
+
+void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out) {
+  to_proto(p.val, *out.mutable_value());
+  out.set_source_time_ms(p.source_time_ms);
+  out.set_sequence(p.sequence);
+}
+
+std::optional<std::string> parse_twin_name(const std::string& name, std::string& error) {
+  static constexpr std::string_view prefix = "twins/";
+  if (name.empty()) {
+    error = "name is required, in the form \"twins/{asset_id}\"";
+    return std::nullopt;
+  }
+  if (name.compare(0, prefix.size(), prefix) != 0 || name.size() == prefix.size()) {
+    error = "name \"" + name + "\" is not of the form \"twins/{asset_id}\"";
+    return std::nullopt;
+  }
+  auto id = name.substr(prefix.size());
+  if (id.size() > 256) {
+    error = "asset id in \"" + name.substr(0, 40) + "...\" is longer than 256 bytes";
+    return std::nullopt;
+  }
+  for (unsigned char c : id) {
+    if (c < 0x20 || c == 0x7f) {
+      error = "asset id in name contains a control character";
+      return std::nullopt;
+    }
+  }
+  return id;
+}
+
+}  // namespace fleettwin::grpc_api

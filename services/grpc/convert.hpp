@@ -1,0 +1,32 @@
+#pragma once
+
+// Mapping between the pure twin model and the fleettwin.v1 protobuf types.
+
+#include <optional>
+#include <string>
+
+#include "actors/core/change.hpp"
+#include "actors/core/codec.hpp"
+#include "actors/core/twin.hpp"
+#include "fleettwin/v1/service.pb.h"
+#include "fleettwin/v1/twin.pb.h"
+
+namespace fleettwin::grpc_api {
+
+void to_proto(const core::value& v, fleettwin::v1::Value& out);
+
+/// nullopt when the Value has no kind set.
+std::optional<core::value> from_proto(const fleettwin::v1::Value& v);
+
+void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out);
+
+/// Fills `out` (cleared first); connectivity is judged at `now_ms`.
+void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
+              fleettwin::v1::Twin& out);
+
+void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out);
+
+/// "twins/{asset_id}" -> asset id; nullopt with a reason when malformed.
+std::optional<std::string> parse_twin_name(const std::string& name, std::string& error);
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,104 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "actors/runtime/interfaces.hpp"
+#include "fleettwin/v1/service.grpc.pb.h"
+#include "services/grpc/query_pool.hpp"
+#include "services/grpc/watch_hub.hpp"
+#include "services/metrics/metrics.hpp"
+
+namespace fleettwin::storage {
+class rocksdb_store;
+}
+
+namespace fleettwin::grpc_api {
+
+/// Where a twin lives.
+struct route {
+  runtime::partition_actor actor;
+  int32_t partition = 0;
+};
+
+/// What the gRPC services need from the node.
+class twin_backend {
+public:
+  virtual ~twin_backend() = default;
+  /// The owner of the asset's partition; nullopt with the reason when this
+  /// node cannot serve it now (answered as UNAVAILABLE).
+  virtual std::optional<route> route_asset(const std::string& asset_id, std::string& why) = 0;
+  virtual std::vector<int32_t> local_partitions() = 0;
+  virtual storage::rocksdb_store& store() = 0;
+  virtual int64_t stale_after_ms() const = 0;
+  virtual void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) = 0;
+};
+
+struct service_limits {
+  size_t max_batch_get = 1000;
+  int32_t default_page_size = 100;
+  int32_t max_page_size = 1000;
+  /// Twins examined per ListTwins page before a short page is returned.
+  size_t max_scanned_per_page = 20'000;
+  size_t max_watch_queue = 10'000;
+};
+
+class twin_service final : public fleettwin::v1::TwinService::CallbackService {
+public:
+  twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub, metrics::grpc_probe& probe,
+               service_limits limits);
+
+  ::grpc::ServerUnaryReactor* GetTwin(::grpc::CallbackServerContext* ctx,
+                                      const fleettwin::v1::GetTwinRequest* req,
+                                      fleettwin::v1::Twin* resp) override;
+  ::grpc::ServerUnaryReactor* BatchGetTwins(::grpc::CallbackServerContext* ctx,
+                                            const fleettwin::v1::BatchGetTwinsRequest* req,
+                                            fleettwin::v1::BatchGetTwinsResponse* resp) override;
+  ::grpc::ServerUnaryReactor* ListTwins(::grpc::CallbackServerContext* ctx,
+                                        const fleettwin::v1::ListTwinsRequest* req,
+                                        fleettwin::v1::ListTwinsResponse* resp) override;
+  ::grpc::ServerUnaryReactor* UpdateDesired(::grpc::CallbackServerContext* ctx,
+                                            const fleettwin::v1::UpdateDesiredRequest* req,
+                                            fleettwin::v1::Twin* resp) override;
+  ::grpc::ServerUnaryReactor* GetHistory(::grpc::CallbackServerContext* ctx,
+                                         const fleettwin::v1::GetHistoryRequest* req,
+                                         fleettwin::v1::GetHistoryResponse* resp) override;
+  ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>* WatchTwins(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) override;
+
+private:
+  twin_backend& backend_;
+  query_pool& pool_;
+  watch_hub& hub_;
+  metrics::grpc_probe& probe_;
+  service_limits limits_;
+};
+
+class node_service final : public fleettwin::v1::NodeService::CallbackService {
+public:
+  node_service(twin_backend& backend, metrics::grpc_probe& probe);
+
+  ::grpc::ServerUnaryReactor* GetStatus(::grpc::CallbackServerContext* ctx,
+                                        const fleettwin::v1::GetStatusRequest* req,
+                                        fleettwin::v1::NodeStatus* resp) override;
+  ::grpc::ServerUnaryReactor* Ping(::grpc::CallbackServerContext* ctx,
+                                   const fleettwin::v1::PingRequest* req,
+                                   fleettwin::v1::PingResponse* resp) override;
+
+private:
+  twin_backend& backend_;
+  metrics::grpc_probe& probe_;
+};
+
+/// Encodes a ListTwins continuation (opaque to clients, bound to the filter).
+std::string encode_page_token(const std::string& filter, const std::string& last_asset_id);
+
+/// Decodes a token; nullopt when it is malformed or was issued for another filter.
+std::optional<std::string> decode_page_token(const std::string& token, const std::string& filter);
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,148 @@
+#include "services/grpc/watch_hub.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "services/grpc/convert.hpp"
+
+namespace fleettwin::grpc_api {
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+}  // namespace
+
+watch_stream::watch_stream(watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
+                           size_t max_queued)
+  : hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)), max_queued_(max_queued) {
+}
+
+bool watch_stream::wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
+                         int64_t stale_after_ms) const {
+  if (asset_id_ && *asset_id_ != c.asset_id)
+    return false;
+  if (filter_.matches_all())
+    return true;
+  return snapshot != nullptr && filter_.matches(*snapshot, now_ms, stale_after_ms);
+}
+
+void watch_stream::push(const fleettwin::v1::TwinChange& change) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (finished_)
+    return;
+  if (queue_.size() >= max_queued_) {
+    finish_locked(::grpc::Status{::grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "watcher fell more than " + std::to_string(max_queued_) +
+                                   " changes behind; reconnect and narrow the filter"});
+    return;
+  }
+  queue_.push_back(change);
+  if (!writing_) {
+    writing_ = true;
+    StartWrite(&queue_.front());
+  }
+}
+
+void watch_stream::finish_locked(::grpc::Status status) {
+  if (finished_)
+    return;
+  finished_ = true;
+  final_status_ = std::move(status);
+  if (writing_) {
+    // Keep the message in flight; OnWriteDone finishes the call.
+    while (queue_.size() > 1)
+      queue_.pop_back();
+    return;
+  }
+  queue_.clear();
+  Finish(final_status_);
+}
+
+void watch_stream::OnWriteDone(bool ok) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (!queue_.empty())
+    queue_.pop_front();
+  writing_ = false;
+  if (!ok && !finished_) {
+    finished_ = true;
+    final_status_ = ::grpc::Status::CANCELLED;
+  }
+  if (finished_) {
+    queue_.clear();
+    Finish(final_status_);
+    return;
+  }
+  if (!queue_.empty()) {
+    writing_ = true;
+    StartWrite(&queue_.front());
+  }
+}
+
+void watch_stream::OnCancel() {
+  hub_.remove(this);
+  std::lock_guard<std::mutex> guard{mutex_};
+  finish_locked(::grpc::Status::CANCELLED);
+}
+
+void watch_stream::OnDone() {
+  hub_.remove(this);
+  delete this;
+}
+
+watch_hub::watch_hub(int64_t stale_after_ms, std::function<void(size_t)> on_count)
+  : stale_after_ms_(stale_after_ms), on_count_(std::move(on_count)) {
+}
+
+void watch_hub::add(watch_stream* s) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  streams_.push_back(s);
+  if (s->needs_snapshots())
+    ++filter_streams_;
+  if (on_count_)
+    on_count_(streams_.size());
+}
+
+void watch_hub::remove(watch_stream* s) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  auto it = std::find(streams_.begin(), streams_.end(), s);
+  if (it == streams_.end())
+    return;
+  streams_.erase(it);
+  if (s->needs_snapshots())
+    --filter_streams_;
+  if (on_count_)
+    on_count_(streams_.size());
+}
+
+bool watch_hub::wants_snapshots() const {
+  return filter_streams_.load(std::memory_order_relaxed) > 0;
+}
+
+void watch_hub::on_changes(const std::vector<core::twin_change>& changes,
+                           const std::vector<std::shared_ptr<const core::twin>>& snapshots) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (streams_.empty())
+    return;
+  auto now = wall_ms();
+  fleettwin::v1::TwinChange msg;
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
+    bool converted = false;
+    for (auto* s : streams_) {
+      if (!s->wants(changes[i], snap, now, stale_after_ms_))
+        continue;
+      if (!converted) {
+        to_proto(changes[i], msg);
+        converted = true;
+      }
+      s->push(msg);
+    }
+  }
+}
+
+}  // namespace fleettwin::grpc_api

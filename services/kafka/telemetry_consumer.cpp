@@ -1,0 +1,297 @@
+#include "services/kafka/telemetry_consumer.hpp"
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::kafka {
+
+namespace {
+
+/// Keeps the librdkafka messages of a batch alive while actors read them.
+struct message_holder {
+  std::vector<rd_kafka_message_t*> messages;
+  ~message_holder() {
+    for (auto* m : messages)
+      rd_kafka_message_destroy(m);
+  }
+};
+
+std::string_view header_value(rd_kafka_message_t* m, const char* name) {
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return {};
+  const void* value = nullptr;
+  size_t size = 0;
+  if (rd_kafka_header_get_last(hdrs, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+      value == nullptr)
+    return {};
+  return {static_cast<const char*>(value), size};
+}
+
+}  // namespace
+
+telemetry_consumer::telemetry_consumer(consumer_options opts) : opts_(std::move(opts)) {
+}
+
+std::unique_ptr<telemetry_consumer> telemetry_consumer::create(consumer_options opts,
+                                                               std::string& error) {
+  std::map<std::string, std::string> settings{
+    {"bootstrap.servers", opts.bootstrap},
+    {"group.id", opts.group_id},
+    {"client.id", opts.client_id},
+    {"partition.assignment.strategy", "cooperative-sticky"},
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+    {"auto.offset.reset", "earliest"},
+    {"enable.partition.eof", "false"},
+    {"queued.max.messages.kbytes", "65536"},
+    {"fetch.wait.max.ms", "50"},
+    {"isolation.level", "read_committed"},
+  };
+  for (const auto& [k, v] : opts.settings)
+    settings[k] = v;
+  auto* conf = make_conf(settings, error);
+  if (!conf)
+    return nullptr;
+  std::unique_ptr<telemetry_consumer> c{new telemetry_consumer(std::move(opts))};
+  rd_kafka_conf_set_opaque(conf, c.get());
+  rd_kafka_conf_set_rebalance_cb(conf, &telemetry_consumer::rebalance_cb);
+  char errstr[512];
+  c->rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
+  if (!c->rk_) {
+    rd_kafka_conf_destroy(conf);
+    error = std::string{"cannot create Kafka consumer: "} + errstr;
+    return nullptr;
+  }
+  rd_kafka_poll_set_consumer(c->rk_.get());
+  return c;
+}
+
+telemetry_consumer::~telemetry_consumer() {
+  stop();
+}
+
+int32_t telemetry_consumer::fetch_partition_count(std::chrono::milliseconds timeout,
+                                                  std::string& error) {
+  rd_kafka_topic_t* topic = rd_kafka_topic_new(rk_.get(), opts_.topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  auto err = rd_kafka_metadata(rk_.get(), 0, topic, &md, static_cast<int>(timeout.count()));
+  int32_t count = 0;
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = std::string{"metadata for topic "} + opts_.topic + ": " + rd_kafka_err2str(err);
+  } else if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = "topic " + opts_.topic + " is not available: " +
+            (md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "no metadata");
+  } else {
+    count = md->topics[0].partition_cnt;
+  }
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(topic);
+  if (count > 0)
+    partition_count_ = count;
+  return count;
+}
+
+void telemetry_consumer::start(partition_host& host) {
+  host_ = &host;
+  auto* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, opts_.topic.c_str(), RD_KAFKA_PARTITION_UA);
+  auto err = rd_kafka_subscribe(rk_.get(), topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    spdlog::error("event=subscribe_failed topic={} error=\"{}\"", opts_.topic,
+                  rd_kafka_err2str(err));
+  thread_ = std::thread{[this] { run(); }};
+}
+
+void telemetry_consumer::stop() {
+  if (!thread_.joinable())
+    return;
+  stop_ = true;
+  thread_.join();
+}
+
+void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  acks_.emplace_back(partition, next_offset);
+}
+
+std::vector<partition_progress> telemetry_consumer::progress() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  std::vector<partition_progress> out;
+  for (const auto& [p, prog] : progress_)
+    out.push_back(prog);
+  return out;
+}
+
+void telemetry_consumer::rebalance_cb(rd_kafka_t*, rd_kafka_resp_err_t err,
+                                      rd_kafka_topic_partition_list_t* parts, void* opaque) {
+  static_cast<telemetry_consumer*>(opaque)->rebalance(err, parts);
+}
+
+void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
+                                   rd_kafka_topic_partition_list_t* parts) {
+  const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk_.get()), "COOPERATIVE") == 0;
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto& tp = parts->elems[i];
+      auto resume = host_->on_assigned(tp.partition);
+      tp.offset = resume ? *resume : RD_KAFKA_OFFSET_BEGINNING;
+      {
+        std::lock_guard<std::mutex> guard{mutex_};
+        progress_[tp.partition] = partition_progress{tp.partition, resume.value_or(0), -1};
+      }
+      inflight_[tp.partition] = 0;
+      paused_[tp.partition] = false;
+      spdlog::info("event=partition_assigned partition={} resume_offset={}", tp.partition,
+                   resume ? std::to_string(*resume) : "beginning");
+    }
+    rd_kafka_error_t* e = nullptr;
+    if (cooperative)
+      e = rd_kafka_incremental_assign(rk_.get(), parts);
+    else
+      rd_kafka_assign(rk_.get(), parts);
+    if (e) {
+      spdlog::error("event=assign_failed error=\"{}\"", rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+  } else {
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto p = parts->elems[i].partition;
+      host_->on_revoked(p);
+      drain_acks();
+      std::lock_guard<std::mutex> guard{mutex_};
+      progress_.erase(p);
+      inflight_.erase(p);
+      paused_.erase(p);
+      spdlog::info("event=partition_revoked partition={}", p);
+    }
+    if (cooperative) {
+      if (auto* e = rd_kafka_incremental_unassign(rk_.get(), parts))
+        rd_kafka_error_destroy(e);
+    } else {
+      rd_kafka_assign(rk_.get(), nullptr);
+    }
+  }
+}
+
+void telemetry_consumer::drain_acks() {
+  std::vector<std::pair<int32_t, int64_t>> acks;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    acks.swap(acks_);
+    for (const auto& [p, next] : acks)
+      if (auto it = progress_.find(p); it != progress_.end())
+        it->second.committed = next;
+  }
+  if (acks.empty())
+    return;
+  commit_due_ = true;
+  auto* resume = rd_kafka_topic_partition_list_new(4);
+  for (const auto& [p, next] : acks) {
+    auto it = inflight_.find(p);
+    if (it == inflight_.end())
+      continue;
+    if (it->second > 0)
+      --it->second;
+    if (paused_[p] && it->second < opts_.max_inflight_batches) {
+      paused_[p] = false;
+      rd_kafka_topic_partition_list_add(resume, opts_.topic.c_str(), p);
+    }
+  }
+  if (resume->cnt > 0)
+    rd_kafka_resume_partitions(rk_.get(), resume);
+  rd_kafka_topic_partition_list_destroy(resume);
+}
+
+void telemetry_consumer::refresh_watermarks() {
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_refresh_ < std::chrono::seconds{1})
+    return;
+  last_refresh_ = now;
+  std::lock_guard<std::mutex> guard{mutex_};
+  auto* offsets = rd_kafka_topic_partition_list_new(static_cast<int>(progress_.size()) + 1);
+  for (auto& [p, prog] : progress_) {
+    int64_t low = 0;
+    int64_t high = 0;
+    // Cached values from fetch responses: no network round trip.
+    if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high) ==
+          RD_KAFKA_RESP_ERR_NO_ERROR &&
+        high >= 0)
+      prog.high_watermark = high;
+    if (commit_due_ && prog.committed > 0)
+      rd_kafka_topic_partition_list_add(offsets, opts_.topic.c_str(), p)->offset = prog.committed;
+  }
+  if (offsets->cnt > 0)
+    rd_kafka_commit(rk_.get(), offsets, 1);  // async: for lag tools only
+  rd_kafka_topic_partition_list_destroy(offsets);
+  commit_due_ = false;
+}
+
+void telemetry_consumer::run() {
+  rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
+  std::vector<rd_kafka_message_t*> msgs(opts_.max_poll_records);
+  std::map<int32_t, std::shared_ptr<runtime::raw_batch>> batches;
+  std::map<int32_t, std::shared_ptr<message_holder>> holders;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    drain_acks();
+    refresh_watermarks();
+    auto n = rd_kafka_consume_batch_queue(queue, 100, msgs.data(), msgs.size());
+    if (n <= 0)
+      continue;
+    for (ssize_t i = 0; i < n; ++i) {
+      auto* m = msgs[i];
+      if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+          spdlog::warn("event=consume_error error=\"{}\"", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      auto p = m->partition;
+      auto& batch = batches[p];
+      if (!batch) {
+        batch = std::make_shared<runtime::raw_batch>();
+        batch->partition = p;
+        batch->records.reserve(static_cast<size_t>(n));
+        holders[p] = std::make_shared<message_holder>();
+      }
+      holders[p]->messages.push_back(m);
+      runtime::raw_record r;
+      r.key = {static_cast<const char*>(m->key), m->key_len};
+      r.payload = {static_cast<const char*>(m->payload), m->len};
+      r.content_type = header_value(m, "content-type");
+      r.offset = m->offset;
+      rd_kafka_timestamp_type_t tstype;
+      r.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+      batch->records.push_back(r);
+      batch->bytes += m->len + m->key_len;
+      batch->next_offset = m->offset + 1;
+    }
+    auto* pause = rd_kafka_topic_partition_list_new(4);
+    for (auto& [p, batch] : batches) {
+      if (!batch)
+        continue;
+      batch->owner = std::move(holders[p]);
+      if (!inflight_.contains(p)) {
+        continue;  // revoked meanwhile: the records will be consumed by the new owner
+      }
+      host_->dispatch(std::move(batch));
+      if (++inflight_[p] >= opts_.max_inflight_batches && !paused_[p]) {
+        paused_[p] = true;
+        rd_kafka_topic_partition_list_add(pause, opts_.topic.c_str(), p);
+      }
+    }
+    if (pause->cnt > 0)
+      rd_kafka_pause_partitions(rk_.get(), pause);
+    rd_kafka_topic_partition_list_destroy(pause);
+    batches.clear();
+    holders.clear();
+  }
+  rd_kafka_queue_destroy(queue);
+  // Leaving the group revokes every partition through the rebalance callback.
+  rd_kafka_consumer_close(rk_.get());
+}
+
+}  // namespace fleettwin::kafka

@@ -1,0 +1,109 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/runtime/ports.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+namespace fleettwin::kafka {
+
+/// What the consumer needs from the node: partition lifecycle and dispatch.
+class partition_host {
+public:
+  virtual ~partition_host() = default;
+  /// A partition was assigned: start serving it; returns the offset to resume
+  /// from (the one committed with the twin state), nullopt for the beginning.
+  virtual std::optional<int64_t> on_assigned(int32_t partition) = 0;
+  /// A partition is revoked: finish and commit its work; blocks until done.
+  virtual void on_revoked(int32_t partition) = 0;
+  /// Hands a batch to the partition's actor (must not block).
+  virtual void dispatch(runtime::raw_batch_ptr batch) = 0;
+};
+
+struct consumer_options {
+  std::string bootstrap;
+  std::string group_id = "fleettwin";
+  std::string topic = "fleettwin.telemetry";
+  std::string client_id = "fleettwin-node";
+  /// Records taken per poll at most.
+  size_t max_poll_records = 10'000;
+  /// Batches in flight per partition before the partition is paused.
+  int max_inflight_batches = 4;
+  std::map<std::string, std::string> settings;  // extra librdkafka settings
+};
+
+/// Progress of one assigned partition.
+struct partition_progress {
+  int32_t partition = 0;
+  int64_t committed = -1;       // next offset, committed with the twin state
+  int64_t high_watermark = -1;  // -1 while unknown
+  int64_t lag() const {
+    return high_watermark < 0 || committed < 0 ? 0 : std::max<int64_t>(0, high_watermark - committed);
+  }
+};
+
+/// Member of the consumer group (cooperative-sticky). Polls in its own
+/// thread, groups records by partition into batches, pauses partitions whose
+/// batches are not yet committed (backpressure), and commits offsets to Kafka
+/// for visibility (the authoritative offsets live with the twin state).
+class telemetry_consumer {
+public:
+  static std::unique_ptr<telemetry_consumer> create(consumer_options opts, std::string& error);
+  ~telemetry_consumer();
+
+  /// Starts polling; `host` must outlive the consumer.
+  void start(partition_host& host);
+
+  /// Leaves the group (revoking every partition through the host) and joins
+  /// the thread.
+  void stop();
+
+  /// A batch of `partition` is committed up to `next_offset` (thread-safe).
+  void acknowledge(int32_t partition, int64_t next_offset);
+
+  std::vector<partition_progress> progress() const;
+
+  /// Partitions of the topic (from metadata), or 0 if not known yet.
+  int32_t partition_count() const {
+    return partition_count_.load();
+  }
+
+  /// Reads the partition count from the cluster's metadata.
+  int32_t fetch_partition_count(std::chrono::milliseconds timeout, std::string& error);
+
+private:
+  explicit telemetry_consumer(consumer_options opts);
+  void run();
+  void rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
+  void drain_acks();
+  void refresh_watermarks();
+  static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t* parts, void* opaque);
+
+  consumer_options opts_;
+  kafka_handle rk_;
+  partition_host* host_ = nullptr;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int32_t> partition_count_{0};
+
+  mutable std::mutex mutex_;  // guards acks_ and progress_
+  std::vector<std::pair<int32_t, int64_t>> acks_;
+  std::map<int32_t, partition_progress> progress_;
+
+  // Consumer thread only.
+  std::map<int32_t, int> inflight_;
+  std::map<int32_t, bool> paused_;
+  std::chrono::steady_clock::time_point last_refresh_;
+  bool commit_due_ = false;
+};
+
+}  // namespace fleettwin::kafka

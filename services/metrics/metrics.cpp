@@ -1,0 +1,235 @@
+#include "services/metrics/metrics.hpp"
+
+namespace fleettwin::metrics {
+
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets{
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
+  return buckets;
+}
+
+/// The ingest probe: counters per node, active twins per partition.
+class prometheus_ingest_probe final : public runtime::ingest_probe {
+public:
+  explicit prometheus_ingest_probe(prometheus::Registry& r)
+    : consumed_(BuildCounter()
+                  .Name("fleettwin_records_consumed_total")
+                  .Help("Telemetry records consumed from Kafka")
+                  .Register(r)
+                  .Add({})),
+      bytes_(BuildCounter()
+               .Name("fleettwin_bytes_consumed_total")
+               .Help("Telemetry key and payload bytes consumed")
+               .Register(r)
+               .Add({})),
+      batches_(BuildCounter()
+                 .Name("fleettwin_batches_total")
+                 .Help("Consumed batches processed by partition actors")
+                 .Register(r)
+                 .Add({})),
+      applied_(BuildCounter()
+                 .Name("fleettwin_records_applied_total")
+                 .Help("Telemetry records that changed a twin")
+                 .Register(r)
+                 .Add({})),
+      rejected_(BuildCounter()
+                  .Name("fleettwin_records_rejected_total")
+                  .Help("Records sent to the dead-letter topic, by reason")
+                  .Register(r)),
+      duplicates_(BuildCounter()
+                    .Name("fleettwin_duplicates_total")
+                    .Help("Records ignored because their sequence was already applied")
+                    .Register(r)
+                    .Add({})),
+      out_of_order_(BuildCounter()
+                      .Name("fleettwin_out_of_order_records_total")
+                      .Help("Records not applied because every sample was older than the stored "
+                            "one, or the sequence was below the duplicate window")
+                      .Register(r)
+                      .Add({})),
+      stale_samples_(BuildCounter()
+                       .Name("fleettwin_out_of_order_samples_total")
+                       .Help("Property samples skipped because a newer sample was stored")
+                       .Register(r)
+                       .Add({})),
+      commit_latency_(BuildHistogram()
+                        .Name("fleettwin_batch_commit_duration_seconds")
+                        .Help("RocksDB group commit of one batch (state, history, offset)")
+                        .Register(r)
+                        .Add({}, latency_buckets())),
+      commit_failures_(BuildCounter()
+                         .Name("fleettwin_commit_failures_total")
+                         .Help("Failed group commits")
+                         .Register(r)
+                         .Add({})),
+      committed_twins_(BuildCounter()
+                         .Name("fleettwin_committed_twin_writes_total")
+                         .Help("Twin states written by group commits")
+                         .Register(r)
+                         .Add({})),
+      history_points_(BuildCounter()
+                        .Name("fleettwin_history_points_written_total")
+                        .Help("History samples written")
+                        .Register(r)
+                        .Add({})),
+      active_(BuildGauge()
+                .Name("fleettwin_twins_active")
+                .Help("Resident twin actors, by partition")
+                .Register(r)),
+      passivated_(BuildCounter()
+                    .Name("fleettwin_twins_passivated_total")
+                    .Help("Twin actors passivated (state kept in RocksDB)")
+                    .Register(r)
+                    .Add({})) {
+  }
+
+  void on_batch(size_t records, size_t bytes) override {
+    consumed_.Increment(static_cast<double>(records));
+    bytes_.Increment(static_cast<double>(bytes));
+    batches_.Increment();
+  }
+  void on_applied(size_t records) override {
+    applied_.Increment(static_cast<double>(records));
+  }
+  void on_duplicates(size_t n) override {
+    duplicates_.Increment(static_cast<double>(n));
+  }
+  void on_out_of_order(size_t records, size_t samples) override {
+    out_of_order_.Increment(static_cast<double>(records));
+    stale_samples_.Increment(static_cast<double>(samples));
+  }
+  void on_rejected(std::string_view code) override {
+    rejected_.Add({{"reason", std::string{code}}}).Increment();
+  }
+  void on_commit(double seconds, size_t twins, size_t history) override {
+    commit_latency_.Observe(seconds);
+    committed_twins_.Increment(static_cast<double>(twins));
+    history_points_.Increment(static_cast<double>(history));
+  }
+  void on_commit_failed() override {
+    commit_failures_.Increment();
+  }
+  void on_active_twins(int32_t partition, size_t n) override {
+    active_.Add({{"partition", std::to_string(partition)}}).Set(static_cast<double>(n));
+  }
+  void on_passivated(size_t n) override {
+    passivated_.Increment(static_cast<double>(n));
+  }
+
+private:
+  prometheus::Counter& consumed_;
+  prometheus::Counter& bytes_;
+  prometheus::Counter& batches_;
+  prometheus::Counter& applied_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Counter& duplicates_;
+  prometheus::Counter& out_of_order_;
+  prometheus::Counter& stale_samples_;
+  prometheus::Histogram& commit_latency_;
+  prometheus::Counter& commit_failures_;
+  prometheus::Counter& committed_twins_;
+  prometheus::Counter& history_points_;
+  prometheus::Family<prometheus::Gauge>& active_;
+  prometheus::Counter& passivated_;
+};
+
+class scrape_collectable final : public prometheus::Collectable {
+public:
+  explicit scrape_collectable(std::vector<scrape_gauge> gauges) : gauges_(std::move(gauges)) {
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    for (const auto& g : gauges_) {
+      prometheus::MetricFamily fam;
+      fam.name = g.name;
+      fam.help = g.help;
+      fam.type = g.counter ? prometheus::MetricType::Counter : prometheus::MetricType::Gauge;
+      for (const auto& s : g.sample()) {
+        prometheus::ClientMetric m;
+        for (const auto& [k, v] : s.labels)
+          m.label.push_back({k, v});
+        if (g.counter)
+          m.counter.value = s.value;
+        else
+          m.gauge.value = s.value;
+        fam.metric.push_back(std::move(m));
+      }
+      out.push_back(std::move(fam));
+    }
+    return out;
+  }
+
+private:
+  std::vector<scrape_gauge> gauges_;
+};
+
+}  // namespace
+
+grpc_probe::grpc_probe(prometheus::Registry& r)
+  : requests_(BuildCounter()
+                .Name("fleettwin_grpc_requests_total")
+                .Help("gRPC calls by method and status code")
+                .Register(r)),
+    latency_(BuildHistogram()
+               .Name("fleettwin_grpc_request_duration_seconds")
+               .Help("gRPC call latency by method (server side)")
+               .Register(r)),
+    watchers_(BuildGauge()
+                .Name("fleettwin_watch_streams")
+                .Help("Open WatchTwins streams")
+                .Register(r)
+                .Add({})) {
+}
+
+void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
+  prometheus::Counter* counter;
+  prometheus::Histogram* histogram;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto& c = counters_[{method, code}];
+    if (!c)
+      c = &requests_.Add({{"method", method}, {"code", code}});
+    auto& h = histograms_[method];
+    if (!h)
+      h = &latency_.Add({{"method", method}}, latency_buckets());
+    counter = c;
+    histogram = h;
+  }
+  counter->Increment();
+  histogram->Observe(seconds);
+}
+
+void grpc_probe::on_watchers(size_t n) {
+  watchers_.Set(static_cast<double>(n));
+}
+
+node_metrics::node_metrics(const std::string& address)
+  : registry_(std::make_shared<prometheus::Registry>()),
+    exposer_(std::make_unique<prometheus::Exposer>(address)),
+    ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
+    grpc_(std::make_unique<grpc_probe>(*registry_)) {
+  exposer_->RegisterCollectable(registry_);
+}
+
+node_metrics::~node_metrics() = default;
+
+void node_metrics::add_scrape_gauges(std::vector<scrape_gauge> gauges) {
+  auto c = std::make_shared<scrape_collectable>(std::move(gauges));
+  exposer_->RegisterCollectable(c);
+  collectables_.push_back(std::move(c));
+}
+
+uint16_t node_metrics::port() const {
+  auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+}  // namespace fleettwin::metrics

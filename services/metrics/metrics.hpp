@@ -1,0 +1,89 @@
+#pragma once
+
+// Prometheus exposition of a node. Components get probes; nothing else
+// touches prometheus-cpp (Redpanda-style).
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <prometheus/client_metric.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "actors/runtime/ports.hpp"
+
+namespace fleettwin::metrics {
+
+/// One sample of a gauge computed at scrape time.
+struct gauge_sample {
+  std::map<std::string, std::string> labels;
+  double value = 0;
+};
+
+/// A gauge family whose samples come from a callback at scrape time.
+struct scrape_gauge {
+  std::string name;
+  std::string help;
+  std::function<std::vector<gauge_sample>()> sample;
+  bool counter = false;
+};
+
+/// Measures gRPC calls: requests by method and status code, latency.
+class grpc_probe {
+public:
+  explicit grpc_probe(prometheus::Registry& registry);
+  void on_request(const std::string& method, const char* code, double seconds);
+  void on_watchers(size_t n);
+
+private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Gauge& watchers_;
+  std::mutex mutex_;
+  std::map<std::pair<std::string, std::string>, prometheus::Counter*> counters_;
+  std::map<std::string, prometheus::Histogram*> histograms_;
+};
+
+/// The node's registry and HTTP exposer.
+class node_metrics {
+public:
+  /// Binds `address` ("host:port"); throws std::runtime_error when it cannot.
+  explicit node_metrics(const std::string& address);
+  ~node_metrics();
+
+  prometheus::Registry& registry() {
+    return *registry_;
+  }
+
+  std::shared_ptr<runtime::ingest_probe> ingest() const {
+    return ingest_;
+  }
+
+  grpc_probe& grpc() {
+    return *grpc_;
+  }
+
+  /// Adds gauges evaluated at every scrape (lag, store figures).
+  void add_scrape_gauges(std::vector<scrape_gauge> gauges);
+
+  /// The port actually bound (useful with port 0).
+  uint16_t port() const;
+
+private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<runtime::ingest_probe> ingest_;
+  std::unique_ptr<grpc_probe> grpc_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
+};
+
+}  // namespace fleettwin::metrics

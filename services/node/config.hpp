@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace fleettwin::node {
+
+/// Every option of fleettwin-node. Flags, FLEETTWIN_* environment variables
+/// and an optional TOML/INI config file (--config) set them; flags win.
+struct node_config {
+  std::string grpc_address = "127.0.0.1:50051";
+  std::string metrics_address = "127.0.0.1:9464";
+  std::string data_dir = "./data";
+  /// Empty: start an embedded Kafka on loopback.
+  std::string kafka;
+  /// Extra librdkafka settings ("key=value") for every Kafka client.
+  std::vector<std::string> kafka_options;
+  std::string topic_prefix = "fleettwin";
+  std::string group_id = "fleettwin";
+  std::string node_id;
+  int partitions = 8;
+  int history = 256;
+  int64_t stale_after_ms = 300'000;
+  int64_t passivate_after_ms = 60'000;
+  size_t max_active_twins = 1'000'000;
+  size_t max_record_bytes = 1 << 20;
+  size_t max_poll_records = 10'000;
+  bool sync_commits = false;
+  bool publish_changes = true;
+  size_t rocksdb_cache_mb = 256;
+  int query_threads = 2;
+  int actor_threads = 0;  // 0: one per core
+  std::string log_level = "info";
+  /// Where the embedded Kafka's bootstrap address is written.
+  std::string bootstrap_file;
+};
+
+/// Parses argv; returns the exit code to use when the program should stop
+/// (e.g. --help), or nullopt to run.
+std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::ostream& out,
+                                std::ostream& err);
+
+}  // namespace fleettwin::node

@@ -1,0 +1,370 @@
+#include "services/node/node.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/core/partitioning.hpp"
+#include "services/kafka/telemetry_decoder.hpp"
+
+namespace fleettwin::node {
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+}  // namespace
+
+node::node(node_config cfg) : cfg_(std::move(cfg)) {
+}
+
+std::unique_ptr<node> node::start(node_config cfg, std::string& error) {
+  std::unique_ptr<node> n{new node(std::move(cfg))};
+  if (!n->init(error))
+    return nullptr;
+  return n;
+}
+
+bool node::init(std::string& error) {
+  started_ms_ = wall_ms();
+  topics_ = kafka::topic_names::with_prefix(cfg_.topic_prefix);
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.data_dir, ec);
+  if (ec) {
+    error = "cannot create data dir " + cfg_.data_dir + ": " + ec.message();
+    return false;
+  }
+  // Kafka: embedded unless --kafka is given.
+  if (cfg_.kafka.empty()) {
+    embedded_ = kafka::embedded_kafka::start(1, cfg_.partitions, topics_, error);
+    if (!embedded_)
+      return false;
+    bootstrap_ = embedded_->bootstrap();
+    std::ofstream{cfg_.bootstrap_file} << bootstrap_ << "\n";
+  } else {
+    bootstrap_ = cfg_.kafka;
+  }
+  // Storage.
+  storage::store_options so;
+  so.path = cfg_.data_dir + "/rocksdb";
+  so.sync_commits = cfg_.sync_commits;
+  so.block_cache_bytes = cfg_.rocksdb_cache_mb << 20;
+  store_ = storage::rocksdb_store::open(so, error);
+  if (!store_)
+    return false;
+  // Metrics.
+  try {
+    metrics_ = std::make_unique<metrics::node_metrics>(cfg_.metrics_address);
+  } catch (const std::exception& e) {
+    error = "cannot serve metrics on " + cfg_.metrics_address + ": " + e.what();
+    return false;
+  }
+  // Actors.
+  if (cfg_.actor_threads > 0)
+    actor_cfg_.set("scheduler.max-threads", cfg_.actor_threads);
+  actor_cfg_.set("logger.verbosity", caf::atom("quiet"));
+  system_ = std::make_unique<caf::actor_system>(actor_cfg_);
+  auto acfg = std::make_shared<runtime::asset_config>();
+  acfg->history_capacity = static_cast<uint32_t>(cfg_.history);
+  asset_cfg_ = acfg;
+  // Kafka clients.
+  std::map<std::string, std::string> extra;
+  for (const auto& kv : cfg_.kafka_options) {
+    auto eq = kv.find('=');
+    extra[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  kafka::producer_options po;
+  po.settings = extra;
+  po.bootstrap = bootstrap_;
+  po.topics = topics_;
+  po.node_id = cfg_.node_id;
+  po.publish_changes = cfg_.publish_changes;
+  producer_ = kafka::event_producer::create(po, error);
+  if (!producer_)
+    return false;
+  kafka::consumer_options co;
+  co.settings = extra;
+  co.bootstrap = bootstrap_;
+  co.group_id = cfg_.group_id;
+  co.topic = topics_.telemetry;
+  co.client_id = cfg_.node_id;
+  co.max_poll_records = cfg_.max_poll_records;
+  consumer_ = kafka::telemetry_consumer::create(co, error);
+  if (!consumer_)
+    return false;
+  // The partition count routes queries; wait for the topic to exist.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+  while (consumer_->fetch_partition_count(std::chrono::seconds{5}, error) <= 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      error = "Kafka at " + bootstrap_ + " is not reachable or has no topic " +
+              topics_.telemetry + ": " + error;
+      return false;
+    }
+    spdlog::warn("event=waiting_for_topic topic={} error=\"{}\"", topics_.telemetry, error);
+    std::this_thread::sleep_for(std::chrono::seconds{1});
+  }
+  error.clear();
+  // gRPC.
+  hub_ = std::make_shared<grpc_api::watch_hub>(
+    cfg_.stale_after_ms, [m = metrics_.get()](size_t n) { m->grpc().on_watchers(n); });
+  pool_ = std::make_unique<grpc_api::query_pool>(static_cast<size_t>(cfg_.query_threads), 1024);
+  twin_service_ = std::make_unique<grpc_api::twin_service>(*this, *pool_, *hub_, metrics_->grpc(),
+                                                           grpc_api::service_limits{});
+  node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
+  ::grpc::EnableDefaultHealthCheckService(true);
+  ::grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  ::grpc::ServerBuilder builder;
+  builder.AddListeningPort(cfg_.grpc_address, ::grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(twin_service_.get());
+  builder.RegisterService(node_service_.get());
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  server_ = builder.BuildAndStart();
+  if (!server_ || grpc_port_ == 0) {
+    error = "cannot serve gRPC on " + cfg_.grpc_address + " (address in use or invalid)";
+    return false;
+  }
+  register_scrape_gauges();
+  consumer_->start(*this);
+  spdlog::info(
+    "event=started node={} grpc=127.0.0.1:{} metrics={}:{} kafka={} embedded={} data_dir={} "
+    "partitions={}",
+    cfg_.node_id, grpc_port_, cfg_.metrics_address.substr(0, cfg_.metrics_address.rfind(':')),
+    metrics_->port(), bootstrap_, embedded_ != nullptr, cfg_.data_dir,
+    consumer_->partition_count());
+  return true;
+}
+
+void node::register_scrape_gauges() {
+  auto* consumer = consumer_.get();
+  auto* store = store_.get();
+  using metrics::gauge_sample;
+  auto per_partition = [consumer](auto field) {
+    return [consumer, field] {
+      std::vector<gauge_sample> out;
+      for (const auto& p : consumer->progress())
+        out.push_back({{{"partition", std::to_string(p.partition)}}, field(p)});
+      return out;
+    };
+  };
+  auto store_value = [store](auto field) {
+    return [store, field] { return std::vector<gauge_sample>{{{}, field(store->stats())}}; };
+  };
+  metrics_->add_scrape_gauges({
+    {"fleettwin_consumer_lag_records", "Records in the partition not yet committed",
+     per_partition([](const kafka::partition_progress& p) { return double(p.lag()); })},
+    {"fleettwin_consumer_committed_offset", "Next offset committed with the twin state",
+     per_partition([](const kafka::partition_progress& p) { return double(p.committed); })},
+    {"fleettwin_partitions_assigned", "Partitions of the telemetry topic served by this node",
+     [consumer] { return std::vector<gauge_sample>{{{}, double(consumer->progress().size())}}; }},
+    {"fleettwin_twins_stored", "Twins in the local store (RocksDB estimate)",
+     store_value([](const storage::store_stats& s) { return double(s.estimated_twins); })},
+    {"fleettwin_rocksdb_sst_bytes", "Size of RocksDB SST files",
+     store_value([](const storage::store_stats& s) { return double(s.sst_bytes); })},
+    {"fleettwin_rocksdb_memtable_bytes", "Size of RocksDB memtables",
+     store_value([](const storage::store_stats& s) { return double(s.memtable_bytes); })},
+    {"fleettwin_rocksdb_block_cache_bytes", "RocksDB block cache usage",
+     store_value([](const storage::store_stats& s) { return double(s.block_cache_bytes); })},
+    {"fleettwin_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates to compact",
+     store_value(
+       [](const storage::store_stats& s) { return double(s.pending_compaction_bytes); })},
+    {"fleettwin_rocksdb_write_stopped", "1 while RocksDB stops writes",
+     store_value([](const storage::store_stats& s) { return s.write_stopped ? 1.0 : 0.0; })},
+    {"fleettwin_rocksdb_delayed_write_rate_bytes", "Write rate RocksDB throttles to (0 = none)",
+     store_value([](const storage::store_stats& s) { return double(s.delayed_write_rate); })},
+    {"fleettwin_rocksdb_write_stall_seconds_total", "Time writes were stalled by RocksDB",
+     store_value([](const storage::store_stats& s) { return double(s.stall_micros) / 1e6; }),
+     true},
+  });
+}
+
+node::~node() {
+  shutdown();
+}
+
+int node::wait() {
+  std::unique_lock<std::mutex> lock{stop_mutex_};
+  stop_cv_.wait(lock, [this] { return stop_requested_; });
+  return exit_code_;
+}
+
+void node::request_stop(int exit_code) {
+  {
+    std::lock_guard<std::mutex> guard{stop_mutex_};
+    if (exit_code != 0)
+      exit_code_ = exit_code;
+    stop_requested_ = true;
+  }
+  stop_cv_.notify_all();
+}
+
+void node::shutdown() {
+  if (shut_down_.exchange(true))
+    return;
+  spdlog::info("event=stopping node={}", cfg_.node_id);
+  if (server_)
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds{2});
+  // Leaving the group revokes every partition: each finishes, commits, quits.
+  if (consumer_)
+    consumer_->stop();
+  if (producer_ && !producer_->flush(std::chrono::seconds{10}))
+    spdlog::warn("event=flush_timeout outputs may be incomplete");
+  if (system_) {
+    system_->await_all_actors_done();
+  }
+  pool_.reset();
+  spdlog::info("event=stopped node={}", cfg_.node_id);
+}
+
+std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {
+  auto count = consumer_->partition_count();
+  if (count <= 0) {
+    why = "the telemetry topic's partitions are not known yet; retry";
+    return std::nullopt;
+  }
+  auto p = core::kafka_partition(asset_id, count);
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  auto it = partitions_.find(p);
+  if (it == partitions_.end()) {
+    why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
+          "\" is not served by this node right now (assignment or rebalance in progress); "
+          "retry shortly";
+    return std::nullopt;
+  }
+  return grpc_api::route{it->second, p};
+}
+
+std::vector<int32_t> node::local_partitions() {
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  std::vector<int32_t> out;
+  for (const auto& [p, a] : partitions_)
+    out.push_back(p);
+  return out;
+}
+
+std::optional<int64_t> node::on_assigned(int32_t partition) {
+  runtime::partition_config pc;
+  pc.partition = partition;
+  pc.partition_count = consumer_->partition_count();
+  pc.assets = asset_cfg_;
+  pc.passivate_after = std::chrono::milliseconds{cfg_.passivate_after_ms};
+  pc.tick_interval = std::chrono::milliseconds{std::max<int64_t>(cfg_.passivate_after_ms / 4, 50)};
+  pc.max_active_twins = cfg_.max_active_twins;
+  pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
+  pc.sink = producer_;
+  auto max_bytes = cfg_.max_record_bytes;
+  pc.make_decoder = [max_bytes] { return kafka::make_telemetry_decoder(max_bytes); };
+  pc.listener = hub_;
+  pc.probe = metrics_->ingest();
+  auto* consumer = consumer_.get();
+  pc.on_committed = [consumer](int32_t p, int64_t next, size_t) { consumer->acknowledge(p, next); };
+  pc.on_fatal = [this](std::string why) {
+    spdlog::critical("event=fatal reason=\"{}\"", why);
+    request_stop(1);
+  };
+  auto actor = system_->spawn<caf::detached>(runtime::partition, std::move(pc));
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    partitions_[partition] = actor;
+  }
+  return store_->load_offset(partition);
+}
+
+void node::on_revoked(int32_t partition) {
+  runtime::partition_actor actor;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    auto it = partitions_.find(partition);
+    if (it == partitions_.end())
+      return;
+    actor = it->second;
+    partitions_.erase(it);
+  }
+  std::promise<void> stopped;
+  auto done = stopped.get_future();
+  caf::anon_send(actor, runtime::stop_atom::value,
+                 std::function<void()>{[&stopped] { stopped.set_value(); }});
+  done.wait();
+}
+
+void node::dispatch(runtime::raw_batch_ptr batch) {
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  auto it = partitions_.find(batch->partition);
+  if (it != partitions_.end())
+    caf::anon_send(it->second, runtime::batch_atom::value, std::move(batch));
+}
+
+void node::node_status(std::function<void(fleettwin::v1::NodeStatus)> done) {
+  fleettwin::v1::NodeStatus st;
+  st.set_node_id(cfg_.node_id);
+  st.set_version(FLEETTWIN_VERSION);
+  st.set_started_ms(started_ms_);
+  st.set_kafka_bootstrap(bootstrap_);
+  st.set_kafka_embedded(embedded_ != nullptr);
+  st.set_telemetry_topic(topics_.telemetry);
+  st.set_data_dir(cfg_.data_dir);
+  st.set_stored_twins(store_->stats().estimated_twins);
+  std::map<int32_t, kafka::partition_progress> progress;
+  for (const auto& p : consumer_->progress())
+    progress[p.partition] = p;
+  std::vector<runtime::partition_actor> actors;
+  {
+    std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+    for (const auto& [p, a] : partitions_)
+      actors.push_back(a);
+  }
+  struct gather {
+    std::mutex mutex;
+    fleettwin::v1::NodeStatus status;
+    std::map<int32_t, kafka::partition_progress> progress;
+    std::function<void(fleettwin::v1::NodeStatus)> done;
+    std::vector<runtime::partition_info> infos;
+    ~gather() {
+      std::sort(infos.begin(), infos.end(),
+                [](const auto& a, const auto& b) { return a.partition < b.partition; });
+      uint64_t active = 0;
+      uint64_t applied = 0;
+      for (const auto& i : infos) {
+        auto* ps = status.add_partitions();
+        ps->set_partition(i.partition);
+        ps->set_committed_offset(i.next_offset);
+        ps->set_active_twins(i.active_twins);
+        if (auto it = progress.find(i.partition); it != progress.end()) {
+          ps->set_high_watermark(it->second.high_watermark);
+          ps->set_lag(it->second.lag());
+        }
+        active += i.active_twins;
+        applied += i.records_applied;
+      }
+      status.set_active_twins(active);
+      status.set_records_applied(applied);
+      done(std::move(status));
+    }
+  };
+  // The gather answers when the last partition has replied (or dropped).
+  auto g = std::make_shared<gather>();
+  g->status = std::move(st);
+  g->progress = std::move(progress);
+  g->done = std::move(done);
+  for (auto& a : actors) {
+    runtime::partition_info_completion c{[g](runtime::partition_info info) {
+                                           if (info.partition < 0)
+                                             return;
+                                           std::lock_guard<std::mutex> guard{g->mutex};
+                                           g->infos.push_back(info);
+                                         },
+                                         runtime::partition_info{-1}};
+    caf::anon_send(a, runtime::status_atom::value, std::move(c));
+  }
+}
+
+}  // namespace fleettwin::node

@@ -1,0 +1,99 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "actors/runtime/partition_actor.hpp"
+#include "services/grpc/twin_service.hpp"
+#include "services/kafka/embedded_kafka.hpp"
+#include "services/kafka/event_producer.hpp"
+#include "services/kafka/telemetry_consumer.hpp"
+#include "services/metrics/metrics.hpp"
+#include "services/node/config.hpp"
+#include "services/storage/rocksdb_store.hpp"
+
+namespace fleettwin::node {
+
+/// A running fleettwin-node: wires Kafka, RocksDB, actors, gRPC and metrics.
+class node final : public grpc_api::twin_backend, public kafka::partition_host {
+public:
+  static std::unique_ptr<node> start(node_config cfg, std::string& error);
+  ~node() override;
+
+  /// Blocks until request_stop() or a fatal error; returns the exit code.
+  int wait();
+  void request_stop(int exit_code = 0);
+  /// Graceful shutdown: stop gRPC, revoke partitions (flush and commit), close.
+  void shutdown();
+
+  const std::string& kafka_bootstrap() const {
+    return bootstrap_;
+  }
+  int grpc_port() const {
+    return grpc_port_;
+  }
+  uint16_t metrics_port() const {
+    return metrics_->port();
+  }
+
+  // twin_backend
+  std::optional<grpc_api::route> route_asset(const std::string& asset_id,
+                                             std::string& why) override;
+  std::vector<int32_t> local_partitions() override;
+  storage::rocksdb_store& store() override {
+    return *store_;
+  }
+  int64_t stale_after_ms() const override {
+    return cfg_.stale_after_ms;
+  }
+  void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) override;
+
+  // partition_host
+  std::optional<int64_t> on_assigned(int32_t partition) override;
+  void on_revoked(int32_t partition) override;
+  void dispatch(runtime::raw_batch_ptr batch) override;
+
+private:
+  explicit node(node_config cfg);
+  bool init(std::string& error);
+  void register_scrape_gauges();
+
+  node_config cfg_;
+  kafka::topic_names topics_;
+  std::string bootstrap_;
+  int64_t started_ms_ = 0;
+  std::unique_ptr<kafka::embedded_kafka> embedded_;
+  std::unique_ptr<storage::rocksdb_store> store_;
+  std::unique_ptr<metrics::node_metrics> metrics_;
+  caf::actor_system_config actor_cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::shared_ptr<kafka::event_producer> producer_;
+  std::unique_ptr<kafka::telemetry_consumer> consumer_;
+  std::shared_ptr<grpc_api::watch_hub> hub_;
+  std::unique_ptr<grpc_api::query_pool> pool_;
+  std::unique_ptr<grpc_api::twin_service> twin_service_;
+  std::unique_ptr<grpc_api::node_service> node_service_;
+  std::unique_ptr<::grpc::Server> server_;
+  int grpc_port_ = 0;
+  std::shared_ptr<const runtime::asset_config> asset_cfg_;
+
+  std::shared_mutex routes_mutex_;
+  std::map<int32_t, runtime::partition_actor> partitions_;
+
+  std::mutex stop_mutex_;
+  std::condition_variable stop_cv_;
+  bool stop_requested_ = false;
+  int exit_code_ = 0;
+  std::atomic<bool> shut_down_{false};
+};
+
+}  // namespace fleettwin::node

@@ -1,0 +1,356 @@
+// End to end through the real interfaces: Kafka in, gRPC and metrics out.
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "harness.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+using namespace fleettwin;
+using namespace fleettwin::test;
+using grpc::StatusCode;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("fleettwin-" + name + "-" + std::to_string(getpid()) + "-" +
+              std::to_string(free_port()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+struct NodeTest : ::testing::Test {
+  kafka::topic_names topics;
+  std::unique_ptr<kafka::embedded_kafka> kafka;
+  std::string dir;
+  std::unique_ptr<node_process> node;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::TwinService::Stub> twins;
+  std::unique_ptr<v1::NodeService::Stub> admin;
+
+  void SetUp() override {
+    std::string error;
+    kafka = kafka::embedded_kafka::start(1, 4, topics, error);
+    ASSERT_TRUE(kafka) << error;
+    dir = temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    start_node();
+  }
+
+  void start_node() {
+    node = std::make_unique<node_process>(kafka->bootstrap(), dir + "/data");
+    node->start();
+    channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+    twins = v1::TwinService::NewStub(channel);
+    admin = v1::NodeService::NewStub(channel);
+  }
+
+  void TearDown() override {
+    node.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  grpc::Status get(const std::string& id, v1::Twin& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
+    v1::GetTwinRequest req;
+    req.set_name("twins/" + id);
+    return twins->GetTwin(&ctx, req, &out);
+  }
+
+  /// Waits until the twin has applied `n` records.
+  bool applied(const std::string& id, uint64_t n) {
+    return eventually([&] {
+      v1::Twin tw;
+      return get(id, tw).ok() && tw.applied_records() >= n;
+    });
+  }
+};
+
+}  // namespace
+
+TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
+  producer p{kafka->bootstrap()};
+  const int assets = 30;
+  const int per_asset = 20;
+  const int64_t t0 = 1'700'000'000'000;
+  for (int s = 1; s <= per_asset; ++s)
+    for (int a = 0; a < assets; ++a) {
+      auto id = "veh-" + std::to_string(100 + a);
+      p.send(topics.telemetry, id,
+             telemetry(id, s, t0 + s * 1000, {{"speed", a * 10.0 + s}, {"battery", 100.0 - s}},
+                       {{"fleet", a % 2 ? "south" : "north"}}, a % 3 ? "vehicle" : "machine"));
+    }
+  ASSERT_EQ(p.flush(), 0);
+  for (int a = 0; a < assets; ++a)
+    ASSERT_TRUE(applied("veh-" + std::to_string(100 + a), per_asset));
+
+  // GetTwin
+  v1::Twin tw;
+  ASSERT_TRUE(get("veh-103", tw).ok());
+  EXPECT_EQ(tw.name(), "twins/veh-103");
+  EXPECT_EQ(tw.version(), static_cast<uint64_t>(per_asset));
+  EXPECT_EQ(tw.applied_records(), static_cast<uint64_t>(per_asset));
+  EXPECT_EQ(tw.duplicates(), 0u);
+  EXPECT_EQ(tw.attributes().at("fleet"), "south");
+  EXPECT_EQ(tw.kind(), "machine");
+  EXPECT_DOUBLE_EQ(tw.reported().at("speed").value().double_value(), 30.0 + per_asset);
+  EXPECT_EQ(tw.reported().at("speed").sequence(), static_cast<uint64_t>(per_asset));
+  EXPECT_EQ(tw.stats().at("battery").count(), static_cast<uint64_t>(per_asset));
+  EXPECT_DOUBLE_EQ(tw.stats().at("battery").min(), 100.0 - per_asset);
+  EXPECT_EQ(tw.connectivity(), v1::ONLINE);
+
+  // A replayed record is a counted duplicate, not a change.
+  p.send(topics.telemetry, "veh-103", telemetry("veh-103", 5, t0 + 5000, {{"speed", 1.0}}));
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(eventually([&] { return get("veh-103", tw).ok() && tw.duplicates() == 1; }));
+  EXPECT_EQ(tw.version(), static_cast<uint64_t>(per_asset));
+
+  // ListTwins: filter and paging in asset-id order.
+  std::set<std::string> expected;
+  for (int a = 0; a < assets; ++a)
+    if (a % 3 && a % 2 == 0)
+      expected.insert("veh-" + std::to_string(100 + a));
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_filter(R"(kind = "vehicle" AND attributes.fleet = "north" AND reported.speed > 0)");
+    req.set_page_size(3);
+    req.set_page_token(token);
+    v1::ListTwinsResponse resp;
+    auto st = twins->ListTwins(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    for (const auto& t : resp.twins())
+      seen.push_back(t.asset_id());
+    token = resp.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), expected);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(seen.size(), expected.size());
+  EXPECT_GE(pages, 3);
+
+  // GetHistory: every sample, and a time range.
+  {
+    grpc::ClientContext ctx;
+    v1::GetHistoryRequest req;
+    req.set_name("twins/veh-101");
+    req.set_property("speed");
+    v1::GetHistoryResponse resp;
+    ASSERT_TRUE(twins->GetHistory(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.points_size(), per_asset);
+    EXPECT_EQ(resp.points(0).sequence(), 1u);
+    EXPECT_DOUBLE_EQ(resp.points(per_asset - 1).value().double_value(), 10.0 + per_asset);
+    grpc::ClientContext ctx2;
+    req.set_start_time_ms(t0 + 5000);
+    req.set_end_time_ms(t0 + 10000);
+    ASSERT_TRUE(twins->GetHistory(&ctx2, req, &resp).ok());
+    EXPECT_EQ(resp.points_size(), 5);
+  }
+
+  // UpdateDesired with optimistic concurrency.
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/veh-101");
+    (*req.mutable_desired())["speed_limit"].set_double_value(80);
+    req.set_expected_version(per_asset);
+    v1::Twin out;
+    auto st = twins->UpdateDesired(&ctx, req, &out);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(out.version(), static_cast<uint64_t>(per_asset + 1));
+    EXPECT_EQ(out.delta().at("speed_limit").double_value(), 80);
+    grpc::ClientContext ctx2;
+    st = twins->UpdateDesired(&ctx2, req, &out);  // stale expected version
+    EXPECT_EQ(st.error_code(), StatusCode::ABORTED);
+    EXPECT_NE(st.error_message().find("version"), std::string::npos);
+    ASSERT_TRUE(get("veh-101", tw).ok());
+    EXPECT_EQ(tw.desired().at("speed_limit").double_value(), 80);
+  }
+
+  // WatchTwins: a change committed after the watch starts is streamed.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{30});
+    v1::WatchTwinsRequest req;
+    req.set_filter(R"(attributes.fleet = "north")");
+    auto reader = twins->WatchTwins(&ctx, req);
+    ASSERT_TRUE(reader->WaitForInitialMetadata());
+    p.send(topics.telemetry, "veh-102",
+           telemetry("veh-102", 100, t0 + 100'000, {{"speed", 42.0}}));
+    ASSERT_EQ(p.flush(), 0);
+    v1::TwinChange change;
+    ASSERT_TRUE(reader->Read(&change));
+    EXPECT_EQ(change.asset_id(), "veh-102");
+    EXPECT_EQ(change.type(), v1::REPORTED);
+    EXPECT_EQ(change.sequence(), 100u);
+    EXPECT_DOUBLE_EQ(change.reported().at("speed").value().double_value(), 42.0);
+    ctx.TryCancel();
+  }
+
+  // The twin-changes topic carries CloudEvents headers.
+  auto changes = read_topic(kafka->bootstrap(), topics.changes, 1, std::chrono::seconds{20});
+  ASSERT_FALSE(changes.empty());
+  EXPECT_EQ(changes[0].headers["ce_specversion"], "1.0");
+  EXPECT_FALSE(changes[0].headers["ce_id"].empty());
+  EXPECT_EQ(changes[0].headers["content-type"], "application/x-protobuf");
+
+  // Metrics are exposed.
+  auto text = scrape(node->metrics_port());
+  EXPECT_GE(metric_value(text, "fleettwin_records_applied_total"), assets * per_asset);
+  EXPECT_GE(metric_value(text, "fleettwin_duplicates_total"), 1);
+  EXPECT_NE(text.find("fleettwin_batch_commit_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(text.find("fleettwin_consumer_lag_records{partition="), std::string::npos);
+  EXPECT_NE(text.find("fleettwin_grpc_requests_total{code=\"OK\",method=\"GetTwin\"}"),
+            std::string::npos);
+
+  // SIGTERM: clean exit.
+  EXPECT_EQ(node->terminate(), 0);
+}
+
+TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
+  producer p{kafka->bootstrap()};
+  p.send(topics.telemetry, "veh-1", "this is not protobuf \xff\xff\xff");
+  p.send(topics.telemetry, "veh-2", R"({"metrics": "nope"})", "application/json");
+  p.send(topics.telemetry, "veh-3", std::string(1'200'000, 'x'));
+  p.send(topics.telemetry, "veh-4", telemetry("someone-else", 1, 1, {{"x", 1.0}}));
+  p.send(topics.telemetry, "veh-5", "<xml/>", "text/xml");
+  p.send(topics.telemetry, "veh-6", R"({"sequence":1,"metrics":{"speed":12.5,"on":true}})",
+         "application/json");
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("veh-6", 1));
+  auto dlq = read_topic(kafka->bootstrap(), topics.dlq, 5, std::chrono::seconds{30});
+  ASSERT_EQ(dlq.size(), 5u);
+  std::map<std::string, std::string> codes;
+  for (const auto& r : dlq) {
+    codes[r.key] = r.headers["fleettwin-dlq-code"];
+    EXPECT_FALSE(r.headers["fleettwin-dlq-reason"].empty()) << r.key;
+    EXPECT_FALSE(r.headers["fleettwin-dlq-offset"].empty());
+  }
+  EXPECT_EQ(codes["veh-1"], "malformed");
+  EXPECT_EQ(codes["veh-2"], "malformed");
+  EXPECT_EQ(codes["veh-3"], "oversized");
+  EXPECT_EQ(codes["veh-4"], "key_mismatch");
+  EXPECT_EQ(codes["veh-5"], "unsupported_content_type");
+  for (const auto& r : dlq)
+    if (r.key == "veh-1")
+      EXPECT_EQ(r.value, "this is not protobuf \xff\xff\xff");  // original bytes kept
+  auto text = scrape(node->metrics_port());
+  EXPECT_EQ(metric_value(text, "fleettwin_records_rejected_total{reason=\"malformed\"}"), 2);
+  EXPECT_TRUE(node->running());
+  v1::Twin tw;
+  ASSERT_TRUE(get("veh-6", tw).ok());
+  EXPECT_TRUE(tw.reported().at("on").value().bool_value());
+}
+
+TEST_F(NodeTest, BadRequestsGetPreciseErrors) {
+  v1::Twin tw;
+  auto st = get("", tw);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  {
+    grpc::ClientContext ctx;
+    v1::GetTwinRequest req;
+    req.set_name("assets/x");
+    EXPECT_EQ(twins->GetTwin(&ctx, req, &tw).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  st = get("never-reported", tw);
+  EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("never-reported"), std::string::npos);
+  {
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_filter("kind = ");
+    v1::ListTwinsResponse resp;
+    st = twins->ListTwins(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("filter"), std::string::npos);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_page_token("garbage!");
+    v1::ListTwinsResponse resp;
+    EXPECT_EQ(twins->ListTwins(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_page_size(-1);
+    v1::ListTwinsResponse resp;
+    EXPECT_EQ(twins->ListTwins(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/x");
+    (*req.mutable_desired())["mode"];  // no value set
+    EXPECT_EQ(twins->UpdateDesired(&ctx, req, &tw).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/nobody");
+    (*req.mutable_desired())["mode"].set_string_value("eco");
+    EXPECT_EQ(twins->UpdateDesired(&ctx, req, &tw).error_code(), StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetHistoryRequest req;
+    req.set_name("twins/x");
+    req.set_property("bad property");
+    v1::GetHistoryResponse resp;
+    EXPECT_EQ(twins->GetHistory(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::BatchGetTwinsRequest req;
+    v1::BatchGetTwinsResponse resp;
+    EXPECT_EQ(twins->BatchGetTwins(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  EXPECT_TRUE(node->running());
+}
+
+TEST_F(NodeTest, KillNineAndRestartAppliesEveryRecordExactlyOnce) {
+  producer p{kafka->bootstrap()};
+  const int assets = 40;
+  const int per_asset = 600;
+  auto send_range = [&](int from, int to) {
+    for (int s = from; s <= to; ++s)
+      for (int a = 0; a < assets; ++a) {
+        auto id = "m-" + std::to_string(a);
+        p.send(topics.telemetry, id, telemetry(id, s, 1'700'000'000'000 + s, {{"v", s * 1.0}}));
+      }
+    ASSERT_EQ(p.flush(), 0);
+  };
+  send_range(1, 300);
+  // Kill while the node is applying: after some, before all records.
+  ASSERT_TRUE(eventually([&] {
+    v1::Twin tw;
+    return get("m-0", tw).ok() && tw.applied_records() >= 1;
+  }));
+  send_range(301, 450);
+  node->kill9();
+  send_range(451, per_asset);
+  start_node();
+  for (int a = 0; a < assets; ++a) {
+    auto id = "m-" + std::to_string(a);
+    ASSERT_TRUE(applied(id, per_asset)) << id;
+  }
+  for (int a = 0; a < assets; ++a) {
+    v1::Twin tw;
+    auto id = "m-" + std::to_string(a);
+    ASSERT_TRUE(get(id, tw).ok());
+    EXPECT_EQ(tw.applied_records(), static_cast<uint64_t>(per_asset)) << id;
+    EXPECT_EQ(tw.version(), static_cast<uint64_t>(per_asset)) << id;
+    EXPECT_EQ(tw.duplicates(), 0u) << id;  // nothing was applied twice
+    EXPECT_EQ(tw.last_sequence(), static_cast<uint64_t>(per_asset)) << id;
+    EXPECT_EQ(tw.stats().at("v").count(), static_cast<uint64_t>(per_asset)) << id;
+  }
+  EXPECT_EQ(node->terminate(), 0);
+}

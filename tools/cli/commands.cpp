@@ -1,0 +1,280 @@
+#include "tools/cli/commands.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "tools/cli/format.hpp"
+#include "tools/cli/interrupter.hpp"
+#include "tools/cli/parse.hpp"
+#include "tools/cli/run.hpp"
+
+namespace fleettwin::cli {
+
+namespace {
+
+/// A full page of twins with many properties exceeds gRPC's 4 MiB default.
+constexpr int max_receive_bytes = 64 << 20;
+
+std::shared_ptr<grpc::Channel> make_channel(const std::string& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_receive_bytes);
+  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+}
+
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since)
+      .count();
+}
+
+std::string json_string(std::string_view text) {
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      quoted += '\\';
+    }
+    quoted += c;
+  }
+  return quoted + '"';
+}
+
+}  // namespace
+
+session::session(const global_options& options, std::ostream& out, std::ostream& err,
+                 interrupter& interrupt, std::function<int64_t()> clock)
+    : options_(options),
+      out_(out),
+      err_(err),
+      interrupt_(interrupt),
+      clock_(std::move(clock)),
+      channel_(make_channel(options.server)),
+      twins_(v1::TwinService::NewStub(channel_)),
+      nodes_(v1::NodeService::NewStub(channel_)) {}
+
+void session::set_deadline(grpc::ClientContext& context) const {
+  auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::duration<double>(options_.timeout_s));
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+int session::fail(const grpc::Status& status) {
+  err_ << fmt::format("error: {}: {}\n", status_code_name(status.error_code()),
+                      status.error_message());
+  return exit_code_for(status.error_code());
+}
+
+int run_get(session& s, const get_options& options) {
+  std::vector<v1::Twin> twins;
+  if (options.assets.size() == 1) {
+    v1::GetTwinRequest request;
+    request.set_name(twin_name(options.assets.front()));
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    auto& twin = twins.emplace_back();
+    if (auto status = s.twins().GetTwin(&context, request, &twin); !status.ok()) {
+      return s.fail(status);
+    }
+  } else {
+    v1::BatchGetTwinsRequest request;
+    for (const auto& asset : options.assets) {
+      request.add_names(twin_name(asset));
+    }
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::BatchGetTwinsResponse response;
+    if (auto status = s.twins().BatchGetTwins(&context, request, &response); !status.ok()) {
+      return s.fail(status);
+    }
+    twins.assign(response.twins().begin(), response.twins().end());
+  }
+  for (size_t i = 0; i < twins.size(); ++i) {
+    if (s.json()) {
+      s.out() << to_json(twins[i]) << '\n';
+      continue;
+    }
+    if (i > 0) {
+      s.out() << '\n';
+    }
+    print_twin(s.out(), twins[i]);
+  }
+  return exit_ok;
+}
+
+int run_list(session& s, const list_options& options) {
+  v1::ListTwinsRequest request;
+  request.set_filter(options.filter);
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  table rows(twin_summary_header());
+  size_t listed = 0;
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::ListTwinsResponse response;
+    if (auto status = s.twins().ListTwins(&context, request, &response); !status.ok()) {
+      return s.fail(status);
+    }
+    listed += response.twins_size();
+    if (s.json()) {
+      s.out() << to_json(response) << '\n';
+    } else {
+      for (const auto& twin : response.twins()) {
+        rows.add(twin_summary_row(twin));
+      }
+      if (response.twins_size() > 0) {
+        rows.print(s.out());
+      }
+    }
+    const auto& next = response.next_page_token();
+    if (!options.all || next.empty()) {
+      if (!s.json()) {
+        if (listed == 0) {
+          s.err() << "no twins\n";
+        }
+        if (!next.empty()) {
+          s.err() << "next page token: " << next << '\n';
+        }
+      }
+      return exit_ok;
+    }
+    if (next == request.page_token()) {
+      return s.fail({grpc::StatusCode::INTERNAL,
+                     fmt::format("server returned the same page token \"{}\" again", next)});
+    }
+    request.set_page_token(next);
+  }
+}
+
+int run_set_desired(session& s, const set_desired_options& options) {
+  v1::UpdateDesiredRequest request;
+  request.set_name(twin_name(options.asset));
+  for (const auto& text : options.assignments) {
+    auto [key, value] = parse_assignment(text);
+    (*request.mutable_desired())[key] = std::move(value);
+  }
+  for (const auto& key : options.remove) {
+    request.add_remove(key);
+  }
+  if (request.desired().empty() && request.remove().empty()) {
+    throw usage_error("nothing to change: give key=value or --remove key");
+  }
+  if (options.expected_version) {
+    request.set_expected_version(*options.expected_version);
+  }
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::Twin twin;
+  if (auto status = s.twins().UpdateDesired(&context, request, &twin); !status.ok()) {
+    return s.fail(status);
+  }
+  if (s.json()) {
+    s.out() << to_json(twin) << '\n';
+  } else {
+    print_desired_result(s.out(), twin);
+  }
+  return exit_ok;
+}
+
+int run_history(session& s, const history_options& options) {
+  v1::GetHistoryRequest request;
+  request.set_name(twin_name(options.asset));
+  request.set_property(options.property);
+  auto now = s.now_ms();
+  if (!options.from.empty()) {
+    request.set_start_time_ms(parse_time(options.from, now));
+  }
+  if (!options.to.empty()) {
+    request.set_end_time_ms(parse_time(options.to, now));
+  }
+  request.set_limit(options.limit);
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::GetHistoryResponse response;
+  if (auto status = s.twins().GetHistory(&context, request, &response); !status.ok()) {
+    return s.fail(status);
+  }
+  if (s.json()) {
+    s.out() << to_json(response) << '\n';
+  } else if (response.points().empty()) {
+    s.err() << "no samples of \"" << options.property << "\" in the range\n";
+  } else {
+    print_history(s.out(), response);
+  }
+  return exit_ok;
+}
+
+int run_watch(session& s, const watch_options& options) {
+  v1::WatchTwinsRequest request;
+  if (!options.asset.empty()) {
+    request.set_name(twin_name(options.asset));
+  }
+  request.set_filter(options.filter);
+  // No deadline: a watch runs until --count, Ctrl-C or the server ends it.
+  grpc::ClientContext context;
+  interrupter::guard guard{s.interrupt(), context};
+  auto reader = s.twins().WatchTwins(&context, request);
+  v1::TwinChange change;
+  uint64_t received = 0;
+  bool done = false;
+  while (!done && reader->Read(&change)) {
+    s.out() << (s.json() ? to_json(change) : format_change(change)) << '\n';
+    s.out().flush();
+    done = options.count != 0 && ++received >= options.count;
+  }
+  if (done) {
+    context.TryCancel();
+  }
+  auto status = reader->Finish();
+  if (status.ok() || done || s.interrupt().interrupted()) {
+    return exit_ok;
+  }
+  return s.fail(status);
+}
+
+int run_status(session& s) {
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::NodeStatus status;
+  if (auto rpc = s.nodes().GetStatus(&context, {}, &status); !rpc.ok()) {
+    return s.fail(rpc);
+  }
+  if (s.json()) {
+    s.out() << to_json(status) << '\n';
+  } else {
+    print_status(s.out(), status, s.now_ms());
+  }
+  return exit_ok;
+}
+
+int run_ping(session& s) {
+  // The first call also sets up the connection; time a second one for the round trip.
+  auto ping = [&](double& ms) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::PingResponse response;
+    auto start = std::chrono::steady_clock::now();
+    auto status = s.nodes().Ping(&context, {}, &response);
+    ms = elapsed_ms(start);
+    return status;
+  };
+  double first_ms = 0;
+  double rtt_ms = 0;
+  if (auto status = ping(first_ms); !status.ok()) {
+    return s.fail(status);
+  }
+  if (auto status = ping(rtt_ms); !status.ok()) {
+    return s.fail(status);
+  }
+  if (s.json()) {
+    s.out() << fmt::format("{{\"server\":{},\"rtt_ms\":{:.3f},\"first_call_ms\":{:.3f}}}\n",
+                           json_string(s.server()), rtt_ms, first_ms);
+  } else {
+    s.out() << fmt::format("pong from {}: time={:.3f} ms (first call with connect: {:.3f} ms)\n",
+                           s.server(), rtt_ms, first_ms);
+  }
+  return exit_ok;
+}
+
+}  // namespace fleettwin::cli

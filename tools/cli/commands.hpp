@@ -1,0 +1,114 @@
+#pragma once
+
+// One function per subcommand: build the request, call, print the result.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "fleettwin/v1/service.grpc.pb.h"
+
+namespace fleettwin::cli {
+
+class interrupter;
+
+struct global_options {
+  std::string server;
+  bool json = false;
+  double timeout_s = 10;
+};
+
+/// What every command needs: stubs on one channel, the output streams, the clock.
+class session {
+ public:
+  session(const global_options& options, std::ostream& out, std::ostream& err,
+          interrupter& interrupt, std::function<int64_t()> clock);
+
+  v1::TwinService::Stub& twins() {
+    return *twins_;
+  }
+  v1::NodeService::Stub& nodes() {
+    return *nodes_;
+  }
+  grpc::Channel& channel() {
+    return *channel_;
+  }
+  std::ostream& out() {
+    return out_;
+  }
+  std::ostream& err() {
+    return err_;
+  }
+  interrupter& interrupt() {
+    return interrupt_;
+  }
+  bool json() const {
+    return options_.json;
+  }
+  const std::string& server() const {
+    return options_.server;
+  }
+  int64_t now_ms() const {
+    return clock_();
+  }
+  /// Applies --timeout to a unary call.
+  void set_deadline(grpc::ClientContext& context) const;
+  /// Prints "error: CODE: message" and returns the matching exit code.
+  int fail(const grpc::Status& status);
+
+ private:
+  global_options options_;
+  std::ostream& out_;
+  std::ostream& err_;
+  interrupter& interrupt_;
+  std::function<int64_t()> clock_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::TwinService::Stub> twins_;
+  std::unique_ptr<v1::NodeService::Stub> nodes_;
+};
+
+struct get_options {
+  std::vector<std::string> assets;
+};
+
+struct list_options {
+  std::string filter;
+  int32_t page_size = 0;
+  std::string page_token;
+  bool all = false;
+};
+
+struct set_desired_options {
+  std::string asset;
+  std::vector<std::string> assignments;
+  std::vector<std::string> remove;
+  std::optional<uint64_t> expected_version;
+};
+
+struct history_options {
+  std::string asset;
+  std::string property;
+  std::string from;
+  std::string to;
+  int32_t limit = 0;
+};
+
+struct watch_options {
+  std::string asset;
+  std::string filter;
+  uint64_t count = 0;
+};
+
+int run_get(session& s, const get_options& options);
+int run_list(session& s, const list_options& options);
+int run_set_desired(session& s, const set_desired_options& options);
+int run_history(session& s, const history_options& options);
+int run_watch(session& s, const watch_options& options);
+int run_status(session& s);
+int run_ping(session& s);
+
+}  // namespace fleettwin::cli

@@ -1,0 +1,351 @@
+#include "tools/cli/format.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+
+namespace fleettwin::cli {
+
+namespace {
+
+/// The reported properties shown per row in a list.
+constexpr size_t summary_properties = 3;
+
+/// Protobuf maps iterate in no particular order; humans want names sorted.
+template <class Map>
+auto sorted(const Map& map) {
+  return std::map<std::string, typename Map::mapped_type>(map.begin(), map.end());
+}
+
+std::string format_stat(double value) {
+  return fmt::format("{:.6g}", value);
+}
+
+std::string connectivity_name(v1::Connectivity connectivity) {
+  switch (connectivity) {
+    case v1::ONLINE:
+      return "ONLINE";
+    case v1::STALE:
+      return "STALE";
+    default:
+      return "UNSPECIFIED";
+  }
+}
+
+std::string change_type_name(v1::ChangeType type) {
+  switch (type) {
+    case v1::REPORTED:
+      return "REPORTED";
+    case v1::DESIRED:
+      return "DESIRED";
+    default:
+      return "UNSPECIFIED";
+  }
+}
+
+void print_field(std::ostream& out, std::string_view label, std::string_view value) {
+  out << fmt::format("{:<14}{}\n", label, value);
+}
+
+void print_values(std::ostream& out, std::string_view label,
+                  const google::protobuf::Map<std::string, v1::Value>& values) {
+  if (values.empty()) {
+    print_field(out, label, "(none)");
+    return;
+  }
+  out << label << '\n';
+  table rows({"PROPERTY", "VALUE"});
+  for (const auto& [key, value] : sorted(values)) {
+    rows.add({key, format_value(value)});
+  }
+  rows.print(out, "  ");
+}
+
+std::string format_duration(int64_t ms) {
+  auto s = ms / 1000;
+  if (s < 60) {
+    return fmt::format("{}s", s);
+  }
+  if (s < 3600) {
+    return fmt::format("{}m{}s", s / 60, s % 60);
+  }
+  if (s < 86400) {
+    return fmt::format("{}h{}m", s / 3600, s / 60 % 60);
+  }
+  return fmt::format("{}d{}h", s / 86400, s / 3600 % 24);
+}
+
+}  // namespace
+
+std::string format_value(const v1::Value& value) {
+  switch (value.kind_case()) {
+    case v1::Value::kDoubleValue: {
+      auto text = fmt::format("{}", value.double_value());
+      if (text.find_first_of(".eEni") == std::string::npos) {
+        text += ".0";
+      }
+      return text;
+    }
+    case v1::Value::kIntValue:
+      return fmt::format("{}", value.int_value());
+    case v1::Value::kBoolValue:
+      return value.bool_value() ? "true" : "false";
+    case v1::Value::kStringValue:
+      return fmt::format("\"{}\"", value.string_value());
+    default:
+      return "null";
+  }
+}
+
+std::string format_time(int64_t unix_ms) {
+  using namespace std::chrono;
+  if (unix_ms == 0) {
+    return "-";
+  }
+  sys_time<milliseconds> t{milliseconds{unix_ms}};
+  auto day = floor<days>(t);
+  year_month_day date{day};
+  hh_mm_ss time{t - day};
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", static_cast<int>(date.year()),
+                     static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
+                     time.hours().count(), time.minutes().count(), time.seconds().count(),
+                     time.subseconds().count());
+}
+
+std::string status_code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return fmt::format("CODE_{}", static_cast<int>(code));
+  }
+}
+
+std::string to_json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    // Only possible for messages with Any fields whose type is unknown; ours have none.
+    return fmt::format("{{\"error\":\"{}\"}}", status.ToString());
+  }
+  return json;
+}
+
+table::table(std::vector<std::string> header) : header_(std::move(header)) {
+  for (const auto& cell : header_) {
+    widths_.push_back(cell.size());
+  }
+}
+
+void table::add(std::vector<std::string> row) {
+  row.resize(header_.size());
+  for (size_t i = 0; i < row.size(); ++i) {
+    widths_[i] = std::max(widths_[i], row[i].size());
+  }
+  rows_.push_back(std::move(row));
+}
+
+void table::print(std::ostream& out, const std::string& indent) {
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line = indent;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i + 1 == row.size()) {
+        line += row[i];
+      } else {
+        line += fmt::format("{:<{}}  ", row[i], widths_[i]);
+      }
+    }
+    out << line << '\n';
+  };
+  if (!header_printed_) {
+    print_row(header_);
+    header_printed_ = true;
+  }
+  for (const auto& row : rows_) {
+    print_row(row);
+  }
+  rows_.clear();
+}
+
+void print_twin(std::ostream& out, const v1::Twin& twin) {
+  print_field(out, "name", twin.name());
+  print_field(out, "kind", twin.kind().empty() ? "-" : twin.kind());
+  print_field(out, "tenant", twin.tenant().empty() ? "-" : twin.tenant());
+  print_field(out, "version", fmt::format("{}", twin.version()));
+  print_field(out, "connectivity", connectivity_name(twin.connectivity()));
+  print_field(out, "last seen",
+              twin.last_seen_ms() == 0 ? "never" : format_time(twin.last_seen_ms()));
+  print_field(out, "records",
+              fmt::format("{} applied, {} duplicates, {} out of order, last sequence {}",
+                          twin.applied_records(), twin.duplicates(), twin.out_of_order(),
+                          twin.last_sequence()));
+  if (twin.attributes().empty()) {
+    print_field(out, "attributes", "(none)");
+  } else {
+    out << "attributes\n";
+    table rows({"KEY", "VALUE"});
+    for (const auto& [key, value] : sorted(twin.attributes())) {
+      rows.add({key, value});
+    }
+    rows.print(out, "  ");
+  }
+  if (twin.reported().empty()) {
+    print_field(out, "reported", "(none)");
+  } else {
+    out << "reported\n";
+    table rows({"PROPERTY", "VALUE", "SOURCE TIME", "SEQUENCE"});
+    for (const auto& [key, property] : sorted(twin.reported())) {
+      rows.add({key, format_value(property.value()), format_time(property.source_time_ms()),
+                fmt::format("{}", property.sequence())});
+    }
+    rows.print(out, "  ");
+  }
+  print_values(out, "desired", twin.desired());
+  print_values(out, "delta", twin.delta());
+  if (twin.stats().empty()) {
+    print_field(out, "stats", "(none)");
+  } else {
+    out << "stats\n";
+    table rows({"PROPERTY", "COUNT", "MIN", "MAX", "MEAN"});
+    for (const auto& [key, stats] : sorted(twin.stats())) {
+      rows.add({key, fmt::format("{}", stats.count()), format_stat(stats.min()),
+                format_stat(stats.max()), format_stat(stats.mean())});
+    }
+    rows.print(out, "  ");
+  }
+}
+
+void print_desired_result(std::ostream& out, const v1::Twin& twin) {
+  print_field(out, "name", twin.name());
+  print_field(out, "version", fmt::format("{}", twin.version()));
+  print_values(out, "desired", twin.desired());
+  print_values(out, "delta", twin.delta());
+}
+
+std::vector<std::string> twin_summary_header() {
+  return {"ASSET", "KIND", "VERSION", "CONNECTIVITY", "LAST SEEN", "REPORTED"};
+}
+
+std::vector<std::string> twin_summary_row(const v1::Twin& twin) {
+  std::string reported;
+  size_t shown = 0;
+  for (const auto& [key, property] : sorted(twin.reported())) {
+    if (shown == summary_properties) {
+      reported += fmt::format(" (+{} more)", twin.reported().size() - shown);
+      break;
+    }
+    reported += fmt::format("{}{}={}", shown == 0 ? "" : " ", key, format_value(property.value()));
+    ++shown;
+  }
+  return {twin.asset_id(),
+          twin.kind().empty() ? "-" : twin.kind(),
+          fmt::format("{}", twin.version()),
+          connectivity_name(twin.connectivity()),
+          format_time(twin.last_seen_ms()),
+          reported};
+}
+
+std::string format_change(const v1::TwinChange& change) {
+  auto line = fmt::format("{} {} v{} {}", format_time(change.time_ms()), change.asset_id(),
+                          change.version(), change_type_name(change.type()));
+  for (const auto& [key, property] : sorted(change.reported())) {
+    line += fmt::format(" {}={}", key, format_value(property.value()));
+  }
+  for (const auto& [key, value] : sorted(change.desired())) {
+    line += fmt::format(" {}={}", key, format_value(value));
+  }
+  if (!change.removed().empty()) {
+    line += fmt::format(" removed={}", fmt::join(change.removed(), ","));
+  }
+  if (change.sequence() != 0) {
+    line += fmt::format(" seq={}", change.sequence());
+  }
+  return line;
+}
+
+void print_history(std::ostream& out, const v1::GetHistoryResponse& history) {
+  table rows({"TIME", "VALUE", "SEQUENCE"});
+  for (const auto& point : history.points()) {
+    rows.add({format_time(point.source_time_ms()), format_value(point.value()),
+              fmt::format("{}", point.sequence())});
+  }
+  rows.print(out);
+}
+
+void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms) {
+  print_field(out, "node", status.node_id());
+  print_field(out, "version", status.version());
+  if (status.started_ms() != 0) {
+    print_field(out, "started",
+                fmt::format("{} (up {})", format_time(status.started_ms()),
+                            format_duration(now_ms - status.started_ms())));
+  }
+  print_field(out, "data dir", status.data_dir().empty() ? "-" : status.data_dir());
+  print_field(out, "kafka",
+              fmt::format("{} ({})", status.kafka_bootstrap(),
+                          status.kafka_embedded() ? "embedded" : "external"));
+  print_field(out, "topic", status.telemetry_topic());
+  print_field(out, "twins",
+              fmt::format("{} active, {} stored", status.active_twins(), status.stored_twins()));
+  print_field(
+      out, "records",
+      fmt::format("{} applied, {} rejected", status.records_applied(), status.records_rejected()));
+  if (status.partitions().empty()) {
+    print_field(out, "partitions", "(none assigned)");
+    return;
+  }
+  out << "partitions\n";
+  table rows({"PARTITION", "COMMITTED", "HIGH WATERMARK", "LAG", "ACTIVE TWINS"});
+  int64_t total_lag = 0;
+  uint64_t total_active = 0;
+  for (const auto& p : status.partitions()) {
+    rows.add({fmt::format("{}", p.partition()), fmt::format("{}", p.committed_offset()),
+              fmt::format("{}", p.high_watermark()), fmt::format("{}", p.lag()),
+              fmt::format("{}", p.active_twins())});
+    total_lag += p.lag();
+    total_active += p.active_twins();
+  }
+  rows.add({fmt::format("total ({})", status.partitions().size()), "", "",
+            fmt::format("{}", total_lag), fmt::format("{}", total_active)});
+  rows.print(out, "  ");
+}
+
+}  // namespace fleettwin::cli

@@ -1,0 +1,58 @@
+#pragma once
+
+// Human-readable and JSON renderings of API messages.
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/message.h>
+#include <grpcpp/support/status.h>
+
+#include "fleettwin/v1/service.pb.h"
+#include "fleettwin/v1/twin.pb.h"
+
+namespace fleettwin::cli {
+
+/// A value as it would be typed to set it: strings quoted, doubles always with a point.
+std::string format_value(const v1::Value& value);
+
+/// Unix ms as ISO-8601 UTC with milliseconds; "-" for 0 (unset).
+std::string format_time(int64_t unix_ms);
+
+/// "NOT_FOUND" for grpc::StatusCode::NOT_FOUND.
+std::string status_code_name(grpc::StatusCode code);
+
+/// Compact single-line JSON with the proto field names and default values.
+std::string to_json(const google::protobuf::Message& message);
+
+/// Columns padded to their widest cell, two spaces apart. Widths persist across
+/// print() calls so that pages printed one after the other stay aligned.
+class table {
+ public:
+  explicit table(std::vector<std::string> header);
+  void add(std::vector<std::string> row);
+  /// Prints the pending rows (and the header the first time) and clears them.
+  void print(std::ostream& out, const std::string& indent = "");
+
+ private:
+  std::vector<std::string> header_;
+  std::vector<std::vector<std::string>> rows_;
+  std::vector<size_t> widths_;
+  bool header_printed_ = false;
+};
+
+void print_twin(std::ostream& out, const v1::Twin& twin);
+/// The version, desired and delta of a twin after UpdateDesired.
+void print_desired_result(std::ostream& out, const v1::Twin& twin);
+/// A one-row summary for ListTwins: asset id, kind, version, connectivity, last seen,
+/// and the first few reported values.
+std::vector<std::string> twin_summary_row(const v1::Twin& twin);
+std::vector<std::string> twin_summary_header();
+/// One line: time asset version type changed-properties.
+std::string format_change(const v1::TwinChange& change);
+void print_history(std::ostream& out, const v1::GetHistoryResponse& history);
+void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms);
+
+}  // namespace fleettwin::cli

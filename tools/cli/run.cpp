@@ -1,0 +1,190 @@
+#include "tools/cli/run.hpp"
+
+#include <chrono>
+#include <cstdlib>
+
+#include <CLI/CLI.hpp>
+
+#include "tools/cli/commands.hpp"
+#include "tools/cli/interrupter.hpp"
+#include "tools/cli/parse.hpp"
+
+namespace fleettwin::cli {
+
+namespace {
+
+constexpr const char* default_server = "127.0.0.1:50051";
+
+constexpr const char* footer = R"(Assets are given by id ("veh-1"); the "twins/" prefix is added.
+Times (--from, --to): Unix ms, ISO-8601 (2026-11-24T10:00:00Z; UTC when no zone),
+"now", or relative to now (-15m, -2h, -30s, -1d, -1h30m).
+--json prints one compact JSON document per line: a twin per asset (get), a page
+(list), the twin (set-desired), the points (history), a change (watch), the status.
+
+Exit codes:
+  0    success (also watch ended by --count or Ctrl-C)
+  1    any other error
+  2    usage error (bad arguments or options)
+  3    NOT_FOUND
+  4    INVALID_ARGUMENT
+  5    ABORTED (expected version did not match)
+  6    UNAVAILABLE or DEADLINE_EXCEEDED (node down, unreachable or too slow)
+  130  interrupted (Ctrl-C) before a call finished)";
+
+int64_t system_now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+/// The parsed command line: the options of every subcommand and which one ran.
+struct command_line {
+  global_options global;
+  get_options get;
+  list_options list;
+  set_desired_options set_desired;
+  uint64_t expected_version = 0;
+  history_options history;
+  watch_options watch;
+};
+
+void add_get(CLI::App& app, command_line& cl) {
+  auto* get = app.add_subcommand("get", "Show twins (GetTwin, or BatchGetTwins for several)");
+  get->add_option("asset", cl.get.assets, "Asset ids")->required();
+}
+
+void add_list(CLI::App& app, command_line& cl) {
+  auto* list = app.add_subcommand("list", "List twins ordered by asset id, a page at a time");
+  list->add_option("--filter", cl.list.filter,
+                   "AIP-160 filter, e.g. 'kind = \"vehicle\" AND reported.speed > 50'");
+  list->add_option("--page-size", cl.list.page_size, "Twins per page (1..1000; 0: server default)")
+      ->check(CLI::Range(0, 1000));
+  list->add_option("--page-token", cl.list.page_token, "Continue from a previous page");
+  list->add_flag("--all", cl.list.all, "Follow page tokens to the last page");
+}
+
+void add_set_desired(CLI::App& app, command_line& cl) {
+  auto* set = app.add_subcommand("set-desired", "Set or remove desired properties");
+  set->add_option("asset", cl.set_desired.asset, "Asset id")->required();
+  set->add_option("assignments", cl.set_desired.assignments,
+                  "key=value; value true/false -> bool, 42 -> int, 4.2 or 1e3 -> double, "
+                  "\"quoted\" or anything else -> string");
+  set->add_option("--remove", cl.set_desired.remove, "Remove a desired property (repeatable)")
+      ->allow_extra_args(false);
+  set->add_option("--expected-version", cl.expected_version,
+                  "Apply only if the twin is at this version (else ABORTED)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+void add_history(CLI::App& app, command_line& cl) {
+  auto* history = app.add_subcommand("history", "Show the recorded samples of a property");
+  history->add_option("asset", cl.history.asset, "Asset id")->required();
+  history->add_option("property", cl.history.property, "Reported property")->required();
+  history->add_option("--from", cl.history.from, "Start of the range (inclusive)");
+  history->add_option("--to", cl.history.to, "End of the range (exclusive)");
+  history->add_option("--limit", cl.history.limit, "At most this many of the newest points")
+      ->check(CLI::NonNegativeNumber);
+}
+
+void add_watch(CLI::App& app, command_line& cl) {
+  auto* watch = app.add_subcommand("watch", "Print changes of one twin, or of matching twins");
+  watch->add_option("asset", cl.watch.asset, "Asset id (default: every twin the filter matches)");
+  watch->add_option("--filter", cl.watch.filter, "ListTwins filter");
+  watch->add_option("--count", cl.watch.count, "Exit after this many changes")
+      ->check(CLI::NonNegativeNumber);
+}
+
+int dispatch(CLI::App& app, command_line& cl, session& s) {
+  auto* command = app.get_subcommands().front();
+  const auto& name = command->get_name();
+  if (name == "get") {
+    return run_get(s, cl.get);
+  }
+  if (name == "list") {
+    return run_list(s, cl.list);
+  }
+  if (name == "set-desired") {
+    if (command->count("--expected-version") > 0) {
+      cl.set_desired.expected_version = cl.expected_version;
+    }
+    return run_set_desired(s, cl.set_desired);
+  }
+  if (name == "history") {
+    return run_history(s, cl.history);
+  }
+  if (name == "watch") {
+    return run_watch(s, cl.watch);
+  }
+  if (name == "status") {
+    return run_status(s);
+  }
+  return run_ping(s);
+}
+
+}  // namespace
+
+int exit_code_for(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return exit_ok;
+    case grpc::StatusCode::NOT_FOUND:
+      return exit_not_found;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return exit_invalid_argument;
+    case grpc::StatusCode::ABORTED:
+      return exit_aborted;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return exit_unavailable;
+    default:
+      return exit_failure;
+  }
+}
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+            const run_options& options) {
+  command_line cl;
+  CLI::App app{"fleettwin: query and change FleetTwin digital twins", "fleettwin"};
+  app.set_version_flag("--version", FLEETTWIN_VERSION);
+  app.footer(footer);
+  app.require_subcommand(1);
+  // Global options are accepted after the subcommand too.
+  app.fallthrough();
+  cl.global.server = default_server;
+  app.add_option("--server", cl.global.server, "Node address host:port")
+      ->envname("FLEETTWIN_SERVER")
+      ->capture_default_str();
+  app.add_flag("--json", cl.global.json, "Machine-readable output (JSON, one document per line)");
+  app.add_option("--timeout", cl.global.timeout_s, "Deadline of each call in seconds")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  add_get(app, cl);
+  add_list(app, cl);
+  add_set_desired(app, cl);
+  add_history(app, cl);
+  add_watch(app, cl);
+  app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
+  app.add_subcommand("ping", "Measure the round-trip time to the node");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      // --help or --version.
+      return app.exit(e, out, err);
+    }
+    err << "error: " << e.what() << "\nRun with --help for more information.\n";
+    return exit_usage;
+  }
+
+  auto& interrupt = options.interrupt != nullptr ? *options.interrupt : default_interrupter();
+  auto clock = options.clock ? options.clock : system_now_ms;
+  try {
+    session s{cl.global, out, err, interrupt, clock};
+    return dispatch(app, cl, s);
+  } catch (const usage_error& e) {
+    err << "error: " << e.what() << "\nRun with --help for more information.\n";
+    return exit_usage;
+  }
+}
+
+}  // namespace fleettwin::cli
