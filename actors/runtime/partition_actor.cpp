@@ -15,6 +15,7 @@ namespace {
 using self_ptr = partition_actor::stateful_pointer<partition_state>;
 
 void process_next(self_ptr self);
+void finish_item(self_ptr self);
 
 int64_t now_ms(self_ptr self) {
   return self->state.cfg.assets->clock();
@@ -28,6 +29,8 @@ void fail(self_ptr self, std::string why) {
   st.queue.clear();
   if (st.cfg.on_fatal)
     st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why);
+  // Late replies for the abandoned item are ignored (their id no longer matches).
+  finish_item(self);
 }
 
 /// The resident actor of an asset, loading its state when it is not resident.
@@ -36,8 +39,10 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
                                     std::string& error) {
   auto& st = self->state;
   auto now = now_ms(self);
+  const uint64_t item = st.current ? st.current->id : 0;
   if (auto it = st.assets.find(asset_id); it != st.assets.end()) {
     it->second.last_used_ms = now;
+    it->second.last_item = std::max(it->second.last_item, item);
     return it->second.handle;
   }
   core::twin tw;
@@ -52,7 +57,7 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
       break;
   }
   auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets);
-  st.assets.emplace(asset_id, partition_state::entry{handle, now});
+  st.assets.emplace(asset_id, partition_state::entry{handle, now, item});
   st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
   return handle;
 }
@@ -275,16 +280,19 @@ void process_next(self_ptr self) {
 }
 
 /// Passivates twins idle longer than passivate_after, and the least recently
-/// used beyond max_active_twins. Twins touched by the item in flight stay.
+/// used beyond max_active_twins. Twins touched by the item in flight stay:
+/// their state is not committed yet.
 void passivate_idle(self_ptr self) {
   auto& st = self->state;
-  if (st.current)
-    return;  // every twin may be involved; try again next tick
+  const uint64_t busy = st.current ? st.current->id : 0;
+  auto in_flight = [busy](const partition_state::entry& e) {
+    return busy != 0 && e.last_item == busy;
+  };
   auto now = now_ms(self);
   auto idle_before = now - st.cfg.passivate_after.count();
   size_t before = st.assets.size();
   for (auto it = st.assets.begin(); it != st.assets.end();) {
-    if (it->second.last_used_ms <= idle_before) {
+    if (it->second.last_used_ms <= idle_before && !in_flight(it->second)) {
       self->send(it->second.handle, passivate_atom::value);
       it = st.assets.erase(it);
     } else {
@@ -295,8 +303,9 @@ void passivate_idle(self_ptr self) {
     std::vector<std::pair<int64_t, std::string>> by_age;
     by_age.reserve(st.assets.size());
     for (auto& [id, e] : st.assets)
-      by_age.emplace_back(e.last_used_ms, id);
-    auto excess = st.assets.size() - st.cfg.max_active_twins;
+      if (!in_flight(e))
+        by_age.emplace_back(e.last_used_ms, id);
+    auto excess = std::min(st.assets.size() - st.cfg.max_active_twins, by_age.size());
     std::nth_element(by_age.begin(), by_age.begin() + excess, by_age.end());
     for (size_t i = 0; i < excess; ++i) {
       auto it = st.assets.find(by_age[i].second);

@@ -52,6 +52,8 @@ struct partition_state {
   struct entry {
     asset_actor handle;
     int64_t last_used_ms = 0;
+    /// The work item that last used the twin; it stays resident while in flight.
+    uint64_t last_item = 0;
   };
 
   /// The work item in flight: replies awaited, then outputs, then commit.

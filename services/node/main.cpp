@@ -36,6 +36,6 @@ int main(int argc, char** argv) {
   }}.detach();
   int code = n->wait();
   n->shutdown();
-  std::cout.flush();
-  std::_Exit(code);  // every component is stopped; skip static destructors of libraries
+  n.reset();
+  return code;
 }

@@ -1,0 +1,150 @@
+#pragma once
+
+// The node's local store over RocksDB: twin state, property history rings and
+// consumed offsets, written together in one WriteBatch per partition commit
+// (DESIGN.md, "Principles" 3: state and offset commit together).
+//
+// Column families and key layout. `be32(x)` is x as 4 bytes, big-endian, so
+// that keys of one partition are contiguous and sort by the bytes after it.
+//
+//   "twins"    be32(partition) asset_id                          -> encode_twin
+//   "history"  be32(partition) asset_id '\0' property '\0' be32(slot)
+//                                                                -> encode_history_point
+//   "default"  "offset/" be32(partition)                         -> next offset to consume,
+//                                                                   int64 as 8 bytes big-endian
+//
+// Asset ids and property names never contain '\0' (validated upstream), so the
+// history prefix of one (partition, asset, property) is unambiguous. Within a
+// partition, twins sort by asset id bytewise (unsigned), the same order as
+// std::string comparison, which list_twins uses to merge partitions.
+//
+// Thread-safety: every member may be called concurrently from any thread.
+// commit/load_* (actors) take no locks of ours; list_twins, read_history and
+// stats are meant for the query thread pool, never for actors.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/core/codec.hpp"
+#include "actors/core/twin.hpp"
+#include "actors/runtime/ports.hpp"
+
+namespace rocksdb {
+class Cache;
+class ColumnFamilyHandle;
+class DB;
+class Statistics;
+}  // namespace rocksdb
+
+namespace fleettwin::storage {
+
+struct store_options {
+  /// The RocksDB directory (created, with its parents, if missing).
+  std::string path;
+  /// false: commit returns once the batch is in the WAL in the OS page cache,
+  /// which survives a crash (kill -9) of the process but not a power loss or
+  /// kernel crash. true: the WAL is fsync'ed before commit returns, which also
+  /// survives power loss, at the price of one fsync per commit.
+  bool sync_commits = false;
+  /// Shared LRU block cache of all column families.
+  size_t block_cache_bytes = size_t{256} << 20;
+  /// Memtable size of the twins and history column families.
+  size_t write_buffer_bytes = size_t{64} << 20;
+};
+
+/// One page of list_twins.
+struct list_page {
+  std::vector<core::twin> twins;
+  /// Raw asset id to pass as `start_after` for the next page; empty when the
+  /// scan reached the end.
+  std::string next_page_token;
+};
+
+/// Gauges of the store, from RocksDB properties and statistics.
+struct store_stats {
+  uint64_t sst_bytes = 0;
+  uint64_t memtable_bytes = 0;
+  uint64_t block_cache_bytes = 0;
+  uint64_t estimated_twins = 0;
+  uint64_t pending_compaction_bytes = 0;
+  bool write_stopped = false;
+  /// Bytes per second writes are throttled to while delayed; 0 when not delayed.
+  uint64_t delayed_write_rate = 0;
+  /// Total time writes were stalled or delayed since open.
+  uint64_t stall_micros = 0;
+};
+
+class rocksdb_store final : public runtime::twin_store {
+public:
+  /// Opens (creating if missing) the store at `opts.path`; on failure returns
+  /// null and sets `error` to a message fit for an operator.
+  static std::unique_ptr<rocksdb_store> open(const store_options& opts, std::string& error);
+
+  /// Closes the database. Unflushed memtables are recovered from the WAL on
+  /// the next open, so no flush happens here.
+  ~rocksdb_store() override;
+
+  rocksdb_store(const rocksdb_store&) = delete;
+  rocksdb_store& operator=(const rocksdb_store&) = delete;
+
+  // --- runtime::twin_store (actors) -----------------------------------------
+
+  runtime::load_status load_twin(int32_t partition, std::string_view asset_id, core::twin& out,
+                                 std::string& error) override;
+  /// One WriteBatch with every twin, every history slot and the offset.
+  std::optional<std::string> commit(const runtime::commit_batch& b) override;
+  /// The committed next offset; nullopt when none was committed (or it cannot
+  /// be read, which is logged).
+  std::optional<int64_t> load_offset(int32_t partition) override;
+
+  // --- queries (query thread pool) ------------------------------------------
+
+  /// Twins of `partitions` with asset_id > `start_after` that satisfy
+  /// `predicate` (empty: all), in global asset-id order, read from one
+  /// consistent snapshot. Returns at most `page_size` twins and stops after
+  /// scanning `max_scanned` twins (0: no limit for either); a page cut short by
+  /// either limit carries a continuation token unless the scan reached the
+  /// end. On failure sets `error` and returns an empty page.
+  list_page list_twins(const std::vector<int32_t>& partitions, std::string_view start_after,
+                       const std::function<bool(const core::twin&)>& predicate, size_t page_size,
+                       size_t max_scanned, std::string& error);
+
+  /// The recorded points of one property with start_ms <= source time <
+  /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with
+  /// `limit` > 0 only the newest `limit` of them. On failure sets `error` and
+  /// returns nothing.
+  std::vector<core::history_point> read_history(int32_t partition, std::string_view asset_id,
+                                                std::string_view property, int64_t start_ms,
+                                                int64_t end_ms, size_t limit, std::string& error);
+
+  /// RocksDB's estimate of the number of stored twins.
+  uint64_t estimate_twins();
+
+  store_stats stats();
+
+  /// Deletes every twin, history point and the offset of `partition` (range
+  /// tombstones, one batch). Returns an error description on failure.
+  std::optional<std::string> drop_partition(int32_t partition);
+
+  const std::string& path() const {
+    return opts_.path;
+  }
+
+private:
+  rocksdb_store() = default;
+
+  store_options opts_;
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::shared_ptr<rocksdb::Statistics> statistics_;
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* twins_ = nullptr;
+  rocksdb::ColumnFamilyHandle* history_ = nullptr;
+};
+
+}  // namespace fleettwin::storage

@@ -1,0 +1,384 @@
+// Partition and asset actors on CAF's deterministic scheduler: every step is
+// driven explicitly, no threads, no sleeps.
+
+#include "actors/runtime/partition_actor.hpp"
+
+#include <map>
+#include <sstream>
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/core/codec.hpp"
+
+using namespace fleettwin;
+using namespace fleettwin::runtime;
+
+namespace {
+
+/// Records every commit; state lives in maps like RocksDB would keep it.
+struct fake_store final : twin_store {
+  std::map<std::pair<int32_t, std::string>, std::string> twins;
+  std::map<int32_t, int64_t> offsets;
+  std::vector<commit_batch> commits;
+  std::optional<std::string> fail_next;
+
+  load_status load_twin(int32_t p, std::string_view id, core::twin& out,
+                        std::string& error) override {
+    auto it = twins.find({p, std::string{id}});
+    if (it == twins.end())
+      return load_status::missing;
+    if (auto err = core::decode_twin(it->second, out)) {
+      error = *err;
+      return load_status::failed;
+    }
+    return load_status::found;
+  }
+  std::optional<std::string> commit(const commit_batch& b) override {
+    if (fail_next)
+      return std::exchange(fail_next, std::nullopt);
+    for (const auto& [id, bytes] : b.twins)
+      twins[{b.partition, id}] = bytes;
+    if (b.next_offset)
+      offsets[b.partition] = *b.next_offset;
+    commits.push_back(b);
+    return std::nullopt;
+  }
+  std::optional<int64_t> load_offset(int32_t p) override {
+    auto it = offsets.find(p);
+    return it == offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
+  }
+};
+
+/// Holds delivery callbacks until the test releases them.
+struct fake_sink final : event_sink {
+  struct call {
+    std::vector<core::twin_change> changes;
+    std::vector<rejected_record> rejects;
+    std::function<void(bool, std::string)> delivered;
+  };
+  std::vector<call> calls;
+  void publish(int32_t, const std::vector<core::twin_change>& changes,
+               const std::vector<rejected_record>& rejects,
+               std::function<void(bool, std::string)> delivered) override {
+    calls.push_back({changes, rejects, std::move(delivered)});
+  }
+};
+
+/// Payload "seq,ts,name=value;name=value" (values are doubles); "bad" fails.
+struct text_decoder final : telemetry_decoder {
+  std::optional<std::pair<std::string, std::string>> decode(const raw_record& r,
+                                                            core::telemetry& out) override {
+    out = core::telemetry{};
+    if (r.payload == "bad")
+      return std::pair<std::string, std::string>{"malformed", "payload says bad"};
+    out.asset_id = std::string{r.key};
+    std::string p{r.payload};
+    auto c1 = p.find(',');
+    auto c2 = p.find(',', c1 + 1);
+    out.sequence = std::stoull(p.substr(0, c1));
+    out.source_time_ms = std::stoll(p.substr(c1 + 1, c2 - c1 - 1));
+    std::istringstream metrics{p.substr(c2 + 1)};
+    std::string kv;
+    while (std::getline(metrics, kv, ';')) {
+      auto eq = kv.find('=');
+      out.metrics.emplace_back(kv.substr(0, eq), std::stod(kv.substr(eq + 1)));
+    }
+    return std::nullopt;
+  }
+};
+
+struct listener final : change_listener {
+  std::vector<core::twin_change> seen;
+  bool wants_snapshots() const override {
+    return false;
+  }
+  void on_changes(const std::vector<core::twin_change>& changes,
+                  const std::vector<std::shared_ptr<const core::twin>>&) override {
+    seen.insert(seen.end(), changes.begin(), changes.end());
+  }
+};
+
+struct PartitionActorTest : ::testing::Test {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  std::shared_ptr<fake_store> store = std::make_shared<fake_store>();
+  std::shared_ptr<fake_sink> sink = std::make_shared<fake_sink>();
+  std::shared_ptr<listener> watch = std::make_shared<listener>();
+  int64_t now = 1'000'000;
+  std::vector<std::pair<int32_t, int64_t>> acks;
+  std::vector<std::string> fatal;
+  partition_actor part;
+  // Keeps raw payloads alive for the views of raw_record.
+  std::vector<std::shared_ptr<std::vector<std::string>>> payloads;
+
+  PartitionActorTest() {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.verbosity", caf::atom("quiet"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+  }
+
+  ~PartitionActorTest() override {
+    caf::anon_send_exit(part, caf::exit_reason::user_shutdown);
+    sched->run();
+  }
+
+  void spawn_partition(size_t max_active = 1000) {
+    partition_config pc;
+    pc.partition = 0;
+    auto acfg = std::make_shared<asset_config>();
+    acfg->history_capacity = 4;
+    acfg->clock = [this] { return now; };
+    pc.assets = acfg;
+    pc.store = store;
+    pc.sink = sink;
+    pc.listener = watch;
+    pc.make_decoder = [] { return std::make_unique<text_decoder>(); };
+    pc.passivate_after = std::chrono::milliseconds{1000};
+    pc.tick_interval = std::chrono::milliseconds{500};
+    pc.max_active_twins = max_active;
+    pc.on_committed = [this](int32_t p, int64_t next, size_t) { acks.emplace_back(p, next); };
+    pc.on_fatal = [this](std::string why) { fatal.push_back(std::move(why)); };
+    part = sys->spawn(partition, std::move(pc));
+    sched->run();
+  }
+
+  /// A batch of (key, payload) records starting at `offset`.
+  raw_batch_ptr batch(int64_t offset, std::vector<std::pair<std::string, std::string>> recs) {
+    auto keep = std::make_shared<std::vector<std::string>>();
+    for (auto& [k, v] : recs) {
+      keep->push_back(k);
+      keep->push_back(v);
+    }
+    auto b = std::make_shared<raw_batch>();
+    b->partition = 0;
+    for (size_t i = 0; i < recs.size(); ++i)
+      b->records.push_back(raw_record{(*keep)[2 * i], (*keep)[2 * i + 1], "", offset + int64_t(i)});
+    b->next_offset = offset + static_cast<int64_t>(recs.size());
+    b->owner = keep;
+    return b;
+  }
+
+  void deliver_all(bool ok = true) {
+    for (auto& c : sink->calls)
+      if (c.delivered)
+        std::exchange(c.delivered, nullptr)(ok, ok ? "" : "broker down");
+    sched->run();
+  }
+
+  twin_reply get(const std::string& id) {
+    auto reply = std::make_shared<twin_reply>();
+    reply->message = "unanswered";
+    caf::anon_send(part, get_atom::value, id,
+                   twin_completion{[reply](twin_reply r) { *reply = std::move(r); },
+                                   twin_reply{query_error::unavailable, "dropped", {}}});
+    sched->run();
+    return *reply;
+  }
+};
+
+}  // namespace
+
+TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(10, {{"a", "1,100,x=1"}, {"b", "1,100,x=2"}, {"a", "2,200,x=3;y=4"}}));
+  sched->run();
+  // Outputs published, nothing committed until Kafka acknowledges them.
+  ASSERT_EQ(sink->calls.size(), 1u);
+  EXPECT_EQ(sink->calls[0].changes.size(), 3u);
+  EXPECT_TRUE(store->commits.empty());
+  EXPECT_TRUE(acks.empty());
+  deliver_all();
+  ASSERT_EQ(store->commits.size(), 1u);
+  const auto& c = store->commits[0];
+  EXPECT_EQ(c.next_offset, 13);
+  EXPECT_EQ(c.twins.size(), 2u);
+  EXPECT_EQ(c.history.size(), 4u);  // a: x, x, y; b: x
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0], std::make_pair(0, int64_t{13}));
+  EXPECT_EQ(watch->seen.size(), 3u);
+  auto a = get("a");
+  ASSERT_EQ(a.error, query_error::none) << a.message;
+  EXPECT_EQ(a.twin->version, 2u);
+  EXPECT_EQ(std::get<double>(a.twin->reported.at("y").val), 4.0);
+}
+
+TEST_F(PartitionActorTest, BatchesAreProcessedOneAtATimeInOrder) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);  // the second waits for the first commit
+  deliver_all();
+  ASSERT_EQ(sink->calls.size(), 2u);
+  deliver_all();
+  ASSERT_EQ(store->commits.size(), 2u);
+  EXPECT_EQ(store->offsets[0], 2);
+  core::twin tw;
+  ASSERT_FALSE(core::decode_twin(store->twins[{0, "a"}], tw));
+  EXPECT_EQ(tw.version, 2u);
+}
+
+TEST_F(PartitionActorTest, RejectedRecordsArePublishedAndTheirOffsetsCommitted) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(5, {{"a", "bad"}, {"", "1,1,x=1"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  ASSERT_EQ(sink->calls[0].rejects.size(), 2u);
+  EXPECT_EQ(sink->calls[0].rejects[0].code, "malformed");
+  EXPECT_EQ(sink->calls[0].rejects[1].code, "invalid");  // empty asset id
+  EXPECT_EQ(sink->calls[0].rejects[1].record.offset, 6);
+  deliver_all();
+  EXPECT_EQ(store->offsets[0], 7);
+  EXPECT_TRUE(fatal.empty());
+}
+
+TEST_F(PartitionActorTest, DuplicatesAreCommittedButNotPublished) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}, {"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  EXPECT_EQ(sink->calls[0].changes.size(), 1u);
+  auto a = get("a");
+  EXPECT_EQ(a.twin->duplicates, 1u);
+  EXPECT_EQ(a.twin->applied_records, 1u);
+}
+
+TEST_F(PartitionActorTest, FailedDeliveryStopsThePartitionWithoutCommitting) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all(false);
+  EXPECT_TRUE(store->commits.empty());
+  ASSERT_EQ(fatal.size(), 1u);
+  EXPECT_NE(fatal[0].find("broker down"), std::string::npos);
+}
+
+TEST_F(PartitionActorTest, FailedCommitIsFatal) {
+  spawn_partition();
+  store->fail_next = "disk full";
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(fatal.size(), 1u);
+  EXPECT_NE(fatal[0].find("disk full"), std::string::npos);
+  EXPECT_TRUE(acks.empty());
+}
+
+TEST_F(PartitionActorTest, UnknownTwinIsNotFoundWithoutSpawning) {
+  spawn_partition();
+  auto r = get("ghost");
+  EXPECT_EQ(r.error, query_error::not_found);
+  EXPECT_NE(r.message.find("ghost"), std::string::npos);
+}
+
+TEST_F(PartitionActorTest, DesiredUpdateIsCommittedBeforeItIsAnswered) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  auto answer = std::make_shared<twin_reply>();
+  answer->message = "unanswered";
+  core::desired_update u;
+  u.set = {{"x", 5.0}};
+  u.expected_version = 1;
+  caf::anon_send(part, desired_atom::value, std::string{"a"}, u,
+                 twin_completion{[answer](twin_reply r) { *answer = std::move(r); },
+                                 twin_reply{query_error::unavailable, "dropped", {}}});
+  sched->run();
+  EXPECT_EQ(answer->message, "unanswered");  // waits for the change event's ack
+  deliver_all();
+  ASSERT_EQ(answer->error, query_error::none) << answer->message;
+  EXPECT_EQ(answer->twin->version, 2u);
+  core::twin stored;
+  ASSERT_FALSE(core::decode_twin(store->twins[{0, "a"}], stored));
+  EXPECT_EQ(std::get<double>(stored.desired.at("x")), 5.0);
+  // A stale expected version is ABORTED and changes nothing.
+  caf::anon_send(part, desired_atom::value, std::string{"a"}, u,
+                 twin_completion{[answer](twin_reply r) { *answer = std::move(r); },
+                                 twin_reply{query_error::unavailable, "dropped", {}}});
+  sched->run();
+  EXPECT_EQ(answer->error, query_error::aborted);
+  EXPECT_EQ(store->commits.size(), 2u);
+}
+
+TEST_F(PartitionActorTest, IdleTwinsArePassivatedAndReloadedOnDemand) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}, {"b", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  auto status = [&] {
+    auto info = std::make_shared<partition_info>();
+    caf::anon_send(part, status_atom::value,
+                   partition_info_completion{[info](partition_info i) { *info = i; },
+                                             partition_info{-1}});
+    sched->run();
+    return *info;
+  };
+  EXPECT_EQ(status().active_twins, 2u);
+  now += 5000;
+  sched->trigger_timeouts();
+  sched->run();
+  EXPECT_EQ(status().active_twins, 0u);
+  auto a = get("a");  // comes back from the store
+  ASSERT_EQ(a.error, query_error::none);
+  EXPECT_EQ(a.twin->applied_records, 1u);
+  EXPECT_EQ(status().active_twins, 1u);
+}
+
+TEST_F(PartitionActorTest, LeastRecentlyUsedTwinsArePassivatedBeyondTheBound) {
+  spawn_partition(2);
+  for (int i = 0; i < 5; ++i) {
+    now += 10;
+    caf::anon_send(part, batch_atom::value,
+                   batch(i, {{"t" + std::to_string(i), "1,100,x=1"}}));
+    sched->run();
+    deliver_all();
+  }
+  sched->trigger_timeouts();
+  sched->run();
+  auto info = std::make_shared<partition_info>();
+  caf::anon_send(part, status_atom::value,
+                 partition_info_completion{[info](partition_info i) { *info = i; },
+                                           partition_info{-1}});
+  sched->run();
+  EXPECT_EQ(info->active_twins, 2u);
+  EXPECT_EQ(get("t0").twin->applied_records, 1u);  // passivated, still there
+}
+
+TEST_F(PartitionActorTest, StopFinishesQueuedWorkThenCallsBack) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  bool stopped = false;
+  caf::anon_send(part, stop_atom::value, std::function<void()>{[&] { stopped = true; }});
+  sched->run();
+  EXPECT_FALSE(stopped);
+  deliver_all();
+  EXPECT_FALSE(stopped);
+  deliver_all();
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(store->offsets[0], 2);
+}
+
+TEST_F(PartitionActorTest, RecordsOnTheWrongPartitionAreRejected) {
+  partition_config pc;
+  pc.partition = 0;
+  pc.partition_count = 8;
+  pc.store = store;
+  pc.sink = sink;
+  pc.make_decoder = [] { return std::make_unique<text_decoder>(); };
+  part = sys->spawn(partition, std::move(pc));
+  sched->run();
+  // "veh-1" hashes to a partition other than 0 of 8 (murmur2).
+  caf::anon_send(part, batch_atom::value, batch(0, {{"veh-1", "1,100,x=1"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  ASSERT_EQ(sink->calls[0].rejects.size(), 1u);
+  EXPECT_EQ(sink->calls[0].rejects[0].code, "wrong_partition");
+}
