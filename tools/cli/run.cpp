@@ -89,7 +89,7 @@ void add_watch(CLI::App& app, command_line& cl) {
   auto* watch = app.add_subcommand("watch", "Print changes of one twin, or of matching twins");
   watch->add_option("asset", cl.watch.asset, "Asset id (default: every twin the filter matches)");
   watch->add_option("--filter", cl.watch.filter, "ListTwins filter");
-  watch->add_option("--count", cl.watch.count, "Exit after this many changes")
+  watch->add_option("--count", cl.watch.count, "Exit after this many changes (0: run until Ctrl-C)")
       ->check(CLI::NonNegativeNumber);
 }
 

@@ -1,0 +1,455 @@
+// fleettwin-bench: the benchmarks of DESIGN.md, each against its baseline in
+// the same run (the machines are shared and noisy: ratios, not absolutes).
+//
+//   fleettwin-bench ingest  [--records N] [--assets N] [--partitions N]
+//   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
+//   fleettwin-bench memory  [--twins N]
+//
+// Each prints human-readable lines and a final JSON line.
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/runtime/partition_actor.hpp"
+#include "fleettwin/v1/service.grpc.pb.h"
+#include "services/kafka/embedded_kafka.hpp"
+#include "services/kafka/telemetry_decoder.hpp"
+#include "services/node/node.hpp"
+#include "services/storage/rocksdb_store.hpp"
+#include "tools/sim/generator.hpp"
+
+using namespace fleettwin;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+
+size_t rss_bytes() {
+  std::ifstream in{"/proc/self/statm"};
+  size_t pages = 0;
+  size_t resident = 0;
+  in >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::string temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             fmt::format("fleettwin-bench-{}-{}", name, getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+/// Produces `count` simulator records (protobuf) for `assets` assets.
+void produce(const std::string& bootstrap, const std::string& topic, uint64_t count,
+             uint32_t assets) {
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+  rd_kafka_conf_set(conf, "linger.ms", "20", err, sizeof(err));
+  rd_kafka_conf_set(conf, "batch.num.messages", "10000", err, sizeof(err));
+  rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err));
+  auto* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  sim::config cfg;
+  cfg.assets = assets;
+  cfg.count = count;
+  cfg.rate = 1000;
+  sim::generator gen{cfg};
+  sim::record r;
+  while (gen.next(r)) {
+    auto* h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "content-type", -1, r.content_type.data(),
+                        static_cast<ssize_t>(r.content_type.size()));
+    while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()),
+                             RD_KAFKA_V_KEY(const_cast<char*>(r.key.data()), r.key.size()),
+                             RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      rd_kafka_poll(rk, 10);
+  }
+  rd_kafka_flush(rk, 60'000);
+  rd_kafka_destroy(rk);
+}
+
+/// Drains `count` records with a plain consumer; returns records/s measured
+/// from the first record to the last (group join excluded).
+double plain_consumer(const std::string& bootstrap, const std::string& topic, uint64_t count) {
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "group.id", "bench-plain", err, sizeof(err));
+  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+  rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "65536", err, sizeof(err));
+  auto* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_poll_set_consumer(rk);
+  auto* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  auto* queue = rd_kafka_queue_get_consumer(rk);
+  std::vector<rd_kafka_message_t*> msgs(10'000);
+  uint64_t seen = 0;
+  uint64_t bytes = 0;
+  clock_type::time_point first;
+  auto deadline = clock_type::now() + std::chrono::minutes{5};
+  while (seen < count && clock_type::now() < deadline) {
+    auto n = rd_kafka_consume_batch_queue(queue, 100, msgs.data(), msgs.size());
+    for (ssize_t i = 0; i < n; ++i) {
+      if (!msgs[i]->err) {
+        if (seen++ == 0)
+          first = clock_type::now();
+        bytes += msgs[i]->len;
+      }
+      rd_kafka_message_destroy(msgs[i]);
+    }
+  }
+  double secs = seconds_since(first);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  if (seen < count)
+    throw std::runtime_error(fmt::format("plain consumer saw {} of {} records", seen, count));
+  return static_cast<double>(count) / secs;
+}
+
+node::node_config node_config_for(const std::string& bootstrap, const std::string& dir) {
+  node::node_config cfg;
+  cfg.kafka = bootstrap;
+  cfg.data_dir = dir;
+  cfg.grpc_address = "127.0.0.1:0";
+  cfg.metrics_address = "127.0.0.1:0";
+  cfg.group_id = "bench-node";
+  cfg.node_id = "bench";
+  cfg.log_level = "warn";
+  return cfg;
+}
+
+uint64_t records_applied(node::node& n) {
+  std::promise<uint64_t> p;
+  n.node_status([&p](fleettwin::v1::NodeStatus s) { p.set_value(s.records_applied()); });
+  return p.get_future().get();
+}
+
+int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish) {
+  kafka::topic_names topics;
+  std::string error;
+  auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
+  if (!k)
+    throw std::runtime_error(error);
+  fmt::print("producing {} records for {} assets into {} partitions...\n", records, assets,
+             partitions);
+  produce(k->bootstrap(), topics.telemetry, records, assets);
+  double plain = plain_consumer(k->bootstrap(), topics.telemetry, records);
+  fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
+  auto dir = temp_dir("ingest");
+  auto cfg = node_config_for(k->bootstrap(), dir);
+  cfg.publish_changes = publish;
+  auto n = node::node::start(cfg, error);
+  if (!n)
+    throw std::runtime_error(error);
+  clock_type::time_point first{};
+  auto deadline = clock_type::now() + std::chrono::minutes{10};
+  uint64_t applied = 0;
+  while (applied < records && clock_type::now() < deadline) {
+    applied = records_applied(*n);
+    if (applied > 0 && first == clock_type::time_point{})
+      first = clock_type::now();
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
+  double secs = seconds_since(first);
+  auto stats = n->store().stats();
+  n->shutdown();
+  n.reset();
+  std::filesystem::remove_all(dir);
+  if (applied < records)
+    throw std::runtime_error(fmt::format("node applied {} of {} records", applied, records));
+  double node_rate = static_cast<double>(records) / secs;
+  fmt::print("fleettwin-node ingest (durable group commit{}): {:.0f} records/s = {:.0f}% of the "
+             "plain consumer; sst={} MiB\n",
+             publish ? ", change events published" : "", node_rate, 100 * node_rate / plain,
+             stats.sst_bytes >> 20);
+  fmt::print(
+    R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
+    "\n",
+    records, assets, partitions, publish, plain, node_rate, node_rate / plain);
+  return 0;
+}
+
+struct load_result {
+  double qps = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+};
+
+/// Closed loop (target_qps = 0) or paced open loop over `threads` channels.
+template <class Call>
+load_result drive(const std::string& address, int threads, double seconds, double target_qps,
+                  Call call) {
+  std::vector<std::vector<double>> latencies(static_cast<size_t>(threads));
+  std::atomic<bool> go{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      grpc::ChannelArguments args;
+      args.SetInt("fleettwin.channel", t);  // a connection per thread
+      auto ch = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto twins = fleettwin::v1::TwinService::NewStub(ch);
+      auto nodes = fleettwin::v1::NodeService::NewStub(ch);
+      while (!go)
+        std::this_thread::yield();
+      auto start = clock_type::now();
+      auto end = start + std::chrono::duration<double>(seconds);
+      auto interval = target_qps > 0 ? std::chrono::duration<double>(threads / target_qps)
+                                     : std::chrono::duration<double>(0);
+      auto next = start;
+      uint64_t i = 0;
+      while (clock_type::now() < end) {
+        if (target_qps > 0) {
+          next += std::chrono::duration_cast<clock_type::duration>(interval);
+          std::this_thread::sleep_until(next);
+        }
+        auto t0 = clock_type::now();
+        if (!call(*twins, *nodes, i++))
+          throw std::runtime_error("call failed");
+        latencies[static_cast<size_t>(t)].push_back(seconds_since(t0) * 1e3);
+      }
+    });
+  }
+  go = true;
+  for (auto& w : workers)
+    w.join();
+  std::vector<double> all;
+  for (auto& l : latencies)
+    all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  load_result r;
+  r.qps = static_cast<double>(all.size()) / seconds;
+  if (!all.empty()) {
+    r.p50_ms = all[all.size() / 2];
+    r.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  }
+  return r;
+}
+
+int run_query(uint32_t twins, double seconds, int threads) {
+  kafka::topic_names topics;
+  std::string error;
+  auto k = kafka::embedded_kafka::start(1, 8, topics, error);
+  if (!k)
+    throw std::runtime_error(error);
+  produce(k->bootstrap(), topics.telemetry, twins, twins);
+  auto dir = temp_dir("query");
+  auto n = node::node::start(node_config_for(k->bootstrap(), dir), error);
+  if (!n)
+    throw std::runtime_error(error);
+  auto deadline = clock_type::now() + std::chrono::minutes{5};
+  while (records_applied(*n) < twins && clock_type::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  sim::config scfg;
+  scfg.assets = twins;
+  sim::generator gen{scfg};
+  std::vector<std::string> names;
+  for (uint32_t i = 0; i < twins; ++i)
+    names.push_back("twins/" + gen.asset_id(i));
+  auto address = fmt::format("127.0.0.1:{}", n->grpc_port());
+  auto ping = [](auto&, fleettwin::v1::NodeService::Stub& nodes, uint64_t) {
+    grpc::ClientContext ctx;
+    fleettwin::v1::PingResponse resp;
+    return nodes.Ping(&ctx, {}, &resp).ok();
+  };
+  auto get = [&names](fleettwin::v1::TwinService::Stub& t, auto&, uint64_t i) {
+    grpc::ClientContext ctx;
+    fleettwin::v1::GetTwinRequest req;
+    req.set_name(names[(i * 7919) % names.size()]);
+    fleettwin::v1::Twin resp;
+    return t.GetTwin(&ctx, req, &resp).ok();
+  };
+  drive(address, threads, 1.0, 0, get);  // warm up: every twin resident
+  auto p = drive(address, threads, seconds, 0, ping);
+  auto g = drive(address, threads, seconds, 0, get);
+  auto half = drive(address, threads, seconds, g.qps / 2, get);
+  n->shutdown();
+  n.reset();
+  std::filesystem::remove_all(dir);
+  fmt::print("Ping (no-op) saturation: {:.0f} QPS (p50 {:.3f} ms, p99 {:.3f} ms)\n", p.qps,
+             p.p50_ms, p.p99_ms);
+  fmt::print("GetTwin saturation:     {:.0f} QPS = {:.0f}% of no-op (p50 {:.3f} ms, p99 {:.3f} ms)\n",
+             g.qps, 100 * g.qps / p.qps, g.p50_ms, g.p99_ms);
+  fmt::print("GetTwin at half saturation ({:.0f} QPS offered, {:.0f} done): p50 {:.3f} ms, p99 "
+             "{:.3f} ms\n",
+             g.qps / 2, half.qps, half.p50_ms, half.p99_ms);
+  fmt::print(
+    R"({{"bench":"query","twins":{},"threads":{},"ping_qps":{:.0f},"gettwin_qps":{:.0f},"ratio":{:.3f},"half_p50_ms":{:.3f},"half_p99_ms":{:.3f}}})"
+    "\n",
+    twins, threads, p.qps, g.qps, g.qps / p.qps, half.p50_ms, half.p99_ms);
+  return 0;
+}
+
+int run_memory(uint32_t twins, int partitions) {
+  auto dir = temp_dir("memory");
+  storage::store_options so;
+  so.path = dir + "/rocksdb";
+  so.block_cache_bytes = 64 << 20;
+  std::string error;
+  std::shared_ptr<storage::rocksdb_store> store{storage::rocksdb_store::open(so, error)};
+  if (!store)
+    throw std::runtime_error(error);
+  caf::actor_system_config acfg;
+  acfg.set("logger.verbosity", caf::atom("quiet"));
+  caf::actor_system sys{acfg};
+  auto assets = std::make_shared<runtime::asset_config>();
+  std::atomic<uint64_t> committed{0};
+  std::vector<runtime::partition_actor> parts;
+  for (int p = 0; p < partitions; ++p) {
+    runtime::partition_config pc;
+    pc.partition = p;
+    pc.assets = assets;
+    pc.store = store;
+    pc.make_decoder = [] { return kafka::make_telemetry_decoder(1 << 20); };
+    pc.passivate_after = std::chrono::milliseconds{500};
+    pc.tick_interval = std::chrono::milliseconds{250};
+    pc.on_committed = [&committed](int32_t, int64_t, size_t n) { committed += n; };
+    parts.push_back(sys.spawn<caf::detached>(runtime::partition, std::move(pc)));
+  }
+  auto active = [&] {
+    uint64_t total = 0;
+    for (auto& a : parts) {
+      std::promise<uint64_t> pr;
+      caf::anon_send(a, runtime::status_atom::value,
+                     runtime::partition_info_completion{
+                       [&pr](runtime::partition_info i) { pr.set_value(i.active_twins); },
+                       runtime::partition_info{}});
+      total += pr.get_future().get();
+    }
+    return total;
+  };
+  malloc_trim(0);
+  auto base = rss_bytes();
+  // One record per twin, fed in batches of 10k as the consumer would.
+  sim::config scfg;
+  scfg.assets = twins;
+  scfg.count = twins;
+  sim::generator gen{scfg};
+  sim::record r;
+  uint64_t sent = 0;
+  auto start = clock_type::now();
+  while (sent < twins) {
+    std::vector<std::shared_ptr<runtime::raw_batch>> batches(static_cast<size_t>(partitions));
+    auto keep = std::make_shared<std::vector<std::string>>();
+    keep->reserve(20'000);
+    for (int i = 0; i < 10'000 && gen.next(r); ++i, ++sent) {
+      auto p = static_cast<size_t>(r.asset_index % static_cast<uint32_t>(partitions));
+      auto& b = batches[p];
+      if (!b) {
+        b = std::make_shared<runtime::raw_batch>();
+        b->partition = static_cast<int32_t>(p);
+        b->owner = keep;
+      }
+      keep->emplace_back(r.key);
+      std::string_view key = keep->back();
+      keep->emplace_back(r.value);
+      b->records.push_back(runtime::raw_record{key, keep->back(), "", int64_t(sent), 0});
+      b->next_offset = static_cast<int64_t>(sent) + 1;
+    }
+    for (auto& b : batches)
+      if (b)
+        caf::anon_send(parts[static_cast<size_t>(b->partition)], runtime::batch_atom::value,
+                       runtime::raw_batch_ptr{b});
+    while (committed + 50'000 < sent)
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+  while (committed < twins)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  double ingest_secs = seconds_since(start);
+  // Wait until the last replies are in and every twin is resident.
+  auto resident = active();
+  malloc_trim(0);
+  auto with_active = rss_bytes();
+  auto stats_active = store->stats();
+  while (active() > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  malloc_trim(0);
+  auto passivated = rss_bytes();
+  auto stats_passive = store->stats();
+  for (auto& a : parts)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  double per_active = double(with_active - base) / twins;
+  double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
+  fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins,
+             ingest_secs, twins / ingest_secs);
+  fmt::print("resident memory per active twin:     {:.0f} bytes ({} actors resident; RocksDB "
+             "memtables {} MiB, block cache {} MiB)\n",
+             per_active, resident, stats_active.memtable_bytes >> 20,
+             stats_active.block_cache_bytes >> 20);
+  fmt::print("resident memory per passivated twin: {:.0f} bytes (RocksDB memtables {} MiB, block "
+             "cache {} MiB included)\n",
+             per_passive, stats_passive.memtable_bytes >> 20, stats_passive.block_cache_bytes >> 20);
+  fmt::print(
+    R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
+    "\n",
+    twins, per_active, per_passive);
+  sys.await_all_actors_done();
+  store.reset();
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fleettwin-bench: FleetTwin benchmarks against their baselines"};
+  app.require_subcommand(1);
+  uint64_t records = 300'000;
+  uint32_t assets = 10'000;
+  int partitions = 8;
+  bool publish = true;
+  auto* ingest = app.add_subcommand("ingest", "node ingest vs a plain librdkafka consumer");
+  ingest->add_option("--records", records, "records to ingest")->capture_default_str();
+  ingest->add_option("--assets", assets, "distinct assets")->capture_default_str();
+  ingest->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
+  ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
+                   "publish change events (node default)");
+  uint32_t twins = 10'000;
+  double seconds = 5;
+  int threads = 4;
+  auto* query = app.add_subcommand("query", "GetTwin vs the no-op Ping on the same server");
+  query->add_option("--twins", twins, "twins to query")->capture_default_str();
+  query->add_option("--seconds", seconds, "seconds per measurement")->capture_default_str();
+  query->add_option("--threads", threads, "client threads (one connection each)")
+    ->capture_default_str();
+  uint32_t mem_twins = 1'000'000;
+  auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
+  memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  try {
+    if (*ingest)
+      return run_ingest(records, assets, partitions, publish);
+    if (*query)
+      return run_query(twins, seconds, threads);
+    return run_memory(mem_twins, partitions);
+  } catch (const std::exception& e) {
+    std::cerr << "fleettwin-bench: " << e.what() << "\n";
+    return 1;
+  }
+}
