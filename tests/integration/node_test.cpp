@@ -181,7 +181,7 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
     v1::WatchTwinsRequest req;
     req.set_filter(R"(attributes.fleet = "north")");
     auto reader = twins->WatchTwins(&ctx, req);
-    ASSERT_TRUE(reader->WaitForInitialMetadata());
+    reader->WaitForInitialMetadata();  // the watch is registered once headers arrive
     p.send(topics.telemetry, "veh-102",
            telemetry("veh-102", 100, t0 + 100'000, {{"speed", 42.0}}));
     ASSERT_EQ(p.flush(), 0);
@@ -228,7 +228,7 @@ TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
   auto dlq = read_topic(kafka->bootstrap(), topics.dlq, 5, std::chrono::seconds{30});
   ASSERT_EQ(dlq.size(), 5u);
   std::map<std::string, std::string> codes;
-  for (const auto& r : dlq) {
+  for (auto r : dlq) {
     codes[r.key] = r.headers["fleettwin-dlq-code"];
     EXPECT_FALSE(r.headers["fleettwin-dlq-reason"].empty()) << r.key;
     EXPECT_FALSE(r.headers["fleettwin-dlq-offset"].empty());
@@ -354,3 +354,52 @@ TEST_F(NodeTest, KillNineAndRestartAppliesEveryRecordExactlyOnce) {
   }
   EXPECT_EQ(node->terminate(), 0);
 }
+
+#ifdef FLEETTWIN_CLI_BINARY
+namespace {
+
+/// Runs the CLI; returns {exit code, stdout}.
+std::pair<int, std::string> cli(const std::string& args) {
+  std::string cmd = std::string{FLEETTWIN_CLI_BINARY} + " " + args + " 2>/dev/null";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+    out.append(buf, n);
+  int status = pclose(f);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST_F(NodeTest, CliAgainstARealNode) {
+  producer p{kafka->bootstrap()};
+  p.send(topics.telemetry, "veh-cli",
+         telemetry("veh-cli", 1, 1'700'000'000'000, {{"speed", 33.5}}, {{"fleet", "north"}}));
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("veh-cli", 1));
+  auto server = "--server " + node->grpc_address();
+  auto [code, out] = cli(server + " get veh-cli");
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("veh-cli"), std::string::npos) << out;
+  EXPECT_NE(out.find("33.5"), std::string::npos) << out;
+  // ListTwins reads committed state, which may trail GetTwin by one commit.
+  EXPECT_TRUE(eventually([&] {
+    std::tie(code, out) = cli(server + " --json list --filter 'attributes.fleet = \"north\"'");
+    return code == 0 && out.find("\"asset_id\":\"veh-cli\"") != std::string::npos;
+  })) << code << " " << out;
+  std::tie(code, out) = cli(server + " set-desired veh-cli speed_limit=80 --expected-version 1");
+  EXPECT_EQ(code, 0) << out;
+  std::tie(code, out) = cli(server + " set-desired veh-cli speed_limit=90 --expected-version 1");
+  EXPECT_EQ(code, 5);  // ABORTED
+  std::tie(code, out) = cli(server + " get nobody");
+  EXPECT_EQ(code, 3);  // NOT_FOUND
+  std::tie(code, out) = cli(server + " history veh-cli speed");
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("33.5"), std::string::npos) << out;
+  std::tie(code, out) = cli(server + " --json status");
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("\"partitions\""), std::string::npos) << out;
+}
+#endif

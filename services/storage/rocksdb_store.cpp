@@ -1,0 +1,459 @@
+#include "services/storage/rocksdb_store.hpp"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/snapshot.h>
+#include <rocksdb/statistics.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+namespace fleettwin::storage {
+
+namespace {
+
+constexpr const char* twins_cf_name = "twins";
+constexpr const char* history_cf_name = "history";
+constexpr std::string_view offset_key_prefix = "offset/";
+constexpr size_t partition_bytes = 4;
+/// Memtable of the meta column family: it holds one tiny key per partition.
+constexpr size_t meta_write_buffer_bytes = size_t{4} << 20;
+
+void put_be32(std::string& out, uint32_t x) {
+  char buf[4] = {static_cast<char>(x >> 24), static_cast<char>(x >> 16), static_cast<char>(x >> 8),
+                 static_cast<char>(x)};
+  out.append(buf, 4);
+}
+
+uint32_t get_be32(const char* p) {
+  auto b = [p](int i) { return static_cast<uint32_t>(static_cast<unsigned char>(p[i])); };
+  return (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3);
+}
+
+std::string partition_prefix(int32_t partition) {
+  std::string k;
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+/// The first key after every key of `partition` (partition >= 0, so no wrap).
+std::string partition_end(int32_t partition) {
+  std::string k;
+  put_be32(k, static_cast<uint32_t>(partition) + 1);
+  return k;
+}
+
+void twin_key(std::string& out, int32_t partition, std::string_view asset_id) {
+  out.clear();
+  put_be32(out, static_cast<uint32_t>(partition));
+  out.append(asset_id);
+}
+
+/// The common prefix of every ring slot of one property.
+void history_prefix(std::string& out, int32_t partition, std::string_view asset_id,
+                    std::string_view property) {
+  twin_key(out, partition, asset_id);
+  out.push_back('\0');
+  out.append(property);
+  out.push_back('\0');
+}
+
+std::string offset_key(int32_t partition) {
+  std::string k{offset_key_prefix};
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+std::string encode_offset(int64_t offset) {
+  auto x = static_cast<uint64_t>(offset);
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>(x >> (8 * (7 - i)));
+  return out;
+}
+
+int64_t decode_offset(std::string_view bytes) {
+  uint64_t x = 0;
+  for (unsigned char c : bytes)
+    x = (x << 8) | c;
+  return static_cast<int64_t>(x);
+}
+
+std::string_view view(const rocksdb::Slice& s) {
+  return {s.data(), s.size()};
+}
+
+bool contains(const std::string& s, std::string_view what) {
+  return s.find(what) != std::string::npos;
+}
+
+/// An operator-facing message for a failed DB::Open.
+std::string describe_open_failure(const std::string& path, const rocksdb::Status& s) {
+  auto text = s.ToString();
+  // Another process: "While lock file: <dir>/LOCK: Resource temporarily
+  // unavailable"; this process: "lock hold by current process ...".
+  if (s.IsIOError() && (contains(text, "While lock file") || contains(text, "lock hold by")))
+    return "data dir " + path + " is in use by another fleettwin-node (LOCK held)";
+  if (s.IsCorruption())
+    return "data dir " + path + " is corrupt (" + text + ")";
+  if (s.IsInvalidArgument() || s.IsNotSupported())
+    return "data dir " + path + " holds an incompatible RocksDB database (" + text + ")";
+  return "cannot open data dir " + path + ": " + text;
+}
+
+rocksdb::CompressionType pick_compression() {
+  auto supported = rocksdb::GetSupportedCompressions();
+  if (std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) != supported.end())
+    return rocksdb::kLZ4Compression;
+  return rocksdb::kNoCompression;
+}
+
+rocksdb::ColumnFamilyOptions cf_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                        rocksdb::CompressionType compression,
+                                        size_t write_buffer_bytes, bool bloom) {
+  rocksdb::ColumnFamilyOptions o;
+  o.write_buffer_size = write_buffer_bytes;
+  o.compression = compression;
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  if (bloom)
+    t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  return o;
+}
+
+}  // namespace
+
+std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, std::string& error) {
+  if (opts.path.empty()) {
+    error = "no data dir given for the RocksDB store";
+    return nullptr;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(opts.path, ec);
+  if (ec) {
+    error = "cannot create data dir " + opts.path + ": " + ec.message();
+    return nullptr;
+  }
+
+  std::unique_ptr<rocksdb_store> s{new rocksdb_store()};
+  s->opts_ = opts;
+  s->cache_ = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  s->statistics_ = rocksdb::CreateDBStatistics();
+  // Tickers only (STALL_MICROS): no histograms, no timers on the write path.
+  s->statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
+
+  rocksdb::DBOptions dbo;
+  dbo.create_if_missing = true;
+  dbo.create_missing_column_families = true;
+  dbo.max_background_jobs = 2;
+  dbo.keep_log_file_num = 10;
+  dbo.statistics = s->statistics_;
+
+  auto compression = pick_compression();
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs{
+      {rocksdb::kDefaultColumnFamilyName,
+       cf_options(s->cache_, compression,
+                  std::min(opts.write_buffer_bytes, meta_write_buffer_bytes), true)},
+      {twins_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, true)},
+      {history_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, false)},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  auto st = rocksdb::DB::Open(dbo, opts.path, cfs, &handles, &raw);
+  if (!st.ok()) {
+    error = describe_open_failure(opts.path, st);
+    return nullptr;
+  }
+  s->db_.reset(raw);
+  s->meta_ = handles[0];
+  s->twins_ = handles[1];
+  s->history_ = handles[2];
+  return s;
+}
+
+rocksdb_store::~rocksdb_store() {
+  if (!db_)
+    return;
+  for (auto* h : {meta_, twins_, history_})
+    if (h)
+      db_->DestroyColumnFamilyHandle(h);
+  auto st = db_->Close();
+  if (!st.ok())
+    spdlog::warn("event=store_close_failed path={} error=\"{}\"", opts_.path, st.ToString());
+  db_.reset();
+}
+
+runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_view asset_id,
+                                              core::twin& out, std::string& error) {
+  std::string key;
+  twin_key(key, partition, asset_id);
+  rocksdb::PinnableSlice value;
+  auto st = db_->Get(rocksdb::ReadOptions{}, twins_, key, &value);
+  if (st.IsNotFound())
+    return runtime::load_status::missing;
+  if (!st.ok()) {
+    error = "reading twin \"" + std::string{asset_id} + "\": " + st.ToString();
+    return runtime::load_status::failed;
+  }
+  if (auto why = core::decode_twin(view(value), out)) {
+    error = "twin \"" + std::string{asset_id} + "\" in partition " + std::to_string(partition) +
+            " is corrupt: " + *why;
+    return runtime::load_status::failed;
+  }
+  return runtime::load_status::found;
+}
+
+std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
+  if (b.twins.empty() && b.history.empty() && !b.next_offset)
+    return std::nullopt;
+  // Reserve roughly the batch's size: keys, values and a few bytes of framing.
+  size_t reserve = 64;
+  for (const auto& [id, bytes] : b.twins)
+    reserve += id.size() + bytes.size() + 16;
+  for (const auto& h : b.history)
+    reserve += h.asset_id.size() + h.property.size() + h.point.size() + 20;
+  rocksdb::WriteBatch batch{reserve};
+
+  auto failed = [&](const rocksdb::Status& st) {
+    return "RocksDB commit of partition " + std::to_string(b.partition) +
+           " failed: " + st.ToString();
+  };
+  std::string key;
+  for (const auto& [id, bytes] : b.twins) {
+    twin_key(key, b.partition, id);
+    if (auto st = batch.Put(twins_, key, bytes); !st.ok())
+      return failed(st);
+  }
+  for (const auto& h : b.history) {
+    history_prefix(key, b.partition, h.asset_id, h.property);
+    put_be32(key, h.slot);
+    if (auto st = batch.Put(history_, key, h.point); !st.ok())
+      return failed(st);
+  }
+  if (b.next_offset) {
+    if (auto st = batch.Put(meta_, offset_key(b.partition), encode_offset(*b.next_offset));
+        !st.ok())
+      return failed(st);
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = opts_.sync_commits;
+  if (auto st = db_->Write(wo, &batch); !st.ok())
+    return failed(st);
+  return std::nullopt;
+}
+
+std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
+  rocksdb::PinnableSlice value;
+  auto st = db_->Get(rocksdb::ReadOptions{}, meta_, offset_key(partition), &value);
+  if (st.IsNotFound())
+    return std::nullopt;
+  if (!st.ok()) {
+    spdlog::error("event=offset_read_failed partition={} error=\"{}\"", partition, st.ToString());
+    return std::nullopt;
+  }
+  if (value.size() != 8) {
+    spdlog::error("event=offset_corrupt partition={} bytes={}", partition, value.size());
+    return std::nullopt;
+  }
+  return decode_offset(view(value));
+}
+
+list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
+                                    std::string_view start_after,
+                                    const std::function<bool(const core::twin&)>& predicate,
+                                    size_t page_size, size_t max_scanned, std::string& error) {
+  std::vector<int32_t> parts = partitions;
+  std::sort(parts.begin(), parts.end());
+  parts.erase(std::unique(parts.begin(), parts.end()), parts.end());
+  for (auto p : parts)
+    if (p < 0) {
+      error = "invalid partition " + std::to_string(p);
+      return {};
+    }
+
+  // Declared before the iterators so that it is released after them.
+  rocksdb::ManagedSnapshot snapshot{db_.get()};
+  const auto n = parts.size();
+  // The bounds must outlive the iterators and must not move: sized up front.
+  std::vector<std::string> uppers(n);
+  std::vector<rocksdb::Slice> upper_slices(n);
+  std::vector<std::unique_ptr<rocksdb::Iterator>> its(n);
+  std::string seek;
+  auto fail = [&](size_t i, const rocksdb::Status& st) {
+    error = "scanning partition " + std::to_string(parts[i]) + ": " + st.ToString();
+    return list_page{};
+  };
+  // Min-heap of cursor indexes by current asset id (ties: partition order).
+  auto id_of = [&](size_t i) { return view(its[i]->key()).substr(partition_bytes); };
+  auto after = [&](size_t a, size_t b) {
+    auto ia = id_of(a), ib = id_of(b);
+    return ia != ib ? ia > ib : a > b;
+  };
+  std::vector<size_t> heap;
+  heap.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    uppers[i] = partition_end(parts[i]);
+    upper_slices[i] = rocksdb::Slice{uppers[i]};
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    ro.iterate_upper_bound = &upper_slices[i];
+    // A listing may sweep the whole store: keep it from evicting hot blocks.
+    ro.fill_cache = false;
+    its[i].reset(db_->NewIterator(ro, twins_));
+    twin_key(seek, parts[i], start_after);
+    its[i]->Seek(seek);
+    if (its[i]->Valid() && id_of(i) == start_after)
+      its[i]->Next();
+    if (its[i]->Valid())
+      heap.push_back(i);
+    else if (!its[i]->status().ok())
+      return fail(i, its[i]->status());
+  }
+  std::make_heap(heap.begin(), heap.end(), after);
+
+  list_page page;
+  std::string last;
+  size_t scanned = 0;
+  core::twin tw;
+  while (!heap.empty()) {
+    if ((page_size != 0 && page.twins.size() >= page_size) ||
+        (max_scanned != 0 && scanned >= max_scanned)) {
+      page.next_page_token = last;
+      break;
+    }
+    std::pop_heap(heap.begin(), heap.end(), after);
+    auto i = heap.back();
+    heap.pop_back();
+    auto& it = *its[i];
+    auto id = id_of(i);
+    if (auto why = core::decode_twin(view(it.value()), tw)) {
+      error = "twin \"" + std::string{id} + "\" in partition " + std::to_string(parts[i]) +
+              " is corrupt: " + *why;
+      return {};
+    }
+    last.assign(id);
+    ++scanned;
+    it.Next();
+    if (it.Valid()) {
+      heap.push_back(i);
+      std::push_heap(heap.begin(), heap.end(), after);
+    } else if (!it.status().ok()) {
+      return fail(i, it.status());
+    }
+    if (!predicate || predicate(tw))
+      page.twins.push_back(std::move(tw));
+  }
+  return page;
+}
+
+std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
+                                                             std::string_view asset_id,
+                                                             std::string_view property,
+                                                             int64_t start_ms, int64_t end_ms,
+                                                             size_t limit, std::string& error) {
+  std::string prefix;
+  history_prefix(prefix, partition, asset_id, property);
+  // The prefix ends in '\0': bumping that byte bounds exactly its keys.
+  std::string upper = prefix;
+  upper.back() = '\x01';
+  rocksdb::Slice upper_slice{upper};
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
+
+  std::vector<core::history_point> points;
+  core::history_point p;
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    auto key = view(it->key());
+    auto describe = [&] {
+      std::string where =
+          "history of \"" + std::string{asset_id} + "\" property \"" + std::string{property} + "\"";
+      if (key.size() == prefix.size() + 4)
+        where += " slot " + std::to_string(get_be32(key.data() + prefix.size()));
+      return where;
+    };
+    if (key.size() != prefix.size() + 4) {
+      error = describe() + ": malformed key of " + std::to_string(key.size()) + " bytes";
+      return {};
+    }
+    if (auto why = core::decode_history_point(view(it->value()), p)) {
+      error = describe() + " is corrupt: " + *why;
+      return {};
+    }
+    if (start_ms != 0 && p.source_time_ms < start_ms)
+      continue;
+    if (end_ms != 0 && p.source_time_ms >= end_ms)
+      continue;
+    points.push_back(std::move(p));
+  }
+  if (!it->status().ok()) {
+    error = "scanning history of \"" + std::string{asset_id} + "\": " + it->status().ToString();
+    return {};
+  }
+  std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) {
+    return a.source_time_ms != b.source_time_ms ? a.source_time_ms < b.source_time_ms
+                                                : a.sequence < b.sequence;
+  });
+  if (limit != 0 && points.size() > limit)
+    points.erase(points.begin(), points.end() - static_cast<std::ptrdiff_t>(limit));
+  return points;
+}
+
+uint64_t rocksdb_store::estimate_twins() {
+  uint64_t v = 0;
+  if (!db_->GetIntProperty(twins_, rocksdb::DB::Properties::kEstimateNumKeys, &v))
+    return 0;
+  return v;
+}
+
+store_stats rocksdb_store::stats() {
+  using props = rocksdb::DB::Properties;
+  store_stats s;
+  uint64_t v = 0;
+  if (db_->GetAggregatedIntProperty(props::kTotalSstFilesSize, &v))
+    s.sst_bytes = v;
+  if (db_->GetAggregatedIntProperty(props::kSizeAllMemTables, &v))
+    s.memtable_bytes = v;
+  if (db_->GetAggregatedIntProperty(props::kEstimatePendingCompactionBytes, &v))
+    s.pending_compaction_bytes = v;
+  if (db_->GetIntProperty(props::kIsWriteStopped, &v))
+    s.write_stopped = v != 0;
+  if (db_->GetIntProperty(props::kActualDelayedWriteRate, &v))
+    s.delayed_write_rate = v;
+  s.block_cache_bytes = cache_->GetUsage();
+  s.estimated_twins = estimate_twins();
+  s.stall_micros = statistics_->getTickerCount(rocksdb::STALL_MICROS);
+  return s;
+}
+
+std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
+  if (partition < 0)
+    return "invalid partition " + std::to_string(partition);
+  auto begin = partition_prefix(partition);
+  auto end = partition_end(partition);
+  rocksdb::WriteBatch batch;
+  auto st = batch.DeleteRange(twins_, begin, end);
+  if (st.ok())
+    st = batch.DeleteRange(history_, begin, end);
+  if (st.ok())
+    st = batch.Delete(meta_, offset_key(partition));
+  if (st.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = opts_.sync_commits;
+    st = db_->Write(wo, &batch);
+  }
+  if (!st.ok())
+    return "dropping partition " + std::to_string(partition) + ": " + st.ToString();
+  return std::nullopt;
+}
+
+}  // namespace fleettwin::storage
