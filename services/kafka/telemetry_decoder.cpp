@@ -36,11 +36,17 @@ decode_result malformed(std::string reason) {
 }
 
 std::string quote_text(std::string_view s) {
+  size_t cut = s.size();
+  if (cut > max_quoted_bytes) {
+    cut = max_quoted_bytes;
+    while (cut > 0 && (static_cast<uint8_t>(s[cut]) & 0xc0) == 0x80)
+      --cut;  // not inside a UTF-8 sequence
+  }
   std::string q;
-  q.reserve(std::min(s.size(), max_quoted_bytes) + 5);
+  q.reserve(cut + 5);
   q += '"';
-  q.append(s.substr(0, max_quoted_bytes));
-  if (s.size() > max_quoted_bytes)
+  q.append(s.substr(0, cut));
+  if (cut < s.size())
     q += "...";
   q += '"';
   return q;
@@ -230,7 +236,6 @@ simdjson::error_code type_of(od::value& v, od::json_type& t) {
 }
 
 // Top-level fields set to null count as absent, as in protobuf's JSON mapping.
-
 decode_result read_string_field(od::value& v, const char* name, std::string& out) {
   od::json_type t;
   if (auto e = type_of(v, t))
@@ -299,15 +304,19 @@ decode_result read_source_time(od::value& v, int64_t& out) {
   return malformed("field \"source_time_ms\" must be an integer");
 }
 
+decode_result beyond_int64(std::string_view name) {
+  return malformed("metric " + quote_text(name) +
+                   " is an integer outside the int64 range: add a decimal point to send it as a "
+                   "double");
+}
+
 // Integers (no fraction, no exponent) become int64, other numbers double.
 decode_result read_metric_number(od::value& v, std::string_view name, core::value& out) {
   const auto text = trim_right(v.raw_json_token());
   od::number n;
   if (auto e = v.get_number().get(n)) {
     if (is_json_integer(text))
-      return malformed("metric " + quote_text(name) +
-                       " is an integer outside the int64 range: add a decimal point to send it "
-                       "as a double");
+      return beyond_int64(name);
     return malformed("metric " + quote_text(name) +
                      " is not a valid number: " + simdjson::error_message(e));
   }
@@ -321,9 +330,7 @@ decode_result read_metric_number(od::value& v, std::string_view name, core::valu
     case od::number_type::unsigned_integer:
       break;
   }
-  return malformed("metric " + quote_text(name) +
-                   " is an integer outside the int64 range: add a decimal point to send it as a "
-                   "double");
+  return beyond_int64(name);
 }
 
 decode_result read_metrics(od::value& v, core::telemetry& out, size_t& n) {
