@@ -9,6 +9,7 @@ namespace {
 
 constexpr uint8_t twin_format_v1 = 1;
 constexpr uint8_t history_format_v1 = 1;
+constexpr uint8_t history_segment_v1 = 2;
 
 void put_varint(std::string& out, uint64_t x) {
   while (x >= 0x80) {
@@ -151,6 +152,7 @@ void encode_twin(const twin& tw, std::string& out) {
   put_varint(out, tw.out_of_order);
   put_varint(out, tw.window.highest());
   put_fixed64(out, tw.window.bits());
+  put_varint(out, tw.history_segments);
   put_varint(out, tw.attributes.size());
   for (const auto& [k, v] : tw.attributes) {
     put_string(out, k);
@@ -197,6 +199,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
   uint64_t highest = r.varint();
   uint64_t bits = r.fixed64();
   out.window.restore(highest, bits);
+  out.history_segments = r.varint();
   for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
     std::string k{r.bytes()};
     std::string v{r.bytes()};
@@ -247,6 +250,39 @@ std::optional<std::string> decode_history_point(std::string_view bytes, history_
   out.sequence = r.varint();
   if (!r.ok || !r.in.empty())
     return std::string{"corrupt history point"};
+  return std::nullopt;
+}
+
+void begin_history_segment(std::string& out) {
+  out.clear();
+  out.push_back(static_cast<char>(history_segment_v1));
+}
+
+void append_history_sample(std::string& out, std::string_view property, const value& v,
+                           int64_t source_time_ms, uint64_t sequence) {
+  put_string(out, property);
+  put_value(out, v);
+  put_signed(out, source_time_ms);
+  put_varint(out, sequence);
+}
+
+std::optional<std::string> decode_history_segment(
+  std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn) {
+  reader r{bytes};
+  if (r.byte() != history_segment_v1)
+    return std::string{"unknown history segment format"};
+  history_point p;
+  while (r.ok && !r.in.empty()) {
+    auto property = r.bytes();
+    p.val = r.val();
+    p.source_time_ms = r.signed_varint();
+    p.sequence = r.varint();
+    if (!r.ok)
+      break;
+    fn(property, p);
+  }
+  if (!r.ok)
+    return std::string{"corrupt history segment"};
   return std::nullopt;
 }
 

@@ -4,6 +4,7 @@
 // store. Hand-written rather than protobuf because it runs once per changed
 // twin per batch on the ingest path; the leading format byte allows evolution.
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,5 +28,16 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out);
 
 void encode_history_point(const history_point& p, std::string& out);
 std::optional<std::string> decode_history_point(std::string_view bytes, history_point& out);
+
+/// A history segment: every sample one batch applied to one twin, stored
+/// under a single key (a ring of segments per twin) so that history costs
+/// one write per twin per batch, not one per sample.
+void begin_history_segment(std::string& out);
+void append_history_sample(std::string& out, std::string_view property, const value& v,
+                           int64_t source_time_ms, uint64_t sequence);
+
+/// Calls `fn(property, point)` for every sample; returns the corruption found.
+std::optional<std::string> decode_history_segment(
+  std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn);
 
 }  // namespace fleettwin::core

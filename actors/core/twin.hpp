@@ -76,6 +76,8 @@ struct twin {
   uint64_t applied_records = 0;
   uint64_t duplicates = 0;
   uint64_t out_of_order = 0;
+  /// History segments written (the ring slot of the next is this % capacity).
+  uint64_t history_segments = 0;
   sequence_window window;
 
   /// True when nothing was ever applied (a twin that does not exist yet).
@@ -147,9 +149,9 @@ enum class connectivity : uint8_t { online, stale };
 /// Online if seen within `stale_after_ms` of `now_ms`.
 connectivity connectivity_of(const twin& tw, int64_t now_ms, int64_t stale_after_ms);
 
-/// The history ring slot of the n-th (1-based) accepted sample of a property.
-inline uint32_t history_slot(uint64_t nth_sample, uint32_t capacity) {
-  return static_cast<uint32_t>((nth_sample - 1) % capacity);
+/// The history ring slot of the n-th (1-based) segment of a twin.
+inline uint32_t history_slot(uint64_t nth_segment, uint32_t capacity) {
+  return static_cast<uint32_t>((nth_segment - 1) % capacity);
 }
 
 }  // namespace fleettwin::core

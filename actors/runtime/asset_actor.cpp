@@ -21,7 +21,7 @@ std::shared_ptr<const core::twin> asset_state::current() {
 namespace {
 
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
-                   asset_update& u) {
+                   asset_update& u, std::string& segment) {
   auto& change = u.changes.emplace_back();
   change.asset_id = st.asset_id;
   change.version = st.tw.version;
@@ -31,18 +31,16 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
   change.tenant = st.tw.tenant;
   change.sequence = t.sequence;
   change.reported.reserve(st.scratch.applied_metrics.size());
-  const auto capacity = st.config->history_capacity;
+  const bool keep_history = st.config->history_capacity > 0;
   for (auto i : st.scratch.applied_metrics) {
     const auto& name = t.metrics[i].first;
     const auto& rp = st.tw.reported.find(name)->second;
     change.reported.emplace_back(name, rp);
-    if (capacity == 0)
-      continue;
-    auto& h = u.history.emplace_back();
-    h.asset_id = st.asset_id;
-    h.property = name;
-    h.slot = core::history_slot(st.tw.stats.find(name)->second.count, capacity);
-    core::encode_history_point({rp.val, rp.source_time_ms, rp.sequence}, h.point);
+    if (keep_history) {
+      if (segment.empty())
+        core::begin_history_segment(segment);
+      core::append_history_sample(segment, name, rp.val, rp.source_time_ms, rp.sequence);
+    }
   }
 }
 
@@ -60,6 +58,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
       asset_update u;
       u.asset_id = st.asset_id;
       const auto& batch = *slice.batch;
+      std::string segment;
       for (auto idx : slice.indexes) {
         const auto& t = batch.records[idx];
         core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
@@ -67,7 +66,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         switch (st.scratch.status) {
           case core::apply_status::applied:
             ++u.applied;
-            record_change(st, t, batch.ingest_ms, u);
+            record_change(st, t, batch.ingest_ms, u, segment);
             break;
           case core::apply_status::duplicate:
             ++u.duplicates;
@@ -79,6 +78,12 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             ++u.out_of_order;
             break;
         }
+      }
+      if (!segment.empty()) {
+        auto& h = u.history.emplace_back();
+        h.asset_id = st.asset_id;
+        h.slot = core::history_slot(++st.tw.history_segments, st.config->history_capacity);
+        h.segment = std::move(segment);
       }
       // Duplicates and late samples change counters and the sequence window
       // too: persist whenever anything was looked at, so a restart keeps them.

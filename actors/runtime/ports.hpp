@@ -57,12 +57,12 @@ public:
                                                                     core::telemetry& out) = 0;
 };
 
-/// One write of a history ring slot.
+/// One write of a twin's history ring slot: a segment with every sample one
+/// batch applied to the twin.
 struct history_write {
   std::string asset_id;
-  std::string property;
   uint32_t slot = 0;
-  std::string point;  // encode_history_point
+  std::string segment;  // begin_history_segment + append_history_sample
 };
 
 /// Everything one partition commits atomically.

@@ -114,8 +114,13 @@ void telemetry_consumer::stop() {
 }
 
 void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset) {
-  std::lock_guard<std::mutex> guard{mutex_};
-  acks_.emplace_back(partition, next_offset);
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    acks_.emplace_back(partition, next_offset);
+  }
+  // Wake a blocked poll so that a paused partition resumes without delay.
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
 }
 
 std::vector<partition_progress> telemetry_consumer::progress() const {
@@ -232,13 +237,16 @@ void telemetry_consumer::refresh_watermarks() {
 
 void telemetry_consumer::run() {
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
+  queue_ = queue;
   std::vector<rd_kafka_message_t*> msgs(opts_.max_poll_records);
   std::map<int32_t, std::shared_ptr<runtime::raw_batch>> batches;
   std::map<int32_t, std::shared_ptr<message_holder>> holders;
   while (!stop_.load(std::memory_order_relaxed)) {
     drain_acks();
     refresh_watermarks();
-    auto n = rd_kafka_consume_batch_queue(queue, 100, msgs.data(), msgs.size());
+    // Returns when the batch is full or the wait is over: keep the wait short
+    // so that a trickle is not held back.
+    auto n = rd_kafka_consume_batch_queue(queue, 10, msgs.data(), msgs.size());
     if (n <= 0)
       continue;
     for (ssize_t i = 0; i < n; ++i) {
@@ -289,6 +297,7 @@ void telemetry_consumer::run() {
     batches.clear();
     holders.clear();
   }
+  queue_ = nullptr;
   rd_kafka_queue_destroy(queue);
   // Leaving the group revokes every partition through the rebalance callback.
   rd_kafka_consumer_close(rk_.get());

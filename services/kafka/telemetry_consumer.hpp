@@ -94,6 +94,7 @@ private:
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<int32_t> partition_count_{0};
+  std::atomic<rd_kafka_queue_t*> queue_{nullptr};
 
   mutable std::mutex mutex_;  // guards acks_ and progress_
   std::vector<std::pair<int32_t, int64_t>> acks_;

@@ -57,12 +57,9 @@ void twin_key(std::string& out, int32_t partition, std::string_view asset_id) {
   out.append(asset_id);
 }
 
-/// The common prefix of every ring slot of one property.
-void history_prefix(std::string& out, int32_t partition, std::string_view asset_id,
-                    std::string_view property) {
+/// The common prefix of every history ring slot of one twin.
+void history_prefix(std::string& out, int32_t partition, std::string_view asset_id) {
   twin_key(out, partition, asset_id);
-  out.push_back('\0');
-  out.append(property);
   out.push_back('\0');
 }
 
@@ -155,6 +152,9 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
   dbo.create_if_missing = true;
   dbo.create_missing_column_families = true;
   dbo.max_background_jobs = 2;
+  // Memtable inserts of one write group run while the next group writes the
+  // WAL: partitions commit concurrently.
+  dbo.enable_pipelined_write = true;
   dbo.keep_log_file_num = 10;
   dbo.statistics = s->statistics_;
 
@@ -220,7 +220,7 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
   for (const auto& [id, bytes] : b.twins)
     reserve += id.size() + bytes.size() + 16;
   for (const auto& h : b.history)
-    reserve += h.asset_id.size() + h.property.size() + h.point.size() + 20;
+    reserve += h.asset_id.size() + h.segment.size() + 20;
   rocksdb::WriteBatch batch{reserve};
 
   auto failed = [&](const rocksdb::Status& st) {
@@ -234,9 +234,9 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
       return failed(st);
   }
   for (const auto& h : b.history) {
-    history_prefix(key, b.partition, h.asset_id, h.property);
+    history_prefix(key, b.partition, h.asset_id);
     put_be32(key, h.slot);
-    if (auto st = batch.Put(history_, key, h.point); !st.ok())
+    if (auto st = batch.Put(history_, key, h.segment); !st.ok())
       return failed(st);
   }
   if (b.next_offset) {
@@ -361,7 +361,7 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
                                                              int64_t start_ms, int64_t end_ms,
                                                              size_t limit, std::string& error) {
   std::string prefix;
-  history_prefix(prefix, partition, asset_id, property);
+  history_prefix(prefix, partition, asset_id);
   // The prefix ends in '\0': bumping that byte bounds exactly its keys.
   std::string upper = prefix;
   upper.back() = '\x01';
@@ -371,7 +371,6 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
   std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
 
   std::vector<core::history_point> points;
-  core::history_point p;
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     auto key = view(it->key());
     auto describe = [&] {
@@ -385,15 +384,20 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
       error = describe() + ": malformed key of " + std::to_string(key.size()) + " bytes";
       return {};
     }
-    if (auto why = core::decode_history_point(view(it->value()), p)) {
+    auto why = core::decode_history_segment(
+      view(it->value()), [&](std::string_view name, core::history_point& p) {
+        if (name != property)
+          return;
+        if (start_ms != 0 && p.source_time_ms < start_ms)
+          return;
+        if (end_ms != 0 && p.source_time_ms >= end_ms)
+          return;
+        points.push_back(std::move(p));
+      });
+    if (why) {
       error = describe() + " is corrupt: " + *why;
       return {};
     }
-    if (start_ms != 0 && p.source_time_ms < start_ms)
-      continue;
-    if (end_ms != 0 && p.source_time_ms >= end_ms)
-      continue;
-    points.push_back(std::move(p));
   }
   if (!it->status().ok()) {
     error = "scanning history of \"" + std::string{asset_id} + "\": " + it->status().ToString();

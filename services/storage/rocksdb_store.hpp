@@ -1,6 +1,6 @@
 #pragma once
 
-// The node's local store over RocksDB: twin state, property history rings and
+// The node's local store over RocksDB: twin state, history segment rings and
 // consumed offsets, written together in one WriteBatch per partition commit
 // (DESIGN.md, "Principles" 3: state and offset commit together).
 //
@@ -8,13 +8,13 @@
 // that keys of one partition are contiguous and sort by the bytes after it.
 //
 //   "twins"    be32(partition) asset_id                          -> encode_twin
-//   "history"  be32(partition) asset_id '\0' property '\0' be32(slot)
-//                                                                -> encode_history_point
+//   "history"  be32(partition) asset_id '\0' be32(slot)  -> a history segment
+//              (every sample one batch applied to the twin; a ring of segments)
 //   "default"  "offset/" be32(partition)                         -> next offset to consume,
 //                                                                   int64 as 8 bytes big-endian
 //
 // Asset ids and property names never contain '\0' (validated upstream), so the
-// history prefix of one (partition, asset, property) is unambiguous. Within a
+// history prefix of one (partition, asset) is unambiguous. Within a
 // partition, twins sort by asset id bytewise (unsigned), the same order as
 // std::string comparison, which list_twins uses to merge partitions.
 //

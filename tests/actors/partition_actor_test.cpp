@@ -197,7 +197,7 @@ TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged
   const auto& c = store->commits[0];
   EXPECT_EQ(c.next_offset, 13);
   EXPECT_EQ(c.twins.size(), 2u);
-  EXPECT_EQ(c.history.size(), 4u);  // a: x, x, y; b: x
+  EXPECT_EQ(c.history.size(), 2u);  // one segment per twin: a (x, x, y) and b (x)
   ASSERT_EQ(acks.size(), 1u);
   EXPECT_EQ(acks[0], std::make_pair(0, int64_t{13}));
   EXPECT_EQ(watch->seen.size(), 3u);

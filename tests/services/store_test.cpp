@@ -44,13 +44,14 @@ std::string encoded(const core::twin& tw) {
   return out;
 }
 
+/// A history segment with one sample.
 runtime::history_write history(std::string id, std::string property, uint32_t slot,
                                int64_t source_time_ms, uint64_t sequence, double v) {
   runtime::history_write h;
   h.asset_id = std::move(id);
-  h.property = std::move(property);
   h.slot = slot;
-  core::encode_history_point({v, source_time_ms, sequence}, h.point);
+  core::begin_history_segment(h.segment);
+  core::append_history_sample(h.segment, property, v, source_time_ms, sequence);
   return h;
 }
 
@@ -404,10 +405,10 @@ TEST_F(StoreTest, HistoryRingReadsRangeAndLimit) {
   for (uint64_t n = 1; n <= 6; ++n)
     b.history.push_back(history("pump-1", "temp", core::history_slot(n, capacity),
                                 int64_t(n) * 1000, n, double(n)));
-  // Neighbours whose keys share a prefix must not leak in.
+  // Neighbours whose keys or names share a prefix must not leak in.
   b.history.push_back(history("pump-10", "temp", 0, 500, 1, -1));
-  b.history.push_back(history("pump-1", "temp2", 0, 500, 1, -1));
-  b.history.push_back(history("pump-1", "tem", 0, 500, 1, -1));
+  b.history.push_back(history("pump-1", "temp2", 10, 500, 1, -1));
+  b.history.push_back(history("pump-1", "tem", 11, 500, 1, -1));
   commit(b);
   // The same asset and property in another partition.
   commit_batch other;
@@ -456,11 +457,33 @@ TEST_F(StoreTest, HistoryOrdersEqualTimesBySequence) {
   EXPECT_EQ(points[2].sequence, 9u);
 }
 
+TEST_F(StoreTest, HistorySegmentsHoldSeveralPropertiesAndRecords) {
+  commit_batch b;
+  b.partition = 0;
+  runtime::history_write h;
+  h.asset_id = "veh";
+  h.slot = 0;
+  core::begin_history_segment(h.segment);
+  core::append_history_sample(h.segment, "speed", 10.0, 1000, 1);
+  core::append_history_sample(h.segment, "gear", std::string{"D"}, 1000, 1);
+  core::append_history_sample(h.segment, "speed", 12.0, 2000, 2);
+  b.history = {h};
+  commit(b);
+  std::string error;
+  auto speed = store->read_history(0, "veh", "speed", 0, 0, 0, error);
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_EQ(speed.size(), 2u);
+  EXPECT_EQ(std::get<double>(speed[1].val), 12.0);
+  auto gear = store->read_history(0, "veh", "gear", 0, 0, 0, error);
+  ASSERT_EQ(gear.size(), 1u);
+  EXPECT_EQ(std::get<std::string>(gear[0].val), "D");
+}
+
 TEST_F(StoreTest, CorruptHistoryPointFailsWithReason) {
   commit_batch b;
   b.partition = 0;
   b.history = {history("a", "p", 0, 1000, 1, 1)};
-  b.history.push_back({"a", "p", 1, "junk"});
+  b.history.push_back({"a", 1, "junk"});
   commit(b);
   std::string error;
   auto points = store->read_history(0, "a", "p", 0, 0, 0, error);

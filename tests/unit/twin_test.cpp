@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "actors/core/codec.hpp"
 #include "actors/core/partitioning.hpp"
 
@@ -284,6 +286,7 @@ TEST(Codec, TwinRoundTrip) {
   u.set = {{"mode", std::string{"eco"}}};
   apply_desired(tw, "veh-1", u, 3000, lim);
   tw.duplicates = 3;
+  tw.history_segments = 12;
   std::string bytes;
   encode_twin(tw, bytes);
   twin back;
@@ -295,6 +298,7 @@ TEST(Codec, TwinRoundTrip) {
   EXPECT_EQ(back.last_seen_ms, tw.last_seen_ms);
   EXPECT_EQ(back.desired_updated_ms, 3000);
   EXPECT_EQ(back.duplicates, 3u);
+  EXPECT_EQ(back.history_segments, 12u);
   EXPECT_EQ(back.window, tw.window);
   EXPECT_EQ(back.attributes, tw.attributes);
   EXPECT_EQ(back.desired, tw.desired);
@@ -323,6 +327,32 @@ TEST(Codec, CorruptInputIsRejectedNotCrashing) {
   std::string huge_count = "\x01\x01" "a";
   huge_count += std::string(20, '\xff');
   EXPECT_TRUE(decode_twin(huge_count, back));
+}
+
+TEST(Codec, HistorySegmentRoundTrip) {
+  std::string seg;
+  begin_history_segment(seg);
+  std::set<size_t> boundaries{seg.size()};
+  append_history_sample(seg, "speed", 1.5, 100, 7);
+  boundaries.insert(seg.size());
+  append_history_sample(seg, "gear", std::string{"D"}, 100, 7);
+  boundaries.insert(seg.size());
+  append_history_sample(seg, "odo", int64_t{-3}, 200, 8);
+  std::vector<std::pair<std::string, history_point>> got;
+  ASSERT_FALSE(decode_history_segment(
+    seg, [&](std::string_view n, history_point& p) { got.emplace_back(std::string{n}, p); }));
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].first, "speed");
+  EXPECT_EQ(got[1].second.val, value{std::string{"D"}});
+  EXPECT_EQ(got[2].second.source_time_ms, 200);
+  EXPECT_EQ(got[2].second.sequence, 8u);
+  for (size_t n = 1; n < seg.size(); ++n) {
+    auto err = decode_history_segment(std::string_view{seg}.substr(0, n),
+                                      [](std::string_view, history_point&) {});
+    // A cut at a sample boundary is a shorter valid segment; anything else is corrupt.
+    EXPECT_EQ(static_cast<bool>(err), !boundaries.contains(n)) << n;
+  }
+  EXPECT_TRUE(decode_history_segment("x", [](std::string_view, history_point&) {}));
 }
 
 TEST(Codec, HistoryPointRoundTrip) {

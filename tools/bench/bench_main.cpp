@@ -7,7 +7,10 @@
 //
 // Each prints human-readable lines and a final JSON line.
 
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -132,6 +135,31 @@ double plain_consumer(const std::string& bootstrap, const std::string& topic, ui
   return static_cast<double>(count) / secs;
 }
 
+/// GET /metrics from the node.
+std::string scrape_metrics(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+    (void)!write(fd, req.data(), req.size());
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+      out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+double metric(const std::string& text, const std::string& series) {
+  auto pos = text.find("\n" + series + " ");
+  return pos == std::string::npos ? 0 : std::stod(text.substr(pos + series.size() + 2));
+}
+
 node::node_config node_config_for(const std::string& bootstrap, const std::string& dir) {
   node::node_config cfg;
   cfg.kafka = bootstrap;
@@ -150,7 +178,7 @@ uint64_t records_applied(node::node& n) {
   return p.get_future().get();
 }
 
-int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish) {
+int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history) {
   kafka::topic_names topics;
   std::string error;
   auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
@@ -164,6 +192,7 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish) 
   auto dir = temp_dir("ingest");
   auto cfg = node_config_for(k->bootstrap(), dir);
   cfg.publish_changes = publish;
+  cfg.history = history;
   auto n = node::node::start(cfg, error);
   if (!n)
     throw std::runtime_error(error);
@@ -178,6 +207,13 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish) 
   }
   double secs = seconds_since(first);
   auto stats = n->store().stats();
+  auto metrics = scrape_metrics(n->metrics_port());
+  auto batches = metric(metrics, "fleettwin_batches_total");
+  auto commit_sum = metric(metrics, "fleettwin_batch_commit_duration_seconds_sum");
+  fmt::print("node: {:.0f} batches ({:.0f} records each), {:.3f} s in RocksDB commits "
+             "({:.2f} ms each)\n",
+             batches, records / std::max(batches, 1.0), commit_sum,
+             1e3 * commit_sum / std::max(batches, 1.0));
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
@@ -189,9 +225,9 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish) 
              publish ? ", change events published" : "", node_rate, 100 * node_rate / plain,
              stats.sst_bytes >> 20);
   fmt::print(
-    R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
+    R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
     "\n",
-    records, assets, partitions, publish, plain, node_rate, node_rate / plain);
+    records, assets, partitions, publish, history, plain, node_rate, node_rate / plain);
   return 0;
 }
 
@@ -419,14 +455,17 @@ int run_memory(uint32_t twins, int partitions) {
 int main(int argc, char** argv) {
   CLI::App app{"fleettwin-bench: FleetTwin benchmarks against their baselines"};
   app.require_subcommand(1);
-  uint64_t records = 300'000;
+  uint64_t records = 200'000;
   uint32_t assets = 10'000;
-  int partitions = 8;
+  int partitions = 16;
   bool publish = true;
   auto* ingest = app.add_subcommand("ingest", "node ingest vs a plain librdkafka consumer");
   ingest->add_option("--records", records, "records to ingest")->capture_default_str();
   ingest->add_option("--assets", assets, "distinct assets")->capture_default_str();
   ingest->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
+  int history = 256;
+  ingest->add_option("--history", history, "history samples kept per property")
+    ->capture_default_str();
   ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
                    "publish change events (node default)");
   uint32_t twins = 10'000;
@@ -444,7 +483,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   try {
     if (*ingest)
-      return run_ingest(records, assets, partitions, publish);
+      return run_ingest(records, assets, partitions, publish, history);
     if (*query)
       return run_query(twins, seconds, threads);
     return run_memory(mem_twins, partitions);
