@@ -20,6 +20,12 @@ using asset_actor = caf::typed_actor<
   // Quits; the state is already committed.
   caf::reacts_to<passivate_atom>>;
 
+/// Writes a partition's group commits to the store on its own thread, so that
+/// blocking storage I/O never runs on the actor scheduler.
+using committer_actor = caf::typed_actor<
+  // Atomically writes the batch; replies with the error, empty on success.
+  caf::replies_to<commit_atom, commit_batch>::with<std::string>>;
+
 /// One assigned Kafka partition: decodes, fans telemetry out to asset actors,
 /// group-commits state and offsets, owns passivation.
 using partition_actor = caf::typed_actor<

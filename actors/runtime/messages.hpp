@@ -28,6 +28,7 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using delivered_atom = caf::atom_constant<caf::atom("delivered")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -130,5 +131,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::raw_batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::batch_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::desired_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::function<void()>)

@@ -80,22 +80,11 @@ void finish_item(self_ptr self) {
   }
 }
 
-/// Outputs are acknowledged: commit state and offsets in one batch.
-void commit(self_ptr self) {
+/// The commit is durable: notify, acknowledge, answer, move on.
+void committed(self_ptr self, double seconds, size_t twins, size_t history) {
   auto& st = self->state;
   auto& item = *st.current;
-  auto started = std::chrono::steady_clock::now();
-  if (!item.commit.twins.empty() || item.commit.next_offset) {
-    if (auto err = st.cfg.store->commit(item.commit)) {
-      st.cfg.probe->on_commit_failed();
-      if (item.desired)
-        item.desired->done(twin_reply{query_error::internal, "commit failed: " + *err, {}});
-      fail(self, "commit failed: " + *err);
-      return;
-    }
-  }
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  st.cfg.probe->on_commit(secs, item.commit.twins.size(), item.commit.history.size());
+  st.cfg.probe->on_commit(seconds, twins, history);
   if (st.cfg.listener && !item.changes.empty())
     st.cfg.listener->on_changes(item.changes, item.snapshots);
   if (item.raw) {
@@ -107,6 +96,38 @@ void commit(self_ptr self) {
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
   finish_item(self);
+}
+
+/// Outputs are acknowledged: commit state and offsets in one batch.
+void commit(self_ptr self) {
+  auto& st = self->state;
+  auto& item = *st.current;
+  if (item.commit.twins.empty() && !item.commit.next_offset) {
+    committed(self, 0, 0, 0);
+    return;
+  }
+  auto started = std::chrono::steady_clock::now();
+  auto id = item.id;
+  auto twins = item.commit.twins.size();
+  auto history = item.commit.history.size();
+  self->request(st.committer, caf::infinite, commit_atom::value, std::move(item.commit))
+    .then(
+      [self, id, started, twins, history](std::string& err) {
+        auto& st = self->state;
+        if (!st.current || st.current->id != id)
+          return;
+        if (!err.empty()) {
+          st.cfg.probe->on_commit_failed();
+          if (st.current->desired)
+            st.current->desired->done(twin_reply{query_error::internal, "commit failed: " + err, {}});
+          fail(self, "commit failed: " + err);
+          return;
+        }
+        auto secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        committed(self, secs, twins, history);
+      },
+      [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
 }
 
 /// Every asset replied: publish outputs, then commit once Kafka has them
@@ -321,10 +342,22 @@ void passivate_idle(self_ptr self) {
 
 }  // namespace
 
+committer_actor::behavior_type committer(committer_actor::pointer self,
+                                         std::shared_ptr<twin_store> store) {
+  return {
+    [store](commit_atom, const commit_batch& b) -> std::string {
+      return store->commit(b).value_or(std::string{});
+    },
+  };
+}
+
 partition_actor::behavior_type partition(partition_actor::stateful_pointer<partition_state> self,
                                          partition_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  st.committer = st.cfg.detached_committer
+                   ? self->spawn<caf::linked + caf::detached>(committer, st.cfg.store)
+                   : self->spawn<caf::linked>(committer, st.cfg.store);
   st.decoder = st.cfg.make_decoder ? st.cfg.make_decoder() : nullptr;
   if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;

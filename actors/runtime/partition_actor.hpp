@@ -30,6 +30,8 @@ struct partition_config {
   /// Upper bound of resident twins; the least recently used are passivated.
   size_t max_active_twins = 1'000'000;
   std::shared_ptr<twin_store> store;
+  /// Run the committer on its own thread (false in deterministic tests).
+  bool detached_committer = true;
   std::shared_ptr<event_sink> sink;  // may be null: no outputs
   std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
   std::shared_ptr<change_listener> listener;  // may be null
@@ -72,6 +74,7 @@ struct partition_state {
   };
 
   partition_config cfg;
+  committer_actor committer;
   std::unique_ptr<telemetry_decoder> decoder;
   std::unordered_map<std::string, entry> assets;
   std::deque<work_item> queue;
@@ -86,6 +89,10 @@ struct partition_state {
 
   static inline const char* name = "partition";
 };
+
+/// Spawned by the partition actor for its store.
+committer_actor::behavior_type committer(committer_actor::pointer self,
+                                         std::shared_ptr<twin_store> store);
 
 partition_actor::behavior_type partition(partition_actor::stateful_pointer<partition_state> self,
                                          partition_config cfg);

@@ -271,7 +271,7 @@ std::optional<int64_t> node::on_assigned(int32_t partition) {
     spdlog::critical("event=fatal reason=\"{}\"", why);
     request_stop(1);
   };
-  auto actor = system_->spawn<caf::detached>(runtime::partition, std::move(pc));
+  auto actor = system_->spawn(runtime::partition, std::move(pc));
   {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
     partitions_[partition] = actor;

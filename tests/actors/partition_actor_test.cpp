@@ -134,6 +134,7 @@ struct PartitionActorTest : ::testing::Test {
     acfg->clock = [this] { return now; };
     pc.assets = acfg;
     pc.store = store;
+    pc.detached_committer = false;
     pc.sink = sink;
     pc.listener = watch;
     pc.make_decoder = [] { return std::make_unique<text_decoder>(); };
@@ -371,6 +372,7 @@ TEST_F(PartitionActorTest, RecordsOnTheWrongPartitionAreRejected) {
   pc.partition = 0;
   pc.partition_count = 8;
   pc.store = store;
+  pc.detached_committer = false;
   pc.sink = sink;
   pc.make_decoder = [] { return std::make_unique<text_decoder>(); };
   part = sys->spawn(partition, std::move(pc));

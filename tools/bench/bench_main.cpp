@@ -362,10 +362,11 @@ int run_memory(uint32_t twins, int partitions) {
     pc.assets = assets;
     pc.store = store;
     pc.make_decoder = [] { return kafka::make_telemetry_decoder(1 << 20); };
-    pc.passivate_after = std::chrono::milliseconds{500};
-    pc.tick_interval = std::chrono::milliseconds{250};
+    // Nothing passivates while the twins are created and measured resident.
+    pc.passivate_after = std::chrono::hours{1};
+    pc.tick_interval = std::chrono::hours{1};
     pc.on_committed = [&committed](int32_t, int64_t, size_t n) { committed += n; };
-    parts.push_back(sys.spawn<caf::detached>(runtime::partition, std::move(pc)));
+    parts.push_back(sys.spawn(runtime::partition, std::move(pc)));
   }
   auto active = [&] {
     uint64_t total = 0;
@@ -422,13 +423,18 @@ int run_memory(uint32_t twins, int partitions) {
   malloc_trim(0);
   auto with_active = rss_bytes();
   auto stats_active = store->stats();
-  while (active() > 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  // Passivate every twin: stopping a partition passivates its twins (their
+  // state is in RocksDB); what stays resident is the store and the runtime.
+  for (auto& a : parts) {
+    std::promise<void> stopped;
+    caf::anon_send(a, runtime::stop_atom::value,
+                   std::function<void()>{[&stopped] { stopped.set_value(); }});
+    stopped.get_future().wait();
+  }
+  sys.await_all_actors_done();
   malloc_trim(0);
   auto passivated = rss_bytes();
   auto stats_passive = store->stats();
-  for (auto& a : parts)
-    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   double per_active = double(with_active - base) / twins;
   double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
   fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins,
@@ -444,7 +450,6 @@ int run_memory(uint32_t twins, int partitions) {
     R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
     "\n",
     twins, per_active, per_passive);
-  sys.await_all_actors_done();
   store.reset();
   std::filesystem::remove_all(dir);
   return 0;
