@@ -18,6 +18,14 @@ std::shared_ptr<const core::twin> asset_state::current() {
   return snapshot;
 }
 
+void asset_state::changed() {
+  snapshot.reset();
+  if (cached) {
+    config->cache->erase(asset_id);
+    cached = false;
+  }
+}
+
 namespace {
 
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
@@ -88,7 +96,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
       // Duplicates and late samples change counters and the sequence window
       // too: persist whenever anything was looked at, so a restart keeps them.
       if (!slice.indexes.empty()) {
-        st.snapshot.reset();
+        st.changed();
         core::encode_twin(st.tw, u.state);
         if (batch.want_snapshots)
           u.snapshot = st.current();
@@ -101,6 +109,17 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         done(twin_reply{query_error::not_found, "twin \"" + st.asset_id + "\" not found", {}});
       else
         done(twin_reply{query_error::none, {}, st.current()});
+      // Publish only twins somebody reads (the ingest path never copies for it).
+      if (st.config->cache && !st.cached && !st.tw.empty()) {
+        st.config->cache->put(st.asset_id, st.current());
+        st.cached = true;
+        if (!st.exit_hook) {
+          // However the actor ends, its snapshot must not outlive it.
+          self->attach_functor(
+            [cache = st.config->cache, id = st.asset_id] { cache->erase(id); });
+          st.exit_hook = true;
+        }
+      }
     },
     [self](desired_atom, const core::desired_update& update) {
       auto& st = self->state;
@@ -109,7 +128,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
       r.result = core::apply_desired(st.tw, st.asset_id, update, now, st.config->limits);
       if (r.result.status != core::desired_status::applied)
         return r;
-      st.snapshot.reset();
+      st.changed();
       r.update.asset_id = st.asset_id;
       core::encode_twin(st.tw, r.update.state);
       r.update.snapshot = st.current();
@@ -124,7 +143,10 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
       change.removed = update.remove;
       return r;
     },
-    [self](passivate_atom) { self->quit(); },
+    [self](passivate_atom) {
+      self->state.changed();
+      self->quit();
+    },
   };
 }
 

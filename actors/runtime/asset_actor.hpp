@@ -6,6 +6,7 @@
 
 #include "actors/core/twin.hpp"
 #include "actors/runtime/interfaces.hpp"
+#include "actors/runtime/twin_cache.hpp"
 
 namespace fleettwin::runtime {
 
@@ -16,6 +17,8 @@ struct asset_config {
   uint32_t history_capacity = 256;
   /// Wall clock in Unix ms; injectable so tests are deterministic.
   std::function<int64_t()> clock = system_clock_ms;
+  /// Where snapshots handed to readers are published (may be null).
+  std::shared_ptr<twin_cache> cache;
 
   static int64_t system_clock_ms();
 };
@@ -28,7 +31,14 @@ struct asset_state {
   std::shared_ptr<const asset_config> config;
   core::apply_result scratch;
 
+  /// True while `snapshot` is published in the config's cache.
+  bool cached = false;
+  bool exit_hook = false;
+
   std::shared_ptr<const core::twin> current();
+
+  /// The state changed: drop the snapshot and withdraw it from the cache.
+  void changed();
 
   static inline const char* name = "asset";
 };

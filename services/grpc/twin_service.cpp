@@ -48,16 +48,13 @@ const char* code_name(StatusCode c) {
 /// Finishes a unary call and measures it.
 class call {
 public:
-  call(::grpc::CallbackServerContext* ctx, metrics::grpc_probe& probe, const char* method)
-    : reactor_(ctx->DefaultReactor()),
-      probe_(probe),
-      method_(method),
-      start_(std::chrono::steady_clock::now()) {
+  call(::grpc::CallbackServerContext* ctx, metrics::method_probe& probe)
+    : reactor_(ctx->DefaultReactor()), probe_(&probe), start_(std::chrono::steady_clock::now()) {
   }
 
   void finish(Status s) const {
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    probe_.on_request(method_, code_name(s.error_code()), secs);
+    probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
     reactor_->Finish(std::move(s));
   }
 
@@ -67,8 +64,7 @@ public:
 
 private:
   ::grpc::ServerUnaryReactor* reactor_;
-  metrics::grpc_probe& probe_;
-  std::string method_;
+  metrics::method_probe* probe_;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -154,17 +150,32 @@ std::optional<std::string> decode_page_token(const std::string& token,
 
 twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub,
                            metrics::grpc_probe& probe, service_limits limits)
-  : backend_(backend), pool_(pool), hub_(hub), probe_(probe), limits_(limits) {
+  : backend_(backend),
+    pool_(pool),
+    hub_(hub),
+    probe_(probe),
+    limits_(limits),
+    get_twin_(probe.method("GetTwin")),
+    batch_get_(probe.method("BatchGetTwins")),
+    list_(probe.method("ListTwins")),
+    update_desired_(probe.method("UpdateDesired")),
+    history_(probe.method("GetHistory")) {
 }
 
 ::grpc::ServerUnaryReactor* twin_service::GetTwin(::grpc::CallbackServerContext* ctx,
                                                   const fleettwin::v1::GetTwinRequest* req,
                                                   fleettwin::v1::Twin* resp) {
-  call c{ctx, probe_, "GetTwin"};
+  call c{ctx, get_twin_};
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
     c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  auto stale = backend_.stale_after_ms();
+  if (auto tw = backend_.cached_twin(*id)) {
+    to_proto(*tw, wall_ms(), stale, *resp);
+    c.finish(Status::OK);
     return c.reactor();
   }
   auto r = backend_.route_asset(*id, error);
@@ -172,7 +183,6 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     c.finish({StatusCode::UNAVAILABLE, error});
     return c.reactor();
   }
-  auto stale = backend_.stale_after_ms();
   runtime::twin_completion done{[c, resp, stale](runtime::twin_reply reply) {
                                   if (reply.error != runtime::query_error::none) {
                                     c.finish(to_status(reply));
@@ -189,7 +199,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
 ::grpc::ServerUnaryReactor* twin_service::BatchGetTwins(
   ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetTwinsRequest* req,
   fleettwin::v1::BatchGetTwinsResponse* resp) {
-  call c{ctx, probe_, "BatchGetTwins"};
+  call c{ctx, batch_get_};
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
     c.finish({StatusCode::INVALID_ARGUMENT,
@@ -256,7 +266,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
 ::grpc::ServerUnaryReactor* twin_service::ListTwins(::grpc::CallbackServerContext* ctx,
                                                     const fleettwin::v1::ListTwinsRequest* req,
                                                     fleettwin::v1::ListTwinsResponse* resp) {
-  call c{ctx, probe_, "ListTwins"};
+  call c{ctx, list_};
   if (req->page_size() < 0) {
     c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
     return c.reactor();
@@ -311,7 +321,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
 ::grpc::ServerUnaryReactor* twin_service::UpdateDesired(
   ::grpc::CallbackServerContext* ctx, const fleettwin::v1::UpdateDesiredRequest* req,
   fleettwin::v1::Twin* resp) {
-  call c{ctx, probe_, "UpdateDesired"};
+  call c{ctx, update_desired_};
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -360,7 +370,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
 ::grpc::ServerUnaryReactor* twin_service::GetHistory(::grpc::CallbackServerContext* ctx,
                                                      const fleettwin::v1::GetHistoryRequest* req,
                                                      fleettwin::v1::GetHistoryResponse* resp) {
-  call c{ctx, probe_, "GetHistory"};
+  call c{ctx, history_};
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -468,13 +478,13 @@ public:
 }
 
 node_service::node_service(twin_backend& backend, metrics::grpc_probe& probe)
-  : backend_(backend), probe_(probe) {
+  : backend_(backend), probe_(probe), status_(probe.method("GetStatus")) {
 }
 
 ::grpc::ServerUnaryReactor* node_service::GetStatus(::grpc::CallbackServerContext* ctx,
                                                     const fleettwin::v1::GetStatusRequest*,
                                                     fleettwin::v1::NodeStatus* resp) {
-  call c{ctx, probe_, "GetStatus"};
+  call c{ctx, status_};
   backend_.node_status([c, resp](fleettwin::v1::NodeStatus status) {
     *resp = std::move(status);
     c.finish(Status::OK);

@@ -36,6 +36,8 @@ public:
   virtual std::vector<int32_t> local_partitions() = 0;
   virtual storage::rocksdb_store& store() = 0;
   virtual int64_t stale_after_ms() const = 0;
+  /// A published snapshot of a resident twin, answered without an actor hop.
+  virtual std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) = 0;
   virtual void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) = 0;
 };
 
@@ -77,6 +79,11 @@ private:
   watch_hub& hub_;
   metrics::grpc_probe& probe_;
   service_limits limits_;
+  metrics::method_probe& get_twin_;
+  metrics::method_probe& batch_get_;
+  metrics::method_probe& list_;
+  metrics::method_probe& update_desired_;
+  metrics::method_probe& history_;
 };
 
 class node_service final : public fleettwin::v1::NodeService::CallbackService {
@@ -93,6 +100,7 @@ public:
 private:
   twin_backend& backend_;
   metrics::grpc_probe& probe_;
+  metrics::method_probe& status_;
 };
 
 /// Encodes a ListTwins continuation (opaque to clients, bound to the filter).

@@ -207,6 +207,39 @@ void grpc_probe::on_request(const std::string& method, const char* code, double 
   histogram->Observe(seconds);
 }
 
+method_probe::method_probe(prometheus::Family<prometheus::Counter>& requests,
+                           prometheus::Histogram& latency, std::string method)
+  : requests_(requests), latency_(latency), method_(std::move(method)) {
+}
+
+void method_probe::on_request(int code, const char* code_name, double seconds) {
+  latency_.Observe(seconds);
+  if (code < 0 || code >= static_cast<int>(by_code_.size()))
+    code = 2;  // UNKNOWN
+  auto* counter = by_code_[static_cast<size_t>(code)].load(std::memory_order_acquire);
+  if (!counter) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    counter = by_code_[static_cast<size_t>(code)].load();
+    if (!counter) {
+      counter = &requests_.Add({{"method", method_}, {"code", code_name}});
+      by_code_[static_cast<size_t>(code)].store(counter, std::memory_order_release);
+    }
+  }
+  counter->Increment();
+}
+
+method_probe& grpc_probe::method(const std::string& name) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  auto& m = methods_[name];
+  if (!m) {
+    auto& h = histograms_[name];
+    if (!h)
+      h = &latency_.Add({{"method", name}}, latency_buckets());
+    m = std::make_unique<method_probe>(requests_, *h, name);
+  }
+  return *m;
+}
+
 void grpc_probe::on_watchers(size_t n) {
   watchers_.Set(static_cast<double>(n));
 }

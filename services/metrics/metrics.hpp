@@ -3,6 +3,8 @@
 // Prometheus exposition of a node. Components get probes; nothing else
 // touches prometheus-cpp (Redpanda-style).
 
+#include <array>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -37,14 +39,34 @@ struct scrape_gauge {
   bool counter = false;
 };
 
+/// The series of one gRPC method, resolved once so that a call costs two
+/// atomic increments and no lookups.
+class method_probe {
+public:
+  method_probe(prometheus::Family<prometheus::Counter>& requests, prometheus::Histogram& latency,
+               std::string method);
+  /// `code` is a grpc::StatusCode value (0..16).
+  void on_request(int code, const char* code_name, double seconds);
+
+private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram& latency_;
+  std::string method_;
+  std::mutex mutex_;
+  std::array<std::atomic<prometheus::Counter*>, 17> by_code_{};
+};
+
 /// Measures gRPC calls: requests by method and status code, latency.
 class grpc_probe {
 public:
   explicit grpc_probe(prometheus::Registry& registry);
   void on_request(const std::string& method, const char* code, double seconds);
+  /// The probe of one method; stable for the probe's lifetime.
+  method_probe& method(const std::string& name);
   void on_watchers(size_t n);
 
 private:
+  std::map<std::string, std::unique_ptr<method_probe>> methods_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Gauge& watchers_;

@@ -76,6 +76,7 @@ bool node::init(std::string& error) {
   system_ = std::make_unique<caf::actor_system>(actor_cfg_);
   auto acfg = std::make_shared<runtime::asset_config>();
   acfg->history_capacity = static_cast<uint32_t>(cfg_.history);
+  acfg->cache = cache_;
   asset_cfg_ = acfg;
   // Kafka clients.
   std::map<std::string, std::string> extra;

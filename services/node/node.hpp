@@ -56,6 +56,9 @@ public:
     return cfg_.stale_after_ms;
   }
   void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) override;
+  std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) override {
+    return cache_->find(asset_id);
+  }
 
   // partition_host
   std::optional<int64_t> on_assigned(int32_t partition) override;
@@ -85,6 +88,7 @@ private:
   std::unique_ptr<::grpc::Server> server_;
   int grpc_port_ = 0;
   std::shared_ptr<const runtime::asset_config> asset_cfg_;
+  std::shared_ptr<runtime::twin_cache> cache_ = std::make_shared<runtime::twin_cache>();
 
   std::shared_mutex routes_mutex_;
   std::map<int32_t, runtime::partition_actor> partitions_;

@@ -107,6 +107,7 @@ struct PartitionActorTest : ::testing::Test {
   std::shared_ptr<fake_store> store = std::make_shared<fake_store>();
   std::shared_ptr<fake_sink> sink = std::make_shared<fake_sink>();
   std::shared_ptr<listener> watch = std::make_shared<listener>();
+  std::shared_ptr<twin_cache> cache = std::make_shared<twin_cache>();
   int64_t now = 1'000'000;
   std::vector<std::pair<int32_t, int64_t>> acks;
   std::vector<std::string> fatal;
@@ -132,6 +133,7 @@ struct PartitionActorTest : ::testing::Test {
     auto acfg = std::make_shared<asset_config>();
     acfg->history_capacity = 4;
     acfg->clock = [this] { return now; };
+    acfg->cache = cache;
     pc.assets = acfg;
     pc.store = store;
     pc.detached_committer = false;
@@ -383,4 +385,26 @@ TEST_F(PartitionActorTest, RecordsOnTheWrongPartitionAreRejected) {
   ASSERT_EQ(sink->calls.size(), 1u);
   ASSERT_EQ(sink->calls[0].rejects.size(), 1u);
   EXPECT_EQ(sink->calls[0].rejects[0].code, "wrong_partition");
+}
+
+TEST_F(PartitionActorTest, ReadSnapshotsArePublishedAndWithdrawnOnChange) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  EXPECT_EQ(cache->find("a"), nullptr);  // nobody read it: nothing copied
+  auto first = get("a");
+  auto cached = cache->find("a");
+  ASSERT_NE(cached, nullptr);
+  EXPECT_EQ(cached->version, 1u);
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  EXPECT_EQ(cache->find("a"), nullptr);  // withdrawn as soon as the twin changes
+  deliver_all();
+  EXPECT_EQ(get("a").twin->version, 2u);
+  EXPECT_EQ(cache->find("a")->version, 2u);
+  now += 5000;
+  sched->trigger_timeouts();
+  sched->run();
+  EXPECT_EQ(cache->find("a"), nullptr);  // passivated twins are not served from memory
 }

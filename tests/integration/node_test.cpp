@@ -115,22 +115,32 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
     if (a % 3 && a % 2 == 0)
       expected.insert("veh-" + std::to_string(100 + a));
   std::vector<std::string> seen;
-  std::string token;
   int pages = 0;
-  do {
-    grpc::ClientContext ctx;
-    v1::ListTwinsRequest req;
-    req.set_filter(R"(kind = "vehicle" AND attributes.fleet = "north" AND reported.speed > 0)");
-    req.set_page_size(3);
-    req.set_page_token(token);
-    v1::ListTwinsResponse resp;
-    auto st = twins->ListTwins(&ctx, req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    for (const auto& t : resp.twins())
-      seen.push_back(t.asset_id());
-    token = resp.next_page_token();
-    ++pages;
-  } while (!token.empty() && pages < 100);
+  auto list_all = [&] {
+    seen.clear();
+    pages = 0;
+    std::string token;
+    do {
+      grpc::ClientContext ctx;
+      v1::ListTwinsRequest req;
+      req.set_filter(R"(kind = "vehicle" AND attributes.fleet = "north" AND reported.speed > 0)");
+      req.set_page_size(3);
+      req.set_page_token(token);
+      v1::ListTwinsResponse resp;
+      auto st = twins->ListTwins(&ctx, req, &resp);
+      if (!st.ok()) {
+        ADD_FAILURE() << st.error_message();
+        return false;
+      }
+      for (const auto& t : resp.twins())
+        seen.push_back(t.asset_id());
+      token = resp.next_page_token();
+      ++pages;
+    } while (!token.empty() && pages < 100);
+    return std::set<std::string>(seen.begin(), seen.end()) == expected;
+  };
+  // ListTwins reads committed state, which may trail GetTwin by one commit.
+  EXPECT_TRUE(eventually(list_all));
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), expected);
   EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
   EXPECT_EQ(seen.size(), expected.size());
@@ -144,7 +154,11 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
     req.set_property("speed");
     v1::GetHistoryResponse resp;
     ASSERT_TRUE(twins->GetHistory(&ctx, req, &resp).ok());
-    ASSERT_EQ(resp.points_size(), per_asset);
+    ASSERT_TRUE(eventually([&] {  // committed state, like ListTwins
+      grpc::ClientContext again;
+      resp.Clear();
+      return twins->GetHistory(&again, req, &resp).ok() && resp.points_size() == per_asset;
+    }));
     EXPECT_EQ(resp.points(0).sequence(), 1u);
     EXPECT_DOUBLE_EQ(resp.points(per_asset - 1).value().double_value(), 10.0 + per_asset);
     grpc::ClientContext ctx2;
