@@ -87,11 +87,11 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history) {
   st.cfg.probe->on_commit(seconds, twins, history);
   if (st.cfg.listener && !item.changes.empty())
     st.cfg.listener->on_changes(item.changes, item.snapshots);
-  if (item.raw) {
-    st.next_offset = item.raw->next_offset;
+  if (!item.raws.empty()) {
+    st.next_offset = item.raws.back()->next_offset;
     st.records_applied += item.applied;
     if (st.cfg.on_committed)
-      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raw->records.size());
+      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raws.size());
   }
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
@@ -180,19 +180,23 @@ void reject(partition_state::inflight& item, ingest_probe& probe, const raw_reco
   item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code)});
 }
 
-void start_batch(self_ptr self, raw_batch_ptr raw) {
+void start_batch(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
-  item.raw = raw;
-  item.commit.next_offset = raw->next_offset;
-  st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
+  item.commit.next_offset = item.raws.back()->next_offset;
+  size_t total = 0;
+  for (const auto& raw : item.raws) {
+    st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
+    total += raw->records.size();
+  }
   auto decoded = std::make_shared<decoded_batch>();
   decoded->ingest_ms = now_ms(self);
   decoded->want_snapshots = st.cfg.listener && st.cfg.listener->wants_snapshots();
-  decoded->records.resize(raw->records.size());
+  decoded->records.resize(total);
   st.groups.clear();
   size_t valid = 0;
   const auto& limits = st.cfg.assets->limits;
+  for (const auto& raw : item.raws)
   for (const auto& r : raw->records) {
     auto& t = decoded->records[valid];
     if (auto err = st.decoder->decode(r, t)) {
@@ -294,10 +298,22 @@ void process_next(self_ptr self) {
   st.current->id = st.next_item_id++;
   st.current->started = std::chrono::steady_clock::now();
   st.current->commit.partition = st.cfg.partition;
-  if (auto* raw = std::get_if<raw_batch_ptr>(&next))
-    start_batch(self, std::move(*raw));
-  else
+  if (auto* raw = std::get_if<raw_batch_ptr>(&next)) {
+    // Coalesce every consumed batch queued behind this one.
+    size_t records = (*raw)->records.size();
+    st.current->raws.push_back(std::move(*raw));
+    while (!st.queue.empty() && std::holds_alternative<raw_batch_ptr>(st.queue.front())) {
+      auto& more = std::get<raw_batch_ptr>(st.queue.front());
+      if (records + more->records.size() > st.cfg.max_item_records)
+        break;
+      records += more->records.size();
+      st.current->raws.push_back(std::move(more));
+      st.queue.pop_front();
+    }
+    start_batch(self);
+  } else {
     start_desired(self, std::move(std::get<desired_work>(next)));
+  }
 }
 
 /// Passivates twins idle longer than passivate_after, and the least recently

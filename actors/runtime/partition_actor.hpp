@@ -36,8 +36,12 @@ struct partition_config {
   std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
   std::shared_ptr<change_listener> listener;  // may be null
   std::shared_ptr<ingest_probe> probe = std::make_shared<ingest_probe>();
-  /// Called after each committed batch (from the actor's thread).
-  std::function<void(int32_t partition, int64_t next_offset, size_t records)> on_committed;
+  /// Called after each commit with the consumed batches it covered (from the
+  /// actor's thread).
+  std::function<void(int32_t partition, int64_t next_offset, size_t batches)> on_committed;
+  /// Queued batches are coalesced into one work item up to this many records,
+  /// so that a commit's fixed latency is paid once for all of them.
+  size_t max_item_records = 50'000;
   /// Called when the partition cannot continue (store or Kafka failure).
   std::function<void(std::string)> on_fatal;
 };
@@ -62,7 +66,8 @@ struct partition_state {
   struct inflight {
     uint64_t id = 0;
     size_t pending = 0;
-    raw_batch_ptr raw;
+    /// Consumed batches coalesced into this item (all queued when it started).
+    std::vector<raw_batch_ptr> raws;
     std::optional<desired_work> desired;
     std::shared_ptr<twin_reply> desired_answer;
     commit_batch commit;

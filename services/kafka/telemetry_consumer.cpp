@@ -113,10 +113,10 @@ void telemetry_consumer::stop() {
   thread_.join();
 }
 
-void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset) {
+void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, size_t batches) {
   {
     std::lock_guard<std::mutex> guard{mutex_};
-    acks_.emplace_back(partition, next_offset);
+    acks_.push_back({partition, next_offset, batches});
   }
   // Wake a blocked poll so that a paused partition resumes without delay.
   if (auto* q = queue_.load())
@@ -183,24 +183,24 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
 }
 
 void telemetry_consumer::drain_acks() {
-  std::vector<std::pair<int32_t, int64_t>> acks;
+  std::vector<ack> acks;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     acks.swap(acks_);
-    for (const auto& [p, next] : acks)
-      if (auto it = progress_.find(p); it != progress_.end())
-        it->second.committed = next;
+    for (const auto& a : acks)
+      if (auto it = progress_.find(a.partition); it != progress_.end())
+        it->second.committed = a.next_offset;
   }
   if (acks.empty())
     return;
   commit_due_ = true;
   auto* resume = rd_kafka_topic_partition_list_new(4);
-  for (const auto& [p, next] : acks) {
+  for (const auto& a : acks) {
+    auto p = a.partition;
     auto it = inflight_.find(p);
     if (it == inflight_.end())
       continue;
-    if (it->second > 0)
-      --it->second;
+    it->second -= std::min<int>(it->second, static_cast<int>(a.batches));
     if (paused_[p] && it->second < opts_.max_inflight_batches) {
       paused_[p] = false;
       rd_kafka_topic_partition_list_add(resume, opts_.topic.c_str(), p);

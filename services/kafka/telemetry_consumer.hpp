@@ -66,8 +66,9 @@ public:
   /// the thread.
   void stop();
 
-  /// A batch of `partition` is committed up to `next_offset` (thread-safe).
-  void acknowledge(int32_t partition, int64_t next_offset);
+  /// `batches` dispatched batches of `partition` are committed, up to
+  /// `next_offset` (thread-safe).
+  void acknowledge(int32_t partition, int64_t next_offset, size_t batches = 1);
 
   std::vector<partition_progress> progress() const;
 
@@ -97,7 +98,12 @@ private:
   std::atomic<rd_kafka_queue_t*> queue_{nullptr};
 
   mutable std::mutex mutex_;  // guards acks_ and progress_
-  std::vector<std::pair<int32_t, int64_t>> acks_;
+  struct ack {
+    int32_t partition;
+    int64_t next_offset;
+    size_t batches;
+  };
+  std::vector<ack> acks_;
   std::map<int32_t, partition_progress> progress_;
 
   // Consumer thread only.

@@ -267,7 +267,9 @@ std::optional<int64_t> node::on_assigned(int32_t partition) {
   pc.listener = hub_;
   pc.probe = metrics_->ingest();
   auto* consumer = consumer_.get();
-  pc.on_committed = [consumer](int32_t p, int64_t next, size_t) { consumer->acknowledge(p, next); };
+  pc.on_committed = [consumer](int32_t p, int64_t next, size_t batches) {
+    consumer->acknowledge(p, next, batches);
+  };
   pc.on_fatal = [this](std::string why) {
     spdlog::critical("event=fatal reason=\"{}\"", why);
     request_stop(1);

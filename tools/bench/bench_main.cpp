@@ -355,6 +355,7 @@ int run_memory(uint32_t twins, int partitions) {
   caf::actor_system sys{acfg};
   auto assets = std::make_shared<runtime::asset_config>();
   std::atomic<uint64_t> committed{0};
+  std::vector<std::atomic<uint64_t>> committed_by(static_cast<size_t>(partitions));
   std::vector<runtime::partition_actor> parts;
   for (int p = 0; p < partitions; ++p) {
     runtime::partition_config pc;
@@ -365,7 +366,14 @@ int run_memory(uint32_t twins, int partitions) {
     // Nothing passivates while the twins are created and measured resident.
     pc.passivate_after = std::chrono::hours{1};
     pc.tick_interval = std::chrono::hours{1};
-    pc.on_committed = [&committed](int32_t, int64_t, size_t n) { committed += n; };
+    pc.on_committed = [&committed, &committed_by](int32_t p, int64_t next, size_t) {
+      // Offsets are dense here: the next offset counts this partition's records.
+      committed_by[static_cast<size_t>(p)] = static_cast<uint64_t>(next);
+      uint64_t sum = 0;
+      for (auto& c : committed_by)
+        sum += c.load();
+      committed = sum;
+    };
     parts.push_back(sys.spawn(runtime::partition, std::move(pc)));
   }
   auto active = [&] {
@@ -389,6 +397,7 @@ int run_memory(uint32_t twins, int partitions) {
   sim::generator gen{scfg};
   sim::record r;
   uint64_t sent = 0;
+  std::vector<int64_t> next_offsets(static_cast<size_t>(partitions), 0);
   auto start = clock_type::now();
   while (sent < twins) {
     std::vector<std::shared_ptr<runtime::raw_batch>> batches(static_cast<size_t>(partitions));
@@ -405,8 +414,9 @@ int run_memory(uint32_t twins, int partitions) {
       keep->emplace_back(r.key);
       std::string_view key = keep->back();
       keep->emplace_back(r.value);
-      b->records.push_back(runtime::raw_record{key, keep->back(), "", int64_t(sent), 0});
-      b->next_offset = static_cast<int64_t>(sent) + 1;
+      auto offset = next_offsets[p]++;
+      b->records.push_back(runtime::raw_record{key, keep->back(), "", offset, 0});
+      b->next_offset = offset + 1;
     }
     for (auto& b : batches)
       if (b)
@@ -460,9 +470,9 @@ int run_memory(uint32_t twins, int partitions) {
 int main(int argc, char** argv) {
   CLI::App app{"fleettwin-bench: FleetTwin benchmarks against their baselines"};
   app.require_subcommand(1);
-  uint64_t records = 200'000;
+  uint64_t records = 400'000;
   uint32_t assets = 10'000;
-  int partitions = 16;
+  int partitions = 32;
   bool publish = true;
   auto* ingest = app.add_subcommand("ingest", "node ingest vs a plain librdkafka consumer");
   ingest->add_option("--records", records, "records to ingest")->capture_default_str();
