@@ -66,6 +66,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
       asset_update u;
       u.asset_id = st.asset_id;
       const auto& batch = *slice.batch;
+      const bool was_empty = st.tw.empty();
       std::string segment;
       for (auto idx : slice.indexes) {
         const auto& t = batch.records[idx];
@@ -87,6 +88,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             break;
         }
       }
+      u.created = was_empty && !st.tw.empty();
       if (!segment.empty()) {
         auto& h = u.history.emplace_back();
         h.asset_id = st.asset_id;

@@ -101,6 +101,8 @@ struct asset_update {
   std::vector<history_write> history;
   std::vector<core::twin_change> changes;
   std::shared_ptr<const core::twin> snapshot;
+  /// The twin did not exist before this update.
+  bool created = false;
   uint32_t applied = 0;
   uint32_t duplicates = 0;
   uint32_t too_old = 0;

@@ -153,6 +153,7 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   auto& item = *st.current;
   if (!u.state.empty())
     item.commit.twins.emplace_back(u.asset_id, std::move(u.state));
+  item.commit.created_twins += u.created ? 1 : 0;
   std::move(u.history.begin(), u.history.end(), std::back_inserter(item.commit.history));
   if (u.snapshot)
     item.snapshots.resize(item.changes.size(), nullptr);

@@ -72,6 +72,8 @@ struct commit_batch {
   std::vector<history_write> history;
   /// Next offset to consume; nullopt when the commit carries no records.
   std::optional<int64_t> next_offset;
+  /// Twins that exist since this commit (the store keeps an exact count).
+  uint32_t created_twins = 0;
 };
 
 enum class load_status : uint8_t { found, missing, failed };

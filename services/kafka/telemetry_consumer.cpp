@@ -126,8 +126,12 @@ void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, siz
 std::vector<partition_progress> telemetry_consumer::progress() const {
   std::lock_guard<std::mutex> guard{mutex_};
   std::vector<partition_progress> out;
-  for (const auto& [p, prog] : progress_)
+  for (const auto& [p, prog] : progress_) {
     out.push_back(prog);
+    // The cached watermark can trail what was already consumed and committed.
+    if (out.back().high_watermark >= 0)
+      out.back().high_watermark = std::max(out.back().high_watermark, out.back().committed);
+  }
   return out;
 }
 

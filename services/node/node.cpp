@@ -167,8 +167,8 @@ void node::register_scrape_gauges() {
      per_partition([](const kafka::partition_progress& p) { return double(p.committed); })},
     {"fleettwin_partitions_assigned", "Partitions of the telemetry topic served by this node",
      [consumer] { return std::vector<gauge_sample>{{{}, double(consumer->progress().size())}}; }},
-    {"fleettwin_twins_stored", "Twins in the local store (RocksDB estimate)",
-     store_value([](const storage::store_stats& s) { return double(s.estimated_twins); })},
+    {"fleettwin_twins_stored", "Twins in the local store",
+     store_value([](const storage::store_stats& s) { return double(s.stored_twins); })},
     {"fleettwin_rocksdb_sst_bytes", "Size of RocksDB SST files",
      store_value([](const storage::store_stats& s) { return double(s.sst_bytes); })},
     {"fleettwin_rocksdb_memtable_bytes", "Size of RocksDB memtables",
@@ -315,7 +315,7 @@ void node::node_status(std::function<void(fleettwin::v1::NodeStatus)> done) {
   st.set_kafka_embedded(embedded_ != nullptr);
   st.set_telemetry_topic(topics_.telemetry);
   st.set_data_dir(cfg_.data_dir);
-  st.set_stored_twins(store_->stats().estimated_twins);
+  st.set_stored_twins(store_->stored_twins());
   std::map<int32_t, kafka::partition_progress> progress;
   for (const auto& p : consumer_->progress())
     progress[p.partition] = p;

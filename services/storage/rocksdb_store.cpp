@@ -23,6 +23,7 @@ namespace {
 constexpr const char* twins_cf_name = "twins";
 constexpr const char* history_cf_name = "history";
 constexpr std::string_view offset_key_prefix = "offset/";
+constexpr std::string_view count_key_prefix = "count/";
 constexpr size_t partition_bytes = 4;
 /// Memtable of the meta column family: it holds one tiny key per partition.
 constexpr size_t meta_write_buffer_bytes = size_t{4} << 20;
@@ -61,6 +62,12 @@ void twin_key(std::string& out, int32_t partition, std::string_view asset_id) {
 void history_prefix(std::string& out, int32_t partition, std::string_view asset_id) {
   twin_key(out, partition, asset_id);
   out.push_back('\0');
+}
+
+std::string count_key(int32_t partition) {
+  std::string k{count_key_prefix};
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
 }
 
 std::string offset_key(int32_t partition) {
@@ -177,6 +184,17 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
   s->meta_ = handles[0];
   s->twins_ = handles[1];
   s->history_ = handles[2];
+  // Load the twin counts of every partition stored here.
+  std::unique_ptr<rocksdb::Iterator> it{s->db_->NewIterator(rocksdb::ReadOptions{}, s->meta_)};
+  for (it->Seek(rocksdb::Slice{count_key_prefix.data(), count_key_prefix.size()}); it->Valid();
+       it->Next()) {
+    auto key = view(it->key());
+    if (key.substr(0, count_key_prefix.size()) != count_key_prefix ||
+        key.size() != count_key_prefix.size() + 4)
+      break;
+    auto partition = static_cast<int32_t>(get_be32(key.data() + count_key_prefix.size()));
+    s->counts_[partition] = static_cast<uint64_t>(decode_offset(view(it->value())));
+  }
   return s;
 }
 
@@ -213,7 +231,7 @@ runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_vie
 }
 
 std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
-  if (b.twins.empty() && b.history.empty() && !b.next_offset)
+  if (b.twins.empty() && b.history.empty() && !b.next_offset && b.created_twins == 0)
     return std::nullopt;
   // Reserve roughly the batch's size: keys, values and a few bytes of framing.
   size_t reserve = 64;
@@ -244,11 +262,38 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
         !st.ok())
       return failed(st);
   }
+  uint64_t count = 0;
+  if (b.created_twins > 0) {
+    {
+      std::lock_guard<std::mutex> guard{counts_mutex_};
+      count = counts_[b.partition] + b.created_twins;
+    }
+    if (auto st = batch.Put(meta_, count_key(b.partition),
+                            encode_offset(static_cast<int64_t>(count)));
+        !st.ok())
+      return failed(st);
+  }
   rocksdb::WriteOptions wo;
   wo.sync = opts_.sync_commits;
   if (auto st = db_->Write(wo, &batch); !st.ok())
     return failed(st);
+  if (b.created_twins > 0) {
+    std::lock_guard<std::mutex> guard{counts_mutex_};
+    counts_[b.partition] = count;
+  }
   return std::nullopt;
+}
+
+uint64_t rocksdb_store::stored_twins(std::optional<int32_t> partition) {
+  std::lock_guard<std::mutex> guard{counts_mutex_};
+  if (partition) {
+    auto it = counts_.find(*partition);
+    return it == counts_.end() ? 0 : it->second;
+  }
+  uint64_t n = 0;
+  for (const auto& [p, c] : counts_)
+    n += c;
+  return n;
 }
 
 std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
@@ -434,7 +479,7 @@ store_stats rocksdb_store::stats() {
   if (db_->GetIntProperty(props::kActualDelayedWriteRate, &v))
     s.delayed_write_rate = v;
   s.block_cache_bytes = cache_->GetUsage();
-  s.estimated_twins = estimate_twins();
+  s.stored_twins = stored_twins();
   s.stall_micros = statistics_->getTickerCount(rocksdb::STALL_MICROS);
   return s;
 }
@@ -450,6 +495,8 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
     st = batch.DeleteRange(history_, begin, end);
   if (st.ok())
     st = batch.Delete(meta_, offset_key(partition));
+  if (st.ok())
+    st = batch.Delete(meta_, count_key(partition));
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = opts_.sync_commits;
@@ -457,6 +504,8 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
   }
   if (!st.ok())
     return "dropping partition " + std::to_string(partition) + ": " + st.ToString();
+  std::lock_guard<std::mutex> guard{counts_mutex_};
+  counts_.erase(partition);
   return std::nullopt;
 }
 

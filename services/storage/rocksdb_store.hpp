@@ -24,7 +24,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -70,7 +72,8 @@ struct store_stats {
   uint64_t sst_bytes = 0;
   uint64_t memtable_bytes = 0;
   uint64_t block_cache_bytes = 0;
-  uint64_t estimated_twins = 0;
+  /// Exact: maintained by the commits that create twins.
+  uint64_t stored_twins = 0;
   uint64_t pending_compaction_bytes = 0;
   bool write_stopped = false;
   /// Bytes per second writes are throttled to while delayed; 0 when not delayed.
@@ -122,8 +125,12 @@ class rocksdb_store final : public runtime::twin_store {
                                                 std::string_view property, int64_t start_ms,
                                                 int64_t end_ms, size_t limit, std::string& error);
 
-  /// RocksDB's estimate of the number of stored twins.
+  /// RocksDB's estimate of the number of stored twins (counts overwrites still
+  /// in memtables; see stored_twins for the exact figure).
   uint64_t estimate_twins();
+
+  /// The exact number of stored twins (all partitions, or one).
+  uint64_t stored_twins(std::optional<int32_t> partition = std::nullopt);
 
   store_stats stats();
 
@@ -145,6 +152,10 @@ class rocksdb_store final : public runtime::twin_store {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* twins_ = nullptr;
   rocksdb::ColumnFamilyHandle* history_ = nullptr;
+  /// Twins per partition, mirrored from the "count/" meta keys. Only a
+  /// partition's committer changes its entry.
+  std::mutex counts_mutex_;
+  std::map<int32_t, uint64_t> counts_;
 };
 
 }  // namespace fleettwin::storage
