@@ -146,6 +146,15 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
   EXPECT_EQ(seen.size(), expected.size());
   EXPECT_GE(pages, 3);
 
+  // GetStatus counts the stored twins exactly.
+  EXPECT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::NodeStatus status;
+    return admin->GetStatus(&ctx, {}, &status).ok() &&
+           status.stored_twins() == static_cast<uint64_t>(assets) &&
+           status.partitions_size() == 4;
+  }));
+
   // GetHistory: every sample, and a time range.
   {
     grpc::ClientContext ctx;
