@@ -267,7 +267,7 @@ void append_history_sample(std::string& out, std::string_view property, const va
 }
 
 std::optional<std::string> decode_history_segment(
-  std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn) {
+    std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn) {
   reader r{bytes};
   if (r.byte() != history_segment_v1)
     return std::string{"unknown history segment format"};

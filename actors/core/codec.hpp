@@ -38,6 +38,6 @@ void append_history_sample(std::string& out, std::string_view property, const va
 
 /// Calls `fn(property, point)` for every sample; returns the corruption found.
 std::optional<std::string> decode_history_segment(
-  std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn);
+    std::string_view bytes, const std::function<void(std::string_view, history_point&)>& fn);
 
 }  // namespace fleettwin::core

@@ -355,7 +355,7 @@ bool is_keyword(const token& t) {
 // -- parser -------------------------------------------------------------------
 
 class parser {
- public:
+public:
   explicit parser(std::string_view text) : toks_(tokenize(text)) {}
 
   node parse() {
@@ -368,7 +368,7 @@ class parser {
     return root;
   }
 
- private:
+private:
   const token& peek() const {
     return toks_[pos_];
   }

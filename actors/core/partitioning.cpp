@@ -12,7 +12,8 @@ uint32_t kafka_murmur2(std::string_view key) {
   uint32_t i = 0;
   for (; i + 4 <= length; i += 4) {
     uint32_t k = static_cast<uint32_t>(data[i]) | static_cast<uint32_t>(data[i + 1]) << 8 |
-                 static_cast<uint32_t>(data[i + 2]) << 16 | static_cast<uint32_t>(data[i + 3]) << 24;
+                 static_cast<uint32_t>(data[i + 2]) << 16 |
+                 static_cast<uint32_t>(data[i + 3]) << 24;
     k *= m;
     k ^= k >> r;
     k *= m;

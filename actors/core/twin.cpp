@@ -205,8 +205,9 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
 desired_result apply_desired(twin& tw, std::string_view asset_id, const desired_update& u,
                              int64_t now_ms, const limits& lim) {
   if (u.set.empty() && u.remove.empty())
-    return {desired_status::invalid, "nothing to change: set at least one desired property or "
-                                     "name one to remove"};
+    return {desired_status::invalid,
+            "nothing to change: set at least one desired property or "
+            "name one to remove"};
   for (const auto& [name, v] : u.set) {
     if (auto err = validate_name(name, lim, "desired property"))
       return {desired_status::invalid, *err};

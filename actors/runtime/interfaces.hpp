@@ -11,37 +11,37 @@ namespace fleettwin::runtime {
 
 /// One digital twin: the only writer of its state (DESIGN.md, principle 2).
 using asset_actor = caf::typed_actor<
-  // Applies the slice's telemetry in order; replies with what to commit.
-  caf::replies_to<apply_atom, batch_slice>::with<asset_update>,
-  // Answers a query with an immutable snapshot of the state.
-  caf::reacts_to<get_atom, twin_completion>,
-  // Applies a desired update (optimistic concurrency); replies with the outcome.
-  caf::replies_to<desired_atom, core::desired_update>::with<desired_reply>,
-  // Quits; the state is already committed.
-  caf::reacts_to<passivate_atom>>;
+    // Applies the slice's telemetry in order; replies with what to commit.
+    caf::replies_to<apply_atom, batch_slice>::with<asset_update>,
+    // Answers a query with an immutable snapshot of the state.
+    caf::reacts_to<get_atom, twin_completion>,
+    // Applies a desired update (optimistic concurrency); replies with the outcome.
+    caf::replies_to<desired_atom, core::desired_update>::with<desired_reply>,
+    // Quits; the state is already committed.
+    caf::reacts_to<passivate_atom>>;
 
 /// Writes a partition's group commits to the store on its own thread, so that
 /// blocking storage I/O never runs on the actor scheduler.
 using committer_actor = caf::typed_actor<
-  // Atomically writes the batch; replies with the error, empty on success.
-  caf::replies_to<commit_atom, commit_batch>::with<std::string>>;
+    // Atomically writes the batch; replies with the error, empty on success.
+    caf::replies_to<commit_atom, commit_batch>::with<std::string>>;
 
 /// One assigned Kafka partition: decodes, fans telemetry out to asset actors,
 /// group-commits state and offsets, owns passivation.
 using partition_actor = caf::typed_actor<
-  // Processes a consumed batch (queued behind work in flight).
-  caf::reacts_to<batch_atom, raw_batch_ptr>,
-  // Looks up a twin of this partition, loading it on demand.
-  caf::reacts_to<get_atom, std::string, twin_completion>,
-  // Applies and commits a desired update for a twin of this partition.
-  caf::reacts_to<desired_atom, std::string, core::desired_update, twin_completion>,
-  // Reports offsets and twin counts.
-  caf::reacts_to<status_atom, partition_info_completion>,
-  // Finishes queued work, passivates every twin, quits, then calls back.
-  caf::reacts_to<stop_atom, std::function<void()>>,
-  // Passivates idle twins (self-scheduled).
-  caf::reacts_to<tick_atom>,
-  // The event sink acknowledged the outputs of work item N (internal).
-  caf::reacts_to<delivered_atom, uint64_t, bool, std::string>>;
+    // Processes a consumed batch (queued behind work in flight).
+    caf::reacts_to<batch_atom, raw_batch_ptr>,
+    // Looks up a twin of this partition, loading it on demand.
+    caf::reacts_to<get_atom, std::string, twin_completion>,
+    // Applies and commits a desired update for a twin of this partition.
+    caf::reacts_to<desired_atom, std::string, core::desired_update, twin_completion>,
+    // Reports offsets and twin counts.
+    caf::reacts_to<status_atom, partition_info_completion>,
+    // Finishes queued work, passivates every twin, quits, then calls back.
+    caf::reacts_to<stop_atom, std::function<void()>>,
+    // Passivates idle twins (self-scheduled).
+    caf::reacts_to<tick_atom>,
+    // The event sink acknowledged the outputs of work item N (internal).
+    caf::reacts_to<delivered_atom, uint64_t, bool, std::string>>;
 
 }  // namespace fleettwin::runtime

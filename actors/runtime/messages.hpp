@@ -41,8 +41,7 @@ public:
   completion() = default;
 
   completion(function_type f, T fallback)
-    : state_(std::make_shared<state>(std::move(f), std::move(fallback))) {
-  }
+      : state_(std::make_shared<state>(std::move(f), std::move(fallback))) {}
 
   void operator()(T x) const {
     if (state_ && !state_->done.exchange(true))
@@ -55,8 +54,7 @@ public:
 
 private:
   struct state {
-    state(function_type f, T fb) : fn(std::move(f)), fallback(std::move(fb)) {
-    }
+    state(function_type f, T fb) : fn(std::move(f)), fallback(std::move(fb)) {}
     ~state() {
       if (!done.exchange(true))
         fn(std::move(fallback));

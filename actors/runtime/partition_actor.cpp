@@ -111,23 +111,24 @@ void commit(self_ptr self) {
   auto twins = item.commit.twins.size();
   auto history = item.commit.history.size();
   self->request(st.committer, caf::infinite, commit_atom::value, std::move(item.commit))
-    .then(
-      [self, id, started, twins, history](std::string& err) {
-        auto& st = self->state;
-        if (!st.current || st.current->id != id)
-          return;
-        if (!err.empty()) {
-          st.cfg.probe->on_commit_failed();
-          if (st.current->desired)
-            st.current->desired->done(twin_reply{query_error::internal, "commit failed: " + err, {}});
-          fail(self, "commit failed: " + err);
-          return;
-        }
-        auto secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        committed(self, secs, twins, history);
-      },
-      [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
+      .then(
+          [self, id, started, twins, history](std::string& err) {
+            auto& st = self->state;
+            if (!st.current || st.current->id != id)
+              return;
+            if (!err.empty()) {
+              st.cfg.probe->on_commit_failed();
+              if (st.current->desired)
+                st.current->desired->done(
+                    twin_reply{query_error::internal, "commit failed: " + err, {}});
+              fail(self, "commit failed: " + err);
+              return;
+            }
+            auto secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            committed(self, secs, twins, history);
+          },
+          [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
 }
 
 /// Every asset replied: publish outputs, then commit once Kafka has them
@@ -198,28 +199,28 @@ void start_batch(self_ptr self) {
   size_t valid = 0;
   const auto& limits = st.cfg.assets->limits;
   for (const auto& raw : item.raws)
-  for (const auto& r : raw->records) {
-    auto& t = decoded->records[valid];
-    if (auto err = st.decoder->decode(r, t)) {
-      reject(item, *st.cfg.probe, r, std::move(err->first), std::move(err->second));
-      continue;
-    }
-    if (auto err = core::validate(t, limits)) {
-      reject(item, *st.cfg.probe, r, "invalid", std::move(*err));
-      continue;
-    }
-    if (st.cfg.partition_count > 0) {
-      auto expected = core::kafka_partition(t.asset_id, st.cfg.partition_count);
-      if (expected != st.cfg.partition) {
-        reject(item, *st.cfg.probe, r, "wrong_partition",
-               "key \"" + t.asset_id + "\" belongs to partition " + std::to_string(expected) +
-                 " but arrived on partition " + std::to_string(st.cfg.partition) +
-                 ": produce with Kafka's default murmur2 partitioner");
+    for (const auto& r : raw->records) {
+      auto& t = decoded->records[valid];
+      if (auto err = st.decoder->decode(r, t)) {
+        reject(item, *st.cfg.probe, r, std::move(err->first), std::move(err->second));
         continue;
       }
+      if (auto err = core::validate(t, limits)) {
+        reject(item, *st.cfg.probe, r, "invalid", std::move(*err));
+        continue;
+      }
+      if (st.cfg.partition_count > 0) {
+        auto expected = core::kafka_partition(t.asset_id, st.cfg.partition_count);
+        if (expected != st.cfg.partition) {
+          reject(item, *st.cfg.probe, r, "wrong_partition",
+                 "key \"" + t.asset_id + "\" belongs to partition " + std::to_string(expected) +
+                     " but arrived on partition " + std::to_string(st.cfg.partition) +
+                     ": produce with Kafka's default murmur2 partitioner");
+          continue;
+        }
+      }
+      ++valid;
     }
-    ++valid;
-  }
   decoded->records.resize(valid);
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
@@ -237,9 +238,10 @@ void start_batch(self_ptr self) {
       fail(self, "cannot load twin \"" + std::string{asset_id} + "\": " + error);
       return;
     }
-    self->request(*handle, caf::infinite, apply_atom::value, batch_slice{shared, std::move(indexes)})
-      .then([self, id](asset_update& u) { collect(self, id, u); },
-            [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+    self->request(*handle, caf::infinite, apply_atom::value,
+                  batch_slice{shared, std::move(indexes)})
+        .then([self, id](asset_update& u) { collect(self, id, u); },
+              [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
   }
 }
 
@@ -259,34 +261,34 @@ void start_desired(self_ptr self, desired_work work) {
   auto update = work.update;
   st.current->desired = std::move(work);
   self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
-    .then(
-      [self, id](desired_reply& r) {
-        auto& st = self->state;
-        if (!st.current || st.current->id != id)
-          return;
-        auto& item = *st.current;
-        switch (r.result.status) {
-          case core::desired_status::applied:
-            item.desired_answer = std::make_shared<twin_reply>(
-              twin_reply{query_error::none, {}, r.update.snapshot});
-            item.pending = 1;
-            collect(self, id, r.update);
-            return;
-          case core::desired_status::unchanged:
-            // Nothing to commit: answer with the current state.
-            self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value,
-                       item.desired->done);
-            break;
-          case core::desired_status::version_mismatch:
-            item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
-            break;
-          case core::desired_status::invalid:
-            item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
-            break;
-        }
-        finish_item(self);
-      },
-      [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+      .then(
+          [self, id](desired_reply& r) {
+            auto& st = self->state;
+            if (!st.current || st.current->id != id)
+              return;
+            auto& item = *st.current;
+            switch (r.result.status) {
+              case core::desired_status::applied:
+                item.desired_answer = std::make_shared<twin_reply>(
+                    twin_reply{query_error::none, {}, r.update.snapshot});
+                item.pending = 1;
+                collect(self, id, r.update);
+                return;
+              case core::desired_status::unchanged:
+                // Nothing to commit: answer with the current state.
+                self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value,
+                           item.desired->done);
+                break;
+              case core::desired_status::version_mismatch:
+                item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
+                break;
+              case core::desired_status::invalid:
+                item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+                break;
+            }
+            finish_item(self);
+          },
+          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
 void process_next(self_ptr self) {
@@ -362,9 +364,9 @@ void passivate_idle(self_ptr self) {
 committer_actor::behavior_type committer(committer_actor::pointer self,
                                          std::shared_ptr<twin_store> store) {
   return {
-    [store](commit_atom, const commit_batch& b) -> std::string {
-      return store->commit(b).value_or(std::string{});
-    },
+      [store](commit_atom, const commit_batch& b) -> std::string {
+        return store->commit(b).value_or(std::string{});
+      },
   };
 }
 
@@ -373,64 +375,66 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.committer = st.cfg.detached_committer
-                   ? self->spawn<caf::linked + caf::detached>(committer, st.cfg.store)
-                   : self->spawn<caf::linked>(committer, st.cfg.store);
+                     ? self->spawn<caf::linked + caf::detached>(committer, st.cfg.store)
+                     : self->spawn<caf::linked>(committer, st.cfg.store);
   st.decoder = st.cfg.make_decoder ? st.cfg.make_decoder() : nullptr;
   if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
-    [self](batch_atom, raw_batch_ptr& batch) {
-      auto& st = self->state;
-      if (st.failed)
-        return;
-      st.queue.emplace_back(std::move(batch));
-      process_next(self);
-    },
-    [self](get_atom, std::string& asset_id, twin_completion& done) {
-      std::string error;
-      auto handle = resident(self, asset_id, false, error);
-      if (handle)
-        self->send(*handle, get_atom::value, std::move(done));
-      else if (error.empty())
-        done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
-      else
-        done(twin_reply{query_error::internal, error, {}});
-    },
-    [self](desired_atom, std::string& asset_id, core::desired_update& update,
-           twin_completion& done) {
-      auto& st = self->state;
-      if (st.failed) {
-        done(twin_reply{query_error::unavailable, "partition is failing over", {}});
-        return;
-      }
-      st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done)});
-      process_next(self);
-    },
-    [self](status_atom, partition_info_completion& done) {
-      auto& st = self->state;
-      done(partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied});
-    },
-    [self](stop_atom, std::function<void()>& done) {
-      auto& st = self->state;
-      st.stop_waiters.push_back(std::move(done));
-      if (!st.current)
-        finish_item(self);
-    },
-    [self](tick_atom) {
-      passivate_idle(self);
-      self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
-    },
-    [self](delivered_atom, uint64_t id, bool ok, std::string& error) {
-      auto& st = self->state;
-      if (!st.current || st.current->id != id)
-        return;
-      if (!ok) {
-        fail(self, "publishing outputs failed: " + error);
-        return;
-      }
-      commit(self);
-    },
+      [self](batch_atom, raw_batch_ptr& batch) {
+        auto& st = self->state;
+        if (st.failed)
+          return;
+        st.queue.emplace_back(std::move(batch));
+        process_next(self);
+      },
+      [self](get_atom, std::string& asset_id, twin_completion& done) {
+        std::string error;
+        auto handle = resident(self, asset_id, false, error);
+        if (handle)
+          self->send(*handle, get_atom::value, std::move(done));
+        else if (error.empty())
+          done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
+        else
+          done(twin_reply{query_error::internal, error, {}});
+      },
+      [self](desired_atom, std::string& asset_id, core::desired_update& update,
+             twin_completion& done) {
+        auto& st = self->state;
+        if (st.failed) {
+          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+          return;
+        }
+        st.queue.emplace_back(
+            desired_work{std::move(asset_id), std::move(update), std::move(done)});
+        process_next(self);
+      },
+      [self](status_atom, partition_info_completion& done) {
+        auto& st = self->state;
+        done(
+            partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied});
+      },
+      [self](stop_atom, std::function<void()>& done) {
+        auto& st = self->state;
+        st.stop_waiters.push_back(std::move(done));
+        if (!st.current)
+          finish_item(self);
+      },
+      [self](tick_atom) {
+        passivate_idle(self);
+        self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
+      },
+      [self](delivered_atom, uint64_t id, bool ok, std::string& error) {
+        auto& st = self->state;
+        if (!st.current || st.current->id != id)
+          return;
+        if (!ok) {
+          fail(self, "publishing outputs failed: " + error);
+          return;
+        }
+        commit(self);
+      },
   };
 }
 

@@ -18,8 +18,7 @@ namespace fleettwin::runtime {
 /// is answered without crossing into the actor system.
 class twin_cache {
 public:
-  explicit twin_cache(size_t shards = 64) : shards_(shards) {
-  }
+  explicit twin_cache(size_t shards = 64) : shards_(shards) {}
 
   std::shared_ptr<const core::twin> find(std::string_view asset_id) const {
     auto& s = shard(asset_id);

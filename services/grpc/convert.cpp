@@ -98,9 +98,9 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
   out.set_etag(std::to_string(tw.version));
   out.set_last_seen_ms(tw.last_seen_ms);
   out.set_connectivity(core::connectivity_of(tw, now_ms, stale_after_ms) ==
-                           core::connectivity::online
-                         ? fleettwin::v1::ONLINE
-                         : fleettwin::v1::STALE);
+                               core::connectivity::online
+                           ? fleettwin::v1::ONLINE
+                           : fleettwin::v1::STALE);
   out.set_applied_records(tw.applied_records);
   out.set_duplicates(tw.duplicates);
   out.set_out_of_order(tw.out_of_order);

@@ -16,8 +16,8 @@ namespace {
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 const char* code_name(StatusCode c) {
@@ -49,8 +49,7 @@ const char* code_name(StatusCode c) {
 class call {
 public:
   call(::grpc::CallbackServerContext* ctx, metrics::method_probe& probe)
-    : reactor_(ctx->DefaultReactor()), probe_(&probe), start_(std::chrono::steady_clock::now()) {
-  }
+      : reactor_(ctx->DefaultReactor()), probe_(&probe), start_(std::chrono::steady_clock::now()) {}
 
   void finish(Status s) const {
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -87,7 +86,22 @@ Status to_status(const runtime::twin_reply& r) {
 
 runtime::twin_reply unanswered() {
   return {runtime::query_error::unavailable,
-          "the twin's partition stopped before answering (rebalance or shutdown); retry", {}};
+          "the twin's partition stopped before answering (rebalance or shutdown); retry",
+          {}};
+}
+
+/// Completes a call with the twin of the reply, or its error.
+runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* resp,
+                                          int64_t stale_after_ms) {
+  return {[c, resp, stale_after_ms](runtime::twin_reply reply) {
+            if (reply.error != runtime::query_error::none) {
+              c.finish(to_status(reply));
+              return;
+            }
+            to_proto(*reply.twin, wall_ms(), stale_after_ms, *resp);
+            c.finish(Status::OK);
+          },
+          unanswered()};
 }
 
 constexpr char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -128,7 +142,7 @@ std::optional<std::string> unbase64url(std::string_view in) {
 }
 
 std::string filter_fingerprint(const std::string& filter) {
-  return std::to_string(std::hash<std::string>{}(filter) & 0xffffffffu);
+  return std::to_string(std::hash<std::string>{}(filter)&0xffffffffu);
 }
 
 }  // namespace
@@ -137,8 +151,7 @@ std::string encode_page_token(const std::string& filter, const std::string& last
   return base64url("v1|" + filter_fingerprint(filter) + "|" + last_asset_id);
 }
 
-std::optional<std::string> decode_page_token(const std::string& token,
-                                             const std::string& filter) {
+std::optional<std::string> decode_page_token(const std::string& token, const std::string& filter) {
   auto raw = unbase64url(token);
   if (!raw)
     return std::nullopt;
@@ -150,17 +163,16 @@ std::optional<std::string> decode_page_token(const std::string& token,
 
 twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub,
                            metrics::grpc_probe& probe, service_limits limits)
-  : backend_(backend),
-    pool_(pool),
-    hub_(hub),
-    probe_(probe),
-    limits_(limits),
-    get_twin_(probe.method("GetTwin")),
-    batch_get_(probe.method("BatchGetTwins")),
-    list_(probe.method("ListTwins")),
-    update_desired_(probe.method("UpdateDesired")),
-    history_(probe.method("GetHistory")) {
-}
+    : backend_(backend),
+      pool_(pool),
+      hub_(hub),
+      probe_(probe),
+      limits_(limits),
+      get_twin_(probe.method("GetTwin")),
+      batch_get_(probe.method("BatchGetTwins")),
+      list_(probe.method("ListTwins")),
+      update_desired_(probe.method("UpdateDesired")),
+      history_(probe.method("GetHistory")) {}
 
 ::grpc::ServerUnaryReactor* twin_service::GetTwin(::grpc::CallbackServerContext* ctx,
                                                   const fleettwin::v1::GetTwinRequest* req,
@@ -183,28 +195,20 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     c.finish({StatusCode::UNAVAILABLE, error});
     return c.reactor();
   }
-  runtime::twin_completion done{[c, resp, stale](runtime::twin_reply reply) {
-                                  if (reply.error != runtime::query_error::none) {
-                                    c.finish(to_status(reply));
-                                    return;
-                                  }
-                                  to_proto(*reply.twin, wall_ms(), stale, *resp);
-                                  c.finish(Status::OK);
-                                },
-                                unanswered()};
+  auto done = answer_with_twin(c, resp, stale);
   caf::anon_send(r->actor, runtime::get_atom::value, std::move(*id), std::move(done));
   return c.reactor();
 }
 
 ::grpc::ServerUnaryReactor* twin_service::BatchGetTwins(
-  ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetTwinsRequest* req,
-  fleettwin::v1::BatchGetTwinsResponse* resp) {
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetTwinsRequest* req,
+    fleettwin::v1::BatchGetTwinsResponse* resp) {
   call c{ctx, batch_get_};
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
-    c.finish({StatusCode::INVALID_ARGUMENT,
-              "names must list 1 to " + std::to_string(limits_.max_batch_get) + " twins, got " +
-                std::to_string(n)});
+    c.finish({StatusCode::INVALID_ARGUMENT, "names must list 1 to " +
+                                                std::to_string(limits_.max_batch_get) +
+                                                " twins, got " + std::to_string(n)});
     return c.reactor();
   }
   struct gather {
@@ -234,29 +238,28 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   auto stale = backend_.stale_after_ms();
   for (size_t i = 0; i < n; ++i) {
-    runtime::twin_completion done{
-      [c, g, i, resp, stale](runtime::twin_reply reply) {
-        {
-          std::lock_guard<std::mutex> guard{g->mutex};
-          if (reply.error != runtime::query_error::none) {
-            if (!g->error)
-              g->error = to_status(reply);
-          } else {
-            g->twins[i] = std::move(reply.twin);
-          }
-        }
-        if (g->remaining.fetch_sub(1) != 1)
-          return;
-        if (g->error) {
-          c.finish(*g->error);
-          return;
-        }
-        auto now = wall_ms();
-        for (const auto& tw : g->twins)
-          to_proto(*tw, now, stale, *resp->add_twins());
-        c.finish(Status::OK);
-      },
-      unanswered()};
+    runtime::twin_completion done{[c, g, i, resp, stale](runtime::twin_reply reply) {
+                                    {
+                                      std::lock_guard<std::mutex> guard{g->mutex};
+                                      if (reply.error != runtime::query_error::none) {
+                                        if (!g->error)
+                                          g->error = to_status(reply);
+                                      } else {
+                                        g->twins[i] = std::move(reply.twin);
+                                      }
+                                    }
+                                    if (g->remaining.fetch_sub(1) != 1)
+                                      return;
+                                    if (g->error) {
+                                      c.finish(*g->error);
+                                      return;
+                                    }
+                                    auto now = wall_ms();
+                                    for (const auto& tw : g->twins)
+                                      to_proto(*tw, now, stale, *resp->add_twins());
+                                    c.finish(Status::OK);
+                                  },
+                                  unanswered()};
     caf::anon_send(routes[i].second.actor, runtime::get_atom::value, std::move(routes[i].first),
                    std::move(done));
   }
@@ -272,8 +275,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return c.reactor();
   }
   size_t page_size = req->page_size() == 0
-                       ? static_cast<size_t>(limits_.default_page_size)
-                       : static_cast<size_t>(std::min(req->page_size(), limits_.max_page_size));
+                         ? static_cast<size_t>(limits_.default_page_size)
+                         : static_cast<size_t>(std::min(req->page_size(), limits_.max_page_size));
   core::filter f;
   if (auto err = core::filter::parse(req->filter(), f)) {
     c.finish({StatusCode::INVALID_ARGUMENT,
@@ -300,9 +303,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     auto now = wall_ms();
     std::string error;
     auto page = store.list_twins(
-      partitions, start_after,
-      [&](const core::twin& tw) { return f.matches(tw, now, stale); }, page_size, max_scanned,
-      error);
+        partitions, start_after, [&](const core::twin& tw) { return f.matches(tw, now, stale); },
+        page_size, max_scanned, error);
     if (!error.empty()) {
       c.finish({StatusCode::INTERNAL, "reading twins: " + error});
       return;
@@ -319,8 +321,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
 }
 
 ::grpc::ServerUnaryReactor* twin_service::UpdateDesired(
-  ::grpc::CallbackServerContext* ctx, const fleettwin::v1::UpdateDesiredRequest* req,
-  fleettwin::v1::Twin* resp) {
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::UpdateDesiredRequest* req,
+    fleettwin::v1::Twin* resp) {
   call c{ctx, update_desired_};
   std::string error;
   auto id = parse_twin_name(req->name(), error);
@@ -333,8 +335,9 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     auto value = from_proto(v);
     if (!value) {
       c.finish({StatusCode::INVALID_ARGUMENT,
-                "desired[\"" + name + "\"] has no value: set one of double_value, int_value, "
-                                      "bool_value or string_value"});
+                "desired[\"" + name +
+                    "\"] has no value: set one of double_value, int_value, "
+                    "bool_value or string_value"});
       return c.reactor();
     }
     update.set.emplace_back(name, std::move(*value));
@@ -353,15 +356,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return c.reactor();
   }
   auto stale = backend_.stale_after_ms();
-  runtime::twin_completion done{[c, resp, stale](runtime::twin_reply reply) {
-                                  if (reply.error != runtime::query_error::none) {
-                                    c.finish(to_status(reply));
-                                    return;
-                                  }
-                                  to_proto(*reply.twin, wall_ms(), stale, *resp);
-                                  c.finish(Status::OK);
-                                },
-                                unanswered()};
+  auto done = answer_with_twin(c, resp, stale);
   caf::anon_send(r->actor, runtime::desired_atom::value, std::move(*id), std::move(update),
                  std::move(done));
   return c.reactor();
@@ -450,12 +445,12 @@ public:
 }  // namespace
 
 ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>* twin_service::WatchTwins(
-  ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) {
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) {
   auto started = std::chrono::steady_clock::now();
   auto fail = [&](Status s) {
-    probe_.on_request("WatchTwins", code_name(s.error_code()),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
-                        .count());
+    probe_.on_request(
+        "WatchTwins", code_name(s.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     return new failed_stream(std::move(s));
   };
   std::optional<std::string> asset_id;
@@ -478,8 +473,7 @@ public:
 }
 
 node_service::node_service(twin_backend& backend, metrics::grpc_probe& probe)
-  : backend_(backend), probe_(probe), status_(probe.method("GetStatus")) {
-}
+    : backend_(backend), probe_(probe), status_(probe.method("GetStatus")) {}
 
 ::grpc::ServerUnaryReactor* node_service::GetStatus(::grpc::CallbackServerContext* ctx,
                                                     const fleettwin::v1::GetStatusRequest*,

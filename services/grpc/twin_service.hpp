@@ -71,7 +71,7 @@ public:
                                          const fleettwin::v1::GetHistoryRequest* req,
                                          fleettwin::v1::GetHistoryResponse* resp) override;
   ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>* WatchTwins(
-    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) override;
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) override;
 
 private:
   twin_backend& backend_;

@@ -11,16 +11,15 @@ namespace {
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
 
 watch_stream::watch_stream(watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
                            size_t max_queued)
-  : hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)), max_queued_(max_queued) {
-}
+    : hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)), max_queued_(max_queued) {}
 
 bool watch_stream::wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
                          int64_t stale_after_ms) const {
@@ -38,7 +37,7 @@ void watch_stream::push(const fleettwin::v1::TwinChange& change) {
   if (queue_.size() >= max_queued_) {
     finish_locked(::grpc::Status{::grpc::StatusCode::RESOURCE_EXHAUSTED,
                                  "watcher fell more than " + std::to_string(max_queued_) +
-                                   " changes behind; reconnect and narrow the filter"});
+                                     " changes behind; reconnect and narrow the filter"});
     return;
   }
   queue_.push_back(change);
@@ -95,8 +94,7 @@ void watch_stream::OnDone() {
 }
 
 watch_hub::watch_hub(int64_t stale_after_ms, std::function<void(size_t)> on_count)
-  : stale_after_ms_(stale_after_ms), on_count_(std::move(on_count)) {
-}
+    : stale_after_ms_(stale_after_ms), on_count_(std::move(on_count)) {}
 
 void watch_hub::add(watch_stream* s) {
   std::lock_guard<std::mutex> guard{mutex_};

@@ -24,8 +24,8 @@ std::unique_ptr<embedded_kafka> embedded_kafka::start(int brokers, int partition
     return nullptr;
   }
   k->bootstrap_ = rd_kafka_mock_cluster_bootstraps(k->cluster_);
-  for (const auto* name : {&topics.telemetry, &topics.changes, &topics.state, &topics.alerts,
-                           &topics.dlq})
+  for (const auto* name :
+       {&topics.telemetry, &topics.changes, &topics.state, &topics.alerts, &topics.dlq})
     if (!k->create_topic(*name, partitions, error))
       return nullptr;
   return k;

@@ -53,22 +53,20 @@ void add_header(rd_kafka_headers_t* h, const char* name, std::string_view value)
 
 }  // namespace
 
-event_producer::event_producer(producer_options opts) : opts_(std::move(opts)) {
-}
+event_producer::event_producer(producer_options opts) : opts_(std::move(opts)) {}
 
-std::unique_ptr<event_producer> event_producer::create(producer_options opts,
-                                                       std::string& error) {
+std::unique_ptr<event_producer> event_producer::create(producer_options opts, std::string& error) {
   std::map<std::string, std::string> settings{
-    {"bootstrap.servers", opts.bootstrap},
-    {"enable.idempotence", "true"},
-    {"acks", "all"},
-    {"linger.ms", "5"},
-    {"batch.num.messages", "10000"},
-    {"queue.buffering.max.messages", "1000000"},
-    {"queue.buffering.max.kbytes", "1048576"},
-    {"message.max.bytes", "2000000"},
-    {"compression.type", "lz4"},
-    {"partitioner", "murmur2_random"},
+      {"bootstrap.servers", opts.bootstrap},
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"linger.ms", "5"},
+      {"batch.num.messages", "10000"},
+      {"queue.buffering.max.messages", "1000000"},
+      {"queue.buffering.max.kbytes", "1048576"},
+      {"message.max.bytes", "2000000"},
+      {"compression.type", "lz4"},
+      {"partitioner", "murmur2_random"},
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
@@ -102,20 +100,18 @@ event_producer::~event_producer() {
 }
 
 bool event_producer::flush(std::chrono::milliseconds timeout) {
-  return rd_kafka_flush(rk_.get(), static_cast<int>(timeout.count())) ==
-         RD_KAFKA_RESP_ERR_NO_ERROR;
+  return rd_kafka_flush(rk_.get(), static_cast<int>(timeout.count())) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-void event_producer::produce(const std::string& topic, std::string_view key,
-                             std::string_view value, rd_kafka_headers_t* headers,
-                             void* opaque) {
+void event_producer::produce(const std::string& topic, std::string_view key, std::string_view value,
+                             rd_kafka_headers_t* headers, void* opaque) {
   for (;;) {
-    auto err = rd_kafka_producev(
-      rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
-      RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
-      RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    auto err =
+        rd_kafka_producev(rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
+                          RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+                          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+                          RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
       return;
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -148,17 +144,17 @@ void event_producer::publish(int32_t partition, const std::vector<core::twin_cha
     add_header(h, "content-type", "application/x-protobuf");
     add_header(h, "ce_specversion", "1.0");
     add_header(h, "ce_id", c.asset_id + "/" + std::to_string(c.version));
-    add_header(h, "ce_type", c.type == core::change_type::reported
-                               ? "fleettwin.twin.reported.v1"
-                               : "fleettwin.twin.desired.v1");
+    add_header(h, "ce_type",
+               c.type == core::change_type::reported ? "fleettwin.twin.reported.v1"
+                                                     : "fleettwin.twin.desired.v1");
     add_header(h, "ce_source", source);
     add_header(h, "ce_subject", "twins/" + c.asset_id);
     add_header(h, "ce_time", rfc3339(c.time_ms));
     produce(opts_.topics.changes, c.asset_id, payload, h, tracker);
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count();
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
   for (const auto& r : rejects) {
     auto* h = rd_kafka_headers_new(10);
     std::string_view value = r.record.payload;

@@ -12,13 +12,11 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   return t;
 }
 
-rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings,
-                           std::string& error) {
+rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings, std::string& error) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char errstr[512];
   for (const auto& [k, v] : settings) {
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) !=
-        RD_KAFKA_CONF_OK) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
       error = "kafka setting " + k + "=" + v + ": " + errstr;
       rd_kafka_conf_destroy(conf);
       return nullptr;

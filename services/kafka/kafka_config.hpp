@@ -21,8 +21,7 @@ struct topic_names {
 
 /// Builds an rd_kafka_conf_t from key/value pairs; returns nullptr and sets
 /// `error` when librdkafka rejects a setting.
-rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings,
-                           std::string& error);
+rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings, std::string& error);
 
 struct rd_kafka_deleter {
   void operator()(rd_kafka_t* rk) const {

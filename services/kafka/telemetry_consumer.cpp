@@ -31,23 +31,22 @@ std::string_view header_value(rd_kafka_message_t* m, const char* name) {
 
 }  // namespace
 
-telemetry_consumer::telemetry_consumer(consumer_options opts) : opts_(std::move(opts)) {
-}
+telemetry_consumer::telemetry_consumer(consumer_options opts) : opts_(std::move(opts)) {}
 
 std::unique_ptr<telemetry_consumer> telemetry_consumer::create(consumer_options opts,
                                                                std::string& error) {
   std::map<std::string, std::string> settings{
-    {"bootstrap.servers", opts.bootstrap},
-    {"group.id", opts.group_id},
-    {"client.id", opts.client_id},
-    {"partition.assignment.strategy", "cooperative-sticky"},
-    {"enable.auto.commit", "false"},
-    {"enable.auto.offset.store", "false"},
-    {"auto.offset.reset", "earliest"},
-    {"enable.partition.eof", "false"},
-    {"queued.max.messages.kbytes", "65536"},
-    {"fetch.wait.max.ms", "50"},
-    {"isolation.level", "read_committed"},
+      {"bootstrap.servers", opts.bootstrap},
+      {"group.id", opts.group_id},
+      {"client.id", opts.client_id},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"enable.partition.eof", "false"},
+      {"queued.max.messages.kbytes", "65536"},
+      {"fetch.wait.max.ms", "50"},
+      {"isolation.level", "read_committed"},
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
@@ -227,7 +226,7 @@ void telemetry_consumer::refresh_watermarks() {
     int64_t high = 0;
     // Cached values from fetch responses: no network round trip.
     if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high) ==
-          RD_KAFKA_RESP_ERR_NO_ERROR &&
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0)
       prog.high_watermark = high;
     if (commit_due_ && prog.committed > 0)

@@ -46,7 +46,8 @@ struct partition_progress {
   int64_t committed = -1;       // next offset, committed with the twin state
   int64_t high_watermark = -1;  // -1 while unknown
   int64_t lag() const {
-    return high_watermark < 0 || committed < 0 ? 0 : std::max<int64_t>(0, high_watermark - committed);
+    return high_watermark < 0 || committed < 0 ? 0
+                                               : std::max<int64_t>(0, high_watermark - committed);
   }
 };
 

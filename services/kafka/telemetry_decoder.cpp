@@ -537,7 +537,7 @@ enum wire_type : uint32_t {
 constexpr int max_group_depth = 100;
 
 class wire_reader {
- public:
+public:
   explicit wire_reader(std::string_view bytes)
       : p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
 
@@ -624,7 +624,7 @@ class wire_reader {
     }
   }
 
- private:
+private:
   bool skip_bytes(size_t n) {
     if (static_cast<size_t>(end_ - p_) < n)
       return false;

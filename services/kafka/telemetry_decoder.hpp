@@ -24,7 +24,7 @@ inline constexpr size_t default_max_record_bytes = size_t{1} << 20;
 /// beyond the output strings, and `out`'s elements are reused. Names and
 /// limits are not checked here: `core::validate` does that after decoding.
 class telemetry_codec final : public runtime::telemetry_decoder {
- public:
+public:
   explicit telemetry_codec(size_t max_record_bytes = default_max_record_bytes);
   ~telemetry_codec() override;
   telemetry_codec(const telemetry_codec&) = delete;
@@ -34,7 +34,7 @@ class telemetry_codec final : public runtime::telemetry_decoder {
   std::optional<std::pair<std::string, std::string>> decode(const runtime::raw_record& r,
                                                             core::telemetry& out) override;
 
- private:
+private:
   struct buffers;  // keeps protobuf and simdjson out of this header
   size_t max_record_bytes_;
   std::unique_ptr<buffers> buf_;

@@ -10,8 +10,8 @@ using prometheus::BuildHistogram;
 
 const prometheus::Histogram::BucketBoundaries& latency_buckets() {
   static const prometheus::Histogram::BucketBoundaries buckets{
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-    0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+      0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
   return buckets;
 }
 
@@ -19,76 +19,76 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets() {
 class prometheus_ingest_probe final : public runtime::ingest_probe {
 public:
   explicit prometheus_ingest_probe(prometheus::Registry& r)
-    : consumed_(BuildCounter()
-                  .Name("fleettwin_records_consumed_total")
-                  .Help("Telemetry records consumed from Kafka")
-                  .Register(r)
-                  .Add({})),
-      bytes_(BuildCounter()
-               .Name("fleettwin_bytes_consumed_total")
-               .Help("Telemetry key and payload bytes consumed")
-               .Register(r)
-               .Add({})),
-      batches_(BuildCounter()
-                 .Name("fleettwin_batches_total")
-                 .Help("Consumed batches processed by partition actors")
-                 .Register(r)
-                 .Add({})),
-      applied_(BuildCounter()
-                 .Name("fleettwin_records_applied_total")
-                 .Help("Telemetry records that changed a twin")
-                 .Register(r)
-                 .Add({})),
-      rejected_(BuildCounter()
-                  .Name("fleettwin_records_rejected_total")
-                  .Help("Records sent to the dead-letter topic, by reason")
-                  .Register(r)),
-      duplicates_(BuildCounter()
-                    .Name("fleettwin_duplicates_total")
-                    .Help("Records ignored because their sequence was already applied")
-                    .Register(r)
-                    .Add({})),
-      out_of_order_(BuildCounter()
-                      .Name("fleettwin_out_of_order_records_total")
-                      .Help("Records not applied because every sample was older than the stored "
-                            "one, or the sequence was below the duplicate window")
+      : consumed_(BuildCounter()
+                      .Name("fleettwin_records_consumed_total")
+                      .Help("Telemetry records consumed from Kafka")
                       .Register(r)
                       .Add({})),
-      stale_samples_(BuildCounter()
-                       .Name("fleettwin_out_of_order_samples_total")
-                       .Help("Property samples skipped because a newer sample was stored")
-                       .Register(r)
-                       .Add({})),
-      commit_latency_(BuildHistogram()
-                        .Name("fleettwin_batch_commit_duration_seconds")
-                        .Help("RocksDB group commit of one batch (state, history, offset)")
-                        .Register(r)
-                        .Add({}, latency_buckets())),
-      commit_failures_(BuildCounter()
-                         .Name("fleettwin_commit_failures_total")
-                         .Help("Failed group commits")
-                         .Register(r)
-                         .Add({})),
-      committed_twins_(BuildCounter()
-                         .Name("fleettwin_committed_twin_writes_total")
-                         .Help("Twin states written by group commits")
-                         .Register(r)
-                         .Add({})),
-      history_points_(BuildCounter()
-                        .Name("fleettwin_history_points_written_total")
-                        .Help("History samples written")
+        bytes_(BuildCounter()
+                   .Name("fleettwin_bytes_consumed_total")
+                   .Help("Telemetry key and payload bytes consumed")
+                   .Register(r)
+                   .Add({})),
+        batches_(BuildCounter()
+                     .Name("fleettwin_batches_total")
+                     .Help("Consumed batches processed by partition actors")
+                     .Register(r)
+                     .Add({})),
+        applied_(BuildCounter()
+                     .Name("fleettwin_records_applied_total")
+                     .Help("Telemetry records that changed a twin")
+                     .Register(r)
+                     .Add({})),
+        rejected_(BuildCounter()
+                      .Name("fleettwin_records_rejected_total")
+                      .Help("Records sent to the dead-letter topic, by reason")
+                      .Register(r)),
+        duplicates_(BuildCounter()
+                        .Name("fleettwin_duplicates_total")
+                        .Help("Records ignored because their sequence was already applied")
                         .Register(r)
                         .Add({})),
-      active_(BuildGauge()
-                .Name("fleettwin_twins_active")
-                .Help("Resident twin actors, by partition")
-                .Register(r)),
-      passivated_(BuildCounter()
-                    .Name("fleettwin_twins_passivated_total")
-                    .Help("Twin actors passivated (state kept in RocksDB)")
-                    .Register(r)
-                    .Add({})) {
-  }
+        out_of_order_(
+            BuildCounter()
+                .Name("fleettwin_out_of_order_records_total")
+                .Help("Records not applied because every sample was older than the stored "
+                      "one, or the sequence was below the duplicate window")
+                .Register(r)
+                .Add({})),
+        stale_samples_(BuildCounter()
+                           .Name("fleettwin_out_of_order_samples_total")
+                           .Help("Property samples skipped because a newer sample was stored")
+                           .Register(r)
+                           .Add({})),
+        commit_latency_(BuildHistogram()
+                            .Name("fleettwin_batch_commit_duration_seconds")
+                            .Help("RocksDB group commit of one batch (state, history, offset)")
+                            .Register(r)
+                            .Add({}, latency_buckets())),
+        commit_failures_(BuildCounter()
+                             .Name("fleettwin_commit_failures_total")
+                             .Help("Failed group commits")
+                             .Register(r)
+                             .Add({})),
+        committed_twins_(BuildCounter()
+                             .Name("fleettwin_committed_twin_writes_total")
+                             .Help("Twin states written by group commits")
+                             .Register(r)
+                             .Add({})),
+        history_points_(BuildCounter()
+                            .Name("fleettwin_history_points_written_total")
+                            .Help("History samples written")
+                            .Register(r)
+                            .Add({})),
+        active_(BuildGauge()
+                    .Name("fleettwin_twins_active")
+                    .Help("Resident twin actors, by partition")
+                    .Register(r)),
+        passivated_(BuildCounter()
+                        .Name("fleettwin_twins_passivated_total")
+                        .Help("Twin actors passivated (state kept in RocksDB)")
+                        .Register(r)
+                        .Add({})) {}
 
   void on_batch(size_t records, size_t bytes) override {
     consumed_.Increment(static_cast<double>(records));
@@ -142,8 +142,7 @@ private:
 
 class scrape_collectable final : public prometheus::Collectable {
 public:
-  explicit scrape_collectable(std::vector<scrape_gauge> gauges) : gauges_(std::move(gauges)) {
-  }
+  explicit scrape_collectable(std::vector<scrape_gauge> gauges) : gauges_(std::move(gauges)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> out;
@@ -174,20 +173,19 @@ private:
 }  // namespace
 
 grpc_probe::grpc_probe(prometheus::Registry& r)
-  : requests_(BuildCounter()
-                .Name("fleettwin_grpc_requests_total")
-                .Help("gRPC calls by method and status code")
-                .Register(r)),
-    latency_(BuildHistogram()
-               .Name("fleettwin_grpc_request_duration_seconds")
-               .Help("gRPC call latency by method (server side)")
-               .Register(r)),
-    watchers_(BuildGauge()
-                .Name("fleettwin_watch_streams")
-                .Help("Open WatchTwins streams")
-                .Register(r)
-                .Add({})) {
-}
+    : requests_(BuildCounter()
+                    .Name("fleettwin_grpc_requests_total")
+                    .Help("gRPC calls by method and status code")
+                    .Register(r)),
+      latency_(BuildHistogram()
+                   .Name("fleettwin_grpc_request_duration_seconds")
+                   .Help("gRPC call latency by method (server side)")
+                   .Register(r)),
+      watchers_(BuildGauge()
+                    .Name("fleettwin_watch_streams")
+                    .Help("Open WatchTwins streams")
+                    .Register(r)
+                    .Add({})) {}
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
   prometheus::Counter* counter;
@@ -209,8 +207,7 @@ void grpc_probe::on_request(const std::string& method, const char* code, double 
 
 method_probe::method_probe(prometheus::Family<prometheus::Counter>& requests,
                            prometheus::Histogram& latency, std::string method)
-  : requests_(requests), latency_(latency), method_(std::move(method)) {
-}
+    : requests_(requests), latency_(latency), method_(std::move(method)) {}
 
 void method_probe::on_request(int code, const char* code_name, double seconds) {
   latency_.Observe(seconds);
@@ -245,10 +242,10 @@ void grpc_probe::on_watchers(size_t n) {
 }
 
 node_metrics::node_metrics(const std::string& address)
-  : registry_(std::make_shared<prometheus::Registry>()),
-    exposer_(std::make_unique<prometheus::Exposer>(address)),
-    ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
-    grpc_(std::make_unique<grpc_probe>(*registry_)) {
+    : registry_(std::make_shared<prometheus::Registry>()),
+      exposer_(std::make_unique<prometheus::Exposer>(address)),
+      ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
+      grpc_(std::make_unique<grpc_probe>(*registry_)) {
   exposer_->RegisterCollectable(registry_);
 }
 

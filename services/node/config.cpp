@@ -13,66 +13,66 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   app.option_defaults()->always_capture_default();
   app.add_option("--grpc", cfg.grpc_address, "gRPC listen address")->envname("FLEETTWIN_GRPC");
   app.add_option("--metrics", cfg.metrics_address, "Prometheus /metrics listen address")
-    ->envname("FLEETTWIN_METRICS");
+      ->envname("FLEETTWIN_METRICS");
   app.add_option("--data-dir", cfg.data_dir, "RocksDB data directory")
-    ->envname("FLEETTWIN_DATA_DIR");
+      ->envname("FLEETTWIN_DATA_DIR");
   app.add_option("--kafka", cfg.kafka,
                  "Kafka bootstrap servers; empty starts an embedded Kafka on loopback")
-    ->envname("FLEETTWIN_KAFKA");
+      ->envname("FLEETTWIN_KAFKA");
   app.add_option("--kafka-option", cfg.kafka_options,
                  "Extra librdkafka setting key=value for every client (repeatable)")
-    ->envname("FLEETTWIN_KAFKA_OPTIONS")
-    ->delimiter(',');
+      ->envname("FLEETTWIN_KAFKA_OPTIONS")
+      ->delimiter(',');
   app.add_option("--topic-prefix", cfg.topic_prefix,
                  "Topic prefix: <prefix>.telemetry, .twin-changes, .twin-state, .alerts, "
                  ".telemetry.dlq")
-    ->envname("FLEETTWIN_TOPIC_PREFIX");
+      ->envname("FLEETTWIN_TOPIC_PREFIX");
   app.add_option("--group", cfg.group_id, "Kafka consumer group")->envname("FLEETTWIN_GROUP");
   app.add_option("--node-id", cfg.node_id, "Node name (default: node-<hostname>)")
-    ->envname("FLEETTWIN_NODE_ID");
+      ->envname("FLEETTWIN_NODE_ID");
   app.add_option("--partitions", cfg.partitions, "Partitions per topic of the embedded Kafka")
-    ->envname("FLEETTWIN_PARTITIONS")
-    ->check(CLI::Range(1, 1024));
+      ->envname("FLEETTWIN_PARTITIONS")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--history", cfg.history, "Samples of history kept per property (0 = none)")
-    ->envname("FLEETTWIN_HISTORY")
-    ->check(CLI::Range(0, 100000));
+      ->envname("FLEETTWIN_HISTORY")
+      ->check(CLI::Range(0, 100000));
   app.add_option("--stale-after-ms", cfg.stale_after_ms,
                  "A twin not seen for this long is STALE instead of ONLINE")
-    ->envname("FLEETTWIN_STALE_AFTER_MS")
-    ->check(CLI::PositiveNumber);
+      ->envname("FLEETTWIN_STALE_AFTER_MS")
+      ->check(CLI::PositiveNumber);
   app.add_option("--passivate-after-ms", cfg.passivate_after_ms,
                  "Idle time after which a twin actor is passivated")
-    ->envname("FLEETTWIN_PASSIVATE_AFTER_MS")
-    ->check(CLI::PositiveNumber);
+      ->envname("FLEETTWIN_PASSIVATE_AFTER_MS")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-active-twins", cfg.max_active_twins,
                  "Resident twin actors per partition at most (LRU passivation)")
-    ->envname("FLEETTWIN_MAX_ACTIVE_TWINS");
+      ->envname("FLEETTWIN_MAX_ACTIVE_TWINS");
   app.add_option("--max-record-bytes", cfg.max_record_bytes,
                  "Larger telemetry records go to the dead-letter topic")
-    ->envname("FLEETTWIN_MAX_RECORD_BYTES");
+      ->envname("FLEETTWIN_MAX_RECORD_BYTES");
   app.add_option("--max-poll-records", cfg.max_poll_records, "Records taken from Kafka per poll")
-    ->envname("FLEETTWIN_MAX_POLL_RECORDS");
+      ->envname("FLEETTWIN_MAX_POLL_RECORDS");
   app.add_flag("--sync-commits,!--no-sync-commits", cfg.sync_commits,
                "fsync the RocksDB WAL on every commit (survives power loss; without it a commit "
                "survives a process crash)")
-    ->envname("FLEETTWIN_SYNC_COMMITS");
+      ->envname("FLEETTWIN_SYNC_COMMITS");
   app.add_flag("--publish-changes,!--no-publish-changes", cfg.publish_changes,
                "Publish every applied change to the twin-changes topic")
-    ->envname("FLEETTWIN_PUBLISH_CHANGES");
+      ->envname("FLEETTWIN_PUBLISH_CHANGES");
   app.add_option("--rocksdb-cache-mb", cfg.rocksdb_cache_mb, "RocksDB block cache size")
-    ->envname("FLEETTWIN_ROCKSDB_CACHE_MB");
+      ->envname("FLEETTWIN_ROCKSDB_CACHE_MB");
   app.add_option("--query-threads", cfg.query_threads, "Threads for ListTwins and GetHistory")
-    ->envname("FLEETTWIN_QUERY_THREADS")
-    ->check(CLI::Range(1, 64));
+      ->envname("FLEETTWIN_QUERY_THREADS")
+      ->check(CLI::Range(1, 64));
   app.add_option("--actor-threads", cfg.actor_threads, "CAF scheduler threads (0 = cores)")
-    ->envname("FLEETTWIN_ACTOR_THREADS");
+      ->envname("FLEETTWIN_ACTOR_THREADS");
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
-    ->envname("FLEETTWIN_LOG_LEVEL")
-    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->envname("FLEETTWIN_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_option("--bootstrap-file", cfg.bootstrap_file,
                  "Write the embedded Kafka's bootstrap address here (default: "
                  "<data-dir>/kafka.bootstrap)")
-    ->envname("FLEETTWIN_BOOTSTRAP_FILE");
+      ->envname("FLEETTWIN_BOOTSTRAP_FILE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

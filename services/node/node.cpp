@@ -5,10 +5,10 @@
 #include <future>
 #include <thread>
 
-#include <caf/all.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include "actors/core/partitioning.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
@@ -19,14 +19,13 @@ namespace {
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
 
-node::node(node_config cfg) : cfg_(std::move(cfg)) {
-}
+node::node(node_config cfg) : cfg_(std::move(cfg)) {}
 
 std::unique_ptr<node> node::start(node_config cfg, std::string& error) {
   std::unique_ptr<node> n{new node(std::move(cfg))};
@@ -107,8 +106,8 @@ bool node::init(std::string& error) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
   while (consumer_->fetch_partition_count(std::chrono::seconds{5}, error) <= 0) {
     if (std::chrono::steady_clock::now() > deadline) {
-      error = "Kafka at " + bootstrap_ + " is not reachable or has no topic " +
-              topics_.telemetry + ": " + error;
+      error = "Kafka at " + bootstrap_ + " is not reachable or has no topic " + topics_.telemetry +
+              ": " + error;
       return false;
     }
     spdlog::warn("event=waiting_for_topic topic={} error=\"{}\"", topics_.telemetry, error);
@@ -117,7 +116,7 @@ bool node::init(std::string& error) {
   error.clear();
   // gRPC.
   hub_ = std::make_shared<grpc_api::watch_hub>(
-    cfg_.stale_after_ms, [m = metrics_.get()](size_t n) { m->grpc().on_watchers(n); });
+      cfg_.stale_after_ms, [m = metrics_.get()](size_t n) { m->grpc().on_watchers(n); });
   pool_ = std::make_unique<grpc_api::query_pool>(static_cast<size_t>(cfg_.query_threads), 1024);
   twin_service_ = std::make_unique<grpc_api::twin_service>(*this, *pool_, *hub_, metrics_->grpc(),
                                                            grpc_api::service_limits{});
@@ -137,11 +136,11 @@ bool node::init(std::string& error) {
   register_scrape_gauges();
   consumer_->start(*this);
   spdlog::info(
-    "event=started node={} grpc=127.0.0.1:{} metrics={}:{} kafka={} embedded={} data_dir={} "
-    "partitions={}",
-    cfg_.node_id, grpc_port_, cfg_.metrics_address.substr(0, cfg_.metrics_address.rfind(':')),
-    metrics_->port(), bootstrap_, embedded_ != nullptr, cfg_.data_dir,
-    consumer_->partition_count());
+      "event=started node={} grpc=127.0.0.1:{} metrics={}:{} kafka={} embedded={} data_dir={} "
+      "partitions={}",
+      cfg_.node_id, grpc_port_, cfg_.metrics_address.substr(0, cfg_.metrics_address.rfind(':')),
+      metrics_->port(), bootstrap_, embedded_ != nullptr, cfg_.data_dir,
+      consumer_->partition_count());
   return true;
 }
 
@@ -161,30 +160,32 @@ void node::register_scrape_gauges() {
     return [store, field] { return std::vector<gauge_sample>{{{}, field(store->stats())}}; };
   };
   metrics_->add_scrape_gauges({
-    {"fleettwin_consumer_lag_records", "Records in the partition not yet committed",
-     per_partition([](const kafka::partition_progress& p) { return double(p.lag()); })},
-    {"fleettwin_consumer_committed_offset", "Next offset committed with the twin state",
-     per_partition([](const kafka::partition_progress& p) { return double(p.committed); })},
-    {"fleettwin_partitions_assigned", "Partitions of the telemetry topic served by this node",
-     [consumer] { return std::vector<gauge_sample>{{{}, double(consumer->progress().size())}}; }},
-    {"fleettwin_twins_stored", "Twins in the local store",
-     store_value([](const storage::store_stats& s) { return double(s.stored_twins); })},
-    {"fleettwin_rocksdb_sst_bytes", "Size of RocksDB SST files",
-     store_value([](const storage::store_stats& s) { return double(s.sst_bytes); })},
-    {"fleettwin_rocksdb_memtable_bytes", "Size of RocksDB memtables",
-     store_value([](const storage::store_stats& s) { return double(s.memtable_bytes); })},
-    {"fleettwin_rocksdb_block_cache_bytes", "RocksDB block cache usage",
-     store_value([](const storage::store_stats& s) { return double(s.block_cache_bytes); })},
-    {"fleettwin_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates to compact",
-     store_value(
-       [](const storage::store_stats& s) { return double(s.pending_compaction_bytes); })},
-    {"fleettwin_rocksdb_write_stopped", "1 while RocksDB stops writes",
-     store_value([](const storage::store_stats& s) { return s.write_stopped ? 1.0 : 0.0; })},
-    {"fleettwin_rocksdb_delayed_write_rate_bytes", "Write rate RocksDB throttles to (0 = none)",
-     store_value([](const storage::store_stats& s) { return double(s.delayed_write_rate); })},
-    {"fleettwin_rocksdb_write_stall_seconds_total", "Time writes were stalled by RocksDB",
-     store_value([](const storage::store_stats& s) { return double(s.stall_micros) / 1e6; }),
-     true},
+      {"fleettwin_consumer_lag_records", "Records in the partition not yet committed",
+       per_partition([](const kafka::partition_progress& p) { return double(p.lag()); })},
+      {"fleettwin_consumer_committed_offset", "Next offset committed with the twin state",
+       per_partition([](const kafka::partition_progress& p) { return double(p.committed); })},
+      {"fleettwin_partitions_assigned", "Partitions of the telemetry topic served by this node",
+       [consumer] {
+         return std::vector<gauge_sample>{{{}, double(consumer->progress().size())}};
+       }},
+      {"fleettwin_twins_stored", "Twins in the local store",
+       store_value([](const storage::store_stats& s) { return double(s.stored_twins); })},
+      {"fleettwin_rocksdb_sst_bytes", "Size of RocksDB SST files",
+       store_value([](const storage::store_stats& s) { return double(s.sst_bytes); })},
+      {"fleettwin_rocksdb_memtable_bytes", "Size of RocksDB memtables",
+       store_value([](const storage::store_stats& s) { return double(s.memtable_bytes); })},
+      {"fleettwin_rocksdb_block_cache_bytes", "RocksDB block cache usage",
+       store_value([](const storage::store_stats& s) { return double(s.block_cache_bytes); })},
+      {"fleettwin_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates to compact",
+       store_value(
+           [](const storage::store_stats& s) { return double(s.pending_compaction_bytes); })},
+      {"fleettwin_rocksdb_write_stopped", "1 while RocksDB stops writes",
+       store_value([](const storage::store_stats& s) { return s.write_stopped ? 1.0 : 0.0; })},
+      {"fleettwin_rocksdb_delayed_write_rate_bytes", "Write rate RocksDB throttles to (0 = none)",
+       store_value([](const storage::store_stats& s) { return double(s.delayed_write_rate); })},
+      {"fleettwin_rocksdb_write_stall_seconds_total", "Time writes were stalled by RocksDB",
+       store_value([](const storage::store_stats& s) { return double(s.stall_micros) / 1e6; }),
+       true},
   });
 }
 

@@ -8,9 +8,9 @@
 #include <shared_mutex>
 #include <string>
 
+#include <grpcpp/grpcpp.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include "actors/runtime/partition_actor.hpp"
 #include "services/grpc/twin_service.hpp"

@@ -268,8 +268,8 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
       std::lock_guard<std::mutex> guard{counts_mutex_};
       count = counts_[b.partition] + b.created_twins;
     }
-    if (auto st = batch.Put(meta_, count_key(b.partition),
-                            encode_offset(static_cast<int64_t>(count)));
+    if (auto st =
+            batch.Put(meta_, count_key(b.partition), encode_offset(static_cast<int64_t>(count)));
         !st.ok())
       return failed(st);
   }
@@ -429,16 +429,16 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
       error = describe() + ": malformed key of " + std::to_string(key.size()) + " bytes";
       return {};
     }
-    auto why = core::decode_history_segment(
-      view(it->value()), [&](std::string_view name, core::history_point& p) {
-        if (name != property)
-          return;
-        if (start_ms != 0 && p.source_time_ms < start_ms)
-          return;
-        if (end_ms != 0 && p.source_time_ms >= end_ms)
-          return;
-        points.push_back(std::move(p));
-      });
+    auto why = core::decode_history_segment(view(it->value()),
+                                            [&](std::string_view name, core::history_point& p) {
+                                              if (name != property)
+                                                return;
+                                              if (start_ms != 0 && p.source_time_ms < start_ms)
+                                                return;
+                                              if (end_ms != 0 && p.source_time_ms >= end_ms)
+                                                return;
+                                              points.push_back(std::move(p));
+                                            });
     if (why) {
       error = describe() + " is corrupt: " + *why;
       return {};

@@ -83,7 +83,7 @@ struct store_stats {
 };
 
 class rocksdb_store final : public runtime::twin_store {
- public:
+public:
   /// Opens (creating if missing) the store at `opts.path`; on failure returns
   /// null and sets `error` to a message fit for an operator.
   static std::unique_ptr<rocksdb_store> open(const store_options& opts, std::string& error);
@@ -142,7 +142,7 @@ class rocksdb_store final : public runtime::twin_store {
     return opts_.path;
   }
 
- private:
+private:
   rocksdb_store() = default;
 
   store_options opts_;

@@ -6,9 +6,9 @@
 #include <map>
 #include <sstream>
 
+#include <gtest/gtest.h>
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
-#include <gtest/gtest.h>
 
 #include "actors/core/codec.hpp"
 
@@ -317,9 +317,9 @@ TEST_F(PartitionActorTest, IdleTwinsArePassivatedAndReloadedOnDemand) {
   deliver_all();
   auto status = [&] {
     auto info = std::make_shared<partition_info>();
-    caf::anon_send(part, status_atom::value,
-                   partition_info_completion{[info](partition_info i) { *info = i; },
-                                             partition_info{-1}});
+    caf::anon_send(
+        part, status_atom::value,
+        partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
     sched->run();
     return *info;
   };
@@ -338,17 +338,16 @@ TEST_F(PartitionActorTest, LeastRecentlyUsedTwinsArePassivatedBeyondTheBound) {
   spawn_partition(2);
   for (int i = 0; i < 5; ++i) {
     now += 10;
-    caf::anon_send(part, batch_atom::value,
-                   batch(i, {{"t" + std::to_string(i), "1,100,x=1"}}));
+    caf::anon_send(part, batch_atom::value, batch(i, {{"t" + std::to_string(i), "1,100,x=1"}}));
     sched->run();
     deliver_all();
   }
   sched->trigger_timeouts();
   sched->run();
   auto info = std::make_shared<partition_info>();
-  caf::anon_send(part, status_atom::value,
-                 partition_info_completion{[info](partition_info i) { *info = i; },
-                                           partition_info{-1}});
+  caf::anon_send(
+      part, status_atom::value,
+      partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
   sched->run();
   EXPECT_EQ(info->active_twins, 2u);
   EXPECT_EQ(get("t0").twin->applied_records, 1u);  // passivated, still there

@@ -73,7 +73,7 @@ v1::TwinChange make_change(const std::string& asset, uint64_t version, double sp
 }
 
 class cli_test : public ::testing::Test {
- protected:
+protected:
   /// Runs fleettwin with --server pointing at the fake node, then `args`.
   result run(std::vector<std::string> args) {
     args.insert(args.begin(), {"--server", node.address()});

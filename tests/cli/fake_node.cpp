@@ -24,7 +24,7 @@ bool same_value(const v1::Value& a, const v1::Value& b) {
 /// Streams the configured changes, then finishes or waits for the client to cancel.
 /// Finish is called once, and never while a write is outstanding.
 class change_writer final : public grpc::ServerWriteReactor<v1::TwinChange> {
- public:
+public:
   change_writer(std::vector<v1::TwinChange> changes, bool hold_open, std::promise<void>* holding,
                 std::optional<grpc::Status> failure)
       : changes_(std::move(changes)), hold_open_(hold_open), holding_(holding) {
@@ -60,7 +60,7 @@ class change_writer final : public grpc::ServerWriteReactor<v1::TwinChange> {
     delete this;
   }
 
- private:
+private:
   void next() {
     const v1::TwinChange* change = nullptr;
     bool end = false;
@@ -108,7 +108,7 @@ class change_writer final : public grpc::ServerWriteReactor<v1::TwinChange> {
 }  // namespace
 
 class fake_node::twin_service final : public v1::TwinService::CallbackService {
- public:
+public:
   explicit twin_service(fake_node& node) : node_(node) {}
 
   grpc::ServerUnaryReactor* GetTwin(grpc::CallbackServerContext* context,
@@ -225,7 +225,7 @@ class fake_node::twin_service final : public v1::TwinService::CallbackService {
     return new change_writer(node_.changes_, node_.hold_open_, holding, node_.failure_);
   }
 
- private:
+private:
   /// Called with the node's mutex held.
   grpc::Status find(const std::string& name, v1::Twin* twin) {
     auto asset = name.substr(name.find('/') + 1);
@@ -248,7 +248,7 @@ class fake_node::twin_service final : public v1::TwinService::CallbackService {
 };
 
 class fake_node::node_service final : public v1::NodeService::CallbackService {
- public:
+public:
   explicit node_service(fake_node& node) : node_(node) {}
 
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
@@ -271,7 +271,7 @@ class fake_node::node_service final : public v1::NodeService::CallbackService {
     return reactor;
   }
 
- private:
+private:
   fake_node& node_;
 };
 

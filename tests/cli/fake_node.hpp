@@ -18,7 +18,7 @@
 namespace fleettwin::cli::test {
 
 class fake_node {
- public:
+public:
   fake_node();
   ~fake_node();
   fake_node(const fake_node&) = delete;
@@ -63,7 +63,7 @@ class fake_node {
   class twin_service;
   class node_service;
 
- private:
+private:
   mutable std::mutex mutex_;
   std::map<std::string, v1::Twin> twins_;  // by asset id, so ListTwins is ordered
   std::optional<grpc::Status> failure_;

@@ -45,7 +45,7 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds tim
 
 node_process::node_process(std::string bootstrap, std::string data_dir,
                            std::vector<std::string> extra)
-  : bootstrap_(std::move(bootstrap)), data_dir_(std::move(data_dir)), extra_(std::move(extra)) {
+    : bootstrap_(std::move(bootstrap)), data_dir_(std::move(data_dir)), extra_(std::move(extra)) {
   log_ = data_dir_ + ".log";
 }
 
@@ -154,11 +154,11 @@ void producer::send(const std::string& topic, const std::string& key, const std:
     rd_kafka_header_add(h, "content-type", -1, content_type.data(),
                         static_cast<ssize_t>(content_type.size()));
   for (;;) {
-    auto err = rd_kafka_producev(
-      static_cast<rd_kafka_t*>(rk_), RD_KAFKA_V_TOPIC(topic.c_str()),
-      RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    auto err = rd_kafka_producev(static_cast<rd_kafka_t*>(rk_), RD_KAFKA_V_TOPIC(topic.c_str()),
+                                 RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+                                 RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                                 RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
       break;
     rd_kafka_poll(static_cast<rd_kafka_t*>(rk_), 10);
@@ -201,8 +201,8 @@ std::vector<consumed_record> read_topic(const std::string& bootstrap, const std:
         const char* name;
         const void* value;
         size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
-                           RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (size_t i = 0;
+             rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
              ++i)
           r.headers[name] = std::string(static_cast<const char*>(value), size);
       }

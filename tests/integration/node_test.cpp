@@ -16,9 +16,9 @@ using grpc::StatusCode;
 namespace {
 
 std::string temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("fleettwin-" + name + "-" + std::to_string(getpid()) + "-" +
-              std::to_string(free_port()));
+  auto dir =
+      std::filesystem::temp_directory_path() /
+      ("fleettwin-" + name + "-" + std::to_string(getpid()) + "-" + std::to_string(free_port()));
   std::filesystem::create_directories(dir);
   return dir.string();
 }
@@ -151,8 +151,7 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
     grpc::ClientContext ctx;
     v1::NodeStatus status;
     return admin->GetStatus(&ctx, {}, &status).ok() &&
-           status.stored_twins() == static_cast<uint64_t>(assets) &&
-           status.partitions_size() == 4;
+           status.stored_twins() == static_cast<uint64_t>(assets) && status.partitions_size() == 4;
   }));
 
   // GetHistory: every sample, and a time range.
@@ -205,8 +204,7 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
     req.set_filter(R"(attributes.fleet = "north")");
     auto reader = twins->WatchTwins(&ctx, req);
     reader->WaitForInitialMetadata();  // the watch is registered once headers arrive
-    p.send(topics.telemetry, "veh-102",
-           telemetry("veh-102", 100, t0 + 100'000, {{"speed", 42.0}}));
+    p.send(topics.telemetry, "veh-102", telemetry("veh-102", 100, t0 + 100'000, {{"speed", 42.0}}));
     ASSERT_EQ(p.flush(), 0);
     v1::TwinChange change;
     ASSERT_TRUE(reader->Read(&change));
@@ -411,7 +409,8 @@ TEST_F(NodeTest, CliAgainstARealNode) {
   EXPECT_TRUE(eventually([&] {
     std::tie(code, out) = cli(server + " --json list --filter 'attributes.fleet = \"north\"'");
     return code == 0 && out.find("\"asset_id\":\"veh-cli\"") != std::string::npos;
-  })) << code << " " << out;
+  })) << code
+      << " " << out;
   std::tie(code, out) = cli(server + " set-desired veh-cli speed_limit=80 --expected-version 1");
   EXPECT_EQ(code, 0) << out;
   std::tie(code, out) = cli(server + " set-desired veh-cli speed_limit=90 --expected-version 1");

@@ -77,7 +77,7 @@ constexpr std::string_view readme_json =
  "metrics": {"speed": 52.4, "battery": 81.5, "odometer": 12034, "ignition": true, "gear": "D"}})";
 
 class TelemetryDecoderTest : public ::testing::Test {
- protected:
+protected:
   std::optional<error> decode(std::string_view payload, std::string_view content_type,
                               std::string_view key = "") {
     runtime::raw_record r;

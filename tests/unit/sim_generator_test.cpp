@@ -42,7 +42,7 @@ struct json {
 };
 
 class json_reader {
- public:
+public:
   explicit json_reader(std::string_view text) : in_(text) {}
 
   std::optional<json> parse() {
@@ -57,7 +57,7 @@ class json_reader {
     return v;
   }
 
- private:
+private:
   void ws() {
     while (pos_ < in_.size() && std::isspace(static_cast<unsigned char>(in_[pos_]))) {
       ++pos_;

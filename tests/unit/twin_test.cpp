@@ -278,8 +278,8 @@ TEST(Codec, TwinRoundTrip) {
   twin tw;
   limits lim;
   apply_result res;
-  auto t = make("veh-1", 7, 1000, {{"d", 1.5}, {"i", int64_t{-42}}, {"b", true},
-                                   {"s", std::string{"hello"}}});
+  auto t = make("veh-1", 7, 1000,
+                {{"d", 1.5}, {"i", int64_t{-42}}, {"b", true}, {"s", std::string{"hello"}}});
   t.attributes = {{"fleet", "north"}};
   apply_telemetry(tw, t, 2000, lim, res);
   desired_update u;
@@ -324,7 +324,9 @@ TEST(Codec, CorruptInputIsRejectedNotCrashing) {
   EXPECT_TRUE(decode_twin(junk, back));
   bytes[0] = 9;
   EXPECT_TRUE(decode_twin(bytes, back));
-  std::string huge_count = "\x01\x01" "a";
+  std::string huge_count =
+      "\x01\x01"
+      "a";
   huge_count += std::string(20, '\xff');
   EXPECT_TRUE(decode_twin(huge_count, back));
 }
@@ -340,7 +342,7 @@ TEST(Codec, HistorySegmentRoundTrip) {
   append_history_sample(seg, "odo", int64_t{-3}, 200, 8);
   std::vector<std::pair<std::string, history_point>> got;
   ASSERT_FALSE(decode_history_segment(
-    seg, [&](std::string_view n, history_point& p) { got.emplace_back(std::string{n}, p); }));
+      seg, [&](std::string_view n, history_point& p) { got.emplace_back(std::string{n}, p); }));
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].first, "speed");
   EXPECT_EQ(got[1].second.val, value{std::string{"D"}});

@@ -8,6 +8,7 @@
 // Each prints human-readable lines and a final JSON line.
 
 #include <arpa/inet.h>
+#include <jemalloc/jemalloc.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,11 +23,11 @@
 #include <iostream>
 #include <thread>
 
-#include <CLI/CLI.hpp>
-#include <caf/all.hpp>
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
 
 #include "actors/runtime/partition_actor.hpp"
 #include "fleettwin/v1/service.grpc.pb.h"
@@ -53,9 +54,17 @@ size_t rss_bytes() {
   return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
+/// Returns freed memory to the OS, as an idle node does over time (jemalloc
+/// purges dirty pages after its decay time; this does it now).
+void release_free_memory() {
+  static const std::string purge = "arena." + std::to_string(MALLCTL_ARENAS_ALL) + ".purge";
+  mallctl(purge.c_str(), nullptr, nullptr, nullptr, 0);
+  malloc_trim(0);
+}
+
 std::string temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             fmt::format("fleettwin-bench-{}-{}", name, getpid());
+  auto dir =
+      std::filesystem::temp_directory_path() / fmt::format("fleettwin-bench-{}-{}", name, getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
@@ -210,24 +219,26 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
   auto metrics = scrape_metrics(n->metrics_port());
   auto batches = metric(metrics, "fleettwin_batches_total");
   auto commit_sum = metric(metrics, "fleettwin_batch_commit_duration_seconds_sum");
-  fmt::print("node: {:.0f} batches ({:.0f} records each), {:.3f} s in RocksDB commits "
-             "({:.2f} ms each)\n",
-             batches, records / std::max(batches, 1.0), commit_sum,
-             1e3 * commit_sum / std::max(batches, 1.0));
+  fmt::print(
+      "node: {:.0f} batches ({:.0f} records each), {:.3f} s in RocksDB commits "
+      "({:.2f} ms each)\n",
+      batches, records / std::max(batches, 1.0), commit_sum,
+      1e3 * commit_sum / std::max(batches, 1.0));
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
   if (applied < records)
     throw std::runtime_error(fmt::format("node applied {} of {} records", applied, records));
   double node_rate = static_cast<double>(records) / secs;
-  fmt::print("fleettwin-node ingest (durable group commit{}): {:.0f} records/s = {:.0f}% of the "
-             "plain consumer; sst={} MiB\n",
-             publish ? ", change events published" : "", node_rate, 100 * node_rate / plain,
-             stats.sst_bytes >> 20);
   fmt::print(
-    R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
-    "\n",
-    records, assets, partitions, publish, history, plain, node_rate, node_rate / plain);
+      "fleettwin-node ingest (durable group commit{}): {:.0f} records/s = {:.0f}% of the "
+      "plain consumer; sst={} MiB\n",
+      publish ? ", change events published" : "", node_rate, 100 * node_rate / plain,
+      stats.sst_bytes >> 20);
+  fmt::print(
+      R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
+      "\n",
+      records, assets, partitions, publish, history, plain, node_rate, node_rate / plain);
   return 0;
 }
 
@@ -329,15 +340,17 @@ int run_query(uint32_t twins, double seconds, int threads) {
   std::filesystem::remove_all(dir);
   fmt::print("Ping (no-op) saturation: {:.0f} QPS (p50 {:.3f} ms, p99 {:.3f} ms)\n", p.qps,
              p.p50_ms, p.p99_ms);
-  fmt::print("GetTwin saturation:     {:.0f} QPS = {:.0f}% of no-op (p50 {:.3f} ms, p99 {:.3f} ms)\n",
-             g.qps, 100 * g.qps / p.qps, g.p50_ms, g.p99_ms);
-  fmt::print("GetTwin at half saturation ({:.0f} QPS offered, {:.0f} done): p50 {:.3f} ms, p99 "
-             "{:.3f} ms\n",
-             g.qps / 2, half.qps, half.p50_ms, half.p99_ms);
   fmt::print(
-    R"({{"bench":"query","twins":{},"threads":{},"ping_qps":{:.0f},"gettwin_qps":{:.0f},"ratio":{:.3f},"half_p50_ms":{:.3f},"half_p99_ms":{:.3f}}})"
-    "\n",
-    twins, threads, p.qps, g.qps, g.qps / p.qps, half.p50_ms, half.p99_ms);
+      "GetTwin saturation:     {:.0f} QPS = {:.0f}% of no-op (p50 {:.3f} ms, p99 {:.3f} ms)\n",
+      g.qps, 100 * g.qps / p.qps, g.p50_ms, g.p99_ms);
+  fmt::print(
+      "GetTwin at half saturation ({:.0f} QPS offered, {:.0f} done): p50 {:.3f} ms, p99 "
+      "{:.3f} ms\n",
+      g.qps / 2, half.qps, half.p50_ms, half.p99_ms);
+  fmt::print(
+      R"({{"bench":"query","twins":{},"threads":{},"ping_qps":{:.0f},"gettwin_qps":{:.0f},"ratio":{:.3f},"half_p50_ms":{:.3f},"half_p99_ms":{:.3f}}})"
+      "\n",
+      twins, threads, p.qps, g.qps, g.qps / p.qps, half.p50_ms, half.p99_ms);
   return 0;
 }
 
@@ -382,13 +395,13 @@ int run_memory(uint32_t twins, int partitions) {
       std::promise<uint64_t> pr;
       caf::anon_send(a, runtime::status_atom::value,
                      runtime::partition_info_completion{
-                       [&pr](runtime::partition_info i) { pr.set_value(i.active_twins); },
-                       runtime::partition_info{}});
+                         [&pr](runtime::partition_info i) { pr.set_value(i.active_twins); },
+                         runtime::partition_info{}});
       total += pr.get_future().get();
     }
     return total;
   };
-  malloc_trim(0);
+  release_free_memory();
   auto base = rss_bytes();
   // One record per twin, fed in batches of 10k as the consumer would.
   sim::config scfg;
@@ -430,7 +443,7 @@ int run_memory(uint32_t twins, int partitions) {
   double ingest_secs = seconds_since(start);
   // Wait until the last replies are in and every twin is resident.
   auto resident = active();
-  malloc_trim(0);
+  release_free_memory();
   auto with_active = rss_bytes();
   auto stats_active = store->stats();
   // Passivate every twin: stopping a partition passivates its twins (their
@@ -442,24 +455,26 @@ int run_memory(uint32_t twins, int partitions) {
     stopped.get_future().wait();
   }
   sys.await_all_actors_done();
-  malloc_trim(0);
+  release_free_memory();
   auto passivated = rss_bytes();
   auto stats_passive = store->stats();
   double per_active = double(with_active - base) / twins;
   double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
-  fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins,
-             ingest_secs, twins / ingest_secs);
-  fmt::print("resident memory per active twin:     {:.0f} bytes ({} actors resident; RocksDB "
-             "memtables {} MiB, block cache {} MiB)\n",
-             per_active, resident, stats_active.memtable_bytes >> 20,
-             stats_active.block_cache_bytes >> 20);
-  fmt::print("resident memory per passivated twin: {:.0f} bytes (RocksDB memtables {} MiB, block "
-             "cache {} MiB included)\n",
-             per_passive, stats_passive.memtable_bytes >> 20, stats_passive.block_cache_bytes >> 20);
+  fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins, ingest_secs,
+             twins / ingest_secs);
   fmt::print(
-    R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
-    "\n",
-    twins, per_active, per_passive);
+      "resident memory per active twin:     {:.0f} bytes ({} actors resident; RocksDB "
+      "memtables {} MiB, block cache {} MiB)\n",
+      per_active, resident, stats_active.memtable_bytes >> 20,
+      stats_active.block_cache_bytes >> 20);
+  fmt::print(
+      "resident memory per passivated twin: {:.0f} bytes (RocksDB memtables {} MiB, block "
+      "cache {} MiB included)\n",
+      per_passive, stats_passive.memtable_bytes >> 20, stats_passive.block_cache_bytes >> 20);
+  fmt::print(
+      R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
+      "\n",
+      twins, per_active, per_passive);
   store.reset();
   std::filesystem::remove_all(dir);
   return 0;
@@ -480,7 +495,7 @@ int main(int argc, char** argv) {
   ingest->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
   int history = 256;
   ingest->add_option("--history", history, "history samples kept per property")
-    ->capture_default_str();
+      ->capture_default_str();
   ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
                    "publish change events (node default)");
   uint32_t twins = 10'000;
@@ -490,7 +505,7 @@ int main(int argc, char** argv) {
   query->add_option("--twins", twins, "twins to query")->capture_default_str();
   query->add_option("--seconds", seconds, "seconds per measurement")->capture_default_str();
   query->add_option("--threads", threads, "client threads (one connection each)")
-    ->capture_default_str();
+      ->capture_default_str();
   uint32_t mem_twins = 1'000'000;
   auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
   memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();

@@ -24,7 +24,7 @@ struct global_options {
 
 /// What every command needs: stubs on one channel, the output streams, the clock.
 class session {
- public:
+public:
   session(const global_options& options, std::ostream& out, std::ostream& err,
           interrupter& interrupt, std::function<int64_t()> clock);
 
@@ -60,7 +60,7 @@ class session {
   /// Prints "error: CODE: message" and returns the matching exit code.
   int fail(const grpc::Status& status);
 
- private:
+private:
   global_options options_;
   std::ostream& out_;
   std::ostream& err_;

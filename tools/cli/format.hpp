@@ -30,13 +30,13 @@ std::string to_json(const google::protobuf::Message& message);
 /// Columns padded to their widest cell, two spaces apart. Widths persist across
 /// print() calls so that pages printed one after the other stay aligned.
 class table {
- public:
+public:
   explicit table(std::vector<std::string> header);
   void add(std::vector<std::string> row);
   /// Prints the pending rows (and the header the first time) and clears them.
   void print(std::ostream& out, const std::string& indent = "");
 
- private:
+private:
   std::vector<std::string> header_;
   std::vector<std::vector<std::string>> rows_;
   std::vector<size_t> widths_;

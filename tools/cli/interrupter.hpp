@@ -13,17 +13,17 @@ class ClientContext;
 namespace fleettwin::cli {
 
 class interrupter {
- public:
+public:
   /// Registers a call for the lifetime of the guard; cancels it at once when an
   /// interrupt already arrived.
   class guard {
-   public:
+  public:
     guard(interrupter& owner, grpc::ClientContext& context);
     ~guard();
     guard(const guard&) = delete;
     guard& operator=(const guard&) = delete;
 
-   private:
+  private:
     interrupter& owner_;
   };
 
@@ -35,7 +35,7 @@ class interrupter {
     return interrupted_.load();
   }
 
- private:
+private:
   std::mutex mutex_;
   grpc::ClientContext* active_ = nullptr;
   std::atomic<bool> interrupted_{false};

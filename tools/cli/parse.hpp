@@ -14,7 +14,7 @@ namespace fleettwin::cli {
 
 /// A mistake in the command line that CLI11 cannot see; exits with the usage code.
 class usage_error : public std::runtime_error {
- public:
+public:
   using std::runtime_error::runtime_error;
 };
 

@@ -89,7 +89,7 @@ struct record {
 };
 
 class generator {
- public:
+public:
   /// Throws std::invalid_argument when the config is inconsistent (unknown
   /// fault asset/property, malformed without count, ...).
   explicit generator(config cfg);
@@ -146,7 +146,7 @@ class generator {
   /// Records a run of `seconds` at `rate` records/s produces.
   static uint64_t records_for_duration(double seconds, double rate);
 
- private:
+private:
   struct asset_state {
     uint64_t rng = 0;
     uint64_t last_slot = UINT64_MAX;

@@ -29,7 +29,7 @@ struct producer_options {
 };
 
 class kafka_producer {
- public:
+public:
   /// Creates the producer; nullptr and `error` on a configuration error.
   static std::unique_ptr<kafka_producer> make(const producer_options& opts, size_t assets,
                                               std::string& error);
@@ -61,7 +61,7 @@ class kafka_producer {
     return counts_;
   }
 
- private:
+private:
   kafka_producer() = default;
   friend struct producer_callbacks;
 

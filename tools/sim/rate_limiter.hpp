@@ -9,7 +9,7 @@
 namespace fleettwin::sim {
 
 class token_bucket {
- public:
+public:
   using clock = std::chrono::steady_clock;
 
   /// `rate` tokens per second; at most `burst` tokens accumulate while idle.
@@ -37,7 +37,7 @@ class token_bucket {
     return tokens_;
   }
 
- private:
+private:
   static double seconds(clock::duration d) {
     return std::chrono::duration<double>(d).count();
   }
