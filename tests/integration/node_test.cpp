@@ -1,9 +1,11 @@
 // End to end through the real interfaces: Kafka in, gRPC and metrics out.
 
 #include <filesystem>
+#include <future>
 #include <set>
 #include <thread>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
 #include "harness.hpp"
@@ -268,6 +270,27 @@ TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
   v1::Twin tw;
   ASSERT_TRUE(get("veh-6", tw).ok());
   EXPECT_TRUE(tw.reported().at("on").value().bool_value());
+}
+
+TEST_F(NodeTest, HealthServiceReportsServing) {
+  // grpc.health.v1.Health/Check with an empty request; SERVING is field 1 = 1.
+  grpc::GenericStub stub{channel};
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
+  grpc::Slice empty{std::string{}};
+  grpc::ByteBuffer request{&empty, 1};
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", {}, &request, &response,
+                 [&](grpc::Status st) { done.set_value(st); });
+  auto st = done.get_future().get();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices)
+    bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
 }
 
 TEST_F(NodeTest, BadRequestsGetPreciseErrors) {
