@@ -136,6 +136,8 @@ void event_producer::publish(int32_t partition, const std::vector<core::twin_cha
   const std::string source = "fleettwin/" + opts_.node_id;
   fleettwin::v1::TwinChange msg;
   std::string payload;
+  int64_t time_ms = -1;
+  std::string time_text;
   for (size_t i = 0; i < change_count; ++i) {
     const auto& c = changes[i];
     grpc_api::to_proto(c, msg);
@@ -149,7 +151,11 @@ void event_producer::publish(int32_t partition, const std::vector<core::twin_cha
                                                      : "fleettwin.twin.desired.v1");
     add_header(h, "ce_source", source);
     add_header(h, "ce_subject", "twins/" + c.asset_id);
-    add_header(h, "ce_time", rfc3339(c.time_ms));
+    if (c.time_ms != time_ms) {  // a batch's changes share their time: format once
+      time_ms = c.time_ms;
+      time_text = rfc3339(time_ms);
+    }
+    add_header(h, "ce_time", time_text);
     produce(opts_.topics.changes, c.asset_id, payload, h, tracker);
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
