@@ -76,8 +76,8 @@ public:
                              .Register(r)
                              .Add({})),
         history_points_(BuildCounter()
-                            .Name("fleettwin_history_points_written_total")
-                            .Help("History samples written")
+                            .Name("fleettwin_history_segments_written_total")
+                            .Help("History segments written (one per twin per batch)")
                             .Register(r)
                             .Add({})),
         active_(BuildGauge()
