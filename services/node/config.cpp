@@ -76,7 +76,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e, out, err);
+    // --help and --version exit 0; every usage error exits 2.
+    return app.exit(e, out, err) == 0 ? 0 : 2;
   }
   for (const auto& kv : cfg.kafka_options) {
     if (kv.find('=') == std::string::npos || kv.front() == '=') {

@@ -135,6 +135,7 @@ bool node::init(std::string& error) {
   }
   register_scrape_gauges();
   consumer_->start(*this);
+  started_ = true;
   spdlog::info(
       "event=started node={} grpc=127.0.0.1:{} metrics={}:{} kafka={} embedded={} data_dir={} "
       "partitions={}",
@@ -212,7 +213,8 @@ void node::request_stop(int exit_code) {
 void node::shutdown() {
   if (shut_down_.exchange(true))
     return;
-  spdlog::info("event=stopping node={}", cfg_.node_id);
+  if (started_)
+    spdlog::info("event=stopping node={}", cfg_.node_id);
   if (server_)
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds{2});
   // Leaving the group revokes every partition: each finishes, commits, quits.
@@ -224,7 +226,8 @@ void node::shutdown() {
     system_->await_all_actors_done();
   }
   pool_.reset();
-  spdlog::info("event=stopped node={}", cfg_.node_id);
+  if (started_)
+    spdlog::info("event=stopped node={}", cfg_.node_id);
 }
 
 std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {

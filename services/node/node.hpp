@@ -98,6 +98,7 @@ private:
   bool stop_requested_ = false;
   int exit_code_ = 0;
   std::atomic<bool> shut_down_{false};
+  bool started_ = false;
 };
 
 }  // namespace fleettwin::node
