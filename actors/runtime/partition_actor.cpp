@@ -191,10 +191,23 @@ void start_batch(self_ptr self) {
     st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
     total += raw->records.size();
   }
-  auto decoded = std::make_shared<decoded_batch>();
+  // Reuse the previous item's records (and their string and vector capacity)
+  // once no asset actor holds them any more: decoding then allocates nothing.
+  // Items beyond spare_records get a one-off batch, so a partition keeps at
+  // most that many decoded records between items.
+  constexpr size_t spare_records = 16'384;
+  std::shared_ptr<decoded_batch> decoded;
+  if (total > spare_records) {
+    decoded = std::make_shared<decoded_batch>();
+  } else {
+    if (!st.spare || st.spare.use_count() > 1)
+      st.spare = std::make_shared<decoded_batch>();
+    decoded = st.spare;
+  }
   decoded->ingest_ms = now_ms(self);
   decoded->want_snapshots = st.cfg.listener && st.cfg.listener->wants_snapshots();
-  decoded->records.resize(total);
+  if (decoded->records.size() < total)
+    decoded->records.resize(total);
   st.groups.clear();
   size_t valid = 0;
   const auto& limits = st.cfg.assets->limits;
@@ -221,7 +234,7 @@ void start_batch(self_ptr self) {
       }
       ++valid;
     }
-  decoded->records.resize(valid);
+  // Records past `valid` are scratch: only the grouped indexes are read.
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
   item.pending = st.groups.size();

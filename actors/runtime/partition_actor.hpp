@@ -89,6 +89,8 @@ struct partition_state {
   uint64_t records_applied = 0;
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;
+  /// The decoded records of the last item, reused when nobody holds them.
+  std::shared_ptr<decoded_batch> spare;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).
   std::unordered_map<std::string_view, std::vector<uint32_t>> groups;
 
