@@ -396,6 +396,21 @@ TEST_F(NodeTest, KillNineAndRestartAppliesEveryRecordExactlyOnce) {
     EXPECT_EQ(tw.last_sequence(), static_cast<uint64_t>(per_asset)) << id;
     EXPECT_EQ(tw.stats().at("v").count(), static_cast<uint64_t>(per_asset)) << id;
   }
+  // A graceful restart resumes after the last committed record: nothing is
+  // applied again, and new records continue the count.
+  EXPECT_EQ(node->terminate(), 0);
+  start_node();
+  p.send(topics.telemetry, "m-0",
+         telemetry("m-0", per_asset + 1, 1'700'000'000'000 + per_asset + 1, {{"v", 1.0}}));
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("m-0", per_asset + 1));
+  for (int a = 0; a < assets; ++a) {
+    v1::Twin tw;
+    auto id = "m-" + std::to_string(a);
+    ASSERT_TRUE(get(id, tw).ok());
+    EXPECT_EQ(tw.applied_records(), static_cast<uint64_t>(per_asset + (a == 0 ? 1 : 0))) << id;
+    EXPECT_EQ(tw.duplicates(), 0u) << id;
+  }
   EXPECT_EQ(node->terminate(), 0);
 }
 
