@@ -333,56 +333,67 @@ decode_result read_metric_number(od::value& v, std::string_view name, core::valu
   return beyond_int64(name);
 }
 
-decode_result read_metrics(od::value& v, core::telemetry& out, size_t& n) {
+/// Walks the object `field` ("metrics" or "attributes"), calling
+/// `on_entry(name, value, type)` for each member. null counts as absent; a
+/// repeated field replaces the earlier one (`n` restarts at 0).
+template <class OnEntry>
+decode_result for_each_member(od::value& v, const char* field, size_t& n, OnEntry on_entry) {
   od::json_type t;
   if (auto e = type_of(v, t))
     return invalid_json(e);
-  n = 0;  // a repeated "metrics" field replaces the earlier one
+  n = 0;
   if (t == od::json_type::null)
     return std::nullopt;
   if (t != od::json_type::object)
-    return malformed("field \"metrics\" must be an object");
+    return malformed(std::string{"field \""} + field + "\" must be an object");
   od::object obj;
   if (auto e = v.get_object().get(obj))
     return invalid_json(e);
-  for (auto field : obj) {
+  for (auto member : obj) {
     std::string_view name;
-    if (auto e = field.unescaped_key().get(name))
+    if (auto e = member.unescaped_key().get(name))
       return invalid_json(e);
     od::value mv;
-    if (auto e = field.value().get(mv))
+    if (auto e = member.value().get(mv))
       return invalid_json(e);
     od::json_type mt;
     if (auto e = type_of(mv, mt))
       return invalid_json(e);
-    auto& slot = next_slot(out.metrics, n);
-    slot.first.assign(name.data(), name.size());
-    switch (mt) {
-      case od::json_type::number:
-        if (auto err = read_metric_number(mv, name, slot.second))
-          return err;
-        break;
-      case od::json_type::boolean: {
-        bool b = false;
-        if (mv.get_bool().get(b))  // simdjson says "wrong type" for e.g. "tru"
-          return invalid_json(trim_right(mv.raw_json_token()).starts_with('t')
-                                  ? simdjson::T_ATOM_ERROR
-                                  : simdjson::F_ATOM_ERROR);
-        slot.second.emplace<bool>(b);
-        break;
-      }
-      case od::json_type::string: {
-        std::string_view s;
-        if (auto e = mv.get_string().get(s))
-          return invalid_json(e);
-        assign_text(slot.second, s);
-        break;
-      }
-      default:
-        return malformed("metric " + quote_text(name) + " must be a number, boolean or string");
-    }
+    if (auto err = on_entry(name, mv, mt))
+      return err;
   }
   return std::nullopt;
+}
+
+decode_result read_metrics(od::value& v, core::telemetry& out, size_t& n) {
+  return for_each_member(
+      v, "metrics", n,
+      [&](std::string_view name, od::value& mv, od::json_type mt) -> decode_result {
+        auto& slot = next_slot(out.metrics, n);
+        slot.first.assign(name.data(), name.size());
+        switch (mt) {
+          case od::json_type::number:
+            return read_metric_number(mv, name, slot.second);
+          case od::json_type::boolean: {
+            bool b = false;
+            if (mv.get_bool().get(b))  // simdjson says "wrong type" for e.g. "tru"
+              return invalid_json(trim_right(mv.raw_json_token()).starts_with('t')
+                                      ? simdjson::T_ATOM_ERROR
+                                      : simdjson::F_ATOM_ERROR);
+            slot.second.emplace<bool>(b);
+            return std::nullopt;
+          }
+          case od::json_type::string: {
+            std::string_view s;
+            if (auto e = mv.get_string().get(s))
+              return invalid_json(e);
+            assign_text(slot.second, s);
+            return std::nullopt;
+          }
+          default:
+            return malformed("metric " + quote_text(name) + " must be a number, boolean or string");
+        }
+      });
 }
 
 // Attribute values are text. A number is kept exactly as written ("year":
@@ -390,43 +401,25 @@ decode_result read_metrics(od::value& v, core::telemetry& out, size_t& n) {
 // site number are common in device metadata, and no precision is lost. Other
 // types are rejected, since their text form would be a guess.
 decode_result read_attributes(od::value& v, core::telemetry& out, size_t& n) {
-  od::json_type t;
-  if (auto e = type_of(v, t))
-    return invalid_json(e);
-  n = 0;  // a repeated "attributes" field replaces the earlier one
-  if (t == od::json_type::null)
-    return std::nullopt;
-  if (t != od::json_type::object)
-    return malformed("field \"attributes\" must be an object");
-  od::object obj;
-  if (auto e = v.get_object().get(obj))
-    return invalid_json(e);
-  for (auto field : obj) {
-    std::string_view name;
-    if (auto e = field.unescaped_key().get(name))
-      return invalid_json(e);
-    od::value av;
-    if (auto e = field.value().get(av))
-      return invalid_json(e);
-    od::json_type at;
-    if (auto e = type_of(av, at))
-      return invalid_json(e);
-    std::string_view text;
-    if (at == od::json_type::string) {
-      if (auto e = av.get_string().get(text))
-        return invalid_json(e);
-    } else if (at == od::json_type::number) {
-      text = trim_right(av.raw_json_token());
-      if (!is_json_number(text))
-        return invalid_json(simdjson::NUMBER_ERROR);
-    } else {
-      return malformed("attribute " + quote_text(name) + " must be a string or a number");
-    }
-    auto& slot = next_slot(out.attributes, n);
-    slot.first.assign(name.data(), name.size());
-    slot.second.assign(text.data(), text.size());
-  }
-  return std::nullopt;
+  return for_each_member(
+      v, "attributes", n,
+      [&](std::string_view name, od::value& av, od::json_type at) -> decode_result {
+        std::string_view text;
+        if (at == od::json_type::string) {
+          if (auto e = av.get_string().get(text))
+            return invalid_json(e);
+        } else if (at == od::json_type::number) {
+          text = trim_right(av.raw_json_token());
+          if (!is_json_number(text))
+            return invalid_json(simdjson::NUMBER_ERROR);
+        } else {
+          return malformed("attribute " + quote_text(name) + " must be a string or a number");
+        }
+        auto& slot = next_slot(out.attributes, n);
+        slot.first.assign(name.data(), name.size());
+        slot.second.assign(text.data(), text.size());
+        return std::nullopt;
+      });
 }
 
 // The root must be an object; a scalar root is checked first so that text
