@@ -41,7 +41,7 @@ using partition_actor = caf::typed_actor<
     caf::reacts_to<stop_atom, std::function<void()>>,
     // Passivates idle twins (self-scheduled).
     caf::reacts_to<tick_atom>,
-    // The event sink acknowledged the outputs of work item N (internal).
-    caf::reacts_to<delivered_atom, uint64_t, bool, std::string>>;
+    // The event sink made the outputs of work item N durable (internal).
+    caf::reacts_to<delivered_atom, uint64_t, publish_result>>;
 
 }  // namespace fleettwin::runtime

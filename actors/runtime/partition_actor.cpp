@@ -81,7 +81,8 @@ void finish_item(self_ptr self) {
 }
 
 /// The commit is durable: notify, acknowledge, answer, move on.
-void committed(self_ptr self, double seconds, size_t twins, size_t history) {
+void committed(self_ptr self, double seconds, size_t twins, size_t history,
+               std::optional<int64_t> changelog) {
   auto& st = self->state;
   auto& item = *st.current;
   st.cfg.probe->on_commit(seconds, twins, history);
@@ -91,7 +92,7 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history) {
     st.next_offset = item.raws.back()->next_offset;
     st.records_applied += item.applied;
     if (st.cfg.on_committed)
-      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raws.size());
+      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raws.size(), changelog);
   }
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
@@ -102,8 +103,9 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history) {
 void commit(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
+  const auto changelog = item.commit.changelog_offset;
   if (item.commit.twins.empty() && !item.commit.next_offset) {
-    committed(self, 0, 0, 0);
+    committed(self, 0, 0, 0, changelog);
     return;
   }
   auto started = std::chrono::steady_clock::now();
@@ -112,7 +114,7 @@ void commit(self_ptr self) {
   auto history = item.commit.history.size();
   self->request(st.committer, caf::infinite, commit_atom::value, std::move(item.commit))
       .then(
-          [self, id, started, twins, history](std::string& err) {
+          [self, id, started, twins, history, changelog](std::string& err) {
             auto& st = self->state;
             if (!st.current || st.current->id != id)
               return;
@@ -126,24 +128,29 @@ void commit(self_ptr self) {
             }
             auto secs =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            committed(self, secs, twins, history);
+            committed(self, secs, twins, history, changelog);
           },
           [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
 }
 
-/// Every asset replied: publish outputs, then commit once Kafka has them
-/// (at-least-once outputs; state and offsets stay exactly-once locally).
+/// Every asset replied: hand the outputs to Kafka, then commit locally once
+/// they are durable there (acknowledged, or committed in a transaction with
+/// the input offset), so the local store never runs ahead of Kafka.
 void publish(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
-  if (!st.cfg.sink || (item.changes.empty() && item.rejects.empty())) {
+  if (!st.cfg.sink) {
     commit(self);
     return;
   }
+  // An item without input (a desired update) still carries the partition's
+  // offset: a transaction then also fences a zombie owner of the partition.
+  if (!item.commit.next_offset && st.next_offset >= 0)
+    item.commit.next_offset = st.next_offset;
   auto handle = caf::actor_cast<partition_actor>(self);
-  st.cfg.sink->publish(st.cfg.partition, item.changes, item.rejects,
-                       [handle, id = item.id](bool ok, std::string error) {
-                         caf::anon_send(handle, delivered_atom::value, id, ok, std::move(error));
+  st.cfg.sink->publish(item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit},
+                       [handle, id = item.id](publish_result r) {
+                         caf::anon_send(handle, delivered_atom::value, id, std::move(r));
                        });
 }
 
@@ -391,7 +398,9 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
                      ? self->spawn<caf::linked + caf::detached>(committer, st.cfg.store)
                      : self->spawn<caf::linked>(committer, st.cfg.store);
   st.decoder = st.cfg.make_decoder ? st.cfg.make_decoder() : nullptr;
-  if (auto off = st.cfg.store->load_offset(st.cfg.partition))
+  if (st.cfg.initial_offset)
+    st.next_offset = *st.cfg.initial_offset;
+  else if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
@@ -438,14 +447,20 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         passivate_idle(self);
         self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
       },
-      [self](delivered_atom, uint64_t id, bool ok, std::string& error) {
+      [self](delivered_atom, uint64_t id, publish_result& r) {
         auto& st = self->state;
         if (!st.current || st.current->id != id)
           return;
-        if (!ok) {
-          fail(self, "publishing outputs failed: " + error);
+        if (!r.ok) {
+          if (st.current->desired)
+            st.current->desired->done(
+                twin_reply{query_error::unavailable,
+                           "publishing the update failed: " + r.error + "; retry",
+                           {}});
+          fail(self, "publishing outputs failed: " + r.error);
           return;
         }
+        st.current->commit.changelog_offset = r.changelog_offset;
         commit(self);
       },
   };

@@ -30,15 +30,20 @@ struct partition_config {
   /// Upper bound of resident twins; the least recently used are passivated.
   size_t max_active_twins = 1'000'000;
   std::shared_ptr<twin_store> store;
+  /// Where consumption resumes when Kafka, not the store, holds the offsets
+  /// (exactly-once); unset: the offset committed in the store.
+  std::optional<int64_t> initial_offset;
   /// Run the committer on its own thread (false in deterministic tests).
   bool detached_committer = true;
   std::shared_ptr<event_sink> sink;  // may be null: no outputs
   std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
   std::shared_ptr<change_listener> listener;  // may be null
   std::shared_ptr<ingest_probe> probe = std::make_shared<ingest_probe>();
-  /// Called after each commit with the consumed batches it covered (from the
-  /// actor's thread).
-  std::function<void(int32_t partition, int64_t next_offset, size_t batches)> on_committed;
+  /// Called after each commit with the consumed batches it covered and the
+  /// changelog position reached, if any (from the actor's thread).
+  std::function<void(int32_t partition, int64_t next_offset, size_t batches,
+                     std::optional<int64_t> changelog)>
+      on_committed;
   /// Queued batches are coalesced into one work item up to this many records,
   /// so that a commit's fixed latency is paid once for all of them.
   size_t max_item_records = 50'000;

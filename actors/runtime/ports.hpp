@@ -72,6 +72,9 @@ struct commit_batch {
   std::vector<history_write> history;
   /// Next offset to consume; nullopt when the commit carries no records.
   std::optional<int64_t> next_offset;
+  /// Next offset of the changelog partition once these changes are in it;
+  /// nullopt when no changelog is kept (or nothing was written to it).
+  std::optional<int64_t> changelog_offset;
   /// Twins that exist since this commit (the store keeps an exact count).
   uint32_t created_twins = 0;
 };
@@ -89,14 +92,32 @@ public:
   virtual std::optional<int64_t> load_offset(int32_t partition) = 0;
 };
 
-/// Publishes change events and dead letters; calls `delivered(ok)` once every
-/// record of the call is acknowledged by Kafka (or failed).
+/// What one work item of a partition hands to Kafka.
+struct item_outputs {
+  int32_t partition = 0;
+  const std::vector<core::twin_change>& changes;
+  const std::vector<rejected_record>& rejects;
+  /// The twin states and history segments the item changed (for the
+  /// changelog) and the input offset it consumed up to.
+  const commit_batch& state;
+};
+
+/// How publishing one item's outputs ended.
+struct publish_result {
+  bool ok = true;
+  std::string error;
+  /// Next offset of the item's changelog partition after its records.
+  std::optional<int64_t> changelog_offset;
+};
+
+/// Publishes change events, dead letters and the changelog. `done` is called
+/// once, when the outputs are durable in Kafka: acknowledged (at-least-once)
+/// or committed in a transaction together with the input offset
+/// (exactly-once), or when that failed.
 class event_sink {
 public:
   virtual ~event_sink() = default;
-  virtual void publish(int32_t partition, const std::vector<core::twin_change>& changes,
-                       const std::vector<rejected_record>& rejects,
-                       std::function<void(bool ok, std::string error)> delivered) = 0;
+  virtual void publish(const item_outputs& out, std::function<void(publish_result)> done) = 0;
 };
 
 /// Receives committed changes for WatchTwins streams. Called from partition

@@ -28,6 +28,8 @@ std::unique_ptr<embedded_kafka> embedded_kafka::start(int brokers, int partition
        {&topics.telemetry, &topics.changes, &topics.state, &topics.alerts, &topics.dlq})
     if (!k->create_topic(*name, partitions, error))
       return nullptr;
+  if (!k->create_topic(topics.members, 1, error))
+    return nullptr;
   return k;
 }
 

@@ -1,39 +1,75 @@
 #include "services/kafka/event_producer.hpp"
 
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
-#include <mutex>
+
+#include <spdlog/spdlog.h>
 
 #include "fleettwin/v1/twin.pb.h"
 #include "services/grpc/convert.hpp"
 
 namespace fleettwin::kafka {
 
-namespace {
+/// One publish call: its records, encoded on the caller's thread, and how
+/// their delivery went.
+struct event_producer::item {
+  struct message {
+    const std::string* topic = nullptr;
+    int32_t partition = RD_KAFKA_PARTITION_UA;
+    std::string key;
+    std::string value;
+    rd_kafka_headers_t* headers = nullptr;  // owned until produced
+    bool changelog = false;
+  };
 
-/// Counts the outstanding records of one publish call; deletes itself after
-/// the last delivery report.
-struct delivery_tracker {
-  std::atomic<size_t> remaining{1};  // +1 held by publish() until all are queued
+  ~item() {
+    for (auto& m : messages)
+      if (m.headers)
+        rd_kafka_headers_destroy(m.headers);
+  }
+
+  void fail(std::string_view why) {
+    std::lock_guard<std::mutex> guard{mutex};
+    if (error.empty())
+      error = why;
+  }
+
+  runtime::publish_result result() {
+    runtime::publish_result r;
+    std::lock_guard<std::mutex> guard{mutex};
+    r.ok = error.empty();
+    r.error = error;
+    if (auto last = changelog_last.load(); last >= 0)
+      r.changelog_offset = last + 1;
+    return r;
+  }
+
+  event_producer* owner = nullptr;
+  int32_t partition = 0;
+  std::optional<int64_t> next_offset;
+  std::vector<message> messages;
+  std::function<void(runtime::publish_result)> done;
+  /// Delivery reports outstanding (+1 held while producing, at-least-once).
+  std::atomic<size_t> remaining{0};
+  std::atomic<int64_t> changelog_last{-1};
   std::mutex mutex;
   std::string error;
-  std::function<void(bool, std::string)> done;
-
-  void settle(rd_kafka_resp_err_t err) {
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      std::lock_guard<std::mutex> guard{mutex};
-      if (error.empty())
-        error = rd_kafka_err2str(err);
-    }
-    if (remaining.fetch_sub(1) == 1) {
-      done(error.empty(), error);
-      delete this;
-    }
-  }
 };
 
-void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
-  if (msg->_private)
-    static_cast<delivery_tracker*>(msg->_private)->settle(msg->err);
+namespace {
+
+using item = event_producer::item;
+
+/// Changelog messages carry a tagged pointer to their item (items are
+/// aligned, so the low bit is free): their offsets are reported.
+void* opaque_of(item* it, bool changelog) {
+  return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(it) | (changelog ? 1 : 0));
+}
+
+std::pair<item*, bool> item_of(void* opaque) {
+  auto bits = reinterpret_cast<uintptr_t>(opaque);
+  return {reinterpret_cast<item*>(bits & ~uintptr_t{1}), (bits & 1) != 0};
 }
 
 std::string rfc3339(int64_t ms) {
@@ -51,9 +87,56 @@ void add_header(rd_kafka_headers_t* h, const char* name, std::string_view value)
   rd_kafka_header_add(h, name, -1, value.data(), static_cast<ssize_t>(value.size()));
 }
 
+rd_kafka_headers_t* content_type(std::string_view type) {
+  auto* h = rd_kafka_headers_new(1);
+  add_header(h, "content-type", type);
+  return h;
+}
+
+std::string be64(int64_t x) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>(static_cast<uint64_t>(x) >> (8 * (7 - i)));
+  return out;
+}
+
+std::string error_text(rd_kafka_error_t* e) {
+  std::string s = rd_kafka_error_string(e);
+  rd_kafka_error_destroy(e);
+  return s;
+}
+
 }  // namespace
 
 event_producer::event_producer(producer_options opts) : opts_(std::move(opts)) {}
+
+void event_producer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
+  if (!msg->_private)
+    return;
+  auto [it, changelog] = item_of(msg->_private);
+  if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    it->fail(rd_kafka_err2str(msg->err));
+  } else if (changelog) {
+    auto last = it->changelog_last.load();
+    while (msg->offset > last && !it->changelog_last.compare_exchange_weak(last, msg->offset)) {
+    }
+  }
+  // Exactly-once items are completed by their transaction's commit.
+  if (it->owner->transactional())
+    it->remaining.fetch_sub(1);
+  else
+    it->owner->settle(it);
+}
+
+void event_producer::settle(item* it) {
+  if (it->remaining.fetch_sub(1) != 1)
+    return;
+  it->done(it->result());
+  delete it;
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (--pending_ == 0)
+    drained_.notify_all();
+}
 
 std::unique_ptr<event_producer> event_producer::create(producer_options opts, std::string& error) {
   std::map<std::string, std::string> settings{
@@ -68,6 +151,10 @@ std::unique_ptr<event_producer> event_producer::create(producer_options opts, st
       {"compression.type", "lz4"},
       {"partitioner", "murmur2_random"},
   };
+  if (!opts.transactional_id.empty()) {
+    settings["transactional.id"] = opts.transactional_id;
+    settings["transaction.timeout.ms"] = std::to_string(opts.transaction_timeout.count());
+  }
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
   auto* conf = make_conf(settings, error);
@@ -83,16 +170,42 @@ std::unique_ptr<event_producer> event_producer::create(producer_options opts, st
     return nullptr;
   }
   p->poller_ = std::thread{[raw = p.get()] {
-    while (!raw->stop_.load(std::memory_order_relaxed))
+    while (!raw->poll_stop_.load(std::memory_order_relaxed))
       rd_kafka_poll(raw->rk_.get(), 50);
   }};
+  if (p->transactional() && !p->init_transactions(error))
+    return nullptr;
+  p->output_ = std::thread{[raw = p.get()] { raw->run(); }};
   return p;
 }
 
+bool event_producer::init_transactions(std::string& error) {
+  // Fences an earlier incarnation of this node (same transactional id) and
+  // aborts what it left open.
+  auto timeout = static_cast<int>(std::max<int64_t>(opts_.transaction_timeout.count() * 3, 30'000));
+  if (auto* e = rd_kafka_init_transactions(rk_.get(), timeout)) {
+    error = "cannot initialise Kafka transactions (transactional.id " + opts_.transactional_id +
+            "): " + error_text(e);
+    return false;
+  }
+  if (auto* e = rd_kafka_begin_transaction(rk_.get())) {
+    error = "cannot begin a Kafka transaction: " + error_text(e);
+    return false;
+  }
+  return true;
+}
+
 event_producer::~event_producer() {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (output_.joinable())
+    output_.join();
   if (rk_)
     rd_kafka_flush(rk_.get(), 10'000);
-  stop_ = true;
+  poll_stop_ = true;
   if (poller_.joinable())
     poller_.join();
   if (rk_)
@@ -100,49 +213,39 @@ event_producer::~event_producer() {
 }
 
 bool event_producer::flush(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock{mutex_};
+  if (!drained_.wait_for(lock, timeout, [this] { return pending_ == 0; }))
+    return false;
+  lock.unlock();
   return rd_kafka_flush(rk_.get(), static_cast<int>(timeout.count())) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-void event_producer::produce(const std::string& topic, std::string_view key, std::string_view value,
-                             rd_kafka_headers_t* headers, void* opaque) {
-  for (;;) {
-    auto err =
-        rd_kafka_producev(rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
-                          RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-                          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
-                          RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-      return;
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-      // Backpressure from librdkafka: the poller thread drains deliveries.
-      std::this_thread::sleep_for(std::chrono::milliseconds{1});
-      continue;
-    }
-    rd_kafka_headers_destroy(headers);
-    if (opaque)
-      static_cast<delivery_tracker*>(opaque)->settle(err);
-    return;
-  }
-}
+void event_producer::publish(const runtime::item_outputs& out,
+                             std::function<void(runtime::publish_result)> done) {
+  auto it = std::make_unique<item>();
+  it->owner = this;
+  it->partition = out.partition;
+  it->next_offset = out.state.next_offset;
+  it->done = std::move(done);
+  auto& msgs = it->messages;
+  const size_t change_count = opts_.publish_changes ? out.changes.size() : 0;
+  size_t state_count = 0;
+  if (opts_.changelog)
+    state_count = out.state.twins.size() + out.state.history.size() + (it->next_offset ? 1 : 0);
+  msgs.reserve(change_count + state_count + out.rejects.size());
 
-void event_producer::publish(int32_t partition, const std::vector<core::twin_change>& changes,
-                             const std::vector<runtime::rejected_record>& rejects,
-                             std::function<void(bool ok, std::string error)> delivered) {
-  auto* tracker = new delivery_tracker;
-  tracker->done = std::move(delivered);
-  const size_t change_count = opts_.publish_changes ? changes.size() : 0;
-  tracker->remaining += change_count + rejects.size();
   const std::string source = "fleettwin/" + opts_.node_id;
-  fleettwin::v1::TwinChange msg;
-  std::string payload;
+  fleettwin::v1::TwinChange proto;
   int64_t time_ms = -1;
   std::string time_text;
   for (size_t i = 0; i < change_count; ++i) {
-    const auto& c = changes[i];
-    grpc_api::to_proto(c, msg);
-    msg.SerializeToString(&payload);
-    auto* h = rd_kafka_headers_new(8);
+    const auto& c = out.changes[i];
+    auto& m = msgs.emplace_back();
+    m.topic = &opts_.topics.changes;
+    m.key = c.asset_id;
+    grpc_api::to_proto(c, proto);
+    proto.SerializeToString(&m.value);
+    auto* h = m.headers = rd_kafka_headers_new(8);
     add_header(h, "content-type", "application/x-protobuf");
     add_header(h, "ce_specversion", "1.0");
     add_header(h, "ce_id", c.asset_id + "/" + std::to_string(c.version));
@@ -156,29 +259,245 @@ void event_producer::publish(int32_t partition, const std::vector<core::twin_cha
       time_text = rfc3339(time_ms);
     }
     add_header(h, "ce_time", time_text);
-    produce(opts_.topics.changes, c.asset_id, payload, h, tracker);
+  }
+  if (opts_.changelog) {
+    auto changelog = [&](std::string key, const std::string& value, std::string_view type) {
+      auto& m = msgs.emplace_back();
+      m.topic = &opts_.topics.state;
+      m.partition = out.partition;
+      m.key = std::move(key);
+      m.value = value;
+      m.headers = content_type(type);
+      m.changelog = true;
+    };
+    for (const auto& [id, bytes] : out.state.twins)
+      changelog(id, bytes, "application/vnd.fleettwin.twin-state.v1");
+    for (const auto& h : out.state.history) {
+      std::string key = h.asset_id;
+      key.push_back('\0');
+      key += be64(h.slot).substr(4);
+      changelog(std::move(key), h.segment, "application/vnd.fleettwin.history-segment.v1");
+    }
+    if (it->next_offset)
+      changelog(changelog_checkpoint_key, be64(*it->next_offset),
+                "application/vnd.fleettwin.input-offset.v1");
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  for (const auto& r : rejects) {
-    auto* h = rd_kafka_headers_new(10);
+  for (const auto& r : out.rejects) {
+    auto& m = msgs.emplace_back();
+    m.topic = &opts_.topics.dlq;
+    m.key = r.record.key;
+    auto* h = m.headers = rd_kafka_headers_new(10);
     std::string_view value = r.record.payload;
     if (value.size() > opts_.dlq_max_payload) {
       add_header(h, "fleettwin-dlq-truncated-from", std::to_string(value.size()));
       value = value.substr(0, opts_.dlq_max_payload);
     }
+    m.value = value;
     if (!r.record.content_type.empty())
       add_header(h, "content-type", r.record.content_type);
     add_header(h, "fleettwin-dlq-reason", r.reason);
     add_header(h, "fleettwin-dlq-code", r.code);
     add_header(h, "fleettwin-dlq-topic", opts_.topics.telemetry);
-    add_header(h, "fleettwin-dlq-partition", std::to_string(partition));
+    add_header(h, "fleettwin-dlq-partition", std::to_string(out.partition));
     add_header(h, "fleettwin-dlq-offset", std::to_string(r.record.offset));
     add_header(h, "fleettwin-dlq-time", rfc3339(now_ms));
-    produce(opts_.topics.dlq, r.record.key, value, h, tracker);
   }
-  tracker->settle(RD_KAFKA_RESP_ERR_NO_ERROR);  // releases publish()'s own hold
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    ++pending_;
+    queue_.push_back(std::move(it));
+  }
+  wake_.notify_one();
+}
+
+void event_producer::produce_item(item& it) {
+  it.remaining = it.messages.size() + (transactional() ? 0 : 1);
+  for (auto& m : it.messages) {
+    if (fatal_) {
+      it.fail(fatal_error_);
+      it.remaining.fetch_sub(1);
+      continue;
+    }
+    for (;;) {
+      auto err = rd_kafka_producev(
+          rk_.get(), RD_KAFKA_V_TOPIC(m.topic->c_str()), RD_KAFKA_V_PARTITION(m.partition),
+          RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
+          RD_KAFKA_V_VALUE(m.value.data(), m.value.size()),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(m.headers),
+          RD_KAFKA_V_OPAQUE(opaque_of(&it, m.changelog)), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        m.headers = nullptr;  // librdkafka owns them now
+        break;
+      }
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        // Backpressure on this thread only (never an actor's): serve
+        // delivery reports until the queue has room.
+        rd_kafka_poll(rk_.get(), 10);
+        continue;
+      }
+      it.fail(std::string{"producing to "} + *m.topic + ": " + rd_kafka_err2str(err));
+      it.remaining.fetch_sub(1);
+      break;
+    }
+  }
+  // The keys and values were copied; keep only what reports need.
+  it.messages.clear();
+  it.messages.shrink_to_fit();
+}
+
+void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
+                            const std::string& error) {
+  // Delivery reports of a committed transaction are served by the flush it
+  // includes; wait for stragglers before the items go away.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+  for (auto& it : items)
+    while (it->remaining.load() > 0 && std::chrono::steady_clock::now() < deadline)
+      rd_kafka_poll(rk_.get(), 10);
+  for (auto& it : items) {
+    if (!ok)
+      it->fail(error);
+    it->done(it->result());
+  }
+  size_t n = items.size();
+  items.clear();
+  std::lock_guard<std::mutex> guard{mutex_};
+  pending_ -= n;
+  if (pending_ == 0)
+    drained_.notify_all();
+}
+
+void event_producer::become_fatal(const std::string& why) {
+  if (fatal_)
+    return;
+  fatal_ = true;
+  fatal_error_ = why;
+  spdlog::critical("event=producer_fatal transactional_id={} error=\"{}\"", opts_.transactional_id,
+                   why);
+  if (opts_.on_fatal)
+    opts_.on_fatal(why);
+}
+
+void event_producer::commit_transaction() {
+  const int timeout = static_cast<int>(opts_.transaction_timeout.count());
+  std::string failure;
+  for (auto& it : in_transaction_) {
+    std::lock_guard<std::mutex> guard{it->mutex};
+    if (!it->error.empty()) {
+      failure = it->error;
+      break;
+    }
+  }
+  rd_kafka_error_t* e = nullptr;
+  if (failure.empty() && !fatal_) {
+    // Every record delivered first, so that the changelog positions are
+    // known: they are committed as the input offsets' metadata, which tells
+    // a restore how far the committed state reaches.
+    if (auto err = rd_kafka_flush(rk_.get(), timeout); err != RD_KAFKA_RESP_ERR_NO_ERROR)
+      failure = std::string{"flushing the transaction: "} + rd_kafka_err2str(err);
+    // The input offsets of every item, per partition: the furthest wins.
+    std::map<int32_t, std::pair<int64_t, int64_t>> offsets;  // input, changelog
+    for (auto& it : in_transaction_)
+      if (it->next_offset) {
+        auto& [input, changelog] = offsets.try_emplace(it->partition, -1, -1).first->second;
+        input = std::max(input, *it->next_offset);
+        changelog = std::max(changelog, it->changelog_last.load() + 1);
+      }
+    for (auto& it : in_transaction_) {
+      std::lock_guard<std::mutex> guard{it->mutex};
+      if (!it->error.empty() && failure.empty())
+        failure = it->error;
+    }
+    if (!offsets.empty() && failure.empty()) {
+      auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
+      for (auto& [p, o] : offsets) {
+        auto* tp = rd_kafka_topic_partition_list_add(list, opts_.topics.telemetry.c_str(), p);
+        tp->offset = o.first;
+        if (o.second > 0) {
+          // Freed with the list.
+          auto meta = changelog_metadata(o.second);
+          tp->metadata = std::malloc(meta.size());
+          std::memcpy(tp->metadata, meta.data(), meta.size());
+          tp->metadata_size = meta.size();
+        }
+      }
+      auto* cgmd = opts_.group_metadata ? opts_.group_metadata() : nullptr;
+      if (!cgmd) {
+        failure = "no consumer group metadata to commit input offsets with";
+      } else {
+        e = rd_kafka_send_offsets_to_transaction(rk_.get(), list, cgmd, timeout);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+      }
+      rd_kafka_topic_partition_list_destroy(list);
+    }
+    if (!e && failure.empty())
+      e = rd_kafka_commit_transaction(rk_.get(), timeout);
+  } else if (fatal_) {
+    failure = fatal_error_;
+  }
+  if (!e && failure.empty()) {
+    commits_.fetch_add(1);
+    finish(in_transaction_, true, {});
+  } else {
+    bool fatal = fatal_;
+    if (e) {
+      fatal = fatal || rd_kafka_error_is_fatal(e) || !rd_kafka_error_txn_requires_abort(e);
+      failure = rd_kafka_error_string(e);
+      rd_kafka_error_destroy(e);
+    }
+    spdlog::error("event=transaction_failed error=\"{}\" fatal={}", failure, fatal);
+    if (!fatal) {
+      if (auto* a = rd_kafka_abort_transaction(rk_.get(), timeout)) {
+        failure += "; abort failed: " + error_text(a);
+        fatal = true;
+      }
+    }
+    aborts_.fetch_add(1);
+    if (fatal)
+      become_fatal("transaction failed: " + failure);
+    finish(in_transaction_, false, "transaction aborted: " + failure);
+  }
+  if (!fatal_) {
+    if (auto* b = rd_kafka_begin_transaction(rk_.get()))
+      become_fatal("cannot begin a Kafka transaction: " + error_text(b));
+  }
+}
+
+void event_producer::run() {
+  std::unique_lock<std::mutex> lock{mutex_};
+  for (;;) {
+    if (queue_.empty() && !stop_) {
+      if (in_transaction_.empty())
+        wake_.wait(lock, [this] { return !queue_.empty() || stop_; });
+      else
+        wake_.wait_until(lock, transaction_started_ + opts_.commit_interval,
+                         [this] { return !queue_.empty() || stop_; });
+    }
+    auto batch = std::move(queue_);
+    queue_.clear();
+    const bool stopping = stop_;
+    lock.unlock();
+    for (auto& it : batch) {
+      produce_item(*it);
+      if (transactional()) {
+        if (in_transaction_.empty())
+          transaction_started_ = std::chrono::steady_clock::now();
+        in_transaction_.push_back(std::move(it));
+      } else {
+        // The hold taken in produce_item: the last delivery report (or this
+        // release) completes and deletes the item.
+        settle(it.release());
+      }
+    }
+    if (!in_transaction_.empty() && (stopping || std::chrono::steady_clock::now() >=
+                                                     transaction_started_ + opts_.commit_interval))
+      commit_transaction();
+    lock.lock();
+    if (stopping && queue_.empty() && in_transaction_.empty())
+      return;
+  }
 }
 
 }  // namespace fleettwin::kafka

@@ -9,7 +9,31 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   t.state = prefix + ".twin-state";
   t.alerts = prefix + ".alerts";
   t.dlq = prefix + ".telemetry.dlq";
+  t.members = prefix + ".members";
   return t;
+}
+
+namespace {
+constexpr std::string_view changelog_prefix = "fleettwin:changelog=";
+}
+
+std::string changelog_metadata(int64_t changelog_offset) {
+  return std::string{changelog_prefix} + std::to_string(changelog_offset);
+}
+
+std::optional<int64_t> parse_changelog_metadata(std::string_view metadata) {
+  if (metadata.substr(0, changelog_prefix.size()) != changelog_prefix)
+    return std::nullopt;
+  auto digits = metadata.substr(changelog_prefix.size());
+  if (digits.empty() || digits.size() > 18)
+    return std::nullopt;
+  int64_t x = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    x = x * 10 + (c - '0');
+  }
+  return x;
 }
 
 rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings, std::string& error) {

@@ -2,7 +2,9 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <librdkafka/rdkafka.h>
 
@@ -15,9 +17,16 @@ struct topic_names {
   std::string state = "fleettwin.twin-state";
   std::string alerts = "fleettwin.alerts";
   std::string dlq = "fleettwin.telemetry.dlq";
+  /// Compacted, one partition: each node's endpoints and partitions.
+  std::string members = "fleettwin.members";
 
   static topic_names with_prefix(const std::string& prefix);
 };
+
+/// Metadata committed with a group's input offset: the changelog position
+/// the committed state reaches, so a restore knows when it is complete.
+std::string changelog_metadata(int64_t changelog_offset);
+std::optional<int64_t> parse_changelog_metadata(std::string_view metadata);
 
 /// Builds an rd_kafka_conf_t from key/value pairs; returns nullptr and sets
 /// `error` when librdkafka rejects a setting.

@@ -1,5 +1,6 @@
 #include "services/kafka/telemetry_consumer.hpp"
 
+#include <cstdlib>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -112,14 +113,53 @@ void telemetry_consumer::stop() {
   thread_.join();
 }
 
-void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, size_t batches) {
+void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, size_t batches,
+                                     std::optional<int64_t> changelog) {
   {
     std::lock_guard<std::mutex> guard{mutex_};
-    acks_.push_back({partition, next_offset, batches});
+    acks_.push_back({partition, next_offset, batches, changelog});
   }
   // Wake a blocked poll so that a paused partition resumes without delay.
   if (auto* q = queue_.load())
     rd_kafka_queue_yield(q);
+}
+
+void telemetry_consumer::resume(int32_t partition, int64_t offset) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    resumes_.emplace_back(partition, offset);
+  }
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
+}
+
+std::optional<committed_position> telemetry_consumer::committed(int32_t partition,
+                                                                std::chrono::milliseconds timeout,
+                                                                std::string& error) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), partition);
+  auto err = rd_kafka_committed(rk_.get(), list, static_cast<int>(timeout.count()));
+  std::optional<committed_position> out;
+  const auto& tp = list->elems[0];
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    err = tp.err;
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = std::string{"committed offset of partition "} + std::to_string(partition) + ": " +
+            rd_kafka_err2str(err);
+  } else {
+    out.emplace();
+    if (tp.offset >= 0)
+      out->offset = tp.offset;
+    if (tp.metadata && tp.metadata_size > 0)
+      out->changelog =
+          parse_changelog_metadata({static_cast<const char*>(tp.metadata), tp.metadata_size});
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return out;
+}
+
+rd_kafka_consumer_group_metadata_t* telemetry_consumer::group_metadata() {
+  return rd_kafka_consumer_group_metadata(rk_.get());
 }
 
 std::vector<partition_progress> telemetry_consumer::progress() const {
@@ -143,18 +183,27 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
                                    rd_kafka_topic_partition_list_t* parts) {
   const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk_.get()), "COOPERATIVE") == 0;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    auto* hold = rd_kafka_topic_partition_list_new(parts->cnt);
     for (int i = 0; i < parts->cnt; ++i) {
       auto& tp = parts->elems[i];
-      auto resume = host_->on_assigned(tp.partition);
-      tp.offset = resume ? *resume : RD_KAFKA_OFFSET_BEGINNING;
+      auto a = host_->on_assigned(tp.partition);
+      // A held partition gets its offset when it resumes.
+      tp.offset = a.paused ? RD_KAFKA_OFFSET_END : a.offset.value_or(RD_KAFKA_OFFSET_BEGINNING);
       {
         std::lock_guard<std::mutex> guard{mutex_};
-        progress_[tp.partition] = partition_progress{tp.partition, resume.value_or(0), -1};
+        partition_progress prog{tp.partition, a.offset.value_or(0), -1};
+        prog.restoring = a.paused;
+        progress_[tp.partition] = prog;
       }
       inflight_[tp.partition] = 0;
-      paused_[tp.partition] = false;
-      spdlog::info("event=partition_assigned partition={} resume_offset={}", tp.partition,
-                   resume ? std::to_string(*resume) : "beginning");
+      paused_[tp.partition] = a.paused;
+      if (a.paused) {
+        restoring_.insert(tp.partition);
+        rd_kafka_topic_partition_list_add(hold, opts_.topic.c_str(), tp.partition);
+      }
+      spdlog::info(
+          "event=partition_assigned partition={} resume_offset={}", tp.partition,
+          a.paused ? "after restore" : (a.offset ? std::to_string(*a.offset) : "beginning"));
     }
     rd_kafka_error_t* e = nullptr;
     if (cooperative)
@@ -165,6 +214,9 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       spdlog::error("event=assign_failed error=\"{}\"", rd_kafka_error_string(e));
       rd_kafka_error_destroy(e);
     }
+    if (hold->cnt > 0)
+      rd_kafka_pause_partitions(rk_.get(), hold);
+    rd_kafka_topic_partition_list_destroy(hold);
   } else {
     for (int i = 0; i < parts->cnt; ++i) {
       auto p = parts->elems[i].partition;
@@ -174,6 +226,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       progress_.erase(p);
       inflight_.erase(p);
       paused_.erase(p);
+      restoring_.erase(p);
       spdlog::info("event=partition_revoked partition={}", p);
     }
     if (cooperative) {
@@ -191,8 +244,11 @@ void telemetry_consumer::drain_acks() {
     std::lock_guard<std::mutex> guard{mutex_};
     acks.swap(acks_);
     for (const auto& a : acks)
-      if (auto it = progress_.find(a.partition); it != progress_.end())
+      if (auto it = progress_.find(a.partition); it != progress_.end()) {
         it->second.committed = a.next_offset;
+        if (a.changelog)
+          it->second.changelog = *a.changelog;
+      }
   }
   if (acks.empty())
     return;
@@ -214,6 +270,37 @@ void telemetry_consumer::drain_acks() {
   rd_kafka_topic_partition_list_destroy(resume);
 }
 
+void telemetry_consumer::drain_resumes() {
+  std::vector<std::pair<int32_t, int64_t>> resumes;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    resumes.swap(resumes_);
+  }
+  for (auto [p, offset] : resumes) {
+    if (!restoring_.erase(p))
+      continue;  // revoked meanwhile
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = offset;
+    if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
+      spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
+                    rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+    rd_kafka_resume_partitions(rk_.get(), list);
+    rd_kafka_topic_partition_list_destroy(list);
+    paused_[p] = false;
+    inflight_[p] = 0;
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      if (auto it = progress_.find(p); it != progress_.end()) {
+        it->second.committed = offset;
+        it->second.restoring = false;
+      }
+    }
+    spdlog::info("event=partition_resumed partition={} offset={}", p, offset);
+  }
+}
+
 void telemetry_consumer::refresh_watermarks() {
   auto now = std::chrono::steady_clock::now();
   if (now - last_refresh_ < std::chrono::seconds{1})
@@ -229,8 +316,17 @@ void telemetry_consumer::refresh_watermarks() {
             RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0)
       prog.high_watermark = high;
-    if (commit_due_ && prog.committed > 0)
-      rd_kafka_topic_partition_list_add(offsets, opts_.topic.c_str(), p)->offset = prog.committed;
+    if (commit_due_ && prog.committed > 0 && !opts_.exactly_once && !prog.restoring) {
+      auto* tp = rd_kafka_topic_partition_list_add(offsets, opts_.topic.c_str(), p);
+      tp->offset = prog.committed;
+      if (prog.changelog >= 0) {
+        // Freed by the list: a copy in malloc'ed memory.
+        auto meta = changelog_metadata(prog.changelog);
+        tp->metadata = std::malloc(meta.size());
+        std::memcpy(tp->metadata, meta.data(), meta.size());
+        tp->metadata_size = meta.size();
+      }
+    }
   }
   if (offsets->cnt > 0)
     rd_kafka_commit(rk_.get(), offsets, 1);  // async: for lag tools only
@@ -246,6 +342,7 @@ void telemetry_consumer::run() {
   std::map<int32_t, std::shared_ptr<message_holder>> holders;
   while (!stop_.load(std::memory_order_relaxed)) {
     drain_acks();
+    drain_resumes();
     refresh_watermarks();
     // Returns when the batch is full or the wait is over: keep the wait short
     // so that a trickle is not held back.
@@ -261,6 +358,10 @@ void telemetry_consumer::run() {
         continue;
       }
       auto p = m->partition;
+      if (restoring_.contains(p)) {  // held: resume() seeks back to what is needed
+        rd_kafka_message_destroy(m);
+        continue;
+      }
       auto& batch = batches[p];
       if (!batch) {
         batch = std::make_shared<runtime::raw_batch>();

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,13 +16,29 @@
 
 namespace fleettwin::kafka {
 
+/// How the consumer starts an assigned partition.
+struct assignment {
+  /// The offset to resume from (the one committed with the twin state);
+  /// nullopt for the beginning.
+  std::optional<int64_t> offset;
+  /// Keep the partition paused until the host calls resume() (its state is
+  /// being restored).
+  bool paused = false;
+};
+
+/// The group's committed position of a partition.
+struct committed_position {
+  std::optional<int64_t> offset;
+  /// The changelog position committed with it (offset metadata).
+  std::optional<int64_t> changelog;
+};
+
 /// What the consumer needs from the node: partition lifecycle and dispatch.
 class partition_host {
 public:
   virtual ~partition_host() = default;
-  /// A partition was assigned: start serving it; returns the offset to resume
-  /// from (the one committed with the twin state), nullopt for the beginning.
-  virtual std::optional<int64_t> on_assigned(int32_t partition) = 0;
+  /// A partition was assigned: start serving it (or restoring it).
+  virtual assignment on_assigned(int32_t partition) = 0;
   /// A partition is revoked: finish and commit its work; blocks until done.
   virtual void on_revoked(int32_t partition) = 0;
   /// Hands a batch to the partition's actor (must not block).
@@ -37,6 +54,9 @@ struct consumer_options {
   size_t max_poll_records = 10'000;
   /// Batches in flight per partition before the partition is paused.
   int max_inflight_batches = 4;
+  /// Offsets are committed in the output transactions (exactly-once); the
+  /// consumer then never commits them itself.
+  bool exactly_once = false;
   std::map<std::string, std::string> settings;  // extra librdkafka settings
 };
 
@@ -45,6 +65,8 @@ struct partition_progress {
   int32_t partition = 0;
   int64_t committed = -1;       // next offset, committed with the twin state
   int64_t high_watermark = -1;  // -1 while unknown
+  int64_t changelog = -1;       // changelog position committed with the state
+  bool restoring = false;
   int64_t lag() const {
     return high_watermark < 0 || committed < 0 ? 0
                                                : std::max<int64_t>(0, high_watermark - committed);
@@ -69,7 +91,21 @@ public:
 
   /// `batches` dispatched batches of `partition` are committed, up to
   /// `next_offset` (thread-safe).
-  void acknowledge(int32_t partition, int64_t next_offset, size_t batches = 1);
+  void acknowledge(int32_t partition, int64_t next_offset, size_t batches = 1,
+                   std::optional<int64_t> changelog = std::nullopt);
+
+  /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
+  void resume(int32_t partition, int64_t offset);
+
+  /// The group's committed position of `partition` (blocks for a broker
+  /// round trip; not for actors). Waits while a transaction holding offsets
+  /// of the partition is unresolved.
+  std::optional<committed_position> committed(int32_t partition, std::chrono::milliseconds timeout,
+                                              std::string& error);
+
+  /// The group's metadata, for offsets sent in a transaction (the caller
+  /// destroys it).
+  rd_kafka_consumer_group_metadata_t* group_metadata();
 
   std::vector<partition_progress> progress() const;
 
@@ -86,6 +122,7 @@ private:
   void run();
   void rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void drain_acks();
+  void drain_resumes();
   void refresh_watermarks();
   static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
@@ -103,13 +140,17 @@ private:
     int32_t partition;
     int64_t next_offset;
     size_t batches;
+    std::optional<int64_t> changelog;
   };
   std::vector<ack> acks_;
+  std::vector<std::pair<int32_t, int64_t>> resumes_;
   std::map<int32_t, partition_progress> progress_;
 
   // Consumer thread only.
   std::map<int32_t, int> inflight_;
   std::map<int32_t, bool> paused_;
+  /// Assigned but held until resume(): records fetched for them are dropped.
+  std::set<int32_t> restoring_;
   std::chrono::steady_clock::time_point last_refresh_;
   bool commit_due_ = false;
 };

@@ -241,11 +241,36 @@ void grpc_probe::on_watchers(size_t n) {
   watchers_.Set(static_cast<double>(n));
 }
 
+restore_probe::restore_probe(prometheus::Registry& r)
+    : restores_(BuildCounter()
+                    .Name("fleettwin_restores_total")
+                    .Help("Partitions restored from the changelog before serving them")
+                    .Register(r)
+                    .Add({})),
+      records_(BuildCounter()
+                   .Name("fleettwin_restore_records_total")
+                   .Help("Changelog records read by restores (standbys not included)")
+                   .Register(r)
+                   .Add({})),
+      duration_(BuildHistogram()
+                    .Name("fleettwin_restore_duration_seconds")
+                    .Help("Time from assignment to a restored, serving partition")
+                    .Register(r)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{
+                                 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300})) {}
+
+void restore_probe::on_restored(uint64_t records, double seconds) {
+  restores_.Increment();
+  records_.Increment(static_cast<double>(records));
+  duration_.Observe(seconds);
+}
+
 node_metrics::node_metrics(const std::string& address)
     : registry_(std::make_shared<prometheus::Registry>()),
       exposer_(std::make_unique<prometheus::Exposer>(address)),
       ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
-      grpc_(std::make_unique<grpc_probe>(*registry_)) {
+      grpc_(std::make_unique<grpc_probe>(*registry_)),
+      restore_(std::make_unique<restore_probe>(*registry_)) {
   exposer_->RegisterCollectable(registry_);
 }
 

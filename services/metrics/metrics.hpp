@@ -75,6 +75,18 @@ private:
   std::map<std::string, prometheus::Histogram*> histograms_;
 };
 
+/// Measures restores of partitions from the changelog.
+class restore_probe {
+public:
+  explicit restore_probe(prometheus::Registry& registry);
+  void on_restored(uint64_t records, double seconds);
+
+private:
+  prometheus::Counter& restores_;
+  prometheus::Counter& records_;
+  prometheus::Histogram& duration_;
+};
+
 /// The node's registry and HTTP exposer.
 class node_metrics {
 public:
@@ -94,6 +106,10 @@ public:
     return *grpc_;
   }
 
+  restore_probe& restore() {
+    return *restore_;
+  }
+
   /// Adds gauges evaluated at every scrape (lag, store figures).
   void add_scrape_gauges(std::vector<scrape_gauge> gauges);
 
@@ -105,6 +121,7 @@ private:
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<runtime::ingest_probe> ingest_;
   std::unique_ptr<grpc_probe> grpc_;
+  std::unique_ptr<restore_probe> restore_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
 };
 

@@ -73,6 +73,42 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Write the embedded Kafka's bootstrap address here (default: "
                  "<data-dir>/kafka.bootstrap)")
       ->envname("FLEETTWIN_BOOTSTRAP_FILE");
+  app.add_option("--guarantee", cfg.guarantee,
+                 "exactly-once (Kafka transactions; default with --kafka) or at-least-once "
+                 "(default with the embedded Kafka)")
+      ->envname("FLEETTWIN_GUARANTEE")
+      ->check(CLI::IsMember({"exactly-once", "at-least-once"}));
+  bool changelog = true;
+  auto* changelog_opt =
+      app.add_flag("--changelog,!--no-changelog", changelog,
+                   "Write twin state to the compacted changelog topic so another node can restore "
+                   "it (default: on with --kafka, off with the embedded Kafka)")
+          ->envname("FLEETTWIN_CHANGELOG");
+  app.add_option("--commit-interval-ms", cfg.commit_interval_ms,
+                 "How long a Kafka transaction collects outputs before it commits")
+      ->envname("FLEETTWIN_COMMIT_INTERVAL_MS")
+      ->check(CLI::Range(1, 60'000));
+  app.add_option("--transaction-timeout-ms", cfg.transaction_timeout_ms,
+                 "Kafka transaction timeout: the broker aborts a dead node's open transaction "
+                 "after it")
+      ->envname("FLEETTWIN_TRANSACTION_TIMEOUT_MS")
+      ->check(CLI::Range(1'000, 900'000));
+  app.add_option("--standby-replicas", cfg.standby_replicas,
+                 "Partitions of other nodes to keep warm per partition (0 = none): failover "
+                 "then reads only the changelog's tail")
+      ->envname("FLEETTWIN_STANDBY_REPLICAS")
+      ->check(CLI::Range(0, 8));
+  app.add_flag("--create-topics,!--no-create-topics", cfg.create_topics,
+               "Create missing topics on a real Kafka (--partitions each; twin-state compacted)")
+      ->envname("FLEETTWIN_CREATE_TOPICS");
+  app.add_option("--replication-factor", cfg.replication_factor,
+                 "Replication factor of created topics (-1 = the broker's default)")
+      ->envname("FLEETTWIN_REPLICATION_FACTOR")
+      ->check(CLI::Range(-1, 16));
+  app.add_option("--session-timeout-ms", cfg.session_timeout_ms,
+                 "Consumer group session timeout: how soon a dead node's partitions move")
+      ->envname("FLEETTWIN_SESSION_TIMEOUT_MS")
+      ->check(CLI::Range(1'000, 300'000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -89,6 +125,14 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
     cfg.node_id = std::string{"node-"} + host;
+  }
+  if (changelog_opt->count() > 0)
+    cfg.changelog = changelog;
+  if (cfg.guarantee.empty())
+    cfg.guarantee = cfg.kafka.empty() ? "at-least-once" : "exactly-once";
+  if (cfg.exactly_once() && !cfg.keeps_changelog()) {
+    err << "--guarantee exactly-once needs the changelog (drop --no-changelog)\n";
+    return 2;
   }
   if (cfg.bootstrap_file.empty())
     cfg.bootstrap_file = cfg.data_dir + "/kafka.bootstrap";

@@ -36,6 +36,29 @@ struct node_config {
   std::string log_level = "info";
   /// Where the embedded Kafka's bootstrap address is written.
   std::string bootstrap_file;
+
+  // --- cluster (real Kafka) --------------------------------------------------
+  /// "exactly-once" or "at-least-once"; empty: exactly-once on a real Kafka,
+  /// at-least-once on the embedded one (its transactions are not real).
+  std::string guarantee;
+  /// Keep the compacted changelog topic (restore on another node); empty
+  /// (unset): on with a real Kafka, off with the embedded one.
+  std::optional<bool> changelog;
+  int64_t commit_interval_ms = 50;
+  int64_t transaction_timeout_ms = 10'000;
+  /// Partitions of other nodes this node keeps warm from the changelog.
+  int standby_replicas = 0;
+  /// Create missing topics on a real Kafka (partitions from --partitions).
+  bool create_topics = true;
+  int replication_factor = -1;  // -1: the broker's default
+  int64_t session_timeout_ms = 6'000;
+
+  bool exactly_once() const {
+    return guarantee == "exactly-once";
+  }
+  bool keeps_changelog() const {
+    return changelog.value_or(!kafka.empty());
+  }
 };
 
 /// Parses argv; returns the exit code to use when the program should stop

@@ -12,6 +12,7 @@
 
 #include "actors/core/partitioning.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
+#include "services/kafka/topic_admin.hpp"
 
 namespace fleettwin::node {
 
@@ -83,25 +84,55 @@ bool node::init(std::string& error) {
     auto eq = kv.find('=');
     extra[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  kafka_settings_ = extra;
+  if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
+    return false;
+  kafka::consumer_options co;
+  co.settings = extra;
+  co.settings.emplace("session.timeout.ms", std::to_string(cfg_.session_timeout_ms));
+  co.settings.emplace("heartbeat.interval.ms",
+                      std::to_string(std::max<int64_t>(cfg_.session_timeout_ms / 3, 100)));
+  co.bootstrap = bootstrap_;
+  co.group_id = cfg_.group_id;
+  co.topic = topics_.telemetry;
+  co.client_id = cfg_.node_id;
+  co.max_poll_records = cfg_.max_poll_records;
+  co.exactly_once = cfg_.exactly_once();
+  consumer_ = kafka::telemetry_consumer::create(co, error);
+  if (!consumer_)
+    return false;
   kafka::producer_options po;
   po.settings = extra;
   po.bootstrap = bootstrap_;
   po.topics = topics_;
   po.node_id = cfg_.node_id;
   po.publish_changes = cfg_.publish_changes;
+  po.changelog = cfg_.keeps_changelog();
+  if (cfg_.exactly_once()) {
+    // Stable per node: a restarted node fences its previous incarnation and
+    // aborts the transaction it left open.
+    po.transactional_id = cfg_.group_id + "-" + cfg_.node_id;
+    po.commit_interval = std::chrono::milliseconds{cfg_.commit_interval_ms};
+    po.transaction_timeout = std::chrono::milliseconds{cfg_.transaction_timeout_ms};
+    po.group_metadata = [c = consumer_.get()] { return c->group_metadata(); };
+  }
+  po.on_fatal = [this](std::string why) {
+    spdlog::critical("event=fatal reason=\"{}\"", why);
+    request_stop(1);
+  };
   producer_ = kafka::event_producer::create(po, error);
   if (!producer_)
     return false;
-  kafka::consumer_options co;
-  co.settings = extra;
-  co.bootstrap = bootstrap_;
-  co.group_id = cfg_.group_id;
-  co.topic = topics_.telemetry;
-  co.client_id = cfg_.node_id;
-  co.max_poll_records = cfg_.max_poll_records;
-  consumer_ = kafka::telemetry_consumer::create(co, error);
-  if (!consumer_)
-    return false;
+  if (cfg_.keeps_changelog()) {
+    kafka::restorer_options ro;
+    ro.bootstrap = bootstrap_;
+    ro.topic = topics_.state;
+    ro.client_id = cfg_.node_id + "-restorer";
+    ro.settings = extra;
+    restorer_ = kafka::changelog_restorer::create(ro, *store_, error);
+    if (!restorer_)
+      return false;
+  }
   // The partition count routes queries; wait for the topic to exist.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
   while (consumer_->fetch_partition_count(std::chrono::seconds{5}, error) <= 0) {
@@ -145,6 +176,35 @@ bool node::init(std::string& error) {
   return true;
 }
 
+bool node::prepare_topics(std::string& error) {
+  // An existing telemetry topic decides the partition count of the others.
+  auto counts = kafka::partition_counts(bootstrap_, kafka_settings_, {topics_.telemetry},
+                                        std::chrono::seconds{30}, error);
+  if (!counts) {
+    error = "Kafka at " + bootstrap_ + ": " + error;
+    return false;
+  }
+  int partitions = (*counts)[topics_.telemetry];
+  if (partitions <= 0)
+    partitions = cfg_.partitions;
+  const int rf = cfg_.replication_factor;
+  std::map<std::string, std::string> compacted{
+      {"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "0"}, {"segment.ms", "600000"}};
+  std::vector<kafka::topic_spec> specs{
+      {topics_.telemetry, partitions, rf, {}, true}, {topics_.changes, partitions, rf, {}, false},
+      {topics_.dlq, partitions, rf, {}, false},      {topics_.alerts, partitions, rf, {}, false},
+      {topics_.members, 1, rf, compacted, false},
+  };
+  if (cfg_.keeps_changelog())
+    specs.push_back({topics_.state, partitions, rf, compacted, true});
+  if (auto err =
+          kafka::ensure_topics(bootstrap_, kafka_settings_, specs, std::chrono::seconds{30})) {
+    error = *err;
+    return false;
+  }
+  return true;
+}
+
 void node::register_scrape_gauges() {
   auto* consumer = consumer_.get();
   auto* store = store_.get();
@@ -160,6 +220,46 @@ void node::register_scrape_gauges() {
   auto store_value = [store](auto field) {
     return [store, field] { return std::vector<gauge_sample>{{{}, field(store->stats())}}; };
   };
+  if (restorer_) {
+    auto* restorer = restorer_.get();
+    auto* producer = producer_.get();
+    metrics_->add_scrape_gauges({
+        {"fleettwin_partitions_restoring", "Assigned partitions being restored from the changelog",
+         [restorer] {
+           double n = 0;
+           for (const auto& p : restorer->progress())
+             n += p.standby ? 0 : 1;
+           return std::vector<gauge_sample>{{{}, n}};
+         }},
+        {"fleettwin_standby_partitions", "Partitions of other nodes kept warm here",
+         [restorer] {
+           double n = 0;
+           for (const auto& p : restorer->progress())
+             n += p.standby ? 1 : 0;
+           return std::vector<gauge_sample>{{{}, n}};
+         }},
+        {"fleettwin_changelog_lag_records",
+         "Changelog records not yet read by a restore or standby",
+         [restorer] {
+           std::vector<gauge_sample> out;
+           for (const auto& p : restorer->progress())
+             out.push_back({{{"partition", std::to_string(p.partition)},
+                             {"mode", p.standby ? "standby" : "restore"}},
+                            double(p.lag())});
+           return out;
+         }},
+        {"fleettwin_transactions_committed_total", "Kafka transactions committed",
+         [producer] {
+           return std::vector<gauge_sample>{{{}, double(producer->commits())}};
+         },
+         true},
+        {"fleettwin_transactions_aborted_total", "Kafka transactions aborted",
+         [producer] {
+           return std::vector<gauge_sample>{{{}, double(producer->aborts())}};
+         },
+         true},
+    });
+  }
   metrics_->add_scrape_gauges({
       {"fleettwin_consumer_lag_records", "Records in the partition not yet committed",
        per_partition([](const kafka::partition_progress& p) { return double(p.lag()); })},
@@ -220,6 +320,7 @@ void node::shutdown() {
   // Leaving the group revokes every partition: each finishes, commits, quits.
   if (consumer_)
     consumer_->stop();
+  restorer_.reset();
   if (producer_ && !producer_->flush(std::chrono::seconds{10}))
     spdlog::warn("event=flush_timeout outputs may be incomplete");
   if (system_) {
@@ -239,6 +340,11 @@ std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, st
   auto p = core::kafka_partition(asset_id, count);
   std::shared_lock<std::shared_mutex> lock{routes_mutex_};
   auto it = partitions_.find(p);
+  if (restoring_.contains(p)) {
+    why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
+          "\" is being restored from the changelog on this node; retry shortly";
+    return std::nullopt;
+  }
   if (it == partitions_.end()) {
     why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
           "\" is not served by this node right now (assignment or rebalance in progress); "
@@ -256,7 +362,82 @@ std::vector<int32_t> node::local_partitions() {
   return out;
 }
 
-std::optional<int64_t> node::on_assigned(int32_t partition) {
+kafka::assignment node::on_assigned(int32_t partition) {
+  if (!restorer_) {
+    // No changelog: the local store is the only copy of the state.
+    activate(partition, std::nullopt, std::nullopt);
+    return {store_->load_offset(partition), false};
+  }
+  uint64_t generation = 0;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    generation = next_generation_++;
+    restoring_[partition] = generation;
+  }
+  restore(partition, generation);
+  return {std::nullopt, true};
+}
+
+void node::restore(int32_t partition, uint64_t generation) {
+  // The group's committed position tells how far the changelog must be read:
+  // the state committed with the input offset reaches that changelog offset.
+  struct target {
+    bool known = false;
+    std::optional<kafka::committed_position> committed;
+  };
+  auto goal = std::make_shared<target>();
+  auto* consumer = consumer_.get();
+  auto check = [goal, consumer](int32_t p, int64_t position, std::string& why) {
+    if (!goal->known) {
+      std::string error;
+      auto c = consumer->committed(p, std::chrono::seconds{5}, error);
+      if (!c) {
+        why = error;
+        return false;
+      }
+      goal->committed = c;
+      goal->known = true;
+    }
+    const auto& c = *goal->committed;
+    if (!c.changelog || position >= *c.changelog)
+      return true;
+    why = "the changelog is read up to " + std::to_string(position) +
+          " but the committed state reaches " + std::to_string(*c.changelog) +
+          " (records behind an open transaction of a failed node)";
+    return false;
+  };
+  auto started = std::chrono::steady_clock::now();
+  restorer_->restore(
+      partition, check, [this, partition, generation, goal, started](kafka::restore_result r) {
+        {
+          std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+          auto it = restoring_.find(partition);
+          if (it == restoring_.end() || it->second != generation)
+            return;  // revoked meanwhile
+        }
+        if (!r.ok) {
+          spdlog::critical("event=fatal reason=\"restoring partition {}: {}\"", partition, r.error);
+          request_stop(1);
+          return;
+        }
+        metrics_->restore().on_restored(r.records, r.seconds);
+        // Exactly-once resumes at the offset committed with the outputs; at
+        // least once at the offset of the restored (or local) state.
+        std::optional<int64_t> resume = store_->load_offset(partition);
+        if (cfg_.exactly_once() && goal->committed && goal->committed->offset)
+          resume = goal->committed->offset;
+        if (!activate(partition, resume, generation))
+          return;  // revoked meanwhile
+        consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
+        spdlog::info(
+            "event=partition_ready partition={} restored_records={} seconds={:.3f}", partition,
+            r.records,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      });
+}
+
+bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
+                    std::optional<uint64_t> generation) {
   runtime::partition_config pc;
   pc.partition = partition;
   pc.partition_count = consumer_->partition_count();
@@ -265,14 +446,17 @@ std::optional<int64_t> node::on_assigned(int32_t partition) {
   pc.tick_interval = std::chrono::milliseconds{std::max<int64_t>(cfg_.passivate_after_ms / 4, 50)};
   pc.max_active_twins = cfg_.max_active_twins;
   pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
+  if (restorer_)
+    pc.initial_offset = resume_offset;
   pc.sink = producer_;
   auto max_bytes = cfg_.max_record_bytes;
   pc.make_decoder = [max_bytes] { return kafka::make_telemetry_decoder(max_bytes); };
   pc.listener = hub_;
   pc.probe = metrics_->ingest();
   auto* consumer = consumer_.get();
-  pc.on_committed = [consumer](int32_t p, int64_t next, size_t batches) {
-    consumer->acknowledge(p, next, batches);
+  pc.on_committed = [consumer](int32_t p, int64_t next, size_t batches,
+                               std::optional<int64_t> changelog) {
+    consumer->acknowledge(p, next, batches, changelog);
   };
   pc.on_fatal = [this](std::string why) {
     spdlog::critical("event=fatal reason=\"{}\"", why);
@@ -281,15 +465,26 @@ std::optional<int64_t> node::on_assigned(int32_t partition) {
   auto actor = system_->spawn(runtime::partition, std::move(pc));
   {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
-    partitions_[partition] = actor;
+    auto it = restoring_.find(partition);
+    if (!generation || (it != restoring_.end() && it->second == *generation)) {
+      if (it != restoring_.end())
+        restoring_.erase(it);
+      partitions_[partition] = actor;
+      return true;
+    }
   }
-  return store_->load_offset(partition);
+  caf::anon_send(actor, runtime::stop_atom::value, std::function<void()>{[] {}});
+  return false;
 }
 
 void node::on_revoked(int32_t partition) {
   runtime::partition_actor actor;
   {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    if (restoring_.erase(partition) > 0) {
+      restorer_->stop(partition);
+      return;
+    }
     auto it = partitions_.find(partition);
     if (it == partitions_.end())
       return;

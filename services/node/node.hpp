@@ -14,6 +14,7 @@
 
 #include "actors/runtime/partition_actor.hpp"
 #include "services/grpc/twin_service.hpp"
+#include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/event_producer.hpp"
 #include "services/kafka/telemetry_consumer.hpp"
@@ -61,18 +62,26 @@ public:
   }
 
   // partition_host
-  std::optional<int64_t> on_assigned(int32_t partition) override;
+  kafka::assignment on_assigned(int32_t partition) override;
   void on_revoked(int32_t partition) override;
   void dispatch(runtime::raw_batch_ptr batch) override;
 
 private:
   explicit node(node_config cfg);
   bool init(std::string& error);
+  bool prepare_topics(std::string& error);
   void register_scrape_gauges();
+  /// Spawns the actor of a partition whose state is local and complete;
+  /// false when the restore of `generation` was revoked meanwhile.
+  bool activate(int32_t partition, std::optional<int64_t> resume_offset,
+                std::optional<uint64_t> generation);
+  /// Restores a newly assigned partition from the changelog, then activates it.
+  void restore(int32_t partition, uint64_t generation);
 
   node_config cfg_;
   kafka::topic_names topics_;
   std::string bootstrap_;
+  std::map<std::string, std::string> kafka_settings_;
   int64_t started_ms_ = 0;
   std::unique_ptr<kafka::embedded_kafka> embedded_;
   std::unique_ptr<storage::rocksdb_store> store_;
@@ -81,6 +90,7 @@ private:
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<kafka::event_producer> producer_;
   std::unique_ptr<kafka::telemetry_consumer> consumer_;
+  std::unique_ptr<kafka::changelog_restorer> restorer_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;
   std::unique_ptr<grpc_api::twin_service> twin_service_;
@@ -92,6 +102,9 @@ private:
 
   std::shared_mutex routes_mutex_;
   std::map<int32_t, runtime::partition_actor> partitions_;
+  /// Assigned partitions being restored, by assignment generation.
+  std::map<int32_t, uint64_t> restoring_;
+  uint64_t next_generation_ = 1;
 
   std::mutex stop_mutex_;
   std::condition_variable stop_cv_;

@@ -24,6 +24,7 @@ constexpr const char* twins_cf_name = "twins";
 constexpr const char* history_cf_name = "history";
 constexpr std::string_view offset_key_prefix = "offset/";
 constexpr std::string_view count_key_prefix = "count/";
+constexpr std::string_view changelog_key_prefix = "changelog/";
 constexpr size_t partition_bytes = 4;
 /// Memtable of the meta column family: it holds one tiny key per partition.
 constexpr size_t meta_write_buffer_bytes = size_t{4} << 20;
@@ -72,6 +73,12 @@ std::string count_key(int32_t partition) {
 
 std::string offset_key(int32_t partition) {
   std::string k{offset_key_prefix};
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+std::string changelog_key(int32_t partition) {
+  std::string k{changelog_key_prefix};
   put_be32(k, static_cast<uint32_t>(partition));
   return k;
 }
@@ -231,7 +238,8 @@ runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_vie
 }
 
 std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
-  if (b.twins.empty() && b.history.empty() && !b.next_offset && b.created_twins == 0)
+  if (b.twins.empty() && b.history.empty() && !b.next_offset && !b.changelog_offset &&
+      b.created_twins == 0)
     return std::nullopt;
   // Reserve roughly the batch's size: keys, values and a few bytes of framing.
   size_t reserve = 64;
@@ -259,6 +267,11 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
   }
   if (b.next_offset) {
     if (auto st = batch.Put(meta_, offset_key(b.partition), encode_offset(*b.next_offset));
+        !st.ok())
+      return failed(st);
+  }
+  if (b.changelog_offset) {
+    if (auto st = batch.Put(meta_, changelog_key(b.partition), encode_offset(*b.changelog_offset));
         !st.ok())
       return failed(st);
   }
@@ -297,8 +310,16 @@ uint64_t rocksdb_store::stored_twins(std::optional<int32_t> partition) {
 }
 
 std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
+  return read_meta_offset(offset_key(partition), partition);
+}
+
+std::optional<int64_t> rocksdb_store::load_changelog_offset(int32_t partition) {
+  return read_meta_offset(changelog_key(partition), partition);
+}
+
+std::optional<int64_t> rocksdb_store::read_meta_offset(const std::string& key, int32_t partition) {
   rocksdb::PinnableSlice value;
-  auto st = db_->Get(rocksdb::ReadOptions{}, meta_, offset_key(partition), &value);
+  auto st = db_->Get(rocksdb::ReadOptions{}, meta_, key, &value);
   if (st.IsNotFound())
     return std::nullopt;
   if (!st.ok()) {
@@ -497,6 +518,8 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
     st = batch.Delete(meta_, offset_key(partition));
   if (st.ok())
     st = batch.Delete(meta_, count_key(partition));
+  if (st.ok())
+    st = batch.Delete(meta_, changelog_key(partition));
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = opts_.sync_commits;
@@ -506,6 +529,62 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
     return "dropping partition " + std::to_string(partition) + ": " + st.ToString();
   std::lock_guard<std::mutex> guard{counts_mutex_};
   counts_.erase(partition);
+  return std::nullopt;
+}
+
+std::optional<std::string> rocksdb_store::apply_changelog(
+    int32_t partition, const std::vector<changelog_entry>& entries, int64_t next_offset) {
+  size_t reserve = 64;
+  for (const auto& e : entries)
+    reserve += e.key.size() + e.value.size() + 16;
+  rocksdb::WriteBatch batch{reserve};
+  rocksdb::Status st;
+  std::string key;
+  for (const auto& e : entries) {
+    // Twin state is keyed by the asset id, a history slot by asset '\0' slot;
+    // the store's keys are the same behind the partition prefix.
+    key = partition_prefix(partition);
+    key.append(e.key);
+    auto* cf = e.key.find('\0') == std::string_view::npos ? twins_ : history_;
+    st = e.value.empty() ? batch.Delete(cf, key) : batch.Put(cf, key, e.value);
+    if (!st.ok())
+      break;
+  }
+  if (st.ok())
+    st = batch.Put(meta_, changelog_key(partition), encode_offset(next_offset));
+  if (st.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = opts_.sync_commits;
+    st = db_->Write(wo, &batch);
+  }
+  if (!st.ok())
+    return "restoring partition " + std::to_string(partition) +
+           " from the changelog: " + st.ToString();
+  return std::nullopt;
+}
+
+std::optional<std::string> rocksdb_store::recount_partition(int32_t partition) {
+  auto begin = partition_prefix(partition);
+  auto end = partition_end(partition);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper{end};
+  ro.iterate_upper_bound = &upper;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, twins_)};
+  uint64_t n = 0;
+  for (it->Seek(begin); it->Valid(); it->Next())
+    ++n;
+  if (!it->status().ok())
+    return "counting twins of partition " + std::to_string(partition) + ": " +
+           it->status().ToString();
+  rocksdb::WriteOptions wo;
+  wo.sync = opts_.sync_commits;
+  auto st = db_->Put(wo, meta_, count_key(partition), encode_offset(static_cast<int64_t>(n)));
+  if (!st.ok())
+    return "storing the twin count of partition " + std::to_string(partition) + ": " +
+           st.ToString();
+  std::lock_guard<std::mutex> guard{counts_mutex_};
+  counts_[partition] = n;
   return std::nullopt;
 }
 

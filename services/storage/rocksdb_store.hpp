@@ -12,6 +12,13 @@
 //              (every sample one batch applied to the twin; a ring of segments)
 //   "default"  "offset/" be32(partition)                         -> next offset to consume,
 //                                                                   int64 as 8 bytes big-endian
+//              "count/" be32(partition)                          -> twins stored (same encoding)
+//              "changelog/" be32(partition)                      -> next changelog offset the
+//                                                                   local state covers
+//
+// The changelog topic (fleettwin.twin-state) carries the same records without
+// the partition prefix: key asset_id -> twin, key asset_id '\0' be32(slot) ->
+// history segment, so restoring copies them verbatim.
 //
 // Asset ids and property names never contain '\0' (validated upstream), so the
 // history prefix of one (partition, asset) is unambiguous. Within a
@@ -57,6 +64,13 @@ struct store_options {
   size_t block_cache_bytes = size_t{256} << 20;
   /// Memtable size of the twins and history column families.
   size_t write_buffer_bytes = size_t{64} << 20;
+};
+
+/// One record of the changelog topic, as restored into the store. An empty
+/// value deletes the key (a compaction tombstone).
+struct changelog_entry {
+  std::string_view key;
+  std::string_view value;
 };
 
 /// One page of list_twins.
@@ -105,6 +119,22 @@ public:
   /// be read, which is logged).
   std::optional<int64_t> load_offset(int32_t partition) override;
 
+  /// The changelog position the local state of `partition` covers; nullopt
+  /// when it was never restored or committed with a changelog.
+  std::optional<int64_t> load_changelog_offset(int32_t partition);
+
+  // --- changelog restore (restorer thread) -----------------------------------
+
+  /// Writes changelog records of `partition` and the position after them in
+  /// one batch. Returns an error description on failure.
+  std::optional<std::string> apply_changelog(int32_t partition,
+                                             const std::vector<changelog_entry>& entries,
+                                             int64_t next_offset);
+
+  /// Counts the twins of `partition` again (after a restore, which cannot
+  /// tell a new twin from an overwrite cheaply).
+  std::optional<std::string> recount_partition(int32_t partition);
+
   // --- queries (query thread pool) ------------------------------------------
 
   /// Twins of `partitions` with asset_id > `start_after` that satisfy
@@ -144,6 +174,7 @@ public:
 
 private:
   rocksdb_store() = default;
+  std::optional<int64_t> read_meta_offset(const std::string& key, int32_t partition);
 
   store_options opts_;
   std::shared_ptr<rocksdb::Cache> cache_;

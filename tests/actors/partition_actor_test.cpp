@@ -56,13 +56,16 @@ struct fake_sink final : event_sink {
   struct call {
     std::vector<core::twin_change> changes;
     std::vector<rejected_record> rejects;
-    std::function<void(bool, std::string)> delivered;
+    size_t twins = 0;
+    std::optional<int64_t> next_offset;
+    std::function<void(publish_result)> delivered;
   };
   std::vector<call> calls;
-  void publish(int32_t, const std::vector<core::twin_change>& changes,
-               const std::vector<rejected_record>& rejects,
-               std::function<void(bool, std::string)> delivered) override {
-    calls.push_back({changes, rejects, std::move(delivered)});
+  /// Changelog position reported with each delivery (none when negative).
+  int64_t changelog_next = -1;
+  void publish(const item_outputs& out, std::function<void(publish_result)> delivered) override {
+    calls.push_back({out.changes, out.rejects, out.state.twins.size(), out.state.next_offset,
+                     std::move(delivered)});
   }
 };
 
@@ -143,7 +146,9 @@ struct PartitionActorTest : ::testing::Test {
     pc.passivate_after = std::chrono::milliseconds{1000};
     pc.tick_interval = std::chrono::milliseconds{500};
     pc.max_active_twins = max_active;
-    pc.on_committed = [this](int32_t p, int64_t next, size_t) { acks.emplace_back(p, next); };
+    pc.on_committed = [this](int32_t p, int64_t next, size_t, std::optional<int64_t>) {
+      acks.emplace_back(p, next);
+    };
     pc.on_fatal = [this](std::string why) { fatal.push_back(std::move(why)); };
     part = sys->spawn(partition, std::move(pc));
     sched->run();
@@ -167,8 +172,12 @@ struct PartitionActorTest : ::testing::Test {
 
   void deliver_all(bool ok = true) {
     for (auto& c : sink->calls)
-      if (c.delivered)
-        std::exchange(c.delivered, nullptr)(ok, ok ? "" : "broker down");
+      if (c.delivered) {
+        publish_result r{ok, ok ? "" : "broker down", {}};
+        if (ok && sink->changelog_next >= 0)
+          r.changelog_offset = sink->changelog_next;
+        std::exchange(c.delivered, nullptr)(std::move(r));
+      }
     sched->run();
   }
 

@@ -1,0 +1,297 @@
+#include "services/kafka/changelog_restorer.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::kafka {
+
+namespace {
+
+/// How often a restore at the end of the changelog asks its check again.
+constexpr auto recheck_interval = std::chrono::milliseconds{100};
+
+}  // namespace
+
+changelog_restorer::changelog_restorer(restorer_options opts, storage::rocksdb_store& store)
+    : opts_(std::move(opts)), store_(store) {}
+
+std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options opts,
+                                                               storage::rocksdb_store& store,
+                                                               std::string& error) {
+  std::map<std::string, std::string> settings{
+      {"bootstrap.servers", opts.bootstrap},
+      {"client.id", opts.client_id},
+      // Never committed: the position lives in the store with the state.
+      {"group.id", opts.client_id},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"enable.partition.eof", "true"},
+      {"isolation.level", "read_committed"},
+      {"fetch.wait.max.ms", "50"},
+      {"queued.max.messages.kbytes", "65536"},
+  };
+  for (const auto& [k, v] : opts.settings)
+    settings[k] = v;
+  auto* conf = make_conf(settings, error);
+  if (!conf)
+    return nullptr;
+  std::unique_ptr<changelog_restorer> r{new changelog_restorer(std::move(opts), store)};
+  char errstr[512];
+  r->rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
+  if (!r->rk_) {
+    rd_kafka_conf_destroy(conf);
+    error = std::string{"cannot create the changelog consumer: "} + errstr;
+    return nullptr;
+  }
+  rd_kafka_poll_set_consumer(r->rk_.get());
+  r->thread_ = std::thread{[raw = r.get()] { raw->run(); }};
+  return r;
+}
+
+changelog_restorer::~changelog_restorer() {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+  if (rk_)
+    rd_kafka_consumer_close(rk_.get());
+}
+
+void changelog_restorer::restore(int32_t partition, completeness_check check,
+                                 std::function<void(restore_result)> done) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  commands_.push_back({command::restore, partition, std::move(check), std::move(done)});
+  wake_.notify_all();
+}
+
+void changelog_restorer::follow(int32_t partition) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  commands_.push_back({command::follow, partition, {}, {}});
+  wake_.notify_all();
+}
+
+void changelog_restorer::stop(int32_t partition) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  commands_.push_back({command::stop, partition, {}, {}});
+  wake_.notify_all();
+}
+
+std::vector<restore_progress> changelog_restorer::progress() const {
+  std::lock_guard<std::mutex> guard{progress_mutex_};
+  return progress_;
+}
+
+void changelog_restorer::start_reading(task& t) {
+  auto from = store_.load_changelog_offset(t.partition);
+  t.position = from.value_or(-1);
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), t.partition)->offset =
+      from ? *from : RD_KAFKA_OFFSET_BEGINNING;
+  if (auto* e = rd_kafka_incremental_assign(rk_.get(), list)) {
+    spdlog::error("event=changelog_assign_failed partition={} error=\"{}\"", t.partition,
+                  rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  spdlog::info("event=changelog_read_started partition={} mode={} from={}", t.partition,
+               t.standby ? "standby" : "restore", from ? std::to_string(*from) : "beginning");
+}
+
+void changelog_restorer::stop_reading(int32_t partition) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), partition);
+  if (auto* e = rd_kafka_incremental_unassign(rk_.get(), list))
+    rd_kafka_error_destroy(e);
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+void changelog_restorer::apply_commands() {
+  std::vector<command> cmds;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    cmds.swap(commands_);
+  }
+  for (auto& c : cmds) {
+    auto it = tasks_.find(c.partition);
+    switch (c.kind) {
+      case command::follow:
+        if (it == tasks_.end()) {
+          auto& t = tasks_[c.partition];
+          t.partition = c.partition;
+          t.standby = true;
+          start_reading(t);
+        }
+        break;
+      case command::restore: {
+        const bool fresh = it == tasks_.end();
+        auto& t = tasks_[c.partition];
+        t.partition = c.partition;
+        t.standby = false;
+        t.check = std::move(c.check);
+        t.done = std::move(c.done);
+        t.started = std::chrono::steady_clock::now();
+        t.last_check = {};
+        t.restored = 0;
+        // A standby keeps its position and end-of-changelog state: it is
+        // warm, and only the tail (if any) remains to read.
+        if (fresh)
+          start_reading(t);
+        break;
+      }
+      case command::stop:
+        if (it != tasks_.end()) {
+          stop_reading(c.partition);
+          tasks_.erase(it);
+        }
+        break;
+    }
+  }
+}
+
+void changelog_restorer::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) {
+  if (msgs.empty())
+    return;
+  std::vector<storage::changelog_entry> entries;
+  entries.reserve(msgs.size());
+  for (auto* m : msgs)
+    entries.push_back({{static_cast<const char*>(m->key), m->key_len},
+                       {static_cast<const char*>(m->payload), m->len}});
+  auto next = msgs.back()->offset + 1;
+  if (auto err = store_.apply_changelog(t.partition, entries, next)) {
+    spdlog::error("event=changelog_apply_failed partition={} error=\"{}\"", t.partition, *err);
+    if (!t.standby && t.done) {
+      auto done = std::move(t.done);
+      t.done = nullptr;
+      done(restore_result{false, *err, t.restored, 0});
+    }
+  } else {
+    t.position = next;
+    t.records += msgs.size();
+    t.restored += msgs.size();
+  }
+  for (auto* m : msgs)
+    rd_kafka_message_destroy(m);
+  msgs.clear();
+}
+
+void changelog_restorer::finish_ready() {
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    auto& t = it->second;
+    if (!t.standby && !t.done) {  // failed: already reported
+      stop_reading(t.partition);
+      it = tasks_.erase(it);
+      continue;
+    }
+    if (t.standby || !t.at_end || now - t.last_check < recheck_interval) {
+      ++it;
+      continue;
+    }
+    t.last_check = now;
+    std::string why;
+    if (t.check && !t.check(t.partition, t.position, why)) {
+      if (why != t.waiting_for)
+        spdlog::warn("event=restore_waiting partition={} position={} reason=\"{}\"", t.partition,
+                     t.position, why);
+      t.waiting_for = why;
+      ++it;
+      continue;
+    }
+    restore_result r;
+    r.records = t.restored;
+    r.seconds = std::chrono::duration<double>(now - t.started).count();
+    if (auto err = store_.recount_partition(t.partition)) {
+      r.ok = false;
+      r.error = *err;
+    }
+    spdlog::info("event=restore_finished partition={} records={} seconds={:.3f} position={}",
+                 t.partition, r.records, r.seconds, t.position);
+    auto done = std::move(t.done);
+    stop_reading(t.partition);
+    it = tasks_.erase(it);
+    done(std::move(r));
+  }
+}
+
+void changelog_restorer::publish_progress() {
+  std::vector<restore_progress> out;
+  out.reserve(tasks_.size());
+  for (auto& [p, t] : tasks_) {
+    restore_progress rp{p, t.standby, t.position, -1, t.records};
+    int64_t low = 0;
+    int64_t high = 0;
+    if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        high >= 0)
+      rp.end = high;
+    out.push_back(rp);
+  }
+  std::lock_guard<std::mutex> guard{progress_mutex_};
+  progress_ = std::move(out);
+}
+
+void changelog_restorer::run() {
+  rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
+  std::vector<rd_kafka_message_t*> msgs(opts_.batch_records);
+  std::map<int32_t, std::vector<rd_kafka_message_t*>> by_partition;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    apply_commands();
+    auto n = tasks_.empty() ? 0 : rd_kafka_consume_batch_queue(queue, 50, msgs.data(), msgs.size());
+    for (ssize_t i = 0; i < n; ++i) {
+      auto* m = msgs[i];
+      auto it = tasks_.find(m->partition);
+      if (it == tasks_.end()) {
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      auto& t = it->second;
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        // Records skipped before the end (aborted, transaction markers) are
+        // covered too.
+        auto& pending = by_partition[m->partition];
+        if (pending.empty() && m->offset > t.position)
+          t.position = m->offset;
+        t.at_end = true;
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      if (m->err) {
+        spdlog::warn("event=changelog_consume_error partition={} error=\"{}\"", m->partition,
+                     rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      if (m->offset < t.position) {  // fetched before a re-assignment
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      t.at_end = false;
+      by_partition[m->partition].push_back(m);
+    }
+    for (auto& [p, pending] : by_partition) {
+      auto it = tasks_.find(p);
+      if (it != tasks_.end())
+        flush(it->second, pending);
+      for (auto* m : pending)
+        rd_kafka_message_destroy(m);
+      pending.clear();
+    }
+    finish_ready();
+    publish_progress();
+    if (tasks_.empty()) {
+      // Idle: wait for a command without spinning.
+      std::unique_lock<std::mutex> lock{mutex_};
+      wake_.wait_for(lock, std::chrono::milliseconds{200},
+                     [this] { return !commands_.empty() || stop_.load(); });
+    }
+  }
+  for (auto& [p, t] : tasks_)
+    stop_reading(p);
+  tasks_.clear();
+  rd_kafka_queue_destroy(queue);
+}
+
+}  // namespace fleettwin::kafka

@@ -1,0 +1,132 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "services/kafka/kafka_config.hpp"
+#include "services/storage/rocksdb_store.hpp"
+
+namespace fleettwin::kafka {
+
+struct restorer_options {
+  std::string bootstrap;
+  /// The changelog topic (fleettwin.twin-state).
+  std::string topic;
+  std::string client_id = "fleettwin-restorer";
+  /// Changelog records written to the store per batch at most.
+  size_t batch_records = 20'000;
+  std::map<std::string, std::string> settings;  // extra librdkafka settings
+};
+
+/// How a restore ended.
+struct restore_result {
+  bool ok = true;
+  std::string error;
+  uint64_t records = 0;
+  double seconds = 0;
+};
+
+/// What the restorer reports of one partition it reads.
+struct restore_progress {
+  int32_t partition = 0;
+  bool standby = false;
+  /// Next changelog offset to read (the local state covers what precedes it).
+  int64_t position = -1;
+  /// The changelog's end when last seen (-1 unknown).
+  int64_t end = -1;
+  uint64_t records = 0;
+  int64_t lag() const {
+    return end < 0 || position < 0 ? 0 : std::max<int64_t>(0, end - position);
+  }
+};
+
+/// Copies changelog partitions into the local store with its own consumer
+/// (no group, read_committed), on its own thread:
+///  - restore: read a partition from the local checkpoint to the end, then
+///    report (the node serves the partition only after that);
+///  - standby: keep following a partition this node may inherit, so that a
+///    later restore only reads the tail.
+class changelog_restorer {
+public:
+  /// Decides, at the end of the changelog, whether the state restored up to
+  /// `position` is complete (e.g. covers the changelog position committed
+  /// with the group's input offset); false keeps reading, because committed
+  /// records can still be hidden behind a dead producer's open transaction.
+  using completeness_check =
+      std::function<bool(int32_t partition, int64_t position, std::string& why)>;
+
+  static std::unique_ptr<changelog_restorer> create(restorer_options opts,
+                                                    storage::rocksdb_store& store,
+                                                    std::string& error);
+  ~changelog_restorer();
+
+  /// Restores `partition` (a standby of it turns into the restore) and calls
+  /// `done` from the restorer thread once the check passes at the end of the
+  /// changelog, or on failure.
+  void restore(int32_t partition, completeness_check check,
+               std::function<void(restore_result)> done);
+  /// Keeps `partition` warm until unfollowed or restored.
+  void follow(int32_t partition);
+  /// Stops reading `partition` (a standby, or a restore no longer wanted:
+  /// its callback is not called).
+  void stop(int32_t partition);
+
+  std::vector<restore_progress> progress() const;
+
+private:
+  struct task {
+    int32_t partition = 0;
+    bool standby = true;
+    bool at_end = false;
+    int64_t position = -1;
+    uint64_t records = 0;
+    uint64_t restored = 0;  // records since the restore began
+    completeness_check check;
+    std::function<void(restore_result)> done;
+    std::chrono::steady_clock::time_point started;
+    std::chrono::steady_clock::time_point last_check;
+    std::string waiting_for;
+  };
+  struct command {
+    enum kind_t { restore, follow, stop } kind;
+    int32_t partition;
+    completeness_check check;
+    std::function<void(restore_result)> done;
+  };
+
+  changelog_restorer(restorer_options opts, storage::rocksdb_store& store);
+  void run();
+  void apply_commands();
+  void start_reading(task& t);
+  void stop_reading(int32_t partition);
+  void flush(task& t, std::vector<rd_kafka_message_t*>& msgs);
+  void finish_ready();
+  void publish_progress();
+
+  restorer_options opts_;
+  storage::rocksdb_store& store_;
+  kafka_handle rk_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  std::mutex mutex_;  // guards commands_
+  std::condition_variable wake_;
+  std::vector<command> commands_;
+
+  mutable std::mutex progress_mutex_;
+  std::vector<restore_progress> progress_;
+
+  // Restorer thread only.
+  std::map<int32_t, task> tasks_;
+};
+
+}  // namespace fleettwin::kafka

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fleettwin::kafka {
+
+/// A topic the node needs.
+struct topic_spec {
+  std::string name;
+  int partitions = 1;
+  int replication_factor = -1;  // -1: the broker's default
+  std::map<std::string, std::string> config;
+  /// An existing topic must have exactly `partitions` (routing depends on it).
+  bool exact = false;
+};
+
+/// Creates the topics of `specs` that do not exist yet, then checks that each
+/// exists; one marked `exact` must have the partitions it asks for (twins are
+/// routed by partition). Returns an error message
+/// for an operator, or nullopt.
+std::optional<std::string> ensure_topics(const std::string& bootstrap,
+                                         const std::map<std::string, std::string>& settings,
+                                         const std::vector<topic_spec>& specs,
+                                         std::chrono::milliseconds timeout);
+
+/// The partition counts of `topics` (0 for a missing topic); nullopt with
+/// `error` set when the cluster cannot be asked.
+std::optional<std::map<std::string, int>> partition_counts(
+    const std::string& bootstrap, const std::map<std::string, std::string>& settings,
+    const std::vector<std::string>& topics, std::chrono::milliseconds timeout, std::string& error);
+
+}  // namespace fleettwin::kafka
