@@ -9,9 +9,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
-  libsimdjson-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl
+  libsimdjson-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
+  openjdk-17-jre-headless maven
 
-.PHONY: all deps configure build run test bench format clean
+.PHONY: all deps configure build run test bench format clean kafka-jars kafka-start kafka-stop
 
 all: build
 
@@ -33,7 +34,19 @@ build: configure
 run: build
 	tools/scripts/run-dev.sh $(BUILD)
 
-test: build
+# The Apache Kafka jars for the cluster tests, through Maven (pinned in tools/kafka/pom.xml),
+# cached outside the repo.
+kafka-jars: deps
+	tools/kafka/kafka.sh fetch
+
+# A real single-broker Kafka in $(BUILD)/kafka to try things by hand; prints the bootstrap.
+kafka-start: kafka-jars
+	@tools/kafka/kafka.sh start --dir $(BUILD)/kafka
+
+kafka-stop:
+	tools/kafka/kafka.sh stop --dir $(BUILD)/kafka
+
+test: build kafka-jars
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
 
 bench: build
