@@ -44,4 +44,21 @@ using partition_actor = caf::typed_actor<
     // The event sink made the outputs of work item N durable (internal).
     caf::reacts_to<delivered_atom, uint64_t, publish_result>>;
 
+/// A node's entry point for calls other nodes forward to it (published over
+/// CAF remoting on the cluster port). Only builtin types cross the wire: the
+/// gRPC method name, the request and metadata as bytes.
+using gateway_actor = caf::typed_actor<
+    // Runs a gRPC method of this node for another node; replies with the
+    // status code, message and serialized response.
+    caf::replies_to<forward_atom, std::string, std::string, std::string>::with<int32_t, std::string,
+                                                                               std::string>,
+    // A local call finished (internal).
+    caf::reacts_to<answer_atom, uint64_t, int32_t, std::string, std::string>>;
+
+/// Sends calls to the gateways of other nodes, connecting on first use.
+using forwarder_actor = caf::typed_actor<
+    // Forwards (method, request, metadata) to the node at host:port.
+    caf::reacts_to<forward_atom, std::string, std::string, std::string, std::string,
+                   forward_completion>>;
+
 }  // namespace fleettwin::runtime

@@ -29,6 +29,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using delivered_atom = caf::atom_constant<caf::atom("delivered")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
+using forward_atom = caf::atom_constant<caf::atom("forward")>;
+using answer_atom = caf::atom_constant<caf::atom("answer")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -123,6 +125,16 @@ struct partition_info {
 
 using partition_info_completion = completion<partition_info>;
 
+/// The outcome of a call forwarded to another node: a gRPC status code, its
+/// message, and the serialized response.
+struct forward_reply {
+  int32_t code = 0;
+  std::string message;
+  std::string response;
+};
+
+using forward_completion = completion<forward_reply>;
+
 }  // namespace fleettwin::runtime
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::twin_completion)
@@ -133,5 +145,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::publish_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::forward_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::desired_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::function<void()>)

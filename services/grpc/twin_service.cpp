@@ -1,9 +1,11 @@
 #include "services/grpc/twin_service.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
 #include "actors/core/filter.hpp"
+#include "services/cluster/remoting.hpp"
 #include "services/grpc/convert.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -13,6 +15,10 @@ using ::grpc::Status;
 using ::grpc::StatusCode;
 
 namespace {
+
+/// Trailing metadata of an UNAVAILABLE answer: when to retry, in ms.
+constexpr const char* retry_after_header = "retry-after-ms";
+constexpr int retry_after_ms = 500;
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -49,12 +55,28 @@ const char* code_name(StatusCode c) {
 class call {
 public:
   call(::grpc::CallbackServerContext* ctx, metrics::method_probe& probe)
-      : reactor_(ctx->DefaultReactor()), probe_(&probe), start_(std::chrono::steady_clock::now()) {}
+      : ctx_(ctx),
+        reactor_(ctx->DefaultReactor()),
+        probe_(&probe),
+        start_(std::chrono::steady_clock::now()) {}
 
   void finish(Status s) const {
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
+    // UNAVAILABLE is transient here (a partition moving or restoring): say
+    // when to retry.
+    if (s.error_code() == StatusCode::UNAVAILABLE)
+      ctx_->AddTrailingMetadata(retry_after_header, std::to_string(retry_after_ms));
     reactor_->Finish(std::move(s));
+  }
+
+  /// Whether another node forwarded this call (it must not travel further).
+  bool forwarded() const {
+    return ctx_->client_metadata().count(cluster::forwarded_header) > 0;
+  }
+
+  ::grpc::CallbackServerContext* context() const {
+    return ctx_;
   }
 
   ::grpc::ServerUnaryReactor* reactor() const {
@@ -62,6 +84,7 @@ public:
   }
 
 private:
+  ::grpc::CallbackServerContext* ctx_;
   ::grpc::ServerUnaryReactor* reactor_;
   metrics::method_probe* probe_;
   std::chrono::steady_clock::time_point start_;
@@ -102,6 +125,44 @@ runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* re
             c.finish(Status::OK);
           },
           unanswered()};
+}
+
+/// Sends a unary call to the node that serves its twin and finishes with
+/// that node's answer.
+template <class Request, class Response>
+void forward_unary(twin_backend& backend, const call& c, const std::string& endpoint,
+                   const char* method, const Request& req, Response* resp) {
+  runtime::forward_completion done{
+      [c, resp](runtime::forward_reply r) {
+        if (r.code != 0) {
+          c.finish({static_cast<StatusCode>(r.code), r.message});
+        } else if (!resp->ParseFromString(r.response)) {
+          c.finish({StatusCode::INTERNAL, "the owning node sent an unreadable response"});
+        } else {
+          c.finish(Status::OK);
+        }
+      },
+      runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                             "the forwarded call was dropped (node stopping); retry",
+                             {}}};
+  backend.forward(endpoint, method, req.SerializeAsString(), {}, std::move(done));
+}
+
+/// Routes a call for one twin: false when the caller must answer locally.
+/// Otherwise the call was forwarded or finished as UNAVAILABLE.
+template <class Request, class Response>
+bool forward_if_remote(twin_backend& backend, const call& c, const std::string& asset_id,
+                       const std::string& local_why, const char* method, const Request& req,
+                       Response* resp) {
+  std::string why = local_why;
+  if (!c.forwarded()) {
+    if (auto endpoint = backend.remote_owner(asset_id, why)) {
+      forward_unary(backend, c, *endpoint, method, req, resp);
+      return true;
+    }
+  }
+  c.finish({StatusCode::UNAVAILABLE, why});
+  return true;
 }
 
 constexpr char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -161,6 +222,66 @@ std::optional<std::string> decode_page_token(const std::string& token, const std
   return raw->substr(expected.size());
 }
 
+namespace {
+
+/// The partitions a forwarded ListTwins must list ("1,2,3").
+std::vector<int32_t> parse_partition_list(::grpc::CallbackServerContext* ctx) {
+  std::vector<int32_t> out;
+  auto it = ctx->client_metadata().find(cluster::partitions_header);
+  if (it == ctx->client_metadata().end())
+    return out;
+  std::string_view text{it->second.data(), it->second.size()};
+  int32_t x = 0;
+  bool digits = false;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      x = x * 10 + (text[i] - '0');
+      digits = true;
+    } else {
+      if (digits)
+        out.push_back(x);
+      x = 0;
+      digits = false;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Status merge_pages(std::vector<fleettwin::v1::ListTwinsResponse>& parts, const std::string& filter,
+                   size_t page_size, fleettwin::v1::ListTwinsResponse& out) {
+  // A part with a token stopped at that asset id: beyond it, twins of other
+  // parts cannot be returned yet, since that part may have smaller ones.
+  std::optional<std::string> cut;
+  for (const auto& p : parts) {
+    if (p.next_page_token().empty())
+      continue;
+    auto last = decode_page_token(p.next_page_token(), filter);
+    if (!last)
+      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
+    if (!cut || *last < *cut)
+      cut = std::move(*last);
+  }
+  std::vector<fleettwin::v1::Twin*> twins;
+  for (auto& p : parts)
+    for (auto& tw : *p.mutable_twins())
+      if (!cut || tw.asset_id() <= *cut)
+        twins.push_back(&tw);
+  std::sort(twins.begin(), twins.end(),
+            [](const auto* a, const auto* b) { return a->asset_id() < b->asset_id(); });
+  const bool more = twins.size() > page_size;
+  if (more)
+    twins.resize(page_size);
+  for (auto* tw : twins)
+    out.add_twins()->Swap(tw);
+  if (more)
+    out.set_next_page_token(encode_page_token(filter, out.twins().rbegin()->asset_id()));
+  else if (cut)
+    out.set_next_page_token(encode_page_token(filter, *cut));
+  return Status::OK;
+}
+
 twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub,
                            metrics::grpc_probe& probe, service_limits limits)
     : backend_(backend),
@@ -192,7 +313,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   auto r = backend_.route_asset(*id, error);
   if (!r) {
-    c.finish({StatusCode::UNAVAILABLE, error});
+    forward_if_remote(backend_, c, *id, error, "/fleettwin.v1.TwinService/GetTwin", *req, resp);
     return c.reactor();
   }
   auto done = answer_with_twin(c, resp, stale);
@@ -211,17 +332,41 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
                                                 " twins, got " + std::to_string(n)});
     return c.reactor();
   }
+  // Twins served here are asked from their partition actors; the others are
+  // fetched from the nodes that serve them, one GetTwin each.
   struct gather {
     std::mutex mutex;
-    std::vector<std::shared_ptr<const core::twin>> twins;
+    std::vector<fleettwin::v1::Twin> twins;
     std::optional<Status> error;
     std::atomic<size_t> remaining;
+
+    void settle(const call& c, fleettwin::v1::BatchGetTwinsResponse* resp) {
+      if (remaining.fetch_sub(1) != 1)
+        return;
+      if (error) {
+        c.finish(*error);
+        return;
+      }
+      for (auto& tw : twins)
+        resp->add_twins()->Swap(&tw);
+      c.finish(Status::OK);
+    }
+    void fail(Status s) {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (!error)
+        error = std::move(s);
+    }
   };
   auto g = std::make_shared<gather>();
   g->twins.resize(n);
   g->remaining = n;
-  std::vector<std::pair<std::string, route>> routes;
-  routes.reserve(n);
+  struct target {
+    std::string asset_id;
+    std::optional<route> local;
+    std::string endpoint;
+  };
+  std::vector<target> targets;
+  targets.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     std::string error;
     auto id = parse_twin_name(req->names(static_cast<int>(i)), error);
@@ -230,37 +375,45 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       return c.reactor();
     }
     auto r = backend_.route_asset(*id, error);
-    if (!r) {
+    std::optional<std::string> endpoint;
+    if (!r && !c.forwarded())
+      endpoint = backend_.remote_owner(*id, error);
+    if (!r && !endpoint) {
       c.finish({StatusCode::UNAVAILABLE, error});
       return c.reactor();
     }
-    routes.emplace_back(std::move(*id), std::move(*r));
+    targets.push_back({std::move(*id), std::move(r), endpoint.value_or("")});
   }
   auto stale = backend_.stale_after_ms();
   for (size_t i = 0; i < n; ++i) {
+    auto& t = targets[i];
+    if (!t.local) {
+      fleettwin::v1::GetTwinRequest one;
+      one.set_name(req->names(static_cast<int>(i)));
+      runtime::forward_completion done{
+          [c, g, i, resp](runtime::forward_reply r) {
+            if (r.code != 0)
+              g->fail({static_cast<StatusCode>(r.code), r.message});
+            else if (!g->twins[i].ParseFromString(r.response))
+              g->fail({StatusCode::INTERNAL, "the owning node sent an unreadable twin"});
+            g->settle(c, resp);
+          },
+          runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                                 "the forwarded call was dropped (node stopping); retry",
+                                 {}}};
+      backend_.forward(t.endpoint, "/fleettwin.v1.TwinService/GetTwin", one.SerializeAsString(), {},
+                       std::move(done));
+      continue;
+    }
     runtime::twin_completion done{[c, g, i, resp, stale](runtime::twin_reply reply) {
-                                    {
-                                      std::lock_guard<std::mutex> guard{g->mutex};
-                                      if (reply.error != runtime::query_error::none) {
-                                        if (!g->error)
-                                          g->error = to_status(reply);
-                                      } else {
-                                        g->twins[i] = std::move(reply.twin);
-                                      }
-                                    }
-                                    if (g->remaining.fetch_sub(1) != 1)
-                                      return;
-                                    if (g->error) {
-                                      c.finish(*g->error);
-                                      return;
-                                    }
-                                    auto now = wall_ms();
-                                    for (const auto& tw : g->twins)
-                                      to_proto(*tw, now, stale, *resp->add_twins());
-                                    c.finish(Status::OK);
+                                    if (reply.error != runtime::query_error::none)
+                                      g->fail(to_status(reply));
+                                    else
+                                      to_proto(*reply.twin, wall_ms(), stale, g->twins[i]);
+                                    g->settle(c, resp);
                                   },
                                   unanswered()};
-    caf::anon_send(routes[i].second.actor, runtime::get_atom::value, std::move(routes[i].first),
+    caf::anon_send(t.local->actor, runtime::get_atom::value, std::move(t.asset_id),
                    std::move(done));
   }
   return c.reactor();
@@ -294,29 +447,110 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     }
     start_after = std::move(*last);
   }
+  // Which partitions this node lists, and which other nodes list the rest.
+  std::vector<int32_t> partitions;
+  std::map<std::string, std::vector<int32_t>> remote;
+  if (c.forwarded()) {
+    // The forwarding node names the partitions; all must still be here.
+    auto wanted = parse_partition_list(c.context());
+    auto mine = backend_.local_partitions();
+    for (auto p : wanted)
+      if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
+        c.finish({StatusCode::UNAVAILABLE,
+                  "partition " + std::to_string(p) + " moved away from this node; retry shortly"});
+        return c.reactor();
+      }
+    partitions = std::move(wanted);
+  } else {
+    std::string why;
+    auto plan = backend_.list_plan(partitions, why);
+    if (!plan) {
+      c.finish({StatusCode::UNAVAILABLE, why});
+      return c.reactor();
+    }
+    remote = std::move(*plan);
+  }
   auto stale = backend_.stale_after_ms();
-  auto partitions = backend_.local_partitions();
   auto filter_text = req->filter();
   auto max_scanned = limits_.max_scanned_per_page;
   auto& store = backend_.store();
-  bool queued = pool_.submit([=, &store]() mutable {
+  // Lists this node's partitions into `out` (on the query pool).
+  auto list_local = [=, &store](fleettwin::v1::ListTwinsResponse* out) -> Status {
     auto now = wall_ms();
     std::string error;
     auto page = store.list_twins(
         partitions, start_after, [&](const core::twin& tw) { return f.matches(tw, now, stale); },
         page_size, max_scanned, error);
-    if (!error.empty()) {
-      c.finish({StatusCode::INTERNAL, "reading twins: " + error});
+    if (!error.empty())
+      return {StatusCode::INTERNAL, "reading twins: " + error};
+    for (const auto& tw : page.twins)
+      to_proto(tw, now, stale, *out->add_twins());
+    if (!page.next_page_token.empty())
+      out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
+    return Status::OK;
+  };
+  if (remote.empty()) {
+    bool queued = pool_.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); });
+    if (!queued)
+      c.finish(
+          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return c.reactor();
+  }
+  // Cluster-wide: every node lists its partitions; the pages are merged.
+  struct gather {
+    std::mutex mutex;
+    std::vector<fleettwin::v1::ListTwinsResponse> parts;
+    std::optional<Status> error;
+    std::atomic<size_t> remaining;
+    void fail(Status s) {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (!error)
+        error = std::move(s);
+    }
+  };
+  auto g = std::make_shared<gather>();
+  g->parts.resize(remote.size() + 1);
+  g->remaining = remote.size() + 1;
+  auto settle = [c, g, resp, filter_text, page_size] {
+    if (g->remaining.fetch_sub(1) != 1)
+      return;
+    if (g->error) {
+      c.finish(*g->error);
       return;
     }
-    for (const auto& tw : page.twins)
-      to_proto(tw, now, stale, *resp->add_twins());
-    if (!page.next_page_token.empty())
-      resp->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
-    c.finish(Status::OK);
+    c.finish(merge_pages(g->parts, filter_text, page_size, *resp));
+  };
+  bool queued = pool_.submit([g, list_local, settle]() mutable {
+    if (auto st = list_local(&g->parts[0]); !st.ok())
+      g->fail(st);
+    settle();
   });
-  if (!queued)
+  if (!queued) {
     c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return c.reactor();
+  }
+  size_t slot = 1;
+  auto request = req->SerializeAsString();
+  for (auto& [endpoint, parts] : remote) {
+    std::string list;
+    for (auto p : parts)
+      list += (list.empty() ? "" : ",") + std::to_string(p);
+    runtime::forward_completion done{
+        [g, slot, settle](runtime::forward_reply r) {
+          if (r.code != 0)
+            g->fail({static_cast<StatusCode>(r.code), r.message});
+          else if (!g->parts[slot].ParseFromString(r.response))
+            g->fail({StatusCode::INTERNAL, "a node sent an unreadable ListTwins page"});
+          settle();
+        },
+        runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                               "the forwarded call was dropped (node stopping); retry",
+                               {}}};
+    backend_.forward(endpoint, "/fleettwin.v1.TwinService/ListTwins", request,
+                     cluster::encode_metadata({{cluster::partitions_header, list}}),
+                     std::move(done));
+    ++slot;
+  }
   return c.reactor();
 }
 
@@ -352,7 +586,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   auto r = backend_.route_asset(*id, error);
   if (!r) {
-    c.finish({StatusCode::UNAVAILABLE, error});
+    forward_if_remote(backend_, c, *id, error, "/fleettwin.v1.TwinService/UpdateDesired", *req,
+                      resp);
     return c.reactor();
   }
   auto stale = backend_.stale_after_ms();
@@ -388,7 +623,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   auto r = backend_.route_asset(*id, error);
   if (!r) {
-    c.finish({StatusCode::UNAVAILABLE, error});
+    forward_if_remote(backend_, c, *id, error, "/fleettwin.v1.TwinService/GetHistory", *req, resp);
     return c.reactor();
   }
   auto& store = backend_.store();
@@ -470,6 +705,20 @@ public:
   // Headers go out now so that clients know the watch is registered.
   stream->StartSendInitialMetadata();
   return stream;
+}
+
+admin_service::admin_service(twin_backend& backend, metrics::grpc_probe& probe)
+    : backend_(backend), cluster_(probe.method("GetCluster")) {}
+
+::grpc::ServerUnaryReactor* admin_service::GetCluster(::grpc::CallbackServerContext* ctx,
+                                                      const fleettwin::v1::GetClusterRequest*,
+                                                      fleettwin::v1::ClusterStatus* resp) {
+  call c{ctx, cluster_};
+  backend_.cluster_status([c, resp](fleettwin::v1::ClusterStatus status) {
+    *resp = std::move(status);
+    c.finish(Status::OK);
+  });
+  return c.reactor();
 }
 
 node_service::node_service(twin_backend& backend, metrics::grpc_probe& probe)

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +40,24 @@ public:
   /// A published snapshot of a resident twin, answered without an actor hop.
   virtual std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) = 0;
   virtual void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) = 0;
+
+  // --- cluster: calls for twins this node does not serve ---------------------
+
+  /// The cluster endpoint of the node serving the asset's partition, when
+  /// that is another node; nullopt with the reason otherwise (answered as
+  /// UNAVAILABLE when the partition is not served here either).
+  virtual std::optional<std::string> remote_owner(const std::string& asset_id,
+                                                  std::string& why) = 0;
+  /// Which node lists which partitions for a cluster-wide ListTwins: this
+  /// node's own and, by endpoint, the others'; nullopt with the reason when
+  /// some partition has no serving node right now.
+  virtual std::optional<std::map<std::string, std::vector<int32_t>>> list_plan(
+      std::vector<int32_t>& local, std::string& why) = 0;
+  /// Sends a serialized call to the node at `endpoint` (never blocks).
+  virtual void forward(const std::string& endpoint, const std::string& method, std::string request,
+                       std::string metadata, runtime::forward_completion done) = 0;
+  /// The cluster as this node sees it.
+  virtual void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) = 0;
 };
 
 struct service_limits {
@@ -86,6 +105,19 @@ private:
   metrics::method_probe& history_;
 };
 
+class admin_service final : public fleettwin::v1::AdminService::CallbackService {
+public:
+  admin_service(twin_backend& backend, metrics::grpc_probe& probe);
+
+  ::grpc::ServerUnaryReactor* GetCluster(::grpc::CallbackServerContext* ctx,
+                                         const fleettwin::v1::GetClusterRequest* req,
+                                         fleettwin::v1::ClusterStatus* resp) override;
+
+private:
+  twin_backend& backend_;
+  metrics::method_probe& cluster_;
+};
+
 class node_service final : public fleettwin::v1::NodeService::CallbackService {
 public:
   node_service(twin_backend& backend, metrics::grpc_probe& probe);
@@ -102,6 +134,12 @@ private:
   metrics::grpc_probe& probe_;
   metrics::method_probe& status_;
 };
+
+/// Merges the ListTwins pages of several nodes (each over its partitions)
+/// into one page of `page_size` in asset-id order.
+::grpc::Status merge_pages(std::vector<fleettwin::v1::ListTwinsResponse>& parts,
+                           const std::string& filter, size_t page_size,
+                           fleettwin::v1::ListTwinsResponse& out);
 
 /// Encodes a ListTwins continuation (opaque to clients, bound to the filter).
 std::string encode_page_token(const std::string& filter, const std::string& last_asset_id);

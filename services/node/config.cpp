@@ -30,7 +30,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   app.add_option("--group", cfg.group_id, "Kafka consumer group")->envname("FLEETTWIN_GROUP");
   app.add_option("--node-id", cfg.node_id, "Node name (default: node-<hostname>)")
       ->envname("FLEETTWIN_NODE_ID");
-  app.add_option("--partitions", cfg.partitions, "Partitions per topic of the embedded Kafka")
+  app.add_option("--partitions", cfg.partitions,
+                 "Partitions per topic of the embedded Kafka, and of topics created on a real one")
       ->envname("FLEETTWIN_PARTITIONS")
       ->check(CLI::Range(1, 1024));
   app.add_option("--history", cfg.history, "Samples of history kept per property (0 = none)")
@@ -109,6 +110,14 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Consumer group session timeout: how soon a dead node's partitions move")
       ->envname("FLEETTWIN_SESSION_TIMEOUT_MS")
       ->check(CLI::Range(1'000, 300'000));
+  app.add_option("--cluster-port", cfg.cluster_port,
+                 "Port for calls forwarded between nodes (CAF remoting; 0 = any free port)")
+      ->envname("FLEETTWIN_CLUSTER_PORT")
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--advertise-host", cfg.advertise_host,
+                 "Host other nodes and clients reach this node at (published in the members "
+                 "topic; the cluster port listens on it)")
+      ->envname("FLEETTWIN_ADVERTISE_HOST");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -52,6 +52,10 @@ struct node_config {
   bool create_topics = true;
   int replication_factor = -1;  // -1: the broker's default
   int64_t session_timeout_ms = 6'000;
+  /// Node-to-node calls (CAF remoting): listen port (0 = any free port) and
+  /// the host other nodes and clients reach this node at.
+  int cluster_port = 4242;
+  std::string advertise_host = "127.0.0.1";
 
   bool exactly_once() const {
     return guarantee == "exactly-once";

@@ -3,12 +3,14 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <set>
 #include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include "actors/core/partitioning.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
@@ -73,6 +75,7 @@ bool node::init(std::string& error) {
   if (cfg_.actor_threads > 0)
     actor_cfg_.set("scheduler.max-threads", cfg_.actor_threads);
   actor_cfg_.set("logger.verbosity", caf::atom("quiet"));
+  actor_cfg_.load<caf::io::middleman>();
   system_ = std::make_unique<caf::actor_system>(actor_cfg_);
   auto acfg = std::make_shared<runtime::asset_config>();
   acfg->history_capacity = static_cast<uint32_t>(cfg_.history);
@@ -152,18 +155,22 @@ bool node::init(std::string& error) {
   twin_service_ = std::make_unique<grpc_api::twin_service>(*this, *pool_, *hub_, metrics_->grpc(),
                                                            grpc_api::service_limits{});
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
+  admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ::grpc::ServerBuilder builder;
   builder.AddListeningPort(cfg_.grpc_address, ::grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(twin_service_.get());
   builder.RegisterService(node_service_.get());
+  builder.RegisterService(admin_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
     error = "cannot serve gRPC on " + cfg_.grpc_address + " (address in use or invalid)";
     return false;
   }
+  if (!start_remoting(error))
+    return false;
   register_scrape_gauges();
   consumer_->start(*this);
   started_ = true;
@@ -174,6 +181,177 @@ bool node::init(std::string& error) {
       metrics_->port(), bootstrap_, embedded_ != nullptr, cfg_.data_dir,
       consumer_->partition_count());
   return true;
+}
+
+bool node::start_remoting(std::string& error) {
+  // Calls forwarded by other nodes run through this node's own gRPC
+  // services, in process.
+  ::grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id);
+  forwarder_ = system_->spawn(cluster::forwarder, std::chrono::milliseconds{5'000});
+  auto port = system_->middleman().publish(gateway_, static_cast<uint16_t>(cfg_.cluster_port),
+                                           cfg_.advertise_host.c_str(), true);
+  if (!port) {
+    error = "cannot listen for other nodes on " + cfg_.advertise_host + ":" +
+            std::to_string(cfg_.cluster_port) + ": " + system_->render(port.error());
+    return false;
+  }
+  cluster_port_ = *port;
+  cluster::membership_options mo;
+  mo.bootstrap = bootstrap_;
+  mo.topic = topics_.members;
+  mo.group_id = cfg_.group_id;
+  mo.node_id = cfg_.node_id;
+  mo.settings = kafka_settings_;
+  membership_ = cluster::membership::create(
+      mo, [this] { return member_record(); }, error);
+  return membership_ != nullptr;
+}
+
+fleettwin::v1::Member node::member_record() {
+  fleettwin::v1::Member m;
+  m.set_node_id(cfg_.node_id);
+  m.set_grpc_endpoint(cfg_.advertise_host + ":" + std::to_string(grpc_port_));
+  m.set_cluster_endpoint(cfg_.advertise_host + ":" + std::to_string(cluster_port_));
+  m.set_started_ms(started_ms_);
+  m.set_version(FLEETTWIN_VERSION);
+  m.set_guarantee(cfg_.guarantee);
+  std::map<int32_t, kafka::partition_progress> progress;
+  for (const auto& p : consumer_->progress())
+    progress[p.partition] = p;
+  std::map<int32_t, kafka::restore_progress> reading;
+  if (restorer_)
+    for (const auto& r : restorer_->progress())
+      reading[r.partition] = r;
+  auto add = [&](int32_t p, fleettwin::v1::PartitionRole role) {
+    auto* ps = m.add_partitions();
+    ps->set_partition(p);
+    ps->set_role(role);
+    ps->set_stored_twins(store_->stored_twins(p));
+    if (role == fleettwin::v1::PARTITION_ROLE_ACTIVE) {
+      if (auto it = progress.find(p); it != progress.end()) {
+        ps->set_lag(it->second.lag());
+        ps->set_committed_offset(it->second.committed);
+      }
+    } else if (auto it = reading.find(p); it != reading.end()) {
+      ps->set_lag(it->second.lag());
+    }
+  };
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  for (const auto& [p, a] : partitions_)
+    add(p, fleettwin::v1::PARTITION_ROLE_ACTIVE);
+  for (const auto& [p, g] : restoring_)
+    add(p, fleettwin::v1::PARTITION_ROLE_RESTORING);
+  for (const auto& [p, r] : reading)
+    if (r.standby && !partitions_.contains(p) && !restoring_.contains(p))
+      add(p, fleettwin::v1::PARTITION_ROLE_STANDBY);
+  return m;
+}
+
+std::optional<std::string> node::owner_endpoint(int32_t partition, std::string& why) {
+  {
+    std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+    if (restoring_.contains(partition)) {
+      why = "partition " + std::to_string(partition) +
+            " is being restored from the changelog on this node; retry shortly";
+      return std::nullopt;
+    }
+  }
+  auto owner = membership_ ? membership_->owner_of(partition) : std::nullopt;
+  if (!owner) {
+    why = "no node serves partition " + std::to_string(partition) +
+          " right now (assignment or rebalance in progress); retry shortly";
+    return std::nullopt;
+  }
+  if (owner->restoring) {
+    why = "partition " + std::to_string(partition) + " is being restored on node " +
+          owner->node_id + "; retry shortly";
+    return std::nullopt;
+  }
+  if (!owner->alive) {
+    why = "node " + owner->node_id + ", the last owner of partition " + std::to_string(partition) +
+          ", left the group; the partition moves to another node; retry shortly";
+    return std::nullopt;
+  }
+  return owner->cluster_endpoint;
+}
+
+std::optional<std::string> node::remote_owner(const std::string& asset_id, std::string& why) {
+  auto count = consumer_->partition_count();
+  if (count <= 0) {
+    why = "the telemetry topic's partitions are not known yet; retry";
+    return std::nullopt;
+  }
+  return owner_endpoint(core::kafka_partition(asset_id, count), why);
+}
+
+std::optional<std::map<std::string, std::vector<int32_t>>> node::list_plan(
+    std::vector<int32_t>& local, std::string& why) {
+  auto count = consumer_->partition_count();
+  if (count <= 0) {
+    why = "the telemetry topic's partitions are not known yet; retry";
+    return std::nullopt;
+  }
+  auto mine = local_partitions();
+  std::map<std::string, std::vector<int32_t>> remote;
+  local.clear();
+  for (int32_t p = 0; p < count; ++p) {
+    if (std::find(mine.begin(), mine.end(), p) != mine.end()) {
+      local.push_back(p);
+      continue;
+    }
+    auto endpoint = owner_endpoint(p, why);
+    if (!endpoint)
+      return std::nullopt;
+    remote[*endpoint].push_back(p);
+  }
+  return remote;
+}
+
+void node::forward(const std::string& endpoint, const std::string& method, std::string request,
+                   std::string metadata, runtime::forward_completion done) {
+  caf::anon_send(forwarder_, runtime::forward_atom::value, endpoint, method, std::move(request),
+                 std::move(metadata), std::move(done));
+}
+
+void node::cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) {
+  fleettwin::v1::ClusterStatus cs;
+  cs.set_answered_by(cfg_.node_id);
+  cs.set_group_id(cfg_.group_id);
+  cs.set_guarantee(cfg_.guarantee);
+  auto count = consumer_->partition_count();
+  cs.set_partitions(count);
+  auto now = wall_ms();
+  std::set<int32_t> served;
+  auto add = [&](fleettwin::v1::Member record, bool alive) {
+    auto* n = cs.add_nodes();
+    n->set_alive(alive);
+    n->set_age_ms(std::max<int64_t>(0, now - record.updated_ms()));
+    *n->mutable_member() = std::move(record);
+  };
+  // This node from its live state; the others from their last records.
+  auto self = member_record();
+  self.set_updated_ms(now);
+  for (const auto& p : self.partitions())
+    if (p.role() == fleettwin::v1::PARTITION_ROLE_ACTIVE)
+      served.insert(p.partition());
+  add(std::move(self), true);
+  if (membership_)
+    for (auto& m : membership_->members()) {
+      if (m.record.node_id() == cfg_.node_id)
+        continue;
+      add(m.record, m.alive);
+    }
+  for (int32_t p = 0; p < count; ++p) {
+    std::string why;
+    if (!served.contains(p) && !owner_endpoint(p, why))
+      cs.add_unserved_partitions(p);
+  }
+  std::sort(
+      cs.mutable_nodes()->begin(), cs.mutable_nodes()->end(),
+      [](const auto& a, const auto& b) { return a.member().node_id() < b.member().node_id(); });
+  done(std::move(cs));
 }
 
 bool node::prepare_topics(std::string& error) {
@@ -321,6 +499,12 @@ void node::shutdown() {
   if (consumer_)
     consumer_->stop();
   restorer_.reset();
+  if (membership_)
+    membership_->leave(std::chrono::seconds{2});
+  if (system_) {
+    caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(forwarder_, caf::exit_reason::user_shutdown);
+  }
   if (producer_ && !producer_->flush(std::chrono::seconds{10}))
     spdlog::warn("event=flush_timeout outputs may be incomplete");
   if (system_) {
@@ -375,6 +559,8 @@ kafka::assignment node::on_assigned(int32_t partition) {
     restoring_[partition] = generation;
   }
   restore(partition, generation);
+  if (membership_)
+    membership_->publish_soon();
   return {std::nullopt, true};
 }
 
@@ -470,6 +656,8 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
       if (it != restoring_.end())
         restoring_.erase(it);
       partitions_[partition] = actor;
+      if (membership_)
+        membership_->publish_soon();
       return true;
     }
   }
@@ -483,6 +671,8 @@ void node::on_revoked(int32_t partition) {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
     if (restoring_.erase(partition) > 0) {
       restorer_->stop(partition);
+      if (membership_)
+        membership_->publish_soon();
       return;
     }
     auto it = partitions_.find(partition);
@@ -491,6 +681,8 @@ void node::on_revoked(int32_t partition) {
     actor = it->second;
     partitions_.erase(it);
   }
+  if (membership_)
+    membership_->publish_soon();
   std::promise<void> stopped;
   auto done = stopped.get_future();
   caf::anon_send(actor, runtime::stop_atom::value,

@@ -13,6 +13,8 @@
 #include <caf/actor_system_config.hpp>
 
 #include "actors/runtime/partition_actor.hpp"
+#include "services/cluster/membership.hpp"
+#include "services/cluster/remoting.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
@@ -57,6 +59,16 @@ public:
     return cfg_.stale_after_ms;
   }
   void node_status(std::function<void(fleettwin::v1::NodeStatus)> done) override;
+  std::optional<std::string> remote_owner(const std::string& asset_id, std::string& why) override;
+  std::optional<std::map<std::string, std::vector<int32_t>>> list_plan(std::vector<int32_t>& local,
+                                                                       std::string& why) override;
+  void forward(const std::string& endpoint, const std::string& method, std::string request,
+               std::string metadata, runtime::forward_completion done) override;
+  void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) override;
+
+  uint16_t cluster_port() const {
+    return cluster_port_;
+  }
   std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) override {
     return cache_->find(asset_id);
   }
@@ -70,6 +82,11 @@ private:
   explicit node(node_config cfg);
   bool init(std::string& error);
   bool prepare_topics(std::string& error);
+  bool start_remoting(std::string& error);
+  /// This node's record for the members topic.
+  fleettwin::v1::Member member_record();
+  /// Where another node serves `partition`; nullopt with the reason.
+  std::optional<std::string> owner_endpoint(int32_t partition, std::string& why);
   void register_scrape_gauges();
   /// Spawns the actor of a partition whose state is local and complete;
   /// false when the restore of `generation` was revoked meanwhile.
@@ -95,6 +112,11 @@ private:
   std::unique_ptr<grpc_api::query_pool> pool_;
   std::unique_ptr<grpc_api::twin_service> twin_service_;
   std::unique_ptr<grpc_api::node_service> node_service_;
+  std::unique_ptr<grpc_api::admin_service> admin_service_;
+  std::unique_ptr<cluster::membership> membership_;
+  runtime::gateway_actor gateway_;
+  runtime::forwarder_actor forwarder_;
+  uint16_t cluster_port_ = 0;
   std::unique_ptr<::grpc::Server> server_;
   int grpc_port_ = 0;
   std::shared_ptr<const runtime::asset_config> asset_cfg_;

@@ -1,0 +1,204 @@
+#include "services/cluster/membership.hpp"
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::cluster {
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+kafka::kafka_handle make_client(rd_kafka_type_t type, std::map<std::string, std::string> settings,
+                                std::string& error) {
+  auto* conf = kafka::make_conf(settings, error);
+  if (!conf)
+    return nullptr;
+  char errstr[512];
+  kafka::kafka_handle rk{rd_kafka_new(type, conf, errstr, sizeof(errstr))};
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    error = std::string{"cannot create the membership client: "} + errstr;
+  }
+  return rk;
+}
+
+}  // namespace
+
+membership::membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot)
+    : opts_(std::move(opts)), snapshot_(std::move(snapshot)) {}
+
+std::unique_ptr<membership> membership::create(membership_options opts,
+                                               std::function<fleettwin::v1::Member()> snapshot,
+                                               std::string& error) {
+  std::unique_ptr<membership> m{new membership(std::move(opts), std::move(snapshot))};
+  auto base = m->opts_.settings;
+  base["bootstrap.servers"] = m->opts_.bootstrap;
+  auto producer = base;
+  producer["client.id"] = m->opts_.node_id + "-membership";
+  producer["enable.idempotence"] = "true";
+  producer["linger.ms"] = "0";
+  m->producer_ = make_client(RD_KAFKA_PRODUCER, producer, error);
+  if (!m->producer_)
+    return nullptr;
+  auto consumer = base;
+  consumer["client.id"] = m->opts_.node_id + "-membership";
+  consumer["group.id"] = m->opts_.node_id + "-membership";  // never joined or committed
+  consumer["enable.auto.commit"] = "false";
+  consumer["enable.partition.eof"] = "true";
+  consumer["fetch.wait.max.ms"] = "100";
+  m->consumer_ = make_client(RD_KAFKA_CONSUMER, consumer, error);
+  if (!m->consumer_)
+    return nullptr;
+  rd_kafka_poll_set_consumer(m->consumer_.get());
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, m->opts_.topic.c_str(), 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  auto err = rd_kafka_assign(m->consumer_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = std::string{"cannot read the members topic: "} + rd_kafka_err2str(err);
+    return nullptr;
+  }
+  m->thread_ = std::thread{[raw = m.get()] { raw->run(); }};
+  return m;
+}
+
+membership::~membership() {
+  stop_ = true;
+  if (thread_.joinable())
+    thread_.join();
+  if (consumer_)
+    rd_kafka_consumer_close(consumer_.get());
+  if (producer_)
+    rd_kafka_flush(producer_.get(), 2'000);
+}
+
+void membership::publish_soon() {
+  publish_due_ = true;
+}
+
+void membership::leave(std::chrono::milliseconds timeout) {
+  stop_ = true;
+  if (thread_.joinable())
+    thread_.join();
+  publish(true);
+  rd_kafka_flush(producer_.get(), static_cast<int>(timeout.count()));
+}
+
+void membership::publish(bool tombstone) {
+  std::string value;
+  if (!tombstone) {
+    auto record = snapshot_();
+    record.set_node_id(opts_.node_id);
+    record.set_updated_ms(wall_ms());
+    record.SerializeToString(&value);
+  }
+  auto err = rd_kafka_producev(
+      producer_.get(), RD_KAFKA_V_TOPIC(opts_.topic.c_str()), RD_KAFKA_V_PARTITION(0),
+      RD_KAFKA_V_KEY(opts_.node_id.data(), opts_.node_id.size()),
+      RD_KAFKA_V_VALUE(tombstone ? nullptr : value.data(), tombstone ? 0 : value.size()),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    spdlog::warn("event=membership_publish_failed error=\"{}\"", rd_kafka_err2str(err));
+}
+
+void membership::refresh_liveness() {
+  const rd_kafka_group_list* groups = nullptr;
+  auto err = rd_kafka_list_groups(producer_.get(), opts_.group_id.c_str(), &groups, 2'000);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !groups)
+    return;  // unknown: keep what we had
+  std::set<std::string> clients;
+  for (int g = 0; g < groups->group_cnt; ++g)
+    for (int i = 0; i < groups->groups[g].member_cnt; ++i)
+      clients.insert(groups->groups[g].members[i].client_id);
+  rd_kafka_group_list_destroy(groups);
+  std::lock_guard<std::mutex> guard{mutex_};
+  for (auto& [id, m] : members_)
+    m.alive = clients.contains(id);
+}
+
+void membership::on_record(const rd_kafka_message_t* m) {
+  std::string key{static_cast<const char*>(m->key), m->key_len};
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (!m->payload || m->len == 0) {
+    members_.erase(key);
+    return;
+  }
+  fleettwin::v1::Member record;
+  if (!record.ParseFromArray(m->payload, static_cast<int>(m->len))) {
+    spdlog::warn("event=membership_record_invalid key={} offset={}", key, m->offset);
+    return;
+  }
+  auto& view = members_[key];
+  const bool known = view.offset >= 0;
+  view.record = std::move(record);
+  view.offset = m->offset;
+  if (!known)
+    view.alive = true;  // until the next liveness check says otherwise
+}
+
+void membership::run() {
+  rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(consumer_.get());
+  std::vector<rd_kafka_message_t*> msgs(256);
+  auto next_heartbeat = std::chrono::steady_clock::now();
+  while (!stop_.load()) {
+    auto now = std::chrono::steady_clock::now();
+    if (publish_due_.exchange(false) || now >= next_heartbeat) {
+      publish(false);
+      if (now >= next_heartbeat) {
+        refresh_liveness();
+        next_heartbeat = now + opts_.heartbeat;
+      }
+    }
+    rd_kafka_poll(producer_.get(), 0);
+    auto n = rd_kafka_consume_batch_queue(queue, 50, msgs.data(), msgs.size());
+    for (ssize_t i = 0; i < n; ++i) {
+      if (msgs[i]->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        caught_up_ = true;
+      else if (!msgs[i]->err)
+        on_record(msgs[i]);
+      rd_kafka_message_destroy(msgs[i]);
+    }
+  }
+  rd_kafka_queue_destroy(queue);
+}
+
+std::optional<owner> membership::owner_of(int32_t partition) const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  // The latest claim wins: a node that took a partition over wrote its
+  // record after the one of the node that had it.
+  const member_view* best = nullptr;
+  bool restoring = false;
+  for (const auto& [id, m] : members_) {
+    if (id == opts_.node_id)
+      continue;
+    for (const auto& p : m.record.partitions()) {
+      bool claims = p.role() == fleettwin::v1::PARTITION_ROLE_ACTIVE ||
+                    p.role() == fleettwin::v1::PARTITION_ROLE_RESTORING;
+      if (p.partition() == partition && claims && (!best || m.offset > best->offset)) {
+        best = &m;
+        restoring = p.role() == fleettwin::v1::PARTITION_ROLE_RESTORING;
+      }
+    }
+  }
+  if (!best)
+    return std::nullopt;
+  return owner{best->record.node_id(), best->record.cluster_endpoint(),
+               best->record.grpc_endpoint(), restoring, best->alive};
+}
+
+std::vector<member_view> membership::members() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  std::vector<member_view> out;
+  for (const auto& [id, m] : members_)
+    out.push_back(m);
+  return out;
+}
+
+}  // namespace fleettwin::cluster

@@ -1,0 +1,204 @@
+#include "services/cluster/remoting.hpp"
+
+#include <spdlog/spdlog.h>
+#include <caf/io/all.hpp>
+
+namespace fleettwin::cluster {
+
+namespace {
+
+constexpr int32_t unavailable = static_cast<int32_t>(::grpc::StatusCode::UNAVAILABLE);
+
+/// One local call made for a forwarded one.
+struct local_call {
+  ::grpc::ClientContext ctx;
+  ::grpc::ByteBuffer request;
+  ::grpc::ByteBuffer response;
+};
+
+std::string to_string(const ::grpc::ByteBuffer& buf) {
+  std::vector<::grpc::Slice> slices;
+  std::string out;
+  if (!buf.Dump(&slices).ok())
+    return out;
+  out.reserve(buf.Length());
+  for (const auto& s : slices)
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+}  // namespace
+
+std::string encode_metadata(const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::string out;
+  for (const auto& [k, v] : kv)
+    out += k + "=" + v + "\n";
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> decode_metadata(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    auto line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos || eq == 0)
+      continue;
+    out.emplace_back(std::string{line.substr(0, eq)}, std::string{line.substr(eq + 1)});
+  }
+  return out;
+}
+
+std::optional<std::pair<std::string, uint16_t>> split_endpoint(const std::string& endpoint) {
+  auto colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size())
+    return std::nullopt;
+  uint32_t port = 0;
+  for (char c : endpoint.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535)
+      return std::nullopt;
+    port = port * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (port == 0 || port > 65535)
+    return std::nullopt;
+  auto host = endpoint.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return std::pair<std::string, uint16_t>{host, static_cast<uint16_t>(port)};
+}
+
+runtime::gateway_actor::behavior_type gateway(
+    runtime::gateway_actor::stateful_pointer<gateway_state> self,
+    std::shared_ptr<::grpc::Channel> local, std::string node_id) {
+  self->state.stub = std::make_unique<::grpc::GenericStub>(std::move(local));
+  self->state.node_id = std::move(node_id);
+  return {
+      [self](
+          runtime::forward_atom, std::string& method, std::string& request,
+          std::string& metadata) -> caf::typed_response_promise<int32_t, std::string, std::string> {
+        auto& st = self->state;
+        auto rp = self->make_response_promise<int32_t, std::string, std::string>();
+        auto id = st.next_id++;
+        st.pending.emplace(id, rp);
+        auto call = std::make_shared<local_call>();
+        call->ctx.AddMetadata(forwarded_header, st.node_id);
+        for (auto& [k, v] : decode_metadata(metadata))
+          call->ctx.AddMetadata(k, v);
+        call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{30});
+        ::grpc::Slice slice{request};
+        call->request = ::grpc::ByteBuffer{&slice, 1};
+        auto handle = caf::actor_cast<runtime::gateway_actor>(self);
+        st.stub->UnaryCall(&call->ctx, method, ::grpc::StubOptions{}, &call->request,
+                           &call->response, [call, handle, id](::grpc::Status s) {
+                             caf::anon_send(handle, runtime::answer_atom::value, id,
+                                            static_cast<int32_t>(s.error_code()), s.error_message(),
+                                            s.ok() ? to_string(call->response) : std::string{});
+                           });
+        return rp;
+      },
+      [self](runtime::answer_atom, uint64_t id, int32_t code, std::string& message,
+             std::string& response) {
+        auto& st = self->state;
+        auto it = st.pending.find(id);
+        if (it == st.pending.end())
+          return;
+        it->second.deliver(code, std::move(message), std::move(response));
+        st.pending.erase(it);
+      },
+  };
+}
+
+namespace {
+
+using forwarder_ptr = runtime::forwarder_actor::stateful_pointer<forwarder_state>;
+
+void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle,
+               forwarder_state::peer::call call) {
+  auto done = call.done;
+  self->request(handle, self->state.timeout, runtime::forward_atom::value, std::move(call.method),
+                std::move(call.request), std::move(call.metadata))
+      .then(
+          [done](int32_t code, std::string& message, std::string& response) {
+            done(runtime::forward_reply{code, std::move(message), std::move(response)});
+          },
+          [self, done, endpoint](caf::error& e) {
+            done(runtime::forward_reply{unavailable,
+                                        "the node at " + endpoint +
+                                            " that owns this twin did not answer (" +
+                                            self->system().render(e) + "); retry shortly",
+                                        {}});
+          });
+}
+
+void connect(forwarder_ptr self, const std::string& endpoint) {
+  auto& peer = self->state.peers[endpoint];
+  peer.connecting = true;
+  auto fail_all = [self, endpoint](const std::string& why) {
+    auto& p = self->state.peers[endpoint];
+    auto waiting = std::move(p.waiting);
+    self->state.peers.erase(endpoint);
+    for (auto& c : waiting)
+      c.done(runtime::forward_reply{unavailable, why, {}});
+  };
+  auto hp = split_endpoint(endpoint);
+  if (!hp) {
+    fail_all("the owner's cluster endpoint \"" + endpoint + "\" is malformed");
+    return;
+  }
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, self->state.timeout, caf::connect_atom::value, hp->first, hp->second)
+      .then(
+          [self, endpoint, fail_all](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                                     const std::set<std::string>&) {
+            if (!ptr) {
+              fail_all("no FleetTwin node listens at " + endpoint + "; retry shortly");
+              return;
+            }
+            auto handle = caf::actor_cast<runtime::gateway_actor>(ptr);
+            self->monitor(handle);
+            auto& p = self->state.peers[endpoint];
+            p.connecting = false;
+            p.handle = handle;
+            auto waiting = std::move(p.waiting);
+            p.waiting.clear();
+            for (auto& c : waiting)
+              send_call(self, endpoint, handle, std::move(c));
+          },
+          [self, endpoint, fail_all](caf::error& e) {
+            fail_all("cannot reach the node at " + endpoint + " that owns this twin (" +
+                     self->system().render(e) + "); retry shortly");
+          });
+}
+
+}  // namespace
+
+runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
+                                                  std::chrono::milliseconds timeout) {
+  self->state.timeout = timeout;
+  self->set_down_handler([self](caf::down_msg& msg) {
+    for (auto it = self->state.peers.begin(); it != self->state.peers.end(); ++it)
+      if (it->second.handle && it->second.handle->address() == msg.source) {
+        spdlog::info("event=peer_down endpoint={}", it->first);
+        self->state.peers.erase(it);
+        return;
+      }
+  });
+  return {
+      [self](runtime::forward_atom, std::string& endpoint, std::string& method,
+             std::string& request, std::string& metadata, runtime::forward_completion& done) {
+        auto& peer = self->state.peers[endpoint];
+        forwarder_state::peer::call call{std::move(method), std::move(request), std::move(metadata),
+                                         std::move(done)};
+        if (peer.handle) {
+          send_call(self, endpoint, *peer.handle, std::move(call));
+          return;
+        }
+        peer.waiting.push_back(std::move(call));
+        if (!peer.connecting)
+          connect(self, endpoint);
+      },
+  };
+}
+
+}  // namespace fleettwin::cluster
