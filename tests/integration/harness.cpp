@@ -59,11 +59,11 @@ void node_process::start() {
   metrics_port_ = free_port();
   std::vector<std::string> args{
       FLEETTWIN_NODE_BINARY, "--kafka", bootstrap_, "--data-dir", data_dir_, "--grpc",
-      grpc_address(), "--metrics", "127.0.0.1:" + std::to_string(metrics_port_), "--kafka-option",
-      "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500",
-      "--passivate-after-ms", "2000", "--stale-after-ms", "60000",
-      // The mock cluster has no real transactions and
-      // no CreateTopics: single-node semantics.
+      grpc_address(), "--metrics", "127.0.0.1:" + std::to_string(metrics_port_), "--cluster-port",
+      "0", "--session-timeout-ms", "6000", "--passivate-after-ms", "2000", "--stale-after-ms",
+      "60000",
+      // The mock cluster has no real transactions and no
+      // CreateTopics: these tests cover one node.
       "--guarantee", "at-least-once", "--no-changelog", "--no-create-topics"};
   args.insert(args.end(), extra_.begin(), extra_.end());
   pid_ = fork();

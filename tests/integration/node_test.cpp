@@ -1,7 +1,9 @@
 // End to end through the real interfaces: Kafka in, gRPC and metrics out.
 
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <iostream>
 #include <set>
 #include <thread>
 
@@ -52,6 +54,11 @@ struct NodeTest : ::testing::Test {
 
   void TearDown() override {
     node.reset();
+    if (HasFailure()) {
+      // The node's log explains most failures; the dir goes away below.
+      std::ifstream log{dir + "/data.log"};
+      std::cerr << "--- fleettwin-node log ---\n" << log.rdbuf() << "--- end of log ---\n";
+    }
     std::filesystem::remove_all(dir);
   }
 
