@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/cli/fake_node.hpp"
+#include "tools/cli/format.hpp"
 #include "tools/cli/interrupter.hpp"
 #include "tools/cli/run.hpp"
 
@@ -682,6 +683,52 @@ TEST_F(cli_test, ping_prints_the_round_trip_time) {
   EXPECT_TRUE(starts_with(json.out, "{\"server\":\"" + node.address() + "\",\"rtt_ms\":"));
   google::protobuf::Value parsed;
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &parsed).ok());
+}
+
+TEST(cli_format, cluster_table_groups_partitions_by_role_and_flags_unserved_ones) {
+  v1::ClusterStatus cluster;
+  cluster.set_group_id("fleettwin");
+  cluster.set_partitions(8);
+  cluster.set_guarantee("exactly-once");
+  cluster.set_answered_by("n1");
+  auto add_node = [&](const std::string& id, bool alive,
+                      std::vector<std::pair<int, v1::PartitionRole>> parts) {
+    auto* n = cluster.add_nodes();
+    n->set_alive(alive);
+    n->set_age_ms(1500);
+    n->mutable_member()->set_node_id(id);
+    n->mutable_member()->set_grpc_endpoint("127.0.0.1:1");
+    for (auto [p, role] : parts) {
+      auto* ps = n->mutable_member()->add_partitions();
+      ps->set_partition(p);
+      ps->set_role(role);
+      ps->set_lag(role == v1::PARTITION_ROLE_ACTIVE ? 2 : 100);
+      ps->set_stored_twins(10);
+    }
+  };
+  add_node("n1", true,
+           {{0, v1::PARTITION_ROLE_ACTIVE},
+            {1, v1::PARTITION_ROLE_ACTIVE},
+            {2, v1::PARTITION_ROLE_ACTIVE},
+            {5, v1::PARTITION_ROLE_ACTIVE},
+            {3, v1::PARTITION_ROLE_STANDBY}});
+  add_node("n2", false, {{3, v1::PARTITION_ROLE_ACTIVE}, {4, v1::PARTITION_ROLE_RESTORING}});
+  cluster.add_unserved_partitions(6);
+  cluster.add_unserved_partitions(7);
+  std::ostringstream out;
+  print_cluster(out, cluster);
+  auto text = out.str();
+  EXPECT_NE(text.find("cluster (group fleettwin, 8 partitions, exactly-once, answered by n1)"),
+            std::string::npos)
+      << text;
+  // n1: partitions 0-2 and 5 active (lag 2 each, 10 twins each), 3 standby.
+  EXPECT_NE(text.find("n1    up     127.0.0.1:1  0-2,5   -          3        8    40"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("n2    gone   127.0.0.1:1  3       4          -        2    10"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("6-7 (rebalance or restore in progress)"), std::string::npos) << text;
 }
 
 }  // namespace

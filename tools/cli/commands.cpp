@@ -51,7 +51,8 @@ session::session(const global_options& options, std::ostream& out, std::ostream&
       clock_(std::move(clock)),
       channel_(make_channel(options.server)),
       twins_(v1::TwinService::NewStub(channel_)),
-      nodes_(v1::NodeService::NewStub(channel_)) {}
+      nodes_(v1::NodeService::NewStub(channel_)),
+      admin_(v1::AdminService::NewStub(channel_)) {}
 
 void session::set_deadline(grpc::ClientContext& context) const {
   auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -240,10 +241,24 @@ int run_status(session& s) {
   if (auto rpc = s.nodes().GetStatus(&context, {}, &status); !rpc.ok()) {
     return s.fail(rpc);
   }
+  // The cluster as the node sees it; a node without AdminService has none.
+  grpc::ClientContext cluster_context;
+  s.set_deadline(cluster_context);
+  v1::ClusterStatus cluster;
+  auto rpc = s.admin().GetCluster(&cluster_context, {}, &cluster);
+  if (!rpc.ok() && rpc.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+    return s.fail(rpc);
+  }
   if (s.json()) {
     s.out() << to_json(status) << '\n';
+    if (rpc.ok()) {
+      s.out() << to_json(cluster) << '\n';
+    }
   } else {
     print_status(s.out(), status, s.now_ms());
+    if (rpc.ok()) {
+      print_cluster(s.out(), cluster);
+    }
   }
   return exit_ok;
 }

@@ -34,6 +34,9 @@ public:
   v1::NodeService::Stub& nodes() {
     return *nodes_;
   }
+  v1::AdminService::Stub& admin() {
+    return *admin_;
+  }
   grpc::Channel& channel() {
     return *channel_;
   }
@@ -69,6 +72,7 @@ private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TwinService::Stub> twins_;
   std::unique_ptr<v1::NodeService::Stub> nodes_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
 };
 
 struct get_options {

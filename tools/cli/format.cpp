@@ -348,4 +348,67 @@ void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_m
   rows.print(out, "  ");
 }
 
+namespace {
+
+/// "0-3,7" for a sorted list of partitions.
+std::string ranges(std::vector<int32_t> ps) {
+  if (ps.empty()) {
+    return "-";
+  }
+  std::sort(ps.begin(), ps.end());
+  std::string out;
+  for (size_t i = 0; i < ps.size();) {
+    size_t j = i;
+    while (j + 1 < ps.size() && ps[j + 1] == ps[j] + 1) {
+      ++j;
+    }
+    out += (out.empty() ? "" : ",") +
+           (i == j ? fmt::format("{}", ps[i]) : fmt::format("{}-{}", ps[i], ps[j]));
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster) {
+  out << fmt::format("cluster (group {}, {} partitions, {}, answered by {})\n", cluster.group_id(),
+                     cluster.partitions(), cluster.guarantee(), cluster.answered_by());
+  table rows({"NODE", "STATE", "GRPC", "ACTIVE", "RESTORING", "STANDBY", "LAG", "TWINS", "SEEN"});
+  for (const auto& n : cluster.nodes()) {
+    std::vector<int32_t> active;
+    std::vector<int32_t> restoring;
+    std::vector<int32_t> standby;
+    int64_t lag = 0;
+    uint64_t twins = 0;
+    for (const auto& p : n.member().partitions()) {
+      switch (p.role()) {
+        case v1::PARTITION_ROLE_ACTIVE:
+          active.push_back(p.partition());
+          lag += p.lag();
+          twins += p.stored_twins();
+          break;
+        case v1::PARTITION_ROLE_RESTORING:
+          restoring.push_back(p.partition());
+          break;
+        case v1::PARTITION_ROLE_STANDBY:
+          standby.push_back(p.partition());
+          break;
+        default:
+          break;
+      }
+    }
+    rows.add({n.member().node_id(), n.alive() ? "up" : "gone", n.member().grpc_endpoint(),
+              ranges(active), ranges(restoring), ranges(standby), fmt::format("{}", lag),
+              fmt::format("{}", twins), format_duration(n.age_ms()) + " ago"});
+  }
+  rows.print(out, "  ");
+  if (cluster.unserved_partitions_size() > 0) {
+    print_field(
+        out, "unserved",
+        ranges({cluster.unserved_partitions().begin(), cluster.unserved_partitions().end()}) +
+            " (rebalance or restore in progress)");
+  }
+}
+
 }  // namespace fleettwin::cli

@@ -54,5 +54,7 @@ std::vector<std::string> twin_summary_header();
 std::string format_change(const v1::TwinChange& change);
 void print_history(std::ostream& out, const v1::GetHistoryResponse& history);
 void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms);
+/// The cluster: one row per node, its partitions by role, lag and twins.
+void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster);
 
 }  // namespace fleettwin::cli
