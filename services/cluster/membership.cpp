@@ -108,39 +108,51 @@ void membership::publish(bool tombstone) {
     spdlog::warn("event=membership_publish_failed error=\"{}\"", rd_kafka_err2str(err));
 }
 
-void membership::refresh_liveness() {
+bool membership::refresh_liveness() {
   const rd_kafka_group_list* groups = nullptr;
   auto err = rd_kafka_list_groups(producer_.get(), opts_.group_id.c_str(), &groups, 2'000);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !groups)
-    return;  // unknown: keep what we had
+    return false;  // unknown: keep what we had
   std::set<std::string> clients;
   for (int g = 0; g < groups->group_cnt; ++g)
     for (int i = 0; i < groups->groups[g].member_cnt; ++i)
       clients.insert(groups->groups[g].members[i].client_id);
   rd_kafka_group_list_destroy(groups);
   std::lock_guard<std::mutex> guard{mutex_};
-  for (auto& [id, m] : members_)
+  bool changed = false;
+  for (auto& [id, m] : members_) {
+    changed |= m.alive != clients.contains(id);
     m.alive = clients.contains(id);
+  }
+  return changed;
 }
 
-void membership::on_record(const rd_kafka_message_t* m) {
+bool membership::on_record(const rd_kafka_message_t* m) {
   std::string key{static_cast<const char*>(m->key), m->key_len};
   std::lock_guard<std::mutex> guard{mutex_};
-  if (!m->payload || m->len == 0) {
-    members_.erase(key);
-    return;
-  }
+  if (!m->payload || m->len == 0)
+    return members_.erase(key) > 0;
   fleettwin::v1::Member record;
   if (!record.ParseFromArray(m->payload, static_cast<int>(m->len))) {
     spdlog::warn("event=membership_record_invalid key={} offset={}", key, m->offset);
-    return;
+    return false;
   }
   auto& view = members_[key];
   const bool known = view.offset >= 0;
+  // Heartbeats rewrite the same partitions: only a change of roles counts.
+  bool changed = !known;
+  if (known) {
+    const auto& a = view.record.partitions();
+    const auto& b = record.partitions();
+    changed = a.size() != b.size();
+    for (int i = 0; !changed && i < a.size(); ++i)
+      changed = a[i].partition() != b[i].partition() || a[i].role() != b[i].role();
+  }
   view.record = std::move(record);
   view.offset = m->offset;
   if (!known)
     view.alive = true;  // until the next liveness check says otherwise
+  return changed;
 }
 
 void membership::run() {
@@ -149,10 +161,11 @@ void membership::run() {
   auto next_heartbeat = std::chrono::steady_clock::now();
   while (!stop_.load()) {
     auto now = std::chrono::steady_clock::now();
+    bool changed = false;
     if (publish_due_.exchange(false) || now >= next_heartbeat) {
       publish(false);
       if (now >= next_heartbeat) {
-        refresh_liveness();
+        changed |= refresh_liveness();
         next_heartbeat = now + opts_.heartbeat;
       }
     }
@@ -162,9 +175,11 @@ void membership::run() {
       if (msgs[i]->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
         caught_up_ = true;
       else if (!msgs[i]->err)
-        on_record(msgs[i]);
+        changed |= on_record(msgs[i]);
       rd_kafka_message_destroy(msgs[i]);
     }
+    if (changed && opts_.on_change)
+      opts_.on_change();
   }
   rd_kafka_queue_destroy(queue);
 }

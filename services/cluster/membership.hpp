@@ -26,6 +26,8 @@ struct membership_options {
   /// How often a node rewrites its record (and checks the group's members).
   std::chrono::milliseconds heartbeat{2'000};
   std::map<std::string, std::string> settings;  // extra librdkafka settings
+  /// Called from the membership thread after records or liveness changed.
+  std::function<void()> on_change;
 };
 
 /// Where to reach the node that serves a partition.
@@ -80,8 +82,10 @@ private:
   membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot);
   void run();
   void publish(bool tombstone);
-  void refresh_liveness();
-  void on_record(const rd_kafka_message_t* m);
+  /// True when some member's liveness changed.
+  bool refresh_liveness();
+  /// True when the record changed a member's partitions or roles.
+  bool on_record(const rd_kafka_message_t* m);
 
   membership_options opts_;
   std::function<fleettwin::v1::Member()> snapshot_;

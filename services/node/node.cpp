@@ -204,6 +204,8 @@ bool node::start_remoting(std::string& error) {
   mo.group_id = cfg_.group_id;
   mo.node_id = cfg_.node_id;
   mo.settings = kafka_settings_;
+  if (cfg_.standby_replicas > 0 && restorer_)
+    mo.on_change = [this] { update_standbys(); };
   membership_ = cluster::membership::create(
       mo, [this] { return member_record(); }, error);
   return membership_ != nullptr;
@@ -247,6 +249,59 @@ fleettwin::v1::Member node::member_record() {
     if (r.standby && !partitions_.contains(p) && !restoring_.contains(p))
       add(p, fleettwin::v1::PARTITION_ROLE_STANDBY);
   return m;
+}
+
+void node::update_standbys() {
+  auto count = consumer_->partition_count();
+  if (count <= 0 || !membership_)
+    return;
+  std::vector<std::string> ring{cfg_.node_id};
+  for (const auto& m : membership_->members())
+    if (m.alive && m.record.node_id() != cfg_.node_id)
+      ring.push_back(m.record.node_id());
+  std::sort(ring.begin(), ring.end());
+  const auto self = std::find(ring.begin(), ring.end(), cfg_.node_id) - ring.begin();
+  const auto n = static_cast<int64_t>(ring.size());
+  std::set<int32_t> wanted;
+  auto mine = local_partitions();
+  for (int32_t p = 0; p < count && n > 1; ++p) {
+    if (std::find(mine.begin(), mine.end(), p) != mine.end())
+      continue;
+    auto owner = membership_->owner_of(p);
+    if (!owner)
+      continue;
+    auto at = std::find(ring.begin(), ring.end(), owner->node_id) - ring.begin();
+    if (at == n)
+      continue;  // the owner is gone: its successor takes the partition over
+    for (int k = 1; k <= cfg_.standby_replicas && k < n; ++k)
+      if ((at + k) % n == self)
+        wanted.insert(p);
+  }
+  std::vector<int32_t> follow;
+  std::vector<int32_t> unfollow;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    for (auto p : wanted)
+      if (!standbys_.contains(p) && !partitions_.contains(p) && !restoring_.contains(p))
+        follow.push_back(p);
+    for (auto p : standbys_)
+      if (!wanted.contains(p))
+        unfollow.push_back(p);
+    // Commands are queued in order under the lock, so that a restore queued
+    // by a new assignment is never followed by a stale stop.
+    for (auto p : follow) {
+      standbys_.insert(p);
+      restorer_->follow(p);
+    }
+    for (auto p : unfollow) {
+      standbys_.erase(p);
+      restorer_->stop(p);
+    }
+  }
+  if (!follow.empty() || !unfollow.empty()) {
+    spdlog::info("event=standbys_changed follow={} unfollow={}", follow.size(), unfollow.size());
+    membership_->publish_soon();
+  }
 }
 
 std::optional<std::string> node::owner_endpoint(int32_t partition, std::string& why) {
@@ -557,6 +612,7 @@ kafka::assignment node::on_assigned(int32_t partition) {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
     generation = next_generation_++;
     restoring_[partition] = generation;
+    standbys_.erase(partition);  // the restore continues from the warm copy
   }
   restore(partition, generation);
   if (membership_)

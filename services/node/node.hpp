@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 
@@ -85,6 +86,10 @@ private:
   bool start_remoting(std::string& error);
   /// This node's record for the members topic.
   fleettwin::v1::Member member_record();
+  /// Follows, from the changelog, the partitions this node stands by for:
+  /// those whose owner comes right before it (--standby-replicas deep) in
+  /// the ring of live nodes ordered by node id.
+  void update_standbys();
   /// Where another node serves `partition`; nullopt with the reason.
   std::optional<std::string> owner_endpoint(int32_t partition, std::string& why);
   void register_scrape_gauges();
@@ -126,6 +131,8 @@ private:
   std::map<int32_t, runtime::partition_actor> partitions_;
   /// Assigned partitions being restored, by assignment generation.
   std::map<int32_t, uint64_t> restoring_;
+  /// Partitions of other nodes kept warm here.
+  std::set<int32_t> standbys_;
   uint64_t next_generation_ = 1;
 
   std::mutex stop_mutex_;
