@@ -52,6 +52,10 @@ using gateway_actor = caf::typed_actor<
     // status code, message and serialized response.
     caf::replies_to<forward_atom, std::string, std::string, std::string>::with<int32_t, std::string,
                                                                                std::string>,
+    // Streams this node's changes that match (twin name, filter) to a watch
+    // relay of another node until the relay goes down; the last string is
+    // this node's endpoint as the relay knows it (echoed in `watching`).
+    caf::reacts_to<watch_atom, std::string, std::string, caf::actor, std::string>,
     // A local call finished (internal).
     caf::reacts_to<answer_atom, uint64_t, int32_t, std::string, std::string>>;
 
@@ -59,6 +63,8 @@ using gateway_actor = caf::typed_actor<
 using forwarder_actor = caf::typed_actor<
     // Forwards (method, request, metadata) to the node at host:port.
     caf::reacts_to<forward_atom, std::string, std::string, std::string, std::string,
-                   forward_completion>>;
+                   forward_completion>,
+    // Subscribes a watch relay to the changes of the node at host:port.
+    caf::reacts_to<watch_atom, std::string, std::string, std::string, caf::actor>>;
 
 }  // namespace fleettwin::runtime

@@ -31,6 +31,10 @@ using status_atom = caf::atom_constant<caf::atom("status")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
 using forward_atom = caf::atom_constant<caf::atom("forward")>;
 using answer_atom = caf::atom_constant<caf::atom("answer")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
+using watching_atom = caf::atom_constant<caf::atom("watching")>;
+using changes_atom = caf::atom_constant<caf::atom("changes")>;
+using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <caf/io/all.hpp>
 
+#include "fleettwin/v1/twin.pb.h"
+
 namespace fleettwin::cluster {
 
 namespace {
@@ -68,12 +70,52 @@ std::optional<std::pair<std::string, uint16_t>> split_endpoint(const std::string
   return std::pair<std::string, uint16_t>{host, static_cast<uint16_t>(port)};
 }
 
+void remote_watcher::push(const fleettwin::v1::TwinChange& change) {
+  batch_.push_back(change.SerializeAsString());
+}
+
+void remote_watcher::flush() {
+  if (batch_.empty())
+    return;
+  caf::anon_send(relay_, runtime::changes_atom::value, std::move(batch_));
+  batch_.clear();
+}
+
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
-    std::shared_ptr<::grpc::Channel> local, std::string node_id) {
+    std::shared_ptr<::grpc::Channel> local, std::string node_id,
+    std::shared_ptr<grpc_api::watch_hub> hub) {
   self->state.stub = std::make_unique<::grpc::GenericStub>(std::move(local));
   self->state.node_id = std::move(node_id);
+  self->state.hub = std::move(hub);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto it = st.watchers.find(msg.source);
+    if (it == st.watchers.end())
+      return;
+    st.hub->remove(it->second.get());
+    st.watchers.erase(it);
+  });
   return {
+      [self](runtime::watch_atom, std::string& name, std::string& filter, caf::actor& relay,
+             std::string& endpoint) {
+        auto& st = self->state;
+        if (!relay || st.watchers.contains(relay.address()))
+          return;
+        core::filter f;
+        if (core::filter::parse(filter, f))
+          return;  // the relay's node validated it already
+        std::optional<std::string> asset_id;
+        if (!name.empty())
+          asset_id = name;
+        auto w = std::make_unique<remote_watcher>(std::move(asset_id), std::move(f), relay);
+        st.hub->add(w.get());
+        st.watchers.emplace(relay.address(), std::move(w));
+        self->monitor(relay);
+        // Sent as the gateway, so that the relay can watch this node go down.
+        caf::send_as(caf::actor_cast<caf::actor>(self), relay, runtime::watching_atom::value,
+                     std::move(endpoint), true);
+      },
       [self](
           runtime::forward_atom, std::string& method, std::string& request,
           std::string& metadata) -> caf::typed_response_promise<int32_t, std::string, std::string> {
@@ -114,10 +156,10 @@ namespace {
 using forwarder_ptr = runtime::forwarder_actor::stateful_pointer<forwarder_state>;
 
 void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle,
-               forwarder_state::peer::call call) {
-  auto done = call.done;
-  self->request(handle, self->state.timeout, runtime::forward_atom::value, std::move(call.method),
-                std::move(call.request), std::move(call.metadata))
+               std::string method, std::string request, std::string metadata,
+               runtime::forward_completion done) {
+  self->request(handle, self->state.timeout, runtime::forward_atom::value, std::move(method),
+                std::move(request), std::move(metadata))
       .then(
           [done](int32_t code, std::string& message, std::string& response) {
             done(runtime::forward_reply{code, std::move(message), std::move(response)});
@@ -131,15 +173,24 @@ void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway
           });
 }
 
-void connect(forwarder_ptr self, const std::string& endpoint) {
+/// Runs `action` with the gateway at `endpoint`, connecting first if needed.
+void with_gateway(
+    forwarder_ptr self, const std::string& endpoint,
+    std::function<void(const runtime::gateway_actor*, const std::string& why)> action) {
   auto& peer = self->state.peers[endpoint];
+  if (peer.handle) {
+    action(&*peer.handle, {});
+    return;
+  }
+  peer.waiting.push_back(std::move(action));
+  if (peer.connecting)
+    return;
   peer.connecting = true;
   auto fail_all = [self, endpoint](const std::string& why) {
-    auto& p = self->state.peers[endpoint];
-    auto waiting = std::move(p.waiting);
+    auto waiting = std::move(self->state.peers[endpoint].waiting);
     self->state.peers.erase(endpoint);
-    for (auto& c : waiting)
-      c.done(runtime::forward_reply{unavailable, why, {}});
+    for (auto& w : waiting)
+      w(nullptr, why);
   };
   auto hp = split_endpoint(endpoint);
   if (!hp) {
@@ -162,8 +213,8 @@ void connect(forwarder_ptr self, const std::string& endpoint) {
             p.handle = handle;
             auto waiting = std::move(p.waiting);
             p.waiting.clear();
-            for (auto& c : waiting)
-              send_call(self, endpoint, handle, std::move(c));
+            for (auto& w : waiting)
+              w(&handle, {});
           },
           [self, endpoint, fail_all](caf::error& e) {
             fail_all("cannot reach the node at " + endpoint + " that owns this twin (" +
@@ -172,6 +223,50 @@ void connect(forwarder_ptr self, const std::string& endpoint) {
 }
 
 }  // namespace
+
+caf::behavior watch_relay(caf::stateful_actor<watch_relay_state>* self,
+                          std::shared_ptr<watch_target> target, std::string name,
+                          std::string filter, runtime::forwarder_actor forwarder) {
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto it = st.gateways.find(msg.source);
+    if (it == st.gateways.end())
+      return;
+    // That node went away: subscribe again when it is back.
+    st.subscribed.erase(it->second);
+    st.gateways.erase(it);
+  });
+  return {
+      [self, name, filter, forwarder](runtime::endpoints_atom,
+                                      const std::vector<std::string>& endpoints) {
+        auto& st = self->state;
+        for (const auto& ep : endpoints)
+          if (st.subscribed.insert(ep).second)
+            caf::anon_send(forwarder, runtime::watch_atom::value, ep, name, filter,
+                           caf::actor_cast<caf::actor>(self));
+      },
+      [self](runtime::watching_atom, std::string& endpoint, bool ok) {
+        if (!ok) {  // not reachable now: try again with the next endpoints update
+          self->state.subscribed.erase(endpoint);
+          return;
+        }
+        auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+        if (!sender)
+          return;
+        self->monitor(sender);
+        self->state.gateways[sender.address()] = std::move(endpoint);
+      },
+      [target](runtime::changes_atom, const std::vector<std::string>& batch) {
+        std::lock_guard<std::mutex> guard{target->mutex};
+        if (!target->stream)
+          return;
+        fleettwin::v1::TwinChange msg;
+        for (const auto& bytes : batch)
+          if (msg.ParseFromString(bytes))
+            target->stream->push(msg);
+      },
+  };
+}
 
 runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
                                                   std::chrono::milliseconds timeout) {
@@ -187,16 +282,32 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
   return {
       [self](runtime::forward_atom, std::string& endpoint, std::string& method,
              std::string& request, std::string& metadata, runtime::forward_completion& done) {
-        auto& peer = self->state.peers[endpoint];
-        forwarder_state::peer::call call{std::move(method), std::move(request), std::move(metadata),
-                                         std::move(done)};
-        if (peer.handle) {
-          send_call(self, endpoint, *peer.handle, std::move(call));
-          return;
-        }
-        peer.waiting.push_back(std::move(call));
-        if (!peer.connecting)
-          connect(self, endpoint);
+        with_gateway(self, endpoint,
+                     [self, endpoint, method = std::move(method), request = std::move(request),
+                      metadata = std::move(metadata), done = std::move(done)](
+                         const runtime::gateway_actor* gw, const std::string& why) mutable {
+                       if (!gw) {
+                         done(runtime::forward_reply{unavailable, why, {}});
+                         return;
+                       }
+                       send_call(self, endpoint, *gw, std::move(method), std::move(request),
+                                 std::move(metadata), std::move(done));
+                     });
+      },
+      [self](runtime::watch_atom, std::string& endpoint, std::string& name, std::string& filter,
+             caf::actor& relay) {
+        with_gateway(self, endpoint,
+                     [self, endpoint, name = std::move(name), filter = std::move(filter), relay](
+                         const runtime::gateway_actor* gw, const std::string& why) {
+                       if (!gw) {
+                         spdlog::warn("event=watch_subscribe_failed endpoint={} reason=\"{}\"",
+                                      endpoint, why);
+                         // The relay subscribes again on the next membership change.
+                         caf::anon_send(relay, runtime::watching_atom::value, endpoint, false);
+                         return;
+                       }
+                       self->send(*gw, runtime::watch_atom::value, name, filter, relay, endpoint);
+                     });
       },
   };
 }

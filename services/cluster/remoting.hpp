@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include <caf/all.hpp>
 
 #include "actors/runtime/interfaces.hpp"
+#include "services/grpc/watch_hub.hpp"
 
 namespace fleettwin::cluster {
 
@@ -35,28 +37,76 @@ std::vector<std::pair<std::string, std::string>> decode_metadata(std::string_vie
 /// Splits "host:port"; nullopt when malformed.
 std::optional<std::pair<std::string, uint16_t>> split_endpoint(const std::string& endpoint);
 
+/// Another node's watch, fed by this node's hub: matching changes go to the
+/// watch relay there, one message per commit.
+class remote_watcher final : public grpc_api::watcher {
+public:
+  remote_watcher(std::optional<std::string> asset_id, core::filter f, caf::actor relay)
+      : asset_id_(std::move(asset_id)), filter_(std::move(f)), relay_(std::move(relay)) {}
+  bool wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
+             int64_t stale_after_ms) const override {
+    return grpc_api::watch_matches(asset_id_, filter_, c, snapshot, now_ms, stale_after_ms);
+  }
+  bool needs_snapshots() const override {
+    return !filter_.matches_all();
+  }
+  void push(const fleettwin::v1::TwinChange& change) override;
+  void flush() override;
+
+private:
+  std::optional<std::string> asset_id_;
+  core::filter filter_;
+  caf::actor relay_;
+  std::vector<std::string> batch_;  // guarded by the hub's lock
+};
+
 struct gateway_state {
   std::unique_ptr<::grpc::GenericStub> stub;
   std::string node_id;
+  std::shared_ptr<grpc_api::watch_hub> hub;
   uint64_t next_id = 1;
   std::map<uint64_t, caf::typed_response_promise<int32_t, std::string, std::string>> pending;
+  /// Watches of other nodes, by their relay.
+  std::map<caf::actor_addr, std::unique_ptr<remote_watcher>> watchers;
+  ~gateway_state() {
+    for (auto& [addr, w] : watchers)
+      hub->remove(w.get());
+  }
   static inline const char* name = "gateway";
 };
 
-/// Runs forwarded calls on `local` (the node's in-process channel).
+/// Runs forwarded calls on `local` (the node's in-process channel) and
+/// feeds other nodes' watches from `hub`.
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
-    std::shared_ptr<::grpc::Channel> local, std::string node_id);
+    std::shared_ptr<::grpc::Channel> local, std::string node_id,
+    std::shared_ptr<grpc_api::watch_hub> hub);
+
+/// The local end of a WatchTwins stream, nulled when the stream is done.
+struct watch_target {
+  std::mutex mutex;
+  grpc_api::watch_stream* stream = nullptr;
+};
+
+struct watch_relay_state {
+  std::set<std::string> subscribed;
+  std::map<caf::actor_addr, std::string> gateways;
+  static inline const char* name = "watch-relay";
+};
+
+/// Receives the changes other nodes stream for one WatchTwins call and
+/// pushes them into the local stream; subscribes to every endpoint it is
+/// told about (`endpoints`), again when a node came back.
+caf::behavior watch_relay(caf::stateful_actor<watch_relay_state>* self,
+                          std::shared_ptr<watch_target> target, std::string name,
+                          std::string filter, runtime::forwarder_actor forwarder);
 
 struct forwarder_state {
   struct peer {
     std::optional<runtime::gateway_actor> handle;
     bool connecting = false;
-    struct call {
-      std::string method, request, metadata;
-      runtime::forward_completion done;
-    };
-    std::vector<call> waiting;
+    /// Run once connected (with the gateway) or when that failed (with why).
+    std::vector<std::function<void(const runtime::gateway_actor*, const std::string& why)>> waiting;
   };
   std::map<std::string, peer> peers;  // by endpoint
   std::chrono::milliseconds timeout{5'000};

@@ -700,7 +700,8 @@ public:
     return fail({StatusCode::INVALID_ARGUMENT,
                  "filter: " + err->message + " (at offset " + std::to_string(err->position) + ")"});
   probe_.on_request("WatchTwins", "OK", 0);
-  auto* stream = new watch_stream(hub_, std::move(asset_id), std::move(f), limits_.max_watch_queue);
+  auto* stream = new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue);
+  backend_.watch_cluster(stream, asset_id.value_or(""), req->filter());
   hub_.add(stream);
   // Headers go out now so that clients know the watch is registered.
   stream->StartSendInitialMetadata();

@@ -56,6 +56,10 @@ public:
   /// Sends a serialized call to the node at `endpoint` (never blocks).
   virtual void forward(const std::string& endpoint, const std::string& method, std::string request,
                        std::string metadata, runtime::forward_completion done) = 0;
+  /// Also streams the matching changes of every other node into `stream`
+  /// (until it is done).
+  virtual void watch_cluster(watch_stream* stream, const std::string& asset_id,
+                             const std::string& filter) = 0;
   /// The cluster as this node sees it.
   virtual void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) = 0;
 };

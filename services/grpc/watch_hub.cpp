@@ -21,13 +21,19 @@ watch_stream::watch_stream(watch_hub& hub, std::optional<std::string> asset_id, 
                            size_t max_queued)
     : hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)), max_queued_(max_queued) {}
 
+bool watch_matches(const std::optional<std::string>& asset_id, const core::filter& f,
+                   const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
+                   int64_t stale_after_ms) {
+  if (asset_id && *asset_id != c.asset_id)
+    return false;
+  if (f.matches_all())
+    return true;
+  return snapshot != nullptr && f.matches(*snapshot, now_ms, stale_after_ms);
+}
+
 bool watch_stream::wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
                          int64_t stale_after_ms) const {
-  if (asset_id_ && *asset_id_ != c.asset_id)
-    return false;
-  if (filter_.matches_all())
-    return true;
-  return snapshot != nullptr && filter_.matches(*snapshot, now_ms, stale_after_ms);
+  return watch_matches(asset_id_, filter_, c, snapshot, now_ms, stale_after_ms);
 }
 
 void watch_stream::push(const fleettwin::v1::TwinChange& change) {
@@ -90,13 +96,15 @@ void watch_stream::OnCancel() {
 
 void watch_stream::OnDone() {
   hub_.remove(this);
+  if (on_done_)
+    on_done_();
   delete this;
 }
 
 watch_hub::watch_hub(int64_t stale_after_ms, std::function<void(size_t)> on_count)
     : stale_after_ms_(stale_after_ms), on_count_(std::move(on_count)) {}
 
-void watch_hub::add(watch_stream* s) {
+void watch_hub::add(watcher* s) {
   std::lock_guard<std::mutex> guard{mutex_};
   streams_.push_back(s);
   if (s->needs_snapshots())
@@ -105,7 +113,7 @@ void watch_hub::add(watch_stream* s) {
     on_count_(streams_.size());
 }
 
-void watch_hub::remove(watch_stream* s) {
+void watch_hub::remove(watcher* s) {
   std::lock_guard<std::mutex> guard{mutex_};
   auto it = std::find(streams_.begin(), streams_.end(), s);
   if (it == streams_.end())
@@ -141,6 +149,8 @@ void watch_hub::on_changes(const std::vector<core::twin_change>& changes,
       s->push(msg);
     }
   }
+  for (auto* s : streams_)
+    s->flush();
 }
 
 }  // namespace fleettwin::grpc_api

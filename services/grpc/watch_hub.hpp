@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,20 +17,45 @@
 
 namespace fleettwin::grpc_api {
 
+/// Something that receives committed changes from the hub: a local stream,
+/// or another node's watch.
+class watcher {
+public:
+  virtual ~watcher() = default;
+  virtual bool wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
+                     int64_t stale_after_ms) const = 0;
+  virtual bool needs_snapshots() const = 0;
+  /// Takes one change (from a partition's thread; must not block).
+  virtual void push(const fleettwin::v1::TwinChange& change) = 0;
+  /// The changes of one commit were all pushed.
+  virtual void flush() {}
+};
+
+/// Whether a change passes a watch's twin name and filter.
+bool watch_matches(const std::optional<std::string>& asset_id, const core::filter& f,
+                   const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
+                   int64_t stale_after_ms);
+
 /// One open WatchTwins stream.
-class watch_stream final : public ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange> {
+class watch_stream final : public ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>,
+                           public watcher {
 public:
   watch_stream(class watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
                size_t max_queued);
 
   /// Queues a change (any thread); ends the stream when the client is too slow.
-  void push(const fleettwin::v1::TwinChange& change);
+  void push(const fleettwin::v1::TwinChange& change) override;
 
   bool wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
-             int64_t stale_after_ms) const;
+             int64_t stale_after_ms) const override;
 
-  bool needs_snapshots() const {
+  bool needs_snapshots() const override {
     return !filter_.matches_all();
+  }
+
+  /// Called once when the stream is done (before it is deleted).
+  void on_done(std::function<void()> f) {
+    on_done_ = std::move(f);
   }
 
   void OnWriteDone(bool ok) override;
@@ -48,6 +74,7 @@ private:
   bool writing_ = false;
   bool finished_ = false;
   ::grpc::Status final_status_;
+  std::function<void()> on_done_;
 };
 
 /// Fans committed changes out to watch streams.
@@ -55,8 +82,8 @@ class watch_hub final : public runtime::change_listener {
 public:
   watch_hub(int64_t stale_after_ms, std::function<void(size_t)> on_count);
 
-  void add(watch_stream* s);
-  void remove(watch_stream* s);
+  void add(watcher* s);
+  void remove(watcher* s);
 
   bool wants_snapshots() const override;
   void on_changes(const std::vector<core::twin_change>& changes,
@@ -66,7 +93,7 @@ private:
   int64_t stale_after_ms_;
   std::function<void(size_t)> on_count_;
   mutable std::mutex mutex_;
-  std::vector<watch_stream*> streams_;
+  std::vector<watcher*> streams_;
   std::atomic<size_t> filter_streams_{0};
 };
 

@@ -188,7 +188,7 @@ bool node::start_remoting(std::string& error) {
   // services, in process.
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id);
+  gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id, hub_);
   forwarder_ = system_->spawn(cluster::forwarder, std::chrono::milliseconds{5'000});
   auto port = system_->middleman().publish(gateway_, static_cast<uint16_t>(cfg_.cluster_port),
                                            cfg_.advertise_host.c_str(), true);
@@ -204,8 +204,11 @@ bool node::start_remoting(std::string& error) {
   mo.group_id = cfg_.group_id;
   mo.node_id = cfg_.node_id;
   mo.settings = kafka_settings_;
-  if (cfg_.standby_replicas > 0 && restorer_)
-    mo.on_change = [this] { update_standbys(); };
+  mo.on_change = [this] {
+    if (cfg_.standby_replicas > 0 && restorer_)
+      update_standbys();
+    refresh_watch_relays();
+  };
   membership_ = cluster::membership::create(
       mo, [this] { return member_record(); }, error);
   return membership_ != nullptr;
@@ -249,6 +252,49 @@ fleettwin::v1::Member node::member_record() {
     if (r.standby && !partitions_.contains(p) && !restoring_.contains(p))
       add(p, fleettwin::v1::PARTITION_ROLE_STANDBY);
   return m;
+}
+
+std::vector<std::string> node::peer_endpoints() {
+  std::vector<std::string> out;
+  if (!membership_)
+    return out;
+  for (const auto& m : membership_->members())
+    if (m.alive && m.record.node_id() != cfg_.node_id && !m.record.cluster_endpoint().empty())
+      out.push_back(m.record.cluster_endpoint());
+  return out;
+}
+
+void node::refresh_watch_relays() {
+  auto endpoints = peer_endpoints();
+  std::lock_guard<std::mutex> guard{relays_mutex_};
+  for (const auto& [id, relay] : relays_)
+    caf::anon_send(relay, runtime::endpoints_atom::value, endpoints);
+}
+
+void node::watch_cluster(grpc_api::watch_stream* stream, const std::string& asset_id,
+                         const std::string& filter) {
+  if (!membership_)
+    return;
+  auto target = std::make_shared<cluster::watch_target>();
+  target->stream = stream;
+  auto relay = system_->spawn(cluster::watch_relay, target, asset_id, filter, forwarder_);
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> guard{relays_mutex_};
+    id = next_relay_++;
+    relays_.emplace(id, relay);
+  }
+  stream->on_done([this, target, relay, id] {
+    {
+      std::lock_guard<std::mutex> guard{target->mutex};
+      target->stream = nullptr;
+    }
+    // The other nodes see the relay go down and drop their watchers.
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+    std::lock_guard<std::mutex> guard{relays_mutex_};
+    relays_.erase(id);
+  });
+  caf::anon_send(relay, runtime::endpoints_atom::value, peer_endpoints());
 }
 
 void node::update_standbys() {
@@ -559,6 +605,9 @@ void node::shutdown() {
   if (system_) {
     caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(forwarder_, caf::exit_reason::user_shutdown);
+    std::lock_guard<std::mutex> guard{relays_mutex_};
+    for (auto& [id, relay] : relays_)
+      caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
   }
   if (producer_ && !producer_->flush(std::chrono::seconds{10}))
     spdlog::warn("event=flush_timeout outputs may be incomplete");

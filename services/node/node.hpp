@@ -66,6 +66,8 @@ public:
   void forward(const std::string& endpoint, const std::string& method, std::string request,
                std::string metadata, runtime::forward_completion done) override;
   void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) override;
+  void watch_cluster(grpc_api::watch_stream* stream, const std::string& asset_id,
+                     const std::string& filter) override;
 
   uint16_t cluster_port() const {
     return cluster_port_;
@@ -90,6 +92,9 @@ private:
   /// those whose owner comes right before it (--standby-replicas deep) in
   /// the ring of live nodes ordered by node id.
   void update_standbys();
+  /// The gateways of the other live nodes, for watch relays.
+  std::vector<std::string> peer_endpoints();
+  void refresh_watch_relays();
   /// Where another node serves `partition`; nullopt with the reason.
   std::optional<std::string> owner_endpoint(int32_t partition, std::string& why);
   void register_scrape_gauges();
@@ -122,6 +127,9 @@ private:
   runtime::gateway_actor gateway_;
   runtime::forwarder_actor forwarder_;
   uint16_t cluster_port_ = 0;
+  std::mutex relays_mutex_;
+  std::map<uint64_t, caf::actor> relays_;
+  uint64_t next_relay_ = 1;
   std::unique_ptr<::grpc::Server> server_;
   int grpc_port_ = 0;
   std::shared_ptr<const runtime::asset_config> asset_cfg_;
