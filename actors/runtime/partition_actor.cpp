@@ -21,14 +21,14 @@ int64_t now_ms(self_ptr self) {
   return self->state.cfg.assets->clock();
 }
 
-void fail(self_ptr self, std::string why) {
+void fail(self_ptr self, std::string why, bool retryable = false) {
   auto& st = self->state;
   if (st.failed)
     return;
   st.failed = true;
   st.queue.clear();
   if (st.cfg.on_fatal)
-    st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why);
+    st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why, retryable);
   // Late replies for the abandoned item are ignored (their id no longer matches).
   finish_item(self);
 }
@@ -406,7 +406,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
   return {
       [self](batch_atom, raw_batch_ptr& batch) {
         auto& st = self->state;
-        if (st.failed)
+        if (st.failed || batch->epoch != st.cfg.epoch)
           return;
         st.queue.emplace_back(std::move(batch));
         process_next(self);
@@ -457,7 +457,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
                 twin_reply{query_error::unavailable,
                            "publishing the update failed: " + r.error + "; retry",
                            {}});
-          fail(self, "publishing outputs failed: " + r.error);
+          fail(self, "publishing outputs failed: " + r.error, true);
           return;
         }
         st.current->commit.changelog_offset = r.changelog_offset;

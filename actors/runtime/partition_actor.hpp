@@ -47,8 +47,14 @@ struct partition_config {
   /// Queued batches are coalesced into one work item up to this many records,
   /// so that a commit's fixed latency is paid once for all of them.
   size_t max_item_records = 50'000;
-  /// Called when the partition cannot continue (store or Kafka failure).
-  std::function<void(std::string)> on_fatal;
+  /// Called when the partition cannot continue: `retryable` when only the
+  /// outputs of uncommitted work were lost (an aborted Kafka transaction), so
+  /// that a fresh actor over the committed state can take over; otherwise
+  /// the store failed.
+  std::function<void(std::string, bool retryable)> on_fatal;
+  /// Only batches of this consumer epoch are processed (older ones were
+  /// fetched before the consumer was rewound to the committed offset).
+  uint64_t epoch = 0;
 };
 
 struct desired_work {

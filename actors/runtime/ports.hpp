@@ -33,6 +33,9 @@ struct raw_batch {
   std::vector<raw_record> records;
   /// Offset to resume from once this batch is committed (last offset + 1).
   int64_t next_offset = 0;
+  /// The consumer's position epoch of the partition: it changes when the
+  /// consumer is rewound, so that batches fetched before are told apart.
+  uint64_t epoch = 0;
   size_t bytes = 0;
   /// Owns the memory the views point into (e.g. librdkafka messages).
   std::shared_ptr<void> owner;

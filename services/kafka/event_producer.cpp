@@ -373,6 +373,7 @@ void event_producer::become_fatal(const std::string& why) {
   if (fatal_)
     return;
   fatal_ = true;
+  failed_ = true;
   fatal_error_ = why;
   spdlog::critical("event=producer_fatal transactional_id={} error=\"{}\"", opts_.transactional_id,
                    why);

@@ -71,6 +71,11 @@ public:
     return !opts_.transactional_id.empty();
   }
 
+  /// The producer can no longer publish (fenced or another fatal error).
+  bool failed() const {
+    return failed_.load();
+  }
+
   /// Transactions committed and aborted since start.
   uint64_t commits() const {
     return commits_.load();
@@ -113,6 +118,7 @@ private:
   bool fatal_ = false;
   std::string fatal_error_;
 
+  std::atomic<bool> failed_{false};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> aborts_{0};
 };

@@ -133,6 +133,18 @@ void telemetry_consumer::resume(int32_t partition, int64_t offset) {
     rd_kafka_queue_yield(q);
 }
 
+uint64_t telemetry_consumer::rewind(int32_t partition, int64_t offset) {
+  uint64_t epoch = 0;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    epoch = ++last_epoch_;
+    rewinds_.push_back({partition, offset, epoch});
+  }
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
+  return epoch;
+}
+
 std::optional<committed_position> telemetry_consumer::committed(int32_t partition,
                                                                 std::chrono::milliseconds timeout,
                                                                 std::string& error) {
@@ -196,6 +208,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
         progress_[tp.partition] = prog;
       }
       inflight_[tp.partition] = 0;
+      epochs_[tp.partition] = 0;
       paused_[tp.partition] = a.paused;
       if (a.paused) {
         restoring_.insert(tp.partition);
@@ -227,6 +240,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       inflight_.erase(p);
       paused_.erase(p);
       restoring_.erase(p);
+      epochs_.erase(p);
       spdlog::info("event=partition_revoked partition={}", p);
     }
     if (cooperative) {
@@ -270,7 +284,37 @@ void telemetry_consumer::drain_acks() {
   rd_kafka_topic_partition_list_destroy(resume);
 }
 
+void telemetry_consumer::seek(int32_t p, int64_t offset) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = offset;
+  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
+    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
+                  rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_resume_partitions(rk_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  paused_[p] = false;
+  inflight_[p] = 0;
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (auto it = progress_.find(p); it != progress_.end())
+    it->second.committed = offset;
+}
+
 void telemetry_consumer::drain_resumes() {
+  std::vector<rewind_request> rewinds;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    rewinds.swap(rewinds_);
+  }
+  for (const auto& r : rewinds) {
+    if (!inflight_.contains(r.partition) || restoring_.contains(r.partition))
+      continue;  // revoked meanwhile (or held: resume() will seek)
+    seek(r.partition, r.offset);
+    epochs_[r.partition] = r.epoch;
+    spdlog::warn("event=partition_rewound partition={} offset={} epoch={}", r.partition, r.offset,
+                 r.epoch);
+  }
   std::vector<std::pair<int32_t, int64_t>> resumes;
   {
     std::lock_guard<std::mutex> guard{mutex_};
@@ -279,23 +323,11 @@ void telemetry_consumer::drain_resumes() {
   for (auto [p, offset] : resumes) {
     if (!restoring_.erase(p))
       continue;  // revoked meanwhile
-    auto* list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = offset;
-    if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
-      spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
-                    rd_kafka_error_string(e));
-      rd_kafka_error_destroy(e);
-    }
-    rd_kafka_resume_partitions(rk_.get(), list);
-    rd_kafka_topic_partition_list_destroy(list);
-    paused_[p] = false;
-    inflight_[p] = 0;
+    seek(p, offset);
     {
       std::lock_guard<std::mutex> guard{mutex_};
-      if (auto it = progress_.find(p); it != progress_.end()) {
-        it->second.committed = offset;
+      if (auto it = progress_.find(p); it != progress_.end())
         it->second.restoring = false;
-      }
     }
     spdlog::info("event=partition_resumed partition={} offset={}", p, offset);
   }
@@ -389,6 +421,7 @@ void telemetry_consumer::run() {
       if (!inflight_.contains(p)) {
         continue;  // revoked meanwhile: the records will be consumed by the new owner
       }
+      batch->epoch = epochs_[p];
       host_->dispatch(std::move(batch));
       if (++inflight_[p] >= opts_.max_inflight_batches && !paused_[p]) {
         paused_[p] = true;

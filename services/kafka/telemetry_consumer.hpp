@@ -97,6 +97,11 @@ public:
   /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
   void resume(int32_t partition, int64_t offset);
 
+  /// Moves a partition's position back to `offset` (the committed one) after
+  /// the work fetched beyond it was abandoned; returns the epoch that batches
+  /// fetched from there on carry (thread-safe).
+  uint64_t rewind(int32_t partition, int64_t offset);
+
   /// The group's committed position of `partition` (blocks for a broker
   /// round trip; not for actors). Waits while a transaction holding offsets
   /// of the partition is unresolved.
@@ -123,6 +128,7 @@ private:
   void rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void drain_acks();
   void drain_resumes();
+  void seek(int32_t partition, int64_t offset);
   void refresh_watermarks();
   static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
@@ -144,6 +150,13 @@ private:
   };
   std::vector<ack> acks_;
   std::vector<std::pair<int32_t, int64_t>> resumes_;
+  struct rewind_request {
+    int32_t partition;
+    int64_t offset;
+    uint64_t epoch;
+  };
+  std::vector<rewind_request> rewinds_;
+  uint64_t last_epoch_ = 0;
   std::map<int32_t, partition_progress> progress_;
 
   // Consumer thread only.
@@ -151,6 +164,8 @@ private:
   std::map<int32_t, bool> paused_;
   /// Assigned but held until resume(): records fetched for them are dropped.
   std::set<int32_t> restoring_;
+  /// Position epoch per assigned partition (0 after assignment).
+  std::map<int32_t, uint64_t> epochs_;
   std::chrono::steady_clock::time_point last_refresh_;
   bool commit_due_ = false;
 };

@@ -728,7 +728,7 @@ void node::restore(int32_t partition, uint64_t generation) {
 }
 
 bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
-                    std::optional<uint64_t> generation) {
+                    std::optional<uint64_t> generation, uint64_t epoch) {
   runtime::partition_config pc;
   pc.partition = partition;
   pc.partition_count = consumer_->partition_count();
@@ -749,7 +749,12 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
                                std::optional<int64_t> changelog) {
     consumer->acknowledge(p, next, batches, changelog);
   };
-  pc.on_fatal = [this](std::string why) {
+  pc.epoch = epoch;
+  pc.on_fatal = [this, partition](std::string why, bool retryable) {
+    if (retryable && cfg_.exactly_once() && !producer_->failed()) {
+      revive(partition, why);
+      return;
+    }
     spdlog::critical("event=fatal reason=\"{}\"", why);
     request_stop(1);
   };
@@ -768,6 +773,28 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   }
   caf::anon_send(actor, runtime::stop_atom::value, std::function<void()>{[] {}});
   return false;
+}
+
+void node::revive(int32_t partition, const std::string& why) {
+  runtime::partition_actor old;
+  uint64_t generation = 0;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    auto it = partitions_.find(partition);
+    if (it == partitions_.end())
+      return;
+    old = it->second;
+    partitions_.erase(it);
+    // Queries answer UNAVAILABLE meanwhile; a revocation cancels the revival.
+    generation = next_generation_++;
+    restoring_[partition] = generation;
+  }
+  spdlog::warn("event=partition_revived partition={} reason=\"{}\"", partition, why);
+  caf::anon_send(old, runtime::stop_atom::value, std::function<void()>{[] {}});
+  // The store holds exactly what the last committed transaction covered.
+  auto offset = store_->load_offset(partition);
+  auto epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
+  activate(partition, offset, generation, epoch);
 }
 
 void node::on_revoked(int32_t partition) {

@@ -101,7 +101,11 @@ private:
   /// Spawns the actor of a partition whose state is local and complete;
   /// false when the restore of `generation` was revoked meanwhile.
   bool activate(int32_t partition, std::optional<int64_t> resume_offset,
-                std::optional<uint64_t> generation);
+                std::optional<uint64_t> generation, uint64_t epoch = 0);
+  /// Replaces a partition actor whose uncommitted work was lost (aborted
+  /// transaction) by a fresh one over the committed state, and rewinds the
+  /// consumer to the committed offset.
+  void revive(int32_t partition, const std::string& why);
   /// Restores a newly assigned partition from the changelog, then activates it.
   void restore(int32_t partition, uint64_t generation);
 

@@ -130,9 +130,10 @@ struct PartitionActorTest : ::testing::Test {
     sched->run();
   }
 
-  void spawn_partition(size_t max_active = 1000) {
+  void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0) {
     partition_config pc;
     pc.partition = 0;
+    pc.epoch = epoch;
     auto acfg = std::make_shared<asset_config>();
     acfg->history_capacity = 4;
     acfg->clock = [this] { return now; };
@@ -149,7 +150,7 @@ struct PartitionActorTest : ::testing::Test {
     pc.on_committed = [this](int32_t p, int64_t next, size_t, std::optional<int64_t>) {
       acks.emplace_back(p, next);
     };
-    pc.on_fatal = [this](std::string why) { fatal.push_back(std::move(why)); };
+    pc.on_fatal = [this](std::string why, bool) { fatal.push_back(std::move(why)); };
     part = sys->spawn(partition, std::move(pc));
     sched->run();
   }
@@ -415,4 +416,22 @@ TEST_F(PartitionActorTest, ReadSnapshotsArePublishedAndWithdrawnOnChange) {
   sched->trigger_timeouts();
   sched->run();
   EXPECT_EQ(cache->find("a"), nullptr);  // passivated twins are not served from memory
+}
+
+TEST_F(PartitionActorTest, BatchesFetchedBeforeARewindAreIgnored) {
+  // A revived partition expects the consumer's new epoch: batches fetched
+  // before the consumer was rewound would skip the abandoned records.
+  spawn_partition(1000, 2);
+  auto stale = std::const_pointer_cast<raw_batch>(batch(7, {{"a", "1,100,x=1"}}));
+  stale->epoch = 1;
+  caf::anon_send(part, batch_atom::value, raw_batch_ptr{stale});
+  sched->run();
+  EXPECT_TRUE(sink->calls.empty());
+  auto fresh = std::const_pointer_cast<raw_batch>(batch(5, {{"a", "1,100,x=1"}}));
+  fresh->epoch = 2;
+  caf::anon_send(part, batch_atom::value, raw_batch_ptr{fresh});
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  deliver_all();
+  EXPECT_EQ(store->offsets[0], 6);
 }
