@@ -237,6 +237,7 @@ void changelog_restorer::run() {
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
   std::vector<rd_kafka_message_t*> msgs(opts_.batch_records);
   std::map<int32_t, std::vector<rd_kafka_message_t*>> by_partition;
+  std::map<int32_t, int64_t> ends;  // end-of-partition offsets seen in this poll
   while (!stop_.load(std::memory_order_relaxed)) {
     apply_commands();
     auto n = tasks_.empty() ? 0 : rd_kafka_consume_batch_queue(queue, 50, msgs.data(), msgs.size());
@@ -250,10 +251,9 @@ void changelog_restorer::run() {
       auto& t = it->second;
       if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         // Records skipped before the end (aborted, transaction markers) are
-        // covered too.
-        auto& pending = by_partition[m->partition];
-        if (pending.empty() && m->offset > t.position)
-          t.position = m->offset;
+        // covered too, once the records pending before the end are written.
+        auto& end = ends[m->partition];
+        end = std::max(end, m->offset);
         t.at_end = true;
         rd_kafka_message_destroy(m);
         continue;
@@ -279,6 +279,12 @@ void changelog_restorer::run() {
         rd_kafka_message_destroy(m);
       pending.clear();
     }
+    for (auto& [p, end] : ends) {
+      auto it = tasks_.find(p);
+      if (it != tasks_.end() && it->second.at_end && end > it->second.position)
+        it->second.position = end;
+    }
+    ends.clear();
     finish_ready();
     publish_progress();
     if (tasks_.empty()) {

@@ -61,6 +61,9 @@ namespace {
 
 using item = event_producer::item;
 
+/// Records one transaction takes at most before it commits early.
+constexpr size_t max_transaction_messages = 200'000;
+
 /// Changelog messages carry a tagged pointer to their item (items are
 /// aligned, so the low bit is free): their offsets are reported.
 void* opaque_of(item* it, bool changelog) {
@@ -481,6 +484,8 @@ void event_producer::run() {
     const bool stopping = stop_;
     lock.unlock();
     for (auto& it : batch) {
+      if (transactional())
+        transaction_messages_ += it->messages.size();
       produce_item(*it);
       if (transactional()) {
         if (in_transaction_.empty())
@@ -492,9 +497,14 @@ void event_producer::run() {
         settle(it.release());
       }
     }
-    if (!in_transaction_.empty() && (stopping || std::chrono::steady_clock::now() >=
-                                                     transaction_started_ + opts_.commit_interval))
+    // A backlog commits by size too, so that no transaction grows without
+    // bound while the output thread catches up.
+    if (!in_transaction_.empty() &&
+        (stopping || transaction_messages_ >= max_transaction_messages ||
+         std::chrono::steady_clock::now() >= transaction_started_ + opts_.commit_interval)) {
       commit_transaction();
+      transaction_messages_ = 0;
+    }
     lock.lock();
     if (stopping && queue_.empty() && in_transaction_.empty())
       return;

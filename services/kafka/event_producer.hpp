@@ -39,7 +39,7 @@ struct producer_options {
   /// How long a transaction collects items before it commits.
   std::chrono::milliseconds commit_interval{50};
   /// Upper bound of a transaction's life; the broker aborts older ones.
-  std::chrono::milliseconds transaction_timeout{10'000};
+  std::chrono::milliseconds transaction_timeout{30'000};
   /// The consumer group's metadata for send_offsets_to_transaction; the
   /// producer destroys what it returns.
   std::function<rd_kafka_consumer_group_metadata_t*()> group_metadata;
@@ -115,6 +115,7 @@ private:
   // Output thread only.
   std::vector<std::unique_ptr<item>> in_transaction_;
   std::chrono::steady_clock::time_point transaction_started_;
+  size_t transaction_messages_ = 0;
   bool fatal_ = false;
   std::string fatal_error_;
 

@@ -45,7 +45,7 @@ struct node_config {
   /// (unset): on with a real Kafka, off with the embedded one.
   std::optional<bool> changelog;
   int64_t commit_interval_ms = 50;
-  int64_t transaction_timeout_ms = 10'000;
+  int64_t transaction_timeout_ms = 30'000;
   /// Partitions of other nodes this node keeps warm from the changelog.
   int standby_replicas = 0;
   /// Create missing topics on a real Kafka (partitions from --partitions).

@@ -2,6 +2,7 @@
 // the same run (the machines are shared and noisy: ratios, not absolutes).
 //
 //   fleettwin-bench ingest  [--records N] [--assets N] [--partitions N]
+//   fleettwin-bench ingest  --kafka BOOTSTRAP [--nodes 1|3] [--guarantee G] [--partitions N]
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
 //
@@ -21,6 +22,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -33,6 +35,7 @@
 #include "fleettwin/v1/service.grpc.pb.h"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
+#include "services/kafka/topic_admin.hpp"
 #include "services/node/node.hpp"
 #include "services/storage/rocksdb_store.hpp"
 #include "tools/sim/generator.hpp"
@@ -71,11 +74,15 @@ std::string temp_dir(const std::string& name) {
 }
 
 /// Produces `count` simulator records (protobuf) for `assets` assets.
+/// `idempotent`: no reordering or duplicates when a request is retried (on a
+/// real broker, e.g. while a just-created topic's leaders are elected).
 void produce(const std::string& bootstrap, const std::string& topic, uint64_t count,
-             uint32_t assets) {
+             uint32_t assets, bool idempotent = false) {
   char err[512];
   auto* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+  if (idempotent)
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
   rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
   rd_kafka_conf_set(conf, "linger.ms", "20", err, sizeof(err));
   rd_kafka_conf_set(conf, "batch.num.messages", "10000", err, sizeof(err));
@@ -104,11 +111,12 @@ void produce(const std::string& bootstrap, const std::string& topic, uint64_t co
 
 /// Drains `count` records with a plain consumer; returns records/s measured
 /// from the first record to the last (group join excluded).
-double plain_consumer(const std::string& bootstrap, const std::string& topic, uint64_t count) {
+double plain_consumer(const std::string& bootstrap, const std::string& topic, uint64_t count,
+                      const std::string& group = "bench-plain") {
   char err[512];
   auto* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
-  rd_kafka_conf_set(conf, "group.id", "bench-plain", err, sizeof(err));
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), err, sizeof(err));
   rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
   rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "65536", err, sizeof(err));
@@ -178,6 +186,12 @@ node::node_config node_config_for(const std::string& bootstrap, const std::strin
   cfg.group_id = "bench-node";
   cfg.node_id = "bench";
   cfg.log_level = "warn";
+  // The mock cluster has no real transactions and cannot create topics: the
+  // node runs as it does on its embedded Kafka (at-least-once, no changelog).
+  cfg.guarantee = "at-least-once";
+  cfg.changelog = false;
+  cfg.create_topics = false;
+  cfg.cluster_port = 0;
   return cfg;
 }
 
@@ -239,6 +253,303 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
       R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
       "\n",
       records, assets, partitions, publish, history, plain, node_rate, node_rate / plain);
+  return 0;
+}
+
+/// The high watermark of every partition of `topic`. The bench's producer is
+/// not transactional, so a partition's offsets are dense from 0 and a node
+/// that committed up to the watermark has applied every record in it.
+std::vector<int64_t> end_offsets(const std::string& bootstrap, const std::string& topic,
+                                 int partitions) {
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+  auto* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk)
+    throw std::runtime_error(std::string{"cannot create a Kafka client: "} + err);
+  std::vector<int64_t> out(static_cast<size_t>(partitions), 0);
+  for (int p = 0; p < partitions; ++p) {
+    int64_t lo = 0;
+    int64_t hi = 0;
+    auto e = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &lo, &hi, 10'000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_destroy(rk);
+      throw std::runtime_error(
+          fmt::format("watermarks of {}[{}]: {}", topic, p, rd_kafka_err2str(e)));
+    }
+    out[static_cast<size_t>(p)] = hi;
+  }
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+/// The node's status, or nullopt when it does not answer within 10 s.
+std::optional<fleettwin::v1::NodeStatus> status_of(node::node& n) {
+  auto p = std::make_shared<std::promise<fleettwin::v1::NodeStatus>>();
+  auto f = p->get_future();
+  n.node_status([p](fleettwin::v1::NodeStatus s) { p->set_value(std::move(s)); });
+  if (f.wait_for(std::chrono::seconds{10}) != std::future_status::ready)
+    return std::nullopt;
+  return f.get();
+}
+
+/// fleettwin-bench ingest --kafka: the node on a real Apache Kafka, `nodes`
+/// instances in this process (one consumer group), against a plain consumer
+/// on the same topic in the same run. The broker is the caller's
+/// (tools/bench/cluster.sh starts one); every run uses fresh topics.
+int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::string& guarantee,
+                       uint64_t records, uint32_t assets, int partitions, bool publish,
+                       int history) {
+  const auto prefix = fmt::format("bench-{}-{}", getpid(),
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+  const auto topics = kafka::topic_names::with_prefix(prefix);
+  // The telemetry topic first: the nodes create the others with its partition
+  // count when they start.
+  if (auto err = kafka::ensure_topics(bootstrap, {}, {{topics.telemetry, partitions, -1, {}, true}},
+                                      std::chrono::seconds{30}))
+    throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
+  fmt::print("real Kafka at {}: topic prefix {}\n", bootstrap, prefix);
+  auto dir = temp_dir("cluster");
+  std::vector<std::future<std::unique_ptr<node::node>>> starting;
+  for (int i = 1; i <= nodes; ++i) {
+    auto cfg = node_config_for(bootstrap, fmt::format("{}/node-{}", dir, i));
+    cfg.node_id = fmt::format("bench-{}", i);
+    cfg.group_id = prefix + "-nodes";
+    cfg.topic_prefix = prefix;
+    cfg.partitions = partitions;
+    cfg.guarantee = guarantee;
+    cfg.changelog = true;
+    cfg.create_topics = true;
+    cfg.publish_changes = publish;
+    cfg.history = history;
+    starting.push_back(std::async(std::launch::async, [cfg] {
+      std::string error;
+      auto n = node::node::start(cfg, error);
+      if (!n)
+        throw std::runtime_error(cfg.node_id + ": " + error);
+      return n;
+    }));
+  }
+  std::vector<std::unique_ptr<node::node>> running;
+  std::string start_error;
+  for (auto& f : starting) {
+    try {
+      running.push_back(f.get());
+    } catch (const std::exception& e) {
+      start_error = e.what();
+    }
+  }
+  auto stop_all = [&running] {
+    // In parallel: one by one, each leaving node would hand its partitions to
+    // the others first.
+    std::vector<std::thread> stops;
+    for (auto& n : running)
+      stops.emplace_back([&n] { n->shutdown(); });
+    for (auto& t : stops)
+      t.join();
+    running.clear();
+  };
+  if (!start_error.empty()) {
+    stop_all();
+    std::filesystem::remove_all(dir);
+    throw std::runtime_error(start_error);
+  }
+  // A node that fails (e.g. its producer is fenced) asks to stop: fail the run.
+  std::atomic<int> failed{0};
+  std::vector<std::thread> watchers;
+  for (size_t i = 0; i < running.size(); ++i)
+    watchers.emplace_back([&failed, &n = *running[i], i] {
+      if (n.wait() != 0)
+        failed = static_cast<int>(i) + 1;
+    });
+  auto release_watchers = [&] {
+    for (auto& n : running)
+      n->request_stop(0);
+    for (auto& w : watchers)
+      w.join();
+    watchers.clear();
+  };
+  // The group settles before the records come: the nodes join at slightly
+  // different times, and a partition moving while it is being ingested would
+  // put a restore into the measurement. Settled = every partition active on
+  // exactly one node and the partitions spread evenly.
+  {
+    auto settle_deadline = clock_type::now() + std::chrono::seconds{60};
+    for (;;) {
+      int owned = 0;
+      int fewest = partitions;
+      int most = 0;
+      for (auto& n : running) {
+        auto st = status_of(*n);
+        int have = st ? st->partitions_size() : 0;
+        owned += have;
+        fewest = std::min(fewest, have);
+        most = std::max(most, have);
+      }
+      if (owned == partitions && fewest >= partitions / nodes &&
+          most <= (partitions + nodes - 1) / nodes)
+        break;
+      if (failed || clock_type::now() > settle_deadline) {
+        release_watchers();
+        stop_all();
+        std::filesystem::remove_all(dir);
+        throw std::runtime_error(
+            fmt::format("the group did not settle: {} of {} partitions active", owned, partitions));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    }
+  }
+  // Restores so far (a partition moving while the group formed); those after
+  // this point are partitions moving while the records are ingested.
+  double restores_before = 0;
+  for (auto& n : running)
+    restores_before += metric(scrape_metrics(n->metrics_port()), "fleettwin_restores_total");
+  fmt::print(
+      "{} node(s) started ({}), group settled; producing {} records for {} assets into "
+      "{} partitions while they ingest...\n",
+      nodes, guarantee, records, assets, partitions);
+  // Produced while the nodes run (the producer is faster than the nodes, so
+  // they set the pace); the plain consumer reads the same topic afterwards.
+  std::atomic<bool> produced{false};
+  double produce_secs = 0;
+  std::thread producer{[&] {
+    auto produce_start = clock_type::now();
+    produce(bootstrap, topics.telemetry, records, assets, true);
+    produce_secs = seconds_since(produce_start);
+    produced = true;
+  }};
+  // Progress: per partition, the highest offset committed with the twin
+  // state on any node (a partition moving between nodes keeps its progress).
+  // The producer is idempotent and not transactional: offsets are dense from
+  // 0, so a partition is done when its committed offset is its end offset.
+  std::vector<int64_t> committed(static_cast<size_t>(partitions), 0);
+  std::vector<int64_t> ends;
+  int64_t total = -1;  // known once everything is produced
+  auto progress = [&] {
+    bool any = false;
+    for (auto& n : running) {
+      auto st = status_of(*n);
+      if (!st)
+        continue;
+      any = any || st->records_applied() > 0;
+      for (const auto& p : st->partitions())
+        if (p.partition() >= 0 && p.partition() < partitions) {
+          auto& c = committed[static_cast<size_t>(p.partition())];
+          c = std::max(c, p.committed_offset());
+        }
+    }
+    int64_t done = 0;
+    for (size_t p = 0; p < committed.size(); ++p) {
+      any = any || committed[p] > 0;
+      done += ends.empty() ? committed[p] : std::min(committed[p], ends[p]);
+    }
+    return std::pair{any, done};
+  };
+  clock_type::time_point first{};
+  auto deadline = clock_type::now() + std::chrono::minutes{10};
+  int64_t done = 0;
+  while (clock_type::now() < deadline && !failed) {
+    if (total < 0 && produced) {
+      producer.join();
+      ends = end_offsets(bootstrap, topics.telemetry, partitions);
+      total = 0;
+      for (auto e : ends)
+        total += e;
+    }
+    auto [any, d] = progress();
+    done = d;
+    if (any && first == clock_type::time_point{})
+      first = clock_type::now();
+    if (total >= 0 && done >= total)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  if (producer.joinable())
+    producer.join();  // a failed node or the deadline: the producer still ends
+  double secs = seconds_since(first);
+  // The last Kafka transactions commit after the state they carry: let them
+  // finish before the counters are read (not measured).
+  std::this_thread::sleep_for(std::chrono::seconds{1});
+  struct node_figures {
+    std::string id;
+    double consumed = 0;
+    double applied = 0;
+    double duplicates = 0;
+    double out_of_order = 0;
+    double transactions = 0;
+    double aborted = 0;
+    double restores = 0;
+    double restore_records = 0;
+    int partitions = 0;
+  };
+  std::vector<node_figures> figures;
+  for (int i = 0; i < nodes; ++i) {
+    auto& n = *running[static_cast<size_t>(i)];
+    auto m = scrape_metrics(n.metrics_port());
+    node_figures f;
+    f.id = fmt::format("bench-{}", i + 1);
+    f.consumed = metric(m, "fleettwin_records_consumed_total");
+    f.applied = metric(m, "fleettwin_records_applied_total");
+    f.duplicates = metric(m, "fleettwin_duplicates_total");
+    f.out_of_order = metric(m, "fleettwin_out_of_order_records_total");
+    f.transactions = metric(m, "fleettwin_transactions_committed_total");
+    f.aborted = metric(m, "fleettwin_transactions_aborted_total");
+    f.restores = metric(m, "fleettwin_restores_total");
+    f.restore_records = metric(m, "fleettwin_restore_records_total");
+    f.partitions = static_cast<int>(metric(m, "fleettwin_partitions_assigned"));
+    figures.push_back(f);
+  }
+  release_watchers();
+  stop_all();
+  std::filesystem::remove_all(dir);
+  if (failed)
+    throw std::runtime_error(
+        fmt::format("node bench-{} failed (its log above says why)", failed.load()));
+  if (total < 0 || done < total)
+    throw std::runtime_error(fmt::format("the nodes applied {} of {} records", done, total));
+  if (total != static_cast<int64_t>(records))
+    fmt::print("note: the topic holds {} records for {} produced\n", total, records);
+  fmt::print("produced in {:.2f} s ({:.0f} records/s) while the nodes ingested\n", produce_secs,
+             records / produce_secs);
+  // The baseline: a plain consumer drains the same topic, nodes stopped.
+  double plain =
+      plain_consumer(bootstrap, topics.telemetry, static_cast<uint64_t>(total), prefix + "-plain");
+  fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
+  double node_rate = static_cast<double>(total) / secs;
+  // A restore after the group settled is a partition that moved between
+  // nodes while the records were ingested (a rebalance): the measured time
+  // includes it.
+  double restores = 0;
+  for (const auto& f : figures)
+    restores += f.restores;
+  const int moves = std::max(0, static_cast<int>(restores - restores_before));
+  if (moves > 0)
+    fmt::print("note: {} partition move(s) between nodes while ingesting (a rebalance)\n", moves);
+  for (const auto& f : figures)
+    fmt::print(
+        "  {}: {} partitions at the end, {:.0f} records consumed, {:.0f} applied ({:.0f} "
+        "duplicates, {:.0f} out of order), {:.0f} transactions committed ({:.0f} aborted), "
+        "{:.0f} restores ({:.0f} changelog records)\n",
+        f.id, f.partitions, f.consumed, f.applied, f.duplicates, f.out_of_order, f.transactions,
+        f.aborted, f.restores, f.restore_records);
+  fmt::print(
+      "fleettwin-node ingest on real Kafka ({} node{}, {}, changelog{}): {:.0f} records/s in "
+      "{:.2f} s = {:.0f}% of the plain consumer\n",
+      nodes, nodes == 1 ? "" : "s", guarantee, publish ? ", change events published" : "",
+      node_rate, secs, 100 * node_rate / plain);
+  std::string per_node;
+  for (const auto& f : figures)
+    per_node += fmt::format(
+        R"({}{{"node":"{}","partitions":{},"records_consumed":{:.0f},"records_applied":{:.0f},"transactions_committed":{:.0f},"transactions_aborted":{:.0f},"restore_records":{:.0f}}})",
+        per_node.empty() ? "" : ",", f.id, f.partitions, f.consumed, f.applied, f.transactions,
+        f.aborted, f.restore_records);
+  fmt::print(
+      R"({{"bench":"ingest","kafka":"real","nodes":{},"guarantee":"{}","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"seconds":{:.3f},"partition_moves":{},"per_node":[{}]}})"
+      "\n",
+      nodes, guarantee, total, assets, partitions, publish, history, plain, node_rate,
+      node_rate / plain, secs, moves, per_node);
   return 0;
 }
 
@@ -499,6 +810,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
                    "publish change events (node default)");
+  std::string kafka_bootstrap;
+  ingest->add_option("--kafka", kafka_bootstrap,
+                     "a real Kafka's bootstrap (default: librdkafka's mock cluster in-process)");
+  int nodes = 1;
+  ingest->add_option("--nodes", nodes, "nodes in-process (with --kafka)")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  std::string guarantee = "exactly-once";
+  ingest->add_option("--guarantee", guarantee, "delivery guarantee of the nodes (with --kafka)")
+      ->check(CLI::IsMember({"exactly-once", "at-least-once"}))
+      ->capture_default_str();
   uint32_t twins = 10'000;
   double seconds = 5;
   int threads = 4;
@@ -513,8 +835,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   try {
-    if (*ingest)
+    if (*ingest && !kafka_bootstrap.empty())
+      return run_ingest_cluster(kafka_bootstrap, nodes, guarantee, records, assets, partitions,
+                                publish, history);
+    if (*ingest) {
+      if (ingest->count("--nodes") || ingest->count("--guarantee"))
+        throw std::runtime_error("--nodes and --guarantee need --kafka");
       return run_ingest(records, assets, partitions, publish, history);
+    }
     if (*query)
       return run_query(twins, seconds, threads);
     return run_memory(mem_twins, partitions);

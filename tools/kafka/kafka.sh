@@ -159,8 +159,15 @@ EOF
 }
 
 # A random Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+# A random KRaft cluster id (16 bytes, base64url). One starting with '-' would be read as an
+# option by the storage tool, so such ids are drawn again.
 random_cluster_id() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* ]] || break
+  done
+  printf '%s\n' "$id"
 }
 
 parse_dir_args() {
