@@ -28,7 +28,10 @@ std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options 
       {"enable.partition.eof", "true"},
       {"isolation.level", "read_committed"},
       {"fetch.wait.max.ms", "50"},
-      {"queued.max.messages.kbytes", "65536"},
+      // A restore reads whole partitions: large fetches, few round trips.
+      {"max.partition.fetch.bytes", "16777216"},
+      {"fetch.max.bytes", "67108864"},
+      {"queued.max.messages.kbytes", "262144"},
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
