@@ -311,6 +311,13 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
                                       std::chrono::seconds{30}))
     throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
   fmt::print("real Kafka at {}: topic prefix {}\n", bootstrap, prefix);
+  // Everything is produced before the nodes start, so that they set the pace
+  // (a producer sharing the cores with them would).
+  fmt::print("producing {} records for {} assets into {} partitions...\n", records, assets,
+             partitions);
+  auto produce_start = clock_type::now();
+  produce(bootstrap, topics.telemetry, records, assets, true);
+  const double produce_secs = seconds_since(produce_start);
   auto dir = temp_dir("cluster");
   std::vector<std::future<std::unique_ptr<node::node>>> starting;
   for (int i = 1; i <= nodes; ++i) {
@@ -371,10 +378,16 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
       w.join();
     watchers.clear();
   };
-  // The group settles before the records come: the nodes join at slightly
-  // different times, and a partition moving while it is being ingested would
-  // put a restore into the measurement. Settled = every partition active on
+  // The measurement starts with the first applied record. The group settles
+  // meanwhile (the nodes join at slightly different times; the broker of
+  // tools/bench/cluster.sh waits a few seconds before it forms a new group,
+  // so they usually start together). Settled = every partition active on
   // exactly one node and the partitions spread evenly.
+  clock_type::time_point first{};
+  auto note_first = [&](const fleettwin::v1::NodeStatus& st) {
+    if (first == clock_type::time_point{} && st.records_applied() > 0)
+      first = clock_type::now();
+  };
   {
     auto settle_deadline = clock_type::now() + std::chrono::seconds{60};
     for (;;) {
@@ -384,6 +397,8 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
       for (auto& n : running) {
         auto st = status_of(*n);
         int have = st ? st->partitions_size() : 0;
+        if (st)
+          note_first(*st);
         owned += have;
         fewest = std::min(fewest, have);
         most = std::max(most, have);
@@ -398,7 +413,7 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
         throw std::runtime_error(
             fmt::format("the group did not settle: {} of {} partitions active", owned, partitions));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
     }
   }
   // Restores so far (a partition moving while the group formed); those after
@@ -406,20 +421,8 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
   double restores_before = 0;
   for (auto& n : running)
     restores_before += metric(scrape_metrics(n->metrics_port()), "fleettwin_restores_total");
-  fmt::print(
-      "{} node(s) started ({}), group settled; producing {} records for {} assets into "
-      "{} partitions while they ingest...\n",
-      nodes, guarantee, records, assets, partitions);
-  // Produced while the nodes run (the producer is faster than the nodes, so
-  // they set the pace); the plain consumer reads the same topic afterwards.
-  std::atomic<bool> produced{false};
-  double produce_secs = 0;
-  std::thread producer{[&] {
-    auto produce_start = clock_type::now();
-    produce(bootstrap, topics.telemetry, records, assets, true);
-    produce_secs = seconds_since(produce_start);
-    produced = true;
-  }};
+  fmt::print("{} node(s) started ({}), group settled\n", nodes, guarantee);
+  const bool produced = true;
   // Progress: per partition, the highest offset committed with the twin
   // state on any node (a partition moving between nodes keeps its progress).
   // The producer is idempotent and not transactional: offsets are dense from
@@ -434,6 +437,7 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
       if (!st)
         continue;
       any = any || st->records_applied() > 0;
+      note_first(*st);
       for (const auto& p : st->partitions())
         if (p.partition() >= 0 && p.partition() < partitions) {
           auto& c = committed[static_cast<size_t>(p.partition())];
@@ -447,12 +451,10 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
     }
     return std::pair{any, done};
   };
-  clock_type::time_point first{};
   auto deadline = clock_type::now() + std::chrono::minutes{10};
   int64_t done = 0;
   while (clock_type::now() < deadline && !failed) {
     if (total < 0 && produced) {
-      producer.join();
       ends = end_offsets(bootstrap, topics.telemetry, partitions);
       total = 0;
       for (auto e : ends)
@@ -461,13 +463,11 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
     auto [any, d] = progress();
     done = d;
     if (any && first == clock_type::time_point{})
-      first = clock_type::now();
+      first = clock_type::now();  // records applied before any status showed them
     if (total >= 0 && done >= total)
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }
-  if (producer.joinable())
-    producer.join();  // a failed node or the deadline: the producer still ends
   double secs = seconds_since(first);
   // The last Kafka transactions commit after the state they carry: let them
   // finish before the counters are read (not measured).
@@ -511,7 +511,7 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
     throw std::runtime_error(fmt::format("the nodes applied {} of {} records", done, total));
   if (total != static_cast<int64_t>(records))
     fmt::print("note: the topic holds {} records for {} produced\n", total, records);
-  fmt::print("produced in {:.2f} s ({:.0f} records/s) while the nodes ingested\n", produce_secs,
+  fmt::print("produced in {:.2f} s ({:.0f} records/s) before the nodes started\n", produce_secs,
              records / produce_secs);
   // The baseline: a plain consumer drains the same topic, nodes stopped.
   double plain =

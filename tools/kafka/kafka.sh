@@ -258,8 +258,9 @@ transaction.state.log.replication.factor=${rf}
 transaction.state.log.min.isr=${isr}
 transaction.state.log.num.partitions=4
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
-# Consumer groups form at once and short session timeouts are allowed.
-group.initial.rebalance.delay.ms=0
+# Consumer groups form at once (FLEETTWIN_KAFKA_GROUP_DELAY_MS delays it) and short session
+# timeouts are allowed.
+group.initial.rebalance.delay.ms=${FLEETTWIN_KAFKA_GROUP_DELAY_MS:-0}
 group.min.session.timeout.ms=1000
 # A killed node is fenced (and leaves the ISRs) after a few seconds, not 9.
 broker.heartbeat.interval.ms=1000
