@@ -62,9 +62,36 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   return handle;
 }
 
+/// Answers a lookup from the twin's actor (loading it if needed).
+void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
+  auto& st = self->state;
+  if (st.cfg.read_committed && st.current) {
+    auto it = st.assets.find(asset_id);
+    if (it != st.assets.end() && it->second.last_item == st.current->id) {
+      st.deferred_gets.emplace_back(std::move(asset_id), std::move(done));
+      return;
+    }
+  }
+  std::string error;
+  auto handle = resident(self, asset_id, false, error);
+  if (handle)
+    self->send(*handle, get_atom::value, std::move(done));
+  else if (error.empty())
+    done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
+  else
+    done(twin_reply{query_error::internal, error, {}});
+}
+
 void finish_item(self_ptr self) {
   auto& st = self->state;
   st.current.reset();
+  // Lookups held back by the item: answered now from committed state, or
+  // (after a failure) dropped, which answers them UNAVAILABLE.
+  auto deferred = std::move(st.deferred_gets);
+  st.deferred_gets.clear();
+  if (!st.failed)
+    for (auto& [id, done] : deferred)
+      lookup(self, id, done);
   if (!st.failed)
     process_next(self);
   if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
@@ -412,14 +439,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         process_next(self);
       },
       [self](get_atom, std::string& asset_id, twin_completion& done) {
-        std::string error;
-        auto handle = resident(self, asset_id, false, error);
-        if (handle)
-          self->send(*handle, get_atom::value, std::move(done));
-        else if (error.empty())
-          done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
-        else
-          done(twin_reply{query_error::internal, error, {}});
+        lookup(self, asset_id, done);
       },
       [self](desired_atom, std::string& asset_id, core::desired_update& update,
              twin_completion& done) {

@@ -52,6 +52,10 @@ struct partition_config {
   /// that a fresh actor over the committed state can take over; otherwise
   /// the store failed.
   std::function<void(std::string, bool retryable)> on_fatal;
+  /// Reads never see state that is not committed yet: a lookup of a twin
+  /// the work item in flight changed waits for its commit (exactly-once,
+  /// where an aborted transaction rolls the twin back).
+  bool read_committed = false;
   /// Only batches of this consumer epoch are processed (older ones were
   /// fetched before the consumer was rewound to the committed offset).
   uint64_t epoch = 0;
@@ -100,6 +104,8 @@ struct partition_state {
   uint64_t records_applied = 0;
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;
+  /// Lookups waiting for the item in flight to commit (read_committed).
+  std::vector<std::pair<std::string, twin_completion>> deferred_gets;
   /// The decoded records of the last item, reused when nobody holds them.
   std::shared_ptr<decoded_batch> spare;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).

@@ -209,6 +209,8 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       }
       inflight_[tp.partition] = 0;
       epochs_[tp.partition] = 0;
+      expected_[tp.partition] = a.paused ? -1 : a.offset.value_or(-1);
+      confirmed_gap_.erase(tp.partition);
       paused_[tp.partition] = a.paused;
       if (a.paused) {
         restoring_.insert(tp.partition);
@@ -241,6 +243,8 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       paused_.erase(p);
       restoring_.erase(p);
       epochs_.erase(p);
+      expected_.erase(p);
+      confirmed_gap_.erase(p);
       spdlog::info("event=partition_revoked partition={}", p);
     }
     if (cooperative) {
@@ -296,9 +300,45 @@ void telemetry_consumer::seek(int32_t p, int64_t offset) {
   rd_kafka_topic_partition_list_destroy(list);
   paused_[p] = false;
   inflight_[p] = 0;
+  expected_[p] = offset >= 0 ? offset : -1;
+  confirmed_gap_.erase(p);
   std::lock_guard<std::mutex> guard{mutex_};
   if (auto it = progress_.find(p); it != progress_.end())
     it->second.committed = offset;
+}
+
+bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
+  auto it = expected_.find(p);
+  if (it == expected_.end() || it->second < 0 || offset == it->second) {
+    if (it != expected_.end())
+      it->second = offset + 1;
+    return true;
+  }
+  if (offset < it->second)
+    return false;  // fetched before a seek back: already handed out
+  auto gap = confirmed_gap_.find(p);
+  if (gap != confirmed_gap_.end() && gap->second == it->second) {
+    // Re-read from the expected offset and the gap is still there: records
+    // that are not visible (aborted, transaction markers).
+    confirmed_gap_.erase(gap);
+    it->second = offset + 1;
+    return true;
+  }
+  // Offsets are missing: read again from the expected one before handing
+  // anything later out, so that no record is ever skipped (librdkafka before
+  // 2.1 could skip offsets around pause/resume in batch consumption).
+  spdlog::warn("event=offset_gap partition={} expected={} got={} action=reread", p, it->second,
+               offset);
+  confirmed_gap_[p] = it->second;
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = it->second;
+  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
+    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, it->second,
+                  rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return false;
 }
 
 void telemetry_consumer::drain_resumes() {
@@ -372,7 +412,9 @@ void telemetry_consumer::run() {
   std::vector<rd_kafka_message_t*> msgs(opts_.max_poll_records);
   std::map<int32_t, std::shared_ptr<runtime::raw_batch>> batches;
   std::map<int32_t, std::shared_ptr<message_holder>> holders;
+  std::set<int32_t> rereading;  // partitions sought back during this poll
   while (!stop_.load(std::memory_order_relaxed)) {
+    rereading.clear();
     drain_acks();
     drain_resumes();
     refresh_watermarks();
@@ -390,7 +432,14 @@ void telemetry_consumer::run() {
         continue;
       }
       auto p = m->partition;
-      if (restoring_.contains(p)) {  // held: resume() seeks back to what is needed
+      if (restoring_.contains(p) || rereading.contains(p)) {
+        // Held (resume() seeks back to what is needed), or being re-read
+        // from a gap.
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      if (!accept_offset(p, m->offset)) {
+        rereading.insert(p);
         rd_kafka_message_destroy(m);
         continue;
       }

@@ -129,6 +129,9 @@ private:
   void drain_acks();
   void drain_resumes();
   void seek(int32_t partition, int64_t offset);
+  /// Whether a fetched record continues its partition; on a gap the
+  /// partition is read again from the expected offset (consumer thread).
+  bool accept_offset(int32_t partition, int64_t offset);
   void refresh_watermarks();
   static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
@@ -166,6 +169,11 @@ private:
   std::set<int32_t> restoring_;
   /// Position epoch per assigned partition (0 after assignment).
   std::map<int32_t, uint64_t> epochs_;
+  /// The offset the next record of a partition should have (-1: unknown),
+  /// and a gap already re-read once from there (then it is real: aborted
+  /// records or transaction markers of a transactional producer).
+  std::map<int32_t, int64_t> expected_;
+  std::map<int32_t, int64_t> confirmed_gap_;
   std::chrono::steady_clock::time_point last_refresh_;
   bool commit_due_ = false;
 };

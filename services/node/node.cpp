@@ -750,6 +750,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
     consumer->acknowledge(p, next, batches, changelog);
   };
   pc.epoch = epoch;
+  pc.read_committed = cfg_.exactly_once();
   pc.on_fatal = [this, partition](std::string why, bool retryable) {
     if (retryable && cfg_.exactly_once() && !producer_->failed()) {
       revive(partition, why);
