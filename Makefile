@@ -12,7 +12,8 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   libsimdjson-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
   openjdk-17-jre-headless maven
 
-.PHONY: all deps configure build run test bench format clean kafka-jars kafka-start kafka-stop
+.PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover format clean \
+  kafka-jars kafka-start kafka-stop
 
 all: build
 
@@ -49,8 +50,28 @@ kafka-stop:
 test: build kafka-jars
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
 
+# The exactly-once chaos test (tests/cluster/chaos_test.cpp) with soak settings: 10 minutes
+# of telemetry, 20 kill -9s. Override any of them: make chaos-soak CHAOS_KILLS=50 ...
+CHAOS_KILLS ?= 20
+CHAOS_SECONDS ?= 600
+CHAOS_RATE ?= 3000
+CHAOS_ASSETS ?= 1000
+chaos-soak: build kafka-jars
+	FLEETTWIN_CHAOS_KILLS=$(CHAOS_KILLS) FLEETTWIN_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	FLEETTWIN_CHAOS_RATE=$(CHAOS_RATE) FLEETTWIN_CHAOS_ASSETS=$(CHAOS_ASSETS) \
+	  $(BUILD)/fleettwin_cluster_tests --gtest_filter='ChaosTest.*'
+
 bench: build
 	tools/bench/run.sh $(BUILD)
+
+# Ingest on a real Kafka broker (started and stopped by the script): 1 node, then 3 nodes.
+bench-cluster: build kafka-jars
+	tools/bench/cluster.sh $(BUILD)
+
+# Failover time (kill -9 of a node, 1M twins), without and with a warm standby.
+bench-failover: build kafka-jars
+	tools/bench/failover.sh $(BUILD) --standby 0
+	tools/bench/failover.sh $(BUILD) --standby 1
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

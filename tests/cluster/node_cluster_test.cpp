@@ -1,0 +1,624 @@
+// Several fleettwin-node processes on a real Kafka broker: partitions move when
+// nodes join and leave, a node with an empty disk restores from the changelog,
+// every gRPC method answers through any node, and a moving partition answers
+// either correct data or UNAVAILABLE with a retry hint.
+
+#include <algorithm>
+#include <atomic>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include "cluster_harness.hpp"
+#include "support/metrics_scrape.hpp"
+
+namespace fleettwin::test {
+namespace {
+
+using grpc::StatusCode;
+
+std::string describe(const grpc::Status& s) {
+  return std::to_string(s.error_code()) + " " + s.error_message();
+}
+
+/// GetTwin, retried while the answer is UNAVAILABLE (a partition moving) until
+/// the deadline; any other answer is returned at once.
+grpc::Status read_twin(cluster_node& via, const std::string& id, v1::Twin& out,
+                       std::chrono::milliseconds timeout = 30s) {
+  grpc::Status s;
+  eventually(
+      [&] {
+        s = get_twin(via.twins(), id, out);
+        return s.error_code() != StatusCode::UNAVAILABLE;
+      },
+      timeout, 50ms);
+  return s;
+}
+
+grpc::Status get_history(cluster_node& via, const std::string& id, const std::string& property,
+                         v1::GetHistoryResponse& out) {
+  grpc::Status s;
+  eventually(
+      [&] {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+        v1::GetHistoryRequest req;
+        req.set_name("twins/" + id);
+        req.set_property(property);
+        out.Clear();
+        s = via.twins().GetHistory(&ctx, req, &out);
+        return s.error_code() != StatusCode::UNAVAILABLE;
+      },
+      30s, 50ms);
+  return s;
+}
+
+/// A double in a map of values, -1 when absent.
+double number(const google::protobuf::Map<std::string, v1::Value>& values, const std::string& key) {
+  auto it = values.find(key);
+  return it == values.end() ? -1 : it->second.double_value();
+}
+
+/// The reported speed, -1 when the twin has none.
+double speed_of(const v1::Twin& t) {
+  auto it = t.reported().find("speed");
+  return it == t.reported().end() ? -1 : it->second.value().double_value();
+}
+
+std::vector<std::string> ids_of(const std::vector<v1::Twin>& twins) {
+  std::vector<std::string> out;
+  for (const auto& t : twins)
+    out.push_back(t.asset_id());
+  return out;
+}
+
+struct NodeClusterTest : cluster_fixture {
+  void SetUp() override {
+    c_ = std::make_unique<cluster>();
+  }
+  cluster& c() {
+    return *c_;
+  }
+
+  /// Every partition served, by exactly `nodes` nodes, none with more than one
+  /// partition more than another (cooperative-sticky balances).
+  void expect_spread(size_t nodes) {
+    std::string why;
+    bool ok = eventually(
+        [&] {
+          if (!c().all_partitions_served(&why))
+            return false;
+          auto view = c().serving();
+          if (!view || view->partitions_of.size() != nodes) {
+            why = "partitions are served by " +
+                  std::to_string(view ? view->partitions_of.size() : 0) + " nodes, not " +
+                  std::to_string(nodes);
+            return false;
+          }
+          size_t lo = SIZE_MAX, hi = 0;
+          for (const auto& [id, ps] : view->partitions_of) {
+            lo = std::min(lo, ps.size());
+            hi = std::max(hi, ps.size());
+          }
+          why = "unbalanced assignment";
+          return hi - lo <= 1;
+        },
+        60s, 100ms);
+    ASSERT_TRUE(ok) << why;
+  }
+
+  /// Every twin read through `via`, keyed by asset id.
+  std::map<std::string, v1::Twin> snapshot(cluster_node& via,
+                                           const std::vector<std::string>& assets) {
+    std::map<std::string, v1::Twin> out;
+    for (const auto& id : assets) {
+      v1::Twin t;
+      auto s = read_twin(via, id, t);
+      EXPECT_TRUE(s.ok()) << id << " via " << via.id() << ": " << describe(s);
+      out[id] = t;
+    }
+    return out;
+  }
+
+  /// Every twin reads the same through `via` as in `expected`.
+  void expect_same_twins(cluster_node& via, const std::map<std::string, v1::Twin>& expected) {
+    size_t differ = 0;
+    for (const auto& [id, want] : expected) {
+      v1::Twin got;
+      auto s = read_twin(via, id, got);
+      if (!s.ok()) {
+        ADD_FAILURE() << "GetTwin " << id << " via " << via.id() << ": " << describe(s);
+        continue;
+      }
+      auto diff = twin_diff(want, got);
+      if (!diff.empty() && differ++ < 3)
+        ADD_FAILURE() << "GetTwin " << id << " via " << via.id() << " differs: " << diff;
+    }
+    EXPECT_EQ(differ, 0u) << "twins read differently via " << via.id();
+  }
+
+  /// The committed twins (ListTwins via `via`) have applied exactly what was
+  /// acknowledged, nothing twice, in order.
+  void expect_exact_counts(cluster_node& via, const telemetry_source& src) {
+    auto acked = src.acked();
+    std::string why;
+    if (!wait_until_applied(via, acked, 60s, &why)) {
+      std::vector<v1::Twin> twins;
+      std::string missing;
+      if (list_all(via.twins(), "", 1000, twins).ok())
+        for (const auto& t : twins)
+          if (t.applied_records() != acked.at(t.asset_id()))
+            missing += "\n" + explain_missing(c(), t.asset_id(), acked.at(t.asset_id()));
+      FAIL() << why << missing;
+    }
+    std::vector<v1::Twin> twins;
+    ASSERT_TRUE(list_all(via.twins(), "", 1000, twins).ok());
+    ASSERT_EQ(twins.size(), acked.size());
+    for (const auto& t : twins) {
+      auto n = acked.at(t.asset_id());
+      EXPECT_EQ(t.applied_records(), n) << t.asset_id();
+      EXPECT_EQ(t.duplicates(), 0u) << t.asset_id();
+      EXPECT_EQ(t.out_of_order(), 0u) << t.asset_id();
+      EXPECT_EQ(t.last_sequence(), n) << t.asset_id();
+      EXPECT_EQ(speed_of(t), static_cast<double>(n)) << t.asset_id();
+    }
+  }
+};
+
+// (a) One node serves everything; two more join; the partitions spread over
+// the three, every twin reads the same through every node, and telemetry
+// produced afterwards is applied exactly once.
+TEST_F(NodeClusterTest, RebalanceOnJoinSpreadsPartitionsAndKeepsEveryTwin) {
+  c().start_nodes(1);
+  std::string why;
+  ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(5)) << src.first_error();
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  auto before = snapshot(c().node(0), src.assets());
+
+  c().node(c().add_node()).start();
+  c().node(c().add_node()).start();
+  ASSERT_NO_FATAL_FAILURE(expect_spread(3));
+  for (size_t i = 0; i < c().size(); ++i)
+    expect_same_twins(c().node(i), before);
+
+  ASSERT_TRUE(src.produce(5)) << src.first_error();
+  for (size_t i = 0; i < c().size(); ++i)
+    ASSERT_NO_FATAL_FAILURE(expect_exact_counts(c().node(i), src));
+  for (const auto& [id, n] : src.acked())
+    ASSERT_EQ(n, 10u) << id;
+}
+
+// (b) One of three nodes stops gracefully (SIGTERM): it leaves the group and
+// the members topic, its partitions move to the other two, every twin stays
+// readable, and later telemetry is applied exactly once.
+TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
+  c().start_nodes(3);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(3));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(5)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  auto before = snapshot(c().node(0), src.assets());
+
+  auto& leaving = c().node(1);
+  auto view = c().serving();
+  ASSERT_TRUE(view);
+  ASSERT_FALSE(view->partitions_of[leaving.id()].empty());
+  EXPECT_EQ(leaving.stop(), 0) << "fleettwin-node did not exit cleanly on SIGTERM";
+
+  ASSERT_NO_FATAL_FAILURE(expect_spread(2));
+  for (size_t i : {0, 2}) {
+    // The leaving node wrote a tombstone: nobody lists it any more.
+    bool gone = eventually([&] {
+      v1::ClusterStatus cs;
+      if (!get_cluster(c().node(i), cs).ok())
+        return false;
+      return std::none_of(cs.nodes().begin(), cs.nodes().end(),
+                          [&](const auto& n) { return n.member().node_id() == leaving.id(); });
+    });
+    EXPECT_TRUE(gone) << c().node(i).id() << " still lists " << leaving.id();
+    expect_same_twins(c().node(i), before);
+  }
+
+  ASSERT_TRUE(src.produce(5)) << src.first_error();
+  for (size_t i : {0, 2})
+    ASSERT_NO_FATAL_FAILURE(expect_exact_counts(c().node(i), src));
+}
+
+// (c) A node ingests and dies (kill -9); a new node with another id and an empty
+// data dir starts alone and restores every twin, with its history, from the
+// changelog topic.
+TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
+  c().start_nodes(1);
+  std::string why;
+  ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(4)) << src.first_error();
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  // Desired state is part of the twin too.
+  for (size_t i = 0; i < 6; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/" + src.assets()[i]);
+    (*req.mutable_desired())["target_speed"].set_double_value(40.0 + i);
+    v1::Twin t;
+    ASSERT_TRUE(c().node(0).twins().UpdateDesired(&ctx, req, &t).ok());
+  }
+  ASSERT_TRUE(src.produce(1)) << src.first_error();
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+
+  auto before = snapshot(c().node(0), src.assets());
+  std::map<std::string, v1::GetHistoryResponse> history;
+  for (const auto& id : src.assets()) {
+    ASSERT_TRUE(get_history(c().node(0), id, "speed", history[id]).ok()) << id;
+    ASSERT_EQ(history[id].points_size(), 5) << id;
+  }
+  c().node(0).kill9();
+
+  auto& fresh = c().node(c().add_node("node-fresh"));
+  fresh.start();
+  ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
+  expect_same_twins(fresh, before);
+  for (const auto& id : src.assets()) {
+    v1::GetHistoryResponse h;
+    auto s = get_history(fresh, id, "speed", h);
+    ASSERT_TRUE(s.ok()) << id << ": " << describe(s);
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(h, history[id]))
+        << id << ": " << h.ShortDebugString() << " vs " << history[id].ShortDebugString();
+  }
+  auto metrics = scrape(fresh.metrics_port());
+  EXPECT_GT(metric_value(metrics, "fleettwin_restore_records_total"), 0) << metrics;
+}
+
+// (d) Through any node, every TwinService method reaches the twin's owner:
+// reads, batch reads with mixed owners, cluster-wide listing and paging,
+// desired updates with optimistic concurrency, history; and every node
+// answers the cluster and node status.
+TEST_F(NodeClusterTest, EveryMethodAnswersThroughEveryNode) {
+  c().start_nodes(3);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(3));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(3)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  const auto& assets = src.assets();
+
+  std::map<std::string, size_t> owner;
+  for (const auto& id : assets) {
+    auto o = c().owner_of(id);
+    ASSERT_TRUE(o) << id;
+    owner[id] = *o;
+  }
+  auto truth = [&] {
+    std::map<std::string, v1::Twin> out;
+    for (const auto& id : assets) {
+      v1::Twin t;
+      EXPECT_TRUE(get_twin(c().node(owner[id]).twins(), id, t).ok()) << id;
+      out[id] = t;
+    }
+    return out;
+  }();
+
+  for (size_t x = 0; x < c().size(); ++x) {
+    auto& via = c().node(x);
+    SCOPED_TRACE("via " + via.id());
+    size_t remote =
+        std::count_if(owner.begin(), owner.end(), [&](const auto& o) { return o.second != x; });
+    ASSERT_GT(remote, 0u);
+
+    // GetTwin.
+    expect_same_twins(via, truth);
+    v1::Twin missing;
+    EXPECT_EQ(get_twin(via.twins(), "no-such-asset", missing).error_code(), StatusCode::NOT_FOUND);
+
+    // BatchGetTwins: every twin, in a shuffled order (owners mixed), answered in request order.
+    {
+      std::vector<std::string> order = assets;
+      std::shuffle(order.begin(), order.end(), std::mt19937{static_cast<unsigned>(x)});
+      v1::BatchGetTwinsRequest req;
+      for (const auto& id : order)
+        req.add_names("twins/" + id);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+      v1::BatchGetTwinsResponse resp;
+      auto s = via.twins().BatchGetTwins(&ctx, req, &resp);
+      ASSERT_TRUE(s.ok()) << describe(s);
+      ASSERT_EQ(resp.twins_size(), static_cast<int>(order.size()));
+      for (int i = 0; i < resp.twins_size(); ++i) {
+        EXPECT_EQ(resp.twins(i).asset_id(), order[i]);
+        EXPECT_EQ(twin_diff(truth[order[i]], resp.twins(i)), "") << order[i];
+      }
+      req.add_names("twins/no-such-asset");
+      grpc::ClientContext ctx2;
+      ctx2.set_deadline(std::chrono::system_clock::now() + 20s);
+      EXPECT_EQ(via.twins().BatchGetTwins(&ctx2, req, &resp).error_code(), StatusCode::NOT_FOUND);
+    }
+
+    // ListTwins: all twins exactly once, sorted; paging with a filter gives the same set.
+    {
+      std::vector<v1::Twin> all;
+      auto s = list_all(via.twins(), "", 1000, all);
+      ASSERT_TRUE(s.ok()) << describe(s);
+      EXPECT_EQ(ids_of(all), assets);  // assets are sorted by id
+      for (const auto& t : all)
+        EXPECT_EQ(twin_diff(truth[t.asset_id()], t), "") << t.asset_id();
+
+      const std::string filter = "attributes.fleet = \"north\" AND reported.speed >= 1";
+      std::vector<v1::Twin> one_page, paged;
+      int pages = 0;
+      ASSERT_TRUE(list_all(via.twins(), filter, 1000, one_page).ok());
+      s = list_all(via.twins(), filter, 7, paged, &pages);
+      ASSERT_TRUE(s.ok()) << describe(s);
+      std::vector<std::string> north;
+      for (size_t i = 0; i < assets.size(); i += 2)
+        north.push_back(assets[i]);
+      EXPECT_EQ(ids_of(one_page), north);
+      EXPECT_EQ(ids_of(paged), north);
+      EXPECT_GE(pages, static_cast<int>((north.size() + 6) / 7));
+    }
+
+    // GetHistory of a twin owned elsewhere equals the owner's answer.
+    for (const auto& [id, o] : owner) {
+      if (o == x)
+        continue;
+      v1::GetHistoryResponse here, there;
+      ASSERT_TRUE(get_history(via, id, "speed", here).ok()) << id;
+      ASSERT_TRUE(get_history(c().node(o), id, "speed", there).ok()) << id;
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(here, there)) << id;
+      ASSERT_EQ(here.points_size(), 3) << id;
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(here.points(i).sequence(), static_cast<uint64_t>(i + 1));
+        EXPECT_EQ(here.points(i).value().double_value(), i + 1.0);
+      }
+      break;
+    }
+  }
+
+  // UpdateDesired through a node that does not own the twin, then a stale
+  // expected_version through another non-owner is ABORTED.
+  {
+    const auto& id = assets[0];
+    size_t y = owner[id];
+    size_t x = (y + 1) % c().size(), z = (y + 2) % c().size();
+    uint64_t version = truth[id].version();
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/" + id);
+    (*req.mutable_desired())["target_speed"].set_double_value(42);
+    req.set_expected_version(version);
+    v1::Twin updated;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto s = c().node(x).twins().UpdateDesired(&ctx, req, &updated);
+    ASSERT_TRUE(s.ok()) << describe(s);
+    EXPECT_EQ(updated.version(), version + 1);
+    EXPECT_EQ(number(updated.desired(), "target_speed"), 42);
+
+    v1::Twin at_owner;
+    ASSERT_TRUE(get_twin(c().node(y).twins(), id, at_owner).ok());
+    EXPECT_EQ(at_owner.version(), version + 1);
+    EXPECT_EQ(number(at_owner.desired(), "target_speed"), 42);
+    EXPECT_EQ(number(at_owner.delta(), "target_speed"), 42);
+
+    (*req.mutable_desired())["target_speed"].set_double_value(7);
+    grpc::ClientContext ctx2;
+    ctx2.set_deadline(std::chrono::system_clock::now() + 10s);
+    s = c().node(z).twins().UpdateDesired(&ctx2, req, &updated);
+    EXPECT_EQ(s.error_code(), StatusCode::ABORTED) << describe(s);
+    ASSERT_TRUE(get_twin(c().node(y).twins(), id, at_owner).ok());
+    EXPECT_EQ(at_owner.version(), version + 1);
+    EXPECT_EQ(number(at_owner.desired(), "target_speed"), 42);
+  }
+
+  // GetCluster and GetStatus through every node agree on who serves what.
+  auto view = c().serving();
+  ASSERT_TRUE(view);
+  std::set<int32_t> covered;
+  for (size_t x = 0; x < c().size(); ++x) {
+    auto& via = c().node(x);
+    v1::NodeStatus st;
+    ASSERT_TRUE(get_status(via, st).ok());
+    EXPECT_EQ(st.node_id(), via.id());
+    std::vector<int32_t> mine;
+    for (const auto& p : st.partitions())
+      mine.push_back(p.partition());
+    EXPECT_EQ(mine, view->partitions_of[via.id()]);
+    covered.insert(mine.begin(), mine.end());
+
+    bool agree = eventually([&] {
+      v1::ClusterStatus cs;
+      if (!get_cluster(via, cs).ok())
+        return false;
+      if (cs.answered_by() != via.id() || cs.partitions() != c().partitions() ||
+          cs.unserved_partitions_size() != 0 || cs.nodes_size() != 3 ||
+          cs.guarantee() != "exactly-once")
+        return false;
+      std::map<std::string, std::vector<int32_t>> active;
+      for (const auto& n : cs.nodes()) {
+        if (!n.alive())
+          return false;
+        for (const auto& p : n.member().partitions())
+          if (p.role() == v1::PARTITION_ROLE_ACTIVE)
+            active[n.member().node_id()].push_back(p.partition());
+      }
+      return active == view->partitions_of;
+    });
+    EXPECT_TRUE(agree) << "GetCluster via " << via.id() << " disagrees with the nodes' own view";
+  }
+  EXPECT_EQ(covered.size(), static_cast<size_t>(c().partitions()));
+}
+
+// (d, WatchTwins) A watch opened on one node sees the changes of matching twins
+// owned by the other nodes too.
+TEST_F(NodeClusterTest, WatchOnOneNodeSeesChangesOfTwinsOwnedElsewhere) {
+  c().start_nodes(2);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(2));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 20};
+  ASSERT_TRUE(src.produce(1)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+
+  // North twins (even index) owned by node 0 and by node 1; one south twin.
+  std::optional<std::string> local, remote;
+  for (size_t i = 0; i < src.assets().size(); i += 2) {
+    auto o = c().owner_of(src.assets()[i]);
+    ASSERT_TRUE(o);
+    (*o == 0 ? local : remote) = src.assets()[i];
+  }
+  ASSERT_TRUE(local && remote);
+  const std::string south = src.assets()[1];
+
+  grpc::ClientContext ctx;
+  v1::WatchTwinsRequest req;
+  req.set_filter("attributes.fleet = \"north\"");
+  auto reader = c().node(0).twins().WatchTwins(&ctx, req);
+  reader->WaitForInitialMetadata();  // the watch is registered
+  std::mutex mutex;
+  std::vector<v1::TwinChange> seen;
+  std::thread read([&] {
+    v1::TwinChange change;
+    while (reader->Read(&change)) {
+      std::lock_guard<std::mutex> lock{mutex};
+      seen.push_back(change);
+    }
+  });
+  src.send(*local);
+  src.send(*remote);
+  src.send(south);
+  ASSERT_TRUE(src.flush());
+  auto saw = [&](const std::string& id) {
+    std::lock_guard<std::mutex> lock{mutex};
+    return std::any_of(seen.begin(), seen.end(), [&](const auto& c) {
+      return c.asset_id() == id && c.version() == 2 && c.sequence() == 2;
+    });
+  };
+  EXPECT_TRUE(eventually([&] { return saw(*local); }, 20s)) << "local twin " << *local;
+  EXPECT_TRUE(eventually([&] { return saw(*remote); }, 20s))
+      << "twin " << *remote << " owned by " << c().node(1).id() << " not seen by a watch on "
+      << c().node(0).id();
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  EXPECT_FALSE(saw(south)) << "the filter lets a south twin through";
+  ctx.TryCancel();
+  read.join();
+  reader->Finish();
+}
+
+// (e) While a partition moves (its owner is killed, later comes back), reads
+// through the other nodes get correct data or UNAVAILABLE with a retry-after-ms
+// trailer: never NOT_FOUND, never another error, never an older version.
+TEST_F(NodeClusterTest, AnswersDuringAMoveAreCorrectOrUnavailable) {
+  c().start_nodes(3);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(3));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(3)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+
+  // The twins of the partitions node 2 (index 1) serves.
+  const size_t victim = 1;
+  std::vector<std::string> moving;
+  for (const auto& id : src.assets())
+    if (c().owner_of(id) == victim && moving.size() < 8)
+      moving.push_back(id);
+  ASSERT_FALSE(moving.empty());
+
+  struct outcome {
+    uint64_t ok = 0, unavailable = 0;
+    std::chrono::milliseconds slowest{0};
+    std::map<std::string, uint64_t> version;  // last version seen, per twin
+    std::set<std::string> errors;             // distinct problems, at most 20
+  };
+  std::atomic<bool> stop{false};
+  std::vector<outcome> outcomes(2);
+  std::vector<std::thread> hammers;
+  std::vector<size_t> readers{0, 2};
+  for (size_t h = 0; h < readers.size(); ++h) {
+    hammers.emplace_back([&, h] {
+      auto& out = outcomes[h];
+      auto& via = c().node(readers[h]);
+      auto error = [&](std::string text) {
+        if (out.errors.size() < 20)
+          out.errors.insert("via " + via.id() + ": " + text);
+      };
+      while (!stop) {
+        for (const auto& id : moving) {
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+          v1::GetTwinRequest req;
+          req.set_name("twins/" + id);
+          v1::Twin t;
+          auto asked = std::chrono::steady_clock::now();
+          auto s = via.twins().GetTwin(&ctx, req, &t);
+          out.slowest = std::max(out.slowest, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - asked));
+          auto produced = src.sent().at(id);  // after the answer: an upper bound
+          if (s.ok()) {
+            ++out.ok;
+            if (t.version() < out.version[id])
+              error(id + ": version went back from " + std::to_string(out.version[id]) + " to " +
+                    std::to_string(t.version()));
+            out.version[id] = std::max(out.version[id], t.version());
+            if (t.applied_records() > produced)
+              error(id + ": applied " + std::to_string(t.applied_records()) + " of " +
+                    std::to_string(produced) + " produced");
+            if (t.duplicates() != 0 || t.last_sequence() != t.applied_records() ||
+                t.version() != t.applied_records() ||
+                speed_of(t) != static_cast<double>(t.last_sequence()))
+              error(id + ": inconsistent twin: applied " + std::to_string(t.applied_records()) +
+                    ", version " + std::to_string(t.version()) + ", last sequence " +
+                    std::to_string(t.last_sequence()) + ", duplicates " +
+                    std::to_string(t.duplicates()) + ", speed " + std::to_string(speed_of(t)));
+          } else if (s.error_code() == StatusCode::UNAVAILABLE) {
+            ++out.unavailable;
+            auto trailers = ctx.GetServerTrailingMetadata();
+            auto it = trailers.find("retry-after-ms");
+            if (it == trailers.end())
+              error(id + ": UNAVAILABLE without retry-after-ms: " + s.error_message());
+            else if (std::atol(std::string(it->second.data(), it->second.size()).c_str()) <= 0)
+              error(id + ": bad retry-after-ms " +
+                    std::string(it->second.data(), it->second.size()));
+          } else {
+            error(id + ": " + describe(s));
+          }
+        }
+      }
+    });
+  }
+  src.start(100, moving);
+  auto phase = [&] { std::this_thread::sleep_for(1s); };  // let reads and writes run
+  phase();
+  c().node(victim).kill9();
+  bool moved = c().wait_until_all_partitions_served(60s, &why);
+  EXPECT_TRUE(moved) << "after kill -9 of " << c().node(victim).id() << ": " << why;
+  phase();
+  if (moved) {
+    c().node(victim).start();  // joins again: partitions move back
+    EXPECT_NO_FATAL_FAILURE(expect_spread(3));
+    phase();
+  }
+  stop = true;
+  for (auto& t : hammers)
+    t.join();
+  ASSERT_TRUE(src.stop()) << src.first_error();
+
+  for (size_t h = 0; h < outcomes.size(); ++h) {
+    const auto& o = outcomes[h];
+    std::cout << "reads via " << c().node(readers[h]).id() << ": " << o.ok << " OK, "
+              << o.unavailable << " UNAVAILABLE, slowest answer " << o.slowest.count() << " ms\n";
+    EXPECT_GT(o.ok, 0u);
+    for (const auto& e : o.errors)
+      ADD_FAILURE() << e;
+  }
+  ASSERT_NO_FATAL_FAILURE(expect_exact_counts(c().node(0), src));
+}
+
+}  // namespace
+}  // namespace fleettwin::test

@@ -1,0 +1,44 @@
+#pragma once
+
+// Producing telemetry to and reading records from Kafka in tests.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fleettwin::test {
+
+/// Produces records with Kafka's default (murmur2) partitioner.
+class producer {
+public:
+  explicit producer(const std::string& bootstrap);
+  ~producer();
+  producer(const producer&) = delete;
+  producer& operator=(const producer&) = delete;
+  void send(const std::string& topic, const std::string& key, const std::string& value,
+            const std::string& content_type = "application/x-protobuf");
+  /// Waits for every delivery; returns the number of failed deliveries.
+  int flush();
+
+private:
+  void* rk_;
+};
+
+/// Reads every record currently in a topic (from the beginning).
+struct consumed_record {
+  std::string key;
+  std::string value;
+  std::map<std::string, std::string> headers;
+};
+std::vector<consumed_record> read_topic(const std::string& bootstrap, const std::string& topic,
+                                        size_t expected, std::chrono::milliseconds timeout);
+
+/// A serialized fleettwin.v1.Telemetry.
+std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,
+                      const std::map<std::string, double>& metrics,
+                      const std::map<std::string, std::string>& attributes = {},
+                      const std::string& kind = "vehicle");
+
+}  // namespace fleettwin::test
