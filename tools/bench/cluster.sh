@@ -30,8 +30,8 @@ trap 'exit 130' INT TERM
 
 # --owner: the broker also goes when this script is killed (kill -9 skips the trap).
 echo "== starting a single Kafka broker in $work/kafka"
-# New consumer groups wait 3 s for their members, so that the nodes of a run start together.
-bootstrap="$(FLEETTWIN_KAFKA_GROUP_DELAY_MS=3000 "$kafka_sh" start --dir "$work/kafka" --owner $$ | tail -n 1)"
+# New consumer groups wait 8 s for their members, so that the nodes of a run start together.
+bootstrap="$(FLEETTWIN_KAFKA_GROUP_DELAY_MS=8000 "$kafka_sh" start --dir "$work/kafka" --owner $$ | tail -n 1)"
 echo "bootstrap $bootstrap"
 
 for n in $node_counts; do
