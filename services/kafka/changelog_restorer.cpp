@@ -11,12 +11,12 @@ constexpr auto recheck_interval = std::chrono::milliseconds{100};
 
 }  // namespace
 
-changelog_restorer::changelog_restorer(restorer_options opts, storage::rocksdb_store& store)
+changelog_reader::changelog_reader(restorer_options opts, storage::rocksdb_store& store)
     : opts_(std::move(opts)), store_(store) {}
 
-std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options opts,
-                                                               storage::rocksdb_store& store,
-                                                               std::string& error) {
+std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts,
+                                                           storage::rocksdb_store& store,
+                                                           std::string& error) {
   std::map<std::string, std::string> settings{
       {"bootstrap.servers", opts.bootstrap},
       {"client.id", opts.client_id},
@@ -38,7 +38,7 @@ std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options 
   auto* conf = make_conf(settings, error);
   if (!conf)
     return nullptr;
-  std::unique_ptr<changelog_restorer> r{new changelog_restorer(std::move(opts), store)};
+  std::unique_ptr<changelog_reader> r{new changelog_reader(std::move(opts), store)};
   char errstr[512];
   r->rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
   if (!r->rk_) {
@@ -51,7 +51,7 @@ std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options 
   return r;
 }
 
-changelog_restorer::~changelog_restorer() {
+changelog_reader::~changelog_reader() {
   {
     std::lock_guard<std::mutex> guard{mutex_};
     stop_ = true;
@@ -63,31 +63,31 @@ changelog_restorer::~changelog_restorer() {
     rd_kafka_consumer_close(rk_.get());
 }
 
-void changelog_restorer::restore(int32_t partition, completeness_check check,
-                                 std::function<void(restore_result)> done) {
+void changelog_reader::restore(int32_t partition, completeness_check check,
+                               std::function<void(restore_result)> done) {
   std::lock_guard<std::mutex> guard{mutex_};
   commands_.push_back({command::restore, partition, std::move(check), std::move(done)});
   wake_.notify_all();
 }
 
-void changelog_restorer::follow(int32_t partition) {
+void changelog_reader::follow(int32_t partition) {
   std::lock_guard<std::mutex> guard{mutex_};
   commands_.push_back({command::follow, partition, {}, {}});
   wake_.notify_all();
 }
 
-void changelog_restorer::stop(int32_t partition) {
+void changelog_reader::stop(int32_t partition) {
   std::lock_guard<std::mutex> guard{mutex_};
   commands_.push_back({command::stop, partition, {}, {}});
   wake_.notify_all();
 }
 
-std::vector<restore_progress> changelog_restorer::progress() const {
+std::vector<restore_progress> changelog_reader::progress() const {
   std::lock_guard<std::mutex> guard{progress_mutex_};
   return progress_;
 }
 
-void changelog_restorer::start_reading(task& t) {
+void changelog_reader::start_reading(task& t) {
   auto from = store_.load_changelog_offset(t.partition);
   t.position = from.value_or(-1);
   auto* list = rd_kafka_topic_partition_list_new(1);
@@ -103,7 +103,7 @@ void changelog_restorer::start_reading(task& t) {
                t.standby ? "standby" : "restore", from ? std::to_string(*from) : "beginning");
 }
 
-void changelog_restorer::stop_reading(int32_t partition) {
+void changelog_reader::stop_reading(int32_t partition) {
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), partition);
   if (auto* e = rd_kafka_incremental_unassign(rk_.get(), list))
@@ -111,7 +111,7 @@ void changelog_restorer::stop_reading(int32_t partition) {
   rd_kafka_topic_partition_list_destroy(list);
 }
 
-void changelog_restorer::apply_commands() {
+void changelog_reader::apply_commands() {
   std::vector<command> cmds;
   {
     std::lock_guard<std::mutex> guard{mutex_};
@@ -154,7 +154,7 @@ void changelog_restorer::apply_commands() {
   }
 }
 
-void changelog_restorer::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) {
+void changelog_reader::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) {
   if (msgs.empty())
     return;
   std::vector<storage::changelog_entry> entries;
@@ -180,7 +180,7 @@ void changelog_restorer::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) 
   msgs.clear();
 }
 
-void changelog_restorer::finish_ready() {
+void changelog_reader::finish_ready() {
   auto now = std::chrono::steady_clock::now();
   for (auto it = tasks_.begin(); it != tasks_.end();) {
     auto& t = it->second;
@@ -219,7 +219,7 @@ void changelog_restorer::finish_ready() {
   }
 }
 
-void changelog_restorer::publish_progress() {
+void changelog_reader::publish_progress() {
   std::vector<restore_progress> out;
   out.reserve(tasks_.size());
   for (auto& [p, t] : tasks_) {
@@ -236,7 +236,7 @@ void changelog_restorer::publish_progress() {
   progress_ = std::move(out);
 }
 
-void changelog_restorer::run() {
+void changelog_reader::run() {
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
   std::vector<rd_kafka_message_t*> msgs(opts_.batch_records);
   std::map<int32_t, std::vector<rd_kafka_message_t*>> by_partition;
@@ -301,6 +301,31 @@ void changelog_restorer::run() {
     stop_reading(p);
   tasks_.clear();
   rd_kafka_queue_destroy(queue);
+}
+
+std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options opts,
+                                                               storage::rocksdb_store& store,
+                                                               std::string& error) {
+  std::unique_ptr<changelog_restorer> r{new changelog_restorer};
+  const int n = std::max(1, opts.readers);
+  for (int i = 0; i < n; ++i) {
+    auto o = opts;
+    o.client_id = opts.client_id + "-" + std::to_string(i + 1);
+    auto reader = changelog_reader::create(std::move(o), store, error);
+    if (!reader)
+      return nullptr;
+    r->readers_.push_back(std::move(reader));
+  }
+  return r;
+}
+
+std::vector<restore_progress> changelog_restorer::progress() const {
+  std::vector<restore_progress> out;
+  for (const auto& r : readers_) {
+    auto part = r->progress();
+    out.insert(out.end(), part.begin(), part.end());
+  }
+  return out;
 }
 
 }  // namespace fleettwin::kafka

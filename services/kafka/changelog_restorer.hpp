@@ -24,6 +24,8 @@ struct restorer_options {
   std::string client_id = "fleettwin-restorer";
   /// Changelog records written to the store per batch at most.
   size_t batch_records = 20'000;
+  /// Readers (each a consumer and a thread); partition p goes to p % readers.
+  int readers = 2;
   std::map<std::string, std::string> settings;  // extra librdkafka settings
 };
 
@@ -55,7 +57,7 @@ struct restore_progress {
 ///    report (the node serves the partition only after that);
 ///  - standby: keep following a partition this node may inherit, so that a
 ///    later restore only reads the tail.
-class changelog_restorer {
+class changelog_reader {
 public:
   /// Decides, at the end of the changelog, whether the state restored up to
   /// `position` is complete (e.g. covers the changelog position committed
@@ -64,10 +66,10 @@ public:
   using completeness_check =
       std::function<bool(int32_t partition, int64_t position, std::string& why)>;
 
-  static std::unique_ptr<changelog_restorer> create(restorer_options opts,
-                                                    storage::rocksdb_store& store,
-                                                    std::string& error);
-  ~changelog_restorer();
+  static std::unique_ptr<changelog_reader> create(restorer_options opts,
+                                                  storage::rocksdb_store& store,
+                                                  std::string& error);
+  ~changelog_reader();
 
   /// Restores `partition` (a standby of it turns into the restore) and calls
   /// `done` from the restorer thread once the check passes at the end of the
@@ -103,7 +105,7 @@ private:
     std::function<void(restore_result)> done;
   };
 
-  changelog_restorer(restorer_options opts, storage::rocksdb_store& store);
+  changelog_reader(restorer_options opts, storage::rocksdb_store& store);
   void run();
   void apply_commands();
   void start_reading(task& t);
@@ -127,6 +129,36 @@ private:
 
   // Restorer thread only.
   std::map<int32_t, task> tasks_;
+};
+
+/// The node's changelog readers: partitions are spread over several
+/// readers, so that restoring many partitions (a failover) uses more than
+/// one core. Same interface as one reader.
+class changelog_restorer {
+public:
+  using completeness_check = changelog_reader::completeness_check;
+
+  static std::unique_ptr<changelog_restorer> create(restorer_options opts,
+                                                    storage::rocksdb_store& store,
+                                                    std::string& error);
+
+  void restore(int32_t partition, completeness_check check,
+               std::function<void(restore_result)> done) {
+    reader(partition).restore(partition, std::move(check), std::move(done));
+  }
+  void follow(int32_t partition) {
+    reader(partition).follow(partition);
+  }
+  void stop(int32_t partition) {
+    reader(partition).stop(partition);
+  }
+  std::vector<restore_progress> progress() const;
+
+private:
+  changelog_reader& reader(int32_t partition) {
+    return *readers_[static_cast<size_t>(partition) % readers_.size()];
+  }
+  std::vector<std::unique_ptr<changelog_reader>> readers_;
 };
 
 }  // namespace fleettwin::kafka
