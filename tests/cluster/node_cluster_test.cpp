@@ -537,6 +537,7 @@ TEST_F(NodeClusterTest, AnswersDuringAMoveAreCorrectOrUnavailable) {
     std::set<std::string> errors;             // distinct problems, at most 20
   };
   std::atomic<bool> stop{false};
+  std::atomic<uint64_t> answers{0};  // calls answered, by any reader
   std::vector<outcome> outcomes(2);
   std::vector<std::thread> hammers;
   std::vector<size_t> readers{0, 2};
@@ -557,6 +558,7 @@ TEST_F(NodeClusterTest, AnswersDuringAMoveAreCorrectOrUnavailable) {
           v1::Twin t;
           auto asked = std::chrono::steady_clock::now();
           auto s = via.twins().GetTwin(&ctx, req, &t);
+          ++answers;
           out.slowest = std::max(out.slowest, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                   std::chrono::steady_clock::now() - asked));
           auto produced = src.sent().at(id);  // after the answer: an upper bound
@@ -593,7 +595,13 @@ TEST_F(NodeClusterTest, AnswersDuringAMoveAreCorrectOrUnavailable) {
     });
   }
   src.start(100, moving);
-  auto phase = [&] { std::this_thread::sleep_for(1s); };  // let reads and writes run
+  // Each phase lasts until the readers got 100 more answers (OK or
+  // UNAVAILABLE), so that every state of the move is read several times.
+  auto phase = [&] {
+    const auto from = answers.load();
+    EXPECT_TRUE(eventually([&] { return answers.load() >= from + 100; }, 60s))
+        << "the readers got no answers";
+  };
   phase();
   c().node(victim).kill9();
   bool moved = c().wait_until_all_partitions_served(60s, &why);
