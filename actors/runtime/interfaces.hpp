@@ -42,7 +42,10 @@ using partition_actor = caf::typed_actor<
     // Passivates idle twins (self-scheduled).
     caf::reacts_to<tick_atom>,
     // The event sink made the outputs of work item N durable (internal).
-    caf::reacts_to<delivered_atom, uint64_t, publish_result>>;
+    caf::reacts_to<delivered_atom, uint64_t, publish_result>,
+    // Answers UNAVAILABLE to lookups and updates that waited longer than the
+    // read wait for work item N to commit (internal, self-scheduled).
+    caf::reacts_to<expire_atom, uint64_t>>;
 
 /// A node's entry point for calls other nodes forward to it (published over
 /// CAF remoting on the cluster port). Only builtin types cross the wire: the
@@ -65,6 +68,8 @@ using forwarder_actor = caf::typed_actor<
     caf::reacts_to<forward_atom, std::string, std::string, std::string, std::string,
                    forward_completion>,
     // Subscribes a watch relay to the changes of the node at host:port.
-    caf::reacts_to<watch_atom, std::string, std::string, std::string, caf::actor>>;
+    caf::reacts_to<watch_atom, std::string, std::string, std::string, caf::actor>,
+    // The node at host:port left the group: its calls in flight fail now.
+    caf::reacts_to<gone_atom, std::string>>;
 
 }  // namespace fleettwin::runtime

@@ -35,6 +35,8 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 using watching_atom = caf::atom_constant<caf::atom("watching")>;
 using changes_atom = caf::atom_constant<caf::atom("changes")>;
 using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
+using gone_atom = caf::atom_constant<caf::atom("gone")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -128,6 +130,14 @@ struct partition_info {
 };
 
 using partition_info_completion = completion<partition_info>;
+
+/// A partition's figures, published by its actor after every commit and
+/// read by status queries without a message to the (possibly busy) actor.
+struct partition_gauges {
+  std::atomic<int64_t> next_offset{-1};
+  std::atomic<uint64_t> active_twins{0};
+  std::atomic<uint64_t> records_applied{0};
+};
 
 /// The outcome of a call forwarded to another node: a gRPC status code, its
 /// message, and the serialized response.

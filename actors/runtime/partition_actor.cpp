@@ -62,13 +62,33 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   return handle;
 }
 
+/// Makes sure waiting lookups and queued updates are answered within
+/// max_read_wait even when the item in flight does not commit (broker down).
+void arm_expiry(self_ptr self) {
+  auto& st = self->state;
+  if (!st.current || st.expiry_armed_for == st.current->id)
+    return;
+  st.expiry_armed_for = st.current->id;
+  self->delayed_send(self, st.cfg.max_read_wait, expire_atom::value, st.current->id);
+}
+
+void publish_gauges(self_ptr self) {
+  auto& st = self->state;
+  if (!st.cfg.gauges)
+    return;
+  st.cfg.gauges->next_offset = st.next_offset;
+  st.cfg.gauges->active_twins = st.assets.size();
+  st.cfg.gauges->records_applied = st.records_applied;
+}
+
 /// Answers a lookup from the twin's actor (loading it if needed).
 void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
   auto& st = self->state;
   if (st.cfg.read_committed && st.current) {
     auto it = st.assets.find(asset_id);
     if (it != st.assets.end() && it->second.last_item == st.current->id) {
-      st.deferred_gets.emplace_back(std::move(asset_id), std::move(done));
+      st.deferred_gets.push_back(deferred_get{std::move(asset_id), std::move(done)});
+      arm_expiry(self);
       return;
     }
   }
@@ -90,8 +110,8 @@ void finish_item(self_ptr self) {
   auto deferred = std::move(st.deferred_gets);
   st.deferred_gets.clear();
   if (!st.failed)
-    for (auto& [id, done] : deferred)
-      lookup(self, id, done);
+    for (auto& d : deferred)
+      lookup(self, d.asset_id, d.done);
   if (!st.failed)
     process_next(self);
   if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
@@ -100,6 +120,7 @@ void finish_item(self_ptr self) {
     st.cfg.probe->on_passivated(st.assets.size());
     st.assets.clear();
     st.cfg.probe->on_active_twins(st.cfg.partition, 0);
+    publish_gauges(self);
     auto waiters = std::move(st.stop_waiters);
     self->quit();
     for (auto& w : waiters)
@@ -123,6 +144,7 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
   }
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
+  publish_gauges(self);
   finish_item(self);
 }
 
@@ -403,6 +425,7 @@ void passivate_idle(self_ptr self) {
   if (before != st.assets.size()) {
     st.cfg.probe->on_passivated(before - st.assets.size());
     st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+    publish_gauges(self);
   }
 }
 
@@ -429,6 +452,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
     st.next_offset = *st.cfg.initial_offset;
   else if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;
+  publish_gauges(self);
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
       [self](batch_atom, raw_batch_ptr& batch) {
@@ -448,9 +472,45 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           done(twin_reply{query_error::unavailable, "partition is failing over", {}});
           return;
         }
-        st.queue.emplace_back(
-            desired_work{std::move(asset_id), std::move(update), std::move(done)});
+        st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done),
+                                           std::chrono::steady_clock::now()});
         process_next(self);
+        arm_expiry(self);
+      },
+      [self](expire_atom, uint64_t id) {
+        auto& st = self->state;
+        if (st.expiry_armed_for == id)
+          st.expiry_armed_for = 0;
+        if (!st.current || st.current->id != id)
+          return;  // committed (or failed) meanwhile: everybody was answered
+        const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now() - st.current->started)
+                                .count();
+        auto deferred = std::move(st.deferred_gets);
+        st.deferred_gets.clear();
+        for (auto& d : deferred)
+          d.done(twin_reply{
+              query_error::unavailable,
+              "twin \"" + d.asset_id + "\" has a change that Kafka has not committed for " +
+                  std::to_string(waited) + " ms (the broker is slow or unreachable); retry",
+              {}});
+        // Updates queued behind the stuck item fail the same way, oldest first.
+        auto limit = std::chrono::steady_clock::now() - st.cfg.max_read_wait;
+        for (auto it = st.queue.begin(); it != st.queue.end();) {
+          auto* w = std::get_if<desired_work>(&*it);
+          if (w && w->queued <= limit) {
+            w->done(twin_reply{query_error::unavailable,
+                               "the update of twin \"" + w->asset_id +
+                                   "\" waited too long behind work Kafka has not committed yet "
+                                   "(the broker is slow or unreachable); nothing was changed; "
+                                   "retry",
+                               {}});
+            it = st.queue.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        arm_expiry(self);  // the item is still in flight: check again later
       },
       [self](status_atom, partition_info_completion& done) {
         auto& st = self->state;

@@ -59,11 +59,25 @@ struct partition_config {
   /// Only batches of this consumer epoch are processed (older ones were
   /// fetched before the consumer was rewound to the committed offset).
   uint64_t epoch = 0;
+  /// How long a lookup waits for the work item in flight to commit (and a
+  /// desired update waits in the queue) before it is answered UNAVAILABLE:
+  /// a broker that is slow or unreachable never makes a call hang.
+  std::chrono::milliseconds max_read_wait{std::chrono::seconds{2}};
+  /// Where the actor publishes its figures for status queries (may be null).
+  std::shared_ptr<partition_gauges> gauges;
 };
 
 struct desired_work {
   std::string asset_id;
   core::desired_update update;
+  twin_completion done;
+  /// When it was queued (queued updates expire after max_read_wait).
+  std::chrono::steady_clock::time_point queued;
+};
+
+/// A lookup held back until the work item in flight commits.
+struct deferred_get {
+  std::string asset_id;
   twin_completion done;
 };
 
@@ -105,7 +119,9 @@ struct partition_state {
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;
   /// Lookups waiting for the item in flight to commit (read_committed).
-  std::vector<std::pair<std::string, twin_completion>> deferred_gets;
+  std::vector<deferred_get> deferred_gets;
+  /// The work item an expiry check is scheduled for (0: none).
+  uint64_t expiry_armed_for = 0;
   /// The decoded records of the last item, reused when nobody holds them.
   std::shared_ptr<decoded_batch> spare;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).

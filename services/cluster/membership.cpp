@@ -31,7 +31,7 @@ kafka::kafka_handle make_client(rd_kafka_type_t type, std::map<std::string, std:
 }  // namespace
 
 membership::membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot)
-    : opts_(std::move(opts)), snapshot_(std::move(snapshot)) {}
+    : opts_(std::move(opts)), snapshot_(std::move(snapshot)), created_ms_(wall_ms()) {}
 
 std::unique_ptr<membership> membership::create(membership_options opts,
                                                std::function<fleettwin::v1::Member()> snapshot,
@@ -96,6 +96,7 @@ void membership::publish(bool tombstone) {
   if (!tombstone) {
     auto record = snapshot_();
     record.set_node_id(opts_.node_id);
+    record.set_incarnation(opts_.incarnation);
     record.set_updated_ms(wall_ms());
     record.SerializeToString(&value);
   }
@@ -136,6 +137,10 @@ bool membership::on_record(const rd_kafka_message_t* m) {
   if (!record.ParseFromArray(m->payload, static_cast<int>(m->len))) {
     spdlog::warn("event=membership_record_invalid key={} offset={}", key, m->offset);
     return false;
+  }
+  if (key == opts_.node_id && record.incarnation() != opts_.incarnation) {
+    // Another process with this node's id (or an earlier run of this one).
+    foreign_ = record;
   }
   auto& view = members_[key];
   const bool known = view.offset >= 0;
@@ -206,6 +211,21 @@ std::optional<owner> membership::owner_of(int32_t partition) const {
     return std::nullopt;
   return owner{best->record.node_id(), best->record.cluster_endpoint(),
                best->record.grpc_endpoint(), restoring, best->alive};
+}
+
+std::optional<std::string> membership::another_instance() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (!foreign_)
+    return std::nullopt;
+  const auto age = wall_ms() - foreign_->updated_ms();
+  // Written before this process started, or long ago: an earlier run of this
+  // node that is gone now.
+  if (foreign_->updated_ms() < created_ms_ || age > 3 * opts_.heartbeat.count())
+    return std::nullopt;
+  return "a process with node id " + opts_.node_id + " (incarnation " +
+         std::to_string(foreign_->incarnation()) + ", gRPC " + foreign_->grpc_endpoint() +
+         ", started at " + std::to_string(foreign_->started_ms()) + " ms) wrote its record " +
+         std::to_string(age) + " ms ago";
 }
 
 std::vector<member_view> membership::members() const {

@@ -23,6 +23,8 @@ struct membership_options {
   std::string topic = "fleettwin.members";
   std::string group_id = "fleettwin";
   std::string node_id;
+  /// This process's incarnation (random per start), written in its record.
+  uint64_t incarnation = 0;
   /// How often a node rewrites its record (and checks the group's members).
   std::chrono::milliseconds heartbeat{2'000};
   std::map<std::string, std::string> settings;  // extra librdkafka settings
@@ -77,6 +79,9 @@ public:
   bool caught_up() const {
     return caught_up_.load();
   }
+  /// Another process writes records under this node's id (a different
+  /// incarnation, updated within the last three heartbeats): describes it.
+  std::optional<std::string> another_instance() const;
 
 private:
   membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot);
@@ -96,8 +101,11 @@ private:
   std::atomic<bool> publish_due_{true};
   std::atomic<bool> caught_up_{false};
 
-  mutable std::mutex mutex_;  // guards members_
+  mutable std::mutex mutex_;  // guards members_ and foreign_
   std::map<std::string, member_view> members_;
+  /// The last record of this node id written by another incarnation.
+  std::optional<fleettwin::v1::Member> foreign_;
+  int64_t created_ms_ = 0;
 };
 
 }  // namespace fleettwin::cluster

@@ -84,10 +84,11 @@ void remote_watcher::flush() {
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
     std::shared_ptr<::grpc::Channel> local, std::string node_id,
-    std::shared_ptr<grpc_api::watch_hub> hub) {
+    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control) {
   self->state.stub = std::make_unique<::grpc::GenericStub>(std::move(local));
   self->state.node_id = std::move(node_id);
   self->state.hub = std::move(hub);
+  self->state.control = std::move(control);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     auto it = st.watchers.find(msg.source);
@@ -121,6 +122,20 @@ runtime::gateway_actor::behavior_type gateway(
           std::string& metadata) -> caf::typed_response_promise<int32_t, std::string, std::string> {
         auto& st = self->state;
         auto rp = self->make_response_promise<int32_t, std::string, std::string>();
+        {
+          // Never start a call on the in-process channel of a server that
+          // is shutting down.
+          std::lock_guard<std::mutex> guard{st.control->mutex};
+          if (st.control->closing) {
+            rp.deliver(unavailable,
+                       "node " + st.node_id +
+                           " is shutting down; its partitions move to "
+                           "other nodes; retry shortly",
+                       std::string{});
+            return rp;
+          }
+          ++st.control->running;
+        }
         auto id = st.next_id++;
         st.pending.emplace(id, rp);
         auto call = std::make_shared<local_call>();
@@ -147,6 +162,9 @@ runtime::gateway_actor::behavior_type gateway(
           return;
         it->second.deliver(code, std::move(message), std::move(response));
         st.pending.erase(it);
+        std::lock_guard<std::mutex> guard{st.control->mutex};
+        if (--st.control->running == 0)
+          st.control->idle.notify_all();
       },
   };
 }
@@ -155,21 +173,53 @@ namespace {
 
 using forwarder_ptr = runtime::forwarder_actor::stateful_pointer<forwarder_state>;
 
+/// Completes call `id` (once: it may have failed already because its node went away).
+void complete(forwarder_ptr self, uint64_t id, runtime::forward_reply reply) {
+  auto it = self->state.calls.find(id);
+  if (it == self->state.calls.end())
+    return;
+  auto done = std::move(it->second.done);
+  self->state.calls.erase(it);
+  done(std::move(reply));
+}
+
+/// Fails every call in flight to `endpoint` with `why`.
+void fail_calls(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
+  std::vector<runtime::forward_completion> failed;
+  for (auto it = self->state.calls.begin(); it != self->state.calls.end();) {
+    if (it->second.endpoint == endpoint) {
+      failed.push_back(std::move(it->second.done));
+      it = self->state.calls.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!failed.empty())
+    spdlog::info("event=forwarded_calls_failed endpoint={} calls={} reason=\"{}\"", endpoint,
+                 failed.size(), why);
+  for (auto& done : failed)
+    done(runtime::forward_reply{unavailable, why, {}});
+}
+
 void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle,
                std::string method, std::string request, std::string metadata,
                runtime::forward_completion done) {
+  auto id = self->state.next_call++;
+  self->state.calls.emplace(id, forwarder_state::call{endpoint, std::move(done)});
   self->request(handle, self->state.timeout, runtime::forward_atom::value, std::move(method),
                 std::move(request), std::move(metadata))
       .then(
-          [done](int32_t code, std::string& message, std::string& response) {
-            done(runtime::forward_reply{code, std::move(message), std::move(response)});
+          [self, id](int32_t code, std::string& message, std::string& response) {
+            complete(self, id,
+                     runtime::forward_reply{code, std::move(message), std::move(response)});
           },
-          [self, done, endpoint](caf::error& e) {
-            done(runtime::forward_reply{unavailable,
-                                        "the node at " + endpoint +
-                                            " that owns this twin did not answer (" +
-                                            self->system().render(e) + "); retry shortly",
-                                        {}});
+          [self, id, endpoint](caf::error& e) {
+            complete(self, id,
+                     runtime::forward_reply{unavailable,
+                                            "the node at " + endpoint +
+                                                " that owns this twin did not answer (" +
+                                                self->system().render(e) + "); retry shortly",
+                                            {}});
           });
 }
 
@@ -274,8 +324,14 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
   self->set_down_handler([self](caf::down_msg& msg) {
     for (auto it = self->state.peers.begin(); it != self->state.peers.end(); ++it)
       if (it->second.handle && it->second.handle->address() == msg.source) {
-        spdlog::info("event=peer_down endpoint={}", it->first);
+        auto endpoint = it->first;
+        spdlog::info("event=peer_down endpoint={}", endpoint);
         self->state.peers.erase(it);
+        // The connection is gone: its calls cannot be answered any more.
+        fail_calls(self, endpoint,
+                   "the connection to node " + endpoint +
+                       ", which owns this twin, was lost; its partitions move to another "
+                       "node; retry shortly");
         return;
       }
   });
@@ -308,6 +364,12 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
                        }
                        self->send(*gw, runtime::watch_atom::value, name, filter, relay, endpoint);
                      });
+      },
+      [self](runtime::gone_atom, std::string& endpoint) {
+        fail_calls(self, endpoint,
+                   "node " + endpoint +
+                       ", which owned this twin, left the group; its partitions move to another "
+                       "node; retry shortly");
       },
   };
 }

@@ -8,8 +8,10 @@
 // forwarded call is never forwarded again.
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -60,10 +62,29 @@ private:
   std::vector<std::string> batch_;  // guarded by the hub's lock
 };
 
+/// Shared by a gateway and its node: once `closing`, the gateway answers
+/// forwarded calls UNAVAILABLE instead of starting them on the node's
+/// in-process channel, and the node waits until the calls already started
+/// are answered before it shuts its gRPC server down.
+struct gateway_control {
+  std::mutex mutex;
+  std::condition_variable idle;
+  bool closing = false;
+  size_t running = 0;
+  /// Stops new calls and waits (at most `timeout`) for the running ones;
+  /// false when some are still running.
+  bool close(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock{mutex};
+    closing = true;
+    return idle.wait_for(lock, timeout, [this] { return running == 0; });
+  }
+};
+
 struct gateway_state {
   std::unique_ptr<::grpc::GenericStub> stub;
   std::string node_id;
   std::shared_ptr<grpc_api::watch_hub> hub;
+  std::shared_ptr<gateway_control> control;
   uint64_t next_id = 1;
   std::map<uint64_t, caf::typed_response_promise<int32_t, std::string, std::string>> pending;
   /// Watches of other nodes, by their relay.
@@ -80,7 +101,7 @@ struct gateway_state {
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
     std::shared_ptr<::grpc::Channel> local, std::string node_id,
-    std::shared_ptr<grpc_api::watch_hub> hub);
+    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control);
 
 /// The local end of a WatchTwins stream, nulled when the stream is done.
 struct watch_target {
@@ -109,6 +130,14 @@ struct forwarder_state {
     std::vector<std::function<void(const runtime::gateway_actor*, const std::string& why)>> waiting;
   };
   std::map<std::string, peer> peers;  // by endpoint
+  /// Calls in flight, so that they fail as soon as their node is known to be
+  /// gone (connection lost, or it left the group) instead of timing out.
+  struct call {
+    std::string endpoint;
+    runtime::forward_completion done;
+  };
+  std::map<uint64_t, call> calls;
+  uint64_t next_call = 1;
   std::chrono::milliseconds timeout{5'000};
   static inline const char* name = "forwarder";
 };

@@ -128,12 +128,23 @@ runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* re
 }
 
 /// Sends a unary call to the node that serves its twin and finishes with
-/// that node's answer.
+/// that node's answer. When that node could not answer (it died or left the
+/// group meanwhile) and the group already knows another owner, the call goes
+/// there once more instead of failing.
 template <class Request, class Response>
-void forward_unary(twin_backend& backend, const call& c, const std::string& endpoint,
-                   const char* method, const Request& req, Response* resp) {
+void forward_unary(twin_backend& backend, const call& c, const std::string& asset_id,
+                   const std::string& endpoint, const char* method, const Request& req,
+                   Response* resp, bool retry = true) {
   runtime::forward_completion done{
-      [c, resp](runtime::forward_reply r) {
+      [&backend, c, asset_id, endpoint, method, req, resp, retry](runtime::forward_reply r) {
+        if (r.code == static_cast<int32_t>(StatusCode::UNAVAILABLE) && retry) {
+          std::string why;
+          auto now = backend.remote_owner(asset_id, why);
+          if (now && *now != endpoint) {
+            forward_unary(backend, c, asset_id, *now, method, req, resp, false);
+            return;
+          }
+        }
         if (r.code != 0) {
           c.finish({static_cast<StatusCode>(r.code), r.message});
         } else if (!resp->ParseFromString(r.response)) {
@@ -157,7 +168,7 @@ bool forward_if_remote(twin_backend& backend, const call& c, const std::string& 
   std::string why = local_why;
   if (!c.forwarded()) {
     if (auto endpoint = backend.remote_owner(asset_id, why)) {
-      forward_unary(backend, c, *endpoint, method, req, resp);
+      forward_unary(backend, c, asset_id, *endpoint, method, req, resp);
       return true;
     }
   }
@@ -306,14 +317,17 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return c.reactor();
   }
   auto stale = backend_.stale_after_ms();
-  if (auto tw = backend_.cached_twin(*id)) {
-    to_proto(*tw, wall_ms(), stale, *resp);
-    c.finish(Status::OK);
-    return c.reactor();
-  }
+  // Ownership first (a node that lost the partition, or cannot confirm it
+  // still owns it, never answers from what it remembers), then the snapshot
+  // cache, then the twin's actor.
   auto r = backend_.route_asset(*id, error);
   if (!r) {
     forward_if_remote(backend_, c, *id, error, "/fleettwin.v1.TwinService/GetTwin", *req, resp);
+    return c.reactor();
+  }
+  if (auto tw = backend_.cached_twin(*id)) {
+    to_proto(*tw, wall_ms(), stale, *resp);
+    c.finish(Status::OK);
     return c.reactor();
   }
   auto done = answer_with_twin(c, resp, stale);

@@ -160,26 +160,53 @@ std::unique_ptr<event_producer> event_producer::create(producer_options opts, st
   }
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
-  auto* conf = make_conf(settings, error);
-  if (!conf)
-    return nullptr;
-  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-  char errstr[512];
   std::unique_ptr<event_producer> p{new event_producer(std::move(opts))};
-  p->rk_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
-  if (!p->rk_) {
-    rd_kafka_conf_destroy(conf);
-    error = std::string{"cannot create Kafka producer: "} + errstr;
+  p->settings_ = std::move(settings);
+  if (!p->open_handle(error))
     return nullptr;
-  }
-  p->poller_ = std::thread{[raw = p.get()] {
-    while (!raw->poll_stop_.load(std::memory_order_relaxed))
-      rd_kafka_poll(raw->rk_.get(), 50);
-  }};
   if (p->transactional() && !p->init_transactions(error))
     return nullptr;
   p->output_ = std::thread{[raw = p.get()] { raw->run(); }};
   return p;
+}
+
+bool event_producer::open_handle(std::string& error) {
+  auto* conf = make_conf(settings_, error);
+  if (!conf)
+    return false;
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  char errstr[512];
+  kafka_handle rk{rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))};
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    error = std::string{"cannot create Kafka producer: "} + errstr;
+    return false;
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock{handle_mutex_};
+    rk_ = std::move(rk);
+  }
+  poll_stop_ = false;
+  poller_ = std::thread{[this] {
+    while (!poll_stop_.load(std::memory_order_relaxed))
+      rd_kafka_poll(rk_.get(), 50);
+  }};
+  return true;
+}
+
+void event_producer::close_handle() {
+  poll_stop_ = true;
+  if (poller_.joinable())
+    poller_.join();
+  kafka_handle old;
+  {
+    std::unique_lock<std::shared_mutex> lock{handle_mutex_};
+    old = std::move(rk_);
+  }
+  // Messages still queued are dropped with the handle: their items were
+  // reported failed already, and no report of this handle comes any more.
+  old.reset();
+  graveyard_.clear();
 }
 
 bool event_producer::init_transactions(std::string& error) {
@@ -196,6 +223,54 @@ bool event_producer::init_transactions(std::string& error) {
     return false;
   }
   return true;
+}
+
+void event_producer::replace_producer(const std::string& why) {
+  replacing_ = true;
+  replacements_.fetch_add(1);
+  spdlog::warn("event=producer_replacing transactional_id={} reason=\"{}\"", opts_.transactional_id,
+               why);
+  close_handle();
+  auto stopping = [this] {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return stop_;
+  };
+  std::string error;
+  for (int attempt = 1; !stopping(); ++attempt) {
+    if (!rk_ && !open_handle(error)) {
+      spdlog::error("event=producer_replace_failed attempt={} error=\"{}\"", attempt, error);
+    } else {
+      // init_transactions resumes where a timed-out attempt stopped.
+      auto timeout = static_cast<int>(std::max<int64_t>(opts_.transaction_timeout.count(), 10'000));
+      rd_kafka_error_t* e = rd_kafka_init_transactions(rk_.get(), timeout);
+      if (!e)
+        e = rd_kafka_begin_transaction(rk_.get());
+      if (!e) {
+        replacing_ = false;
+        spdlog::info("event=producer_replaced transactional_id={} attempts={}",
+                     opts_.transactional_id, attempt);
+        return;
+      }
+      const bool fatal = rd_kafka_error_is_fatal(e);
+      error = error_text(e);
+      spdlog::warn("event=producer_init_retry attempt={} fatal={} error=\"{}\"", attempt, fatal,
+                   error);
+      if (fatal) {
+        if (opts_.another_instance && opts_.another_instance(error)) {
+          replacing_ = false;
+          become_fatal("another process uses this node's id: " + error);
+          return;
+        }
+        close_handle();
+      }
+    }
+    std::unique_lock<std::mutex> lock{mutex_};
+    wake_.wait_for(lock, opts_.retry_backoff, [this] { return stop_; });
+  }
+  // The node is stopping: what is left fails, nothing more is fatal.
+  replacing_ = false;
+  fatal_ = true;
+  fatal_error_ = "the node stopped while the Kafka producer was being replaced (" + why + ")";
 }
 
 event_producer::~event_producer() {
@@ -220,6 +295,9 @@ bool event_producer::flush(std::chrono::milliseconds timeout) {
   if (!drained_.wait_for(lock, timeout, [this] { return pending_ == 0; }))
     return false;
   lock.unlock();
+  std::shared_lock<std::shared_mutex> handle{handle_mutex_};
+  if (!rk_)
+    return false;
   return rd_kafka_flush(rk_.get(), static_cast<int>(timeout.count())) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -282,7 +360,7 @@ void event_producer::publish(const runtime::item_outputs& out,
       changelog(std::move(key), h.segment, "application/vnd.fleettwin.history-segment.v1");
     }
     if (it->next_offset)
-      changelog(changelog_checkpoint_key, be64(*it->next_offset),
+      changelog(std::string{changelog_checkpoint_key}, be64(*it->next_offset),
                 "application/vnd.fleettwin.input-offset.v1");
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -372,6 +450,24 @@ void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
     drained_.notify_all();
 }
 
+void event_producer::fail_now(std::vector<std::unique_ptr<item>>& items, const std::string& error) {
+  for (auto& it : items) {
+    it->fail(error);
+    it->done(it->result());
+    graveyard_.push_back(std::move(it));
+  }
+  size_t n = items.size();
+  items.clear();
+  std::lock_guard<std::mutex> guard{mutex_};
+  pending_ -= n;
+  if (pending_ == 0)
+    drained_.notify_all();
+}
+
+void event_producer::bury_settled() {
+  std::erase_if(graveyard_, [](const auto& it) { return it->remaining.load() == 0; });
+}
+
 void event_producer::become_fatal(const std::string& why) {
   if (fatal_)
     return;
@@ -382,6 +478,27 @@ void event_producer::become_fatal(const std::string& why) {
                    why);
   if (opts_.on_fatal)
     opts_.on_fatal(why);
+}
+
+bool event_producer::abort_transaction(std::string& failure) {
+  const int timeout = static_cast<int>(opts_.transaction_timeout.count());
+  for (int attempt = 1;; ++attempt) {
+    auto* a = rd_kafka_abort_transaction(rk_.get(), timeout);
+    if (!a)
+      return true;
+    const bool retriable = rd_kafka_error_is_retriable(a) && !rd_kafka_error_is_fatal(a);
+    auto text = error_text(a);
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      if (stop_ || !retriable) {
+        failure += "; abort failed: " + text;
+        return false;
+      }
+    }
+    // The broker is away: keep the transaction until it can be aborted (or
+    // the broker aborts it and fences this producer, which is replaced).
+    spdlog::warn("event=transaction_abort_retry attempt={} error=\"{}\"", attempt, text);
+  }
 }
 
 void event_producer::commit_transaction() {
@@ -395,6 +512,7 @@ void event_producer::commit_transaction() {
     }
   }
   rd_kafka_error_t* e = nullptr;
+  std::map<int32_t, std::pair<int64_t, int64_t>> offsets;  // input, changelog
   if (failure.empty() && !fatal_) {
     // Every record delivered first, so that the changelog positions are
     // known: they are committed as the input offsets' metadata, which tells
@@ -402,7 +520,6 @@ void event_producer::commit_transaction() {
     if (auto err = rd_kafka_flush(rk_.get(), timeout); err != RD_KAFKA_RESP_ERR_NO_ERROR)
       failure = std::string{"flushing the transaction: "} + rd_kafka_err2str(err);
     // The input offsets of every item, per partition: the furthest wins.
-    std::map<int32_t, std::pair<int64_t, int64_t>> offsets;  // input, changelog
     for (auto& it : in_transaction_)
       if (it->next_offset) {
         auto& [input, changelog] = offsets.try_emplace(it->partition, -1, -1).first->second;
@@ -414,6 +531,17 @@ void event_producer::commit_transaction() {
       if (!it->error.empty() && failure.empty())
         failure = it->error;
     }
+    // Committed offsets never go backwards: a lower one would replay
+    // records into twins that already applied them.
+    for (auto& [p, o] : offsets)
+      if (auto it = committed_offsets_.find(p);
+          it != committed_offsets_.end() && o.first < it->second && failure.empty()) {
+        offset_regressions_.fetch_add(1);
+        failure = "input offset " + std::to_string(o.first) + " of partition " + std::to_string(p) +
+                  " is below the committed " + std::to_string(it->second);
+        spdlog::error("event=offset_regression partition={} offset={} committed={}", p, o.first,
+                      it->second);
+      }
     if (!offsets.empty() && failure.empty()) {
       auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
       for (auto& [p, o] : offsets) {
@@ -443,6 +571,10 @@ void event_producer::commit_transaction() {
   }
   if (!e && failure.empty()) {
     commits_.fetch_add(1);
+    for (auto& [p, o] : offsets) {
+      auto& c = committed_offsets_[p];
+      c = std::max(c, o.first);
+    }
     finish(in_transaction_, true, {});
   } else {
     bool fatal = fatal_;
@@ -452,20 +584,28 @@ void event_producer::commit_transaction() {
       rd_kafka_error_destroy(e);
     }
     spdlog::error("event=transaction_failed error=\"{}\" fatal={}", failure, fatal);
-    if (!fatal) {
-      if (auto* a = rd_kafka_abort_transaction(rk_.get(), timeout)) {
-        failure += "; abort failed: " + error_text(a);
-        fatal = true;
-      }
-    }
     aborts_.fetch_add(1);
-    if (fatal)
-      become_fatal("transaction failed: " + failure);
-    finish(in_transaction_, false, "transaction aborted: " + failure);
+    // The items' partitions are revived from committed state right away;
+    // what follows only settles this producer.
+    fail_now(in_transaction_, "transaction aborted: " + failure);
+    if (!fatal_ && !fatal && !abort_transaction(failure))
+      fatal = true;
+    if (fatal && !fatal_) {
+      if (opts_.another_instance && opts_.another_instance(failure))
+        become_fatal("another process uses this node's id: " + failure);
+      else
+        replace_producer(failure);
+      return;  // a replacement began its first transaction
+    }
   }
   if (!fatal_) {
-    if (auto* b = rd_kafka_begin_transaction(rk_.get()))
-      become_fatal("cannot begin a Kafka transaction: " + error_text(b));
+    if (auto* b = rd_kafka_begin_transaction(rk_.get())) {
+      auto text = error_text(b);
+      if (opts_.another_instance && opts_.another_instance(text))
+        become_fatal("another process uses this node's id: " + text);
+      else
+        replace_producer("cannot begin a Kafka transaction: " + text);
+    }
   }
 }
 
@@ -505,6 +645,7 @@ void event_producer::run() {
       commit_transaction();
       transaction_messages_ = 0;
     }
+    bury_settled();
     lock.lock();
     if (stopping && queue_.empty() && in_transaction_.empty())
       return;

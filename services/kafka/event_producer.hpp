@@ -8,19 +8,19 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "actors/runtime/ports.hpp"
 #include "services/kafka/kafka_config.hpp"
+#include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::kafka {
 
-/// The changelog key of a partition's input checkpoint: written with every
-/// item that consumed input, so a restore knows which input offset the
-/// restored state covers. No asset key starts with '\0'.
-inline const std::string changelog_checkpoint_key{"\0input-offset", 13};
+/// The changelog key of a partition's input checkpoint (see the store).
+using storage::changelog_checkpoint_key;
 
 struct producer_options {
   std::string bootstrap;
@@ -43,9 +43,17 @@ struct producer_options {
   /// The consumer group's metadata for send_offsets_to_transaction; the
   /// producer destroys what it returns.
   std::function<rd_kafka_consumer_group_metadata_t*()> group_metadata;
-  /// Called once when the producer can no longer publish (fenced, fatal
-  /// error); items in flight fail too.
+  /// Called once when the producer can no longer publish (another process
+  /// took this node's transactional id); items in flight fail too.
   std::function<void(std::string)> on_fatal;
+  /// Called when the producer was fenced or hit a fatal error: true when
+  /// another live process uses this node's id (then the producer stops for
+  /// good); false when the broker fenced it (e.g. it aborted a transaction
+  /// that outlived transaction.timeout.ms during an outage), and a new
+  /// producer with the same transactional id takes over. Unset: replace.
+  std::function<bool(const std::string& why)> another_instance;
+  /// Pause between attempts to initialise a replacement producer.
+  std::chrono::milliseconds retry_backoff{1'000};
   /// Dead-letter payloads above this are truncated (header says so) so that a
   /// broker's message size limit cannot block the partition.
   size_t dlq_max_payload = 900 * 1024;
@@ -71,9 +79,25 @@ public:
     return !opts_.transactional_id.empty();
   }
 
-  /// The producer can no longer publish (fenced or another fatal error).
+  /// The producer can no longer publish (another process has its id).
   bool failed() const {
     return failed_.load();
+  }
+
+  /// Between a fatal error and a working replacement: items wait.
+  bool replacing() const {
+    return replacing_.load();
+  }
+
+  /// Producers replaced after being fenced or failing fatally.
+  uint64_t replacements() const {
+    return replacements_.load();
+  }
+
+  /// Input offsets refused because they were below offsets this producer
+  /// committed before for the partition (never expected; a safety net).
+  uint64_t offset_regressions() const {
+    return offset_regressions_.load();
   }
 
   /// Transactions committed and aborted since start.
@@ -88,11 +112,26 @@ public:
 
 private:
   explicit event_producer(producer_options opts);
+  /// A new librdkafka producer (and its poller thread) in rk_.
+  bool open_handle(std::string& error);
+  /// Stops the poller and destroys rk_; reports of its messages are void.
+  void close_handle();
   bool init_transactions(std::string& error);
+  /// Replaces a fenced or fatally failed producer by a new one with the same
+  /// transactional id, retrying until it works, the node stops, or another
+  /// process turns out to own the id.
+  void replace_producer(const std::string& why);
   void run();
   void produce_item(item& it);
   void commit_transaction();
+  /// Aborts the open transaction (retrying while the broker is away); false
+  /// when the producer is beyond an abort (fatal, fenced).
+  bool abort_transaction(std::string& failure);
   void finish(std::vector<std::unique_ptr<item>>& items, bool ok, const std::string& error);
+  /// Reports failure to items whose messages may still be in librdkafka:
+  /// they are kept until their last delivery report (or the handle's end).
+  void fail_now(std::vector<std::unique_ptr<item>>& items, const std::string& error);
+  void bury_settled();
   void become_fatal(const std::string& why);
   /// One delivery report (or the producing hold) of an at-least-once item is
   /// in; the last one completes and deletes the item.
@@ -100,7 +139,9 @@ private:
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void*);
 
   producer_options opts_;
-  kafka_handle rk_;
+  std::map<std::string, std::string> settings_;  // the librdkafka configuration
+  kafka_handle rk_;  // replaced only by the output thread, under handle_mutex_
+  std::shared_mutex handle_mutex_;
   std::thread poller_;
   std::thread output_;
 
@@ -114,14 +155,21 @@ private:
 
   // Output thread only.
   std::vector<std::unique_ptr<item>> in_transaction_;
+  /// Items already reported whose delivery reports are still due.
+  std::vector<std::unique_ptr<item>> graveyard_;
+  /// The furthest input offset committed per partition by this node.
+  std::map<int32_t, int64_t> committed_offsets_;
   std::chrono::steady_clock::time_point transaction_started_;
   size_t transaction_messages_ = 0;
   bool fatal_ = false;
   std::string fatal_error_;
 
   std::atomic<bool> failed_{false};
+  std::atomic<bool> replacing_{false};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> aborts_{0};
+  std::atomic<uint64_t> replacements_{0};
+  std::atomic<uint64_t> offset_regressions_{0};
 };
 
 }  // namespace fleettwin::kafka

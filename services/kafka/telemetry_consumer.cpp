@@ -94,6 +94,24 @@ int32_t telemetry_consumer::fetch_partition_count(std::chrono::milliseconds time
   return count;
 }
 
+std::string telemetry_consumer::cluster_id(std::chrono::milliseconds timeout) {
+  char* id = rd_kafka_clusterid(rk_.get(), static_cast<int>(timeout.count()));
+  if (!id)
+    return {};
+  std::string out{id};
+  rd_kafka_mem_free(rk_.get(), id);
+  return out;
+}
+
+std::string telemetry_consumer::member_id() const {
+  char* id = rd_kafka_memberid(rk_.get());
+  if (!id)
+    return {};
+  std::string out{id};
+  rd_kafka_mem_free(rk_.get(), id);
+  return out;
+}
+
 void telemetry_consumer::start(partition_host& host) {
   host_ = &host;
   auto* topics = rd_kafka_topic_partition_list_new(1);
@@ -104,13 +122,83 @@ void telemetry_consumer::start(partition_host& host) {
     spdlog::error("event=subscribe_failed topic={} error=\"{}\"", opts_.topic,
                   rd_kafka_err2str(err));
   thread_ = std::thread{[this] { run(); }};
+  watermarks_ = std::thread{[this] { watch_log_ends(); }};
 }
 
 void telemetry_consumer::stop() {
   if (!thread_.joinable())
     return;
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> guard{watermarks_mutex_};
+    stop_ = true;
+  }
+  watermarks_wake_.notify_all();
+  if (watermarks_.joinable())
+    watermarks_.join();
   thread_.join();
+}
+
+void telemetry_consumer::watch_log_ends() {
+  // Fetch responses only tell the log end of partitions being fetched; a
+  // paused or restoring partition would show a lag frozen at its last fetch.
+  while (!stop_.load()) {
+    std::vector<int32_t> parts;
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      for (const auto& [p, prog] : progress_)
+        parts.push_back(p);
+    }
+    for (auto p : parts) {
+      int64_t low = 0;
+      int64_t high = 0;
+      if (stop_.load())
+        break;
+      auto err =
+          rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high,
+                                           static_cast<int>(opts_.watermark_interval.count()));
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR || high < 0)
+        continue;
+      std::lock_guard<std::mutex> guard{mutex_};
+      if (auto it = progress_.find(p); it != progress_.end())
+        it->second.high_watermark = std::max(it->second.high_watermark, high);
+    }
+    std::unique_lock<std::mutex> lock{watermarks_mutex_};
+    watermarks_wake_.wait_for(lock, opts_.watermark_interval, [this] { return stop_.load(); });
+  }
+}
+
+int64_t telemetry_consumer::reconcile(int32_t p, int64_t offset) {
+  if (offset < 0)
+    return offset;  // the log's beginning (nothing stored)
+  int64_t low = 0;
+  int64_t high = 0;
+  auto err =
+      rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high, 5'000);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Unknown now: the gap check of every fetched record still catches a
+    // position the log no longer has.
+    spdlog::warn("event=log_range_unknown partition={} offset={} error=\"{}\"", p, offset,
+                 rd_kafka_err2str(err));
+    return offset;
+  }
+  if (offset > high) {
+    spdlog::warn(
+        "event=input_position_reset partition={} stored_offset={} log_start={} log_end={} "
+        "reason=\"the log ends before the stored position: the topic was recreated or the broker "
+        "is new; twins are kept and the new log is consumed from its beginning\"",
+        p, offset, low, high);
+    opts_.probe->on_input_reset(p, "log_truncated");
+    return low;
+  }
+  if (offset < low) {
+    spdlog::error(
+        "event=records_skipped partition={} from_offset={} to_offset={} count={} "
+        "reason=\"deleted by the topic's retention before this node read them\"",
+        p, offset, low, low - offset);
+    opts_.probe->on_records_skipped(p, "retention", low - offset);
+    return low;
+  }
+  return offset;
 }
 
 void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, size_t batches,
@@ -131,6 +219,18 @@ void telemetry_consumer::resume(int32_t partition, int64_t offset) {
   }
   if (auto* q = queue_.load())
     rd_kafka_queue_yield(q);
+}
+
+uint64_t telemetry_consumer::hold(int32_t partition) {
+  uint64_t epoch = 0;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    epoch = ++last_epoch_;
+    holds_.emplace_back(partition, epoch);
+  }
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
+  return epoch;
 }
 
 uint64_t telemetry_consumer::rewind(int32_t partition, int64_t offset) {
@@ -177,12 +277,8 @@ rd_kafka_consumer_group_metadata_t* telemetry_consumer::group_metadata() {
 std::vector<partition_progress> telemetry_consumer::progress() const {
   std::lock_guard<std::mutex> guard{mutex_};
   std::vector<partition_progress> out;
-  for (const auto& [p, prog] : progress_) {
+  for (const auto& [p, prog] : progress_)
     out.push_back(prog);
-    // The cached watermark can trail what was already consumed and committed.
-    if (out.back().high_watermark >= 0)
-      out.back().high_watermark = std::max(out.back().high_watermark, out.back().committed);
-  }
   return out;
 }
 
@@ -199,6 +295,8 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; ++i) {
       auto& tp = parts->elems[i];
       auto a = host_->on_assigned(tp.partition);
+      if (!a.paused && a.offset)
+        a.offset = reconcile(tp.partition, *a.offset);
       // A held partition gets its offset when it resumes.
       tp.offset = a.paused ? RD_KAFKA_OFFSET_END : a.offset.value_or(RD_KAFKA_OFFSET_BEGINNING);
       {
@@ -316,6 +414,25 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
   }
   if (offset < it->second)
     return false;  // fetched before a seek back: already handed out
+  // The log starts after the expected offset: those records were deleted
+  // (retention) before they were read, and librdkafka moved on to the log's
+  // start. Never silent: logged and counted.
+  int64_t low = -1;
+  int64_t high = -1;
+  if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high) ==
+          RD_KAFKA_RESP_ERR_NO_ERROR &&
+      low > it->second && low <= offset) {
+    spdlog::error(
+        "event=records_skipped partition={} from_offset={} to_offset={} count={} "
+        "reason=\"deleted by the topic's retention before this node read them\"",
+        p, it->second, low, low - it->second);
+    opts_.probe->on_records_skipped(p, "retention", low - it->second);
+    it->second = low;
+    if (offset == low) {
+      it->second = offset + 1;
+      return true;
+    }
+  }
   auto gap = confirmed_gap_.find(p);
   if (gap != confirmed_gap_.end() && gap->second == it->second) {
     // Re-read from the expected offset and the gap is still there: records
@@ -343,9 +460,29 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
 
 void telemetry_consumer::drain_resumes() {
   std::vector<rewind_request> rewinds;
+  std::vector<std::pair<int32_t, uint64_t>> holds;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     rewinds.swap(rewinds_);
+    holds.swap(holds_);
+  }
+  for (auto [p, epoch] : holds) {
+    if (!inflight_.contains(p))
+      continue;  // revoked meanwhile
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p);
+    rd_kafka_pause_partitions(rk_.get(), list);
+    rd_kafka_topic_partition_list_destroy(list);
+    paused_[p] = true;
+    inflight_[p] = 0;
+    restoring_.insert(p);
+    epochs_[p] = epoch;
+    expected_[p] = -1;
+    confirmed_gap_.erase(p);
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (auto it = progress_.find(p); it != progress_.end())
+      it->second.restoring = true;
+    spdlog::info("event=partition_held partition={} epoch={}", p, epoch);
   }
   for (const auto& r : rewinds) {
     if (!inflight_.contains(r.partition) || restoring_.contains(r.partition))
@@ -363,6 +500,7 @@ void telemetry_consumer::drain_resumes() {
   for (auto [p, offset] : resumes) {
     if (!restoring_.erase(p))
       continue;  // revoked meanwhile
+    offset = reconcile(p, offset);
     seek(p, offset);
     {
       std::lock_guard<std::mutex> guard{mutex_};
@@ -383,11 +521,12 @@ void telemetry_consumer::refresh_watermarks() {
   for (auto& [p, prog] : progress_) {
     int64_t low = 0;
     int64_t high = 0;
-    // Cached values from fetch responses: no network round trip.
+    // Cached values from fetch responses (no network round trip); the log
+    // end asked by watch_log_ends() may be newer.
     if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high) ==
             RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0)
-      prog.high_watermark = high;
+      prog.high_watermark = std::max(prog.high_watermark, high);
     if (commit_due_ && prog.committed > 0 && !opts_.exactly_once && !prog.restoring) {
       auto* tp = rd_kafka_topic_partition_list_add(offsets, opts_.topic.c_str(), p);
       tp->offset = prog.committed;

@@ -2,12 +2,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -45,6 +48,19 @@ public:
   virtual void dispatch(runtime::raw_batch_ptr batch) = 0;
 };
 
+/// What the consumer reports when a stored position and the log disagree
+/// (metrics); called from the consumer's threads.
+class consumer_probe {
+public:
+  virtual ~consumer_probe() = default;
+  /// The stored position lay beyond the end of the log (a new or recreated
+  /// log): consumption restarted at the log's beginning.
+  virtual void on_input_reset(int32_t partition, std::string_view reason) {}
+  /// `n` records were never read: deleted (retention) before this node got
+  /// to them.
+  virtual void on_records_skipped(int32_t partition, std::string_view reason, int64_t n) {}
+};
+
 struct consumer_options {
   std::string bootstrap;
   std::string group_id = "fleettwin";
@@ -58,6 +74,10 @@ struct consumer_options {
   /// consumer then never commits them itself.
   bool exactly_once = false;
   std::map<std::string, std::string> settings;  // extra librdkafka settings
+  std::shared_ptr<consumer_probe> probe = std::make_shared<consumer_probe>();
+  /// How often the log ends of assigned partitions are asked from the broker
+  /// (lag stays true for paused and restoring partitions, which fetch nothing).
+  std::chrono::milliseconds watermark_interval{1'000};
 };
 
 /// Progress of one assigned partition.
@@ -67,9 +87,11 @@ struct partition_progress {
   int64_t high_watermark = -1;  // -1 while unknown
   int64_t changelog = -1;       // changelog position committed with the state
   bool restoring = false;
+  /// Records not yet committed; -1 while the log's end is not known.
   int64_t lag() const {
-    return high_watermark < 0 || committed < 0 ? 0
-                                               : std::max<int64_t>(0, high_watermark - committed);
+    if (high_watermark < 0)
+      return -1;
+    return std::max<int64_t>(0, high_watermark - std::max<int64_t>(committed, 0));
   }
 };
 
@@ -97,6 +119,11 @@ public:
   /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
   void resume(int32_t partition, int64_t offset);
 
+  /// Holds a partition (records fetched for it are dropped) until resume():
+  /// its actor is replaced and its state restored again. Returns the epoch
+  /// that batches fetched after the resume carry (thread-safe).
+  uint64_t hold(int32_t partition);
+
   /// Moves a partition's position back to `offset` (the committed one) after
   /// the work fetched beyond it was abandoned; returns the epoch that batches
   /// fetched from there on carry (thread-safe).
@@ -122,6 +149,12 @@ public:
   /// Reads the partition count from the cluster's metadata.
   int32_t fetch_partition_count(std::chrono::milliseconds timeout, std::string& error);
 
+  /// The Kafka cluster's id (blocks for metadata); empty when not known.
+  std::string cluster_id(std::chrono::milliseconds timeout);
+
+  /// This member's id in the group ("" while not joined).
+  std::string member_id() const;
+
 private:
   explicit telemetry_consumer(consumer_options opts);
   void run();
@@ -129,6 +162,12 @@ private:
   void drain_acks();
   void drain_resumes();
   void seek(int32_t partition, int64_t offset);
+  /// The offset to consume `partition` from, given the stored `offset`:
+  /// checked against the log's start and end (a round trip), with every
+  /// disagreement logged and counted (consumer thread).
+  int64_t reconcile(int32_t partition, int64_t offset);
+  /// Asks the broker for the log ends of the assigned partitions (own thread).
+  void watch_log_ends();
   /// Whether a fetched record continues its partition; on a gap the
   /// partition is read again from the expected offset (consumer thread).
   bool accept_offset(int32_t partition, int64_t offset);
@@ -140,6 +179,9 @@ private:
   kafka_handle rk_;
   partition_host* host_ = nullptr;
   std::thread thread_;
+  std::thread watermarks_;
+  std::mutex watermarks_mutex_;
+  std::condition_variable watermarks_wake_;
   std::atomic<bool> stop_{false};
   std::atomic<int32_t> partition_count_{0};
   std::atomic<rd_kafka_queue_t*> queue_{nullptr};
@@ -159,6 +201,7 @@ private:
     uint64_t epoch;
   };
   std::vector<rewind_request> rewinds_;
+  std::vector<std::pair<int32_t, uint64_t>> holds_;
   uint64_t last_epoch_ = 0;
   std::map<int32_t, partition_progress> progress_;
 

@@ -265,12 +265,47 @@ void restore_probe::on_restored(uint64_t records, double seconds) {
   duration_.Observe(seconds);
 }
 
+reliability_probe::reliability_probe(prometheus::Registry& r)
+    : resets_(BuildCounter()
+                  .Name("fleettwin_input_resets_total")
+                  .Help("Partitions whose stored input position lay beyond a new or reset log "
+                        "(consumed again from the log's start), by reason")
+                  .Register(r)),
+      skipped_(BuildCounter()
+                   .Name("fleettwin_records_skipped_total")
+                   .Help("Telemetry records never read (deleted by retention first), by reason")
+                   .Register(r)),
+      revivals_(BuildCounter()
+                    .Name("fleettwin_partition_revivals_total")
+                    .Help("Partition actors replaced over their committed state after an aborted "
+                          "transaction or failed output")
+                    .Register(r)
+                    .Add({})) {
+  // Present (at 0) before the first event, so that rate() and alerts work.
+  for (auto reason : {"log_truncated", "embedded_kafka_restarted", "kafka_cluster_changed"})
+    resets_.Add({{"reason", reason}});
+  skipped_.Add({{"reason", "retention"}});
+}
+
+void reliability_probe::on_input_reset(std::string_view reason, uint64_t partitions) {
+  resets_.Add({{"reason", std::string{reason}}}).Increment(static_cast<double>(partitions));
+}
+
+void reliability_probe::on_records_skipped(std::string_view reason, int64_t n) {
+  skipped_.Add({{"reason", std::string{reason}}}).Increment(static_cast<double>(n));
+}
+
+void reliability_probe::on_revival() {
+  revivals_.Increment();
+}
+
 node_metrics::node_metrics(const std::string& address)
     : registry_(std::make_shared<prometheus::Registry>()),
       exposer_(std::make_unique<prometheus::Exposer>(address)),
       ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
       grpc_(std::make_unique<grpc_probe>(*registry_)),
-      restore_(std::make_unique<restore_probe>(*registry_)) {
+      restore_(std::make_unique<restore_probe>(*registry_)),
+      reliability_(std::make_unique<reliability_probe>(*registry_)) {
   exposer_->RegisterCollectable(registry_);
 }
 

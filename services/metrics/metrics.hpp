@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <prometheus/client_metric.h>
@@ -87,6 +88,26 @@ private:
   prometheus::Histogram& duration_;
 };
 
+/// Measures what goes wrong around faults, so that nothing is ever lost or
+/// replayed silently: stored positions the log disagreed with, records never
+/// read, partitions revived, producers replaced.
+class reliability_probe {
+public:
+  explicit reliability_probe(prometheus::Registry& registry);
+  /// A stored input position lay beyond a new or reset log (`reason`:
+  /// log_truncated, embedded_kafka_restarted, kafka_cluster_changed).
+  void on_input_reset(std::string_view reason, uint64_t partitions = 1);
+  /// `n` records were never read (`reason`: retention).
+  void on_records_skipped(std::string_view reason, int64_t n);
+  /// A partition's actor was replaced over its committed state.
+  void on_revival();
+
+private:
+  prometheus::Family<prometheus::Counter>& resets_;
+  prometheus::Family<prometheus::Counter>& skipped_;
+  prometheus::Counter& revivals_;
+};
+
 /// The node's registry and HTTP exposer.
 class node_metrics {
 public:
@@ -110,6 +131,10 @@ public:
     return *restore_;
   }
 
+  reliability_probe& reliability() {
+    return *reliability_;
+  }
+
   /// Adds gauges evaluated at every scrape (lag, store figures).
   void add_scrape_gauges(std::vector<scrape_gauge> gauges);
 
@@ -122,6 +147,7 @@ private:
   std::shared_ptr<runtime::ingest_probe> ingest_;
   std::unique_ptr<grpc_probe> grpc_;
   std::unique_ptr<restore_probe> restore_;
+  std::unique_ptr<reliability_probe> reliability_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
 };
 

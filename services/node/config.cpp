@@ -110,6 +110,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Consumer group session timeout: how soon a dead node's partitions move")
       ->envname("FLEETTWIN_SESSION_TIMEOUT_MS")
       ->check(CLI::Range(1'000, 300'000));
+  app.add_option("--read-lease-ms", cfg.read_lease_ms,
+                 "Read fencing: a node answers for its partitions only while the group "
+                 "coordinator confirmed its membership within this time (-1 = half the "
+                 "session timeout; 0 = off; always off with the embedded Kafka)")
+      ->envname("FLEETTWIN_READ_LEASE_MS")
+      ->check(CLI::Range(int64_t{-1}, int64_t{300'000}));
   app.add_option("--cluster-port", cfg.cluster_port,
                  "Port for calls forwarded between nodes (CAF remoting; 0 = any free port)")
       ->envname("FLEETTWIN_CLUSTER_PORT")
@@ -145,6 +151,14 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   }
   if (cfg.bootstrap_file.empty())
     cfg.bootstrap_file = cfg.data_dir + "/kafka.bootstrap";
+  if (cfg.read_lease_ms < 0)
+    cfg.read_lease_ms = cfg.kafka.empty() ? 0 : cfg.session_timeout_ms / 2;
+  if (cfg.read_lease_ms >= cfg.session_timeout_ms) {
+    err << "--read-lease-ms " << cfg.read_lease_ms << " must be below --session-timeout-ms "
+        << cfg.session_timeout_ms << " (a paused node must stop answering before its partitions "
+        << "can move)\n";
+    return 2;
+  }
   return std::nullopt;
 }
 

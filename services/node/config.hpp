@@ -52,6 +52,9 @@ struct node_config {
   bool create_topics = true;
   int replication_factor = -1;  // -1: the broker's default
   int64_t session_timeout_ms = 6'000;
+  /// Read fencing lease (see cluster::group_lease); -1: half the session
+  /// timeout with a real Kafka, off with the embedded one; 0: off.
+  int64_t read_lease_ms = -1;
   /// Node-to-node calls (CAF remoting): listen port (0 = any free port) and
   /// the host other nodes and clients reach this node at.
   int cluster_port = 4242;

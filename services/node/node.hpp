@@ -1,5 +1,12 @@
 #pragma once
 
+// fleettwin-node, split by capability:
+//   node.cpp        wiring: start (Kafka, RocksDB, actors, gRPC, metrics) and shutdown
+//   partitions.cpp  partition lifecycle: assign, restore, activate, revive, revoke, routing
+//                   of a twin to its partition actor
+//   cluster.cpp     the cluster: members topic, forwarding, watch relays, standbys
+//   status.cpp      what the node reports: GetStatus, GetCluster, readiness, gauges
+
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -14,6 +21,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include "actors/runtime/partition_actor.hpp"
+#include "services/cluster/group_lease.hpp"
 #include "services/cluster/membership.hpp"
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/twin_service.hpp"
@@ -23,6 +31,7 @@
 #include "services/kafka/telemetry_consumer.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/node/config.hpp"
+#include "services/node/readiness.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::node {
@@ -36,7 +45,8 @@ public:
   /// Blocks until request_stop() or a fatal error; returns the exit code.
   int wait();
   void request_stop(int exit_code = 0);
-  /// Graceful shutdown: stop gRPC, revoke partitions (flush and commit), close.
+  /// Graceful shutdown: NOT_SERVING, stop taking forwarded calls, stop gRPC,
+  /// revoke partitions (flush and commit), close.
   void shutdown();
 
   const std::string& kafka_bootstrap() const {
@@ -47,6 +57,9 @@ public:
   }
   uint16_t metrics_port() const {
     return metrics_->port();
+  }
+  uint16_t cluster_port() const {
+    return cluster_port_;
   }
 
   // twin_backend
@@ -68,10 +81,6 @@ public:
   void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) override;
   void watch_cluster(grpc_api::watch_stream* stream, const std::string& asset_id,
                      const std::string& filter) override;
-
-  uint16_t cluster_port() const {
-    return cluster_port_;
-  }
   std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) override {
     return cache_->find(asset_id);
   }
@@ -85,7 +94,33 @@ private:
   explicit node(node_config cfg);
   bool init(std::string& error);
   bool prepare_topics(std::string& error);
+  /// The stored input positions still refer to the Kafka log at hand; when
+  /// they cannot (a new embedded broker, another cluster id), forgets them,
+  /// logging and counting what was forgotten.
+  bool check_stored_positions(std::string& error);
+  bool start_grpc(std::string& error);
   bool start_remoting(std::string& error);
+  /// Another live process uses this node's id (its producer fenced ours).
+  bool another_instance(const std::string& why);
+
+  // --- partitions.cpp ---------------------------------------------------------
+  /// Spawns the actor of a partition whose state is local and complete;
+  /// false when the restore of `generation` was revoked meanwhile.
+  bool activate(int32_t partition, std::optional<int64_t> resume_offset,
+                std::optional<uint64_t> generation, uint64_t epoch = 0);
+  /// Replaces a partition actor whose uncommitted work was lost (an aborted
+  /// transaction, failed outputs) by a fresh one over the committed state:
+  /// with a changelog, the partition is held and restored again (the tail
+  /// the store may lack) and resumes at the group's committed offset, never
+  /// before it; without one, it rewinds to the offset stored with the state.
+  void revive(int32_t partition, const std::string& why);
+  /// Restores an assigned (or revived) partition from the changelog, then
+  /// activates it with batches of consumer epoch `epoch`.
+  void restore(int32_t partition, uint64_t generation, uint64_t epoch);
+  /// A partition actor cannot continue.
+  void partition_failed(int32_t partition, const std::string& why, bool retryable);
+
+  // --- cluster.cpp ------------------------------------------------------------
   /// This node's record for the members topic.
   fleettwin::v1::Member member_record();
   /// Follows, from the changelog, the partitions this node stands by for:
@@ -95,25 +130,22 @@ private:
   /// The gateways of the other live nodes, for watch relays.
   std::vector<std::string> peer_endpoints();
   void refresh_watch_relays();
+  /// Tells the forwarder which nodes left the group (their calls fail now).
+  void forget_gone_peers();
   /// Where another node serves `partition`; nullopt with the reason.
   std::optional<std::string> owner_endpoint(int32_t partition, std::string& why);
+
+  // --- status.cpp -------------------------------------------------------------
   void register_scrape_gauges();
-  /// Spawns the actor of a partition whose state is local and complete;
-  /// false when the restore of `generation` was revoked meanwhile.
-  bool activate(int32_t partition, std::optional<int64_t> resume_offset,
-                std::optional<uint64_t> generation, uint64_t epoch = 0);
-  /// Replaces a partition actor whose uncommitted work was lost (aborted
-  /// transaction) by a fresh one over the committed state, and rewinds the
-  /// consumer to the committed offset.
-  void revive(int32_t partition, const std::string& why);
-  /// Restores a newly assigned partition from the changelog, then activates it.
-  void restore(int32_t partition, uint64_t generation);
+  /// Empty when the node serves every partition it was given; else why not.
+  std::string not_ready_reason();
 
   node_config cfg_;
   kafka::topic_names topics_;
   std::string bootstrap_;
   std::map<std::string, std::string> kafka_settings_;
   int64_t started_ms_ = 0;
+  uint64_t incarnation_ = 0;
   std::unique_ptr<kafka::embedded_kafka> embedded_;
   std::unique_ptr<storage::rocksdb_store> store_;
   std::unique_ptr<metrics::node_metrics> metrics_;
@@ -122,6 +154,7 @@ private:
   std::shared_ptr<kafka::event_producer> producer_;
   std::unique_ptr<kafka::telemetry_consumer> consumer_;
   std::unique_ptr<kafka::changelog_restorer> restorer_;
+  std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;
   std::unique_ptr<grpc_api::twin_service> twin_service_;
@@ -129,6 +162,8 @@ private:
   std::unique_ptr<grpc_api::admin_service> admin_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
+  std::shared_ptr<cluster::gateway_control> gateway_control_ =
+      std::make_shared<cluster::gateway_control>();
   runtime::forwarder_actor forwarder_;
   uint16_t cluster_port_ = 0;
   std::mutex relays_mutex_;
@@ -136,22 +171,31 @@ private:
   uint64_t next_relay_ = 1;
   std::unique_ptr<::grpc::Server> server_;
   int grpc_port_ = 0;
+  std::unique_ptr<readiness> readiness_;
   std::shared_ptr<const runtime::asset_config> asset_cfg_;
   std::shared_ptr<runtime::twin_cache> cache_ = std::make_shared<runtime::twin_cache>();
 
   std::shared_mutex routes_mutex_;
-  std::map<int32_t, runtime::partition_actor> partitions_;
+  struct served {
+    runtime::partition_actor actor;
+    std::shared_ptr<runtime::partition_gauges> gauges;
+  };
+  std::map<int32_t, served> partitions_;
   /// Assigned partitions being restored, by assignment generation.
   std::map<int32_t, uint64_t> restoring_;
   /// Partitions of other nodes kept warm here.
   std::set<int32_t> standbys_;
   uint64_t next_generation_ = 1;
+  /// Why the store cannot take writes (disk full, unwritable): the node
+  /// stops taking work and says so.
+  std::string store_failure_;
 
   std::mutex stop_mutex_;
   std::condition_variable stop_cv_;
   bool stop_requested_ = false;
   int exit_code_ = 0;
   std::atomic<bool> shut_down_{false};
+  std::atomic<bool> stopping_{false};
   bool started_ = false;
 };
 

@@ -25,6 +25,7 @@ constexpr const char* history_cf_name = "history";
 constexpr std::string_view offset_key_prefix = "offset/";
 constexpr std::string_view count_key_prefix = "count/";
 constexpr std::string_view changelog_key_prefix = "changelog/";
+constexpr std::string_view setting_key_prefix = "setting/";
 constexpr size_t partition_bytes = 4;
 /// Memtable of the meta column family: it holds one tiny key per partition.
 constexpr size_t meta_write_buffer_bytes = size_t{4} << 20;
@@ -541,6 +542,16 @@ std::optional<std::string> rocksdb_store::apply_changelog(
   rocksdb::Status st;
   std::string key;
   for (const auto& e : entries) {
+    if (e.key == changelog_checkpoint_key) {
+      // The input offset the state written so far covers: it becomes the
+      // partition's committed offset, so that a revival or a restart resumes
+      // exactly after the restored state, never from the beginning.
+      if (e.value.size() == 8)
+        st = batch.Put(meta_, offset_key(partition), e.value);
+      if (!st.ok())
+        break;
+      continue;
+    }
     // Twin state is keyed by the asset id, a history slot by asset '\0' slot;
     // the store's keys are the same behind the partition prefix.
     key = partition_prefix(partition);
@@ -585,6 +596,57 @@ std::optional<std::string> rocksdb_store::recount_partition(int32_t partition) {
            st.ToString();
   std::lock_guard<std::mutex> guard{counts_mutex_};
   counts_[partition] = n;
+  return std::nullopt;
+}
+
+std::map<int32_t, int64_t> rocksdb_store::stored_offsets() {
+  std::map<int32_t, int64_t> out;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(rocksdb::ReadOptions{}, meta_)};
+  for (it->Seek(offset_key_prefix); it->Valid(); it->Next()) {
+    auto key = view(it->key());
+    if (!key.starts_with(offset_key_prefix))
+      break;
+    if (key.size() != offset_key_prefix.size() + partition_bytes || it->value().size() != 8)
+      continue;
+    auto partition = static_cast<int32_t>(get_be32(key.data() + offset_key_prefix.size()));
+    out[partition] = decode_offset(view(it->value()));
+  }
+  return out;
+}
+
+std::optional<std::string> rocksdb_store::forget_positions() {
+  rocksdb::WriteBatch batch;
+  for (auto prefix : {offset_key_prefix, changelog_key_prefix}) {
+    std::string end{prefix};
+    end.back() = static_cast<char>(end.back() + 1);
+    if (auto st = batch.DeleteRange(meta_, std::string{prefix}, end); !st.ok())
+      return "forgetting stored Kafka positions: " + st.ToString();
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (auto st = db_->Write(wo, &batch); !st.ok())
+    return "forgetting stored Kafka positions: " + st.ToString();
+  return std::nullopt;
+}
+
+std::optional<std::string> rocksdb_store::load_setting(std::string_view name) {
+  std::string key{setting_key_prefix};
+  key.append(name);
+  std::string value;
+  auto st = db_->Get(rocksdb::ReadOptions{}, meta_, key, &value);
+  if (!st.ok())
+    return std::nullopt;
+  return value;
+}
+
+std::optional<std::string> rocksdb_store::save_setting(std::string_view name,
+                                                       std::string_view value) {
+  std::string key{setting_key_prefix};
+  key.append(name);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (auto st = db_->Put(wo, meta_, key, rocksdb::Slice{value.data(), value.size()}); !st.ok())
+    return "saving " + std::string{name} + ": " + st.ToString();
   return std::nullopt;
 }
 

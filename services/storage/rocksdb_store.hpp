@@ -66,6 +66,12 @@ struct store_options {
   size_t write_buffer_bytes = size_t{64} << 20;
 };
 
+/// The changelog key of a partition's input checkpoint (value: the next input
+/// offset, 8 bytes big-endian): written with every item that consumed input,
+/// so a restore knows which input offset the restored state covers. No asset
+/// key starts with '\0'.
+inline constexpr std::string_view changelog_checkpoint_key{"\0input-offset", 13};
+
 /// One record of the changelog topic, as restored into the store. An empty
 /// value deletes the key (a compaction tombstone).
 struct changelog_entry {
@@ -163,6 +169,19 @@ public:
   uint64_t stored_twins(std::optional<int32_t> partition = std::nullopt);
 
   store_stats stats();
+
+  // --- positions in Kafka (node start) --------------------------------------
+
+  /// Every partition's committed input offset.
+  std::map<int32_t, int64_t> stored_offsets();
+  /// Forgets every stored input offset and changelog position (twins and
+  /// history stay): they refer to a Kafka log that no longer exists (a new
+  /// embedded broker, another cluster). Returns an error description on failure.
+  std::optional<std::string> forget_positions();
+  /// A small named value of the node (e.g. the Kafka cluster id); nullopt
+  /// when never saved.
+  std::optional<std::string> load_setting(std::string_view name);
+  std::optional<std::string> save_setting(std::string_view name, std::string_view value);
 
   /// Deletes every twin, history point and the offset of `partition` (range
   /// tombstones, one batch). Returns an error description on failure.

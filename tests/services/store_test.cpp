@@ -655,3 +655,36 @@ TEST_F(StoreTest, StatsReportTheStore) {
   EXPECT_GE(store->estimate_twins(), 40u);
   EXPECT_GT(s.sst_bytes, 0u);
 }
+
+TEST_F(StoreTest, RestoredCheckpointBecomesTheCommittedOffset) {
+  // A partition this node served before holds an older offset; a restore
+  // from the changelog brings both the state and the input checkpoint
+  // forward, so a revival resumes right after the restored state.
+  put_twins(4, {"pump-1"}, 100);
+  ASSERT_EQ(store->load_offset(4), 100);
+  auto newer = make_twin("pump-1", 9);
+  auto be64 = [](int64_t x) {
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      out[i] = static_cast<char>(static_cast<uint64_t>(x) >> (8 * (7 - i)));
+    return out;
+  };
+  const std::string state = encoded(newer);
+  const std::string checkpoint = be64(11210);
+  std::vector<storage::changelog_entry> entries{{"pump-1", state},
+                                                {storage::changelog_checkpoint_key, checkpoint}};
+  auto err = store->apply_changelog(4, entries, 77);
+  ASSERT_FALSE(err) << *err;
+  EXPECT_EQ(store->load_offset(4), 11210);
+  EXPECT_EQ(store->load_changelog_offset(4), 77);
+  core::twin out;
+  std::string error;
+  ASSERT_EQ(store->load_twin(4, "pump-1", out, error), load_status::found) << error;
+  EXPECT_EQ(out.version, 9u);
+  // The checkpoint is no twin and no history slot.
+  EXPECT_EQ(store->load_twin(4, storage::changelog_checkpoint_key, out, error),
+            load_status::missing);
+  EXPECT_EQ(ids_of(list("", 100, 0, {}, {4}).twins), std::vector<std::string>{"pump-1"});
+  reopen();
+  EXPECT_EQ(store->load_offset(4), 11210);
+}

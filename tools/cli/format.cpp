@@ -335,16 +335,20 @@ void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_m
   out << "partitions\n";
   table rows({"PARTITION", "COMMITTED", "HIGH WATERMARK", "LAG", "ACTIVE TWINS"});
   int64_t total_lag = 0;
+  bool lag_unknown = false;
   uint64_t total_active = 0;
+  // -1: the log's end is not known yet; shown as "?", never as 0.
+  auto known = [](int64_t x) { return x < 0 ? std::string{"?"} : fmt::format("{}", x); };
   for (const auto& p : status.partitions()) {
     rows.add({fmt::format("{}", p.partition()), fmt::format("{}", p.committed_offset()),
-              fmt::format("{}", p.high_watermark()), fmt::format("{}", p.lag()),
-              fmt::format("{}", p.active_twins())});
-    total_lag += p.lag();
+              known(p.high_watermark()), known(p.lag()), fmt::format("{}", p.active_twins())});
+    total_lag += std::max<int64_t>(p.lag(), 0);
+    lag_unknown |= p.lag() < 0;
     total_active += p.active_twins();
   }
   rows.add({fmt::format("total ({})", status.partitions().size()), "", "",
-            fmt::format("{}", total_lag), fmt::format("{}", total_active)});
+            fmt::format("{}{}", lag_unknown ? ">= " : "", total_lag),
+            fmt::format("{}", total_active)});
   rows.print(out, "  ");
 }
 
@@ -385,7 +389,7 @@ void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster) {
       switch (p.role()) {
         case v1::PARTITION_ROLE_ACTIVE:
           active.push_back(p.partition());
-          lag += p.lag();
+          lag += std::max<int64_t>(p.lag(), 0);
           twins += p.stored_twins();
           break;
         case v1::PARTITION_ROLE_RESTORING:

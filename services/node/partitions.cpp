@@ -1,0 +1,275 @@
+// Partition lifecycle: assignment, restore from the changelog, activation,
+// revival after lost work, revocation, and routing a twin to its actor.
+
+#include <future>
+
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "actors/core/partitioning.hpp"
+#include "services/kafka/telemetry_decoder.hpp"
+#include "services/node/node.hpp"
+
+namespace fleettwin::node {
+
+std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {
+  auto count = consumer_->partition_count();
+  if (count <= 0) {
+    why = "the telemetry topic's partitions are not known yet; retry";
+    return std::nullopt;
+  }
+  auto p = core::kafka_partition(asset_id, count);
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  if (restoring_.contains(p)) {
+    why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
+          "\" is being restored from the changelog on this node; retry shortly";
+    return std::nullopt;
+  }
+  auto it = partitions_.find(p);
+  if (it == partitions_.end()) {
+    why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
+          "\" is not served by this node right now (assignment or rebalance in progress); "
+          "retry shortly";
+    return std::nullopt;
+  }
+  // Reads are fenced: only a node that knows it still owns the partition
+  // answers (see cluster::group_lease).
+  if (!lease_->held()) {
+    why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
+          "\": " + lease_->view().why + "; retry shortly";
+    return std::nullopt;
+  }
+  return grpc_api::route{it->second.actor, p};
+}
+
+std::vector<int32_t> node::local_partitions() {
+  std::vector<int32_t> out;
+  if (!lease_->held())
+    return out;  // fenced: nothing is answered from here
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  for (const auto& [p, s] : partitions_)
+    out.push_back(p);
+  return out;
+}
+
+kafka::assignment node::on_assigned(int32_t partition) {
+  if (!restorer_) {
+    // No changelog: the local store is the only copy of the state.
+    activate(partition, std::nullopt, std::nullopt);
+    return {store_->load_offset(partition), false};
+  }
+  uint64_t generation = 0;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    generation = next_generation_++;
+    restoring_[partition] = generation;
+    standbys_.erase(partition);  // the restore continues from the warm copy
+  }
+  restore(partition, generation, 0);
+  if (membership_)
+    membership_->publish_soon();
+  return {std::nullopt, true};
+}
+
+void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
+  // The group's committed position tells how far the changelog must be read:
+  // the state committed with the input offset reaches that changelog offset.
+  struct target {
+    bool known = false;
+    std::optional<kafka::committed_position> committed;
+  };
+  auto goal = std::make_shared<target>();
+  auto* consumer = consumer_.get();
+  auto check = [goal, consumer](int32_t p, int64_t position, std::string& why) {
+    if (!goal->known) {
+      std::string error;
+      auto c = consumer->committed(p, std::chrono::seconds{5}, error);
+      if (!c) {
+        why = error;
+        return false;
+      }
+      goal->committed = c;
+      goal->known = true;
+    }
+    const auto& c = *goal->committed;
+    if (!c.changelog || position >= *c.changelog)
+      return true;
+    why = "the changelog is read up to " + std::to_string(position) +
+          " but the committed state reaches " + std::to_string(*c.changelog) +
+          " (records behind an open transaction of a failed node)";
+    return false;
+  };
+  auto started = std::chrono::steady_clock::now();
+  restorer_->restore(partition, check, [this, partition, generation, epoch, goal,
+                                        started](kafka::restore_result r) {
+    {
+      std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+      auto it = restoring_.find(partition);
+      if (it == restoring_.end() || it->second != generation)
+        return;  // revoked meanwhile
+    }
+    if (!r.ok) {
+      partition_failed(partition, "restoring from the changelog: " + r.error, false);
+      return;
+    }
+    metrics_->restore().on_restored(r.records, r.seconds);
+    // The restored state covers exactly the input before the offset in its
+    // checkpoint (now the store's offset). Exactly-once resumes at the
+    // offset committed with the outputs, which is the same unless the
+    // group's offsets were moved by hand (then the group wins, loudly).
+    std::optional<int64_t> resume = store_->load_offset(partition);
+    if (cfg_.exactly_once() && goal->committed && goal->committed->offset) {
+      if (resume != goal->committed->offset)
+        spdlog::warn(
+            "event=restore_offset_mismatch partition={} restored_state_offset={} "
+            "group_committed_offset={} action=resume_at_group_offset",
+            partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset);
+      resume = goal->committed->offset;
+    }
+    if (!activate(partition, resume, generation, epoch))
+      return;  // revoked meanwhile
+    consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
+    spdlog::info(
+        "event=partition_ready partition={} resume_offset={} restored_records={} seconds={:.3f}",
+        partition, resume ? std::to_string(*resume) : "beginning", r.records,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  });
+}
+
+bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
+                    std::optional<uint64_t> generation, uint64_t epoch) {
+  runtime::partition_config pc;
+  pc.partition = partition;
+  pc.partition_count = consumer_->partition_count();
+  pc.assets = asset_cfg_;
+  pc.passivate_after = std::chrono::milliseconds{cfg_.passivate_after_ms};
+  pc.tick_interval = std::chrono::milliseconds{std::max<int64_t>(cfg_.passivate_after_ms / 4, 50)};
+  pc.max_active_twins = cfg_.max_active_twins;
+  pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
+  if (restorer_)
+    pc.initial_offset = resume_offset;
+  pc.sink = producer_;
+  auto max_bytes = cfg_.max_record_bytes;
+  pc.make_decoder = [max_bytes] { return kafka::make_telemetry_decoder(max_bytes); };
+  pc.listener = hub_;
+  pc.probe = metrics_->ingest();
+  auto* consumer = consumer_.get();
+  pc.on_committed = [consumer](int32_t p, int64_t next, size_t batches,
+                               std::optional<int64_t> changelog) {
+    consumer->acknowledge(p, next, batches, changelog);
+  };
+  pc.epoch = epoch;
+  pc.read_committed = cfg_.exactly_once();
+  pc.gauges = std::make_shared<runtime::partition_gauges>();
+  pc.on_fatal = [this, partition](std::string why, bool retryable) {
+    partition_failed(partition, why, retryable);
+  };
+  auto gauges = pc.gauges;
+  auto actor = system_->spawn(runtime::partition, std::move(pc));
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    auto it = restoring_.find(partition);
+    if (!generation || (it != restoring_.end() && it->second == *generation)) {
+      if (it != restoring_.end())
+        restoring_.erase(it);
+      partitions_[partition] = served{actor, gauges};
+      if (membership_)
+        membership_->publish_soon();
+      return true;
+    }
+  }
+  caf::anon_send(actor, runtime::stop_atom::value, std::function<void()>{[] {}});
+  return false;
+}
+
+void node::partition_failed(int32_t partition, const std::string& why, bool retryable) {
+  if (stopping_.load()) {
+    spdlog::warn("event=partition_failed_while_stopping partition={} reason=\"{}\"", partition,
+                 why);
+    return;
+  }
+  if (retryable && !producer_->failed()) {
+    revive(partition, why);
+    return;
+  }
+  // The local store cannot take writes (disk full, unwritable, corrupt):
+  // stop taking work rather than run ahead of it. Kafka holds everything
+  // committed, so a restart (or another node) continues exactly there.
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    if (store_failure_.empty())
+      store_failure_ = why;
+  }
+  spdlog::critical("event=fatal partition={} reason=\"{}\" action=stopping_the_node", partition,
+                   why);
+  if (readiness_)
+    readiness_->update();
+  request_stop(1);
+}
+
+void node::revive(int32_t partition, const std::string& why) {
+  runtime::partition_actor old;
+  uint64_t generation = 0;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    auto it = partitions_.find(partition);
+    if (it == partitions_.end())
+      return;
+    old = it->second.actor;
+    partitions_.erase(it);
+    // Queries answer UNAVAILABLE meanwhile; a revocation cancels the revival.
+    generation = next_generation_++;
+    restoring_[partition] = generation;
+  }
+  metrics_->reliability().on_revival();
+  spdlog::warn("event=partition_revived partition={} reason=\"{}\"", partition, why);
+  caf::anon_send(old, runtime::stop_atom::value, std::function<void()>{[] {}});
+  if (!restorer_) {
+    // The store holds exactly what the last local commit covered.
+    auto offset = store_->load_offset(partition);
+    auto epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
+    activate(partition, offset, generation, epoch);
+    return;
+  }
+  // Held until restored: the store may lack the tail a transaction
+  // committed before the local write, and the group's committed offset (not
+  // the beginning) is where consumption resumes.
+  auto epoch = consumer_->hold(partition);
+  if (membership_)
+    membership_->publish_soon();
+  restore(partition, generation, epoch);
+}
+
+void node::on_revoked(int32_t partition) {
+  runtime::partition_actor actor;
+  {
+    std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+    if (restoring_.erase(partition) > 0) {
+      restorer_->stop(partition);
+      if (membership_)
+        membership_->publish_soon();
+      return;
+    }
+    auto it = partitions_.find(partition);
+    if (it == partitions_.end())
+      return;
+    actor = it->second.actor;
+    partitions_.erase(it);
+  }
+  if (membership_)
+    membership_->publish_soon();
+  std::promise<void> stopped;
+  auto done = stopped.get_future();
+  caf::anon_send(actor, runtime::stop_atom::value,
+                 std::function<void()>{[&stopped] { stopped.set_value(); }});
+  done.wait();
+}
+
+void node::dispatch(runtime::raw_batch_ptr batch) {
+  std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+  auto it = partitions_.find(batch->partition);
+  if (it != partitions_.end())
+    caf::anon_send(it->second.actor, runtime::batch_atom::value, std::move(batch));
+}
+
+}  // namespace fleettwin::node
