@@ -13,7 +13,7 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   openjdk-17-jre-headless maven
 
 .PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover format clean \
-  kafka-jars kafka-start kafka-stop
+  kafka-jars kafka-start kafka-stop grpcurl
 
 all: build
 
@@ -47,7 +47,16 @@ kafka-start: kafka-jars
 kafka-stop:
 	tools/kafka/kafka.sh stop --dir $(BUILD)/kafka
 
-test: build kafka-jars
+# grpcurl, a client that knows only server reflection, for the health tests:
+# built from the Go module proxy at a pinned version into $(BUILD)/extern.
+GRPCURL_VERSION := v1.9.1
+grpcurl: $(BUILD)/extern/grpcurl
+$(BUILD)/extern/grpcurl:
+	@command -v go >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends golang-go; }
+	GOBIN=$(abspath $(BUILD)/extern) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+test: build kafka-jars grpcurl
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
 
 # The exactly-once chaos test (tests/cluster/chaos_test.cpp) with soak settings: 10 minutes

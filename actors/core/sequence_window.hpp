@@ -45,6 +45,12 @@ public:
     return bits_;
   }
 
+  /// Forgets every sequence: the source restarted its counter.
+  void reset() {
+    highest_ = 0;
+    bits_ = 0;
+  }
+
   /// Restores a window from storage.
   void restore(uint64_t highest, uint64_t bits) {
     highest_ = highest;

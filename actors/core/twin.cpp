@@ -121,12 +121,35 @@ std::optional<std::string> validate(const telemetry& t, const limits& lim) {
   return std::nullopt;
 }
 
+namespace {
+
+/// The source time of the twin's newest reported sample (0: none).
+int64_t newest_source_time(const twin& tw) {
+  int64_t newest = 0;
+  for (const auto& [name, rp] : tw.reported)
+    newest = std::max(newest, rp.source_time_ms);
+  return newest;
+}
+
+}  // namespace
+
 void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits& lim,
                      apply_result& out) {
   out.applied_metrics.clear();
   out.stale_samples = 0;
   out.attributes_changed = false;
-  switch (tw.window.check(t.sequence)) {
+  out.sequence_restarted = false;
+  auto verdict = tw.window.check(t.sequence);
+  if (verdict != sequence_window::verdict::fresh && t.source_time_ms > 0 &&
+      t.source_time_ms > newest_source_time(tw)) {
+    // A replay carries the source time it had when it was applied, so it is
+    // never newer than every stored sample: this is a new record from a
+    // source whose sequence counter started again.
+    tw.window.reset();
+    out.sequence_restarted = true;
+    verdict = sequence_window::verdict::fresh;
+  }
+  switch (verdict) {
     case sequence_window::verdict::duplicate:
       ++tw.duplicates;
       out.status = apply_status::duplicate;

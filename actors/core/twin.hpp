@@ -108,6 +108,11 @@ struct apply_result {
   /// Samples skipped because a newer one was stored (counted per sample).
   uint32_t stale_samples = 0;
   bool attributes_changed = false;
+  /// The record's sequence was at or below the window, but it is newer than
+  /// every sample of the twin: the source restarted its sequence counter
+  /// (a device reboot, a producer that starts again from 1), so the window
+  /// started again from this record instead of dropping it.
+  bool sequence_restarted = false;
 };
 
 /// Checks a decoded record against the limits; returns the reason it is invalid.

@@ -72,6 +72,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           const auto& t = batch.records[idx];
           core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
           u.stale_samples += st.scratch.stale_samples;
+          u.sequence_restarts += st.scratch.sequence_restarted ? 1 : 0;
           switch (st.scratch.status) {
             case core::apply_status::applied:
               ++u.applied;

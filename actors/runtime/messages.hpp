@@ -114,6 +114,8 @@ struct asset_update {
   uint32_t too_old = 0;
   uint32_t out_of_order = 0;
   uint32_t stale_samples = 0;
+  /// Records whose source restarted its sequence counter (applied).
+  uint32_t sequence_restarts = 0;
 };
 
 struct desired_reply {

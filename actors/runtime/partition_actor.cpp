@@ -226,6 +226,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     st.cfg.probe->on_applied(u.applied);
   if (u.duplicates)
     st.cfg.probe->on_duplicates(u.duplicates);
+  if (u.sequence_restarts)
+    st.cfg.probe->on_sequence_restarts(u.sequence_restarts);
   if (u.out_of_order + u.too_old + u.stale_samples)
     st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
   if (--item.pending == 0)
@@ -472,8 +474,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           done(twin_reply{query_error::unavailable, "partition is failing over", {}});
           return;
         }
-        st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done),
-                                           std::chrono::steady_clock::now()});
+        st.queue.emplace_back(
+            desired_work{std::move(asset_id), std::move(update), std::move(done), now_ms(self)});
         process_next(self);
         arm_expiry(self);
       },
@@ -495,10 +497,10 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
                   std::to_string(waited) + " ms (the broker is slow or unreachable); retry",
               {}});
         // Updates queued behind the stuck item fail the same way, oldest first.
-        auto limit = std::chrono::steady_clock::now() - st.cfg.max_read_wait;
+        auto limit = now_ms(self) - st.cfg.max_read_wait.count();
         for (auto it = st.queue.begin(); it != st.queue.end();) {
           auto* w = std::get_if<desired_work>(&*it);
-          if (w && w->queued <= limit) {
+          if (w && w->queued_ms <= limit) {
             w->done(twin_reply{query_error::unavailable,
                                "the update of twin \"" + w->asset_id +
                                    "\" waited too long behind work Kafka has not committed yet "

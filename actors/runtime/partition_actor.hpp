@@ -71,8 +71,9 @@ struct desired_work {
   std::string asset_id;
   core::desired_update update;
   twin_completion done;
-  /// When it was queued (queued updates expire after max_read_wait).
-  std::chrono::steady_clock::time_point queued;
+  /// When it was queued, by the assets' clock (ms): queued updates expire
+  /// after max_read_wait.
+  int64_t queued_ms = 0;
 };
 
 /// A lookup held back until the work item in flight commits.

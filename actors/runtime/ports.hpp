@@ -142,6 +142,7 @@ public:
   virtual void on_applied(size_t records) {}
   virtual void on_duplicates(size_t n) {}
   virtual void on_out_of_order(size_t records, size_t samples) {}
+  virtual void on_sequence_restarts(size_t records) {}
   virtual void on_rejected(std::string_view code) {}
   virtual void on_commit(double seconds, size_t twins, size_t history) {}
   virtual void on_commit_failed() {}

@@ -148,9 +148,10 @@ bool group_lease::confirm(std::chrono::steady_clock::time_point asked) {
   if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
     // Every Apache Kafka broker answers DescribeGroups; test doubles such as
     // librdkafka's mock cluster do not. Without it there is no fencing.
-    spdlog::warn("event=read_fencing_off reason=\"the Kafka cluster does not describe consumer "
-                 "groups ({})\"",
-                 rd_kafka_err2str(err));
+    spdlog::warn(
+        "event=read_fencing_off reason=\"the Kafka cluster does not describe consumer "
+        "groups ({})\"",
+        rd_kafka_err2str(err));
     unsupported_ = true;
     if (groups)
       rd_kafka_group_list_destroy(groups);
@@ -177,8 +178,8 @@ bool group_lease::confirm(std::chrono::steady_clock::time_point asked) {
         if (me.empty() || !m.member_id || me != m.member_id)
           continue;
         listed = true;
-        if (auto a = assigned_partitions(m.member_assignment, m.member_assignment_size,
-                                         opts_.topic))
+        if (auto a =
+                assigned_partitions(m.member_assignment, m.member_assignment_size, opts_.topic))
           assignment = std::move(*a);
         else
           stable = false;  // unreadable: treat as unknown

@@ -2,6 +2,8 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include <vector>
+
 namespace fleettwin::kafka {
 
 std::unique_ptr<embedded_kafka> embedded_kafka::start(int brokers, int partitions,
@@ -40,6 +42,16 @@ bool embedded_kafka::create_topic(const std::string& name, int partitions, std::
     return false;
   }
   return true;
+}
+
+void embedded_kafka::fail_requests(int16_t api_key, size_t count, rd_kafka_resp_err_t error) {
+  std::vector<rd_kafka_resp_err_t> errors(count, error);
+  rd_kafka_mock_push_request_errors_array(cluster_, api_key, count, errors.data());
+}
+
+void embedded_kafka::delay_request(int16_t api_key, std::chrono::milliseconds delay) {
+  rd_kafka_mock_broker_push_request_error_rtts(cluster_, 1, api_key, 1, RD_KAFKA_RESP_ERR_NO_ERROR,
+                                               static_cast<int>(delay.count()));
 }
 
 embedded_kafka::~embedded_kafka() {

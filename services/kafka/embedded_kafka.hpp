@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,12 @@ public:
 
   /// Creates a further topic.
   bool create_topic(const std::string& name, int partitions, std::string& error);
+
+  /// The next `count` requests of Kafka API `api_key` fail with `error`
+  /// (fault injection for tests, e.g. a group that cannot form yet).
+  void fail_requests(int16_t api_key, size_t count, rd_kafka_resp_err_t error);
+  /// The next request of Kafka API `api_key` is answered after `delay`.
+  void delay_request(int16_t api_key, std::chrono::milliseconds delay);
 
 private:
   embedded_kafka() = default;

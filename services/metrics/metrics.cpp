@@ -60,6 +60,13 @@ public:
                            .Help("Property samples skipped because a newer sample was stored")
                            .Register(r)
                            .Add({})),
+        sequence_restarts_(BuildCounter()
+                               .Name("fleettwin_sequence_restarts_total")
+                               .Help("Records applied although their sequence was at or below "
+                                     "the twin's window, because they were newer than every "
+                                     "sample: the source restarted its sequence counter")
+                               .Register(r)
+                               .Add({})),
         commit_latency_(BuildHistogram()
                             .Name("fleettwin_batch_commit_duration_seconds")
                             .Help("RocksDB group commit of one batch (state, history, offset)")
@@ -105,6 +112,9 @@ public:
     out_of_order_.Increment(static_cast<double>(records));
     stale_samples_.Increment(static_cast<double>(samples));
   }
+  void on_sequence_restarts(size_t records) override {
+    sequence_restarts_.Increment(static_cast<double>(records));
+  }
   void on_rejected(std::string_view code) override {
     rejected_.Add({{"reason", std::string{code}}}).Increment();
   }
@@ -132,6 +142,7 @@ private:
   prometheus::Counter& duplicates_;
   prometheus::Counter& out_of_order_;
   prometheus::Counter& stale_samples_;
+  prometheus::Counter& sequence_restarts_;
   prometheus::Histogram& commit_latency_;
   prometheus::Counter& commit_failures_;
   prometheus::Counter& committed_twins_;

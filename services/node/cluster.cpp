@@ -213,8 +213,8 @@ std::optional<std::string> node::owner_endpoint(int32_t partition, std::string& 
   auto owner = membership_ ? membership_->owner_of(partition) : std::nullopt;
   if (!owner) {
     if (owned_here)
-      why = "partition " + std::to_string(partition) + ": " + lease_->view().why +
-            "; retry shortly";
+      why =
+          "partition " + std::to_string(partition) + ": " + lease_->view().why + "; retry shortly";
     else
       why = "no node serves partition " + std::to_string(partition) +
             " right now (assignment or rebalance in progress); retry shortly";

@@ -20,6 +20,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Lines reach a file or pipe promptly (an operator tails them), warnings
+  // at once. (Its thread starts after the mask: it must not take signals.)
+  spdlog::flush_on(spdlog::level::warn);
+  spdlog::flush_every(std::chrono::seconds{1});
   std::string error;
   auto n = fleettwin::node::node::start(cfg, error);
   if (!n) {

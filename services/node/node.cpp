@@ -12,6 +12,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "grpc/health/v1/health.pb.h"
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
 
@@ -266,6 +267,9 @@ bool node::start_grpc(std::string& error) {
                                                            grpc_api::service_limits{});
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
+  // Registers grpc.health.v1 in the descriptor pool reflection serves from
+  // (and keeps its generated code linked in).
+  grpc::health::v1::HealthCheckRequest::descriptor();
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ::grpc::ServerBuilder builder;

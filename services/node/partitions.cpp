@@ -100,40 +100,42 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
     return false;
   };
   auto started = std::chrono::steady_clock::now();
-  restorer_->restore(partition, check, [this, partition, generation, epoch, goal,
-                                        started](kafka::restore_result r) {
-    {
-      std::shared_lock<std::shared_mutex> lock{routes_mutex_};
-      auto it = restoring_.find(partition);
-      if (it == restoring_.end() || it->second != generation)
-        return;  // revoked meanwhile
-    }
-    if (!r.ok) {
-      partition_failed(partition, "restoring from the changelog: " + r.error, false);
-      return;
-    }
-    metrics_->restore().on_restored(r.records, r.seconds);
-    // The restored state covers exactly the input before the offset in its
-    // checkpoint (now the store's offset). Exactly-once resumes at the
-    // offset committed with the outputs, which is the same unless the
-    // group's offsets were moved by hand (then the group wins, loudly).
-    std::optional<int64_t> resume = store_->load_offset(partition);
-    if (cfg_.exactly_once() && goal->committed && goal->committed->offset) {
-      if (resume != goal->committed->offset)
-        spdlog::warn(
-            "event=restore_offset_mismatch partition={} restored_state_offset={} "
-            "group_committed_offset={} action=resume_at_group_offset",
-            partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset);
-      resume = goal->committed->offset;
-    }
-    if (!activate(partition, resume, generation, epoch))
-      return;  // revoked meanwhile
-    consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
-    spdlog::info(
-        "event=partition_ready partition={} resume_offset={} restored_records={} seconds={:.3f}",
-        partition, resume ? std::to_string(*resume) : "beginning", r.records,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-  });
+  restorer_->restore(
+      partition, check,
+      [this, partition, generation, epoch, goal, started](kafka::restore_result r) {
+        {
+          std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+          auto it = restoring_.find(partition);
+          if (it == restoring_.end() || it->second != generation)
+            return;  // revoked meanwhile
+        }
+        if (!r.ok) {
+          partition_failed(partition, "restoring from the changelog: " + r.error, false);
+          return;
+        }
+        metrics_->restore().on_restored(r.records, r.seconds);
+        // The restored state covers exactly the input before the offset in its
+        // checkpoint (now the store's offset). Exactly-once resumes at the
+        // offset committed with the outputs, which is the same unless the
+        // group's offsets were moved by hand (then the group wins, loudly).
+        std::optional<int64_t> resume = store_->load_offset(partition);
+        if (cfg_.exactly_once() && goal->committed && goal->committed->offset) {
+          if (resume != goal->committed->offset)
+            spdlog::warn(
+                "event=restore_offset_mismatch partition={} restored_state_offset={} "
+                "group_committed_offset={} action=resume_at_group_offset",
+                partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset);
+          resume = goal->committed->offset;
+        }
+        if (!activate(partition, resume, generation, epoch))
+          return;  // revoked meanwhile
+        consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
+        spdlog::info(
+            "event=partition_ready partition={} resume_offset={} restored_records={} "
+            "seconds={:.3f}",
+            partition, resume ? std::to_string(*resume) : "beginning", r.records,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      });
 }
 
 bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,

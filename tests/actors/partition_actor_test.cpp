@@ -130,10 +130,15 @@ struct PartitionActorTest : ::testing::Test {
     sched->run();
   }
 
-  void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0) {
+  std::shared_ptr<partition_gauges> gauges = std::make_shared<partition_gauges>();
+
+  void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.partition = 0;
     pc.epoch = epoch;
+    pc.read_committed = read_committed;
+    pc.gauges = gauges;
+    pc.max_read_wait = std::chrono::milliseconds{2000};
     auto acfg = std::make_shared<asset_config>();
     acfg->history_capacity = 4;
     acfg->clock = [this] { return now; };
@@ -434,4 +439,52 @@ TEST_F(PartitionActorTest, BatchesFetchedBeforeARewindAreIgnored) {
   ASSERT_EQ(sink->calls.size(), 1u);
   deliver_all();
   EXPECT_EQ(store->offsets[0], 6);
+}
+
+TEST_F(PartitionActorTest, ReadsWaitingForAnUncommittedItemExpireInsteadOfHanging) {
+  // Exactly-once reads never see uncommitted state: a lookup of a twin the
+  // item in flight changed waits for its commit. When Kafka does not commit
+  // (broker down), the lookup is answered UNAVAILABLE after the read wait,
+  // and so is an update queued behind the item.
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(gauges->next_offset.load(), 1);
+  ASSERT_EQ(gauges->records_applied.load(), 1u);
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);  // published, not delivered
+  auto lookup = std::make_shared<twin_reply>();
+  lookup->message = "unanswered";
+  caf::anon_send(part, get_atom::value, std::string{"a"},
+                 twin_completion{[lookup](twin_reply r) { *lookup = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  auto update = std::make_shared<twin_reply>();
+  update->message = "unanswered";
+  core::desired_update u;
+  u.set = {{"x", 5.0}};
+  caf::anon_send(part, desired_atom::value, std::string{"a"}, u,
+                 twin_completion{[update](twin_reply r) { *update = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  sched->run();
+  EXPECT_EQ(lookup->message, "unanswered");
+  EXPECT_EQ(update->message, "unanswered");
+  // The read wait passes (the clock and the scheduler's timeouts), the item
+  // still open.
+  now += 2000;
+  sched->trigger_timeouts();
+  sched->run();
+  EXPECT_EQ(lookup->error, query_error::unavailable) << lookup->message;
+  EXPECT_NE(lookup->message.find("not committed"), std::string::npos) << lookup->message;
+  EXPECT_EQ(update->error, query_error::unavailable) << update->message;
+  EXPECT_NE(update->message.find("nothing was changed"), std::string::npos) << update->message;
+  // The item commits later: nothing is answered twice, state moves on.
+  deliver_all();
+  EXPECT_EQ(gauges->next_offset.load(), 2);
+  auto r = get("a");
+  ASSERT_EQ(r.error, query_error::none) << r.message;
+  EXPECT_EQ(r.twin->version, 2u);
+  EXPECT_TRUE(r.twin->desired.empty());  // the expired update was dropped
+  EXPECT_TRUE(fatal.empty());
 }

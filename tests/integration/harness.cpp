@@ -1,5 +1,6 @@
 #include "harness.hpp"
 
+#include <fstream>
 #include <stdexcept>
 
 namespace fleettwin::test {
@@ -13,14 +14,28 @@ node_process::node_process(std::string bootstrap, std::string data_dir,
 void node_process::start() {
   grpc_port_ = free_port();
   metrics_port_ = free_port();
-  std::vector<std::string> args{
-      FLEETTWIN_NODE_BINARY, "--kafka", bootstrap_, "--data-dir", data_dir_, "--grpc",
-      grpc_address(), "--metrics", "127.0.0.1:" + std::to_string(metrics_port_), "--cluster-port",
-      "0", "--session-timeout-ms", "6000", "--passivate-after-ms", "2000", "--stale-after-ms",
-      "60000",
-      // The mock cluster has no real transactions and no
-      // CreateTopics: these tests cover one node.
-      "--guarantee", "at-least-once", "--no-changelog", "--no-create-topics"};
+  std::vector<std::string> args{FLEETTWIN_NODE_BINARY,
+                                "--data-dir",
+                                data_dir_,
+                                "--grpc",
+                                grpc_address(),
+                                "--metrics",
+                                "127.0.0.1:" + std::to_string(metrics_port_),
+                                "--cluster-port",
+                                "0",
+                                "--session-timeout-ms",
+                                "6000",
+                                "--passivate-after-ms",
+                                "2000",
+                                "--stale-after-ms",
+                                "60000"};
+  if (!bootstrap_.empty()) {
+    // The mock cluster has no real transactions and no CreateTopics: these
+    // tests cover one node.
+    for (const char* a : {"--guarantee", "at-least-once", "--no-changelog", "--no-create-topics"})
+      args.emplace_back(a);
+    args.insert(args.begin() + 1, {"--kafka", bootstrap_});
+  }
   args.insert(args.end(), extra_.begin(), extra_.end());
   process_.start(std::move(args), log_);
   // Ready when the gRPC health service answers.
@@ -36,6 +51,15 @@ void node_process::start() {
   });
   if (!ok || !running())
     throw std::runtime_error("fleettwin-node did not start; see " + log_);
+}
+
+std::string node_process::bootstrap() const {
+  if (!bootstrap_.empty())
+    return bootstrap_;
+  std::ifstream in{data_dir_ + "/kafka.bootstrap"};
+  std::string line;
+  std::getline(in, line);
+  return line;
 }
 
 }  // namespace fleettwin::test

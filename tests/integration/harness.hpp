@@ -18,10 +18,13 @@
 
 namespace fleettwin::test {
 
-/// A fleettwin-node child process on the embedded (mock) Kafka.
+/// A fleettwin-node child process on a mock Kafka: the test's (`bootstrap`)
+/// or, with an empty bootstrap, the node's own embedded one.
 class node_process {
 public:
   node_process(std::string bootstrap, std::string data_dir, std::vector<std::string> extra = {});
+  /// The Kafka the node uses (its embedded one: from its bootstrap file).
+  std::string bootstrap() const;
   ~node_process() = default;
   void start();
   /// SIGKILL, no chance to flush.

@@ -99,9 +99,45 @@ TEST_F(TwinTest, EqualTimestampHigherSequenceWins) {
 
 TEST_F(TwinTest, SequenceBelowWindowIsTooOld) {
   apply(make("a", 1000, 5000, {{"x", 1.0}}));
-  EXPECT_EQ(apply(make("a", 900, 6000, {{"x", 2.0}})), apply_status::sequence_too_old);
-  EXPECT_EQ(tw.out_of_order, 1u);
+  EXPECT_EQ(apply(make("a", 900, 4000, {{"x", 2.0}})), apply_status::sequence_too_old);
+  // Not newer than every sample either (equal time): still too old.
+  EXPECT_EQ(apply(make("a", 901, 5000, {{"x", 2.0}})), apply_status::sequence_too_old);
+  EXPECT_EQ(tw.out_of_order, 2u);
   EXPECT_EQ(tw.version, 1u);
+  EXPECT_FALSE(res.sequence_restarted);
+}
+
+TEST_F(TwinTest, SourceThatRestartsItsSequenceIsAppliedNotDropped) {
+  // A device (or a simulator run) numbered 1..5000, then started again at 1
+  // after a reboot: its records are newer than anything the twin has.
+  for (uint64_t seq = 4990; seq <= 5000; ++seq)
+    apply(make("a", seq, 1000 + int64_t(seq), {{"x", double(seq)}}));
+  ASSERT_EQ(tw.version, 11u);
+  EXPECT_EQ(apply(make("a", 1, 100'000, {{"x", -1.0}})), apply_status::applied);
+  EXPECT_TRUE(res.sequence_restarted);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), -1.0);
+  EXPECT_EQ(tw.window.highest(), 1u);
+  // Within the old window too (distance < 64 from 5000 would be a duplicate
+  // check): sequence 2 is fresh in the new numbering.
+  EXPECT_EQ(apply(make("a", 2, 100'001, {{"x", -2.0}})), apply_status::applied);
+  EXPECT_FALSE(res.sequence_restarted);
+  // A replay of the new records is still a duplicate, and a replay of an
+  // old one (older source time) is still rejected.
+  EXPECT_EQ(apply(make("a", 2, 100'001, {{"x", -2.0}})), apply_status::duplicate);
+  EXPECT_EQ(apply(make("a", 4999, 5999, {{"x", 4999.0}})), apply_status::out_of_order);
+  EXPECT_EQ(tw.version, 13u);
+  EXPECT_EQ(tw.applied_records, 13u);
+}
+
+TEST_F(TwinTest, RestartWithinTheWindowIsNotADuplicate) {
+  for (uint64_t seq = 1; seq <= 30; ++seq)
+    apply(make("a", seq, 1000 + int64_t(seq), {{"x", double(seq)}}));
+  // Sequence 5 again, but newer than every sample: a restarted source.
+  EXPECT_EQ(apply(make("a", 5, 2000, {{"x", 5.5}})), apply_status::applied);
+  EXPECT_TRUE(res.sequence_restarted);
+  EXPECT_EQ(tw.duplicates, 0u);
+  // Without a source time the rule cannot tell a replay apart: duplicate.
+  EXPECT_EQ(apply(make("a", 5, 0, {{"x", 5.5}})), apply_status::duplicate);
 }
 
 TEST_F(TwinTest, SequenceZeroDisablesDuplicateDetection) {

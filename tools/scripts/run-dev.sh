@@ -24,7 +24,9 @@ done
 bootstrap=$(cat "$data_dir/kafka.bootstrap")
 echo "fleet simulator -> $bootstrap (1000 assets, 2000 records/s)"
 echo "try:  $build/fleettwin list --filter 'kind = \"vehicle\"'   |   $build/fleettwin status"
+# Batches of 50 ms compress well: the embedded Kafka keeps 5 MiB of batches per
+# partition, about 4 minutes of this load (the node normally reads it at once).
 "$build/fleettwin-sim" --bootstrap "$bootstrap" --assets 1000 --rate 2000 --duration 0 \
-  --quiet &
+  -X linger.ms=50 --quiet &
 sim=$!
 wait "$node"

@@ -1,0 +1,230 @@
+// A node on its own embedded Kafka, as `make run` starts it: restarts on the
+// old data dir, and health for clients that know only server reflection.
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "harness.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+using namespace fleettwin;
+using namespace fleettwin::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int64_t base_ms = 1'700'000'000'000;
+
+struct EmbeddedNodeTest : ::testing::Test {
+  kafka::topic_names topics;
+  std::string dir;
+  std::unique_ptr<node_process> node;
+  std::unique_ptr<v1::TwinService::Stub> twins;
+  std::unique_ptr<v1::NodeService::Stub> nodes;
+
+  void SetUp() override {
+    dir = make_temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+
+  void TearDown() override {
+    if (HasFailure() && node) {
+      std::ifstream log{node->log_path()};
+      std::cerr << "--- fleettwin-node log ---\n" << log.rdbuf() << "--- end of log ---\n";
+    }
+    node.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  /// Starts (or restarts) the node on the same data dir.
+  void start_node() {
+    node = std::make_unique<node_process>("", dir + "/data",
+                                          std::vector<std::string>{"--partitions", "4"});
+    node->start();
+    auto channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+    twins = v1::TwinService::NewStub(channel);
+    nodes = v1::NodeService::NewStub(channel);
+  }
+
+  grpc::Status get(const std::string& id, v1::Twin& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
+    v1::GetTwinRequest req;
+    req.set_name("twins/" + id);
+    return twins->GetTwin(&ctx, req, &out);
+  }
+
+  bool applied(const std::string& id, uint64_t n, std::chrono::milliseconds timeout = 60s) {
+    return eventually(
+        [&] {
+          v1::Twin tw;
+          return get(id, tw).ok() && tw.applied_records() >= n;
+        },
+        timeout);
+  }
+
+  /// Records `from`..`to` of every asset, numbered with sequences starting
+  /// at `first_seq`, source times after `time0`.
+  void produce(const std::string& bootstrap, int assets, int count, uint64_t first_seq,
+               int64_t time0) {
+    producer p{bootstrap};
+    for (int i = 0; i < count; ++i)
+      for (int a = 0; a < assets; ++a) {
+        auto id = "m-" + std::to_string(a);
+        p.send(topics.telemetry, id,
+               telemetry(id, first_seq + static_cast<uint64_t>(i), time0 + i, {{"v", i * 1.0}}));
+      }
+    ASSERT_EQ(p.flush(), 0);
+  }
+
+  double metric(const std::string& series) {
+    return metric_value(scrape(node->metrics_port()), series);
+  }
+};
+
+/// Runs a command; returns {exit status, stdout and stderr}.
+std::pair<int, std::string> run(const std::string& cmd) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+    out.append(buf, n);
+  int status = pclose(f);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST_F(EmbeddedNodeTest, RestartOnTheOldDataDirKeepsTwinsAndAppliesEveryNewRecord) {
+  // `make run`, stopped and started again: the embedded Kafka is new and
+  // empty, the data dir holds the twins and the old offsets, and the
+  // simulator numbers its records from 1 again.
+  const int assets = 20;
+  start_node();
+  produce(node->bootstrap(), assets, 200, 1, base_ms);
+  for (int a = 0; a < assets; ++a)
+    ASSERT_TRUE(applied("m-" + std::to_string(a), 200)) << a;
+  ASSERT_EQ(node->terminate(), 0);
+
+  start_node();
+  // The old offsets (up to 1000 per partition) lie beyond the new logs.
+  produce(node->bootstrap(), assets, 150, 1, base_ms + 10'000);
+  for (int a = 0; a < assets; ++a)
+    ASSERT_TRUE(applied("m-" + std::to_string(a), 350)) << a;
+  for (int a = 0; a < assets; ++a) {
+    v1::Twin tw;
+    auto id = "m-" + std::to_string(a);
+    ASSERT_TRUE(get(id, tw).ok());
+    EXPECT_EQ(tw.applied_records(), 350u) << id;
+    EXPECT_EQ(tw.version(), 350u) << id;
+    EXPECT_EQ(tw.duplicates(), 0u) << id;
+    EXPECT_EQ(tw.out_of_order(), 0u) << id;
+    EXPECT_EQ(tw.last_sequence(), 150u) << id;
+  }
+  // Said and counted, never silent: every partition had a stored offset.
+  EXPECT_EQ(metric("fleettwin_input_resets_total{reason=\"embedded_kafka_restarted\"}"), 4);
+  EXPECT_EQ(metric("fleettwin_sequence_restarts_total"), assets);
+  std::ifstream log{node->log_path()};
+  std::stringstream text;
+  text << log.rdbuf();
+  EXPECT_NE(text.str().find("event=input_position_reset reason=embedded_kafka_restarted"),
+            std::string::npos);
+  // Lag is measured against the new logs: all read, none pending.
+  ASSERT_TRUE(eventually([&] {
+    auto m = scrape(node->metrics_port());
+    for (int p = 0; p < 4; ++p)
+      if (metric_value(m, "fleettwin_consumer_lag_records{partition=\"" + std::to_string(p) +
+                              "\"}") != 0)
+        return false;
+    return true;
+  }));
+  // GetStatus shows the offsets committed in the new logs.
+  v1::NodeStatus st;
+  int64_t committed = 0;
+  EXPECT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    st.Clear();
+    if (!nodes->GetStatus(&ctx, {}, &st).ok())
+      return false;
+    committed = 0;
+    for (const auto& p : st.partitions())
+      committed += p.committed_offset();
+    return committed == assets * 150;
+  }, 10s)) << st.DebugString();
+  EXPECT_TRUE(st.ready()) << st.not_ready_reason();
+
+  // A plain restart with sequences that continue: nothing is reset twice
+  // for the twins, every record applies once.
+  ASSERT_EQ(node->terminate(), 0);
+  start_node();
+  produce(node->bootstrap(), assets, 10, 151, base_ms + 20'000);
+  for (int a = 0; a < assets; ++a)
+    ASSERT_TRUE(applied("m-" + std::to_string(a), 360)) << a;
+  EXPECT_EQ(metric("fleettwin_sequence_restarts_total"), 0);  // a new process counts anew
+  v1::Twin tw;
+  ASSERT_TRUE(get("m-0", tw).ok());
+  EXPECT_EQ(tw.version(), 360u);
+  EXPECT_EQ(node->terminate(), 0);
+}
+
+TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {
+  const std::string grpcurl = FLEETTWIN_GRPCURL;
+  ASSERT_TRUE(std::filesystem::exists(grpcurl))
+      << grpcurl << " is missing: `make test` installs it (build/extern/grpcurl)";
+  // A Kafka whose group coordinator answers the first join only after 8 s:
+  // the node runs and answers, but serves no partition meanwhile.
+  std::string error;
+  auto kafka = kafka::embedded_kafka::start(1, 4, topics, error);
+  ASSERT_TRUE(kafka) << error;
+  constexpr int16_t join_group = 11;  // Kafka's JoinGroup API key
+  kafka->delay_request(join_group, 8s);
+  node = std::make_unique<node_process>(kafka->bootstrap(), dir + "/data");
+  node->start();
+  nodes = v1::NodeService::NewStub(
+      grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials()));
+  const auto addr = node->grpc_address();
+  auto check = [&](const std::string& service) {
+    return run(grpcurl + " -plaintext -max-time 5 -d '{\"service\":\"" + service + "\"}' " +
+               addr + " grpc.health.v1.Health/Check");
+  };
+  // gRPC answers at once, but the node is not ready before the group gave
+  // it its partitions.
+  auto [code, out] = check("");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("NOT_SERVING"), std::string::npos) << out;
+  // Liveness is separate: the process answers.
+  std::tie(code, out) = check("fleettwin.v1.NodeService");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"SERVING\""), std::string::npos) << out;
+  // Ready once every partition is served, and GetStatus agrees.
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto [c, o] = check("");
+        return c == 0 && o.find("\"SERVING\"") != std::string::npos;
+      },
+      30s, 100ms));
+  v1::NodeStatus st;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(nodes->GetStatus(&ctx, {}, &st).ok());
+  EXPECT_TRUE(st.ready()) << st.not_ready_reason();
+  EXPECT_EQ(st.partitions_size(), 4);
+  std::tie(code, out) = check("fleettwin.v1.TwinService");
+  EXPECT_NE(out.find("\"SERVING\""), std::string::npos) << out;
+  // Reflection describes the health service: no .proto files needed.
+  std::tie(code, out) = run(grpcurl + " -plaintext " + addr + " list");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("grpc.health.v1.Health"), std::string::npos) << out;
+  std::tie(code, out) = run(grpcurl + " -plaintext " + addr + " describe grpc.health.v1.Health");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("rpc Check"), std::string::npos) << out;
+  // An unknown service is NOT_FOUND, not a crash.
+  std::tie(code, out) = check("no.such.Service");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("NotFound"), std::string::npos) << out;
+  EXPECT_EQ(node->terminate(), 0);
+}
