@@ -213,9 +213,14 @@ std::optional<owner> membership::owner_of(int32_t partition) const {
                best->record.grpc_endpoint(), restoring, best->alive};
 }
 
-std::optional<std::string> membership::another_instance() const {
+std::optional<std::string> membership::newer_instance() const {
   std::lock_guard<std::mutex> guard{mutex_};
   if (!foreign_)
+    return std::nullopt;
+  const bool newer =
+      foreign_->started_ms() > opts_.started_ms ||
+      (foreign_->started_ms() == opts_.started_ms && foreign_->incarnation() > opts_.incarnation);
+  if (!newer)
     return std::nullopt;
   const auto age = wall_ms() - foreign_->updated_ms();
   // Written before this process started, or long ago: an earlier run of this

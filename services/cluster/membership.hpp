@@ -23,8 +23,10 @@ struct membership_options {
   std::string topic = "fleettwin.members";
   std::string group_id = "fleettwin";
   std::string node_id;
-  /// This process's incarnation (random per start), written in its record.
+  /// This process's incarnation (random per start) and start time, written
+  /// in its record.
   uint64_t incarnation = 0;
+  int64_t started_ms = 0;
   /// How often a node rewrites its record (and checks the group's members).
   std::chrono::milliseconds heartbeat{2'000};
   std::map<std::string, std::string> settings;  // extra librdkafka settings
@@ -79,9 +81,11 @@ public:
   bool caught_up() const {
     return caught_up_.load();
   }
-  /// Another process writes records under this node's id (a different
-  /// incarnation, updated within the last three heartbeats): describes it.
-  std::optional<std::string> another_instance() const;
+  /// A newer process writes records under this node's id (another
+  /// incarnation that started after this one, updated within the last three
+  /// heartbeats): describes it. The newest process with an id wins, as in
+  /// Kafka's own fencing: an older one (a zombie) stops.
+  std::optional<std::string> newer_instance() const;
 
 private:
   membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot);

@@ -621,6 +621,9 @@ void event_producer::run() {
     }
     auto batch = std::move(queue_);
     queue_.clear();
+    for (auto p : forgotten_)
+      committed_offsets_.erase(p);
+    forgotten_.clear();
     const bool stopping = stop_;
     lock.unlock();
     for (auto& it : batch) {

@@ -94,6 +94,13 @@ public:
     return replacements_.load();
   }
 
+  /// The input log of `partition` was reset (a new log): offsets committed
+  /// before no longer bound the next ones (thread-safe).
+  void forget_offsets(int32_t partition) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    forgotten_.push_back(partition);
+  }
+
   /// Input offsets refused because they were below offsets this producer
   /// committed before for the partition (never expected; a safety net).
   uint64_t offset_regressions() const {
@@ -149,7 +156,8 @@ private:
   std::condition_variable wake_;
   std::condition_variable drained_;
   std::deque<std::unique_ptr<item>> queue_;
-  size_t pending_ = 0;  // items queued or in flight, not yet reported
+  std::vector<int32_t> forgotten_;  // partitions whose committed offsets reset
+  size_t pending_ = 0;              // items queued or in flight, not yet reported
   bool stop_ = false;
   std::atomic<bool> poll_stop_{false};
 

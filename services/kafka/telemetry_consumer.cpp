@@ -500,7 +500,6 @@ void telemetry_consumer::drain_resumes() {
   for (auto [p, offset] : resumes) {
     if (!restoring_.erase(p))
       continue;  // revoked meanwhile
-    offset = reconcile(p, offset);
     seek(p, offset);
     {
       std::lock_guard<std::mutex> guard{mutex_};

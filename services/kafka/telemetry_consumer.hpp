@@ -119,6 +119,13 @@ public:
   /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
   void resume(int32_t partition, int64_t offset);
 
+  /// The offset to consume `partition` from, given the stored `offset`:
+  /// checked against the log's start and end (a broker round trip; not for
+  /// actors), with every disagreement logged and counted (thread-safe):
+  /// beyond the log's end (a new log) -> its start; before its start (the
+  /// records were deleted) -> its start, the skipped records counted.
+  int64_t reconcile(int32_t partition, int64_t offset);
+
   /// Holds a partition (records fetched for it are dropped) until resume():
   /// its actor is replaced and its state restored again. Returns the epoch
   /// that batches fetched after the resume carry (thread-safe).
@@ -162,10 +169,6 @@ private:
   void drain_acks();
   void drain_resumes();
   void seek(int32_t partition, int64_t offset);
-  /// The offset to consume `partition` from, given the stored `offset`:
-  /// checked against the log's start and end (a round trip), with every
-  /// disagreement logged and counted (consumer thread).
-  int64_t reconcile(int32_t partition, int64_t offset);
   /// Asks the broker for the log ends of the assigned partitions (own thread).
   void watch_log_ends();
   /// Whether a fetched record continues its partition; on a gap the

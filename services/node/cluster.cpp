@@ -32,6 +32,7 @@ bool node::start_remoting(std::string& error) {
   mo.group_id = cfg_.group_id;
   mo.node_id = cfg_.node_id;
   mo.incarnation = incarnation_;
+  mo.started_ms = started_ms_;
   mo.settings = kafka_settings_;
   mo.on_change = [this] {
     if (cfg_.standby_replicas > 0 && restorer_)

@@ -10,7 +10,10 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                                 std::ostream& err) {
   CLI::App app{"fleettwin-node: digital twins of a fleet, fed by Kafka, queried over gRPC"};
   app.set_config("--config", "", "TOML or INI file with any of these options (keys = long names)");
-  app.option_defaults()->always_capture_default();
+  // A flag given twice takes its last value (later flags override earlier
+  // ones, as in a wrapper script that appends to a base command line).
+  app.option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--grpc", cfg.grpc_address, "gRPC listen address")->envname("FLEETTWIN_GRPC");
   app.add_option("--metrics", cfg.metrics_address, "Prometheus /metrics listen address")
       ->envname("FLEETTWIN_METRICS");
@@ -22,7 +25,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   app.add_option("--kafka-option", cfg.kafka_options,
                  "Extra librdkafka setting key=value for every client (repeatable)")
       ->envname("FLEETTWIN_KAFKA_OPTIONS")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--topic-prefix", cfg.topic_prefix,
                  "Topic prefix: <prefix>.telemetry, .twin-changes, .twin-state, .alerts, "
                  ".telemetry.dlq")

@@ -30,9 +30,11 @@ int64_t wall_ms() {
 /// counted in the node's metrics.
 class consumer_metrics final : public kafka::consumer_probe {
 public:
-  explicit consumer_metrics(metrics::reliability_probe& probe) : probe_(probe) {}
-  void on_input_reset(int32_t, std::string_view reason) override {
+  consumer_metrics(metrics::reliability_probe& probe, std::function<void(int32_t)> on_reset)
+      : probe_(probe), on_reset_(std::move(on_reset)) {}
+  void on_input_reset(int32_t partition, std::string_view reason) override {
     probe_.on_input_reset(reason);
+    on_reset_(partition);
   }
   void on_records_skipped(int32_t, std::string_view reason, int64_t n) override {
     probe_.on_records_skipped(reason, n);
@@ -40,6 +42,7 @@ public:
 
 private:
   metrics::reliability_probe& probe_;
+  std::function<void(int32_t)> on_reset_;
 };
 
 }  // namespace
@@ -121,7 +124,12 @@ bool node::init(std::string& error) {
   co.client_id = cfg_.node_id;
   co.max_poll_records = cfg_.max_poll_records;
   co.exactly_once = cfg_.exactly_once();
-  co.probe = std::make_shared<consumer_metrics>(metrics_->reliability());
+  co.probe = std::make_shared<consumer_metrics>(metrics_->reliability(), [this](int32_t p) {
+    // Offsets in the new log start again: the producer's guard against
+    // offsets going backwards must not refuse them.
+    if (producer_)
+      producer_->forget_offsets(p);
+  });
   consumer_ = kafka::telemetry_consumer::create(co, error);
   if (!consumer_)
     return false;
@@ -242,19 +250,18 @@ bool node::check_stored_positions(std::string& error) {
 }
 
 bool node::another_instance(const std::string& why) {
-  // The process that fenced this node's producer writes its record to the
-  // members topic within a heartbeat or two of starting; without one, it
-  // was the broker (a transaction that outlived its timeout).
+  // Fenced: by the broker (a transaction outlived its timeout), or by a
+  // process that uses this node's id. The newest process with an id wins
+  // (as Kafka's fencing does): this one stops only for a newer one. An older
+  // one is fenced in turn by this node's replacement producer, and stops
+  // when it sees this node's record.
+  spdlog::warn("event=producer_fenced reason=\"{}\"", why);
   if (!membership_)
     return false;
-  spdlog::warn("event=producer_fenced reason=\"{}\" action=checking_for_another_instance", why);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
-  while (std::chrono::steady_clock::now() < deadline && !stopping_.load()) {
-    if (auto other = membership_->another_instance()) {
-      spdlog::critical("event=duplicate_node_id node={} other=\"{}\"", cfg_.node_id, *other);
-      return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+  if (auto other = membership_->newer_instance()) {
+    spdlog::critical("event=duplicate_node_id node={} newer=\"{}\" action=stopping", cfg_.node_id,
+                     *other);
+    return true;
   }
   return false;
 }

@@ -83,7 +83,7 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
   auto check = [goal, consumer](int32_t p, int64_t position, std::string& why) {
     if (!goal->known) {
       std::string error;
-      auto c = consumer->committed(p, std::chrono::seconds{5}, error);
+      auto c = consumer->committed(p, std::chrono::seconds{2}, error);
       if (!c) {
         why = error;
         return false;
@@ -127,6 +127,11 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
                 partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset);
           resume = goal->committed->offset;
         }
+        // The stored position must still exist in the log (a recreated
+        // topic, a new broker, retention): checked here, off the consumer's
+        // thread.
+        if (resume)
+          resume = consumer_->reconcile(partition, *resume);
         if (!activate(partition, resume, generation, epoch))
           return;  // revoked meanwhile
         consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));

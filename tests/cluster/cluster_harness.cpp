@@ -63,7 +63,7 @@ void cluster_node::start(std::chrono::milliseconds timeout) {
       grpc_address(), "--metrics", "127.0.0.1:" + std::to_string(metrics_port_)};
   args.insert(args.end(), args_.begin(), args_.end());
   auto began = std::chrono::steady_clock::now();
-  process_.start(std::move(args), log_);
+  process_.start(std::move(args), log_, max_file_bytes_);
   // The gRPC port accepts connections once the node is ready to serve.
   bool up = eventually([&] { return !process_.running() || port_open(grpc_port_); }, timeout, 20ms);
   if (up && process_.running()) {
@@ -93,6 +93,14 @@ void cluster_node::start(std::chrono::milliseconds timeout) {
 
 void cluster_node::kill9() {
   process_.kill9();
+}
+
+void cluster_node::pause() {
+  process_.pause();
+}
+
+void cluster_node::resume() {
+  process_.resume();
 }
 
 int cluster_node::stop(std::chrono::milliseconds timeout) {
@@ -368,8 +376,10 @@ void telemetry_source::on_delivery(void*, const void* msg, void* opaque) {
 void telemetry_source::send_locked(const std::string& asset) {
   auto index = index_.at(asset);
   uint64_t seq = next_seq_[index]++;
+  const bool numbered =
+      unsequenced_every_ == 0 || index % unsequenced_every_ != unsequenced_every_ - 1;
   auto value = telemetry(
-      asset, seq, base_time_ms + static_cast<int64_t>(seq) * 1000,
+      asset, numbered ? seq : 0, base_time_ms + static_cast<int64_t>(seq) * 1000,
       {{"speed", static_cast<double>(seq)}, {"odometer", 10.0 * static_cast<double>(seq)}},
       {{"fleet", index % 2 == 0 ? "north" : "south"}});
   static const std::string content_type = "application/x-protobuf";
@@ -721,6 +731,92 @@ bool wait_until_applied(cluster_node& via, const std::map<std::string, uint64_t>
   if (why)
     *why = last + (stalled ? " (no progress for 20 s)" : "");
   return matched;
+}
+
+std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_node& via,
+                               std::chrono::milliseconds timeout, std::string* summary) {
+  std::ostringstream problems;
+  size_t reported = 0;
+  auto report = [&](const std::string& text) {
+    if (reported++ < 12)
+      problems << text << "\n";
+  };
+  const auto acked = src.acked();
+  if (src.sent() != acked)
+    report("not every record sent was acknowledged (" + std::to_string(src.failed()) +
+           " failed: " + src.first_error() + ")");
+  uint64_t total = 0;
+  for (const auto& [id, n] : acked)
+    total += n;
+  std::string why;
+  if (!wait_until_applied(via, acked, timeout, &why))
+    report("twins did not reach the records produced: " + why);
+  std::vector<v1::Twin> twins;
+  auto s = list_all(via.twins(), "", 1000, twins);
+  if (!s.ok())
+    report("ListTwins: " + s.error_message());
+  if (twins.size() != acked.size())
+    report(std::to_string(twins.size()) + " twins listed, " + std::to_string(acked.size()) +
+           " produced");
+  for (const auto& t : twins) {
+    auto it = acked.find(t.asset_id());
+    if (it == acked.end()) {
+      report("an unknown twin " + t.asset_id());
+      continue;
+    }
+    const auto n = it->second;
+    const bool numbered = !src.unsequenced(t.asset_id());
+    if (t.applied_records() != n || t.version() != n || t.duplicates() != 0 ||
+        t.out_of_order() != 0 || (numbered && t.last_sequence() != n))
+      report(t.asset_id() + (numbered ? "" : " (sequence 0)") + ": produced " + std::to_string(n) +
+             ", applied " + std::to_string(t.applied_records()) + ", version " +
+             std::to_string(t.version()) + ", duplicates " + std::to_string(t.duplicates()) +
+             ", out of order " + std::to_string(t.out_of_order()) + ", last sequence " +
+             std::to_string(t.last_sequence()) + "\n" + explain_missing(c, t.asset_id(), n));
+  }
+  // The committed change events: one per record, versions 1..n in order;
+  // sequences 1..n where the asset numbers its records, else 0.
+  auto changes = read_changes(c.bootstrap(), c.topics().changes, total, timeout);
+  if (changes.size() != total)
+    report(std::to_string(changes.size()) + " committed change events for " +
+           std::to_string(total) + " records");
+  std::stable_sort(changes.begin(), changes.end(), [](const auto& a, const auto& b) {
+    return a.partition != b.partition ? a.partition < b.partition : a.offset < b.offset;
+  });
+  std::map<std::string, std::vector<const change_record*>> by_asset;
+  for (const auto& ch : changes)
+    by_asset[ch.asset_id].push_back(&ch);
+  for (const auto& [id, list] : by_asset)
+    if (!acked.contains(id))
+      report("change events for an unknown asset \"" + id + "\"");
+  for (const auto& [id, n] : acked) {
+    const auto& list = by_asset[id];
+    const bool numbered = !src.unsequenced(id);
+    if (list.size() != n)
+      report(id + ": " + std::to_string(list.size()) + " change events for " + std::to_string(n) +
+             " records");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& ch = *list[i];
+      const uint64_t want_seq = numbered ? i + 1 : 0;
+      if (ch.version != i + 1 || ch.sequence != want_seq) {
+        report(id + ": change " + std::to_string(i + 1) + " at offset " +
+               std::to_string(ch.offset) + " has version " + std::to_string(ch.version) +
+               " and sequence " + std::to_string(ch.sequence) + " (expected version " +
+               std::to_string(i + 1) + ", sequence " + std::to_string(want_seq) + ")");
+        break;
+      }
+      if (ch.ce_id != id + "/" + std::to_string(ch.version)) {
+        report(id + ": ce_id \"" + ch.ce_id + "\" at version " + std::to_string(ch.version));
+        break;
+      }
+    }
+  }
+  if (summary)
+    *summary = "records=" + std::to_string(total) + " twins=" + std::to_string(twins.size()) +
+               " change_events=" + std::to_string(changes.size());
+  if (reported > 12)
+    problems << "... and " << reported - 12 << " more\n";
+  return problems.str();
 }
 
 long env_or(const char* name, long fallback) {

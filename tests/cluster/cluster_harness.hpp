@@ -43,6 +43,14 @@ public:
   void start(std::chrono::milliseconds timeout = 60s);
   /// SIGKILL: a crash.
   void kill9();
+  /// SIGSTOP / SIGCONT: the process freezes (GC pause, VM freeze) and thaws.
+  void pause();
+  void resume();
+  /// Later starts cannot grow a file beyond `bytes` (0: no limit): a full
+  /// disk (RLIMIT_FSIZE; the node's writes fail with EFBIG).
+  void limit_file_size(uint64_t bytes) {
+    max_file_bytes_ = bytes;
+  }
   /// SIGTERM and wait: a graceful leave. Returns the exit status (0 = clean).
   int stop(std::chrono::milliseconds timeout = 30s);
   bool running();
@@ -81,6 +89,7 @@ private:
   std::vector<std::string> args_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  uint64_t max_file_bytes_ = 0;
   child_process process_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TwinService::Stub> twins_;
@@ -203,6 +212,17 @@ public:
   /// Waits for every outstanding acknowledgement; false on failure or timeout.
   bool flush(std::chrono::milliseconds timeout = 60s);
 
+  /// Every `every`-th asset (indexes every-1, 2*every-1, ...) sends its
+  /// records with sequence 0 ("none"): nothing but exactly-once delivery
+  /// keeps a replay of those from being applied twice.
+  void leave_unsequenced(size_t every) {
+    unsequenced_every_ = every;
+  }
+  bool unsequenced(const std::string& asset) const {
+    return unsequenced_every_ > 0 &&
+           index_.at(asset) % unsequenced_every_ == unsequenced_every_ - 1;
+  }
+
   /// Sends records of `subset` (every asset when empty), round robin, at `rate`
   /// records/s from a background thread until stop().
   void start(double rate, std::vector<std::string> subset = {});
@@ -227,6 +247,7 @@ private:
   void* rk_ = nullptr;
   mutable std::mutex mutex_;  // guards the counters below and sending
   std::vector<uint64_t> next_seq_;
+  size_t unsequenced_every_ = 0;
   std::vector<uint64_t> acked_;
   uint64_t failed_ = 0;
   std::string first_error_;
@@ -276,6 +297,15 @@ std::string twin_diff(const v1::Twin& a, const v1::Twin& b);
 /// extra). `why` describes the last mismatch.
 bool wait_until_applied(cluster_node& via, const std::map<std::string, uint64_t>& expected,
                         std::chrono::milliseconds timeout, std::string* why = nullptr);
+
+/// What a fault scenario verifies at its end, through `via`: every twin
+/// applied exactly the records acknowledged for it (applied count = version =
+/// produced, no duplicates, no out-of-order; the last sequence where the
+/// asset numbers its records), and the committed twin-changes topic (read
+/// with read_committed) holds exactly one change per record, in order.
+/// Returns the problems found (empty: none); `summary` gets the figures.
+std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_node& via,
+                               std::chrono::milliseconds timeout, std::string* summary = nullptr);
 
 /// Integer from the environment, or `fallback`.
 long env_or(const char* name, long fallback);

@@ -111,6 +111,20 @@ bool topic_ready(rd_kafka_t* rk, const std::string& topic, int partitions) {
   return ready;
 }
 
+/// The cluster's metadata lists the topic (with any number of partitions).
+bool topic_listed(rd_kafka_t* rk, const std::string& topic) {
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  auto err = rd_kafka_metadata(rk, 0, rkt, &md, 2000);
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return true;  // unknown: assume still there
+  bool listed = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                md->topics[0].partition_cnt > 0;
+  rd_kafka_metadata_destroy(md);
+  return listed;
+}
+
 }  // namespace
 
 kafka_broker::kafka_broker(int brokers) : brokers_(brokers), dir_(make_temp_dir()) {
@@ -152,6 +166,56 @@ void kafka_broker::kill_broker(int n) {
 void kafka_broker::restart_broker(int n) {
   expect_success(run_script({"restart-broker", "--dir", dir_, "--broker", std::to_string(n)}),
                  "restart-broker");
+}
+
+bool kafka_broker::delete_topic(const std::string& name, std::string& error) const {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap_.c_str(), errstr, sizeof(errstr));
+  handle_ptr rk{rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))};
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    error = errstr;
+    return false;
+  }
+  std::unique_ptr<rd_kafka_DeleteTopic_t, decltype(&rd_kafka_DeleteTopic_destroy)> topic{
+      rd_kafka_DeleteTopic_new(name.c_str()), &rd_kafka_DeleteTopic_destroy};
+  std::unique_ptr<rd_kafka_AdminOptions_t, decltype(&rd_kafka_AdminOptions_destroy)> options{
+      rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_DELETETOPICS),
+      &rd_kafka_AdminOptions_destroy};
+  rd_kafka_AdminOptions_set_operation_timeout(options.get(), 30'000, errstr, sizeof(errstr));
+  std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue{
+      rd_kafka_queue_new(rk.get()), &rd_kafka_queue_destroy};
+  rd_kafka_DeleteTopic_t* topics[] = {topic.get()};
+  rd_kafka_DeleteTopics(rk.get(), topics, 1, options.get(), queue.get());
+  std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> event{
+      rd_kafka_queue_poll(queue.get(), 35'000), &rd_kafka_event_destroy};
+  if (!event) {
+    error = "no DeleteTopics result";
+    return false;
+  }
+  if (rd_kafka_event_error(event.get())) {
+    error = rd_kafka_event_error_string(event.get());
+    return false;
+  }
+  size_t count = 0;
+  const auto** results =
+      rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event.get()), &count);
+  for (size_t i = 0; i < count; ++i)
+    if (auto err = rd_kafka_topic_result_error(results[i])) {
+      error = rd_kafka_err2name(err);
+      return false;
+    }
+  // Gone from the metadata (KRaft brokers learn of it asynchronously).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+  while (topic_listed(rk.get(), name)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      error = "topic " + name + " is still listed after its deletion";
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});  // poll interval
+  }
+  return true;
 }
 
 bool kafka_broker::create_topic(const std::string& name, int partitions, int replication,

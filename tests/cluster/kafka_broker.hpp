@@ -38,6 +38,10 @@ public:
   /// Stops all brokers (SIGTERM, then SIGKILL after a deadline); the destructor calls it.
   void stop();
 
+  /// Deletes a topic and waits until the cluster's metadata no longer lists
+  /// it; false and `error` on failure.
+  bool delete_topic(const std::string& name, std::string& error) const;
+
   /// create_topic() below on this cluster.
   bool create_topic(const std::string& name, int partitions, int replication,
                     const std::map<std::string, std::string>& config, std::string& error) const;

@@ -138,24 +138,27 @@ TEST_F(EmbeddedNodeTest, RestartOnTheOldDataDirKeepsTwinsAndAppliesEveryNewRecor
   ASSERT_TRUE(eventually([&] {
     auto m = scrape(node->metrics_port());
     for (int p = 0; p < 4; ++p)
-      if (metric_value(m, "fleettwin_consumer_lag_records{partition=\"" + std::to_string(p) +
-                              "\"}") != 0)
+      if (metric_value(
+              m, "fleettwin_consumer_lag_records{partition=\"" + std::to_string(p) + "\"}") != 0)
         return false;
     return true;
   }));
   // GetStatus shows the offsets committed in the new logs.
   v1::NodeStatus st;
   int64_t committed = 0;
-  EXPECT_TRUE(eventually([&] {
-    grpc::ClientContext ctx;
-    st.Clear();
-    if (!nodes->GetStatus(&ctx, {}, &st).ok())
-      return false;
-    committed = 0;
-    for (const auto& p : st.partitions())
-      committed += p.committed_offset();
-    return committed == assets * 150;
-  }, 10s)) << st.DebugString();
+  EXPECT_TRUE(eventually(
+      [&] {
+        grpc::ClientContext ctx;
+        st.Clear();
+        if (!nodes->GetStatus(&ctx, {}, &st).ok())
+          return false;
+        committed = 0;
+        for (const auto& p : st.partitions())
+          committed += p.committed_offset();
+        return committed == assets * 150;
+      },
+      10s))
+      << st.DebugString();
   EXPECT_TRUE(st.ready()) << st.not_ready_reason();
 
   // A plain restart with sequences that continue: nothing is reset twice
@@ -189,8 +192,8 @@ TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {
       grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials()));
   const auto addr = node->grpc_address();
   auto check = [&](const std::string& service) {
-    return run(grpcurl + " -plaintext -max-time 5 -d '{\"service\":\"" + service + "\"}' " +
-               addr + " grpc.health.v1.Health/Check");
+    return run(grpcurl + " -plaintext -max-time 5 -d '{\"service\":\"" + service + "\"}' " + addr +
+               " grpc.health.v1.Health/Check");
   };
   // gRPC answers at once, but the node is not ready before the group gave
   // it its partitions.

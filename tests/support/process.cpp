@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,7 +90,8 @@ child_process::~child_process() {
     kill9();
 }
 
-void child_process::start(std::vector<std::string> args, const std::string& log_path) {
+void child_process::start(std::vector<std::string> args, const std::string& log_path,
+                          uint64_t max_file_bytes) {
   if (running())
     throw std::runtime_error("child_process::start: " + args.front() + " is running already");
   // Everything the child needs is built before fork(): the child of a
@@ -108,6 +110,10 @@ void child_process::start(std::vector<std::string> args, const std::string& log_
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
       _exit(126);
+    if (max_file_bytes > 0) {
+      rlimit limit{max_file_bytes, max_file_bytes};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
@@ -134,6 +140,16 @@ bool child_process::running() {
     return false;
   }
   return true;
+}
+
+void child_process::pause() {
+  if (pid_ > 0)
+    ::kill(pid_, SIGSTOP);
+}
+
+void child_process::resume() {
+  if (pid_ > 0)
+    ::kill(pid_, SIGCONT);
 }
 
 void child_process::kill9() {

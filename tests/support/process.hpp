@@ -4,6 +4,7 @@
 // (integration and cluster suites).
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -38,7 +39,13 @@ public:
   child_process& operator=(const child_process&) = delete;
 
   /// fork/exec of args[0] with `args`; throws std::runtime_error when fork fails.
-  void start(std::vector<std::string> args, const std::string& log_path);
+  /// With `max_file_bytes` > 0 the child cannot grow any file beyond it
+  /// (RLIMIT_FSIZE): a full disk, for fault tests.
+  void start(std::vector<std::string> args, const std::string& log_path,
+             uint64_t max_file_bytes = 0);
+  /// SIGSTOP / SIGCONT: a frozen process (long GC pause, VM freeze).
+  void pause();
+  void resume();
   /// SIGKILL and reap: a crash, no chance to flush.
   void kill9();
   /// SIGTERM and wait up to `timeout`, then SIGKILL. Returns the exit status,
