@@ -60,15 +60,24 @@ test: build kafka-jars grpcurl
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
 
 # The exactly-once chaos test (tests/cluster/chaos_test.cpp) with soak settings: 10 minutes
-# of telemetry, 20 kill -9s. Override any of them: make chaos-soak CHAOS_KILLS=50 ...
+# of telemetry, 20 kill -9s; then the fault suite (tests/cluster/fault_test.cpp) with long
+# faults: a node frozen for 20 s, single-broker outages of 10 s, 45 s and 3 minutes (plus
+# the broker's restart), at 1000 records/s. Override any of them:
+# make chaos-soak CHAOS_KILLS=50 FAULT_OUTAGES=10,300 ...
 CHAOS_KILLS ?= 20
 CHAOS_SECONDS ?= 600
 CHAOS_RATE ?= 3000
 CHAOS_ASSETS ?= 1000
+FAULT_PAUSE ?= 20
+FAULT_OUTAGES ?= 10,45,180
+FAULT_RATE ?= 1000
 chaos-soak: build kafka-jars
 	FLEETTWIN_CHAOS_KILLS=$(CHAOS_KILLS) FLEETTWIN_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	FLEETTWIN_CHAOS_RATE=$(CHAOS_RATE) FLEETTWIN_CHAOS_ASSETS=$(CHAOS_ASSETS) \
 	  $(BUILD)/fleettwin_cluster_tests --gtest_filter='ChaosTest.*'
+	FLEETTWIN_FAULT_PAUSE_SECONDS=$(FAULT_PAUSE) FLEETTWIN_FAULT_OUTAGES=$(FAULT_OUTAGES) \
+	FLEETTWIN_FAULT_RATE=$(FAULT_RATE) \
+	  $(BUILD)/fleettwin_cluster_tests --gtest_filter='FaultTest.*'
 
 bench: build
 	tools/bench/run.sh $(BUILD)

@@ -39,6 +39,9 @@ using partition_actor = caf::typed_actor<
     caf::reacts_to<status_atom, partition_info_completion>,
     // Finishes queued work, passivates every twin, quits, then calls back.
     caf::reacts_to<stop_atom, std::function<void()>>,
+    // The partition was lost (another node may own it now): abandons work
+    // not committed yet, passivates every twin, quits, then calls back.
+    caf::reacts_to<drop_atom, std::function<void()>>,
     // Passivates idle twins (self-scheduled).
     caf::reacts_to<tick_atom>,
     // The event sink made the outputs of work item N durable (internal).

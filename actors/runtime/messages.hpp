@@ -37,6 +37,7 @@ using changes_atom = caf::atom_constant<caf::atom("changes")>;
 using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
+using drop_atom = caf::atom_constant<caf::atom("drop")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so

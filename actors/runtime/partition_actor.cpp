@@ -525,6 +525,18 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         if (!st.current)
           finish_item(self);
       },
+      [self](drop_atom, std::function<void()>& done) {
+        auto& st = self->state;
+        // Nothing of the abandoned work reaches the store: its outputs cannot
+        // commit in Kafka any more either (the group moved on), and whoever
+        // owns the partition next restores what was committed. Late replies
+        // and deliveries no longer match an item and are ignored.
+        st.failed = true;
+        st.queue.clear();
+        st.current.reset();
+        st.stop_waiters.push_back(std::move(done));
+        finish_item(self);
+      },
       [self](tick_atom) {
         passivate_idle(self);
         self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -68,8 +69,9 @@ public:
   bool held() const;
   /// The state of the lease with what the coordinator last reported.
   lease_view view() const;
-  /// Client ids of the group's members at the last answer (liveness).
-  std::set<std::string> live_clients() const;
+  /// Client ids of the group's members at the last answer (liveness);
+  /// nullopt when the last question got no answer (or fencing is off).
+  std::optional<std::set<std::string>> live_clients() const;
   /// Forget the current confirmation (the node knows it lost its place, e.g.
   /// its partitions were revoked as lost); the next answer renews it.
   void invalidate();
@@ -82,6 +84,8 @@ public:
 private:
   explicit group_lease(lease_options opts);
   void run();
+  /// Whether the cluster describes consumer groups (asked once).
+  bool supported();
   /// One DescribeGroups round trip; true when this member is listed.
   bool confirm(std::chrono::steady_clock::time_point asked);
 
@@ -96,6 +100,8 @@ private:
   std::atomic<int64_t> confirmed_at_{0};
   std::atomic<bool> unsupported_{false};
   mutable std::mutex mutex_;  // guards the fields below
+  bool probed_ = false;  // lease thread only
+  bool clients_known_ = false;
   bool assignment_known_ = false;
   std::set<int32_t> assignment_;
   std::set<std::string> clients_;

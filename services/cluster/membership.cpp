@@ -110,15 +110,19 @@ void membership::publish(bool tombstone) {
 }
 
 bool membership::refresh_liveness() {
-  const rd_kafka_group_list* groups = nullptr;
-  auto err = rd_kafka_list_groups(producer_.get(), opts_.group_id.c_str(), &groups, 2'000);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !groups)
-    return false;  // unknown: keep what we had
   std::set<std::string> clients;
-  for (int g = 0; g < groups->group_cnt; ++g)
-    for (int i = 0; i < groups->groups[g].member_cnt; ++i)
-      clients.insert(groups->groups[g].members[i].client_id);
-  rd_kafka_group_list_destroy(groups);
+  if (auto known = opts_.live_clients ? opts_.live_clients() : std::nullopt) {
+    clients = std::move(*known);
+  } else {
+    const rd_kafka_group_list* groups = nullptr;
+    auto err = rd_kafka_list_groups(producer_.get(), opts_.group_id.c_str(), &groups, 2'000);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !groups)
+      return false;  // unknown: keep what we had
+    for (int g = 0; g < groups->group_cnt; ++g)
+      for (int i = 0; i < groups->groups[g].member_cnt; ++i)
+        clients.insert(groups->groups[g].members[i].client_id);
+    rd_kafka_group_list_destroy(groups);
+  }
   std::lock_guard<std::mutex> guard{mutex_};
   bool changed = false;
   for (auto& [id, m] : members_) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +33,10 @@ struct membership_options {
   std::map<std::string, std::string> settings;  // extra librdkafka settings
   /// Called from the membership thread after records or liveness changed.
   std::function<void()> on_change;
+  /// Client ids of the consumer group's members, when a fresh answer is
+  /// known (the read lease asks the coordinator often); nullopt: the
+  /// membership asks the cluster itself.
+  std::function<std::optional<std::set<std::string>>()> live_clients;
 };
 
 /// Where to reach the node that serves a partition.

@@ -1,6 +1,7 @@
 #include "services/grpc/twin_service.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 
@@ -51,6 +52,8 @@ const char* code_name(StatusCode c) {
   }
 }
 
+std::atomic<int64_t> in_flight{0};
+
 /// Finishes a unary call and measures it.
 class call {
 public:
@@ -58,9 +61,12 @@ public:
       : ctx_(ctx),
         reactor_(ctx->DefaultReactor()),
         probe_(&probe),
-        start_(std::chrono::steady_clock::now()) {}
+        start_(std::chrono::steady_clock::now()) {
+    in_flight.fetch_add(1);
+  }
 
   void finish(Status s) const {
+    in_flight.fetch_sub(1);
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
     // UNAVAILABLE is transient here (a partition moving or restoring): say
@@ -218,6 +224,10 @@ std::string filter_fingerprint(const std::string& filter) {
 }
 
 }  // namespace
+
+int64_t calls_in_flight() {
+  return in_flight.load();
+}
 
 std::string encode_page_token(const std::string& filter, const std::string& last_asset_id) {
   return base64url("v1|" + filter_fingerprint(filter) + "|" + last_asset_id);

@@ -145,6 +145,10 @@ private:
                            const std::string& filter, size_t page_size,
                            fleettwin::v1::ListTwinsResponse& out);
 
+/// Unary calls of the services started and not finished yet (a drain on
+/// shutdown waits for them).
+int64_t calls_in_flight();
+
 /// Encodes a ListTwins continuation (opaque to clients, bound to the filter).
 std::string encode_page_token(const std::string& filter, const std::string& last_asset_id);
 

@@ -331,9 +331,10 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       rd_kafka_pause_partitions(rk_.get(), hold);
     rd_kafka_topic_partition_list_destroy(hold);
   } else {
+    const bool lost = rd_kafka_assignment_lost(rk_.get()) == 1;
     for (int i = 0; i < parts->cnt; ++i) {
       auto p = parts->elems[i].partition;
-      host_->on_revoked(p);
+      host_->on_revoked(p, lost);
       drain_acks();
       std::lock_guard<std::mutex> guard{mutex_};
       progress_.erase(p);
@@ -343,7 +344,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       epochs_.erase(p);
       expected_.erase(p);
       confirmed_gap_.erase(p);
-      spdlog::info("event=partition_revoked partition={}", p);
+      spdlog::info("event=partition_revoked partition={} lost={}", p, lost);
     }
     if (cooperative) {
       if (auto* e = rd_kafka_incremental_unassign(rk_.get(), parts))

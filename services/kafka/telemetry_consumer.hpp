@@ -43,7 +43,9 @@ public:
   /// A partition was assigned: start serving it (or restoring it).
   virtual assignment on_assigned(int32_t partition) = 0;
   /// A partition is revoked: finish and commit its work; blocks until done.
-  virtual void on_revoked(int32_t partition) = 0;
+  /// `lost`: the group took it without this member's consent (session
+  /// timed out): work not committed yet is abandoned instead of waited for.
+  virtual void on_revoked(int32_t partition, bool lost) = 0;
   /// Hands a batch to the partition's actor (must not block).
   virtual void dispatch(runtime::raw_batch_ptr batch) = 0;
 };

@@ -34,6 +34,7 @@ bool node::start_remoting(std::string& error) {
   mo.incarnation = incarnation_;
   mo.started_ms = started_ms_;
   mo.settings = kafka_settings_;
+  mo.live_clients = [l = lease_.get()] { return l->live_clients(); };
   mo.on_change = [this] {
     if (cfg_.standby_replicas > 0 && restorer_)
       update_standbys();
@@ -235,6 +236,10 @@ std::optional<std::string> node::owner_endpoint(int32_t partition, std::string& 
 }
 
 std::optional<std::string> node::remote_owner(const std::string& asset_id, std::string& why) {
+  if (stopping_.load()) {
+    why = "node " + cfg_.node_id + " is shutting down; ask another node; retry";
+    return std::nullopt;
+  }
   auto count = consumer_->partition_count();
   if (count <= 0) {
     why = "the telemetry topic's partitions are not known yet; retry";
@@ -245,6 +250,10 @@ std::optional<std::string> node::remote_owner(const std::string& asset_id, std::
 
 std::optional<std::map<std::string, std::vector<int32_t>>> node::list_plan(
     std::vector<int32_t>& local, std::string& why) {
+  if (stopping_.load()) {
+    why = "node " + cfg_.node_id + " is shutting down; ask another node; retry";
+    return std::nullopt;
+  }
   auto count = consumer_->partition_count();
   if (count <= 0) {
     why = "the telemetry topic's partitions are not known yet; retry";

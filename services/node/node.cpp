@@ -365,8 +365,14 @@ void node::shutdown() {
     for (auto& [id, relay] : relays_)
       caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
   }
+  // New calls are answered UNAVAILABLE from here on (route_asset); the ones
+  // running end within the read wait (2 s). Drained, the server stops: no
+  // call is cut off with CANCELLED.
+  auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds{3};
+  while (grpc_api::calls_in_flight() > 0 && std::chrono::steady_clock::now() < drain_until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
   if (server_)
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds{2});
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds{5});
   // Leaving the group revokes every partition: each finishes, commits, quits.
   if (consumer_)
     consumer_->stop();

@@ -87,7 +87,7 @@ public:
 
   // partition_host
   kafka::assignment on_assigned(int32_t partition) override;
-  void on_revoked(int32_t partition) override;
+  void on_revoked(int32_t partition, bool lost) override;
   void dispatch(runtime::raw_batch_ptr batch) override;
 
 private:

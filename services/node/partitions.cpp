@@ -13,6 +13,10 @@
 namespace fleettwin::node {
 
 std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {
+  if (stopping_.load()) {
+    why = "node " + cfg_.node_id + " is shutting down; its partitions move to other nodes; retry";
+    return std::nullopt;
+  }
   auto count = consumer_->partition_count();
   if (count <= 0) {
     why = "the telemetry topic's partitions are not known yet; retry";
@@ -44,8 +48,8 @@ std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, st
 
 std::vector<int32_t> node::local_partitions() {
   std::vector<int32_t> out;
-  if (!lease_->held())
-    return out;  // fenced: nothing is answered from here
+  if (!lease_->held() || stopping_.load())
+    return out;  // fenced or shutting down: nothing is answered from here
   std::shared_lock<std::shared_mutex> lock{routes_mutex_};
   for (const auto& [p, s] : partitions_)
     out.push_back(p);
@@ -247,7 +251,7 @@ void node::revive(int32_t partition, const std::string& why) {
   restore(partition, generation, epoch);
 }
 
-void node::on_revoked(int32_t partition) {
+void node::on_revoked(int32_t partition, bool lost) {
   runtime::partition_actor actor;
   {
     std::unique_lock<std::shared_mutex> lock{routes_mutex_};
@@ -267,8 +271,11 @@ void node::on_revoked(int32_t partition) {
     membership_->publish_soon();
   std::promise<void> stopped;
   auto done = stopped.get_future();
-  caf::anon_send(actor, runtime::stop_atom::value,
-                 std::function<void()>{[&stopped] { stopped.set_value(); }});
+  std::function<void()> callback{[&stopped] { stopped.set_value(); }};
+  if (lost)  // its work in flight may wait for a broker that is away: drop it
+    caf::anon_send(actor, runtime::drop_atom::value, std::move(callback));
+  else
+    caf::anon_send(actor, runtime::stop_atom::value, std::move(callback));
   done.wait();
 }
 

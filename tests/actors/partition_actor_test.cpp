@@ -488,3 +488,25 @@ TEST_F(PartitionActorTest, ReadsWaitingForAnUncommittedItemExpireInsteadOfHangin
   EXPECT_TRUE(r.twin->desired.empty());  // the expired update was dropped
   EXPECT_TRUE(fatal.empty());
 }
+
+TEST_F(PartitionActorTest, ALostPartitionDropsUncommittedWorkWithoutWaitingForIt) {
+  // The group took the partition away (session timed out, e.g. the broker
+  // was down): the item waiting for Kafka is abandoned at once, nothing of
+  // it is committed, and no failure is reported (no revival follows).
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);  // in flight, never delivered
+  bool dropped = false;
+  caf::anon_send(part, drop_atom::value, std::function<void()>{[&] { dropped = true; }});
+  sched->run();
+  EXPECT_TRUE(dropped);
+  EXPECT_EQ(store->commits.size(), 1u);
+  EXPECT_TRUE(fatal.empty());
+  deliver_all();  // a late delivery changes nothing
+  EXPECT_EQ(store->commits.size(), 1u);
+  EXPECT_EQ(acks.size(), 1u);
+}

@@ -630,6 +630,7 @@ v1::NodeStatus make_status() {
   status.set_stored_twins(40);
   status.set_records_applied(1000);
   status.set_records_rejected(2);
+  status.set_ready(true);
   for (int p = 0; p < 2; ++p) {
     auto* partition = status.add_partitions();
     partition->set_partition(p);
@@ -647,6 +648,7 @@ TEST_F(cli_test, status_prints_node_and_partitions) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out,
             "node          node-a\n"
+            "ready         yes\n"
             "version       0.1.0\n"
             "started       2026-11-24T09:57:57.000Z (up 1h2m)\n"
             "data dir      ./data\n"
@@ -659,6 +661,21 @@ TEST_F(cli_test, status_prints_node_and_partitions) {
             "  0          100        110             10   5\n"
             "  1          101        115             14   7\n"
             "  total (2)                             24   12\n");
+}
+
+TEST_F(cli_test, status_says_why_a_node_is_not_ready_and_when_lag_is_unknown) {
+  auto status = make_status();
+  status.set_ready(false);
+  status.set_not_ready_reason("restoring partitions 1 from the changelog");
+  status.mutable_partitions(1)->set_high_watermark(-1);
+  status.mutable_partitions(1)->set_lag(-1);
+  node.set_status(status);
+  auto r = run({"status"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "ready         no (restoring partitions 1 from the changelog)\n"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "  1          101        ?               ?      7\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  total (2)                             >= 10  12\n")) << r.out;
 }
 
 TEST_F(cli_test, status_json) {

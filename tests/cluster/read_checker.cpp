@@ -95,10 +95,19 @@ void read_checker::run(size_t thread_index) {
       case grpc::StatusCode::DEADLINE_EXCEEDED:
         ++result_.hung;
         break;
+      case grpc::StatusCode::CANCELLED:
+        ++result_.cancelled;
+        break;
       default:
         if (result_.other++ == 0)
-          result_.first_other = std::to_string(status.error_code()) + " " +
-                                status.error_message() + " through " + nodes_[n];
+          result_.first_other =
+              std::to_string(status.error_code()) + " " + status.error_message() + " through " +
+              nodes_[n] + " after " + std::to_string(secs) + " s, at " +
+              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count() %
+                             100'000) +
+              " ms (wall clock mod 100 s)";
         break;
     }
   }

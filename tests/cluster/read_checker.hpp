@@ -31,6 +31,9 @@ public:
     uint64_t not_found = 0;
     /// Calls that ran into the client deadline: a hang.
     uint64_t hung = 0;
+    /// Calls a node's gRPC server cut off as it shut down (a call racing the
+    /// server's final stop after a graceful drain).
+    uint64_t cancelled = 0;
     uint64_t other = 0;
     std::string first_other;
     /// Reads that returned an older version than this client saw before.

@@ -5,6 +5,7 @@
 #include <future>
 #include <iostream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <grpcpp/generic/generic_stub.h>
@@ -470,3 +471,43 @@ TEST_F(NodeTest, CliAgainstARealNode) {
   EXPECT_NE(out.find("\"partitions\""), std::string::npos) << out;
 }
 #endif
+
+TEST_F(NodeTest, RecordsDeletedBeforeTheyWereReadAreCountedNotSilentlySkipped) {
+  // The node is down while the log moves on beyond what the broker keeps
+  // (the mock keeps about 5 MiB per partition, like a retention limit): the
+  // records between the stored offset and the log's new start can never be
+  // read. The node says so, counts them, and applies everything still there.
+  producer p{kafka->bootstrap()};
+  const std::string id = "r-1";
+  for (int s = 1; s <= 100; ++s)
+    p.send(topics.telemetry, id, telemetry(id, s, 1'700'000'000'000 + s, {{"v", s * 1.0}}));
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied(id, 100));
+  ASSERT_EQ(node->terminate(), 0);
+  const std::string filler(1000, 'f');
+  const int more = 9000;  // about 9 MB: the oldest batches go
+  for (int s = 101; s <= 100 + more; ++s) {
+    p.send(topics.telemetry, id,
+           telemetry(id, s, 1'700'000'000'000 + s, {{"v", s * 1.0}}, {{"pad", filler}}));
+    if (s % 1000 == 0)
+      ASSERT_EQ(p.flush(), 0);
+  }
+  ASSERT_EQ(p.flush(), 0);
+  start_node();
+  double skipped = 0;
+  ASSERT_TRUE(eventually([&] {
+    skipped = metric_value(scrape(node->metrics_port()),
+                           "fleettwin_records_skipped_total{reason=\"retention\"}");
+    v1::Twin tw;
+    return skipped > 0 && get(id, tw).ok() &&
+           tw.applied_records() + static_cast<uint64_t>(skipped) == 100u + more;
+  })) << "skipped " << skipped;
+  v1::Twin tw;
+  ASSERT_TRUE(get(id, tw).ok());
+  EXPECT_EQ(tw.last_sequence(), 100u + more);
+  EXPECT_EQ(tw.duplicates(), 0u);
+  std::ifstream log{dir + "/data.log"};
+  std::stringstream text;
+  text << log.rdbuf();
+  EXPECT_NE(text.str().find("event=records_skipped"), std::string::npos);
+}
