@@ -95,86 +95,114 @@ void group_lease::invalidate() {
   confirmed_at_ = 0;
 }
 
-bool group_lease::supported() {
-  if (probed_)
-    return true;
-  // librdkafka's mock cluster (tests) has no DescribeGroups; asking it
-  // through the Admin API would leave the client unable to close, so ask
-  // once with the classic call, which says so cleanly.
-  const rd_kafka_group_list* groups = nullptr;
-  auto err = rd_kafka_list_groups(rk_.get(), opts_.group_id.c_str(), &groups, 2'000);
-  if (groups)
-    rd_kafka_group_list_destroy(groups);
-  if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
-    spdlog::warn("event=read_fencing_off reason=\"the Kafka cluster does not describe consumer "
-                 "groups ({})\"",
-                 rd_kafka_err2str(err));
-    unsupported_ = true;
-    return false;
+namespace {
+
+/// The partitions of `topic` in a consumer protocol assignment (version
+/// int16, [topic string, [partition int32]], user data bytes); nullopt
+/// when the bytes are not one.
+std::optional<std::set<int32_t>> assigned_partitions(const void* data, int size,
+                                                     const std::string& topic) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  const auto* end = p + size;
+  auto be = [&](int bytes) -> std::optional<int64_t> {
+    if (end - p < bytes)
+      return std::nullopt;
+    int64_t x = 0;
+    for (int i = 0; i < bytes; ++i)
+      x = (x << 8) | *p++;
+    return bytes == 2 ? int16_t(x) : int32_t(x);
+  };
+  std::set<int32_t> out;
+  if (!data || size == 0)
+    return out;  // nothing assigned
+  if (!be(2))
+    return std::nullopt;
+  auto topics = be(4);
+  if (!topics || *topics < 0)
+    return std::nullopt;
+  for (int64_t t = 0; t < *topics; ++t) {
+    auto len = be(2);
+    if (!len || *len < 0 || end - p < *len)
+      return std::nullopt;
+    std::string name{reinterpret_cast<const char*>(p), static_cast<size_t>(*len)};
+    p += *len;
+    auto n = be(4);
+    if (!n || *n < 0)
+      return std::nullopt;
+    for (int64_t i = 0; i < *n; ++i) {
+      auto part = be(4);
+      if (!part)
+        return std::nullopt;
+      if (name == topic)
+        out.insert(static_cast<int32_t>(*part));
+    }
   }
-  probed_ = true;
-  return true;
+  return out;
 }
 
+}  // namespace
+
 bool group_lease::confirm(std::chrono::steady_clock::time_point asked) {
-  if (!supported())
-    return false;
   const std::string me = opts_.member_id ? opts_.member_id() : std::string{};
-  // DescribeGroups goes to the group's coordinator only: one broker of
-  // several being down does not stop it (unless it is the coordinator, and
-  // then the group cannot confirm anybody either).
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk_.get());
-  auto* options = rd_kafka_AdminOptions_new(rk_.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
   const auto timeout = std::max<int>(static_cast<int>(opts_.duration.count() / 2), 200);
-  char errstr[256];
-  rd_kafka_AdminOptions_set_request_timeout(options, timeout, errstr, sizeof(errstr));
-  const char* groups[] = {opts_.group_id.c_str()};
-  rd_kafka_DescribeConsumerGroups(rk_.get(), groups, 1, options, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, timeout + 1'000);
+  // librdkafka's classic group listing (ListGroups to every broker, then
+  // DescribeGroups to the one that coordinates the group). Its Admin API
+  // equivalent trips an assertion in librdkafka 2.0 when a broker is down.
+  // With a broker down the call waits out `timeout` and returns what the
+  // others (the coordinator among them) said: RD_KAFKA_RESP_ERR__PARTIAL.
+  const rd_kafka_group_list* groups = nullptr;
+  auto err = rd_kafka_list_groups(rk_.get(), opts_.group_id.c_str(), &groups, timeout);
+  if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
+    // Every Apache Kafka broker answers DescribeGroups; test doubles such as
+    // librdkafka's mock cluster do not. Without it there is no fencing.
+    spdlog::warn(
+        "event=read_fencing_off reason=\"the Kafka cluster does not describe consumer "
+        "groups ({})\"",
+        rd_kafka_err2str(err));
+    unsupported_ = true;
+    if (groups)
+      rd_kafka_group_list_destroy(groups);
+    return false;
+  }
   std::string error;
   bool answered = false;
   bool listed = false;
   bool stable = false;
   std::set<int32_t> assignment;
   std::set<std::string> clients;
-  if (!ev) {
-    error = "no answer from the group coordinator within " + std::to_string(timeout + 1'000) +
-            " ms";
-  } else if (rd_kafka_event_error(ev)) {
-    error = std::string{"describing the consumer group: "} + rd_kafka_event_error_string(ev);
-  } else if (const auto* res = rd_kafka_event_DescribeConsumerGroups_result(ev)) {
-    size_t n = 0;
-    const auto** descs = rd_kafka_DescribeConsumerGroups_result_groups(res, &n);
-    for (size_t g = 0; g < n; ++g) {
-      if (const auto* e = rd_kafka_ConsumerGroupDescription_error(descs[g])) {
-        error = std::string{"describing the consumer group: "} + rd_kafka_error_string(e);
+  if ((err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__PARTIAL) || !groups) {
+    error = std::string{"describing the consumer group: "} + rd_kafka_err2str(err);
+  } else {
+    for (int g = 0; g < groups->group_cnt; ++g) {
+      const auto& info = groups->groups[g];
+      if (!info.group || opts_.group_id != info.group)
+        continue;
+      if (info.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        error = std::string{"describing the consumer group: "} + rd_kafka_err2str(info.err);
         continue;
       }
       answered = true;
-      stable = rd_kafka_ConsumerGroupDescription_state(descs[g]) ==
-               RD_KAFKA_CONSUMER_GROUP_STATE_STABLE;
-      auto members = rd_kafka_ConsumerGroupDescription_member_count(descs[g]);
-      for (size_t i = 0; i < members; ++i) {
-        const auto* m = rd_kafka_ConsumerGroupDescription_member(descs[g], static_cast<int>(i));
-        clients.insert(rd_kafka_MemberDescription_client_id(m));
-        if (me.empty() || me != rd_kafka_MemberDescription_consumer_id(m))
+      stable = info.state && std::string_view{info.state} == "Stable";
+      for (int i = 0; i < info.member_cnt; ++i) {
+        const auto& m = info.members[i];
+        clients.insert(m.client_id ? m.client_id : "");
+        if (me.empty() || !m.member_id || me != m.member_id)
           continue;
         listed = true;
-        const auto* a = rd_kafka_MemberDescription_assignment(m);
-        const auto* parts = a ? rd_kafka_MemberAssignment_partitions(a) : nullptr;
-        for (int j = 0; parts && j < parts->cnt; ++j)
-          if (opts_.topic == parts->elems[j].topic)
-            assignment.insert(parts->elems[j].partition);
+        if (auto a =
+                assigned_partitions(m.member_assignment, m.member_assignment_size, opts_.topic))
+          assignment = std::move(*a);
+        else
+          stable = false;  // unreadable: treat as unknown
       }
     }
     if (!listed && error.empty())
-      error = me.empty() ? "not joined to the consumer group yet"
-                         : "member " + me + " is not in the consumer group";
+      error = !answered    ? "the consumer group's coordinator did not answer"
+              : me.empty() ? "not joined to the consumer group yet"
+                           : "member " + me + " is not in the consumer group";
   }
-  if (ev)
-    rd_kafka_event_destroy(ev);
-  rd_kafka_AdminOptions_destroy(options);
-  rd_kafka_queue_destroy(queue);
+  if (groups)
+    rd_kafka_group_list_destroy(groups);
   {
     std::lock_guard<std::mutex> guard{mutex_};
     clients_known_ = answered;

@@ -84,8 +84,6 @@ public:
 private:
   explicit group_lease(lease_options opts);
   void run();
-  /// Whether the cluster describes consumer groups (asked once).
-  bool supported();
   /// One DescribeGroups round trip; true when this member is listed.
   bool confirm(std::chrono::steady_clock::time_point asked);
 
@@ -100,7 +98,6 @@ private:
   std::atomic<int64_t> confirmed_at_{0};
   std::atomic<bool> unsupported_{false};
   mutable std::mutex mutex_;  // guards the fields below
-  bool probed_ = false;  // lease thread only
   bool clients_known_ = false;
   bool assignment_known_ = false;
   std::set<int32_t> assignment_;

@@ -116,7 +116,9 @@ bool membership::refresh_liveness() {
   } else {
     const rd_kafka_group_list* groups = nullptr;
     auto err = rd_kafka_list_groups(producer_.get(), opts_.group_id.c_str(), &groups, 2'000);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !groups)
+    // PARTIAL: a broker did not answer, the others did (the coordinator's
+    // answer is what counts).
+    if ((err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__PARTIAL) || !groups)
       return false;  // unknown: keep what we had
     for (int g = 0; g < groups->group_cnt; ++g)
       for (int i = 0; i < groups->groups[g].member_cnt; ++i)

@@ -442,10 +442,13 @@ void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
       it->fail(error);
     it->done(it->result());
   }
-  size_t n = items.size();
+  release(items.size());
   items.clear();
+}
+
+void event_producer::release(size_t reported) {
   std::lock_guard<std::mutex> guard{mutex_};
-  pending_ -= n;
+  pending_ -= reported;
   if (pending_ == 0)
     drained_.notify_all();
 }
@@ -456,12 +459,8 @@ void event_producer::fail_now(std::vector<std::unique_ptr<item>>& items, const s
     it->done(it->result());
     graveyard_.push_back(std::move(it));
   }
-  size_t n = items.size();
+  release(items.size());
   items.clear();
-  std::lock_guard<std::mutex> guard{mutex_};
-  pending_ -= n;
-  if (pending_ == 0)
-    drained_.notify_all();
 }
 
 void event_producer::bury_settled() {
@@ -571,9 +570,13 @@ void event_producer::commit_transaction() {
   }
   if (!e && failure.empty()) {
     commits_.fetch_add(1);
-    for (auto& [p, o] : offsets) {
-      auto& c = committed_offsets_[p];
-      c = std::max(c, o.first);
+    {
+      std::lock_guard<std::mutex> guard{floors_mutex_};
+      for (auto& [p, o] : offsets) {
+        auto& c = committed_offsets_[p];
+        c = std::max(c, o.first);
+        floors_[p] = c;
+      }
     }
     finish(in_transaction_, true, {});
   } else {
@@ -621,8 +624,13 @@ void event_producer::run() {
     }
     auto batch = std::move(queue_);
     queue_.clear();
-    for (auto p : forgotten_)
-      committed_offsets_.erase(p);
+    if (!forgotten_.empty()) {
+      std::lock_guard<std::mutex> guard{floors_mutex_};
+      for (auto p : forgotten_) {
+        committed_offsets_.erase(p);
+        floors_.erase(p);
+      }
+    }
     forgotten_.clear();
     const bool stopping = stop_;
     lock.unlock();

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -94,6 +95,14 @@ public:
     return replacements_.load();
   }
 
+  /// The furthest input offset of `partition` this producer committed
+  /// (thread-safe): a floor for what the group must report as committed.
+  std::optional<int64_t> committed_floor(int32_t partition) const {
+    std::lock_guard<std::mutex> guard{floors_mutex_};
+    auto it = floors_.find(partition);
+    return it == floors_.end() ? std::nullopt : std::optional<int64_t>{it->second};
+  }
+
   /// The input log of `partition` was reset (a new log): offsets committed
   /// before no longer bound the next ones (thread-safe).
   void forget_offsets(int32_t partition) {
@@ -139,6 +148,8 @@ private:
   /// they are kept until their last delivery report (or the handle's end).
   void fail_now(std::vector<std::unique_ptr<item>>& items, const std::string& error);
   void bury_settled();
+  /// `reported` items are off the books (flush() waits for none left).
+  void release(size_t reported);
   void become_fatal(const std::string& why);
   /// One delivery report (or the producing hold) of an at-least-once item is
   /// in; the last one completes and deletes the item.
@@ -167,6 +178,8 @@ private:
   std::vector<std::unique_ptr<item>> graveyard_;
   /// The furthest input offset committed per partition by this node.
   std::map<int32_t, int64_t> committed_offsets_;
+  mutable std::mutex floors_mutex_;
+  std::map<int32_t, int64_t> floors_;  // a copy of committed_offsets_ for other threads
   std::chrono::steady_clock::time_point transaction_started_;
   size_t transaction_messages_ = 0;
   bool fatal_ = false;

@@ -236,33 +236,21 @@ std::optional<std::string> node::owner_endpoint(int32_t partition, std::string& 
 }
 
 std::optional<std::string> node::remote_owner(const std::string& asset_id, std::string& why) {
-  if (stopping_.load()) {
-    why = "node " + cfg_.node_id + " is shutting down; ask another node; retry";
+  auto count = routable_partitions(why);
+  if (!count)
     return std::nullopt;
-  }
-  auto count = consumer_->partition_count();
-  if (count <= 0) {
-    why = "the telemetry topic's partitions are not known yet; retry";
-    return std::nullopt;
-  }
-  return owner_endpoint(core::kafka_partition(asset_id, count), why);
+  return owner_endpoint(core::kafka_partition(asset_id, *count), why);
 }
 
 std::optional<std::map<std::string, std::vector<int32_t>>> node::list_plan(
     std::vector<int32_t>& local, std::string& why) {
-  if (stopping_.load()) {
-    why = "node " + cfg_.node_id + " is shutting down; ask another node; retry";
+  auto count = routable_partitions(why);
+  if (!count)
     return std::nullopt;
-  }
-  auto count = consumer_->partition_count();
-  if (count <= 0) {
-    why = "the telemetry topic's partitions are not known yet; retry";
-    return std::nullopt;
-  }
   auto mine = local_partitions();
   std::map<std::string, std::vector<int32_t>> remote;
   local.clear();
-  for (int32_t p = 0; p < count; ++p) {
+  for (int32_t p = 0; p < *count; ++p) {
     if (std::find(mine.begin(), mine.end(), p) != mine.end()) {
       local.push_back(p);
       continue;

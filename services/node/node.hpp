@@ -104,6 +104,9 @@ private:
   bool another_instance(const std::string& why);
 
   // --- partitions.cpp ---------------------------------------------------------
+  /// The telemetry topic's partition count, when calls can be routed (not
+  /// while the node shuts down or before the count is known; `why` says so).
+  std::optional<int32_t> routable_partitions(std::string& why);
   /// Spawns the actor of a partition whose state is local and complete;
   /// false when the restore of `generation` was revoked meanwhile.
   bool activate(int32_t partition, std::optional<int64_t> resume_offset,

@@ -12,7 +12,7 @@
 
 namespace fleettwin::node {
 
-std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {
+std::optional<int32_t> node::routable_partitions(std::string& why) {
   if (stopping_.load()) {
     why = "node " + cfg_.node_id + " is shutting down; its partitions move to other nodes; retry";
     return std::nullopt;
@@ -22,7 +22,14 @@ std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, st
     why = "the telemetry topic's partitions are not known yet; retry";
     return std::nullopt;
   }
-  auto p = core::kafka_partition(asset_id, count);
+  return count;
+}
+
+std::optional<grpc_api::route> node::route_asset(const std::string& asset_id, std::string& why) {
+  auto count = routable_partitions(why);
+  if (!count)
+    return std::nullopt;
+  auto p = core::kafka_partition(asset_id, *count);
   std::shared_lock<std::shared_mutex> lock{routes_mutex_};
   if (restoring_.contains(p)) {
     why = "partition " + std::to_string(p) + " of twin \"" + asset_id +
@@ -84,12 +91,22 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
   };
   auto goal = std::make_shared<target>();
   auto* consumer = consumer_.get();
-  auto check = [goal, consumer](int32_t p, int64_t position, std::string& why) {
+  auto* producer = producer_.get();
+  auto check = [goal, consumer, producer](int32_t p, int64_t position, std::string& why) {
     if (!goal->known) {
       std::string error;
       auto c = consumer->committed(p, std::chrono::seconds{2}, error);
       if (!c) {
         why = error;
+        return false;
+      }
+      // This node committed further itself: the group's coordinator (just
+      // moved to another broker, say) does not show it yet. Asked again
+      // rather than resuming before an offset known to be committed.
+      if (auto floor = producer->committed_floor(p); floor && (!c->offset || *c->offset < *floor)) {
+        why = "the group reports offset " + (c->offset ? std::to_string(*c->offset) : "none") +
+              " but this node committed " + std::to_string(*floor) +
+              " already; waiting for the coordinator";
         return false;
       }
       goal->committed = c;

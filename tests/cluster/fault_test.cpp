@@ -144,7 +144,11 @@ TEST_F(FaultTest, FrozenNodeIsFencedAndNoReadGoesBackwards) {
   frozen.pause();
   auto frozen_at = clock::now();
   std::string why;
-  ASSERT_TRUE(eventually([&] { return served_by({0, 2}, why); }, 60s, 100ms))
+  ASSERT_TRUE(eventually(
+      [&] {
+        return served_by({0, 2}, why);
+      },
+      60s, 100ms))
       << "the others did not take the frozen node's partitions over: " << why;
   const double moved_after = seconds_since(frozen_at);
   std::this_thread::sleep_until(frozen_at + pause);  // the freeze lasts `pause`
@@ -213,8 +217,8 @@ TEST_F(FaultTest, BrokerOutagesShorterAndLongerThanTheTransactionTimeoutAreSurvi
         << "after an outage of " << seconds << " s: " << why;
     const double recovered = seconds_since(back);
     for (size_t i = 0; i < c_->size(); ++i)
-      ASSERT_TRUE(c_->node(i).running()) << c_->node(i).id() << " died in a " << seconds
-                                         << " s broker outage";
+      ASSERT_TRUE(c_->node(i).running())
+          << c_->node(i).id() << " died in a " << seconds << " s broker outage";
     auto before = reads->reads();
     ASSERT_TRUE(eventually([&] { return reads->reads() > before + 200; }, 60s));
     double replaced = 0;

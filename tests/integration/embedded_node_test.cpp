@@ -88,14 +88,7 @@ struct EmbeddedNodeTest : ::testing::Test {
 
 /// Runs a command; returns {exit status, stdout and stderr}.
 std::pair<int, std::string> run(const std::string& cmd) {
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-    out.append(buf, n);
-  int status = pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return run_command(cmd + " 2>&1");
 }
 
 }  // namespace

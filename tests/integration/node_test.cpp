@@ -427,15 +427,7 @@ namespace {
 
 /// Runs the CLI; returns {exit code, stdout}.
 std::pair<int, std::string> cli(const std::string& args) {
-  std::string cmd = std::string{FLEETTWIN_CLI_BINARY} + " " + args + " 2>/dev/null";
-  FILE* f = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-    out.append(buf, n);
-  int status = pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return run_command(std::string{FLEETTWIN_CLI_BINARY} + " " + args + " 2>/dev/null");
 }
 
 }  // namespace
@@ -501,7 +493,8 @@ TEST_F(NodeTest, RecordsDeletedBeforeTheyWereReadAreCountedNotSilentlySkipped) {
     v1::Twin tw;
     return skipped > 0 && get(id, tw).ok() &&
            tw.applied_records() + static_cast<uint64_t>(skipped) == 100u + more;
-  })) << "skipped " << skipped;
+  })) << "skipped "
+      << skipped;
   v1::Twin tw;
   ASSERT_TRUE(get(id, tw).ok());
   EXPECT_EQ(tw.last_sequence(), 100u + more);

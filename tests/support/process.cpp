@@ -142,6 +142,19 @@ bool child_process::running() {
   return true;
 }
 
+std::pair<int, std::string> run_command(const std::string& command) {
+  FILE* f = popen(command.c_str(), "r");
+  if (!f)
+    return {-1, {}};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+    out.append(buf, n);
+  int status = pclose(f);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 void child_process::pause() {
   if (pid_ > 0)
     ::kill(pid_, SIGSTOP);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fleettwin::test {
@@ -21,6 +22,9 @@ bool port_open(int port);
 bool eventually(const std::function<bool()>& cond,
                 std::chrono::milliseconds timeout = std::chrono::seconds{60},
                 std::chrono::milliseconds interval = std::chrono::milliseconds{20});
+
+/// Runs a shell command; returns {exit status (-1: not exited), stdout}.
+std::pair<int, std::string> run_command(const std::string& command);
 
 /// Creates and returns a new dir <tmp>/fleettwin-<name>-<pid>-<n>.
 std::string make_temp_dir(const std::string& name);

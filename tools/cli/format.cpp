@@ -312,8 +312,8 @@ void print_history(std::ostream& out, const v1::GetHistoryResponse& history) {
 
 void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms) {
   print_field(out, "node", status.node_id());
-  print_field(out, "ready", status.ready() ? std::string{"yes"}
-                                           : "no (" + status.not_ready_reason() + ")");
+  print_field(out, "ready",
+              status.ready() ? std::string{"yes"} : "no (" + status.not_ready_reason() + ")");
   print_field(out, "version", status.version());
   if (status.started_ms() != 0) {
     print_field(out, "started",
