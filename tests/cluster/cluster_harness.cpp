@@ -155,12 +155,17 @@ cluster::~cluster() {
   }
 }
 
-size_t cluster::add_node(std::string id, std::vector<std::string> extra_flags) {
+size_t cluster::add_same_id_as(size_t i) {
+  return add_node(node(i).id(), {}, true);
+}
+
+size_t cluster::add_node(std::string id, std::vector<std::string> extra_flags, bool same_id) {
   if (id.empty())
     id = "node-" + std::to_string(nodes_.size() + 1);
   for (const auto& n : nodes_)
-    if (n->id() == id)
+    if (n->id() == id && !same_id)
       throw std::runtime_error("node id " + id + " is taken");
+  const std::string name = same_id ? id + "-again-" + std::to_string(nodes_.size()) : id;
   std::vector<std::string> args{"--kafka", bootstrap(), "--topic-prefix", opts_.topic_prefix,
                                 "--partitions", std::to_string(opts_.partitions), "--cluster-port",
                                 "0", "--session-timeout-ms", "3000", "--guarantee", "exactly-once",
@@ -176,7 +181,7 @@ size_t cluster::add_node(std::string id, std::vector<std::string> extra_flags) {
     for (std::string w; words >> w;)
       args.push_back(w);
   }
-  nodes_.push_back(std::make_unique<cluster_node>(id, dir_ + "/" + id, dir_ + "/" + id + ".log",
+  nodes_.push_back(std::make_unique<cluster_node>(id, dir_ + "/" + name, dir_ + "/" + name + ".log",
                                                   std::move(args)));
   return nodes_.size() - 1;
 }

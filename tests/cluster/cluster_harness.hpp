@@ -143,7 +143,11 @@ public:
 
   /// Adds a node (not started) with an id of its own ("node-<n>" when empty)
   /// and an empty data dir; returns its index.
-  size_t add_node(std::string id = {}, std::vector<std::string> extra_flags = {});
+  size_t add_node(std::string id = {}, std::vector<std::string> extra_flags = {},
+                  bool same_id = false);
+  /// Adds a node (not started) that uses the node id of node `i` with its own
+  /// data dir and ports: a second process configured with the same id.
+  size_t add_same_id_as(size_t i);
   /// Adds and starts `n` nodes one after another (each waits for Ping).
   void start_nodes(size_t n);
   cluster_node& node(size_t i) {

@@ -193,6 +193,33 @@ TEST_F(FaultTest, GracefulStopsWhileOtherNodesForwardCallsToTheStoppingNode) {
   finish("graceful stops under forwarded load", 3 * 3);
 }
 
+TEST_F(FaultTest, ASecondProcessWithTheSameNodeIdStopsTheOlderOne) {
+  // Two processes configured with one node id fence each other's producers
+  // (one transactional id). Only that stops a node, and the newest process
+  // wins (as in Kafka's fencing, so that a zombie never beats its
+  // replacement): the older one exits 1 and says why; nothing is lost.
+  start_cluster(2);
+  start_traffic(120, 300);
+  ASSERT_TRUE(eventually([&] { return reads->reads() > 200; }, 30s));
+  auto second = c_->add_same_id_as(0);
+  c_->node(second).start();
+  ASSERT_TRUE(eventually([&] { return !c_->node(0).running(); }, 90s))
+      << "the older process with the same node id kept running";
+  auto log = file_tail(c_->node(0).log_path(), 400);
+  EXPECT_NE(log.find("event=duplicate_node_id"), std::string::npos) << log;
+  EXPECT_TRUE(c_->node(second).running());
+  EXPECT_TRUE(c_->node(1).running());
+  std::string why;
+  ASSERT_TRUE(eventually([&] { return served_by({1, second}, why); }, 90s, 100ms)) << why;
+  ASSERT_TRUE(src->stop(180s)) << src->failed() << " deliveries failed: " << src->first_error();
+  auto seen = reads->stop();
+  std::string figures;
+  EXPECT_EQ(check_exactly_once(*c_, *src, c_->node(1), 180s, &figures), "");
+  EXPECT_EQ(seen.hung, 0u);
+  EXPECT_TRUE(seen.backwards.empty()) << seen.backwards.front();
+  std::cout << "same node id twice: the older process stopped; " << figures << "\n";
+}
+
 TEST_F(FaultTest, BrokerOutagesShorterAndLongerThanTheTransactionTimeoutAreSurvived) {
   // The single broker killed with -9 and restarted on its data: once for
   // less than the transaction timeout, once for more,
