@@ -82,6 +82,15 @@ void changelog_reader::stop(int32_t partition) {
   wake_.notify_all();
 }
 
+int64_t changelog_reader::log_end(int32_t partition) {
+  int64_t low = 0;
+  int64_t high = -1;
+  if (rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), partition, &low, &high,
+                                       5'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return -1;
+  return high;
+}
+
 std::vector<restore_progress> changelog_reader::progress() const {
   std::lock_guard<std::mutex> guard{progress_mutex_};
   return progress_;

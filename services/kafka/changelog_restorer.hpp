@@ -84,6 +84,9 @@ public:
 
   std::vector<restore_progress> progress() const;
 
+  /// See changelog_restorer::log_end (thread-safe).
+  int64_t log_end(int32_t partition);
+
 private:
   struct task {
     int32_t partition = 0;
@@ -153,6 +156,12 @@ public:
     reader(partition).stop(partition);
   }
   std::vector<restore_progress> progress() const;
+
+  /// The changelog partition's end as the broker sees it, records of open
+  /// transactions included (a round trip; not for actors); -1 when unknown.
+  int64_t log_end(int32_t partition) {
+    return reader(partition).log_end(partition);
+  }
 
 private:
   changelog_reader& reader(int32_t partition) {

@@ -168,12 +168,22 @@ void telemetry_consumer::watch_log_ends() {
 }
 
 int64_t telemetry_consumer::reconcile(int32_t p, int64_t offset) {
-  if (offset < 0)
-    return offset;  // the log's beginning (nothing stored)
+  if (offset < 0 && offset != RD_KAFKA_OFFSET_BEGINNING)
+    return offset;
   int64_t low = 0;
   int64_t high = 0;
   auto err =
       rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high, 5'000);
+  if (offset == RD_KAFKA_OFFSET_BEGINNING) {
+    // Nothing committed: start at the log's first offset, as a number. A
+    // seek to the logical "beginning" of a partition assigned paused can
+    // lose a race with librdkafka's own offset lookup and start at the end,
+    // skipping the backlog, with no gap to notice.
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+      spdlog::warn("event=log_range_unknown partition={} offset=beginning error=\"{}\"", p,
+                   rd_kafka_err2str(err));
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR ? low : offset;
+  }
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     // Unknown now: the gap check of every fetched record still catches a
     // position the log no longer has.
@@ -308,7 +318,6 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       inflight_[tp.partition] = 0;
       epochs_[tp.partition] = 0;
       expected_[tp.partition] = a.paused ? -1 : a.offset.value_or(-1);
-      confirmed_gap_.erase(tp.partition);
       paused_[tp.partition] = a.paused;
       if (a.paused) {
         restoring_.insert(tp.partition);
@@ -343,7 +352,6 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       restoring_.erase(p);
       epochs_.erase(p);
       expected_.erase(p);
-      confirmed_gap_.erase(p);
       spdlog::info("event=partition_revoked partition={} lost={}", p, lost);
     }
     if (cooperative) {
@@ -400,10 +408,55 @@ void telemetry_consumer::seek(int32_t p, int64_t offset) {
   paused_[p] = false;
   inflight_[p] = 0;
   expected_[p] = offset >= 0 ? offset : -1;
-  confirmed_gap_.erase(p);
   std::lock_guard<std::mutex> guard{mutex_};
   if (auto it = progress_.find(p); it != progress_.end())
     it->second.committed = offset;
+}
+
+std::optional<int64_t> telemetry_consumer::first_visible(int32_t p, int64_t from) {
+  if (!verifier_) {
+    auto settings = opts_.settings;  // security and other site settings
+    for (const auto& [k, v] : std::map<std::string, std::string>{
+             {"bootstrap.servers", opts_.bootstrap},
+             {"client.id", opts_.client_id + "-verifier"},
+             {"group.id", opts_.client_id + "-verifier"},  // never joined or committed
+             {"enable.auto.commit", "false"},
+             {"enable.partition.eof", "true"},
+             {"isolation.level", "read_committed"},
+             {"fetch.wait.max.ms", "10"},
+             {"max.partition.fetch.bytes", "65536"}})
+      settings[k] = v;
+    std::string error;
+    auto* conf = make_conf(settings, error);
+    if (!conf)
+      return std::nullopt;
+    char errstr[512];
+    verifier_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
+    if (!verifier_) {
+      rd_kafka_conf_destroy(conf);
+      return std::nullopt;
+    }
+    rd_kafka_poll_set_consumer(verifier_.get());
+  }
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = from;
+  rd_kafka_assign(verifier_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  std::optional<int64_t> out;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
+  while (!out && std::chrono::steady_clock::now() < deadline) {
+    auto* m = rd_kafka_consumer_poll(verifier_.get(), 100);
+    if (!m)
+      continue;
+    if (m->partition == p && (m->err == RD_KAFKA_RESP_ERR_NO_ERROR ||
+                              m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)) {
+      if (m->offset >= from)
+        out = m->offset;  // the first visible record, or the end
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_assign(verifier_.get(), nullptr);
+  return out;
 }
 
 bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
@@ -434,20 +487,19 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
       return true;
     }
   }
-  auto gap = confirmed_gap_.find(p);
-  if (gap != confirmed_gap_.end() && gap->second == it->second) {
-    // Re-read from the expected offset and the gap is still there: records
-    // that are not visible (aborted, transaction markers).
-    confirmed_gap_.erase(gap);
+  // Offsets are missing. Either they hold nothing a read_committed reader
+  // may see (transaction markers, aborted records), or this consumer skipped
+  // them (librdkafka before 2.1 could skip offsets around pause/resume in
+  // batch consumption, and a re-read can skip again). An independent reader
+  // tells which: only when it sees nothing before `offset` either is the gap
+  // real. Never decided by this consumer's own second look.
+  auto visible = first_visible(p, it->second);
+  if (visible && *visible >= offset) {
     it->second = offset + 1;
     return true;
   }
-  // Offsets are missing: read again from the expected one before handing
-  // anything later out, so that no record is ever skipped (librdkafka before
-  // 2.1 could skip offsets around pause/resume in batch consumption).
-  spdlog::warn("event=offset_gap partition={} expected={} got={} action=reread", p, it->second,
-               offset);
-  confirmed_gap_[p] = it->second;
+  spdlog::warn("event=offset_gap partition={} expected={} got={} first_visible={} action=reread",
+               p, it->second, offset, visible ? std::to_string(*visible) : "unknown");
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = it->second;
   if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
@@ -479,8 +531,7 @@ void telemetry_consumer::drain_resumes() {
     restoring_.insert(p);
     epochs_[p] = epoch;
     expected_[p] = -1;
-    confirmed_gap_.erase(p);
-    std::lock_guard<std::mutex> guard{mutex_};
+      std::lock_guard<std::mutex> guard{mutex_};
     if (auto it = progress_.find(p); it != progress_.end())
       it->second.restoring = true;
     spdlog::info("event=partition_held partition={} epoch={}", p, epoch);

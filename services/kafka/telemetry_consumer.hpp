@@ -176,6 +176,10 @@ private:
   /// Whether a fetched record continues its partition; on a gap the
   /// partition is read again from the expected offset (consumer thread).
   bool accept_offset(int32_t partition, int64_t offset);
+  /// The offset of the first record a read_committed reader sees in
+  /// `partition` from `from` on (the log's end when none); nullopt when that
+  /// cannot be told now (consumer thread).
+  std::optional<int64_t> first_visible(int32_t partition, int64_t from);
   void refresh_watermarks();
   static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
@@ -217,11 +221,11 @@ private:
   std::set<int32_t> restoring_;
   /// Position epoch per assigned partition (0 after assignment).
   std::map<int32_t, uint64_t> epochs_;
-  /// The offset the next record of a partition should have (-1: unknown),
-  /// and a gap already re-read once from there (then it is real: aborted
-  /// records or transaction markers of a transactional producer).
+  /// The offset the next record of a partition should have (-1: unknown).
   std::map<int32_t, int64_t> expected_;
-  std::map<int32_t, int64_t> confirmed_gap_;
+  /// An independent reader (no group) that tells what a read_committed
+  /// reader sees from an offset on: the judge of offset gaps.
+  kafka_handle verifier_;
   std::chrono::steady_clock::time_point last_refresh_;
   bool commit_due_ = false;
 };

@@ -92,7 +92,9 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
   auto goal = std::make_shared<target>();
   auto* consumer = consumer_.get();
   auto* producer = producer_.get();
-  auto check = [goal, consumer, producer](int32_t p, int64_t position, std::string& why) {
+  auto* restorer = restorer_.get();
+  auto check = [goal, consumer, producer, restorer](int32_t p, int64_t position,
+                                                    std::string& why) {
     if (!goal->known) {
       std::string error;
       auto c = consumer->committed(p, std::chrono::seconds{2}, error);
@@ -113,6 +115,21 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
       goal->known = true;
     }
     const auto& c = *goal->committed;
+    if (!c.offset) {
+      // The group shows nothing committed. If the changelog holds records
+      // that are not readable yet, a transaction on it is unresolved (e.g. a
+      // broker restarted in the middle of a commit): its outcome decides
+      // where consumption resumes, so wait until it is resolved.
+      auto end = restorer->log_end(p);
+      if (end < 0 || position < end) {
+        why = "the group shows no committed offset but the changelog holds records up to " +
+              std::to_string(end) + " beyond the " + std::to_string(position) +
+              " read (an unresolved transaction); waiting";
+        goal->known = false;  // ask the group again too
+        return false;
+      }
+      return true;
+    }
     if (!c.changelog || position >= *c.changelog)
       return true;
     why = "the changelog is read up to " + std::to_string(position) +
@@ -140,19 +157,27 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
         // offset committed with the outputs, which is the same unless the
         // group's offsets were moved by hand (then the group wins, loudly).
         std::optional<int64_t> resume = store_->load_offset(partition);
-        if (cfg_.exactly_once() && goal->committed && goal->committed->offset) {
-          if (resume != goal->committed->offset)
-            spdlog::warn(
-                "event=restore_offset_mismatch partition={} restored_state_offset={} "
-                "group_committed_offset={} action=resume_at_group_offset",
-                partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset);
-          resume = goal->committed->offset;
+        if (cfg_.exactly_once() && goal->committed && goal->committed->offset &&
+            resume != goal->committed->offset) {
+          // They commit together, so they agree, unless the group's offsets
+          // were moved by hand (forward: the group wins) or the group's answer
+          // trails what the restored state covers (never resume before the
+          // state: that would apply records twice).
+          const bool forward = !resume || *goal->committed->offset > *resume;
+          spdlog::warn(
+              "event=restore_offset_mismatch partition={} restored_state_offset={} "
+              "group_committed_offset={} action={}",
+              partition, resume ? std::to_string(*resume) : "none", *goal->committed->offset,
+              forward ? "resume_at_group_offset" : "resume_after_restored_state");
+          if (forward)
+            resume = goal->committed->offset;
         }
         // The stored position must still exist in the log (a recreated
         // topic, a new broker, retention): checked here, off the consumer's
         // thread.
-        if (resume)
-          resume = consumer_->reconcile(partition, *resume);
+        resume = consumer_->reconcile(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
+        if (*resume < 0)
+          resume.reset();  // the log's range is unknown: its beginning
         if (!activate(partition, resume, generation, epoch))
           return;  // revoked meanwhile
         consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));

@@ -24,7 +24,10 @@
 
 #include "cluster_harness.hpp"
 #include "read_checker.hpp"
+#include "support/kafka_io.hpp"
 #include "support/metrics_scrape.hpp"
+
+#include <librdkafka/rdkafka.h>
 
 namespace fleettwin::test {
 namespace {
@@ -308,6 +311,64 @@ TEST_F(FaultTest, FullDiskStopsTheNodeWhichLosesNothing) {
   c_->node(full).start();
   ASSERT_TRUE(c_->wait_until_balanced(90s, &why)) << why;
   finish("full disk");
+}
+
+TEST_F(FaultTest, TransactionalTelemetryWithAbortedTransactionsIsReadExactly) {
+  // Telemetry written by a transactional producer (an upstream stream job):
+  // its commit markers and aborted records leave gaps in the offsets a
+  // read_committed consumer sees. Those gaps are real and must be passed,
+  // while records of committed transactions are all applied and records of
+  // aborted ones never.
+  start_cluster(1);
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"bootstrap.servers", c_->bootstrap()},
+           {"transactional.id", "upstream-job"},
+           {"partitioner", "murmur2_random"}})
+    ASSERT_EQ(rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof(err)), RD_KAFKA_CONF_OK);
+  kafka::kafka_handle rk{rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err))};
+  ASSERT_TRUE(rk) << err;
+  auto check = [](rd_kafka_error_t* e) {
+    std::string text = e ? rd_kafka_error_string(e) : "";
+    if (e)
+      rd_kafka_error_destroy(e);
+    return text;
+  };
+  ASSERT_EQ(check(rd_kafka_init_transactions(rk.get(), 30'000)), "");
+  const std::vector<std::string> assets{"txn-a", "txn-b", "txn-c", "txn-d"};
+  std::map<std::string, uint64_t> committed;
+  uint64_t seq = 0;
+  for (int t = 0; t < 12; ++t) {
+    const bool abort = t % 3 == 1;  // every third transaction is rolled back
+    ASSERT_EQ(check(rd_kafka_begin_transaction(rk.get())), "");
+    ++seq;
+    for (const auto& a : assets) {
+      auto value = telemetry(a, seq, 1'700'000'000'000 + static_cast<int64_t>(seq) * 1000,
+                             {{"speed", double(seq)}});
+      ASSERT_EQ(rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(c_->topics().telemetry.c_str()),
+                                  RD_KAFKA_V_KEY(a.data(), a.size()),
+                                  RD_KAFKA_V_VALUE(value.data(), value.size()),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      if (!abort)
+        ++committed[a];
+    }
+    ASSERT_EQ(rd_kafka_flush(rk.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    if (abort)
+      ASSERT_EQ(check(rd_kafka_abort_transaction(rk.get(), 30'000)), "");
+    else
+      ASSERT_EQ(check(rd_kafka_commit_transaction(rk.get(), 30'000)), "");
+  }
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c_->node(0), committed, 60s, &why)) << why;
+  for (const auto& a : assets) {
+    v1::Twin tw;
+    ASSERT_TRUE(get_twin(c_->node(0).twins(), a, tw).ok());
+    EXPECT_EQ(tw.applied_records(), 8u) << a;
+    EXPECT_EQ(tw.duplicates(), 0u) << a;
+    EXPECT_EQ(tw.last_sequence(), 12u) << a;  // the last transaction committed
+  }
 }
 
 TEST_F(FaultTest, RecreatedTelemetryTopicIsConsumedFromItsStart) {
