@@ -148,8 +148,18 @@ runtime::gateway_actor::behavior_type gateway(
         auto handle = caf::actor_cast<runtime::gateway_actor>(self);
         st.stub->UnaryCall(&call->ctx, method, ::grpc::StubOptions{}, &call->request,
                            &call->response, [call, handle, id](::grpc::Status s) {
-                             caf::anon_send(handle, runtime::answer_atom::value, id,
-                                            static_cast<int32_t>(s.error_code()), s.error_message(),
+                             auto code = static_cast<int32_t>(s.error_code());
+                             auto message = s.error_message();
+                             // Nobody cancels these calls: CANCELLED means this
+                             // node's server stopped under it, which the caller
+                             // on the other node should retry like any move.
+                             if (s.error_code() == ::grpc::StatusCode::CANCELLED) {
+                               code = unavailable;
+                               message = "the node that owns this twin stopped while answering; "
+                                         "retry shortly";
+                             }
+                             caf::anon_send(handle, runtime::answer_atom::value, id, code,
+                                            std::move(message),
                                             s.ok() ? to_string(call->response) : std::string{});
                            });
         return rp;
