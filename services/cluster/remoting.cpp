@@ -155,8 +155,9 @@ runtime::gateway_actor::behavior_type gateway(
                              // on the other node should retry like any move.
                              if (s.error_code() == ::grpc::StatusCode::CANCELLED) {
                                code = unavailable;
-                               message = "the node that owns this twin stopped while answering; "
-                                         "retry shortly";
+                               message =
+                                   "the node that owns this twin stopped while answering; "
+                                   "retry shortly";
                              }
                              caf::anon_send(handle, runtime::answer_atom::value, id, code,
                                             std::move(message),

@@ -114,6 +114,12 @@ std::string telemetry_consumer::member_id() const {
 
 void telemetry_consumer::start(partition_host& host) {
   host_ = &host;
+  gap_judge::options jo;
+  jo.bootstrap = opts_.bootstrap;
+  jo.topic = opts_.topic;
+  jo.client_id = opts_.client_id;
+  jo.settings = opts_.settings;
+  judge_ = std::make_unique<gap_judge>(std::move(jo));
   auto* topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, opts_.topic.c_str(), RD_KAFKA_PARTITION_UA);
   auto err = rd_kafka_subscribe(rk_.get(), topics);
@@ -352,6 +358,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       restoring_.erase(p);
       epochs_.erase(p);
       expected_.erase(p);
+      judge_->forget(p);
       spdlog::info("event=partition_revoked partition={} lost={}", p, lost);
     }
     if (cooperative) {
@@ -408,55 +415,10 @@ void telemetry_consumer::seek(int32_t p, int64_t offset) {
   paused_[p] = false;
   inflight_[p] = 0;
   expected_[p] = offset >= 0 ? offset : -1;
+  judge_->forget(p);  // the log may be another one (reset, recreated)
   std::lock_guard<std::mutex> guard{mutex_};
   if (auto it = progress_.find(p); it != progress_.end())
     it->second.committed = offset;
-}
-
-std::optional<int64_t> telemetry_consumer::first_visible(int32_t p, int64_t from) {
-  if (!verifier_) {
-    auto settings = opts_.settings;  // security and other site settings
-    for (const auto& [k, v] : std::map<std::string, std::string>{
-             {"bootstrap.servers", opts_.bootstrap},
-             {"client.id", opts_.client_id + "-verifier"},
-             {"group.id", opts_.client_id + "-verifier"},  // never joined or committed
-             {"enable.auto.commit", "false"},
-             {"enable.partition.eof", "true"},
-             {"isolation.level", "read_committed"},
-             {"fetch.wait.max.ms", "10"},
-             {"max.partition.fetch.bytes", "65536"}})
-      settings[k] = v;
-    std::string error;
-    auto* conf = make_conf(settings, error);
-    if (!conf)
-      return std::nullopt;
-    char errstr[512];
-    verifier_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
-    if (!verifier_) {
-      rd_kafka_conf_destroy(conf);
-      return std::nullopt;
-    }
-    rd_kafka_poll_set_consumer(verifier_.get());
-  }
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = from;
-  rd_kafka_assign(verifier_.get(), list);
-  rd_kafka_topic_partition_list_destroy(list);
-  std::optional<int64_t> out;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
-  while (!out && std::chrono::steady_clock::now() < deadline) {
-    auto* m = rd_kafka_consumer_poll(verifier_.get(), 100);
-    if (!m)
-      continue;
-    if (m->partition == p && (m->err == RD_KAFKA_RESP_ERR_NO_ERROR ||
-                              m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)) {
-      if (m->offset >= from)
-        out = m->offset;  // the first visible record, or the end
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rd_kafka_assign(verifier_.get(), nullptr);
-  return out;
 }
 
 bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
@@ -491,15 +453,18 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
   // may see (transaction markers, aborted records), or this consumer skipped
   // them (librdkafka before 2.1 could skip offsets around pause/resume in
   // batch consumption, and a re-read can skip again). An independent reader
-  // tells which: only when it sees nothing before `offset` either is the gap
+  // tells which: only when it sees nothing in the gap either is the gap
   // real. Never decided by this consumer's own second look.
-  auto visible = first_visible(p, it->second);
-  if (visible && *visible >= offset) {
+  auto empty = judge_->empty(p, it->second, offset, std::chrono::seconds{1});
+  if (empty && *empty) {
+    opts_.probe->on_offset_gap(p, "empty");
     it->second = offset + 1;
     return true;
   }
-  spdlog::warn("event=offset_gap partition={} expected={} got={} first_visible={} action=reread",
-               p, it->second, offset, visible ? std::to_string(*visible) : "unknown");
+  const char* verdict = empty ? "skipped" : "unknown";
+  opts_.probe->on_offset_gap(p, verdict);
+  spdlog::warn("event=offset_gap partition={} expected={} got={} verdict={} action=reread", p,
+               it->second, offset, verdict);
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = it->second;
   if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
@@ -531,7 +496,8 @@ void telemetry_consumer::drain_resumes() {
     restoring_.insert(p);
     epochs_[p] = epoch;
     expected_[p] = -1;
-      std::lock_guard<std::mutex> guard{mutex_};
+    judge_->forget(p);
+    std::lock_guard<std::mutex> guard{mutex_};
     if (auto it = progress_.find(p); it != progress_.end())
       it->second.restoring = true;
     spdlog::info("event=partition_held partition={} epoch={}", p, epoch);
@@ -608,6 +574,7 @@ void telemetry_consumer::run() {
     drain_acks();
     drain_resumes();
     refresh_watermarks();
+    judge_->poll();
     // Returns when the batch is full or the wait is over: keep the wait short
     // so that a trickle is not held back.
     auto n = rd_kafka_consume_batch_queue(queue, 10, msgs.data(), msgs.size());
@@ -661,6 +628,7 @@ void telemetry_consumer::run() {
         continue;  // revoked meanwhile: the records will be consumed by the new owner
       }
       batch->epoch = epochs_[p];
+      judge_->passed(p, batch->next_offset);
       host_->dispatch(std::move(batch));
       if (++inflight_[p] >= opts_.max_inflight_batches && !paused_[p]) {
         paused_[p] = true;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "actors/runtime/ports.hpp"
+#include "services/kafka/gap_judge.hpp"
 #include "services/kafka/kafka_config.hpp"
 
 namespace fleettwin::kafka {
@@ -61,6 +62,11 @@ public:
   /// `n` records were never read: deleted (retention) before this node got
   /// to them.
   virtual void on_records_skipped(int32_t partition, std::string_view reason, int64_t n) {}
+  /// The consumer jumped over offsets: `verdict` "empty" (nothing a
+  /// read_committed reader sees: transaction markers, aborted records),
+  /// "skipped" (records were left out: read again) or "unknown" (could not
+  /// be told now: read again).
+  virtual void on_offset_gap(int32_t partition, std::string_view verdict) {}
 };
 
 struct consumer_options {
@@ -176,10 +182,6 @@ private:
   /// Whether a fetched record continues its partition; on a gap the
   /// partition is read again from the expected offset (consumer thread).
   bool accept_offset(int32_t partition, int64_t offset);
-  /// The offset of the first record a read_committed reader sees in
-  /// `partition` from `from` on (the log's end when none); nullopt when that
-  /// cannot be told now (consumer thread).
-  std::optional<int64_t> first_visible(int32_t partition, int64_t from);
   void refresh_watermarks();
   static void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
@@ -223,9 +225,9 @@ private:
   std::map<int32_t, uint64_t> epochs_;
   /// The offset the next record of a partition should have (-1: unknown).
   std::map<int32_t, int64_t> expected_;
-  /// An independent reader (no group) that tells what a read_committed
-  /// reader sees from an offset on: the judge of offset gaps.
-  kafka_handle verifier_;
+  /// Tells real offset gaps (transaction markers, aborted records) from
+  /// records this consumer skipped.
+  std::unique_ptr<gap_judge> judge_;
   std::chrono::steady_clock::time_point last_refresh_;
   bool commit_due_ = false;
 };

@@ -286,6 +286,13 @@ reliability_probe::reliability_probe(prometheus::Registry& r)
                    .Name("fleettwin_records_skipped_total")
                    .Help("Telemetry records never read (deleted by retention first), by reason")
                    .Register(r)),
+      gaps_(BuildCounter()
+                .Name("fleettwin_offset_gaps_total")
+                .Help("Offsets the telemetry consumer jumped over, by verdict of an independent "
+                      "read_committed reader: empty (transaction markers, aborted records), "
+                      "skipped or unknown (both read again)")
+                .Register(r)),
+      gaps_empty_(gaps_.Add({{"verdict", "empty"}})),
       revivals_(BuildCounter()
                     .Name("fleettwin_partition_revivals_total")
                     .Help("Partition actors replaced over their committed state after an aborted "
@@ -296,6 +303,8 @@ reliability_probe::reliability_probe(prometheus::Registry& r)
   for (auto reason : {"log_truncated", "embedded_kafka_restarted", "kafka_cluster_changed"})
     resets_.Add({{"reason", reason}});
   skipped_.Add({{"reason", "retention"}});
+  for (auto verdict : {"skipped", "unknown"})
+    gaps_.Add({{"verdict", verdict}});
 }
 
 void reliability_probe::on_input_reset(std::string_view reason, uint64_t partitions) {
@@ -304,6 +313,13 @@ void reliability_probe::on_input_reset(std::string_view reason, uint64_t partiti
 
 void reliability_probe::on_records_skipped(std::string_view reason, int64_t n) {
   skipped_.Add({{"reason", std::string{reason}}}).Increment(static_cast<double>(n));
+}
+
+void reliability_probe::on_offset_gap(std::string_view verdict) {
+  if (verdict == "empty")
+    gaps_empty_.Increment();  // at the head of a transactional topic: every transaction
+  else
+    gaps_.Add({{"verdict", std::string{verdict}}}).Increment();
 }
 
 void reliability_probe::on_revival() {

@@ -101,10 +101,14 @@ public:
   void on_records_skipped(std::string_view reason, int64_t n);
   /// A partition's actor was replaced over its committed state.
   void on_revival();
+  /// The consumer jumped over offsets (`verdict`: empty, skipped, unknown).
+  void on_offset_gap(std::string_view verdict);
 
 private:
   prometheus::Family<prometheus::Counter>& resets_;
   prometheus::Family<prometheus::Counter>& skipped_;
+  prometheus::Family<prometheus::Counter>& gaps_;
+  prometheus::Counter& gaps_empty_;
   prometheus::Counter& revivals_;
 };
 

@@ -39,6 +39,9 @@ public:
   void on_records_skipped(int32_t, std::string_view reason, int64_t n) override {
     probe_.on_records_skipped(reason, n);
   }
+  void on_offset_gap(int32_t, std::string_view verdict) override {
+    probe_.on_offset_gap(verdict);
+  }
 
 private:
   metrics::reliability_probe& probe_;

@@ -93,8 +93,7 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
   auto* consumer = consumer_.get();
   auto* producer = producer_.get();
   auto* restorer = restorer_.get();
-  auto check = [goal, consumer, producer, restorer](int32_t p, int64_t position,
-                                                    std::string& why) {
+  auto check = [goal, consumer, producer, restorer](int32_t p, int64_t position, std::string& why) {
     if (!goal->known) {
       std::string error;
       auto c = consumer->committed(p, std::chrono::seconds{2}, error);

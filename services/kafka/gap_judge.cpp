@@ -1,0 +1,201 @@
+#include "services/kafka/gap_judge.hpp"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::kafka {
+
+gap_judge::gap_judge(options opts) : opts_(std::move(opts)), msgs_(1'000) {}
+
+gap_judge::~gap_judge() {
+  if (queue_)
+    rd_kafka_queue_destroy(queue_);
+  if (rk_)
+    rd_kafka_consumer_close(rk_.get());
+}
+
+bool gap_judge::open() {
+  if (rk_)
+    return true;
+  auto settings = opts_.settings;
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"bootstrap.servers", opts_.bootstrap},
+           {"client.id", opts_.client_id + "-gap-judge"},
+           {"group.id", opts_.client_id + "-gap-judge"},  // never joined, nothing committed
+           {"enable.auto.commit", "false"},
+           {"enable.auto.offset.store", "false"},
+           {"enable.partition.eof", "true"},
+           {"auto.offset.reset", "error"},  // never silently elsewhere
+           {"isolation.level", "read_committed"},
+           {"fetch.wait.max.ms", "20"},
+           {"queued.max.messages.kbytes", "16384"}})
+    settings[k] = v;
+  std::string error;
+  auto* conf = make_conf(settings, error);
+  if (!conf) {
+    spdlog::error("event=gap_judge_unavailable error=\"{}\"", error);
+    return false;
+  }
+  char errstr[512];
+  rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
+  if (!rk_) {
+    rd_kafka_conf_destroy(conf);
+    spdlog::error("event=gap_judge_unavailable error=\"{}\"", errstr);
+    return false;
+  }
+  rd_kafka_poll_set_consumer(rk_.get());
+  queue_ = rd_kafka_queue_get_consumer(rk_.get());
+  return true;
+}
+
+namespace {
+
+/// Assigns every followed partition at the offset it has reached (a new one
+/// at its start), and pauses those that are full.
+template <typename Windows>
+void assign_all(rd_kafka_t* rk, const std::string& topic, const Windows& windows) {
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(windows.size()) + 1);
+  auto* paused = rd_kafka_topic_partition_list_new(1);
+  for (const auto& [p, w] : windows) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = w.until;
+    if (w.paused)
+      rd_kafka_topic_partition_list_add(paused, topic.c_str(), p);
+  }
+  if (auto err = rd_kafka_assign(rk, list->cnt > 0 ? list : nullptr))
+    spdlog::warn("event=gap_judge_assign_failed error=\"{}\"", rd_kafka_err2str(err));
+  if (paused->cnt > 0)
+    rd_kafka_pause_partitions(rk, paused);
+  rd_kafka_topic_partition_list_destroy(paused);
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+}  // namespace
+
+void gap_judge::follow(int32_t p, int64_t from) {
+  window w;
+  w.from = from;
+  w.until = from;
+  w.used = std::chrono::steady_clock::now();
+  windows_[p] = std::move(w);
+  assign_all(rk_.get(), opts_.topic, windows_);
+}
+
+void gap_judge::unfollow(int32_t p) {
+  if (windows_.erase(p) && rk_)
+    assign_all(rk_.get(), opts_.topic, windows_);
+}
+
+void gap_judge::pause(int32_t p, bool paused) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p);
+  if (paused)
+    rd_kafka_pause_partitions(rk_.get(), list);
+  else
+    rd_kafka_resume_partitions(rk_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  windows_[p].paused = paused;
+}
+
+ssize_t gap_judge::take(int wait_ms) {
+  auto n = rd_kafka_consume_batch_queue(queue_, wait_ms, msgs_.data(), msgs_.size());
+  std::vector<int32_t> failed;
+  for (ssize_t i = 0; i < n; ++i) {
+    auto* m = msgs_[i];
+    auto it = windows_.find(m->partition);
+    if (it != windows_.end()) {
+      auto& w = it->second;
+      if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (m->offset >= w.until) {
+          w.offsets.push_back(m->offset);
+          w.until = m->offset + 1;
+        }
+      } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        // Everything up to the end (markers and aborted records included)
+        // has been seen.
+        w.until = std::max(w.until, m->offset);
+      } else {
+        spdlog::warn("event=gap_judge_read_failed partition={} error=\"{}\"", m->partition,
+                     rd_kafka_message_errstr(m));
+        failed.push_back(m->partition);
+      }
+      if (!w.paused && w.offsets.size() >= opts_.max_remembered)
+        pause(m->partition, true);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  // Followed again from the next gap on.
+  for (auto p : failed)
+    unfollow(p);
+  return n;
+}
+
+std::optional<bool> gap_judge::verdict(const window& w, int64_t from, int64_t to) {
+  if (from < w.from)
+    return std::nullopt;
+  auto it = std::lower_bound(w.offsets.begin(), w.offsets.end(), from);
+  if (it != w.offsets.end() && *it < to)
+    return false;
+  if (w.until >= to)
+    return true;
+  return std::nullopt;
+}
+
+std::optional<bool> gap_judge::empty(int32_t p, int64_t from, int64_t to,
+                                     std::chrono::milliseconds wait) {
+  if (!open())
+    return std::nullopt;
+  auto it = windows_.find(p);
+  if (it == windows_.end() || from < it->second.from)
+    follow(p, from);
+  windows_[p].used = std::chrono::steady_clock::now();
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (true) {
+    it = windows_.find(p);
+    if (it == windows_.end())
+      return std::nullopt;  // its read failed
+    if (auto v = verdict(it->second, from, to))
+      return v;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return std::nullopt;
+    take(10);
+  }
+}
+
+void gap_judge::passed(int32_t p, int64_t offset) {
+  auto it = windows_.find(p);
+  if (it == windows_.end())
+    return;
+  auto& w = it->second;
+  w.from = std::max(w.from, std::min(offset, w.until));
+  while (!w.offsets.empty() && w.offsets.front() < w.from)
+    w.offsets.pop_front();
+  if (w.paused && w.offsets.size() < opts_.max_remembered / 2)
+    pause(p, false);
+}
+
+void gap_judge::forget(int32_t p) {
+  unfollow(p);
+}
+
+void gap_judge::poll() {
+  if (windows_.empty())
+    return;
+  for (int i = 0; i < 10 && !windows_.empty(); ++i)
+    if (take(0) < static_cast<ssize_t>(msgs_.size()))
+      break;
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_idle_check_ < std::chrono::seconds{5})
+    return;
+  last_idle_check_ = now;
+  std::vector<int32_t> idle;
+  for (const auto& [p, w] : windows_)
+    if (now - w.used > opts_.idle)
+      idle.push_back(p);
+  for (auto p : idle) {
+    spdlog::info("event=gap_judge_stopped_following partition={}", p);
+    unfollow(p);
+  }
+}
+
+}  // namespace fleettwin::kafka
