@@ -20,12 +20,6 @@ namespace fleettwin::node {
 
 namespace {
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// The consumer's reports of stored positions the log disagreed with,
 /// counted in the node's metrics.
 class consumer_metrics final : public kafka::consumer_probe {
@@ -51,6 +45,12 @@ private:
 }  // namespace
 
 node::node(node_config cfg) : cfg_(std::move(cfg)) {}
+
+int64_t node::wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 std::unique_ptr<node> node::start(node_config cfg, std::string& error) {
   std::unique_ptr<node> n{new node(std::move(cfg))};

@@ -91,6 +91,8 @@ public:
   void dispatch(runtime::raw_batch_ptr batch) override;
 
 private:
+  /// Milliseconds since the epoch (wall clock).
+  static int64_t wall_ms();
   explicit node(node_config cfg);
   bool init(std::string& error);
   bool prepare_topics(std::string& error);

@@ -9,12 +9,6 @@ namespace fleettwin::node {
 
 namespace {
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string join(const std::set<int32_t>& ps) {
   std::string out;
   for (auto p : ps)

@@ -619,16 +619,6 @@ std::string explain_missing(const cluster& c, const std::string& asset_id, uint6
 
 // --- gRPC helpers ---------------------------------------------------------------
 
-grpc::Status get_twin(v1::TwinService::Stub& stub, const std::string& asset_id, v1::Twin& out,
-                      std::chrono::milliseconds timeout) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-  v1::GetTwinRequest req;
-  req.set_name("twins/" + asset_id);
-  out.Clear();
-  return stub.GetTwin(&ctx, req, &out);
-}
-
 grpc::Status list_all(v1::TwinService::Stub& stub, const std::string& filter, int page_size,
                       std::vector<v1::Twin>& out, int* pages) {
   out.clear();

@@ -23,6 +23,7 @@
 #include "kafka_broker.hpp"
 #include "services/kafka/kafka_config.hpp"
 #include "support/process.hpp"
+#include "support/twin_calls.hpp"
 
 namespace fleettwin::test {
 
@@ -282,9 +283,7 @@ std::vector<change_record> read_changes(const std::string& bootstrap, const std:
 /// transactions carried change events for them.
 std::string explain_missing(const cluster& c, const std::string& asset_id, uint64_t produced);
 
-/// gRPC helpers (deadline per call: `timeout`).
-grpc::Status get_twin(v1::TwinService::Stub& stub, const std::string& asset_id, v1::Twin& out,
-                      std::chrono::milliseconds timeout = 10s);
+/// gRPC helpers (get_twin: support/twin_calls.hpp).
 /// Every twin ListTwins returns through `stub`, page by page; stops at the first error.
 grpc::Status list_all(v1::TwinService::Stub& stub, const std::string& filter, int page_size,
                       std::vector<v1::Twin>& out, int* pages = nullptr);

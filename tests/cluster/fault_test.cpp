@@ -341,8 +341,8 @@ TEST_F(FaultTest, TransactionalTelemetryWithAbortedTransactionsIsReadExactly) {
   const std::vector<std::string> assets{"txn-a", "txn-b", "txn-c", "txn-d"};
   std::map<std::string, uint64_t> committed;
   uint64_t seq = 0;
-  for (int t = 0; t < 12; ++t) {
-    const bool abort = t % 3 == 1;  // every third transaction is rolled back
+  // One record of every asset in a transaction (not committed yet).
+  auto produce_all = [&] {
     ASSERT_EQ(check(rd_kafka_begin_transaction(rk.get())), "");
     ++seq;
     for (const auto& a : assets) {
@@ -353,9 +353,14 @@ TEST_F(FaultTest, TransactionalTelemetryWithAbortedTransactionsIsReadExactly) {
                                   RD_KAFKA_V_VALUE(value.data(), value.size()),
                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
-      if (!abort)
-        ++committed[a];
     }
+  };
+  for (int t = 0; t < 12; ++t) {
+    const bool abort = t % 3 == 1;  // every third transaction is rolled back
+    ASSERT_NO_FATAL_FAILURE(produce_all());
+    if (!abort)
+      for (const auto& a : assets)
+        ++committed[a];
     ASSERT_EQ(rd_kafka_flush(rk.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
     if (abort)
       ASSERT_EQ(check(rd_kafka_abort_transaction(rk.get(), 30'000)), "");
@@ -377,18 +382,9 @@ TEST_F(FaultTest, TransactionalTelemetryWithAbortedTransactionsIsReadExactly) {
   const int transactions = 400;
   auto started = std::chrono::steady_clock::now();
   for (int t = 0; t < transactions; ++t) {
-    ASSERT_EQ(check(rd_kafka_begin_transaction(rk.get())), "");
-    ++seq;
-    for (const auto& a : assets) {
-      auto value = telemetry(a, seq, 1'700'000'000'000 + static_cast<int64_t>(seq) * 1000,
-                             {{"speed", double(seq)}});
-      ASSERT_EQ(rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(c_->topics().telemetry.c_str()),
-                                  RD_KAFKA_V_KEY(a.data(), a.size()),
-                                  RD_KAFKA_V_VALUE(value.data(), value.size()),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
+    ASSERT_NO_FATAL_FAILURE(produce_all());
+    for (const auto& a : assets)
       ++committed[a];
-    }
     ASSERT_EQ(check(rd_kafka_commit_transaction(rk.get(), 30'000)), "");
   }
   const double producing = seconds_since(started);
@@ -407,6 +403,61 @@ TEST_F(FaultTest, TransactionalTelemetryWithAbortedTransactionsIsReadExactly) {
             << " s, all applied " << behind << " s after the last commit; gaps passed " << gaps
             << ", re-read " << node_metric(0, "fleettwin_offset_gaps_total{verdict=\"skipped\"}")
             << " + " << node_metric(0, "fleettwin_offset_gaps_total{verdict=\"unknown\"}") << "\n";
+}
+
+TEST_F(FaultTest, RestartedNodeAnswersPromptlyWhileItCatchesUpABacklog) {
+  // A node restarted onto a large backlog: operators watch its lag through
+  // GetStatus and clients keep reading through it while it catches up.
+  // Neither may wait behind the backlog.
+  start_cluster(1);
+  src = std::make_unique<telemetry_source>(c_->bootstrap(), c_->topics().telemetry, 1000);
+  src->leave_unsequenced(4);
+  ASSERT_EQ(c_->node(0).stop(), 0);
+  const int per_asset = static_cast<int>(env_or("FLEETTWIN_FAULT_BACKLOG", 300));
+  ASSERT_TRUE(src->produce(per_asset, 180s));
+  const auto starting = clock::now();
+  c_->node(0).start();
+  const double answering = seconds_since(starting);
+  double slowest_status = 0;
+  double slowest_get = 0;
+  int calls = 0;
+  int read_ok = 0;
+  bool caught_up = false;
+  std::string last;
+  while (!caught_up && seconds_since(starting) < 240) {
+    v1::NodeStatus status;
+    auto t0 = clock::now();
+    auto st = get_status(c_->node(0), status);
+    slowest_status = std::max(slowest_status, seconds_since(t0));
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    v1::Twin tw;
+    t0 = clock::now();
+    auto gs =
+        get_twin(c_->node(0).twins(), src->assets()[static_cast<size_t>(calls) % 1000], tw, 5s);
+    slowest_get = std::max(slowest_get, seconds_since(t0));
+    // Answered, or UNAVAILABLE with retry-after while the node cannot yet:
+    // never held past the deadline.
+    ASSERT_NE(gs.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << gs.error_message();
+    read_ok += gs.ok();
+    ++calls;
+    caught_up = status.ready() && status.partitions_size() == c_->partitions();
+    for (const auto& ps : status.partitions())
+      caught_up = caught_up && ps.lag() == 0;
+    last = "applied " + std::to_string(status.records_applied()) +
+           ", ready=" + std::to_string(status.ready()) + " " + status.not_ready_reason();
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(caught_up) << last;
+  const double caught_up_after = seconds_since(starting);
+  ASSERT_GE(calls, 10) << "caught up before it could be watched: make the backlog larger";
+  EXPECT_LT(slowest_status, 0.5) << "GetStatus waited behind the backlog";
+  std::string figures;
+  EXPECT_EQ(check_exactly_once(*c_, *src, c_->node(0), 180s, &figures), "");
+  std::cout << "backlog of " << src->acked_total() << " records: answering after " << answering
+            << " s, caught up after " << caught_up_after << " s; " << calls
+            << " GetStatus+GetTwin pairs meanwhile (" << read_ok
+            << " reads answered), slowest GetStatus " << slowest_status << " s, slowest GetTwin "
+            << slowest_get << " s; " << figures << "\n";
 }
 
 TEST_F(FaultTest, RecreatedTelemetryTopicIsConsumedFromItsStart) {

@@ -23,8 +23,9 @@ read_checker::~read_checker() {
 }
 
 void read_checker::exclude(const std::string& address) {
-  std::lock_guard<std::mutex> guard{mutex_};
+  std::unique_lock<std::mutex> lock{mutex_};
   excluded_.insert(address);
+  done_.wait_for(lock, deadline_ + std::chrono::seconds{1}, [&] { return calling_[address] == 0; });
 }
 
 void read_checker::include(const std::string& address) {
@@ -52,6 +53,7 @@ void read_checker::run(size_t thread_index) {
       std::lock_guard<std::mutex> guard{mutex_};
       if (excluded_.contains(nodes_[n]))
         continue;
+      ++calling_[nodes_[n]];
     }
     const auto& asset = assets_[rng() % assets_.size()];
     grpc::ClientContext ctx;
@@ -64,6 +66,8 @@ void read_checker::run(size_t thread_index) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
     reads_.fetch_add(1);
     std::lock_guard<std::mutex> guard{mutex_};
+    if (--calling_[nodes_[n]] == 0)
+      done_.notify_all();
     result_.max_seconds = std::max(result_.max_seconds, secs);
     switch (status.error_code()) {
       case grpc::StatusCode::OK: {

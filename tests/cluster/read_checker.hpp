@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,7 +49,8 @@ public:
   read_checker(const read_checker&) = delete;
   read_checker& operator=(const read_checker&) = delete;
 
-  /// Stops reading through `address` (a frozen process cannot answer).
+  /// Stops reading through `address` (a frozen process cannot answer);
+  /// returns once no call to it is in flight any more.
   void exclude(const std::string& address);
   void include(const std::string& address);
   /// Stops the readers and returns what they saw.
@@ -68,8 +70,10 @@ private:
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> reads_{0};
-  mutable std::mutex mutex_;  // guards excluded_ and result_
+  mutable std::mutex mutex_;  // guards excluded_, calling_ and result_
+  std::condition_variable done_;
   std::set<std::string> excluded_;
+  std::map<std::string, int> calling_;  // calls in flight per address
   result result_;
 };
 

@@ -51,11 +51,7 @@ struct EmbeddedNodeTest : ::testing::Test {
   }
 
   grpc::Status get(const std::string& id, v1::Twin& out) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
-    v1::GetTwinRequest req;
-    req.set_name("twins/" + id);
-    return twins->GetTwin(&ctx, req, &out);
+    return get_twin(*twins, id, out, std::chrono::seconds{5});
   }
 
   bool applied(const std::string& id, uint64_t n, std::chrono::milliseconds timeout = 60s) {

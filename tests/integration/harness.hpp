@@ -15,6 +15,7 @@
 #include "support/kafka_io.hpp"
 #include "support/metrics_scrape.hpp"
 #include "support/process.hpp"
+#include "support/twin_calls.hpp"
 
 namespace fleettwin::test {
 
