@@ -114,27 +114,27 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
       goal->known = true;
     }
     const auto& c = *goal->committed;
-    if (!c.offset) {
-      // The group shows nothing committed. If the changelog holds records
-      // that are not readable yet, a transaction on it is unresolved (e.g. a
-      // broker restarted in the middle of a commit): its outcome decides
-      // where consumption resumes, so wait until it is resolved.
-      auto end = restorer->log_end(p);
-      if (end < 0 || position < end) {
-        why = "the group shows no committed offset but the changelog holds records up to " +
-              std::to_string(end) + " beyond the " + std::to_string(position) +
-              " read (an unresolved transaction); waiting";
-        goal->known = false;  // ask the group again too
-        return false;
-      }
-      return true;
+    if (c.changelog && position < *c.changelog) {
+      why = "the changelog is read up to " + std::to_string(position) +
+            " but the committed state reaches " + std::to_string(*c.changelog) +
+            " (records behind an open transaction of a failed node)";
+      return false;
     }
-    if (!c.changelog || position >= *c.changelog)
-      return true;
-    why = "the changelog is read up to " + std::to_string(position) +
-          " but the committed state reaches " + std::to_string(*c.changelog) +
-          " (records behind an open transaction of a failed node)";
-    return false;
+    // Records beyond what is readable belong to a transaction not resolved
+    // yet: a previous owner's, maybe committed by the broker after it came
+    // back (its outputs and input offsets then become visible together,
+    // after the group answered). Resuming now would apply its records a
+    // second time: wait until it is resolved (committed, or aborted by the
+    // transaction timeout or its producer's restart), then ask the group
+    // again.
+    auto end = restorer->log_end(p);
+    if (end < 0 || position < end) {
+      why = "the changelog holds records up to " + std::to_string(end) + " beyond the " +
+            std::to_string(position) + " readable (an unresolved transaction); waiting";
+      goal->known = false;
+      return false;
+    }
+    return true;
   };
   auto started = std::chrono::steady_clock::now();
   restorer_->restore(

@@ -575,9 +575,12 @@ std::vector<change_record> read_changes(const std::string& bootstrap, const std:
       rd_kafka_headers_t* hdrs = nullptr;
       const void* value = nullptr;
       size_t size = 0;
-      if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-          rd_kafka_header_get_last(hdrs, "ce_id", &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        r.ce_id.assign(static_cast<const char*>(value), size);
+      if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (auto [name, field] : {std::pair{"ce_id", &r.ce_id}, std::pair{"ce_source", &r.source},
+                                   std::pair{"ce_time", &r.time}})
+          if (rd_kafka_header_get_last(hdrs, name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            field->assign(static_cast<const char*>(value), size);
+      }
       out.push_back(std::move(r));
     }
     rd_kafka_message_destroy(m);
@@ -794,10 +797,19 @@ std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_
       const auto& ch = *list[i];
       const uint64_t want_seq = numbered ? i + 1 : 0;
       if (ch.version != i + 1 || ch.sequence != want_seq) {
-        report(id + ": change " + std::to_string(i + 1) + " at offset " +
-               std::to_string(ch.offset) + " has version " + std::to_string(ch.version) +
-               " and sequence " + std::to_string(ch.sequence) + " (expected version " +
-               std::to_string(i + 1) + ", sequence " + std::to_string(want_seq) + ")");
+        // Where both came from: the node and time of this event and of the
+        // one before it.
+        auto where = [](const change_record& r) {
+          return "partition " + std::to_string(r.partition) + " offset " +
+                 std::to_string(r.offset) + " by " + r.source + " at " + r.time;
+        };
+        report(id + ": change " + std::to_string(i + 1) + " (" + where(ch) + ") has version " +
+               std::to_string(ch.version) + " and sequence " + std::to_string(ch.sequence) +
+               " (expected version " + std::to_string(i + 1) + ", sequence " +
+               std::to_string(want_seq) + ")" +
+               (i > 0 ? "; the change before: version " + std::to_string(list[i - 1]->version) +
+                            " (" + where(*list[i - 1]) + ")"
+                      : std::string{}));
         break;
       }
       if (ch.ce_id != id + "/" + std::to_string(ch.version)) {

@@ -267,6 +267,8 @@ struct change_record {
   uint64_t sequence = 0;
   int type = 0;  // fleettwin.v1.ChangeType
   std::string ce_id;
+  std::string source;  // ce_source: the node that committed it
+  std::string time;    // ce_time
   int32_t partition = 0;
   int64_t offset = 0;
 };
