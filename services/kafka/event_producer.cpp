@@ -79,7 +79,7 @@ std::string rfc3339(int64_t ms) {
   std::time_t secs = ms / 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[40];
+  char buf[80];  // room for any int the format may meet
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(ms % 1000));
@@ -571,11 +571,10 @@ void event_producer::commit_transaction() {
   if (!e && failure.empty()) {
     commits_.fetch_add(1);
     {
-      std::lock_guard<std::mutex> guard{floors_mutex_};
+      std::lock_guard<std::mutex> guard{committed_mutex_};
       for (auto& [p, o] : offsets) {
         auto& c = committed_offsets_[p];
         c = std::max(c, o.first);
-        floors_[p] = c;
       }
     }
     finish(in_transaction_, true, {});
@@ -625,11 +624,9 @@ void event_producer::run() {
     auto batch = std::move(queue_);
     queue_.clear();
     if (!forgotten_.empty()) {
-      std::lock_guard<std::mutex> guard{floors_mutex_};
-      for (auto p : forgotten_) {
+      std::lock_guard<std::mutex> guard{committed_mutex_};
+      for (auto p : forgotten_)
         committed_offsets_.erase(p);
-        floors_.erase(p);
-      }
     }
     forgotten_.clear();
     const bool stopping = stop_;

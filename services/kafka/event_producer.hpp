@@ -98,9 +98,9 @@ public:
   /// The furthest input offset of `partition` this producer committed
   /// (thread-safe): a floor for what the group must report as committed.
   std::optional<int64_t> committed_floor(int32_t partition) const {
-    std::lock_guard<std::mutex> guard{floors_mutex_};
-    auto it = floors_.find(partition);
-    return it == floors_.end() ? std::nullopt : std::optional<int64_t>{it->second};
+    std::lock_guard<std::mutex> guard{committed_mutex_};
+    auto it = committed_offsets_.find(partition);
+    return it == committed_offsets_.end() ? std::nullopt : std::optional<int64_t>{it->second};
   }
 
   /// The input log of `partition` was reset (a new log): offsets committed
@@ -177,9 +177,10 @@ private:
   /// Items already reported whose delivery reports are still due.
   std::vector<std::unique_ptr<item>> graveyard_;
   /// The furthest input offset committed per partition by this node.
+  /// Written by the producer thread only, under `committed_mutex_`; other
+  /// threads read it under the mutex (committed_floor).
   std::map<int32_t, int64_t> committed_offsets_;
-  mutable std::mutex floors_mutex_;
-  std::map<int32_t, int64_t> floors_;  // a copy of committed_offsets_ for other threads
+  mutable std::mutex committed_mutex_;
   std::chrono::steady_clock::time_point transaction_started_;
   size_t transaction_messages_ = 0;
   bool fatal_ = false;

@@ -422,31 +422,40 @@ TEST_F(FaultTest, RestartedNodeAnswersPromptlyWhileItCatchesUpABacklog) {
   double slowest_get = 0;
   int calls = 0;
   int read_ok = 0;
-  bool caught_up = false;
   std::string last;
-  while (!caught_up && seconds_since(starting) < 240) {
-    v1::NodeStatus status;
-    auto t0 = clock::now();
-    auto st = get_status(c_->node(0), status);
-    slowest_status = std::max(slowest_status, seconds_since(t0));
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    v1::Twin tw;
-    t0 = clock::now();
-    auto gs =
-        get_twin(c_->node(0).twins(), src->assets()[static_cast<size_t>(calls) % 1000], tw, 5s);
-    slowest_get = std::max(slowest_get, seconds_since(t0));
-    // Answered, or UNAVAILABLE with retry-after while the node cannot yet:
-    // never held past the deadline.
-    ASSERT_NE(gs.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << gs.error_message();
-    read_ok += gs.ok();
-    ++calls;
-    caught_up = status.ready() && status.partitions_size() == c_->partitions();
-    for (const auto& ps : status.partitions())
-      caught_up = caught_up && ps.lag() == 0;
-    last = "applied " + std::to_string(status.records_applied()) +
-           ", ready=" + std::to_string(status.ready()) + " " + status.not_ready_reason();
-    std::this_thread::sleep_for(50ms);
-  }
+  std::string failed;  // the first call that did not answer as it must
+  const bool caught_up = eventually(
+      [&] {
+        v1::NodeStatus status;
+        auto t0 = clock::now();
+        auto st = get_status(c_->node(0), status);
+        slowest_status = std::max(slowest_status, seconds_since(t0));
+        if (!st.ok()) {
+          failed = "GetStatus: " + st.error_message();
+          return true;
+        }
+        v1::Twin tw;
+        t0 = clock::now();
+        auto gs =
+            get_twin(c_->node(0).twins(), src->assets()[static_cast<size_t>(calls) % 1000], tw, 5s);
+        slowest_get = std::max(slowest_get, seconds_since(t0));
+        // Answered, or UNAVAILABLE with retry-after while the node cannot
+        // yet: never held past the deadline.
+        if (gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          failed = "GetTwin ran into its deadline: " + gs.error_message();
+          return true;
+        }
+        read_ok += gs.ok();
+        ++calls;
+        bool done = status.ready() && status.partitions_size() == c_->partitions();
+        for (const auto& ps : status.partitions())
+          done = done && ps.lag() == 0;
+        last = "applied " + std::to_string(status.records_applied()) +
+               ", ready=" + std::to_string(status.ready()) + " " + status.not_ready_reason();
+        return done;
+      },
+      240s, 50ms);
+  ASSERT_EQ(failed, "");
   ASSERT_TRUE(caught_up) << last;
   const double caught_up_after = seconds_since(starting);
   ASSERT_GE(calls, 10) << "caught up before it could be watched: make the backlog larger";

@@ -14,6 +14,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "support/process.hpp"
+
 #ifndef FLEETTWIN_KAFKA_SCRIPT
 #error "FLEETTWIN_KAFKA_SCRIPT (path of tools/kafka/kafka.sh) must be defined"
 #endif
@@ -207,13 +209,10 @@ bool kafka_broker::delete_topic(const std::string& name, std::string& error) con
       return false;
     }
   // Gone from the metadata (KRaft brokers learn of it asynchronously).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
-  while (topic_listed(rk.get(), name)) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      error = "topic " + name + " is still listed after its deletion";
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds{50});  // poll interval
+  if (!eventually([&] { return !topic_listed(rk.get(), name); }, std::chrono::seconds{30},
+                  std::chrono::milliseconds{50})) {
+    error = "topic " + name + " is still listed after its deletion";
+    return false;
   }
   return true;
 }
@@ -292,13 +291,10 @@ bool create_topic(const std::string& bootstrap, const std::string& name, int par
   }
 
   // KRaft brokers learn of the topic asynchronously; tests want it usable on return.
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!topic_ready(rk.get(), name, partitions)) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      error = "topic " + name + " created but its partitions have no leaders yet";
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds{50});  // poll interval
+  if (!eventually([&] { return topic_ready(rk.get(), name, partitions); }, timeout,
+                  std::chrono::milliseconds{50})) {
+    error = "topic " + name + " created but its partitions have no leaders yet";
+    return false;
   }
   return true;
 }
