@@ -127,6 +127,18 @@ bool topic_listed(rd_kafka_t* rk, const std::string& topic) {
   return listed;
 }
 
+/// The per-topic results of an Admin API call: false with `error` set at the
+/// first topic that failed.
+bool topic_results_ok(const rd_kafka_topic_result_t** results, size_t count, std::string& error) {
+  for (size_t i = 0; i < count; ++i)
+    if (auto err = rd_kafka_topic_result_error(results[i])) {
+      const char* text = rd_kafka_topic_result_error_string(results[i]);
+      error = std::string{rd_kafka_err2name(err)} + ": " + (text ? text : rd_kafka_err2str(err));
+      return false;
+    }
+  return true;
+}
+
 }  // namespace
 
 kafka_broker::kafka_broker(int brokers) : brokers_(brokers), dir_(make_temp_dir()) {
@@ -203,11 +215,8 @@ bool kafka_broker::delete_topic(const std::string& name, std::string& error) con
   size_t count = 0;
   const auto** results =
       rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event.get()), &count);
-  for (size_t i = 0; i < count; ++i)
-    if (auto err = rd_kafka_topic_result_error(results[i])) {
-      error = rd_kafka_err2name(err);
-      return false;
-    }
+  if (!topic_results_ok(results, count, error))
+    return false;
   // Gone from the metadata (KRaft brokers learn of it asynchronously).
   if (!eventually([&] { return !topic_listed(rk.get(), name); }, std::chrono::seconds{30},
                   std::chrono::milliseconds{50})) {
@@ -282,13 +291,8 @@ bool create_topic(const std::string& bootstrap, const std::string& name, int par
   size_t count = 0;
   const rd_kafka_topic_result_t** results =
       rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event.get()), &count);
-  for (size_t i = 0; i < count; ++i) {
-    if (auto err = rd_kafka_topic_result_error(results[i])) {
-      const char* text = rd_kafka_topic_result_error_string(results[i]);
-      error = std::string{rd_kafka_err2name(err)} + ": " + (text ? text : rd_kafka_err2str(err));
-      return false;
-    }
-  }
+  if (!topic_results_ok(results, count, error))
+    return false;
 
   // KRaft brokers learn of the topic asynchronously; tests want it usable on return.
   if (!eventually([&] { return topic_ready(rk.get(), name, partitions); }, timeout,
