@@ -662,6 +662,13 @@ struct eval_context {
   int64_t stale_after_ms;
 };
 
+/// A member projection as the evaluator reads it.
+struct member_context {
+  const member_view& m;
+  int64_t now_ms;
+  int64_t stale_after_ms;
+};
+
 /// The value of a field in one twin, viewed without copying.
 struct field_view {
   enum class state : uint8_t { missing, text, number } st = state::missing;
@@ -750,6 +757,34 @@ field_view lookup(const node& n, const eval_context& c) {
   }
 }
 
+field_view lookup(const node& n, const member_context& c) {
+  const member_values& v = c.m.values;
+  switch (n.field) {
+    case field_id::asset_id:
+      return of_text(c.m.id);
+    case field_id::kind:
+      return of_text(v.kind);
+    case field_id::tenant:
+      return of_text(v.tenant);
+    case field_id::version:
+      return of_counter(v.version);
+    case field_id::connectivity:
+      return of_text(v.last_seen_ms != 0 && c.now_ms - v.last_seen_ms <= c.stale_after_ms
+                         ? std::string_view{"online"}
+                         : std::string_view{"stale"});
+    case field_id::attribute: {
+      const std::string* a = v.find_attribute(n.key);
+      return a ? of_text(*a) : field_view{};
+    }
+    case field_id::reported: {
+      const value* r = v.find_reported(n.key);
+      return r ? of_value(*r) : field_view{};
+    }
+    default:
+      return {};
+  }
+}
+
 template <class Map>
 bool has_key(const Map& m, const std::string& key) {
   return key.empty() ? !m.empty() : m.find(std::string_view{key}) != m.end();
@@ -778,6 +813,29 @@ bool present(const node& n, const eval_context& c) {
       return has_key(c.tw.desired, n.key);
   }
   return false;
+}
+
+bool present(const node& n, const member_context& c) {
+  const member_values& v = c.m.values;
+  switch (n.field) {
+    case field_id::asset_id:
+      return !c.m.id.empty();
+    case field_id::kind:
+      return !v.kind.empty();
+    case field_id::tenant:
+      return !v.tenant.empty();
+    case field_id::version:
+    case field_id::connectivity:
+      return true;
+    case field_id::attribute:
+    case field_id::attribute_keys:
+      return n.key.empty() ? !v.attributes.empty() : v.find_attribute(n.key) != nullptr;
+    case field_id::reported:
+    case field_id::reported_keys:
+      return n.key.empty() ? !v.reported.empty() : v.find_reported(n.key) != nullptr;
+    default:
+      return false;
+  }
 }
 
 bool holds(op_id op, std::partial_ordering ord) {
@@ -814,7 +872,8 @@ bool string_equality(const node& n, std::string_view field) {
   return n.op == op_id::ne ? !eq : eq;
 }
 
-bool compare(const node& n, const eval_context& c) {
+template <class Context>
+bool compare(const node& n, const Context& c) {
   if (n.op == op_id::present)
     return present(n, c);
   const field_view f = lookup(n, c);
@@ -846,7 +905,8 @@ bool compare(const node& n, const eval_context& c) {
   return string_equality(n, form);
 }
 
-bool eval(const node& n, const eval_context& c) {
+template <class Context>
+bool eval(const node& n, const Context& c) {
   switch (n.type) {
     case node::kind::all_of:
       for (const auto& child : n.children)
@@ -901,6 +961,56 @@ bool filter::matches(const twin& tw, int64_t now_ms, int64_t stale_after_ms) con
   if (!root_)
     return true;
   return eval(*root_, eval_context{tw, now_ms, stale_after_ms});
+}
+
+bool filter::matches(const member_view& m, int64_t now_ms, int64_t stale_after_ms) const {
+  if (!root_)
+    return true;
+  return eval(*root_, member_context{m, now_ms, stale_after_ms});
+}
+
+namespace {
+
+void collect(const filter_node& n, field_set& out) {
+  if (n.type != filter_node::kind::comparison) {
+    for (const auto& c : n.children)
+      collect(c, out);
+    return;
+  }
+  switch (n.field) {
+    case field_id::connectivity:
+      out.connectivity = true;
+      break;
+    case field_id::attribute:
+    case field_id::attribute_keys:
+      if (n.key.empty())
+        out.all_attributes = true;
+      else
+        out.attributes.insert(n.key);
+      break;
+    case field_id::reported:
+    case field_id::reported_keys:
+      if (n.key.empty())
+        out.all_reported = true;
+      else
+        out.reported.insert(n.key);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
+void filter::collect_fields(field_set& out) const {
+  if (root_)
+    collect(*root_, out);
+}
+
+bool filter::reads_connectivity() const {
+  field_set f;
+  collect_fields(f);
+  return f.connectivity;
 }
 
 }  // namespace fleettwin::core

@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "actors/core/member.hpp"
 #include "actors/core/twin.hpp"
 
 namespace fleettwin::core {
@@ -47,6 +48,16 @@ public:
 
   /// True if `tw` satisfies the filter; connectivity is judged at `now_ms`.
   bool matches(const twin& tw, int64_t now_ms, int64_t stale_after_ms) const;
+
+  /// True if the member an aggregate holds satisfies the filter. Fields the
+  /// member did not project are absent; desired and applied_records always are.
+  bool matches(const member_view& m, int64_t now_ms, int64_t stale_after_ms) const;
+
+  /// Adds the twin fields the filter reads to `out`.
+  void collect_fields(field_set& out) const;
+
+  /// True if the filter reads connectivity (its outcome changes with time).
+  bool reads_connectivity() const;
 
   /// True for the empty filter.
   bool matches_all() const {

@@ -1,0 +1,219 @@
+#pragma once
+
+// The state of one aggregate and the rules that change it. An aggregate
+// holds every member below it (twins and aggregates, each once however many
+// paths of the relation graph lead to it) with the path(s) it arrives by,
+// and keeps its measures incrementally over the member twins.
+//
+// Members travel as deltas: a child sends its parent the full current view
+// of each member that changed below it (present or gone, depth, projected
+// fields), so applying a delta twice, or late along another path, changes
+// nothing (a newer twin version wins). A member that leaves its last path
+// while moving to a parent that lies below this aggregate stays counted
+// ("in transit") until it arrives there: re-parenting below a common
+// ancestor never shows the member in neither place. Pure C++ (DESIGN.md,
+// principle 4).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/core/aggregate_kind.hpp"
+#include "actors/core/member.hpp"
+#include "actors/core/relations.hpp"
+
+namespace fleettwin::core {
+
+/// One way a member reaches an aggregate: through the direct child `via`,
+/// `depth` hops below the aggregate. `type` is the relation of `via` to the
+/// aggregate.
+struct member_path {
+  std::string via;
+  uint32_t depth = 1;
+  std::string type;
+
+  bool operator==(const member_path&) const = default;
+};
+
+/// A member as an aggregate holds it.
+struct member_entry {
+  /// A twin (measures count it); otherwise an aggregate below.
+  bool twin = false;
+  /// Sorted by via.
+  std::vector<member_path> paths;
+  /// Twins: the projected fields (the newest version seen on any path).
+  member_values values;
+  /// Non-empty: the member left every path while moving to these parents,
+  /// one of which lies below this aggregate; it stays counted until it
+  /// arrives there.
+  std::vector<std::string> moving_to;
+  /// The shortest path's depth (kept while in transit).
+  uint32_t depth = 1;
+
+  // Bookkeeping of the incremental measures (not stored; rebuilt on load).
+  /// Bit s: counted in series s.
+  uint64_t counted = 0;
+  /// When it goes stale (0: not indexed).
+  int64_t deadline = 0;
+
+  bool in_transit() const {
+    return paths.empty();
+  }
+  /// The member's direct relation type to the aggregate, if it is a child.
+  const member_path* direct(std::string_view id) const;
+
+  /// Equal as stored (bookkeeping aside).
+  bool same_state(const member_entry& o) const {
+    return twin == o.twin && paths == o.paths && values == o.values && moving_to == o.moving_to &&
+           depth == o.depth;
+  }
+};
+
+/// The current view of one member, as a child sends it to a parent.
+struct member_delta {
+  std::string id;
+  /// False: the member no longer reaches the parent through this child.
+  bool present = true;
+  bool twin = false;
+  /// Hops below the sender: 0 is the sender itself.
+  uint32_t depth = 0;
+  member_values values;
+  /// On removal: the member's new parents, if it is moving.
+  std::vector<std::string> moving_to;
+
+  bool operator==(const member_delta&) const = default;
+};
+
+/// Member deltas from one child to one parent.
+struct contribution {
+  std::string child;
+  std::string parent;
+  /// The relation type of child to parent.
+  std::string type;
+  std::vector<member_delta> deltas;
+};
+
+/// Counters of one apply (metrics and logs).
+struct apply_counts {
+  /// Deltas that carried the aggregate itself: a relation cycle.
+  uint32_t cycles = 0;
+  /// Deltas deeper than max_relation_depth (dropped).
+  uint32_t too_deep = 0;
+  /// Older twin versions that arrived after a newer one (ignored fields).
+  uint32_t stale_versions = 0;
+};
+
+class aggregate {
+public:
+  aggregate(std::string id, std::shared_ptr<const compiled_kind> kind, int64_t stale_after_ms);
+
+  const std::string& id() const {
+    return id_;
+  }
+  const compiled_kind& kind() const {
+    return *kind_;
+  }
+  const std::shared_ptr<const compiled_kind>& kind_ptr() const {
+    return kind_;
+  }
+  int64_t stale_after_ms() const {
+    return stale_after_ms_;
+  }
+
+  /// Applies a child's deltas at `now_ms`. Appends to `out` the new view of
+  /// every member whose view changed (what to send this aggregate's parents)
+  /// and to `touched` the ids of members whose stored entry changed.
+  apply_counts apply(const contribution& c, int64_t now_ms, std::vector<member_delta>& out,
+                     std::vector<std::string>* touched = nullptr);
+
+  /// Moves the aggregate's clock to `now_ms`: members that went stale since
+  /// leave or join the series whose filter reads connectivity.
+  void advance(int64_t now_ms);
+
+  /// The measures, in the kind's declared order.
+  std::vector<std::optional<double>> measures(const measure_inputs& in) const;
+
+  /// The measures computed from scratch over the member twins held: equal to
+  /// measures() unless the incremental bookkeeping is wrong.
+  std::vector<std::optional<double>> recompute(const measure_inputs& in) const;
+
+  /// Replaces the kind (its definition changed): rebuilds every series.
+  void set_kind(std::shared_ptr<const compiled_kind> kind);
+
+  /// Adds a stored member without producing deltas (loading from storage).
+  void restore(std::string id, member_entry e);
+
+  /// The view of member `id` to send parents: present with its depth, or
+  /// removed (with `moving_to` as the hint) when it is not held.
+  member_delta view(std::string_view id, const std::vector<std::string>& moving_to = {}) const;
+
+  /// Every member's view (what a new parent needs), or their removal
+  /// (what a parent that is no longer one needs), with `moving_to` as the
+  /// hint: the aggregate's new parents.
+  void all_views(bool present, const std::vector<std::string>& moving_to,
+                 std::vector<member_delta>& out) const;
+
+  const member_entry* member(std::string_view id) const;
+  const std::map<std::string, member_entry, std::less<>>& members() const {
+    return members_;
+  }
+  /// Member twins (what count() counts).
+  uint64_t twins() const {
+    return twins_;
+  }
+  /// Members in transit (held while they move below this aggregate).
+  size_t in_transit() const {
+    return held_.size();
+  }
+  /// True if `id` is a member (at any depth): a relation from this aggregate
+  /// to `id` would close a cycle.
+  bool below(std::string_view id) const {
+    return members_.find(id) != members_.end();
+  }
+  int64_t clock_ms() const {
+    return now_ms_;
+  }
+
+private:
+  struct series_state {
+    uint64_t n = 0;
+    double sum = 0;
+    double compensation = 0;
+    std::multiset<double> ordered;
+
+    void add(double x);
+    double total() const {
+      return sum + compensation;
+    }
+  };
+
+  class reader;
+
+  /// The member's value for series `s`, or nullopt when it is not counted.
+  std::optional<std::optional<double>> inclusion(std::string_view id, const member_entry& e,
+                                                 uint32_t s) const;
+  void count(std::string_view id, member_entry& e);
+  void uncount(std::string_view id, member_entry& e);
+  void erase(std::map<std::string, member_entry, std::less<>>::iterator it);
+  bool hold_allowed(const std::vector<std::string>& targets) const;
+  /// Releases held members whose destination no longer lies below.
+  void release_holds(std::vector<member_delta>& out, std::vector<std::string>* touched);
+
+  std::string id_;
+  std::shared_ptr<const compiled_kind> kind_;
+  int64_t stale_after_ms_;
+  int64_t now_ms_ = 0;
+  std::map<std::string, member_entry, std::less<>> members_;
+  std::vector<series_state> series_;
+  uint64_t twins_ = 0;
+  std::set<std::string, std::less<>> held_;
+  /// Members by the time they go stale (kinds whose filters read connectivity).
+  std::set<std::pair<int64_t, std::string_view>> deadlines_;
+};
+
+}  // namespace fleettwin::core
