@@ -62,14 +62,16 @@ private:
 };
 
 aggregate::aggregate(std::string id, std::shared_ptr<const compiled_kind> kind,
-                     int64_t stale_after_ms)
-    : id_(std::move(id)), kind_(std::move(kind)), stale_after_ms_(stale_after_ms) {
+                     int64_t stale_after_ms, int64_t hold_ms)
+    : id_(std::move(id)),
+      kind_(std::move(kind)),
+      stale_after_ms_(stale_after_ms),
+      hold_ms_(hold_ms) {
   series_.resize(kind_->series.size());
 }
 
 std::optional<std::optional<double>> aggregate::inclusion(std::string_view id,
-                                                          const member_entry& e,
-                                                          uint32_t s) const {
+                                                          const member_entry& e, uint32_t s) const {
   const series_spec& spec = kind_->series[s];
   std::optional<double> v;
   if (!spec.field.empty()) {
@@ -140,6 +142,12 @@ void aggregate::uncount(std::string_view id, member_entry& e) {
 }
 
 void aggregate::erase(std::map<std::string, member_entry, std::less<>>::iterator it) {
+  constexpr size_t max_tombstones = 100'000;
+  if (it->second.twin && tombstones_.size() < max_tombstones) {
+    auto& t = tombstones_[it->first];
+    t.version = std::max(t.version, it->second.values.version);
+    t.until_ms = now_ms_ + hold_ms_;
+  }
   uncount(it->first, it->second);
   held_.erase(it->first);
   members_.erase(it);
@@ -152,10 +160,22 @@ bool aggregate::hold_allowed(const std::vector<std::string>& targets) const {
   return false;
 }
 
-void aggregate::advance(int64_t now_ms) {
+apply_counts aggregate::advance(int64_t now_ms, std::vector<member_delta>* out,
+                                std::vector<std::string>* touched) {
+  apply_counts counts;
   if (now_ms <= now_ms_)
-    return;
+    return counts;
   now_ms_ = now_ms;
+  for (auto t = tombstones_.begin(); t != tombstones_.end();)
+    t = t->second.until_ms < now_ms_ ? tombstones_.erase(t) : std::next(t);
+  for (auto h = held_.begin(); h != held_.end();) {
+    auto it = members_.find(*h);
+    ++h;
+    if (it != members_.end() && it->second.held_until < now_ms_) {
+      ++counts.expired_holds;
+      release(it, out, touched);
+    }
+  }
   while (!deadlines_.empty() && deadlines_.begin()->first < now_ms_) {
     auto m = members_.find(deadlines_.begin()->second);
     deadlines_.erase(deadlines_.begin());
@@ -164,6 +184,21 @@ void aggregate::advance(int64_t now_ms) {
     m->second.deadline = 0;  // already out of the index
     uncount(m->first, m->second);
     count(m->first, m->second);
+  }
+  return counts;
+}
+
+void aggregate::release(std::map<std::string, member_entry, std::less<>>::iterator it,
+                        std::vector<member_delta>* out, std::vector<std::string>* touched) {
+  std::string id = it->first;
+  auto hint = std::move(it->second.moving_to);
+  const uint64_t version = it->second.values.version;
+  erase(it);
+  if (touched)
+    touched->push_back(id);
+  if (out) {
+    out->push_back(view(id, hint));
+    out->back().values.version = version;
   }
 }
 
@@ -199,8 +234,7 @@ outward_view outward_of(const member_entry* e) {
 
 apply_counts aggregate::apply(const contribution& c, int64_t now_ms, std::vector<member_delta>& out,
                               std::vector<std::string>* touched) {
-  advance(now_ms);
-  apply_counts counts;
+  apply_counts counts = advance(now_ms, &out, touched);
   bool aggregate_left = false;
   for (const auto& d : c.deltas) {
     if (d.id == id_) {
@@ -235,6 +269,7 @@ apply_counts aggregate::apply(const contribution& c, int64_t now_ms, std::vector
         member_entry& e = it->second;
         if (!e.moving_to.empty()) {
           e.moving_to.clear();
+          e.held_until = 0;
           held_.erase(it->first);
           changed_entry = true;
         }
@@ -280,8 +315,14 @@ apply_counts aggregate::apply(const contribution& c, int64_t now_ms, std::vector
       e.paths.erase(p);
       changed_entry = true;
       if (e.paths.empty()) {
-        if (hold_allowed(d.moving_to)) {
+        // A removal older than the view held, or than the member's last
+        // removal, is a stale hint: no hold.
+        uint64_t newest = e.values.version;
+        if (auto t = tombstones_.find(d.id); t != tombstones_.end())
+          newest = std::max(newest, t->second.version);
+        if (hold_allowed(d.moving_to) && d.values.version >= newest) {
           e.moving_to = d.moving_to;
+          e.held_until = now_ms_ + hold_ms_;
           held_.insert(it->first);
         } else {
           aggregate_left |= !e.twin;
@@ -296,15 +337,18 @@ apply_counts aggregate::apply(const contribution& c, int64_t now_ms, std::vector
       touched->push_back(d.id);
     const member_entry* after_ptr = it == members_.end() ? nullptr : &it->second;
     const outward_view after = outward_of(after_ptr);
-    if (!(before == after))
+    if (!(before == after)) {
       out.push_back(view(d.id, d.present ? std::vector<std::string>{} : d.moving_to));
+      if (!out.back().present)
+        out.back().values.version = d.values.version;
+    }
   }
   if (aggregate_left && !held_.empty())
-    release_holds(out, touched);
+    release_holds(&out, touched);
   return counts;
 }
 
-void aggregate::release_holds(std::vector<member_delta>& out, std::vector<std::string>* touched) {
+void aggregate::release_holds(std::vector<member_delta>* out, std::vector<std::string>* touched) {
   // Releasing one member may remove an aggregate another hold waits for.
   bool again = true;
   while (again) {
@@ -314,13 +358,8 @@ void aggregate::release_holds(std::vector<member_delta>& out, std::vector<std::s
       ++h;
       if (it == members_.end() || hold_allowed(it->second.moving_to))
         continue;
-      std::string id = it->first;
-      auto hint = it->second.moving_to;
       again |= !it->second.twin;
-      erase(it);
-      if (touched)
-        touched->push_back(id);
-      out.push_back(view(id, hint));
+      release(it, out, touched);
     }
   }
 }
@@ -357,6 +396,7 @@ void aggregate::all_views(bool present, const std::vector<std::string>& moving_t
         d.values = e.values;
     } else {
       d.moving_to = moving_to;
+      d.values.version = e.values.version;
     }
     out.push_back(std::move(d));
   }

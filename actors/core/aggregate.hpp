@@ -54,6 +54,8 @@ struct member_entry {
   std::vector<std::string> moving_to;
   /// The shortest path's depth (kept while in transit).
   uint32_t depth = 1;
+  /// In transit: when the hold ends if the member has not arrived (ms).
+  int64_t held_until = 0;
 
   // Bookkeeping of the incremental measures (not stored; rebuilt on load).
   /// Bit s: counted in series s.
@@ -70,7 +72,7 @@ struct member_entry {
   /// Equal as stored (bookkeeping aside).
   bool same_state(const member_entry& o) const {
     return twin == o.twin && paths == o.paths && values == o.values && moving_to == o.moving_to &&
-           depth == o.depth;
+           depth == o.depth && held_until == o.held_until;
   }
 };
 
@@ -83,7 +85,8 @@ struct member_delta {
   /// Hops below the sender: 0 is the sender itself.
   uint32_t depth = 0;
   member_values values;
-  /// On removal: the member's new parents, if it is moving.
+  /// On removal: the member's new parents, if it is moving (and in
+  /// values.version, the member's version when it moved).
   std::vector<std::string> moving_to;
 
   bool operator==(const member_delta&) const = default;
@@ -106,11 +109,15 @@ struct apply_counts {
   uint32_t too_deep = 0;
   /// Older twin versions that arrived after a newer one (ignored fields).
   uint32_t stale_versions = 0;
+  /// Members held in transit whose hold ended before they arrived.
+  uint32_t expired_holds = 0;
 };
 
 class aggregate {
 public:
-  aggregate(std::string id, std::shared_ptr<const compiled_kind> kind, int64_t stale_after_ms);
+  /// Members in transit are held at most `hold_ms`.
+  aggregate(std::string id, std::shared_ptr<const compiled_kind> kind, int64_t stale_after_ms,
+            int64_t hold_ms = 10'000);
 
   const std::string& id() const {
     return id_;
@@ -132,8 +139,10 @@ public:
                      std::vector<std::string>* touched = nullptr);
 
   /// Moves the aggregate's clock to `now_ms`: members that went stale since
-  /// leave or join the series whose filter reads connectivity.
-  void advance(int64_t now_ms);
+  /// leave or join the series whose filter reads connectivity; holds that
+  /// ended release their members (their removal is appended to `out`).
+  apply_counts advance(int64_t now_ms, std::vector<member_delta>* out = nullptr,
+                       std::vector<std::string>* touched = nullptr);
 
   /// The measures, in the kind's declared order.
   std::vector<std::optional<double>> measures(const measure_inputs& in) const;
@@ -201,17 +210,29 @@ private:
   void uncount(std::string_view id, member_entry& e);
   void erase(std::map<std::string, member_entry, std::less<>>::iterator it);
   bool hold_allowed(const std::vector<std::string>& targets) const;
+  /// Removes a held member; appends its removal to `out`.
+  void release(std::map<std::string, member_entry, std::less<>>::iterator it,
+               std::vector<member_delta>* out, std::vector<std::string>* touched);
   /// Releases held members whose destination no longer lies below.
-  void release_holds(std::vector<member_delta>& out, std::vector<std::string>* touched);
+  void release_holds(std::vector<member_delta>* out, std::vector<std::string>* touched);
 
   std::string id_;
   std::shared_ptr<const compiled_kind> kind_;
   int64_t stale_after_ms_;
+  int64_t hold_ms_;
   int64_t now_ms_ = 0;
   std::map<std::string, member_entry, std::less<>> members_;
   std::vector<series_state> series_;
   uint64_t twins_ = 0;
   std::set<std::string, std::less<>> held_;
+  /// Versions of members removed within the hold time: a removal hint
+  /// older than the member's last removal is stale, even if an older view
+  /// brought the member back meanwhile. Not stored (lost on restart).
+  struct tombstone {
+    uint64_t version = 0;
+    int64_t until_ms = 0;
+  };
+  std::map<std::string, tombstone, std::less<>> tombstones_;
   /// Members by the time they go stale (kinds whose filters read connectivity).
   std::set<std::pair<int64_t, std::string_view>> deadlines_;
 };

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <set>
 #include <system_error>
 
@@ -144,8 +144,9 @@ private:
   expr_node parse_factor_inner() {
     skip_space();
     if (pos_ >= text_.size())
-      fail("expected a number, a function such as sum(reported.power), a measure or "
-           "attributes.<key>");
+      fail(
+          "expected a number, a function such as sum(reported.power), a measure or "
+          "attributes.<key>");
     const char c = text_[pos_];
     if (c == '-') {
       ++pos_;
@@ -207,11 +208,10 @@ private:
 
   expr_node parse_number() {
     const size_t start = pos_;
-    while (pos_ < text_.size() &&
-           ((text_[pos_] >= '0' && text_[pos_] <= '9') || text_[pos_] == '.' ||
-            text_[pos_] == 'e' || text_[pos_] == 'E' ||
-            ((text_[pos_] == '-' || text_[pos_] == '+') &&
-             (text_[pos_ - 1] == 'e' || text_[pos_ - 1] == 'E'))))
+    while (pos_ < text_.size() && ((text_[pos_] >= '0' && text_[pos_] <= '9') ||
+                                   text_[pos_] == '.' || text_[pos_] == 'e' || text_[pos_] == 'E' ||
+                                   ((text_[pos_] == '-' || text_[pos_] == '+') &&
+                                    (text_[pos_ - 1] == 'e' || text_[pos_ - 1] == 'E'))))
       ++pos_;
     expr_node n;
     n.type = expr_node::op::number;

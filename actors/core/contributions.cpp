@@ -65,6 +65,7 @@ void route(const child_change& c, std::vector<contribution>& out) {
     gone.present = false;
     gone.twin = c.self.twin;
     gone.moving_to = moving_to;
+    gone.values.version = c.self.values.version;
     k.deltas.push_back(std::move(gone));
     if (c.as_aggregate)
       c.as_aggregate->all_views(false, moving_to, k.deltas);

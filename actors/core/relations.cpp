@@ -43,8 +43,8 @@ std::optional<std::string> kind_registry::add_rule(const relation_rule& rule) {
     return std::string{"relation rule needs an attribute"};
   if (auto e = validate_kind_name(rule.type, "relation type of rule attributes." + rule.attribute))
     return e;
-  if (auto e = validate_kind_name(rule.collection,
-                                  "collection of rule attributes." + rule.attribute))
+  if (auto e =
+          validate_kind_name(rule.collection, "collection of rule attributes." + rule.attribute))
     return e;
   for (const auto& r : rules_)
     if (r.attribute == rule.attribute && r.collection == rule.collection)
@@ -92,8 +92,8 @@ std::optional<std::string> kind_registry::check(std::string_view child, const re
     std::string accepted;
     for (const auto& t : types)
       accepted += (accepted.empty() ? "" : ", ") + t;
-    return "kind \"" + kind->def.name + "\" takes members by " + accepted + ", not by \"" +
-           r.type + "\"";
+    return "kind \"" + kind->def.name + "\" takes members by " + accepted + ", not by \"" + r.type +
+           "\"";
   }
   return std::nullopt;
 }

@@ -35,9 +35,9 @@ member meter(std::string id, double power, double voltage, int64_t last_seen = n
   return m;
 }
 
-std::vector<std::optional<double>> eval(const compiled_kind& k, const std::vector<member>& ms,
-                                        const std::map<std::string, std::string, std::less<>>& attrs =
-                                            {}) {
+std::vector<std::optional<double>> eval(
+    const compiled_kind& k, const std::vector<member>& ms,
+    const std::map<std::string, std::string, std::less<>>& attrs = {}) {
   std::vector<member_view> views;
   for (const auto& m : ms)
     views.push_back(member_view{m.id, m.values});
@@ -52,18 +52,19 @@ compiled_kind compile(const aggregate_kind& k) {
 }
 
 TEST(AggregateKind, EveryFunctionOverMembers) {
-  auto k = compile(transformer({{"meters", "count()"},
-                                {"power", "sum(reported.power)"},
-                                {"mean_power", "mean(power)"},
-                                {"avg_power", "avg(power)"},
-                                {"min_v", "min(reported.voltage)"},
-                                {"max_v", "max(voltage)"},
-                                {"low", "count(reported.voltage < 207)"},
-                                {"low_where", "count(where reported.voltage < 207)"},
-                                {"p50", "p50(reported.voltage)"},
-                                {"p99", "p99(reported.voltage)"},
-                                {"p90", "percentile(reported.voltage, 0.9)"},
-                                {"hi_power", "sum(reported.power where reported.voltage >= 207)"}}));
+  auto k =
+      compile(transformer({{"meters", "count()"},
+                           {"power", "sum(reported.power)"},
+                           {"mean_power", "mean(power)"},
+                           {"avg_power", "avg(power)"},
+                           {"min_v", "min(reported.voltage)"},
+                           {"max_v", "max(voltage)"},
+                           {"low", "count(reported.voltage < 207)"},
+                           {"low_where", "count(where reported.voltage < 207)"},
+                           {"p50", "p50(reported.voltage)"},
+                           {"p99", "p99(reported.voltage)"},
+                           {"p90", "percentile(reported.voltage, 0.9)"},
+                           {"hi_power", "sum(reported.power where reported.voltage >= 207)"}}));
   std::vector<member> ms;
   for (int i = 1; i <= 10; ++i)
     ms.push_back(meter("m" + std::to_string(i), i * 1.5, 200 + i * 2));
@@ -77,8 +78,8 @@ TEST(AggregateKind, EveryFunctionOverMembers) {
   EXPECT_EQ(v[5], 220);
   EXPECT_EQ(v[6], 3);  // 202, 204, 206
   EXPECT_EQ(v[7], 3);
-  EXPECT_EQ(v[8], 210);  // nearest rank: 5th of 10
-  EXPECT_EQ(v[9], 220);  // 10th
+  EXPECT_EQ(v[8], 210);   // nearest rank: 5th of 10
+  EXPECT_EQ(v[9], 220);   // 10th
   EXPECT_EQ(v[10], 218);  // 9th
   EXPECT_DOUBLE_EQ(*v[11], 1.5 * (55 - 6));
   // The same (field, filter) is one series however many calls read it:
@@ -144,9 +145,9 @@ TEST(AggregateKind, ProjectsOnlyTheFieldsItReads) {
 }
 
 TEST(AggregateKind, FiltersWithParenthesesAndQuotesInsideCalls) {
-  auto k = compile(
-      transformer({{"n", "count((kind = \"a)\" OR kind = 'b where') AND reported.x > 1)"},
-                   {"s", "sum(x where (kind = \"a)\"))"}}));
+  auto k =
+      compile(transformer({{"n", "count((kind = \"a)\" OR kind = 'b where') AND reported.x > 1)"},
+                           {"s", "sum(x where (kind = \"a)\"))"}}));
   member a{"1", {}};
   a.values.kind = "a)";
   a.values.reported = {{"x", 5.0}};
@@ -179,8 +180,7 @@ TEST(AggregateKind, ErrorsSayWhatToFix) {
             std::string::npos);
   EXPECT_NE(compile_error(transformer({{"x", "sum(power) / nope"}})).find("unknown name \"nope\""),
             std::string::npos);
-  EXPECT_NE(compile_error(transformer({{"a", "b + 1"}, {"b", "a * 2"}}))
-                .find("cycle: a -> b -> a"),
+  EXPECT_NE(compile_error(transformer({{"a", "b + 1"}, {"b", "a * 2"}})).find("cycle: a -> b -> a"),
             std::string::npos);
   EXPECT_NE(compile_error(transformer({{"a", "a + 1"}})).find("refers to itself"),
             std::string::npos);
@@ -204,9 +204,9 @@ TEST(AggregateKind, ErrorsSayWhatToFix) {
             std::string::npos);
   EXPECT_NE(compile_error(transformer({{"9a", "1"}})).find("must be an identifier"),
             std::string::npos);
-  EXPECT_NE(compile_error(aggregate_kind{"Fleet", "fleets", {"member_of"}, {}, ""})
-                .find("lowercase"),
-            std::string::npos);
+  EXPECT_NE(
+      compile_error(aggregate_kind{"Fleet", "fleets", {"member_of"}, {}, ""}).find("lowercase"),
+      std::string::npos);
   EXPECT_NE(compile_error(aggregate_kind{"fleet", "", {"member_of"}, {}, ""}).find("is empty"),
             std::string::npos);
   EXPECT_NE(compile_error(aggregate_kind{"fleet", "fleets", {}, {}, ""}).find("no member"),

@@ -10,8 +10,11 @@ kind_registry grid() {
   kind_registry r;
   EXPECT_FALSE(r.put({"transformer", "transformers", {"feeds"}, {{"n", "count()"}}, ""}));
   EXPECT_FALSE(r.put({"fleet", "fleets", {"member_of"}, {{"soc", "mean(battery)"}}, ""}));
-  EXPECT_FALSE(r.put({"depot", "depots", {"located_at", "charging_at"},
-                      {{"stale", "count(connectivity = stale)"}}, ""}));
+  EXPECT_FALSE(r.put({"depot",
+                      "depots",
+                      {"located_at", "charging_at"},
+                      {{"stale", "count(connectivity = stale)"}},
+                      ""}));
   EXPECT_FALSE(r.add_rule({"fleet", "member_of", "fleets"}));
   EXPECT_FALSE(r.add_rule({"transformer", "feeds", "transformers"}));
   return r;
