@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/core/relation.hpp"
 #include "actors/core/sequence_window.hpp"
 #include "actors/core/value.hpp"
 
@@ -79,6 +80,8 @@ struct twin {
   /// History segments written (the ring slot of the next is this % capacity).
   uint64_t history_segments = 0;
   sequence_window window;
+  /// Relations to parent aggregates, sorted by parent.
+  relation_list relations;
 
   /// True when nothing was ever applied (a twin that does not exist yet).
   bool empty() const {

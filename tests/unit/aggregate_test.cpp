@@ -146,9 +146,8 @@ struct world {
           std::string hint;
           for (auto& h : d.moving_to)
             hint += h + ",";
-          fprintf(stderr, "%s -> %s: %s %s depth %u hint %s\n", c.child.c_str(),
-                  c.parent.c_str(), d.id.c_str(), d.present ? "present" : "gone", d.depth,
-                  hint.c_str());
+          fprintf(stderr, "%s -> %s: %s %s depth %u hint %s\n", c.child.c_str(), c.parent.c_str(),
+                  d.id.c_str(), d.present ? "present" : "gone", d.depth, hint.c_str());
         }
     std::vector<member_delta> outward;
     auto n = p.agg->apply(c, now, outward);
@@ -198,9 +197,8 @@ struct world {
       std::vector<member_delta> outward;
       counts.expired_holds += e.agg->advance(now, &outward).expired_holds;
       std::vector<contribution> out;
-      route(
-          child_change{e.id, &e.relations, &e.relations, self_view(e), false, &outward, nullptr},
-          out);
+      route(child_change{e.id, &e.relations, &e.relations, self_view(e), false, &outward, nullptr},
+            out);
       send(out);
     }
     settle(rng);
@@ -509,9 +507,12 @@ TEST(Aggregate, KindChangeAndRestoreRebuildTheSameMeasures) {
   for (size_t i = 0; i < before.size(); ++i)
     EXPECT_TRUE(close(before[i], restored[i])) << i;
   auto other = std::make_shared<compiled_kind>();
-  ASSERT_FALSE(compile_kind(
-      {"group", "groups", {"feeds"}, {{"hi", "count(reported.voltage > 220)"}, {"p", "p50(power)"}}, ""},
-      *other));
+  ASSERT_FALSE(compile_kind({"group",
+                             "groups",
+                             {"feeds"},
+                             {{"hi", "count(reported.voltage > 220)"}, {"p", "p50(power)"}},
+                             ""},
+                            *other));
   agg.set_kind(other);
   auto v = agg.measures({});
   EXPECT_EQ(v[0], 19);  // 221..239
@@ -564,16 +565,15 @@ void run_random_dag(const dag_params& p) {
     relation_list rel;
     const int n = static_cast<int>(pick(4));  // 0..3 parents
     for (int k = 0; k < n; ++k)
-      rel.push_back({"member_of", aggregates[pick(std::min<size_t>(aggregates.size(),
-                                                                   level[0].size() * 2))]});
+      rel.push_back({"member_of",
+                     aggregates[pick(std::min<size_t>(aggregates.size(), level[0].size() * 2))]});
     return rel;
   };
   auto random_values = [&]() {
     std::vector<std::pair<std::string, value>> m;
     if (chance(0.9))
-      m.emplace_back("power", std::round(std::uniform_real_distribution<double>(-50, 500)(rng) *
-                                         100) /
-                                  100);
+      m.emplace_back("power",
+                     std::round(std::uniform_real_distribution<double>(-50, 500)(rng) * 100) / 100);
     if (chance(0.8))
       m.emplace_back("voltage", chance(0.1) ? value{std::string{"n/a"}}
                                             : value{static_cast<int64_t>(190 + pick(50))});
