@@ -162,4 +162,56 @@ relation_diff diff(const relation_list& before, const relation_list& after) {
   return d;
 }
 
+std::optional<std::string> apply_relation_update(std::string_view child,
+                                                 const relation_list& current,
+                                                 const relation_update& u,
+                                                 const kind_registry& kinds,
+                                                 const std::function<bool(std::string_view)>& below,
+                                                 relation_list& out) {
+  relation_list next;
+  for (const auto& r : current)
+    if (!u.replace || r.origin == relation_origin::rule)
+      next.push_back(r);
+  for (const auto& parent : u.remove) {
+    auto it = std::find_if(next.begin(), next.end(),
+                           [&](const relation& r) { return r.parent == parent; });
+    if (it == next.end())
+      continue;  // deleting what is not there is done already
+    if (it->origin == relation_origin::rule)
+      return "the relation of \"" + std::string{child} + "\" to \"" + parent +
+             "\" is derived from its attributes by a rule: change the attribute instead";
+    next.erase(it);
+  }
+  for (const auto& r : u.set) {
+    if (auto e = kinds.check(child, r))
+      return e;
+    auto it = std::find_if(next.begin(), next.end(),
+                           [&](const relation& x) { return x.parent == r.parent; });
+    const bool known = it != next.end();
+    if (!known && below && below(r.parent))
+      return "relation " + std::string{child} + " " + r.type + " " + r.parent +
+             " would close a cycle: \"" + r.parent + "\" is below \"" + std::string{child} + "\"";
+    relation set{r.type, r.parent, u.origin};
+    if (known)
+      *it = std::move(set);
+    else
+      next.push_back(std::move(set));
+  }
+  normalize(next);
+  if (next.size() > max_parents)
+    return "\"" + std::string{child} + "\" would have " + std::to_string(next.size()) +
+           " parents; at most " + std::to_string(max_parents) + " are allowed";
+  out = std::move(next);
+  return std::nullopt;
+}
+
+relation_list rederive(std::string_view child, const relation_list& current,
+                       const std::map<std::string, std::string, std::less<>>& attributes,
+                       const kind_registry& kinds) {
+  auto derived = kinds.derive(child, attributes);
+  if (derived.size() > max_parents)
+    derived.resize(max_parents);
+  return merge_relations(current, derived);
+}
+
 }  // namespace fleettwin::core

@@ -6,6 +6,7 @@
 // principle 4).
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -95,6 +96,36 @@ relation_list merge_relations(const relation_list& explicit_relations,
 
 /// Sorts by parent and keeps the last relation to each parent.
 void normalize(relation_list& relations);
+
+/// A change of a child's explicit relations (SetRelations, DeleteRelations,
+/// a record of the relations topic).
+struct relation_update {
+  /// Relations to set; each replaces the child's relation to its parent.
+  relation_list set;
+  /// Parents to remove the relation to.
+  std::vector<std::string> remove;
+  /// Drop every explicit relation not in `set` first.
+  bool replace = false;
+  relation_origin origin = relation_origin::api;
+};
+
+/// Applies `u` to a child's relations (derived ones included) into `out`.
+/// Returns what to fix when the update is invalid: a relation the registry
+/// rejects, one that would close a cycle (`below(parent)` is true when the
+/// parent lies below the child), removing a relation that a rule derives
+/// from an attribute, or more than max_parents parents.
+std::optional<std::string> apply_relation_update(std::string_view child,
+                                                 const relation_list& current,
+                                                 const relation_update& u,
+                                                 const kind_registry& kinds,
+                                                 const std::function<bool(std::string_view)>& below,
+                                                 relation_list& out);
+
+/// A child's relations after its attributes changed: the explicit ones
+/// kept, the derived ones derived again.
+relation_list rederive(std::string_view child, const relation_list& current,
+                       const std::map<std::string, std::string, std::less<>>& attributes,
+                       const kind_registry& kinds);
 
 /// The parents in `before` that are not in `after`, and the reverse.
 struct relation_diff {

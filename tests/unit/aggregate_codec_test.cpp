@@ -20,7 +20,13 @@ member_values some_values() {
 }
 
 TEST(AggregateCodec, HeaderRoundTrips) {
-  aggregate_header h{"transformers/T1", "transformer", 17, 123, 1000, 990, 2,
+  aggregate_header h{"transformers/T1",
+                     "transformer",
+                     17,
+                     123,
+                     1000,
+                     990,
+                     2,
                      {{"power", 12.5}, {"mean", std::nullopt}}};
   std::string bytes;
   encode_aggregate_header(h, bytes);

@@ -90,4 +90,63 @@ TEST(Relations, DiffTellsRemovedAddedAndRetyped) {
   EXPECT_EQ(d.retyped[0].parent, "p/2");
 }
 
+TEST(Relations, UpdatesValidateReplaceAndRefuseCycles) {
+  auto r = grid();
+  relation_list current{{"member_of", "fleets/north", relation_origin::rule},
+                        {"located_at", "depots/d1", relation_origin::api}};
+  relation_list out;
+  auto nothing_below = [](std::string_view) { return false; };
+  // Set another relation, retype one.
+  relation_update u;
+  u.set = {{"charging_at", "depots/d2"}, {"charging_at", "depots/d1"}};
+  ASSERT_FALSE(apply_relation_update("veh-1", current, u, r, nothing_below, out));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0], (relation{"charging_at", "depots/d1", relation_origin::api}));
+  EXPECT_EQ(out[1], (relation{"charging_at", "depots/d2", relation_origin::api}));
+  EXPECT_EQ(out[2].origin, relation_origin::rule);
+  // Replace keeps derived relations.
+  u = {};
+  u.replace = true;
+  u.origin = relation_origin::topic;
+  u.set = {{"located_at", "depots/d3"}};
+  ASSERT_FALSE(apply_relation_update("veh-1", current, u, r, nothing_below, out));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], (relation{"located_at", "depots/d3", relation_origin::topic}));
+  EXPECT_EQ(out[1].parent, "fleets/north");
+  // Delete: explicit ones go, derived ones are refused, absent ones are fine.
+  u = {};
+  u.remove = {"depots/d1", "depots/none"};
+  ASSERT_FALSE(apply_relation_update("veh-1", current, u, r, nothing_below, out));
+  EXPECT_EQ(out.size(), 1u);
+  u.remove = {"fleets/north"};
+  EXPECT_NE(apply_relation_update("veh-1", current, u, r, nothing_below, out)
+                ->find("derived from its attributes"),
+            std::string::npos);
+  // Cycles and bad relations leave `out` alone and say why.
+  u = {};
+  u.set = {{"member_of", "fleets/south"}};
+  auto all_below = [](std::string_view id) { return id == "fleets/south"; };
+  EXPECT_NE(apply_relation_update("fleets/x", {}, u, r, all_below, out)->find("close a cycle"),
+            std::string::npos);
+  u.set = {{"feeds", "fleets/south"}};
+  EXPECT_NE(apply_relation_update("veh-1", {}, u, r, nothing_below, out)->find("takes members"),
+            std::string::npos);
+  // Too many parents.
+  u = {};
+  for (int i = 0; i <= 64; ++i)
+    u.set.push_back({"member_of", "fleets/f" + std::to_string(i)});
+  EXPECT_NE(apply_relation_update("veh-1", {}, u, r, nothing_below, out)->find("at most 64"),
+            std::string::npos);
+}
+
+TEST(Relations, RederiveKeepsExplicitRelations) {
+  auto r = grid();
+  relation_list current{{"member_of", "fleets/north", relation_origin::rule},
+                        {"located_at", "depots/d1", relation_origin::api}};
+  auto next = rederive("veh-1", current, {{"fleet", "south"}}, r);
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_EQ(next[0].parent, "depots/d1");
+  EXPECT_EQ(next[1], (relation{"member_of", "fleets/south", relation_origin::rule}));
+}
+
 }  // namespace
