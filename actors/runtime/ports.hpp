@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/core/aggregate_codec.hpp"
 #include "actors/core/change.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/twin.hpp"
@@ -28,8 +29,13 @@ struct raw_record {
 };
 
 /// The records of one partition taken from one poll, in offset order.
+/// The inputs of a partition: its telemetry, and the member contributions
+/// its aggregates receive (the aggregate-updates topic, same partition).
+enum class input : uint8_t { telemetry = 0, contributions = 1 };
+
 struct raw_batch {
   int32_t partition = 0;
+  input source = input::telemetry;
   std::vector<raw_record> records;
   /// Offset to resume from once this batch is committed (last offset + 1).
   int64_t next_offset = 0;
@@ -68,6 +74,13 @@ struct history_write {
   std::string segment;  // begin_history_segment + append_history_sample
 };
 
+/// One member record of an aggregate to write, or to delete (empty entry).
+struct member_write {
+  std::string aggregate_id;
+  std::string member_id;
+  std::string entry;  // encode_member_entry; empty: delete
+};
+
 /// Everything one partition commits atomically.
 struct commit_batch {
   int32_t partition = 0;
@@ -80,6 +93,17 @@ struct commit_batch {
   std::optional<int64_t> changelog_offset;
   /// Twins that exist since this commit (the store keeps an exact count).
   uint32_t created_twins = 0;
+  /// Aggregate id, encode_aggregate_header.
+  std::vector<std::pair<std::string, std::string>> aggregates;
+  std::vector<member_write> members;
+  /// Next offset of the contributions input; nullopt when none was consumed.
+  std::optional<int64_t> contributions_offset;
+};
+
+/// An aggregate as stored: its header and every member.
+struct stored_aggregate {
+  core::aggregate_header header;
+  std::vector<std::pair<std::string, core::member_entry>> members;
 };
 
 enum class load_status : uint8_t { found, missing, failed };
@@ -93,6 +117,16 @@ public:
   /// Atomically applies `b`; returns an error description on failure.
   virtual std::optional<std::string> commit(const commit_batch& b) = 0;
   virtual std::optional<int64_t> load_offset(int32_t partition) = 0;
+  /// Loads an aggregate's header and members (stores without aggregates:
+  /// missing).
+  virtual load_status load_aggregate(int32_t partition, std::string_view id, stored_aggregate& out,
+                                     std::string& error) {
+    return load_status::missing;
+  }
+  /// The committed next offset of the contributions input.
+  virtual std::optional<int64_t> load_contributions_offset(int32_t partition) {
+    return std::nullopt;
+  }
 };
 
 /// What one work item of a partition hands to Kafka.

@@ -22,7 +22,10 @@ namespace {
 
 constexpr const char* twins_cf_name = "twins";
 constexpr const char* history_cf_name = "history";
+constexpr const char* aggregates_cf_name = "aggregates";
+constexpr const char* members_cf_name = "members";
 constexpr std::string_view offset_key_prefix = "offset/";
+constexpr std::string_view contributions_offset_prefix = "offset-contrib/";
 constexpr std::string_view count_key_prefix = "count/";
 constexpr std::string_view changelog_key_prefix = "changelog/";
 constexpr std::string_view setting_key_prefix = "setting/";
@@ -76,6 +79,18 @@ std::string offset_key(int32_t partition) {
   std::string k{offset_key_prefix};
   put_be32(k, static_cast<uint32_t>(partition));
   return k;
+}
+
+std::string contributions_offset_key(int32_t partition) {
+  std::string k{contributions_offset_prefix};
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+/// The common prefix of every member record of one aggregate.
+void members_prefix(std::string& out, int32_t partition, std::string_view aggregate_id) {
+  twin_key(out, partition, aggregate_id);
+  out.push_back('\0');
 }
 
 std::string changelog_key(int32_t partition) {
@@ -180,6 +195,8 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
                   std::min(opts.write_buffer_bytes, meta_write_buffer_bytes), true)},
       {twins_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, true)},
       {history_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, false)},
+      {aggregates_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, true)},
+      {members_cf_name, cf_options(s->cache_, compression, opts.write_buffer_bytes, false)},
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
@@ -192,6 +209,8 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
   s->meta_ = handles[0];
   s->twins_ = handles[1];
   s->history_ = handles[2];
+  s->aggregates_ = handles[3];
+  s->members_ = handles[4];
   // Load the twin counts of every partition stored here.
   std::unique_ptr<rocksdb::Iterator> it{s->db_->NewIterator(rocksdb::ReadOptions{}, s->meta_)};
   for (it->Seek(rocksdb::Slice{count_key_prefix.data(), count_key_prefix.size()}); it->Valid();
@@ -209,7 +228,7 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
 rocksdb_store::~rocksdb_store() {
   if (!db_)
     return;
-  for (auto* h : {meta_, twins_, history_})
+  for (auto* h : {meta_, twins_, history_, aggregates_, members_})
     if (h)
       db_->DestroyColumnFamilyHandle(h);
   auto st = db_->Close();
@@ -240,7 +259,7 @@ runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_vie
 
 std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
   if (b.twins.empty() && b.history.empty() && !b.next_offset && !b.changelog_offset &&
-      b.created_twins == 0)
+      b.created_twins == 0 && b.aggregates.empty() && b.members.empty() && !b.contributions_offset)
     return std::nullopt;
   // Reserve roughly the batch's size: keys, values and a few bytes of framing.
   size_t reserve = 64;
@@ -248,6 +267,10 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
     reserve += id.size() + bytes.size() + 16;
   for (const auto& h : b.history)
     reserve += h.asset_id.size() + h.segment.size() + 20;
+  for (const auto& [id, bytes] : b.aggregates)
+    reserve += id.size() + bytes.size() + 16;
+  for (const auto& m : b.members)
+    reserve += m.aggregate_id.size() + m.member_id.size() + m.entry.size() + 16;
   rocksdb::WriteBatch batch{reserve};
 
   auto failed = [&](const rocksdb::Status& st) {
@@ -266,8 +289,26 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
     if (auto st = batch.Put(history_, key, h.segment); !st.ok())
       return failed(st);
   }
+  for (const auto& [id, bytes] : b.aggregates) {
+    twin_key(key, b.partition, id);
+    if (auto st = batch.Put(aggregates_, key, bytes); !st.ok())
+      return failed(st);
+  }
+  for (const auto& m : b.members) {
+    members_prefix(key, b.partition, m.aggregate_id);
+    key.append(m.member_id);
+    auto st = m.entry.empty() ? batch.Delete(members_, key) : batch.Put(members_, key, m.entry);
+    if (!st.ok())
+      return failed(st);
+  }
   if (b.next_offset) {
     if (auto st = batch.Put(meta_, offset_key(b.partition), encode_offset(*b.next_offset));
+        !st.ok())
+      return failed(st);
+  }
+  if (b.contributions_offset) {
+    if (auto st = batch.Put(meta_, contributions_offset_key(b.partition),
+                            encode_offset(*b.contributions_offset));
         !st.ok())
       return failed(st);
   }
@@ -312,6 +353,54 @@ uint64_t rocksdb_store::stored_twins(std::optional<int32_t> partition) {
 
 std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
   return read_meta_offset(offset_key(partition), partition);
+}
+
+std::optional<int64_t> rocksdb_store::load_contributions_offset(int32_t partition) {
+  return read_meta_offset(contributions_offset_key(partition), partition);
+}
+
+runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::string_view id,
+                                                   runtime::stored_aggregate& out,
+                                                   std::string& error) {
+  out = runtime::stored_aggregate{};
+  std::string key;
+  twin_key(key, partition, id);
+  rocksdb::PinnableSlice value;
+  auto st = db_->Get(rocksdb::ReadOptions{}, aggregates_, key, &value);
+  if (st.IsNotFound())
+    return runtime::load_status::missing;
+  if (!st.ok()) {
+    error = "reading aggregate \"" + std::string{id} + "\": " + st.ToString();
+    return runtime::load_status::failed;
+  }
+  if (auto why = core::decode_aggregate_header(view(value), out.header)) {
+    error = "aggregate \"" + std::string{id} + "\" is corrupt: " + *why;
+    return runtime::load_status::failed;
+  }
+  members_prefix(key, partition, id);
+  std::string end = key;
+  end.back() = '\1';  // the first key after every member of this aggregate
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper{end};
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, members_)};
+  out.members.reserve(out.header.members);
+  for (it->Seek(key); it->Valid(); it->Next()) {
+    auto k = view(it->key());
+    core::member_entry e;
+    if (auto why = core::decode_member_entry(view(it->value()), e)) {
+      error = "member \"" + std::string{k.substr(key.size())} + "\" of aggregate \"" +
+              std::string{id} + "\" is corrupt: " + *why;
+      return runtime::load_status::failed;
+    }
+    out.members.emplace_back(std::string{k.substr(key.size())}, std::move(e));
+  }
+  if (!it->status().ok()) {
+    error =
+        "reading the members of aggregate \"" + std::string{id} + "\": " + it->status().ToString();
+    return runtime::load_status::failed;
+  }
+  return runtime::load_status::found;
 }
 
 std::optional<int64_t> rocksdb_store::load_changelog_offset(int32_t partition) {
@@ -516,7 +605,13 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
   if (st.ok())
     st = batch.DeleteRange(history_, begin, end);
   if (st.ok())
+    st = batch.DeleteRange(aggregates_, begin, end);
+  if (st.ok())
+    st = batch.DeleteRange(members_, begin, end);
+  if (st.ok())
     st = batch.Delete(meta_, offset_key(partition));
+  if (st.ok())
+    st = batch.Delete(meta_, contributions_offset_key(partition));
   if (st.ok())
     st = batch.Delete(meta_, count_key(partition));
   if (st.ok())
@@ -552,11 +647,28 @@ std::optional<std::string> rocksdb_store::apply_changelog(
         break;
       continue;
     }
-    // Twin state is keyed by the asset id, a history slot by asset '\0' slot;
-    // the store's keys are the same behind the partition prefix.
+    if (e.key == changelog_contributions_key) {
+      if (e.value.size() == 8)
+        st = batch.Put(meta_, contributions_offset_key(partition), e.value);
+      if (!st.ok())
+        break;
+      continue;
+    }
+    // Twin state is keyed by the asset id, a history slot by asset '\0' slot,
+    // an aggregate's header and members behind a marker byte (see the
+    // header); the store's keys are the same behind the partition prefix.
     key = partition_prefix(partition);
-    key.append(e.key);
-    auto* cf = e.key.find('\0') == std::string_view::npos ? twins_ : history_;
+    rocksdb::ColumnFamilyHandle* cf = nullptr;
+    if (!e.key.empty() && e.key.front() == changelog_aggregate_marker) {
+      key.append(e.key.substr(1));
+      cf = aggregates_;
+    } else if (!e.key.empty() && e.key.front() == changelog_member_marker) {
+      key.append(e.key.substr(1));
+      cf = members_;
+    } else {
+      key.append(e.key);
+      cf = e.key.find('\0') == std::string_view::npos ? twins_ : history_;
+    }
     st = e.value.empty() ? batch.Delete(cf, key) : batch.Put(cf, key, e.value);
     if (!st.ok())
       break;
@@ -616,7 +728,7 @@ std::map<int32_t, int64_t> rocksdb_store::stored_offsets() {
 
 std::optional<std::string> rocksdb_store::forget_positions() {
   rocksdb::WriteBatch batch;
-  for (auto prefix : {offset_key_prefix, changelog_key_prefix}) {
+  for (auto prefix : {offset_key_prefix, contributions_offset_prefix, changelog_key_prefix}) {
     std::string end{prefix};
     end.back() = static_cast<char>(end.back() + 1);
     if (auto st = batch.DeleteRange(meta_, std::string{prefix}, end); !st.ok())

@@ -10,8 +10,12 @@
 //   "twins"    be32(partition) asset_id                          -> encode_twin
 //   "history"  be32(partition) asset_id '\0' be32(slot)  -> a history segment
 //              (every sample one batch applied to the twin; a ring of segments)
+//   "aggregates" be32(partition) aggregate_id                    -> encode_aggregate_header
+//   "members"  be32(partition) aggregate_id '\0' member_id       -> encode_member_entry
 //   "default"  "offset/" be32(partition)                         -> next offset to consume,
 //                                                                   int64 as 8 bytes big-endian
+//              "offset-contrib/" be32(partition)                 -> next offset of the
+//                                                                   contributions input
 //              "count/" be32(partition)                          -> twins stored (same encoding)
 //              "changelog/" be32(partition)                      -> next changelog offset the
 //                                                                   local state covers
@@ -72,6 +76,16 @@ struct store_options {
 /// key starts with '\0'.
 inline constexpr std::string_view changelog_checkpoint_key{"\0input-offset", 13};
 
+/// The changelog key of a partition's contributions-input checkpoint (same
+/// encoding as the input checkpoint).
+inline constexpr std::string_view changelog_contributions_key{"\0contrib-offset", 15};
+
+/// Changelog keys of aggregates: marker, then the store's key without the
+/// partition (aggregate id; aggregate id '\0' member id). Asset ids never
+/// start with these bytes.
+inline constexpr char changelog_aggregate_marker = '\1';
+inline constexpr char changelog_member_marker = '\2';
+
 /// One record of the changelog topic, as restored into the store. An empty
 /// value deletes the key (a compaction tombstone).
 struct changelog_entry {
@@ -124,6 +138,9 @@ public:
   /// The committed next offset; nullopt when none was committed (or it cannot
   /// be read, which is logged).
   std::optional<int64_t> load_offset(int32_t partition) override;
+  runtime::load_status load_aggregate(int32_t partition, std::string_view id,
+                                      runtime::stored_aggregate& out, std::string& error) override;
+  std::optional<int64_t> load_contributions_offset(int32_t partition) override;
 
   /// The changelog position the local state of `partition` covers; nullopt
   /// when it was never restored or committed with a changelog.
@@ -202,6 +219,8 @@ private:
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* twins_ = nullptr;
   rocksdb::ColumnFamilyHandle* history_ = nullptr;
+  rocksdb::ColumnFamilyHandle* aggregates_ = nullptr;
+  rocksdb::ColumnFamilyHandle* members_ = nullptr;
   /// Twins per partition, mirrored from the "count/" meta keys. Only a
   /// partition's committer changes its entry.
   std::mutex counts_mutex_;

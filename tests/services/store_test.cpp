@@ -688,3 +688,85 @@ TEST_F(StoreTest, RestoredCheckpointBecomesTheCommittedOffset) {
   reopen();
   EXPECT_EQ(store->load_offset(4), 11210);
 }
+
+namespace {
+
+core::member_entry meter_entry(double power, std::string via) {
+  core::member_entry e;
+  e.twin = true;
+  e.depth = 1;
+  e.paths = {{std::move(via), 1, "feeds"}};
+  e.values.kind = "meter";
+  e.values.version = 3;
+  e.values.reported = {{"power", power}};
+  return e;
+}
+
+std::string encoded_entry(const core::member_entry& e) {
+  std::string out;
+  core::encode_member_entry(e, out);
+  return out;
+}
+
+}  // namespace
+
+TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
+  core::aggregate_header h{"transformers/T1", "transformer", 4, 1000, 2, 2, 0, {{"power", 7.5}}};
+  std::string header;
+  core::encode_aggregate_header(h, header);
+  commit_batch batch;
+  batch.partition = 3;
+  batch.aggregates.emplace_back("transformers/T1", header);
+  batch.members.push_back({"transformers/T1", "m1", encoded_entry(meter_entry(2.5, "m1"))});
+  batch.members.push_back({"transformers/T1", "m2", encoded_entry(meter_entry(5, "m2"))});
+  // Another aggregate whose id extends this one's must not leak into it.
+  batch.members.push_back({"transformers/T10", "m9", encoded_entry(meter_entry(1, "m9"))});
+  batch.contributions_offset = 42;
+  ASSERT_FALSE(store->commit(batch));
+  runtime::stored_aggregate out;
+  std::string error;
+  ASSERT_EQ(store->load_aggregate(3, "transformers/T1", out, error), load_status::found) << error;
+  EXPECT_EQ(out.header, h);
+  ASSERT_EQ(out.members.size(), 2u);
+  EXPECT_EQ(out.members[0].first, "m1");
+  EXPECT_TRUE(out.members[1].second.same_state(meter_entry(5, "m2")));
+  EXPECT_EQ(store->load_contributions_offset(3), 42);
+  EXPECT_EQ(store->load_aggregate(2, "transformers/T1", out, error), load_status::missing);
+
+  // A member leaves: its record is deleted in the same batch as the header.
+  commit_batch leave;
+  leave.partition = 3;
+  leave.members.push_back({"transformers/T1", "m1", ""});
+  ASSERT_FALSE(store->commit(leave));
+  reopen();
+  ASSERT_EQ(store->load_aggregate(3, "transformers/T1", out, error), load_status::found);
+  ASSERT_EQ(out.members.size(), 1u);
+  EXPECT_EQ(out.members[0].first, "m2");
+  EXPECT_EQ(store->load_contributions_offset(3), 42);
+
+  // Restored from the changelog under the aggregate markers.
+  const std::string member_key = std::string{storage::changelog_member_marker} + "feeders/F1" +
+                                 std::string(1, '\0') + "transformers/T1";
+  core::member_entry agg_member;
+  agg_member.depth = 1;
+  agg_member.paths = {{"transformers/T1", 1, "feeds"}};
+  const std::string agg_member_bytes = encoded_entry(agg_member);
+  core::aggregate_header fh{"feeders/F1", "feeder", 1, 5, 1, 0, 0, {}};
+  std::string fh_bytes;
+  core::encode_aggregate_header(fh, fh_bytes);
+  const std::string header_key = std::string{storage::changelog_aggregate_marker} + "feeders/F1";
+  std::vector<storage::changelog_entry> entries{{header_key, fh_bytes},
+                                                {member_key, agg_member_bytes}};
+  ASSERT_FALSE(store->apply_changelog(3, entries, 10));
+  ASSERT_EQ(store->load_aggregate(3, "feeders/F1", out, error), load_status::found) << error;
+  EXPECT_EQ(out.header, fh);
+  ASSERT_EQ(out.members.size(), 1u);
+  EXPECT_EQ(out.members[0].first, "transformers/T1");
+  // Nothing of it shows up as a twin.
+  EXPECT_TRUE(list("", 100, 0, {}, {3}).twins.empty());
+
+  // Dropping the partition drops its aggregates.
+  ASSERT_FALSE(store->drop_partition(3));
+  EXPECT_EQ(store->load_aggregate(3, "transformers/T1", out, error), load_status::missing);
+  EXPECT_FALSE(store->load_contributions_offset(3));
+}
