@@ -1,8 +1,10 @@
 #include "actors/runtime/asset_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "actors/core/codec.hpp"
+#include "actors/core/contributions.hpp"
 
 namespace fleettwin::runtime {
 
@@ -52,14 +54,147 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
   }
 }
 
+std::shared_ptr<const core::kind_registry> kinds_of(const asset_state& st) {
+  return st.config->kinds ? st.config->kinds->get() : nullptr;
+}
+
+/// The entity as its parents see it: a twin with its projected fields, or
+/// an aggregate (which measures do not count itself).
+core::member_delta self_view(const asset_state& st, const core::kind_registry& kinds) {
+  core::member_delta d;
+  d.id = st.asset_id;
+  d.present = true;
+  d.twin = !st.agg && !kinds.is_aggregate(st.asset_id);
+  if (d.twin)
+    d.values = st.projected ? *st.projected : core::project(st.tw, kinds.fields());
+  return d;
+}
+
+/// Makes `st.agg` the aggregate of the entity's kind (created empty, or
+/// rebuilt when the kind's definition changed). False when the id belongs to
+/// no kind.
+bool ensure_aggregate(asset_state& st, const core::kind_registry& kinds) {
+  const core::compiled_kind* kind = kinds.kind_of(st.asset_id);
+  if (!kind)
+    return false;
+  if (st.agg && st.agg->kind_ptr().get() == kind)
+    return true;
+  auto shared = kinds.kinds().at(kind->def.name);
+  if (st.agg) {
+    st.agg->set_kind(std::move(shared));
+  } else {
+    st.agg = std::make_unique<core::aggregate>(st.asset_id, std::move(shared),
+                                               st.config->stale_after_ms, st.config->hold_ms);
+    st.header.id = st.asset_id;
+  }
+  st.header.kind = kind->def.name;
+  return true;
+}
+
+bool same_measures(const core::aggregate_header& h,
+                   const std::vector<std::optional<double>>& values,
+                   const core::compiled_kind& kind) {
+  if (h.measures.size() != values.size())
+    return false;
+  for (size_t i = 0; i < values.size(); ++i)
+    if (h.measures[i].first != kind.measures[i].name || h.measures[i].second != values[i])
+      return false;
+  return true;
+}
+
+/// After the aggregate changed (members, attributes, time): its member
+/// records, its new header and change, and what its parents get.
+void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t now_ms,
+                      std::vector<core::member_delta>& outward, std::vector<std::string>& touched,
+                      asset_update& u) {
+  auto& agg = *st.agg;
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (auto& id : touched) {
+    member_write w{st.asset_id, id, {}};
+    if (const auto* e = agg.member(id))
+      core::encode_member_entry(*e, w.entry);
+    u.members.push_back(std::move(w));
+  }
+  auto values = agg.measures(core::measure_inputs{&st.tw.attributes});
+  if (!touched.empty() || !same_measures(st.header, values, agg.kind())) {
+    auto& h = st.header;
+    ++h.version;
+    h.updated_ms = now_ms;
+    h.members = agg.members().size();
+    h.twins = agg.twins();
+    h.in_transit = agg.in_transit();
+    h.measures.clear();
+    for (size_t i = 0; i < values.size(); ++i)
+      h.measures.emplace_back(agg.kind().measures[i].name, values[i]);
+    core::encode_aggregate_header(h, u.aggregate_state);
+    u.aggregate_change = h;
+  }
+  if (outward.empty() || st.tw.relations.empty())
+    return;
+  core::child_change c;
+  c.child = st.asset_id;
+  c.before = &st.tw.relations;
+  c.after = &st.tw.relations;
+  c.self = self_view(st, kinds);
+  c.members = &outward;
+  core::route(c, u.contributions);
+  core::coalesce(u.contributions);
+}
+
+/// After telemetry: relations follow the attributes (rules), and parents get
+/// the twin's new projected fields or the relation change.
+void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms, asset_update& u) {
+  auto kinds = kinds_of(st);
+  if (!kinds)
+    return;
+  const core::relation_list before = st.tw.relations;
+  if (attributes_changed)
+    st.tw.relations = core::rederive(st.asset_id, st.tw.relations, st.tw.attributes, *kinds);
+  bool self_changed = false;
+  if (!st.agg && !kinds->is_aggregate(st.asset_id)) {
+    auto now = core::project(st.tw, kinds->fields());
+    self_changed = !st.projected || !st.projected->same_fields(now);
+    st.projected = std::move(now);
+  }
+  const bool moved = before != st.tw.relations;
+  if (self_changed || moved) {
+    core::child_change c;
+    c.child = st.asset_id;
+    c.before = &before;
+    c.after = &st.tw.relations;
+    c.self = self_view(st, *kinds);
+    c.self_changed = self_changed;
+    c.as_aggregate = st.agg.get();
+    core::route(c, u.contributions);
+  }
+  if (st.agg && attributes_changed) {
+    // Expressions read the aggregate's own attributes.
+    std::vector<core::member_delta> none;
+    std::vector<std::string> untouched;
+    finish_aggregate(st, *kinds, now_ms, none, untouched, u);
+  }
+}
+
 }  // namespace
 
 asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self,
                                  std::string asset_id, core::twin initial,
-                                 std::shared_ptr<const asset_config> config) {
-  self->state.asset_id = std::move(asset_id);
-  self->state.tw = std::move(initial);
-  self->state.config = std::move(config);
+                                 std::shared_ptr<const asset_config> config,
+                                 std::optional<stored_aggregate> aggregate) {
+  auto& st = self->state;
+  st.asset_id = std::move(asset_id);
+  st.tw = std::move(initial);
+  st.config = std::move(config);
+  if (auto kinds = kinds_of(st); kinds && ensure_aggregate(st, *kinds) && aggregate) {
+    st.header = std::move(aggregate->header);
+    st.header.id = st.asset_id;
+    st.agg->advance(st.header.updated_ms);
+    for (auto& [id, e] : aggregate->members)
+      st.agg->restore(std::move(id), std::move(e));
+    if (st.header.kind != st.agg->kind().def.name)
+      st.header.kind = st.agg->kind().def.name;
+  }
   return {
       [self](apply_atom, const batch_slice& slice) {
         auto& st = self->state;
@@ -68,9 +203,11 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         const auto& batch = *slice.batch;
         const bool was_empty = st.tw.empty();
         std::string segment;
+        bool attributes_changed = false;
         for (auto idx : slice.indexes) {
           const auto& t = batch.records[idx];
           core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
+          attributes_changed |= st.scratch.attributes_changed;
           u.stale_samples += st.scratch.stale_samples;
           u.sequence_restarts += st.scratch.sequence_restarted ? 1 : 0;
           switch (st.scratch.status) {
@@ -96,6 +233,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           h.slot = core::history_slot(++st.tw.history_segments, st.config->history_capacity);
           h.segment = std::move(segment);
         }
+        if (u.applied > 0)
+          contribute_change(st, attributes_changed || was_empty, batch.ingest_ms, u);
         // Duplicates and late samples change counters and the sequence window
         // too: persist whenever anything was looked at, so a restart keeps them.
         if (!slice.indexes.empty()) {
@@ -104,6 +243,31 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           if (batch.want_snapshots)
             u.snapshot = st.current();
         }
+        return u;
+      },
+      [self](contribute_atom, const contribution_slice& slice) {
+        auto& st = self->state;
+        asset_update u;
+        u.asset_id = st.asset_id;
+        auto kinds = kinds_of(st);
+        if (!kinds || !ensure_aggregate(st, *kinds)) {
+          // The id belongs to no aggregate kind (any more): nothing to fold.
+          for (auto i : slice.indexes)
+            u.misdirected += static_cast<uint32_t>((*slice.items)[i].deltas.size());
+          return u;
+        }
+        std::vector<core::member_delta> outward;
+        std::vector<std::string> touched;
+        for (auto i : slice.indexes) {
+          const auto& c = (*slice.items)[i];
+          auto n = st.agg->apply(c, slice.now_ms, outward, &touched);
+          u.aggregate_counts.cycles += n.cycles;
+          u.aggregate_counts.too_deep += n.too_deep;
+          u.aggregate_counts.stale_versions += n.stale_versions;
+          u.aggregate_counts.expired_holds += n.expired_holds;
+          u.deltas_applied += static_cast<uint32_t>(c.deltas.size());
+        }
+        finish_aggregate(st, *kinds, slice.now_ms, outward, touched, u);
         return u;
       },
       [self](get_atom, const twin_completion& done) {

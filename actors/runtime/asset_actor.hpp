@@ -1,14 +1,35 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "actors/core/aggregate.hpp"
+#include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/runtime/interfaces.hpp"
 #include "actors/runtime/twin_cache.hpp"
 
 namespace fleettwin::runtime {
+
+/// The cluster's aggregate kinds and relation rules: replaced as a whole
+/// when a kind changes, read by every actor (thread-safe).
+class kinds_holder {
+public:
+  explicit kinds_holder(std::shared_ptr<const core::kind_registry> r = nullptr)
+      : registry_(std::move(r)) {}
+  std::shared_ptr<const core::kind_registry> get() const {
+    return std::atomic_load(&registry_);
+  }
+  void set(std::shared_ptr<const core::kind_registry> r) {
+    std::atomic_store(&registry_, std::move(r));
+  }
+
+private:
+  std::shared_ptr<const core::kind_registry> registry_;
+};
 
 /// What every asset actor of a node shares.
 struct asset_config {
@@ -19,6 +40,12 @@ struct asset_config {
   std::function<int64_t()> clock = system_clock_ms;
   /// Where snapshots handed to readers are published (may be null).
   std::shared_ptr<twin_cache> cache;
+  /// Aggregate kinds and relation rules (null: no aggregates).
+  std::shared_ptr<kinds_holder> kinds;
+  /// Connectivity of members, for measures whose filter reads it.
+  int64_t stale_after_ms = 30'000;
+  /// How long an aggregate holds a member moving below it (see aggregate).
+  int64_t hold_ms = 10'000;
 
   static int64_t system_clock_ms();
 };
@@ -30,6 +57,11 @@ struct asset_state {
   std::shared_ptr<const core::twin> snapshot;
   std::shared_ptr<const asset_config> config;
   core::apply_result scratch;
+  /// The twin's fields as its parents last got them (leaf twins).
+  std::optional<core::member_values> projected;
+  /// The entity as an aggregate (ids in an aggregate kind's collection).
+  std::unique_ptr<core::aggregate> agg;
+  core::aggregate_header header;
 
   /// True while `snapshot` is published in the config's cache.
   bool cached = false;
@@ -43,9 +75,11 @@ struct asset_state {
   static inline const char* name = "asset";
 };
 
-/// Spawns with the twin's stored state (empty for a new asset).
+/// Spawns with the twin's stored state (empty for a new asset) and, for an
+/// aggregate, its stored members.
 asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self,
                                  std::string asset_id, core::twin initial,
-                                 std::shared_ptr<const asset_config> config);
+                                 std::shared_ptr<const asset_config> config,
+                                 std::optional<stored_aggregate> aggregate);
 
 }  // namespace fleettwin::runtime

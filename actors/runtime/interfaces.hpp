@@ -13,6 +13,8 @@ namespace fleettwin::runtime {
 using asset_actor = caf::typed_actor<
     // Applies the slice's telemetry in order; replies with what to commit.
     caf::replies_to<apply_atom, batch_slice>::with<asset_update>,
+    // Folds member contributions into the aggregate; replies with what to commit.
+    caf::replies_to<contribute_atom, contribution_slice>::with<asset_update>,
     // Answers a query with an immutable snapshot of the state.
     caf::reacts_to<get_atom, twin_completion>,
     // Applies a desired update (optimistic concurrency); replies with the outcome.

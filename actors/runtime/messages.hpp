@@ -38,6 +38,7 @@ using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
 using drop_atom = caf::atom_constant<caf::atom("drop")>;
+using contribute_atom = caf::atom_constant<caf::atom("contribute")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -100,6 +101,14 @@ struct batch_slice {
   std::vector<uint32_t> indexes;
 };
 
+/// Decoded contributions of one work item, shared by the aggregates they
+/// go to; each aggregate gets the indexes of its own.
+struct contribution_slice {
+  std::shared_ptr<const std::vector<core::contribution>> items;
+  std::vector<uint32_t> indexes;
+  int64_t now_ms = 0;
+};
+
 /// What an asset actor did with its slice, ready to commit.
 struct asset_update {
   std::string asset_id;
@@ -117,6 +126,17 @@ struct asset_update {
   uint32_t stale_samples = 0;
   /// Records whose source restarted its sequence counter (applied).
   uint32_t sequence_restarts = 0;
+  /// What the entity sends its parents.
+  std::vector<core::contribution> contributions;
+  /// Aggregates: encode_aggregate_header of the new state (empty when the
+  /// aggregate did not change), the member records to write, the change.
+  std::string aggregate_state;
+  std::vector<member_write> members;
+  std::optional<core::aggregate_header> aggregate_change;
+  /// Member deltas applied; contributions to an id that is no aggregate.
+  uint32_t deltas_applied = 0;
+  uint32_t misdirected = 0;
+  core::apply_counts aggregate_counts;
 };
 
 struct desired_reply {
@@ -158,6 +178,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::twin_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::partition_info_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::raw_batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::batch_slice)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::contribution_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)

@@ -1,11 +1,13 @@
 #include "actors/runtime/partition_actor.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/core/contributions.hpp"
 #include "actors/core/partitioning.hpp"
 
 namespace fleettwin::runtime {
@@ -46,17 +48,26 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
     return it->second.handle;
   }
   core::twin tw;
-  switch (st.cfg.store->load_twin(st.cfg.partition, asset_id, tw, error)) {
-    case load_status::failed:
-      return std::nullopt;
-    case load_status::missing:
-      if (!create)
+  const auto twin_status = st.cfg.store->load_twin(st.cfg.partition, asset_id, tw, error);
+  if (twin_status == load_status::failed)
+    return std::nullopt;
+  std::optional<stored_aggregate> agg;
+  if (auto kinds = st.cfg.assets->kinds ? st.cfg.assets->kinds->get() : nullptr;
+      kinds && kinds->is_aggregate(asset_id)) {
+    stored_aggregate stored;
+    switch (st.cfg.store->load_aggregate(st.cfg.partition, asset_id, stored, error)) {
+      case load_status::failed:
         return std::nullopt;
-      break;
-    case load_status::found:
-      break;
+      case load_status::found:
+        agg = std::move(stored);
+        break;
+      case load_status::missing:
+        break;
+    }
   }
-  auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets);
+  if (twin_status == load_status::missing && !agg && !create)
+    return std::nullopt;
+  auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets, std::move(agg));
   st.assets.emplace(asset_id, partition_state::entry{handle, now, item});
   st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
   return handle;
@@ -137,10 +148,22 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
   if (st.cfg.listener && !item.changes.empty())
     st.cfg.listener->on_changes(item.changes, item.snapshots);
   if (!item.raws.empty()) {
-    st.next_offset = item.raws.back()->next_offset;
+    size_t batches[2] = {0, 0};
+    for (const auto& raw : item.raws)
+      ++batches[static_cast<size_t>(raw->source)];
+    if (item.commit.next_offset && batches[0] > 0)
+      st.next_offset = *item.commit.next_offset;
+    if (item.commit.contributions_offset)
+      st.next_contributions_offset = *item.commit.contributions_offset;
     st.records_applied += item.applied;
-    if (st.cfg.on_committed)
-      st.cfg.on_committed(st.cfg.partition, st.next_offset, item.raws.size(), changelog);
+    if (st.cfg.on_committed) {
+      if (batches[0] > 0)
+        st.cfg.on_committed(st.cfg.partition, input::telemetry, st.next_offset, batches[0],
+                            changelog);
+      if (batches[1] > 0)
+        st.cfg.on_committed(st.cfg.partition, input::contributions, st.next_contributions_offset,
+                            batches[1], changelog);
+    }
   }
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
@@ -153,7 +176,8 @@ void commit(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
   const auto changelog = item.commit.changelog_offset;
-  if (item.commit.twins.empty() && !item.commit.next_offset) {
+  if (item.commit.twins.empty() && !item.commit.next_offset && item.commit.aggregates.empty() &&
+      item.commit.members.empty() && !item.commit.contributions_offset) {
     committed(self, 0, 0, 0, changelog);
     return;
   }
@@ -196,8 +220,10 @@ void publish(self_ptr self) {
   // offset: a transaction then also fences a zombie owner of the partition.
   if (!item.commit.next_offset && st.next_offset >= 0)
     item.commit.next_offset = st.next_offset;
+  core::coalesce(item.contributions);
   auto handle = caf::actor_cast<partition_actor>(self);
-  st.cfg.sink->publish(item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit},
+  st.cfg.sink->publish(item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit,
+                                    item.contributions, item.aggregate_changes},
                        [handle, id = item.id](publish_result r) {
                          caf::anon_send(handle, delivered_atom::value, id, std::move(r));
                        });
@@ -222,6 +248,14 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   if (!item.snapshots.empty())
     item.snapshots.resize(item.changes.size(), nullptr);
   item.applied += u.applied;
+  std::move(u.contributions.begin(), u.contributions.end(), std::back_inserter(item.contributions));
+  if (!u.aggregate_state.empty())
+    item.commit.aggregates.emplace_back(u.asset_id, std::move(u.aggregate_state));
+  std::move(u.members.begin(), u.members.end(), std::back_inserter(item.commit.members));
+  if (u.aggregate_change)
+    item.aggregate_changes.push_back(std::move(*u.aggregate_change));
+  if (u.deltas_applied || u.misdirected)
+    st.cfg.probe->on_contributions(u.deltas_applied, u.misdirected, u.aggregate_counts);
   if (u.applied)
     st.cfg.probe->on_applied(u.applied);
   if (u.duplicates)
@@ -240,12 +274,75 @@ void reject(partition_state::inflight& item, ingest_probe& probe, const raw_reco
   item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code)});
 }
 
+/// Decodes the item's contribution records, grouped by the aggregate they
+/// go to (each record's key); invalid ones are rejected (dead letters).
+std::map<std::string, contribution_slice> decode_contributions(self_ptr self,
+                                                               partition_state::inflight& item) {
+  auto& st = self->state;
+  std::map<std::string, contribution_slice> out;
+  std::shared_ptr<std::vector<core::contribution>> items;
+  for (const auto& raw : item.raws) {
+    if (raw->source != input::contributions)
+      continue;
+    if (!items)
+      items = std::make_shared<std::vector<core::contribution>>();
+    for (const auto& r : raw->records) {
+      if (st.cfg.partition_count > 0) {
+        auto expected = core::kafka_partition(r.key, st.cfg.partition_count);
+        if (expected != st.cfg.partition) {
+          reject(item, *st.cfg.probe, r, "wrong_partition",
+                 "contributions for \"" + std::string{r.key} + "\" belong to partition " +
+                     std::to_string(expected));
+          continue;
+        }
+      }
+      const size_t first = items->size();
+      if (auto err = core::decode_contributions(r.payload, r.key, *items)) {
+        items->resize(first);
+        reject(item, *st.cfg.probe, r, "malformed_contributions", std::move(*err));
+        continue;
+      }
+      auto& slice = out[std::string{r.key}];
+      for (size_t i = first; i < items->size(); ++i)
+        slice.indexes.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  const auto now = now_ms(self);
+  for (auto& [id, slice] : out) {
+    slice.items = items;
+    slice.now_ms = now;
+  }
+  return out;
+}
+
+/// Hands each aggregate its contributions; false when the partition failed.
+bool send_contributions(self_ptr self, std::map<std::string, contribution_slice>& groups) {
+  auto& st = self->state;
+  const auto id = st.current->id;
+  for (auto& [aggregate_id, slice] : groups) {
+    std::string error;
+    auto handle = resident(self, aggregate_id, true, error);
+    if (!handle) {
+      fail(self, "cannot load aggregate \"" + aggregate_id + "\": " + error);
+      return false;
+    }
+    self->request(*handle, caf::infinite, contribute_atom::value, std::move(slice))
+        .then([self, id](asset_update& u) { collect(self, id, u); },
+              [self](caf::error& e) { fail(self, "aggregate actor failed: " + to_string(e)); });
+  }
+  return true;
+}
+
 void start_batch(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
-  item.commit.next_offset = item.raws.back()->next_offset;
   size_t total = 0;
   for (const auto& raw : item.raws) {
+    if (raw->source == input::contributions) {
+      item.commit.contributions_offset = raw->next_offset;
+      continue;
+    }
+    item.commit.next_offset = raw->next_offset;
     st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
     total += raw->records.size();
   }
@@ -271,6 +368,8 @@ void start_batch(self_ptr self) {
   const auto& limits = st.cfg.assets->limits;
   for (const auto& raw : item.raws)
     for (const auto& r : raw->records) {
+      if (raw->source != input::telemetry)
+        continue;
       auto& t = decoded->records[valid];
       if (auto err = st.decoder->decode(r, t)) {
         reject(item, *st.cfg.probe, r, std::move(err->first), std::move(err->second));
@@ -295,11 +394,14 @@ void start_batch(self_ptr self) {
   // Records past `valid` are scratch: only the grouped indexes are read.
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
-  item.pending = st.groups.size();
+  auto contributions = decode_contributions(self, item);
+  item.pending = st.groups.size() + contributions.size();
   if (item.pending == 0) {
     publish(self);
     return;
   }
+  if (!send_contributions(self, contributions))
+    return;
   std::shared_ptr<const decoded_batch> shared = decoded;
   const auto id = item.id;
   for (auto& [asset_id, indexes] : st.groups) {
@@ -454,6 +556,10 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
     st.next_offset = *st.cfg.initial_offset;
   else if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;
+  if (st.cfg.initial_contributions_offset)
+    st.next_contributions_offset = *st.cfg.initial_contributions_offset;
+  else if (auto off = st.cfg.store->load_contributions_offset(st.cfg.partition))
+    st.next_contributions_offset = *off;
   publish_gauges(self);
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {

@@ -39,9 +39,13 @@ struct partition_config {
   std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
   std::shared_ptr<change_listener> listener;  // may be null
   std::shared_ptr<ingest_probe> probe = std::make_shared<ingest_probe>();
-  /// Called after each commit with the consumed batches it covered and the
-  /// changelog position reached, if any (from the actor's thread).
-  std::function<void(int32_t partition, int64_t next_offset, size_t batches,
+  /// Where consumption of the contributions input resumes when Kafka holds
+  /// the offsets; unset: the offset committed in the store.
+  std::optional<int64_t> initial_contributions_offset;
+  /// Called after each commit, per input it consumed, with the batches of
+  /// that input it covered and the changelog position reached, if any (from
+  /// the actor's thread).
+  std::function<void(int32_t partition, input source, int64_t next_offset, size_t batches,
                      std::optional<int64_t> changelog)>
       on_committed;
   /// Queued batches are coalesced into one work item up to this many records,
@@ -104,6 +108,9 @@ struct partition_state {
     std::vector<core::twin_change> changes;
     std::vector<std::shared_ptr<const core::twin>> snapshots;
     std::vector<rejected_record> rejects;
+    /// What the item's twins and aggregates send their parents.
+    std::vector<core::contribution> contributions;
+    std::vector<core::aggregate_header> aggregate_changes;
     size_t applied = 0;
     std::chrono::steady_clock::time_point started;
   };
@@ -116,6 +123,7 @@ struct partition_state {
   std::optional<inflight> current;
   uint64_t next_item_id = 1;
   int64_t next_offset = -1;
+  int64_t next_contributions_offset = -1;
   uint64_t records_applied = 0;
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;

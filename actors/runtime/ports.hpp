@@ -137,6 +137,11 @@ struct item_outputs {
   /// The twin states and history segments the item changed (for the
   /// changelog) and the input offset it consumed up to.
   const commit_batch& state;
+  /// What the item's twins and aggregates send their parent aggregates, at
+  /// most one contribution per (child, parent).
+  const std::vector<core::contribution>& contributions;
+  /// The aggregates the item changed, as they are now.
+  const std::vector<core::aggregate_header>& aggregate_changes;
 };
 
 /// How publishing one item's outputs ended.
@@ -181,6 +186,10 @@ public:
   virtual void on_commit(double seconds, size_t twins, size_t history) {}
   virtual void on_commit_failed() {}
   virtual void on_active_twins(int32_t partition, size_t n) {}
+  /// Member deltas folded into aggregates; deltas sent to ids of no kind;
+  /// cycles, too-deep paths, late versions and expired holds seen.
+  virtual void on_contributions(size_t deltas, size_t misdirected,
+                                const core::apply_counts& counts) {}
   virtual void on_passivated(size_t n) {}
 };
 

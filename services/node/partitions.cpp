@@ -206,9 +206,10 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.listener = hub_;
   pc.probe = metrics_->ingest();
   auto* consumer = consumer_.get();
-  pc.on_committed = [consumer](int32_t p, int64_t next, size_t batches,
+  pc.on_committed = [consumer](int32_t p, runtime::input source, int64_t next, size_t batches,
                                std::optional<int64_t> changelog) {
-    consumer->acknowledge(p, next, batches, changelog);
+    if (source == runtime::input::telemetry)
+      consumer->acknowledge(p, next, batches, changelog);
   };
   pc.epoch = epoch;
   pc.read_committed = cfg_.exactly_once();

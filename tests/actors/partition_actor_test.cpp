@@ -20,7 +20,10 @@ namespace {
 /// Records every commit; state lives in maps like RocksDB would keep it.
 struct fake_store final : twin_store {
   std::map<std::pair<int32_t, std::string>, std::string> twins;
+  std::map<std::pair<int32_t, std::string>, std::string> aggregates;
+  std::map<std::tuple<int32_t, std::string, std::string>, std::string> members;
   std::map<int32_t, int64_t> offsets;
+  std::map<int32_t, int64_t> contribution_offsets;
   std::vector<commit_batch> commits;
   std::optional<std::string> fail_next;
 
@@ -40,14 +43,56 @@ struct fake_store final : twin_store {
       return std::exchange(fail_next, std::nullopt);
     for (const auto& [id, bytes] : b.twins)
       twins[{b.partition, id}] = bytes;
+    for (const auto& [id, bytes] : b.aggregates)
+      aggregates[{b.partition, id}] = bytes;
+    for (const auto& m : b.members) {
+      if (m.entry.empty())
+        members.erase({b.partition, m.aggregate_id, m.member_id});
+      else
+        members[{b.partition, m.aggregate_id, m.member_id}] = m.entry;
+    }
     if (b.next_offset)
       offsets[b.partition] = *b.next_offset;
+    if (b.contributions_offset)
+      contribution_offsets[b.partition] = *b.contributions_offset;
     commits.push_back(b);
     return std::nullopt;
   }
   std::optional<int64_t> load_offset(int32_t p) override {
     auto it = offsets.find(p);
     return it == offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
+  }
+  std::optional<int64_t> load_contributions_offset(int32_t p) override {
+    auto it = contribution_offsets.find(p);
+    return it == contribution_offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
+  }
+  load_status load_aggregate(int32_t p, std::string_view id, stored_aggregate& out,
+                             std::string& error) override {
+    auto it = aggregates.find({p, std::string{id}});
+    if (it == aggregates.end())
+      return load_status::missing;
+    out = stored_aggregate{};
+    if (auto err = core::decode_aggregate_header(it->second, out.header)) {
+      error = *err;
+      return load_status::failed;
+    }
+    for (const auto& [key, bytes] : members)
+      if (std::get<0>(key) == p && std::get<1>(key) == id) {
+        core::member_entry e;
+        if (auto err = core::decode_member_entry(bytes, e)) {
+          error = *err;
+          return load_status::failed;
+        }
+        out.members.emplace_back(std::get<2>(key), std::move(e));
+      }
+    return load_status::found;
+  }
+  core::aggregate_header header(const std::string& id) {
+    core::aggregate_header h;
+    auto it = aggregates.find({0, id});
+    if (it != aggregates.end())
+      EXPECT_FALSE(core::decode_aggregate_header(it->second, h));
+    return h;
   }
 };
 
@@ -59,13 +104,15 @@ struct fake_sink final : event_sink {
     size_t twins = 0;
     std::optional<int64_t> next_offset;
     std::function<void(publish_result)> delivered;
+    std::vector<core::contribution> contributions;
+    std::vector<core::aggregate_header> aggregate_changes;
   };
   std::vector<call> calls;
   /// Changelog position reported with each delivery (none when negative).
   int64_t changelog_next = -1;
   void publish(const item_outputs& out, std::function<void(publish_result)> delivered) override {
     calls.push_back({out.changes, out.rejects, out.state.twins.size(), out.state.next_offset,
-                     std::move(delivered)});
+                     std::move(delivered), out.contributions, out.aggregate_changes});
   }
 };
 
@@ -86,7 +133,10 @@ struct text_decoder final : telemetry_decoder {
     std::string kv;
     while (std::getline(metrics, kv, ';')) {
       auto eq = kv.find('=');
-      out.metrics.emplace_back(kv.substr(0, eq), std::stod(kv.substr(eq + 1)));
+      if (kv.starts_with("a:"))  // an attribute
+        out.attributes.emplace_back(kv.substr(2, eq - 2), kv.substr(eq + 1));
+      else
+        out.metrics.emplace_back(kv.substr(0, eq), std::stod(kv.substr(eq + 1)));
     }
     return std::nullopt;
   }
@@ -113,6 +163,7 @@ struct PartitionActorTest : ::testing::Test {
   std::shared_ptr<twin_cache> cache = std::make_shared<twin_cache>();
   int64_t now = 1'000'000;
   std::vector<std::pair<int32_t, int64_t>> acks;
+  std::vector<std::pair<int32_t, int64_t>> contribution_acks;
   std::vector<std::string> fatal;
   partition_actor part;
   // Keeps raw payloads alive for the views of raw_record.
@@ -132,6 +183,8 @@ struct PartitionActorTest : ::testing::Test {
 
   std::shared_ptr<partition_gauges> gauges = std::make_shared<partition_gauges>();
 
+  std::shared_ptr<kinds_holder> kinds;
+
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.partition = 0;
@@ -143,6 +196,7 @@ struct PartitionActorTest : ::testing::Test {
     acfg->history_capacity = 4;
     acfg->clock = [this] { return now; };
     acfg->cache = cache;
+    acfg->kinds = kinds;
     pc.assets = acfg;
     pc.store = store;
     pc.detached_committer = false;
@@ -152,8 +206,12 @@ struct PartitionActorTest : ::testing::Test {
     pc.passivate_after = std::chrono::milliseconds{1000};
     pc.tick_interval = std::chrono::milliseconds{500};
     pc.max_active_twins = max_active;
-    pc.on_committed = [this](int32_t p, int64_t next, size_t, std::optional<int64_t>) {
-      acks.emplace_back(p, next);
+    pc.on_committed = [this](int32_t p, input source, int64_t next, size_t,
+                             std::optional<int64_t>) {
+      if (source == input::telemetry)
+        acks.emplace_back(p, next);
+      else
+        contribution_acks.emplace_back(p, next);
     };
     pc.on_fatal = [this](std::string why, bool) { fatal.push_back(std::move(why)); };
     part = sys->spawn(partition, std::move(pc));
@@ -509,4 +567,149 @@ TEST_F(PartitionActorTest, ALostPartitionDropsUncommittedWorkWithoutWaitingForIt
   deliver_all();  // a late delivery changes nothing
   EXPECT_EQ(store->commits.size(), 1u);
   EXPECT_EQ(acks.size(), 1u);
+}
+
+// -- aggregates ---------------------------------------------------------------------
+
+struct AggregateActorTest : PartitionActorTest {
+  int64_t contribution_offset = 0;
+
+  AggregateActorTest() {
+    auto r = std::make_shared<core::kind_registry>();
+    EXPECT_FALSE(r->put({"fleet",
+                         "fleets",
+                         {"member_of"},
+                         {{"n", "count()"}, {"power", "sum(power)"}, {"peak", "max(power)"}},
+                         ""}));
+    EXPECT_FALSE(r->put(
+        {"region",
+         "regions",
+         {"member_of"},
+         {{"n", "count()"}, {"power", "sum(power)"}, {"share", "power / attributes.capacity"}},
+         ""}));
+    EXPECT_FALSE(r->add_rule({"fleet", "member_of", "fleets"}));
+    EXPECT_FALSE(r->add_rule({"region", "member_of", "regions"}));
+    kinds = std::make_shared<kinds_holder>(std::move(r));
+  }
+
+  /// Feeds what the last items published back in as the contributions
+  /// input (what the aggregate-updates topic does), until nothing is left.
+  /// Returns the rounds it took.
+  int settle() {
+    int rounds = 0;
+    while (true) {
+      deliver_all();
+      std::map<std::string, std::vector<core::contribution>> by_parent;
+      for (auto& c : sink->calls)
+        for (auto& k : std::exchange(c.contributions, {}))
+          by_parent[k.parent].push_back(std::move(k));
+      if (by_parent.empty())
+        return rounds;
+      ++rounds;
+      auto keep = std::make_shared<std::vector<std::string>>();
+      keep->reserve(by_parent.size() * 2);
+      auto b = std::make_shared<raw_batch>();
+      b->source = input::contributions;
+      for (auto& [parent, items] : by_parent) {
+        keep->push_back(parent);
+        std::string bytes;
+        core::encode_contributions(items, bytes);
+        keep->push_back(std::move(bytes));
+        b->records.push_back(raw_record{(*keep)[keep->size() - 2], keep->back(),
+                                        core::contributions_content_type, contribution_offset++});
+      }
+      b->next_offset = contribution_offset;
+      b->owner = keep;
+      caf::anon_send(part, batch_atom::value, raw_batch_ptr{b});
+      sched->run();
+    }
+  }
+
+  double measure(const std::string& id, const std::string& name) {
+    for (const auto& [n, v] : store->header(id).measures)
+      if (n == name)
+        return v.value_or(-1);
+    ADD_FAILURE() << id << " has no measure " << name;
+    return -1;
+  }
+};
+
+TEST_F(AggregateActorTest, TwinsRollUpThroughFleetsIntoRegionsAndMoveBetweenFleets) {
+  spawn_partition();
+  int64_t offset = 0;
+  auto send = [&](std::vector<std::pair<std::string, std::string>> recs) {
+    auto n = static_cast<int64_t>(recs.size());
+    caf::anon_send(part, batch_atom::value, batch(offset, std::move(recs)));
+    offset += n;
+    sched->run();
+  };
+  send({{"v1", "1,100,power=10;a:fleet=north"},
+        {"v2", "1,100,power=5;a:fleet=north"},
+        {"fleets/north", "1,100,a:region=eu"},
+        {"regions/eu", "1,100,a:capacity=60"}});
+  EXPECT_GE(settle(), 2);
+  EXPECT_EQ(measure("fleets/north", "n"), 2);
+  EXPECT_EQ(measure("fleets/north", "power"), 15);
+  EXPECT_EQ(measure("fleets/north", "peak"), 10);
+  EXPECT_EQ(measure("regions/eu", "n"), 2);
+  EXPECT_EQ(measure("regions/eu", "power"), 15);
+  EXPECT_DOUBLE_EQ(measure("regions/eu", "share"), 0.25);
+  EXPECT_EQ(store->contribution_offsets[0], contribution_offset);
+  EXPECT_FALSE(contribution_acks.empty());
+
+  // The twin stores the relation its attribute derived.
+  auto v1 = get("v1");
+  ASSERT_TRUE(v1.twin);
+  ASSERT_EQ(v1.twin->relations.size(), 1u);
+  EXPECT_EQ(v1.twin->relations[0].parent, "fleets/north");
+  EXPECT_EQ(v1.twin->relations[0].origin, core::relation_origin::rule);
+
+  // The peak leaves: max is exact. v2 moves to another fleet outside the region.
+  send({{"v1", "2,200,power=3"}, {"v2", "2,200,power=7;a:fleet=south"}});
+  settle();
+  EXPECT_EQ(measure("fleets/north", "n"), 1);
+  EXPECT_EQ(measure("fleets/north", "peak"), 3);
+  EXPECT_EQ(measure("fleets/south", "n"), 1);
+  EXPECT_EQ(measure("fleets/south", "power"), 7);
+  EXPECT_EQ(measure("regions/eu", "n"), 1);
+  EXPECT_EQ(measure("regions/eu", "power"), 3);
+  const auto version = store->header("regions/eu").version;
+
+  // The region's capacity changes: only its expression moves.
+  send({{"regions/eu", "2,300,a:capacity=30"}});
+  settle();
+  EXPECT_DOUBLE_EQ(measure("regions/eu", "share"), 0.1);
+  EXPECT_EQ(store->header("regions/eu").version, version + 1);
+
+  // The south fleet joins the region: all of it arrives there.
+  send({{"fleets/south", "1,400,a:region=eu"}});
+  settle();
+  EXPECT_EQ(measure("regions/eu", "n"), 2);
+  EXPECT_EQ(measure("regions/eu", "power"), 10);
+}
+
+TEST_F(AggregateActorTest, AggregatesReloadTheirMembersAfterPassivation) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
+                           {"v2", "1,100,power=20;a:fleet=north"},
+                           {"v3", "1,100,power=30;a:fleet=north"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("fleets/north", "peak"), 30);
+  // Every actor goes idle and is passivated; state lives in the store only.
+  now += 5'000;
+  sched->trigger_timeouts();
+  sched->run();
+  now += 5'000;
+  sched->trigger_timeouts();
+  sched->run();
+  EXPECT_EQ(gauges->active_twins.load(), 0u);
+  // The peak leaves after the reload: exact only if every member came back.
+  caf::anon_send(part, batch_atom::value, batch(3, {{"v3", "2,200,power=1"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("fleets/north", "peak"), 20);
+  EXPECT_EQ(measure("fleets/north", "n"), 3);
+  EXPECT_EQ(measure("fleets/north", "power"), 31);
 }

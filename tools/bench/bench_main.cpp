@@ -690,7 +690,7 @@ int run_memory(uint32_t twins, int partitions) {
     // Nothing passivates while the twins are created and measured resident.
     pc.passivate_after = std::chrono::hours{1};
     pc.tick_interval = std::chrono::hours{1};
-    pc.on_committed = [&committed, &committed_by](int32_t p, int64_t next, size_t,
+    pc.on_committed = [&committed, &committed_by](int32_t p, runtime::input, int64_t next, size_t,
                                                   std::optional<int64_t>) {
       // Offsets are dense here: the next offset counts this partition's records.
       committed_by[static_cast<size_t>(p)] = static_cast<uint64_t>(next);
