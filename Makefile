@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
-  libsimdjson-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
+  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
   openjdk-17-jre-headless maven
 
 .PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover format clean \

@@ -565,7 +565,9 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
   return {
       [self](batch_atom, raw_batch_ptr& batch) {
         auto& st = self->state;
-        if (st.failed || batch->epoch != st.cfg.epoch)
+        const auto epoch =
+            batch->source == input::contributions ? st.cfg.contributions_epoch : st.cfg.epoch;
+        if (st.failed || batch->epoch != epoch)
           return;
         st.queue.emplace_back(std::move(batch));
         process_next(self);

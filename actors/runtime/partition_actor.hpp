@@ -63,6 +63,8 @@ struct partition_config {
   /// Only batches of this consumer epoch are processed (older ones were
   /// fetched before the consumer was rewound to the committed offset).
   uint64_t epoch = 0;
+  /// The same for batches of the contributions input.
+  uint64_t contributions_epoch = 0;
   /// How long a lookup waits for the work item in flight to commit (and a
   /// desired update waits in the queue) before it is answered UNAVAILABLE:
   /// a broker that is slow or unreachable never makes a call hang.

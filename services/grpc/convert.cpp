@@ -138,4 +138,55 @@ std::optional<std::string> parse_twin_name(const std::string& name, std::string&
   return id;
 }
 
+namespace {
+
+template <class Message>
+void add_measures(const core::aggregate_header& h, Message& out) {
+  for (const auto& [name, v] : h.measures) {
+    auto* m = out.add_measures();
+    m->set_name(name);
+    if (v)
+      m->set_value(*v);
+  }
+}
+
+}  // namespace
+
+void to_proto(const core::aggregate_header& h, fleettwin::v1::AggregateChange& out) {
+  out.Clear();
+  out.set_aggregate_id(h.id);
+  out.set_kind(h.kind);
+  out.set_version(h.version);
+  out.set_time_ms(h.updated_ms);
+  out.set_member_twins(h.twins);
+  out.set_members(h.members);
+  add_measures(h, out);
+}
+
+void to_proto(const core::aggregate_header& h, const core::twin* self,
+              fleettwin::v1::Aggregate& out) {
+  out.Clear();
+  out.set_name("aggregates/" + h.id);
+  out.set_aggregate_id(h.id);
+  out.set_kind(h.kind);
+  out.set_member_twins(h.twins);
+  out.set_members(h.members);
+  out.set_in_transit(h.in_transit);
+  out.set_version(h.version);
+  out.set_updated_ms(h.updated_ms);
+  out.set_etag(std::to_string(h.version));
+  add_measures(h, out);
+  if (!self)
+    return;
+  for (const auto& [k, v] : self->attributes)
+    (*out.mutable_attributes())[k] = v;
+  for (const auto& r : self->relations) {
+    auto* rel = out.add_parents();
+    rel->set_type(r.type);
+    rel->set_child("aggregates/" + h.id);
+    rel->set_parent("aggregates/" + r.parent);
+    rel->set_origin(static_cast<fleettwin::v1::RelationOrigin>(r.origin));
+  }
+}
+
 }  // namespace fleettwin::grpc_api

@@ -5,9 +5,11 @@
 #include <optional>
 #include <string>
 
+#include "actors/core/aggregate_codec.hpp"
 #include "actors/core/change.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/twin.hpp"
+#include "fleettwin/v1/aggregate.pb.h"
 #include "fleettwin/v1/service.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 
@@ -25,6 +27,13 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
               fleettwin::v1::Twin& out);
 
 void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out);
+
+/// An aggregate's change event (fleettwin.aggregates, WatchAggregates).
+void to_proto(const core::aggregate_header& h, fleettwin::v1::AggregateChange& out);
+
+/// The aggregate resource from its stored header and own attributes.
+void to_proto(const core::aggregate_header& h, const core::twin* self,
+              fleettwin::v1::Aggregate& out);
 
 /// "twins/{asset_id}" -> asset id; nullopt with a reason when malformed.
 std::optional<std::string> parse_twin_name(const std::string& name, std::string& error);

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fleettwin/v1/aggregate.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 #include "services/grpc/convert.hpp"
 
@@ -48,6 +49,7 @@ struct event_producer::item {
   event_producer* owner = nullptr;
   int32_t partition = 0;
   std::optional<int64_t> next_offset;
+  std::optional<int64_t> contributions_offset;
   std::vector<message> messages;
   std::function<void(runtime::publish_result)> done;
   /// Delivery reports outstanding (+1 held while producing, at-least-once).
@@ -301,19 +303,59 @@ bool event_producer::flush(std::chrono::milliseconds timeout) {
   return rd_kafka_flush(rk_.get(), static_cast<int>(timeout.count())) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+void event_producer::publish_aggregates(const runtime::item_outputs& out, const std::string& source,
+                                        item& it) {
+  auto& msgs = it.messages;
+  // One record per parent aggregate: every child's contribution to it.
+  std::map<std::string_view, std::vector<const core::contribution*>> by_parent;
+  for (const auto& c : out.contributions)
+    by_parent[c.parent].push_back(&c);
+  std::vector<core::contribution> group;
+  for (const auto& [parent, items] : by_parent) {
+    group.clear();
+    for (const auto* c : items)
+      group.push_back(*c);
+    auto& m = msgs.emplace_back();
+    m.topic = &opts_.topics.aggregate_updates;
+    m.key = std::string{parent};
+    core::encode_contributions(group, m.value);
+    m.headers = content_type(core::contributions_content_type);
+  }
+  fleettwin::v1::AggregateChange proto;
+  for (const auto& h : out.aggregate_changes) {
+    auto& m = msgs.emplace_back();
+    m.topic = &opts_.topics.aggregates;
+    m.key = h.id;
+    grpc_api::to_proto(h, proto);
+    proto.SerializeToString(&m.value);
+    auto* hd = m.headers = rd_kafka_headers_new(8);
+    add_header(hd, "content-type", "application/x-protobuf");
+    add_header(hd, "ce_specversion", "1.0");
+    add_header(hd, "ce_id", h.id + "/" + std::to_string(h.version));
+    add_header(hd, "ce_type", "fleettwin.aggregate.changed.v1");
+    add_header(hd, "ce_source", source);
+    add_header(hd, "ce_subject", "aggregates/" + h.id);
+    add_header(hd, "ce_time", rfc3339(h.updated_ms));
+  }
+}
+
 void event_producer::publish(const runtime::item_outputs& out,
                              std::function<void(runtime::publish_result)> done) {
   auto it = std::make_unique<item>();
   it->owner = this;
   it->partition = out.partition;
   it->next_offset = out.state.next_offset;
+  it->contributions_offset = out.state.contributions_offset;
   it->done = std::move(done);
   auto& msgs = it->messages;
   const size_t change_count = opts_.publish_changes ? out.changes.size() : 0;
   size_t state_count = 0;
   if (opts_.changelog)
-    state_count = out.state.twins.size() + out.state.history.size() + (it->next_offset ? 1 : 0);
-  msgs.reserve(change_count + state_count + out.rejects.size());
+    state_count = out.state.twins.size() + out.state.history.size() + (it->next_offset ? 1 : 0) +
+                  out.state.aggregates.size() + out.state.members.size() +
+                  (it->contributions_offset ? 1 : 0);
+  msgs.reserve(change_count + state_count + out.rejects.size() + out.contributions.size() +
+               out.aggregate_changes.size());
 
   const std::string source = "fleettwin/" + opts_.node_id;
   fleettwin::v1::TwinChange proto;
@@ -362,7 +404,21 @@ void event_producer::publish(const runtime::item_outputs& out,
     if (it->next_offset)
       changelog(std::string{changelog_checkpoint_key}, be64(*it->next_offset),
                 "application/vnd.fleettwin.input-offset.v1");
+    for (const auto& [id, bytes] : out.state.aggregates)
+      changelog(storage::changelog_aggregate_marker + id, bytes,
+                "application/vnd.fleettwin.aggregate.v1");
+    for (const auto& w : out.state.members) {
+      std::string key = storage::changelog_member_marker + w.aggregate_id;
+      key.push_back('\0');
+      key += w.member_id;
+      // An empty value is a tombstone: compaction forgets the member.
+      changelog(std::move(key), w.entry, "application/vnd.fleettwin.aggregate-member.v1");
+    }
+    if (it->contributions_offset)
+      changelog(std::string{storage::changelog_contributions_key}, be64(*it->contributions_offset),
+                "application/vnd.fleettwin.input-offset.v1");
   }
+  publish_aggregates(out, source, *it);
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
@@ -406,7 +462,7 @@ void event_producer::produce_item(item& it) {
       auto err = rd_kafka_producev(
           rk_.get(), RD_KAFKA_V_TOPIC(m.topic->c_str()), RD_KAFKA_V_PARTITION(m.partition),
           RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
-          RD_KAFKA_V_VALUE(m.value.data(), m.value.size()),
+          RD_KAFKA_V_VALUE(m.value.empty() ? nullptr : m.value.data(), m.value.size()),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(m.headers),
           RD_KAFKA_V_OPAQUE(opaque_of(&it, m.changelog)), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -541,8 +597,19 @@ void event_producer::commit_transaction() {
         spdlog::error("event=offset_regression partition={} offset={} committed={}", p, o.first,
                       it->second);
       }
-    if (!offsets.empty() && failure.empty()) {
-      auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
+    // The contributions input commits with the telemetry input.
+    std::map<int32_t, int64_t> contribution_offsets;
+    for (auto& it : in_transaction_)
+      if (it->contributions_offset) {
+        auto& o = contribution_offsets.try_emplace(it->partition, -1).first->second;
+        o = std::max(o, *it->contributions_offset);
+      }
+    if ((!offsets.empty() || !contribution_offsets.empty()) && failure.empty()) {
+      auto* list = rd_kafka_topic_partition_list_new(
+          static_cast<int>(offsets.size() + contribution_offsets.size()));
+      for (auto& [p, o] : contribution_offsets)
+        rd_kafka_topic_partition_list_add(list, opts_.topics.aggregate_updates.c_str(), p)->offset =
+            o;
       for (auto& [p, o] : offsets) {
         auto* tp = rd_kafka_topic_partition_list_add(list, opts_.topics.telemetry.c_str(), p);
         tp->offset = o.first;

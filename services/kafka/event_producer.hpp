@@ -139,6 +139,9 @@ private:
   void replace_producer(const std::string& why);
   void run();
   void produce_item(item& it);
+  /// Adds the item's contributions (one record per parent aggregate) and
+  /// aggregate change events to its messages.
+  void publish_aggregates(const runtime::item_outputs& out, const std::string& source, item& it);
   void commit_transaction();
   /// Aborts the open transaction (retrying while the broker is away); false
   /// when the producer is beyond an abort (fatal, fenced).

@@ -10,6 +10,9 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   t.alerts = prefix + ".alerts";
   t.dlq = prefix + ".telemetry.dlq";
   t.members = prefix + ".members";
+  t.aggregate_updates = prefix + ".aggregate-updates";
+  t.aggregates = prefix + ".aggregates";
+  t.relations = prefix + ".relations";
   return t;
 }
 

@@ -19,6 +19,13 @@ struct topic_names {
   std::string dlq = "fleettwin.telemetry.dlq";
   /// Compacted, one partition: each node's endpoints and partitions.
   std::string members = "fleettwin.members";
+  /// Member contributions to aggregates (key = aggregate id, partitioned
+  /// like telemetry): the second input of every partition.
+  std::string aggregate_updates = "fleettwin.aggregate-updates";
+  /// One CloudEvents record per aggregate change (key = aggregate id).
+  std::string aggregates = "fleettwin.aggregates";
+  /// Relations written by data teams and the simulator (key = child id).
+  std::string relations = "fleettwin.relations";
 
   static topic_names with_prefix(const std::string& prefix);
 };

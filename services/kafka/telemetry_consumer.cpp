@@ -120,6 +120,11 @@ void telemetry_consumer::start(partition_host& host) {
   jo.client_id = opts_.client_id;
   jo.settings = opts_.settings;
   judge_ = std::make_unique<gap_judge>(std::move(jo));
+  if (opts_.follower) {
+    thread_ = std::thread{[this] { run(); }};
+    watermarks_ = std::thread{[this] { watch_log_ends(); }};
+    return;
+  }
   auto* topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, opts_.topic.c_str(), RD_KAFKA_PARTITION_UA);
   auto err = rd_kafka_subscribe(rk_.get(), topics);
@@ -310,28 +315,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
     auto* hold = rd_kafka_topic_partition_list_new(parts->cnt);
     for (int i = 0; i < parts->cnt; ++i) {
       auto& tp = parts->elems[i];
-      auto a = host_->on_assigned(tp.partition);
-      if (!a.paused && a.offset)
-        a.offset = reconcile(tp.partition, *a.offset);
-      // A held partition gets its offset when it resumes.
-      tp.offset = a.paused ? RD_KAFKA_OFFSET_END : a.offset.value_or(RD_KAFKA_OFFSET_BEGINNING);
-      {
-        std::lock_guard<std::mutex> guard{mutex_};
-        partition_progress prog{tp.partition, a.offset.value_or(0), -1};
-        prog.restoring = a.paused;
-        progress_[tp.partition] = prog;
-      }
-      inflight_[tp.partition] = 0;
-      epochs_[tp.partition] = 0;
-      expected_[tp.partition] = a.paused ? -1 : a.offset.value_or(-1);
-      paused_[tp.partition] = a.paused;
-      if (a.paused) {
-        restoring_.insert(tp.partition);
-        rd_kafka_topic_partition_list_add(hold, opts_.topic.c_str(), tp.partition);
-      }
-      spdlog::info(
-          "event=partition_assigned partition={} resume_offset={}", tp.partition,
-          a.paused ? "after restore" : (a.offset ? std::to_string(*a.offset) : "beginning"));
+      start_partition(tp, host_->on_assigned(tp.partition), hold);
     }
     rd_kafka_error_t* e = nullptr;
     if (cooperative)
@@ -351,14 +335,7 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
       auto p = parts->elems[i].partition;
       host_->on_revoked(p, lost);
       drain_acks();
-      std::lock_guard<std::mutex> guard{mutex_};
-      progress_.erase(p);
-      inflight_.erase(p);
-      paused_.erase(p);
-      restoring_.erase(p);
-      epochs_.erase(p);
-      expected_.erase(p);
-      judge_->forget(p);
+      forget_partition(p);
       spdlog::info("event=partition_revoked partition={} lost={}", p, lost);
     }
     if (cooperative) {
@@ -367,6 +344,104 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
     } else {
       rd_kafka_assign(rk_.get(), nullptr);
     }
+  }
+}
+
+void telemetry_consumer::start_partition(rd_kafka_topic_partition_t& tp, const assignment& given,
+                                         rd_kafka_topic_partition_list_t* hold) {
+  auto a = given;
+  if (!a.paused && a.offset)
+    a.offset = reconcile(tp.partition, *a.offset);
+  // A held partition gets its offset when it resumes.
+  tp.offset = a.paused ? RD_KAFKA_OFFSET_END : a.offset.value_or(RD_KAFKA_OFFSET_BEGINNING);
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    partition_progress prog{tp.partition, a.offset.value_or(0), -1};
+    prog.restoring = a.paused;
+    progress_[tp.partition] = prog;
+  }
+  inflight_[tp.partition] = 0;
+  epochs_[tp.partition] = 0;
+  expected_[tp.partition] = a.paused ? -1 : a.offset.value_or(-1);
+  paused_[tp.partition] = a.paused;
+  if (a.paused) {
+    restoring_.insert(tp.partition);
+    rd_kafka_topic_partition_list_add(hold, opts_.topic.c_str(), tp.partition);
+  }
+  spdlog::info("event=partition_assigned topic={} partition={} resume_offset={}", opts_.topic,
+               tp.partition,
+               a.paused ? "after restore" : (a.offset ? std::to_string(*a.offset) : "beginning"));
+}
+
+void telemetry_consumer::forget_partition(int32_t p) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  progress_.erase(p);
+  inflight_.erase(p);
+  paused_.erase(p);
+  restoring_.erase(p);
+  epochs_.erase(p);
+  expected_.erase(p);
+  judge_->forget(p);
+}
+
+uint64_t telemetry_consumer::new_epoch() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  return ++last_epoch_;
+}
+
+void telemetry_consumer::assign(int32_t partition, assignment a, uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    assignments_.push_back({partition, a, epoch});
+  }
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
+}
+
+void telemetry_consumer::unassign(int32_t partition) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    assignments_.push_back({partition, std::nullopt, 0});
+  }
+  if (auto* q = queue_.load())
+    rd_kafka_queue_yield(q);
+}
+
+void telemetry_consumer::drain_assignments() {
+  std::vector<assignment_request> todo;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    todo.swap(assignments_);
+  }
+  for (auto& [p, a, epoch] : todo) {
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    auto* tp = rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p);
+    rd_kafka_error_t* e = nullptr;
+    if (a) {
+      if (inflight_.contains(p)) {
+        // Assigned again (a revival): start over from the given offset.
+        if (auto* u = rd_kafka_incremental_unassign(rk_.get(), list))
+          rd_kafka_error_destroy(u);
+        forget_partition(p);
+      }
+      auto* hold = rd_kafka_topic_partition_list_new(1);
+      start_partition(*tp, *a, hold);
+      epochs_[p] = epoch;
+      e = rd_kafka_incremental_assign(rk_.get(), list);
+      if (hold->cnt > 0)
+        rd_kafka_pause_partitions(rk_.get(), hold);
+      rd_kafka_topic_partition_list_destroy(hold);
+    } else if (inflight_.contains(p)) {
+      e = rd_kafka_incremental_unassign(rk_.get(), list);
+      forget_partition(p);
+      spdlog::info("event=partition_unassigned topic={} partition={}", opts_.topic, p);
+    }
+    if (e) {
+      spdlog::error("event=assign_failed topic={} partition={} error=\"{}\"", opts_.topic, p,
+                    rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
   }
 }
 
@@ -544,7 +619,8 @@ void telemetry_consumer::refresh_watermarks() {
             RD_KAFKA_RESP_ERR_NO_ERROR &&
         high >= 0)
       prog.high_watermark = std::max(prog.high_watermark, high);
-    if (commit_due_ && prog.committed > 0 && !opts_.exactly_once && !prog.restoring) {
+    if (commit_due_ && prog.committed > 0 && !opts_.exactly_once && !prog.restoring &&
+        !opts_.follower) {
       auto* tp = rd_kafka_topic_partition_list_add(offsets, opts_.topic.c_str(), p);
       tp->offset = prog.committed;
       if (prog.changelog >= 0) {
@@ -571,6 +647,8 @@ void telemetry_consumer::run() {
   std::set<int32_t> rereading;  // partitions sought back during this poll
   while (!stop_.load(std::memory_order_relaxed)) {
     rereading.clear();
+    if (opts_.follower)
+      drain_assignments();
     drain_acks();
     drain_resumes();
     refresh_watermarks();
@@ -604,6 +682,7 @@ void telemetry_consumer::run() {
       if (!batch) {
         batch = std::make_shared<runtime::raw_batch>();
         batch->partition = p;
+        batch->source = opts_.source;
         batch->records.reserve(static_cast<size_t>(n));
         holders[p] = std::make_shared<message_holder>();
       }

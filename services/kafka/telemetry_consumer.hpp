@@ -86,6 +86,13 @@ struct consumer_options {
   /// How often the log ends of assigned partitions are asked from the broker
   /// (lag stays true for paused and restoring partitions, which fetch nothing).
   std::chrono::milliseconds watermark_interval{1'000};
+  /// A follower does not join the group: the host assigns it the partitions
+  /// of `topic` that go with the partitions the group gave the host (a
+  /// partition's second input). Its offsets commit with the host's
+  /// (transactions, or the store); it never commits them itself.
+  bool follower = false;
+  /// The input its batches are tagged with.
+  runtime::input source = runtime::input::telemetry;
 };
 
 /// Progress of one assigned partition.
@@ -126,6 +133,14 @@ public:
 
   /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
   void resume(int32_t partition, int64_t offset);
+
+  /// Follower: a new position epoch to assign a partition with (thread-safe).
+  uint64_t new_epoch();
+  /// Follower: starts consuming `partition` as `a` says; its batches carry
+  /// `epoch` (thread-safe).
+  void assign(int32_t partition, assignment a, uint64_t epoch);
+  /// Follower: stops consuming `partition` (thread-safe).
+  void unassign(int32_t partition);
 
   /// The offset to consume `partition` from, given the stored `offset`:
   /// checked against the log's start and end (a broker round trip; not for
@@ -174,6 +189,14 @@ private:
   explicit telemetry_consumer(consumer_options opts);
   void run();
   void rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
+  /// Sets up an assigned partition's bookkeeping (consumer thread); adds it
+  /// to `hold` when it starts paused.
+  void start_partition(rd_kafka_topic_partition_t& tp, const assignment& a,
+                       rd_kafka_topic_partition_list_t* hold);
+  /// Forgets a revoked or unassigned partition (consumer thread).
+  void forget_partition(int32_t p);
+  /// Applies the host's assignments of a follower (consumer thread).
+  void drain_assignments();
   void drain_acks();
   void drain_resumes();
   void seek(int32_t partition, int64_t offset);
@@ -213,6 +236,12 @@ private:
   };
   std::vector<rewind_request> rewinds_;
   std::vector<std::pair<int32_t, uint64_t>> holds_;
+  struct assignment_request {
+    int32_t partition = 0;
+    std::optional<assignment> a;  // nullopt: unassign
+    uint64_t epoch = 0;
+  };
+  std::vector<assignment_request> assignments_;
   uint64_t last_epoch_ = 0;
   std::map<int32_t, partition_progress> progress_;
 

@@ -78,6 +78,11 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Write the embedded Kafka's bootstrap address here (default: "
                  "<data-dir>/kafka.bootstrap)")
       ->envname("FLEETTWIN_BOOTSTRAP_FILE");
+  app.add_option("--aggregates", cfg.aggregates_file,
+                 "TOML file of aggregate kinds (fleets, feeders ...: members and measures) and "
+                 "the rules that derive relations from attributes (see deploy/aggregates.toml)")
+      ->envname("FLEETTWIN_AGGREGATES")
+      ->check(CLI::ExistingFile);
   app.add_option("--guarantee", cfg.guarantee,
                  "exactly-once (Kafka transactions; default with --kafka) or at-least-once "
                  "(default with the embedded Kafka)")

@@ -36,6 +36,8 @@ struct node_config {
   std::string log_level = "info";
   /// Where the embedded Kafka's bootstrap address is written.
   std::string bootstrap_file;
+  /// TOML file of aggregate kinds and relation rules; empty: no aggregates.
+  std::string aggregates_file;
 
   // --- cluster (real Kafka) --------------------------------------------------
   /// "exactly-once" or "at-least-once"; empty: exactly-once on a real Kafka,

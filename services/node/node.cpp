@@ -1,4 +1,5 @@
 #include "services/node/node.hpp"
+#include "services/node/aggregate_config.hpp"
 
 #include <csignal>
 #include <filesystem>
@@ -106,6 +107,15 @@ bool node::init(std::string& error) {
   auto acfg = std::make_shared<runtime::asset_config>();
   acfg->history_capacity = static_cast<uint32_t>(cfg_.history);
   acfg->cache = cache_;
+  acfg->stale_after_ms = cfg_.stale_after_ms;
+  if (!cfg_.aggregates_file.empty()) {
+    auto kinds = load_aggregate_config(cfg_.aggregates_file, error);
+    if (!kinds)
+      return false;
+    spdlog::info("event=aggregate_kinds_loaded file={} kinds={} rules={}", cfg_.aggregates_file,
+                 kinds->kinds().size(), kinds->rules().size());
+    acfg->kinds = std::make_shared<runtime::kinds_holder>(std::move(kinds));
+  }
   asset_cfg_ = acfg;
   // Kafka clients.
   std::map<std::string, std::string> extra;
@@ -135,6 +145,15 @@ bool node::init(std::string& error) {
   });
   consumer_ = kafka::telemetry_consumer::create(co, error);
   if (!consumer_)
+    return false;
+  // The aggregate-updates partition of every assigned partition, read with it.
+  co.topic = topics_.aggregate_updates;
+  co.client_id = cfg_.node_id + "-contributions";
+  co.follower = true;
+  co.source = runtime::input::contributions;
+  co.probe = std::make_shared<kafka::consumer_probe>();
+  contributions_ = kafka::telemetry_consumer::create(co, error);
+  if (!contributions_)
     return false;
   if (!check_stored_positions(error))
     return false;
@@ -200,6 +219,7 @@ bool node::init(std::string& error) {
   if (!start_remoting(error))
     return false;
   register_scrape_gauges();
+  contributions_->start(*this);
   consumer_->start(*this);
   started_ = true;
   spdlog::info(
@@ -313,9 +333,15 @@ bool node::prepare_topics(std::string& error) {
   std::map<std::string, std::string> compacted{
       {"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "0"}, {"segment.ms", "600000"}};
   std::vector<kafka::topic_spec> specs{
-      {topics_.telemetry, partitions, rf, {}, true}, {topics_.changes, partitions, rf, {}, false},
-      {topics_.dlq, partitions, rf, {}, false},      {topics_.alerts, partitions, rf, {}, false},
+      {topics_.telemetry, partitions, rf, {}, true},
+      {topics_.changes, partitions, rf, {}, false},
+      {topics_.dlq, partitions, rf, {}, false},
+      {topics_.alerts, partitions, rf, {}, false},
       {topics_.members, 1, rf, compacted, false},
+      // Keyed like telemetry and consumed with it: the same partition count.
+      {topics_.aggregate_updates, partitions, rf, {}, true},
+      {topics_.relations, partitions, rf, {}, true},
+      {topics_.aggregates, partitions, rf, {}, false},
   };
   if (cfg_.keeps_changelog())
     specs.push_back({topics_.state, partitions, rf, compacted, true});
@@ -379,6 +405,8 @@ void node::shutdown() {
   // Leaving the group revokes every partition: each finishes, commits, quits.
   if (consumer_)
     consumer_->stop();
+  if (contributions_)
+    contributions_->stop();
   restorer_.reset();
   if (membership_)
     membership_->leave(std::chrono::seconds{2});

@@ -158,6 +158,8 @@ private:
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<kafka::event_producer> producer_;
   std::unique_ptr<kafka::telemetry_consumer> consumer_;
+  /// Follows the aggregate-updates partition of every partition served here.
+  std::unique_ptr<kafka::telemetry_consumer> contributions_;
   std::unique_ptr<kafka::changelog_restorer> restorer_;
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;

@@ -206,12 +206,21 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.listener = hub_;
   pc.probe = metrics_->ingest();
   auto* consumer = consumer_.get();
-  pc.on_committed = [consumer](int32_t p, runtime::input source, int64_t next, size_t batches,
-                               std::optional<int64_t> changelog) {
+  auto* contributions = contributions_.get();
+  pc.on_committed = [consumer, contributions](int32_t p, runtime::input source, int64_t next,
+                                              size_t batches, std::optional<int64_t> changelog) {
     if (source == runtime::input::telemetry)
       consumer->acknowledge(p, next, batches, changelog);
+    else
+      contributions->acknowledge(p, next, batches);
   };
   pc.epoch = epoch;
+  // The contributions input resumes where the (restored) state says; batches
+  // fetched for an earlier actor of the partition carry older epochs.
+  const auto contributions_offset = store_->load_contributions_offset(partition);
+  pc.initial_contributions_offset = contributions_offset;
+  pc.contributions_epoch = contributions_->new_epoch();
+  const auto contributions_epoch = pc.contributions_epoch;
   pc.read_committed = cfg_.exactly_once();
   pc.gauges = std::make_shared<runtime::partition_gauges>();
   pc.on_fatal = [this, partition](std::string why, bool retryable) {
@@ -228,6 +237,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
       partitions_[partition] = served{actor, gauges};
       if (membership_)
         membership_->publish_soon();
+      contributions_->assign(partition, {contributions_offset, false}, contributions_epoch);
       return true;
     }
   }
@@ -309,6 +319,7 @@ void node::on_revoked(int32_t partition, bool lost) {
     actor = it->second.actor;
     partitions_.erase(it);
   }
+  contributions_->unassign(partition);
   if (membership_)
     membership_->publish_soon();
   std::promise<void> stopped;

@@ -6,7 +6,9 @@ build=${1:-build}
 data_dir=${FLEETTWIN_DATA_DIR:-./data}
 mkdir -p "$data_dir"
 rm -f "$data_dir/kafka.bootstrap"
-"$build/fleettwin-node" --data-dir "$data_dir" &
+# Aggregate kinds (fleets, depots, feeders, substations, lines, plants ...).
+aggregates=${FLEETTWIN_AGGREGATES:-$(dirname "$0")/../../deploy/aggregates.toml}
+"$build/fleettwin-node" --data-dir "$data_dir" --aggregates "$aggregates" &
 node=$!
 sim=""
 cleanup() {
