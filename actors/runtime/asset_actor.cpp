@@ -288,6 +288,41 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           }
         }
       },
+      [self](get_atom, const aggregate_query& q, const aggregate_completion& done) {
+        auto& st = self->state;
+        if (!st.agg || (st.header.version == 0 && st.agg->members().empty())) {
+          done(aggregate_reply{query_error::not_found,
+                               "aggregate \"" + st.asset_id + "\" not found: nothing has joined it",
+                               {}});
+          return;
+        }
+        auto v = std::make_shared<aggregate_view>();
+        v->header = st.header;
+        v->self = st.current();
+        for (const auto& [id, e] : st.agg->members()) {
+          if (const auto* p = e.direct(id))
+            v->children.emplace_back(id, p->type);
+        }
+        if (q.page_size > 0) {
+          const auto& members = st.agg->members();
+          for (auto it = members.upper_bound(q.start_after); it != members.end(); ++it) {
+            const auto& [id, e] = *it;
+            if (e.depth > q.depth || (q.twins_only && !e.twin) || (q.aggregates_only && e.twin))
+              continue;
+            if (q.filter &&
+                !q.filter->matches(core::member_view{id, e.values}, q.now_ms, q.stale_after_ms))
+              continue;
+            if (v->members.size() == q.page_size) {
+              v->next_after = v->members.back().first;
+              break;
+            }
+            v->members.emplace_back(id, e);
+          }
+          for (const auto& [id, e] : members)
+            v->total += e.depth <= q.depth ? 1 : 0;
+        }
+        done(aggregate_reply{query_error::none, {}, std::move(v)});
+      },
       [self](desired_atom, const core::desired_update& update) {
         auto& st = self->state;
         desired_reply r;

@@ -17,6 +17,8 @@ using asset_actor = caf::typed_actor<
     caf::replies_to<contribute_atom, contribution_slice>::with<asset_update>,
     // Answers a query with an immutable snapshot of the state.
     caf::reacts_to<get_atom, twin_completion>,
+    // Answers a query of the entity as an aggregate (with a page of members).
+    caf::reacts_to<get_atom, aggregate_query, aggregate_completion>,
     // Applies a desired update (optimistic concurrency); replies with the outcome.
     caf::replies_to<desired_atom, core::desired_update>::with<desired_reply>,
     // Quits; the state is already committed.
@@ -35,6 +37,8 @@ using partition_actor = caf::typed_actor<
     caf::reacts_to<batch_atom, raw_batch_ptr>,
     // Looks up a twin of this partition, loading it on demand.
     caf::reacts_to<get_atom, std::string, twin_completion>,
+    // Looks up an aggregate of this partition, loading it on demand.
+    caf::reacts_to<get_atom, std::string, aggregate_query, aggregate_completion>,
     // Applies and commits a desired update for a twin of this partition.
     caf::reacts_to<desired_atom, std::string, core::desired_update, twin_completion>,
     // Reports offsets and twin counts.

@@ -14,6 +14,7 @@
 #include <caf/atom.hpp>
 
 #include "actors/core/change.hpp"
+#include "actors/core/filter.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/runtime/ports.hpp"
 
@@ -87,6 +88,45 @@ struct twin_reply {
 };
 
 using twin_completion = completion<twin_reply>;
+
+/// What a lookup of an aggregate asks for besides its state.
+struct aggregate_query {
+  /// Members to return (ListMembers); 0: none.
+  uint32_t page_size = 0;
+  /// Members up to this many hops below (1: direct members).
+  uint32_t depth = 1;
+  bool twins_only = false;
+  bool aggregates_only = false;
+  /// Members with ids after this one.
+  std::string start_after;
+  /// Members must match (over what the aggregate holds of them).
+  std::shared_ptr<const core::filter> filter;
+  int64_t now_ms = 0;
+  int64_t stale_after_ms = 0;
+};
+
+/// An aggregate as a query sees it.
+struct aggregate_view {
+  core::aggregate_header header;
+  /// The entity's own state: attributes and relations to its parents.
+  std::shared_ptr<const core::twin> self;
+  /// Direct members: id and relation type.
+  std::vector<std::pair<std::string, std::string>> children;
+  /// The requested page of members.
+  std::vector<std::pair<std::string, core::member_entry>> members;
+  /// Members within the depth (before the filter and paging).
+  uint64_t total = 0;
+  /// The last member id of a full page (more may follow); empty otherwise.
+  std::string next_after;
+};
+
+struct aggregate_reply {
+  query_error error = query_error::none;
+  std::string message;
+  std::shared_ptr<const aggregate_view> view;
+};
+
+using aggregate_completion = completion<aggregate_reply>;
 
 /// Decoded telemetry of one raw batch, shared by the asset actors it touches.
 struct decoded_batch {
@@ -175,6 +215,8 @@ using forward_completion = completion<forward_reply>;
 }  // namespace fleettwin::runtime
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::twin_completion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::aggregate_completion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::aggregate_query)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::partition_info_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::raw_batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::batch_slice)

@@ -113,6 +113,38 @@ void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
     done(twin_reply{query_error::internal, error, {}});
 }
 
+/// Answers a lookup of an aggregate from its actor (loading it if needed).
+void lookup_aggregate(self_ptr self, std::string& id, aggregate_query& q,
+                      aggregate_completion& done) {
+  auto& st = self->state;
+  if (st.cfg.read_committed && st.current) {
+    auto it = st.assets.find(id);
+    if (it != st.assets.end() && it->second.last_item == st.current->id) {
+      st.deferred_gets.push_back(
+          deferred_get{std::move(id), {}, std::make_pair(std::move(q), std::move(done))});
+      arm_expiry(self);
+      return;
+    }
+  }
+  std::string error;
+  auto handle = resident(self, id, false, error);
+  if (handle)
+    self->send(*handle, get_atom::value, std::move(q), std::move(done));
+  else if (error.empty())
+    done(aggregate_reply{
+        query_error::not_found, "aggregate \"" + id + "\" not found: nothing has joined it", {}});
+  else
+    done(aggregate_reply{query_error::internal, error, {}});
+}
+
+/// Answers a held-back lookup now.
+void answer_deferred(self_ptr self, deferred_get& d) {
+  if (d.aggregate)
+    lookup_aggregate(self, d.asset_id, d.aggregate->first, d.aggregate->second);
+  else
+    lookup(self, d.asset_id, d.done);
+}
+
 void finish_item(self_ptr self) {
   auto& st = self->state;
   st.current.reset();
@@ -122,7 +154,7 @@ void finish_item(self_ptr self) {
   st.deferred_gets.clear();
   if (!st.failed)
     for (auto& d : deferred)
-      lookup(self, d.asset_id, d.done);
+      answer_deferred(self, d);
   if (!st.failed)
     process_next(self);
   if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
@@ -575,6 +607,9 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       [self](get_atom, std::string& asset_id, twin_completion& done) {
         lookup(self, asset_id, done);
       },
+      [self](get_atom, std::string& id, aggregate_query& q, aggregate_completion& done) {
+        lookup_aggregate(self, id, q, done);
+      },
       [self](desired_atom, std::string& asset_id, core::desired_update& update,
              twin_completion& done) {
         auto& st = self->state;
@@ -598,12 +633,14 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
                                 .count();
         auto deferred = std::move(st.deferred_gets);
         st.deferred_gets.clear();
-        for (auto& d : deferred)
-          d.done(twin_reply{
-              query_error::unavailable,
-              "twin \"" + d.asset_id + "\" has a change that Kafka has not committed for " +
-                  std::to_string(waited) + " ms (the broker is slow or unreachable); retry",
-              {}});
+        for (auto& d : deferred) {
+          auto why = "\"" + d.asset_id + "\" has a change that Kafka has not committed for " +
+                     std::to_string(waited) + " ms (the broker is slow or unreachable); retry";
+          if (d.aggregate)
+            d.aggregate->second(aggregate_reply{query_error::unavailable, "aggregate " + why, {}});
+          else
+            d.done(twin_reply{query_error::unavailable, "twin " + why, {}});
+        }
         // Updates queued behind the stuck item fail the same way, oldest first.
         auto limit = now_ms(self) - st.cfg.max_read_wait.count();
         for (auto it = st.queue.begin(); it != st.queue.end();) {

@@ -86,6 +86,8 @@ struct desired_work {
 struct deferred_get {
   std::string asset_id;
   twin_completion done;
+  /// Set for a lookup of an aggregate (then `done` is unused).
+  std::optional<std::pair<aggregate_query, aggregate_completion>> aggregate;
 };
 
 using work_item = std::variant<raw_batch_ptr, desired_work>;

@@ -8,6 +8,7 @@
 #include "actors/core/filter.hpp"
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/convert.hpp"
+#include "services/grpc/unary_call.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::grpc_api {
@@ -16,108 +17,6 @@ using ::grpc::Status;
 using ::grpc::StatusCode;
 
 namespace {
-
-/// Trailing metadata of an UNAVAILABLE answer: when to retry, in ms.
-constexpr const char* retry_after_header = "retry-after-ms";
-constexpr int retry_after_ms = 500;
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-const char* code_name(StatusCode c) {
-  switch (c) {
-    case StatusCode::OK:
-      return "OK";
-    case StatusCode::CANCELLED:
-      return "CANCELLED";
-    case StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case StatusCode::ABORTED:
-      return "ABORTED";
-    case StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case StatusCode::INTERNAL:
-      return "INTERNAL";
-    default:
-      return "UNKNOWN";
-  }
-}
-
-std::atomic<int64_t> in_flight{0};
-
-/// Finishes a unary call and measures it.
-class call {
-public:
-  call(::grpc::CallbackServerContext* ctx, metrics::method_probe& probe)
-      : ctx_(ctx),
-        reactor_(ctx->DefaultReactor()),
-        probe_(&probe),
-        start_(std::chrono::steady_clock::now()) {
-    in_flight.fetch_add(1);
-  }
-
-  void finish(Status s) const {
-    in_flight.fetch_sub(1);
-    auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
-    // UNAVAILABLE is transient here (a partition moving or restoring): say
-    // when to retry.
-    if (s.error_code() == StatusCode::UNAVAILABLE)
-      ctx_->AddTrailingMetadata(retry_after_header, std::to_string(retry_after_ms));
-    reactor_->Finish(std::move(s));
-  }
-
-  /// Whether another node forwarded this call (it must not travel further).
-  bool forwarded() const {
-    return ctx_->client_metadata().count(cluster::forwarded_header) > 0;
-  }
-
-  ::grpc::CallbackServerContext* context() const {
-    return ctx_;
-  }
-
-  ::grpc::ServerUnaryReactor* reactor() const {
-    return reactor_;
-  }
-
-private:
-  ::grpc::CallbackServerContext* ctx_;
-  ::grpc::ServerUnaryReactor* reactor_;
-  metrics::method_probe* probe_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-Status to_status(const runtime::twin_reply& r) {
-  switch (r.error) {
-    case runtime::query_error::none:
-      return Status::OK;
-    case runtime::query_error::not_found:
-      return {StatusCode::NOT_FOUND, r.message};
-    case runtime::query_error::invalid:
-      return {StatusCode::INVALID_ARGUMENT, r.message};
-    case runtime::query_error::aborted:
-      return {StatusCode::ABORTED, r.message};
-    case runtime::query_error::unavailable:
-      return {StatusCode::UNAVAILABLE, r.message};
-    default:
-      return {StatusCode::INTERNAL, r.message};
-  }
-}
-
-runtime::twin_reply unanswered() {
-  return {runtime::query_error::unavailable,
-          "the twin's partition stopped before answering (rebalance or shutdown); retry",
-          {}};
-}
 
 /// Completes a call with the twin of the reply, or its error.
 runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* resp,
@@ -131,55 +30,6 @@ runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* re
             c.finish(Status::OK);
           },
           unanswered()};
-}
-
-/// Sends a unary call to the node that serves its twin and finishes with
-/// that node's answer. When that node could not answer (it died or left the
-/// group meanwhile) and the group already knows another owner, the call goes
-/// there once more instead of failing.
-template <class Request, class Response>
-void forward_unary(twin_backend& backend, const call& c, const std::string& asset_id,
-                   const std::string& endpoint, const char* method, const Request& req,
-                   Response* resp, bool retry = true) {
-  runtime::forward_completion done{
-      [&backend, c, asset_id, endpoint, method, req, resp, retry](runtime::forward_reply r) {
-        if (r.code == static_cast<int32_t>(StatusCode::UNAVAILABLE) && retry) {
-          std::string why;
-          auto now = backend.remote_owner(asset_id, why);
-          if (now && *now != endpoint) {
-            forward_unary(backend, c, asset_id, *now, method, req, resp, false);
-            return;
-          }
-        }
-        if (r.code != 0) {
-          c.finish({static_cast<StatusCode>(r.code), r.message});
-        } else if (!resp->ParseFromString(r.response)) {
-          c.finish({StatusCode::INTERNAL, "the owning node sent an unreadable response"});
-        } else {
-          c.finish(Status::OK);
-        }
-      },
-      runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
-                             "the forwarded call was dropped (node stopping); retry",
-                             {}}};
-  backend.forward(endpoint, method, req.SerializeAsString(), {}, std::move(done));
-}
-
-/// Routes a call for one twin: false when the caller must answer locally.
-/// Otherwise the call was forwarded or finished as UNAVAILABLE.
-template <class Request, class Response>
-bool forward_if_remote(twin_backend& backend, const call& c, const std::string& asset_id,
-                       const std::string& local_why, const char* method, const Request& req,
-                       Response* resp) {
-  std::string why = local_why;
-  if (!c.forwarded()) {
-    if (auto endpoint = backend.remote_owner(asset_id, why)) {
-      forward_unary(backend, c, asset_id, *endpoint, method, req, resp);
-      return true;
-    }
-  }
-  c.finish({StatusCode::UNAVAILABLE, why});
-  return true;
 }
 
 constexpr char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -225,8 +75,13 @@ std::string filter_fingerprint(const std::string& filter) {
 
 }  // namespace
 
+std::atomic<int64_t>& calls_in_flight_counter() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+
 int64_t calls_in_flight() {
-  return in_flight.load();
+  return calls_in_flight_counter().load();
 }
 
 std::string encode_page_token(const std::string& filter, const std::string& last_asset_id) {

@@ -69,8 +69,8 @@ std::shared_ptr<core::kind_registry> parse_aggregate_config(std::string_view tex
   try {
     doc = toml::parse(text_in, origin);
   } catch (const toml::parse_error& e) {
-    error = origin + ":" + std::to_string(e.source().begin.line) + ": " +
-            std::string{e.description()};
+    error =
+        origin + ":" + std::to_string(e.source().begin.line) + ": " + std::string{e.description()};
     return nullptr;
   }
   for (const auto& [key, node] : doc)

@@ -297,6 +297,8 @@ bool node::start_grpc(std::string& error) {
                                                            grpc_api::service_limits{});
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
+  aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(
+      *this, asset_cfg_->kinds, metrics_->grpc(), grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -307,6 +309,7 @@ bool node::start_grpc(std::string& error) {
   builder.RegisterService(twin_service_.get());
   builder.RegisterService(node_service_.get());
   builder.RegisterService(admin_service_.get());
+  builder.RegisterService(aggregate_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {

@@ -24,6 +24,7 @@
 #include "services/cluster/group_lease.hpp"
 #include "services/cluster/membership.hpp"
 #include "services/cluster/remoting.hpp"
+#include "services/grpc/aggregate_service.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
@@ -167,6 +168,7 @@ private:
   std::unique_ptr<grpc_api::twin_service> twin_service_;
   std::unique_ptr<grpc_api::node_service> node_service_;
   std::unique_ptr<grpc_api::admin_service> admin_service_;
+  std::unique_ptr<grpc_api::aggregate_service> aggregate_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
   std::shared_ptr<cluster::gateway_control> gateway_control_ =

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "actors/runtime/asset_actor.hpp"
+#include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "services/grpc/twin_service.hpp"
+#include "services/metrics/metrics.hpp"
+
+namespace fleettwin::grpc_api {
+
+/// fleettwin.v1.AggregateService: aggregates, their members and relations.
+/// Every node answers; calls for an aggregate or child served elsewhere are
+/// forwarded to its owner, like twins.
+class aggregate_service final : public fleettwin::v1::AggregateService::CallbackService {
+public:
+  aggregate_service(twin_backend& backend, std::shared_ptr<runtime::kinds_holder> kinds,
+                    metrics::grpc_probe& probe, service_limits limits);
+
+  ::grpc::ServerUnaryReactor* GetAggregate(::grpc::CallbackServerContext* ctx,
+                                           const fleettwin::v1::GetAggregateRequest* req,
+                                           fleettwin::v1::Aggregate* resp) override;
+  ::grpc::ServerUnaryReactor* ListMembers(::grpc::CallbackServerContext* ctx,
+                                          const fleettwin::v1::ListMembersRequest* req,
+                                          fleettwin::v1::ListMembersResponse* resp) override;
+  ::grpc::ServerUnaryReactor* GetRelations(::grpc::CallbackServerContext* ctx,
+                                           const fleettwin::v1::GetRelationsRequest* req,
+                                           fleettwin::v1::Relations* resp) override;
+  ::grpc::ServerUnaryReactor* ListAggregateKinds(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregateKindsRequest* req,
+      fleettwin::v1::ListAggregateKindsResponse* resp) override;
+
+private:
+  twin_backend& backend_;
+  std::shared_ptr<runtime::kinds_holder> kinds_;
+  service_limits limits_;
+  metrics::method_probe& get_;
+  metrics::method_probe& members_;
+  metrics::method_probe& relations_;
+  metrics::method_probe& kinds_list_;
+};
+
+/// "aggregates/{id}" -> id, checked against the kinds; nullopt with the
+/// reason (INVALID_ARGUMENT) otherwise.
+std::optional<std::string> parse_aggregate_name(const std::string& name,
+                                                const core::kind_registry* kinds,
+                                                std::string& error);
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,182 @@
+#pragma once
+
+// What every unary gRPC method of a node shares: a measured call that says
+// when to retry an UNAVAILABLE answer, the mapping of query errors to status
+// codes, and forwarding of a call to the node that owns its twin or
+// aggregate.
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "actors/runtime/messages.hpp"
+#include "services/cluster/remoting.hpp"
+#include "services/grpc/twin_service.hpp"
+#include "services/metrics/metrics.hpp"
+
+namespace fleettwin::grpc_api {
+
+using ::grpc::Status;
+using ::grpc::StatusCode;
+using runtime::query_error;
+
+/// Unary calls started and not finished (see calls_in_flight()).
+std::atomic<int64_t>& calls_in_flight_counter();
+
+/// Trailing metadata of an UNAVAILABLE answer: when to retry, in ms.
+constexpr const char* retry_after_header = "retry-after-ms";
+constexpr int retry_after_ms = 500;
+
+inline int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline const char* code_name(StatusCode c) {
+  switch (c) {
+    case StatusCode::OK:
+      return "OK";
+    case StatusCode::CANCELLED:
+      return "CANCELLED";
+    case StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case StatusCode::ABORTED:
+      return "ABORTED";
+    case StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case StatusCode::INTERNAL:
+      return "INTERNAL";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+
+/// Finishes a unary call and measures it.
+class call {
+public:
+  call(::grpc::CallbackServerContext* ctx, metrics::method_probe& probe)
+      : ctx_(ctx),
+        reactor_(ctx->DefaultReactor()),
+        probe_(&probe),
+        start_(std::chrono::steady_clock::now()) {
+    calls_in_flight_counter().fetch_add(1);
+  }
+
+  void finish(Status s) const {
+    calls_in_flight_counter().fetch_sub(1);
+    auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
+    // UNAVAILABLE is transient here (a partition moving or restoring): say
+    // when to retry.
+    if (s.error_code() == StatusCode::UNAVAILABLE)
+      ctx_->AddTrailingMetadata(retry_after_header, std::to_string(retry_after_ms));
+    reactor_->Finish(std::move(s));
+  }
+
+  /// Whether another node forwarded this call (it must not travel further).
+  bool forwarded() const {
+    return ctx_->client_metadata().count(cluster::forwarded_header) > 0;
+  }
+
+  ::grpc::CallbackServerContext* context() const {
+    return ctx_;
+  }
+
+  ::grpc::ServerUnaryReactor* reactor() const {
+    return reactor_;
+  }
+
+private:
+  ::grpc::CallbackServerContext* ctx_;
+  ::grpc::ServerUnaryReactor* reactor_;
+  metrics::method_probe* probe_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+inline Status to_status(query_error e, const std::string& message) {
+  switch (e) {
+    case query_error::none:
+      return Status::OK;
+    case query_error::not_found:
+      return {StatusCode::NOT_FOUND, message};
+    case query_error::invalid:
+      return {StatusCode::INVALID_ARGUMENT, message};
+    case query_error::aborted:
+      return {StatusCode::ABORTED, message};
+    case query_error::unavailable:
+      return {StatusCode::UNAVAILABLE, message};
+    default:
+      return {StatusCode::INTERNAL, message};
+  }
+}
+
+inline Status to_status(const runtime::twin_reply& r) {
+  return to_status(r.error, r.message);
+}
+
+inline runtime::twin_reply unanswered() {
+  return {runtime::query_error::unavailable,
+          "the twin's partition stopped before answering (rebalance or shutdown); retry",
+          {}};
+}
+
+/// Sends a unary call to the node that serves its twin and finishes with
+/// that node's answer. When that node could not answer (it died or left the
+/// group meanwhile) and the group already knows another owner, the call goes
+/// there once more instead of failing.
+template <class Request, class Response>
+void forward_unary(twin_backend& backend, const call& c, const std::string& asset_id,
+                   const std::string& endpoint, const char* method, const Request& req,
+                   Response* resp, bool retry = true) {
+  runtime::forward_completion done{
+      [&backend, c, asset_id, endpoint, method, req, resp, retry](runtime::forward_reply r) {
+        if (r.code == static_cast<int32_t>(StatusCode::UNAVAILABLE) && retry) {
+          std::string why;
+          auto now = backend.remote_owner(asset_id, why);
+          if (now && *now != endpoint) {
+            forward_unary(backend, c, asset_id, *now, method, req, resp, false);
+            return;
+          }
+        }
+        if (r.code != 0) {
+          c.finish({static_cast<StatusCode>(r.code), r.message});
+        } else if (!resp->ParseFromString(r.response)) {
+          c.finish({StatusCode::INTERNAL, "the owning node sent an unreadable response"});
+        } else {
+          c.finish(Status::OK);
+        }
+      },
+      runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                             "the forwarded call was dropped (node stopping); retry",
+                             {}}};
+  backend.forward(endpoint, method, req.SerializeAsString(), {}, std::move(done));
+}
+
+/// Routes a call for one twin: false when the caller must answer locally.
+/// Otherwise the call was forwarded or finished as UNAVAILABLE.
+template <class Request, class Response>
+bool forward_if_remote(twin_backend& backend, const call& c, const std::string& asset_id,
+                       const std::string& local_why, const char* method, const Request& req,
+                       Response* resp) {
+  std::string why = local_why;
+  if (!c.forwarded()) {
+    if (auto endpoint = backend.remote_owner(asset_id, why)) {
+      forward_unary(backend, c, asset_id, *endpoint, method, req, resp);
+      return true;
+    }
+  }
+  c.finish({StatusCode::UNAVAILABLE, why});
+  return true;
+}
+
+}  // namespace fleettwin::grpc_api
