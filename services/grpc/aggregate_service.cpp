@@ -76,7 +76,8 @@ std::optional<std::string> parse_aggregate_name(const std::string& name,
                                                 std::string& error) {
   if (!std::string_view{name}.starts_with(aggregate_prefix) ||
       name.size() == aggregate_prefix.size()) {
-    error = "name \"" + name + "\" is not an aggregate name: expected aggregates/{collection}/{id}, "
+    error = "name \"" + name +
+            "\" is not an aggregate name: expected aggregates/{collection}/{id}, "
             "e.g. aggregates/fleets/north";
     return std::nullopt;
   }
@@ -152,8 +153,8 @@ aggregate_service::aggregate_service(twin_backend& backend,
     c.finish({StatusCode::INVALID_ARGUMENT, "twins_only and aggregates_only exclude each other"});
     return c.reactor();
   }
-  q.page_size = static_cast<uint32_t>(req->page_size() == 0 ? limits_.default_page_size
-                                                            : req->page_size());
+  q.page_size =
+      static_cast<uint32_t>(req->page_size() == 0 ? limits_.default_page_size : req->page_size());
   q.twins_only = req->twins_only();
   q.aggregates_only = req->aggregates_only();
   if (!req->filter().empty()) {

@@ -60,7 +60,6 @@ inline const char* code_name(StatusCode c) {
   }
 }
 
-
 /// Finishes a unary call and measures it.
 class call {
 public:
