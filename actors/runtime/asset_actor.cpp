@@ -152,7 +152,11 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
   if (attributes_changed)
     st.tw.relations = core::rederive(st.asset_id, st.tw.relations, st.tw.attributes, *kinds);
   bool self_changed = false;
-  if (!st.agg && !kinds->is_aggregate(st.asset_id)) {
+  if (before.empty() && st.tw.relations.empty()) {
+    // No parent to tell: no projection on the hot path. A parent added
+    // later gets the full view then.
+    st.projected.reset();
+  } else if (!st.agg && !kinds->is_aggregate(st.asset_id)) {
     auto now = core::project(st.tw, kinds->fields());
     self_changed = !st.projected || !st.projected->same_fields(now);
     st.projected = std::move(now);
