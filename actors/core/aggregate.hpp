@@ -99,6 +99,11 @@ struct contribution {
   /// The relation type of child to parent.
   std::string type;
   std::vector<member_delta> deltas;
+  /// Ingest time (ms) of the oldest twin change these deltas carry, and the
+  /// levels it has travelled so far (1: from a twin to its parent): what
+  /// leaf-to-aggregate latency is measured from. 0: unknown.
+  int64_t origin_ms = 0;
+  uint32_t hops = 1;
 };
 
 /// Counters of one apply (metrics and logs).

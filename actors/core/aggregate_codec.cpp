@@ -155,6 +155,8 @@ void encode_contributions(const std::vector<contribution>& items, std::string& o
   for (const auto& c : items) {
     put_string(out, c.child);
     put_string(out, c.type);
+    put_signed(out, c.origin_ms);
+    put_varint(out, c.hops);
     put_varint(out, c.deltas.size());
     for (const auto& d : c.deltas) {
       put_string(out, d.id);
@@ -180,6 +182,8 @@ std::optional<std::string> decode_contributions(std::string_view bytes, std::str
     c.parent = std::string{parent};
     c.child = r.bytes();
     c.type = r.bytes();
+    c.origin_ms = r.signed_varint();
+    c.hops = static_cast<uint32_t>(r.varint());
     for (uint64_t k = r.count(); k > 0 && r.ok; --k) {
       member_delta d;
       d.id = r.bytes();

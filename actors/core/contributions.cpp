@@ -35,11 +35,13 @@ member_values project(const twin& tw, const field_set& fields) {
 
 namespace {
 
-contribution& to(std::vector<contribution>& out, std::string_view child, const relation& r) {
+contribution& to(std::vector<contribution>& out, const child_change& from, const relation& r) {
   contribution c;
-  c.child = std::string{child};
+  c.child = std::string{from.child};
   c.parent = r.parent;
   c.type = r.type;
+  c.origin_ms = from.origin_ms;
+  c.hops = from.hops;
   out.push_back(std::move(c));
   return out.back();
 }
@@ -59,7 +61,7 @@ void route(const child_change& c, std::vector<contribution>& out) {
     moving_to.push_back(r.parent);
 
   for (const auto& r : d.removed) {
-    auto& k = to(out, c.child, r);
+    auto& k = to(out, c, r);
     member_delta gone;
     gone.id = std::string{c.child};
     gone.present = false;
@@ -71,7 +73,7 @@ void route(const child_change& c, std::vector<contribution>& out) {
       c.as_aggregate->all_views(false, moving_to, k.deltas);
   }
   auto everything = [&](const relation& r) {
-    auto& k = to(out, c.child, r);
+    auto& k = to(out, c, r);
     k.deltas.push_back(c.self);
     if (c.as_aggregate)
       c.as_aggregate->all_views(true, {}, k.deltas);
@@ -91,7 +93,7 @@ void route(const child_change& c, std::vector<contribution>& out) {
                                    [&](const relation& a) { return a.parent == r.parent; });
     if (fresh)
       continue;  // sent in full above
-    auto& k = to(out, c.child, r);
+    auto& k = to(out, c, r);
     if (c.self_changed)
       k.deltas.push_back(c.self);
     if (members_changed)
@@ -114,12 +116,16 @@ void coalesce(std::vector<contribution>& items) {
       m.child = c.child;
       m.parent = c.parent;
       m.type = c.type;
+      m.hops = c.hops;
       merged.push_back(std::move(m));
       positions.emplace_back();
     }
     auto& m = merged[it->second];
     auto& pos = positions[it->second];
     m.type = c.type;
+    if (c.origin_ms != 0 && (m.origin_ms == 0 || c.origin_ms < m.origin_ms))
+      m.origin_ms = c.origin_ms;
+    m.hops = std::max(m.hops, c.hops);
     for (auto& d : c.deltas) {
       auto [p, added] = pos.emplace(d.id, m.deltas.size());
       if (added)

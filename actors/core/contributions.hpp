@@ -37,6 +37,9 @@ struct child_change {
   const std::vector<member_delta>* members = nullptr;
   /// The child as an aggregate, if it is one: a new parent gets all of it.
   const aggregate* as_aggregate = nullptr;
+  /// Carried by every contribution (see contribution::origin_ms, hops).
+  int64_t origin_ms = 0;
+  uint32_t hops = 1;
 };
 
 /// Appends the contributions `c` sends to each parent (at most one per

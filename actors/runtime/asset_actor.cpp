@@ -102,11 +102,16 @@ bool same_measures(const core::aggregate_header& h,
   return true;
 }
 
+/// Whether the aggregate changes with time alone.
+bool timed(const asset_state& st) {
+  return st.agg && (st.agg->kind().time_dependent || st.agg->in_transit() > 0);
+}
+
 /// After the aggregate changed (members, attributes, time): its member
 /// records, its new header and change, and what its parents get.
 void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t now_ms,
                       std::vector<core::member_delta>& outward, std::vector<std::string>& touched,
-                      asset_update& u) {
+                      asset_update& u, int64_t origin_ms = 0, uint32_t hops = 0) {
   auto& agg = *st.agg;
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
@@ -116,6 +121,7 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
       core::encode_member_entry(*e, w.entry);
     u.members.push_back(std::move(w));
   }
+  u.timed = timed(st);
   auto values = agg.measures(core::measure_inputs{&st.tw.attributes});
   if (!touched.empty() || !same_measures(st.header, values, agg.kind())) {
     auto& h = st.header;
@@ -129,6 +135,8 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
       h.measures.emplace_back(agg.kind().measures[i].name, values[i]);
     core::encode_aggregate_header(h, u.aggregate_state);
     u.aggregate_change = h;
+    u.origin_ms = origin_ms;
+    u.hops = hops;
   }
   if (outward.empty() || st.tw.relations.empty())
     return;
@@ -138,6 +146,8 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
   c.after = &st.tw.relations;
   c.self = self_view(st, kinds);
   c.members = &outward;
+  c.origin_ms = origin_ms;
+  c.hops = hops + 1;
   core::route(c, u.contributions);
   core::coalesce(u.contributions);
 }
@@ -170,6 +180,8 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
     c.self = self_view(st, *kinds);
     c.self_changed = self_changed;
     c.as_aggregate = st.agg.get();
+    c.origin_ms = now_ms;
+    c.hops = 1;
     core::route(c, u.contributions);
   }
   if (st.agg && attributes_changed) {
@@ -262,8 +274,13 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         }
         std::vector<core::member_delta> outward;
         std::vector<std::string> touched;
+        int64_t origin_ms = 0;
+        uint32_t hops = 0;
         for (auto i : slice.indexes) {
           const auto& c = (*slice.items)[i];
+          if (c.origin_ms != 0 && (origin_ms == 0 || c.origin_ms < origin_ms))
+            origin_ms = c.origin_ms;
+          hops = std::max(hops, c.hops);
           auto n = st.agg->apply(c, slice.now_ms, outward, &touched);
           u.aggregate_counts.cycles += n.cycles;
           u.aggregate_counts.too_deep += n.too_deep;
@@ -271,7 +288,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           u.aggregate_counts.expired_holds += n.expired_holds;
           u.deltas_applied += static_cast<uint32_t>(c.deltas.size());
         }
-        finish_aggregate(st, *kinds, slice.now_ms, outward, touched, u);
+        finish_aggregate(st, *kinds, slice.now_ms, outward, touched, u, origin_ms, hops);
         return u;
       },
       [self](get_atom, const twin_completion& done) {
@@ -291,6 +308,20 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             st.exit_hook = true;
           }
         }
+      },
+      [self](advance_atom, int64_t now_ms) {
+        auto& st = self->state;
+        asset_update u;
+        u.asset_id = st.asset_id;
+        auto kinds = kinds_of(st);
+        if (!st.agg || !kinds)
+          return u;
+        ensure_aggregate(st, *kinds);  // the kind may have changed meanwhile
+        std::vector<core::member_delta> outward;
+        std::vector<std::string> touched;
+        u.aggregate_counts = st.agg->advance(now_ms, &outward, &touched);
+        finish_aggregate(st, *kinds, now_ms, outward, touched, u);
+        return u;
       },
       [self](get_atom, const aggregate_query& q, const aggregate_completion& done) {
         auto& st = self->state;

@@ -15,6 +15,9 @@ using asset_actor = caf::typed_actor<
     caf::replies_to<apply_atom, batch_slice>::with<asset_update>,
     // Folds member contributions into the aggregate; replies with what to commit.
     caf::replies_to<contribute_atom, contribution_slice>::with<asset_update>,
+    // Moves the aggregate's clock (members going stale, holds ending); replies
+    // with what to commit.
+    caf::replies_to<advance_atom, int64_t>::with<asset_update>,
     // Answers a query with an immutable snapshot of the state.
     caf::reacts_to<get_atom, twin_completion>,
     // Answers a query of the entity as an aggregate (with a page of members).

@@ -40,6 +40,7 @@ using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
 using drop_atom = caf::atom_constant<caf::atom("drop")>;
 using contribute_atom = caf::atom_constant<caf::atom("contribute")>;
+using advance_atom = caf::atom_constant<caf::atom("advance")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -177,6 +178,14 @@ struct asset_update {
   uint32_t deltas_applied = 0;
   uint32_t misdirected = 0;
   core::apply_counts aggregate_counts;
+  /// The aggregate's measures change with time alone (filters that read
+  /// connectivity, members held in transit): it stays resident and is
+  /// advanced on every tick.
+  bool timed = false;
+  /// For an aggregate change: the ingest time of the oldest twin change it
+  /// folds in, and the levels below it that change travelled (0: unknown).
+  int64_t origin_ms = 0;
+  uint32_t hops = 0;
 };
 
 struct desired_reply {

@@ -177,6 +177,15 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
   auto& st = self->state;
   auto& item = *st.current;
   st.cfg.probe->on_commit(seconds, twins, history);
+  if (!item.contributions.empty() || !item.aggregate_changes.empty()) {
+    st.cfg.probe->on_aggregate_outputs(item.contributions.size(), item.aggregate_changes.size());
+    // Latency is measured on the wall clock: ingest times come from other
+    // nodes' clocks too.
+    const auto now = asset_config::system_clock_ms();
+    for (auto [origin, hops] : item.aggregate_origins)
+      if (origin > 0 && hops > 0)
+        st.cfg.probe->on_aggregate_latency(hops, std::max<int64_t>(0, now - origin) / 1000.0);
+  }
   if (st.cfg.listener && !item.changes.empty())
     st.cfg.listener->on_changes(item.changes, item.snapshots);
   if (!item.raws.empty()) {
@@ -244,6 +253,11 @@ void commit(self_ptr self) {
 void publish(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.current;
+  if (item.raws.empty() && !item.desired && item.changes.empty() && item.contributions.empty() &&
+      item.commit.aggregates.empty() && item.commit.members.empty()) {
+    finish_item(self);  // an advance that changed nothing
+    return;
+  }
   if (!st.cfg.sink) {
     commit(self);
     return;
@@ -284,8 +298,12 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   if (!u.aggregate_state.empty())
     item.commit.aggregates.emplace_back(u.asset_id, std::move(u.aggregate_state));
   std::move(u.members.begin(), u.members.end(), std::back_inserter(item.commit.members));
-  if (u.aggregate_change)
+  if (u.aggregate_change) {
     item.aggregate_changes.push_back(std::move(*u.aggregate_change));
+    item.aggregate_origins.emplace_back(u.origin_ms, u.hops);
+  }
+  if (auto it = st.assets.find(u.asset_id); it != st.assets.end())
+    it->second.timed = u.timed;
   if (u.deltas_applied || u.misdirected)
     st.cfg.probe->on_contributions(u.deltas_applied, u.misdirected, u.aggregate_counts);
   if (u.applied)
@@ -496,6 +514,27 @@ void start_desired(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
+/// Moves the clock of every resident timed aggregate; their changes commit
+/// like any other work.
+void start_advance(self_ptr self) {
+  auto& st = self->state;
+  st.advance_queued = false;
+  auto& item = *st.current;
+  const auto id = item.id;
+  const auto now = now_ms(self);
+  for (auto& [asset_id, e] : st.assets) {
+    if (!e.timed)
+      continue;
+    e.last_item = id;
+    ++item.pending;
+    self->request(e.handle, caf::infinite, advance_atom::value, now)
+        .then([self, id](asset_update& u) { collect(self, id, u); },
+              [self](caf::error& err) { fail(self, "aggregate actor failed: " + to_string(err)); });
+  }
+  if (item.pending == 0)
+    finish_item(self);
+}
+
 void process_next(self_ptr self) {
   auto& st = self->state;
   if (st.current || st.queue.empty())
@@ -519,8 +558,10 @@ void process_next(self_ptr self) {
       st.queue.pop_front();
     }
     start_batch(self);
+  } else if (auto* d = std::get_if<desired_work>(&next)) {
+    start_desired(self, std::move(*d));
   } else {
-    start_desired(self, std::move(std::get<desired_work>(next)));
+    start_advance(self);
   }
 }
 
@@ -537,7 +578,7 @@ void passivate_idle(self_ptr self) {
   auto idle_before = now - st.cfg.passivate_after.count();
   size_t before = st.assets.size();
   for (auto it = st.assets.begin(); it != st.assets.end();) {
-    if (it->second.last_used_ms <= idle_before && !in_flight(it->second)) {
+    if (it->second.last_used_ms <= idle_before && !in_flight(it->second) && !it->second.timed) {
       self->send(it->second.handle, passivate_atom::value);
       it = st.assets.erase(it);
     } else {
@@ -683,6 +724,14 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         finish_item(self);
       },
       [self](tick_atom) {
+        auto& st = self->state;
+        if (!st.failed && !st.advance_queued &&
+            std::any_of(st.assets.begin(), st.assets.end(),
+                        [](const auto& kv) { return kv.second.timed; })) {
+          st.advance_queued = true;
+          st.queue.emplace_back(advance_work{});
+          process_next(self);
+        }
         passivate_idle(self);
         self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
       },

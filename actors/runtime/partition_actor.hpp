@@ -90,7 +90,10 @@ struct deferred_get {
   std::optional<std::pair<aggregate_query, aggregate_completion>> aggregate;
 };
 
-using work_item = std::variant<raw_batch_ptr, desired_work>;
+/// Moves the clock of every timed aggregate (self-scheduled on ticks).
+struct advance_work {};
+
+using work_item = std::variant<raw_batch_ptr, desired_work, advance_work>;
 
 struct partition_state {
   struct entry {
@@ -98,6 +101,9 @@ struct partition_state {
     int64_t last_used_ms = 0;
     /// The work item that last used the twin; it stays resident while in flight.
     uint64_t last_item = 0;
+    /// An aggregate that changes with time: not passivated when idle, and
+    /// advanced on every tick.
+    bool timed = false;
   };
 
   /// The work item in flight: replies awaited, then outputs, then commit.
@@ -115,6 +121,8 @@ struct partition_state {
     /// What the item's twins and aggregates send their parents.
     std::vector<core::contribution> contributions;
     std::vector<core::aggregate_header> aggregate_changes;
+    /// Per aggregate change: origin (ms) and hops (see asset_update).
+    std::vector<std::pair<int64_t, uint32_t>> aggregate_origins;
     size_t applied = 0;
     std::chrono::steady_clock::time_point started;
   };
@@ -135,6 +143,8 @@ struct partition_state {
   std::vector<deferred_get> deferred_gets;
   /// The work item an expiry check is scheduled for (0: none).
   uint64_t expiry_armed_for = 0;
+  /// An advance of the timed aggregates is queued or in flight.
+  bool advance_queued = false;
   /// The decoded records of the last item, reused when nobody holds them.
   std::shared_ptr<decoded_batch> spare;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).

@@ -190,6 +190,12 @@ public:
   /// cycles, too-deep paths, late versions and expired holds seen.
   virtual void on_contributions(size_t deltas, size_t misdirected,
                                 const core::apply_counts& counts) {}
+  /// A commit published `contributions` (child, parent) contributions and
+  /// changed `aggregates` aggregates.
+  virtual void on_aggregate_outputs(size_t contributions, size_t aggregates) {}
+  /// An aggregate change committed `seconds` after the ingest of the oldest
+  /// twin change it folds in, `hops` levels below it.
+  virtual void on_aggregate_latency(uint32_t hops, double seconds) {}
   virtual void on_passivated(size_t n) {}
 };
 

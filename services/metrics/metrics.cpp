@@ -95,7 +95,40 @@ public:
                         .Name("fleettwin_twins_passivated_total")
                         .Help("Twin actors passivated (state kept in RocksDB)")
                         .Register(r)
-                        .Add({})) {}
+                        .Add({})),
+        deltas_applied_(BuildCounter()
+                            .Name("fleettwin_aggregate_member_updates_applied_total")
+                            .Help("Member views (deltas) folded into aggregates")
+                            .Register(r)
+                            .Add({})),
+        contributions_(BuildCounter()
+                           .Name("fleettwin_aggregate_contributions_produced_total")
+                           .Help("Contributions (one child to one parent, coalesced per commit) "
+                                 "published to the aggregate-updates topic")
+                           .Register(r)
+                           .Add({})),
+        aggregate_changes_(BuildCounter()
+                               .Name("fleettwin_aggregate_changes_total")
+                               .Help("Aggregate changes committed")
+                               .Register(r)
+                               .Add({})),
+        anomalies_(BuildCounter()
+                       .Name("fleettwin_aggregate_anomalies_total")
+                       .Help("Contributions to ids of no aggregate kind (misdirected), a relation "
+                             "cycle met (cycle), paths beyond the depth limit (too_deep), late "
+                             "older member versions (stale_version), holds that ended before "
+                             "the member arrived (expired_hold)")
+                       .Register(r)),
+        propagation_(BuildHistogram()
+                         .Name("fleettwin_aggregate_propagation_seconds")
+                         .Help("From the ingest of a twin change to the committed change of an "
+                               "aggregate it reaches, by levels below the aggregate")
+                         .Register(r)) {
+    for (const char* level : {"1", "2", "3", "4+"})
+      levels_.push_back(&propagation_.Add(
+          {{"levels", level}}, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                       0.5, 1, 2.5, 5, 10, 30}));
+  }
 
   void on_batch(size_t records, size_t bytes) override {
     consumed_.Increment(static_cast<double>(records));
@@ -132,6 +165,26 @@ public:
   void on_passivated(size_t n) override {
     passivated_.Increment(static_cast<double>(n));
   }
+  void on_contributions(size_t deltas, size_t misdirected,
+                        const core::apply_counts& counts) override {
+    deltas_applied_.Increment(static_cast<double>(deltas));
+    auto add = [this](const char* kind, size_t n) {
+      if (n > 0)
+        anomalies_.Add({{"kind", kind}}).Increment(static_cast<double>(n));
+    };
+    add("misdirected", misdirected);
+    add("cycle", counts.cycles);
+    add("too_deep", counts.too_deep);
+    add("stale_version", counts.stale_versions);
+    add("expired_hold", counts.expired_holds);
+  }
+  void on_aggregate_outputs(size_t contributions, size_t aggregates) override {
+    contributions_.Increment(static_cast<double>(contributions));
+    aggregate_changes_.Increment(static_cast<double>(aggregates));
+  }
+  void on_aggregate_latency(uint32_t hops, double seconds) override {
+    levels_[std::min<size_t>(hops, 4) - 1]->Observe(seconds);
+  }
 
 private:
   prometheus::Counter& consumed_;
@@ -149,6 +202,12 @@ private:
   prometheus::Counter& history_points_;
   prometheus::Family<prometheus::Gauge>& active_;
   prometheus::Counter& passivated_;
+  prometheus::Counter& deltas_applied_;
+  prometheus::Counter& contributions_;
+  prometheus::Counter& aggregate_changes_;
+  prometheus::Family<prometheus::Counter>& anomalies_;
+  prometheus::Family<prometheus::Histogram>& propagation_;
+  std::vector<prometheus::Histogram*> levels_;
 };
 
 class scrape_collectable final : public prometheus::Collectable {

@@ -146,15 +146,18 @@ bool node::init(std::string& error) {
   consumer_ = kafka::telemetry_consumer::create(co, error);
   if (!consumer_)
     return false;
-  // The aggregate-updates partition of every assigned partition, read with it.
-  co.topic = topics_.aggregate_updates;
-  co.client_id = cfg_.node_id + "-contributions";
-  co.follower = true;
-  co.source = runtime::input::contributions;
-  co.probe = std::make_shared<kafka::consumer_probe>();
-  contributions_ = kafka::telemetry_consumer::create(co, error);
-  if (!contributions_)
-    return false;
+  // The aggregate-updates partition of every assigned partition, read with
+  // it: only a node with aggregate kinds has contributions to read.
+  if (asset_cfg_->kinds) {
+    co.topic = topics_.aggregate_updates;
+    co.client_id = cfg_.node_id + "-contributions";
+    co.follower = true;
+    co.source = runtime::input::contributions;
+    co.probe = std::make_shared<kafka::consumer_probe>();
+    contributions_ = kafka::telemetry_consumer::create(co, error);
+    if (!contributions_)
+      return false;
+  }
   if (!check_stored_positions(error))
     return false;
   kafka::producer_options po;
@@ -219,7 +222,8 @@ bool node::init(std::string& error) {
   if (!start_remoting(error))
     return false;
   register_scrape_gauges();
-  contributions_->start(*this);
+  if (contributions_)
+    contributions_->start(*this);
   consumer_->start(*this);
   started_ = true;
   spdlog::info(

@@ -211,7 +211,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
                                               size_t batches, std::optional<int64_t> changelog) {
     if (source == runtime::input::telemetry)
       consumer->acknowledge(p, next, batches, changelog);
-    else
+    else if (contributions)
       contributions->acknowledge(p, next, batches);
   };
   pc.epoch = epoch;
@@ -219,7 +219,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   // fetched for an earlier actor of the partition carry older epochs.
   const auto contributions_offset = store_->load_contributions_offset(partition);
   pc.initial_contributions_offset = contributions_offset;
-  pc.contributions_epoch = contributions_->new_epoch();
+  pc.contributions_epoch = contributions_ ? contributions_->new_epoch() : 0;
   const auto contributions_epoch = pc.contributions_epoch;
   pc.read_committed = cfg_.exactly_once();
   pc.gauges = std::make_shared<runtime::partition_gauges>();
@@ -237,7 +237,8 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
       partitions_[partition] = served{actor, gauges};
       if (membership_)
         membership_->publish_soon();
-      contributions_->assign(partition, {contributions_offset, false}, contributions_epoch);
+      if (contributions_)
+        contributions_->assign(partition, {contributions_offset, false}, contributions_epoch);
       return true;
     }
   }
@@ -319,7 +320,8 @@ void node::on_revoked(int32_t partition, bool lost) {
     actor = it->second.actor;
     partitions_.erase(it);
   }
-  contributions_->unassign(partition);
+  if (contributions_)
+    contributions_->unassign(partition);
   if (membership_)
     membership_->publish_soon();
   std::promise<void> stopped;

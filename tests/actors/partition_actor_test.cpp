@@ -587,8 +587,14 @@ struct AggregateActorTest : PartitionActorTest {
          {"member_of"},
          {{"n", "count()"}, {"power", "sum(power)"}, {"share", "power / attributes.capacity"}},
          ""}));
+    EXPECT_FALSE(r->put({"depot",
+                         "depots",
+                         {"located_at"},
+                         {{"n", "count()"}, {"stale", "count(connectivity = stale)"}},
+                         ""}));
     EXPECT_FALSE(r->add_rule({"fleet", "member_of", "fleets"}));
     EXPECT_FALSE(r->add_rule({"region", "member_of", "regions"}));
+    EXPECT_FALSE(r->add_rule({"depot", "located_at", "depots"}));
     kinds = std::make_shared<kinds_holder>(std::move(r));
   }
 
@@ -712,4 +718,33 @@ TEST_F(AggregateActorTest, AggregatesReloadTheirMembersAfterPassivation) {
   EXPECT_EQ(measure("fleets/north", "peak"), 20);
   EXPECT_EQ(measure("fleets/north", "n"), 3);
   EXPECT_EQ(measure("fleets/north", "power"), 31);
+}
+
+TEST_F(AggregateActorTest, MembersGoStaleWithoutTrafficAndTheAggregateSaysSo) {
+  spawn_partition();
+  caf::anon_send(
+      part, batch_atom::value,
+      batch(0, {{"v1", "1,100,speed=1;a:depot=d1"}, {"v2", "1,100,speed=2;a:depot=d1"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("depots/d1", "n"), 2);
+  EXPECT_EQ(measure("depots/d1", "stale"), 0);
+  const auto version = store->header("depots/d1").version;
+  // Nothing reports for longer than stale_after (30 s): the next ticks
+  // advance the depot, which commits its new measure on its own.
+  now += 31'000;
+  for (int i = 0; i < 4; ++i) {
+    sched->trigger_timeouts();
+    sched->run();
+    deliver_all();
+  }
+  EXPECT_EQ(measure("depots/d1", "stale"), 2);
+  EXPECT_EQ(store->header("depots/d1").version, version + 1);
+  // The twins were passivated meanwhile; the timed depot stays resident.
+  EXPECT_EQ(gauges->active_twins.load(), 1u);
+  // A member reports again: online again.
+  caf::anon_send(part, batch_atom::value, batch(2, {{"v1", "2,200,speed=3"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("depots/d1", "stale"), 1);
 }

@@ -68,6 +68,8 @@ TEST(AggregateCodec, ContributionsRoundTrip) {
   gone.values.version = 9;
   items[1].deltas.push_back(gone);
   items[1].deltas.push_back({"feeders/x", true, false, 0, {}, {}});
+  items[1].origin_ms = 1'700'000'000'123;
+  items[1].hops = 3;
   std::string bytes;
   encode_contributions(items, bytes);
   std::vector<contribution> back;
@@ -78,6 +80,8 @@ TEST(AggregateCodec, ContributionsRoundTrip) {
     EXPECT_EQ(back[i].parent, items[i].parent);
     EXPECT_EQ(back[i].type, items[i].type);
     EXPECT_EQ(back[i].deltas, items[i].deltas);
+    EXPECT_EQ(back[i].origin_ms, items[i].origin_ms);
+    EXPECT_EQ(back[i].hops, items[i].hops);
   }
   for (size_t cut = 1; cut < bytes.size(); ++cut) {
     back.clear();
