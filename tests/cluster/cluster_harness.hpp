@@ -309,8 +309,11 @@ bool wait_until_applied(cluster_node& via, const std::map<std::string, uint64_t>
 /// asset numbers its records), and the committed twin-changes topic (read
 /// with read_committed) holds exactly one change per record, in order.
 /// Returns the problems found (empty: none); `summary` gets the figures.
+/// `extra`: twins the test fed itself, with the records it produced for each
+/// (numbered 1..n), checked the same way.
 std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_node& via,
-                               std::chrono::milliseconds timeout, std::string* summary = nullptr);
+                               std::chrono::milliseconds timeout, std::string* summary = nullptr,
+                               const std::map<std::string, uint64_t>& extra = {});
 
 /// Integer from the environment, or `fallback`.
 long env_or(const char* name, long fallback);
