@@ -98,7 +98,7 @@ void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
   if (st.cfg.read_committed && st.current) {
     auto it = st.assets.find(asset_id);
     if (it != st.assets.end() && it->second.last_item == st.current->id) {
-      st.deferred_gets.push_back(deferred_get{std::move(asset_id), std::move(done)});
+      st.deferred_gets.push_back(deferred_get{std::move(asset_id), std::move(done), std::nullopt});
       arm_expiry(self);
       return;
     }

@@ -90,8 +90,9 @@ struct fake_store final : twin_store {
   core::aggregate_header header(const std::string& id) {
     core::aggregate_header h;
     auto it = aggregates.find({0, id});
-    if (it != aggregates.end())
+    if (it != aggregates.end()) {
       EXPECT_FALSE(core::decode_aggregate_header(it->second, h));
+    }
     return h;
   }
 };

@@ -298,6 +298,47 @@ TEST_F(AggregateNodeTest, MetersRollUpIntoTransformersAndFeedersExactlyAndMove) 
     EXPECT_NE(s.error_message().find("aggregates/"), std::string::npos) << s.error_message();
   }
 
+#ifdef FLEETTWIN_CLI_BINARY
+  // The CLI, as an operator uses it.
+  auto cli = [&](const std::string& args) {
+    return run_command(std::string{FLEETTWIN_CLI_BINARY} + " --server " + node->grpc_address() +
+                       " " + args + " 2>&1");
+  };
+  {
+    auto [code, text] = cli("agg get transformers/T3");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("aggregates/transformers/T3  (transformer)"), std::string::npos) << text;
+    EXPECT_NE(text.find("parent: feeds feeders/F1"), std::string::npos) << text;
+    EXPECT_NE(text.find("utilisation"), std::string::npos) << text;
+  }
+  {
+    auto [code, text] = cli("--json agg get transformers/T3");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("\"aggregate_id\":\"transformers/T3\""), std::string::npos) << text;
+  }
+  {
+    auto [code, text] = cli("agg members feeders/F1 --depth 2 --twins-only --page-size 7 --all");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_EQ(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')), want + 1) << text;
+  }
+  {
+    auto [code, text] = cli("relations m-5");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("parent  feeds aggregates/transformers/T3  (RULE)"), std::string::npos)
+        << text;
+  }
+  {
+    auto [code, text] = cli("agg kinds");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("transformer  collection transformers  members by feeds"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("attributes.feeder -> feeds feeders/<value>"), std::string::npos) << text;
+  }
+  EXPECT_EQ(cli("agg get transformers/T99").first, 3);  // NOT_FOUND
+  EXPECT_EQ(cli("agg get sites/x").first, 4);           // INVALID_ARGUMENT
+#endif
+
   // Change events for data teams: CloudEvents on the aggregates topic.
   auto events = read_topic(node->bootstrap(), topics.aggregates, 12, 30s);
   ASSERT_GE(events.size(), 12u);

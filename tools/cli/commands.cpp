@@ -52,7 +52,8 @@ session::session(const global_options& options, std::ostream& out, std::ostream&
       channel_(make_channel(options.server)),
       twins_(v1::TwinService::NewStub(channel_)),
       nodes_(v1::NodeService::NewStub(channel_)),
-      admin_(v1::AdminService::NewStub(channel_)) {}
+      admin_(v1::AdminService::NewStub(channel_)),
+      aggregates_(v1::AggregateService::NewStub(channel_)) {}
 
 void session::set_deadline(grpc::ClientContext& context) const {
   auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -64,6 +65,90 @@ int session::fail(const grpc::Status& status) {
   err_ << fmt::format("error: {}: {}\n", status_code_name(status.error_code()),
                       status.error_message());
   return exit_code_for(status.error_code());
+}
+
+int run_agg_get(session& s, const agg_get_options& options) {
+  for (size_t i = 0; i < options.aggregates.size(); ++i) {
+    v1::GetAggregateRequest request;
+    request.set_name(aggregate_name(options.aggregates[i]));
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::Aggregate aggregate;
+    if (auto status = s.aggregates().GetAggregate(&context, request, &aggregate); !status.ok())
+      return s.fail(status);
+    if (s.json()) {
+      s.out() << to_json(aggregate) << '\n';
+      continue;
+    }
+    if (i > 0)
+      s.out() << '\n';
+    print_aggregate(s.out(), aggregate);
+  }
+  return exit_ok;
+}
+
+int run_agg_members(session& s, const agg_members_options& options) {
+  v1::ListMembersRequest request;
+  request.set_name(aggregate_name(options.aggregate));
+  request.set_depth(options.depth);
+  request.set_filter(options.filter);
+  request.set_twins_only(options.twins_only);
+  request.set_aggregates_only(options.aggregates_only);
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  table rows(member_header());
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::ListMembersResponse response;
+    if (auto status = s.aggregates().ListMembers(&context, request, &response); !status.ok())
+      return s.fail(status);
+    if (s.json()) {
+      s.out() << to_json(response) << '\n';
+    } else {
+      for (const auto& m : response.members())
+        rows.add(member_row(m));
+      rows.print(s.out());
+    }
+    if (!options.all || response.next_page_token().empty()) {
+      if (!s.json() && !response.next_page_token().empty())
+        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
+      return exit_ok;
+    }
+    request.set_page_token(response.next_page_token());
+  }
+}
+
+int run_agg_kinds(session& s) {
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::ListAggregateKindsResponse response;
+  if (auto status =
+          s.aggregates().ListAggregateKinds(&context, v1::ListAggregateKindsRequest{}, &response);
+      !status.ok())
+    return s.fail(status);
+  if (s.json())
+    s.out() << to_json(response) << '\n';
+  else
+    print_kinds(s.out(), response);
+  return exit_ok;
+}
+
+int run_relations(session& s, const relations_options& options) {
+  v1::GetRelationsRequest request;
+  request.set_name(node_name(options.name));
+  for (const auto& t : options.types)
+    request.add_types(t);
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::Relations response;
+  if (auto status = s.aggregates().GetRelations(&context, request, &response); !status.ok())
+    return s.fail(status);
+  if (s.json())
+    s.out() << to_json(response) << '\n';
+  else
+    print_relations(s.out(), response);
+  return exit_ok;
 }
 
 int run_get(session& s, const get_options& options) {

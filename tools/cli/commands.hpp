@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fleettwin/v1/aggregate.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
 
 namespace fleettwin::cli {
@@ -36,6 +37,9 @@ public:
   }
   v1::AdminService::Stub& admin() {
     return *admin_;
+  }
+  v1::AggregateService::Stub& aggregates() {
+    return *aggregates_;
   }
   grpc::Channel& channel() {
     return *channel_;
@@ -73,6 +77,7 @@ private:
   std::unique_ptr<v1::TwinService::Stub> twins_;
   std::unique_ptr<v1::NodeService::Stub> nodes_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::AggregateService::Stub> aggregates_;
 };
 
 struct get_options {
@@ -107,6 +112,30 @@ struct watch_options {
   uint64_t count = 0;
 };
 
+struct agg_get_options {
+  std::vector<std::string> aggregates;
+};
+
+struct agg_members_options {
+  std::string aggregate;
+  uint32_t depth = 1;
+  std::string filter;
+  bool twins_only = false;
+  bool aggregates_only = false;
+  int32_t page_size = 0;
+  std::string page_token;
+  bool all = false;
+};
+
+struct relations_options {
+  std::string name;
+  std::vector<std::string> types;
+};
+
+int run_agg_get(session& s, const agg_get_options& options);
+int run_agg_members(session& s, const agg_members_options& options);
+int run_agg_kinds(session& s);
+int run_relations(session& s, const relations_options& options);
 int run_get(session& s, const get_options& options);
 int run_list(session& s, const list_options& options);
 int run_set_desired(session& s, const set_desired_options& options);

@@ -5,6 +5,7 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/util/json_util.h>
 
 namespace fleettwin::cli {
@@ -415,6 +416,92 @@ void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster) {
         ranges({cluster.unserved_partitions().begin(), cluster.unserved_partitions().end()}) +
             " (rebalance or restore in progress)");
   }
+}
+
+namespace {
+
+std::string format_measure(const v1::Measure& m) {
+  if (!m.has_value())
+    return "-";
+  return fmt::format("{:.6g}", m.value());
+}
+
+std::string strip(std::string_view name, std::string_view prefix) {
+  return std::string{name.starts_with(prefix) ? name.substr(prefix.size()) : name};
+}
+
+}  // namespace
+
+void print_aggregate(std::ostream& out, const v1::Aggregate& a) {
+  out << fmt::format("{}  ({})  version {}  updated {}\n", a.name(), a.kind(), a.version(),
+                     format_time(a.updated_ms()));
+  out << fmt::format("members {} (twins {}, direct {}, in transit {})\n", a.members(),
+                     a.member_twins(), a.direct_members(), a.in_transit());
+  for (const auto& p : a.parents())
+    out << fmt::format("parent: {} {}\n", p.type(), strip(p.parent(), "aggregates/"));
+  if (!a.attributes().empty()) {
+    std::map<std::string, std::string> sorted(a.attributes().begin(), a.attributes().end());
+    out << "attributes:";
+    for (const auto& [k, v] : sorted)
+      out << ' ' << k << '=' << v;
+    out << '\n';
+  }
+  if (a.measures().empty())
+    return;
+  out << "measures:\n";
+  table rows({"measure", "value"});
+  for (const auto& m : a.measures())
+    rows.add({m.name(), format_measure(m)});
+  rows.print(out, "  ");
+}
+
+std::vector<std::string> member_header() {
+  return {"member", "depth", "relation", "kind", "version", "fields"};
+}
+
+std::vector<std::string> member_row(const v1::AggregateMember& m) {
+  std::map<std::string, v1::Value> sorted(m.reported().begin(), m.reported().end());
+  std::string fields;
+  for (const auto& [k, v] : sorted)
+    fields += (fields.empty() ? "" : " ") + k + "=" + format_value(v);
+  std::string relation = m.relation_type().empty()
+                             ? "via " + fmt::format("{}", fmt::join(m.via(), ","))
+                             : m.relation_type();
+  if (m.in_transit())
+    relation += " (in transit)";
+  return {m.name(),
+          std::to_string(m.depth()),
+          relation,
+          m.twin() ? m.kind() : "aggregate",
+          m.twin() ? std::to_string(m.version()) : "-",
+          fields};
+}
+
+void print_kinds(std::ostream& out, const v1::ListAggregateKindsResponse& kinds) {
+  for (const auto& k : kinds.kinds()) {
+    out << fmt::format("{}  collection {}  members by {}\n", k.name(), k.collection(),
+                       fmt::join(k.member_relations(), ", "));
+    if (!k.description().empty())
+      out << "  " << k.description() << '\n';
+    for (const auto& m : k.measures())
+      out << fmt::format("  {} = {}\n", m.name(), m.expression());
+  }
+  if (kinds.rules_size() > 0) {
+    out << "rules:\n";
+    for (const auto& r : kinds.rules())
+      out << fmt::format("  attributes.{} -> {} {}/<value>\n", r.attribute(), r.type(),
+                         r.collection());
+  }
+}
+
+void print_relations(std::ostream& out, const v1::Relations& r) {
+  for (const auto& p : r.parents())
+    out << fmt::format("parent  {} {}  ({})\n", p.type(), p.parent(),
+                       v1::RelationOrigin_Name(p.origin()));
+  for (const auto& c : r.children())
+    out << fmt::format("child   {} {}\n", c.type(), c.child());
+  if (r.parents().empty() && r.children().empty())
+    out << "no relations\n";
 }
 
 }  // namespace fleettwin::cli

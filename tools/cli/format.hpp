@@ -10,6 +10,7 @@
 #include <google/protobuf/message.h>
 #include <grpcpp/support/status.h>
 
+#include "fleettwin/v1/aggregate.pb.h"
 #include "fleettwin/v1/service.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 
@@ -54,6 +55,13 @@ std::vector<std::string> twin_summary_header();
 std::string format_change(const v1::TwinChange& change);
 void print_history(std::ostream& out, const v1::GetHistoryResponse& history);
 void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms);
+/// An aggregate: kind, version, member counts, parents, attributes, measures.
+void print_aggregate(std::ostream& out, const v1::Aggregate& aggregate);
+/// One row per member: name, depth, relation, kind, version, fields.
+std::vector<std::string> member_header();
+std::vector<std::string> member_row(const v1::AggregateMember& member);
+void print_kinds(std::ostream& out, const v1::ListAggregateKindsResponse& kinds);
+void print_relations(std::ostream& out, const v1::Relations& relations);
 /// The cluster: one row per node, its partitions by role, lag and twins.
 void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster);
 

@@ -223,6 +223,20 @@ std::optional<int64_t> parse_iso8601(std::string_view s) {
 
 }  // namespace
 
+std::string aggregate_name(std::string_view id) {
+  if (id.starts_with("aggregates/"))
+    return std::string{id};
+  return "aggregates/" + std::string{id};
+}
+
+std::string node_name(std::string_view id) {
+  if (id.starts_with("twins/") || id.starts_with("aggregates/"))
+    return std::string{id};
+  if (id.find('/') != std::string_view::npos)
+    return aggregate_name(id);
+  return twin_name(id);
+}
+
 std::string twin_name(std::string_view asset) {
   if (asset.starts_with(name_prefix)) {
     asset.remove_prefix(name_prefix.size());

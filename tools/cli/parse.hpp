@@ -21,6 +21,13 @@ public:
 /// "veh-1" -> "twins/veh-1"; a name that already has the prefix is kept.
 std::string twin_name(std::string_view asset);
 
+/// "fleets/north" -> "aggregates/fleets/north"; a name with the prefix is kept.
+std::string aggregate_name(std::string_view id);
+
+/// A twin or an aggregate: "twins/..." and "aggregates/..." are kept, an id
+/// with a "/" is an aggregate, any other a twin.
+std::string node_name(std::string_view id);
+
 /// Infers the type of a desired value: true/false -> bool, integer -> int,
 /// decimal or exponent -> double, "quoted" or anything else -> string.
 v1::Value infer_value(std::string_view text);

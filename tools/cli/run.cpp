@@ -45,7 +45,36 @@ struct command_line {
   uint64_t expected_version = 0;
   history_options history;
   watch_options watch;
+  agg_get_options agg_get;
+  agg_members_options agg_members;
+  relations_options relations;
 };
+
+void add_aggregates(CLI::App& app, command_line& cl) {
+  auto* agg = app.add_subcommand("agg", "Aggregates: fleets, depots, feeders, substations ...");
+  agg->require_subcommand(1);
+  auto* get = agg->add_subcommand("get", "Show aggregates (e.g. fleets/north)");
+  get->add_option("aggregate", cl.agg_get.aggregates, "Aggregate ids")->required();
+  auto* members = agg->add_subcommand("members", "List an aggregate's members, a page at a time");
+  members->add_option("aggregate", cl.agg_members.aggregate, "Aggregate id")->required();
+  members->add_option("--depth", cl.agg_members.depth, "1: direct members; up to 32 levels")
+      ->check(CLI::Range(1, 32));
+  members->add_option("--filter", cl.agg_members.filter,
+                      "Filter over what the aggregate holds of a member, e.g. "
+                      "'reported.voltage < 207'");
+  members->add_flag("--twins-only", cl.agg_members.twins_only, "Only twins");
+  members->add_flag("--aggregates-only", cl.agg_members.aggregates_only, "Only aggregates");
+  members->add_option("--page-size", cl.agg_members.page_size, "Members per page (1..1000)")
+      ->check(CLI::Range(0, 1000));
+  members->add_option("--page-token", cl.agg_members.page_token, "Continue from a previous page");
+  members->add_flag("--all", cl.agg_members.all, "Follow page tokens to the last page");
+  agg->add_subcommand("kinds", "Show the aggregate kinds and relation rules");
+  auto* rel = app.add_subcommand(
+      "relations", "Show a twin's or aggregate's parents (and an aggregate's members)");
+  rel->add_option("name", cl.relations.name, "Asset id, aggregate id, twins/... or aggregates/...")
+      ->required();
+  rel->add_option("--type", cl.relations.types, "Only this relation type (repeatable)");
+}
 
 void add_get(CLI::App& app, command_line& cl) {
   auto* get = app.add_subcommand("get", "Show twins (GetTwin, or BatchGetTwins for several)");
@@ -117,6 +146,17 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
   if (name == "status") {
     return run_status(s);
   }
+  if (name == "agg") {
+    const auto& sub = command->get_subcommands().front()->get_name();
+    if (sub == "get")
+      return run_agg_get(s, cl.agg_get);
+    if (sub == "members")
+      return run_agg_members(s, cl.agg_members);
+    return run_agg_kinds(s);
+  }
+  if (name == "relations") {
+    return run_relations(s, cl.relations);
+  }
   return run_ping(s);
 }
 
@@ -162,6 +202,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_set_desired(app, cl);
   add_history(app, cl);
   add_watch(app, cl);
+  add_aggregates(app, cl);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
 
