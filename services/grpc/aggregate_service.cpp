@@ -95,6 +95,16 @@ std::optional<std::string> parse_aggregate_name(const std::string& name,
   return id;
 }
 
+std::optional<std::string> aggregate_service::aggregate_id(const call& c,
+                                                           const std::string& name) const {
+  std::string error;
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  auto id = parse_aggregate_name(name, registry.get(), error);
+  if (!id)
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  return id;
+}
+
 aggregate_service::aggregate_service(twin_backend& backend,
                                      std::shared_ptr<runtime::kinds_holder> kinds,
                                      metrics::grpc_probe& probe, service_limits limits)
@@ -110,13 +120,9 @@ aggregate_service::aggregate_service(twin_backend& backend,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateRequest* req,
     fleettwin::v1::Aggregate* resp) {
   call c{ctx, get_};
-  std::string error;
-  auto registry = kinds_ ? kinds_->get() : nullptr;
-  auto id = parse_aggregate_name(req->name(), registry.get(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  auto id = aggregate_id(c, req->name());
+  if (!id)
     return c.reactor();
-  }
   ask(backend_, c, *id, get_method, *req, resp, runtime::aggregate_query{},
       [resp](const runtime::aggregate_view& v) {
         to_proto(v.header, v.self.get(), *resp);
@@ -129,13 +135,9 @@ aggregate_service::aggregate_service(twin_backend& backend,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListMembersRequest* req,
     fleettwin::v1::ListMembersResponse* resp) {
   call c{ctx, members_};
-  std::string error;
-  auto registry = kinds_ ? kinds_->get() : nullptr;
-  auto id = parse_aggregate_name(req->name(), registry.get(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  auto id = aggregate_id(c, req->name());
+  if (!id)
     return c.reactor();
-  }
   runtime::aggregate_query q;
   q.depth = req->depth() == 0 ? 1 : req->depth();
   if (q.depth > core::max_relation_depth) {

@@ -33,6 +33,10 @@ public:
       fleettwin::v1::ListAggregateKindsResponse* resp) override;
 
 private:
+  /// The aggregate id of `name`; finishes `c` with INVALID_ARGUMENT when
+  /// the name is not an aggregate's.
+  std::optional<std::string> aggregate_id(const class call& c, const std::string& name) const;
+
   twin_backend& backend_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
   service_limits limits_;

@@ -160,6 +160,17 @@ struct world {
     send(out);
   }
 
+  /// Delivers the next contribution from `child` to `parent` (the test
+  /// picks the order).
+  void deliver(const std::string& child, const std::string& parent) {
+    auto& q = channels.at({child, parent});
+    auto c = std::move(q.front());
+    q.pop_front();
+    if (q.empty())
+      channels.erase({child, parent});
+    process(c);
+  }
+
   /// Delivers the head of one channel; false when nothing is in flight.
   bool deliver_one(std::mt19937_64& rng) {
     if (channels.empty())
@@ -409,21 +420,13 @@ TEST(Aggregate, MoveBelowACommonAncestorNeverShowsTheMemberInNeitherPlace) {
 
   w.set_relations("v1", {{"member_of", "groups/b"}});
   // Worst order: a's removal reaches the region before b's addition.
-  auto step = [&](const std::string& child, const std::string& parent) {
-    auto& q = w.channels.at({child, parent});
-    auto c = std::move(q.front());
-    q.pop_front();
-    if (q.empty())
-      w.channels.erase({child, parent});
-    w.process(c);
-  };
-  step("v1", "groups/a");
-  step("groups/a", "groups/region");
+  w.deliver("v1", "groups/a");
+  w.deliver("groups/a", "groups/region");
   EXPECT_EQ(region.twins(), 1u) << "in transit, still counted";
   EXPECT_EQ(region.in_transit(), 1u);
   EXPECT_EQ(region.measures({})[1], 7);
-  step("v1", "groups/b");
-  step("groups/b", "groups/region");
+  w.deliver("v1", "groups/b");
+  w.deliver("groups/b", "groups/region");
   EXPECT_EQ(region.twins(), 1u);
   EXPECT_EQ(region.in_transit(), 0u);
   EXPECT_TRUE(w.channels.empty());
@@ -445,18 +448,10 @@ TEST(Aggregate, AMemberInTransitLeavesWhenItsDestinationLeaves) {
   w.set_relations("v1", {{"member_of", "groups/b"}});
   w.set_relations("groups/b", {});  // b leaves the region before v1 arrives in b
   // Deliver the region's inputs first, v1's arrival at b last.
-  auto step = [&](const std::string& child, const std::string& parent) {
-    auto& q = w.channels.at({child, parent});
-    auto c = std::move(q.front());
-    q.pop_front();
-    if (q.empty())
-      w.channels.erase({child, parent});
-    w.process(c);
-  };
-  step("v1", "groups/a");
-  step("groups/a", "groups/region");
+  w.deliver("v1", "groups/a");
+  w.deliver("groups/a", "groups/region");
   EXPECT_EQ(region.in_transit(), 1u);
-  step("groups/b", "groups/region");
+  w.deliver("groups/b", "groups/region");
   EXPECT_EQ(region.in_transit(), 0u);
   EXPECT_EQ(region.twins(), 0u);
   w.settle(rng);
