@@ -554,6 +554,7 @@ private:
     };
     static constexpr simple simple_fields[] = {
         {"asset_id", field_id::asset_id},
+        {"aggregate_id", field_id::asset_id},
         {"kind", field_id::kind},
         {"tenant", field_id::tenant},
         {"version", field_id::version},
@@ -575,6 +576,8 @@ private:
         {"attributes", field_id::attribute, field_id::attribute_keys},
         {"reported", field_id::reported, field_id::reported_keys},
         {"desired", field_id::desired, field_id::desired_keys},
+        // An aggregate's measures, as ListAggregates presents them.
+        {"measures", field_id::reported, field_id::reported_keys},
     };
     for (const auto& m : map_fields) {
       std::string_view sv = name;

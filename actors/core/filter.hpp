@@ -11,6 +11,9 @@
 //   op       := "=" | "!=" | "<" | "<=" | ">" | ">="
 //   field    := asset_id | kind | tenant | version | connectivity | applied_records
 //             | attributes.<key> | reported.<property> | desired.<property>
+//             (for aggregates also aggregate_id = asset_id and measures.<name> =
+//             reported.<name>: ListAggregates filters an aggregate as a twin whose
+//             reported properties are its measures)
 //   literal  := "quoted string" | 'quoted' | number | true | false | bare_word
 //
 // Comparisons follow the stored type: numbers compare numerically (int, double

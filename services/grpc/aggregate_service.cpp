@@ -1,9 +1,13 @@
 #include "services/grpc/aggregate_service.hpp"
 
+#include <algorithm>
+#include <map>
+#include <mutex>
 #include <set>
 
 #include "services/grpc/convert.hpp"
 #include "services/grpc/unary_call.hpp"
+#include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::grpc_api {
 
@@ -12,6 +16,7 @@ namespace {
 constexpr const char* get_method = "/fleettwin.v1.AggregateService/GetAggregate";
 constexpr const char* members_method = "/fleettwin.v1.AggregateService/ListMembers";
 constexpr const char* relations_method = "/fleettwin.v1.AggregateService/GetRelations";
+constexpr const char* list_method = "/fleettwin.v1.AggregateService/ListAggregates";
 constexpr std::string_view aggregate_prefix = "aggregates/";
 constexpr std::string_view twin_prefix = "twins/";
 
@@ -69,6 +74,55 @@ void ask(twin_backend& backend, const call& c, const std::string& id, const char
   caf::anon_send(r->actor, runtime::get_atom::value, id, std::move(q), std::move(done));
 }
 
+/// An aggregate as the filter language sees it: a twin whose reported
+/// properties are its measures (and its member counts).
+core::twin as_twin(const core::aggregate_header& h) {
+  core::twin tw;
+  tw.asset_id = h.id;
+  tw.kind = h.kind;
+  tw.version = h.version;
+  for (const auto& [name, v] : h.measures)
+    if (v)
+      tw.reported[name].val = *v;
+  tw.reported["member_twins"].val = static_cast<int64_t>(h.twins);
+  tw.reported["members"].val = static_cast<int64_t>(h.members);
+  return tw;
+}
+
+/// Merges the pages of several nodes (each over its partitions) into one
+/// page in aggregate-id order (see merge_pages of ListTwins).
+Status merge_aggregate_pages(std::vector<fleettwin::v1::ListAggregatesResponse>& parts,
+                             const std::string& filter, size_t page_size,
+                             fleettwin::v1::ListAggregatesResponse& out) {
+  std::optional<std::string> cut;
+  for (const auto& p : parts) {
+    if (p.next_page_token().empty())
+      continue;
+    auto last = decode_page_token(p.next_page_token(), filter);
+    if (!last)
+      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
+    if (!cut || *last < *cut)
+      cut = std::move(*last);
+  }
+  std::vector<fleettwin::v1::Aggregate*> all;
+  for (auto& p : parts)
+    for (auto& a : *p.mutable_aggregates())
+      if (!cut || a.aggregate_id() <= *cut)
+        all.push_back(&a);
+  std::sort(all.begin(), all.end(),
+            [](const auto* a, const auto* b) { return a->aggregate_id() < b->aggregate_id(); });
+  const bool more = all.size() > page_size;
+  if (more)
+    all.resize(page_size);
+  for (auto* a : all)
+    out.add_aggregates()->Swap(a);
+  if (more)
+    out.set_next_page_token(encode_page_token(filter, out.aggregates().rbegin()->aggregate_id()));
+  else if (cut)
+    out.set_next_page_token(encode_page_token(filter, *cut));
+  return Status::OK;
+}
+
 }  // namespace
 
 std::optional<std::string> parse_aggregate_name(const std::string& name,
@@ -105,13 +159,15 @@ std::optional<std::string> aggregate_service::aggregate_id(const call& c,
   return id;
 }
 
-aggregate_service::aggregate_service(twin_backend& backend,
+aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                                      std::shared_ptr<runtime::kinds_holder> kinds,
                                      metrics::grpc_probe& probe, service_limits limits)
     : backend_(backend),
+      pool_(pool),
       kinds_(std::move(kinds)),
       limits_(limits),
       get_(probe.method("GetAggregate")),
+      list_(probe.method("ListAggregates")),
       members_(probe.method("ListMembers")),
       relations_(probe.method("GetRelations")),
       kinds_list_(probe.method("ListAggregateKinds")) {}
@@ -128,6 +184,137 @@ aggregate_service::aggregate_service(twin_backend& backend,
         to_proto(v.header, v.self.get(), *resp);
         resp->set_direct_members(v.children.size());
       });
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* aggregate_service::ListAggregates(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregatesRequest* req,
+    fleettwin::v1::ListAggregatesResponse* resp) {
+  call c{ctx, list_};
+  if (req->page_size() < 0) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
+    return c.reactor();
+  }
+  const size_t page_size =
+      req->page_size() == 0
+          ? static_cast<size_t>(limits_.default_page_size)
+          : static_cast<size_t>(std::min(req->page_size(), limits_.max_page_size));
+  core::filter f;
+  if (auto err = core::filter::parse(req->filter(), f)) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "filter: " + err->message + " (at offset " + std::to_string(err->position) + ")"});
+    return c.reactor();
+  }
+  std::string start_after;
+  if (!req->page_token().empty()) {
+    auto last = decode_page_token(req->page_token(), req->filter());
+    if (!last) {
+      c.finish({StatusCode::INVALID_ARGUMENT,
+                "page_token is invalid or was issued for a different filter; start again "
+                "without a page_token"});
+      return c.reactor();
+    }
+    start_after = std::move(*last);
+  }
+  std::vector<int32_t> partitions;
+  std::map<std::string, std::vector<int32_t>> remote;
+  if (c.forwarded()) {
+    auto wanted = forwarded_partitions(c.context());
+    auto mine = backend_.local_partitions();
+    for (auto p : wanted)
+      if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
+        c.finish({StatusCode::UNAVAILABLE,
+                  "partition " + std::to_string(p) + " moved away from this node; retry shortly"});
+        return c.reactor();
+      }
+    partitions = std::move(wanted);
+  } else {
+    std::string why;
+    auto plan = backend_.list_plan(partitions, why);
+    if (!plan) {
+      c.finish({StatusCode::UNAVAILABLE, why});
+      return c.reactor();
+    }
+    remote = std::move(*plan);
+  }
+  auto filter_text = req->filter();
+  auto max_scanned = limits_.max_scanned_per_page;
+  auto stale = backend_.stale_after_ms();
+  auto& store = backend_.store();
+  auto list_local = [=, &store](fleettwin::v1::ListAggregatesResponse* out) -> Status {
+    const auto now = wall_ms();
+    std::string error;
+    auto page = store.list_aggregates(
+        partitions, start_after,
+        [&](const core::aggregate_header& h) { return f.matches(as_twin(h), now, stale); },
+        page_size, max_scanned, error);
+    if (!error.empty())
+      return {StatusCode::INTERNAL, "reading aggregates: " + error};
+    for (const auto& h : page.aggregates)
+      to_proto(h, nullptr, *out->add_aggregates());
+    if (!page.next_page_token.empty())
+      out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
+    return Status::OK;
+  };
+  if (remote.empty()) {
+    if (!pool_.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); }))
+      c.finish(
+          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return c.reactor();
+  }
+  struct gather {
+    std::mutex mutex;
+    std::vector<fleettwin::v1::ListAggregatesResponse> parts;
+    std::optional<Status> error;
+    std::atomic<size_t> remaining;
+    void fail(Status s) {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (!error)
+        error = std::move(s);
+    }
+  };
+  auto g = std::make_shared<gather>();
+  g->parts.resize(remote.size() + 1);
+  g->remaining = remote.size() + 1;
+  auto settle = [c, g, resp, filter_text, page_size] {
+    if (g->remaining.fetch_sub(1) != 1)
+      return;
+    if (g->error) {
+      c.finish(*g->error);
+      return;
+    }
+    c.finish(merge_aggregate_pages(g->parts, filter_text, page_size, *resp));
+  };
+  if (!pool_.submit([g, list_local, settle]() mutable {
+        if (auto st = list_local(&g->parts[0]); !st.ok())
+          g->fail(st);
+        settle();
+      })) {
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return c.reactor();
+  }
+  size_t slot = 1;
+  auto request = req->SerializeAsString();
+  for (auto& [endpoint, parts] : remote) {
+    std::string list;
+    for (auto p : parts)
+      list += (list.empty() ? "" : ",") + std::to_string(p);
+    runtime::forward_completion done{
+        [g, slot, settle](runtime::forward_reply r) {
+          if (r.code != 0)
+            g->fail({static_cast<StatusCode>(r.code), r.message});
+          else if (!g->parts[slot].ParseFromString(r.response))
+            g->fail({StatusCode::INTERNAL, "a node sent an unreadable ListAggregates page"});
+          settle();
+        },
+        runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                               "the forwarded call was dropped (node stopping); retry",
+                               {}}};
+    backend_.forward(endpoint, list_method, request,
+                     cluster::encode_metadata({{cluster::partitions_header, list}}),
+                     std::move(done));
+    ++slot;
+  }
   return c.reactor();
 }
 

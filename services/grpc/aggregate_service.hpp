@@ -6,6 +6,7 @@
 
 #include "actors/runtime/asset_actor.hpp"
 #include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "services/grpc/query_pool.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/metrics/metrics.hpp"
 
@@ -16,12 +17,16 @@ namespace fleettwin::grpc_api {
 /// forwarded to its owner, like twins.
 class aggregate_service final : public fleettwin::v1::AggregateService::CallbackService {
 public:
-  aggregate_service(twin_backend& backend, std::shared_ptr<runtime::kinds_holder> kinds,
-                    metrics::grpc_probe& probe, service_limits limits);
+  aggregate_service(twin_backend& backend, query_pool& pool,
+                    std::shared_ptr<runtime::kinds_holder> kinds, metrics::grpc_probe& probe,
+                    service_limits limits);
 
   ::grpc::ServerUnaryReactor* GetAggregate(::grpc::CallbackServerContext* ctx,
                                            const fleettwin::v1::GetAggregateRequest* req,
                                            fleettwin::v1::Aggregate* resp) override;
+  ::grpc::ServerUnaryReactor* ListAggregates(::grpc::CallbackServerContext* ctx,
+                                             const fleettwin::v1::ListAggregatesRequest* req,
+                                             fleettwin::v1::ListAggregatesResponse* resp) override;
   ::grpc::ServerUnaryReactor* ListMembers(::grpc::CallbackServerContext* ctx,
                                           const fleettwin::v1::ListMembersRequest* req,
                                           fleettwin::v1::ListMembersResponse* resp) override;
@@ -38,9 +43,11 @@ private:
   std::optional<std::string> aggregate_id(const class call& c, const std::string& name) const;
 
   twin_backend& backend_;
+  query_pool& pool_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
   service_limits limits_;
   metrics::method_probe& get_;
+  metrics::method_probe& list_;
   metrics::method_probe& members_;
   metrics::method_probe& relations_;
   metrics::method_probe& kinds_list_;

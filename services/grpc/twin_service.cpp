@@ -98,32 +98,7 @@ std::optional<std::string> decode_page_token(const std::string& token, const std
   return raw->substr(expected.size());
 }
 
-namespace {
-
-/// The partitions a forwarded ListTwins must list ("1,2,3").
-std::vector<int32_t> parse_partition_list(::grpc::CallbackServerContext* ctx) {
-  std::vector<int32_t> out;
-  auto it = ctx->client_metadata().find(cluster::partitions_header);
-  if (it == ctx->client_metadata().end())
-    return out;
-  std::string_view text{it->second.data(), it->second.size()};
-  int32_t x = 0;
-  bool digits = false;
-  for (size_t i = 0; i <= text.size(); ++i) {
-    if (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-      x = x * 10 + (text[i] - '0');
-      digits = true;
-    } else {
-      if (digits)
-        out.push_back(x);
-      x = 0;
-      digits = false;
-    }
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Status merge_pages(std::vector<fleettwin::v1::ListTwinsResponse>& parts, const std::string& filter,
                    size_t page_size, fleettwin::v1::ListTwinsResponse& out) {
@@ -331,7 +306,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   std::map<std::string, std::vector<int32_t>> remote;
   if (c.forwarded()) {
     // The forwarding node names the partitions; all must still be here.
-    auto wanted = parse_partition_list(c.context());
+    auto wanted = forwarded_partitions(c.context());
     auto mine = backend_.local_partitions();
     for (auto p : wanted)
       if (std::find(mine.begin(), mine.end(), p) == mine.end()) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -176,6 +177,29 @@ bool forward_if_remote(twin_backend& backend, const call& c, const std::string& 
   }
   c.finish({StatusCode::UNAVAILABLE, why});
   return true;
+}
+
+/// The partitions a forwarded listing must list ("1,2,3").
+inline std::vector<int32_t> forwarded_partitions(::grpc::CallbackServerContext* ctx) {
+  std::vector<int32_t> out;
+  auto it = ctx->client_metadata().find(cluster::partitions_header);
+  if (it == ctx->client_metadata().end())
+    return out;
+  std::string_view text{it->second.data(), it->second.size()};
+  int32_t x = 0;
+  bool digits = false;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      x = x * 10 + (text[i] - '0');
+      digits = true;
+    } else {
+      if (digits)
+        out.push_back(x);
+      x = 0;
+      digits = false;
+    }
+  }
+  return out;
 }
 
 }  // namespace fleettwin::grpc_api

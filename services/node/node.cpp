@@ -302,7 +302,7 @@ bool node::start_grpc(std::string& error) {
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
   aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(
-      *this, asset_cfg_->kinds, metrics_->grpc(), grpc_api::service_limits{});
+      *this, *pool_, asset_cfg_->kinds, metrics_->grpc(), grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();

@@ -423,10 +423,11 @@ std::optional<int64_t> rocksdb_store::read_meta_offset(const std::string& key, i
   return decode_offset(view(value));
 }
 
-list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
-                                    std::string_view start_after,
-                                    const std::function<bool(const core::twin&)>& predicate,
-                                    size_t page_size, size_t max_scanned, std::string& error) {
+std::string rocksdb_store::merged_scan(rocksdb::ColumnFamilyHandle* cf,
+                                       const std::vector<int32_t>& partitions,
+                                       std::string_view start_after, size_t page_size,
+                                       size_t max_scanned, const scan_visitor& visit,
+                                       std::string& error) {
   std::vector<int32_t> parts = partitions;
   std::sort(parts.begin(), parts.end());
   parts.erase(std::unique(parts.begin(), parts.end()), parts.end());
@@ -446,9 +447,9 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
   std::string seek;
   auto fail = [&](size_t i, const rocksdb::Status& st) {
     error = "scanning partition " + std::to_string(parts[i]) + ": " + st.ToString();
-    return list_page{};
+    return std::string{};
   };
-  // Min-heap of cursor indexes by current asset id (ties: partition order).
+  // Min-heap of cursor indexes by current id (ties: partition order).
   auto id_of = [&](size_t i) { return view(its[i]->key()).substr(partition_bytes); };
   auto after = [&](size_t a, size_t b) {
     auto ia = id_of(a), ib = id_of(b);
@@ -464,7 +465,7 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
     ro.iterate_upper_bound = &upper_slices[i];
     // A listing may sweep the whole store: keep it from evicting hot blocks.
     ro.fill_cache = false;
-    its[i].reset(db_->NewIterator(ro, twins_));
+    its[i].reset(db_->NewIterator(ro, cf));
     twin_key(seek, parts[i], start_after);
     its[i]->Seek(seek);
     if (its[i]->Valid() && id_of(i) == start_after)
@@ -476,26 +477,23 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
   }
   std::make_heap(heap.begin(), heap.end(), after);
 
-  list_page page;
   std::string last;
   size_t scanned = 0;
-  core::twin tw;
+  size_t taken = 0;
   while (!heap.empty()) {
-    if ((page_size != 0 && page.twins.size() >= page_size) ||
-        (max_scanned != 0 && scanned >= max_scanned)) {
-      page.next_page_token = last;
-      break;
-    }
+    if ((page_size != 0 && taken >= page_size) || (max_scanned != 0 && scanned >= max_scanned))
+      return last;
     std::pop_heap(heap.begin(), heap.end(), after);
     auto i = heap.back();
     heap.pop_back();
     auto& it = *its[i];
     auto id = id_of(i);
-    if (auto why = core::decode_twin(view(it.value()), tw)) {
-      error = "twin \"" + std::string{id} + "\" in partition " + std::to_string(parts[i]) +
-              " is corrupt: " + *why;
+    bool took = false;
+    if (auto why = visit(parts[i], id, view(it.value()), took)) {
+      error = *why;
       return {};
     }
+    taken += took ? 1 : 0;
     last.assign(id);
     ++scanned;
     it.Next();
@@ -505,9 +503,57 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
     } else if (!it.status().ok()) {
       return fail(i, it.status());
     }
-    if (!predicate || predicate(tw))
-      page.twins.push_back(std::move(tw));
   }
+  return {};
+}
+
+list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
+                                    std::string_view start_after,
+                                    const std::function<bool(const core::twin&)>& predicate,
+                                    size_t page_size, size_t max_scanned, std::string& error) {
+  list_page page;
+  core::twin tw;
+  page.next_page_token = merged_scan(
+      twins_, partitions, start_after, page_size, max_scanned,
+      [&](int32_t p, std::string_view id, std::string_view value,
+          bool& took) -> std::optional<std::string> {
+        if (auto why = core::decode_twin(value, tw))
+          return "twin \"" + std::string{id} + "\" in partition " + std::to_string(p) +
+                 " is corrupt: " + *why;
+        if (!predicate || predicate(tw)) {
+          page.twins.push_back(std::move(tw));
+          took = true;
+        }
+        return std::nullopt;
+      },
+      error);
+  if (!error.empty())
+    return {};
+  return page;
+}
+
+aggregate_page rocksdb_store::list_aggregates(
+    const std::vector<int32_t>& partitions, std::string_view start_after,
+    const std::function<bool(const core::aggregate_header&)>& predicate, size_t page_size,
+    size_t max_scanned, std::string& error) {
+  aggregate_page page;
+  core::aggregate_header h;
+  page.next_page_token = merged_scan(
+      aggregates_, partitions, start_after, page_size, max_scanned,
+      [&](int32_t p, std::string_view id, std::string_view value,
+          bool& took) -> std::optional<std::string> {
+        if (auto why = core::decode_aggregate_header(value, h))
+          return "aggregate \"" + std::string{id} + "\" in partition " + std::to_string(p) +
+                 " is corrupt: " + *why;
+        if (!predicate || predicate(h)) {
+          page.aggregates.push_back(std::move(h));
+          took = true;
+        }
+        return std::nullopt;
+      },
+      error);
+  if (!error.empty())
+    return {};
   return page;
 }
 

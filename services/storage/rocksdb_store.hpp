@@ -43,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/core/aggregate_codec.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/runtime/ports.hpp"
@@ -98,6 +99,12 @@ struct list_page {
   std::vector<core::twin> twins;
   /// Raw asset id to pass as `start_after` for the next page; empty when the
   /// scan reached the end.
+  std::string next_page_token;
+};
+
+/// One page of list_aggregates.
+struct aggregate_page {
+  std::vector<core::aggregate_header> aggregates;
   std::string next_page_token;
 };
 
@@ -170,6 +177,12 @@ public:
                        const std::function<bool(const core::twin&)>& predicate, size_t page_size,
                        size_t max_scanned, std::string& error);
 
+  /// Aggregate headers of `partitions` after `start_after`, like list_twins.
+  aggregate_page list_aggregates(
+      const std::vector<int32_t>& partitions, std::string_view start_after,
+      const std::function<bool(const core::aggregate_header&)>& predicate, size_t page_size,
+      size_t max_scanned, std::string& error);
+
   /// The recorded points of one property with start_ms <= source time <
   /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with
   /// `limit` > 0 only the newest `limit` of them. On failure sets `error` and
@@ -210,6 +223,17 @@ public:
 
 private:
   rocksdb_store() = default;
+  /// Called per record of a merged scan with its partition, id and value;
+  /// sets `took` when the record counts for the page; returns an error.
+  using scan_visitor = std::function<std::optional<std::string>(
+      int32_t partition, std::string_view id, std::string_view value, bool& took)>;
+  /// Visits the records of `cf` in `partitions` after `start_after` in id
+  /// order across partitions (one snapshot), until `page_size` were taken or
+  /// `max_scanned` visited (0: no limit); returns the continuation id when
+  /// cut short, empty at the end or on error (then `error` says why).
+  std::string merged_scan(rocksdb::ColumnFamilyHandle* cf, const std::vector<int32_t>& partitions,
+                          std::string_view start_after, size_t page_size, size_t max_scanned,
+                          const scan_visitor& visit, std::string& error);
   std::optional<int64_t> read_meta_offset(const std::string& key, int32_t partition);
 
   store_options opts_;

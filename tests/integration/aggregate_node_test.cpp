@@ -222,6 +222,35 @@ TEST_F(AggregateNodeTest, MetersRollUpIntoTransformersAndFeedersExactlyAndMove) 
   produce_meters(2);
   ASSERT_TRUE(converged(diff)) << diff;
 
+  // Every aggregate, in pages, and a filter over measures.
+  {
+    std::vector<std::string> ids;
+    std::string page_token;
+    do {
+      grpc::ClientContext ctx;
+      v1::ListAggregatesRequest req;
+      req.set_page_size(4);
+      req.set_page_token(page_token);
+      v1::ListAggregatesResponse resp;
+      ASSERT_TRUE(aggs->ListAggregates(&ctx, req, &resp).ok());
+      for (const auto& a : resp.aggregates())
+        ids.push_back(a.aggregate_id());
+      page_token = resp.next_page_token();
+    } while (!page_token.empty());
+    EXPECT_EQ(ids.size(), static_cast<size_t>(transformers + 2));
+    EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+    grpc::ClientContext ctx;
+    v1::ListAggregatesRequest req;
+    req.set_filter("kind = \"transformer\" AND measures.meters > 20");
+    v1::ListAggregatesResponse resp;
+    ASSERT_TRUE(aggs->ListAggregates(&ctx, req, &resp).ok());
+    size_t big = 0;
+    for (int t = 0; t < transformers; ++t)
+      big += expected_transformer(t)["meters"] > 20 ? 1 : 0;
+    EXPECT_EQ(static_cast<size_t>(resp.aggregates_size()), big);
+    EXPECT_GT(big, 0u);
+  }
+
   // Members of a feeder, two levels deep, twins only, in pages.
   std::set<std::string> seen;
   std::string token;

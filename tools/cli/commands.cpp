@@ -67,6 +67,35 @@ int session::fail(const grpc::Status& status) {
   return exit_code_for(status.error_code());
 }
 
+int run_agg_list(session& s, const list_options& options) {
+  v1::ListAggregatesRequest request;
+  request.set_filter(options.filter);
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  table rows(aggregate_summary_header());
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::ListAggregatesResponse response;
+    if (auto status = s.aggregates().ListAggregates(&context, request, &response); !status.ok())
+      return s.fail(status);
+    if (s.json()) {
+      for (const auto& a : response.aggregates())
+        s.out() << to_json(a) << '\n';
+    } else {
+      for (const auto& a : response.aggregates())
+        rows.add(aggregate_summary_row(a));
+      rows.print(s.out());
+    }
+    if (!options.all || response.next_page_token().empty()) {
+      if (!response.next_page_token().empty())
+        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
+      return exit_ok;
+    }
+    request.set_page_token(response.next_page_token());
+  }
+}
+
 int run_agg_get(session& s, const agg_get_options& options) {
   for (size_t i = 0; i < options.aggregates.size(); ++i) {
     v1::GetAggregateRequest request;

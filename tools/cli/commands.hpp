@@ -132,6 +132,7 @@ struct relations_options {
   std::vector<std::string> types;
 };
 
+int run_agg_list(session& s, const list_options& options);
 int run_agg_get(session& s, const agg_get_options& options);
 int run_agg_members(session& s, const agg_members_options& options);
 int run_agg_kinds(session& s);

@@ -455,6 +455,24 @@ void print_aggregate(std::ostream& out, const v1::Aggregate& a) {
   rows.print(out, "  ");
 }
 
+std::vector<std::string> aggregate_summary_header() {
+  return {"aggregate", "kind", "twins", "version", "measures"};
+}
+
+std::vector<std::string> aggregate_summary_row(const v1::Aggregate& a) {
+  std::string measures;
+  int shown = 0;
+  for (const auto& m : a.measures()) {
+    if (shown++ == 5) {
+      measures += " ...";
+      break;
+    }
+    measures += (measures.empty() ? "" : " ") + m.name() + "=" + format_measure(m);
+  }
+  return {a.aggregate_id(), a.kind(), std::to_string(a.member_twins()), std::to_string(a.version()),
+          measures};
+}
+
 std::vector<std::string> member_header() {
   return {"member", "depth", "relation", "kind", "version", "fields"};
 }

@@ -57,6 +57,9 @@ void print_history(std::ostream& out, const v1::GetHistoryResponse& history);
 void print_status(std::ostream& out, const v1::NodeStatus& status, int64_t now_ms);
 /// An aggregate: kind, version, member counts, parents, attributes, measures.
 void print_aggregate(std::ostream& out, const v1::Aggregate& aggregate);
+/// One row per aggregate: id, kind, member twins, version, the first measures.
+std::vector<std::string> aggregate_summary_header();
+std::vector<std::string> aggregate_summary_row(const v1::Aggregate& aggregate);
 /// One row per member: name, depth, relation, kind, version, fields.
 std::vector<std::string> member_header();
 std::vector<std::string> member_row(const v1::AggregateMember& member);

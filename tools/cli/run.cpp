@@ -45,6 +45,7 @@ struct command_line {
   uint64_t expected_version = 0;
   history_options history;
   watch_options watch;
+  list_options agg_list;
   agg_get_options agg_get;
   agg_members_options agg_members;
   relations_options relations;
@@ -53,6 +54,13 @@ struct command_line {
 void add_aggregates(CLI::App& app, command_line& cl) {
   auto* agg = app.add_subcommand("agg", "Aggregates: fleets, depots, feeders, substations ...");
   agg->require_subcommand(1);
+  auto* list = agg->add_subcommand("list", "List aggregates ordered by id, a page at a time");
+  list->add_option("--filter", cl.agg_list.filter,
+                   "e.g. 'kind = \"feeder\" AND measures.utilisation > 0.8'");
+  list->add_option("--page-size", cl.agg_list.page_size, "Aggregates per page (1..1000)")
+      ->check(CLI::Range(0, 1000));
+  list->add_option("--page-token", cl.agg_list.page_token, "Continue from a previous page");
+  list->add_flag("--all", cl.agg_list.all, "Follow page tokens to the last page");
   auto* get = agg->add_subcommand("get", "Show aggregates (e.g. fleets/north)");
   get->add_option("aggregate", cl.agg_get.aggregates, "Aggregate ids")->required();
   auto* members = agg->add_subcommand("members", "List an aggregate's members, a page at a time");
@@ -148,6 +156,8 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
   }
   if (name == "agg") {
     const auto& sub = command->get_subcommands().front()->get_name();
+    if (sub == "list")
+      return run_agg_list(s, cl.agg_list);
     if (sub == "get")
       return run_agg_get(s, cl.agg_get);
     if (sub == "members")
