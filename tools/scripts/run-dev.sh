@@ -26,6 +26,7 @@ done
 bootstrap=$(cat "$data_dir/kafka.bootstrap")
 echo "fleet simulator -> $bootstrap (1000 assets, 2000 records/s)"
 echo "try:  $build/fleettwin list --filter 'kind = \"vehicle\"'   |   $build/fleettwin status"
+echo "      $build/fleettwin agg list   |   $build/fleettwin agg get fleets/north"
 # Batches of 50 ms compress well: the embedded Kafka keeps 5 MiB of batches per
 # partition, about 4 minutes of this load (the node normally reads it at once).
 "$build/fleettwin-sim" --bootstrap "$bootstrap" --assets 1000 --rate 2000 --duration 0 \
