@@ -319,9 +319,9 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
 }
 
 void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,
-            std::string code, std::string reason) {
+            std::string code, std::string reason, input source = input::telemetry) {
   probe.on_rejected(code);
-  item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code)});
+  item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code), source});
 }
 
 /// Decodes the item's contribution records, grouped by the aggregate they
@@ -342,14 +342,16 @@ std::map<std::string, contribution_slice> decode_contributions(self_ptr self,
         if (expected != st.cfg.partition) {
           reject(item, *st.cfg.probe, r, "wrong_partition",
                  "contributions for \"" + std::string{r.key} + "\" belong to partition " +
-                     std::to_string(expected));
+                     std::to_string(expected),
+                 input::contributions);
           continue;
         }
       }
       const size_t first = items->size();
       if (auto err = core::decode_contributions(r.payload, r.key, *items)) {
         items->resize(first);
-        reject(item, *st.cfg.probe, r, "malformed_contributions", std::move(*err));
+        reject(item, *st.cfg.probe, r, "malformed_contributions", std::move(*err),
+               input::contributions);
         continue;
       }
       auto& slice = out[std::string{r.key}];

@@ -55,6 +55,8 @@ struct rejected_record {
   std::string reason;
   /// Short machine-readable reason (metric label, DLQ header).
   std::string code;
+  /// The input the record came from (named in the DLQ headers).
+  input source = input::telemetry;
 };
 
 /// Turns payload bytes into telemetry. Implemented by the protobuf/JSON codec.

@@ -437,7 +437,9 @@ void event_producer::publish(const runtime::item_outputs& out,
       add_header(h, "content-type", r.record.content_type);
     add_header(h, "fleettwin-dlq-reason", r.reason);
     add_header(h, "fleettwin-dlq-code", r.code);
-    add_header(h, "fleettwin-dlq-topic", opts_.topics.telemetry);
+    add_header(h, "fleettwin-dlq-topic",
+               r.source == runtime::input::contributions ? opts_.topics.aggregate_updates
+                                                         : opts_.topics.telemetry);
     add_header(h, "fleettwin-dlq-partition", std::to_string(out.partition));
     add_header(h, "fleettwin-dlq-offset", std::to_string(r.record.offset));
     add_header(h, "fleettwin-dlq-time", rfc3339(now_ms));

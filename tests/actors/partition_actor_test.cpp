@@ -749,3 +749,24 @@ TEST_F(AggregateActorTest, MembersGoStaleWithoutTrafficAndTheAggregateSaysSo) {
   settle();
   EXPECT_EQ(measure("depots/d1", "stale"), 1);
 }
+
+TEST_F(AggregateActorTest, UnreadableContributionsGoToTheDeadLetterTopicNamingTheirInput) {
+  spawn_partition();
+  auto keep = std::make_shared<std::vector<std::string>>(
+      std::vector<std::string>{"fleets/north", "not a contribution record"});
+  auto b = std::make_shared<raw_batch>();
+  b->source = input::contributions;
+  b->records.push_back(raw_record{(*keep)[0], (*keep)[1], core::contributions_content_type, 0});
+  b->next_offset = 1;
+  b->owner = keep;
+  caf::anon_send(part, batch_atom::value, raw_batch_ptr{b});
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  ASSERT_EQ(sink->calls[0].rejects.size(), 1u);
+  EXPECT_EQ(sink->calls[0].rejects[0].code, "malformed_contributions");
+  EXPECT_EQ(sink->calls[0].rejects[0].source, input::contributions);
+  deliver_all();
+  // Its offset commits: nothing is read twice.
+  EXPECT_EQ(store->contribution_offsets[0], 1);
+  EXPECT_FALSE(store->aggregates.count({0, "fleets/north"}));
+}
