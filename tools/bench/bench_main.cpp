@@ -1,7 +1,7 @@
 // fleettwin-bench: the benchmarks of DESIGN.md, each against its baseline in
 // the same run (the machines are shared and noisy: ratios, not absolutes).
 //
-//   fleettwin-bench ingest  [--records N] [--assets N] [--partitions N]
+//   fleettwin-bench ingest  [--records N] [--assets N] [--partitions N] [--aggregates FILE]
 //   fleettwin-bench ingest  --kafka BOOTSTRAP [--nodes 1|3] [--guarantee G] [--partitions N]
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
@@ -201,21 +201,17 @@ uint64_t records_applied(node::node& n) {
   return p.get_future().get();
 }
 
-int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history) {
-  kafka::topic_names topics;
-  std::string error;
-  auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
-  if (!k)
-    throw std::runtime_error(error);
-  fmt::print("producing {} records for {} assets into {} partitions...\n", records, assets,
-             partitions);
-  produce(k->bootstrap(), topics.telemetry, records, assets);
-  double plain = plain_consumer(k->bootstrap(), topics.telemetry, records);
-  fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
+/// Drains the backlog with a fresh node (its own data dir; the embedded
+/// Kafka keeps the records): records/s from the first applied record to the
+/// last.
+double node_drain(const std::string& bootstrap, uint64_t records, bool publish, int history,
+                  const std::string& aggregates) {
   auto dir = temp_dir("ingest");
-  auto cfg = node_config_for(k->bootstrap(), dir);
+  auto cfg = node_config_for(bootstrap, dir);
   cfg.publish_changes = publish;
   cfg.history = history;
+  cfg.aggregates_file = aggregates;
+  std::string error;
   auto n = node::node::start(cfg, error);
   if (!n)
     throw std::runtime_error(error);
@@ -228,31 +224,80 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
       first = clock_type::now();
     std::this_thread::sleep_for(std::chrono::milliseconds{5});
   }
-  double secs = seconds_since(first);
+  auto last = clock_type::now();
+  if (!aggregates.empty()) {
+    // Done when the aggregates have folded in every contribution too: their
+    // update counter stays put for a second (the clock stops at its last move).
+    double seen = -1;
+    auto quiet_since = clock_type::now();
+    while (clock_type::now() - quiet_since < std::chrono::seconds{1} &&
+           clock_type::now() < deadline) {
+      auto now_seen = metric(scrape_metrics(n->metrics_port()),
+                             "fleettwin_aggregate_member_updates_applied_total");
+      if (now_seen != seen) {
+        seen = now_seen;
+        quiet_since = last = clock_type::now();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    }
+  }
+  double secs = std::chrono::duration<double>(last - first).count();
   auto stats = n->store().stats();
   auto metrics = scrape_metrics(n->metrics_port());
   auto batches = metric(metrics, "fleettwin_batches_total");
   auto commit_sum = metric(metrics, "fleettwin_batch_commit_duration_seconds_sum");
   fmt::print(
-      "node: {:.0f} batches ({:.0f} records each), {:.3f} s in RocksDB commits "
-      "({:.2f} ms each)\n",
-      batches, records / std::max(batches, 1.0), commit_sum,
-      1e3 * commit_sum / std::max(batches, 1.0));
+      "node{}: {:.0f} batches ({:.0f} records each), {:.3f} s in RocksDB commits "
+      "({:.2f} ms each), sst={} MiB\n",
+      aggregates.empty() ? "" : " with aggregates", batches, records / std::max(batches, 1.0),
+      commit_sum, 1e3 * commit_sum / std::max(batches, 1.0), stats.sst_bytes >> 20);
+  if (!aggregates.empty())
+    fmt::print(
+        "  aggregates: {:.0f} contributions produced, {:.0f} member updates applied, {:.0f} "
+        "aggregate changes, {:.0f} records rejected\n",
+        metric(metrics, "fleettwin_aggregate_contributions_produced_total"),
+        metric(metrics, "fleettwin_aggregate_member_updates_applied_total"),
+        metric(metrics, "fleettwin_aggregate_changes_total"),
+        metric(metrics, "fleettwin_records_rejected_total"));
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
   if (applied < records)
     throw std::runtime_error(fmt::format("node applied {} of {} records", applied, records));
-  double node_rate = static_cast<double>(records) / secs;
+  return static_cast<double>(records) / secs;
+}
+
+int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history,
+               const std::string& aggregates) {
+  kafka::topic_names topics;
+  std::string error;
+  auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
+  if (!k)
+    throw std::runtime_error(error);
+  fmt::print("producing {} records for {} assets into {} partitions...\n", records, assets,
+             partitions);
+  produce(k->bootstrap(), topics.telemetry, records, assets);
+  double plain = plain_consumer(k->bootstrap(), topics.telemetry, records);
+  fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
+  double node_rate = node_drain(k->bootstrap(), records, publish, history, {});
   fmt::print(
       "fleettwin-node ingest (durable group commit{}): {:.0f} records/s = {:.0f}% of the "
-      "plain consumer; sst={} MiB\n",
-      publish ? ", change events published" : "", node_rate, 100 * node_rate / plain,
-      stats.sst_bytes >> 20);
+      "plain consumer\n",
+      publish ? ", change events published" : "", node_rate, 100 * node_rate / plain);
+  double with_aggregates = 0;
+  if (!aggregates.empty()) {
+    // The same backlog again, every record also folded into its aggregates.
+    with_aggregates = node_drain(k->bootstrap(), records, publish, history, aggregates);
+    fmt::print(
+        "fleettwin-node ingest with aggregates ({}): {:.0f} records/s = {:.0f}% of the "
+        "node without them\n",
+        aggregates, with_aggregates, 100 * with_aggregates / node_rate);
+  }
   fmt::print(
-      R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f}}})"
+      R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"with_aggregates_records_per_s":{:.0f}}})"
       "\n",
-      records, assets, partitions, publish, history, plain, node_rate, node_rate / plain);
+      records, assets, partitions, publish, history, plain, node_rate, node_rate / plain,
+      with_aggregates);
   return 0;
 }
 
@@ -811,6 +856,12 @@ int main(int argc, char** argv) {
   ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
                    "publish change events (node default)");
   std::string kafka_bootstrap;
+  std::string aggregates_file;
+  ingest
+      ->add_option("--aggregates", aggregates_file,
+                   "also drain the backlog with these aggregate kinds (e.g. "
+                   "deploy/aggregates.toml) and compare")
+      ->check(CLI::ExistingFile);
   ingest->add_option("--kafka", kafka_bootstrap,
                      "a real Kafka's bootstrap (default: librdkafka's mock cluster in-process)");
   int nodes = 1;
@@ -841,7 +892,7 @@ int main(int argc, char** argv) {
     if (*ingest) {
       if (ingest->count("--nodes") || ingest->count("--guarantee"))
         throw std::runtime_error("--nodes and --guarantee need --kafka");
-      return run_ingest(records, assets, partitions, publish, history);
+      return run_ingest(records, assets, partitions, publish, history, aggregates_file);
     }
     if (*query)
       return run_query(twins, seconds, threads);
