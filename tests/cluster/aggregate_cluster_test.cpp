@@ -170,6 +170,44 @@ TEST_F(AggregateClusterTest, KillNineUnderLoadLeavesEveryAggregateExactAndEachVe
             << std::chrono::duration<double>(std::chrono::steady_clock::now() - settle).count()
             << " s, records=" << src.acked_total() << "\n";
 
+  // Listing and members through every node (forwarded where it does not own them).
+  for (size_t i = 0; i < c.size(); ++i) {
+    auto stub = v1::AggregateService::NewStub(
+        grpc::CreateChannel(c.node(i).grpc_address(), grpc::InsecureChannelCredentials()));
+    {
+      grpc::ClientContext ctx;
+      v1::ListAggregatesRequest req;
+      v1::ListAggregatesResponse resp;
+      ASSERT_TRUE(stub->ListAggregates(&ctx, req, &resp).ok()) << c.node(i).id();
+      std::vector<std::string> ids;
+      for (const auto& a : resp.aggregates())
+        ids.push_back(a.aggregate_id());
+      EXPECT_EQ(ids, (std::vector<std::string>{"fleets/north", "fleets/south", "regions/eu"}))
+          << "via " << c.node(i).id();
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::ListMembersRequest req;
+      req.set_name("aggregates/regions/eu");
+      req.set_depth(2);
+      req.set_twins_only(true);
+      req.set_page_size(1000);
+      v1::ListMembersResponse resp;
+      ASSERT_TRUE(stub->ListMembers(&ctx, req, &resp).ok()) << c.node(i).id();
+      EXPECT_EQ(static_cast<double>(resp.members_size()), want["regions/eu"]["vehicles"]);
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::GetRelationsRequest req;
+      req.set_name("aggregates/fleets/north");
+      v1::Relations resp;
+      ASSERT_TRUE(stub->GetRelations(&ctx, req, &resp).ok()) << c.node(i).id();
+      ASSERT_EQ(resp.parents_size(), 1);
+      EXPECT_EQ(resp.parents(0).parent(), "aggregates/regions/eu");
+      EXPECT_EQ(static_cast<double>(resp.children_size()), want["fleets/north"]["vehicles"]);
+    }
+  }
+
   // Each committed version of an aggregate once, versions rising.
   auto events = read_changes(c.bootstrap(), c.topics().aggregates, 1, 60s, true);
   ASSERT_FALSE(events.empty());
