@@ -158,9 +158,14 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
   auto kinds = kinds_of(st);
   if (!kinds)
     return;
-  const core::relation_list before = st.tw.relations;
-  if (attributes_changed)
+  // Relations change only with attributes: the previous list is kept (a
+  // copy) only then, not for every record.
+  core::relation_list previous;
+  if (attributes_changed) {
+    previous = st.tw.relations;
     st.tw.relations = core::rederive(st.asset_id, st.tw.relations, st.tw.attributes, *kinds);
+  }
+  const core::relation_list& before = attributes_changed ? previous : st.tw.relations;
   bool self_changed = false;
   if (before.empty() && st.tw.relations.empty()) {
     // No parent to tell: no projection on the hot path. A parent added

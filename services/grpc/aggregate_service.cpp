@@ -216,27 +216,10 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     }
     start_after = std::move(*last);
   }
-  std::vector<int32_t> partitions;
-  std::map<std::string, std::vector<int32_t>> remote;
-  if (c.forwarded()) {
-    auto wanted = forwarded_partitions(c.context());
-    auto mine = backend_.local_partitions();
-    for (auto p : wanted)
-      if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
-        c.finish({StatusCode::UNAVAILABLE,
-                  "partition " + std::to_string(p) + " moved away from this node; retry shortly"});
-        return c.reactor();
-      }
-    partitions = std::move(wanted);
-  } else {
-    std::string why;
-    auto plan = backend_.list_plan(partitions, why);
-    if (!plan) {
-      c.finish({StatusCode::UNAVAILABLE, why});
-      return c.reactor();
-    }
-    remote = std::move(*plan);
-  }
+  auto plan = plan_listing(backend_, c);
+  if (!plan)
+    return c.reactor();
+  const auto& partitions = plan->local;
   auto filter_text = req->filter();
   auto max_scanned = limits_.max_scanned_per_page;
   auto stale = backend_.stale_after_ms();
@@ -256,65 +239,12 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
     return Status::OK;
   };
-  if (remote.empty()) {
-    if (!pool_.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); }))
-      c.finish(
-          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
-    return c.reactor();
-  }
-  struct gather {
-    std::mutex mutex;
-    std::vector<fleettwin::v1::ListAggregatesResponse> parts;
-    std::optional<Status> error;
-    std::atomic<size_t> remaining;
-    void fail(Status s) {
-      std::lock_guard<std::mutex> guard{mutex};
-      if (!error)
-        error = std::move(s);
-    }
-  };
-  auto g = std::make_shared<gather>();
-  g->parts.resize(remote.size() + 1);
-  g->remaining = remote.size() + 1;
-  auto settle = [c, g, resp, filter_text, page_size] {
-    if (g->remaining.fetch_sub(1) != 1)
-      return;
-    if (g->error) {
-      c.finish(*g->error);
-      return;
-    }
-    c.finish(merge_aggregate_pages(g->parts, filter_text, page_size, *resp));
-  };
-  if (!pool_.submit([g, list_local, settle]() mutable {
-        if (auto st = list_local(&g->parts[0]); !st.ok())
-          g->fail(st);
-        settle();
-      })) {
-    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
-    return c.reactor();
-  }
-  size_t slot = 1;
-  auto request = req->SerializeAsString();
-  for (auto& [endpoint, parts] : remote) {
-    std::string list;
-    for (auto p : parts)
-      list += (list.empty() ? "" : ",") + std::to_string(p);
-    runtime::forward_completion done{
-        [g, slot, settle](runtime::forward_reply r) {
-          if (r.code != 0)
-            g->fail({static_cast<StatusCode>(r.code), r.message});
-          else if (!g->parts[slot].ParseFromString(r.response))
-            g->fail({StatusCode::INTERNAL, "a node sent an unreadable ListAggregates page"});
-          settle();
-        },
-        runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
-                               "the forwarded call was dropped (node stopping); retry",
-                               {}}};
-    backend_.forward(endpoint, list_method, request,
-                     cluster::encode_metadata({{cluster::partitions_header, list}}),
-                     std::move(done));
-    ++slot;
-  }
+  gather_listing<fleettwin::v1::ListAggregatesResponse>(
+      backend_, pool_, c, list_method, req->SerializeAsString(), *plan, resp, list_local,
+      [filter_text, page_size](std::vector<fleettwin::v1::ListAggregatesResponse>& parts,
+                               fleettwin::v1::ListAggregatesResponse& out) {
+        return merge_aggregate_pages(parts, filter_text, page_size, out);
+      });
   return c.reactor();
 }
 

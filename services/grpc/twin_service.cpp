@@ -301,29 +301,10 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     }
     start_after = std::move(*last);
   }
-  // Which partitions this node lists, and which other nodes list the rest.
-  std::vector<int32_t> partitions;
-  std::map<std::string, std::vector<int32_t>> remote;
-  if (c.forwarded()) {
-    // The forwarding node names the partitions; all must still be here.
-    auto wanted = forwarded_partitions(c.context());
-    auto mine = backend_.local_partitions();
-    for (auto p : wanted)
-      if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
-        c.finish({StatusCode::UNAVAILABLE,
-                  "partition " + std::to_string(p) + " moved away from this node; retry shortly"});
-        return c.reactor();
-      }
-    partitions = std::move(wanted);
-  } else {
-    std::string why;
-    auto plan = backend_.list_plan(partitions, why);
-    if (!plan) {
-      c.finish({StatusCode::UNAVAILABLE, why});
-      return c.reactor();
-    }
-    remote = std::move(*plan);
-  }
+  auto plan = plan_listing(backend_, c);
+  if (!plan)
+    return c.reactor();
+  const auto& partitions = plan->local;
   auto stale = backend_.stale_after_ms();
   auto filter_text = req->filter();
   auto max_scanned = limits_.max_scanned_per_page;
@@ -343,68 +324,13 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
     return Status::OK;
   };
-  if (remote.empty()) {
-    bool queued = pool_.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); });
-    if (!queued)
-      c.finish(
-          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
-    return c.reactor();
-  }
-  // Cluster-wide: every node lists its partitions; the pages are merged.
-  struct gather {
-    std::mutex mutex;
-    std::vector<fleettwin::v1::ListTwinsResponse> parts;
-    std::optional<Status> error;
-    std::atomic<size_t> remaining;
-    void fail(Status s) {
-      std::lock_guard<std::mutex> guard{mutex};
-      if (!error)
-        error = std::move(s);
-    }
-  };
-  auto g = std::make_shared<gather>();
-  g->parts.resize(remote.size() + 1);
-  g->remaining = remote.size() + 1;
-  auto settle = [c, g, resp, filter_text, page_size] {
-    if (g->remaining.fetch_sub(1) != 1)
-      return;
-    if (g->error) {
-      c.finish(*g->error);
-      return;
-    }
-    c.finish(merge_pages(g->parts, filter_text, page_size, *resp));
-  };
-  bool queued = pool_.submit([g, list_local, settle]() mutable {
-    if (auto st = list_local(&g->parts[0]); !st.ok())
-      g->fail(st);
-    settle();
-  });
-  if (!queued) {
-    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
-    return c.reactor();
-  }
-  size_t slot = 1;
-  auto request = req->SerializeAsString();
-  for (auto& [endpoint, parts] : remote) {
-    std::string list;
-    for (auto p : parts)
-      list += (list.empty() ? "" : ",") + std::to_string(p);
-    runtime::forward_completion done{
-        [g, slot, settle](runtime::forward_reply r) {
-          if (r.code != 0)
-            g->fail({static_cast<StatusCode>(r.code), r.message});
-          else if (!g->parts[slot].ParseFromString(r.response))
-            g->fail({StatusCode::INTERNAL, "a node sent an unreadable ListTwins page"});
-          settle();
-        },
-        runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
-                               "the forwarded call was dropped (node stopping); retry",
-                               {}}};
-    backend_.forward(endpoint, "/fleettwin.v1.TwinService/ListTwins", request,
-                     cluster::encode_metadata({{cluster::partitions_header, list}}),
-                     std::move(done));
-    ++slot;
-  }
+  gather_listing<fleettwin::v1::ListTwinsResponse>(
+      backend_, pool_, c, "/fleettwin.v1.TwinService/ListTwins", req->SerializeAsString(), *plan,
+      resp, list_local,
+      [filter_text, page_size](std::vector<fleettwin::v1::ListTwinsResponse>& parts,
+                               fleettwin::v1::ListTwinsResponse& out) {
+        return merge_pages(parts, filter_text, page_size, out);
+      });
   return c.reactor();
 }
 

@@ -5,8 +5,14 @@
 // codes, and forwarding of a call to the node that owns its twin or
 // aggregate.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +20,7 @@
 
 #include "actors/runtime/messages.hpp"
 #include "services/cluster/remoting.hpp"
+#include "services/grpc/query_pool.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/metrics/metrics.hpp"
 
@@ -200,6 +207,109 @@ inline std::vector<int32_t> forwarded_partitions(::grpc::CallbackServerContext* 
     }
   }
   return out;
+}
+
+/// Which partitions a listing reads on this node, and which other nodes
+/// read the rest (by endpoint).
+struct listing_plan {
+  std::vector<int32_t> local;
+  std::map<std::string, std::vector<int32_t>> remote;
+};
+
+/// The plan of a listing call: a forwarded call lists the partitions its
+/// caller named (all must still be here); any other lists this node's and
+/// asks the others for theirs. nullopt after finishing the call UNAVAILABLE.
+inline std::optional<listing_plan> plan_listing(twin_backend& backend, const call& c) {
+  listing_plan plan;
+  if (c.forwarded()) {
+    auto wanted = forwarded_partitions(c.context());
+    auto mine = backend.local_partitions();
+    for (auto p : wanted)
+      if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
+        c.finish({StatusCode::UNAVAILABLE,
+                  "partition " + std::to_string(p) + " moved away from this node; retry shortly"});
+        return std::nullopt;
+      }
+    plan.local = std::move(wanted);
+    return plan;
+  }
+  std::string why;
+  auto remote = backend.list_plan(plan.local, why);
+  if (!remote) {
+    c.finish({StatusCode::UNAVAILABLE, why});
+    return std::nullopt;
+  }
+  plan.remote = std::move(*remote);
+  return plan;
+}
+
+/// Lists this node's part with `list_local` on the query pool, forwards the
+/// call (`method`, serialized `request`) to every other node of the plan
+/// with its partitions, merges the pages with `merge` and finishes the call.
+template <class Response>
+void gather_listing(twin_backend& backend, query_pool& pool, const call& c, const char* method,
+                    std::string request, const listing_plan& plan, Response* resp,
+                    std::function<Status(Response*)> list_local,
+                    std::function<Status(std::vector<Response>&, Response&)> merge) {
+  if (plan.remote.empty()) {
+    if (!pool.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); }))
+      c.finish(
+          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return;
+  }
+  struct gather {
+    std::mutex mutex;
+    std::vector<Response> parts;
+    std::optional<Status> error;
+    std::atomic<size_t> remaining;
+    void fail(Status s) {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (!error)
+        error = std::move(s);
+    }
+  };
+  auto g = std::make_shared<gather>();
+  g->parts.resize(plan.remote.size() + 1);
+  g->remaining = plan.remote.size() + 1;
+  auto settle = [c, g, resp, merge] {
+    if (g->remaining.fetch_sub(1) != 1)
+      return;
+    if (g->error) {
+      c.finish(*g->error);
+      return;
+    }
+    c.finish(merge(g->parts, *resp));
+  };
+  if (!pool.submit([g, list_local, settle]() mutable {
+        if (auto st = list_local(&g->parts[0]); !st.ok())
+          g->fail(st);
+        settle();
+      })) {
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+    return;
+  }
+  size_t slot = 1;
+  for (const auto& [endpoint, parts] : plan.remote) {
+    std::string list;
+    for (auto p : parts)
+      list += (list.empty() ? "" : ",") + std::to_string(p);
+    runtime::forward_completion done{
+        [g, slot, settle, method](runtime::forward_reply r) {
+          if (r.code != 0)
+            g->fail({static_cast<StatusCode>(r.code), r.message});
+          else if (!g->parts[slot].ParseFromString(r.response))
+            g->fail(
+                {StatusCode::INTERNAL, std::string{"a node sent an unreadable page of "} + method});
+          settle();
+        },
+        runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                               "the forwarded call was dropped (node stopping); retry",
+                               {}}};
+    backend.forward(endpoint, method, request,
+                    cluster::encode_metadata({{cluster::partitions_header, list}}),
+                    std::move(done));
+    ++slot;
+  }
 }
 
 }  // namespace fleettwin::grpc_api

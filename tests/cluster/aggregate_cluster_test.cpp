@@ -114,7 +114,11 @@ TEST_F(AggregateClusterTest, KillNineUnderLoadLeavesEveryAggregateExactAndEachVe
         began + std::chrono::milliseconds{seconds * 1000 * (k + 1) / (kills + 1)});
     size_t victim = rng() % c.size();
     c.node(victim).kill9();
-    std::this_thread::sleep_for(std::chrono::milliseconds{rng() % 4000});
+    // Down while the survivors ingest some more records (a random amount):
+    // sometimes back before its session expires, sometimes after.
+    const auto down_until = src.acked_total() + 200 + rng() % 3000;
+    ASSERT_TRUE(eventually([&] { return src.acked_total() >= down_until; }, 60s))
+        << "ingest stopped while " << c.node(victim).id() << " was down";
     c.node(victim).start();
     ASSERT_TRUE(c.wait_until_balanced(90s, &why)) << "after kill " << k + 1 << ": " << why;
   }
