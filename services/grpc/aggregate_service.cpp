@@ -89,40 +89,6 @@ core::twin as_twin(const core::aggregate_header& h) {
   return tw;
 }
 
-/// Merges the pages of several nodes (each over its partitions) into one
-/// page in aggregate-id order (see merge_pages of ListTwins).
-Status merge_aggregate_pages(std::vector<fleettwin::v1::ListAggregatesResponse>& parts,
-                             const std::string& filter, size_t page_size,
-                             fleettwin::v1::ListAggregatesResponse& out) {
-  std::optional<std::string> cut;
-  for (const auto& p : parts) {
-    if (p.next_page_token().empty())
-      continue;
-    auto last = decode_page_token(p.next_page_token(), filter);
-    if (!last)
-      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
-    if (!cut || *last < *cut)
-      cut = std::move(*last);
-  }
-  std::vector<fleettwin::v1::Aggregate*> all;
-  for (auto& p : parts)
-    for (auto& a : *p.mutable_aggregates())
-      if (!cut || a.aggregate_id() <= *cut)
-        all.push_back(&a);
-  std::sort(all.begin(), all.end(),
-            [](const auto* a, const auto* b) { return a->aggregate_id() < b->aggregate_id(); });
-  const bool more = all.size() > page_size;
-  if (more)
-    all.resize(page_size);
-  for (auto* a : all)
-    out.add_aggregates()->Swap(a);
-  if (more)
-    out.set_next_page_token(encode_page_token(filter, out.aggregates().rbegin()->aggregate_id()));
-  else if (cut)
-    out.set_next_page_token(encode_page_token(filter, *cut));
-  return Status::OK;
-}
-
 }  // namespace
 
 std::optional<std::string> parse_aggregate_name(const std::string& name,
@@ -243,7 +209,12 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       backend_, pool_, c, list_method, req->SerializeAsString(), *plan, resp, list_local,
       [filter_text, page_size](std::vector<fleettwin::v1::ListAggregatesResponse>& parts,
                                fleettwin::v1::ListAggregatesResponse& out) {
-        return merge_aggregate_pages(parts, filter_text, page_size, out);
+        return merge_listing_pages(
+            parts, filter_text, page_size, out,
+            [](fleettwin::v1::ListAggregatesResponse* r) { return r->mutable_aggregates(); },
+            [](const fleettwin::v1::Aggregate& a) -> const std::string& {
+              return a.aggregate_id();
+            });
       });
   return c.reactor();
 }

@@ -102,35 +102,10 @@ namespace {}  // namespace
 
 Status merge_pages(std::vector<fleettwin::v1::ListTwinsResponse>& parts, const std::string& filter,
                    size_t page_size, fleettwin::v1::ListTwinsResponse& out) {
-  // A part with a token stopped at that asset id: beyond it, twins of other
-  // parts cannot be returned yet, since that part may have smaller ones.
-  std::optional<std::string> cut;
-  for (const auto& p : parts) {
-    if (p.next_page_token().empty())
-      continue;
-    auto last = decode_page_token(p.next_page_token(), filter);
-    if (!last)
-      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
-    if (!cut || *last < *cut)
-      cut = std::move(*last);
-  }
-  std::vector<fleettwin::v1::Twin*> twins;
-  for (auto& p : parts)
-    for (auto& tw : *p.mutable_twins())
-      if (!cut || tw.asset_id() <= *cut)
-        twins.push_back(&tw);
-  std::sort(twins.begin(), twins.end(),
-            [](const auto* a, const auto* b) { return a->asset_id() < b->asset_id(); });
-  const bool more = twins.size() > page_size;
-  if (more)
-    twins.resize(page_size);
-  for (auto* tw : twins)
-    out.add_twins()->Swap(tw);
-  if (more)
-    out.set_next_page_token(encode_page_token(filter, out.twins().rbegin()->asset_id()));
-  else if (cut)
-    out.set_next_page_token(encode_page_token(filter, *cut));
-  return Status::OK;
+  return merge_listing_pages(
+      parts, filter, page_size, out,
+      [](fleettwin::v1::ListTwinsResponse* r) { return r->mutable_twins(); },
+      [](const fleettwin::v1::Twin& t) -> const std::string& { return t.asset_id(); });
 }
 
 twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub,

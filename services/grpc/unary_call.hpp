@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -310,6 +311,43 @@ void gather_listing(twin_backend& backend, query_pool& pool, const call& c, cons
                     std::move(done));
     ++slot;
   }
+}
+
+/// Merges the pages several nodes listed (each over its partitions) into
+/// one page of `page_size` in id order. A part with a token stopped at that
+/// id: beyond it, items of other parts cannot be returned yet, since that
+/// part may have smaller ones. `items(response)` is the mutable repeated
+/// field, `id(item)` its sort key.
+template <class Response, class Items, class Id>
+Status merge_listing_pages(std::vector<Response>& parts, const std::string& filter,
+                           size_t page_size, Response& out, Items items, Id id) {
+  std::optional<std::string> cut;
+  for (const auto& p : parts) {
+    if (p.next_page_token().empty())
+      continue;
+    auto last = decode_page_token(p.next_page_token(), filter);
+    if (!last)
+      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
+    if (!cut || *last < *cut)
+      cut = std::move(*last);
+  }
+  using item_type = std::remove_pointer_t<decltype(items(&out)->Mutable(0))>;
+  std::vector<item_type*> all;
+  for (auto& p : parts)
+    for (auto& x : *items(&p))
+      if (!cut || id(x) <= *cut)
+        all.push_back(&x);
+  std::sort(all.begin(), all.end(), [&](const auto* a, const auto* b) { return id(*a) < id(*b); });
+  const bool more = all.size() > page_size;
+  if (more)
+    all.resize(page_size);
+  for (auto* x : all)
+    items(&out)->Add()->Swap(x);
+  if (more)
+    out.set_next_page_token(encode_page_token(filter, id(*items(&out)->rbegin())));
+  else if (cut)
+    out.set_next_page_token(encode_page_token(filter, *cut));
+  return Status::OK;
 }
 
 }  // namespace fleettwin::grpc_api
