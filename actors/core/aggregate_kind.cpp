@@ -588,8 +588,8 @@ std::optional<std::string> compile_kind(const aggregate_kind& kind, compiled_kin
     if (!ok)
       return "kind \"" + kind.name + "\": measure name \"" + name +
              "\" must be an identifier (a letter or _, then letters, digits or _; at most 64)";
-    if (name == "attributes")
-      return "kind \"" + kind.name + "\": \"attributes\" is reserved and cannot name a measure";
+    if (name == "attributes" || name == member_twins_measure || name == members_measure)
+      return "kind \"" + kind.name + "\": \"" + name + "\" is reserved and cannot name a measure";
     if (!index.emplace(name, i).second)
       return "kind \"" + kind.name + "\": measure \"" + name + "\" is declared twice";
   }

@@ -110,6 +110,10 @@ struct compiled_kind {
 
 /// Limits on a kind's definition.
 constexpr size_t max_measures_per_kind = 64;
+/// Names every aggregate reports beside its kind's measures (in filters and
+/// history); no measure may take them.
+inline constexpr std::string_view member_twins_measure = "member_twins";
+inline constexpr std::string_view members_measure = "members";
 constexpr size_t max_series_per_kind = 64;
 constexpr size_t max_expression_bytes = 4096;
 

@@ -162,4 +162,13 @@ inline uint32_t history_slot(uint64_t nth_segment, uint32_t capacity) {
   return static_cast<uint32_t>((nth_segment - 1) % capacity);
 }
 
+/// Slots of an aggregate's measure history (one segment per aggregate
+/// version) have this bit set, apart from its own telemetry's ring.
+inline constexpr uint32_t aggregate_history_bit = 0x80000000u;
+
+/// The history ring slot of an aggregate's version.
+inline uint32_t aggregate_history_slot(uint64_t version, uint32_t capacity) {
+  return aggregate_history_bit | history_slot(version, capacity);
+}
+
 }  // namespace fleettwin::core

@@ -134,6 +134,21 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
     for (size_t i = 0; i < values.size(); ++i)
       h.measures.emplace_back(agg.kind().measures[i].name, values[i]);
     core::encode_aggregate_header(h, u.aggregate_state);
+    if (const auto capacity = st.config->aggregate_history_capacity; capacity > 0) {
+      // One segment per version: every measure that has a value, and the
+      // member counts, at the change's time.
+      auto& w = u.history.emplace_back();
+      w.asset_id = st.asset_id;
+      w.slot = core::aggregate_history_slot(h.version, capacity);
+      core::begin_history_segment(w.segment);
+      for (const auto& [name, v] : h.measures)
+        if (v)
+          core::append_history_sample(w.segment, name, core::value{*v}, now_ms, h.version);
+      core::append_history_sample(w.segment, core::member_twins_measure,
+                                  core::value{static_cast<int64_t>(h.twins)}, now_ms, h.version);
+      core::append_history_sample(w.segment, core::members_measure,
+                                  core::value{static_cast<int64_t>(h.members)}, now_ms, h.version);
+    }
     u.aggregate_change = h;
     u.origin_ms = origin_ms;
     u.hops = hops;

@@ -36,6 +36,8 @@ struct asset_config {
   core::limits limits;
   /// Samples kept per property in the history ring; 0 disables history.
   uint32_t history_capacity = 256;
+  /// Versions kept in an aggregate's measure history ring; 0 disables it.
+  uint32_t aggregate_history_capacity = 1024;
   /// Wall clock in Unix ms; injectable so tests are deterministic.
   std::function<int64_t()> clock = system_clock_ms;
   /// Where snapshots handed to readers are published (may be null).

@@ -17,6 +17,9 @@ constexpr const char* get_method = "/fleettwin.v1.AggregateService/GetAggregate"
 constexpr const char* members_method = "/fleettwin.v1.AggregateService/ListMembers";
 constexpr const char* relations_method = "/fleettwin.v1.AggregateService/GetRelations";
 constexpr const char* list_method = "/fleettwin.v1.AggregateService/ListAggregates";
+constexpr const char* history_method = "/fleettwin.v1.AggregateService/GetAggregateHistory";
+constexpr int32_t default_history_page = 1000;
+constexpr int32_t max_history_page = 10'000;
 constexpr std::string_view aggregate_prefix = "aggregates/";
 constexpr std::string_view twin_prefix = "twins/";
 
@@ -52,6 +55,11 @@ void to_proto(const std::string& id, const core::member_entry& e,
     (*out.mutable_attributes())[k] = v;
 }
 
+void to_proto(const runtime::aggregate_view& v, fleettwin::v1::Aggregate& out) {
+  grpc_api::to_proto(v.header, v.self.get(), out);
+  out.set_direct_members(v.children.size());
+}
+
 /// Sends an aggregate query to the local owner, or forwards the call.
 template <class Request, class Response, class Answer>
 void ask(twin_backend& backend, const call& c, const std::string& id, const char* method,
@@ -84,8 +92,8 @@ core::twin as_twin(const core::aggregate_header& h) {
   for (const auto& [name, v] : h.measures)
     if (v)
       tw.reported[name].val = *v;
-  tw.reported["member_twins"].val = static_cast<int64_t>(h.twins);
-  tw.reported["members"].val = static_cast<int64_t>(h.members);
+  tw.reported[std::string{core::member_twins_measure}].val = static_cast<int64_t>(h.twins);
+  tw.reported[std::string{core::members_measure}].val = static_cast<int64_t>(h.members);
   return tw;
 }
 
@@ -127,12 +135,17 @@ std::optional<std::string> aggregate_service::aggregate_id(const call& c,
 
 aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                                      std::shared_ptr<runtime::kinds_holder> kinds,
-                                     metrics::grpc_probe& probe, service_limits limits)
+                                     aggregate_watch_hub* watch, metrics::grpc_probe& probe,
+                                     service_limits limits)
     : backend_(backend),
       pool_(pool),
       kinds_(std::move(kinds)),
+      watch_(watch),
+      probe_(probe),
       limits_(limits),
       get_(probe.method("GetAggregate")),
+      batch_get_(probe.method("BatchGetAggregates")),
+      history_(probe.method("GetAggregateHistory")),
       list_(probe.method("ListAggregates")),
       members_(probe.method("ListMembers")),
       relations_(probe.method("GetRelations")),
@@ -146,10 +159,168 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   if (!id)
     return c.reactor();
   ask(backend_, c, *id, get_method, *req, resp, runtime::aggregate_query{},
-      [resp](const runtime::aggregate_view& v) {
-        to_proto(v.header, v.self.get(), *resp);
-        resp->set_direct_members(v.children.size());
-      });
+      [resp](const runtime::aggregate_view& v) { to_proto(v, *resp); });
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* aggregate_service::BatchGetAggregates(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetAggregatesRequest* req,
+    fleettwin::v1::BatchGetAggregatesResponse* resp) {
+  call c{ctx, batch_get_};
+  const auto n = static_cast<size_t>(req->names_size());
+  if (n == 0 || n > limits_.max_batch_get) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "names must list 1 to " +
+                                                std::to_string(limits_.max_batch_get) +
+                                                " aggregates, got " + std::to_string(n)});
+    return c.reactor();
+  }
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  std::vector<std::string> ids;
+  ids.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    std::string error;
+    auto id = parse_aggregate_name(req->names(static_cast<int>(i)), registry.get(), error);
+    if (!id) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "names[" + std::to_string(i) + "]: " + error});
+      return c.reactor();
+    }
+    ids.push_back(std::move(*id));
+  }
+  auto targets = plan_batch(backend_, c, std::move(ids));
+  if (!targets)
+    return c.reactor();
+  auto g = std::make_shared<batch_gather<fleettwin::v1::Aggregate>>(n);
+  auto settle = [c, g, resp] {
+    g->settle(c, [resp](auto& items) {
+      for (auto& a : items)
+        resp->add_aggregates()->Swap(&a);
+    });
+  };
+  for (size_t i = 0; i < n; ++i) {
+    auto& t = (*targets)[i];
+    if (!t.local) {
+      fleettwin::v1::GetAggregateRequest one;
+      one.set_name(req->names(static_cast<int>(i)));
+      forward_batch_item(backend_, g, i, t.endpoint, get_method, one, settle);
+      continue;
+    }
+    runtime::aggregate_completion done{[g, i, settle](runtime::aggregate_reply reply) {
+                                         if (reply.error != query_error::none)
+                                           g->fail(to_status(reply.error, reply.message));
+                                         else
+                                           to_proto(*reply.view, g->items[i]);
+                                         settle();
+                                       },
+                                       unanswered_aggregate()};
+    caf::anon_send(t.local->actor, runtime::get_atom::value, std::move(t.id),
+                   runtime::aggregate_query{}, std::move(done));
+  }
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* aggregate_service::GetAggregateHistory(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateHistoryRequest* req,
+    fleettwin::v1::GetAggregateHistoryResponse* resp) {
+  call c{ctx, history_};
+  auto id = aggregate_id(c, req->name());
+  if (!id)
+    return c.reactor();
+  if (req->start_ms() < 0 || req->end_ms() < 0 ||
+      (req->end_ms() != 0 && req->end_ms() <= req->start_ms())) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "time range must satisfy 0 <= start_ms < end_ms (0 = unbounded)"});
+    return c.reactor();
+  }
+  if (req->page_size() < 0 || req->page_size() > max_history_page) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "page_size must be 0 to " + std::to_string(max_history_page)});
+    return c.reactor();
+  }
+  auto registry = kinds_->get();
+  const auto* kind = registry->kind_of(*id);
+  std::vector<std::string> measures(req->measures().begin(), req->measures().end());
+  for (const auto& m : measures) {
+    bool known = m == core::member_twins_measure || m == core::members_measure;
+    for (const auto& d : kind->measures)
+      known = known || d.name == m;
+    if (!known) {
+      std::string names;
+      for (const auto& d : kind->measures)
+        names += (names.empty() ? "" : ", ") + d.name;
+      c.finish({StatusCode::INVALID_ARGUMENT, "kind \"" + kind->def.name + "\" has no measure \"" +
+                                                  m + "\" (it has " + names +
+                                                  ", member_twins, members)"});
+      return c.reactor();
+    }
+  }
+  // The token is bound to the selection: measures and time range.
+  std::string selection = std::to_string(req->start_ms()) + "|" + std::to_string(req->end_ms());
+  for (const auto& m : measures)
+    selection += "|" + m;
+  uint64_t after = 0;
+  if (!req->page_token().empty()) {
+    auto last = decode_page_token(req->page_token(), selection);
+    char* end = nullptr;
+    if (last)
+      after = std::strtoull(last->c_str(), &end, 10);
+    if (!last || last->empty() || end != last->c_str() + last->size()) {
+      c.finish({StatusCode::INVALID_ARGUMENT,
+                "page_token was not issued for this aggregate's history with these measures and "
+                "time range"});
+      return c.reactor();
+    }
+  }
+  std::string why;
+  auto r = backend_.route_asset(*id, why);
+  if (!r) {
+    forward_if_remote(backend_, c, *id, why, history_method, *req, resp);
+    return c.reactor();
+  }
+  const size_t limit =
+      static_cast<size_t>(req->page_size() == 0 ? default_history_page : req->page_size());
+  // The actor answers first (NOT_FOUND, or UNAVAILABLE while its partition
+  // restores); the committed history is then read on the query pool.
+  auto& store = backend_.store();
+  auto& pool = pool_;
+  auto partition = r->partition;
+  runtime::aggregate_completion done{
+      [c, resp, &store, &pool, partition, aid = *id, measures, start = req->start_ms(),
+       end_ms = req->end_ms(), after, limit, selection](runtime::aggregate_reply reply) {
+        if (reply.error != query_error::none) {
+          c.finish(to_status(reply.error, reply.message));
+          return;
+        }
+        bool queued = pool.submit([=, &store] {
+          std::string error;
+          bool more = false;
+          auto points = store.read_aggregate_history(partition, aid, measures, start, end_ms, after,
+                                                     limit, more, error);
+          if (!error.empty()) {
+            c.finish({StatusCode::INTERNAL, error});
+            return;
+          }
+          for (const auto& p : points) {
+            auto* out = resp->add_points();
+            out->set_time_ms(p.time_ms);
+            out->set_version(p.version);
+            for (const auto& [name, v] : p.measures) {
+              auto* m = out->add_measures();
+              m->set_name(name);
+              m->set_value(v);
+            }
+          }
+          if (more && !points.empty())
+            resp->set_next_page_token(
+                encode_page_token(selection, std::to_string(points.back().version)));
+          c.finish(Status::OK);
+        });
+        if (!queued)
+          c.finish(
+              {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+      },
+      unanswered_aggregate()};
+  caf::anon_send(r->actor, runtime::get_atom::value, *id, runtime::aggregate_query{},
+                 std::move(done));
   return c.reactor();
 }
 
@@ -217,6 +388,54 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
             });
       });
   return c.reactor();
+}
+
+::grpc::ServerWriteReactor<fleettwin::v1::AggregateChange>* aggregate_service::WatchAggregates(
+    ::grpc::CallbackServerContext*, const fleettwin::v1::WatchAggregatesRequest* req) {
+  auto started = std::chrono::steady_clock::now();
+  auto fail = [&](Status s) {
+    probe_.on_request(
+        "WatchAggregates", code_name(s.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (s.error_code() == StatusCode::UNAVAILABLE)
+      s = Status{s.error_code(),
+                 s.error_message() + " (retry in " + std::to_string(retry_after_ms) + " ms)"};
+    return new failed_stream<fleettwin::v1::AggregateChange>(std::move(s));
+  };
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  std::string id;
+  if (!req->name().empty()) {
+    if (!req->kind().empty())
+      return fail({StatusCode::INVALID_ARGUMENT,
+                   "give either name (one aggregate) or kind (all of a kind), not both"});
+    std::string error;
+    auto parsed = parse_aggregate_name(req->name(), registry.get(), error);
+    if (!parsed)
+      return fail({StatusCode::INVALID_ARGUMENT, error});
+    id = std::move(*parsed);
+  } else if (!req->kind().empty()) {
+    if (!registry || !registry->kinds().count(req->kind())) {
+      std::string names;
+      if (registry)
+        for (const auto& [name, k] : registry->kinds())
+          names += (names.empty() ? "" : ", ") + name;
+      return fail({StatusCode::INVALID_ARGUMENT,
+                   "no aggregate kind \"" + req->kind() + "\" (kinds: " + names + ")"});
+    }
+  }
+  if (!watch_)
+    return fail({StatusCode::UNAVAILABLE,
+                 "this node follows no aggregate changes (start it with --aggregates <file>)"});
+  if (!watch_->ready())
+    return fail(
+        {StatusCode::UNAVAILABLE, "this node is still positioning on the aggregates topic"});
+  probe_.on_request("WatchAggregates", "OK", 0);
+  auto* stream =
+      new aggregate_watch_stream(*watch_, std::move(id), req->kind(), limits_.max_watch_queue);
+  watch_->add(stream);
+  // Headers go out now so that clients know the watch is registered.
+  stream->StartSendInitialMetadata();
+  return stream;
 }
 
 ::grpc::ServerUnaryReactor* aggregate_service::ListMembers(

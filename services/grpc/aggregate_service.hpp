@@ -6,6 +6,7 @@
 
 #include "actors/runtime/asset_actor.hpp"
 #include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "services/grpc/aggregate_watch.hpp"
 #include "services/grpc/query_pool.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/metrics/metrics.hpp"
@@ -17,13 +18,25 @@ namespace fleettwin::grpc_api {
 /// forwarded to its owner, like twins.
 class aggregate_service final : public fleettwin::v1::AggregateService::CallbackService {
 public:
+  /// `watch` (may be null: WatchAggregates is then UNAVAILABLE) follows the
+  /// cluster's committed aggregate changes.
   aggregate_service(twin_backend& backend, query_pool& pool,
-                    std::shared_ptr<runtime::kinds_holder> kinds, metrics::grpc_probe& probe,
-                    service_limits limits);
+                    std::shared_ptr<runtime::kinds_holder> kinds, aggregate_watch_hub* watch,
+                    metrics::grpc_probe& probe, service_limits limits);
+
+  ::grpc::ServerWriteReactor<fleettwin::v1::AggregateChange>* WatchAggregates(
+      ::grpc::CallbackServerContext* ctx,
+      const fleettwin::v1::WatchAggregatesRequest* req) override;
 
   ::grpc::ServerUnaryReactor* GetAggregate(::grpc::CallbackServerContext* ctx,
                                            const fleettwin::v1::GetAggregateRequest* req,
                                            fleettwin::v1::Aggregate* resp) override;
+  ::grpc::ServerUnaryReactor* BatchGetAggregates(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetAggregatesRequest* req,
+      fleettwin::v1::BatchGetAggregatesResponse* resp) override;
+  ::grpc::ServerUnaryReactor* GetAggregateHistory(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateHistoryRequest* req,
+      fleettwin::v1::GetAggregateHistoryResponse* resp) override;
   ::grpc::ServerUnaryReactor* ListAggregates(::grpc::CallbackServerContext* ctx,
                                              const fleettwin::v1::ListAggregatesRequest* req,
                                              fleettwin::v1::ListAggregatesResponse* resp) override;
@@ -45,8 +58,12 @@ private:
   twin_backend& backend_;
   query_pool& pool_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
+  aggregate_watch_hub* watch_;
+  metrics::grpc_probe& probe_;
   service_limits limits_;
   metrics::method_probe& get_;
+  metrics::method_probe& batch_get_;
+  metrics::method_probe& history_;
   metrics::method_probe& list_;
   metrics::method_probe& members_;
   metrics::method_probe& relations_;

@@ -163,39 +163,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   // Twins served here are asked from their partition actors; the others are
   // fetched from the nodes that serve them, one GetTwin each.
-  struct gather {
-    std::mutex mutex;
-    std::vector<fleettwin::v1::Twin> twins;
-    std::optional<Status> error;
-    std::atomic<size_t> remaining;
-
-    void settle(const call& c, fleettwin::v1::BatchGetTwinsResponse* resp) {
-      if (remaining.fetch_sub(1) != 1)
-        return;
-      if (error) {
-        c.finish(*error);
-        return;
-      }
-      for (auto& tw : twins)
-        resp->add_twins()->Swap(&tw);
-      c.finish(Status::OK);
-    }
-    void fail(Status s) {
-      std::lock_guard<std::mutex> guard{mutex};
-      if (!error)
-        error = std::move(s);
-    }
-  };
-  auto g = std::make_shared<gather>();
-  g->twins.resize(n);
-  g->remaining = n;
-  struct target {
-    std::string asset_id;
-    std::optional<route> local;
-    std::string endpoint;
-  };
-  std::vector<target> targets;
-  targets.reserve(n);
+  std::vector<std::string> ids;
+  ids.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     std::string error;
     auto id = parse_twin_name(req->names(static_cast<int>(i)), error);
@@ -203,47 +172,37 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       c.finish({StatusCode::INVALID_ARGUMENT, "names[" + std::to_string(i) + "]: " + error});
       return c.reactor();
     }
-    auto r = backend_.route_asset(*id, error);
-    std::optional<std::string> endpoint;
-    if (!r && !c.forwarded())
-      endpoint = backend_.remote_owner(*id, error);
-    if (!r && !endpoint) {
-      c.finish({StatusCode::UNAVAILABLE, error});
-      return c.reactor();
-    }
-    targets.push_back({std::move(*id), std::move(r), endpoint.value_or("")});
+    ids.push_back(std::move(*id));
   }
+  auto targets = plan_batch(backend_, c, std::move(ids));
+  if (!targets)
+    return c.reactor();
+  auto g = std::make_shared<batch_gather<fleettwin::v1::Twin>>(n);
+  auto settle = [c, g, resp] {
+    g->settle(c, [resp](auto& twins) {
+      for (auto& tw : twins)
+        resp->add_twins()->Swap(&tw);
+    });
+  };
   auto stale = backend_.stale_after_ms();
   for (size_t i = 0; i < n; ++i) {
-    auto& t = targets[i];
+    auto& t = (*targets)[i];
     if (!t.local) {
       fleettwin::v1::GetTwinRequest one;
       one.set_name(req->names(static_cast<int>(i)));
-      runtime::forward_completion done{
-          [c, g, i, resp](runtime::forward_reply r) {
-            if (r.code != 0)
-              g->fail({static_cast<StatusCode>(r.code), r.message});
-            else if (!g->twins[i].ParseFromString(r.response))
-              g->fail({StatusCode::INTERNAL, "the owning node sent an unreadable twin"});
-            g->settle(c, resp);
-          },
-          runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
-                                 "the forwarded call was dropped (node stopping); retry",
-                                 {}}};
-      backend_.forward(t.endpoint, "/fleettwin.v1.TwinService/GetTwin", one.SerializeAsString(), {},
-                       std::move(done));
+      forward_batch_item(backend_, g, i, t.endpoint, "/fleettwin.v1.TwinService/GetTwin", one,
+                         settle);
       continue;
     }
-    runtime::twin_completion done{[c, g, i, resp, stale](runtime::twin_reply reply) {
+    runtime::twin_completion done{[g, i, settle, stale](runtime::twin_reply reply) {
                                     if (reply.error != runtime::query_error::none)
                                       g->fail(to_status(reply));
                                     else
-                                      to_proto(*reply.twin, wall_ms(), stale, g->twins[i]);
-                                    g->settle(c, resp);
+                                      to_proto(*reply.twin, wall_ms(), stale, g->items[i]);
+                                    settle();
                                   },
                                   unanswered()};
-    caf::anon_send(t.local->actor, runtime::get_atom::value, std::move(t.asset_id),
-                   std::move(done));
+    caf::anon_send(t.local->actor, runtime::get_atom::value, std::move(t.id), std::move(done));
   }
   return c.reactor();
 }
@@ -419,21 +378,6 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   return c.reactor();
 }
 
-namespace {
-
-/// A stream that fails at once with a status.
-class failed_stream final : public ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange> {
-public:
-  explicit failed_stream(Status s) {
-    Finish(std::move(s));
-  }
-  void OnDone() override {
-    delete this;
-  }
-};
-
-}  // namespace
-
 ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>* twin_service::WatchTwins(
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) {
   auto started = std::chrono::steady_clock::now();
@@ -441,7 +385,7 @@ public:
     probe_.on_request(
         "WatchTwins", code_name(s.error_code()),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    return new failed_stream(std::move(s));
+    return new failed_stream<fleettwin::v1::TwinChange>(std::move(s));
   };
   std::optional<std::string> asset_id;
   if (!req->name().empty()) {

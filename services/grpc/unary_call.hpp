@@ -187,6 +187,85 @@ bool forward_if_remote(twin_backend& backend, const call& c, const std::string& 
   return true;
 }
 
+/// The answers of a batch of single reads, in request order; the first
+/// failure fails the whole call.
+template <class Item>
+struct batch_gather {
+  explicit batch_gather(size_t n) : items(n), remaining(n) {}
+
+  void fail(Status s) {
+    std::lock_guard<std::mutex> guard{mutex};
+    if (!error)
+      error = std::move(s);
+  }
+  /// One read is done; the last one finishes `c`, handing the items to `out`.
+  template <class Out>
+  void settle(const call& c, Out out) {
+    if (remaining.fetch_sub(1) != 1)
+      return;
+    if (error) {
+      c.finish(*error);
+      return;
+    }
+    out(items);
+    c.finish(Status::OK);
+  }
+
+  std::mutex mutex;
+  std::vector<Item> items;
+  std::optional<Status> error;
+  std::atomic<size_t> remaining;
+};
+
+/// Where each read of a batch goes: a local partition actor, or the node
+/// that serves it. False after finishing `c` (a bad name, no owner).
+struct batch_target {
+  std::string id;
+  std::optional<route> local;
+  std::string endpoint;
+};
+
+/// Sends read `i` of a batch (`one`, a single-entity request of `method`)
+/// to the node at `endpoint`, parsing its answer into the gather's item.
+template <class Item, class Request, class Settle>
+void forward_batch_item(twin_backend& backend, const std::shared_ptr<batch_gather<Item>>& g,
+                        size_t i, const std::string& endpoint, const char* method,
+                        const Request& one, Settle settle) {
+  runtime::forward_completion done{
+      [g, i, settle](runtime::forward_reply r) {
+        if (r.code != 0)
+          g->fail({static_cast<StatusCode>(r.code), r.message});
+        else if (!g->items[i].ParseFromString(r.response))
+          g->fail({StatusCode::INTERNAL, "the owning node sent an unreadable answer"});
+        settle();
+      },
+      runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
+                             "the forwarded call was dropped (node stopping); retry",
+                             {}}};
+  backend.forward(endpoint, method, one.SerializeAsString(), {}, std::move(done));
+}
+
+/// The owner of every id of a batch; nullopt after finishing `c` with
+/// UNAVAILABLE when one has none.
+inline std::optional<std::vector<batch_target>> plan_batch(twin_backend& backend, const call& c,
+                                                           std::vector<std::string> ids) {
+  std::vector<batch_target> targets;
+  targets.reserve(ids.size());
+  for (auto& id : ids) {
+    std::string error;
+    auto r = backend.route_asset(id, error);
+    std::optional<std::string> endpoint;
+    if (!r && !c.forwarded())
+      endpoint = backend.remote_owner(id, error);
+    if (!r && !endpoint) {
+      c.finish({StatusCode::UNAVAILABLE, error});
+      return std::nullopt;
+    }
+    targets.push_back({std::move(id), std::move(r), endpoint.value_or("")});
+  }
+  return targets;
+}
+
 /// The partitions a forwarded listing must list ("1,2,3").
 inline std::vector<int32_t> forwarded_partitions(::grpc::CallbackServerContext* ctx) {
   std::vector<int32_t> out;

@@ -19,7 +19,7 @@ int64_t wall_ms() {
 
 watch_stream::watch_stream(watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
                            size_t max_queued)
-    : hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)), max_queued_(max_queued) {}
+    : queued_writer(max_queued), hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)) {}
 
 bool watch_matches(const std::optional<std::string>& asset_id, const core::filter& f,
                    const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
@@ -36,69 +36,8 @@ bool watch_stream::wants(const core::twin_change& c, const core::twin* snapshot,
   return watch_matches(asset_id_, filter_, c, snapshot, now_ms, stale_after_ms);
 }
 
-void watch_stream::push(const fleettwin::v1::TwinChange& change) {
-  std::lock_guard<std::mutex> guard{mutex_};
-  if (finished_)
-    return;
-  if (queue_.size() >= max_queued_) {
-    finish_locked(::grpc::Status{::grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "watcher fell more than " + std::to_string(max_queued_) +
-                                     " changes behind; reconnect and narrow the filter"});
-    return;
-  }
-  queue_.push_back(change);
-  if (!writing_) {
-    writing_ = true;
-    StartWrite(&queue_.front());
-  }
-}
-
-void watch_stream::finish_locked(::grpc::Status status) {
-  if (finished_)
-    return;
-  finished_ = true;
-  final_status_ = std::move(status);
-  if (writing_) {
-    // Keep the message in flight; OnWriteDone finishes the call.
-    while (queue_.size() > 1)
-      queue_.pop_back();
-    return;
-  }
-  queue_.clear();
-  Finish(final_status_);
-}
-
-void watch_stream::OnWriteDone(bool ok) {
-  std::lock_guard<std::mutex> guard{mutex_};
-  if (!queue_.empty())
-    queue_.pop_front();
-  writing_ = false;
-  if (!ok && !finished_) {
-    finished_ = true;
-    final_status_ = ::grpc::Status::CANCELLED;
-  }
-  if (finished_) {
-    queue_.clear();
-    Finish(final_status_);
-    return;
-  }
-  if (!queue_.empty()) {
-    writing_ = true;
-    StartWrite(&queue_.front());
-  }
-}
-
-void watch_stream::OnCancel() {
+void watch_stream::detach() {
   hub_.remove(this);
-  std::lock_guard<std::mutex> guard{mutex_};
-  finish_locked(::grpc::Status::CANCELLED);
-}
-
-void watch_stream::OnDone() {
-  hub_.remove(this);
-  if (on_done_)
-    on_done_();
-  delete this;
 }
 
 watch_hub::watch_hub(int64_t stale_after_ms, std::function<void(size_t)> on_count)

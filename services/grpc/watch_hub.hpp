@@ -14,6 +14,7 @@
 #include "actors/core/filter.hpp"
 #include "actors/runtime/ports.hpp"
 #include "fleettwin/v1/twin.pb.h"
+#include "services/grpc/queued_writer.hpp"
 
 namespace fleettwin::grpc_api {
 
@@ -37,14 +38,15 @@ bool watch_matches(const std::optional<std::string>& asset_id, const core::filte
                    int64_t stale_after_ms);
 
 /// One open WatchTwins stream.
-class watch_stream final : public ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>,
-                           public watcher {
+class watch_stream final : public queued_writer<fleettwin::v1::TwinChange>, public watcher {
 public:
   watch_stream(class watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
                size_t max_queued);
 
   /// Queues a change (any thread); ends the stream when the client is too slow.
-  void push(const fleettwin::v1::TwinChange& change) override;
+  void push(const fleettwin::v1::TwinChange& change) override {
+    enqueue(change);
+  }
 
   bool wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
              int64_t stale_after_ms) const override;
@@ -53,28 +55,12 @@ public:
     return !filter_.matches_all();
   }
 
-  /// Called once when the stream is done (before it is deleted).
-  void on_done(std::function<void()> f) {
-    on_done_ = std::move(f);
-  }
-
-  void OnWriteDone(bool ok) override;
-  void OnCancel() override;
-  void OnDone() override;
-
 private:
-  void finish_locked(::grpc::Status status);
+  void detach() override;
 
   watch_hub& hub_;
   std::optional<std::string> asset_id_;
   core::filter filter_;
-  size_t max_queued_;
-  std::mutex mutex_;
-  std::deque<fleettwin::v1::TwinChange> queue_;
-  bool writing_ = false;
-  bool finished_ = false;
-  ::grpc::Status final_status_;
-  std::function<void()> on_done_;
 };
 
 /// Fans committed changes out to watch streams.

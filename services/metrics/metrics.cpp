@@ -255,7 +255,12 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                     .Name("fleettwin_watch_streams")
                     .Help("Open WatchTwins streams")
                     .Register(r)
-                    .Add({})) {}
+                    .Add({})),
+      aggregate_watchers_(BuildGauge()
+                              .Name("fleettwin_aggregate_watch_streams")
+                              .Help("Open WatchAggregates streams")
+                              .Register(r)
+                              .Add({})) {}
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
   prometheus::Counter* counter;
@@ -309,6 +314,10 @@ method_probe& grpc_probe::method(const std::string& name) {
 
 void grpc_probe::on_watchers(size_t n) {
   watchers_.Set(static_cast<double>(n));
+}
+
+void grpc_probe::on_aggregate_watchers(size_t n) {
+  aggregate_watchers_.Set(static_cast<double>(n));
 }
 
 restore_probe::restore_probe(prometheus::Registry& r)

@@ -157,6 +157,22 @@ bool node::init(std::string& error) {
     contributions_ = kafka::telemetry_consumer::create(co, error);
     if (!contributions_)
       return false;
+    aggregate_hub_ = std::make_unique<grpc_api::aggregate_watch_hub>(
+        [this] { return aggregate_feed_ && aggregate_feed_->ready(); },
+        [m = metrics_.get()](size_t n) { m->grpc().on_aggregate_watchers(n); });
+    kafka::aggregate_feed_options fo;
+    fo.bootstrap = bootstrap_;
+    fo.topic = topics_.aggregates;
+    fo.client_id = cfg_.node_id + "-aggregate-feed";
+    fo.settings = extra;
+    aggregate_feed_ = kafka::aggregate_feed::start(
+        fo,
+        [hub = aggregate_hub_.get()](std::string_view k, std::string_view v) {
+          hub->on_record(k, v);
+        },
+        error);
+    if (!aggregate_feed_)
+      return false;
   }
   if (!check_stored_positions(error))
     return false;
@@ -302,7 +318,8 @@ bool node::start_grpc(std::string& error) {
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
   aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(
-      *this, *pool_, asset_cfg_->kinds, metrics_->grpc(), grpc_api::service_limits{});
+      *this, *pool_, asset_cfg_->kinds, aggregate_hub_.get(), metrics_->grpc(),
+      grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -414,6 +431,7 @@ void node::shutdown() {
     consumer_->stop();
   if (contributions_)
     contributions_->stop();
+  aggregate_feed_.reset();
   restorer_.reset();
   if (membership_)
     membership_->leave(std::chrono::seconds{2});

@@ -25,7 +25,9 @@
 #include "services/cluster/membership.hpp"
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/aggregate_service.hpp"
+#include "services/grpc/aggregate_watch.hpp"
 #include "services/grpc/twin_service.hpp"
+#include "services/kafka/aggregate_feed.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/event_producer.hpp"
@@ -162,6 +164,9 @@ private:
   /// Follows the aggregate-updates partition of every partition served here.
   std::unique_ptr<kafka::telemetry_consumer> contributions_;
   std::unique_ptr<kafka::changelog_restorer> restorer_;
+  /// WatchAggregates: the cluster's committed aggregate changes.
+  std::unique_ptr<grpc_api::aggregate_watch_hub> aggregate_hub_;
+  std::unique_ptr<kafka::aggregate_feed> aggregate_feed_;
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;

@@ -586,6 +586,8 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
       error = describe() + ": malformed key of " + std::to_string(key.size()) + " bytes";
       return {};
     }
+    if (get_be32(key.data() + prefix.size()) & core::aggregate_history_bit)
+      break;  // the aggregate's measure ring follows the twin's own slots
     auto why = core::decode_history_segment(view(it->value()),
                                             [&](std::string_view name, core::history_point& p) {
                                               if (name != property)
@@ -611,6 +613,74 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
   });
   if (limit != 0 && points.size() > limit)
     points.erase(points.begin(), points.end() - static_cast<std::ptrdiff_t>(limit));
+  return points;
+}
+
+std::vector<rocksdb_store::aggregate_point> rocksdb_store::read_aggregate_history(
+    int32_t partition, std::string_view aggregate_id, const std::vector<std::string>& measures,
+    int64_t start_ms, int64_t end_ms, uint64_t after_version, size_t limit, bool& more,
+    std::string& error) {
+  more = false;
+  std::string prefix;
+  history_prefix(prefix, partition, aggregate_id);
+  std::string upper = prefix;
+  upper.back() = '\x01';
+  rocksdb::Slice upper_slice{upper};
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
+  std::string first = prefix;
+  put_be32(first, core::aggregate_history_bit);
+  std::vector<aggregate_point> points;
+  auto wanted = [&](std::string_view name) {
+    return measures.empty() || std::find(measures.begin(), measures.end(), name) != measures.end();
+  };
+  for (it->Seek(first); it->Valid(); it->Next()) {
+    auto key = view(it->key());
+    if (key.size() != prefix.size() + 4) {
+      error = "measure history of \"" + std::string{aggregate_id} + "\": malformed key of " +
+              std::to_string(key.size()) + " bytes";
+      return {};
+    }
+    aggregate_point point;
+    auto why = core::decode_history_segment(view(it->value()),
+                                            [&](std::string_view name, core::history_point& p) {
+                                              point.time_ms = p.source_time_ms;
+                                              point.version = p.sequence;
+                                              if (!wanted(name))
+                                                return;
+                                              double v = 0;
+                                              if (const auto* d = std::get_if<double>(&p.val))
+                                                v = *d;
+                                              else if (const auto* i = std::get_if<int64_t>(&p.val))
+                                                v = static_cast<double>(*i);
+                                              else
+                                                return;
+                                              point.measures.emplace_back(std::string{name}, v);
+                                            });
+    if (why) {
+      error = "measure history of \"" + std::string{aggregate_id} + "\" slot " +
+              std::to_string(get_be32(key.data() + prefix.size()) & ~core::aggregate_history_bit) +
+              " is corrupt: " + *why;
+      return {};
+    }
+    if (point.version <= after_version)
+      continue;
+    if ((start_ms != 0 && point.time_ms < start_ms) || (end_ms != 0 && point.time_ms >= end_ms))
+      continue;
+    points.push_back(std::move(point));
+  }
+  if (!it->status().ok()) {
+    error = "scanning measure history of \"" + std::string{aggregate_id} +
+            "\": " + it->status().ToString();
+    return {};
+  }
+  std::sort(points.begin(), points.end(),
+            [](const auto& a, const auto& b) { return a.version < b.version; });
+  if (limit != 0 && points.size() > limit) {
+    points.resize(limit);
+    more = true;
+  }
   return points;
 }
 

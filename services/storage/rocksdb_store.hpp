@@ -191,6 +191,25 @@ public:
                                                 std::string_view property, int64_t start_ms,
                                                 int64_t end_ms, size_t limit, std::string& error);
 
+  /// One version of an aggregate as its measure history recorded it.
+  struct aggregate_point {
+    int64_t time_ms = 0;
+    uint64_t version = 0;
+    /// Measures that had a value (and member_twins, members), by name.
+    std::vector<std::pair<std::string, double>> measures;
+  };
+
+  /// The recorded versions of an aggregate after `after_version` with
+  /// start_ms <= time < end_ms (0: unbounded), ascending by version, at most
+  /// `limit` (> 0) of them; `more` tells whether others follow. `measures`
+  /// selects measures (empty: all). On failure sets `error`.
+  std::vector<aggregate_point> read_aggregate_history(int32_t partition,
+                                                      std::string_view aggregate_id,
+                                                      const std::vector<std::string>& measures,
+                                                      int64_t start_ms, int64_t end_ms,
+                                                      uint64_t after_version, size_t limit,
+                                                      bool& more, std::string& error);
+
   /// RocksDB's estimate of the number of stored twins (counts overwrites still
   /// in memtables; see stored_twins for the exact figure).
   uint64_t estimate_twins();

@@ -397,6 +397,56 @@ TEST_F(StoreTest, ListStopsAfterMaxScannedWithContinuationToken) {
   EXPECT_EQ(page.next_page_token, "asset-019");
 }
 
+TEST_F(StoreTest, AggregateMeasureHistoryIsARingApartFromTheTwinsOwn) {
+  constexpr uint32_t capacity = 3;
+  commit_batch b;
+  b.partition = 2;
+  // An aggregate that also reports telemetry of its own ("power").
+  b.history.push_back(history("feeders/F1", "power", core::history_slot(1, capacity), 900, 1, 1.5));
+  for (uint64_t v = 1; v <= 5; ++v) {
+    auto& w = b.history.emplace_back();
+    w.asset_id = "feeders/F1";
+    w.slot = core::aggregate_history_slot(v, capacity);
+    core::begin_history_segment(w.segment);
+    core::append_history_sample(w.segment, "power", core::value{double(v) * 10}, int64_t(v) * 1000,
+                                v);
+    core::append_history_sample(w.segment, "members", core::value{int64_t(v)}, int64_t(v) * 1000,
+                                v);
+  }
+  commit(b);
+  // The twin's ring is unaffected by the measure ring.
+  EXPECT_EQ(times(read(2, "feeders/F1", "power")), (std::vector<int64_t>{900}));
+
+  bool more = false;
+  std::string error;
+  auto all = store->read_aggregate_history(2, "feeders/F1", {}, 0, 0, 0, 10, more, error);
+  ASSERT_EQ(error, "");
+  ASSERT_EQ(all.size(), 3u);  // versions 3, 4, 5: the ring keeps three
+  EXPECT_FALSE(more);
+  EXPECT_EQ(all[0].version, 3u);
+  EXPECT_EQ(all[2].version, 5u);
+  EXPECT_EQ(all[2].time_ms, 5000);
+  ASSERT_EQ(all[2].measures.size(), 2u);
+  EXPECT_EQ(all[2].measures[0], (std::pair<std::string, double>{"power", 50.0}));
+  EXPECT_EQ(all[2].measures[1], (std::pair<std::string, double>{"members", 5.0}));
+
+  // Pages by version, a measure selection, a time range.
+  auto page = store->read_aggregate_history(2, "feeders/F1", {"members"}, 0, 0, 0, 2, more, error);
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_TRUE(more);
+  EXPECT_EQ(page[1].measures.size(), 1u);
+  page = store->read_aggregate_history(2, "feeders/F1", {"members"}, 0, 0, page[1].version, 2, more,
+                                       error);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].version, 5u);
+  EXPECT_FALSE(more);
+  page = store->read_aggregate_history(2, "feeders/F1", {}, 4000, 5000, 0, 10, more, error);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].version, 4u);
+  EXPECT_TRUE(
+      store->read_aggregate_history(2, "feeders/F10", {}, 0, 0, 0, 10, more, error).empty());
+}
+
 TEST_F(StoreTest, HistoryRingReadsRangeAndLimit) {
   constexpr uint32_t capacity = 4;
   commit_batch b;

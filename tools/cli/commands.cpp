@@ -148,6 +148,78 @@ int run_agg_members(session& s, const agg_members_options& options) {
   }
 }
 
+int run_agg_watch(session& s, const agg_watch_options& options) {
+  v1::WatchAggregatesRequest request;
+  if (!options.aggregate.empty())
+    request.set_name(aggregate_name(options.aggregate));
+  request.set_kind(options.kind);
+  // No deadline: a watch runs until --count, Ctrl-C or the server ends it.
+  grpc::ClientContext context;
+  interrupter::guard guard{s.interrupt(), context};
+  auto reader = s.aggregates().WatchAggregates(&context, request);
+  v1::AggregateChange change;
+  uint64_t received = 0;
+  bool done = false;
+  while (!done && reader->Read(&change)) {
+    s.out() << (s.json() ? to_json(change) : format_aggregate_change(change)) << '\n';
+    s.out().flush();
+    done = options.count != 0 && ++received >= options.count;
+  }
+  if (done)
+    context.TryCancel();
+  auto status = reader->Finish();
+  if (status.ok() || done || s.interrupt().interrupted())
+    return exit_ok;
+  return s.fail(status);
+}
+
+int run_agg_history(session& s, const agg_history_options& options) {
+  v1::GetAggregateHistoryRequest request;
+  request.set_name(aggregate_name(options.aggregate));
+  for (const auto& m : options.measures)
+    request.add_measures(m);
+  auto now = s.now_ms();
+  if (!options.from.empty())
+    request.set_start_ms(parse_time(options.from, now));
+  if (!options.to.empty())
+    request.set_end_ms(parse_time(options.to, now));
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  std::optional<table> rows;
+  std::vector<std::string> header;
+  size_t points = 0;
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::GetAggregateHistoryResponse response;
+    if (auto status = s.aggregates().GetAggregateHistory(&context, request, &response);
+        !status.ok())
+      return s.fail(status);
+    points += response.points_size();
+    if (s.json()) {
+      s.out() << to_json(response) << '\n';
+    } else {
+      for (const auto& p : response.points()) {
+        if (!rows) {
+          header = aggregate_history_header(p);
+          rows.emplace(header);
+        }
+        rows->add(aggregate_history_row(p, header));
+      }
+      if (rows)
+        rows->print(s.out());
+    }
+    if (!options.all || response.next_page_token().empty()) {
+      if (!s.json() && points == 0)
+        s.err() << "no recorded changes of " << options.aggregate << " in the range\n";
+      if (!s.json() && !response.next_page_token().empty())
+        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
+      return exit_ok;
+    }
+    request.set_page_token(response.next_page_token());
+  }
+}
+
 int run_agg_kinds(session& s) {
   grpc::ClientContext context;
   s.set_deadline(context);

@@ -127,6 +127,22 @@ struct agg_members_options {
   bool all = false;
 };
 
+struct agg_watch_options {
+  std::string aggregate;
+  std::string kind;
+  uint64_t count = 0;
+};
+
+struct agg_history_options {
+  std::string aggregate;
+  std::vector<std::string> measures;
+  std::string from;
+  std::string to;
+  int32_t page_size = 0;
+  std::string page_token;
+  bool all = false;
+};
+
 struct relations_options {
   std::string name;
   std::vector<std::string> types;
@@ -136,6 +152,8 @@ int run_agg_list(session& s, const list_options& options);
 int run_agg_get(session& s, const agg_get_options& options);
 int run_agg_members(session& s, const agg_members_options& options);
 int run_agg_kinds(session& s);
+int run_agg_watch(session& s, const agg_watch_options& options);
+int run_agg_history(session& s, const agg_history_options& options);
 int run_relations(session& s, const relations_options& options);
 int run_get(session& s, const get_options& options);
 int run_list(session& s, const list_options& options);

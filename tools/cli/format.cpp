@@ -455,6 +455,34 @@ void print_aggregate(std::ostream& out, const v1::Aggregate& a) {
   rows.print(out, "  ");
 }
 
+std::string format_aggregate_change(const v1::AggregateChange& c) {
+  auto line = fmt::format("{} {} v{} twins={} members={}", format_time(c.time_ms()),
+                          c.aggregate_id(), c.version(), c.member_twins(), c.members());
+  for (const auto& m : c.measures())
+    line += fmt::format(" {}={}", m.name(), format_measure(m));
+  return line;
+}
+
+std::vector<std::string> aggregate_history_header(const v1::AggregatePoint& first) {
+  std::vector<std::string> head{"TIME", "VERSION"};
+  for (const auto& m : first.measures())
+    head.push_back(m.name());
+  return head;
+}
+
+std::vector<std::string> aggregate_history_row(const v1::AggregatePoint& p,
+                                               const std::vector<std::string>& header) {
+  std::vector<std::string> row{format_time(p.time_ms()), fmt::format("{}", p.version())};
+  for (size_t i = 2; i < header.size(); ++i) {
+    std::string cell = "-";
+    for (const auto& m : p.measures())
+      if (m.name() == header[i])
+        cell = format_measure(m);
+    row.push_back(std::move(cell));
+  }
+  return row;
+}
+
 std::vector<std::string> aggregate_summary_header() {
   return {"aggregate", "kind", "twins", "version", "measures"};
 }

@@ -61,6 +61,12 @@ void print_aggregate(std::ostream& out, const v1::Aggregate& aggregate);
 std::vector<std::string> aggregate_summary_header();
 std::vector<std::string> aggregate_summary_row(const v1::Aggregate& aggregate);
 /// One row per member: name, depth, relation, kind, version, fields.
+/// One line per aggregate change: time, aggregate, version, counts, measures.
+std::string format_aggregate_change(const v1::AggregateChange& change);
+/// History table: columns are the measures of the first point.
+std::vector<std::string> aggregate_history_header(const v1::AggregatePoint& first);
+std::vector<std::string> aggregate_history_row(const v1::AggregatePoint& point,
+                                               const std::vector<std::string>& header);
 std::vector<std::string> member_header();
 std::vector<std::string> member_row(const v1::AggregateMember& member);
 void print_kinds(std::ostream& out, const v1::ListAggregateKindsResponse& kinds);

@@ -48,6 +48,8 @@ struct command_line {
   list_options agg_list;
   agg_get_options agg_get;
   agg_members_options agg_members;
+  agg_watch_options agg_watch;
+  agg_history_options agg_history;
   relations_options relations;
 };
 
@@ -77,6 +79,22 @@ void add_aggregates(CLI::App& app, command_line& cl) {
   members->add_option("--page-token", cl.agg_members.page_token, "Continue from a previous page");
   members->add_flag("--all", cl.agg_members.all, "Follow page tokens to the last page");
   agg->add_subcommand("kinds", "Show the aggregate kinds and relation rules");
+  auto* watch = agg->add_subcommand("watch", "Print committed changes of aggregates (any node's)");
+  watch->add_option("aggregate", cl.agg_watch.aggregate, "Aggregate id (default: all, or --kind)");
+  watch->add_option("--kind", cl.agg_watch.kind, "Only aggregates of this kind");
+  watch
+      ->add_option("--count", cl.agg_watch.count,
+                   "Exit after this many changes (0: run until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber);
+  auto* history = agg->add_subcommand("history", "Show an aggregate's recorded measures");
+  history->add_option("aggregate", cl.agg_history.aggregate, "Aggregate id")->required();
+  history->add_option("--measure", cl.agg_history.measures, "Only this measure (repeatable)");
+  history->add_option("--from", cl.agg_history.from, "Start of the range (inclusive)");
+  history->add_option("--to", cl.agg_history.to, "End of the range (exclusive)");
+  history->add_option("--page-size", cl.agg_history.page_size, "Versions per page (1..10000)")
+      ->check(CLI::Range(0, 10000));
+  history->add_option("--page-token", cl.agg_history.page_token, "Continue from a previous page");
+  history->add_flag("--all", cl.agg_history.all, "Follow page tokens to the last page");
   auto* rel = app.add_subcommand(
       "relations", "Show a twin's or aggregate's parents (and an aggregate's members)");
   rel->add_option("name", cl.relations.name, "Asset id, aggregate id, twins/... or aggregates/...")
@@ -162,6 +180,10 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       return run_agg_get(s, cl.agg_get);
     if (sub == "members")
       return run_agg_members(s, cl.agg_members);
+    if (sub == "watch")
+      return run_agg_watch(s, cl.agg_watch);
+    if (sub == "history")
+      return run_agg_history(s, cl.agg_history);
     return run_agg_kinds(s);
   }
   if (name == "relations") {

@@ -1,0 +1,116 @@
+#include "services/kafka/aggregate_feed.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+namespace fleettwin::kafka {
+
+namespace {
+
+constexpr int poll_ms = 100;
+constexpr int metadata_timeout_ms = 5'000;
+
+}  // namespace
+
+aggregate_feed::aggregate_feed(aggregate_feed_options opts, record_handler on_record)
+    : opts_(std::move(opts)), on_record_(std::move(on_record)) {}
+
+std::unique_ptr<aggregate_feed> aggregate_feed::start(aggregate_feed_options opts,
+                                                      record_handler on_record,
+                                                      std::string& error) {
+  std::map<std::string, std::string> settings{
+      {"bootstrap.servers", opts.bootstrap},
+      {"client.id", opts.client_id},
+      // Never committed: a watch starts at the end.
+      {"group.id", opts.client_id},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "latest"},
+      {"isolation.level", "read_committed"},
+      {"fetch.wait.max.ms", "20"},
+  };
+  for (const auto& [k, v] : opts.settings)
+    settings[k] = v;
+  auto* conf = make_conf(settings, error);
+  if (!conf)
+    return nullptr;
+  std::unique_ptr<aggregate_feed> f{new aggregate_feed(std::move(opts), std::move(on_record))};
+  char errstr[512];
+  f->rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
+  if (!f->rk_) {
+    rd_kafka_conf_destroy(conf);
+    error = std::string{"cannot create the aggregate feed consumer: "} + errstr;
+    return nullptr;
+  }
+  rd_kafka_poll_set_consumer(f->rk_.get());
+  f->thread_ = std::thread{[raw = f.get()] { raw->run(); }};
+  return f;
+}
+
+aggregate_feed::~aggregate_feed() {
+  stop_ = true;
+  if (thread_.joinable())
+    thread_.join();
+  if (rk_)
+    rd_kafka_consumer_close(rk_.get());
+}
+
+bool aggregate_feed::assign() {
+  rd_kafka_topic_t* topic = rd_kafka_topic_new(rk_.get(), opts_.topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  auto err = rd_kafka_metadata(rk_.get(), 0, topic, &md, metadata_timeout_ms);
+  rd_kafka_topic_destroy(topic);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err ||
+      md->topics[0].partition_cnt <= 0) {
+    if (md)
+      rd_kafka_metadata_destroy(md);
+    return false;
+  }
+  const int count = md->topics[0].partition_cnt;
+  rd_kafka_metadata_destroy(md);
+  // The end of each partition now, as a read_committed reader sees it (the
+  // last stable offset; -1 asks for the latest): from there on every
+  // committed change arrives. Asked here, not left to the fetcher, so that
+  // `ready` means positioned.
+  auto* list = rd_kafka_topic_partition_list_new(count);
+  for (int p = 0; p < count; ++p)
+    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = -1;
+  if (rd_kafka_offsets_for_times(rk_.get(), list, metadata_timeout_ms) !=
+      RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_topic_partition_list_destroy(list);
+    return false;
+  }
+  for (int p = 0; p < count; ++p)
+    if (list->elems[p].offset < 0)
+      list->elems[p].offset = RD_KAFKA_OFFSET_END;
+  err = rd_kafka_assign(rk_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::warn("event=aggregate_feed_assign_failed error=\"{}\"", rd_kafka_err2str(err));
+    return false;
+  }
+  spdlog::info("event=aggregate_feed_started topic={} partitions={}", opts_.topic, count);
+  return true;
+}
+
+void aggregate_feed::run() {
+  while (!stop_ && !assign())
+    std::this_thread::sleep_for(std::chrono::milliseconds{200});
+  ready_ = true;
+  while (!stop_) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_.get(), poll_ms);
+    if (!m)
+      continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->payload) {
+      std::string_view key{m->key ? static_cast<const char*>(m->key) : "", m->key_len};
+      std::string_view value{static_cast<const char*>(m->payload), m->len};
+      on_record_(key, value);
+    } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      spdlog::debug("event=aggregate_feed_error error=\"{}\"", rd_kafka_message_errstr(m));
+    }
+    rd_kafka_message_destroy(m);
+  }
+}
+
+}  // namespace fleettwin::kafka
