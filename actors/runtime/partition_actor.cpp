@@ -189,21 +189,23 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
   if (st.cfg.listener && !item.changes.empty())
     st.cfg.listener->on_changes(item.changes, item.snapshots);
   if (!item.raws.empty()) {
-    size_t batches[2] = {0, 0};
+    size_t batches[1 + follower_input_count] = {};
     for (const auto& raw : item.raws)
       ++batches[static_cast<size_t>(raw->source)];
     if (item.commit.next_offset && batches[0] > 0)
       st.next_offset = *item.commit.next_offset;
-    if (item.commit.contributions_offset)
-      st.next_contributions_offset = *item.commit.contributions_offset;
+    for (auto in : follower_inputs)
+      if (const auto& o = item.commit.input_offsets[follower_slot(in)])
+        st.next_input_offsets[follower_slot(in)] = *o;
     st.records_applied += item.applied;
     if (st.cfg.on_committed) {
       if (batches[0] > 0)
         st.cfg.on_committed(st.cfg.partition, input::telemetry, st.next_offset, batches[0],
                             changelog);
-      if (batches[1] > 0)
-        st.cfg.on_committed(st.cfg.partition, input::contributions, st.next_contributions_offset,
-                            batches[1], changelog);
+      for (auto in : follower_inputs)
+        if (auto n = batches[static_cast<size_t>(in)]; n > 0)
+          st.cfg.on_committed(st.cfg.partition, in, st.next_input_offsets[follower_slot(in)], n,
+                              changelog);
     }
   }
   if (item.desired)
@@ -218,7 +220,7 @@ void commit(self_ptr self) {
   auto& item = *st.current;
   const auto changelog = item.commit.changelog_offset;
   if (item.commit.twins.empty() && !item.commit.next_offset && item.commit.aggregates.empty() &&
-      item.commit.members.empty() && !item.commit.contributions_offset) {
+      item.commit.members.empty() && !any_offset(item.commit.input_offsets)) {
     committed(self, 0, 0, 0, changelog);
     return;
   }
@@ -390,8 +392,8 @@ void start_batch(self_ptr self) {
   auto& item = *st.current;
   size_t total = 0;
   for (const auto& raw : item.raws) {
-    if (raw->source == input::contributions) {
-      item.commit.contributions_offset = raw->next_offset;
+    if (raw->source != input::telemetry) {
+      item.commit.input_offsets[follower_slot(raw->source)] = raw->next_offset;
       continue;
     }
     item.commit.next_offset = raw->next_offset;
@@ -631,17 +633,21 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
     st.next_offset = *st.cfg.initial_offset;
   else if (auto off = st.cfg.store->load_offset(st.cfg.partition))
     st.next_offset = *off;
-  if (st.cfg.initial_contributions_offset)
-    st.next_contributions_offset = *st.cfg.initial_contributions_offset;
-  else if (auto off = st.cfg.store->load_contributions_offset(st.cfg.partition))
-    st.next_contributions_offset = *off;
+  for (auto in : follower_inputs) {
+    const auto slot = follower_slot(in);
+    if (st.cfg.initial_input_offsets[slot])
+      st.next_input_offsets[slot] = *st.cfg.initial_input_offsets[slot];
+    else if (auto off = st.cfg.store->load_input_offset(st.cfg.partition, in))
+      st.next_input_offsets[slot] = *off;
+  }
   publish_gauges(self);
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
       [self](batch_atom, raw_batch_ptr& batch) {
         auto& st = self->state;
-        const auto epoch =
-            batch->source == input::contributions ? st.cfg.contributions_epoch : st.cfg.epoch;
+        const auto epoch = batch->source == input::telemetry
+                               ? st.cfg.epoch
+                               : st.cfg.input_epochs[follower_slot(batch->source)];
         if (st.failed || batch->epoch != epoch)
           return;
         st.queue.emplace_back(std::move(batch));

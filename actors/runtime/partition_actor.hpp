@@ -39,9 +39,9 @@ struct partition_config {
   std::function<std::unique_ptr<telemetry_decoder>()> make_decoder;
   std::shared_ptr<change_listener> listener;  // may be null
   std::shared_ptr<ingest_probe> probe = std::make_shared<ingest_probe>();
-  /// Where consumption of the contributions input resumes when Kafka holds
-  /// the offsets; unset: the offset committed in the store.
-  std::optional<int64_t> initial_contributions_offset;
+  /// Where consumption of each follower input resumes when Kafka holds the
+  /// offsets; unset: the offset committed in the store.
+  follower_offsets initial_input_offsets;
   /// Called after each commit, per input it consumed, with the batches of
   /// that input it covered and the changelog position reached, if any (from
   /// the actor's thread).
@@ -63,8 +63,8 @@ struct partition_config {
   /// Only batches of this consumer epoch are processed (older ones were
   /// fetched before the consumer was rewound to the committed offset).
   uint64_t epoch = 0;
-  /// The same for batches of the contributions input.
-  uint64_t contributions_epoch = 0;
+  /// The same for batches of each follower input.
+  std::array<uint64_t, follower_input_count> input_epochs{};
   /// How long a lookup waits for the work item in flight to commit (and a
   /// desired update waits in the queue) before it is answered UNAVAILABLE:
   /// a broker that is slow or unreachable never makes a call hang.
@@ -135,7 +135,7 @@ struct partition_state {
   std::optional<inflight> current;
   uint64_t next_item_id = 1;
   int64_t next_offset = -1;
-  int64_t next_contributions_offset = -1;
+  std::array<int64_t, follower_input_count> next_input_offsets{-1, -1};
   uint64_t records_applied = 0;
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;

@@ -4,6 +4,7 @@
 // outside world, as interfaces. Adapters in services/ implement them over
 // RocksDB, librdkafka, gRPC and prometheus-cpp; actor tests use fakes.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -31,7 +32,27 @@ struct raw_record {
 /// The records of one partition taken from one poll, in offset order.
 /// The inputs of a partition: its telemetry, and the member contributions
 /// its aggregates receive (the aggregate-updates topic, same partition).
-enum class input : uint8_t { telemetry = 0, contributions = 1 };
+/// What a partition consumes: telemetry (its consumer group's input), and
+/// the follower inputs read alongside it, each with its own offset committed
+/// with the state: contributions to aggregates, and relations.
+enum class input : uint8_t { telemetry = 0, contributions = 1, relations = 2 };
+
+inline constexpr size_t follower_input_count = 2;
+inline constexpr std::array<input, follower_input_count> follower_inputs{input::contributions,
+                                                                         input::relations};
+/// The slot of a follower input in per-input arrays.
+constexpr size_t follower_slot(input i) {
+  return static_cast<size_t>(i) - 1;
+}
+/// Next offsets of the follower inputs (nullopt: not consumed / unknown).
+using follower_offsets = std::array<std::optional<int64_t>, follower_input_count>;
+
+inline bool any_offset(const follower_offsets& o) {
+  for (const auto& x : o)
+    if (x)
+      return true;
+  return false;
+}
 
 struct raw_batch {
   int32_t partition = 0;
@@ -98,8 +119,8 @@ struct commit_batch {
   /// Aggregate id, encode_aggregate_header.
   std::vector<std::pair<std::string, std::string>> aggregates;
   std::vector<member_write> members;
-  /// Next offset of the contributions input; nullopt when none was consumed.
-  std::optional<int64_t> contributions_offset;
+  /// Next offsets of the follower inputs consumed (the others nullopt).
+  follower_offsets input_offsets;
 };
 
 /// An aggregate as stored: its header and every member.
@@ -125,8 +146,8 @@ public:
                                      std::string& error) {
     return load_status::missing;
   }
-  /// The committed next offset of the contributions input.
-  virtual std::optional<int64_t> load_contributions_offset(int32_t partition) {
+  /// The committed next offset of a follower input.
+  virtual std::optional<int64_t> load_input_offset(int32_t partition, input in) {
     return std::nullopt;
   }
 };

@@ -49,7 +49,7 @@ struct event_producer::item {
   event_producer* owner = nullptr;
   int32_t partition = 0;
   std::optional<int64_t> next_offset;
-  std::optional<int64_t> contributions_offset;
+  runtime::follower_offsets input_offsets;
   std::vector<message> messages;
   std::function<void(runtime::publish_result)> done;
   /// Delivery reports outstanding (+1 held while producing, at-least-once).
@@ -345,7 +345,7 @@ void event_producer::publish(const runtime::item_outputs& out,
   it->owner = this;
   it->partition = out.partition;
   it->next_offset = out.state.next_offset;
-  it->contributions_offset = out.state.contributions_offset;
+  it->input_offsets = out.state.input_offsets;
   it->done = std::move(done);
   auto& msgs = it->messages;
   const size_t change_count = opts_.publish_changes ? out.changes.size() : 0;
@@ -353,7 +353,7 @@ void event_producer::publish(const runtime::item_outputs& out,
   if (opts_.changelog)
     state_count = out.state.twins.size() + out.state.history.size() + (it->next_offset ? 1 : 0) +
                   out.state.aggregates.size() + out.state.members.size() +
-                  (it->contributions_offset ? 1 : 0);
+                  runtime::follower_input_count;
   msgs.reserve(change_count + state_count + out.rejects.size() + out.contributions.size() +
                out.aggregate_changes.size());
 
@@ -414,9 +414,10 @@ void event_producer::publish(const runtime::item_outputs& out,
       // An empty value is a tombstone: compaction forgets the member.
       changelog(std::move(key), w.entry, "application/vnd.fleettwin.aggregate-member.v1");
     }
-    if (it->contributions_offset)
-      changelog(std::string{storage::changelog_contributions_key}, be64(*it->contributions_offset),
-                "application/vnd.fleettwin.input-offset.v1");
+    for (size_t slot = 0; slot < it->input_offsets.size(); ++slot)
+      if (const auto& o = it->input_offsets[slot])
+        changelog(std::string{storage::changelog_input_keys[slot]}, be64(*o),
+                  "application/vnd.fleettwin.input-offset.v1");
   }
   publish_aggregates(out, source, *it);
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -437,9 +438,7 @@ void event_producer::publish(const runtime::item_outputs& out,
       add_header(h, "content-type", r.record.content_type);
     add_header(h, "fleettwin-dlq-reason", r.reason);
     add_header(h, "fleettwin-dlq-code", r.code);
-    add_header(h, "fleettwin-dlq-topic",
-               r.source == runtime::input::contributions ? opts_.topics.aggregate_updates
-                                                         : opts_.topics.telemetry);
+    add_header(h, "fleettwin-dlq-topic", input_topic(r.source));
     add_header(h, "fleettwin-dlq-partition", std::to_string(out.partition));
     add_header(h, "fleettwin-dlq-offset", std::to_string(r.record.offset));
     add_header(h, "fleettwin-dlq-time", rfc3339(now_ms));
@@ -599,19 +598,21 @@ void event_producer::commit_transaction() {
         spdlog::error("event=offset_regression partition={} offset={} committed={}", p, o.first,
                       it->second);
       }
-    // The contributions input commits with the telemetry input.
-    std::map<int32_t, int64_t> contribution_offsets;
+    // The follower inputs commit with the telemetry input.
+    std::map<std::pair<size_t, int32_t>, int64_t> input_offsets;
     for (auto& it : in_transaction_)
-      if (it->contributions_offset) {
-        auto& o = contribution_offsets.try_emplace(it->partition, -1).first->second;
-        o = std::max(o, *it->contributions_offset);
-      }
-    if ((!offsets.empty() || !contribution_offsets.empty()) && failure.empty()) {
+      for (size_t slot = 0; slot < it->input_offsets.size(); ++slot)
+        if (const auto& next = it->input_offsets[slot]) {
+          auto& o = input_offsets.try_emplace({slot, it->partition}, -1).first->second;
+          o = std::max(o, *next);
+        }
+    if ((!offsets.empty() || !input_offsets.empty()) && failure.empty()) {
       auto* list = rd_kafka_topic_partition_list_new(
-          static_cast<int>(offsets.size() + contribution_offsets.size()));
-      for (auto& [p, o] : contribution_offsets)
-        rd_kafka_topic_partition_list_add(list, opts_.topics.aggregate_updates.c_str(), p)->offset =
-            o;
+          static_cast<int>(offsets.size() + input_offsets.size()));
+      for (auto& [at, o] : input_offsets)
+        rd_kafka_topic_partition_list_add(
+            list, input_topic(runtime::follower_inputs[at.first]).c_str(), at.second)
+            ->offset = o;
       for (auto& [p, o] : offsets) {
         auto* tp = rd_kafka_topic_partition_list_add(list, opts_.topics.telemetry.c_str(), p);
         tp->offset = o.first;

@@ -127,6 +127,18 @@ public:
   struct item;
 
 private:
+  /// The topic an input is read from.
+  const std::string& input_topic(runtime::input in) const {
+    switch (in) {
+      case runtime::input::contributions:
+        return opts_.topics.aggregate_updates;
+      case runtime::input::relations:
+        return opts_.topics.relations;
+      default:
+        return opts_.topics.telemetry;
+    }
+  }
+
   explicit event_producer(producer_options opts);
   /// A new librdkafka producer (and its poller thread) in rk_.
   bool open_handle(std::string& error);

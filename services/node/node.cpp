@@ -146,17 +146,22 @@ bool node::init(std::string& error) {
   consumer_ = kafka::telemetry_consumer::create(co, error);
   if (!consumer_)
     return false;
-  // The aggregate-updates partition of every assigned partition, read with
-  // it: only a node with aggregate kinds has contributions to read.
+  // The aggregate-updates and relations partitions of every assigned
+  // partition, read with it: only a node with aggregate kinds has
+  // contributions and relations to read.
   if (asset_cfg_->kinds) {
-    co.topic = topics_.aggregate_updates;
-    co.client_id = cfg_.node_id + "-contributions";
-    co.follower = true;
-    co.source = runtime::input::contributions;
-    co.probe = std::make_shared<kafka::consumer_probe>();
-    contributions_ = kafka::telemetry_consumer::create(co, error);
-    if (!contributions_)
-      return false;
+    for (auto in : runtime::follower_inputs) {
+      const bool contributions = in == runtime::input::contributions;
+      co.topic = contributions ? topics_.aggregate_updates : topics_.relations;
+      co.client_id = cfg_.node_id + (contributions ? "-contributions" : "-relations");
+      co.follower = true;
+      co.source = in;
+      co.probe = std::make_shared<kafka::consumer_probe>();
+      auto& follower = followers_[runtime::follower_slot(in)];
+      follower = kafka::telemetry_consumer::create(co, error);
+      if (!follower)
+        return false;
+    }
     aggregate_hub_ = std::make_unique<grpc_api::aggregate_watch_hub>(
         [this] { return aggregate_feed_ && aggregate_feed_->ready(); },
         [m = metrics_.get()](size_t n) { m->grpc().on_aggregate_watchers(n); });
@@ -238,8 +243,9 @@ bool node::init(std::string& error) {
   if (!start_remoting(error))
     return false;
   register_scrape_gauges();
-  if (contributions_)
-    contributions_->start(*this);
+  for (auto& follower : followers_)
+    if (follower)
+      follower->start(*this);
   consumer_->start(*this);
   started_ = true;
   spdlog::info(
@@ -429,8 +435,9 @@ void node::shutdown() {
   // Leaving the group revokes every partition: each finishes, commits, quits.
   if (consumer_)
     consumer_->stop();
-  if (contributions_)
-    contributions_->stop();
+  for (auto& follower : followers_)
+    if (follower)
+      follower->stop();
   aggregate_feed_.reset();
   restorer_.reset();
   if (membership_)

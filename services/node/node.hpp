@@ -161,8 +161,9 @@ private:
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<kafka::event_producer> producer_;
   std::unique_ptr<kafka::telemetry_consumer> consumer_;
-  /// Follows the aggregate-updates partition of every partition served here.
-  std::unique_ptr<kafka::telemetry_consumer> contributions_;
+  /// Follow the aggregate-updates and relations partitions of every
+  /// partition served here (by follower slot; null without aggregates).
+  std::array<std::unique_ptr<kafka::telemetry_consumer>, runtime::follower_input_count> followers_;
   std::unique_ptr<kafka::changelog_restorer> restorer_;
   /// WatchAggregates: the cluster's committed aggregate changes.
   std::unique_ptr<grpc_api::aggregate_watch_hub> aggregate_hub_;

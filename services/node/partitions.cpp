@@ -206,21 +206,26 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.listener = hub_;
   pc.probe = metrics_->ingest();
   auto* consumer = consumer_.get();
-  auto* contributions = contributions_.get();
-  pc.on_committed = [consumer, contributions](int32_t p, runtime::input source, int64_t next,
-                                              size_t batches, std::optional<int64_t> changelog) {
+  std::array<kafka::telemetry_consumer*, runtime::follower_input_count> followers{};
+  for (size_t slot = 0; slot < followers.size(); ++slot)
+    followers[slot] = followers_[slot].get();
+  pc.on_committed = [consumer, followers](int32_t p, runtime::input source, int64_t next,
+                                          size_t batches, std::optional<int64_t> changelog) {
     if (source == runtime::input::telemetry)
       consumer->acknowledge(p, next, batches, changelog);
-    else if (contributions)
-      contributions->acknowledge(p, next, batches);
+    else if (auto* f = followers[runtime::follower_slot(source)])
+      f->acknowledge(p, next, batches);
   };
   pc.epoch = epoch;
-  // The contributions input resumes where the (restored) state says; batches
+  // The follower inputs resume where the (restored) state says; batches
   // fetched for an earlier actor of the partition carry older epochs.
-  const auto contributions_offset = store_->load_contributions_offset(partition);
-  pc.initial_contributions_offset = contributions_offset;
-  pc.contributions_epoch = contributions_ ? contributions_->new_epoch() : 0;
-  const auto contributions_epoch = pc.contributions_epoch;
+  for (auto in : runtime::follower_inputs) {
+    const auto slot = runtime::follower_slot(in);
+    pc.initial_input_offsets[slot] = store_->load_input_offset(partition, in);
+    pc.input_epochs[slot] = followers_[slot] ? followers_[slot]->new_epoch() : 0;
+  }
+  const auto input_offsets = pc.initial_input_offsets;
+  const auto input_epochs = pc.input_epochs;
   pc.read_committed = cfg_.exactly_once();
   pc.gauges = std::make_shared<runtime::partition_gauges>();
   pc.on_fatal = [this, partition](std::string why, bool retryable) {
@@ -237,8 +242,9 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
       partitions_[partition] = served{actor, gauges};
       if (membership_)
         membership_->publish_soon();
-      if (contributions_)
-        contributions_->assign(partition, {contributions_offset, false}, contributions_epoch);
+      for (size_t slot = 0; slot < followers_.size(); ++slot)
+        if (followers_[slot])
+          followers_[slot]->assign(partition, {input_offsets[slot], false}, input_epochs[slot]);
       return true;
     }
   }
@@ -320,8 +326,9 @@ void node::on_revoked(int32_t partition, bool lost) {
     actor = it->second.actor;
     partitions_.erase(it);
   }
-  if (contributions_)
-    contributions_->unassign(partition);
+  for (auto& follower : followers_)
+    if (follower)
+      follower->unassign(partition);
   if (membership_)
     membership_->publish_soon();
   std::promise<void> stopped;

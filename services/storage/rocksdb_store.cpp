@@ -25,7 +25,9 @@ constexpr const char* history_cf_name = "history";
 constexpr const char* aggregates_cf_name = "aggregates";
 constexpr const char* members_cf_name = "members";
 constexpr std::string_view offset_key_prefix = "offset/";
-constexpr std::string_view contributions_offset_prefix = "offset-contrib/";
+/// Follower-input offsets, by follower slot.
+constexpr std::array<std::string_view, runtime::follower_input_count> input_offset_prefixes{
+    "offset-contrib/", "offset-relation/"};
 constexpr std::string_view count_key_prefix = "count/";
 constexpr std::string_view changelog_key_prefix = "changelog/";
 constexpr std::string_view setting_key_prefix = "setting/";
@@ -81,8 +83,8 @@ std::string offset_key(int32_t partition) {
   return k;
 }
 
-std::string contributions_offset_key(int32_t partition) {
-  std::string k{contributions_offset_prefix};
+std::string input_offset_key(int32_t partition, size_t slot) {
+  std::string k{input_offset_prefixes[slot]};
   put_be32(k, static_cast<uint32_t>(partition));
   return k;
 }
@@ -259,7 +261,8 @@ runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_vie
 
 std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
   if (b.twins.empty() && b.history.empty() && !b.next_offset && !b.changelog_offset &&
-      b.created_twins == 0 && b.aggregates.empty() && b.members.empty() && !b.contributions_offset)
+      b.created_twins == 0 && b.aggregates.empty() && b.members.empty() &&
+      !runtime::any_offset(b.input_offsets))
     return std::nullopt;
   // Reserve roughly the batch's size: keys, values and a few bytes of framing.
   size_t reserve = 64;
@@ -306,12 +309,12 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
         !st.ok())
       return failed(st);
   }
-  if (b.contributions_offset) {
-    if (auto st = batch.Put(meta_, contributions_offset_key(b.partition),
-                            encode_offset(*b.contributions_offset));
-        !st.ok())
-      return failed(st);
-  }
+  for (size_t slot = 0; slot < b.input_offsets.size(); ++slot)
+    if (const auto& o = b.input_offsets[slot]) {
+      if (auto st = batch.Put(meta_, input_offset_key(b.partition, slot), encode_offset(*o));
+          !st.ok())
+        return failed(st);
+    }
   if (b.changelog_offset) {
     if (auto st = batch.Put(meta_, changelog_key(b.partition), encode_offset(*b.changelog_offset));
         !st.ok())
@@ -355,8 +358,8 @@ std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
   return read_meta_offset(offset_key(partition), partition);
 }
 
-std::optional<int64_t> rocksdb_store::load_contributions_offset(int32_t partition) {
-  return read_meta_offset(contributions_offset_key(partition), partition);
+std::optional<int64_t> rocksdb_store::load_input_offset(int32_t partition, runtime::input in) {
+  return read_meta_offset(input_offset_key(partition, runtime::follower_slot(in)), partition);
 }
 
 runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::string_view id,
@@ -726,8 +729,8 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
     st = batch.DeleteRange(members_, begin, end);
   if (st.ok())
     st = batch.Delete(meta_, offset_key(partition));
-  if (st.ok())
-    st = batch.Delete(meta_, contributions_offset_key(partition));
+  for (size_t slot = 0; slot < input_offset_prefixes.size() && st.ok(); ++slot)
+    st = batch.Delete(meta_, input_offset_key(partition, slot));
   if (st.ok())
     st = batch.Delete(meta_, count_key(partition));
   if (st.ok())
@@ -763,9 +766,11 @@ std::optional<std::string> rocksdb_store::apply_changelog(
         break;
       continue;
     }
-    if (e.key == changelog_contributions_key) {
+    if (auto at = std::find(changelog_input_keys.begin(), changelog_input_keys.end(), e.key);
+        at != changelog_input_keys.end()) {
       if (e.value.size() == 8)
-        st = batch.Put(meta_, contributions_offset_key(partition), e.value);
+        st = batch.Put(meta_, input_offset_key(partition, at - changelog_input_keys.begin()),
+                       e.value);
       if (!st.ok())
         break;
       continue;
@@ -844,7 +849,8 @@ std::map<int32_t, int64_t> rocksdb_store::stored_offsets() {
 
 std::optional<std::string> rocksdb_store::forget_positions() {
   rocksdb::WriteBatch batch;
-  for (auto prefix : {offset_key_prefix, contributions_offset_prefix, changelog_key_prefix}) {
+  for (auto prefix : {offset_key_prefix, input_offset_prefixes[0], input_offset_prefixes[1],
+                      changelog_key_prefix}) {
     std::string end{prefix};
     end.back() = static_cast<char>(end.back() + 1);
     if (auto st = batch.DeleteRange(meta_, std::string{prefix}, end); !st.ok())

@@ -77,9 +77,10 @@ struct store_options {
 /// key starts with '\0'.
 inline constexpr std::string_view changelog_checkpoint_key{"\0input-offset", 13};
 
-/// The changelog key of a partition's contributions-input checkpoint (same
-/// encoding as the input checkpoint).
-inline constexpr std::string_view changelog_contributions_key{"\0contrib-offset", 15};
+/// The changelog keys of a partition's follower-input checkpoints (same
+/// encoding as the input checkpoint), by follower slot.
+inline constexpr std::array<std::string_view, runtime::follower_input_count> changelog_input_keys{
+    std::string_view{"\0contrib-offset", 15}, std::string_view{"\0relation-offset", 16}};
 
 /// Changelog keys of aggregates: marker, then the store's key without the
 /// partition (aggregate id; aggregate id '\0' member id). Asset ids never
@@ -147,7 +148,7 @@ public:
   std::optional<int64_t> load_offset(int32_t partition) override;
   runtime::load_status load_aggregate(int32_t partition, std::string_view id,
                                       runtime::stored_aggregate& out, std::string& error) override;
-  std::optional<int64_t> load_contributions_offset(int32_t partition) override;
+  std::optional<int64_t> load_input_offset(int32_t partition, runtime::input in) override;
 
   /// The changelog position the local state of `partition` covers; nullopt
   /// when it was never restored or committed with a changelog.

@@ -53,8 +53,8 @@ struct fake_store final : twin_store {
     }
     if (b.next_offset)
       offsets[b.partition] = *b.next_offset;
-    if (b.contributions_offset)
-      contribution_offsets[b.partition] = *b.contributions_offset;
+    if (const auto& o = b.input_offsets[follower_slot(input::contributions)])
+      contribution_offsets[b.partition] = *o;
     commits.push_back(b);
     return std::nullopt;
   }
@@ -62,7 +62,9 @@ struct fake_store final : twin_store {
     auto it = offsets.find(p);
     return it == offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
   }
-  std::optional<int64_t> load_contributions_offset(int32_t p) override {
+  std::optional<int64_t> load_input_offset(int32_t p, input in) override {
+    if (in != input::contributions)
+      return std::nullopt;
     auto it = contribution_offsets.find(p);
     return it == contribution_offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
   }

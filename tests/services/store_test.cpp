@@ -771,7 +771,7 @@ TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
   batch.members.push_back({"transformers/T1", "m2", encoded_entry(meter_entry(5, "m2"))});
   // Another aggregate whose id extends this one's must not leak into it.
   batch.members.push_back({"transformers/T10", "m9", encoded_entry(meter_entry(1, "m9"))});
-  batch.contributions_offset = 42;
+  batch.input_offsets = {42, 7};
   ASSERT_FALSE(store->commit(batch));
   runtime::stored_aggregate out;
   std::string error;
@@ -780,7 +780,8 @@ TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
   ASSERT_EQ(out.members.size(), 2u);
   EXPECT_EQ(out.members[0].first, "m1");
   EXPECT_TRUE(out.members[1].second.same_state(meter_entry(5, "m2")));
-  EXPECT_EQ(store->load_contributions_offset(3), 42);
+  EXPECT_EQ(store->load_input_offset(3, runtime::input::contributions), 42);
+  EXPECT_EQ(store->load_input_offset(3, runtime::input::relations), 7);
   EXPECT_EQ(store->load_aggregate(2, "transformers/T1", out, error), load_status::missing);
 
   // A member leaves: its record is deleted in the same batch as the header.
@@ -792,7 +793,7 @@ TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
   ASSERT_EQ(store->load_aggregate(3, "transformers/T1", out, error), load_status::found);
   ASSERT_EQ(out.members.size(), 1u);
   EXPECT_EQ(out.members[0].first, "m2");
-  EXPECT_EQ(store->load_contributions_offset(3), 42);
+  EXPECT_EQ(store->load_input_offset(3, runtime::input::contributions), 42);
 
   // Restored from the changelog under the aggregate markers.
   const std::string member_key = std::string{storage::changelog_member_marker} + "feeders/F1" +
@@ -805,18 +806,23 @@ TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
   std::string fh_bytes;
   core::encode_aggregate_header(fh, fh_bytes);
   const std::string header_key = std::string{storage::changelog_aggregate_marker} + "feeders/F1";
-  std::vector<storage::changelog_entry> entries{{header_key, fh_bytes},
-                                                {member_key, agg_member_bytes}};
+  const std::string relation_offset("\0\0\0\0\0\0\0\x09", 8);
+  std::vector<storage::changelog_entry> entries{
+      {header_key, fh_bytes},
+      {member_key, agg_member_bytes},
+      {storage::changelog_input_keys[1], relation_offset}};
   ASSERT_FALSE(store->apply_changelog(3, entries, 10));
   ASSERT_EQ(store->load_aggregate(3, "feeders/F1", out, error), load_status::found) << error;
   EXPECT_EQ(out.header, fh);
   ASSERT_EQ(out.members.size(), 1u);
   EXPECT_EQ(out.members[0].first, "transformers/T1");
+  EXPECT_EQ(store->load_input_offset(3, runtime::input::relations), 9);
   // Nothing of it shows up as a twin.
   EXPECT_TRUE(list("", 100, 0, {}, {3}).twins.empty());
 
   // Dropping the partition drops its aggregates.
   ASSERT_FALSE(store->drop_partition(3));
   EXPECT_EQ(store->load_aggregate(3, "transformers/T1", out, error), load_status::missing);
-  EXPECT_FALSE(store->load_contributions_offset(3));
+  EXPECT_FALSE(store->load_input_offset(3, runtime::input::contributions));
+  EXPECT_FALSE(store->load_input_offset(3, runtime::input::relations));
 }
