@@ -167,6 +167,36 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
   core::coalesce(u.contributions);
 }
 
+/// After the entity's relations may have changed (from `before`) or its
+/// fields did: parents get the twin's new projected fields, or the
+/// relation change (out of the old parents, into the new ones).
+void tell_parents(asset_state& st, const core::kind_registry& kinds,
+                  const core::relation_list& before, int64_t now_ms, asset_update& u) {
+  bool self_changed = false;
+  if (before.empty() && st.tw.relations.empty()) {
+    // No parent to tell: no projection on the hot path. A parent added
+    // later gets the full view then.
+    st.projected.reset();
+  } else if (!st.agg && !kinds.is_aggregate(st.asset_id)) {
+    auto now = core::project(st.tw, kinds.fields());
+    self_changed = !st.projected || !st.projected->same_fields(now);
+    st.projected = std::move(now);
+  }
+  const bool moved = before != st.tw.relations;
+  if (self_changed || moved) {
+    core::child_change c;
+    c.child = st.asset_id;
+    c.before = &before;
+    c.after = &st.tw.relations;
+    c.self = self_view(st, kinds);
+    c.self_changed = self_changed;
+    c.as_aggregate = st.agg.get();
+    c.origin_ms = now_ms;
+    c.hops = 1;
+    core::route(c, u.contributions);
+  }
+}
+
 /// After telemetry: relations follow the attributes (rules), and parents get
 /// the twin's new projected fields or the relation change.
 void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms, asset_update& u) {
@@ -180,30 +210,7 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
     previous = st.tw.relations;
     st.tw.relations = core::rederive(st.asset_id, st.tw.relations, st.tw.attributes, *kinds);
   }
-  const core::relation_list& before = attributes_changed ? previous : st.tw.relations;
-  bool self_changed = false;
-  if (before.empty() && st.tw.relations.empty()) {
-    // No parent to tell: no projection on the hot path. A parent added
-    // later gets the full view then.
-    st.projected.reset();
-  } else if (!st.agg && !kinds->is_aggregate(st.asset_id)) {
-    auto now = core::project(st.tw, kinds->fields());
-    self_changed = !st.projected || !st.projected->same_fields(now);
-    st.projected = std::move(now);
-  }
-  const bool moved = before != st.tw.relations;
-  if (self_changed || moved) {
-    core::child_change c;
-    c.child = st.asset_id;
-    c.before = &before;
-    c.after = &st.tw.relations;
-    c.self = self_view(st, *kinds);
-    c.self_changed = self_changed;
-    c.as_aggregate = st.agg.get();
-    c.origin_ms = now_ms;
-    c.hops = 1;
-    core::route(c, u.contributions);
-  }
+  tell_parents(st, *kinds, attributes_changed ? previous : st.tw.relations, now_ms, u);
   if (st.agg && attributes_changed) {
     // Expressions read the aggregate's own attributes.
     std::vector<core::member_delta> none;
@@ -309,6 +316,48 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           u.deltas_applied += static_cast<uint32_t>(c.deltas.size());
         }
         finish_aggregate(st, *kinds, slice.now_ms, outward, touched, u, origin_ms, hops);
+        return u;
+      },
+      [self](relate_atom, const relation_slice& slice) {
+        auto& st = self->state;
+        asset_update u;
+        u.asset_id = st.asset_id;
+        auto kinds = kinds_of(st);
+        if (!kinds) {
+          for (const auto& [record, update] : slice.updates)
+            u.relation_rejects.emplace_back(
+                record, "this node has no aggregate kinds (start it with --aggregates <file>)");
+          return u;
+        }
+        ensure_aggregate(st, *kinds);
+        // A parent below this entity would close a cycle: an aggregate
+        // knows every member below it, at any depth.
+        auto below = [&st](std::string_view parent) {
+          return st.agg && st.agg->member(std::string{parent}) != nullptr;
+        };
+        const core::relation_list before = st.tw.relations;
+        core::relation_list next;
+        for (const auto& [record, update] : slice.updates) {
+          next.clear();
+          if (auto err = core::apply_relation_update(st.asset_id, st.tw.relations, update, *kinds,
+                                                     below, next)) {
+            u.relation_rejects.emplace_back(record, std::move(*err));
+            continue;
+          }
+          st.tw.relations = std::move(next);
+        }
+        if (st.tw.relations != before) {
+          // A relation is part of the entity's state: a new version, stored
+          // and in the changelog with it.
+          const bool was_empty = st.tw.empty();
+          ++st.tw.version;
+          u.created = was_empty;
+          tell_parents(st, *kinds, before, slice.now_ms, u);
+          st.changed();
+          core::encode_twin(st.tw, u.state);
+        }
+        if (slice.want_snapshot)
+          u.snapshot = st.current();
         return u;
       },
       [self](get_atom, const twin_completion& done) {

@@ -15,6 +15,9 @@ using asset_actor = caf::typed_actor<
     caf::replies_to<apply_atom, batch_slice>::with<asset_update>,
     // Folds member contributions into the aggregate; replies with what to commit.
     caf::replies_to<contribute_atom, contribution_slice>::with<asset_update>,
+    // Applies relation updates to the entity's own relations (refusing what
+    // would close a cycle); replies with what to commit and what it refused.
+    caf::replies_to<relate_atom, relation_slice>::with<asset_update>,
     // Moves the aggregate's clock (members going stale, holds ending); replies
     // with what to commit.
     caf::replies_to<advance_atom, int64_t>::with<asset_update>,
@@ -44,6 +47,9 @@ using partition_actor = caf::typed_actor<
     caf::reacts_to<get_atom, std::string, aggregate_query, aggregate_completion>,
     // Applies and commits a desired update for a twin of this partition.
     caf::reacts_to<desired_atom, std::string, core::desired_update, twin_completion>,
+    // Queues a change of an entity's relations (answered after its commit
+    // with the entity, INVALID_ARGUMENT when refused).
+    caf::reacts_to<relate_atom, std::string, core::relation_update, twin_completion>,
     // Reports offsets and twin counts.
     caf::reacts_to<status_atom, partition_info_completion>,
     // Finishes queued work, passivates every twin, quits, then calls back.

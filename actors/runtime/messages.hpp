@@ -15,6 +15,7 @@
 
 #include "actors/core/change.hpp"
 #include "actors/core/filter.hpp"
+#include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/runtime/ports.hpp"
 
@@ -41,6 +42,7 @@ using gone_atom = caf::atom_constant<caf::atom("gone")>;
 using drop_atom = caf::atom_constant<caf::atom("drop")>;
 using contribute_atom = caf::atom_constant<caf::atom("contribute")>;
 using advance_atom = caf::atom_constant<caf::atom("advance")>;
+using relate_atom = caf::atom_constant<caf::atom("relate")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -150,6 +152,15 @@ struct contribution_slice {
   int64_t now_ms = 0;
 };
 
+/// Relation updates of one child from one work item (records of the
+/// relations topic, in offset order); `record` indexes the item's records.
+struct relation_slice {
+  std::vector<std::pair<uint32_t, core::relation_update>> updates;
+  int64_t now_ms = 0;
+  /// Reply with a snapshot of the entity after the change.
+  bool want_snapshot = false;
+};
+
 /// What an asset actor did with its slice, ready to commit.
 struct asset_update {
   std::string asset_id;
@@ -186,6 +197,9 @@ struct asset_update {
   /// folds in, and the levels below it that change travelled (0: unknown).
   int64_t origin_ms = 0;
   uint32_t hops = 0;
+  /// Relation updates refused (a cycle, a type the parent does not take):
+  /// the record's index in its relation_slice, and what to fix.
+  std::vector<std::pair<uint32_t, std::string>> relation_rejects;
 };
 
 struct desired_reply {
@@ -230,10 +244,12 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::partition_info_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::raw_batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::batch_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::contribution_slice)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::relation_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::publish_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::forward_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::desired_update)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::relation_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::function<void()>)

@@ -277,6 +277,12 @@ void publish(self_ptr self) {
                        });
 }
 
+void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,
+            std::string code, std::string reason, input source = input::telemetry) {
+  probe.on_rejected(code);
+  item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code), source});
+}
+
 void collect(self_ptr self, uint64_t id, asset_update& u) {
   auto& st = self->state;
   if (!st.current || st.current->id != id)
@@ -308,6 +314,9 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     it->second.timed = u.timed;
   if (u.deltas_applied || u.misdirected)
     st.cfg.probe->on_contributions(u.deltas_applied, u.misdirected, u.aggregate_counts);
+  for (auto& [record, why] : u.relation_rejects)
+    reject(item, *st.cfg.probe, *item.relation_records.at(record), "relation_refused",
+           std::move(why), input::relations);
   if (u.applied)
     st.cfg.probe->on_applied(u.applied);
   if (u.duplicates)
@@ -318,12 +327,6 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
   if (--item.pending == 0)
     publish(self);
-}
-
-void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,
-            std::string code, std::string reason, input source = input::telemetry) {
-  probe.on_rejected(code);
-  item.rejects.push_back(rejected_record{r, std::move(reason), std::move(code), source});
 }
 
 /// Decodes the item's contribution records, grouped by the aggregate they
@@ -367,6 +370,64 @@ std::map<std::string, contribution_slice> decode_contributions(self_ptr self,
     slice.now_ms = now;
   }
   return out;
+}
+
+/// Decodes the item's relation records, grouped by child (each record's
+/// key) in offset order; invalid ones are rejected (dead letters).
+std::map<std::string, relation_slice> decode_relations(self_ptr self,
+                                                       partition_state::inflight& item) {
+  auto& st = self->state;
+  std::map<std::string, relation_slice> out;
+  std::string child;
+  for (const auto& raw : item.raws) {
+    if (raw->source != input::relations)
+      continue;
+    for (const auto& r : raw->records) {
+      if (st.cfg.partition_count > 0) {
+        auto expected = core::kafka_partition(r.key, st.cfg.partition_count);
+        if (expected != st.cfg.partition) {
+          reject(item, *st.cfg.probe, r, "wrong_partition",
+                 "relations of \"" + std::string{r.key} + "\" belong to partition " +
+                     std::to_string(expected) +
+                     ": produce with Kafka's default murmur2 partitioner",
+                 input::relations);
+          continue;
+        }
+      }
+      core::relation_update update;
+      if (auto err = st.decoder->decode_relations(r, child, update)) {
+        reject(item, *st.cfg.probe, r, std::move(err->first), std::move(err->second),
+               input::relations);
+        continue;
+      }
+      const auto index = static_cast<uint32_t>(item.relation_records.size());
+      item.relation_records.push_back(&r);
+      out[child].updates.emplace_back(index, std::move(update));
+    }
+  }
+  const auto now = now_ms(self);
+  for (auto& [id, slice] : out)
+    slice.now_ms = now;
+  return out;
+}
+
+/// Hands each child its relation updates (after its telemetry); false when
+/// the partition failed.
+bool send_relations(self_ptr self, std::map<std::string, relation_slice>& groups) {
+  auto& st = self->state;
+  const auto id = st.current->id;
+  for (auto& [child, slice] : groups) {
+    std::string error;
+    auto handle = resident(self, child, true, error);
+    if (!handle) {
+      fail(self, "cannot load \"" + child + "\": " + error);
+      return false;
+    }
+    self->request(*handle, caf::infinite, relate_atom::value, std::move(slice))
+        .then([self, id](asset_update& u) { collect(self, id, u); },
+              [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+  }
+  return true;
 }
 
 /// Hands each aggregate its contributions; false when the partition failed.
@@ -449,7 +510,8 @@ void start_batch(self_ptr self) {
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
   auto contributions = decode_contributions(self, item);
-  item.pending = st.groups.size() + contributions.size();
+  auto relations = decode_relations(self, item);
+  item.pending = st.groups.size() + contributions.size() + relations.size();
   if (item.pending == 0) {
     publish(self);
     return;
@@ -470,10 +532,60 @@ void start_batch(self_ptr self) {
         .then([self, id](asset_update& u) { collect(self, id, u); },
               [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
   }
+  send_relations(self, relations);
+}
+
+/// A change of an entity's relations through the API: refused changes are
+/// answered at once, accepted ones after their commit.
+void start_relations(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  std::string error;
+  // Relations may name a twin that has reported nothing yet.
+  auto handle = resident(self, work.asset_id, true, error);
+  if (!handle) {
+    work.done(twin_reply{query_error::internal, error, {}});
+    finish_item(self);
+    return;
+  }
+  auto id = st.current->id;
+  relation_slice slice;
+  slice.updates.emplace_back(0, std::move(*work.relations));
+  slice.now_ms = now_ms(self);
+  slice.want_snapshot = true;
+  st.current->desired = std::move(work);
+  self->request(*handle, caf::infinite, relate_atom::value, std::move(slice))
+      .then(
+          [self, id](asset_update& u) {
+            auto& st = self->state;
+            if (!st.current || st.current->id != id)
+              return;
+            auto& item = *st.current;
+            if (!u.relation_rejects.empty()) {
+              item.desired->done(twin_reply{
+                  query_error::invalid, std::move(u.relation_rejects.front().second), {}});
+              finish_item(self);
+              return;
+            }
+            if (u.state.empty()) {
+              // Nothing changed: the entity as it is.
+              item.desired->done(twin_reply{query_error::none, {}, u.snapshot});
+              finish_item(self);
+              return;
+            }
+            item.desired_answer =
+                std::make_shared<twin_reply>(twin_reply{query_error::none, {}, u.snapshot});
+            item.pending = 1;
+            collect(self, id, u);
+          },
+          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
 void start_desired(self_ptr self, desired_work work) {
   auto& st = self->state;
+  if (work.relations) {
+    start_relations(self, std::move(work));
+    return;
+  }
   std::string error;
   auto handle = resident(self, work.asset_id, false, error);
   if (!handle) {
@@ -666,8 +778,19 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           done(twin_reply{query_error::unavailable, "partition is failing over", {}});
           return;
         }
-        st.queue.emplace_back(
-            desired_work{std::move(asset_id), std::move(update), std::move(done), now_ms(self)});
+        st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done),
+                                           std::nullopt, now_ms(self)});
+        process_next(self);
+        arm_expiry(self);
+      },
+      [self](relate_atom, std::string& id, core::relation_update& update, twin_completion& done) {
+        auto& st = self->state;
+        if (st.failed) {
+          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+          return;
+        }
+        st.queue.emplace_back(desired_work{std::move(id), core::desired_update{}, std::move(done),
+                                           std::move(update), now_ms(self)});
         process_next(self);
         arm_expiry(self);
       },

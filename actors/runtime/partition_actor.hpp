@@ -77,6 +77,9 @@ struct desired_work {
   std::string asset_id;
   core::desired_update update;
   twin_completion done;
+  /// Set for a change of the entity's explicit relations (SetRelations,
+  /// DeleteRelations) instead of a desired update.
+  std::optional<core::relation_update> relations;
   /// When it was queued, by the assets' clock (ms): queued updates expire
   /// after max_read_wait.
   int64_t queued_ms = 0;
@@ -123,6 +126,8 @@ struct partition_state {
     std::vector<core::aggregate_header> aggregate_changes;
     /// Per aggregate change: origin (ms) and hops (see asset_update).
     std::vector<std::pair<int64_t, uint32_t>> aggregate_origins;
+    /// The relation records the item decoded (relation_slice indexes them).
+    std::vector<const raw_record*> relation_records;
     size_t applied = 0;
     std::chrono::steady_clock::time_point started;
   };

@@ -29,9 +29,6 @@ struct raw_record {
   int64_t timestamp_ms = 0;
 };
 
-/// The records of one partition taken from one poll, in offset order.
-/// The inputs of a partition: its telemetry, and the member contributions
-/// its aggregates receive (the aggregate-updates topic, same partition).
 /// What a partition consumes: telemetry (its consumer group's input), and
 /// the follower inputs read alongside it, each with its own offset committed
 /// with the state: contributions to aggregates, and relations.
@@ -87,6 +84,12 @@ public:
   /// Decodes `r` into `out` (reused); on failure returns {code, reason}.
   virtual std::optional<std::pair<std::string, std::string>> decode(const raw_record& r,
                                                                     core::telemetry& out) = 0;
+  /// Decodes a record of the relations topic: the child's id and the update
+  /// of its relations; on failure returns {code, reason}.
+  virtual std::optional<std::pair<std::string, std::string>> decode_relations(
+      const raw_record& r, std::string& child, core::relation_update& out) {
+    return std::pair<std::string, std::string>{"unsupported", "this decoder reads no relations"};
+  }
 };
 
 /// One write of a twin's history ring slot: a segment with every sample one

@@ -17,6 +17,8 @@ constexpr const char* get_method = "/fleettwin.v1.AggregateService/GetAggregate"
 constexpr const char* members_method = "/fleettwin.v1.AggregateService/ListMembers";
 constexpr const char* relations_method = "/fleettwin.v1.AggregateService/GetRelations";
 constexpr const char* list_method = "/fleettwin.v1.AggregateService/ListAggregates";
+constexpr const char* set_relations_method = "/fleettwin.v1.AggregateService/SetRelations";
+constexpr const char* delete_relations_method = "/fleettwin.v1.AggregateService/DeleteRelations";
 constexpr const char* history_method = "/fleettwin.v1.AggregateService/GetAggregateHistory";
 constexpr int32_t default_history_page = 1000;
 constexpr int32_t max_history_page = 10'000;
@@ -80,6 +82,20 @@ void ask(twin_backend& backend, const call& c, const std::string& id, const char
                                      },
                                      unanswered_aggregate()};
   caf::anon_send(r->actor, runtime::get_atom::value, id, std::move(q), std::move(done));
+}
+
+/// A child's relations to its parents, of the wanted types (all when empty).
+void add_parents(const std::string& child, const core::twin& tw, const std::set<std::string>& types,
+                 fleettwin::v1::Relations& out) {
+  for (const auto& r : tw.relations) {
+    if (!types.empty() && !types.count(r.type))
+      continue;
+    auto* rel = out.add_parents();
+    rel->set_type(r.type);
+    rel->set_child(child);
+    rel->set_parent(std::string{aggregate_prefix} + r.parent);
+    rel->set_origin(static_cast<fleettwin::v1::RelationOrigin>(r.origin));
+  }
 }
 
 /// An aggregate as the filter language sees it: a twin whose reported
@@ -149,6 +165,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       list_(probe.method("ListAggregates")),
       members_(probe.method("ListMembers")),
       relations_(probe.method("GetRelations")),
+      set_relations_(probe.method("SetRelations")),
+      delete_relations_(probe.method("DeleteRelations")),
       kinds_list_(probe.method("ListAggregateKinds")) {}
 
 ::grpc::ServerUnaryReactor* aggregate_service::GetAggregate(
@@ -507,17 +525,6 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   call c{ctx, relations_};
   std::set<std::string> types(req->types().begin(), req->types().end());
   auto wanted = [types](const std::string& t) { return types.empty() || types.count(t) > 0; };
-  auto add_parents = [resp, wanted](const std::string& child, const core::twin& tw) {
-    for (const auto& r : tw.relations) {
-      if (!wanted(r.type))
-        continue;
-      auto* rel = resp->add_parents();
-      rel->set_type(r.type);
-      rel->set_child(child);
-      rel->set_parent(std::string{aggregate_prefix} + r.parent);
-      rel->set_origin(static_cast<fleettwin::v1::RelationOrigin>(r.origin));
-    }
-  };
   resp->set_name(req->name());
   std::string error;
   if (std::string_view{req->name()}.starts_with(twin_prefix)) {
@@ -532,12 +539,12 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       return c.reactor();
     }
     std::string name = req->name();
-    runtime::twin_completion done{[c, resp, add_parents, name](runtime::twin_reply reply) {
+    runtime::twin_completion done{[c, resp, types, name](runtime::twin_reply reply) {
                                     if (reply.error != query_error::none) {
                                       c.finish(to_status(reply));
                                       return;
                                     }
-                                    add_parents(name, *reply.twin);
+                                    add_parents(name, *reply.twin, types, *resp);
                                     resp->set_version(reply.twin->version);
                                     c.finish(Status::OK);
                                   },
@@ -553,9 +560,9 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   }
   std::string name = req->name();
   ask(backend_, c, *id, relations_method, *req, resp, runtime::aggregate_query{},
-      [resp, add_parents, wanted, name](const runtime::aggregate_view& v) {
+      [resp, types, wanted, name](const runtime::aggregate_view& v) {
         if (v.self)
-          add_parents(name, *v.self);
+          add_parents(name, *v.self, types, *resp);
         resp->set_version(v.header.version);
         for (const auto& [child, type] : v.children) {
           if (!wanted(type))
@@ -566,6 +573,117 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
           rel->set_parent(name);
         }
       });
+  return c.reactor();
+}
+
+std::optional<std::string> aggregate_service::child_id(const call& c,
+                                                       const std::string& name) const {
+  std::string error;
+  if (std::string_view{name}.starts_with(twin_prefix)) {
+    auto id = parse_twin_name(name, error);
+    if (!id)
+      c.finish({StatusCode::INVALID_ARGUMENT, "child: " + error});
+    return id;
+  }
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  auto id = parse_aggregate_name(name, registry.get(), error);
+  if (!id)
+    c.finish(
+        {StatusCode::INVALID_ARGUMENT, "child: " + error + " (or twins/{asset_id} for a twin)"});
+  return id;
+}
+
+template <class Request>
+void aggregate_service::change_relations(const call& c, const std::string& child,
+                                         core::relation_update update, const char* method,
+                                         const Request& req, fleettwin::v1::Relations* resp) {
+  std::string why;
+  auto r = backend_.route_asset(child, why);
+  if (!r) {
+    forward_if_remote(backend_, c, child, why, method, req, resp);
+    return;
+  }
+  // The child's partition applies it like a desired update: refused at once
+  // (a cycle, a type the parent does not take), or answered once committed.
+  runtime::twin_completion done{[c, resp, name = req.child()](runtime::twin_reply reply) {
+                                  if (reply.error != query_error::none) {
+                                    c.finish(to_status(reply));
+                                    return;
+                                  }
+                                  resp->set_name(name);
+                                  add_parents(name, *reply.twin, {}, *resp);
+                                  resp->set_version(reply.twin->version);
+                                  c.finish(Status::OK);
+                                },
+                                unanswered()};
+  caf::anon_send(r->actor, runtime::relate_atom::value, child, std::move(update), std::move(done));
+}
+
+::grpc::ServerUnaryReactor* aggregate_service::SetRelations(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SetRelationsRequest* req,
+    fleettwin::v1::Relations* resp) {
+  call c{ctx, set_relations_};
+  auto child = child_id(c, req->child());
+  if (!child)
+    return c.reactor();
+  if (req->relations().empty() && !req->replace()) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "relations must list at least one relation (or set replace to drop every explicit "
+              "relation)"});
+    return c.reactor();
+  }
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  core::relation_update update;
+  update.origin = core::relation_origin::api;
+  update.replace = req->replace();
+  for (int i = 0; i < req->relations_size(); ++i) {
+    const auto& rel = req->relations(i);
+    const auto where = "relations[" + std::to_string(i) + "]: ";
+    if (!rel.child().empty() && rel.child() != req->child()) {
+      c.finish({StatusCode::INVALID_ARGUMENT, where + "child \"" + rel.child() + "\" is not \"" +
+                                                  req->child() + "\" (leave it empty)"});
+      return c.reactor();
+    }
+    if (rel.type().empty()) {
+      c.finish({StatusCode::INVALID_ARGUMENT, where + "type is required, e.g. member_of"});
+      return c.reactor();
+    }
+    std::string error;
+    auto parent = parse_aggregate_name(rel.parent(), registry.get(), error);
+    if (!parent) {
+      c.finish({StatusCode::INVALID_ARGUMENT, where + "parent: " + error});
+      return c.reactor();
+    }
+    update.set.push_back({rel.type(), std::move(*parent), core::relation_origin::api});
+  }
+  change_relations(c, *child, std::move(update), set_relations_method, *req, resp);
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* aggregate_service::DeleteRelations(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::DeleteRelationsRequest* req,
+    fleettwin::v1::Relations* resp) {
+  call c{ctx, delete_relations_};
+  auto child = child_id(c, req->child());
+  if (!child)
+    return c.reactor();
+  if (req->parents().empty()) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "parents must name at least one aggregate"});
+    return c.reactor();
+  }
+  auto registry = kinds_ ? kinds_->get() : nullptr;
+  core::relation_update update;
+  update.origin = core::relation_origin::api;
+  for (int i = 0; i < req->parents_size(); ++i) {
+    std::string error;
+    auto parent = parse_aggregate_name(req->parents(i), registry.get(), error);
+    if (!parent) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "parents[" + std::to_string(i) + "]: " + error});
+      return c.reactor();
+    }
+    update.remove.push_back(std::move(*parent));
+  }
+  change_relations(c, *child, std::move(update), delete_relations_method, *req, resp);
   return c.reactor();
 }
 

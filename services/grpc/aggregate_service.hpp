@@ -46,6 +46,12 @@ public:
   ::grpc::ServerUnaryReactor* GetRelations(::grpc::CallbackServerContext* ctx,
                                            const fleettwin::v1::GetRelationsRequest* req,
                                            fleettwin::v1::Relations* resp) override;
+  ::grpc::ServerUnaryReactor* SetRelations(::grpc::CallbackServerContext* ctx,
+                                           const fleettwin::v1::SetRelationsRequest* req,
+                                           fleettwin::v1::Relations* resp) override;
+  ::grpc::ServerUnaryReactor* DeleteRelations(::grpc::CallbackServerContext* ctx,
+                                              const fleettwin::v1::DeleteRelationsRequest* req,
+                                              fleettwin::v1::Relations* resp) override;
   ::grpc::ServerUnaryReactor* ListAggregateKinds(
       ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregateKindsRequest* req,
       fleettwin::v1::ListAggregateKindsResponse* resp) override;
@@ -54,6 +60,14 @@ private:
   /// The aggregate id of `name`; finishes `c` with INVALID_ARGUMENT when
   /// the name is not an aggregate's.
   std::optional<std::string> aggregate_id(const class call& c, const std::string& name) const;
+
+  /// The id of a child ("twins/{id}" or "aggregates/{id}"); finishes `c`
+  /// with INVALID_ARGUMENT otherwise.
+  std::optional<std::string> child_id(const class call& c, const std::string& name) const;
+  /// Sends a relation change to the child's partition, or forwards the call.
+  template <class Request>
+  void change_relations(const class call& c, const std::string& child, core::relation_update update,
+                        const char* method, const Request& req, fleettwin::v1::Relations* resp);
 
   twin_backend& backend_;
   query_pool& pool_;
@@ -67,6 +81,8 @@ private:
   metrics::method_probe& list_;
   metrics::method_probe& members_;
   metrics::method_probe& relations_;
+  metrics::method_probe& set_relations_;
+  metrics::method_probe& delete_relations_;
   metrics::method_probe& kinds_list_;
 };
 

@@ -8,7 +8,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include <google/protobuf/util/json_util.h>
 #include <simdjson.h>
+
+#include "fleettwin/v1/aggregate.pb.h"
 
 namespace fleettwin::kafka {
 
@@ -860,6 +863,57 @@ std::optional<std::pair<std::string, std::string>> telemetry_codec::decode(
   if (err)
     return err;
   return apply_key(r.key, out.asset_id);
+}
+
+std::optional<std::pair<std::string, std::string>> telemetry_codec::decode_relations(
+    const runtime::raw_record& r, std::string& child, core::relation_update& out) {
+  if (r.payload.size() > max_record_bytes_)
+    return fail("oversized", "record of " + std::to_string(r.payload.size()) +
+                                 " bytes exceeds the limit of " +
+                                 std::to_string(max_record_bytes_));
+  // Relations change rarely: the generated message is simple and fast enough.
+  fleettwin::v1::RelationRecord rec;
+  switch (format_of(r.content_type)) {
+    case payload_format::protobuf:
+      if (!rec.ParseFromArray(r.payload.data(), static_cast<int>(r.payload.size())))
+        return malformed("not a fleettwin.v1.RelationRecord");
+      break;
+    case payload_format::json: {
+      google::protobuf::util::JsonParseOptions opts;
+      auto st = google::protobuf::util::JsonStringToMessage(
+          std::string_view{r.payload.data(), r.payload.size()}, &rec, opts);
+      if (!st.ok())
+        return malformed("not a RelationRecord in JSON: " + std::string{st.message()});
+      break;
+    }
+    default:
+      return fail("unsupported_content_type",
+                  "content-type " + quote_text(r.content_type) +
+                      " is not supported: use application/x-protobuf or application/json");
+  }
+  child = rec.child();
+  if (child.empty())
+    child = std::string{r.key};
+  if (child != r.key)
+    return fail("key_mismatch", "record key " + quote_text(r.key) + " is not the child " +
+                                    quote_text(child) + ": key relation records by the child id");
+  auto parent_id = [](const std::string& name) {
+    constexpr std::string_view prefix = "aggregates/";
+    return std::string_view{name}.starts_with(prefix) ? name.substr(prefix.size()) : name;
+  };
+  out = {};
+  out.origin = core::relation_origin::topic;
+  out.replace = rec.replace();
+  for (const auto& rel : rec.set()) {
+    if (rel.type().empty() || rel.parent().empty())
+      return fail("invalid", "every relation in set needs a type and a parent");
+    out.set.push_back({rel.type(), parent_id(rel.parent()), core::relation_origin::topic});
+  }
+  for (const auto& p : rec.remove())
+    out.remove.push_back(parent_id(p));
+  if (out.set.empty() && out.remove.empty() && !out.replace)
+    return fail("invalid", "the record sets and removes nothing");
+  return std::nullopt;
 }
 
 std::unique_ptr<runtime::telemetry_decoder> make_telemetry_decoder(size_t max_record_bytes) {

@@ -33,6 +33,11 @@ public:
   /// Error codes: oversized, unsupported_content_type, malformed, key_mismatch.
   std::optional<std::pair<std::string, std::string>> decode(const runtime::raw_record& r,
                                                             core::telemetry& out) override;
+  /// A fleettwin.v1.RelationRecord (protobuf, or its JSON form). Error
+  /// codes: oversized, unsupported_content_type, malformed, key_mismatch,
+  /// invalid.
+  std::optional<std::pair<std::string, std::string>> decode_relations(
+      const runtime::raw_record& r, std::string& child, core::relation_update& out) override;
 
 private:
   struct buffers;  // keeps protobuf and simdjson out of this header

@@ -49,6 +49,12 @@ collection = "feeders"
 members = ["feeds"]
 measures = ["meters = count()", "power = sum(reported.power)"]
 
+[[kind]]
+name = "tariff"
+collection = "tariffs"
+members = ["member_of"]
+measures = ["meters = count()", "power = sum(reported.power)"]
+
 [[rule]]
 attribute = "transformer"
 relation = "feeds"
@@ -558,4 +564,111 @@ TEST_F(AggregateNodeTest, WatchHistoryAndBatchGetFollowTheCommittedChanges) {
     EXPECT_NE(text.find("power="), std::string::npos) << text;
   }
 #endif
+}
+
+TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycles) {
+  start_node();
+  for (int i = 0; i < meters; ++i)
+    transformer_of[i] = i % transformers;
+  produce_transformers();
+  produce_meters(1);
+  std::string diff;
+  ASSERT_TRUE(converged(diff)) << diff;
+
+  // A data team puts twenty meters in a tariff group through the topic
+  // (JSON), with one record that would close a cycle and one malformed.
+  {
+    producer p{node->bootstrap()};
+    for (int i = 0; i < 20; ++i) {
+      auto id = "m-" + std::to_string(i);
+      p.send(topics.relations, id,
+             R"({"child":")" + id +
+                 R"(","set":[{"type":"member_of","parent":"aggregates/tariffs/night"}]})",
+             "application/json");
+    }
+    // F0 is above T0: T0 feeding F0 and F0 feeding T0 is a cycle.
+    p.send(topics.relations, "feeders/F0",
+           R"({"set":[{"type":"feeds","parent":"transformers/T0"}]})", "application/json");
+    p.send(topics.relations, "m-3", R"({"set":[{"type":)", "application/json");
+    ASSERT_EQ(p.flush(), 0);
+  }
+  auto tariff_is = [&](int count, double power_sum) {
+    return eventually([&] {
+      v1::Aggregate a;
+      return get("tariffs/night", a).ok() && measure(a, "meters") == count &&
+             std::fabs(measure(a, "power").value_or(-1) - power_sum) < 1e-6;
+    });
+  };
+  double night = 0;
+  for (int i = 0; i < 20; ++i)
+    night += power[i];
+  ASSERT_TRUE(tariff_is(20, night));
+  // The meters still feed their transformers: counted once in each.
+  ASSERT_TRUE(converged(diff, 10s)) << diff;
+  auto dead = read_topic(node->bootstrap(), topics.dlq, 2, 30s);
+  ASSERT_EQ(dead.size(), 2u);
+  std::map<std::string, std::string> reasons;
+  for (auto& d : dead) {
+    EXPECT_EQ(d.headers["fleettwin-dlq-topic"], topics.relations);
+    reasons[d.headers["fleettwin-dlq-code"]] = d.headers["fleettwin-dlq-reason"];
+  }
+  EXPECT_NE(reasons["relation_refused"].find("cycle"), std::string::npos)
+      << reasons["relation_refused"];
+  EXPECT_TRUE(reasons.count("malformed"));
+
+  auto set = [&](const std::string& child, const std::string& type, const std::string& parent,
+                 v1::Relations& out) {
+    grpc::ClientContext ctx;
+    v1::SetRelationsRequest req;
+    req.set_child(child);
+    auto* r = req.add_relations();
+    r->set_type(type);
+    r->set_parent(parent);
+    return aggs->SetRelations(&ctx, req, &out);
+  };
+  // An operator adds one more meter through the API: answered once committed.
+  v1::Relations rel;
+  ASSERT_TRUE(set("twins/m-25", "member_of", "aggregates/tariffs/night", rel).ok());
+  ASSERT_EQ(rel.parents_size(), 2);
+  std::map<std::string, v1::RelationOrigin> origins;
+  for (const auto& p : rel.parents())
+    origins[p.parent()] = p.origin();
+  EXPECT_EQ(origins["aggregates/tariffs/night"], v1::API);
+  EXPECT_EQ(origins["aggregates/transformers/T5"], v1::RULE);
+  ASSERT_TRUE(tariff_is(21, night + power[25]));
+  {
+    grpc::ClientContext ctx;
+    v1::GetRelationsRequest req;
+    req.set_name("twins/m-7");
+    v1::Relations got;
+    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &got).ok());
+    ASSERT_EQ(got.parents_size(), 2);
+    for (const auto& p : got.parents())
+      if (p.type() == "member_of")
+        EXPECT_EQ(p.origin(), v1::TOPIC);
+  }
+
+  // Refused: a cycle, a derived relation removed, a kind that does not exist.
+  auto s = set("aggregates/feeders/F1", "feeds", "aggregates/transformers/T1", rel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("cycle"), std::string::npos) << s.error_message();
+  s = set("twins/m-1", "member_of", "aggregates/sites/x", rel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("sites"), std::string::npos) << s.error_message();
+  auto remove = [&](const std::string& child, const std::string& parent, v1::Relations& out) {
+    grpc::ClientContext ctx;
+    v1::DeleteRelationsRequest req;
+    req.set_child(child);
+    req.add_parents(parent);
+    return aggs->DeleteRelations(&ctx, req, &out);
+  };
+  s = remove("twins/m-25", "aggregates/transformers/T5", rel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("attribute"), std::string::npos) << s.error_message();
+
+  // Removed again: out of the tariff, still under its transformer.
+  ASSERT_TRUE(remove("twins/m-25", "aggregates/tariffs/night", rel).ok());
+  ASSERT_EQ(rel.parents_size(), 1);
+  ASSERT_TRUE(tariff_is(20, night));
+  ASSERT_TRUE(converged(diff, 10s)) << diff;
 }
