@@ -6,6 +6,7 @@
 #include <set>
 
 #include "services/grpc/convert.hpp"
+#include "services/grpc/graph_lookup.hpp"
 #include "services/grpc/unary_call.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -15,7 +16,6 @@ namespace {
 
 constexpr const char* get_method = "/fleettwin.v1.AggregateService/GetAggregate";
 constexpr const char* members_method = "/fleettwin.v1.AggregateService/ListMembers";
-constexpr const char* relations_method = "/fleettwin.v1.AggregateService/GetRelations";
 constexpr const char* list_method = "/fleettwin.v1.AggregateService/ListAggregates";
 constexpr const char* set_relations_method = "/fleettwin.v1.AggregateService/SetRelations";
 constexpr const char* delete_relations_method = "/fleettwin.v1.AggregateService/DeleteRelations";
@@ -84,20 +84,6 @@ void ask(twin_backend& backend, const call& c, const std::string& id, const char
   caf::anon_send(r->actor, runtime::get_atom::value, id, std::move(q), std::move(done));
 }
 
-/// A child's relations to its parents, of the wanted types (all when empty).
-void add_parents(const std::string& child, const core::twin& tw, const std::set<std::string>& types,
-                 fleettwin::v1::Relations& out) {
-  for (const auto& r : tw.relations) {
-    if (!types.empty() && !types.count(r.type))
-      continue;
-    auto* rel = out.add_parents();
-    rel->set_type(r.type);
-    rel->set_child(child);
-    rel->set_parent(std::string{aggregate_prefix} + r.parent);
-    rel->set_origin(static_cast<fleettwin::v1::RelationOrigin>(r.origin));
-  }
-}
-
 /// An aggregate as the filter language sees it: a twin whose reported
 /// properties are its measures (and its member counts).
 core::twin as_twin(const core::aggregate_header& h) {
@@ -114,6 +100,21 @@ core::twin as_twin(const core::aggregate_header& h) {
 }
 
 }  // namespace
+
+core::twin aggregate_as_twin(const fleettwin::v1::Aggregate& a) {
+  core::twin tw;
+  tw.asset_id = a.aggregate_id();
+  tw.kind = a.kind();
+  tw.version = a.version();
+  for (const auto& m : a.measures())
+    if (m.has_value())
+      tw.reported[m.name()].val = m.value();
+  tw.reported[std::string{core::member_twins_measure}].val = static_cast<int64_t>(a.member_twins());
+  tw.reported[std::string{core::members_measure}].val = static_cast<int64_t>(a.members());
+  for (const auto& [k, v] : a.attributes())
+    tw.attributes[k] = v;
+  return tw;
+}
 
 std::optional<std::string> parse_aggregate_name(const std::string& name,
                                                 const core::kind_registry* kinds,
@@ -165,6 +166,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       list_(probe.method("ListAggregates")),
       members_(probe.method("ListMembers")),
       relations_(probe.method("GetRelations")),
+      traverse_(probe.method("Traverse")),
       set_relations_(probe.method("SetRelations")),
       delete_relations_(probe.method("DeleteRelations")),
       kinds_list_(probe.method("ListAggregateKinds")) {}
@@ -523,73 +525,45 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, relations_};
+  auto id = entity_id(c, req->name(), "name");
+  if (!id)
+    return c.reactor();
   std::set<std::string> types(req->types().begin(), req->types().end());
-  auto wanted = [types](const std::string& t) { return types.empty() || types.count(t) > 0; };
-  resp->set_name(req->name());
-  std::string error;
-  if (std::string_view{req->name()}.starts_with(twin_prefix)) {
-    auto id = parse_twin_name(req->name(), error);
-    if (!id) {
-      c.finish({StatusCode::INVALID_ARGUMENT, error});
-      return c.reactor();
+  graph_lookup lookup{backend_, kinds_, !c.forwarded()};
+  const bool twin = std::string_view{req->name()}.starts_with(twin_prefix);
+  lookup.relations(*id, twin, [c, resp, types](Status s, fleettwin::v1::Relations r) {
+    if (!s.ok()) {
+      c.finish(s);
+      return;
     }
-    auto r = backend_.route_asset(*id, error);
-    if (!r) {
-      forward_if_remote(backend_, c, *id, error, relations_method, *req, resp);
-      return c.reactor();
-    }
-    std::string name = req->name();
-    runtime::twin_completion done{[c, resp, types, name](runtime::twin_reply reply) {
-                                    if (reply.error != query_error::none) {
-                                      c.finish(to_status(reply));
-                                      return;
-                                    }
-                                    add_parents(name, *reply.twin, types, *resp);
-                                    resp->set_version(reply.twin->version);
-                                    c.finish(Status::OK);
-                                  },
-                                  unanswered()};
-    caf::anon_send(r->actor, runtime::get_atom::value, std::move(*id), std::move(done));
-    return c.reactor();
-  }
-  auto registry = kinds_ ? kinds_->get() : nullptr;
-  auto id = parse_aggregate_name(req->name(), registry.get(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error + " (or twins/{asset_id} for a twin)"});
-    return c.reactor();
-  }
-  std::string name = req->name();
-  ask(backend_, c, *id, relations_method, *req, resp, runtime::aggregate_query{},
-      [resp, types, wanted, name](const runtime::aggregate_view& v) {
-        if (v.self)
-          add_parents(name, *v.self, types, *resp);
-        resp->set_version(v.header.version);
-        for (const auto& [child, type] : v.children) {
-          if (!wanted(type))
-            continue;
-          auto* rel = resp->add_children();
-          rel->set_type(type);
-          rel->set_child(child);
-          rel->set_parent(name);
-        }
-      });
+    resp->set_name(r.name());
+    resp->set_version(r.version());
+    for (auto* list : {r.mutable_parents(), r.mutable_children()})
+      for (auto& rel : *list) {
+        if (!types.empty() && !types.count(rel.type()))
+          continue;
+        auto* out = list == r.mutable_parents() ? resp->add_parents() : resp->add_children();
+        out->Swap(&rel);
+      }
+    c.finish(Status::OK);
+  });
   return c.reactor();
 }
 
-std::optional<std::string> aggregate_service::child_id(const call& c,
-                                                       const std::string& name) const {
+std::optional<std::string> aggregate_service::entity_id(const call& c, const std::string& name,
+                                                        const char* field) const {
   std::string error;
   if (std::string_view{name}.starts_with(twin_prefix)) {
     auto id = parse_twin_name(name, error);
     if (!id)
-      c.finish({StatusCode::INVALID_ARGUMENT, "child: " + error});
+      c.finish({StatusCode::INVALID_ARGUMENT, std::string{field} + ": " + error});
     return id;
   }
   auto registry = kinds_ ? kinds_->get() : nullptr;
   auto id = parse_aggregate_name(name, registry.get(), error);
   if (!id)
-    c.finish(
-        {StatusCode::INVALID_ARGUMENT, "child: " + error + " (or twins/{asset_id} for a twin)"});
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              std::string{field} + ": " + error + " (or twins/{asset_id} for a twin)"});
   return id;
 }
 
@@ -623,7 +597,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, set_relations_};
-  auto child = child_id(c, req->child());
+  auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();
   if (req->relations().empty() && !req->replace()) {
@@ -664,7 +638,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::DeleteRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, delete_relations_};
-  auto child = child_id(c, req->child());
+  auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();
   if (req->parents().empty()) {

@@ -46,6 +46,9 @@ public:
   ::grpc::ServerUnaryReactor* GetRelations(::grpc::CallbackServerContext* ctx,
                                            const fleettwin::v1::GetRelationsRequest* req,
                                            fleettwin::v1::Relations* resp) override;
+  ::grpc::ServerUnaryReactor* Traverse(::grpc::CallbackServerContext* ctx,
+                                       const fleettwin::v1::TraverseRequest* req,
+                                       fleettwin::v1::TraverseResponse* resp) override;
   ::grpc::ServerUnaryReactor* SetRelations(::grpc::CallbackServerContext* ctx,
                                            const fleettwin::v1::SetRelationsRequest* req,
                                            fleettwin::v1::Relations* resp) override;
@@ -61,9 +64,10 @@ private:
   /// the name is not an aggregate's.
   std::optional<std::string> aggregate_id(const class call& c, const std::string& name) const;
 
-  /// The id of a child ("twins/{id}" or "aggregates/{id}"); finishes `c`
-  /// with INVALID_ARGUMENT otherwise.
-  std::optional<std::string> child_id(const class call& c, const std::string& name) const;
+  /// The id of a twin or aggregate ("twins/{id}" or "aggregates/{id}");
+  /// finishes `c` with INVALID_ARGUMENT (naming `field`) otherwise.
+  std::optional<std::string> entity_id(const class call& c, const std::string& name,
+                                       const char* field) const;
   /// Sends a relation change to the child's partition, or forwards the call.
   template <class Request>
   void change_relations(const class call& c, const std::string& child, core::relation_update update,
@@ -81,10 +85,15 @@ private:
   metrics::method_probe& list_;
   metrics::method_probe& members_;
   metrics::method_probe& relations_;
+  metrics::method_probe& traverse_;
   metrics::method_probe& set_relations_;
   metrics::method_probe& delete_relations_;
   metrics::method_probe& kinds_list_;
 };
+
+/// An aggregate as filters see it: a twin whose reported properties are its
+/// measures (and member_twins, members).
+core::twin aggregate_as_twin(const fleettwin::v1::Aggregate& a);
 
 /// "aggregates/{id}" -> id, checked against the kinds; nullopt with the
 /// reason (INVALID_ARGUMENT) otherwise.

@@ -108,6 +108,35 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
   out.set_desired_updated_ms(tw.desired_updated_ms);
 }
 
+core::twin from_proto(const fleettwin::v1::Twin& t) {
+  core::twin tw;
+  tw.asset_id = t.asset_id();
+  tw.kind = t.kind();
+  tw.tenant = t.tenant();
+  for (const auto& [k, v] : t.attributes())
+    tw.attributes[k] = v;
+  for (const auto& [name, rp] : t.reported()) {
+    auto v = from_proto(rp.value());
+    if (!v)
+      continue;
+    auto& out = tw.reported[name];
+    out.val = std::move(*v);
+    out.source_time_ms = rp.source_time_ms();
+    out.ingest_time_ms = rp.ingest_time_ms();
+    out.sequence = rp.sequence();
+  }
+  for (const auto& [name, d] : t.desired())
+    if (auto v = from_proto(d))
+      tw.desired[name] = std::move(*v);
+  tw.version = t.version();
+  tw.last_seen_ms = t.last_seen_ms();
+  tw.desired_updated_ms = t.desired_updated_ms();
+  tw.applied_records = t.applied_records();
+  tw.duplicates = t.duplicates();
+  tw.out_of_order = t.out_of_order();
+  return tw;
+}
+
 void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out) {
   to_proto(p.val, *out.mutable_value());
   out.set_source_time_ms(p.source_time_ms);

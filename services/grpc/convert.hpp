@@ -26,6 +26,10 @@ void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out);
 void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
               fleettwin::v1::Twin& out);
 
+/// The twin a Twin resource shows (what filters read: kind, tenant,
+/// attributes, reported and desired properties, version, last seen).
+core::twin from_proto(const fleettwin::v1::Twin& t);
+
 void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out);
 
 /// An aggregate's change event (fleettwin.aggregates, WatchAggregates).

@@ -666,6 +666,74 @@ TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycl
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("attribute"), std::string::npos) << s.error_message();
 
+  // Traverse down: meters two hops below a feeder with a low voltage, in
+  // pages, judged on the whole twin; up: a meter's ancestors.
+  {
+    std::set<std::string> want;
+    for (auto [m, tr] : transformer_of)
+      if (tr % 2 == 1 && voltage[m] < 207)
+        want.insert("twins/m-" + std::to_string(m));
+    ASSERT_FALSE(want.empty());
+    std::set<std::string> got;
+    std::string token;
+    int pages = 0;
+    do {
+      grpc::ClientContext ctx;
+      v1::TraverseRequest req;
+      req.set_start("aggregates/feeders/F1");
+      req.set_direction(v1::DOWN);
+      req.set_max_hops(2);
+      req.set_filter("kind = \"meter\" AND reported.voltage < 207");
+      req.set_page_size(3);
+      req.set_page_token(token);
+      v1::TraverseResponse resp;
+      auto st = aggs->Traverse(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      for (const auto& h : resp.hits()) {
+        EXPECT_EQ(h.hops(), 2u);
+        ASSERT_TRUE(h.has_twin());
+        EXPECT_LT(h.twin().reported().at("voltage").value().double_value(), 207);
+        EXPECT_TRUE(got.insert(h.twin().name()).second) << h.twin().name();
+      }
+      token = resp.next_page_token();
+      ++pages;
+    } while (!token.empty() && pages < 100);
+    EXPECT_EQ(got, want);
+    EXPECT_GT(pages, 1);
+
+    grpc::ClientContext ctx;
+    v1::TraverseRequest req;
+    req.set_start("twins/m-25");
+    req.set_direction(v1::UP);
+    req.set_max_hops(3);
+    req.set_include_aggregates(true);
+    v1::TraverseResponse resp;
+    ASSERT_TRUE(aggs->Traverse(&ctx, req, &resp).ok());
+    std::map<std::string, uint32_t> up;
+    for (const auto& h : resp.hits())
+      up[h.aggregate().aggregate_id()] = h.hops();
+    EXPECT_EQ(up, (std::map<std::string, uint32_t>{
+                      {"feeders/F1", 2}, {"tariffs/night", 1}, {"transformers/T5", 1}}));
+    grpc::ClientContext typed_ctx;
+    req.add_types("member_of");
+    ASSERT_TRUE(aggs->Traverse(&typed_ctx, req, &resp).ok());
+    ASSERT_EQ(resp.hits_size(), 1);
+    EXPECT_EQ(resp.hits(0).aggregate().aggregate_id(), "tariffs/night");
+    grpc::ClientContext bad;
+    req.set_direction(v1::DOWN);
+    EXPECT_EQ(aggs->Traverse(&bad, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+#ifdef FLEETTWIN_CLI_BINARY
+  {
+    auto [code, text] =
+        run_command(std::string{FLEETTWIN_CLI_BINARY} + " --server " + node->grpc_address() +
+                    " traverse m-25 --up --hops 2 --aggregates 2>&1");
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("aggregates/feeders/F1"), std::string::npos) << text;
+    EXPECT_NE(text.find("aggregates/tariffs/night"), std::string::npos) << text;
+  }
+#endif
+
   // Removed again: out of the tariff, still under its transformer.
   ASSERT_TRUE(remove("twins/m-25", "aggregates/tariffs/night", rel).ok());
   ASSERT_EQ(rel.parents_size(), 1);

@@ -252,6 +252,47 @@ int run_relations(session& s, const relations_options& options) {
   return exit_ok;
 }
 
+int run_traverse(session& s, const traverse_options& options) {
+  v1::TraverseRequest request;
+  request.set_start(node_name(options.start));
+  request.set_direction(options.up ? v1::UP : v1::DOWN);
+  for (const auto& t : options.types)
+    request.add_types(t);
+  request.set_max_hops(options.hops);
+  request.set_filter(options.filter);
+  request.set_include_aggregates(options.aggregates);
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  table rows({"HOPS", "NAME", "KIND", "VERSION", "VALUES"});
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    v1::TraverseResponse response;
+    if (auto status = s.aggregates().Traverse(&context, request, &response); !status.ok())
+      return s.fail(status);
+    if (s.json()) {
+      s.out() << to_json(response) << '\n';
+    } else {
+      for (const auto& hit : response.hits()) {
+        auto row =
+            hit.has_twin() ? twin_summary_row(hit.twin()) : aggregate_summary_row(hit.aggregate());
+        // Twins: asset, kind, version, ..., reported; aggregates: id, kind,
+        // twins, version, measures.
+        rows.add({std::to_string(hit.hops()),
+                  hit.has_twin() ? hit.twin().name() : hit.aggregate().name(), row[1],
+                  hit.has_twin() ? row[2] : row[3], row.back()});
+      }
+      rows.print(s.out());
+    }
+    if (!options.all || response.next_page_token().empty()) {
+      if (!s.json() && !response.next_page_token().empty())
+        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
+      return exit_ok;
+    }
+    request.set_page_token(response.next_page_token());
+  }
+}
+
 int run_get(session& s, const get_options& options) {
   std::vector<v1::Twin> twins;
   if (options.assets.size() == 1) {

@@ -143,6 +143,18 @@ struct agg_history_options {
   bool all = false;
 };
 
+struct traverse_options {
+  std::string start;
+  bool up = false;
+  std::vector<std::string> types;
+  uint32_t hops = 1;
+  std::string filter;
+  bool aggregates = false;
+  int32_t page_size = 0;
+  std::string page_token;
+  bool all = false;
+};
+
 struct relations_options {
   std::string name;
   std::vector<std::string> types;
@@ -155,6 +167,7 @@ int run_agg_kinds(session& s);
 int run_agg_watch(session& s, const agg_watch_options& options);
 int run_agg_history(session& s, const agg_history_options& options);
 int run_relations(session& s, const relations_options& options);
+int run_traverse(session& s, const traverse_options& options);
 int run_get(session& s, const get_options& options);
 int run_list(session& s, const list_options& options);
 int run_set_desired(session& s, const set_desired_options& options);

@@ -51,6 +51,7 @@ struct command_line {
   agg_watch_options agg_watch;
   agg_history_options agg_history;
   relations_options relations;
+  traverse_options traverse;
 };
 
 void add_aggregates(CLI::App& app, command_line& cl) {
@@ -100,6 +101,21 @@ void add_aggregates(CLI::App& app, command_line& cl) {
   rel->add_option("name", cl.relations.name, "Asset id, aggregate id, twins/... or aggregates/...")
       ->required();
   rel->add_option("--type", cl.relations.types, "Only this relation type (repeatable)");
+  auto* trav = app.add_subcommand(
+      "traverse", "Walk the relation graph from a twin or aggregate, down (members) or up");
+  trav->add_option("start", cl.traverse.start,
+                   "Asset id, aggregate id, twins/... or aggregates/...")
+      ->required();
+  trav->add_flag("--up", cl.traverse.up, "Towards parents (default: down, towards members)");
+  trav->add_option("--type", cl.traverse.types, "Follow only this relation type (repeatable)");
+  trav->add_option("--hops", cl.traverse.hops, "Hops to walk (1..32)")->check(CLI::Range(1, 32));
+  trav->add_option("--filter", cl.traverse.filter,
+                   "ListTwins filter over what is reached, e.g. 'reported.voltage < 207'");
+  trav->add_flag("--aggregates", cl.traverse.aggregates, "Return aggregates reached too");
+  trav->add_option("--page-size", cl.traverse.page_size, "Hits per page (1..1000)")
+      ->check(CLI::Range(0, 1000));
+  trav->add_option("--page-token", cl.traverse.page_token, "Continue from a previous page");
+  trav->add_flag("--all", cl.traverse.all, "Follow page tokens to the last page");
 }
 
 void add_get(CLI::App& app, command_line& cl) {
@@ -188,6 +204,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
   }
   if (name == "relations") {
     return run_relations(s, cl.relations);
+  }
+  if (name == "traverse") {
+    return run_traverse(s, cl.traverse);
   }
   return run_ping(s);
 }

@@ -1,0 +1,238 @@
+// AggregateService.Traverse: walks the relation graph from a twin or
+// aggregate, up (parents) or down (members), along some relation types, and
+// returns what it reached that passes a filter over the whole twin.
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "services/grpc/aggregate_service.hpp"
+#include "services/grpc/convert.hpp"
+#include "services/grpc/graph_lookup.hpp"
+#include "services/grpc/unary_call.hpp"
+
+namespace fleettwin::grpc_api {
+
+namespace {
+
+constexpr std::string_view aggregate_prefix = "aggregates/";
+constexpr std::string_view twin_prefix = "twins/";
+/// Entities one traversal may reach before it is refused.
+constexpr size_t max_reached = 200'000;
+/// Lookups in flight at once while fetching the twins of a page.
+constexpr size_t fetch_chunk = 256;
+/// How long one lookup may take (the owner is down or moving: UNAVAILABLE).
+constexpr auto lookup_timeout = std::chrono::seconds{10};
+
+/// Runs `start(i, done)` for i in [0, n) concurrently and waits for all;
+/// the first failure wins.
+template <class T>
+Status gather(size_t n, std::vector<T>& out,
+              const std::function<void(size_t, graph_lookup::answer<T>)>& start) {
+  struct shared {
+    std::mutex mutex;
+    std::vector<T>* out;
+    std::optional<Status> error;
+    size_t remaining;
+    std::promise<void> done;
+  };
+  out.assign(n, T{});
+  if (n == 0)
+    return Status::OK;
+  auto s = std::make_shared<shared>();
+  s->out = &out;
+  s->remaining = n;
+  auto finished = s->done.get_future();
+  for (size_t i = 0; i < n; ++i)
+    start(i, [s, i](Status st, T value) {
+      std::lock_guard<std::mutex> guard{s->mutex};
+      if (!st.ok() && !s->error)
+        s->error = std::move(st);
+      else if (st.ok() && s->out)
+        (*s->out)[i] = std::move(value);
+      if (--s->remaining == 0)
+        s->done.set_value();
+    });
+  if (finished.wait_for(lookup_timeout) != std::future_status::ready) {
+    std::lock_guard<std::mutex> guard{s->mutex};
+    s->out = nullptr;  // late answers go nowhere
+    return {StatusCode::UNAVAILABLE, "a node did not answer within 10 s; retry"};
+  }
+  return s->error ? *s->error : Status::OK;
+}
+
+struct reached {
+  uint32_t hops = 0;
+  bool twin = false;
+};
+
+}  // namespace
+
+::grpc::ServerUnaryReactor* aggregate_service::Traverse(::grpc::CallbackServerContext* ctx,
+                                                        const fleettwin::v1::TraverseRequest* req,
+                                                        fleettwin::v1::TraverseResponse* resp) {
+  call c{ctx, traverse_};
+  auto start = entity_id(c, req->start(), "start");
+  if (!start)
+    return c.reactor();
+  const bool start_twin = std::string_view{req->start()}.starts_with(twin_prefix);
+  const bool down = req->direction() == fleettwin::v1::DOWN;
+  if (req->direction() != fleettwin::v1::UP && !down) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "direction must be UP (parents) or DOWN (members)"});
+    return c.reactor();
+  }
+  if (down && start_twin) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "a twin has no members: traverse DOWN from an aggregate, or UP from a twin"});
+    return c.reactor();
+  }
+  const uint32_t max_hops = req->max_hops() == 0 ? 1 : req->max_hops();
+  if (max_hops > core::max_relation_depth) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "max_hops must be 1 to " + std::to_string(core::max_relation_depth)});
+    return c.reactor();
+  }
+  if (req->page_size() < 0 || req->page_size() > limits_.max_page_size) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "page_size must be 0 to " + std::to_string(limits_.max_page_size)});
+    return c.reactor();
+  }
+  auto f = std::make_shared<core::filter>();
+  if (auto err = core::filter::parse(req->filter(), *f)) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "filter at " + std::to_string(err->position) + ": " + err->message});
+    return c.reactor();
+  }
+  // The token is bound to everything that selects what is returned.
+  std::string selection = req->start() + "|" + std::to_string(req->direction()) + "|" +
+                          std::to_string(max_hops) + "|" + req->filter() + "|" +
+                          (req->include_aggregates() ? "a" : "");
+  for (const auto& t : req->types())
+    selection += "|" + t;
+  std::string after;
+  if (!req->page_token().empty()) {
+    auto last = decode_page_token(req->page_token(), selection);
+    if (!last) {
+      c.finish({StatusCode::INVALID_ARGUMENT,
+                "page_token was not issued for this traversal (start, direction, types, hops, "
+                "filter); start again without it"});
+      return c.reactor();
+    }
+    after = std::move(*last);
+  }
+  const size_t page_size =
+      static_cast<size_t>(req->page_size() == 0 ? limits_.default_page_size : req->page_size());
+  std::set<std::string> types(req->types().begin(), req->types().end());
+  const bool include_aggregates = req->include_aggregates();
+  auto lookup = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded());
+  const auto stale = backend_.stale_after_ms();
+  // Lookups wait for other nodes: on the query pool, never on a gRPC thread.
+  bool queued = pool_.submit([=, start_id = *start] {
+    // Breadth first: each hop asks every entity of the frontier at once.
+    std::map<std::string, reached> seen;
+    seen[start_id] = {0, start_twin};
+    std::vector<std::pair<std::string, bool>> frontier{{start_id, start_twin}};
+    for (uint32_t hop = 1; hop <= max_hops && !frontier.empty(); ++hop) {
+      std::vector<fleettwin::v1::Relations> rels;
+      auto st = gather<fleettwin::v1::Relations>(
+          frontier.size(), rels, [&](size_t i, graph_lookup::answer<fleettwin::v1::Relations> a) {
+            lookup->relations(frontier[i].first, frontier[i].second, std::move(a));
+          });
+      if (!st.ok()) {
+        c.finish(st);
+        return;
+      }
+      std::vector<std::pair<std::string, bool>> next;
+      for (const auto& r : rels) {
+        const auto& edges = down ? r.children() : r.parents();
+        for (const auto& e : edges) {
+          if (!types.empty() && !types.count(e.type()))
+            continue;
+          const auto& name = down ? e.child() : e.parent();
+          const bool twin = std::string_view{name}.starts_with(twin_prefix);
+          auto id = name.substr(twin ? twin_prefix.size() : aggregate_prefix.size());
+          if (!seen.emplace(id, reached{hop, twin}).second)
+            continue;
+          if (seen.size() > max_reached) {
+            c.finish({StatusCode::RESOURCE_EXHAUSTED,
+                      "the traversal reaches more than " + std::to_string(max_reached) +
+                          " twins and aggregates; narrow it with types or max_hops"});
+            return;
+          }
+          // Twins have no members; aggregates are walked on.
+          if (!twin || !down)
+            next.emplace_back(std::move(id), twin);
+        }
+      }
+      frontier = std::move(next);
+    }
+    seen.erase(start_id);
+    // In id order after the token: fetch a chunk at a time until the page
+    // is full, judging each twin by the filter over all of its fields.
+    auto it = seen.upper_bound(after);
+    const auto now = wall_ms();
+    std::string last;
+    while (it != seen.end() && static_cast<size_t>(resp->hits_size()) < page_size) {
+      std::vector<std::pair<std::string, reached>> chunk;
+      for (; it != seen.end() && chunk.size() < fetch_chunk; ++it)
+        if (it->second.twin || include_aggregates)
+          chunk.emplace_back(*it);
+      std::vector<core::twin> twins;
+      std::vector<fleettwin::v1::Aggregate> aggs;
+      auto st = gather<core::twin>(chunk.size(), twins,
+                                   [&](size_t i, graph_lookup::answer<core::twin> a) {
+                                     if (chunk[i].second.twin)
+                                       lookup->twin(chunk[i].first, std::move(a));
+                                     else
+                                       a(Status::OK, {});
+                                   });
+      if (st.ok())
+        st = gather<fleettwin::v1::Aggregate>(
+            chunk.size(), aggs, [&](size_t i, graph_lookup::answer<fleettwin::v1::Aggregate> a) {
+              if (!chunk[i].second.twin)
+                lookup->aggregate(chunk[i].first, std::move(a));
+              else
+                a(Status::OK, {});
+            });
+      if (!st.ok()) {
+        c.finish(st);
+        return;
+      }
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        last = chunk[i].first;
+        bool match = false;
+        if (chunk[i].second.twin) {
+          match = f->matches(twins[i], now, stale);
+          if (match) {
+            auto* hit = resp->add_hits();
+            hit->set_hops(chunk[i].second.hops);
+            to_proto(twins[i], now, stale, *hit->mutable_twin());
+          }
+        } else {
+          match = f->matches(aggregate_as_twin(aggs[i]), now, stale);
+          if (match) {
+            auto* hit = resp->add_hits();
+            hit->set_hops(chunk[i].second.hops);
+            hit->mutable_aggregate()->Swap(&aggs[i]);
+          }
+        }
+        if (match && static_cast<size_t>(resp->hits_size()) == page_size) {
+          // Whatever follows in this chunk is looked at again next page.
+          if (i + 1 < chunk.size() || it != seen.end())
+            resp->set_next_page_token(encode_page_token(selection, last));
+          c.finish(Status::OK);
+          return;
+        }
+      }
+    }
+    c.finish(Status::OK);
+  });
+  if (!queued)
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+  return c.reactor();
+}
+
+}  // namespace fleettwin::grpc_api
