@@ -52,6 +52,9 @@ struct aggregate_kind {
   /// Measures in declared order: name, expression.
   std::vector<std::pair<std::string, std::string>> measures;
   std::string description;
+  /// Increments with every change of the kind (PutAggregateKind); 0 for a
+  /// kind only the configuration file defines.
+  uint64_t revision = 0;
 
   bool operator==(const aggregate_kind&) const = default;
 };

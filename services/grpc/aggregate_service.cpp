@@ -101,6 +101,20 @@ core::twin as_twin(const core::aggregate_header& h) {
 
 }  // namespace
 
+void kind_to_proto(const core::aggregate_kind& k, fleettwin::v1::AggregateKind& out) {
+  out.set_name(k.name);
+  out.set_collection(k.collection);
+  for (const auto& t : k.member_relations)
+    out.add_member_relations(t);
+  for (const auto& [name, expr] : k.measures) {
+    auto* m = out.add_measures();
+    m->set_name(name);
+    m->set_expression(expr);
+  }
+  out.set_description(k.description);
+  out.set_revision(k.revision);
+}
+
 core::twin aggregate_as_twin(const fleettwin::v1::Aggregate& a) {
   core::twin tw;
   tw.asset_id = a.aggregate_id();
@@ -152,12 +166,13 @@ std::optional<std::string> aggregate_service::aggregate_id(const call& c,
 
 aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                                      std::shared_ptr<runtime::kinds_holder> kinds,
-                                     aggregate_watch_hub* watch, metrics::grpc_probe& probe,
-                                     service_limits limits)
+                                     aggregate_watch_hub* watch, kind_writer put_kind,
+                                     metrics::grpc_probe& probe, service_limits limits)
     : backend_(backend),
       pool_(pool),
       kinds_(std::move(kinds)),
       watch_(watch),
+      put_kind_(std::move(put_kind)),
       probe_(probe),
       limits_(limits),
       get_(probe.method("GetAggregate")),
@@ -169,7 +184,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       traverse_(probe.method("Traverse")),
       set_relations_(probe.method("SetRelations")),
       delete_relations_(probe.method("DeleteRelations")),
-      kinds_list_(probe.method("ListAggregateKinds")) {}
+      kinds_list_(probe.method("ListAggregateKinds")),
+      kinds_put_(probe.method("PutAggregateKind")) {}
 
 ::grpc::ServerUnaryReactor* aggregate_service::GetAggregate(
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateRequest* req,
@@ -661,25 +677,53 @@ void aggregate_service::change_relations(const call& c, const std::string& child
   return c.reactor();
 }
 
+::grpc::ServerUnaryReactor* aggregate_service::PutAggregateKind(
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::PutAggregateKindRequest* req,
+    fleettwin::v1::AggregateKind* resp) {
+  call c{ctx, kinds_put_};
+  if (!kinds_ || !put_kind_) {
+    c.finish({StatusCode::FAILED_PRECONDITION,
+              "this node has no aggregate kinds (start it with --aggregates <file>)"});
+    return c.reactor();
+  }
+  const auto& p = req->kind();
+  if (p.name().empty() || p.collection().empty()) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "kind.name and kind.collection are required (e.g. name \"fleet\", collection "
+              "\"fleets\")"});
+    return c.reactor();
+  }
+  core::aggregate_kind kind;
+  kind.name = p.name();
+  kind.collection = p.collection();
+  kind.member_relations.assign(p.member_relations().begin(), p.member_relations().end());
+  for (const auto& m : p.measures())
+    kind.measures.emplace_back(m.name(), m.expression());
+  kind.description = p.description();
+  auto put = put_kind_;
+  bool queued = pool_.submit([c, resp, put, kind]() mutable {
+    bool invalid = false;
+    std::string error;
+    if (!put(kind, invalid, error)) {
+      c.finish({invalid ? StatusCode::INVALID_ARGUMENT : StatusCode::UNAVAILABLE, error});
+      return;
+    }
+    kind_to_proto(kind, *resp);
+    c.finish(Status::OK);
+  });
+  if (!queued)
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+  return c.reactor();
+}
+
 ::grpc::ServerUnaryReactor* aggregate_service::ListAggregateKinds(
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregateKindsRequest*,
     fleettwin::v1::ListAggregateKindsResponse* resp) {
   call c{ctx, kinds_list_};
   auto registry = kinds_ ? kinds_->get() : nullptr;
   if (registry) {
-    for (const auto& [name, k] : registry->kinds()) {
-      auto* out = resp->add_kinds();
-      out->set_name(k->def.name);
-      out->set_collection(k->def.collection);
-      for (const auto& t : k->def.member_relations)
-        out->add_member_relations(t);
-      for (const auto& [m, expr] : k->def.measures) {
-        auto* md = out->add_measures();
-        md->set_name(m);
-        md->set_expression(expr);
-      }
-      out->set_description(k->def.description);
-    }
+    for (const auto& [name, k] : registry->kinds())
+      kind_to_proto(k->def, *resp->add_kinds());
     for (const auto& r : registry->rules()) {
       auto* out = resp->add_rules();
       out->set_attribute(r.attribute);

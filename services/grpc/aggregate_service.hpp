@@ -13,6 +13,13 @@
 
 namespace fleettwin::grpc_api {
 
+/// Writes an aggregate kind for the whole cluster and waits until this node
+/// applied it (blocking: called on the query pool). On success `kind` is the
+/// kind as applied (with its revision); otherwise `error`, and `invalid`
+/// when the kind itself is refused.
+using kind_writer =
+    std::function<bool(core::aggregate_kind& kind, bool& invalid, std::string& error)>;
+
 /// fleettwin.v1.AggregateService: aggregates, their members and relations.
 /// Every node answers; calls for an aggregate or child served elsewhere are
 /// forwarded to its owner, like twins.
@@ -22,7 +29,7 @@ public:
   /// cluster's committed aggregate changes.
   aggregate_service(twin_backend& backend, query_pool& pool,
                     std::shared_ptr<runtime::kinds_holder> kinds, aggregate_watch_hub* watch,
-                    metrics::grpc_probe& probe, service_limits limits);
+                    kind_writer put_kind, metrics::grpc_probe& probe, service_limits limits);
 
   ::grpc::ServerWriteReactor<fleettwin::v1::AggregateChange>* WatchAggregates(
       ::grpc::CallbackServerContext* ctx,
@@ -55,6 +62,9 @@ public:
   ::grpc::ServerUnaryReactor* DeleteRelations(::grpc::CallbackServerContext* ctx,
                                               const fleettwin::v1::DeleteRelationsRequest* req,
                                               fleettwin::v1::Relations* resp) override;
+  ::grpc::ServerUnaryReactor* PutAggregateKind(::grpc::CallbackServerContext* ctx,
+                                               const fleettwin::v1::PutAggregateKindRequest* req,
+                                               fleettwin::v1::AggregateKind* resp) override;
   ::grpc::ServerUnaryReactor* ListAggregateKinds(
       ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregateKindsRequest* req,
       fleettwin::v1::ListAggregateKindsResponse* resp) override;
@@ -77,6 +87,7 @@ private:
   query_pool& pool_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
   aggregate_watch_hub* watch_;
+  kind_writer put_kind_;
   metrics::grpc_probe& probe_;
   service_limits limits_;
   metrics::method_probe& get_;
@@ -89,7 +100,10 @@ private:
   metrics::method_probe& set_relations_;
   metrics::method_probe& delete_relations_;
   metrics::method_probe& kinds_list_;
+  metrics::method_probe& kinds_put_;
 };
+
+void kind_to_proto(const core::aggregate_kind& k, fleettwin::v1::AggregateKind& out);
 
 /// An aggregate as filters see it: a twin whose reported properties are its
 /// measures (and member_twins, members).

@@ -18,8 +18,8 @@ runtime::aggregate_reply unanswered_aggregate() {
 
 }  // namespace
 
-void add_parents(const std::string& child, const core::twin& tw,
-                 const std::set<std::string>& types, fleettwin::v1::Relations& out) {
+void add_parents(const std::string& child, const core::twin& tw, const std::set<std::string>& types,
+                 fleettwin::v1::Relations& out) {
   for (const auto& r : tw.relations) {
     if (!types.empty() && !types.count(r.type))
       continue;
@@ -96,31 +96,29 @@ void graph_lookup::relations(const std::string& id, bool twin,
     return;
   }
   auto registry = kinds_ ? kinds_->get() : nullptr;
-  runtime::aggregate_completion c{[done, name, registry](runtime::aggregate_reply reply) {
-                                    fleettwin::v1::Relations out;
-                                    if (reply.error != query_error::none) {
-                                      done(to_status(reply.error, reply.message), std::move(out));
-                                      return;
-                                    }
-                                    const auto& v = *reply.view;
-                                    out.set_name(name);
-                                    if (v.self)
-                                      add_parents(name, *v.self, {}, out);
-                                    out.set_version(v.header.version);
-                                    for (const auto& [child, type] : v.children) {
-                                      auto* rel = out.add_children();
-                                      rel->set_type(type);
-                                      const bool agg = registry && registry->is_aggregate(child);
-                                      rel->set_child(
-                                          std::string{agg ? aggregate_prefix : twin_prefix} +
-                                          child);
-                                      rel->set_parent(name);
-                                    }
-                                    done(Status::OK, std::move(out));
-                                  },
-                                  unanswered_aggregate()};
-  caf::anon_send(r->actor, runtime::get_atom::value, id, runtime::aggregate_query{},
-                 std::move(c));
+  runtime::aggregate_completion c{
+      [done, name, registry](runtime::aggregate_reply reply) {
+        fleettwin::v1::Relations out;
+        if (reply.error != query_error::none) {
+          done(to_status(reply.error, reply.message), std::move(out));
+          return;
+        }
+        const auto& v = *reply.view;
+        out.set_name(name);
+        if (v.self)
+          add_parents(name, *v.self, {}, out);
+        out.set_version(v.header.version);
+        for (const auto& [child, type] : v.children) {
+          auto* rel = out.add_children();
+          rel->set_type(type);
+          const bool agg = registry && registry->is_aggregate(child);
+          rel->set_child(std::string{agg ? aggregate_prefix : twin_prefix} + child);
+          rel->set_parent(name);
+        }
+        done(Status::OK, std::move(out));
+      },
+      unanswered_aggregate()};
+  caf::anon_send(r->actor, runtime::get_atom::value, id, runtime::aggregate_query{}, std::move(c));
 }
 
 void graph_lookup::twin(const std::string& id, answer<core::twin> done) {
@@ -178,8 +176,7 @@ void graph_lookup::aggregate(const std::string& id, answer<fleettwin::v1::Aggreg
                                     done(Status::OK, std::move(a));
                                   },
                                   unanswered_aggregate()};
-  caf::anon_send(r->actor, runtime::get_atom::value, id, runtime::aggregate_query{},
-                 std::move(c));
+  caf::anon_send(r->actor, runtime::get_atom::value, id, runtime::aggregate_query{}, std::move(c));
 }
 
 }  // namespace fleettwin::grpc_api

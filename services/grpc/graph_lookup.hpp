@@ -49,7 +49,7 @@ private:
 
 /// Fills `out` with a child's relations to its parents of the wanted types
 /// (all when empty).
-void add_parents(const std::string& child, const core::twin& tw,
-                 const std::set<std::string>& types, fleettwin::v1::Relations& out);
+void add_parents(const std::string& child, const core::twin& tw, const std::set<std::string>& types,
+                 fleettwin::v1::Relations& out);
 
 }  // namespace fleettwin::grpc_api

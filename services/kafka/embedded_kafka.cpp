@@ -31,8 +31,9 @@ std::unique_ptr<embedded_kafka> embedded_kafka::start(int brokers, int partition
         &topics.aggregate_updates, &topics.aggregates, &topics.relations})
     if (!k->create_topic(*name, partitions, error))
       return nullptr;
-  if (!k->create_topic(topics.members, 1, error))
-    return nullptr;
+  for (const auto* name : {&topics.members, &topics.models})
+    if (!k->create_topic(*name, 1, error))
+      return nullptr;
   return k;
 }
 

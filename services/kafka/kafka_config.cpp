@@ -13,6 +13,7 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   t.aggregate_updates = prefix + ".aggregate-updates";
   t.aggregates = prefix + ".aggregates";
   t.relations = prefix + ".relations";
+  t.models = prefix + ".models";
   return t;
 }
 

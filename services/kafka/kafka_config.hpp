@@ -26,6 +26,9 @@ struct topic_names {
   std::string aggregates = "fleettwin.aggregates";
   /// Relations written by data teams and the simulator (key = child id).
   std::string relations = "fleettwin.relations";
+  /// Compacted, one partition: definitions every node shares (aggregate
+  /// kinds set through the API; key "aggregate-kind/<name>").
+  std::string models = "fleettwin.models";
 
   static topic_names with_prefix(const std::string& prefix);
 };

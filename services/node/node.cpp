@@ -126,6 +126,17 @@ bool node::init(std::string& error) {
   kafka_settings_ = extra;
   if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
     return false;
+  // Kinds set through the API apply before any partition is served.
+  if (asset_cfg_->kinds) {
+    kinds_ = std::make_unique<kind_catalog>(asset_cfg_->kinds, *store_);
+    kafka::compacted_log_options lo;
+    lo.bootstrap = bootstrap_;
+    lo.topic = topics_.models;
+    lo.client_id = cfg_.node_id + "-models";
+    lo.settings = extra;
+    if (!kinds_->start(lo, std::chrono::seconds{30}, error))
+      return false;
+  }
   kafka::consumer_options co;
   co.settings = extra;
   co.settings.emplace("session.timeout.ms", std::to_string(cfg_.session_timeout_ms));
@@ -324,8 +335,20 @@ bool node::start_grpc(std::string& error) {
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
   aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(
-      *this, *pool_, asset_cfg_->kinds, aggregate_hub_.get(), metrics_->grpc(),
-      grpc_api::service_limits{});
+      *this, *pool_, asset_cfg_->kinds, aggregate_hub_.get(),
+      [this](core::aggregate_kind& kind, bool& invalid, std::string& error) {
+        if (!kinds_) {
+          invalid = true;
+          error = "this node has no aggregate kinds (start it with --aggregates <file>)";
+          return false;
+        }
+        auto r = kinds_->put(std::move(kind), std::chrono::seconds{10});
+        invalid = r.invalid;
+        error = std::move(r.error);
+        kind = std::move(r.kind);
+        return error.empty();
+      },
+      metrics_->grpc(), grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -368,6 +391,7 @@ bool node::prepare_topics(std::string& error) {
       {topics_.dlq, partitions, rf, {}, false},
       {topics_.alerts, partitions, rf, {}, false},
       {topics_.members, 1, rf, compacted, false},
+      {topics_.models, 1, rf, compacted, false},
       // Keyed like telemetry and consumed with it: the same partition count.
       {topics_.aggregate_updates, partitions, rf, {}, true},
       {topics_.relations, partitions, rf, {}, true},
@@ -439,6 +463,7 @@ void node::shutdown() {
     if (follower)
       follower->stop();
   aggregate_feed_.reset();
+  kinds_.reset();
   restorer_.reset();
   if (membership_)
     membership_->leave(std::chrono::seconds{2});

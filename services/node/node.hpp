@@ -34,6 +34,7 @@
 #include "services/kafka/telemetry_consumer.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/node/config.hpp"
+#include "services/node/kind_catalog.hpp"
 #include "services/node/readiness.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -168,6 +169,8 @@ private:
   /// WatchAggregates: the cluster's committed aggregate changes.
   std::unique_ptr<grpc_api::aggregate_watch_hub> aggregate_hub_;
   std::unique_ptr<kafka::aggregate_feed> aggregate_feed_;
+  /// Aggregate kinds of the file and of PutAggregateKind (models topic).
+  std::unique_ptr<kind_catalog> kinds_;
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;

@@ -24,9 +24,11 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 bootstrap=$(cat "$data_dir/kafka.bootstrap")
-echo "fleet simulator -> $bootstrap (1000 assets, 2000 records/s)"
+echo "fleet simulator -> $bootstrap (1000 assets, 2000 records/s, grid/fleet/plant topology)"
 echo "try:  $build/fleettwin list --filter 'kind = \"vehicle\"'   |   $build/fleettwin status"
 echo "      $build/fleettwin agg list   |   $build/fleettwin agg get fleets/north"
+echo "      $build/fleettwin agg list --filter 'kind = \"feeder\"'   |   $build/fleettwin agg get grids/main"
+echo "      $build/fleettwin agg list --filter 'kind = \"charger\"'   |   $build/fleettwin relations veh-000001"
 # Batches of 50 ms compress well: the embedded Kafka keeps 5 MiB of batches per
 # partition, about 4 minutes of this load (the node normally reads it at once).
 "$build/fleettwin-sim" --bootstrap "$bootstrap" --assets 1000 --rate 2000 --duration 0 \
