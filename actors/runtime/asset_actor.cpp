@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "actors/core/codec.hpp"
 #include "actors/core/contributions.hpp"
@@ -359,6 +360,26 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         if (slice.want_snapshot)
           u.snapshot = st.current();
         return u;
+      },
+      [self](check_atom) {
+        auto& st = self->state;
+        if (!st.agg)
+          return std::string{};
+        const core::measure_inputs in{&st.tw.attributes};
+        auto incremental = st.agg->measures(in);
+        auto full = st.agg->recompute(in);
+        // Sums are kept compensated; a recompute adds in another order.
+        auto same = [](const std::optional<double>& a, const std::optional<double>& b) {
+          if (!a || !b)
+            return a.has_value() == b.has_value();
+          return std::fabs(*a - *b) <= 1e-9 * std::max({1.0, std::fabs(*a), std::fabs(*b)});
+        };
+        for (size_t i = 0; i < incremental.size() && i < full.size(); ++i)
+          if (!same(incremental[i], full[i]))
+            return "aggregate=" + st.asset_id + " measure=" + st.agg->kind().measures[i].name +
+                   " incremental=" + (incremental[i] ? std::to_string(*incremental[i]) : "none") +
+                   " recomputed=" + (full[i] ? std::to_string(*full[i]) : "none");
+        return std::string{};
       },
       [self](get_atom, const twin_completion& done) {
         auto& st = self->state;

@@ -21,6 +21,9 @@ using asset_actor = caf::typed_actor<
     // Moves the aggregate's clock (members going stale, holds ending); replies
     // with what to commit.
     caf::replies_to<advance_atom, int64_t>::with<asset_update>,
+    // Compares the aggregate's incremental measures with a full recompute
+    // from its members; replies with the first difference (empty: none).
+    caf::replies_to<check_atom>::with<std::string>,
     // Answers a query with an immutable snapshot of the state.
     caf::reacts_to<get_atom, twin_completion>,
     // Answers a query of the entity as an aggregate (with a page of members).

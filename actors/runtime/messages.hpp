@@ -43,6 +43,7 @@ using drop_atom = caf::atom_constant<caf::atom("drop")>;
 using contribute_atom = caf::atom_constant<caf::atom("contribute")>;
 using advance_atom = caf::atom_constant<caf::atom("advance")>;
 using relate_atom = caf::atom_constant<caf::atom("relate")>;
+using check_atom = caf::atom_constant<caf::atom("check")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so

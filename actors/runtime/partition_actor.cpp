@@ -37,6 +37,24 @@ void fail(self_ptr self, std::string why, bool retryable = false) {
 
 /// The resident actor of an asset, loading its state when it is not resident.
 /// Returns nullopt when the asset does not exist and `create` is false.
+void report_active(self_ptr self) {
+  auto& st = self->state;
+  st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+  st.cfg.probe->on_active_aggregates(st.cfg.partition, st.active_aggregates);
+}
+
+/// Asks every resident aggregate to compare its measures with a full
+/// recompute (a check of the incremental bookkeeping; mismatches counted).
+void check_aggregates(self_ptr self) {
+  auto& st = self->state;
+  for (const auto& [id, e] : st.assets)
+    if (e.aggregate)
+      self->request(e.handle, caf::infinite, check_atom::value)
+          .then([self](
+                    std::string& mismatch) { self->state.cfg.probe->on_aggregate_check(mismatch); },
+                [](caf::error&) {});
+}
+
 std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, bool create,
                                     std::string& error) {
   auto& st = self->state;
@@ -52,8 +70,10 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   if (twin_status == load_status::failed)
     return std::nullopt;
   std::optional<stored_aggregate> agg;
+  bool is_aggregate = false;
   if (auto kinds = st.cfg.assets->kinds ? st.cfg.assets->kinds->get() : nullptr;
       kinds && kinds->is_aggregate(asset_id)) {
+    is_aggregate = true;
     stored_aggregate stored;
     switch (st.cfg.store->load_aggregate(st.cfg.partition, asset_id, stored, error)) {
       case load_status::failed:
@@ -68,8 +88,9 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   if (twin_status == load_status::missing && !agg && !create)
     return std::nullopt;
   auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets, std::move(agg));
-  st.assets.emplace(asset_id, partition_state::entry{handle, now, item});
-  st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+  st.assets.emplace(asset_id, partition_state::entry{handle, now, item, false, is_aggregate});
+  st.active_aggregates += is_aggregate ? 1 : 0;
+  report_active(self);
   return handle;
 }
 
@@ -162,7 +183,8 @@ void finish_item(self_ptr self) {
       self->send(e.handle, passivate_atom::value);
     st.cfg.probe->on_passivated(st.assets.size());
     st.assets.clear();
-    st.cfg.probe->on_active_twins(st.cfg.partition, 0);
+    st.active_aggregates = 0;
+    report_active(self);
     publish_gauges(self);
     auto waiters = std::move(st.stop_waiters);
     self->quit();
@@ -696,6 +718,7 @@ void passivate_idle(self_ptr self) {
   for (auto it = st.assets.begin(); it != st.assets.end();) {
     if (it->second.last_used_ms <= idle_before && !in_flight(it->second) && !it->second.timed) {
       self->send(it->second.handle, passivate_atom::value);
+      st.active_aggregates -= it->second.aggregate ? 1 : 0;
       it = st.assets.erase(it);
     } else {
       ++it;
@@ -712,12 +735,13 @@ void passivate_idle(self_ptr self) {
     for (size_t i = 0; i < excess; ++i) {
       auto it = st.assets.find(by_age[i].second);
       self->send(it->second.handle, passivate_atom::value);
+      st.active_aggregates -= it->second.aggregate ? 1 : 0;
       st.assets.erase(it);
     }
   }
   if (before != st.assets.size()) {
     st.cfg.probe->on_passivated(before - st.assets.size());
-    st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+    report_active(self);
     publish_gauges(self);
   }
 }
@@ -864,6 +888,11 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           process_next(self);
         }
         passivate_idle(self);
+        if (const auto every = st.cfg.aggregate_check_interval.count();
+            every > 0 && st.active_aggregates > 0 && now_ms(self) - st.last_check_ms >= every) {
+          st.last_check_ms = now_ms(self);
+          check_aggregates(self);
+        }
         self->delayed_send(self, self->state.cfg.tick_interval, tick_atom::value);
       },
       [self](delivered_atom, uint64_t id, publish_result& r) {

@@ -27,6 +27,9 @@ struct partition_config {
   std::shared_ptr<const asset_config> assets = std::make_shared<asset_config>();
   std::chrono::milliseconds passivate_after{std::chrono::seconds{60}};
   std::chrono::milliseconds tick_interval{std::chrono::seconds{5}};
+  /// How often every resident aggregate compares its incremental measures
+  /// with a full recompute from its members (0: never).
+  std::chrono::milliseconds aggregate_check_interval{std::chrono::minutes{1}};
   /// Upper bound of resident twins; the least recently used are passivated.
   size_t max_active_twins = 1'000'000;
   std::shared_ptr<twin_store> store;
@@ -107,6 +110,8 @@ struct partition_state {
     /// An aggregate that changes with time: not passivated when idle, and
     /// advanced on every tick.
     bool timed = false;
+    /// The entity is an aggregate (checked against a recompute now and then).
+    bool aggregate = false;
   };
 
   /// The work item in flight: replies awaited, then outputs, then commit.
@@ -150,6 +155,10 @@ struct partition_state {
   uint64_t expiry_armed_for = 0;
   /// An advance of the timed aggregates is queued or in flight.
   bool advance_queued = false;
+  /// Resident aggregates (entries with `aggregate`).
+  size_t active_aggregates = 0;
+  /// When resident aggregates were last checked against a recompute.
+  int64_t last_check_ms = 0;
   /// The decoded records of the last item, reused when nobody holds them.
   std::shared_ptr<decoded_batch> spare;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).

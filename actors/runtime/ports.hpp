@@ -223,6 +223,10 @@ public:
   /// twin change it folds in, `hops` levels below it.
   virtual void on_aggregate_latency(uint32_t hops, double seconds) {}
   virtual void on_passivated(size_t n) {}
+  virtual void on_active_aggregates(int32_t partition, size_t n) {}
+  /// One aggregate compared its measures with a full recompute: the first
+  /// difference, empty when they agree.
+  virtual void on_aggregate_check(const std::string& mismatch) {}
 };
 
 }  // namespace fleettwin::runtime

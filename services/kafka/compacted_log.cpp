@@ -30,9 +30,12 @@ std::unique_ptr<compacted_log> compacted_log::start(compacted_log_options opts,
   std::unique_ptr<compacted_log> log{new compacted_log(std::move(opts), std::move(on_record))};
   const auto& o = log->opts_;
   std::map<std::string, std::string> consumer{
-      {"bootstrap.servers", o.bootstrap},    {"client.id", o.client_id},
-      {"group.id", o.client_id},             {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"}, {"isolation.level", "read_committed"},
+      {"bootstrap.servers", o.bootstrap},
+      {"client.id", o.client_id},
+      {"group.id", o.client_id},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"isolation.level", "read_committed"},
       {"fetch.wait.max.ms", "50"},
   };
   std::map<std::string, std::string> producer{
@@ -128,11 +131,11 @@ std::optional<std::string> compacted_log::append(const std::string& key, const s
                                                  std::chrono::milliseconds timeout) {
   auto done = std::make_unique<std::promise<std::optional<std::string>>>();
   auto result = done->get_future();
-  auto err = rd_kafka_producev(
-      producer_.get(), RD_KAFKA_V_TOPIC(opts_.topic.c_str()), RD_KAFKA_V_PARTITION(0),
-      RD_KAFKA_V_KEY(key.data(), key.size()),
-      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(done.get()), RD_KAFKA_V_END);
+  auto err = rd_kafka_producev(producer_.get(), RD_KAFKA_V_TOPIC(opts_.topic.c_str()),
+                               RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key.data(), key.size()),
+                               RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                               RD_KAFKA_V_OPAQUE(done.get()), RD_KAFKA_V_END);
   if (err)
     return std::string{"cannot write to "} + opts_.topic + ": " + rd_kafka_err2str(err);
   rd_kafka_flush(producer_.get(), static_cast<int>(timeout.count()));

@@ -1,5 +1,7 @@
 #include "services/metrics/metrics.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace fleettwin::metrics {
 
 namespace {
@@ -123,7 +125,23 @@ public:
                          .Name("fleettwin_aggregate_propagation_seconds")
                          .Help("From the ingest of a twin change to the committed change of an "
                                "aggregate it reaches, by levels below the aggregate")
-                         .Register(r)) {
+                         .Register(r)),
+        active_aggregates_(BuildGauge()
+                               .Name("fleettwin_aggregates_active")
+                               .Help("Resident aggregate actors, by partition")
+                               .Register(r)),
+        checks_(BuildCounter()
+                    .Name("fleettwin_aggregate_recompute_checks_total")
+                    .Help("Aggregates whose incremental measures were compared with a full "
+                          "recompute from their members")
+                    .Register(r)
+                    .Add({})),
+        mismatches_(BuildCounter()
+                        .Name("fleettwin_aggregate_recompute_mismatches_total")
+                        .Help("Recompute checks that found a measure differing from the full "
+                              "recompute (must stay 0; each is logged)")
+                        .Register(r)
+                        .Add({})) {
     for (const char* level : {"1", "2", "3", "4+"})
       levels_.push_back(&propagation_.Add(
           {{"levels", level}}, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25,
@@ -185,6 +203,16 @@ public:
   void on_aggregate_latency(uint32_t hops, double seconds) override {
     levels_[std::min<size_t>(hops, 4) - 1]->Observe(seconds);
   }
+  void on_active_aggregates(int32_t partition, size_t n) override {
+    active_aggregates_.Add({{"partition", std::to_string(partition)}}).Set(static_cast<double>(n));
+  }
+  void on_aggregate_check(const std::string& mismatch) override {
+    checks_.Increment();
+    if (mismatch.empty())
+      return;
+    mismatches_.Increment();
+    spdlog::error("event=aggregate_recompute_mismatch {}", mismatch);
+  }
 
 private:
   prometheus::Counter& consumed_;
@@ -208,6 +236,9 @@ private:
   prometheus::Family<prometheus::Counter>& anomalies_;
   prometheus::Family<prometheus::Histogram>& propagation_;
   std::vector<prometheus::Histogram*> levels_;
+  prometheus::Family<prometheus::Gauge>& active_aggregates_;
+  prometheus::Counter& checks_;
+  prometheus::Counter& mismatches_;
 };
 
 class scrape_collectable final : public prometheus::Collectable {

@@ -83,6 +83,11 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "the rules that derive relations from attributes (see deploy/aggregates.toml)")
       ->envname("FLEETTWIN_AGGREGATES")
       ->check(CLI::ExistingFile);
+  app.add_option("--aggregate-check-interval-ms", cfg.aggregate_check_interval_ms,
+                 "Compare every resident aggregate's measures with a full recompute this often "
+                 "(fleettwin_aggregate_recompute_mismatches_total; 0: never)")
+      ->envname("FLEETTWIN_AGGREGATE_CHECK_INTERVAL_MS")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--guarantee", cfg.guarantee,
                  "exactly-once (Kafka transactions; default with --kafka) or at-least-once "
                  "(default with the embedded Kafka)")

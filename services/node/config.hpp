@@ -38,6 +38,8 @@ struct node_config {
   std::string bootstrap_file;
   /// TOML file of aggregate kinds and relation rules; empty: no aggregates.
   std::string aggregates_file;
+  /// How often resident aggregates are compared with a full recompute (0: never).
+  int64_t aggregate_check_interval_ms = 60'000;
 
   // --- cluster (real Kafka) --------------------------------------------------
   /// "exactly-once" or "at-least-once"; empty: exactly-once on a real Kafka,

@@ -39,7 +39,8 @@ kind_catalog::kind_catalog(std::shared_ptr<runtime::kinds_holder> holder,
 bool kind_catalog::apply(const core::aggregate_kind& kind, std::string& error) {
   std::lock_guard<std::mutex> guard{mutex_};
   auto current = holder_->get();
-  if (const auto* known = current->by_name(kind.name); known && known->def.revision >= kind.revision)
+  if (const auto* known = current->by_name(kind.name);
+      known && known->def.revision >= kind.revision)
     return true;  // already applied (or newer)
   auto next = std::make_shared<core::kind_registry>(*current);
   if (auto err = next->put(kind)) {
@@ -162,8 +163,8 @@ kind_catalog::put_result kind_catalog::put(core::aggregate_kind kind,
     return now && now->def.revision >= kind.revision;
   });
   if (!done) {
-    r.error = "the kind was written but not read back within " +
-              std::to_string(timeout.count()) + " ms; it applies once the models topic is read";
+    r.error = "the kind was written but not read back within " + std::to_string(timeout.count()) +
+              " ms; it applies once the models topic is read";
     return r;
   }
   r.kind = holder_->get()->by_name(kind.name)->def;

@@ -196,6 +196,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.assets = asset_cfg_;
   pc.passivate_after = std::chrono::milliseconds{cfg_.passivate_after_ms};
   pc.tick_interval = std::chrono::milliseconds{std::max<int64_t>(cfg_.passivate_after_ms / 4, 50)};
+  pc.aggregate_check_interval = std::chrono::milliseconds{cfg_.aggregate_check_interval_ms};
   pc.max_active_twins = cfg_.max_active_twins;
   pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
   if (restorer_)

@@ -230,6 +230,8 @@ void node::register_scrape_gauges() {
        [consumer, one] { return one(double(consumer->progress().size())); }},
       {"fleettwin_twins_stored", "Twins in the local store",
        store_value([](const storage::store_stats& s) { return double(s.stored_twins); })},
+      {"fleettwin_aggregates_stored", "Aggregates in the local store",
+       [store, one] { return one(double(store->stored_aggregates())); }},
       {"fleettwin_rocksdb_sst_bytes", "Size of RocksDB SST files",
        store_value([](const storage::store_stats& s) { return double(s.sst_bytes); })},
       {"fleettwin_rocksdb_memtable_bytes", "Size of RocksDB memtables",

@@ -694,6 +694,16 @@ uint64_t rocksdb_store::estimate_twins() {
   return v;
 }
 
+uint64_t rocksdb_store::stored_aggregates() {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, aggregates_)};
+  uint64_t n = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    ++n;
+  return n;
+}
+
 store_stats rocksdb_store::stats() {
   using props = rocksdb::DB::Properties;
   store_stats s;

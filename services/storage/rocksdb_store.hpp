@@ -220,6 +220,9 @@ public:
 
   store_stats stats();
 
+  /// The number of stored aggregates (a scan of their headers).
+  uint64_t stored_aggregates();
+
   // --- positions in Kafka (node start) --------------------------------------
 
   /// Every partition's committed input offset.
