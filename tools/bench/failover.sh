@@ -253,7 +253,8 @@ try:
     t = time.time()
     subprocess.run([os.path.join(build, "fleettwin-sim"), "--bootstrap", bootstrap,
                     "--topic", f"{prefix}.telemetry", "--assets", str(twins), "--count", str(twins),
-                    "--rate", "0", "--quiet"], check=True, stdin=subprocess.DEVNULL)
+                    "--rate", "0", "--no-topology", "--quiet"], check=True,
+                   stdin=subprocess.DEVNULL)
     produced_s = time.time() - t
     t = time.time()
 

@@ -257,4 +257,42 @@ void encode(encoding e, const sample& s, std::string& out) {
   }
 }
 
+void encode_relation_protobuf(const relation_change& r, std::string& out) {
+  using namespace protowire;
+  append_bytes_field(out, 1, r.child);
+  if (r.set) {
+    // fleettwin.v1.Relation: type = 1, parent = 3.
+    append_tag(out, 2, wire_len);
+    append_varint(out, bytes_field_size(r.type.size()) + bytes_field_size(r.parent.size()));
+    append_bytes_field(out, 1, r.type);
+    append_bytes_field(out, 3, r.parent);
+  } else {
+    append_bytes_field(out, 3, r.parent);
+  }
+}
+
+void encode_relation_json(const relation_change& r, std::string& out) {
+  out.append("{\"child\":");
+  append_json_string(out, r.child);
+  if (r.set) {
+    out.append(",\"set\":[{\"type\":");
+    append_json_string(out, r.type);
+    out.append(",\"parent\":");
+    append_json_string(out, r.parent);
+    out.append("}]}");
+  } else {
+    out.append(",\"remove\":[");
+    append_json_string(out, r.parent);
+    out.append("]}");
+  }
+}
+
+void encode_relation(encoding e, const relation_change& r, std::string& out) {
+  if (e == encoding::json) {
+    encode_relation_json(r, out);
+  } else {
+    encode_relation_protobuf(r, out);
+  }
+}
+
 }  // namespace fleettwin::sim

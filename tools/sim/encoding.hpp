@@ -40,6 +40,18 @@ void encode_json(const sample& s, std::string& out);
 /// Appends `s` in `e`.
 void encode(encoding e, const sample& s, std::string& out);
 
+/// Appends `r` as a serialized fleettwin.v1.RelationRecord: child, then one
+/// `set` entry (type, parent) or one `remove` entry.
+void encode_relation_protobuf(const relation_change& r, std::string& out);
+
+/// Appends `r` in the JSON form of a RelationRecord, e.g.
+/// {"child":"veh-000001","set":[{"type":"charging_at","parent":"chargers/depot-2-c1"}]}
+/// or {"child":"veh-000001","remove":["chargers/depot-2-c1"]}.
+void encode_relation_json(const relation_change& r, std::string& out);
+
+/// Appends `r` in `e`.
+void encode_relation(encoding e, const relation_change& r, std::string& out);
+
 /// Appends `s` as a quoted JSON string.
 void append_json_string(std::string& out, std::string_view s);
 

@@ -8,33 +8,12 @@
 
 #include <fmt/format.h>
 
+#include "tools/sim/model_state.hpp"
+#include "tools/sim/random.hpp"
+
 namespace fleettwin::sim {
 
 namespace {
-
-// splitmix64: tiny, seedable, and identical on every platform, unlike the
-// distributions of <random>. Each asset owns one so assets are independent.
-uint64_t next_u64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-double uniform(uint64_t& s) {
-  return static_cast<double>(next_u64(s) >> 11) * 0x1.0p-53;
-}
-
-double uniform(uint64_t& s, double lo, double hi) {
-  return lo + (hi - lo) * uniform(s);
-}
-
-// Irwin-Hall approximation of a standard normal: only + and *, so results do
-// not depend on the libm in use.
-double normal(uint64_t& s) {
-  double sum = uniform(s) + uniform(s) + uniform(s) + uniform(s);
-  return (sum - 2.0) * 1.7320508075688772;
-}
 
 // Ornstein-Uhlenbeck step towards `mean`: mean-reverting random walk.
 void ou(double& x, double mean, double theta, double sigma, double dt, double sqrt_dt,
@@ -46,7 +25,6 @@ double round_to(double x, double scale) {
   return std::round(x * scale) / scale;
 }
 
-constexpr std::string_view fleets[] = {"north", "south", "east", "west"};
 // Rough centres of each fleet's area (lat, lon).
 constexpr double fleet_origin[][2] = {
     {59.33, 18.06}, {55.60, 13.00}, {60.17, 24.94}, {57.71, 11.97}};
@@ -86,16 +64,9 @@ std::span<const std::string_view> makes_of(asset_kind k) {
   }
 }
 
-// Model state slots (asset_state::x) per kind.
-namespace veh {
-enum { speed, battery, lat, lon, hx, hy, odometer };
-}
-namespace mch {
-enum { temperature, vibration, rpm, base_rpm, base_temperature };
-}
-namespace mtr {
-enum { voltage, current, base_current };
-}
+// With the topology, the share of vehicles that start out charging (about the
+// steady state of the battery model).
+constexpr double charging_at_start = 0.06;
 
 [[noreturn]] void invalid(std::string msg) {
   throw std::invalid_argument(std::move(msg));
@@ -134,6 +105,18 @@ std::string_view id_prefix(asset_kind k) {
       return "mtr";
   }
   return "unk";
+}
+
+std::string_view to_string(record_type t) {
+  switch (t) {
+    case record_type::asset:
+      return "asset";
+    case record_type::aggregate:
+      return "aggregate";
+    case record_type::relation:
+      return "relation";
+  }
+  return "unknown";
 }
 
 std::string_view to_string(malformed_kind k) {
@@ -222,9 +205,15 @@ generator::generator(config cfg) : cfg_(std::move(cfg)) {
   if (cfg_.max_record_bytes < 256) {
     invalid("max_record_bytes must be at least 256");
   }
+  if (cfg_.topology && !(cfg_.topology_interval_s > 0 && std::isfinite(cfg_.topology_interval_s))) {
+    invalid("the topology interval must be a positive number of seconds");
+  }
   assets_.resize(cfg_.assets);
   for (uint32_t i = 0; i < cfg_.assets; ++i) {
     init_asset(i);
+  }
+  if (cfg_.topology) {
+    init_topology();
   }
   for (const auto& f : cfg_.faults) {
     auto idx = find_asset(f.asset_id);
@@ -324,7 +313,7 @@ void generator::init_asset(uint32_t i) {
   a.rng = base ^ (0xd1b54a32d192ed03ULL * (uint64_t{i} + 1));
   next_u64(a.rng);
   auto& r = a.rng;
-  a.fleet = static_cast<uint8_t>(next_u64(r) % std::size(fleets));
+  a.fleet = static_cast<uint8_t>(next_u64(r) % fleet_names.size());
   a.site = static_cast<uint8_t>(next_u64(r) % sites_of(a.kind).size());
   a.make = static_cast<uint8_t>(next_u64(r) % makes_of(a.kind).size());
   auto& x = a.x;
@@ -337,6 +326,12 @@ void generator::init_asset(uint32_t i) {
       x[veh::hx] = uniform(r, -1, 1);
       x[veh::hy] = uniform(r, -1, 1);
       x[veh::odometer] = std::floor(uniform(r, 1e6, 3e8));  // metres
+      if (cfg_.topology) {
+        // Spread over the charge cycle, so that chargers are busy from the start.
+        a.flag = uniform(r) < charging_at_start;
+        x[veh::battery] = a.flag ? uniform(r, 10, 95) : uniform(r, 10, 100);
+        x[veh::speed] = a.flag ? 0 : x[veh::speed];
+      }
       break;
     }
     case asset_kind::machine:
@@ -351,11 +346,14 @@ void generator::init_asset(uint32_t i) {
       x[mtr::voltage] = 230 + uniform(r, -3, 3);
       x[mtr::base_current] = uniform(r, 5, 40);
       x[mtr::current] = x[mtr::base_current];
+      if (cfg_.topology) {
+        x[mtr::line_drop] = uniform(r, 0, 3);  // distance from the transformer
+      }
       break;
   }
 }
 
-void generator::step(asset_state& a, double dt) {
+void generator::step(asset_state& a, double dt, int64_t offset_ms) {
   auto& x = a.x;
   auto& r = a.rng;
   double sqrt_dt = std::sqrt(dt);
@@ -403,7 +401,8 @@ void generator::step(asset_state& a, double dt) {
       break;
     }
     case asset_kind::meter:
-      ou(x[mtr::voltage], 230, 0.5, 1.0, dt, sqrt_dt, r);
+      ou(x[mtr::voltage], topo_ ? meter_voltage_target(a, offset_ms) : 230.0, 0.5, 1.0, dt, sqrt_dt,
+         r);
       ou(x[mtr::current], x[mtr::base_current], 0.02, 0.8, dt, sqrt_dt, r);
       x[mtr::current] = std::max(0.0, x[mtr::current]);
       break;
@@ -417,10 +416,14 @@ void generator::fill_sample(uint32_t i, asset_state& a, int64_t offset_ms) {
   s.tenant = cfg_.tenant;
   s.sequence = ++a.sequence;
   s.source_time_ms = cfg_.start_time_ms + offset_ms;
-  s.attributes[0] = {"fleet", fleets[a.fleet]};
-  s.attributes[1] = {"site", sites_of(a.kind)[a.site]};
-  s.attributes[2] = {"make", makes_of(a.kind)[a.make]};
-  s.attribute_size = 3;
+  if (topo_) {
+    fill_topology_attributes(a, makes_of(a.kind)[a.make]);
+  } else {
+    s.attributes[0] = {"fleet", fleet_names[a.fleet]};
+    s.attributes[1] = {"site", sites_of(a.kind)[a.site]};
+    s.attributes[2] = {"make", makes_of(a.kind)[a.make]};
+    s.attribute_size = 3;
+  }
   const auto& x = a.x;
   auto names = metric_names(a.kind);
   switch (a.kind) {
@@ -540,7 +543,10 @@ void generator::make_valid(record& out) {
     // The physical state keeps evolving through a dropout: dt spans the gap.
     uint64_t gap = a.last_slot == UINT64_MAX ? n : s - a.last_slot;
     a.last_slot = s;
-    step(a, static_cast<double>(gap) / cfg_.rate);
+    step(a, static_cast<double>(gap) / cfg_.rate, offset);
+    if (topo_ && a.kind == asset_kind::vehicle && a.flag && a.charger == aggregate_info::none) {
+      a.x[veh::speed] = 0;  // it has parked at its depot to charge
+    }
     fill_sample(i, a, offset);
     if (a.faulted) {
       apply_faults(i, offset);
@@ -551,8 +557,13 @@ void generator::make_valid(record& out) {
     out.value = buf_;
     out.content_type = content_type(out.enc);
     out.malformed.reset();
+    out.type = record_type::asset;
     out.asset_index = i;
     out.data = &sample_;
+    out.relation = nullptr;
+    if (topo_ && a.kind == asset_kind::vehicle) {
+      update_charging(i, a, out.enc);
+    }
     return;
   }
 }
@@ -665,8 +676,10 @@ void generator::make_malformed(record& out) {
       break;
   }
   out.malformed = kind;
+  out.type = record_type::asset;
   out.asset_index = i;
   out.data = nullptr;
+  out.relation = nullptr;
 }
 
 bool generator::next(record& out) {
@@ -676,6 +689,10 @@ bool generator::next(record& out) {
   buf_.clear();
   if (is_malformed_position(emitted_)) {
     make_malformed(out);
+  } else if (pending_) {
+    make_relation(out);
+  } else if (aggregate_due()) {
+    make_aggregate(out);
   } else {
     make_valid(out);
   }

@@ -11,6 +11,30 @@
 // output positions of their own and consume no slot, so adding them never
 // changes the valid records. Per-asset sequences count the asset's valid
 // records: 1, 2, 3, ... without gaps.
+//
+// Topology (config::topology; off by default here so that existing streams
+// stay byte-identical, on by default in fleettwin-sim): the fleet is wired as
+// tools/sim/topology.hpp draws it, and the assets' attributes name their
+// parents for the relation rules of deploy/aggregates.toml:
+//   meters   site = its substation, make, transformer = tr-NNNN
+//   vehicles fleet, site = its depot, make, depot = depot-N
+//   machines site = its plant, make, line = line-N
+// (machines and meters carry no `fleet`: fleets are vehicle fleets). Before
+// slot 0, and again every topology_interval_s of virtual time, a round of
+// attribute records of the aggregates (type aggregate: telemetry keyed by the
+// aggregate id, e.g. "transformers/tr-0003", kind "transformer", attributes
+// feeder and capacity_kw, no metrics) goes out: substations (grid, capacity_kw),
+// feeders (substation, capacity_kw), transformers (feeder, capacity_kw), fleets
+// (region), depots (region), chargers (depot, capacity_kw), lines (plant).
+// Their sequence is the round number. A vehicle whose battery runs low parks at
+// its depot and charges at the least busy of the depot's chargers: right after
+// the reading where it starts (or, for one charging from the start, its first
+// reading) comes a relation record (type relation, for the relations topic,
+// key = the vehicle id) setting charging_at chargers/<depot>-c<k>, and right
+// after the reading where it leaves, one removing it. Aggregate and relation
+// records, like malformed ones, take output positions but no slot. Meters'
+// voltage sits a few volts below 230 by their transformer's load, and sags
+// below 207 while their transformer is overloaded now and then.
 
 #include <array>
 #include <cstddef>
@@ -25,6 +49,7 @@
 #include "tools/sim/encoding.hpp"
 #include "tools/sim/fault.hpp"
 #include "tools/sim/sample.hpp"
+#include "tools/sim/topology.hpp"
 
 namespace fleettwin::sim {
 
@@ -69,7 +94,24 @@ struct config {
   uint64_t malformed_every = 0;
   /// The platform's record size limit; oversized records exceed it by ~10%.
   size_t max_record_bytes = size_t{1} << 20;
+  /// Model the topology: parent attributes, aggregate and relation records.
+  bool topology = false;
+  /// Virtual seconds between rounds of aggregate attribute records.
+  double topology_interval_s = 60;
 };
+
+/// What a record carries, and so where it goes.
+enum class record_type : uint8_t {
+  /// An asset's telemetry (or a malformed imitation of it): the telemetry topic.
+  asset,
+  /// An aggregate's own attributes: a telemetry record keyed by the aggregate id.
+  aggregate,
+  /// A fleettwin.v1.RelationRecord keyed by the child: the relations topic.
+  relation,
+};
+
+/// "asset", "aggregate", "relation".
+std::string_view to_string(record_type t);
 
 /// One generated record. Views stay valid until the generator's next `next()`.
 struct record {
@@ -80,10 +122,16 @@ struct record {
   std::optional<malformed_kind> malformed;
   /// The payload encoding (valid records; for malformed ones, nominal).
   encoding enc = encoding::protobuf;
-  /// The asset the record belongs to (for malformed ones: the asset it imitates).
+  record_type type = record_type::asset;
+  /// The asset the record belongs to (for malformed ones: the asset it
+  /// imitates; relation records: the child; aggregate records: the index in
+  /// topology().aggregates).
   uint32_t asset_index = 0;
-  /// The decoded content of a valid record; nullptr for malformed ones.
+  /// The decoded content of a valid asset or aggregate record; nullptr for
+  /// malformed and relation records.
   const sample* data = nullptr;
+  /// The content of a relation record; nullptr otherwise.
+  const relation_change* relation = nullptr;
   /// Output position (0-based, malformed included).
   uint64_t index = 0;
 };
@@ -124,6 +172,17 @@ public:
   uint64_t dropped() const {
     return dropped_;
   }
+  /// Aggregate attribute records and relation records emitted so far.
+  uint64_t aggregate_records_emitted() const {
+    return aggregate_emitted_;
+  }
+  uint64_t relation_records_emitted() const {
+    return relation_emitted_;
+  }
+  /// The modelled topology; nullptr unless config::topology.
+  const topology* topo() const {
+    return topo_ ? &*topo_ : nullptr;
+  }
   /// Virtual offset (ms from start_time_ms) of slot `s`.
   int64_t slot_offset_ms(uint64_t s) const;
   /// Whether output position `n` is a malformed record under this config.
@@ -152,12 +211,24 @@ private:
     uint64_t last_slot = UINT64_MAX;
     uint64_t sequence = 0;
     std::array<double, 7> x{};  // model state, meaning per kind
+    // Topology: the transformer, depot or line (index into topo_->aggregates),
+    // and the charger a vehicle is plugged into (none when it is not).
+    uint32_t group = aggregate_info::none;
+    uint32_t charger = aggregate_info::none;
     asset_kind kind = asset_kind::vehicle;
     uint8_t fleet = 0;
     uint8_t site = 0;
     uint8_t make = 0;
     bool flag = false;  // vehicle: charging, machine: running
     bool faulted = false;
+  };
+
+  // A relation record owed right after the reading that caused it.
+  struct pending_relation {
+    uint32_t asset = 0;
+    uint32_t charger = 0;
+    bool set = true;
+    encoding enc = encoding::protobuf;
   };
 
   struct fault_state {
@@ -168,12 +239,19 @@ private:
   };
 
   void init_asset(uint32_t i);
-  void step(asset_state& a, double dt);
+  void init_topology();
+  void step(asset_state& a, double dt, int64_t offset_ms);
+  double meter_voltage_target(const asset_state& a, int64_t offset_ms) const;
+  void update_charging(uint32_t i, asset_state& a, encoding enc);
   void fill_sample(uint32_t i, asset_state& a, int64_t offset_ms);
+  void fill_topology_attributes(const asset_state& a, std::string_view make);
   void apply_faults(uint32_t i, int64_t offset_ms);
   bool dropped_out(uint32_t i, int64_t offset_ms) const;
   void make_valid(record& out);
   void make_malformed(record& out);
+  bool aggregate_due();
+  void make_aggregate(record& out);
+  void make_relation(record& out);
   std::string_view write_id(std::string& buf, uint32_t i) const;
 
   config cfg_;
@@ -183,6 +261,17 @@ private:
   uint64_t emitted_ = 0;
   uint64_t malformed_emitted_ = 0;
   uint64_t dropped_ = 0;
+  std::optional<topology> topo_;
+  std::vector<uint32_t> charger_load_;  // vehicles per charger, by aggregate index
+  std::optional<pending_relation> pending_;
+  relation_change relation_;
+  uint64_t topology_seed_ = 0;
+  uint64_t round_slots_ = 0;  // slots between rounds of aggregate records
+  uint64_t next_round_slot_ = 0;
+  uint64_t rounds_ = 0;   // rounds started
+  size_t round_pos_ = 0;  // next aggregate of the current round
+  uint64_t aggregate_emitted_ = 0;
+  uint64_t relation_emitted_ = 0;
   sample sample_;
   std::string id_buf_;
   std::string key_buf_;

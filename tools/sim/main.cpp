@@ -1,4 +1,5 @@
-// fleettwin-sim: produces a deterministic simulated fleet's telemetry to Kafka.
+// fleettwin-sim: produces a deterministic simulated fleet's telemetry, and the
+// relations of its topology, to Kafka.
 
 #include <atomic>
 #include <chrono>
@@ -6,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -18,6 +20,7 @@
 #include "tools/sim/producer.hpp"
 #include "tools/sim/rate_limiter.hpp"
 #include "tools/sim/report.hpp"
+#include "tools/sim/truth.hpp"
 
 namespace {
 
@@ -43,6 +46,11 @@ void install_signal_handlers() {
 struct options {
   std::string bootstrap;
   std::string topic = "fleettwin.telemetry";
+  std::optional<std::string> relations_topic;
+  bool no_topology = false;
+  double topology_interval = 60;
+  std::string truth;
+  uint64_t print = 0;
   uint32_t assets = 100;
   std::vector<std::string> kinds{"vehicle", "machine", "meter"};
   double rate = 1000;
@@ -105,7 +113,45 @@ config make_config(const options& o) {
   cfg.malformed = o.malformed;
   cfg.malformed_every = o.malformed_every;
   cfg.max_record_bytes = o.max_record_bytes;
+  cfg.topology = !o.no_topology;
+  cfg.topology_interval_s = o.topology_interval;
   return cfg;
+}
+
+// The relations topic: as given, else beside a prefixed telemetry topic
+// ("test.telemetry" -> "test.relations"), else fleettwin.relations.
+std::string relations_topic_of(const options& o) {
+  if (o.relations_topic) {
+    return *o.relations_topic;
+  }
+  constexpr std::string_view suffix = ".telemetry";
+  std::string_view t = o.topic;
+  if (t.size() > suffix.size() && t.ends_with(suffix)) {
+    return std::string{t.substr(0, t.size() - suffix.size())} + ".relations";
+  }
+  return "fleettwin.relations";
+}
+
+// One line for --print: topic, key, content-type and the payload in JSON
+// (protobuf payloads in their JSON form).
+void print_record(const record& r, std::string_view topic, std::string& line) {
+  line.clear();
+  line.append(topic);
+  line.push_back('\t');
+  line.append(r.key);
+  line.push_back('\t');
+  line.append(r.content_type);
+  line.push_back('\t');
+  if (r.malformed) {
+    fmt::format_to(std::back_inserter(line), "malformed {} ({} bytes)", to_string(*r.malformed),
+                   r.value.size());
+  } else if (r.relation != nullptr) {
+    encode_relation_json(*r.relation, line);
+  } else if (r.data != nullptr) {
+    encode_json(*r.data, line);
+  }
+  line.push_back('\n');
+  std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
 // Sleeps for `d` in slices, so that a signal ends the wait promptly.
@@ -145,10 +191,34 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "fleettwin-sim: deterministic fleet telemetry simulator. Produces records keyed by asset "
-      "id with a content-type header; the same seed and --start-time-ms give the same bytes."};
+      "id with a content-type header; the same seed and --start-time-ms give the same bytes. "
+      "Unless --no-topology, the fleet has a topology: meters feed transformers "
+      "(transformers/tr-NNNN), feeders (fd-NNN), substations (ss-NN) and grids/main; vehicles "
+      "belong to fleets (north, south, east, west; regions nordics-east/-west) and depots "
+      "(depot-N), and charge at chargers (chargers/depot-N-cK, charging_at relations on "
+      "--relations-topic); machines belong to lines (line-N) of plants (plant-N). The "
+      "aggregates' own attributes (parent, capacity_kw, region) go out as telemetry records "
+      "keyed by the aggregate id."};
   app.option_defaults()->always_capture_default();
   app.add_option("--bootstrap", o.bootstrap, "Kafka bootstrap servers (env FLEETTWIN_KAFKA)");
   app.add_option("--topic", o.topic, "Telemetry topic");
+  app.add_option("--relations-topic", o.relations_topic,
+                 "Relations topic for charging_at changes (default: beside a '*.telemetry' "
+                 "--topic, e.g. test.telemetry -> test.relations, else fleettwin.relations)");
+  app.add_flag("--no-topology", o.no_topology,
+               "Leave out the topology: no parent attributes (assets carry fleet, site, make "
+               "as before), no aggregate attribute records, no relation records");
+  app.add_option("--topology-interval", o.topology_interval,
+                 "Virtual seconds between rounds of the aggregates' attribute records "
+                 "(transformers, feeders, substations, fleets, depots, chargers, lines; one "
+                 "round also before the first reading)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--truth", o.truth,
+                 "At the end (count reached, duration over, SIGINT/SIGTERM) write the "
+                 "aggregates' ground truth as JSON to this file: per aggregate id the twins below "
+                 "it and the sum/min/max of the numeric properties they last reported");
+  app.add_option("--print", o.print,
+                 "Print the first N records to stdout: topic, key, content-type, payload as JSON");
   app.add_option("--assets", o.assets, "Number of simulated assets")
       ->check(CLI::Range(1u, 100'000'000u));
   app.add_option("--kinds", o.kinds, "Asset kinds, assigned round-robin")
@@ -164,7 +234,10 @@ int main(int argc, char** argv) {
                                   "Seconds to run (0 = until SIGINT/SIGTERM); with --rate > 0 "
                                   "this means exactly rate*duration records")
                        ->check(CLI::NonNegativeNumber);
-  auto* count = app.add_option("--count", o.count, "Exact number of records to produce");
+  auto* count = app.add_option(
+      "--count", o.count,
+      "Exact number of records to produce (all of them: readings, aggregate and relation "
+      "records, malformed ones)");
   count->excludes(duration);
   duration->excludes(count);
   app.add_option("--seed", o.seed, "Random seed");
@@ -190,8 +263,10 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--flush-timeout", o.flush_timeout, "Seconds to wait for deliveries at exit")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--dry-run", o.dry_run,
-               "Generate without Kafka; print throughput and a checksum of the output");
+  app.add_flag(
+      "--dry-run", o.dry_run,
+      "Generate without Kafka; print throughput, counts (malformed, aggregate and relation "
+      "records) and a checksum of the output (see --print to see records)");
   app.add_flag("-q,--quiet", o.quiet, "Only print the final summary and errors");
   CLI11_PARSE(app, argc, argv);
 
@@ -208,6 +283,7 @@ int main(int argc, char** argv) {
   producer_options popts;
   popts.bootstrap = o.bootstrap;
   popts.topic = o.topic;
+  popts.relations_topic = relations_topic_of(o);
   popts.max_message_bytes = gen->oversized_bytes();
   for (const auto& kv : o.kafka_properties) {
     auto eq = kv.find('=');
@@ -240,7 +316,23 @@ int main(int argc, char** argv) {
                cfg.count == 0 ? std::string("unbounded") : std::to_string(cfg.count), o.duration,
                cfg.seed, cfg.start_time_ms, o.format, cfg.faults.size(), cfg.malformed,
                cfg.malformed_every);
+    if (const auto* t = gen->topo()) {
+      fmt::print(stderr,
+                 "fleettwin-sim: topology relations_topic={} substations={} feeders={} "
+                 "transformers={} depots={} chargers={} lines={} plants={} (one round of {} "
+                 "aggregate records every {}s of virtual time)\n",
+                 popts.relations_topic, t->substations, t->feeders, t->transformers, t->depots,
+                 t->chargers, t->lines, t->plants, t->aggregates.size(), cfg.topology_interval_s);
+    } else {
+      fmt::print(stderr, "fleettwin-sim: topology off\n");
+    }
   }
+  std::optional<ground_truth> truth;
+  if (!o.truth.empty()) {
+    truth.emplace(*gen);
+  }
+  uint64_t printed = 0;
+  std::string line;
 
   install_signal_handlers();
   const auto t0 = steady::now();
@@ -277,8 +369,18 @@ int main(int argc, char** argv) {
         }
       }
     }
+    const std::string_view topic =
+        rec.type == record_type::relation ? popts.relations_topic : popts.topic;
+    if (printed < o.print) {
+      ++printed;
+      print_record(rec, topic, line);
+    }
     if (producer) {
-      if (!producer->produce(rec, g_stop, error) && errors_logged++ < 10) {
+      if (producer->produce(rec, g_stop, error)) {
+        if (truth) {
+          truth->observe(rec);
+        }
+      } else if (errors_logged++ < 10) {
         fmt::print(stderr, "fleettwin-sim: {}\n", error);
       }
       if (producer->fatal()) {
@@ -293,8 +395,20 @@ int main(int argc, char** argv) {
       if (rec.malformed) {
         ++dry.malformed_sent;
         ++dry.malformed_delivered;
+      } else if (rec.type == record_type::aggregate) {
+        ++dry.aggregates_sent;
+        ++dry.aggregates_delivered;
+      } else if (rec.type == record_type::relation) {
+        ++dry.relations_sent;
+        ++dry.relations_delivered;
       } else {
         ++dry.per_asset[rec.asset_index];
+      }
+      if (truth) {
+        truth->observe(rec);
+      }
+      if (rec.type == record_type::relation) {
+        fnv1a(checksum, "relations");  // the topic, for records of the relations topic only
       }
       fnv1a(checksum, rec.key);
       fnv1a(checksum, rec.content_type);
@@ -317,16 +431,28 @@ int main(int argc, char** argv) {
   }
   const double produce_seconds = seconds_since(t0);
 
+  // Before the flush, so that a second signal during a long flush cannot lose it;
+  // delivery failures show in the summary and the --report.
+  bool truth_ok = true;
+  if (truth) {
+    std::ofstream out(o.truth, std::ios::binary | std::ios::trunc);
+    out << truth->json(wall_clock_ms());
+    if (!out) {
+      fmt::print(stderr, "fleettwin-sim: cannot write truth {}\n", o.truth);
+      truth_ok = false;
+    }
+  }
+
   if (producer) {
     producer->flush(std::chrono::milliseconds(static_cast<int64_t>(o.flush_timeout * 1000)));
   }
   const double elapsed = seconds_since(t0);
   const auto& c = counts();
   fmt::print(stderr,
-             "fleettwin-sim: sent={} delivered={} failed={} malformed={} elapsed={:.3f}s "
-             "rate={:.0f}/s{}{}{}\n",
-             c.sent, c.delivered, c.failed, c.malformed_sent, elapsed,
-             produce_seconds > 0 ? static_cast<double>(c.sent) / produce_seconds : 0.0,
+             "fleettwin-sim: sent={} delivered={} failed={} malformed={} aggregates={} "
+             "relations={} elapsed={:.3f}s rate={:.0f}/s{}{}{}\n",
+             c.sent, c.delivered, c.failed, c.malformed_sent, c.aggregates_sent, c.relations_sent,
+             elapsed, produce_seconds > 0 ? static_cast<double>(c.sent) / produce_seconds : 0.0,
              o.dry_run ? fmt::format(" checksum={:016x}", checksum) : std::string{},
              g_stop.load() ? " (interrupted)" : "",
              producer && !producer->first_error().empty()
@@ -341,6 +467,6 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  bool ok = c.failed == 0 && (!producer || !producer->fatal());
+  bool ok = c.failed == 0 && (!producer || !producer->fatal()) && truth_ok;
   return ok ? 0 : 1;
 }

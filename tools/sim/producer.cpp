@@ -11,9 +11,23 @@ namespace fleettwin::sim {
 
 namespace {
 
-// Per-message opaque: 0 for a malformed record, asset index + 1 otherwise.
+// Per-message opaque: 0 for a malformed record, one of the tags below for
+// aggregate and relation records, asset index + 1 otherwise.
+constexpr uintptr_t aggregate_tag = UINTPTR_MAX;
+constexpr uintptr_t relation_tag = UINTPTR_MAX - 1;
+
 void* opaque_for(const record& r) {
-  return r.malformed ? nullptr : reinterpret_cast<void*>(uintptr_t{r.asset_index} + 1);
+  if (r.malformed) {
+    return nullptr;
+  }
+  switch (r.type) {
+    case record_type::aggregate:
+      return reinterpret_cast<void*>(aggregate_tag);
+    case record_type::relation:
+      return reinterpret_cast<void*>(relation_tag);
+    default:
+      return reinterpret_cast<void*>(uintptr_t{r.asset_index} + 1);
+  }
 }
 
 constexpr uint64_t max_logged_errors = 20;
@@ -36,6 +50,10 @@ struct producer_callbacks {
     ++c.delivered;
     if (tag == 0) {
       ++c.malformed_delivered;
+    } else if (tag == aggregate_tag) {
+      ++c.aggregates_delivered;
+    } else if (tag == relation_tag) {
+      ++c.relations_delivered;
     } else if (tag - 1 < c.per_asset.size()) {
       ++c.per_asset[tag - 1];
     }
@@ -119,12 +137,16 @@ std::unique_ptr<kafka_producer> kafka_producer::make(const producer_options& opt
     error = fmt::format("topic '{}': {}", opts.topic, rd_kafka_err2str(rd_kafka_last_error()));
     return nullptr;
   }
+  p->relations_topic_ = opts.relations_topic;
   return p;
 }
 
 kafka_producer::~kafka_producer() {
   if (rkt_ != nullptr) {
     rd_kafka_topic_destroy(rkt_);
+  }
+  if (relations_rkt_ != nullptr) {
+    rd_kafka_topic_destroy(relations_rkt_);
   }
   if (rk_ != nullptr) {
     rd_kafka_destroy(rk_);
@@ -134,11 +156,25 @@ kafka_producer::~kafka_producer() {
 bool kafka_producer::produce(const record& r, const std::atomic<bool>& stop, std::string& error) {
   auto* key = const_cast<char*>(r.key.empty() ? "" : r.key.data());
   auto* value = const_cast<char*>(r.value.data());
+  rd_kafka_topic_s* rkt = rkt_;
+  if (r.type == record_type::relation) {
+    // Only a run that changes relations touches (and maybe auto-creates) the topic.
+    if (relations_rkt_ == nullptr) {
+      relations_rkt_ = rd_kafka_topic_new(rk_, relations_topic_.c_str(), nullptr);
+      if (relations_rkt_ == nullptr) {
+        ++counts_.failed;
+        error = fmt::format("topic '{}': {}", relations_topic_,
+                            rd_kafka_err2str(rd_kafka_last_error()));
+        return false;
+      }
+    }
+    rkt = relations_rkt_;
+  }
   for (;;) {
     rd_kafka_resp_err_t err;
     if (r.malformed) {
       auto kind = to_string(*r.malformed);
-      err = rd_kafka_producev(rk_, RD_KAFKA_V_RKT(rkt_), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      err = rd_kafka_producev(rk_, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_KEY(key, r.key.size()),
                               RD_KAFKA_V_VALUE(value, r.value.size()),
                               RD_KAFKA_V_HEADER("content-type", r.content_type.data(),
@@ -147,7 +183,7 @@ bool kafka_producer::produce(const record& r, const std::atomic<bool>& stop, std
                                                 static_cast<ssize_t>(kind.size())),
                               RD_KAFKA_V_OPAQUE(opaque_for(r)), RD_KAFKA_V_END);
     } else {
-      err = rd_kafka_producev(rk_, RD_KAFKA_V_RKT(rkt_), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      err = rd_kafka_producev(rk_, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_KEY(key, r.key.size()),
                               RD_KAFKA_V_VALUE(value, r.value.size()),
                               RD_KAFKA_V_HEADER("content-type", r.content_type.data(),
@@ -158,6 +194,10 @@ bool kafka_producer::produce(const record& r, const std::atomic<bool>& stop, std
       ++counts_.sent;
       if (r.malformed) {
         ++counts_.malformed_sent;
+      } else if (r.type == record_type::aggregate) {
+        ++counts_.aggregates_sent;
+      } else if (r.type == record_type::relation) {
+        ++counts_.relations_sent;
       }
       return true;
     }

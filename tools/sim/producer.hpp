@@ -2,7 +2,8 @@
 
 // A thin librdkafka producer for generated records: the platform's record
 // conventions (key, content-type header, murmur2 partitioning), idempotent
-// delivery, and delivery-report accounting into `run_counts`.
+// delivery, and delivery-report accounting into `run_counts`. Relation records
+// go to the relations topic, everything else to the telemetry topic.
 
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@ namespace fleettwin::sim {
 struct producer_options {
   std::string bootstrap = "127.0.0.1:9092";
   std::string topic = "fleettwin.telemetry";
+  std::string relations_topic = "fleettwin.relations";
   /// The largest record the producer must accept (oversized malformed ones).
   size_t max_message_bytes = 1'000'000;
   /// Extra librdkafka properties, applied last (they override the defaults).
@@ -67,6 +69,8 @@ private:
 
   rd_kafka_s* rk_ = nullptr;
   rd_kafka_topic_s* rkt_ = nullptr;
+  rd_kafka_topic_s* relations_rkt_ = nullptr;  // created on the first relation record
+  std::string relations_topic_;
   run_counts counts_;
   std::string first_error_;
   std::string first_delivery_error_;

@@ -15,9 +15,12 @@ std::string report_json(const run_counts& counts, const generator& gen, double e
   auto it = std::back_inserter(out);
   fmt::format_to(it,
                  "{{\"records_sent\":{},\"records_delivered\":{},\"delivery_failures\":{},"
-                 "\"malformed_sent\":{},\"malformed_delivered\":{},\"elapsed_seconds\":",
+                 "\"malformed_sent\":{},\"malformed_delivered\":{},\"aggregate_records_sent\":{},"
+                 "\"aggregate_records_delivered\":{},\"relation_records_sent\":{},"
+                 "\"relation_records_delivered\":{},\"elapsed_seconds\":",
                  counts.sent, counts.delivered, counts.failed, counts.malformed_sent,
-                 counts.malformed_delivered);
+                 counts.malformed_delivered, counts.aggregates_sent, counts.aggregates_delivered,
+                 counts.relations_sent, counts.relations_delivered);
   append_json_double(out, elapsed_seconds);
   out.append(",\"per_asset\":{");
   for (size_t i = 0; i < counts.per_asset.size(); ++i) {

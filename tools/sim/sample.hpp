@@ -1,7 +1,8 @@
 #pragma once
 
-// One generated telemetry sample, before encoding. Views point into the
-// generator that produced it and stay valid until its next call to `next()`.
+// One generated telemetry sample or relation change, before encoding. Views
+// point into the generator that produced it and stay valid until its next call
+// to `next()`.
 
 #include <array>
 #include <cstddef>
@@ -37,14 +38,15 @@ struct metric {
 /// A telemetry record as plain data (the fields of fleettwin.v1.Telemetry).
 struct sample {
   static constexpr size_t max_metrics = 5;
-  static constexpr size_t attribute_count = 3;
+  static constexpr size_t attribute_count = 4;
 
   std::string_view asset_id;
   std::string_view kind;
   std::string_view tenant;
   uint64_t sequence = 0;
   int64_t source_time_ms = 0;
-  /// fleet, site, make (in that order); a zero count is allowed.
+  /// fleet, site, make (in that order); with the topology, the asset's parent
+  /// attribute too (see generator.hpp); a zero count is allowed.
   std::array<std::pair<std::string_view, std::string_view>, attribute_count> attributes{};
   size_t attribute_size = 0;
   std::array<metric, max_metrics> metrics{};
@@ -59,6 +61,18 @@ struct sample {
     }
     return nullptr;
   }
+};
+
+/// One change of the relations topic: a fleettwin.v1.RelationRecord that sets
+/// or removes the relation of `child` to `parent`.
+struct relation_change {
+  std::string_view child;
+  /// The relation type, e.g. "charging_at".
+  std::string_view type;
+  /// An aggregate id, e.g. "chargers/depot-2-c1".
+  std::string_view parent;
+  /// false: remove the relation to `parent`.
+  bool set = true;
 };
 
 }  // namespace fleettwin::sim
