@@ -9,10 +9,13 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <thread>
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include "fleettwin/v1/aggregate.grpc.pb.h"
@@ -862,3 +865,73 @@ TEST_F(AggregateNodeTest, PutAggregateKindChangesMeasuresEverywhereAndSurvivesAR
   v1::Aggregate a;
   EXPECT_TRUE(get("sites/s1", a).ok());
 }
+
+#ifdef FLEETTWIN_SIM_BINARY
+TEST_F(AggregateNodeTest, TheSimulatedGridFleetsAndPlantsRollUpToTheSimulatorsGroundTruth) {
+  node = std::make_unique<node_process>(
+      "", dir + "/data",
+      std::vector<std::string>{"--partitions", "4", "--aggregates", FLEETTWIN_DEPLOY_AGGREGATES});
+  node->start();
+  aggs = v1::AggregateService::NewStub(
+      grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials()));
+  // Telemetry and relations (vehicles plugging in and out), as fast as it
+  // can, in JSON and protobuf; then what every aggregate must show.
+  auto [code, text] =
+      run_command(std::string{FLEETTWIN_SIM_BINARY} + " --bootstrap " + node->bootstrap() +
+                  " --assets 600 --count 30000 --rate 0 --format mixed --truth " + dir +
+                  "/truth.json --quiet 2>&1");
+  ASSERT_EQ(code, 0) << text;
+  std::ifstream in{dir + "/truth.json"};
+  std::string json{std::istreambuf_iterator<char>{in}, {}};
+  google::protobuf::Struct truth;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json, &truth).ok());
+  const auto& expected = truth.fields().at("aggregates").struct_value().fields();
+  ASSERT_GT(expected.size(), 50u);
+  std::set<std::string> kinds;
+  std::string last_diff;
+  auto matches = [&](const std::string& id, const google::protobuf::Struct& want) {
+    v1::Aggregate a;
+    if (auto s = get(id, a); !s.ok()) {
+      last_diff = id + ": " + s.error_message();
+      return false;
+    }
+    const auto twins = want.fields().at("twins").number_value();
+    if (static_cast<double>(a.member_twins()) != twins) {
+      last_diff =
+          id + ": " + std::to_string(a.member_twins()) + " twins, want " + std::to_string(twins);
+      return false;
+    }
+    const auto& sum = want.fields().at("sum").struct_value().fields();
+    // The grid's measures sum power; the others are checked by their counts.
+    if (auto m = measure(a, "power_kw"); m && sum.count("power")) {
+      const double w = sum.at("power").number_value();
+      if (std::fabs(*m - w) > 1e-6 * std::max(1.0, std::fabs(w))) {
+        last_diff = id + ": power_kw " + std::to_string(*m) + ", want " + std::to_string(w);
+        return false;
+      }
+    }
+    if (auto m = measure(a, "battery_mean"); m && sum.count("battery") && twins > 0) {
+      const double w = sum.at("battery").number_value() / twins;
+      if (std::fabs(*m - w) > 1e-6 * std::max(1.0, std::fabs(w))) {
+        last_diff = id + ": battery_mean " + std::to_string(*m) + ", want " + std::to_string(w);
+        return false;
+      }
+    }
+    kinds.insert(a.kind());
+    return true;
+  };
+  EXPECT_TRUE(eventually(
+      [&] {
+        kinds.clear();
+        for (const auto& [id, want] : expected)
+          if (!matches(id, want.struct_value()))
+            return false;
+        return true;
+      },
+      120s))
+      << last_diff;
+  for (auto k : {"grid", "substation", "feeder", "transformer", "fleet", "region", "depot",
+                 "charger", "line", "plant"})
+    EXPECT_TRUE(kinds.count(k)) << k;
+}
+#endif
