@@ -239,5 +239,184 @@ TEST_F(AggregateClusterTest, KillNineUnderLoadLeavesEveryAggregateExactAndEachVe
   std::cout << "aggregate chaos: " << events.size() << " aggregate changes, " << figures << "\n";
 }
 
+TEST_F(AggregateClusterTest, EveryAggregateServiceMethodAnswersThroughEveryNodeAndAcrossMoves) {
+  cluster_options o;
+  o.node_flags = {"--aggregates", kinds_dir + "/kinds.toml"};
+  c_ = std::make_unique<cluster>(o);
+  auto& c = *c_;
+  c.start_nodes(3);
+  std::string why;
+  ASSERT_TRUE(c.wait_until_balanced(60s, &why)) << why;
+  auto stub = [&](size_t i) {
+    return v1::AggregateService::NewStub(
+        grpc::CreateChannel(c.node(i).grpc_address(), grpc::InsecureChannelCredentials()));
+  };
+  // A watch of every fleet, through node 0: it sees the changes committed
+  // on every node (it reads the aggregates topic, read_committed).
+  grpc::ClientContext watch_ctx;
+  v1::WatchAggregatesRequest watch_req;
+  watch_req.set_kind("fleet");
+  auto watcher = stub(0);
+  std::unique_ptr<grpc::ClientReader<v1::AggregateChange>> watch;
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext probe;
+    auto s = watcher->WatchAggregates(&probe, watch_req);
+    probe.TryCancel();
+    v1::AggregateChange ignored;
+    s->Read(&ignored);
+    return s->Finish().error_code() != grpc::StatusCode::UNAVAILABLE;
+  }));
+  watch = watcher->WatchAggregates(&watch_ctx, watch_req);
+  watch->WaitForInitialMetadata();
+
+  constexpr int vehicles = 30;
+  {
+    producer p{c.bootstrap()};
+    for (const char* f : {"north", "south"}) {
+      std::string id = std::string{"fleets/"} + f;
+      p.send(c.topics().telemetry, id,
+             telemetry(id, 1, telemetry_source::base_time_ms, {}, {{"region", "eu"}}, "fleet"));
+    }
+    for (int i = 0; i < vehicles; ++i) {
+      auto id = "car-" + std::to_string(i);
+      p.send(c.topics().telemetry, id,
+             telemetry(id, 1, telemetry_source::base_time_ms, {{"speed", double(i)}},
+                       {{"fleet", i % 2 == 0 ? "north" : "south"}}));
+    }
+    ASSERT_EQ(p.flush(), 0);
+  }
+  auto region_is = [&](size_t via, double count, double speed_sum) {
+    return eventually([&] {
+      v1::Aggregate a;
+      return get(c.node(via), "regions/eu", a).ok() && measure(a, "vehicles") == count &&
+             measure(a, "speed_sum") == speed_sum;
+    });
+  };
+  const double all_speeds = vehicles * (vehicles - 1) / 2.0;
+  ASSERT_TRUE(region_is(1, vehicles, all_speeds));
+
+  std::set<std::string> watched;
+  v1::AggregateChange change;
+  while (watched.size() < 2 && watch->Read(&change))
+    watched.insert(change.aggregate_id());
+  EXPECT_EQ(watched, (std::set<std::string>{"fleets/north", "fleets/south"}));
+  watch_ctx.TryCancel();
+  watch->Finish();
+
+  for (size_t i = 0; i < c.size(); ++i) {
+    auto s = stub(i);
+    {
+      grpc::ClientContext ctx;
+      v1::BatchGetAggregatesRequest req;
+      for (auto id : {"regions/eu", "fleets/south", "fleets/north"})
+        req.add_names(std::string{"aggregates/"} + id);
+      v1::BatchGetAggregatesResponse resp;
+      ASSERT_TRUE(s->BatchGetAggregates(&ctx, req, &resp).ok()) << c.node(i).id();
+      ASSERT_EQ(resp.aggregates_size(), 3);
+      EXPECT_EQ(resp.aggregates(1).aggregate_id(), "fleets/south");
+      EXPECT_EQ(measure(resp.aggregates(0), "vehicles"), vehicles);
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::GetAggregateHistoryRequest req;
+      req.set_name("aggregates/regions/eu");
+      req.add_measures("vehicles");
+      v1::GetAggregateHistoryResponse resp;
+      ASSERT_TRUE(s->GetAggregateHistory(&ctx, req, &resp).ok()) << c.node(i).id();
+      ASSERT_FALSE(resp.points().empty());
+      EXPECT_EQ(resp.points().rbegin()->measures(0).value(), vehicles);
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::TraverseRequest req;
+      req.set_start("aggregates/regions/eu");
+      req.set_direction(v1::DOWN);
+      req.set_max_hops(2);
+      req.set_filter("reported.speed >= 10");
+      req.set_page_size(1000);
+      v1::TraverseResponse resp;
+      auto st = s->Traverse(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << c.node(i).id() << ": " << st.error_message();
+      EXPECT_EQ(resp.hits_size(), vehicles - 10) << c.node(i).id();
+    }
+    {
+      // A car joins a third fleet through node i, and leaves it again.
+      const auto car = "twins/car-" + std::to_string(i);
+      grpc::ClientContext ctx;
+      v1::SetRelationsRequest req;
+      req.set_child(car);
+      auto* r = req.add_relations();
+      r->set_type("member_of");
+      r->set_parent("aggregates/fleets/east");
+      v1::Relations resp;
+      auto st = s->SetRelations(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << c.node(i).id() << ": " << st.error_message();
+      EXPECT_EQ(resp.parents_size(), 2);
+      ASSERT_TRUE(eventually([&] {
+        v1::Aggregate a;
+        return get(c.node((i + 1) % c.size()), "fleets/east", a).ok() &&
+               measure(a, "vehicles") == 1;
+      })) << c.node(i).id();
+      grpc::ClientContext del_ctx;
+      v1::DeleteRelationsRequest del;
+      del.set_child(car);
+      del.add_parents("aggregates/fleets/east");
+      ASSERT_TRUE(s->DeleteRelations(&del_ctx, del, &resp).ok()) << c.node(i).id();
+      ASSERT_TRUE(eventually([&] {
+        v1::Aggregate a;
+        return get(c.node(i), "fleets/east", a).ok() && measure(a, "vehicles") == 0;
+      })) << c.node(i).id();
+    }
+  }
+
+  // A kind put through one node applies on every node.
+  {
+    grpc::ClientContext ctx;
+    v1::PutAggregateKindRequest req;
+    auto* k = req.mutable_kind();
+    k->set_name("site");
+    k->set_collection("sites");
+    k->add_member_relations("located_at");
+    auto* m = k->add_measures();
+    m->set_name("vehicles");
+    m->set_expression("count()");
+    v1::AggregateKind resp;
+    auto st = stub(2)->PutAggregateKind(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    for (size_t i = 0; i < c.size(); ++i)
+      EXPECT_TRUE(eventually([&] {
+        grpc::ClientContext lctx;
+        v1::ListAggregateKindsResponse kinds;
+        if (!stub(i)->ListAggregateKinds(&lctx, {}, &kinds).ok())
+          return false;
+        for (const auto& kind : kinds.kinds())
+          if (kind.name() == "site" && kind.revision() == 1)
+            return true;
+        return false;
+      })) << c.node(i).id();
+  }
+
+  // Partitions move when a node leaves and comes back: the aggregates move
+  // with them, exact, through every node.
+  ASSERT_EQ(c.node(1).stop(), 0);
+  ASSERT_TRUE(c.wait_until_all_partitions_served(60s, &why)) << why;
+  EXPECT_TRUE(region_is(0, vehicles, all_speeds));
+  EXPECT_TRUE(region_is(2, vehicles, all_speeds));
+  c.node(1).start();
+  ASSERT_TRUE(c.wait_until_balanced(90s, &why)) << why;
+  {
+    producer p{c.bootstrap()};
+    for (int i = 0; i < vehicles; ++i) {
+      auto id = "car-" + std::to_string(i);
+      p.send(c.topics().telemetry, id,
+             telemetry(id, 2, telemetry_source::base_time_ms + 1, {{"speed", double(2 * i)}},
+                       {{"fleet", i % 2 == 0 ? "north" : "south"}}));
+    }
+    ASSERT_EQ(p.flush(), 0);
+  }
+  for (size_t i = 0; i < c.size(); ++i)
+    EXPECT_TRUE(region_is(i, vehicles, 2 * all_speeds)) << c.node(i).id();
+}
+
 }  // namespace
 }  // namespace fleettwin::test
