@@ -34,11 +34,11 @@ public:
   }
   std::optional<double> min(uint32_t s) const override {
     const auto& o = s_[s].ordered;
-    return o.empty() ? std::nullopt : std::optional<double>{*o.begin()};
+    return o.empty() ? std::nullopt : std::optional<double>{o.min()};
   }
   std::optional<double> max(uint32_t s) const override {
     const auto& o = s_[s].ordered;
-    return o.empty() ? std::nullopt : std::optional<double>{*o.rbegin()};
+    return o.empty() ? std::nullopt : std::optional<double>{o.max()};
   }
   std::optional<double> percentile(uint32_t s, double q) const override {
     const auto& o = s_[s].ordered;
@@ -46,15 +46,7 @@ public:
       return std::nullopt;
     auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(o.size())));
     rank = std::clamp<size_t>(rank, 1, o.size());
-    // Walk from the nearer end: p99 of 100k values is 1k steps, not 99k.
-    if (rank <= o.size() / 2) {
-      auto it = o.begin();
-      std::advance(it, rank - 1);
-      return *it;
-    }
-    auto it = o.rbegin();
-    std::advance(it, o.size() - rank);
-    return *it;
+    return o.nth(rank - 1);
   }
 
 private:
@@ -131,7 +123,7 @@ void aggregate::uncount(std::string_view id, member_entry& e) {
         st.add(-v);
       }
       if (kind_->series[s].ordered)
-        st.ordered.erase(st.ordered.find(v));
+        st.ordered.erase(v);
     }
   }
   e.counted = 0;

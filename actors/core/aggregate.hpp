@@ -25,6 +25,7 @@
 
 #include "actors/core/aggregate_kind.hpp"
 #include "actors/core/member.hpp"
+#include "actors/core/ordered_values.hpp"
 #include "actors/core/relations.hpp"
 
 namespace fleettwin::core {
@@ -198,7 +199,7 @@ private:
     uint64_t n = 0;
     double sum = 0;
     double compensation = 0;
-    std::multiset<double> ordered;
+    ordered_values ordered;
 
     void add(double x);
     double total() const {
