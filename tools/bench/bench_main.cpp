@@ -5,6 +5,7 @@
 //   fleettwin-bench ingest  --kafka BOOTSTRAP [--nodes 1|3] [--guarantee G] [--partitions N]
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
+//   fleettwin-bench aggregates [--assets N] [--rate R] [--seconds S] [--aggregates FILE]
 //
 // Each prints human-readable lines and a final JSON line.
 
@@ -31,7 +32,10 @@
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include "actors/runtime/partition_actor.hpp"
+#include "fleettwin/v1/aggregate.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
@@ -39,6 +43,7 @@
 #include "services/node/node.hpp"
 #include "services/storage/rocksdb_store.hpp"
 #include "tools/sim/generator.hpp"
+#include "tools/sim/truth.hpp"
 
 using namespace fleettwin;
 using clock_type = std::chrono::steady_clock;
@@ -265,6 +270,200 @@ double node_drain(const std::string& bootstrap, uint64_t records, bool publish, 
   if (applied < records)
     throw std::runtime_error(fmt::format("node applied {} of {} records", applied, records));
   return static_cast<double>(records) / secs;
+}
+
+/// Observations of a Prometheus histogram at or below each bucket bound.
+std::vector<std::pair<double, double>> histogram(const std::string& text, const std::string& name,
+                                                 const std::string& labels) {
+  std::vector<std::pair<double, double>> out;
+  const std::string prefix = "\n" + name + "_bucket{" + labels + ",le=\"";
+  for (size_t pos = text.find(prefix); pos != std::string::npos; pos = text.find(prefix, pos + 1)) {
+    auto le_begin = pos + prefix.size();
+    auto le_end = text.find('"', le_begin);
+    auto le = text.substr(le_begin, le_end - le_begin);
+    auto value = std::stod(text.substr(text.find(' ', le_end) + 1));
+    out.emplace_back(le == "+Inf" ? std::numeric_limits<double>::infinity() : std::stod(le), value);
+  }
+  return out;
+}
+
+/// The smallest bucket bound below which `q` of the observations lie.
+double quantile_bound(const std::vector<std::pair<double, double>>& buckets, double q) {
+  if (buckets.empty() || buckets.back().second == 0)
+    return 0;
+  const double total = buckets.back().second;
+  for (const auto& [le, n] : buckets)
+    if (n >= q * total)
+      return le;
+  return std::numeric_limits<double>::infinity();
+}
+
+/// Aggregates under load: the simulator's topology (meters -> transformers ->
+/// feeders -> substations -> grid; vehicles -> fleets, depots, chargers ->
+/// regions; machines -> lines -> plants) produced at `rate` records/s for
+/// `seconds` by an ordinary producer (linger 5 ms) into the embedded Kafka,
+/// while one node with the kinds folds it in. Reports whether the node kept
+/// up (lag during the load, time to drain after), the leaf-to-aggregate
+/// latency by levels (the node's histogram: from a twin change's ingest to
+/// the committed change of the aggregate), and whether every aggregate ends
+/// equal to the simulator's ground truth.
+int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
+                   const std::string& aggregates) {
+  kafka::topic_names topics;
+  std::string error;
+  auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
+  if (!k)
+    throw std::runtime_error(error);
+  auto dir = temp_dir("aggregates");
+  auto cfg = node_config_for(k->bootstrap(), dir);
+  cfg.aggregates_file = aggregates;
+  cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
+  auto n = node::node::start(cfg, error);
+  if (!n)
+    throw std::runtime_error(error);
+  // Load starts once the node serves every partition (no start-up backlog).
+  for (auto until = clock_type::now() + std::chrono::seconds{60}; clock_type::now() < until;) {
+    std::promise<bool> ready;
+    n->node_status([&ready](fleettwin::v1::NodeStatus s) { ready.set_value(s.ready()); });
+    if (ready.get_future().get())
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  }
+
+  sim::config scfg;
+  scfg.assets = assets;
+  scfg.topology = true;
+  scfg.rate = rate;
+  scfg.start_time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  scfg.count = static_cast<uint64_t>(rate * seconds);
+  sim::generator gen{scfg};
+  sim::ground_truth truth{gen};
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap().c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+  rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err));
+  rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err));
+  auto* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  std::atomic<uint64_t> telemetry_sent{0};
+  std::atomic<bool> producing{true};
+  fmt::print("producing the simulated topology of {} assets at {:.0f} records/s for {:.0f} s...\n",
+             assets, rate, seconds);
+  std::thread producer{[&] {
+    sim::record r;
+    const auto began = clock_type::now();
+    uint64_t i = 0;
+    while (gen.next(r)) {
+      truth.observe(r);
+      const bool relation = r.type == sim::record_type::relation;
+      const auto& topic = relation ? topics.relations : topics.telemetry;
+      auto* h = rd_kafka_headers_new(1);
+      rd_kafka_header_add(h, "content-type", -1, r.content_type.data(),
+                          static_cast<ssize_t>(r.content_type.size()));
+      while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()),
+                               RD_KAFKA_V_KEY(const_cast<char*>(r.key.data()), r.key.size()),
+                               RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                               RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+      if (!relation)
+        telemetry_sent.fetch_add(1, std::memory_order_relaxed);
+      // Paced in real time: record i is due at i / rate.
+      if (++i % 256 == 0) {
+        rd_kafka_poll(rk, 0);
+        auto due = began + std::chrono::duration_cast<clock_type::duration>(
+                               std::chrono::duration<double>(static_cast<double>(i) / rate));
+        if (due > clock_type::now())
+          std::this_thread::sleep_until(due);
+      }
+    }
+    rd_kafka_flush(rk, 60'000);
+    producing = false;
+  }};
+  // Lag while producing: records sent but not applied yet.
+  std::vector<double> lags;
+  while (producing) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+    const double sent = static_cast<double>(telemetry_sent.load());
+    lags.push_back(std::max(0.0, sent - static_cast<double>(records_applied(*n))));
+  }
+  producer.join();
+  rd_kafka_destroy(rk);
+  const auto stopped = clock_type::now();
+  const uint64_t sent = telemetry_sent.load();
+  while (records_applied(*n) < sent && clock_type::now() - stopped < std::chrono::minutes{2})
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  const double drain_s = std::chrono::duration<double>(clock_type::now() - stopped).count();
+  std::sort(lags.begin(), lags.end());
+  auto lag_at = [&](double q) {
+    return lags.empty() ? 0.0 : lags[static_cast<size_t>(q * static_cast<double>(lags.size() - 1))];
+  };
+  fmt::print(
+      "sent {} telemetry records; lag during the load p50 {:.0f} p99 {:.0f} records; all "
+      "applied {:.3f} s after the load stopped\n",
+      sent, lag_at(0.5), lag_at(0.99), drain_s);
+
+  // Every aggregate as the simulator's ground truth says.
+  google::protobuf::Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(truth.json(0), &doc).ok())
+    throw std::runtime_error("unreadable ground truth");
+  const auto& expected = doc.fields().at("aggregates").struct_value().fields();
+  auto stub = fleettwin::v1::AggregateService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(n->grpc_port()), grpc::InsecureChannelCredentials()));
+  std::string diff;
+  auto exact = [&] {
+    for (const auto& [id, want] : expected) {
+      grpc::ClientContext ctx;
+      fleettwin::v1::GetAggregateRequest req;
+      req.set_name("aggregates/" + id);
+      fleettwin::v1::Aggregate a;
+      if (!stub->GetAggregate(&ctx, req, &a).ok()) {
+        diff = id + " missing";
+        return false;
+      }
+      const auto twins = want.struct_value().fields().at("twins").number_value();
+      if (static_cast<double>(a.member_twins()) != twins) {
+        diff = fmt::format("{}: {} twins, want {}", id, a.member_twins(), twins);
+        return false;
+      }
+    }
+    return true;
+  };
+  const auto check_began = clock_type::now();
+  bool ok = false;
+  while (!(ok = exact()) && clock_type::now() - check_began < std::chrono::seconds{60})
+    std::this_thread::sleep_for(std::chrono::milliseconds{200});
+  fmt::print("{} aggregates {} the ground truth{}\n", expected.size(), ok ? "equal" : "DIFFER from",
+             ok ? "" : " (" + diff + ")");
+
+  const auto metrics = scrape_metrics(n->metrics_port());
+  fmt::print(
+      "leaf-to-aggregate latency (from a twin change's ingest to the aggregate's commit):\n");
+  std::string json_levels;
+  for (const char* level : {"1", "2", "3", "4+"}) {
+    auto b = histogram(metrics, "fleettwin_aggregate_propagation_seconds",
+                       std::string{"levels=\""} + level + "\"");
+    const double count = b.empty() ? 0 : b.back().second;
+    fmt::print("  {} level(s): {:.0f} changes, p50 <= {} s, p99 <= {} s\n", level, count,
+               quantile_bound(b, 0.5), quantile_bound(b, 0.99));
+    json_levels += fmt::format(R"({}"{}":{{"changes":{:.0f},"p50_le":{},"p99_le":{}}})",
+                               json_levels.empty() ? "" : ",", level, count, quantile_bound(b, 0.5),
+                               quantile_bound(b, 0.99));
+  }
+  fmt::print("  {:.0f} contributions, {:.0f} member updates, {:.0f} aggregate changes\n",
+             metric(metrics, "fleettwin_aggregate_contributions_produced_total"),
+             metric(metrics, "fleettwin_aggregate_member_updates_applied_total"),
+             metric(metrics, "fleettwin_aggregate_changes_total"));
+  fmt::print(
+      R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
+      "\n",
+      assets, rate, seconds, sent, lag_at(0.99), drain_s, ok, expected.size(), json_levels);
+  n->shutdown();
+  n.reset();
+  std::filesystem::remove_all(dir);
+  return ok ? 0 : 1;
 }
 
 int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history,
@@ -883,6 +1082,17 @@ int main(int argc, char** argv) {
   uint32_t mem_twins = 1'000'000;
   auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
   memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();
+  auto* aggs = app.add_subcommand(
+      "aggregates", "the simulator's topology at a fixed rate: lag, latency by level, exactness");
+  uint32_t agg_assets = 100'000;
+  double agg_rate = 100'000;
+  double agg_seconds = 20;
+  std::string agg_file = "deploy/aggregates.toml";
+  aggs->add_option("--assets", agg_assets, "simulated assets")->capture_default_str();
+  aggs->add_option("--rate", agg_rate, "records per second offered")->capture_default_str();
+  aggs->add_option("--seconds", agg_seconds, "seconds of load")->capture_default_str();
+  aggs->add_option("--aggregates", agg_file, "aggregate kinds")->capture_default_str();
+  aggs->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   try {
@@ -896,6 +1106,8 @@ int main(int argc, char** argv) {
     }
     if (*query)
       return run_query(twins, seconds, threads);
+    if (*aggs)
+      return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file);
     return run_memory(mem_twins, partitions);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";
