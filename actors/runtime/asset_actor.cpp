@@ -213,10 +213,11 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
   }
   tell_parents(st, *kinds, attributes_changed ? previous : st.tw.relations, now_ms, u);
   if (st.agg && attributes_changed) {
-    // Expressions read the aggregate's own attributes.
+    // Expressions read the aggregate's own attributes: the change comes from
+    // its own record, ingested now (no level below it).
     std::vector<core::member_delta> none;
     std::vector<std::string> untouched;
-    finish_aggregate(st, *kinds, now_ms, none, untouched, u);
+    finish_aggregate(st, *kinds, now_ms, none, untouched, u, now_ms, 0);
   }
 }
 

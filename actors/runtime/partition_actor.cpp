@@ -292,11 +292,12 @@ void publish(self_ptr self) {
     item.commit.next_offset = st.next_offset;
   core::coalesce(item.contributions);
   auto handle = caf::actor_cast<partition_actor>(self);
-  st.cfg.sink->publish(item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit,
-                                    item.contributions, item.aggregate_changes},
-                       [handle, id = item.id](publish_result r) {
-                         caf::anon_send(handle, delivered_atom::value, id, std::move(r));
-                       });
+  st.cfg.sink->publish(
+      item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit, item.contributions,
+                   item.aggregate_changes, &item.aggregate_origins},
+      [handle, id = item.id](publish_result r) {
+        caf::anon_send(handle, delivered_atom::value, id, std::move(r));
+      });
 }
 
 void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,

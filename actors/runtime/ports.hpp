@@ -168,6 +168,9 @@ struct item_outputs {
   const std::vector<core::contribution>& contributions;
   /// The aggregates the item changed, as they are now.
   const std::vector<core::aggregate_header>& aggregate_changes;
+  /// Per aggregate change: the ingest time (ms) of the oldest twin change it
+  /// folds in and the levels it travelled (0: unknown); may be null.
+  const std::vector<std::pair<int64_t, uint32_t>>* aggregate_origins = nullptr;
 };
 
 /// How publishing one item's outputs ended.

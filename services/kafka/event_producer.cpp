@@ -322,11 +322,15 @@ void event_producer::publish_aggregates(const runtime::item_outputs& out, const 
     m.headers = content_type(core::contributions_content_type);
   }
   fleettwin::v1::AggregateChange proto;
-  for (const auto& h : out.aggregate_changes) {
+  for (size_t i = 0; i < out.aggregate_changes.size(); ++i) {
+    const auto& h = out.aggregate_changes[i];
     auto& m = msgs.emplace_back();
     m.topic = &opts_.topics.aggregates;
     m.key = h.id;
     grpc_api::to_proto(h, proto);
+    if (out.aggregate_origins && i < out.aggregate_origins->size() &&
+        (*out.aggregate_origins)[i].first > 0)
+      proto.set_oldest_source_ms((*out.aggregate_origins)[i].first);
     proto.SerializeToString(&m.value);
     auto* hd = m.headers = rd_kafka_headers_new(8);
     add_header(hd, "content-type", "application/x-protobuf");

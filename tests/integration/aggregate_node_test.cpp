@@ -414,6 +414,13 @@ TEST_F(AggregateNodeTest, MetersRollUpIntoTransformersAndFeedersExactlyAndMove) 
   ASSERT_TRUE(change.ParseFromString(events.back().value));
   EXPECT_FALSE(change.aggregate_id().empty());
   EXPECT_GT(change.version(), 0u);
+  // Each change says when the oldest twin change it folds in was ingested:
+  // time_ms minus it is the leaf-to-here latency.
+  for (const auto& e : events) {
+    ASSERT_TRUE(change.ParseFromString(e.value));
+    EXPECT_GT(change.oldest_source_ms(), 0) << change.aggregate_id();
+    EXPECT_LE(change.oldest_source_ms(), change.time_ms()) << change.aggregate_id();
+  }
 }
 
 TEST_F(AggregateNodeTest, ARestartOnTheOldDataDirKeepsAggregatesAndFoldsNewRecordsIntoThem) {

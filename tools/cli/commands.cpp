@@ -15,6 +15,29 @@ namespace fleettwin::cli {
 
 namespace {
 
+/// Prints a server stream's messages, one per line, until `count` (0: the
+/// server ends it or Ctrl-C); no deadline.
+template <class Message, class Open, class Format>
+int print_stream(session& s, uint64_t count, Open open, Format format) {
+  grpc::ClientContext context;
+  interrupter::guard guard{s.interrupt(), context};
+  auto reader = open(context);
+  Message m;
+  uint64_t received = 0;
+  bool done = false;
+  while (!done && reader->Read(&m)) {
+    s.out() << (s.json() ? to_json(m) : format(m)) << '\n';
+    s.out().flush();
+    done = count != 0 && ++received >= count;
+  }
+  if (done)
+    context.TryCancel();
+  auto status = reader->Finish();
+  if (status.ok() || done || s.interrupt().interrupted())
+    return exit_ok;
+  return s.fail(status);
+}
+
 /// A full page of twins with many properties exceeds gRPC's 4 MiB default.
 constexpr int max_receive_bytes = 64 << 20;
 
@@ -153,24 +176,12 @@ int run_agg_watch(session& s, const agg_watch_options& options) {
   if (!options.aggregate.empty())
     request.set_name(aggregate_name(options.aggregate));
   request.set_kind(options.kind);
-  // No deadline: a watch runs until --count, Ctrl-C or the server ends it.
-  grpc::ClientContext context;
-  interrupter::guard guard{s.interrupt(), context};
-  auto reader = s.aggregates().WatchAggregates(&context, request);
-  v1::AggregateChange change;
-  uint64_t received = 0;
-  bool done = false;
-  while (!done && reader->Read(&change)) {
-    s.out() << (s.json() ? to_json(change) : format_aggregate_change(change)) << '\n';
-    s.out().flush();
-    done = options.count != 0 && ++received >= options.count;
-  }
-  if (done)
-    context.TryCancel();
-  auto status = reader->Finish();
-  if (status.ok() || done || s.interrupt().interrupted())
-    return exit_ok;
-  return s.fail(status);
+  return print_stream<v1::AggregateChange>(
+      s, options.count,
+      [&](grpc::ClientContext& context) {
+        return s.aggregates().WatchAggregates(&context, request);
+      },
+      [](const v1::AggregateChange& c) { return format_aggregate_change(c); });
 }
 
 int run_agg_history(session& s, const agg_history_options& options) {
@@ -439,26 +450,10 @@ int run_watch(session& s, const watch_options& options) {
     request.set_name(twin_name(options.asset));
   }
   request.set_filter(options.filter);
-  // No deadline: a watch runs until --count, Ctrl-C or the server ends it.
-  grpc::ClientContext context;
-  interrupter::guard guard{s.interrupt(), context};
-  auto reader = s.twins().WatchTwins(&context, request);
-  v1::TwinChange change;
-  uint64_t received = 0;
-  bool done = false;
-  while (!done && reader->Read(&change)) {
-    s.out() << (s.json() ? to_json(change) : format_change(change)) << '\n';
-    s.out().flush();
-    done = options.count != 0 && ++received >= options.count;
-  }
-  if (done) {
-    context.TryCancel();
-  }
-  auto status = reader->Finish();
-  if (status.ok() || done || s.interrupt().interrupted()) {
-    return exit_ok;
-  }
-  return s.fail(status);
+  return print_stream<v1::TwinChange>(
+      s, options.count,
+      [&](grpc::ClientContext& context) { return s.twins().WatchTwins(&context, request); },
+      [](const v1::TwinChange& c) { return format_change(c); });
 }
 
 int run_status(session& s) {
