@@ -210,6 +210,14 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
   if (attributes_changed) {
     previous = st.tw.relations;
     st.tw.relations = core::rederive(st.asset_id, st.tw.relations, st.tw.attributes, *kinds);
+    if (st.agg) {
+      // A derived parent that lies below this aggregate would close a cycle:
+      // the relation is not taken (counted as a cycle), the attribute stays.
+      u.aggregate_counts.cycles +=
+          static_cast<uint32_t>(std::erase_if(st.tw.relations, [&st](const core::relation& r) {
+            return r.parent == st.asset_id || st.agg->member(r.parent) != nullptr;
+          }));
+    }
   }
   tell_parents(st, *kinds, attributes_changed ? previous : st.tw.relations, now_ms, u);
   if (st.agg && attributes_changed) {

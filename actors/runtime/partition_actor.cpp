@@ -335,7 +335,7 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   }
   if (auto it = st.assets.find(u.asset_id); it != st.assets.end())
     it->second.timed = u.timed;
-  if (u.deltas_applied || u.misdirected)
+  if (u.deltas_applied || u.misdirected || u.aggregate_counts.cycles)
     st.cfg.probe->on_contributions(u.deltas_applied, u.misdirected, u.aggregate_counts);
   for (auto& [record, why] : u.relation_rejects)
     reject(item, *st.cfg.probe, *item.relation_records.at(record), "relation_refused",

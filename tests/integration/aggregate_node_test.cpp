@@ -771,6 +771,28 @@ TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycl
   }
 #endif
 
+  // A rule would make F0 feed T0, which feeds F0: the relation is not
+  // taken (counted as a cycle), the attribute is.
+  {
+    producer p{node->bootstrap()};
+    p.send(topics.telemetry, "feeders/F0",
+           telemetry("feeders/F0", 1, base_ms, {}, {{"transformer", "T0"}}, "feeder"));
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(eventually([&] {
+      return metric_value(scrape(node->metrics_port()),
+                          "fleettwin_aggregate_anomalies_total{kind=\"cycle\"}") >= 1;
+    }));
+    grpc::ClientContext ctx;
+    v1::GetRelationsRequest req;
+    req.set_name("aggregates/feeders/F0");
+    v1::Relations got;
+    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &got).ok());
+    EXPECT_EQ(got.parents_size(), 0);
+    v1::Aggregate f0;
+    ASSERT_TRUE(get("feeders/F0", f0).ok());
+    EXPECT_EQ(f0.attributes().at("transformer"), "T0");
+  }
+
   // Removed again: out of the tariff, still under its transformer.
   ASSERT_TRUE(remove("twins/m-25", "aggregates/tariffs/night", rel).ok());
   ASSERT_EQ(rel.parents_size(), 1);
