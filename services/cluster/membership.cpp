@@ -14,20 +14,6 @@ int64_t wall_ms() {
       .count();
 }
 
-kafka::kafka_handle make_client(rd_kafka_type_t type, std::map<std::string, std::string> settings,
-                                std::string& error) {
-  auto* conf = kafka::make_conf(settings, error);
-  if (!conf)
-    return nullptr;
-  char errstr[512];
-  kafka::kafka_handle rk{rd_kafka_new(type, conf, errstr, sizeof(errstr))};
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    error = std::string{"cannot create the membership client: "} + errstr;
-  }
-  return rk;
-}
-
 }  // namespace
 
 membership::membership(membership_options opts, std::function<fleettwin::v1::Member()> snapshot)
@@ -43,7 +29,7 @@ std::unique_ptr<membership> membership::create(membership_options opts,
   producer["client.id"] = m->opts_.node_id + "-membership";
   producer["enable.idempotence"] = "true";
   producer["linger.ms"] = "0";
-  m->producer_ = make_client(RD_KAFKA_PRODUCER, producer, error);
+  m->producer_ = kafka::make_client(RD_KAFKA_PRODUCER, producer, "the membership producer", error);
   if (!m->producer_)
     return nullptr;
   auto consumer = base;
@@ -52,17 +38,13 @@ std::unique_ptr<membership> membership::create(membership_options opts,
   consumer["enable.auto.commit"] = "false";
   consumer["enable.partition.eof"] = "true";
   consumer["fetch.wait.max.ms"] = "100";
-  m->consumer_ = make_client(RD_KAFKA_CONSUMER, consumer, error);
+  m->consumer_ = kafka::make_client(RD_KAFKA_CONSUMER, consumer, "the membership consumer", error);
   if (!m->consumer_)
     return nullptr;
   rd_kafka_poll_set_consumer(m->consumer_.get());
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, m->opts_.topic.c_str(), 0)->offset =
-      RD_KAFKA_OFFSET_BEGINNING;
-  auto err = rd_kafka_assign(m->consumer_.get(), list);
-  rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    error = std::string{"cannot read the members topic: "} + rd_kafka_err2str(err);
+  if (auto err = kafka::assign_partition(m->consumer_.get(), m->opts_.topic, 0,
+                                         RD_KAFKA_OFFSET_BEGINNING)) {
+    error = *err;
     return nullptr;
   }
   m->thread_ = std::thread{[raw = m.get()] { raw->run(); }};

@@ -364,31 +364,12 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregatesRequest* req,
     fleettwin::v1::ListAggregatesResponse* resp) {
   call c{ctx, list_};
-  if (req->page_size() < 0) {
-    c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
+  auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
+  if (!listing)
     return c.reactor();
-  }
-  const size_t page_size =
-      req->page_size() == 0
-          ? static_cast<size_t>(limits_.default_page_size)
-          : static_cast<size_t>(std::min(req->page_size(), limits_.max_page_size));
-  core::filter f;
-  if (auto err = core::filter::parse(req->filter(), f)) {
-    c.finish({StatusCode::INVALID_ARGUMENT,
-              "filter: " + err->message + " (at offset " + std::to_string(err->position) + ")"});
-    return c.reactor();
-  }
-  std::string start_after;
-  if (!req->page_token().empty()) {
-    auto last = decode_page_token(req->page_token(), req->filter());
-    if (!last) {
-      c.finish({StatusCode::INVALID_ARGUMENT,
-                "page_token is invalid or was issued for a different filter; start again "
-                "without a page_token"});
-      return c.reactor();
-    }
-    start_after = std::move(*last);
-  }
+  const size_t page_size = listing->page_size;
+  auto f = std::move(listing->filter);
+  auto start_after = std::move(listing->start_after);
   auto plan = plan_listing(backend_, c);
   if (!plan)
     return c.reactor();
@@ -503,13 +484,10 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   q.twins_only = req->twins_only();
   q.aggregates_only = req->aggregates_only();
   if (!req->filter().empty()) {
-    auto f = std::make_shared<core::filter>();
-    if (auto err = core::filter::parse(req->filter(), *f)) {
-      c.finish({StatusCode::INVALID_ARGUMENT,
-                "filter at " + std::to_string(err->position) + ": " + err->message});
+    auto f = parse_filter(c, req->filter());
+    if (!f)
       return c.reactor();
-    }
-    q.filter = std::move(f);
+    q.filter = std::make_shared<core::filter>(std::move(*f));
   }
   // The token is bound to everything that selects members.
   const std::string selection = req->filter() + "|" + std::to_string(q.depth) + "|" +

@@ -100,12 +100,10 @@ struct reached {
               "page_size must be 0 to " + std::to_string(limits_.max_page_size)});
     return c.reactor();
   }
-  auto f = std::make_shared<core::filter>();
-  if (auto err = core::filter::parse(req->filter(), *f)) {
-    c.finish({StatusCode::INVALID_ARGUMENT,
-              "filter at " + std::to_string(err->position) + ": " + err->message});
+  auto parsed = parse_filter(c, req->filter());
+  if (!parsed)
     return c.reactor();
-  }
+  auto f = std::make_shared<core::filter>(std::move(*parsed));
   // The token is bound to everything that selects what is returned.
   std::string selection = req->start() + "|" + std::to_string(req->direction()) + "|" +
                           std::to_string(max_hops) + "|" + req->filter() + "|" +

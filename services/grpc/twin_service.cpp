@@ -211,30 +211,12 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
                                                     const fleettwin::v1::ListTwinsRequest* req,
                                                     fleettwin::v1::ListTwinsResponse* resp) {
   call c{ctx, list_};
-  if (req->page_size() < 0) {
-    c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
+  auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
+  if (!listing)
     return c.reactor();
-  }
-  size_t page_size = req->page_size() == 0
-                         ? static_cast<size_t>(limits_.default_page_size)
-                         : static_cast<size_t>(std::min(req->page_size(), limits_.max_page_size));
-  core::filter f;
-  if (auto err = core::filter::parse(req->filter(), f)) {
-    c.finish({StatusCode::INVALID_ARGUMENT,
-              "filter: " + err->message + " (at offset " + std::to_string(err->position) + ")"});
-    return c.reactor();
-  }
-  std::string start_after;
-  if (!req->page_token().empty()) {
-    auto last = decode_page_token(req->page_token(), req->filter());
-    if (!last) {
-      c.finish({StatusCode::INVALID_ARGUMENT,
-                "page_token is invalid or was issued for a different filter; start again "
-                "without a page_token"});
-      return c.reactor();
-    }
-    start_after = std::move(*last);
-  }
+  const size_t page_size = listing->page_size;
+  auto f = std::move(listing->filter);
+  auto start_after = std::move(listing->start_after);
   auto plan = plan_listing(backend_, c);
   if (!plan)
     return c.reactor();
@@ -396,8 +378,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   }
   core::filter f;
   if (auto err = core::filter::parse(req->filter(), f))
-    return fail({StatusCode::INVALID_ARGUMENT,
-                 "filter: " + err->message + " (at offset " + std::to_string(err->position) + ")"});
+    return fail({StatusCode::INVALID_ARGUMENT, filter_error(*err)});
   probe_.on_request("WatchTwins", "OK", 0);
   auto* stream = new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue);
   backend_.watch_cluster(stream, asset_id.value_or(""), req->filter());

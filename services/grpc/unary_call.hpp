@@ -187,6 +187,59 @@ bool forward_if_remote(twin_backend& backend, const call& c, const std::string& 
   return true;
 }
 
+/// A filter parsed for a request; nullopt after finishing `c` with
+/// INVALID_ARGUMENT saying where the text is wrong.
+inline std::string filter_error(const core::filter_error& err) {
+  return "filter: " + err.message + " (at offset " + std::to_string(err.position) + ")";
+}
+
+inline std::optional<core::filter> parse_filter(const call& c, const std::string& text) {
+  core::filter f;
+  if (auto err = core::filter::parse(text, f)) {
+    c.finish({StatusCode::INVALID_ARGUMENT, filter_error(*err)});
+    return std::nullopt;
+  }
+  return f;
+}
+
+/// What a listing request (ListTwins, ListAggregates) selects, checked.
+struct listing_request {
+  size_t page_size = 0;
+  core::filter filter;
+  /// List ids after this one (from the page token).
+  std::string start_after;
+};
+
+/// Checks page size, filter and page token (bound to the filter); nullopt
+/// after finishing `c` with INVALID_ARGUMENT.
+inline std::optional<listing_request> parse_listing(const call& c, int32_t page_size,
+                                                    const std::string& filter,
+                                                    const std::string& page_token,
+                                                    const service_limits& limits) {
+  if (page_size < 0) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
+    return std::nullopt;
+  }
+  listing_request r;
+  r.page_size = page_size == 0 ? static_cast<size_t>(limits.default_page_size)
+                               : static_cast<size_t>(std::min(page_size, limits.max_page_size));
+  auto f = parse_filter(c, filter);
+  if (!f)
+    return std::nullopt;
+  r.filter = std::move(*f);
+  if (!page_token.empty()) {
+    auto last = decode_page_token(page_token, filter);
+    if (!last) {
+      c.finish({StatusCode::INVALID_ARGUMENT,
+                "page_token is invalid or was issued for a different filter; start again "
+                "without a page_token"});
+      return std::nullopt;
+    }
+    r.start_after = std::move(*last);
+  }
+  return r;
+}
+
 /// The answers of a batch of single reads, in request order; the first
 /// failure fails the whole call.
 template <class Item>

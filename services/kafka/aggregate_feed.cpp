@@ -32,17 +32,10 @@ std::unique_ptr<aggregate_feed> aggregate_feed::start(aggregate_feed_options opt
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
-  auto* conf = make_conf(settings, error);
-  if (!conf)
-    return nullptr;
   std::unique_ptr<aggregate_feed> f{new aggregate_feed(std::move(opts), std::move(on_record))};
-  char errstr[512];
-  f->rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)));
-  if (!f->rk_) {
-    rd_kafka_conf_destroy(conf);
-    error = std::string{"cannot create the aggregate feed consumer: "} + errstr;
+  f->rk_ = make_client(RD_KAFKA_CONSUMER, settings, "the aggregate feed consumer", error);
+  if (!f->rk_)
     return nullptr;
-  }
   rd_kafka_poll_set_consumer(f->rk_.get());
   f->thread_ = std::thread{[raw = f.get()] { raw->run(); }};
   return f;

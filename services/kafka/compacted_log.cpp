@@ -49,20 +49,15 @@ std::unique_ptr<compacted_log> compacted_log::start(compacted_log_options opts,
     consumer[k] = v;
     producer[k] = v;
   }
-  char errstr[512];
-  auto* cconf = make_conf(consumer, error);
-  if (!cconf)
+  log->consumer_ = make_client(RD_KAFKA_CONSUMER, consumer, "the consumer of " + o.topic, error);
+  if (!log->consumer_)
     return nullptr;
-  log->consumer_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, cconf, errstr, sizeof(errstr)));
-  if (!log->consumer_) {
-    rd_kafka_conf_destroy(cconf);
-    error = "cannot create the consumer of " + o.topic + ": " + errstr;
-    return nullptr;
-  }
+  // The producer reports deliveries to append(): built by hand for the callback.
   auto* pconf = make_conf(producer, error);
   if (!pconf)
     return nullptr;
   rd_kafka_conf_set_dr_msg_cb(pconf, on_delivery);
+  char errstr[512];
   log->producer_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr)));
   if (!log->producer_) {
     rd_kafka_conf_destroy(pconf);
@@ -70,12 +65,8 @@ std::unique_ptr<compacted_log> compacted_log::start(compacted_log_options opts,
     return nullptr;
   }
   rd_kafka_poll_set_consumer(log->consumer_.get());
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, o.topic.c_str(), 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  auto err = rd_kafka_assign(log->consumer_.get(), list);
-  rd_kafka_topic_partition_list_destroy(list);
-  if (err) {
-    error = "cannot read " + o.topic + ": " + rd_kafka_err2str(err);
+  if (auto err = assign_partition(log->consumer_.get(), o.topic, 0, RD_KAFKA_OFFSET_BEGINNING)) {
+    error = *err;
     return nullptr;
   }
   log->thread_ = std::thread{[raw = log.get()] { raw->run(); }};

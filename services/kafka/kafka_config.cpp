@@ -53,4 +53,29 @@ rd_kafka_conf_t* make_conf(const std::map<std::string, std::string>& settings, s
   return conf;
 }
 
+kafka_handle make_client(rd_kafka_type_t type, const std::map<std::string, std::string>& settings,
+                         const std::string& what, std::string& error) {
+  auto* conf = make_conf(settings, error);
+  if (!conf)
+    return nullptr;
+  char errstr[512];
+  kafka_handle rk{rd_kafka_new(type, conf, errstr, sizeof(errstr))};
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    error = "cannot create " + what + ": " + errstr;
+  }
+  return rk;
+}
+
+std::optional<std::string> assign_partition(rd_kafka_t* consumer, const std::string& topic,
+                                            int32_t partition, int64_t offset) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = offset;
+  auto err = rd_kafka_assign(consumer, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return "cannot read " + topic + ": " + rd_kafka_err2str(err);
+  return std::nullopt;
+}
+
 }  // namespace fleettwin::kafka

@@ -49,4 +49,14 @@ struct rd_kafka_deleter {
 };
 using kafka_handle = std::unique_ptr<rd_kafka_t, rd_kafka_deleter>;
 
+/// A producer or consumer from key/value settings; null with `error` (naming
+/// `what`, e.g. "the membership consumer") when it cannot be created.
+kafka_handle make_client(rd_kafka_type_t type, const std::map<std::string, std::string>& settings,
+                         const std::string& what, std::string& error);
+
+/// Assigns one partition of `topic` to `consumer` from `offset` (no group);
+/// the error when librdkafka refuses.
+std::optional<std::string> assign_partition(rd_kafka_t* consumer, const std::string& topic,
+                                            int32_t partition, int64_t offset);
+
 }  // namespace fleettwin::kafka

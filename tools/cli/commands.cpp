@@ -15,6 +15,30 @@ namespace fleettwin::cli {
 
 namespace {
 
+/// Calls a paged method once, or (`all`) until its last page, printing each
+/// page with `print`; says how to go on when pages remain.
+template <class Response, class Request, class Call, class Print>
+int print_pages(session& s, Request& request, bool all, Call call, Print print) {
+  while (true) {
+    grpc::ClientContext context;
+    s.set_deadline(context);
+    Response response;
+    if (auto status = call(context, request, response); !status.ok())
+      return s.fail(status);
+    print(response);
+    const auto& next = response.next_page_token();
+    if (!all || next.empty()) {
+      if (!s.json() && !next.empty())
+        s.err() << "more: --page-token " << next << " (or --all)\n";
+      return exit_ok;
+    }
+    if (next == request.page_token())
+      return s.fail({grpc::StatusCode::INTERNAL,
+                     fmt::format("server returned the same page token \"{}\" again", next)});
+    request.set_page_token(next);
+  }
+}
+
 /// Prints a server stream's messages, one per line, until `count` (0: the
 /// server ends it or Ctrl-C); no deadline.
 template <class Message, class Open, class Format>
@@ -96,27 +120,21 @@ int run_agg_list(session& s, const list_options& options) {
   request.set_page_size(options.page_size);
   request.set_page_token(options.page_token);
   table rows(aggregate_summary_header());
-  while (true) {
-    grpc::ClientContext context;
-    s.set_deadline(context);
-    v1::ListAggregatesResponse response;
-    if (auto status = s.aggregates().ListAggregates(&context, request, &response); !status.ok())
-      return s.fail(status);
-    if (s.json()) {
-      for (const auto& a : response.aggregates())
-        s.out() << to_json(a) << '\n';
-    } else {
-      for (const auto& a : response.aggregates())
-        rows.add(aggregate_summary_row(a));
-      rows.print(s.out());
-    }
-    if (!options.all || response.next_page_token().empty()) {
-      if (!response.next_page_token().empty())
-        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
-      return exit_ok;
-    }
-    request.set_page_token(response.next_page_token());
-  }
+  return print_pages<v1::ListAggregatesResponse>(
+      s, request, options.all,
+      [&](grpc::ClientContext& context, auto& req, auto& response) {
+        return s.aggregates().ListAggregates(&context, req, &response);
+      },
+      [&](const v1::ListAggregatesResponse& response) {
+        if (s.json()) {
+          for (const auto& a : response.aggregates())
+            s.out() << to_json(a) << '\n';
+          return;
+        }
+        for (const auto& a : response.aggregates())
+          rows.add(aggregate_summary_row(a));
+        rows.print(s.out());
+      });
 }
 
 int run_agg_get(session& s, const agg_get_options& options) {
@@ -149,26 +167,20 @@ int run_agg_members(session& s, const agg_members_options& options) {
   request.set_page_size(options.page_size);
   request.set_page_token(options.page_token);
   table rows(member_header());
-  while (true) {
-    grpc::ClientContext context;
-    s.set_deadline(context);
-    v1::ListMembersResponse response;
-    if (auto status = s.aggregates().ListMembers(&context, request, &response); !status.ok())
-      return s.fail(status);
-    if (s.json()) {
-      s.out() << to_json(response) << '\n';
-    } else {
-      for (const auto& m : response.members())
-        rows.add(member_row(m));
-      rows.print(s.out());
-    }
-    if (!options.all || response.next_page_token().empty()) {
-      if (!s.json() && !response.next_page_token().empty())
-        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
-      return exit_ok;
-    }
-    request.set_page_token(response.next_page_token());
-  }
+  return print_pages<v1::ListMembersResponse>(
+      s, request, options.all,
+      [&](grpc::ClientContext& context, auto& req, auto& response) {
+        return s.aggregates().ListMembers(&context, req, &response);
+      },
+      [&](const v1::ListMembersResponse& response) {
+        if (s.json()) {
+          s.out() << to_json(response) << '\n';
+          return;
+        }
+        for (const auto& m : response.members())
+          rows.add(member_row(m));
+        rows.print(s.out());
+      });
 }
 
 int run_agg_watch(session& s, const agg_watch_options& options) {
@@ -199,36 +211,30 @@ int run_agg_history(session& s, const agg_history_options& options) {
   std::optional<table> rows;
   std::vector<std::string> header;
   size_t points = 0;
-  while (true) {
-    grpc::ClientContext context;
-    s.set_deadline(context);
-    v1::GetAggregateHistoryResponse response;
-    if (auto status = s.aggregates().GetAggregateHistory(&context, request, &response);
-        !status.ok())
-      return s.fail(status);
-    points += response.points_size();
-    if (s.json()) {
-      s.out() << to_json(response) << '\n';
-    } else {
-      for (const auto& p : response.points()) {
-        if (!rows) {
-          header = aggregate_history_header(p);
-          rows.emplace(header);
+  auto code = print_pages<v1::GetAggregateHistoryResponse>(
+      s, request, options.all,
+      [&](grpc::ClientContext& context, auto& req, auto& response) {
+        return s.aggregates().GetAggregateHistory(&context, req, &response);
+      },
+      [&](const v1::GetAggregateHistoryResponse& response) {
+        points += response.points_size();
+        if (s.json()) {
+          s.out() << to_json(response) << '\n';
+          return;
         }
-        rows->add(aggregate_history_row(p, header));
-      }
-      if (rows)
-        rows->print(s.out());
-    }
-    if (!options.all || response.next_page_token().empty()) {
-      if (!s.json() && points == 0)
-        s.err() << "no recorded changes of " << options.aggregate << " in the range\n";
-      if (!s.json() && !response.next_page_token().empty())
-        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
-      return exit_ok;
-    }
-    request.set_page_token(response.next_page_token());
-  }
+        for (const auto& p : response.points()) {
+          if (!rows) {
+            header = aggregate_history_header(p);
+            rows.emplace(header);
+          }
+          rows->add(aggregate_history_row(p, header));
+        }
+        if (rows)
+          rows->print(s.out());
+      });
+  if (code == exit_ok && !s.json() && points == 0)
+    s.err() << "no recorded changes of " << options.aggregate << " in the range\n";
+  return code;
 }
 
 int run_agg_kinds(session& s) {
@@ -275,33 +281,27 @@ int run_traverse(session& s, const traverse_options& options) {
   request.set_page_size(options.page_size);
   request.set_page_token(options.page_token);
   table rows({"HOPS", "NAME", "KIND", "VERSION", "VALUES"});
-  while (true) {
-    grpc::ClientContext context;
-    s.set_deadline(context);
-    v1::TraverseResponse response;
-    if (auto status = s.aggregates().Traverse(&context, request, &response); !status.ok())
-      return s.fail(status);
-    if (s.json()) {
-      s.out() << to_json(response) << '\n';
-    } else {
-      for (const auto& hit : response.hits()) {
-        auto row =
-            hit.has_twin() ? twin_summary_row(hit.twin()) : aggregate_summary_row(hit.aggregate());
-        // Twins: asset, kind, version, ..., reported; aggregates: id, kind,
-        // twins, version, measures.
-        rows.add({std::to_string(hit.hops()),
-                  hit.has_twin() ? hit.twin().name() : hit.aggregate().name(), row[1],
-                  hit.has_twin() ? row[2] : row[3], row.back()});
-      }
-      rows.print(s.out());
-    }
-    if (!options.all || response.next_page_token().empty()) {
-      if (!s.json() && !response.next_page_token().empty())
-        s.err() << "more: --page-token " << response.next_page_token() << " (or --all)\n";
-      return exit_ok;
-    }
-    request.set_page_token(response.next_page_token());
-  }
+  return print_pages<v1::TraverseResponse>(
+      s, request, options.all,
+      [&](grpc::ClientContext& context, auto& req, auto& response) {
+        return s.aggregates().Traverse(&context, req, &response);
+      },
+      [&](const v1::TraverseResponse& response) {
+        if (s.json()) {
+          s.out() << to_json(response) << '\n';
+          return;
+        }
+        for (const auto& hit : response.hits()) {
+          auto row = hit.has_twin() ? twin_summary_row(hit.twin())
+                                    : aggregate_summary_row(hit.aggregate());
+          // Twins: asset, kind, version, ..., reported; aggregates: id, kind,
+          // twins, version, measures.
+          rows.add({std::to_string(hit.hops()),
+                    hit.has_twin() ? hit.twin().name() : hit.aggregate().name(), row[1],
+                    hit.has_twin() ? row[2] : row[3], row.back()});
+        }
+        rows.print(s.out());
+      });
 }
 
 int run_get(session& s, const get_options& options) {
