@@ -89,8 +89,11 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
     return std::nullopt;
   auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets, std::move(agg));
   st.assets.emplace(asset_id, partition_state::entry{handle, now, item, false, is_aggregate});
-  st.active_aggregates += is_aggregate ? 1 : 0;
-  report_active(self);
+  st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
+  if (is_aggregate) {
+    ++st.active_aggregates;
+    st.cfg.probe->on_active_aggregates(st.cfg.partition, st.active_aggregates);
+  }
   return handle;
 }
 
