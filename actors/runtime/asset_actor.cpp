@@ -108,6 +108,29 @@ bool timed(const asset_state& st) {
   return st.agg && (st.agg->kind().time_dependent || st.agg->in_transit() > 0);
 }
 
+/// The records of members `ids` as the aggregate holds them now (deleted
+/// when it no longer does).
+void member_records(const asset_state& st, const std::vector<std::string>& ids,
+                    std::vector<member_write>& out) {
+  for (const auto& id : ids) {
+    member_write w{st.asset_id, id, {}};
+    if (const auto* e = st.agg->member(id))
+      core::encode_member_entry(*e, w.entry);
+    out.push_back(std::move(w));
+  }
+}
+
+/// Member records changed (`touched`, sorted): written with this commit, or
+/// (checkpoint_members) kept for the partition's next flush.
+void write_members(asset_state& st, const std::vector<std::string>& touched, asset_update& u) {
+  if (!st.config->checkpoint_members) {
+    member_records(st, touched, u.members);
+    return;
+  }
+  st.unwritten.insert(touched.begin(), touched.end());
+  u.unwritten_members = static_cast<uint32_t>(st.unwritten.size());
+}
+
 /// After the aggregate changed (members, attributes, time): its member
 /// records, its new header and change, and what its parents get.
 void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t now_ms,
@@ -116,12 +139,7 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
   auto& agg = *st.agg;
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (auto& id : touched) {
-    member_write w{st.asset_id, id, {}};
-    if (const auto* e = agg.member(id))
-      core::encode_member_entry(*e, w.entry);
-    u.members.push_back(std::move(w));
-  }
+  write_members(st, touched, u);
   u.timed = timed(st);
   auto values = agg.measures(core::measure_inputs{&st.tw.attributes});
   if (!touched.empty() || !same_measures(st.header, values, agg.kind())) {
@@ -313,6 +331,19 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         std::vector<std::string> touched;
         int64_t origin_ms = 0;
         uint32_t hops = 0;
+        if (slice.replay) {
+          // Applied before a restart, outputs committed then: only the
+          // members catch up (the header already shows the result).
+          for (auto i : slice.indexes) {
+            const auto& c = (*slice.items)[i];
+            st.agg->apply(c, slice.now_ms, outward, &touched);
+          }
+          std::sort(touched.begin(), touched.end());
+          touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+          write_members(st, touched, u);
+          u.timed = timed(st);
+          return u;
+        }
         for (auto i : slice.indexes) {
           const auto& c = (*slice.items)[i];
           if (c.origin_ms != 0 && (origin_ms == 0 || c.origin_ms < origin_ms))
@@ -368,6 +399,19 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         }
         if (slice.want_snapshot)
           u.snapshot = st.current();
+        return u;
+      },
+      [self](flush_atom) {
+        auto& st = self->state;
+        asset_update u;
+        u.asset_id = st.asset_id;
+        if (st.agg) {
+          std::vector<std::string> ids(std::make_move_iterator(st.unwritten.begin()),
+                                       std::make_move_iterator(st.unwritten.end()));
+          member_records(st, ids, u.members);
+        }
+        st.unwritten.clear();
+        u.timed = timed(st);
         return u;
       },
       [self](check_atom) {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "actors/core/aggregate.hpp"
@@ -48,6 +49,9 @@ struct asset_config {
   int64_t stale_after_ms = 30'000;
   /// How long an aggregate holds a member moving below it (see aggregate).
   int64_t hold_ms = 10'000;
+  /// Aggregates keep changed member records in memory until their partition
+  /// flushes them (a checkpoint) instead of writing each with its commit.
+  bool checkpoint_members = false;
 
   static int64_t system_clock_ms();
 };
@@ -64,6 +68,8 @@ struct asset_state {
   /// The entity as an aggregate (ids in an aggregate kind's collection).
   std::unique_ptr<core::aggregate> agg;
   core::aggregate_header header;
+  /// Members whose record changed since the last flush (checkpoint_members).
+  std::set<std::string, std::less<>> unwritten;
 
   /// True while `snapshot` is published in the config's cache.
   bool cached = false;

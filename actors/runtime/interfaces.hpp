@@ -21,6 +21,8 @@ using asset_actor = caf::typed_actor<
     // Moves the aggregate's clock (members going stale, holds ending); replies
     // with what to commit.
     caf::replies_to<advance_atom, int64_t>::with<asset_update>,
+    // Writes the member records changed since the last flush (checkpoint).
+    caf::replies_to<flush_atom>::with<asset_update>,
     // Compares the aggregate's incremental measures with a full recompute
     // from its members; replies with the first difference (empty: none).
     caf::replies_to<check_atom>::with<std::string>,

@@ -44,6 +44,7 @@ using contribute_atom = caf::atom_constant<caf::atom("contribute")>;
 using advance_atom = caf::atom_constant<caf::atom("advance")>;
 using relate_atom = caf::atom_constant<caf::atom("relate")>;
 using check_atom = caf::atom_constant<caf::atom("check")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -151,6 +152,10 @@ struct contribution_slice {
   std::shared_ptr<const std::vector<core::contribution>> items;
   std::vector<uint32_t> indexes;
   int64_t now_ms = 0;
+  /// Contributions applied before a restart whose outputs are committed but
+  /// whose member records were not written yet: folded into the members
+  /// only (nothing published, no new version).
+  bool replay = false;
 };
 
 /// Relation updates of one child from one work item (records of the
@@ -201,6 +206,9 @@ struct asset_update {
   /// Relation updates refused (a cycle, a type the parent does not take):
   /// the record's index in its relation_slice, and what to fix.
   std::vector<std::pair<uint32_t, std::string>> relation_rejects;
+  /// Aggregates that checkpoint their members: member records changed but
+  /// not written yet (the entity must be flushed before it passivates).
+  uint32_t unwritten_members = 0;
 };
 
 struct desired_reply {

@@ -23,6 +23,15 @@ int64_t now_ms(self_ptr self) {
   return self->state.cfg.assets->clock();
 }
 
+constexpr size_t contrib_slot = follower_slot(input::contributions);
+
+/// Contributions applied before a restart are still being replayed into
+/// the members: nothing but contributions may run meanwhile (a relation
+/// change would send parents members the replay has not restored yet).
+bool replaying(const partition_state& st) {
+  return st.replay_until >= 0;
+}
+
 void fail(self_ptr self, std::string why, bool retryable = false) {
   auto& st = self->state;
   if (st.failed)
@@ -179,6 +188,17 @@ void finish_item(self_ptr self) {
   if (!st.failed)
     for (auto& d : deferred)
       answer_deferred(self, d);
+  if (!st.stop_waiters.empty() && !st.failed && replaying(st)) {
+    // Stopping before the replay ended: what is queued was not committed and
+    // the next owner consumes it again; the stored state stays as it is.
+    st.queue.clear();
+  }
+  if (!st.stop_waiters.empty() && !st.failed && !st.current && st.queue.empty() &&
+      !st.unwritten.empty() && !st.flush_queued && !replaying(st)) {
+    // A last checkpoint: the next owner then has nothing to replay.
+    st.flush_queued = true;
+    st.queue.emplace_back(flush_work{});
+  }
   if (!st.failed)
     process_next(self);
   if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
@@ -194,6 +214,33 @@ void finish_item(self_ptr self) {
     for (auto& w : waiters)
       w();
   }
+}
+
+/// Queues a checkpoint of the aggregates' unwritten member records once the
+/// oldest has waited member_checkpoint_interval (first in the queue).
+void schedule_flush(self_ptr self) {
+  auto& st = self->state;
+  if (st.unwritten.empty() || st.flush_queued || st.failed || replaying(st) ||
+      now_ms(self) - st.unwritten_since_ms < st.cfg.member_checkpoint_interval.count())
+    return;
+  st.flush_queued = true;
+  st.queue.emplace_front(flush_work{});
+}
+
+/// The contributions offset this item commits: where the stored members
+/// stand (behind what was applied while aggregates hold unwritten member
+/// records), with the next contribution not applied yet beside it.
+void hold_contributions(partition_state& st, partition_state::inflight& item) {
+  auto& o = item.commit.input_offsets[contrib_slot];
+  const int64_t real = item.contributions_next.value_or(st.next_input_offsets[contrib_slot]);
+  if (real < 0 || (!st.cfg.assets->checkpoint_members && !replaying(st)))
+    return;
+  const int64_t applied = std::max(real, st.replay_until);
+  const int64_t cover = st.unwritten.empty() ? real : std::min(st.members_cover, real);
+  if (cover < 0)
+    return;  // nothing consumed before: unknown (cannot happen with members unwritten)
+  o = cover;
+  item.commit.contributions_applied = applied;
 }
 
 /// The commit is durable: notify, acknowledge, answer, move on.
@@ -220,8 +267,11 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
     if (item.commit.next_offset && batches[0] > 0)
       st.next_offset = *item.commit.next_offset;
     for (auto in : follower_inputs)
-      if (const auto& o = item.commit.input_offsets[follower_slot(in)])
+      if (const auto& o = in == input::contributions ? item.contributions_next
+                                                     : item.commit.input_offsets[follower_slot(in)])
         st.next_input_offsets[follower_slot(in)] = *o;
+    if (replaying(st) && st.next_input_offsets[contrib_slot] >= st.replay_until)
+      st.replay_until = -1;
     st.records_applied += item.applied;
     if (st.cfg.on_committed) {
       if (batches[0] > 0)
@@ -235,7 +285,10 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
   }
   if (item.desired)
     item.desired->done(std::move(*item.desired_answer));
+  if (st.unwritten.empty())
+    st.members_cover = st.next_input_offsets[contrib_slot];
   publish_gauges(self);
+  schedule_flush(self);
   finish_item(self);
 }
 
@@ -285,6 +338,7 @@ void publish(self_ptr self) {
     finish_item(self);  // an advance that changed nothing
     return;
   }
+  hold_contributions(st, item);
   if (!st.cfg.sink) {
     commit(self);
     return;
@@ -338,6 +392,15 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   }
   if (auto it = st.assets.find(u.asset_id); it != st.assets.end())
     it->second.timed = u.timed;
+  if (u.unwritten_members > 0) {
+    if (st.unwritten.empty()) {
+      // Stored members cover the contributions before this item's.
+      st.members_cover = item.contributions_first >= 0 ? item.contributions_first
+                                                       : st.next_input_offsets[contrib_slot];
+      st.unwritten_since_ms = now_ms(self);
+    }
+    st.unwritten.insert(u.asset_id);
+  }
   if (u.deltas_applied || u.misdirected || u.aggregate_counts.cycles)
     st.cfg.probe->on_contributions(u.deltas_applied, u.misdirected, u.aggregate_counts);
   for (auto& [record, why] : u.relation_rejects)
@@ -357,8 +420,11 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
 
 /// Decodes the item's contribution records, grouped by the aggregate they
 /// go to (each record's key); invalid ones are rejected (dead letters).
-std::map<std::string, contribution_slice> decode_contributions(self_ptr self,
-                                                               partition_state::inflight& item) {
+/// Records below replay_until go to `replayed` instead (applied before a
+/// restart: members only).
+std::map<std::string, contribution_slice> decode_contributions(
+    self_ptr self, partition_state::inflight& item,
+    std::map<std::string, contribution_slice>& replayed) {
   auto& st = self->state;
   std::map<std::string, contribution_slice> out;
   std::shared_ptr<std::vector<core::contribution>> items;
@@ -385,16 +451,19 @@ std::map<std::string, contribution_slice> decode_contributions(self_ptr self,
                input::contributions);
         continue;
       }
-      auto& slice = out[std::string{r.key}];
+      const bool replay = r.offset < st.replay_until;
+      auto& slice = (replay ? replayed : out)[std::string{r.key}];
+      slice.replay = replay;
       for (size_t i = first; i < items->size(); ++i)
         slice.indexes.push_back(static_cast<uint32_t>(i));
     }
   }
   const auto now = now_ms(self);
-  for (auto& [id, slice] : out) {
-    slice.items = items;
-    slice.now_ms = now;
-  }
+  for (auto* m : {&out, &replayed})
+    for (auto& [id, slice] : *m) {
+      slice.items = items;
+      slice.now_ms = now;
+    }
   return out;
 }
 
@@ -481,6 +550,11 @@ void start_batch(self_ptr self) {
   for (const auto& raw : item.raws) {
     if (raw->source != input::telemetry) {
       item.commit.input_offsets[follower_slot(raw->source)] = raw->next_offset;
+      if (raw->source == input::contributions) {
+        item.contributions_next = raw->next_offset;
+        if (item.contributions_first < 0 && !raw->records.empty())
+          item.contributions_first = raw->records.front().offset;
+      }
       continue;
     }
     item.commit.next_offset = raw->next_offset;
@@ -535,14 +609,16 @@ void start_batch(self_ptr self) {
   // Records past `valid` are scratch: only the grouped indexes are read.
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
-  auto contributions = decode_contributions(self, item);
+  std::map<std::string, contribution_slice> replayed;
+  auto contributions = decode_contributions(self, item, replayed);
   auto relations = decode_relations(self, item);
-  item.pending = st.groups.size() + contributions.size() + relations.size();
+  item.pending = st.groups.size() + replayed.size() + contributions.size() + relations.size();
   if (item.pending == 0) {
     publish(self);
     return;
   }
-  if (!send_contributions(self, contributions))
+  // Replayed records come first: each aggregate gets them before newer ones.
+  if (!send_contributions(self, replayed) || !send_contributions(self, contributions))
     return;
   std::shared_ptr<const decoded_batch> shared = decoded;
   const auto id = item.id;
@@ -677,21 +753,74 @@ void start_advance(self_ptr self) {
     finish_item(self);
 }
 
+/// Writes the member records every aggregate holds unwritten; the commit
+/// then moves the contributions offset to what was applied.
+void start_flush(self_ptr self) {
+  auto& st = self->state;
+  st.flush_queued = false;
+  auto& item = *st.current;
+  const auto id = item.id;
+  if (const auto next = st.next_input_offsets[contrib_slot]; next >= 0) {
+    item.commit.input_offsets[contrib_slot] = next;
+    item.contributions_next = next;
+  }
+  auto ids = std::move(st.unwritten);
+  st.unwritten.clear();
+  for (const auto& asset_id : ids) {
+    auto it = st.assets.find(asset_id);
+    if (it == st.assets.end())
+      continue;  // cannot happen: entities with unwritten members stay resident
+    it->second.last_item = id;
+    ++item.pending;
+    self->request(it->second.handle, caf::infinite, flush_atom::value)
+        .then([self, id](asset_update& u) { collect(self, id, u); },
+              [self](caf::error& err) { fail(self, "aggregate actor failed: " + to_string(err)); });
+  }
+  if (item.pending == 0)
+    publish(self);
+}
+
+/// While replaying, the next contributions batch queued (others wait);
+/// false when none is queued yet.
+bool take_replay_batch(self_ptr self, work_item& out) {
+  auto& st = self->state;
+  for (auto it = st.queue.begin(); it != st.queue.end(); ++it) {
+    auto* raw = std::get_if<raw_batch_ptr>(&*it);
+    if (!raw || (*raw)->source != input::contributions)
+      continue;
+    if (!(*raw)->records.empty() &&
+        (*raw)->records.front().offset < st.next_input_offsets[contrib_slot])
+      st.replay_until = -1;  // the log starts over (a new topic): nothing to replay
+    out = std::move(*it);
+    st.queue.erase(it);
+    return true;
+  }
+  return false;
+}
+
 void process_next(self_ptr self) {
   auto& st = self->state;
   if (st.current || st.queue.empty())
     return;
-  auto next = std::move(st.queue.front());
-  st.queue.pop_front();
+  work_item next;
+  if (replaying(st)) {
+    if (!take_replay_batch(self, next))
+      return;
+  } else {
+    next = std::move(st.queue.front());
+    st.queue.pop_front();
+  }
   st.current.emplace();
   st.current->id = st.next_item_id++;
   st.current->started = std::chrono::steady_clock::now();
   st.current->commit.partition = st.cfg.partition;
   if (auto* raw = std::get_if<raw_batch_ptr>(&next)) {
-    // Coalesce every consumed batch queued behind this one.
+    // Coalesce every consumed batch queued behind this one (while
+    // replaying, one batch at a time).
     size_t records = (*raw)->records.size();
     st.current->raws.push_back(std::move(*raw));
-    while (!st.queue.empty() && std::holds_alternative<raw_batch_ptr>(st.queue.front())) {
+    while (!replaying(st) && !st.queue.empty() &&
+           std::holds_alternative<raw_batch_ptr>(st.queue.front())) {
       auto& more = std::get<raw_batch_ptr>(st.queue.front());
       if (records + more->records.size() > st.cfg.max_item_records)
         break;
@@ -702,6 +831,8 @@ void process_next(self_ptr self) {
     start_batch(self);
   } else if (auto* d = std::get_if<desired_work>(&next)) {
     start_desired(self, std::move(*d));
+  } else if (std::holds_alternative<flush_work>(next)) {
+    start_flush(self);
   } else {
     start_advance(self);
   }
@@ -720,7 +851,8 @@ void passivate_idle(self_ptr self) {
   auto idle_before = now - st.cfg.passivate_after.count();
   size_t before = st.assets.size();
   for (auto it = st.assets.begin(); it != st.assets.end();) {
-    if (it->second.last_used_ms <= idle_before && !in_flight(it->second) && !it->second.timed) {
+    if (it->second.last_used_ms <= idle_before && !in_flight(it->second) && !it->second.timed &&
+        !st.unwritten.contains(it->first)) {
       self->send(it->second.handle, passivate_atom::value);
       st.active_aggregates -= it->second.aggregate ? 1 : 0;
       it = st.assets.erase(it);
@@ -732,7 +864,7 @@ void passivate_idle(self_ptr self) {
     std::vector<std::pair<int64_t, std::string>> by_age;
     by_age.reserve(st.assets.size());
     for (auto& [id, e] : st.assets)
-      if (!in_flight(e))
+      if (!in_flight(e) && !st.unwritten.contains(id))
         by_age.emplace_back(e.last_used_ms, id);
     auto excess = std::min(st.assets.size() - st.cfg.max_active_twins, by_age.size());
     std::nth_element(by_age.begin(), by_age.begin() + excess, by_age.end());
@@ -780,6 +912,12 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
     else if (auto off = st.cfg.store->load_input_offset(st.cfg.partition, in))
       st.next_input_offsets[slot] = *off;
   }
+  st.members_cover = st.next_input_offsets[contrib_slot];
+  if (const auto applied = st.cfg.contributions_applied
+                               ? st.cfg.contributions_applied
+                               : st.cfg.store->load_contributions_applied(st.cfg.partition);
+      applied && st.members_cover >= 0 && *applied > st.members_cover)
+    st.replay_until = *applied;
   publish_gauges(self);
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
@@ -891,6 +1029,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           st.queue.emplace_back(advance_work{});
           process_next(self);
         }
+        schedule_flush(self);
+        process_next(self);
         passivate_idle(self);
         if (const auto every = st.cfg.aggregate_check_interval.count();
             every > 0 && st.active_aggregates > 0 && now_ms(self) - st.last_check_ms >= every) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -68,6 +69,15 @@ struct partition_config {
   uint64_t epoch = 0;
   /// The same for batches of each follower input.
   std::array<uint64_t, follower_input_count> input_epochs{};
+  /// With assets->checkpoint_members: how long aggregates may hold member
+  /// records not written yet before the partition flushes them all (a
+  /// checkpoint). A restore replays the contributions since the last one.
+  std::chrono::milliseconds member_checkpoint_interval{std::chrono::seconds{10}};
+  /// The next contribution not applied yet, when the stored members lag it
+  /// (a restore replays up to here); unset: what the store says. The node
+  /// sets it to the stored contributions offset (no replay) when the log no
+  /// longer holds those records.
+  std::optional<int64_t> contributions_applied;
   /// How long a lookup waits for the work item in flight to commit (and a
   /// desired update waits in the queue) before it is answered UNAVAILABLE:
   /// a broker that is slow or unreachable never makes a call hang.
@@ -99,7 +109,10 @@ struct deferred_get {
 /// Moves the clock of every timed aggregate (self-scheduled on ticks).
 struct advance_work {};
 
-using work_item = std::variant<raw_batch_ptr, desired_work, advance_work>;
+/// Writes every member record aggregates hold unwritten (a checkpoint).
+struct flush_work {};
+
+using work_item = std::variant<raw_batch_ptr, desired_work, advance_work, flush_work>;
 
 struct partition_state {
   struct entry {
@@ -133,6 +146,11 @@ struct partition_state {
     std::vector<std::pair<int64_t, uint32_t>> aggregate_origins;
     /// The relation records the item decoded (relation_slice indexes them).
     std::vector<const raw_record*> relation_records;
+    /// The next contribution offset once this item commits (what it
+    /// consumed; the committed offset may stay behind, see unwritten).
+    std::optional<int64_t> contributions_next;
+    /// The first contribution offset the item consumed (-1: none).
+    int64_t contributions_first = -1;
     size_t applied = 0;
     std::chrono::steady_clock::time_point started;
   };
@@ -157,6 +175,18 @@ struct partition_state {
   bool advance_queued = false;
   /// Resident aggregates (entries with `aggregate`).
   size_t active_aggregates = 0;
+  /// Aggregates holding member records not written yet: resident until the
+  /// next flush, which the committed contributions offset waits for.
+  std::unordered_set<std::string> unwritten;
+  /// The contributions offset the stored member records cover.
+  int64_t members_cover = -1;
+  /// When `unwritten` last became non-empty (ms).
+  int64_t unwritten_since_ms = 0;
+  bool flush_queued = false;
+  /// Contributions below this offset were applied before a restart: they
+  /// are replayed into the members only, and nothing else runs until they
+  /// are (-1: no replay).
+  int64_t replay_until = -1;
   /// When resident aggregates were last checked against a recompute.
   int64_t last_check_ms = 0;
   /// The decoded records of the last item, reused when nobody holds them.

@@ -123,7 +123,15 @@ struct commit_batch {
   std::vector<std::pair<std::string, std::string>> aggregates;
   std::vector<member_write> members;
   /// Next offsets of the follower inputs consumed (the others nullopt).
+  /// For contributions: where the stored member records stand, which may lag
+  /// what was applied (members are checkpointed, see contributions_applied).
   follower_offsets input_offsets;
+  /// With the contributions offset: the next contribution not applied yet.
+  /// Above input_offsets[contributions] when aggregates hold member changes
+  /// not written yet: a restore replays the contributions in between into the
+  /// members without publishing anything (the outputs of those records are
+  /// committed). Unset: equal to it.
+  std::optional<int64_t> contributions_applied;
 };
 
 /// An aggregate as stored: its header and every member.
@@ -151,6 +159,11 @@ public:
   }
   /// The committed next offset of a follower input.
   virtual std::optional<int64_t> load_input_offset(int32_t partition, input in) {
+    return std::nullopt;
+  }
+  /// The next contribution not applied yet (commit_batch::contributions_applied);
+  /// nullopt when the members stored cover every contribution applied.
+  virtual std::optional<int64_t> load_contributions_applied(int32_t partition) {
     return std::nullopt;
   }
 };

@@ -357,7 +357,7 @@ void event_producer::publish(const runtime::item_outputs& out,
   if (opts_.changelog)
     state_count = out.state.twins.size() + out.state.history.size() + (it->next_offset ? 1 : 0) +
                   out.state.aggregates.size() + out.state.members.size() +
-                  runtime::follower_input_count;
+                  runtime::follower_input_count + 1;
   msgs.reserve(change_count + state_count + out.rejects.size() + out.contributions.size() +
                out.aggregate_changes.size());
 
@@ -422,6 +422,10 @@ void event_producer::publish(const runtime::item_outputs& out,
       if (const auto& o = it->input_offsets[slot])
         changelog(std::string{storage::changelog_input_keys[slot]}, be64(*o),
                   "application/vnd.fleettwin.input-offset.v1");
+    if (const auto& o = it->input_offsets[runtime::follower_slot(runtime::input::contributions)])
+      changelog(std::string{storage::changelog_applied_key},
+                be64(std::max(*o, out.state.contributions_applied.value_or(*o))),
+                "application/vnd.fleettwin.input-offset.v1");
   }
   publish_aggregates(out, source, *it);
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

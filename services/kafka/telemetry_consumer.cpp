@@ -178,6 +178,15 @@ void telemetry_consumer::watch_log_ends() {
   }
 }
 
+std::optional<int64_t> telemetry_consumer::log_end(int32_t p) {
+  int64_t low = 0;
+  int64_t high = 0;
+  if (rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high, 5'000) !=
+      RD_KAFKA_RESP_ERR_NO_ERROR)
+    return std::nullopt;
+  return high;
+}
+
 int64_t telemetry_consumer::reconcile(int32_t p, int64_t offset) {
   if (offset < 0 && offset != RD_KAFKA_OFFSET_BEGINNING)
     return offset;

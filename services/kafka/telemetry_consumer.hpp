@@ -149,6 +149,10 @@ public:
   /// records were deleted) -> its start, the skipped records counted.
   int64_t reconcile(int32_t partition, int64_t offset);
 
+  /// The log end (high watermark) of `partition`, or nullopt when the broker
+  /// does not say within 5 s (a broker round trip; not for actors).
+  std::optional<int64_t> log_end(int32_t partition);
+
   /// Holds a partition (records fetched for it are dropped) until resume():
   /// its actor is replaced and its state restored again. Returns the epoch
   /// that batches fetched after the resume carry (thread-safe).

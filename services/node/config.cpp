@@ -88,6 +88,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "(fleettwin_aggregate_recompute_mismatches_total; 0: never)")
       ->envname("FLEETTWIN_AGGREGATE_CHECK_INTERVAL_MS")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--member-checkpoint-ms", cfg.member_checkpoint_ms,
+                 "Aggregates keep changed member records in memory and write them this often (a "
+                 "restore replays the contributions since the last write; 0: write them with "
+                 "every commit)")
+      ->envname("FLEETTWIN_MEMBER_CHECKPOINT_MS")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--guarantee", cfg.guarantee,
                  "exactly-once (Kafka transactions; default with --kafka) or at-least-once "
                  "(default with the embedded Kafka)")

@@ -40,6 +40,10 @@ struct node_config {
   std::string aggregates_file;
   /// How often resident aggregates are compared with a full recompute (0: never).
   int64_t aggregate_check_interval_ms = 60'000;
+  /// Aggregates write changed member records at most this often (a
+  /// checkpoint; a restore replays the contributions since); 0: with every
+  /// commit.
+  int64_t member_checkpoint_ms = 10'000;
 
   // --- cluster (real Kafka) --------------------------------------------------
   /// "exactly-once" or "at-least-once"; empty: exactly-once on a real Kafka,

@@ -108,6 +108,7 @@ bool node::init(std::string& error) {
   acfg->history_capacity = static_cast<uint32_t>(cfg_.history);
   acfg->cache = cache_;
   acfg->stale_after_ms = cfg_.stale_after_ms;
+  acfg->checkpoint_members = cfg_.member_checkpoint_ms > 0;
   if (!cfg_.aggregates_file.empty()) {
     auto kinds = load_aggregate_config(cfg_.aggregates_file, error);
     if (!kinds)

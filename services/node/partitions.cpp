@@ -197,6 +197,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.passivate_after = std::chrono::milliseconds{cfg_.passivate_after_ms};
   pc.tick_interval = std::chrono::milliseconds{std::max<int64_t>(cfg_.passivate_after_ms / 4, 50)};
   pc.aggregate_check_interval = std::chrono::milliseconds{cfg_.aggregate_check_interval_ms};
+  pc.member_checkpoint_interval = std::chrono::milliseconds{cfg_.member_checkpoint_ms};
   pc.max_active_twins = cfg_.max_active_twins;
   pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
   if (restorer_)
@@ -225,7 +226,27 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
     pc.initial_input_offsets[slot] = store_->load_input_offset(partition, in);
     pc.input_epochs[slot] = followers_[slot] ? followers_[slot]->new_epoch() : 0;
   }
+  const auto contrib = runtime::follower_slot(runtime::input::contributions);
   const auto input_offsets = pc.initial_input_offsets;
+  // Contributions applied beyond the stored members are replayed into them,
+  // unless the log no longer holds them (a new Kafka): then the members
+  // catch up as their twins next change.
+  if (const auto applied = store_->load_contributions_applied(partition);
+      applied && input_offsets[contrib] && *applied > *input_offsets[contrib]) {
+    if (auto* f = followers_[contrib].get()) {
+      if (const auto end = f->log_end(partition); end && *end < *applied) {
+        spdlog::warn(
+            "event=member_replay_skipped partition={} from={} to={} log_end={} "
+            "reason=\"the contributions log ends before the contributions applied: members "
+            "changed since the last checkpoint catch up as their twins next change\"",
+            partition, *input_offsets[contrib], *applied, *end);
+        pc.contributions_applied = *input_offsets[contrib];
+      } else {
+        spdlog::info("event=member_replay partition={} from={} to={}", partition,
+                     *input_offsets[contrib], *applied);
+      }
+    }
+  }
   const auto input_epochs = pc.input_epochs;
   pc.read_committed = cfg_.exactly_once();
   pc.gauges = std::make_shared<runtime::partition_gauges>();

@@ -28,6 +28,9 @@ constexpr std::string_view offset_key_prefix = "offset/";
 /// Follower-input offsets, by follower slot.
 constexpr std::array<std::string_view, runtime::follower_input_count> input_offset_prefixes{
     "offset-contrib/", "offset-relation/"};
+/// The next contribution applied, where it is beyond the stored members
+/// (runtime::commit_batch::contributions_applied).
+constexpr std::string_view applied_key_prefix = "applied-contrib/";
 constexpr std::string_view count_key_prefix = "count/";
 constexpr std::string_view changelog_key_prefix = "changelog/";
 constexpr std::string_view setting_key_prefix = "setting/";
@@ -85,6 +88,12 @@ std::string offset_key(int32_t partition) {
 
 std::string input_offset_key(int32_t partition, size_t slot) {
   std::string k{input_offset_prefixes[slot]};
+  put_be32(k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+std::string applied_key(int32_t partition) {
+  std::string k{applied_key_prefix};
   put_be32(k, static_cast<uint32_t>(partition));
   return k;
 }
@@ -315,6 +324,12 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
           !st.ok())
         return failed(st);
     }
+  if (const auto& o = b.input_offsets[runtime::follower_slot(runtime::input::contributions)]) {
+    // Always beside the contributions offset, so that it never outlives it.
+    const auto applied = std::max(*o, b.contributions_applied.value_or(*o));
+    if (auto st = batch.Put(meta_, applied_key(b.partition), encode_offset(applied)); !st.ok())
+      return failed(st);
+  }
   if (b.changelog_offset) {
     if (auto st = batch.Put(meta_, changelog_key(b.partition), encode_offset(*b.changelog_offset));
         !st.ok())
@@ -360,6 +375,10 @@ std::optional<int64_t> rocksdb_store::load_offset(int32_t partition) {
 
 std::optional<int64_t> rocksdb_store::load_input_offset(int32_t partition, runtime::input in) {
   return read_meta_offset(input_offset_key(partition, runtime::follower_slot(in)), partition);
+}
+
+std::optional<int64_t> rocksdb_store::load_contributions_applied(int32_t partition) {
+  return read_meta_offset(applied_key(partition), partition);
 }
 
 runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::string_view id,
@@ -742,6 +761,8 @@ std::optional<std::string> rocksdb_store::drop_partition(int32_t partition) {
   for (size_t slot = 0; slot < input_offset_prefixes.size() && st.ok(); ++slot)
     st = batch.Delete(meta_, input_offset_key(partition, slot));
   if (st.ok())
+    st = batch.Delete(meta_, applied_key(partition));
+  if (st.ok())
     st = batch.Delete(meta_, count_key(partition));
   if (st.ok())
     st = batch.Delete(meta_, changelog_key(partition));
@@ -772,6 +793,13 @@ std::optional<std::string> rocksdb_store::apply_changelog(
       // exactly after the restored state, never from the beginning.
       if (e.value.size() == 8)
         st = batch.Put(meta_, offset_key(partition), e.value);
+      if (!st.ok())
+        break;
+      continue;
+    }
+    if (e.key == changelog_applied_key) {
+      if (e.value.size() == 8)
+        st = batch.Put(meta_, applied_key(partition), e.value);
       if (!st.ok())
         break;
       continue;
@@ -860,7 +888,7 @@ std::map<int32_t, int64_t> rocksdb_store::stored_offsets() {
 std::optional<std::string> rocksdb_store::forget_positions() {
   rocksdb::WriteBatch batch;
   for (auto prefix : {offset_key_prefix, input_offset_prefixes[0], input_offset_prefixes[1],
-                      changelog_key_prefix}) {
+                      applied_key_prefix, changelog_key_prefix}) {
     std::string end{prefix};
     end.back() = static_cast<char>(end.back() + 1);
     if (auto st = batch.DeleteRange(meta_, std::string{prefix}, end); !st.ok())

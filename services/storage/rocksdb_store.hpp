@@ -15,7 +15,13 @@
 //   "default"  "offset/" be32(partition)                         -> next offset to consume,
 //                                                                   int64 as 8 bytes big-endian
 //              "offset-contrib/" be32(partition)                 -> next offset of the
-//                                                                   contributions input
+//                                                                   contributions input the
+//                                                                   stored members cover
+//              "applied-contrib/" be32(partition)                -> next contribution applied
+//                                                                   (beyond it: replayed into
+//                                                                   the members on restore)
+//              "offset-relation/" be32(partition)                -> next offset of the
+//                                                                   relations input
 //              "count/" be32(partition)                          -> twins stored (same encoding)
 //              "changelog/" be32(partition)                      -> next changelog offset the
 //                                                                   local state covers
@@ -81,6 +87,10 @@ inline constexpr std::string_view changelog_checkpoint_key{"\0input-offset", 13}
 /// encoding as the input checkpoint), by follower slot.
 inline constexpr std::array<std::string_view, runtime::follower_input_count> changelog_input_keys{
     std::string_view{"\0contrib-offset", 15}, std::string_view{"\0relation-offset", 16}};
+
+/// The changelog key of the next contribution applied, beside the
+/// contributions checkpoint (commit_batch::contributions_applied).
+inline constexpr std::string_view changelog_applied_key{"\0contrib-applied", 16};
 
 /// Changelog keys of aggregates: marker, then the store's key without the
 /// partition (aggregate id; aggregate id '\0' member id). Asset ids never
@@ -149,6 +159,7 @@ public:
   runtime::load_status load_aggregate(int32_t partition, std::string_view id,
                                       runtime::stored_aggregate& out, std::string& error) override;
   std::optional<int64_t> load_input_offset(int32_t partition, runtime::input in) override;
+  std::optional<int64_t> load_contributions_applied(int32_t partition) override;
 
   /// The changelog position the local state of `partition` covers; nullopt
   /// when it was never restored or committed with a changelog.

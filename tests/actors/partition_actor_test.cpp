@@ -24,6 +24,7 @@ struct fake_store final : twin_store {
   std::map<std::tuple<int32_t, std::string, std::string>, std::string> members;
   std::map<int32_t, int64_t> offsets;
   std::map<int32_t, int64_t> contribution_offsets;
+  std::map<int32_t, int64_t> contributions_applied;
   std::vector<commit_batch> commits;
   std::optional<std::string> fail_next;
 
@@ -53,14 +54,20 @@ struct fake_store final : twin_store {
     }
     if (b.next_offset)
       offsets[b.partition] = *b.next_offset;
-    if (const auto& o = b.input_offsets[follower_slot(input::contributions)])
+    if (const auto& o = b.input_offsets[follower_slot(input::contributions)]) {
       contribution_offsets[b.partition] = *o;
+      contributions_applied[b.partition] = std::max(*o, b.contributions_applied.value_or(*o));
+    }
     commits.push_back(b);
     return std::nullopt;
   }
   std::optional<int64_t> load_offset(int32_t p) override {
     auto it = offsets.find(p);
     return it == offsets.end() ? std::nullopt : std::optional<int64_t>{it->second};
+  }
+  std::optional<int64_t> load_contributions_applied(int32_t p) override {
+    auto it = contributions_applied.find(p);
+    return it == contributions_applied.end() ? std::nullopt : std::optional<int64_t>{it->second};
   }
   std::optional<int64_t> load_input_offset(int32_t p, input in) override {
     if (in != input::contributions)
@@ -187,6 +194,8 @@ struct PartitionActorTest : ::testing::Test {
   std::shared_ptr<partition_gauges> gauges = std::make_shared<partition_gauges>();
 
   std::shared_ptr<kinds_holder> kinds;
+  /// Aggregates checkpoint their members this often (unset: with every commit).
+  std::optional<std::chrono::milliseconds> member_checkpoint;
 
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
@@ -200,6 +209,10 @@ struct PartitionActorTest : ::testing::Test {
     acfg->clock = [this] { return now; };
     acfg->cache = cache;
     acfg->kinds = kinds;
+    if (member_checkpoint) {
+      acfg->checkpoint_members = true;
+      pc.member_checkpoint_interval = *member_checkpoint;
+    }
     pc.assets = acfg;
     pc.store = store;
     pc.detached_committer = false;
@@ -576,6 +589,8 @@ TEST_F(PartitionActorTest, ALostPartitionDropsUncommittedWorkWithoutWaitingForIt
 
 struct AggregateActorTest : PartitionActorTest {
   int64_t contribution_offset = 0;
+  /// Every contributions batch fed in (what the topic holds).
+  std::vector<raw_batch_ptr> fed;
 
   AggregateActorTest() {
     auto r = std::make_shared<core::kind_registry>();
@@ -629,6 +644,7 @@ struct AggregateActorTest : PartitionActorTest {
       }
       b->next_offset = contribution_offset;
       b->owner = keep;
+      fed.push_back(b);
       caf::anon_send(part, batch_atom::value, raw_batch_ptr{b});
       sched->run();
     }
@@ -771,4 +787,85 @@ TEST_F(AggregateActorTest, UnreadableContributionsGoToTheDeadLetterTopicNamingTh
   // Its offset commits: nothing is read twice.
   EXPECT_EQ(store->contribution_offsets[0], 1);
   EXPECT_FALSE(store->aggregates.count({0, "fleets/north"}));
+}
+
+TEST_F(AggregateActorTest, CheckpointedMembersAreReplayedSilentlyAfterACrash) {
+  member_checkpoint = std::chrono::milliseconds{60'000};
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
+                           {"v2", "1,100,power=20;a:fleet=north"},
+                           {"v3", "1,100,power=30;a:fleet=north"},
+                           {"fleets/north", "1,100,a:region=eu"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("fleets/north", "peak"), 30);
+  EXPECT_EQ(measure("regions/eu", "n"), 3);
+  // No member record is written yet: the committed contributions offset
+  // stays where the stored members stand, the applied one beside it.
+  EXPECT_TRUE(store->members.empty());
+  EXPECT_EQ(store->contribution_offsets[0], 0);
+  EXPECT_EQ(store->contributions_applied[0], contribution_offset);
+  const auto version = store->header("fleets/north").version;
+  const auto region_version = store->header("regions/eu").version;
+
+  // kill -9: a new actor over the same store gets the contributions from the
+  // committed offset again and folds them into the members only.
+  caf::anon_send_exit(part, caf::exit_reason::kill);
+  sched->run();
+  sink->calls.clear();
+  spawn_partition();
+  for (const auto& b : fed)
+    caf::anon_send(part, batch_atom::value, b);
+  sched->run();
+  for (int i = 0; i < 10; ++i)
+    deliver_all();  // one item after the other
+  for (const auto& c : sink->calls) {
+    EXPECT_TRUE(c.contributions.empty());
+    EXPECT_TRUE(c.aggregate_changes.empty());
+  }
+  EXPECT_EQ(store->header("fleets/north").version, version);
+  EXPECT_EQ(store->header("regions/eu").version, region_version);
+  EXPECT_EQ(store->contributions_applied[0], contribution_offset);
+
+  // Exact only if every member came back: the peak leaves.
+  caf::anon_send(part, batch_atom::value, batch(4, {{"v3", "2,200,power=1"}}));
+  sched->run();
+  settle();
+  EXPECT_EQ(measure("fleets/north", "peak"), 20);
+  EXPECT_EQ(measure("fleets/north", "n"), 3);
+  EXPECT_EQ(measure("fleets/north", "power"), 31);
+  EXPECT_EQ(measure("regions/eu", "power"), 31);
+  EXPECT_EQ(store->header("fleets/north").version, version + 1);
+
+  // The checkpoint writes every member; the offsets meet again.
+  now += 60'000;
+  sched->trigger_timeouts();
+  sched->run();
+  deliver_all();
+  EXPECT_EQ(store->contribution_offsets[0], contribution_offset);
+  EXPECT_EQ(store->contributions_applied[0], contribution_offset);
+  size_t north = 0;
+  for (const auto& [key, bytes] : store->members)
+    north += std::get<1>(key) == "fleets/north" ? 1 : 0;
+  EXPECT_EQ(north, 3u);
+}
+
+TEST_F(AggregateActorTest, StoppingWritesTheMembersHeldUnwritten) {
+  member_checkpoint = std::chrono::milliseconds{60'000};
+  spawn_partition();
+  caf::anon_send(
+      part, batch_atom::value,
+      batch(0, {{"v1", "1,100,power=10;a:fleet=north"}, {"v2", "1,100,power=20;a:fleet=north"}}));
+  sched->run();
+  settle();
+  EXPECT_TRUE(store->members.empty());
+  bool stopped = false;
+  caf::anon_send(part, stop_atom::value, std::function<void()>{[&stopped] { stopped = true; }});
+  sched->run();
+  deliver_all();
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(store->members.size(), 2u);
+  EXPECT_EQ(store->contribution_offsets[0], contribution_offset);
+  EXPECT_EQ(store->contributions_applied[0], contribution_offset);
 }

@@ -6,6 +6,7 @@
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
 //   fleettwin-bench aggregates [--assets N] [--rate R] [--seconds S] [--aggregates FILE]
+//                              [--kafka BOOTSTRAP [--guarantee G]]
 //
 // Each prints human-readable lines and a final JSON line.
 
@@ -308,14 +309,41 @@ double quantile_bound(const std::vector<std::pair<double, double>>& buckets, dou
 /// the committed change of the aggregate), and whether every aggregate ends
 /// equal to the simulator's ground truth.
 int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
-                   const std::string& aggregates) {
+                   const std::string& aggregates, const std::string& real_kafka,
+                   const std::string& guarantee) {
   kafka::topic_names topics;
   std::string error;
-  auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
-  if (!k)
-    throw std::runtime_error(error);
+  std::unique_ptr<kafka::embedded_kafka> k;
+  std::string bootstrap = real_kafka;
+  const auto prefix = fmt::format("bench-{}-{}", getpid(),
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+  if (bootstrap.empty()) {
+    k = kafka::embedded_kafka::start(1, partitions, topics, error);
+    if (!k)
+      throw std::runtime_error(error);
+    bootstrap = k->bootstrap();
+  } else {
+    // Fresh topics on the caller's broker; the node creates every topic but
+    // telemetry with its partition count.
+    topics = kafka::topic_names::with_prefix(prefix);
+    if (auto err =
+            kafka::ensure_topics(bootstrap, {}, {{topics.telemetry, partitions, -1, {}, true}},
+                                 std::chrono::seconds{30}))
+      throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
+    fmt::print("real Kafka at {}: topic prefix {}, {}\n", bootstrap, prefix, guarantee);
+  }
   auto dir = temp_dir("aggregates");
-  auto cfg = node_config_for(k->bootstrap(), dir);
+  auto cfg = node_config_for(bootstrap, dir);
+  if (!real_kafka.empty()) {
+    cfg.group_id = prefix + "-nodes";
+    cfg.topic_prefix = prefix;
+    cfg.partitions = partitions;
+    cfg.guarantee = guarantee;
+    cfg.changelog = true;
+    cfg.create_topics = true;
+  }
   cfg.aggregates_file = aggregates;
   cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
   auto n = node::node::start(cfg, error);
@@ -342,7 +370,7 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   sim::ground_truth truth{gen};
   char err[512];
   auto* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap().c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
   rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
   rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err));
   rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err));
@@ -456,6 +484,11 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
              metric(metrics, "fleettwin_aggregate_contributions_produced_total"),
              metric(metrics, "fleettwin_aggregate_member_updates_applied_total"),
              metric(metrics, "fleettwin_aggregate_changes_total"));
+  const double commits = metric(metrics, "fleettwin_batch_commit_duration_seconds_count");
+  fmt::print("  {:.0f} telemetry batches, {:.0f} commits ({:.1f} ms each in RocksDB)\n",
+             metric(metrics, "fleettwin_batches_total"), commits,
+             1e3 * metric(metrics, "fleettwin_batch_commit_duration_seconds_sum") /
+                 std::max(commits, 1.0));
   fmt::print(
       R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
       "\n",
@@ -1093,6 +1126,11 @@ int main(int argc, char** argv) {
   aggs->add_option("--seconds", agg_seconds, "seconds of load")->capture_default_str();
   aggs->add_option("--aggregates", agg_file, "aggregate kinds")->capture_default_str();
   aggs->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
+  aggs->add_option("--kafka", kafka_bootstrap,
+                   "a real Kafka's bootstrap (default: librdkafka's mock cluster in-process)");
+  aggs->add_option("--guarantee", guarantee, "delivery guarantee of the node (with --kafka)")
+      ->check(CLI::IsMember({"exactly-once", "at-least-once"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   try {
@@ -1107,7 +1145,8 @@ int main(int argc, char** argv) {
     if (*query)
       return run_query(twins, seconds, threads);
     if (*aggs)
-      return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file);
+      return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
+                            kafka_bootstrap, guarantee);
     return run_memory(mem_twins, partitions);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";
