@@ -201,6 +201,37 @@ node::node_config node_config_for(const std::string& bootstrap, const std::strin
   return cfg;
 }
 
+/// A run's topic prefix on a real Kafka (fresh topics every run).
+std::string run_prefix() {
+  return fmt::format("bench-{}-{}", getpid(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count());
+}
+
+/// Creates the run's telemetry topic on a real Kafka; the nodes create the
+/// others with its partition count when they start.
+kafka::topic_names real_topics(const std::string& bootstrap, const std::string& prefix,
+                               int partitions) {
+  auto topics = kafka::topic_names::with_prefix(prefix);
+  if (auto err = kafka::ensure_topics(bootstrap, {}, {{topics.telemetry, partitions, -1, {}, true}},
+                                      std::chrono::seconds{30}))
+    throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
+  return topics;
+}
+
+/// A node on a real Kafka as production runs it: its own group and topics,
+/// the changelog on, `guarantee` as asked.
+void on_real_kafka(node::node_config& cfg, const std::string& prefix, int partitions,
+                   const std::string& guarantee) {
+  cfg.group_id = prefix + "-nodes";
+  cfg.topic_prefix = prefix;
+  cfg.partitions = partitions;
+  cfg.guarantee = guarantee;
+  cfg.changelog = true;
+  cfg.create_topics = true;
+}
+
 uint64_t records_applied(node::node& n) {
   std::promise<uint64_t> p;
   n.node_status([&p](fleettwin::v1::NodeStatus s) { p.set_value(s.records_applied()); });
@@ -315,35 +346,20 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   std::string error;
   std::unique_ptr<kafka::embedded_kafka> k;
   std::string bootstrap = real_kafka;
-  const auto prefix = fmt::format("bench-{}-{}", getpid(),
-                                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count());
+  const auto prefix = run_prefix();
   if (bootstrap.empty()) {
     k = kafka::embedded_kafka::start(1, partitions, topics, error);
     if (!k)
       throw std::runtime_error(error);
     bootstrap = k->bootstrap();
   } else {
-    // Fresh topics on the caller's broker; the node creates every topic but
-    // telemetry with its partition count.
-    topics = kafka::topic_names::with_prefix(prefix);
-    if (auto err =
-            kafka::ensure_topics(bootstrap, {}, {{topics.telemetry, partitions, -1, {}, true}},
-                                 std::chrono::seconds{30}))
-      throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
+    topics = real_topics(bootstrap, prefix, partitions);
     fmt::print("real Kafka at {}: topic prefix {}, {}\n", bootstrap, prefix, guarantee);
   }
   auto dir = temp_dir("aggregates");
   auto cfg = node_config_for(bootstrap, dir);
-  if (!real_kafka.empty()) {
-    cfg.group_id = prefix + "-nodes";
-    cfg.topic_prefix = prefix;
-    cfg.partitions = partitions;
-    cfg.guarantee = guarantee;
-    cfg.changelog = true;
-    cfg.create_topics = true;
-  }
+  if (!real_kafka.empty())
+    on_real_kafka(cfg, prefix, partitions, guarantee);
   cfg.aggregates_file = aggregates;
   cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
   auto n = node::node::start(cfg, error);
@@ -577,16 +593,8 @@ std::optional<fleettwin::v1::NodeStatus> status_of(node::node& n) {
 int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::string& guarantee,
                        uint64_t records, uint32_t assets, int partitions, bool publish,
                        int history) {
-  const auto prefix = fmt::format("bench-{}-{}", getpid(),
-                                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count());
-  const auto topics = kafka::topic_names::with_prefix(prefix);
-  // The telemetry topic first: the nodes create the others with its partition
-  // count when they start.
-  if (auto err = kafka::ensure_topics(bootstrap, {}, {{topics.telemetry, partitions, -1, {}, true}},
-                                      std::chrono::seconds{30}))
-    throw std::runtime_error("Kafka at " + bootstrap + ": " + *err);
+  const auto prefix = run_prefix();
+  const auto topics = real_topics(bootstrap, prefix, partitions);
   fmt::print("real Kafka at {}: topic prefix {}\n", bootstrap, prefix);
   // Everything is produced before the nodes start, so that they set the pace
   // (a producer sharing the cores with them would).
@@ -600,12 +608,7 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
   for (int i = 1; i <= nodes; ++i) {
     auto cfg = node_config_for(bootstrap, fmt::format("{}/node-{}", dir, i));
     cfg.node_id = fmt::format("bench-{}", i);
-    cfg.group_id = prefix + "-nodes";
-    cfg.topic_prefix = prefix;
-    cfg.partitions = partitions;
-    cfg.guarantee = guarantee;
-    cfg.changelog = true;
-    cfg.create_topics = true;
+    on_real_kafka(cfg, prefix, partitions, guarantee);
     cfg.publish_changes = publish;
     cfg.history = history;
     starting.push_back(std::async(std::launch::async, [cfg] {
