@@ -9,6 +9,8 @@ using namespace wire;
 namespace {
 
 constexpr uint8_t header_format_v1 = 1;
+/// v1 and the kind's revision at the end.
+constexpr uint8_t header_format_v2 = 2;
 constexpr uint8_t member_format_v1 = 1;
 constexpr uint8_t contributions_format_v1 = 1;
 
@@ -70,7 +72,7 @@ std::optional<std::string> finish(const reader& r, const char* what) {
 
 void encode_aggregate_header(const aggregate_header& h, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(header_format_v1));
+  out.push_back(static_cast<char>(header_format_v2));
   put_string(out, h.id);
   put_string(out, h.kind);
   put_varint(out, h.version);
@@ -85,12 +87,14 @@ void encode_aggregate_header(const aggregate_header& h, std::string& out) {
     if (v)
       put_double(out, *v);
   }
+  put_varint(out, h.kind_revision);
 }
 
 std::optional<std::string> decode_aggregate_header(std::string_view bytes, aggregate_header& out) {
   out = aggregate_header{};
   reader r{bytes};
-  if (auto fmt = r.byte(); fmt != header_format_v1)
+  const auto fmt = r.byte();
+  if (fmt != header_format_v1 && fmt != header_format_v2)
     return r.ok ? "unknown aggregate header format " + std::to_string(fmt)
                 : std::string{"empty aggregate header"};
   out.id = r.bytes();
@@ -107,6 +111,8 @@ std::optional<std::string> decode_aggregate_header(std::string_view bytes, aggre
       v = r.real();
     out.measures.emplace_back(std::move(name), v);
   }
+  if (fmt == header_format_v2)
+    out.kind_revision = r.varint();
   return finish(r, "aggregate header");
 }
 
@@ -149,10 +155,19 @@ std::optional<std::string> decode_member_entry(std::string_view bytes, member_en
 }
 
 void encode_contributions(const std::vector<contribution>& items, std::string& out) {
+  std::vector<const contribution*> refs;
+  refs.reserve(items.size());
+  for (const auto& c : items)
+    refs.push_back(&c);
+  encode_contributions(refs, out);
+}
+
+void encode_contributions(const std::vector<const contribution*>& items, std::string& out) {
   out.clear();
   out.push_back(static_cast<char>(contributions_format_v1));
   put_varint(out, items.size());
-  for (const auto& c : items) {
+  for (const auto* item : items) {
+    const auto& c = *item;
     put_string(out, c.child);
     put_string(out, c.type);
     put_signed(out, c.origin_ms);

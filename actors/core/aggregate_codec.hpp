@@ -29,6 +29,8 @@ struct aggregate_header {
   uint64_t in_transit = 0;
   /// The measures of the last change, by name, in the kind's order.
   std::vector<std::pair<std::string, std::optional<double>>> measures;
+  /// The revision of the kind they were computed with.
+  uint64_t kind_revision = 0;
 
   bool operator==(const aggregate_header&) const = default;
 };
@@ -41,6 +43,8 @@ std::optional<std::string> decode_member_entry(std::string_view bytes, member_en
 
 /// Contributions to one parent (from one or more children) in one record.
 void encode_contributions(const std::vector<contribution>& items, std::string& out);
+/// The same, from contributions held elsewhere (no copies).
+void encode_contributions(const std::vector<const contribution*>& items, std::string& out);
 /// Appends the decoded contributions to `out`; every one names `parent`.
 std::optional<std::string> decode_contributions(std::string_view bytes, std::string_view parent,
                                                 std::vector<contribution>& out);

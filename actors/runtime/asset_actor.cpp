@@ -142,7 +142,8 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
   write_members(st, touched, u);
   u.timed = timed(st);
   auto values = agg.measures(core::measure_inputs{&st.tw.attributes});
-  if (!touched.empty() || !same_measures(st.header, values, agg.kind())) {
+  if (!touched.empty() || !same_measures(st.header, values, agg.kind()) ||
+      st.header.kind_revision != agg.kind().def.revision) {
     auto& h = st.header;
     ++h.version;
     h.updated_ms = now_ms;
@@ -150,6 +151,7 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
     h.twins = agg.twins();
     h.in_transit = agg.in_transit();
     h.measures.clear();
+    h.kind_revision = agg.kind().def.revision;
     for (size_t i = 0; i < values.size(); ++i)
       h.measures.emplace_back(agg.kind().measures[i].name, values[i]);
     core::encode_aggregate_header(h, u.aggregate_state);

@@ -64,6 +64,9 @@ using partition_actor = caf::typed_actor<
     caf::reacts_to<drop_atom, std::function<void()>>,
     // Passivates idle twins (self-scheduled).
     caf::reacts_to<tick_atom>,
+    // The aggregate kinds changed: every resident aggregate recomputes its
+    // measures (a new version where they change).
+    caf::reacts_to<refresh_atom>,
     // The event sink made the outputs of work item N durable (internal).
     caf::reacts_to<delivered_atom, uint64_t, publish_result>,
     // Answers UNAVAILABLE to lookups and updates that waited longer than the

@@ -45,6 +45,7 @@ using advance_atom = caf::atom_constant<caf::atom("advance")>;
 using relate_atom = caf::atom_constant<caf::atom("relate")>;
 using check_atom = caf::atom_constant<caf::atom("check")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so

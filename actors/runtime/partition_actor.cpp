@@ -64,6 +64,21 @@ void check_aggregates(self_ptr self) {
                 [](caf::error&) {});
 }
 
+/// Whether a stored aggregate's measures are not its kind's any more.
+bool kind_changed(const stored_aggregate& agg, const std::string& id, const asset_config& assets) {
+  auto kinds = assets.kinds ? assets.kinds->get() : nullptr;
+  const auto* kind = kinds ? kinds->kind_of(id) : nullptr;
+  if (!kind)
+    return false;
+  if (agg.header.kind != kind->def.name || agg.header.kind_revision != kind->def.revision ||
+      agg.header.measures.size() != kind->measures.size())
+    return true;
+  for (size_t i = 0; i < kind->measures.size(); ++i)
+    if (agg.header.measures[i].first != kind->measures[i].name)
+      return true;
+  return false;
+}
+
 std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, bool create,
                                     std::string& error) {
   auto& st = self->state;
@@ -96,8 +111,16 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   }
   if (twin_status == load_status::missing && !agg && !create)
     return std::nullopt;
+  // A header stored before its kind changed shows other measures: the
+  // aggregate is advanced (recomputed) on the next tick, like a timed one.
+  const bool stale_header = agg && kind_changed(*agg, asset_id, *st.cfg.assets);
+  if (stale_header && !st.advance_queued) {
+    st.advance_queued = true;
+    st.queue.emplace_back(advance_work{});
+  }
   auto handle = self->spawn(asset, asset_id, std::move(tw), st.cfg.assets, std::move(agg));
-  st.assets.emplace(asset_id, partition_state::entry{handle, now, item, false, is_aggregate});
+  st.assets.emplace(asset_id,
+                    partition_state::entry{handle, now, item, stale_header, is_aggregate});
   st.cfg.probe->on_active_twins(st.cfg.partition, st.assets.size());
   if (is_aggregate) {
     ++st.active_aggregates;
@@ -732,16 +755,16 @@ void start_desired(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
-/// Moves the clock of every resident timed aggregate; their changes commit
-/// like any other work.
-void start_advance(self_ptr self) {
+/// Moves the clock of every resident timed aggregate (`all`: of every
+/// resident aggregate); their changes commit like any other work.
+void start_advance(self_ptr self, bool all) {
   auto& st = self->state;
   st.advance_queued = false;
   auto& item = *st.current;
   const auto id = item.id;
   const auto now = now_ms(self);
   for (auto& [asset_id, e] : st.assets) {
-    if (!e.timed)
+    if (!e.timed && !(all && e.aggregate))
       continue;
     e.last_item = id;
     ++item.pending;
@@ -834,7 +857,7 @@ void process_next(self_ptr self) {
   } else if (std::holds_alternative<flush_work>(next)) {
     start_flush(self);
   } else {
-    start_advance(self);
+    start_advance(self, std::get<advance_work>(next).all);
   }
 }
 
@@ -1019,6 +1042,13 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         st.current.reset();
         st.stop_waiters.push_back(std::move(done));
         finish_item(self);
+      },
+      [self](refresh_atom) {
+        auto& st = self->state;
+        if (st.failed || st.active_aggregates == 0)
+          return;
+        st.queue.emplace_back(advance_work{true});
+        process_next(self);
       },
       [self](tick_atom) {
         auto& st = self->state;

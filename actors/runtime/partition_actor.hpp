@@ -106,8 +106,11 @@ struct deferred_get {
   std::optional<std::pair<aggregate_query, aggregate_completion>> aggregate;
 };
 
-/// Moves the clock of every timed aggregate (self-scheduled on ticks).
-struct advance_work {};
+/// Moves the clock of every timed aggregate (self-scheduled on ticks), or
+/// of every resident aggregate (`all`: their kinds changed).
+struct advance_work {
+  bool all = false;
+};
 
 /// Writes every member record aggregates hold unwritten (a checkpoint).
 struct flush_work {};

@@ -310,15 +310,11 @@ void event_producer::publish_aggregates(const runtime::item_outputs& out, const 
   std::map<std::string_view, std::vector<const core::contribution*>> by_parent;
   for (const auto& c : out.contributions)
     by_parent[c.parent].push_back(&c);
-  std::vector<core::contribution> group;
   for (const auto& [parent, items] : by_parent) {
-    group.clear();
-    for (const auto* c : items)
-      group.push_back(*c);
     auto& m = msgs.emplace_back();
     m.topic = &opts_.topics.aggregate_updates;
     m.key = std::string{parent};
-    core::encode_contributions(group, m.value);
+    core::encode_contributions(items, m.value);
     m.headers = content_type(core::contributions_content_type);
   }
   fleettwin::v1::AggregateChange proto;

@@ -81,9 +81,12 @@ void kind_catalog::on_record(std::string_view key, std::string_view value) {
     seen_.insert(p.name());
   }
   std::string error;
+  const auto before = holder_->get();
   if (!apply(from_proto(p), error))
     spdlog::error("event=aggregate_kind_refused kind={} revision={} error=\"{}\"", p.name(),
                   p.revision(), error);
+  else if (holder_->get() != before && on_change_)
+    on_change_();
 }
 
 bool kind_catalog::start(kafka::compacted_log_options opts, std::chrono::milliseconds timeout,

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +44,11 @@ public:
   /// node applied it (blocking: call from the query pool).
   put_result put(core::aggregate_kind kind, std::chrono::milliseconds timeout);
 
+  /// Called (from the models topic's thread) after a kind changed.
+  void on_change(std::function<void()> f) {
+    on_change_ = std::move(f);
+  }
+
 private:
   void on_record(std::string_view key, std::string_view value);
   /// Applies a kind with a higher revision than the one known; false when
@@ -57,6 +63,7 @@ private:
   std::mutex put_mutex_;  // one put at a time per node
   /// Kinds the topic holds (read since start).
   std::set<std::string> seen_;
+  std::function<void()> on_change_;
 };
 
 /// The models-topic key of a kind.

@@ -130,6 +130,13 @@ bool node::init(std::string& error) {
   // Kinds set through the API apply before any partition is served.
   if (asset_cfg_->kinds) {
     kinds_ = std::make_unique<kind_catalog>(asset_cfg_->kinds, *store_);
+    // Resident aggregates show a changed kind's measures at once, not at
+    // their next change.
+    kinds_->on_change([this] {
+      std::shared_lock<std::shared_mutex> lock{routes_mutex_};
+      for (const auto& [p, s] : partitions_)
+        caf::anon_send(s.actor, runtime::refresh_atom::value);
+    });
     kafka::compacted_log_options lo;
     lo.bootstrap = bootstrap_;
     lo.topic = topics_.models;

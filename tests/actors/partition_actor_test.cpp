@@ -869,3 +869,60 @@ TEST_F(AggregateActorTest, StoppingWritesTheMembersHeldUnwritten) {
   EXPECT_EQ(store->contribution_offsets[0], contribution_offset);
   EXPECT_EQ(store->contributions_applied[0], contribution_offset);
 }
+
+TEST_F(AggregateActorTest, AChangedKindShowsInResidentAndReloadedAggregatesWithoutNewRecords) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
+                           {"v2", "1,100,power=20;a:fleet=north"},
+                           {"v3", "1,100,power=30;a:fleet=south"}}));
+  sched->run();
+  settle();
+  const auto north = store->header("fleets/north").version;
+  auto change_fleet = [&](uint64_t revision,
+                          std::vector<std::pair<std::string, std::string>> measures) {
+    auto r = std::make_shared<core::kind_registry>(*kinds->get());
+    EXPECT_FALSE(r->put({"fleet", "fleets", {"member_of"}, std::move(measures), "", revision}));
+    kinds->set(std::move(r));
+  };
+  auto has = [&](const std::string& id, const std::string& name) {
+    for (const auto& [n, v] : store->header(id).measures)
+      if (n == name)
+        return true;
+    return false;
+  };
+
+  // Resident: recomputed as soon as the partition hears of the change.
+  change_fleet(1, {{"n", "count()"}, {"power", "sum(power)"}, {"low", "min(power)"}});
+  caf::anon_send(part, refresh_atom::value);
+  sched->run();
+  deliver_all();
+  EXPECT_EQ(measure("fleets/north", "low"), 10);
+  EXPECT_EQ(measure("fleets/south", "low"), 30);
+  EXPECT_FALSE(has("fleets/north", "peak"));
+  EXPECT_EQ(store->header("fleets/north").version, north + 1);
+  EXPECT_EQ(store->header("fleets/north").kind_revision, 1u);
+
+  // Passivated while the kind changes again: recomputed when loaded.
+  now += 5'000;
+  sched->trigger_timeouts();
+  sched->run();
+  now += 5'000;
+  sched->trigger_timeouts();
+  sched->run();
+  EXPECT_EQ(gauges->active_twins.load(), 0u);
+  change_fleet(2, {{"n", "count()"}, {"avg", "mean(power)"}});
+  EXPECT_FALSE(has("fleets/south", "avg"));
+  auto reply = std::make_shared<aggregate_reply>();
+  caf::anon_send(part, get_atom::value, std::string{"fleets/south"}, aggregate_query{},
+                 aggregate_completion{[reply](aggregate_reply r) { *reply = std::move(r); },
+                                      aggregate_reply{query_error::unavailable, "dropped", {}}});
+  sched->run();
+  now += 1'000;
+  sched->trigger_timeouts();
+  sched->run();
+  deliver_all();
+  EXPECT_EQ(measure("fleets/south", "avg"), 30);
+  EXPECT_EQ(store->header("fleets/south").kind_revision, 2u);
+  EXPECT_FALSE(has("fleets/south", "low"));
+}

@@ -27,7 +27,8 @@ TEST(AggregateCodec, HeaderRoundTrips) {
                      1000,
                      990,
                      2,
-                     {{"power", 12.5}, {"mean", std::nullopt}}};
+                     {{"power", 12.5}, {"mean", std::nullopt}},
+                     3};
   std::string bytes;
   encode_aggregate_header(h, bytes);
   aggregate_header back;
@@ -36,6 +37,13 @@ TEST(AggregateCodec, HeaderRoundTrips) {
   EXPECT_TRUE(decode_aggregate_header(bytes.substr(0, bytes.size() - 1), back));
   EXPECT_TRUE(decode_aggregate_header(bytes + "x", back));
   EXPECT_TRUE(decode_aggregate_header("", back));
+
+  // Headers stored before the kind's revision was kept (format 1) still read.
+  std::string v1 = bytes.substr(0, bytes.size() - 1);
+  v1[0] = 1;
+  ASSERT_FALSE(decode_aggregate_header(v1, back));
+  h.kind_revision = 0;
+  EXPECT_EQ(back, h);
 }
 
 TEST(AggregateCodec, MemberEntryRoundTrips) {
