@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -422,17 +423,41 @@ void telemetry_consumer::drain_assignments() {
     std::lock_guard<std::mutex> guard{mutex_};
     todo.swap(assignments_);
   }
-  for (auto& [p, a, epoch] : todo) {
+  // librdkafka (2.0 on Debian bookworm; fixed upstream in 2026,
+  // confluentinc/librdkafka#5573) aborts the process
+  // when a partition is unassigned, assigned and unassigned again before the
+  // fetcher acknowledged the first stop. A partition unassigned moments ago is
+  // therefore assigned again only after a pause (its later requests wait
+  // behind it, in order), and a revival repositions it with a seek.
+  constexpr auto settle = std::chrono::seconds{1};
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<assignment_request> later;
+  std::set<int32_t> deferred;
+  for (auto& request : todo) {
+    auto& [p, a, epoch] = request;
+    if (deferred.contains(p) || (a && !inflight_.contains(p) && unassigned_at_.contains(p) &&
+                                 now - unassigned_at_[p] < settle)) {
+      deferred.insert(p);
+      later.push_back(std::move(request));
+      continue;
+    }
     auto* list = rd_kafka_topic_partition_list_new(1);
     auto* tp = rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p);
     rd_kafka_error_t* e = nullptr;
-    if (a) {
-      if (inflight_.contains(p)) {
-        // Assigned again (a revival): start over from the given offset.
-        if (auto* u = rd_kafka_incremental_unassign(rk_.get(), list))
-          rd_kafka_error_destroy(u);
-        forget_partition(p);
+    if (a && inflight_.contains(p)) {
+      // Assigned again (a revival): start over from the given offset.
+      forget_partition(p);
+      auto* hold = rd_kafka_topic_partition_list_new(1);
+      start_partition(*tp, *a, hold);
+      epochs_[p] = epoch;
+      seek(p, tp->offset == RD_KAFKA_OFFSET_BEGINNING ? reconcile(p, RD_KAFKA_OFFSET_BEGINNING)
+                                                      : tp->offset);
+      if (hold->cnt > 0) {
+        rd_kafka_pause_partitions(rk_.get(), hold);
+        paused_[p] = true;
       }
+      rd_kafka_topic_partition_list_destroy(hold);
+    } else if (a) {
       auto* hold = rd_kafka_topic_partition_list_new(1);
       start_partition(*tp, *a, hold);
       epochs_[p] = epoch;
@@ -443,6 +468,7 @@ void telemetry_consumer::drain_assignments() {
     } else if (inflight_.contains(p)) {
       e = rd_kafka_incremental_unassign(rk_.get(), list);
       forget_partition(p);
+      unassigned_at_[p] = now;
       spdlog::info("event=partition_unassigned topic={} partition={}", opts_.topic, p);
     }
     if (e) {
@@ -451,6 +477,12 @@ void telemetry_consumer::drain_assignments() {
       rd_kafka_error_destroy(e);
     }
     rd_kafka_topic_partition_list_destroy(list);
+  }
+  if (!later.empty()) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    later.insert(later.end(), std::make_move_iterator(assignments_.begin()),
+                 std::make_move_iterator(assignments_.end()));
+    assignments_ = std::move(later);
   }
 }
 

@@ -246,6 +246,8 @@ private:
     uint64_t epoch = 0;
   };
   std::vector<assignment_request> assignments_;
+  /// Follower: when each partition was last unassigned (consumer thread).
+  std::map<int32_t, std::chrono::steady_clock::time_point> unassigned_at_;
   uint64_t last_epoch_ = 0;
   std::map<int32_t, partition_progress> progress_;
 
