@@ -1,6 +1,7 @@
 #include "services/kafka/gap_judge.hpp"
 
 #include <algorithm>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -51,39 +52,70 @@ bool gap_judge::open() {
 
 namespace {
 
-/// Assigns every followed partition at the offset it has reached (a new one
-/// at its start), and pauses those that are full.
-template <typename Windows>
-void assign_all(rd_kafka_t* rk, const std::string& topic, const Windows& windows) {
-  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(windows.size()) + 1);
-  auto* paused = rd_kafka_topic_partition_list_new(1);
-  for (const auto& [p, w] : windows) {
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = w.until;
-    if (w.paused)
-      rd_kafka_topic_partition_list_add(paused, topic.c_str(), p);
+/// Adds `p` to the reader's assignment at `offset`, or takes it out.
+///
+/// Only the partition itself changes (incremental): replacing the whole
+/// assignment for every change stopped and restarted every other partition,
+/// and librdkafka 2.0 aborts the process (rd_kafka_assignment_partition_
+/// stopped: rktp_started) when a partition is taken out again before its
+/// fetcher acknowledged the previous stop (confluentinc/librdkafka#5573).
+void change_assignment(rd_kafka_t* rk, const std::string& topic, int32_t p,
+                       std::optional<int64_t> offset) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  auto* tp = rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+  if (offset)
+    tp->offset = *offset;
+  auto* e =
+      offset ? rd_kafka_incremental_assign(rk, list) : rd_kafka_incremental_unassign(rk, list);
+  if (e) {
+    spdlog::warn("event=gap_judge_assign_failed partition={} error=\"{}\"", p,
+                 rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
   }
-  if (auto err = rd_kafka_assign(rk, list->cnt > 0 ? list : nullptr))
-    spdlog::warn("event=gap_judge_assign_failed error=\"{}\"", rd_kafka_err2str(err));
-  if (paused->cnt > 0)
-    rd_kafka_pause_partitions(rk, paused);
-  rd_kafka_topic_partition_list_destroy(paused);
   rd_kafka_topic_partition_list_destroy(list);
 }
 
 }  // namespace
 
 void gap_judge::follow(int32_t p, int64_t from) {
+  // Taken out moments ago: its fetcher may not have stopped yet (see
+  // change_assignment); a gap this soon after waits out the rest.
+  if (auto it = unassigned_.find(p); it != unassigned_.end()) {
+    const auto settle = it->second + std::chrono::seconds{1};
+    if (std::chrono::steady_clock::now() < settle)
+      std::this_thread::sleep_until(settle);
+    unassigned_.erase(it);
+  }
   window w;
   w.from = from;
   w.until = from;
   w.used = std::chrono::steady_clock::now();
-  windows_[p] = std::move(w);
-  assign_all(rk_.get(), opts_.topic, windows_);
+  const auto known = windows_.find(p);
+  if (known == windows_.end()) {
+    windows_[p] = std::move(w);
+    change_assignment(rk_.get(), opts_.topic, p, from);
+    return;
+  }
+  // Followed already, from later on: read again from `from`.
+  const bool paused = known->second.paused;
+  known->second = std::move(w);
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = from;
+  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 5'000)) {
+    spdlog::warn("event=gap_judge_seek_failed partition={} error=\"{}\"", p,
+                 rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  if (paused)
+    pause(p, false);
 }
 
 void gap_judge::unfollow(int32_t p) {
-  if (windows_.erase(p) && rk_)
-    assign_all(rk_.get(), opts_.topic, windows_);
+  if (windows_.erase(p) && rk_) {
+    change_assignment(rk_.get(), opts_.topic, p, std::nullopt);
+    unassigned_[p] = std::chrono::steady_clock::now();
+  }
 }
 
 void gap_judge::pause(int32_t p, bool paused) {

@@ -93,6 +93,8 @@ private:
   kafka_handle rk_;
   rd_kafka_queue_t* queue_ = nullptr;
   std::map<int32_t, window> windows_;
+  /// When partitions were last taken out of the reader's assignment.
+  std::map<int32_t, std::chrono::steady_clock::time_point> unassigned_;
   std::vector<rd_kafka_message_t*> msgs_;
   std::chrono::steady_clock::time_point last_idle_check_;
 };

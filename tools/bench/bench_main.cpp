@@ -191,7 +191,9 @@ node::node_config node_config_for(const std::string& bootstrap, const std::strin
   cfg.metrics_address = "127.0.0.1:0";
   cfg.group_id = "bench-node";
   cfg.node_id = "bench";
-  cfg.log_level = "warn";
+  // FLEETTWIN_BENCH_LOG_LEVEL=info shows the node's events (default: warn).
+  const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
+  cfg.log_level = level ? level : "warn";
   // The mock cluster has no real transactions and cannot create topics: the
   // node runs as it does on its embedded Kafka (at-least-once, no changelog).
   cfg.guarantee = "at-least-once";
@@ -1135,7 +1137,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"exactly-once", "at-least-once"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(spdlog::level::warn);
+  const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
+  spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
   try {
     if (*ingest && !kafka_bootstrap.empty())
       return run_ingest_cluster(kafka_bootstrap, nodes, guarantee, records, assets, partitions,
