@@ -650,6 +650,22 @@ struct AggregateActorTest : PartitionActorTest {
     }
   }
 
+  /// Feeds telemetry records at `offset` and lets every contribution settle.
+  void feed(int64_t offset, std::vector<std::pair<std::string, std::string>> recs) {
+    caf::anon_send(part, batch_atom::value, batch(offset, std::move(recs)));
+    sched->run();
+    settle();
+  }
+
+  /// Every actor goes idle and is passivated (state lives in the store only).
+  void idle_out() {
+    for (int i = 0; i < 2; ++i) {
+      now += 5'000;
+      sched->trigger_timeouts();
+      sched->run();
+    }
+  }
+
   double measure(const std::string& id, const std::string& name) {
     for (const auto& [n, v] : store->header(id).measures)
       if (n == name)
@@ -715,25 +731,14 @@ TEST_F(AggregateActorTest, TwinsRollUpThroughFleetsIntoRegionsAndMoveBetweenFlee
 
 TEST_F(AggregateActorTest, AggregatesReloadTheirMembersAfterPassivation) {
   spawn_partition();
-  caf::anon_send(part, batch_atom::value,
-                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
-                           {"v2", "1,100,power=20;a:fleet=north"},
-                           {"v3", "1,100,power=30;a:fleet=north"}}));
-  sched->run();
-  settle();
+  feed(0, {{"v1", "1,100,power=10;a:fleet=north"},
+           {"v2", "1,100,power=20;a:fleet=north"},
+           {"v3", "1,100,power=30;a:fleet=north"}});
   EXPECT_EQ(measure("fleets/north", "peak"), 30);
-  // Every actor goes idle and is passivated; state lives in the store only.
-  now += 5'000;
-  sched->trigger_timeouts();
-  sched->run();
-  now += 5'000;
-  sched->trigger_timeouts();
-  sched->run();
+  idle_out();
   EXPECT_EQ(gauges->active_twins.load(), 0u);
   // The peak leaves after the reload: exact only if every member came back.
-  caf::anon_send(part, batch_atom::value, batch(3, {{"v3", "2,200,power=1"}}));
-  sched->run();
-  settle();
+  feed(3, {{"v3", "2,200,power=1"}});
   EXPECT_EQ(measure("fleets/north", "peak"), 20);
   EXPECT_EQ(measure("fleets/north", "n"), 3);
   EXPECT_EQ(measure("fleets/north", "power"), 31);
@@ -792,13 +797,10 @@ TEST_F(AggregateActorTest, UnreadableContributionsGoToTheDeadLetterTopicNamingTh
 TEST_F(AggregateActorTest, CheckpointedMembersAreReplayedSilentlyAfterACrash) {
   member_checkpoint = std::chrono::milliseconds{60'000};
   spawn_partition();
-  caf::anon_send(part, batch_atom::value,
-                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
-                           {"v2", "1,100,power=20;a:fleet=north"},
-                           {"v3", "1,100,power=30;a:fleet=north"},
-                           {"fleets/north", "1,100,a:region=eu"}}));
-  sched->run();
-  settle();
+  feed(0, {{"v1", "1,100,power=10;a:fleet=north"},
+           {"v2", "1,100,power=20;a:fleet=north"},
+           {"v3", "1,100,power=30;a:fleet=north"},
+           {"fleets/north", "1,100,a:region=eu"}});
   EXPECT_EQ(measure("fleets/north", "peak"), 30);
   EXPECT_EQ(measure("regions/eu", "n"), 3);
   // No member record is written yet: the committed contributions offset
@@ -829,9 +831,7 @@ TEST_F(AggregateActorTest, CheckpointedMembersAreReplayedSilentlyAfterACrash) {
   EXPECT_EQ(store->contributions_applied[0], contribution_offset);
 
   // Exact only if every member came back: the peak leaves.
-  caf::anon_send(part, batch_atom::value, batch(4, {{"v3", "2,200,power=1"}}));
-  sched->run();
-  settle();
+  feed(4, {{"v3", "2,200,power=1"}});
   EXPECT_EQ(measure("fleets/north", "peak"), 20);
   EXPECT_EQ(measure("fleets/north", "n"), 3);
   EXPECT_EQ(measure("fleets/north", "power"), 31);
@@ -854,11 +854,7 @@ TEST_F(AggregateActorTest, CheckpointedMembersAreReplayedSilentlyAfterACrash) {
 TEST_F(AggregateActorTest, StoppingWritesTheMembersHeldUnwritten) {
   member_checkpoint = std::chrono::milliseconds{60'000};
   spawn_partition();
-  caf::anon_send(
-      part, batch_atom::value,
-      batch(0, {{"v1", "1,100,power=10;a:fleet=north"}, {"v2", "1,100,power=20;a:fleet=north"}}));
-  sched->run();
-  settle();
+  feed(0, {{"v1", "1,100,power=10;a:fleet=north"}, {"v2", "1,100,power=20;a:fleet=north"}});
   EXPECT_TRUE(store->members.empty());
   bool stopped = false;
   caf::anon_send(part, stop_atom::value, std::function<void()>{[&stopped] { stopped = true; }});
@@ -872,12 +868,9 @@ TEST_F(AggregateActorTest, StoppingWritesTheMembersHeldUnwritten) {
 
 TEST_F(AggregateActorTest, AChangedKindShowsInResidentAndReloadedAggregatesWithoutNewRecords) {
   spawn_partition();
-  caf::anon_send(part, batch_atom::value,
-                 batch(0, {{"v1", "1,100,power=10;a:fleet=north"},
-                           {"v2", "1,100,power=20;a:fleet=north"},
-                           {"v3", "1,100,power=30;a:fleet=south"}}));
-  sched->run();
-  settle();
+  feed(0, {{"v1", "1,100,power=10;a:fleet=north"},
+           {"v2", "1,100,power=20;a:fleet=north"},
+           {"v3", "1,100,power=30;a:fleet=south"}});
   const auto north = store->header("fleets/north").version;
   auto change_fleet = [&](uint64_t revision,
                           std::vector<std::pair<std::string, std::string>> measures) {
@@ -904,12 +897,7 @@ TEST_F(AggregateActorTest, AChangedKindShowsInResidentAndReloadedAggregatesWitho
   EXPECT_EQ(store->header("fleets/north").kind_revision, 1u);
 
   // Passivated while the kind changes again: recomputed when loaded.
-  now += 5'000;
-  sched->trigger_timeouts();
-  sched->run();
-  now += 5'000;
-  sched->trigger_timeouts();
-  sched->run();
+  idle_out();
   EXPECT_EQ(gauges->active_twins.load(), 0u);
   change_fleet(2, {{"n", "count()"}, {"avg", "mean(power)"}});
   EXPECT_FALSE(has("fleets/south", "avg"));
