@@ -36,7 +36,8 @@
 #
 # Environment: JAVA_HOME (else `java` on PATH; Java 17 or newer), FLEETTWIN_KAFKA_CACHE,
 # FLEETTWIN_KAFKA_HEAP_OPTS (default "-Xms256m -Xmx512m"), FLEETTWIN_KAFKA_START_TIMEOUT
-# (seconds a broker has to become ready, default 60), FLEETTWIN_KAFKA_STOP_TIMEOUT.
+# (seconds a broker has to become ready, default 60), FLEETTWIN_KAFKA_RESTART_TIMEOUT (the same
+# for restart-broker, default 180), FLEETTWIN_KAFKA_STOP_TIMEOUT.
 
 set -euo pipefail
 
@@ -46,6 +47,9 @@ readonly POM="${SCRIPT_DIR}/pom.xml"
 readonly CACHE_ROOT="${FLEETTWIN_KAFKA_CACHE:-${HOME}/.cache/fleettwin/kafka}"
 readonly HEAP_OPTS="${FLEETTWIN_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 readonly START_TIMEOUT="${FLEETTWIN_KAFKA_START_TIMEOUT:-60}"
+# A restarted broker catches up with the cluster's metadata first: on a loaded 2-core machine
+# that took more than a minute.
+readonly RESTART_TIMEOUT="${FLEETTWIN_KAFKA_RESTART_TIMEOUT:-180}"
 readonly STOP_TIMEOUT="${FLEETTWIN_KAFKA_STOP_TIMEOUT:-30}"
 # The JVM flags kafka-run-class.sh uses for a broker (G1, short pauses).
 readonly GC_OPTS="-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
@@ -363,7 +367,8 @@ show_failure() {
 # Waits until all brokers run and the cluster's metadata lists all of them.
 # Returns 1 on a timeout, 2 when a broker exited (3 if it was a port clash).
 wait_ready() {
-  local deadline=$((SECONDS + START_TIMEOUT)) i seen
+  local timeout="${1:-$START_TIMEOUT}"
+  local deadline=$((SECONDS + timeout)) i seen
   while ((SECONDS < deadline)); do
     for ((i = 1; i <= BROKERS; i++)); do
       if ! is_running "$(broker_pid "$i")"; then
@@ -387,7 +392,7 @@ wait_ready() {
     fi
     sleep 0.2
   done
-  log "the cluster was not ready after ${START_TIMEOUT} s"
+  log "the cluster was not ready after ${timeout} s"
   return 1
 }
 
@@ -537,7 +542,7 @@ cmd_restart_broker() {
     wait_exit "$pid"
   fi
   launch_broker "$java" "$BROKER"
-  if ! wait_ready; then
+  if ! wait_ready "$RESTART_TIMEOUT"; then
     show_failure
     die "broker ${BROKER} did not come back"
   fi
