@@ -131,6 +131,16 @@ struct AggregateNodeTest : ::testing::Test {
     ASSERT_EQ(p.flush(), 0);
   }
 
+  /// GetRelations of a resource name ("twins/..." or "aggregates/...").
+  grpc::Status relations(const std::string& name, v1::Relations& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetRelationsRequest req;
+    req.set_name(name);
+    out.Clear();
+    return aggs->GetRelations(&ctx, req, &out);
+  }
+
   grpc::Status get(const std::string& id, v1::Aggregate& out) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -313,22 +323,16 @@ TEST_F(AggregateNodeTest, MetersRollUpIntoTransformersAndFeedersExactlyAndMove) 
 
   // Relations both ways.
   {
-    grpc::ClientContext ctx;
-    v1::GetRelationsRequest req;
-    req.set_name("aggregates/transformers/T3");
     v1::Relations resp;
-    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &resp).ok());
+    ASSERT_TRUE(relations("aggregates/transformers/T3", resp).ok());
     ASSERT_EQ(resp.parents_size(), 1);
     EXPECT_EQ(resp.parents(0).parent(), "aggregates/feeders/F1");
     EXPECT_EQ(resp.parents(0).origin(), v1::RULE);
     EXPECT_EQ(resp.children_size(), static_cast<int>(expected_transformer(3)["meters"]));
   }
   {
-    grpc::ClientContext ctx;
-    v1::GetRelationsRequest req;
-    req.set_name("twins/m-5");
     v1::Relations resp;
-    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &resp).ok());
+    ASSERT_TRUE(relations("twins/m-5", resp).ok());
     ASSERT_EQ(resp.parents_size(), 1);
     EXPECT_EQ(resp.parents(0).parent(), "aggregates/transformers/T3");
     EXPECT_EQ(resp.parents(0).type(), "feeds");
@@ -674,11 +678,8 @@ TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycl
   EXPECT_EQ(origins["aggregates/transformers/T5"], v1::RULE);
   ASSERT_TRUE(tariff_is(21, night + power[25]));
   {
-    grpc::ClientContext ctx;
-    v1::GetRelationsRequest req;
-    req.set_name("twins/m-7");
     v1::Relations got;
-    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &got).ok());
+    ASSERT_TRUE(relations("twins/m-7", got).ok());
     ASSERT_EQ(got.parents_size(), 2);
     for (const auto& p : got.parents())
       if (p.type() == "member_of")
@@ -782,11 +783,8 @@ TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycl
       return metric_value(scrape(node->metrics_port()),
                           "fleettwin_aggregate_anomalies_total{kind=\"cycle\"}") >= 1;
     }));
-    grpc::ClientContext ctx;
-    v1::GetRelationsRequest req;
-    req.set_name("aggregates/feeders/F0");
     v1::Relations got;
-    ASSERT_TRUE(aggs->GetRelations(&ctx, req, &got).ok());
+    ASSERT_TRUE(relations("aggregates/feeders/F0", got).ok());
     EXPECT_EQ(got.parents_size(), 0);
     v1::Aggregate f0;
     ASSERT_TRUE(get("feeders/F0", f0).ok());
