@@ -371,6 +371,7 @@ void publish(self_ptr self) {
   if (!item.commit.next_offset && st.next_offset >= 0)
     item.commit.next_offset = st.next_offset;
   core::coalesce(item.contributions);
+  item.published = std::chrono::steady_clock::now();
   auto handle = caf::actor_cast<partition_actor>(self);
   st.cfg.sink->publish(
       item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit, item.contributions,
@@ -1083,6 +1084,11 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           return;
         }
         st.current->commit.changelog_offset = r.changelog_offset;
+        const auto& item = *st.current;
+        st.cfg.probe->on_item_phases(
+            std::chrono::duration<double>(item.published - item.started).count(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - item.published)
+                .count());
         commit(self);
       },
   };

@@ -156,6 +156,8 @@ struct partition_state {
     int64_t contributions_first = -1;
     size_t applied = 0;
     std::chrono::steady_clock::time_point started;
+    /// When the outputs went to Kafka (the apply phase ended).
+    std::chrono::steady_clock::time_point published;
   };
 
   partition_config cfg;

@@ -227,6 +227,10 @@ public:
   virtual void on_rejected(std::string_view code) {}
   virtual void on_commit(double seconds, size_t twins, size_t history) {}
   virtual void on_commit_failed() {}
+  /// One work item's phases: applying it (from its start to handing the
+  /// outputs to Kafka) and publishing it (until Kafka acknowledged them or
+  /// committed their transaction).
+  virtual void on_item_phases(double apply_seconds, double publish_seconds) {}
   virtual void on_active_twins(int32_t partition, size_t n) {}
   /// Member deltas folded into aggregates; deltas sent to ids of no kind;
   /// cycles, too-deep paths, late versions and expired holds seen.

@@ -563,6 +563,7 @@ bool event_producer::abort_transaction(std::string& failure) {
 
 void event_producer::commit_transaction() {
   const int timeout = static_cast<int>(opts_.transaction_timeout.count());
+  const auto began = std::chrono::steady_clock::now();
   std::string failure;
   for (auto& it : in_transaction_) {
     std::lock_guard<std::mutex> guard{it->mutex};
@@ -644,6 +645,10 @@ void event_producer::commit_transaction() {
   }
   if (!e && failure.empty()) {
     commits_.fetch_add(1);
+    commit_micros_.fetch_add(
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - began)
+                                  .count()));
     {
       std::lock_guard<std::mutex> guard{committed_mutex_};
       for (auto& [p, o] : offsets) {

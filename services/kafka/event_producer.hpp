@@ -123,6 +123,11 @@ public:
   uint64_t aborts() const {
     return aborts_.load();
   }
+  /// Time spent committing the transactions that committed (flush, input
+  /// offsets, end of transaction), in microseconds.
+  uint64_t commit_micros() const {
+    return commit_micros_.load();
+  }
 
   struct item;
 
@@ -205,6 +210,7 @@ private:
   std::atomic<bool> replacing_{false};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> aborts_{0};
+  std::atomic<uint64_t> commit_micros_{0};
   std::atomic<uint64_t> replacements_{0};
   std::atomic<uint64_t> offset_regressions_{0};
 };

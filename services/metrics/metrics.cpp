@@ -74,6 +74,14 @@ public:
                             .Help("RocksDB group commit of one batch (state, history, offset)")
                             .Register(r)
                             .Add({}, latency_buckets())),
+        phases_(BuildHistogram()
+                    .Name("fleettwin_work_item_phase_seconds")
+                    .Help("One work item of a partition by phase: apply (from its start to "
+                          "handing the outputs to Kafka), publish (until Kafka acknowledged them "
+                          "or committed their transaction); the local commit follows")
+                    .Register(r)),
+        apply_phase_(phases_.Add({{"phase", "apply"}}, latency_buckets())),
+        publish_phase_(phases_.Add({{"phase", "publish"}}, latency_buckets())),
         commit_failures_(BuildCounter()
                              .Name("fleettwin_commit_failures_total")
                              .Help("Failed group commits")
@@ -144,8 +152,9 @@ public:
                         .Add({})) {
     for (const char* level : {"1", "2", "3", "4+"})
       levels_.push_back(&propagation_.Add(
-          {{"levels", level}}, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25,
-                                                                       0.5, 1, 2.5, 5, 10, 30}));
+          {{"levels", level}},
+          prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4,
+                                                  0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30}));
   }
 
   void on_batch(size_t records, size_t bytes) override {
@@ -176,6 +185,10 @@ public:
   }
   void on_commit_failed() override {
     commit_failures_.Increment();
+  }
+  void on_item_phases(double apply_seconds, double publish_seconds) override {
+    apply_phase_.Observe(apply_seconds);
+    publish_phase_.Observe(publish_seconds);
   }
   void on_active_twins(int32_t partition, size_t n) override {
     active_.Add({{"partition", std::to_string(partition)}}).Set(static_cast<double>(n));
@@ -225,6 +238,9 @@ private:
   prometheus::Counter& stale_samples_;
   prometheus::Counter& sequence_restarts_;
   prometheus::Histogram& commit_latency_;
+  prometheus::Family<prometheus::Histogram>& phases_;
+  prometheus::Histogram& apply_phase_;
+  prometheus::Histogram& publish_phase_;
   prometheus::Counter& commit_failures_;
   prometheus::Counter& committed_twins_;
   prometheus::Counter& history_points_;

@@ -202,6 +202,10 @@ void node::register_scrape_gauges() {
     metrics_->add_scrape_gauges({
         {"fleettwin_transactions_committed_total", "Kafka transactions committed",
          [producer, one] { return one(double(producer->commits())); }, true},
+        {"fleettwin_transaction_commit_seconds_total",
+         "Time spent committing Kafka transactions (flushing their records, adding the input "
+         "offsets, ending them), over the committed ones",
+         [producer, one] { return one(double(producer->commit_micros()) / 1e6); }, true},
         {"fleettwin_transactions_aborted_total", "Kafka transactions aborted",
          [producer, one] { return one(double(producer->aborts())); }, true},
         {"fleettwin_producer_replacements_total",

@@ -343,7 +343,7 @@ double quantile_bound(const std::vector<std::pair<double, double>>& buckets, dou
 /// equal to the simulator's ground truth.
 int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                    const std::string& aggregates, const std::string& real_kafka,
-                   const std::string& guarantee) {
+                   const std::string& guarantee, int64_t commit_interval_ms) {
   kafka::topic_names topics;
   std::string error;
   std::unique_ptr<kafka::embedded_kafka> k;
@@ -363,6 +363,8 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   if (!real_kafka.empty())
     on_real_kafka(cfg, prefix, partitions, guarantee);
   cfg.aggregates_file = aggregates;
+  if (commit_interval_ms >= 0)
+    cfg.commit_interval_ms = commit_interval_ms;
   cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
   auto n = node::node::start(cfg, error);
   if (!n)
@@ -428,13 +430,22 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
     rd_kafka_flush(rk, 60'000);
     producing = false;
   }};
-  // Lag while producing: records sent but not applied yet.
+  // Lag while producing: records sent but not applied yet. Latency under
+  // load: the node's histograms between the end of a warm-up (the first
+  // quarter of the load: twins and aggregates are created then) and the end
+  // of the load.
   std::vector<double> lags;
+  const auto load_began = clock_type::now();
+  const auto warm_up = std::chrono::duration<double>(seconds / 4);
+  std::string warm_metrics;
   while (producing) {
     std::this_thread::sleep_for(std::chrono::milliseconds{100});
     const double sent = static_cast<double>(telemetry_sent.load());
     lags.push_back(std::max(0.0, sent - static_cast<double>(records_applied(*n))));
+    if (warm_metrics.empty() && clock_type::now() - load_began >= warm_up)
+      warm_metrics = scrape_metrics(n->metrics_port());
   }
+  const auto loaded_metrics = scrape_metrics(n->metrics_port());
   producer.join();
   rd_kafka_destroy(rk);
   const auto stopped = clock_type::now();
@@ -486,14 +497,22 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
 
   const auto metrics = scrape_metrics(n->metrics_port());
   fmt::print(
-      "leaf-to-aggregate latency (from a twin change's ingest to the aggregate's commit):\n");
+      "leaf-to-aggregate latency under load, after the first quarter (from a twin change's "
+      "ingest to the aggregate's commit):\n");
   std::string json_levels;
   for (const char* level : {"1", "2", "3", "4+"}) {
-    auto b = histogram(metrics, "fleettwin_aggregate_propagation_seconds",
-                       std::string{"levels=\""} + level + "\"");
+    const auto labels = std::string{"levels=\""} + level + "\"";
+    auto b = histogram(loaded_metrics, "fleettwin_aggregate_propagation_seconds", labels);
+    const auto before = histogram(warm_metrics, "fleettwin_aggregate_propagation_seconds", labels);
+    for (size_t i = 0; i < b.size() && i < before.size(); ++i)
+      b[i].second -= before[i].second;
     const double count = b.empty() ? 0 : b.back().second;
-    fmt::print("  {} level(s): {:.0f} changes, p50 <= {} s, p99 <= {} s\n", level, count,
-               quantile_bound(b, 0.5), quantile_bound(b, 0.99));
+    std::string shares;
+    for (const auto& [le, n] : b)
+      if (count > 0 && std::isfinite(le))
+        shares += fmt::format(" {}:{:.1f}%", le, 100.0 * n / count);
+    fmt::print("  {} level(s): {:.0f} changes, p50 <= {} s, p99 <= {} s (at or below:{})\n", level,
+               count, quantile_bound(b, 0.5), quantile_bound(b, 0.99), shares);
     json_levels += fmt::format(R"({}"{}":{{"changes":{:.0f},"p50_le":{},"p99_le":{}}})",
                                json_levels.empty() ? "" : ",", level, count, quantile_bound(b, 0.5),
                                quantile_bound(b, 0.99));
@@ -507,6 +526,19 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
              metric(metrics, "fleettwin_batches_total"), commits,
              1e3 * metric(metrics, "fleettwin_batch_commit_duration_seconds_sum") /
                  std::max(commits, 1.0));
+  if (const double txns = metric(metrics, "fleettwin_transactions_committed_total"); txns > 0)
+    fmt::print("  {:.0f} Kafka transactions, {:.1f} ms each to commit\n", txns,
+               1e3 * metric(metrics, "fleettwin_transaction_commit_seconds_total") / txns);
+  for (const char* phase : {"apply", "publish"}) {
+    const auto labels = std::string{"phase=\""} + phase + "\"";
+    auto b = histogram(metrics, "fleettwin_work_item_phase_seconds", labels);
+    const double items = b.empty() ? 0 : b.back().second;
+    fmt::print("  work items, {} phase: {:.0f}, mean {:.1f} ms, p50 <= {} s, p99 <= {} s\n", phase,
+               items,
+               1e3 * metric(metrics, "fleettwin_work_item_phase_seconds_sum{" + labels + "}") /
+                   std::max(items, 1.0),
+               quantile_bound(b, 0.5), quantile_bound(b, 0.99));
+  }
   fmt::print(
       R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
       "\n",
@@ -1136,6 +1168,9 @@ int main(int argc, char** argv) {
   aggs->add_option("--guarantee", guarantee, "delivery guarantee of the node (with --kafka)")
       ->check(CLI::IsMember({"exactly-once", "at-least-once"}))
       ->capture_default_str();
+  int64_t commit_interval_ms = -1;
+  aggs->add_option("--commit-interval-ms", commit_interval_ms,
+                   "the node's --commit-interval-ms (default: the node's default)");
   CLI11_PARSE(app, argc, argv);
   const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
@@ -1152,7 +1187,7 @@ int main(int argc, char** argv) {
       return run_query(twins, seconds, threads);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
-                            kafka_bootstrap, guarantee);
+                            kafka_bootstrap, guarantee, commit_interval_ms);
     return run_memory(mem_twins, partitions);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";
