@@ -31,6 +31,8 @@ const char* to_string(apply_status s) {
       return "sequence_too_old";
     case apply_status::out_of_order:
       return "out_of_order";
+    case apply_status::unchanged:
+      return "unchanged";
   }
   return "unknown";
 }
@@ -213,7 +215,7 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
   tw.window.mark(t.sequence);
   if (out.applied_metrics.empty() && !out.attributes_changed) {
     tw.out_of_order += out.stale_samples;
-    out.status = apply_status::out_of_order;
+    out.status = t.metrics.empty() ? apply_status::unchanged : apply_status::out_of_order;
     return;
   }
   tw.out_of_order += out.stale_samples;

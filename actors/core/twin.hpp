@@ -99,6 +99,9 @@ enum class apply_status : uint8_t {
   sequence_too_old,
   /// Every sample was older than the stored one: nothing overwritten.
   out_of_order,
+  /// A new record that changed nothing: no samples, and its attributes as
+  /// stored (a source re-sending its attributes). Its sequence is marked.
+  unchanged,
 };
 
 const char* to_string(apply_status s);

@@ -297,6 +297,9 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             case core::apply_status::out_of_order:
               ++u.out_of_order;
               break;
+            case core::apply_status::unchanged:
+              ++u.unchanged;
+              break;
           }
         }
         u.created = was_empty && !st.tw.empty();

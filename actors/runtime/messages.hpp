@@ -182,6 +182,8 @@ struct asset_update {
   uint32_t duplicates = 0;
   uint32_t too_old = 0;
   uint32_t out_of_order = 0;
+  /// Fresh records that changed nothing (see core::apply_status::unchanged).
+  uint32_t unchanged = 0;
   uint32_t stale_samples = 0;
   /// Records whose source restarted its sequence counter (applied).
   uint32_t sequence_restarts = 0;

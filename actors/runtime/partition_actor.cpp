@@ -438,6 +438,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     st.cfg.probe->on_sequence_restarts(u.sequence_restarts);
   if (u.out_of_order + u.too_old + u.stale_samples)
     st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
+  if (u.unchanged)
+    st.cfg.probe->on_unchanged(u.unchanged);
   if (--item.pending == 0)
     publish(self);
 }

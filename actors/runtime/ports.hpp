@@ -223,6 +223,8 @@ public:
   virtual void on_applied(size_t records) {}
   virtual void on_duplicates(size_t n) {}
   virtual void on_out_of_order(size_t records, size_t samples) {}
+  /// Fresh records that changed nothing (no samples, attributes as stored).
+  virtual void on_unchanged(size_t records) {}
   virtual void on_sequence_restarts(size_t records) {}
   virtual void on_rejected(std::string_view code) {}
   virtual void on_commit(double seconds, size_t twins, size_t history) {}

@@ -57,6 +57,12 @@ public:
                       "one, or the sequence was below the duplicate window")
                 .Register(r)
                 .Add({})),
+        unchanged_(BuildCounter()
+                       .Name("fleettwin_unchanged_records_total")
+                       .Help("New records that changed nothing: no samples, and attributes "
+                             "as stored (a source re-sending its attributes)")
+                       .Register(r)
+                       .Add({})),
         stale_samples_(BuildCounter()
                            .Name("fleettwin_out_of_order_samples_total")
                            .Help("Property samples skipped because a newer sample was stored")
@@ -168,6 +174,9 @@ public:
   void on_duplicates(size_t n) override {
     duplicates_.Increment(static_cast<double>(n));
   }
+  void on_unchanged(size_t records) override {
+    unchanged_.Increment(static_cast<double>(records));
+  }
   void on_out_of_order(size_t records, size_t samples) override {
     out_of_order_.Increment(static_cast<double>(records));
     stale_samples_.Increment(static_cast<double>(samples));
@@ -235,6 +244,7 @@ private:
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Counter& duplicates_;
   prometheus::Counter& out_of_order_;
+  prometheus::Counter& unchanged_;
   prometheus::Counter& stale_samples_;
   prometheus::Counter& sequence_restarts_;
   prometheus::Histogram& commit_latency_;

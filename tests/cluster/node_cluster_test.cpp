@@ -231,6 +231,10 @@ TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
   ASSERT_TRUE(src.produce(5)) << src.first_error();
   for (size_t i : {0, 2})
     ASSERT_NO_FATAL_FAILURE(expect_exact_counts(c().node(i), src));
+  // Its transactions are counted and timed.
+  auto metrics = scrape(c().node(0).metrics_port());
+  EXPECT_GT(metric_value(metrics, "fleettwin_transactions_committed_total"), 0) << metrics;
+  EXPECT_GT(metric_value(metrics, "fleettwin_transaction_commit_seconds_total"), 0) << metrics;
 }
 
 // (c) A node ingests and dies (kill -9); a new node with another id and an empty

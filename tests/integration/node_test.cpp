@@ -237,6 +237,10 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
   EXPECT_GE(metric_value(text, "fleettwin_records_applied_total"), assets * per_asset);
   EXPECT_GE(metric_value(text, "fleettwin_duplicates_total"), 1);
   EXPECT_NE(text.find("fleettwin_batch_commit_duration_seconds_bucket"), std::string::npos);
+  // Every committed item went through both phases.
+  EXPECT_GE(metric_value(text, "fleettwin_work_item_phase_seconds_count{phase=\"apply\"}"), 1);
+  EXPECT_EQ(metric_value(text, "fleettwin_work_item_phase_seconds_count{phase=\"apply\"}"),
+            metric_value(text, "fleettwin_work_item_phase_seconds_count{phase=\"publish\"}"));
   EXPECT_NE(text.find("fleettwin_consumer_lag_records{partition="), std::string::npos);
   EXPECT_NE(text.find("fleettwin_grpc_requests_total{code=\"OK\",method=\"GetTwin\"}"),
             std::string::npos);
@@ -269,9 +273,11 @@ TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
   EXPECT_EQ(codes["veh-3"], "oversized");
   EXPECT_EQ(codes["veh-4"], "key_mismatch");
   EXPECT_EQ(codes["veh-5"], "unsupported_content_type");
-  for (const auto& r : dlq)
-    if (r.key == "veh-1")
+  for (const auto& r : dlq) {
+    if (r.key == "veh-1") {
       EXPECT_EQ(r.value, "this is not protobuf \xff\xff\xff");  // original bytes kept
+    }
+  }
   auto text = scrape(node->metrics_port());
   EXPECT_EQ(metric_value(text, "fleettwin_records_rejected_total{reason=\"malformed\"}"), 2);
   EXPECT_TRUE(node->running());
@@ -481,8 +487,9 @@ TEST_F(NodeTest, RecordsDeletedBeforeTheyWereReadAreCountedNotSilentlySkipped) {
   for (int s = 101; s <= 100 + more; ++s) {
     p.send(topics.telemetry, id,
            telemetry(id, s, 1'700'000'000'000 + s, {{"v", s * 1.0}}, {{"pad", filler}}));
-    if (s % 1000 == 0)
+    if (s % 1000 == 0) {
       ASSERT_EQ(p.flush(), 0);
+    }
   }
   ASSERT_EQ(p.flush(), 0);
   start_node();

@@ -187,10 +187,16 @@ TEST_F(TwinTest, AttributeOnlyRecordIsAChange) {
   EXPECT_EQ(apply(t), apply_status::applied);
   EXPECT_TRUE(res.attributes_changed);
   EXPECT_EQ(tw.version, 2u);
-  // The same attributes again with no metrics change nothing.
+  // The same attributes again with no metrics change nothing, and are not
+  // out of order either.
   t.sequence = 3;
-  EXPECT_EQ(apply(t), apply_status::out_of_order);
+  EXPECT_EQ(apply(t), apply_status::unchanged);
   EXPECT_EQ(tw.version, 2u);
+  EXPECT_EQ(tw.out_of_order, 0u);
+  // Samples all older than the stored ones are out of order, attributes or not.
+  telemetry old = make("a", 4, 500, {{"x", 0.5}});
+  old.attributes = {{"site", "depot"}};
+  EXPECT_EQ(apply(old), apply_status::out_of_order);
 }
 
 TEST_F(TwinTest, PropertyLimitBoundsTwin) {
