@@ -12,6 +12,7 @@
 #include "actors/core/aggregate.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/filter.hpp"
+#include "actors/core/property_analytics.hpp"
 #include "actors/core/twin.hpp"
 
 using namespace fleettwin::core;
@@ -151,6 +152,66 @@ void BM_AggregateMemberUpdates(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 1000);
 }
 BENCHMARK(BM_AggregateMemberUpdates)->Arg(1'000)->Arg(100'000)->Unit(benchmark::kMicrosecond);
+
+/// Per-sample analytics of one property: the forecaster alone, the detectors
+/// alone (on precomputed errors), and both (what a twin runs per numeric
+/// sample); `range(0)` 1 adds a daily season.
+std::vector<double> analytics_series(size_t n) {
+  std::mt19937_64 rng{3};
+  std::normal_distribution<double> noise(0, 1);
+  std::vector<double> xs(n);
+  for (size_t i = 0; i < n; ++i)
+    xs[i] = 20 + 5 * std::sin(static_cast<double>(i) / 40) + noise(rng);
+  return xs;
+}
+
+constexpr int64_t analytics_t0 = 1'700'000'000'000;
+
+void BM_Forecaster(benchmark::State& state) {
+  const auto xs = analytics_series(4096);
+  const auto p = state.range(0) ? forecast_params::seasonal(86'400'000) : forecast_params{};
+  forecaster_state s;
+  size_t i = 0;
+  for (auto _ : state) {
+    update_forecaster(s, p, xs[i % xs.size()], analytics_t0 + static_cast<int64_t>(i) * 60'000);
+    ++i;
+  }
+  benchmark::DoNotOptimize(s);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Forecaster)->Arg(0)->Arg(1);
+
+void BM_Detectors(benchmark::State& state) {
+  const auto xs = analytics_series(4096);
+  detector_params p;
+  detector_state s;
+  size_t i = 0;
+  for (auto _ : state) {
+    const double x = xs[i % xs.size()];
+    benchmark::DoNotOptimize(detect(s, p, x, analytics_t0 + static_cast<int64_t>(i) * 60'000,
+                                    i == 0 ? std::nullopt : std::optional<double>{x - 20}, 0, 20,
+                                    0));
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Detectors);
+
+void BM_PropertyAnalytics(benchmark::State& state) {
+  const auto xs = analytics_series(4096);
+  property_analytics_params p;
+  if (state.range(0))
+    p.forecast = forecast_params::seasonal(86'400'000);
+  property_analytics a;
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        analyze(a, p, xs[i % xs.size()], analytics_t0 + static_cast<int64_t>(i) * 60'000));
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PropertyAnalytics)->Arg(0)->Arg(1);
 
 }  // namespace
 

@@ -1,0 +1,248 @@
+#include "actors/core/anomaly.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "actors/core/wire.hpp"
+
+namespace fleettwin::core {
+
+namespace {
+
+/// Thresholds at sensitivity 1.
+constexpr double spike_z = 5;
+constexpr double cusum_slack = 0.5;
+constexpr double cusum_limit = 10;
+/// A variance ratio of 4 (twice the spread).
+const double variance_log_ratio = std::log(4.0);
+/// A shift reached within this many samples is a level shift, else a drift.
+constexpr uint16_t level_shift_steps = 6;
+/// Forecast errors beyond this many spreads count as this many (a spike
+/// moves neither the spread nor the baseline much).
+constexpr double clip_z = 3;
+constexpr double spread_weight = 0.05;
+constexpr double short_weight = 0.1;
+constexpr double long_weight = 0.01;
+/// The baseline's smoothing in the long run; it starts as a running mean of
+/// the samples (level) and of the forecaster's slope (trend), so a noisy
+/// first estimate does not linger.
+constexpr double base_alpha = 0.02;
+constexpr double base_beta = 0.005;
+/// Samples the forecaster's trend needs to settle (about 3 / its beta).
+constexpr uint32_t trend_settles = 50;
+/// Mean absolute deviation to standard deviation (normal errors).
+constexpr double mad_to_sigma = 1.2533141373155003;
+
+/// 0 at 0, 0.5 at u = 1 (the threshold), towards 1 beyond.
+double squash(double u) {
+  if (!(u > 0))
+    return 0;
+  const double u4 = u * u * u * u;
+  return std::isfinite(u4) ? u4 / (1 + u4) : 1.0;
+}
+
+}  // namespace
+
+const char* to_string(anomaly_kind k) {
+  switch (k) {
+    case anomaly_kind::none:
+      return "none";
+    case anomaly_kind::spike:
+      return "spike";
+    case anomaly_kind::level_shift:
+      return "level_shift";
+    case anomaly_kind::drift:
+      return "drift";
+    case anomaly_kind::variance:
+      return "variance";
+    case anomaly_kind::stuck:
+      return "stuck";
+  }
+  return "none";
+}
+
+anomaly_result detect(detector_state& s, const detector_params& p, double value, int64_t time_ms,
+                      std::optional<double> error, double season, double level, double slope) {
+  anomaly_result out;
+  const double sensitivity = p.sensitivity > 0 ? p.sensitivity : 1.0;
+  const bool first = s.samples == 0;
+  const double previous = s.run_value;
+  const int64_t previous_ms = s.last_time_ms;
+  if (s.samples < UINT32_MAX)
+    ++s.samples;
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+
+  // Stuck: the same value again and again, by a property that has varied.
+  if (first || value != s.run_value) {
+    s.varied |= !first;
+    s.run_value = value;
+    s.run_since_ms = time_ms;
+    s.run_length = 1;
+  } else if (s.run_length < UINT32_MAX) {
+    ++s.run_length;
+  }
+  const bool repeating = !first && value == previous;
+  if (s.varied && s.run_length > 1) {
+    double u = p.stuck_samples > 0
+                   ? static_cast<double>(s.run_length) / static_cast<double>(p.stuck_samples)
+                   : 0.0;
+    if (p.stuck_after_ms > 0)
+      u = std::max(u, static_cast<double>(time_ms - s.run_since_ms) /
+                          static_cast<double>(p.stuck_after_ms));
+    out.stuck = squash(u);
+  }
+
+  if (first || !error) {
+    s.base_level = value - season;
+    s.base_trend = 0;
+  } else {
+    const double e = *error;
+    if (s.spread == 0) {
+      s.spread = std::abs(e);
+      s.var_short = s.var_long = e * e;
+    }
+    const double sigma = std::max(mad_to_sigma * s.spread, 1e-9 * std::max(1.0, std::abs(value)));
+    const double z = e / sigma;
+    const bool scored = s.samples > p.warmup;
+
+    // Spike: the forecast error, or the rate of change beyond the model's.
+    double u_spike = std::abs(z) / (spike_z / sensitivity);
+    if (p.max_rate_per_s > 0 && time_ms > previous_ms) {
+      const double rate =
+          std::abs(value - previous) / (static_cast<double>(time_ms - previous_ms) / 1000.0);
+      u_spike = std::max(u_spike, rate / p.max_rate_per_s);
+    }
+    if (scored)
+      out.spike = squash(u_spike);
+
+    // Variance change: recent squared errors against the long run (spikes
+    // clipped, so that one spike is not a variance change). Only a rise
+    // counts: errors falling below their long-run level is what a forecaster
+    // that is still learning shows (a sensor gone quiet is "stuck").
+    const double e2 = std::min(e * e, spike_z * spike_z * sigma * sigma);
+    // Running means at first, exponential weights later.
+    const double errors = static_cast<double>(s.samples - 1);
+    if (!repeating || !s.varied) {
+      s.var_short += std::max(short_weight, 1 / errors) * (e2 - s.var_short);
+      s.var_long += std::max(long_weight, 1 / errors) * (e2 - s.var_long);
+    }
+    if (scored && s.samples > 3 * p.warmup && s.var_long > 0 && s.var_short > 0)
+      out.variance =
+          squash(std::log(s.var_short / s.var_long) / (variance_log_ratio / sensitivity));
+
+    // Level shift and drift: CUSUM against the slow baseline. The baseline
+    // starts learning once the forecaster's trend has settled, and the
+    // CUSUM once the baseline has learnt for 1 / base_alpha samples.
+    if (s.samples > trend_settles) {
+      if (s.base_samples == 0) {
+        s.base_level = level;
+        s.base_trend = slope;
+      }
+      if (s.base_samples < UINT16_MAX)
+        ++s.base_samples;
+    }
+    const double n = s.base_samples;
+    const double deseasoned = value - season;
+    const double predicted = s.base_level + s.base_trend;
+    const double zb = std::clamp((deseasoned - predicted) / sigma, -clip_z, clip_z);
+    if (scored && s.base_samples > 0 && n > 1 / base_alpha) {
+      const bool was_zero = s.cusum_up == 0 && s.cusum_down == 0;
+      s.cusum_up = std::max(0.0, s.cusum_up + zb - cusum_slack);
+      s.cusum_down = std::max(0.0, s.cusum_down - zb - cusum_slack);
+      const double c = std::max(s.cusum_up, s.cusum_down);
+      if (c == 0)
+        s.cusum_steps = 0;
+      else if (was_zero)
+        s.cusum_steps = 1;
+      else if (s.cusum_steps < UINT16_MAX)
+        ++s.cusum_steps;
+      const double limit = cusum_limit / sensitivity;
+      if (c >= limit) {
+        if (s.shift == anomaly_kind::none)
+          s.shift = s.cusum_steps <= level_shift_steps ? anomaly_kind::level_shift
+                                                       : anomaly_kind::drift;
+        if (++s.shifted_for >= p.adapt_after && p.adapt_after > 0) {
+          // It persisted: the new normal, learnt afresh from the forecaster.
+          s.base_samples = 0;
+          s.cusum_up = s.cusum_down = 0;
+          s.cusum_steps = s.shifted_for = 0;
+          s.shift = anomaly_kind::none;
+        }
+      } else if (c < limit / 2) {
+        s.shift = anomaly_kind::none;
+        s.shifted_for = 0;
+      }
+      out.shift = squash(std::max(s.cusum_up, s.cusum_down) / limit);
+    }
+    if (s.base_samples > 1) {
+      const double clipped = predicted + std::clamp(deseasoned - predicted, -clip_z * sigma,
+                                                    clip_z * sigma);
+      s.base_level = predicted + std::max(base_alpha, 1 / n) * (clipped - predicted);
+      s.base_trend += std::max(base_beta, 1 / n) * (slope - s.base_trend);
+    }
+
+    // The spread learns from clipped errors, and not from a repeated value
+    // (a stuck sensor would shrink it to nothing).
+    if (!repeating || !s.varied)
+      s.spread += std::max(spread_weight, 1 / errors) *
+                  (std::min(std::abs(e), clip_z * sigma) - s.spread);
+  }
+
+  out.score = std::max({out.spike, out.shift, out.variance, out.stuck});
+  if (out.score >= 0.5) {
+    // Stuck is the most specific diagnosis: it wins whenever it alarms.
+    if (out.stuck >= 0.5)
+      out.kind = anomaly_kind::stuck;
+    else if (out.score == out.spike)
+      out.kind = anomaly_kind::spike;
+    else if (out.score == out.shift)
+      out.kind = s.shift != anomaly_kind::none ? s.shift : anomaly_kind::level_shift;
+    else
+      out.kind = anomaly_kind::variance;
+  }
+  return out;
+}
+
+void encode_detector(const detector_state& s, std::string& out) {
+  out.push_back(1);  // format
+  for (double d : {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up,
+                   s.cusum_down, s.run_value})
+    wire::put_double(out, d);
+  wire::put_signed(out, s.run_since_ms);
+  wire::put_signed(out, s.last_time_ms);
+  wire::put_varint(out, s.run_length);
+  wire::put_varint(out, s.samples);
+  wire::put_varint(out, s.cusum_steps);
+  wire::put_varint(out, s.shifted_for);
+  wire::put_varint(out, s.base_samples);
+  out.push_back(static_cast<char>(s.shift));
+  out.push_back(s.varied ? 1 : 0);
+}
+
+bool decode_detector(std::string_view& in, detector_state& s) {
+  wire::reader r{in};
+  if (r.byte() != 1)
+    return false;
+  detector_state d;
+  for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend,
+                    &d.cusum_up, &d.cusum_down, &d.run_value})
+    *f = r.real();
+  d.run_since_ms = r.signed_varint();
+  d.last_time_ms = r.signed_varint();
+  d.run_length = static_cast<uint32_t>(std::min<uint64_t>(r.varint(), UINT32_MAX));
+  d.samples = static_cast<uint32_t>(std::min<uint64_t>(r.varint(), UINT32_MAX));
+  d.cusum_steps = static_cast<uint16_t>(std::min<uint64_t>(r.varint(), UINT16_MAX));
+  d.shifted_for = static_cast<uint16_t>(std::min<uint64_t>(r.varint(), UINT16_MAX));
+  d.base_samples = static_cast<uint16_t>(std::min<uint64_t>(r.varint(), UINT16_MAX));
+  const auto shift = r.byte();
+  const auto varied = r.byte();
+  if (!r.ok || shift > static_cast<uint8_t>(anomaly_kind::stuck) || varied > 1)
+    return false;
+  d.shift = static_cast<anomaly_kind>(shift);
+  d.varied = varied == 1;
+  s = d;
+  in = r.in;
+  return true;
+}
+
+}  // namespace fleettwin::core
