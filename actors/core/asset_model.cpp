@@ -1,0 +1,183 @@
+#include "actors/core/asset_model.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace fleettwin::core {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+std::optional<double> number(std::string_view s) {
+  s = trim(s);
+  double v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || !std::isfinite(v))
+    return std::nullopt;
+  return v;
+}
+
+std::string fmt_number(double v) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc{} ? std::string{buf, end} : std::to_string(v);
+}
+
+}  // namespace
+
+const char* to_string(property_type t) {
+  switch (t) {
+    case property_type::number:
+      return "number";
+    case property_type::integer:
+      return "integer";
+    case property_type::boolean:
+      return "boolean";
+    case property_type::text:
+      return "text";
+  }
+  return "number";
+}
+
+std::optional<property_type> parse_property_type(std::string_view s) {
+  for (auto t : {property_type::number, property_type::integer, property_type::boolean,
+                 property_type::text})
+    if (s == to_string(t))
+      return t;
+  return std::nullopt;
+}
+
+std::optional<threshold> parse_threshold(std::string_view s, std::string& error) {
+  s = trim(s);
+  threshold t;
+  if (s.empty() || (s.front() != '<' && s.front() != '>')) {
+    error = "a threshold reads \"< 20\" or \"> 7.1\", not \"" + std::string{s} + "\"";
+    return std::nullopt;
+  }
+  t.above = s.front() == '>';
+  s.remove_prefix(1);
+  if (!s.empty() && s.front() == '=')
+    s.remove_prefix(1);
+  auto v = number(s);
+  if (!v) {
+    error = "\"" + std::string{trim(s)} + "\" is not a number";
+    return std::nullopt;
+  }
+  t.value = *v;
+  return t;
+}
+
+std::string to_string(const threshold& t) {
+  return std::string{t.above ? "> " : "< "} + fmt_number(t.value);
+}
+
+const property_model* asset_model::find(std::string_view property) const {
+  auto it = std::lower_bound(properties.begin(), properties.end(), property,
+                             [](const property_model& p, std::string_view n) { return p.name < n; });
+  return it != properties.end() && it->name == property ? &*it : nullptr;
+}
+
+std::optional<std::string> validate(asset_model& m) {
+  if (m.kind.empty())
+    return "a model needs the kind it describes";
+  std::sort(m.properties.begin(), m.properties.end(),
+            [](const property_model& a, const property_model& b) { return a.name < b.name; });
+  for (size_t i = 0; i < m.properties.size(); ++i) {
+    const auto& p = m.properties[i];
+    const std::string where = "model \"" + m.kind + "\", property \"" + p.name + "\": ";
+    if (p.name.empty())
+      return "model \"" + m.kind + "\": a property needs a name";
+    if (i > 0 && m.properties[i - 1].name == p.name)
+      return where + "declared twice";
+    const bool numeric = p.type == property_type::number || p.type == property_type::integer;
+    if (!numeric && (p.min || p.max || p.max_rate_per_s > 0 || p.warning || p.critical ||
+                     p.failure || p.period_ms > 0))
+      return where + "ranges, rates, thresholds and periods need a number or integer type, not " +
+             to_string(p.type);
+    if (p.min && p.max && *p.min >= *p.max)
+      return where + "the range's minimum (" + fmt_number(*p.min) +
+             ") must be below its maximum (" + fmt_number(*p.max) + ")";
+    if (p.expected_interval_ms < 0 || p.stuck_after_ms < 0 || p.period_ms < 0)
+      return where + "durations cannot be negative";
+    if (p.max_rate_per_s < 0 || !std::isfinite(p.max_rate_per_s))
+      return where + "the maximum rate of change must be a positive number";
+    if (!(p.sensitivity > 0) || p.sensitivity > 100)
+      return where + "sensitivity must be above 0 and at most 100 (1 is the default)";
+    if (p.warning && p.critical && p.warning->above != p.critical->above)
+      return where + "warning and critical thresholds must point the same way";
+    if (p.warning && p.critical &&
+        (p.critical->above ? p.critical->value < p.warning->value
+                           : p.critical->value > p.warning->value))
+      return where + "the critical threshold (" + to_string(*p.critical) +
+             ") must lie beyond the warning one (" + to_string(*p.warning) + ")";
+    if (p.period_ms > 0 && p.expected_interval_ms > 0 && p.period_ms < 2 * p.expected_interval_ms)
+      return where + "a period must span at least two expected intervals";
+  }
+  return std::nullopt;
+}
+
+property_analytics_params analytics_params(const property_model* p) {
+  property_analytics_params out;
+  if (!p)
+    return out;
+  if (p->period_ms > 0)
+    out.forecast = forecast_params::seasonal(p->period_ms);
+  out.detector.sensitivity = p->sensitivity;
+  out.detector.max_rate_per_s = p->max_rate_per_s;
+  if (p->stuck_after_ms > 0) {
+    // The model's time limit replaces the default count of samples.
+    out.detector.stuck_after_ms = p->stuck_after_ms;
+    out.detector.stuck_samples = 0;
+  }
+  return out;
+}
+
+std::optional<int64_t> parse_duration_ms(std::string_view s) {
+  s = trim(s);
+  size_t digits = 0;
+  while (digits < s.size() && ((s[digits] >= '0' && s[digits] <= '9') || s[digits] == '.'))
+    ++digits;
+  auto v = number(s.substr(0, digits));
+  if (!v || *v < 0)
+    return std::nullopt;
+  const auto unit = trim(s.substr(digits));
+  double scale = 0;
+  if (unit.empty() || unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1e3;
+  else if (unit == "m" || unit == "min")
+    scale = 60e3;
+  else if (unit == "h")
+    scale = 3600e3;
+  else if (unit == "d")
+    scale = 86400e3;
+  else
+    return std::nullopt;
+  const double ms = *v * scale;
+  if (ms > 9.2e15)
+    return std::nullopt;
+  return static_cast<int64_t>(std::llround(ms));
+}
+
+std::string format_duration(int64_t ms) {
+  struct unit {
+    int64_t ms;
+    const char* name;
+  };
+  for (auto [size, name] : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"},
+                            unit{1'000, "s"}})
+    if (ms != 0 && ms % size == 0)
+      return std::to_string(ms / size) + name;
+  return std::to_string(ms) + "ms";
+}
+
+}  // namespace fleettwin::core

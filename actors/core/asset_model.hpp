@@ -1,0 +1,94 @@
+#pragma once
+
+// Asset models: what a kind of asset (vehicle, machine, meter, charger, or
+// any a user declares) reports, per property: type, unit, valid range,
+// expected reporting interval, maximum rate of change, warning, critical and
+// failure thresholds, a seasonal period, a `sensitive` flag and the
+// sensitivity of anomaly detection. They drive data quality and analytics.
+// Pure C++ (DESIGN.md, principle 4).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/core/property_analytics.hpp"
+
+namespace fleettwin::core {
+
+enum class property_type : uint8_t { number, integer, boolean, text };
+
+const char* to_string(property_type t);
+std::optional<property_type> parse_property_type(std::string_view s);
+
+/// A limit crossed above or below a value ("< 20", "> 7.1").
+struct threshold {
+  double value = 0;
+  /// True: crossed when the property is above the value; false: below.
+  bool above = true;
+
+  bool crossed_by(double x) const {
+    return above ? x > value : x < value;
+  }
+  bool operator==(const threshold&) const = default;
+};
+
+/// Parses "< 20", "<= 20", "> 7.1", ">= 7.1" (the or-equal forms read like
+/// the strict ones: a sample exactly at a limit does not cross it).
+std::optional<threshold> parse_threshold(std::string_view s, std::string& error);
+std::string to_string(const threshold& t);
+
+struct property_model {
+  std::string name;
+  property_type type = property_type::number;
+  std::string unit;
+  /// Valid range; values outside are accepted and flagged.
+  std::optional<double> min;
+  std::optional<double> max;
+  /// How often the property is expected (0: no expectation, no gaps).
+  int64_t expected_interval_ms = 0;
+  /// Faster change (units per second) is a spike (0: no limit).
+  double max_rate_per_s = 0;
+  /// Unchanged this long is stuck (0: after the detector's sample count).
+  int64_t stuck_after_ms = 0;
+  std::optional<threshold> warning;
+  std::optional<threshold> critical;
+  /// What time to failure is measured to (battery < 10 %, vibration > 7.1).
+  std::optional<threshold> failure;
+  /// The seasonal period (0: none).
+  int64_t period_ms = 0;
+  /// Personal or confidential data (masked for callers without the right).
+  bool sensitive = false;
+  /// Anomaly detection: above 1 flags smaller deviations.
+  double sensitivity = 1;
+
+  bool operator==(const property_model&) const = default;
+};
+
+struct asset_model {
+  /// The kind it describes (a twin's `kind`).
+  std::string kind;
+  std::string description;
+  /// Sorted by name, unique.
+  std::vector<property_model> properties;
+  /// Incremented on every change (set by whoever stores it).
+  uint64_t revision = 0;
+
+  const property_model* find(std::string_view property) const;
+  bool operator==(const asset_model&) const = default;
+};
+
+/// What is wrong with `m` (nullopt: valid), said so that the author knows
+/// what to fix. Sorts its properties by name.
+std::optional<std::string> validate(asset_model& m);
+
+/// The analytics settings a property's model implies (defaults without one).
+property_analytics_params analytics_params(const property_model* p);
+
+/// Parses durations such as "500ms", "10s", "5m", "24h", "7d" (a bare
+/// number is milliseconds).
+std::optional<int64_t> parse_duration_ms(std::string_view s);
+std::string format_duration(int64_t ms);
+
+}  // namespace fleettwin::core
