@@ -17,6 +17,8 @@ constexpr double cusum_limit = 10;
 const double variance_log_ratio = std::log(4.0);
 /// A shift reached within this many samples is a level shift, else a drift.
 constexpr uint16_t level_shift_steps = 6;
+/// Or whose alarming sample lies this many spreads off the baseline.
+constexpr double jump_z = 2.5;
 /// Forecast errors beyond this many spreads count as this many (a spike
 /// moves neither the spread nor the baseline much).
 constexpr double clip_z = 3;
@@ -87,8 +89,8 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
                    ? static_cast<double>(s.run_length) / static_cast<double>(p.stuck_samples)
                    : 0.0;
     if (p.stuck_after_ms > 0)
-      u = std::max(u, static_cast<double>(time_ms - s.run_since_ms) /
-                          static_cast<double>(p.stuck_after_ms));
+      u = std::max(
+          u, static_cast<double>(time_ms - s.run_since_ms) / static_cast<double>(p.stuck_after_ms));
     out.stuck = squash(u);
   }
 
@@ -158,9 +160,12 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
         ++s.cusum_steps;
       const double limit = cusum_limit / sensitivity;
       if (c >= limit) {
+        // A jump: reached quickly, or by samples far off the baseline
+        // (the CUSUM may have wandered above zero before it).
         if (s.shift == anomaly_kind::none)
-          s.shift = s.cusum_steps <= level_shift_steps ? anomaly_kind::level_shift
-                                                       : anomaly_kind::drift;
+          s.shift = s.cusum_steps <= level_shift_steps || std::abs(zb) >= jump_z
+                        ? anomaly_kind::level_shift
+                        : anomaly_kind::drift;
         if (++s.shifted_for >= p.adapt_after && p.adapt_after > 0) {
           // It persisted: the new normal, learnt afresh from the forecaster.
           s.base_samples = 0;
@@ -175,8 +180,8 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
       out.shift = squash(std::max(s.cusum_up, s.cusum_down) / limit);
     }
     if (s.base_samples > 1) {
-      const double clipped = predicted + std::clamp(deseasoned - predicted, -clip_z * sigma,
-                                                    clip_z * sigma);
+      const double clipped =
+          predicted + std::clamp(deseasoned - predicted, -clip_z * sigma, clip_z * sigma);
       s.base_level = predicted + std::max(base_alpha, 1 / n) * (clipped - predicted);
       s.base_trend += std::max(base_beta, 1 / n) * (slope - s.base_trend);
     }
@@ -184,8 +189,8 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     // The spread learns from clipped errors, and not from a repeated value
     // (a stuck sensor would shrink it to nothing).
     if (!repeating || !s.varied)
-      s.spread += std::max(spread_weight, 1 / errors) *
-                  (std::min(std::abs(e), clip_z * sigma) - s.spread);
+      s.spread +=
+          std::max(spread_weight, 1 / errors) * (std::min(std::abs(e), clip_z * sigma) - s.spread);
   }
 
   out.score = std::max({out.spike, out.shift, out.variance, out.stuck});
@@ -224,8 +229,8 @@ bool decode_detector(std::string_view& in, detector_state& s) {
   if (r.byte() != 1)
     return false;
   detector_state d;
-  for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend,
-                    &d.cusum_up, &d.cusum_down, &d.run_value})
+  for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend, &d.cusum_up,
+                    &d.cusum_down, &d.run_value})
     *f = r.real();
   d.run_since_ms = r.signed_varint();
   d.last_time_ms = r.signed_varint();

@@ -11,9 +11,9 @@
 //   of change above the model's maximum;
 // - level shift and drift: a two-sided CUSUM of the samples against a slow
 //   baseline (level and trend learnt from the series, seasons removed); an
-//   alarm reached within a few samples is a level shift, a slower one a
-//   drift. A shift that persists becomes the new normal after
-//   `adapt_after` samples;
+//   alarm reached within a few samples, or by a sample far off the
+//   baseline, is a level shift, a slower one a drift. A shift that persists becomes the new normal
+//   after `adapt_after` samples;
 // - variance change: the short-term mean squared forecast error rising
 //   above the long-term one;
 // - stuck: the same value repeated beyond the model's limit, by samples or

@@ -48,8 +48,8 @@ const char* to_string(property_type t) {
 }
 
 std::optional<property_type> parse_property_type(std::string_view s) {
-  for (auto t : {property_type::number, property_type::integer, property_type::boolean,
-                 property_type::text})
+  for (auto t :
+       {property_type::number, property_type::integer, property_type::boolean, property_type::text})
     if (s == to_string(t))
       return t;
   return std::nullopt;
@@ -80,8 +80,9 @@ std::string to_string(const threshold& t) {
 }
 
 const property_model* asset_model::find(std::string_view property) const {
-  auto it = std::lower_bound(properties.begin(), properties.end(), property,
-                             [](const property_model& p, std::string_view n) { return p.name < n; });
+  auto it =
+      std::lower_bound(properties.begin(), properties.end(), property,
+                       [](const property_model& p, std::string_view n) { return p.name < n; });
   return it != properties.end() && it->name == property ? &*it : nullptr;
 }
 
@@ -173,8 +174,8 @@ std::string format_duration(int64_t ms) {
     int64_t ms;
     const char* name;
   };
-  for (auto [size, name] : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"},
-                            unit{1'000, "s"}})
+  for (auto [size, name] :
+       {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"}, unit{1'000, "s"}})
     if (ms != 0 && ms % size == 0)
       return std::to_string(ms / size) + name;
   return std::to_string(ms) + "ms";

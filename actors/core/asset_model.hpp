@@ -8,6 +8,7 @@
 // Pure C++ (DESIGN.md, principle 4).
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -78,6 +79,9 @@ struct asset_model {
   const property_model* find(std::string_view property) const;
   bool operator==(const asset_model&) const = default;
 };
+
+/// Models by the kind they describe.
+using model_set = std::map<std::string, asset_model, std::less<>>;
 
 /// What is wrong with `m` (nullopt: valid), said so that the author knows
 /// what to fix. Sorts its properties by name.

@@ -14,6 +14,8 @@ namespace {
 constexpr uint8_t twin_format_v1 = 1;
 /// v2 appends the relations.
 constexpr uint8_t twin_format_v2 = 3;
+/// v3 appends the analytics of the numeric properties.
+constexpr uint8_t twin_format_v3 = 4;
 constexpr uint8_t history_format_v1 = 1;
 constexpr uint8_t history_segment_v1 = 2;
 
@@ -21,7 +23,7 @@ constexpr uint8_t history_segment_v1 = 2;
 
 void encode_twin(const twin& tw, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(twin_format_v2));
+  out.push_back(static_cast<char>(twin_format_v3));
   put_string(out, tw.asset_id);
   put_string(out, tw.kind);
   put_string(out, tw.tenant);
@@ -67,13 +69,22 @@ void encode_twin(const twin& tw, std::string& out) {
     put_string(out, r.parent);
     out.push_back(static_cast<char>(r.origin));
   }
+  put_varint(out, tw.analysis.size());
+  for (const auto& [name, a] : tw.analysis) {
+    put_string(out, name);
+    encode_property_analytics(a.state, out);
+    put_double(out, a.score);
+    put_double(out, a.next);
+    out.push_back(static_cast<char>(a.kind));
+    encode_alert(a.alert, out);
+  }
 }
 
 std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
   out = twin{};
   reader r{bytes};
   const auto fmt = r.byte();
-  if (fmt != twin_format_v1 && fmt != twin_format_v2)
+  if (fmt != twin_format_v1 && fmt != twin_format_v2 && fmt != twin_format_v3)
     return r.ok ? "unknown twin format " + std::to_string(fmt) : "empty twin record";
   out.asset_id = r.bytes();
   out.kind = r.bytes();
@@ -114,13 +125,27 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
     std::string name{r.bytes()};
     out.desired.emplace(std::move(name), r.val());
   }
-  if (fmt == twin_format_v2)
+  if (fmt != twin_format_v1)
     for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
       relation rel;
       rel.type = r.bytes();
       rel.parent = r.bytes();
       rel.origin = static_cast<relation_origin>(r.byte());
       out.relations.push_back(std::move(rel));
+    }
+  if (fmt == twin_format_v3)
+    for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
+      std::string name{r.bytes()};
+      property_analysis a;
+      if (!decode_property_analytics(r.in, a.state))
+        return std::string{"corrupt analytics of property \""} + name + "\" in twin record";
+      a.score = r.real();
+      a.next = r.real();
+      const auto kind = r.byte();
+      if (!r.ok || kind > static_cast<uint8_t>(anomaly_kind::stuck) || !decode_alert(r.in, a.alert))
+        return std::string{"corrupt analytics of property \""} + name + "\" in twin record";
+      a.kind = static_cast<anomaly_kind>(kind);
+      out.analysis.emplace(std::move(name), std::move(a));
     }
   if (!r.ok)
     return std::string{"truncated or corrupt twin record"};

@@ -85,8 +85,8 @@ std::optional<double> predict_next(const forecaster_state& s, const forecast_par
   return s.level + p.phi * s.trend + seasonal(s, p, time_ms);
 }
 
-std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p,
-                                        double value, int64_t time_ms) {
+std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p, double value,
+                                        int64_t time_ms) {
   if (s.samples == 0) {
     s.level = value - seasonal(s, p, time_ms);
     s.trend = 0;
@@ -108,8 +108,15 @@ std::optional<double> update_forecaster(forecaster_state& s, const forecast_para
   s.trend = p.beta * (level - s.level) + (1 - p.beta) * p.phi * s.trend;
   s.level = level;
   if (p.period_ms > 0) {
+    // A slice of the period sees many samples when they come often: each
+    // moves it by its share, so that a slice learns at the same pace per
+    // period however often the property reports (and does not soak up a
+    // change of level within one slice).
+    const double slice_ms = static_cast<double>(p.period_ms) / season_buckets;
+    const double gamma =
+        s.interval_ms > 0 ? p.gamma * std::min(1.0, s.interval_ms / slice_ms) : p.gamma;
     auto& b = s.season[bucket(p, time_ms)];
-    b = static_cast<float>(p.gamma * (value - level) + (1 - p.gamma) * static_cast<double>(b));
+    b = static_cast<float>(gamma * (value - level) + (1 - gamma) * static_cast<double>(b));
   }
   s.last_value = value;
   s.last_time_ms = std::max(s.last_time_ms, time_ms);
@@ -142,9 +149,8 @@ std::vector<forecast_point> forecast(const forecaster_state& s, const forecast_p
   return out;
 }
 
-threshold_crossing time_to_threshold(const forecaster_state& state,
-                                     const forecast_params& params, double threshold, bool above,
-                                     int64_t horizon_ms) {
+threshold_crossing time_to_threshold(const forecaster_state& state, const forecast_params& params,
+                                     double threshold, bool above, int64_t horizon_ms) {
   // Where the slope leads: undamped (damping would bend every linear
   // decline away from its threshold).
   auto s = state;
@@ -155,13 +161,14 @@ threshold_crossing time_to_threshold(const forecaster_state& state,
   if (s.samples == 0 || horizon_ms <= 0)
     return out;
   const double interval = step_ms(s);
-  const int64_t steps =
-      std::min<int64_t>(max_steps, static_cast<int64_t>(static_cast<double>(horizon_ms) / interval));
+  const int64_t steps = std::min<int64_t>(
+      max_steps, static_cast<int64_t>(static_cast<double>(horizon_ms) / interval));
   auto beyond = [&](double v) { return above ? v >= threshold : v <= threshold; };
   walker w{s, p};
   for (int64_t h = 1; h <= steps && !out.latest_ms; ++h) {
     w.to(static_cast<double>(h));
-    const auto t = s.last_time_ms + static_cast<int64_t>(std::llround(static_cast<double>(h) * interval));
+    const auto t =
+        s.last_time_ms + static_cast<int64_t>(std::llround(static_cast<double>(h) * interval));
     const double v = w.value(t);
     const double half = z95 * w.sigma();
     // The band's edge nearer the threshold crosses first, the farther last.

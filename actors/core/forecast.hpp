@@ -99,8 +99,8 @@ double seasonal_component(const forecaster_state& s, const forecast_params& p, i
 /// Folds in a sample; returns its one-step error (value - prediction), or
 /// nullopt for the first sample. Samples older than the last one are the
 /// caller's to drop (an older sample never overwrites a newer one).
-std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p,
-                                        double value, int64_t time_ms);
+std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p, double value,
+                                        int64_t time_ms);
 
 /// Points `step_ms` apart (default: the mean reporting interval) up to
 /// `horizon_ms` after the last sample, at most `max_points`.

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "actors/core/alert.hpp"
+#include "actors/core/property_analytics.hpp"
 #include "actors/core/relation.hpp"
 #include "actors/core/sequence_window.hpp"
 #include "actors/core/value.hpp"
@@ -62,6 +64,21 @@ using reported_map = std::map<std::string, reported_property, std::less<>>;
 using value_map = std::map<std::string, value, std::less<>>;
 using stats_map = std::map<std::string, property_stats, std::less<>>;
 
+/// The analytics of one numeric property (see twin_analytics.hpp).
+struct property_analysis {
+  property_analytics state;
+  /// The last sample's anomaly score and the detector behind it.
+  double score = 0;
+  anomaly_kind kind = anomaly_kind::none;
+  /// The forecast of the next sample (a mean interval after the last).
+  double next = 0;
+  /// The property's anomaly alert.
+  alert_state alert;
+
+  bool operator==(const property_analysis&) const = default;
+};
+using analysis_map = std::map<std::string, property_analysis, std::less<>>;
+
 /// The state of one digital twin.
 struct twin {
   std::string asset_id;
@@ -82,6 +99,8 @@ struct twin {
   sequence_window window;
   /// Relations to parent aggregates, sorted by parent.
   relation_list relations;
+  /// Per numeric property: forecaster, detectors and alert.
+  analysis_map analysis;
 
   /// True when nothing was ever applied (a twin that does not exist yet).
   bool empty() const {

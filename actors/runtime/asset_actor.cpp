@@ -31,6 +31,16 @@ void asset_state::changed() {
 
 namespace {
 
+/// Folds the record's applied numeric samples into the twin's analytics,
+/// with the model of the twin's kind.
+void analyze(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u) {
+  const core::asset_model* model = nullptr;
+  if (const auto& models = st.config->models)
+    if (auto it = models->find(st.tw.kind); it != models->end())
+      model = &it->second;
+  core::analyze_applied(st.tw, t, st.scratch, model, ingest_ms, u.analysis);
+}
+
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u,
                    std::string& segment) {
   auto& change = u.changes.emplace_back();
@@ -286,6 +296,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           switch (st.scratch.status) {
             case core::apply_status::applied:
               ++u.applied;
+              if (st.config->analytics)
+                analyze(st, t, batch.ingest_ms, u);
               record_change(st, t, batch.ingest_ms, u, segment);
               break;
             case core::apply_status::duplicate:

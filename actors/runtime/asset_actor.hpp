@@ -8,6 +8,7 @@
 #include <string>
 
 #include "actors/core/aggregate.hpp"
+#include "actors/core/asset_model.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/runtime/interfaces.hpp"
@@ -52,6 +53,10 @@ struct asset_config {
   /// Aggregates keep changed member records in memory until their partition
   /// flushes them (a checkpoint) instead of writing each with its commit.
   bool checkpoint_members = false;
+  /// Forecasts, anomaly scores and alerts on every numeric sample.
+  bool analytics = true;
+  /// Asset models by kind (null or missing: defaults for every property).
+  std::shared_ptr<const core::model_set> models;
 
   static int64_t system_clock_ms();
 };

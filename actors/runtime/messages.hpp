@@ -4,6 +4,7 @@
 // between nodes will carry protobuf bytes), so they are allowed as unsafe
 // message types instead of being given inspectors.
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "actors/core/filter.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
+#include "actors/core/twin_analytics.hpp"
 #include "actors/runtime/ports.hpp"
 
 namespace fleettwin::runtime {
@@ -184,6 +186,8 @@ struct asset_update {
   uint32_t out_of_order = 0;
   /// Fresh records that changed nothing (see core::apply_status::unchanged).
   uint32_t unchanged = 0;
+  /// What the analytics found: alerts that changed, anomalous samples.
+  core::analysis_output analysis;
   uint32_t stale_samples = 0;
   /// Records whose source restarted its sequence counter (applied).
   uint32_t sequence_restarts = 0;

@@ -440,6 +440,10 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
   if (u.unchanged)
     st.cfg.probe->on_unchanged(u.unchanged);
+  if (!u.analysis.alerts.empty() ||
+      std::any_of(u.analysis.anomalies.begin(), u.analysis.anomalies.end(),
+                  [](uint32_t n) { return n > 0; }))
+    st.cfg.probe->on_analysis(u.analysis);
   if (--item.pending == 0)
     publish(self);
 }

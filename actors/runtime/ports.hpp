@@ -17,6 +17,7 @@
 #include "actors/core/change.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/twin.hpp"
+#include "actors/core/twin_analytics.hpp"
 
 namespace fleettwin::runtime {
 
@@ -225,6 +226,9 @@ public:
   virtual void on_out_of_order(size_t records, size_t samples) {}
   /// Fresh records that changed nothing (no samples, attributes as stored).
   virtual void on_unchanged(size_t records) {}
+  /// What the twins' analytics found in a batch: anomalous samples by
+  /// detector, alerts raised, updated and cleared.
+  virtual void on_analysis(const core::analysis_output& found) {}
   virtual void on_sequence_restarts(size_t records) {}
   virtual void on_rejected(std::string_view code) {}
   virtual void on_commit(double seconds, size_t twins, size_t history) {}

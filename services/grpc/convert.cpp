@@ -106,6 +106,27 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
   out.set_out_of_order(tw.out_of_order);
   out.set_last_sequence(tw.window.highest());
   out.set_desired_updated_ms(tw.desired_updated_ms);
+  auto& analysis = *out.mutable_analysis();
+  for (const auto& [name, a] : tw.analysis) {
+    auto& p = analysis[name];
+    p.set_anomaly_score(a.score);
+    if (a.kind != core::anomaly_kind::none)
+      p.set_anomaly_kind(core::to_string(a.kind));
+    p.set_alert_active(a.alert.active);
+    if (a.alert.active) {
+      p.set_alert_severity(core::to_string(a.alert.severity));
+      p.set_alert_kind(core::to_string(static_cast<core::anomaly_kind>(a.alert.kind)));
+      p.set_alert_raised_ms(a.alert.raised_ms);
+      p.set_alert_acknowledged(a.alert.acknowledged);
+    }
+    p.set_alerts_raised(a.alert.raised_count);
+    const auto& f = a.state.forecast;
+    p.set_samples(f.samples);
+    p.set_forecast_next(a.next);
+    p.set_mean_interval_ms(f.interval_ms);
+    if (auto m = core::mase(f))
+      p.set_forecast_mase(*m);
+  }
 }
 
 core::twin from_proto(const fleettwin::v1::Twin& t) {

@@ -63,6 +63,16 @@ public:
                              "as stored (a source re-sending its attributes)")
                        .Register(r)
                        .Add({})),
+        anomalies_by_kind_(BuildCounter()
+                               .Name("fleettwin_anomalies_total")
+                               .Help("Numeric samples the twins' anomaly detectors scored at "
+                                     "least 0.5, by the detector behind the score")
+                               .Register(r)),
+        alert_transitions_(BuildCounter()
+                               .Name("fleettwin_alert_transitions_total")
+                               .Help("Anomaly alerts of twin properties raised, updated and "
+                                     "cleared, by severity")
+                               .Register(r)),
         stale_samples_(BuildCounter()
                            .Name("fleettwin_out_of_order_samples_total")
                            .Help("Property samples skipped because a newer sample was stored")
@@ -174,6 +184,16 @@ public:
   void on_duplicates(size_t n) override {
     duplicates_.Increment(static_cast<double>(n));
   }
+  void on_analysis(const core::analysis_output& found) override {
+    for (size_t k = 1; k < found.anomalies.size(); ++k)
+      if (found.anomalies[k] > 0)
+        anomalies_by_kind_.Add({{"kind", core::to_string(static_cast<core::anomaly_kind>(k))}})
+            .Increment(static_cast<double>(found.anomalies[k]));
+    for (const auto& a : found.alerts)
+      alert_transitions_
+          .Add({{"event", core::to_string(a.event)}, {"severity", core::to_string(a.severity)}})
+          .Increment();
+  }
   void on_unchanged(size_t records) override {
     unchanged_.Increment(static_cast<double>(records));
   }
@@ -245,6 +265,8 @@ private:
   prometheus::Counter& duplicates_;
   prometheus::Counter& out_of_order_;
   prometheus::Counter& unchanged_;
+  prometheus::Family<prometheus::Counter>& anomalies_by_kind_;
+  prometheus::Family<prometheus::Counter>& alert_transitions_;
   prometheus::Counter& stale_samples_;
   prometheus::Counter& sequence_restarts_;
   prometheus::Histogram& commit_latency_;

@@ -83,6 +83,15 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "the rules that derive relations from attributes (see deploy/aggregates.toml)")
       ->envname("FLEETTWIN_AGGREGATES")
       ->check(CLI::ExistingFile);
+  app.add_option("--models", cfg.models_file,
+                 "TOML file of asset models (per kind and property: range, expected interval, "
+                 "thresholds, period, sensitivity ...; see deploy/models.toml); the same file on "
+                 "every node")
+      ->envname("FLEETTWIN_MODELS")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--analytics,!--no-analytics", cfg.analytics,
+               "Forecasts, anomaly scores and alerts on every numeric sample of every twin")
+      ->envname("FLEETTWIN_ANALYTICS");
   app.add_option("--aggregate-check-interval-ms", cfg.aggregate_check_interval_ms,
                  "Compare every resident aggregate's measures with a full recompute this often "
                  "(fleettwin_aggregate_recompute_mismatches_total; 0: never)")

@@ -38,6 +38,10 @@ struct node_config {
   std::string bootstrap_file;
   /// TOML file of aggregate kinds and relation rules; empty: no aggregates.
   std::string aggregates_file;
+  /// Asset models (TOML); empty: defaults for every property.
+  std::string models_file;
+  /// Forecasts, anomaly scores and alerts on every numeric sample.
+  bool analytics = true;
   /// How often resident aggregates are compared with a full recompute (0: never).
   int64_t aggregate_check_interval_ms = 60'000;
   /// Aggregates write changed member records at most this often (a

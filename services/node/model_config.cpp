@@ -18,8 +18,8 @@ std::string where(const std::string& origin, const toml::node& n) {
 bool read_property(const toml::table& t, const std::string& origin, core::property_model& p,
                    std::string& error) {
   static const std::set<std::string_view> known{
-      "type",   "unit",     "range",    "expected_interval", "max_rate",  "stuck_after",
-      "warning", "critical", "failure", "period",            "sensitive", "sensitivity"};
+      "type",     "unit",    "range",  "expected_interval", "max_rate",   "stuck_after", "warning",
+      "critical", "failure", "period", "sensitive",         "sensitivity"};
   for (const auto& [key, node] : t)
     if (!known.contains(key.str())) {
       error = where(origin, node) + ": property \"" + p.name + "\" has no setting \"" +
@@ -81,8 +81,8 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
   if (auto pt = core::parse_property_type(type))
     p.type = *pt;
   else
-    return fail(*t.get("type"), "type must be number, integer, boolean or text, not \"" + type +
-                                    "\"");
+    return fail(*t.get("type"),
+                "type must be number, integer, boolean or text, not \"" + type + "\"");
   if (!text("unit", p.unit))
     return false;
   if (const auto* n = t.get("range")) {
@@ -113,14 +113,14 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
 
 }  // namespace
 
-std::vector<core::asset_model> parse_model_config(std::string_view text,
-                                                  const std::string& origin, std::string& error) {
+std::vector<core::asset_model> parse_model_config(std::string_view text, const std::string& origin,
+                                                  std::string& error) {
   toml::table root;
   try {
     root = toml::parse(text, origin);
   } catch (const toml::parse_error& e) {
-    error = origin + ":" + std::to_string(e.source().begin.line) + ": " +
-            std::string{e.description()};
+    error =
+        origin + ":" + std::to_string(e.source().begin.line) + ": " + std::string{e.description()};
     return {};
   }
   std::vector<core::asset_model> out;

@@ -37,7 +37,7 @@ namespace fleettwin::node {
 std::vector<core::asset_model> load_model_config(const std::string& path, std::string& error);
 
 /// The same from TOML text (`origin` names it in errors).
-std::vector<core::asset_model> parse_model_config(std::string_view text,
-                                                  const std::string& origin, std::string& error);
+std::vector<core::asset_model> parse_model_config(std::string_view text, const std::string& origin,
+                                                  std::string& error);
 
 }  // namespace fleettwin::node

@@ -1,5 +1,6 @@
 #include "services/node/node.hpp"
 #include "services/node/aggregate_config.hpp"
+#include "services/node/model_config.hpp"
 
 #include <csignal>
 #include <filesystem>
@@ -109,6 +110,19 @@ bool node::init(std::string& error) {
   acfg->cache = cache_;
   acfg->stale_after_ms = cfg_.stale_after_ms;
   acfg->checkpoint_members = cfg_.member_checkpoint_ms > 0;
+  acfg->analytics = cfg_.analytics;
+  if (!cfg_.models_file.empty()) {
+    auto models = load_model_config(cfg_.models_file, error);
+    if (!error.empty())
+      return false;
+    auto set = std::make_shared<core::model_set>();
+    for (auto& m : models) {
+      auto kind = m.kind;
+      set->emplace(std::move(kind), std::move(m));
+    }
+    spdlog::info("event=asset_models_loaded file={} models={}", cfg_.models_file, set->size());
+    acfg->models = std::move(set);
+  }
   if (!cfg_.aggregates_file.empty()) {
     auto kinds = load_aggregate_config(cfg_.aggregates_file, error);
     if (!kinds)

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -510,4 +511,65 @@ TEST_F(NodeTest, RecordsDeletedBeforeTheyWereReadAreCountedNotSilentlySkipped) {
   std::stringstream text;
   text << log.rdbuf();
   EXPECT_NE(text.str().find("event=records_skipped"), std::string::npos);
+}
+
+// Analytics in every twin, through the real interfaces: a meter whose
+// voltage jumps and stays up raises an anomaly alert (a level shift) seen
+// in GetTwin and the metrics, with the asset models of deploy/models.toml
+// loaded; a machine's temperature rising faster than its model allows is
+// a spike.
+TEST_F(NodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
+  node.reset();
+  node =
+      std::make_unique<node_process>(kafka->bootstrap(), dir + "/data",
+                                     std::vector<std::string>{"--models", FLEETTWIN_DEPLOY_MODELS});
+  node->start();
+  channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+  twins = v1::TwinService::NewStub(channel);
+
+  producer p{kafka->bootstrap()};
+  const int64_t t0 = 1'700'000'000'000;
+  std::mt19937 gen{5};
+  std::normal_distribution<double> noise{0, 0.5};
+  const int readings = 160;
+  for (int s = 1; s <= readings; ++s) {
+    // Every 30 s (the model's interval), 8 V up from reading 120 on.
+    const double v = 230 + noise(gen) + (s >= 120 ? 8 : 0);
+    p.send(topics.telemetry, "mtr-1",
+           telemetry("mtr-1", s, t0 + s * 30'000, {{"voltage", v}}, {}, "meter"));
+    // 20 degrees in a second at reading 100: faster than the model's 5/s.
+    const double temp = s == 100 ? 95 : 75 + noise(gen) * 0.1;
+    p.send(topics.telemetry, "mch-1",
+           telemetry("mch-1", s, t0 + s * 1'000, {{"temperature", temp}}, {}, "machine"));
+    if (s % 40 == 0) {
+      ASSERT_EQ(p.flush(), 0);
+    }
+  }
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("mtr-1", readings));
+  ASSERT_TRUE(applied("mch-1", readings));
+
+  v1::Twin meter;
+  ASSERT_TRUE(get("mtr-1", meter).ok());
+  ASSERT_TRUE(meter.analysis().contains("voltage")) << meter.ShortDebugString();
+  const auto& voltage = meter.analysis().at("voltage");
+  EXPECT_EQ(voltage.samples(), static_cast<uint64_t>(readings));
+  EXPECT_GE(voltage.alerts_raised(), 1u) << voltage.ShortDebugString();
+  EXPECT_NEAR(voltage.mean_interval_ms(), 30'000, 1);
+  // Forecast near the new level.
+  EXPECT_NEAR(voltage.forecast_next(), 238, 3) << voltage.ShortDebugString();
+
+  v1::Twin machine;
+  ASSERT_TRUE(get("mch-1", machine).ok());
+  EXPECT_LT(machine.analysis().at("temperature").anomaly_score(), 0.5);
+
+  auto text = scrape(node->metrics_port());
+  double raised = 0;
+  for (const char* severity : {"warning", "critical"})
+    raised += std::max(0.0, metric_value(text, std::string{"fleettwin_alert_transitions_total{"
+                                                           "event=\"raised\",severity=\""} +
+                                                   severity + "\"}"));
+  EXPECT_GE(raised, 1) << text;
+  EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"level_shift\"}"), 1) << text;
+  EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"spike\"}"), 1) << text;
 }

@@ -108,11 +108,19 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   twin back;
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.relations, tw.relations);
-  // A record of format 1 (before relations) is the same bytes without the
-  // relation list.
+  // A record of format 2 (before analytics) is the same bytes without the
+  // analytics, and one of format 1 (before relations) without the relation
+  // list either.
+  encode_twin(tw, bytes);
+  bytes[0] = 3;
+  bytes.pop_back();  // the empty analytics count
+  ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.relations, tw.relations);
+  EXPECT_TRUE(back.analysis.empty());
   tw.relations.clear();
   encode_twin(tw, bytes);
   bytes[0] = 1;
+  bytes.pop_back();  // the empty analytics count
   bytes.pop_back();  // the empty relation count
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.asset_id, "veh-1");

@@ -8,7 +8,8 @@ mkdir -p "$data_dir"
 rm -f "$data_dir/kafka.bootstrap"
 # Aggregate kinds (fleets, depots, feeders, substations, lines, plants ...).
 aggregates=${FLEETTWIN_AGGREGATES:-$(dirname "$0")/../../deploy/aggregates.toml}
-"$build/fleettwin-node" --data-dir "$data_dir" --aggregates "$aggregates" &
+models=${FLEETTWIN_MODELS:-$(dirname "$0")/../../deploy/models.toml}
+"$build/fleettwin-node" --data-dir "$data_dir" --aggregates "$aggregates" --models "$models" &
 node=$!
 sim=""
 cleanup() {
