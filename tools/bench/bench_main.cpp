@@ -258,9 +258,10 @@ uint64_t records_committed(node::node& n) {
 /// Kafka keeps the records): records/s from the first applied record to the
 /// last.
 double node_drain(const std::string& bootstrap, uint64_t records, bool publish, int history,
-                  const std::string& aggregates) {
+                  const std::string& aggregates, bool analytics = true) {
   auto dir = temp_dir("ingest");
   auto cfg = node_config_for(bootstrap, dir);
+  cfg.analytics = analytics;
   cfg.publish_changes = publish;
   cfg.history = history;
   cfg.aggregates_file = aggregates;
@@ -597,8 +598,32 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   return ok ? 0 : 1;
 }
 
+/// Drains without and with analytics in `pairs` pairs whose order
+/// alternates; prints each pair and the median pair's ratio.
+void compare_analytics(const std::string& bootstrap, uint64_t records, bool publish, int history,
+                       int pairs) {
+  std::vector<double> ratios;
+  for (int i = 0; i < pairs; ++i) {
+    double off = 0;
+    double on = 0;
+    if (i % 2 == 0) {
+      off = node_drain(bootstrap, records, publish, history, {}, false);
+      on = node_drain(bootstrap, records, publish, history, {}, true);
+    } else {
+      on = node_drain(bootstrap, records, publish, history, {}, true);
+      off = node_drain(bootstrap, records, publish, history, {}, false);
+    }
+    fmt::print("analytics pair {} ({} first): {:.0f} records/s without, {:.0f} with = {:.0f}%\n",
+               i + 1, i % 2 == 0 ? "without" : "with", off, on, 100 * on / off);
+    ratios.push_back(on / off);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  fmt::print("with analytics / without, median of {} pairs: {:.0f}%\n", pairs,
+             100 * ratios[ratios.size() / 2]);
+}
+
 int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history,
-               const std::string& aggregates, int pairs) {
+               const std::string& aggregates, int pairs, int analytics_pairs) {
   kafka::topic_names topics;
   std::string error;
   auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
@@ -609,6 +634,10 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
   produce(k->bootstrap(), topics.telemetry, records, assets);
   double plain = plain_consumer(k->bootstrap(), topics.telemetry, records);
   fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
+  if (analytics_pairs > 0) {
+    compare_analytics(k->bootstrap(), records, publish, history, analytics_pairs);
+    return 0;
+  }
   double node_rate = 0;
   double with_aggregates = 0;
   double aggregates_ratio = 0;
@@ -1212,6 +1241,12 @@ int main(int argc, char** argv) {
                    "also drain the backlog with these aggregate kinds (e.g. "
                    "deploy/aggregates.toml) and compare")
       ->check(CLI::ExistingFile);
+  int analytics_pairs = 0;
+  ingest
+      ->add_option("--analytics-pairs", analytics_pairs,
+                   "instead: drains without and with analytics in this many pairs, alternating "
+                   "which goes first")
+      ->check(CLI::Range(0, 99));
   int pairs = 5;
   ingest
       ->add_option("--pairs", pairs,
@@ -1268,7 +1303,8 @@ int main(int argc, char** argv) {
     if (*ingest) {
       if (ingest->count("--nodes") || ingest->count("--guarantee"))
         throw std::runtime_error("--nodes and --guarantee need --kafka");
-      return run_ingest(records, assets, partitions, publish, history, aggregates_file, pairs);
+      return run_ingest(records, assets, partitions, publish, history, aggregates_file, pairs,
+                        analytics_pairs);
     }
     if (*query)
       return run_query(twins, seconds, threads);
