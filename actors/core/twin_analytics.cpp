@@ -24,19 +24,19 @@ void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
     if (r.kind != anomaly_kind::none)
       ++out.anomalies[static_cast<size_t>(r.kind)];
     const auto& f = a.state.forecast;
-    a.next = predict_next(f, params.forecast,
-                          f.last_time_ms + static_cast<int64_t>(f.interval_ms))
+    a.next = predict_next(f, params.forecast, f.last_time_ms + static_cast<int64_t>(f.interval_ms))
                  .value_or(x);
     const auto severity =
         r.score >= critical_score ? alert_severity::critical : alert_severity::warning;
     // While raised, an alert keeps the kind that raised it unless a
     // detector alarms again.
-    const auto kind = r.kind != anomaly_kind::none ? r.kind : static_cast<anomaly_kind>(a.alert.kind);
+    const auto kind =
+        r.kind != anomaly_kind::none ? r.kind : static_cast<anomaly_kind>(a.alert.kind);
     const auto e = observe(a.alert, policy, r.score, severity, static_cast<uint8_t>(kind), time_ms);
     if (e != alert_event::none)
       out.alerts.push_back(alert_change{name, e, a.alert.severity,
-                                    static_cast<anomaly_kind>(a.alert.kind), r.score,
-                                    a.alert.raised_count, time_ms});
+                                        static_cast<anomaly_kind>(a.alert.kind), r.score,
+                                        a.alert.raised_count, time_ms});
   }
 }
 
