@@ -1,4 +1,5 @@
 #include "actors/core/aggregate_kind.hpp"
+#include "actors/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -43,14 +44,6 @@ bool is_field_char(char c) {
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front()))
-    s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back()))
-    s.remove_suffix(1);
-  return s;
 }
 
 struct compile_failure {

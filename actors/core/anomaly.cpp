@@ -94,10 +94,7 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     out.stuck = squash(u);
   }
 
-  if (first || !error) {
-    s.base_level = value - season;
-    s.base_trend = 0;
-  } else {
+  if (!first && error) {
     const double e = *error;
     if (s.spread == 0) {
       s.spread = std::abs(e);

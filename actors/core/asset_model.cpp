@@ -1,4 +1,5 @@
 #include "actors/core/asset_model.hpp"
+#include "actors/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -7,14 +8,6 @@
 namespace fleettwin::core {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
 
 std::optional<double> number(std::string_view s) {
   s = trim(s);

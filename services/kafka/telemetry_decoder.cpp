@@ -1,4 +1,5 @@
 #include "services/kafka/telemetry_decoder.hpp"
+#include "actors/core/text.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -16,6 +17,8 @@
 namespace fleettwin::kafka {
 
 namespace {
+
+using core::trim;
 
 namespace od = simdjson::ondemand;
 
@@ -71,13 +74,6 @@ bool iequals(std::string_view s, std::string_view lower) {
     if (ascii_lower(s[i]) != lower[i])
       return false;
   return true;
-}
-
-std::string_view trim(std::string_view s) {
-  const auto first = s.find_first_not_of(" \t");
-  if (first == std::string_view::npos)
-    return {};
-  return s.substr(first, s.find_last_not_of(" \t") - first + 1);
 }
 
 // Only the media type counts: parameters such as "; charset=utf-8" are

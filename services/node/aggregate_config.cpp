@@ -1,4 +1,5 @@
 #include "services/node/aggregate_config.hpp"
+#include "actors/core/text.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -50,14 +51,6 @@ bool strings(const toml::table& t, std::string_view key, const std::string& orig
     out.push_back(*s);
   }
   return true;
-}
-
-std::string trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return std::string{s};
 }
 
 }  // namespace
@@ -116,8 +109,8 @@ std::shared_ptr<core::kind_registry> parse_aggregate_config(std::string_view tex
                   "\" must read \"name = expression\"";
           return nullptr;
         }
-        k.measures.emplace_back(trim(std::string_view{m}.substr(0, eq)),
-                                trim(std::string_view{m}.substr(eq + 1)));
+        k.measures.emplace_back(std::string{core::trim(std::string_view{m}.substr(0, eq))},
+                                std::string{core::trim(std::string_view{m}.substr(eq + 1))});
       }
       if (registry->by_name(k.name)) {
         error = where(origin, *t) + ": kind \"" + k.name + "\" is declared twice";

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -598,28 +599,40 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   return ok ? 0 : 1;
 }
 
-/// Drains without and with analytics in `pairs` pairs whose order
-/// alternates; prints each pair and the median pair's ratio.
-void compare_analytics(const std::string& bootstrap, uint64_t records, bool publish, int history,
-                       int pairs) {
-  std::vector<double> ratios;
-  for (int i = 0; i < pairs; ++i) {
-    double off = 0;
-    double on = 0;
-    if (i % 2 == 0) {
-      off = node_drain(bootstrap, records, publish, history, {}, false);
-      on = node_drain(bootstrap, records, publish, history, {}, true);
-    } else {
-      on = node_drain(bootstrap, records, publish, history, {}, true);
-      off = node_drain(bootstrap, records, publish, history, {}, false);
-    }
-    fmt::print("analytics pair {} ({} first): {:.0f} records/s without, {:.0f} with = {:.0f}%\n",
-               i + 1, i % 2 == 0 ? "without" : "with", off, on, 100 * on / off);
-    ratios.push_back(on / off);
+/// One pair of drains: without and with the feature under test.
+struct drain_pair {
+  double without = 0;
+  double with = 0;
+  double ratio() const {
+    return with / without;
   }
-  std::sort(ratios.begin(), ratios.end());
-  fmt::print("with analytics / without, median of {} pairs: {:.0f}%\n", pairs,
-             100 * ratios[ratios.size() / 2]);
+};
+
+/// Runs `pairs` pairs of drains whose order alternates (a drain can be
+/// slowed by the one before it: its files still being written back), prints
+/// each pair, and returns them sorted by ratio (the median is in the middle).
+std::vector<drain_pair> alternating_pairs(int pairs, const std::string& feature,
+                                          const std::function<double()>& without,
+                                          const std::function<double()>& with) {
+  std::vector<drain_pair> out;
+  for (int i = 0; i < pairs; ++i) {
+    drain_pair p;
+    if (i % 2 == 0) {
+      p.without = without();
+      p.with = with();
+    } else {
+      p.with = with();
+      p.without = without();
+    }
+    fmt::print("pair {} ({} first): {:.0f} records/s without {}, {:.0f} with = {:.0f}%\n", i + 1,
+               i % 2 == 0 ? "without" : "with", p.without, feature, p.with, 100 * p.ratio());
+    out.push_back(p);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const drain_pair& a, const drain_pair& b) { return a.ratio() < b.ratio(); });
+  fmt::print("with {} / without, median of {} pairs: {:.0f}%\n", feature, pairs,
+             100 * out[out.size() / 2].ratio());
+  return out;
 }
 
 int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history,
@@ -635,7 +648,10 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
   double plain = plain_consumer(k->bootstrap(), topics.telemetry, records);
   fmt::print("plain librdkafka consumer: {:.0f} records/s\n", plain);
   if (analytics_pairs > 0) {
-    compare_analytics(k->bootstrap(), records, publish, history, analytics_pairs);
+    alternating_pairs(
+        analytics_pairs, "analytics",
+        [&] { return node_drain(k->bootstrap(), records, publish, history, {}, false); },
+        [&] { return node_drain(k->bootstrap(), records, publish, history, {}, true); });
     return 0;
   }
   double node_rate = 0;
@@ -654,36 +670,18 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
     node_rate = without();
   } else {
     // The same backlog drained by a node without aggregate kinds and by one
-    // with them, in pairs whose order alternates (a drain may be slowed by
-    // the one before it: its files still being written back): the median
-    // pair's ratio.
-    std::vector<std::tuple<double, double, double>> runs;  // ratio, without, with
-    for (int i = 0; i < pairs; ++i) {
-      double off = 0;
-      double on = 0;
-      auto with = [&] {
-        const double rate = node_drain(k->bootstrap(), records, publish, history, aggregates);
-        fmt::print("fleettwin-node ingest with aggregates ({}): {:.0f} records/s\n", aggregates,
-                   rate);
-        return rate;
-      };
-      if (i % 2 == 0) {
-        off = without();
-        on = with();
-      } else {
-        on = with();
-        off = without();
-      }
-      fmt::print("pair {} ({} first): with aggregates {:.0f}% of without\n", i + 1,
-                 i % 2 == 0 ? "without" : "with", 100 * on / off);
-      runs.emplace_back(on / off, off, on);
+    // with them: the median pair's ratio.
+    auto runs = alternating_pairs(pairs, "aggregates", without, [&] {
+      return node_drain(k->bootstrap(), records, publish, history, aggregates);
+    });
+    // Sorted by ratio, for the JSON line.
+    for (const auto& p : runs)
       json_pairs += fmt::format(R"({}{{"without":{:.0f},"with":{:.0f},"ratio":{:.3f}}})",
-                                json_pairs.empty() ? "" : ",", off, on, on / off);
-    }
-    std::sort(runs.begin(), runs.end());
-    std::tie(aggregates_ratio, node_rate, with_aggregates) = runs[runs.size() / 2];
-    fmt::print("with aggregates / without, median of {} pairs: {:.0f}%\n", pairs,
-               100 * aggregates_ratio);
+                                json_pairs.empty() ? "" : ",", p.without, p.with, p.ratio());
+    const auto& median = runs[runs.size() / 2];
+    aggregates_ratio = median.ratio();
+    node_rate = median.without;
+    with_aggregates = median.with;
   }
   fmt::print(
       R"({{"bench":"ingest","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"with_aggregates_records_per_s":{:.0f},"aggregates_ratio":{:.3f},"pairs":[{}]}})"
