@@ -1,5 +1,6 @@
 #include "actors/core/filter.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <compare>
 #include <cstdio>
@@ -31,6 +32,15 @@ struct filter_node {
     attribute_keys,
     reported_keys,
     desired_keys,
+    // A property's last anomaly score (`anomaly.<p>`); present (`anomaly.<p>:*`,
+    // `anomaly:<p>`, `anomaly:*`) while the property is anomalous.
+    anomaly,
+    anomaly_keys,
+    // Fields of an alert (ListAlerts): state, severity, property, detector.
+    alert_state,
+    alert_severity,
+    alert_property,
+    alert_detector,
   };
 
   enum class op_id : uint8_t { eq, ne, lt, le, gt, ge, has, present };
@@ -75,7 +85,8 @@ constexpr size_t max_echo_bytes = 64;
 
 constexpr const char* field_list =
     "expected asset_id, kind, tenant, version, connectivity, applied_records, "
-    "attributes.<key>, reported.<property> or desired.<property>";
+    "attributes.<key>, reported.<property>, desired.<property> or anomaly.<property> (and for "
+    "alerts state, severity, property, detector)";
 
 // -- errors -------------------------------------------------------------------
 
@@ -560,6 +571,10 @@ private:
         {"version", field_id::version},
         {"applied_records", field_id::applied_records},
         {"connectivity", field_id::connectivity},
+        {"state", field_id::alert_state},
+        {"severity", field_id::alert_severity},
+        {"property", field_id::alert_property},
+        {"detector", field_id::alert_detector},
     };
     for (const auto& s : simple_fields) {
       if (name == s.name) {
@@ -576,6 +591,7 @@ private:
         {"attributes", field_id::attribute, field_id::attribute_keys},
         {"reported", field_id::reported, field_id::reported_keys},
         {"desired", field_id::desired, field_id::desired_keys},
+        {"anomaly", field_id::anomaly, field_id::anomaly_keys},
         // An aggregate's measures, as ListAggregates presents them.
         {"measures", field_id::reported, field_id::reported_keys},
     };
@@ -663,6 +679,8 @@ struct eval_context {
   const twin& tw;
   int64_t now_ms;
   int64_t stale_after_ms;
+  /// The alert evaluated (ListAlerts); null for a twin.
+  const alert_view* alert = nullptr;
 };
 
 /// A member projection as the evaluator reads it.
@@ -755,6 +773,24 @@ field_view lookup(const node& n, const eval_context& c) {
       auto i = tw.desired.find(std::string_view{n.key});
       return i == tw.desired.end() ? field_view{} : of_value(i->second);
     }
+    case field_id::anomaly: {
+      auto i = tw.analysis.find(std::string_view{n.key});
+      if (i == tw.analysis.end())
+        return {};
+      field_view out;
+      out.st = field_view::state::number;
+      out.num.d = i->second.score;
+      return out;
+    }
+    case field_id::alert_state:
+      return c.alert ? of_text(alert_state_name(*c.alert->alert)) : field_view{};
+    case field_id::alert_severity:
+      return c.alert ? of_text(to_string(c.alert->alert->severity)) : field_view{};
+    case field_id::alert_property:
+      return c.alert ? of_text(c.alert->property) : field_view{};
+    case field_id::alert_detector:
+      return c.alert ? of_text(to_string(static_cast<anomaly_kind>(c.alert->alert->kind)))
+                     : field_view{};
     default:
       return {};
   }
@@ -814,6 +850,19 @@ bool present(const node& n, const eval_context& c) {
     case field_id::desired:
     case field_id::desired_keys:
       return has_key(c.tw.desired, n.key);
+    case field_id::anomaly:
+    case field_id::anomaly_keys:
+      if (n.key.empty())
+        return std::any_of(c.tw.analysis.begin(), c.tw.analysis.end(),
+                           [](const auto& kv) { return anomalous(kv.second); });
+      if (auto i = c.tw.analysis.find(std::string_view{n.key}); i != c.tw.analysis.end())
+        return anomalous(i->second);
+      return false;
+    case field_id::alert_state:
+    case field_id::alert_severity:
+    case field_id::alert_property:
+    case field_id::alert_detector:
+      return c.alert != nullptr;
   }
   return false;
 }
@@ -931,6 +980,14 @@ bool eval(const node& n, const Context& c) {
 
 }  // namespace
 
+const char* alert_state_name(const alert_state& a) {
+  return !a.active ? "cleared" : a.acknowledged ? "acknowledged" : "open";
+}
+
+bool anomalous(const property_analysis& a) {
+  return a.alert.active || a.score >= 0.5;
+}
+
 std::optional<filter_error> filter::parse(std::string_view text, filter& out) {
   if (text.size() > max_filter_bytes) {
     return filter_error{max_filter_bytes, "filter too long at " + std::to_string(max_filter_bytes) +
@@ -964,6 +1021,12 @@ bool filter::matches(const twin& tw, int64_t now_ms, int64_t stale_after_ms) con
   if (!root_)
     return true;
   return eval(*root_, eval_context{tw, now_ms, stale_after_ms});
+}
+
+bool filter::matches(const alert_view& a, int64_t now_ms, int64_t stale_after_ms) const {
+  if (!root_)
+    return true;
+  return eval(*root_, eval_context{*a.tw, now_ms, stale_after_ms, &a});
 }
 
 bool filter::matches(const member_view& m, int64_t now_ms, int64_t stale_after_ms) const {

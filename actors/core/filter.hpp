@@ -11,6 +11,10 @@
 //   op       := "=" | "!=" | "<" | "<=" | ">" | ">="
 //   field    := asset_id | kind | tenant | version | connectivity | applied_records
 //             | attributes.<key> | reported.<property> | desired.<property>
+//             | anomaly.<property>  (the last anomaly score; `anomaly.<p>:*`,
+//               `anomaly:<p>` and `anomaly:*` hold while a property is anomalous:
+//               its alert is raised or its last score is at least 0.5)
+//             | state | severity | property | detector  (alerts, see alert_view)
 //             (for aggregates also aggregate_id = asset_id and measures.<name> =
 //             reported.<name>: ListAggregates filters an aggregate as a twin whose
 //             reported properties are its measures)
@@ -40,6 +44,22 @@ struct filter_error {
 
 struct filter_node;
 
+/// One alert of a twin as ListAlerts filters it: the twin's fields, and the
+/// alert's own (state open/acknowledged/cleared, severity, property,
+/// detector).
+struct alert_view {
+  const twin* tw = nullptr;
+  std::string_view property;
+  const alert_state* alert = nullptr;
+};
+
+/// The state of an alert as the API names it: open, acknowledged, cleared.
+const char* alert_state_name(const alert_state& a);
+
+/// A property is anomalous while its alert is raised or its last score is
+/// at least 0.5.
+bool anomalous(const property_analysis& a);
+
 /// A parsed filter. Cheap to copy (shared, immutable tree).
 class filter {
 public:
@@ -51,6 +71,9 @@ public:
 
   /// True if `tw` satisfies the filter; connectivity is judged at `now_ms`.
   bool matches(const twin& tw, int64_t now_ms, int64_t stale_after_ms) const;
+
+  /// True if the alert satisfies the filter.
+  bool matches(const alert_view& a, int64_t now_ms, int64_t stale_after_ms) const;
 
   /// True if the member an aggregate holds satisfies the filter. Fields the
   /// member did not project are absent; desired and applied_records always are.

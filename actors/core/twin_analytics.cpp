@@ -36,8 +36,23 @@ void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
     if (e != alert_event::none)
       out.alerts.push_back(alert_change{name, e, a.alert.severity,
                                         static_cast<anomaly_kind>(a.alert.kind), r.score,
-                                        a.alert.raised_count, time_ms});
+                                        a.alert.raised_count, time_ms, a.alert});
   }
+}
+
+ack_status acknowledge_alert(twin& tw, std::string_view property, uint32_t number, int64_t now_ms,
+                             analysis_output& out) {
+  auto it = tw.analysis.find(property);
+  if (it == tw.analysis.end() || number == 0 || number > it->second.alert.raised_count)
+    return ack_status::not_found;
+  auto& a = it->second.alert;
+  // Only the property's latest alert can still be open.
+  if (number != a.raised_count || !acknowledge(a, now_ms))
+    return ack_status::not_open;
+  out.alerts.push_back(alert_change{std::string{property}, alert_event::acknowledged, a.severity,
+                                    static_cast<anomaly_kind>(a.kind), 0, a.raised_count, now_ms,
+                                    a});
+  return ack_status::acknowledged;
 }
 
 }  // namespace fleettwin::core

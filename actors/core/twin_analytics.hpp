@@ -30,6 +30,8 @@ struct alert_change {
   /// property, its id).
   uint32_t number = 0;
   int64_t time_ms = 0;
+  /// The alert after the change.
+  alert_state state;
 };
 
 /// What the analytics of some samples found.
@@ -45,5 +47,19 @@ struct analysis_output {
 /// kind's model (may be null), and adds what they found to `out`.
 void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
                      const asset_model* model, int64_t now_ms, analysis_output& out);
+
+/// How acknowledging an alert ended.
+enum class ack_status : uint8_t {
+  acknowledged,
+  /// The property has no alert with that number.
+  not_found,
+  /// The alert is cleared, or acknowledged already.
+  not_open,
+};
+
+/// An operator acknowledges alert `number` of `property` at `now_ms`; the
+/// change goes to `out` (acknowledged only).
+ack_status acknowledge_alert(twin& tw, std::string_view property, uint32_t number, int64_t now_ms,
+                             analysis_output& out);
 
 }  // namespace fleettwin::core

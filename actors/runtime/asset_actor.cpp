@@ -315,6 +315,10 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           }
         }
         u.created = was_empty && !st.tw.empty();
+        if (!u.analysis.alerts.empty()) {
+          u.kind = st.tw.kind;
+          u.tenant = st.tw.tenant;
+        }
         if (!segment.empty()) {
           auto& h = u.history.emplace_back();
           h.asset_id = st.asset_id;
@@ -538,6 +542,23 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         change.tenant = st.tw.tenant;
         change.desired.assign(st.tw.desired.begin(), st.tw.desired.end());
         change.removed = update.remove;
+        return r;
+      },
+      [self](ack_atom, const std::string& property, uint32_t number) {
+        auto& st = self->state;
+        ack_reply r;
+        r.status =
+            core::acknowledge_alert(st.tw, property, number, st.config->clock(), r.update.analysis);
+        if (r.status != core::ack_status::acknowledged)
+          return r;
+        // The twin's state changes (its alert), not its version: nothing
+        // it reported or was asked to do changed.
+        st.changed();
+        r.update.asset_id = st.asset_id;
+        r.update.kind = st.tw.kind;
+        r.update.tenant = st.tw.tenant;
+        core::encode_twin(st.tw, r.update.state);
+        r.update.snapshot = st.current();
         return r;
       },
       [self](passivate_atom) {

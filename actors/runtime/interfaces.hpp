@@ -32,6 +32,8 @@ using asset_actor = caf::typed_actor<
     caf::reacts_to<get_atom, aggregate_query, aggregate_completion>,
     // Applies a desired update (optimistic concurrency); replies with the outcome.
     caf::replies_to<desired_atom, core::desired_update>::with<desired_reply>,
+    // An operator acknowledges alert N of a property; replies with the outcome.
+    caf::replies_to<ack_atom, std::string, uint32_t>::with<ack_reply>,
     // Quits; the state is already committed.
     caf::reacts_to<passivate_atom>>;
 
@@ -55,6 +57,9 @@ using partition_actor = caf::typed_actor<
     // Queues a change of an entity's relations (answered after its commit
     // with the entity, INVALID_ARGUMENT when refused).
     caf::reacts_to<relate_atom, std::string, core::relation_update, twin_completion>,
+    // Queues the acknowledgement of alert N of a twin's property (answered
+    // after its commit with the twin; NOT_FOUND, FAILED_PRECONDITION).
+    caf::reacts_to<ack_atom, std::string, std::string, uint32_t, twin_completion>,
     // Reports offsets and twin counts.
     caf::reacts_to<status_atom, partition_info_completion>,
     // Finishes queued work, passivates every twin, quits, then calls back.

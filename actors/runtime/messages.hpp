@@ -48,6 +48,7 @@ using relate_atom = caf::atom_constant<caf::atom("relate")>;
 using check_atom = caf::atom_constant<caf::atom("check")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -86,7 +87,16 @@ private:
 };
 
 /// Why a query or command failed; mapped to gRPC status codes at the edge.
-enum class query_error : uint8_t { none, not_found, invalid, aborted, unavailable, internal };
+enum class query_error : uint8_t {
+  none,
+  not_found,
+  invalid,
+  aborted,
+  /// The resource is not in a state that allows the call (FAILED_PRECONDITION).
+  precondition,
+  unavailable,
+  internal
+};
 
 /// The answer to a twin lookup or desired update.
 struct twin_reply {
@@ -188,6 +198,9 @@ struct asset_update {
   uint32_t unchanged = 0;
   /// What the analytics found: alerts that changed, anomalous samples.
   core::analysis_output analysis;
+  /// The twin's kind and tenant (set with alerts, which name them).
+  std::string kind;
+  std::string tenant;
   uint32_t stale_samples = 0;
   /// Records whose source restarted its sequence counter (applied).
   uint32_t sequence_restarts = 0;
@@ -220,6 +233,12 @@ struct asset_update {
 
 struct desired_reply {
   core::desired_result result;
+  asset_update update;
+};
+
+/// An acknowledgement of an alert: how it ended, and what to commit.
+struct ack_reply {
+  core::ack_status status = core::ack_status::not_found;
   asset_update update;
 };
 
@@ -263,6 +282,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::contribution_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::relation_slice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::ack_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::publish_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::forward_completion)

@@ -375,7 +375,7 @@ void publish(self_ptr self) {
   auto handle = caf::actor_cast<partition_actor>(self);
   st.cfg.sink->publish(
       item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit, item.contributions,
-                   item.aggregate_changes, &item.aggregate_origins},
+                   item.aggregate_changes, &item.aggregate_origins, &item.alerts},
       [handle, id = item.id](publish_result r) {
         caf::anon_send(handle, delivered_atom::value, id, std::move(r));
       });
@@ -440,6 +440,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     st.cfg.probe->on_out_of_order(u.out_of_order + u.too_old, u.stale_samples);
   if (u.unchanged)
     st.cfg.probe->on_unchanged(u.unchanged);
+  for (auto& a : u.analysis.alerts)
+    item.alerts.push_back(alert_record{u.asset_id, u.kind, u.tenant, std::move(a)});
   if (!u.analysis.alerts.empty() ||
       std::any_of(u.analysis.anomalies.begin(), u.analysis.anomalies.end(),
                   [](uint32_t n) { return n > 0; }))
@@ -712,10 +714,63 @@ void start_relations(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
+/// An operator acknowledges an alert: answered after its commit with the
+/// twin, at once when the alert is unknown or not open.
+void start_acknowledge(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  std::string error;
+  auto handle = resident(self, work.asset_id, false, error);
+  if (!handle) {
+    if (error.empty())
+      work.done(twin_reply{query_error::not_found, "twin \"" + work.asset_id + "\" not found", {}});
+    else
+      work.done(twin_reply{query_error::internal, error, {}});
+    finish_item(self);
+    return;
+  }
+  auto id = st.current->id;
+  auto [property, number] = *work.acknowledge;
+  st.current->desired = std::move(work);
+  self->request(*handle, caf::infinite, ack_atom::value, std::move(property), number)
+      .then(
+          [self, id](ack_reply& r) {
+            auto& st = self->state;
+            if (!st.current || st.current->id != id)
+              return;
+            auto& item = *st.current;
+            const auto& [prop, n] = *item.desired->acknowledge;
+            const std::string alert = "alert " + std::to_string(n) + " of property \"" + prop +
+                                      "\" of twin \"" + item.desired->asset_id + "\"";
+            switch (r.status) {
+              case core::ack_status::acknowledged:
+                item.desired_answer = std::make_shared<twin_reply>(
+                    twin_reply{query_error::none, {}, r.update.snapshot});
+                item.pending = 1;
+                collect(self, id, r.update);
+                return;
+              case core::ack_status::not_found:
+                item.desired->done(twin_reply{query_error::not_found, alert + " not found", {}});
+                break;
+              case core::ack_status::not_open:
+                item.desired->done(
+                    twin_reply{query_error::precondition,
+                               alert + " is not open (cleared, superseded or acknowledged already)",
+                               {}});
+                break;
+            }
+            finish_item(self);
+          },
+          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+}
+
 void start_desired(self_ptr self, desired_work work) {
   auto& st = self->state;
   if (work.relations) {
     start_relations(self, std::move(work));
+    return;
+  }
+  if (work.acknowledge) {
+    start_acknowledge(self, std::move(work));
     return;
   }
   std::string error;
@@ -975,7 +1030,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           return;
         }
         st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done),
-                                           std::nullopt, now_ms(self)});
+                                           std::nullopt, now_ms(self), std::nullopt});
         process_next(self);
         arm_expiry(self);
       },
@@ -986,7 +1041,21 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
           return;
         }
         st.queue.emplace_back(desired_work{std::move(id), core::desired_update{}, std::move(done),
-                                           std::move(update), now_ms(self)});
+                                           std::move(update), now_ms(self), std::nullopt});
+        process_next(self);
+        arm_expiry(self);
+      },
+      [self](ack_atom, std::string& asset_id, std::string& property, uint32_t number,
+             twin_completion& done) {
+        auto& st = self->state;
+        if (st.failed) {
+          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+          return;
+        }
+        desired_work w{std::move(asset_id), core::desired_update{}, std::move(done),
+                       std::nullopt,        now_ms(self),           std::nullopt};
+        w.acknowledge.emplace(std::move(property), number);
+        st.queue.emplace_back(std::move(w));
         process_next(self);
         arm_expiry(self);
       },

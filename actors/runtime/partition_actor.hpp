@@ -96,6 +96,8 @@ struct desired_work {
   /// When it was queued, by the assets' clock (ms): queued updates expire
   /// after max_read_wait.
   int64_t queued_ms = 0;
+  /// Set for the acknowledgement of an alert (property, number) instead.
+  std::optional<std::pair<std::string, uint32_t>> acknowledge;
 };
 
 /// A lookup held back until the work item in flight commits.
@@ -144,6 +146,7 @@ struct partition_state {
     std::vector<rejected_record> rejects;
     /// What the item's twins and aggregates send their parents.
     std::vector<core::contribution> contributions;
+    std::vector<alert_record> alerts;
     std::vector<core::aggregate_header> aggregate_changes;
     /// Per aggregate change: origin (ms) and hops (see asset_update).
     std::vector<std::pair<int64_t, uint32_t>> aggregate_origins;

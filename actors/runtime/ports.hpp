@@ -169,6 +169,14 @@ public:
   }
 };
 
+/// An alert of a twin that changed (raised, updated, cleared, acknowledged).
+struct alert_record {
+  std::string asset_id;
+  std::string twin_kind;
+  std::string tenant;
+  core::alert_change change;
+};
+
 /// What one work item of a partition hands to Kafka.
 struct item_outputs {
   int32_t partition = 0;
@@ -185,6 +193,8 @@ struct item_outputs {
   /// Per aggregate change: the ingest time (ms) of the oldest twin change it
   /// folds in and the levels it travelled (0: unknown); may be null.
   const std::vector<std::pair<int64_t, uint32_t>>* aggregate_origins = nullptr;
+  /// Alerts the item changed (for the alerts topic); may be null.
+  const std::vector<alert_record>* alerts = nullptr;
 };
 
 /// How publishing one item's outputs ended.

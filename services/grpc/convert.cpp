@@ -164,6 +164,80 @@ void to_proto(const core::history_point& p, fleettwin::v1::HistoryPoint& out) {
   out.set_sequence(p.sequence);
 }
 
+std::string alert_name(std::string_view asset_id, std::string_view property, uint32_t number) {
+  std::string out = "twins/";
+  out += asset_id;
+  out += "/alerts/";
+  out += property;
+  out += '/';
+  out += std::to_string(number);
+  return out;
+}
+
+void alert_to_proto(std::string_view asset_id, std::string_view twin_kind, std::string_view tenant,
+                    std::string_view property, const core::alert_state& a,
+                    fleettwin::v1::Alert& out) {
+  out.Clear();
+  out.set_name(alert_name(asset_id, property, a.raised_count));
+  out.set_asset_id(std::string{asset_id});
+  out.set_property(std::string{property});
+  out.set_number(a.raised_count);
+  out.set_state(!a.active        ? fleettwin::v1::CLEARED
+                : a.acknowledged ? fleettwin::v1::ACKNOWLEDGED
+                                 : fleettwin::v1::OPEN);
+  out.set_severity(a.severity == core::alert_severity::critical ? fleettwin::v1::CRITICAL
+                                                                : fleettwin::v1::WARNING);
+  out.set_kind(core::to_string(static_cast<core::anomaly_kind>(a.kind)));
+  out.set_peak_score(a.peak);
+  out.set_raised_ms(a.raised_ms);
+  out.set_updated_ms(a.updated_ms);
+  if (!a.active)
+    out.set_cleared_ms(a.cleared_ms);
+  out.set_twin_kind(std::string{twin_kind});
+  out.set_tenant(std::string{tenant});
+}
+
+void to_proto(std::string_view asset_id, std::string_view twin_kind, std::string_view tenant,
+              const core::alert_change& c, fleettwin::v1::AlertEvent& out) {
+  out.set_event(core::to_string(c.event));
+  alert_to_proto(asset_id, twin_kind, tenant, c.property, c.state, *out.mutable_alert());
+  out.set_score(c.score);
+  out.set_time_ms(c.time_ms);
+}
+
+std::optional<alert_name_parts> parse_alert_name(const std::string& name, std::string& error) {
+  static constexpr std::string_view form = "\"twins/{asset_id}/alerts/{property}/{number}\"";
+  static constexpr std::string_view marker = "/alerts/";
+  const auto at = name.find(marker);
+  const auto slash = name.rfind('/');
+  if (name.empty() || at == std::string::npos || slash <= at + marker.size() - 1) {
+    error = "alert name \"" + name.substr(0, 80) + "\" is not of the form " + std::string{form};
+    return std::nullopt;
+  }
+  auto id = parse_twin_name(name.substr(0, at), error);
+  if (!id) {
+    error = "alert name: " + error;
+    return std::nullopt;
+  }
+  alert_name_parts out;
+  out.asset_id = std::move(*id);
+  out.property = name.substr(at + marker.size(), slash - at - marker.size());
+  const std::string digits = name.substr(slash + 1);
+  uint64_t n = 0;
+  bool ok = !digits.empty() && digits.size() <= 9 && !out.property.empty();
+  for (char c : digits) {
+    ok = ok && c >= '0' && c <= '9';
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (!ok || n == 0) {
+    error = "alert name \"" + name.substr(0, 80) + "\" is not of the form " + std::string{form} +
+            " with a property and a number from 1";
+    return std::nullopt;
+  }
+  out.number = static_cast<uint32_t>(n);
+  return out;
+}
+
 std::optional<std::string> parse_twin_name(const std::string& name, std::string& error) {
   static constexpr std::string_view prefix = "twins/";
   if (name.empty()) {

@@ -9,7 +9,9 @@
 #include "actors/core/change.hpp"
 #include "actors/core/codec.hpp"
 #include "actors/core/twin.hpp"
+#include "actors/core/twin_analytics.hpp"
 #include "fleettwin/v1/aggregate.pb.h"
+#include "fleettwin/v1/analytics.pb.h"
 #include "fleettwin/v1/service.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 
@@ -38,6 +40,27 @@ void to_proto(const core::aggregate_header& h, fleettwin::v1::AggregateChange& o
 /// The aggregate resource from its stored header and own attributes.
 void to_proto(const core::aggregate_header& h, const core::twin* self,
               fleettwin::v1::Aggregate& out);
+
+/// The alert resource of a twin's property, as its state is now (`out` is
+/// cleared first).
+void alert_to_proto(std::string_view asset_id, std::string_view twin_kind, std::string_view tenant,
+                    std::string_view property, const core::alert_state& a,
+                    fleettwin::v1::Alert& out);
+
+/// An alert event (fleettwin.alerts, WatchAlerts).
+void to_proto(std::string_view asset_id, std::string_view twin_kind, std::string_view tenant,
+              const core::alert_change& c, fleettwin::v1::AlertEvent& out);
+
+/// "twins/{asset_id}/alerts/{property}/{number}".
+std::string alert_name(std::string_view asset_id, std::string_view property, uint32_t number);
+
+struct alert_name_parts {
+  std::string asset_id;
+  std::string property;
+  uint32_t number = 0;
+};
+/// Parses an alert's name; nullopt with a reason when malformed.
+std::optional<alert_name_parts> parse_alert_name(const std::string& name, std::string& error);
 
 /// "twins/{asset_id}" -> asset id; nullopt with a reason when malformed.
 std::optional<std::string> parse_twin_name(const std::string& name, std::string& error);

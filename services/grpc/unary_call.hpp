@@ -121,6 +121,8 @@ inline Status to_status(query_error e, const std::string& message) {
       return {StatusCode::INVALID_ARGUMENT, message};
     case query_error::aborted:
       return {StatusCode::ABORTED, message};
+    case query_error::precondition:
+      return {StatusCode::FAILED_PRECONDITION, message};
     case query_error::unavailable:
       return {StatusCode::UNAVAILABLE, message};
     default:

@@ -339,6 +339,27 @@ void event_producer::publish_aggregates(const runtime::item_outputs& out, const 
   }
 }
 
+void event_producer::publish_alerts(const std::vector<runtime::alert_record>& alerts,
+                                    const std::string& source, item& it) {
+  fleettwin::v1::AlertEvent proto;
+  for (const auto& a : alerts) {
+    auto& m = it.messages.emplace_back();
+    m.topic = &opts_.topics.alerts;
+    m.key = a.asset_id;
+    grpc_api::to_proto(a.asset_id, a.twin_kind, a.tenant, a.change, proto);
+    proto.SerializeToString(&m.value);
+    const auto& name = proto.alert().name();
+    auto* hd = m.headers = rd_kafka_headers_new(8);
+    add_header(hd, "content-type", "application/x-protobuf");
+    add_header(hd, "ce_specversion", "1.0");
+    add_header(hd, "ce_id", name + "/" + proto.event() + "/" + std::to_string(a.change.time_ms));
+    add_header(hd, "ce_type", "fleettwin.alert." + proto.event() + ".v1");
+    add_header(hd, "ce_source", source);
+    add_header(hd, "ce_subject", name);
+    add_header(hd, "ce_time", rfc3339(a.change.time_ms));
+  }
+}
+
 void event_producer::publish(const runtime::item_outputs& out,
                              std::function<void(runtime::publish_result)> done) {
   auto it = std::make_unique<item>();
@@ -424,6 +445,8 @@ void event_producer::publish(const runtime::item_outputs& out,
                 "application/vnd.fleettwin.input-offset.v1");
   }
   publish_aggregates(out, source, *it);
+  if (out.alerts)
+    publish_alerts(*out.alerts, source, *it);
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();

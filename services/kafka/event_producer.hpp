@@ -159,6 +159,9 @@ private:
   /// Adds the item's contributions (one record per parent aggregate) and
   /// aggregate change events to its messages.
   void publish_aggregates(const runtime::item_outputs& out, const std::string& source, item& it);
+  /// Adds one alerts-topic record per alert event to the item's messages.
+  void publish_alerts(const std::vector<runtime::alert_record>& alerts, const std::string& source,
+                      item& it);
   void commit_transaction();
   /// Aborts the open transaction (retrying while the broker is away); false
   /// when the producer is beyond an abort (fatal, fenced).

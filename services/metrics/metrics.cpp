@@ -339,7 +339,12 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                               .Name("fleettwin_aggregate_watch_streams")
                               .Help("Open WatchAggregates streams")
                               .Register(r)
-                              .Add({})) {}
+                              .Add({})),
+      alert_watchers_(BuildGauge()
+                          .Name("fleettwin_alert_watch_streams")
+                          .Help("Open WatchAlerts streams")
+                          .Register(r)
+                          .Add({})) {}
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
   prometheus::Counter* counter;
@@ -397,6 +402,10 @@ void grpc_probe::on_watchers(size_t n) {
 
 void grpc_probe::on_aggregate_watchers(size_t n) {
   aggregate_watchers_.Set(static_cast<double>(n));
+}
+
+void grpc_probe::on_alert_watchers(size_t n) {
+  alert_watchers_.Set(static_cast<double>(n));
 }
 
 restore_probe::restore_probe(prometheus::Registry& r)

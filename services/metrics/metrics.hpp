@@ -66,6 +66,7 @@ public:
   method_probe& method(const std::string& name);
   void on_watchers(size_t n);
   void on_aggregate_watchers(size_t n);
+  void on_alert_watchers(size_t n);
 
 private:
   std::map<std::string, std::unique_ptr<method_probe>> methods_;
@@ -73,6 +74,7 @@ private:
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Gauge& watchers_;
   prometheus::Gauge& aggregate_watchers_;
+  prometheus::Gauge& alert_watchers_;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Histogram*> histograms_;

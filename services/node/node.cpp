@@ -1,6 +1,5 @@
 #include "services/node/node.hpp"
 #include "services/node/aggregate_config.hpp"
-#include "services/node/model_config.hpp"
 
 #include <csignal>
 #include <filesystem>
@@ -111,18 +110,8 @@ bool node::init(std::string& error) {
   acfg->stale_after_ms = cfg_.stale_after_ms;
   acfg->checkpoint_members = cfg_.member_checkpoint_ms > 0;
   acfg->analytics = cfg_.analytics;
-  if (!cfg_.models_file.empty()) {
-    auto models = load_model_config(cfg_.models_file, error);
-    if (!error.empty())
-      return false;
-    auto set = std::make_shared<core::model_set>();
-    for (auto& m : models) {
-      auto kind = m.kind;
-      set->emplace(std::move(kind), std::move(m));
-    }
-    spdlog::info("event=asset_models_loaded file={} models={}", cfg_.models_file, set->size());
-    acfg->models = std::move(set);
-  }
+  if (!load_models(*acfg, error))
+    return false;
   if (!cfg_.aggregates_file.empty()) {
     auto kinds = load_aggregate_config(cfg_.aggregates_file, error);
     if (!kinds)
@@ -198,12 +187,12 @@ bool node::init(std::string& error) {
     aggregate_hub_ = std::make_unique<grpc_api::aggregate_watch_hub>(
         [this] { return aggregate_feed_ && aggregate_feed_->ready(); },
         [m = metrics_.get()](size_t n) { m->grpc().on_aggregate_watchers(n); });
-    kafka::aggregate_feed_options fo;
+    kafka::topic_feed_options fo;
     fo.bootstrap = bootstrap_;
     fo.topic = topics_.aggregates;
     fo.client_id = cfg_.node_id + "-aggregate-feed";
     fo.settings = extra;
-    aggregate_feed_ = kafka::aggregate_feed::start(
+    aggregate_feed_ = kafka::topic_feed::start(
         fo,
         [hub = aggregate_hub_.get()](std::string_view k, std::string_view v) {
           hub->on_record(k, v);
@@ -212,6 +201,8 @@ bool node::init(std::string& error) {
     if (!aggregate_feed_)
       return false;
   }
+  if (!start_alert_feed(error))
+    return false;
   if (!check_stored_positions(error))
     return false;
   kafka::producer_options po;
@@ -371,6 +362,8 @@ bool node::start_grpc(std::string& error) {
         return error.empty();
       },
       metrics_->grpc(), grpc_api::service_limits{});
+  alert_service_ = std::make_unique<grpc_api::alert_service>(
+      *this, *pool_, alert_hub_.get(), metrics_->grpc(), grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -382,6 +375,7 @@ bool node::start_grpc(std::string& error) {
   builder.RegisterService(node_service_.get());
   builder.RegisterService(admin_service_.get());
   builder.RegisterService(aggregate_service_.get());
+  builder.RegisterService(alert_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
@@ -485,6 +479,7 @@ void node::shutdown() {
     if (follower)
       follower->stop();
   aggregate_feed_.reset();
+  alert_feed_.reset();
   kinds_.reset();
   restorer_.reset();
   if (membership_)

@@ -26,12 +26,13 @@
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/aggregate_service.hpp"
 #include "services/grpc/aggregate_watch.hpp"
+#include "services/grpc/alert_service.hpp"
 #include "services/grpc/twin_service.hpp"
-#include "services/kafka/aggregate_feed.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/event_producer.hpp"
 #include "services/kafka/telemetry_consumer.hpp"
+#include "services/kafka/topic_feed.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/node/config.hpp"
 #include "services/node/kind_catalog.hpp"
@@ -106,6 +107,13 @@ private:
   bool check_stored_positions(std::string& error);
   bool start_grpc(std::string& error);
   bool start_remoting(std::string& error);
+
+  // --- analytics.cpp ----------------------------------------------------------
+  /// The asset models of --models into `acfg`.
+  bool load_models(runtime::asset_config& acfg, std::string& error);
+  /// Follows the alerts topic for WatchAlerts.
+  bool start_alert_feed(std::string& error);
+
   /// Another live process uses this node's id (its producer fenced ours).
   bool another_instance(const std::string& why);
 
@@ -168,7 +176,10 @@ private:
   std::unique_ptr<kafka::changelog_restorer> restorer_;
   /// WatchAggregates: the cluster's committed aggregate changes.
   std::unique_ptr<grpc_api::aggregate_watch_hub> aggregate_hub_;
-  std::unique_ptr<kafka::aggregate_feed> aggregate_feed_;
+  std::unique_ptr<kafka::topic_feed> aggregate_feed_;
+  /// WatchAlerts: the cluster's committed alert events.
+  std::unique_ptr<grpc_api::alert_watch_hub> alert_hub_;
+  std::unique_ptr<kafka::topic_feed> alert_feed_;
   /// Aggregate kinds of the file and of PutAggregateKind (models topic).
   std::unique_ptr<kind_catalog> kinds_;
   std::unique_ptr<cluster::group_lease> lease_;
@@ -178,6 +189,7 @@ private:
   std::unique_ptr<grpc_api::node_service> node_service_;
   std::unique_ptr<grpc_api::admin_service> admin_service_;
   std::unique_ptr<grpc_api::aggregate_service> aggregate_service_;
+  std::unique_ptr<grpc_api::alert_service> alert_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
   std::shared_ptr<cluster::gateway_control> gateway_control_ =

@@ -993,3 +993,52 @@ TEST_F(FilterTest, RealisticFilterOverAFleet) {
 }
 
 }  // namespace
+
+// -- analytics: anomaly scores and alerts ------------------------------------
+
+TEST_F(FilterTest, AnomalyReadsTheScoreAndPresenceMeansAnomalous) {
+  tw.analysis["speed"].score = 0.7;
+  tw.analysis["odometer"].score = 0.1;
+  EXPECT_TRUE(match("anomaly.speed > 0.6"));
+  EXPECT_TRUE(match("anomaly.odometer < 0.2"));
+  EXPECT_FALSE(match("anomaly.gear < 1"));  // not analysed: absent
+  EXPECT_TRUE(match("anomaly.speed:*"));
+  EXPECT_TRUE(match("anomaly:speed"));
+  EXPECT_FALSE(match("anomaly:odometer"));
+  EXPECT_TRUE(match("anomaly:*"));
+  tw.analysis["speed"].score = 0.2;
+  EXPECT_FALSE(match("anomaly:*"));
+  // A raised alert keeps the property anomalous while its score dips.
+  tw.analysis["odometer"].alert.active = true;
+  EXPECT_TRUE(match("anomaly:odometer"));
+  EXPECT_TRUE(match("anomaly:*"));
+  EXPECT_TRUE(match("NOT anomaly:speed"));
+}
+
+TEST_F(FilterTest, AlertFieldsAreReadFromTheAlertAndAbsentForTwins) {
+  alert_state a;
+  a.active = true;
+  a.severity = alert_severity::critical;
+  a.kind = static_cast<uint8_t>(anomaly_kind::drift);
+  a.raised_count = 1;
+  alert_view v{&tw, "speed", &a};
+  auto alert_match = [&](std::string_view text) {
+    filter f;
+    EXPECT_FALSE(filter::parse(text, f).has_value()) << text;
+    return f.matches(v, now_ms, stale_after_ms);
+  };
+  EXPECT_TRUE(alert_match("state = \"open\" AND severity = \"critical\""));
+  EXPECT_TRUE(alert_match("property = \"speed\" AND detector = \"drift\""));
+  // Twin fields still apply.
+  EXPECT_TRUE(alert_match("kind = \"vehicle\" AND attributes.fleet = \"north\" AND state:*"));
+  a.acknowledged = true;
+  EXPECT_TRUE(alert_match("state = \"acknowledged\""));
+  a.active = false;
+  EXPECT_TRUE(alert_match("state = \"cleared\""));
+  EXPECT_FALSE(alert_match("severity = \"warning\""));
+  // A twin has no alert fields.
+  EXPECT_FALSE(match("state = \"open\""));
+  EXPECT_FALSE(match("state:*"));
+  EXPECT_TRUE(match("state != \"open\""));
+  EXPECT_NE(error("states = 1").message.find("anomaly.<property>"), std::string::npos);
+}

@@ -120,3 +120,35 @@ TEST_F(TwinAnalyticsTest, AnalyticsAreStoredWithTheTwinBitExactly) {
   for (size_t n = bytes.size() - 40; n < bytes.size(); ++n)
     EXPECT_TRUE(decode_twin(std::string_view{bytes}.substr(0, n), back)) << n;
 }
+
+TEST_F(TwinAnalyticsTest, AnOperatorAcknowledgesTheOpenAlertOnce) {
+  analysis_output out;
+  EXPECT_EQ(acknowledge_alert(tw, "voltage", 1, t0, out), ack_status::not_found);
+  std::vector<alert_change> seen;
+  for (int i = 0; i < 206; ++i) {
+    auto a = read(i, 230 + noise(gen) + (i >= 200 ? 8 : 0));
+    seen.insert(seen.end(), a.begin(), a.end());
+  }
+  ASSERT_FALSE(seen.empty());
+  ASSERT_EQ(seen.front().event, alert_event::raised);
+  EXPECT_TRUE(seen.front().state.active);
+  EXPECT_EQ(seen.front().state.raised_count, 1u);
+  EXPECT_EQ(acknowledge_alert(tw, "voltage", 2, t0 + 300'000, out), ack_status::not_found);
+  EXPECT_EQ(acknowledge_alert(tw, "current", 1, t0 + 300'000, out), ack_status::not_found);
+  EXPECT_TRUE(out.alerts.empty());
+  EXPECT_EQ(acknowledge_alert(tw, "voltage", 1, t0 + 300'000, out), ack_status::acknowledged);
+  ASSERT_EQ(out.alerts.size(), 1u);
+  EXPECT_EQ(out.alerts[0].event, alert_event::acknowledged);
+  EXPECT_EQ(out.alerts[0].number, 1u);
+  EXPECT_EQ(out.alerts[0].time_ms, t0 + 300'000);
+  EXPECT_TRUE(out.alerts[0].state.acknowledged);
+  EXPECT_TRUE(tw.analysis.at("voltage").alert.acknowledged);
+  EXPECT_EQ(acknowledge_alert(tw, "voltage", 1, t0 + 301'000, out), ack_status::not_open);
+  EXPECT_EQ(out.alerts.size(), 1u);
+  // Stored with the twin.
+  std::string bytes;
+  encode_twin(tw, bytes);
+  twin back;
+  ASSERT_FALSE(decode_twin(bytes, back).has_value());
+  EXPECT_TRUE(back.analysis.at("voltage").alert.acknowledged);
+}

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "fleettwin/v1/analytics.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
 
 namespace fleettwin::cli {
@@ -40,6 +41,9 @@ public:
   }
   v1::AggregateService::Stub& aggregates() {
     return *aggregates_;
+  }
+  v1::AlertService::Stub& alerts() {
+    return *alerts_;
   }
   grpc::Channel& channel() {
     return *channel_;
@@ -78,6 +82,7 @@ private:
   std::unique_ptr<v1::NodeService::Stub> nodes_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<v1::AggregateService::Stub> aggregates_;
+  std::unique_ptr<v1::AlertService::Stub> alerts_;
 };
 
 struct get_options {
@@ -160,6 +165,28 @@ struct relations_options {
   std::vector<std::string> types;
 };
 
+struct alerts_list_options {
+  std::string filter;
+  bool cleared = false;
+  int32_t page_size = 0;
+  std::string page_token;
+  bool all = false;
+};
+
+struct alerts_watch_options {
+  std::string asset;
+  bool critical = false;
+  uint64_t count = 0;
+};
+
+struct alerts_ack_options {
+  /// "twins/a/alerts/p/n", or asset property number.
+  std::vector<std::string> alert;
+};
+
+int run_alerts_list(session& s, const alerts_list_options& options);
+int run_alerts_watch(session& s, const alerts_watch_options& options);
+int run_alerts_ack(session& s, const alerts_ack_options& options);
 int run_agg_list(session& s, const list_options& options);
 int run_agg_get(session& s, const agg_get_options& options);
 int run_agg_members(session& s, const agg_members_options& options);

@@ -463,6 +463,49 @@ std::string format_aggregate_change(const v1::AggregateChange& c) {
   return line;
 }
 
+namespace {
+
+std::string_view state_text(v1::AlertState s) {
+  switch (s) {
+    case v1::OPEN:
+      return "open";
+    case v1::ACKNOWLEDGED:
+      return "acknowledged";
+    case v1::CLEARED:
+      return "cleared";
+    default:
+      return "-";
+  }
+}
+
+std::string_view severity_text(v1::AlertSeverity s) {
+  return s == v1::CRITICAL ? "critical" : s == v1::WARNING ? "warning" : "-";
+}
+
+}  // namespace
+
+std::vector<std::string> alert_header() {
+  return {"TWIN", "PROPERTY", "#", "STATE", "SEVERITY", "DETECTOR", "PEAK", "RAISED", "CLEARED"};
+}
+
+std::vector<std::string> alert_row(const v1::Alert& a) {
+  return {a.asset_id(),
+          a.property(),
+          fmt::format("{}", a.number()),
+          std::string{state_text(a.state())},
+          std::string{severity_text(a.severity())},
+          a.kind(),
+          fmt::format("{:.2f}", a.peak_score()),
+          format_time(a.raised_ms()),
+          a.cleared_ms() > 0 ? format_time(a.cleared_ms()) : "-"};
+}
+
+std::string format_alert_event(const v1::AlertEvent& e) {
+  return fmt::format("{} {} {} {} {} score={:.2f}", format_time(e.time_ms()), e.event(),
+                     e.alert().name(), severity_text(e.alert().severity()), e.alert().kind(),
+                     e.score());
+}
+
 std::vector<std::string> aggregate_history_header(const v1::AggregatePoint& first) {
   std::vector<std::string> head{"TIME", "VERSION"};
   for (const auto& m : first.measures())

@@ -11,6 +11,7 @@
 #include <grpcpp/support/status.h>
 
 #include "fleettwin/v1/aggregate.pb.h"
+#include "fleettwin/v1/analytics.pb.h"
 #include "fleettwin/v1/service.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 
@@ -71,6 +72,12 @@ std::vector<std::string> member_header();
 std::vector<std::string> member_row(const v1::AggregateMember& member);
 void print_kinds(std::ostream& out, const v1::ListAggregateKindsResponse& kinds);
 void print_relations(std::ostream& out, const v1::Relations& relations);
+/// One row per alert: twin, property, number, state, severity, detector,
+/// peak score, raised (and cleared) time.
+std::vector<std::string> alert_header();
+std::vector<std::string> alert_row(const v1::Alert& alert);
+/// One line per alert event: time, event, alert name, severity, detector, score.
+std::string format_alert_event(const v1::AlertEvent& event);
 /// The cluster: one row per node, its partitions by role, lag and twins.
 void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster);
 

@@ -52,7 +52,36 @@ struct command_line {
   agg_history_options agg_history;
   relations_options relations;
   traverse_options traverse;
+  alerts_list_options alerts_list;
+  alerts_watch_options alerts_watch;
+  alerts_ack_options alerts_ack;
 };
+
+void add_alerts(CLI::App& app, command_line& cl) {
+  auto* alerts = app.add_subcommand("alerts", "Alerts raised by the twins' anomaly detectors");
+  alerts->require_subcommand(1);
+  auto* list = alerts->add_subcommand("list", "List open alerts (every node's), by twin");
+  list->add_option("--filter", cl.alerts_list.filter,
+                   "e.g. 'severity = \"critical\" AND kind = \"machine\"' (fields: state, "
+                   "severity, property, detector and every twin field)");
+  list->add_flag("--cleared", cl.alerts_list.cleared, "Also each property's last cleared alert");
+  list->add_option("--page-size", cl.alerts_list.page_size, "Twins per page (1..1000)")
+      ->check(CLI::Range(0, 1000));
+  list->add_option("--page-token", cl.alerts_list.page_token, "Continue from a previous page");
+  list->add_flag("--all", cl.alerts_list.all, "Follow page tokens to the last page");
+  auto* watch = alerts->add_subcommand("watch", "Print alert events as they commit (any node's)");
+  watch->add_option("asset", cl.alerts_watch.asset, "Only this twin's alerts");
+  watch->add_flag("--critical", cl.alerts_watch.critical, "Only critical alerts");
+  watch
+      ->add_option("--count", cl.alerts_watch.count,
+                   "Exit after this many events (0: run until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber);
+  auto* ack = alerts->add_subcommand("ack", "Acknowledge an open alert");
+  ack->add_option("alert", cl.alerts_ack.alert,
+                  "The alert's name (twins/ASSET/alerts/PROPERTY/N), or ASSET PROPERTY N")
+      ->required()
+      ->expected(1, 3);
+}
 
 void add_aggregates(CLI::App& app, command_line& cl) {
   auto* agg = app.add_subcommand("agg", "Aggregates: fleets, depots, feeders, substations ...");
@@ -202,6 +231,14 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       return run_agg_history(s, cl.agg_history);
     return run_agg_kinds(s);
   }
+  if (name == "alerts") {
+    const auto& sub = command->get_subcommands().front()->get_name();
+    if (sub == "list")
+      return run_alerts_list(s, cl.alerts_list);
+    if (sub == "watch")
+      return run_alerts_watch(s, cl.alerts_watch);
+    return run_alerts_ack(s, cl.alerts_ack);
+  }
   if (name == "relations") {
     return run_relations(s, cl.relations);
   }
@@ -254,6 +291,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_history(app, cl);
   add_watch(app, cl);
   add_aggregates(app, cl);
+  add_alerts(app, cl);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
 

@@ -12,28 +12,28 @@
 
 namespace fleettwin::kafka {
 
-struct aggregate_feed_options {
+struct topic_feed_options {
   std::string bootstrap;
-  /// The aggregates topic (fleettwin.aggregates).
+  /// The topic followed (e.g. fleettwin.aggregates, fleettwin.alerts).
   std::string topic;
-  std::string client_id = "fleettwin-aggregate-feed";
+  std::string client_id = "fleettwin-feed";
   std::map<std::string, std::string> settings;  // extra librdkafka settings
 };
 
-/// Follows the committed changes of every aggregate, wherever it is served:
-/// every partition of the aggregates topic from its end, read_committed (a
-/// change is seen once its transaction committed, never one that aborted),
-/// with its own consumer (no group) on its own thread. WatchAggregates on any
-/// node reads it, so watches see every node's aggregates and survive
-/// partition moves.
-class aggregate_feed {
+/// Follows the committed records of a topic that every node writes to
+/// (aggregate changes, alert events), wherever they are produced: every
+/// partition from its end, read_committed (a record is seen once its
+/// transaction committed, never one that aborted), with its own consumer (no
+/// group) on its own thread. Watches on any node read it, so they see every
+/// node's records and survive partition moves.
+class topic_feed {
 public:
   /// `on_record(key, value)` runs on the feed's thread for every record.
   using record_handler = std::function<void(std::string_view key, std::string_view value)>;
 
-  static std::unique_ptr<aggregate_feed> start(aggregate_feed_options opts,
-                                               record_handler on_record, std::string& error);
-  ~aggregate_feed();
+  static std::unique_ptr<topic_feed> start(topic_feed_options opts, record_handler on_record,
+                                           std::string& error);
+  ~topic_feed();
 
   /// Every partition is assigned and positioned at the end it had then:
   /// later changes will be delivered.
@@ -42,11 +42,11 @@ public:
   }
 
 private:
-  aggregate_feed(aggregate_feed_options opts, record_handler on_record);
+  topic_feed(topic_feed_options opts, record_handler on_record);
   void run();
   bool assign();
 
-  aggregate_feed_options opts_;
+  topic_feed_options opts_;
   record_handler on_record_;
   kafka_handle rk_;
   std::thread thread_;

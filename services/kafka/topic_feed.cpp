@@ -1,4 +1,4 @@
-#include "services/kafka/aggregate_feed.hpp"
+#include "services/kafka/topic_feed.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -13,12 +13,11 @@ constexpr int metadata_timeout_ms = 5'000;
 
 }  // namespace
 
-aggregate_feed::aggregate_feed(aggregate_feed_options opts, record_handler on_record)
+topic_feed::topic_feed(topic_feed_options opts, record_handler on_record)
     : opts_(std::move(opts)), on_record_(std::move(on_record)) {}
 
-std::unique_ptr<aggregate_feed> aggregate_feed::start(aggregate_feed_options opts,
-                                                      record_handler on_record,
-                                                      std::string& error) {
+std::unique_ptr<topic_feed> topic_feed::start(topic_feed_options opts, record_handler on_record,
+                                              std::string& error) {
   std::map<std::string, std::string> settings{
       {"bootstrap.servers", opts.bootstrap},
       {"client.id", opts.client_id},
@@ -32,8 +31,8 @@ std::unique_ptr<aggregate_feed> aggregate_feed::start(aggregate_feed_options opt
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
-  std::unique_ptr<aggregate_feed> f{new aggregate_feed(std::move(opts), std::move(on_record))};
-  f->rk_ = make_client(RD_KAFKA_CONSUMER, settings, "the aggregate feed consumer", error);
+  std::unique_ptr<topic_feed> f{new topic_feed(std::move(opts), std::move(on_record))};
+  f->rk_ = make_client(RD_KAFKA_CONSUMER, settings, "the consumer of " + opts.topic, error);
   if (!f->rk_)
     return nullptr;
   rd_kafka_poll_set_consumer(f->rk_.get());
@@ -41,7 +40,7 @@ std::unique_ptr<aggregate_feed> aggregate_feed::start(aggregate_feed_options opt
   return f;
 }
 
-aggregate_feed::~aggregate_feed() {
+topic_feed::~topic_feed() {
   stop_ = true;
   if (thread_.joinable())
     thread_.join();
@@ -49,7 +48,7 @@ aggregate_feed::~aggregate_feed() {
     rd_kafka_consumer_close(rk_.get());
 }
 
-bool aggregate_feed::assign() {
+bool topic_feed::assign() {
   rd_kafka_topic_t* topic = rd_kafka_topic_new(rk_.get(), opts_.topic.c_str(), nullptr);
   const rd_kafka_metadata_t* md = nullptr;
   auto err = rd_kafka_metadata(rk_.get(), 0, topic, &md, metadata_timeout_ms);
@@ -80,14 +79,15 @@ bool aggregate_feed::assign() {
   err = rd_kafka_assign(rk_.get(), list);
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    spdlog::warn("event=aggregate_feed_assign_failed error=\"{}\"", rd_kafka_err2str(err));
+    spdlog::warn("event=topic_feed_assign_failed topic={} error=\"{}\"", opts_.topic,
+                 rd_kafka_err2str(err));
     return false;
   }
-  spdlog::info("event=aggregate_feed_started topic={} partitions={}", opts_.topic, count);
+  spdlog::info("event=topic_feed_started topic={} partitions={}", opts_.topic, count);
   return true;
 }
 
-void aggregate_feed::run() {
+void topic_feed::run() {
   while (!stop_ && !assign())
     std::this_thread::sleep_for(std::chrono::milliseconds{200});
   ready_ = true;
@@ -100,7 +100,8 @@ void aggregate_feed::run() {
       std::string_view value{static_cast<const char*>(m->payload), m->len};
       on_record_(key, value);
     } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      spdlog::debug("event=aggregate_feed_error error=\"{}\"", rd_kafka_message_errstr(m));
+      spdlog::debug("event=topic_feed_error topic={} error=\"{}\"", opts_.topic,
+                    rd_kafka_message_errstr(m));
     }
     rd_kafka_message_destroy(m);
   }

@@ -1,0 +1,325 @@
+// Analytics in every twin, through the real interfaces: Kafka in; GetTwin,
+// ListTwins, AlertService, the alerts topic and the metrics out. The node
+// runs with the asset models of deploy/models.toml.
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "fleettwin/v1/analytics.grpc.pb.h"
+#include "harness.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+using namespace fleettwin;
+using namespace fleettwin::test;
+using grpc::StatusCode;
+
+namespace {
+
+struct AnalyticsNodeTest : ::testing::Test {
+  kafka::topic_names topics;
+  std::unique_ptr<kafka::embedded_kafka> kafka;
+  std::string dir;
+  std::unique_ptr<node_process> node;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::TwinService::Stub> twins;
+  std::unique_ptr<v1::AlertService::Stub> alerts;
+
+  void SetUp() override {
+    std::string error;
+    kafka = kafka::embedded_kafka::start(1, 4, topics, error);
+    ASSERT_TRUE(kafka) << error;
+    dir = make_temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    node = std::make_unique<node_process>(
+        kafka->bootstrap(), dir + "/data",
+        std::vector<std::string>{"--models", FLEETTWIN_DEPLOY_MODELS});
+    node->start();
+    channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+    twins = v1::TwinService::NewStub(channel);
+    alerts = v1::AlertService::NewStub(channel);
+  }
+
+  void TearDown() override {
+    node.reset();
+    if (HasFailure()) {
+      std::ifstream log{dir + "/data.log"};
+      std::cerr << "--- fleettwin-node log ---\n" << log.rdbuf() << "--- end of log ---\n";
+    }
+    std::filesystem::remove_all(dir);
+  }
+
+  bool applied(const std::string& id, uint64_t n) {
+    return eventually([&] {
+      v1::Twin tw;
+      return get_twin(*twins, id, tw).ok() && tw.applied_records() >= n;
+    });
+  }
+
+  grpc::Status list_alerts(const std::string& filter, bool cleared, v1::ListAlertsResponse& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+    v1::ListAlertsRequest req;
+    req.set_filter(filter);
+    req.set_include_cleared(cleared);
+    out.Clear();
+    return alerts->ListAlerts(&ctx, req, &out);
+  }
+
+  grpc::Status acknowledge(const std::string& name, v1::Alert& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+    v1::AcknowledgeAlertRequest req;
+    req.set_name(name);
+    return alerts->AcknowledgeAlert(&ctx, req, &out);
+  }
+
+  std::vector<std::string> list_twins(const std::string& filter) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+    v1::ListTwinsRequest req;
+    req.set_filter(filter);
+    v1::ListTwinsResponse resp;
+    auto st = twins->ListTwins(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << filter << ": " << st.error_message();
+    std::vector<std::string> ids;
+    for (const auto& t : resp.twins())
+      ids.push_back(t.asset_id());
+    return ids;
+  }
+};
+
+/// Readings of a meter every 30 s (its model's interval): 230 V with noise,
+/// `shift` volts more from reading `shift_at` on.
+void send_meter(producer& p, const std::string& topic, const std::string& id, int readings,
+                int shift_at, double shift, uint32_t seed) {
+  const int64_t t0 = 1'700'000'000'000;
+  std::mt19937 gen{seed};
+  std::normal_distribution<double> noise{0, 0.5};
+  for (int s = 1; s <= readings; ++s) {
+    const double v = 230 + noise(gen) + (s >= shift_at ? shift : 0);
+    p.send(topic, id, telemetry(id, s, t0 + s * 30'000, {{"voltage", v}}, {}, "meter"));
+  }
+}
+
+/// Reads a WatchAlerts stream on its own thread until cancelled.
+struct alert_watch {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::AlertEvent>> reader;
+  std::thread thread;
+  std::mutex mutex;
+  std::vector<v1::AlertEvent> events;
+
+  void start(v1::AlertService::Stub& stub) {
+    reader = stub.WatchAlerts(&ctx, v1::WatchAlertsRequest{});
+    thread = std::thread{[this] {
+      v1::AlertEvent e;
+      while (reader->Read(&e)) {
+        std::lock_guard<std::mutex> guard{mutex};
+        events.push_back(e);
+      }
+    }};
+  }
+  bool seen(const std::string& event, const std::string& name) {
+    std::lock_guard<std::mutex> guard{mutex};
+    for (const auto& e : events)
+      if (e.event() == event && e.alert().name() == name)
+        return true;
+    return false;
+  }
+  ~alert_watch() {
+    ctx.TryCancel();
+    if (thread.joinable())
+      thread.join();
+  }
+};
+
+}  // namespace
+
+// A meter whose voltage jumps and stays up raises an anomaly alert (a level
+// shift) seen in GetTwin and the metrics; a machine's temperature rising
+// faster than its model allows is a spike.
+TEST_F(AnalyticsNodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
+  producer p{kafka->bootstrap()};
+  const int64_t t0 = 1'700'000'000'000;
+  std::mt19937 gen{5};
+  std::normal_distribution<double> noise{0, 0.5};
+  const int readings = 160;
+  send_meter(p, topics.telemetry, "mtr-1", readings, 120, 8, 5);
+  for (int s = 1; s <= readings; ++s) {
+    // 20 degrees in a second at reading 100: faster than the model's 5/s.
+    const double temp = s == 100 ? 95 : 75 + noise(gen) * 0.1;
+    p.send(topics.telemetry, "mch-1",
+           telemetry("mch-1", s, t0 + s * 1'000, {{"temperature", temp}}, {}, "machine"));
+  }
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("mtr-1", readings));
+  ASSERT_TRUE(applied("mch-1", readings));
+
+  v1::Twin meter;
+  ASSERT_TRUE(get_twin(*twins, "mtr-1", meter).ok());
+  ASSERT_TRUE(meter.analysis().contains("voltage")) << meter.ShortDebugString();
+  const auto& voltage = meter.analysis().at("voltage");
+  EXPECT_EQ(voltage.samples(), static_cast<uint64_t>(readings));
+  EXPECT_GE(voltage.alerts_raised(), 1u) << voltage.ShortDebugString();
+  EXPECT_NEAR(voltage.mean_interval_ms(), 30'000, 1);
+  // Forecast near the new level.
+  EXPECT_NEAR(voltage.forecast_next(), 238, 3) << voltage.ShortDebugString();
+
+  v1::Twin machine;
+  ASSERT_TRUE(get_twin(*twins, "mch-1", machine).ok());
+  EXPECT_LT(machine.analysis().at("temperature").anomaly_score(), 0.5);
+
+  auto text = scrape(node->metrics_port());
+  double raised = 0;
+  for (const char* severity : {"warning", "critical"})
+    raised += std::max(0.0, metric_value(text, std::string{"fleettwin_alert_transitions_total{"
+                                                           "event=\"raised\",severity=\""} +
+                                                   severity + "\"}"));
+  EXPECT_GE(raised, 1) << text;
+  EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"level_shift\"}"), 1) << text;
+  EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"spike\"}"), 1) << text;
+}
+
+// Alerts as operators and data teams see them: WatchAlerts streams each
+// event once it commits, the alerts topic holds the same events (read
+// committed, each once), ListAlerts and ListTwins filter on them, and an
+// acknowledgement goes through the twin's partition like any change.
+TEST_F(AnalyticsNodeTest, AlertsAreListedWatchedAcknowledgedAndPublished) {
+  alert_watch watch;
+  // The watch is refused until the node is positioned on the alerts topic.
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
+    v1::ListAlertsResponse r;
+    v1::ListAlertsRequest req;
+    return alerts->ListAlerts(&ctx, req, &r).ok();
+  }));
+  ASSERT_TRUE(eventually([&] {
+    auto w = std::make_unique<grpc::ClientContext>();
+    w->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{2});
+    auto r = alerts->WatchAlerts(w.get(), v1::WatchAlertsRequest{});
+    v1::AlertEvent e;
+    r->Read(&e);  // ends at the deadline when accepted
+    return r->Finish().error_code() == StatusCode::DEADLINE_EXCEEDED;
+  }));
+  watch.start(*alerts);
+
+  // mtr-1 shifts early (its alert is raised, then cleared once the level is
+  // the new normal); mtr-2 shifts at the end (its alert is still open);
+  // mtr-3 is steady.
+  producer p{kafka->bootstrap()};
+  send_meter(p, topics.telemetry, "mtr-1", 160, 60, 8, 1);
+  send_meter(p, topics.telemetry, "mtr-2", 160, 150, 8, 2);
+  send_meter(p, topics.telemetry, "mtr-3", 160, 1000, 0, 3);
+  ASSERT_EQ(p.flush(), 0);
+  for (const char* id : {"mtr-1", "mtr-2", "mtr-3"})
+    ASSERT_TRUE(applied(id, 160));
+
+  const std::string name2 = "twins/mtr-2/alerts/voltage/1";
+  // Listings read the store, which a commit reaches just after Kafka (and
+  // GetTwin) have it.
+  v1::ListAlertsResponse open;
+  v1::ListAlertsResponse all;
+  ASSERT_TRUE(eventually([&] {
+    return list_alerts("", false, open).ok() && open.alerts_size() > 0 &&
+           list_alerts("", true, all).ok() && all.alerts_size() > 1;
+  }));
+  ASSERT_EQ(open.alerts_size(), 1) << open.ShortDebugString();
+  const auto& a = open.alerts(0);
+  EXPECT_EQ(a.name(), name2);
+  EXPECT_EQ(a.asset_id(), "mtr-2");
+  EXPECT_EQ(a.property(), "voltage");
+  EXPECT_EQ(a.state(), v1::OPEN);
+  EXPECT_EQ(a.kind(), "level_shift");
+  EXPECT_EQ(a.twin_kind(), "meter");
+  EXPECT_GE(a.peak_score(), 0.5);
+
+  // The cleared alert of mtr-1 is listed on request.
+  ASSERT_GE(all.alerts_size(), 2) << all.ShortDebugString();
+  EXPECT_EQ(all.alerts(0).asset_id(), "mtr-1");
+  EXPECT_EQ(all.alerts(0).state(), v1::CLEARED);
+  EXPECT_GT(all.alerts(0).cleared_ms(), all.alerts(0).raised_ms());
+  v1::ListAlertsResponse filtered;
+  ASSERT_TRUE(list_alerts("state = \"cleared\" AND property = \"voltage\"", true, filtered).ok());
+  ASSERT_EQ(filtered.alerts_size(), 1) << filtered.ShortDebugString();
+  EXPECT_EQ(filtered.alerts(0).asset_id(), "mtr-1");
+  ASSERT_TRUE(list_alerts("detector = \"level_shift\" AND severity:*", false, filtered).ok());
+  ASSERT_EQ(filtered.alerts_size(), 1) << filtered.ShortDebugString();
+  EXPECT_EQ(filtered.alerts(0).asset_id(), "mtr-2");
+  ASSERT_TRUE(list_alerts("kind = \"machine\"", true, filtered).ok());
+  EXPECT_EQ(filtered.alerts_size(), 0);
+  EXPECT_EQ(list_alerts("severity >", false, filtered).error_code(), StatusCode::INVALID_ARGUMENT);
+
+  // ListTwins reads the analysis: anomalous twins, and scores.
+  EXPECT_EQ(list_twins("anomaly:voltage"), std::vector<std::string>{"mtr-2"});
+  EXPECT_EQ(list_twins("anomaly.voltage:*"), std::vector<std::string>{"mtr-2"});
+  EXPECT_EQ(list_twins("anomaly.voltage < 0.5"), (std::vector<std::string>{"mtr-1", "mtr-3"}));
+
+  // Acknowledging: once; a cleared or unknown alert, and a bad name, are refused.
+  v1::Alert acked;
+  ASSERT_TRUE(acknowledge(name2, acked).ok());
+  EXPECT_EQ(acked.state(), v1::ACKNOWLEDGED);
+  EXPECT_EQ(acked.name(), name2);
+  auto again = acknowledge(name2, acked);
+  EXPECT_EQ(again.error_code(), StatusCode::FAILED_PRECONDITION) << again.error_message();
+  EXPECT_EQ(acknowledge("twins/mtr-1/alerts/voltage/1", acked).error_code(),
+            StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(acknowledge("twins/mtr-2/alerts/voltage/7", acked).error_code(),
+            StatusCode::NOT_FOUND);
+  EXPECT_EQ(acknowledge("twins/nobody/alerts/voltage/1", acked).error_code(),
+            StatusCode::NOT_FOUND);
+  auto bad = acknowledge("twins/mtr-2/voltage", acked);
+  EXPECT_EQ(bad.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("twins/{asset_id}/alerts/{property}/{number}"),
+            std::string::npos)
+      << bad.error_message();
+  ASSERT_TRUE(eventually([&] {
+    return list_alerts("state = \"acknowledged\"", false, filtered).ok() && filtered.alerts_size();
+  }));
+  ASSERT_EQ(filtered.alerts_size(), 1);
+  EXPECT_EQ(filtered.alerts(0).name(), name2);
+
+  // The acknowledgement is part of the twin (it survives in its state).
+  v1::Twin tw;
+  ASSERT_TRUE(get_twin(*twins, "mtr-2", tw).ok());
+  EXPECT_TRUE(tw.analysis().at("voltage").alert_acknowledged());
+
+  // The watch saw every event, the acknowledgement last.
+  ASSERT_TRUE(eventually([&] { return watch.seen("acknowledged", name2); }));
+  EXPECT_TRUE(watch.seen("raised", name2));
+  EXPECT_TRUE(watch.seen("raised", "twins/mtr-1/alerts/voltage/1"));
+  EXPECT_TRUE(watch.seen("cleared", "twins/mtr-1/alerts/voltage/1"));
+  size_t watched = 0;
+  {
+    std::lock_guard<std::mutex> guard{watch.mutex};
+    watched = watch.events.size();
+  }
+
+  // The alerts topic: the same events, as CloudEvents, each once.
+  auto records = read_topic(kafka->bootstrap(), topics.alerts, watched, std::chrono::seconds{30});
+  ASSERT_EQ(records.size(), watched);
+  std::set<std::string> ids;
+  for (const auto& r : records) {
+    EXPECT_TRUE(ids.insert(r.headers.at("ce_id")).second) << r.headers.at("ce_id");
+    v1::AlertEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    EXPECT_EQ(r.key, e.alert().asset_id());
+    EXPECT_EQ(r.headers.at("ce_type"), "fleettwin.alert." + e.event() + ".v1");
+    EXPECT_EQ(r.headers.at("ce_subject"), e.alert().name());
+  }
+
+  auto text = scrape(node->metrics_port());
+  double acks = 0;
+  for (const char* severity : {"warning", "critical"})
+    acks += std::max(0.0, metric_value(text, std::string{"fleettwin_alert_transitions_total{"
+                                                         "event=\"acknowledged\",severity=\""} +
+                                                 severity + "\"}"));
+  EXPECT_EQ(acks, 1) << text;
+  EXPECT_EQ(metric_value(text, "fleettwin_alert_watch_streams"), 1) << text;
+}

@@ -1,0 +1,80 @@
+// The analytics commands: alerts (list, watch, ack).
+
+#include <fmt/format.h>
+
+#include "tools/cli/calls.hpp"
+#include "tools/cli/commands.hpp"
+#include "tools/cli/format.hpp"
+#include "tools/cli/parse.hpp"
+#include "tools/cli/run.hpp"
+
+namespace fleettwin::cli {
+
+int run_alerts_list(session& s, const alerts_list_options& options) {
+  v1::ListAlertsRequest request;
+  request.set_filter(options.filter);
+  request.set_include_cleared(options.cleared);
+  request.set_page_size(options.page_size);
+  request.set_page_token(options.page_token);
+  table rows(alert_header());
+  size_t shown = 0;
+  auto code = print_pages<v1::ListAlertsResponse>(
+      s, request, options.all,
+      [&](grpc::ClientContext& context, auto& req, auto& response) {
+        return s.alerts().ListAlerts(&context, req, &response);
+      },
+      [&](const v1::ListAlertsResponse& response) {
+        shown += response.alerts_size();
+        if (s.json()) {
+          for (const auto& a : response.alerts())
+            s.out() << to_json(a) << '\n';
+          return;
+        }
+        for (const auto& a : response.alerts())
+          rows.add(alert_row(a));
+        rows.print(s.out());
+      });
+  if (code == exit_ok && shown == 0 && !s.json())
+    s.out() << (options.cleared ? "no alerts\n" : "no open alerts\n");
+  return code;
+}
+
+int run_alerts_watch(session& s, const alerts_watch_options& options) {
+  v1::WatchAlertsRequest request;
+  if (!options.asset.empty())
+    request.set_twin(twin_name(options.asset));
+  if (options.critical)
+    request.set_min_severity(v1::CRITICAL);
+  return print_stream<v1::AlertEvent>(
+      s, options.count,
+      [&](grpc::ClientContext& context) { return s.alerts().WatchAlerts(&context, request); },
+      [](const v1::AlertEvent& e) { return format_alert_event(e); });
+}
+
+int run_alerts_ack(session& s, const alerts_ack_options& options) {
+  v1::AcknowledgeAlertRequest request;
+  const auto& args = options.alert;
+  if (args.size() == 1) {
+    request.set_name(args[0]);
+  } else if (args.size() == 3) {
+    request.set_name(twin_name(args[0]) + "/alerts/" + args[1] + "/" + args[2]);
+  } else {
+    s.err() << "error: give an alert's name (twins/ASSET/alerts/PROPERTY/N) or ASSET PROPERTY N\n";
+    return exit_usage;
+  }
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::Alert alert;
+  if (auto status = s.alerts().AcknowledgeAlert(&context, request, &alert); !status.ok())
+    return s.fail(status);
+  if (s.json()) {
+    s.out() << to_json(alert) << '\n';
+    return exit_ok;
+  }
+  table rows(alert_header());
+  rows.add(alert_row(alert));
+  rows.print(s.out());
+  return exit_ok;
+}
+
+}  // namespace fleettwin::cli
