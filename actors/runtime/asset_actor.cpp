@@ -32,10 +32,11 @@ void asset_state::changed() {
 namespace {
 
 /// Folds the record's applied numeric samples into the twin's analytics,
-/// with the model of the twin's kind.
-void analyze(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u) {
+/// with the model of the twin's kind among `models` (may be null).
+void analyze(asset_state& st, const core::model_set* models, const core::telemetry& t,
+             int64_t ingest_ms, asset_update& u) {
   const core::asset_model* model = nullptr;
-  if (const auto& models = st.config->models)
+  if (models)
     if (auto it = models->find(st.tw.kind); it != models->end())
       model = &it->second;
   core::analyze_applied(st.tw, t, st.scratch, model, ingest_ms, u.analysis);
@@ -287,6 +288,9 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         const bool was_empty = st.tw.empty();
         std::string segment;
         bool attributes_changed = false;
+        // The models as they are for this slice (one snapshot, not one per record).
+        const auto models =
+            st.config->analytics && st.config->models ? st.config->models->get() : nullptr;
         for (auto idx : slice.indexes) {
           const auto& t = batch.records[idx];
           core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
@@ -297,7 +301,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             case core::apply_status::applied:
               ++u.applied;
               if (st.config->analytics)
-                analyze(st, t, batch.ingest_ms, u);
+                analyze(st, models.get(), t, batch.ingest_ms, u);
               record_change(st, t, batch.ingest_ms, u, segment);
               break;
             case core::apply_status::duplicate:

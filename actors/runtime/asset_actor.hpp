@@ -16,22 +16,27 @@
 
 namespace fleettwin::runtime {
 
-/// The cluster's aggregate kinds and relation rules: replaced as a whole
-/// when a kind changes, read by every actor (thread-safe).
-class kinds_holder {
+/// Definitions the cluster shares: replaced as a whole when one changes,
+/// read by every actor (thread-safe).
+template <class T>
+class snapshot_holder {
 public:
-  explicit kinds_holder(std::shared_ptr<const core::kind_registry> r = nullptr)
-      : registry_(std::move(r)) {}
-  std::shared_ptr<const core::kind_registry> get() const {
-    return std::atomic_load(&registry_);
+  explicit snapshot_holder(std::shared_ptr<const T> r = nullptr) : current_(std::move(r)) {}
+  std::shared_ptr<const T> get() const {
+    return std::atomic_load(&current_);
   }
-  void set(std::shared_ptr<const core::kind_registry> r) {
-    std::atomic_store(&registry_, std::move(r));
+  void set(std::shared_ptr<const T> r) {
+    std::atomic_store(&current_, std::move(r));
   }
 
 private:
-  std::shared_ptr<const core::kind_registry> registry_;
+  std::shared_ptr<const T> current_;
 };
+
+/// The cluster's aggregate kinds and relation rules.
+using kinds_holder = snapshot_holder<core::kind_registry>;
+/// The cluster's asset models, by the kind they describe.
+using models_holder = snapshot_holder<core::model_set>;
 
 /// What every asset actor of a node shares.
 struct asset_config {
@@ -56,7 +61,7 @@ struct asset_config {
   /// Forecasts, anomaly scores and alerts on every numeric sample.
   bool analytics = true;
   /// Asset models by kind (null or missing: defaults for every property).
-  std::shared_ptr<const core::model_set> models;
+  std::shared_ptr<models_holder> models;
 
   static int64_t system_clock_ms();
 };

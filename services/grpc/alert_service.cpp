@@ -188,18 +188,18 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
     forward_if_remote(backend_, c, name->asset_id, error, ack_method, *req, resp);
     return c.reactor();
   }
-  runtime::twin_completion done{
-      [c, resp, property = name->property](runtime::twin_reply reply) {
-        if (reply.error != runtime::query_error::none) {
-          c.finish(to_status(reply));
-          return;
-        }
-        const auto& tw = *reply.twin;
-        const auto& a = tw.analysis.find(property)->second.alert;
-        alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a, *resp);
-        c.finish(Status::OK);
-      },
-      unanswered()};
+  runtime::twin_completion done{[c, resp, property = name->property](runtime::twin_reply reply) {
+                                  if (reply.error != runtime::query_error::none) {
+                                    c.finish(to_status(reply));
+                                    return;
+                                  }
+                                  const auto& tw = *reply.twin;
+                                  const auto& a = tw.analysis.find(property)->second.alert;
+                                  alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a,
+                                                 *resp);
+                                  c.finish(Status::OK);
+                                },
+                                unanswered()};
   caf::anon_send(r->actor, runtime::ack_atom::value, std::move(name->asset_id),
                  std::move(name->property), name->number, std::move(done));
   return c.reactor();

@@ -8,18 +8,19 @@
 namespace fleettwin::node {
 
 bool node::load_models(runtime::asset_config& acfg, std::string& error) {
-  if (cfg_.models_file.empty())
-    return true;
-  auto models = load_model_config(cfg_.models_file, error);
-  if (!error.empty())
-    return false;
+  // Models set through the API join these (see model_catalog).
   auto set = std::make_shared<core::model_set>();
-  for (auto& m : models) {
-    auto kind = m.kind;
-    set->emplace(std::move(kind), std::move(m));
+  if (!cfg_.models_file.empty()) {
+    auto models = load_model_config(cfg_.models_file, error);
+    if (!error.empty())
+      return false;
+    for (auto& m : models) {
+      auto kind = m.kind;
+      set->emplace(std::move(kind), std::move(m));
+    }
+    spdlog::info("event=asset_models_loaded file={} models={}", cfg_.models_file, set->size());
   }
-  spdlog::info("event=asset_models_loaded file={} models={}", cfg_.models_file, set->size());
-  acfg.models = std::move(set);
+  acfg.models = std::make_shared<runtime::models_holder>(std::move(set));
   return true;
 }
 
@@ -33,7 +34,8 @@ bool node::start_alert_feed(std::string& error) {
   fo.client_id = cfg_.node_id + "-alert-feed";
   fo.settings = kafka_settings_;
   alert_feed_ = kafka::topic_feed::start(
-      fo, [hub = alert_hub_.get()](std::string_view k, std::string_view v) { hub->on_record(k, v); },
+      fo,
+      [hub = alert_hub_.get()](std::string_view k, std::string_view v) { hub->on_record(k, v); },
       error);
   return alert_feed_ != nullptr;
 }

@@ -28,13 +28,12 @@ core::aggregate_kind from_proto(const fleettwin::v1::AggregateKind& p) {
 
 }  // namespace
 
-std::string kind_key(std::string_view name) {
-  return std::string{key_prefix} + std::string{name};
-}
-
 kind_catalog::kind_catalog(std::shared_ptr<runtime::kinds_holder> holder,
-                           storage::rocksdb_store& store)
-    : holder_(std::move(holder)), store_(store) {}
+                           storage::rocksdb_store& store, definitions& defs)
+    : holder_(std::move(holder)), store_(store), defs_(defs) {
+  defs_.add(std::string{key_prefix},
+            [this](std::string_view name, std::string_view value) { on_record(name, value); });
+}
 
 bool kind_catalog::apply(const core::aggregate_kind& kind, std::string& error) {
   std::lock_guard<std::mutex> guard{mutex_};
@@ -68,17 +67,11 @@ bool kind_catalog::apply(const core::aggregate_kind& kind, std::string& error) {
   return true;
 }
 
-void kind_catalog::on_record(std::string_view key, std::string_view value) {
-  if (!key.starts_with(key_prefix))
-    return;  // other definitions share the topic
+void kind_catalog::on_record(std::string_view name, std::string_view value) {
   fleettwin::v1::AggregateKind p;
   if (!p.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-    spdlog::warn("event=aggregate_kind_unreadable key=\"{}\"", key);
+    spdlog::warn("event=aggregate_kind_unreadable name=\"{}\"", name);
     return;
-  }
-  {
-    std::lock_guard<std::mutex> guard{mutex_};
-    seen_.insert(p.name());
   }
   std::string error;
   const auto before = holder_->get();
@@ -89,48 +82,36 @@ void kind_catalog::on_record(std::string_view key, std::string_view value) {
     on_change_();
 }
 
-bool kind_catalog::start(kafka::compacted_log_options opts, std::chrono::milliseconds timeout,
-                         std::string& error) {
+void kind_catalog::load_local() {
   // What this node applied before: the topic of an embedded Kafka starts
-  // empty, and is given those kinds again.
-  std::vector<core::aggregate_kind> local;
-  if (auto bytes = store_.load_setting(setting_name)) {
-    fleettwin::v1::ListAggregateKindsResponse copy;
-    if (copy.ParseFromString(*bytes))
-      for (const auto& k : copy.kinds()) {
-        local.push_back(from_proto(k));
-        std::string why;
-        if (!apply(local.back(), why))
-          spdlog::error("event=aggregate_kind_refused kind={} error=\"{}\"", k.name(), why);
-      }
+  // empty, and is given those kinds again (republish).
+  auto bytes = store_.load_setting(setting_name);
+  if (!bytes)
+    return;
+  fleettwin::v1::ListAggregateKindsResponse copy;
+  if (!copy.ParseFromString(*bytes))
+    return;
+  for (const auto& k : copy.kinds()) {
+    local_.push_back(from_proto(k));
+    std::string why;
+    if (!apply(local_.back(), why))
+      spdlog::error("event=aggregate_kind_refused kind={} error=\"{}\"", k.name(), why);
   }
-  log_ = kafka::compacted_log::start(
-      std::move(opts), [this](std::string_view k, std::string_view v) { on_record(k, v); }, error);
-  if (!log_)
-    return false;
-  if (!log_->catch_up(timeout)) {
-    error = "could not read the aggregate kinds of the models topic within " +
-            std::to_string(timeout.count()) + " ms";
-    return false;
-  }
+}
+
+void kind_catalog::republish(std::chrono::milliseconds timeout) {
   auto registry = holder_->get();
-  for (const auto& k : local) {
+  for (const auto& k : local_) {
     const auto* known = registry->by_name(k.name);
-    if (known && known->def.revision == k.revision) {
-      fleettwin::v1::AggregateKind p;
-      grpc_api::kind_to_proto(k, p);
-      // Written again only where the topic lacks it (a fresh Kafka).
-      bool in_topic = false;
-      {
-        std::lock_guard<std::mutex> guard{mutex_};
-        in_topic = seen_.count(k.name) > 0;
-      }
-      if (!in_topic)
-        if (auto err = log_->append(kind_key(k.name), p.SerializeAsString(), timeout))
-          spdlog::warn("event=aggregate_kind_not_republished kind={} error=\"{}\"", k.name, *err);
-    }
+    // Written again only where the topic lacks it (a fresh Kafka).
+    if (!known || known->def.revision != k.revision || defs_.seen(key_prefix, k.name))
+      continue;
+    fleettwin::v1::AggregateKind p;
+    grpc_api::kind_to_proto(k, p);
+    if (auto err = defs_.append(key_prefix, k.name, p.SerializeAsString(), timeout))
+      spdlog::warn("event=aggregate_kind_not_republished kind={} error=\"{}\"", k.name, *err);
   }
-  return true;
+  local_.clear();
 }
 
 kind_catalog::put_result kind_catalog::put(core::aggregate_kind kind,
@@ -156,7 +137,7 @@ kind_catalog::put_result kind_catalog::put(core::aggregate_kind kind,
   }
   fleettwin::v1::AggregateKind p;
   grpc_api::kind_to_proto(kind, p);
-  if (auto err = log_->append(kind_key(kind.name), p.SerializeAsString(), timeout)) {
+  if (auto err = defs_.append(key_prefix, kind.name, p.SerializeAsString(), timeout)) {
     r.error = *err;
     return r;
   }

@@ -2,11 +2,10 @@
 
 // The aggregate kinds of the cluster: those of the node's configuration
 // file, overridden and extended by PutAggregateKind. A put is written to the
-// compacted models topic (key "aggregate-kind/<name>", a
-// fleettwin.v1.AggregateKind) that every node follows, so every node applies
-// the same kinds in the same order; each node also keeps the kinds it
-// applied in its store, so that a restart on an empty (embedded) Kafka keeps
-// them.
+// models topic (key "aggregate-kind/<name>", a fleettwin.v1.AggregateKind;
+// see definitions.hpp) that every node follows, so every node applies the
+// same kinds in the same order; each node also keeps the kinds it applied in
+// its store, so that a restart on an empty (embedded) Kafka keeps them.
 
 #include <chrono>
 #include <condition_variable>
@@ -20,19 +19,22 @@
 
 #include "actors/core/relations.hpp"
 #include "actors/runtime/asset_actor.hpp"
-#include "services/kafka/compacted_log.hpp"
+#include "services/node/definitions.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::node {
 
 class kind_catalog {
 public:
-  kind_catalog(std::shared_ptr<runtime::kinds_holder> holder, storage::rocksdb_store& store);
+  /// Reads the kinds of `defs` (before it starts).
+  kind_catalog(std::shared_ptr<runtime::kinds_holder> holder, storage::rocksdb_store& store,
+               definitions& defs);
 
-  /// Applies the kinds stored locally, then follows the models topic until it
-  /// caught up (every node then has the same kinds); false with `error`.
-  bool start(kafka::compacted_log_options opts, std::chrono::milliseconds timeout,
-             std::string& error);
+  /// Applies the kinds stored locally (before `defs` starts).
+  void load_local();
+  /// Once `defs` caught up: writes the kinds stored locally that the topic
+  /// lacks (a fresh Kafka) back to it.
+  void republish(std::chrono::milliseconds timeout);
 
   /// Outcome of a put.
   struct put_result {
@@ -57,16 +59,13 @@ private:
 
   std::shared_ptr<runtime::kinds_holder> holder_;
   storage::rocksdb_store& store_;
-  std::unique_ptr<kafka::compacted_log> log_;
+  definitions& defs_;
   std::mutex mutex_;
   std::condition_variable applied_;
   std::mutex put_mutex_;  // one put at a time per node
-  /// Kinds the topic holds (read since start).
-  std::set<std::string> seen_;
+  /// The kinds stored locally when the node started.
+  std::vector<core::aggregate_kind> local_;
   std::function<void()> on_change_;
 };
-
-/// The models-topic key of a kind.
-std::string kind_key(std::string_view name);
 
 }  // namespace fleettwin::node

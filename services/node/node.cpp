@@ -130,9 +130,10 @@ bool node::init(std::string& error) {
   kafka_settings_ = extra;
   if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
     return false;
-  // Kinds set through the API apply before any partition is served.
+  // Kinds and models set through the API apply before any partition is
+  // served.
   if (asset_cfg_->kinds) {
-    kinds_ = std::make_unique<kind_catalog>(asset_cfg_->kinds, *store_);
+    kinds_ = std::make_unique<kind_catalog>(asset_cfg_->kinds, *store_, *definitions_);
     // Resident aggregates show a changed kind's measures at once, not at
     // their next change.
     kinds_->on_change([this] {
@@ -140,13 +141,22 @@ bool node::init(std::string& error) {
       for (const auto& [p, s] : partitions_)
         caf::anon_send(s.actor, runtime::refresh_atom::value);
     });
+    kinds_->load_local();
+  }
+  models_ = std::make_unique<model_catalog>(asset_cfg_->models, *store_, *definitions_);
+  models_->load_local();
+  {
     kafka::compacted_log_options lo;
     lo.bootstrap = bootstrap_;
     lo.topic = topics_.models;
     lo.client_id = cfg_.node_id + "-models";
     lo.settings = extra;
-    if (!kinds_->start(lo, std::chrono::seconds{30}, error))
+    const std::chrono::seconds timeout{30};
+    if (!definitions_->start(lo, timeout, error))
       return false;
+    if (kinds_)
+      kinds_->republish(timeout);
+    models_->republish(timeout);
   }
   kafka::consumer_options co;
   co.settings = extra;
@@ -362,6 +372,16 @@ bool node::start_grpc(std::string& error) {
         return error.empty();
       },
       metrics_->grpc(), grpc_api::service_limits{});
+  model_service_ = std::make_unique<grpc_api::model_service>(
+      asset_cfg_->models, *pool_,
+      [this](core::asset_model& model, bool& invalid, std::string& error) {
+        auto r = models_->put(std::move(model), std::chrono::seconds{10});
+        invalid = r.invalid;
+        error = std::move(r.error);
+        model = std::move(r.model);
+        return error.empty();
+      },
+      metrics_->grpc());
   alert_service_ = std::make_unique<grpc_api::alert_service>(
       *this, *pool_, alert_hub_.get(), metrics_->grpc(), grpc_api::service_limits{});
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
@@ -376,6 +396,7 @@ bool node::start_grpc(std::string& error) {
   builder.RegisterService(admin_service_.get());
   builder.RegisterService(aggregate_service_.get());
   builder.RegisterService(alert_service_.get());
+  builder.RegisterService(model_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
@@ -480,7 +501,10 @@ void node::shutdown() {
       follower->stop();
   aggregate_feed_.reset();
   alert_feed_.reset();
+  // The models topic's thread calls the catalogs: it stops first.
+  definitions_.reset();
   kinds_.reset();
+  models_.reset();
   restorer_.reset();
   if (membership_)
     membership_->leave(std::chrono::seconds{2});

@@ -27,6 +27,7 @@
 #include "services/grpc/aggregate_service.hpp"
 #include "services/grpc/aggregate_watch.hpp"
 #include "services/grpc/alert_service.hpp"
+#include "services/grpc/model_service.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
@@ -35,7 +36,9 @@
 #include "services/kafka/topic_feed.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/node/config.hpp"
+#include "services/node/definitions.hpp"
 #include "services/node/kind_catalog.hpp"
+#include "services/node/model_catalog.hpp"
 #include "services/node/readiness.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -182,6 +185,10 @@ private:
   std::unique_ptr<kafka::topic_feed> alert_feed_;
   /// Aggregate kinds of the file and of PutAggregateKind (models topic).
   std::unique_ptr<kind_catalog> kinds_;
+  /// The models topic, followed for kinds and models.
+  std::unique_ptr<definitions> definitions_ = std::make_unique<definitions>();
+  /// Asset models of the file and of PutModel (models topic).
+  std::unique_ptr<model_catalog> models_;
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;
@@ -190,6 +197,7 @@ private:
   std::unique_ptr<grpc_api::admin_service> admin_service_;
   std::unique_ptr<grpc_api::aggregate_service> aggregate_service_;
   std::unique_ptr<grpc_api::alert_service> alert_service_;
+  std::unique_ptr<grpc_api::model_service> model_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
   std::shared_ptr<cluster::gateway_control> gateway_control_ =

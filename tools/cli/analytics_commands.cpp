@@ -1,6 +1,10 @@
-// The analytics commands: alerts (list, watch, ack).
+// The analytics commands: alerts (list, watch, ack) and asset models.
+
+#include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
 
 #include "tools/cli/calls.hpp"
 #include "tools/cli/commands.hpp"
@@ -74,6 +78,58 @@ int run_alerts_ack(session& s, const alerts_ack_options& options) {
   table rows(alert_header());
   rows.add(alert_row(alert));
   rows.print(s.out());
+  return exit_ok;
+}
+
+int run_models(session& s, const models_options& options) {
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  if (options.action == "list") {
+    v1::ListModelsResponse response;
+    if (auto status = s.models().ListModels(&context, {}, &response); !status.ok())
+      return s.fail(status);
+    for (int i = 0; i < response.models_size(); ++i) {
+      if (s.json()) {
+        s.out() << to_json(response.models(i)) << '\n';
+        continue;
+      }
+      if (i > 0)
+        s.out() << '\n';
+      print_model(s.out(), response.models(i));
+    }
+    if (response.models_size() == 0 && !s.json())
+      s.out() << "no models (start the node with --models FILE, or put one)\n";
+    return exit_ok;
+  }
+  v1::AssetModel model;
+  grpc::Status status;
+  if (options.action == "get") {
+    v1::GetModelRequest request;
+    request.set_name("models/" + options.argument);
+    status = s.models().GetModel(&context, request, &model);
+  } else {
+    std::ifstream in{options.argument};
+    if (!in) {
+      s.err() << "error: cannot read " << options.argument << '\n';
+      return exit_usage;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    v1::PutModelRequest request;
+    if (auto st = google::protobuf::util::JsonStringToMessage(text.str(), request.mutable_model());
+        !st.ok()) {
+      s.err() << "error: " << options.argument << " is not an AssetModel in JSON: " << st.ToString()
+              << '\n';
+      return exit_usage;
+    }
+    status = s.models().PutModel(&context, request, &model);
+  }
+  if (!status.ok())
+    return s.fail(status);
+  if (s.json())
+    s.out() << to_json(model) << '\n';
+  else
+    print_model(s.out(), model);
   return exit_ok;
 }
 

@@ -55,7 +55,8 @@ session::session(const global_options& options, std::ostream& out, std::ostream&
       nodes_(v1::NodeService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)),
       aggregates_(v1::AggregateService::NewStub(channel_)),
-      alerts_(v1::AlertService::NewStub(channel_)) {}
+      alerts_(v1::AlertService::NewStub(channel_)),
+      models_(v1::ModelService::NewStub(channel_)) {}
 
 void session::set_deadline(grpc::ClientContext& context) const {
   auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(

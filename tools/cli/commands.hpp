@@ -45,6 +45,9 @@ public:
   v1::AlertService::Stub& alerts() {
     return *alerts_;
   }
+  v1::ModelService::Stub& models() {
+    return *models_;
+  }
   grpc::Channel& channel() {
     return *channel_;
   }
@@ -83,6 +86,7 @@ private:
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<v1::AggregateService::Stub> aggregates_;
   std::unique_ptr<v1::AlertService::Stub> alerts_;
+  std::unique_ptr<v1::ModelService::Stub> models_;
 };
 
 struct get_options {
@@ -184,6 +188,13 @@ struct alerts_ack_options {
   std::vector<std::string> alert;
 };
 
+struct models_options {
+  /// list, get KIND, or put FILE (an AssetModel as JSON).
+  std::string action = "list";
+  std::string argument;
+};
+
+int run_models(session& s, const models_options& options);
 int run_alerts_list(session& s, const alerts_list_options& options);
 int run_alerts_watch(session& s, const alerts_watch_options& options);
 int run_alerts_ack(session& s, const alerts_ack_options& options);

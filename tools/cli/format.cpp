@@ -583,6 +583,28 @@ void print_kinds(std::ostream& out, const v1::ListAggregateKindsResponse& kinds)
   }
 }
 
+void print_model(std::ostream& out, const v1::AssetModel& m) {
+  out << fmt::format("{}  revision {}{}\n", m.kind(), m.revision(),
+                     m.revision() == 0 ? " (from the node's file)" : "");
+  if (!m.description().empty())
+    out << "  " << m.description() << '\n';
+  table rows({"PROPERTY", "TYPE", "UNIT", "RANGE", "INTERVAL", "MAX RATE/S", "WARNING", "CRITICAL",
+              "FAILURE", "PERIOD", "SENSITIVE"});
+  auto ms = [](int64_t v) { return v > 0 ? fmt::format("{}ms", v) : std::string{"-"}; };
+  auto text = [](const std::string& s) { return s.empty() ? std::string{"-"} : s; };
+  for (const auto& p : m.properties()) {
+    std::string range = "-";
+    if (p.has_min() || p.has_max())
+      range = fmt::format("[{}, {}]", p.has_min() ? fmt::format("{}", p.min()) : "",
+                          p.has_max() ? fmt::format("{}", p.max()) : "");
+    rows.add({p.name(), p.type(), text(p.unit()), range, ms(p.expected_interval_ms()),
+              p.max_rate_per_s() > 0 ? fmt::format("{}", p.max_rate_per_s()) : "-",
+              text(p.warning()), text(p.critical()), text(p.failure()), ms(p.period_ms()),
+              p.sensitive() ? "yes" : "no"});
+  }
+  rows.print(out, "  ");
+}
+
 void print_relations(std::ostream& out, const v1::Relations& r) {
   for (const auto& p : r.parents())
     out << fmt::format("parent  {} {}  ({})\n", p.type(), p.parent(),

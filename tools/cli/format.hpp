@@ -78,6 +78,8 @@ std::vector<std::string> alert_header();
 std::vector<std::string> alert_row(const v1::Alert& alert);
 /// One line per alert event: time, event, alert name, severity, detector, score.
 std::string format_alert_event(const v1::AlertEvent& event);
+/// An asset model: kind, revision, one row per property.
+void print_model(std::ostream& out, const v1::AssetModel& model);
 /// The cluster: one row per node, its partitions by role, lag and twins.
 void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster);
 

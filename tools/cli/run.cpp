@@ -55,7 +55,21 @@ struct command_line {
   alerts_list_options alerts_list;
   alerts_watch_options alerts_watch;
   alerts_ack_options alerts_ack;
+  models_options models;
 };
+
+void add_models(CLI::App& app, command_line& cl) {
+  auto* models = app.add_subcommand("models", "Asset models: what each kind's properties are");
+  models->add_subcommand("list", "Show every model (the default)");
+  auto* get = models->add_subcommand("get", "Show the model of a kind");
+  get->add_option("kind", cl.models.argument, "Twin kind, e.g. vehicle")->required();
+  auto* put = models->add_subcommand("put", "Create or replace a model for the whole cluster");
+  put->add_option("file", cl.models.argument,
+                  "A fleettwin.v1.AssetModel as JSON, e.g. {\"kind\": \"pump\", \"properties\": "
+                  "[{\"name\": \"flow\", \"unit\": \"l/s\", \"min\": 0}]}")
+      ->required()
+      ->check(CLI::ExistingFile);
+}
 
 void add_alerts(CLI::App& app, command_line& cl) {
   auto* alerts = app.add_subcommand("alerts", "Alerts raised by the twins' anomaly detectors");
@@ -231,6 +245,11 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       return run_agg_history(s, cl.agg_history);
     return run_agg_kinds(s);
   }
+  if (name == "models") {
+    const auto& subs = command->get_subcommands();
+    cl.models.action = subs.empty() ? "list" : subs.front()->get_name();
+    return run_models(s, cl.models);
+  }
   if (name == "alerts") {
     const auto& sub = command->get_subcommands().front()->get_name();
     if (sub == "list")
@@ -292,6 +311,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_watch(app, cl);
   add_aggregates(app, cl);
   add_alerts(app, cl);
+  add_models(app, cl);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
 
