@@ -16,6 +16,8 @@ constexpr uint8_t twin_format_v1 = 1;
 constexpr uint8_t twin_format_v2 = 3;
 /// v3 appends the analytics of the numeric properties.
 constexpr uint8_t twin_format_v3 = 4;
+/// v4 adds each analysed property's data quality.
+constexpr uint8_t twin_format_v4 = 5;
 constexpr uint8_t history_format_v1 = 1;
 constexpr uint8_t history_segment_v1 = 2;
 
@@ -23,7 +25,7 @@ constexpr uint8_t history_segment_v1 = 2;
 
 void encode_twin(const twin& tw, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(twin_format_v3));
+  out.push_back(static_cast<char>(twin_format_v4));
   put_string(out, tw.asset_id);
   put_string(out, tw.kind);
   put_string(out, tw.tenant);
@@ -77,6 +79,15 @@ void encode_twin(const twin& tw, std::string& out) {
     put_double(out, a.next);
     out.push_back(static_cast<char>(a.kind));
     encode_alert(a.alert, out);
+    const auto& q = a.quality;
+    out.push_back(static_cast<char>(q.flags | (q.failed ? 0x80 : 0)));
+    put_double(out, q.bad_rate);
+    put_double(out, q.missing_rate);
+    put_varint(out, q.out_of_range_samples);
+    put_varint(out, q.spikes);
+    put_varint(out, q.missing_reports);
+    put_signed(out, q.expected_interval_ms);
+    put_signed(out, q.failure_eta_ms);
   }
 }
 
@@ -84,7 +95,8 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
   out = twin{};
   reader r{bytes};
   const auto fmt = r.byte();
-  if (fmt != twin_format_v1 && fmt != twin_format_v2 && fmt != twin_format_v3)
+  if (fmt != twin_format_v1 && fmt != twin_format_v2 && fmt != twin_format_v3 &&
+      fmt != twin_format_v4)
     return r.ok ? "unknown twin format " + std::to_string(fmt) : "empty twin record";
   out.asset_id = r.bytes();
   out.kind = r.bytes();
@@ -133,7 +145,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       rel.origin = static_cast<relation_origin>(r.byte());
       out.relations.push_back(std::move(rel));
     }
-  if (fmt == twin_format_v3)
+  if (fmt == twin_format_v3 || fmt == twin_format_v4)
     for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
       std::string name{r.bytes()};
       property_analysis a;
@@ -145,6 +157,19 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       if (!r.ok || kind > static_cast<uint8_t>(anomaly_kind::stuck) || !decode_alert(r.in, a.alert))
         return std::string{"corrupt analytics of property \""} + name + "\" in twin record";
       a.kind = static_cast<anomaly_kind>(kind);
+      if (fmt == twin_format_v4) {
+        auto& q = a.quality;
+        const auto flags = r.byte();
+        q.flags = flags & 0x7f;
+        q.failed = (flags & 0x80) != 0;
+        q.bad_rate = r.real();
+        q.missing_rate = r.real();
+        q.out_of_range_samples = r.varint();
+        q.spikes = r.varint();
+        q.missing_reports = r.varint();
+        q.expected_interval_ms = r.signed_varint();
+        q.failure_eta_ms = r.signed_varint();
+      }
       out.analysis.emplace(std::move(name), std::move(a));
     }
   if (!r.ok)

@@ -1,5 +1,7 @@
 #include "actors/core/filter.hpp"
 
+#include <bit>
+
 #include <algorithm>
 #include <charconv>
 #include <compare>
@@ -9,6 +11,8 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "actors/core/twin_analytics.hpp"
 
 namespace fleettwin::core {
 
@@ -36,6 +40,12 @@ struct filter_node {
     // `anomaly:<p>`, `anomaly:*`) while the property is anomalous.
     anomaly,
     anomaly_keys,
+    // `quality.score` (the twin's data quality), `quality.<p>` (the number
+    // of the property's quality flags; present while it has any).
+    quality,
+    quality_keys,
+    // The twin's health in [0, 1].
+    health,
     // Fields of an alert (ListAlerts): state, severity, property, detector.
     alert_state,
     alert_severity,
@@ -85,8 +95,9 @@ constexpr size_t max_echo_bytes = 64;
 
 constexpr const char* field_list =
     "expected asset_id, kind, tenant, version, connectivity, applied_records, "
-    "attributes.<key>, reported.<property>, desired.<property> or anomaly.<property> (and for "
-    "alerts state, severity, property, detector)";
+    "attributes.<key>, reported.<property>, desired.<property>, anomaly.<property>, "
+    "quality.score, quality.<property>, health (and for alerts state, severity, property, "
+    "detector)";
 
 // -- errors -------------------------------------------------------------------
 
@@ -575,6 +586,7 @@ private:
         {"severity", field_id::alert_severity},
         {"property", field_id::alert_property},
         {"detector", field_id::alert_detector},
+        {"health", field_id::health},
     };
     for (const auto& s : simple_fields) {
       if (name == s.name) {
@@ -592,6 +604,7 @@ private:
         {"reported", field_id::reported, field_id::reported_keys},
         {"desired", field_id::desired, field_id::desired_keys},
         {"anomaly", field_id::anomaly, field_id::anomaly_keys},
+        {"quality", field_id::quality, field_id::quality_keys},
         // An aggregate's measures, as ListAggregates presents them.
         {"measures", field_id::reported, field_id::reported_keys},
     };
@@ -782,6 +795,28 @@ field_view lookup(const node& n, const eval_context& c) {
       out.num.d = i->second.score;
       return out;
     }
+    case field_id::quality: {
+      field_view out;
+      out.st = field_view::state::number;
+      if (n.key == "score") {
+        out.num.d = quality_score(tw, c.now_ms);
+        return out;
+      }
+      auto i = tw.analysis.find(std::string_view{n.key});
+      if (i == tw.analysis.end())
+        return {};
+      const auto flags = quality_flags(i->second.quality, last_report_ms(tw, i->first), c.now_ms);
+      out.num.is_int = true;
+      out.num.i = std::popcount(flags);
+      out.num.d = static_cast<double>(out.num.i);
+      return out;
+    }
+    case field_id::health: {
+      field_view out;
+      out.st = field_view::state::number;
+      out.num.d = health_score(tw, c.now_ms);
+      return out;
+    }
     case field_id::alert_state:
       return c.alert ? of_text(alert_state_name(*c.alert->alert)) : field_view{};
     case field_id::alert_severity:
@@ -858,6 +893,21 @@ bool present(const node& n, const eval_context& c) {
       if (auto i = c.tw.analysis.find(std::string_view{n.key}); i != c.tw.analysis.end())
         return anomalous(i->second);
       return false;
+    case field_id::quality:
+    case field_id::quality_keys: {
+      auto flagged = [&](const auto& kv) {
+        return quality_flags(kv.second.quality, last_report_ms(c.tw, kv.first), c.now_ms) != 0;
+      };
+      if (n.key.empty())
+        return std::any_of(c.tw.analysis.begin(), c.tw.analysis.end(), flagged);
+      if (n.key == "score")
+        return true;
+      if (auto i = c.tw.analysis.find(std::string_view{n.key}); i != c.tw.analysis.end())
+        return flagged(*i);
+      return false;
+    }
+    case field_id::health:
+      return true;
     case field_id::alert_state:
     case field_id::alert_severity:
     case field_id::alert_property:

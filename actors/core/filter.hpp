@@ -14,6 +14,9 @@
 //             | anomaly.<property>  (the last anomaly score; `anomaly.<p>:*`,
 //               `anomaly:<p>` and `anomaly:*` hold while a property is anomalous:
 //               its alert is raised or its last score is at least 0.5)
+//             | quality.score (the twin's data quality) | quality.<property> (the
+//               number of its quality flags; `quality:<p>`, `quality:*`: flagged)
+//             | health (the twin's health score)
 //             | state | severity | property | detector  (alerts, see alert_view)
 //             (for aggregates also aggregate_id = asset_id and measures.<name> =
 //             reported.<name>: ListAggregates filters an aggregate as a twin whose

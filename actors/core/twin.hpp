@@ -64,6 +64,44 @@ using reported_map = std::map<std::string, reported_property, std::less<>>;
 using value_map = std::map<std::string, value, std::less<>>;
 using stats_map = std::map<std::string, property_stats, std::less<>>;
 
+/// Data-quality flags of a property's last sample (bits of quality_state::flags).
+enum quality_flag : uint8_t {
+  /// Outside the model's valid range (accepted, and flagged).
+  quality_out_of_range = 1,
+  /// Changed faster than the model's maximum rate, or far from its forecast.
+  quality_spike = 2,
+  /// Unchanged for longer than the model allows.
+  quality_stuck = 4,
+  /// Reports went missing before it (against the model's expected interval),
+  /// or (when read) none came for two expected intervals.
+  quality_gap = 8,
+};
+
+/// The data quality of one numeric property (see twin_analytics.hpp).
+struct quality_state {
+  /// quality_flag bits of the last sample.
+  uint8_t flags = 0;
+  /// Exponentially weighted share of samples flagged out of range, spiking
+  /// or stuck (about the last 20 samples).
+  double bad_rate = 0;
+  /// Exponentially weighted share of expected reports that went missing.
+  double missing_rate = 0;
+  uint64_t out_of_range_samples = 0;
+  uint64_t spikes = 0;
+  /// Expected reports that never came (from the gaps between samples).
+  uint64_t missing_reports = 0;
+  /// The model's expected interval when the last sample came (0: none), so
+  /// reads can tell a property that went silent.
+  int64_t expected_interval_ms = 0;
+  /// When the forecast crosses the model's failure threshold (the time to
+  /// failure; 0: not heading there, or no threshold).
+  int64_t failure_eta_ms = 0;
+  /// The last sample is already beyond the failure threshold.
+  bool failed = false;
+
+  bool operator==(const quality_state&) const = default;
+};
+
 /// The analytics of one numeric property (see twin_analytics.hpp).
 struct property_analysis {
   property_analytics state;
@@ -74,6 +112,7 @@ struct property_analysis {
   double next = 0;
   /// The property's anomaly alert.
   alert_state alert;
+  quality_state quality;
 
   bool operator==(const property_analysis&) const = default;
 };

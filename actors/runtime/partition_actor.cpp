@@ -444,6 +444,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     item.alerts.push_back(alert_record{u.asset_id, u.kind, u.tenant, std::move(a)});
   if (!u.analysis.alerts.empty() ||
       std::any_of(u.analysis.anomalies.begin(), u.analysis.anomalies.end(),
+                  [](uint32_t n) { return n > 0; }) ||
+      std::any_of(u.analysis.quality.begin(), u.analysis.quality.end(),
                   [](uint32_t n) { return n > 0; }))
     st.cfg.probe->on_analysis(u.analysis);
   if (--item.pending == 0)

@@ -126,7 +126,27 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
     p.set_mean_interval_ms(f.interval_ms);
     if (auto m = core::mase(f))
       p.set_forecast_mase(*m);
+    const auto& q = a.quality;
+    const auto flags = core::quality_flags(q, core::last_report_ms(tw, name), now_ms);
+    for (size_t bit = 0; bit < 4; ++bit)
+      if (flags & (1u << bit))
+        p.add_quality_flags(core::quality_flag_name(bit));
+    p.set_bad_sample_rate(q.bad_rate);
+    p.set_missing_rate(q.missing_rate);
+    p.set_out_of_range_samples(q.out_of_range_samples);
+    p.set_spikes(q.spikes);
+    p.set_missing_reports(q.missing_reports);
+    if (q.failure_eta_ms > 0)
+      p.set_failure_expected_ms(q.failure_eta_ms);
+    p.set_failed(q.failed);
   }
+  out.set_quality_score(core::quality_score(tw, now_ms));
+  out.set_health(core::health_score(tw, now_ms));
+  const double records = static_cast<double>(tw.applied_records + tw.duplicates + tw.out_of_order);
+  if (records > 0)
+    out.set_duplicate_rate(static_cast<double>(tw.duplicates + tw.out_of_order) / records);
+  if (auto eta = core::earliest_failure(tw))
+    out.set_failure_expected_ms(eta);
 }
 
 core::twin from_proto(const fleettwin::v1::Twin& t) {

@@ -68,10 +68,9 @@ std::optional<core::asset_model> model_from_proto(const fleettwin::v1::AssetMode
     pm.expected_interval_ms = q.expected_interval_ms();
     pm.max_rate_per_s = q.max_rate_per_s();
     pm.stuck_after_ms = q.stuck_after_ms();
-    for (auto [text, field, slot] :
-         {std::tuple{&q.warning(), "warning", &pm.warning},
-          std::tuple{&q.critical(), "critical", &pm.critical},
-          std::tuple{&q.failure(), "failure", &pm.failure}}) {
+    for (auto [text, field, slot] : {std::tuple{&q.warning(), "warning", &pm.warning},
+                                     std::tuple{&q.critical(), "critical", &pm.critical},
+                                     std::tuple{&q.failure(), "failure", &pm.failure}}) {
       if (text->empty())
         continue;
       std::string why;
@@ -110,9 +109,9 @@ model_service::model_service(std::shared_ptr<runtime::models_holder> models, que
     return c.reactor();
   }
   if (!p.name().empty() && p.name() != std::string{model_prefix} + p.kind()) {
-    c.finish({StatusCode::INVALID_ARGUMENT, "model.name \"" + p.name() + "\" does not match kind \"" +
-                                                p.kind() + "\" (expected \"models/" + p.kind() +
-                                                "\", or leave it empty)"});
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "model.name \"" + p.name() + "\" does not match kind \"" + p.kind() +
+                  "\" (expected \"models/" + p.kind() + "\", or leave it empty)"});
     return c.reactor();
   }
   std::string error;

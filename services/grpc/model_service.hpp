@@ -31,8 +31,8 @@ using model_writer =
 /// fleettwin.v1.ModelService: the asset models every node applies.
 class model_service final : public fleettwin::v1::ModelService::CallbackService {
 public:
-  model_service(std::shared_ptr<runtime::models_holder> models, query_pool& pool,
-                model_writer put, metrics::grpc_probe& probe);
+  model_service(std::shared_ptr<runtime::models_holder> models, query_pool& pool, model_writer put,
+                metrics::grpc_probe& probe);
 
   ::grpc::ServerUnaryReactor* PutModel(::grpc::CallbackServerContext* ctx,
                                        const fleettwin::v1::PutModelRequest* req,

@@ -109,7 +109,8 @@ Status merge_pages(std::vector<fleettwin::v1::ListTwinsResponse>& parts, const s
 }
 
 twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub,
-                           metrics::grpc_probe& probe, service_limits limits)
+                           metrics::grpc_probe& probe, service_limits limits,
+                           std::shared_ptr<runtime::models_holder> models)
     : backend_(backend),
       pool_(pool),
       hub_(hub),
@@ -119,7 +120,9 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       batch_get_(probe.method("BatchGetTwins")),
       list_(probe.method("ListTwins")),
       update_desired_(probe.method("UpdateDesired")),
-      history_(probe.method("GetHistory")) {}
+      history_(probe.method("GetHistory")),
+      forecast_(probe.method("GetForecast")),
+      models_(std::move(models)) {}
 
 ::grpc::ServerUnaryReactor* twin_service::GetTwin(::grpc::CallbackServerContext* ctx,
                                                   const fleettwin::v1::GetTwinRequest* req,

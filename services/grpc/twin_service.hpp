@@ -9,6 +9,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "actors/runtime/asset_actor.hpp"
 #include "actors/runtime/interfaces.hpp"
 #include "fleettwin/v1/service.grpc.pb.h"
 #include "services/grpc/query_pool.hpp"
@@ -75,8 +76,9 @@ struct service_limits {
 
 class twin_service final : public fleettwin::v1::TwinService::CallbackService {
 public:
+  /// `models` (may be null: defaults) sets the forecasters' parameters.
   twin_service(twin_backend& backend, query_pool& pool, watch_hub& hub, metrics::grpc_probe& probe,
-               service_limits limits);
+               service_limits limits, std::shared_ptr<runtime::models_holder> models = nullptr);
 
   ::grpc::ServerUnaryReactor* GetTwin(::grpc::CallbackServerContext* ctx,
                                       const fleettwin::v1::GetTwinRequest* req,
@@ -95,6 +97,10 @@ public:
                                          fleettwin::v1::GetHistoryResponse* resp) override;
   ::grpc::ServerWriteReactor<fleettwin::v1::TwinChange>* WatchTwins(
       ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchTwinsRequest* req) override;
+  /// In forecast.cpp.
+  ::grpc::ServerUnaryReactor* GetForecast(::grpc::CallbackServerContext* ctx,
+                                          const fleettwin::v1::GetForecastRequest* req,
+                                          fleettwin::v1::Forecast* resp) override;
 
 private:
   twin_backend& backend_;
@@ -107,6 +113,8 @@ private:
   metrics::method_probe& list_;
   metrics::method_probe& update_desired_;
   metrics::method_probe& history_;
+  metrics::method_probe& forecast_;
+  std::shared_ptr<runtime::models_holder> models_;
 };
 
 class admin_service final : public fleettwin::v1::AdminService::CallbackService {

@@ -70,9 +70,14 @@ public:
                                .Register(r)),
         alert_transitions_(BuildCounter()
                                .Name("fleettwin_alert_transitions_total")
-                               .Help("Anomaly alerts of twin properties raised, updated and "
-                                     "cleared, by severity")
+                               .Help("Anomaly alerts of twin properties raised, updated, "
+                                     "cleared and acknowledged, by severity")
                                .Register(r)),
+        quality_flags_(BuildCounter()
+                           .Name("fleettwin_quality_flags_total")
+                           .Help("Numeric samples flagged by data-quality checks against their "
+                                 "asset model (out_of_range, spike, stuck, gap)")
+                           .Register(r)),
         stale_samples_(BuildCounter()
                            .Name("fleettwin_out_of_order_samples_total")
                            .Help("Property samples skipped because a newer sample was stored")
@@ -193,6 +198,10 @@ public:
       alert_transitions_
           .Add({{"event", core::to_string(a.event)}, {"severity", core::to_string(a.severity)}})
           .Increment();
+    for (size_t b = 0; b < found.quality.size(); ++b)
+      if (found.quality[b] > 0)
+        quality_flags_.Add({{"flag", core::quality_flag_name(b)}})
+            .Increment(static_cast<double>(found.quality[b]));
   }
   void on_unchanged(size_t records) override {
     unchanged_.Increment(static_cast<double>(records));
@@ -267,6 +276,7 @@ private:
   prometheus::Counter& unchanged_;
   prometheus::Family<prometheus::Counter>& anomalies_by_kind_;
   prometheus::Family<prometheus::Counter>& alert_transitions_;
+  prometheus::Family<prometheus::Counter>& quality_flags_;
   prometheus::Counter& stale_samples_;
   prometheus::Counter& sequence_restarts_;
   prometheus::Histogram& commit_latency_;

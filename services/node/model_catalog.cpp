@@ -29,8 +29,8 @@ void model_catalog::apply(const core::asset_model& m) {
   if (current)
     if (auto it = current->find(m.kind); it != current->end() && it->second.revision >= m.revision)
       return;  // already applied (or newer)
-  auto next = current ? std::make_shared<core::model_set>(*current)
-                      : std::make_shared<core::model_set>();
+  auto next =
+      current ? std::make_shared<core::model_set>(*current) : std::make_shared<core::model_set>();
   (*next)[m.kind] = m;
   holder_->set(next);
   // The store's copy of every model the topic defined.

@@ -353,8 +353,8 @@ bool node::start_grpc(std::string& error) {
   hub_ = std::make_shared<grpc_api::watch_hub>(
       cfg_.stale_after_ms, [m = metrics_.get()](size_t n) { m->grpc().on_watchers(n); });
   pool_ = std::make_unique<grpc_api::query_pool>(static_cast<size_t>(cfg_.query_threads), 1024);
-  twin_service_ = std::make_unique<grpc_api::twin_service>(*this, *pool_, *hub_, metrics_->grpc(),
-                                                           grpc_api::service_limits{});
+  twin_service_ = std::make_unique<grpc_api::twin_service>(
+      *this, *pool_, *hub_, metrics_->grpc(), grpc_api::service_limits{}, asset_cfg_->models);
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
   admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
   aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(

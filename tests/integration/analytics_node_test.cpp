@@ -466,3 +466,128 @@ TEST_F(AnalyticsNodeTest, ModelsArePutOverGrpcAndDriveTheAnalytics) {
   EXPECT_EQ(stored.revision(), 2u);
   EXPECT_EQ(stored.description(), "Water pumps");
 }
+
+// A vehicle's battery runs down along a line while its speed sensor
+// misbehaves: the twin shows the quality flags and score, its time to
+// failure (the model's "battery < 10") and health; GetForecast gives the
+// points, intervals and the failure's interval; ListTwins filters on them.
+TEST_F(AnalyticsNodeTest, QualityForecastAndTimeToFailureOfAVehicle) {
+  producer p{kafka->bootstrap()};
+  const int64_t t0 = 1'700'000'000'000;
+  const int64_t every = 30'000;  // the model's expected interval
+  int sent = 0;
+  for (int s = 1; s <= 80; ++s) {
+    if (s >= 41 && s <= 45)
+      continue;  // five reports lost
+    std::map<std::string, double> m{{"battery", 80.0 - 0.5 * s}, {"speed", 60.0 + (s % 3)}};
+    if (s == 70)
+      m["speed"] = 250;  // beyond the model's range [0, 200]: applied, and flagged
+    p.send(topics.telemetry, "veh-1", telemetry("veh-1", s, t0 + s * every, m));
+    ++sent;
+  }
+  // A healthy vehicle for contrast.
+  for (int s = 1; s <= 20; ++s)
+    p.send(topics.telemetry, "veh-2",
+           telemetry("veh-2", s, t0 + s * every, {{"battery", 90.0}, {"speed", 50.0 + (s % 2)}}));
+  ASSERT_EQ(p.flush(), 0);
+  ASSERT_TRUE(applied("veh-1", sent));
+  ASSERT_TRUE(applied("veh-2", 20));
+
+  v1::Twin tw;
+  ASSERT_TRUE(get_twin(*twins, "veh-1", tw).ok());
+  const auto& speed = tw.analysis().at("speed");
+  EXPECT_EQ(speed.out_of_range_samples(), 1u);
+  EXPECT_EQ(speed.missing_reports(), 5u);
+  EXPECT_GT(speed.bad_sample_rate(), 0);
+  EXPECT_EQ(tw.reported().at("speed").value().double_value(), 60.0 + 80 % 3) << "applied";
+  const auto& battery = tw.analysis().at("battery");
+  EXPECT_EQ(battery.missing_reports(), 5u);
+  // 40 % left at 0.5 % a sample: 60 samples of 30 s after the last one.
+  const int64_t last = t0 + 80 * every;
+  ASSERT_TRUE(battery.has_failure_expected_ms()) << battery.ShortDebugString();
+  EXPECT_NEAR(static_cast<double>(battery.failure_expected_ms() - last), 60.0 * every, 3.0 * every);
+  EXPECT_FALSE(battery.failed());
+  EXPECT_EQ(tw.failure_expected_ms(), battery.failure_expected_ms());
+  EXPECT_LT(tw.quality_score(), 1.0);
+  EXPECT_GT(tw.quality_score(), 0.5);
+  // Failure within a day: health at most 0.5.
+  EXPECT_LE(tw.health(), 0.5);
+  v1::Twin healthy;
+  ASSERT_TRUE(get_twin(*twins, "veh-2", healthy).ok());
+  EXPECT_EQ(healthy.quality_score(), 1.0);
+  EXPECT_EQ(healthy.health(), 1.0);
+  EXPECT_FALSE(healthy.analysis().at("battery").has_failure_expected_ms());
+
+  // Listings read the store, which a commit reaches just after GetTwin.
+  EXPECT_TRUE(eventually([&] { return list_twins("quality.score = 1").size() == 1; }));
+  EXPECT_EQ(list_twins("quality.score = 1"), std::vector<std::string>{"veh-2"});
+  EXPECT_EQ(list_twins("health < 0.6"), std::vector<std::string>{"veh-1"});
+  EXPECT_EQ(list_twins("quality.score < 1"), std::vector<std::string>{"veh-1"});
+  // Flags are the last sample's: veh-1's last one is clean.
+  EXPECT_TRUE(list_twins("quality:*").empty());
+
+  // The forecast: a line down, with widening intervals around it.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+  v1::GetForecastRequest req;
+  req.set_name("twins/veh-1");
+  req.set_property("battery");
+  req.set_horizon_ms(600'000);
+  req.set_step_ms(every);
+  v1::Forecast f;
+  auto st = twins->GetForecast(&ctx, req, &f);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(f.method(), "damped_holt");
+  EXPECT_EQ(f.origin_ms(), last);
+  EXPECT_DOUBLE_EQ(f.origin_value(), 40.0);
+  ASSERT_EQ(f.points_size(), 20);  // every 30 s for 10 minutes
+  EXPECT_EQ(f.points(0).time_ms(), last + every);
+  // Down from 40 (the damped trend bends a little less steeply than the line).
+  EXPECT_NEAR(f.points(0).value(), 39.5, 1.0);
+  EXPECT_GT(f.points(19).value(), 28.0);
+  EXPECT_LT(f.points(19).value(), 37.0);
+  for (int i = 1; i < f.points_size(); ++i)
+    EXPECT_LT(f.points(i).value(), f.points(i - 1).value());
+  for (const auto& pt : f.points()) {
+    EXPECT_LE(pt.lower95(), pt.lower80());
+    EXPECT_LE(pt.lower80(), pt.value());
+    EXPECT_LE(pt.value(), pt.upper80());
+    EXPECT_LE(pt.upper80(), pt.upper95());
+  }
+  ASSERT_TRUE(f.has_time_to_failure());
+  const auto& ttf = f.time_to_failure();
+  EXPECT_EQ(ttf.threshold(), "< 10");
+  ASSERT_TRUE(ttf.has_expected_ms());
+  EXPECT_NEAR(static_cast<double>(ttf.expected_ms() - last), 60.0 * every, 3.0 * every);
+  ASSERT_TRUE(ttf.has_earliest_ms());
+  EXPECT_LE(ttf.earliest_ms(), ttf.expected_ms());
+
+  // Precise errors.
+  auto forecast = [&](const std::string& name, const std::string& property, int64_t horizon) {
+    grpc::ClientContext c;
+    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+    v1::GetForecastRequest r;
+    r.set_name(name);
+    r.set_property(property);
+    r.set_horizon_ms(horizon);
+    v1::Forecast out;
+    return twins->GetForecast(&c, r, &out).error_code();
+  };
+  EXPECT_EQ(forecast("twins/veh-1", "battery", 0), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(forecast("twins/veh-1", "", 60'000), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(forecast("veh-1", "battery", 60'000), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(forecast("twins/veh-1", "tyres", 60'000), StatusCode::NOT_FOUND);
+  EXPECT_EQ(forecast("twins/nobody", "battery", 60'000), StatusCode::NOT_FOUND);
+
+#ifdef FLEETTWIN_CLI_BINARY
+  auto [code, out] =
+      cli("--server " + node->grpc_address() + " forecast veh-1 battery --horizon 5m");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("failure (< 10)"), std::string::npos) << out;
+  EXPECT_NE(out.find("damped_holt"), std::string::npos) << out;
+#endif
+
+  auto text = scrape(node->metrics_port());
+  EXPECT_EQ(metric_value(text, "fleettwin_quality_flags_total{flag=\"out_of_range\"}"), 1) << text;
+  EXPECT_GE(metric_value(text, "fleettwin_quality_flags_total{flag=\"gap\"}"), 2) << text;
+}

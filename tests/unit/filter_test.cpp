@@ -727,7 +727,9 @@ TEST_F(FilterTest, ErrorUnknownField) {
   EXPECT_EQ(e.position, 0u);
   EXPECT_EQ(e.message,
             "unknown field \"foo\" at 0: expected asset_id, kind, tenant, version, connectivity, "
-            "applied_records, attributes.<key>, reported.<property> or desired.<property>");
+            "applied_records, attributes.<key>, reported.<property>, desired.<property>, "
+            "anomaly.<property>, quality.score, quality.<property>, health (and for alerts state, "
+            "severity, property, detector)");
   EXPECT_EQ(error("kind = a AND speed > 3").position, 13u);
   EXPECT_EQ(error("Kind = a").position, 0u);
   EXPECT_EQ(error("attribute.fleet = a").position, 0u);
@@ -882,7 +884,7 @@ TEST_F(FilterTest, ErrorEchoIsTruncated) {
   const std::string name(500, 'x');
   auto e = error(name + " = 1");
   EXPECT_EQ(e.position, 0u);
-  EXPECT_LT(e.message.size(), 300u);
+  EXPECT_LT(e.message.size(), 400u);
   EXPECT_NE(e.message.find("...\""), std::string::npos);
 }
 

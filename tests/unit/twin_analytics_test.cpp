@@ -152,3 +152,78 @@ TEST_F(TwinAnalyticsTest, AnOperatorAcknowledgesTheOpenAlertOnce) {
   ASSERT_FALSE(decode_twin(bytes, back).has_value());
   EXPECT_TRUE(back.analysis.at("voltage").alert.acknowledged);
 }
+
+TEST_F(TwinAnalyticsTest, DataQualityFlagsCountsAndScore) {
+  asset_model m;
+  m.kind = "meter";
+  property_model v;
+  v.name = "voltage";
+  v.min = 200;
+  v.max = 250;
+  v.expected_interval_ms = 1'000;
+  m.properties.push_back(v);
+  ASSERT_FALSE(validate(m));
+  for (int i = 0; i < 50; ++i)
+    read(i, 230 + noise(gen) * 0.1, &m);
+  const auto& q = tw.analysis.at("voltage").quality;
+  EXPECT_EQ(q.flags, 0);
+  EXPECT_EQ(q.bad_rate, 0);
+  const int64_t now = t0 + 50'000;
+  EXPECT_EQ(quality_score(tw, tw.reported.at("voltage").ingest_time_ms), 1.0);
+  // Out of range: applied and flagged.
+  read(50, 260, &m);
+  EXPECT_EQ(q.flags & quality_out_of_range, quality_out_of_range);
+  EXPECT_EQ(q.out_of_range_samples, 1u);
+  EXPECT_DOUBLE_EQ(q.bad_rate, 0.05);
+  // Three reports missing between samples 51 and 55.
+  read(51, 230, &m);
+  read(55, 230, &m);
+  EXPECT_EQ(q.flags & quality_gap, quality_gap);
+  EXPECT_EQ(q.missing_reports, 3u);
+  EXPECT_GT(q.missing_rate, 0);
+  const int64_t last = tw.reported.at("voltage").ingest_time_ms;
+  const double score = quality_score(tw, last);
+  EXPECT_LT(score, 1.0);
+  EXPECT_GT(score, 0.8);
+  // Silence lowers the score (and flags a gap) as time passes.
+  EXPECT_EQ(quality_flags(q, last, last + 1'500) & quality_gap, quality_gap);  // last sample's
+  read(56, 230, &m);
+  EXPECT_EQ(quality_flags(q, last + 1'000, last + 1'500) & quality_gap, 0);
+  EXPECT_EQ(quality_flags(q, last + 1'000, last + 5'000) & quality_gap, quality_gap);
+  EXPECT_LT(quality_score(tw, last + 60'000), 0.1);
+  // Duplicates count against the twin's quality.
+  tw.duplicates = tw.applied_records;
+  EXPECT_NEAR(quality_score(tw, last + 1'000), score * 0.5, 0.05);
+  (void)now;
+}
+
+TEST_F(TwinAnalyticsTest, TimeToFailureAndHealth) {
+  asset_model m;
+  m.kind = "meter";
+  property_model v;
+  v.name = "voltage";
+  v.failure = threshold{200, false};  // below 200 V
+  m.properties.push_back(v);
+  ASSERT_FALSE(validate(m));
+  // Down 0.1 V a second from 230: 200 V is 300 s after the start.
+  for (int i = 0; i < 100; ++i)
+    read(i, 230 - 0.1 * i, &m);
+  const auto& q = tw.analysis.at("voltage").quality;
+  ASSERT_GT(q.failure_eta_ms, 0);
+  EXPECT_NEAR(static_cast<double>(q.failure_eta_ms - t0), 300'000, 10'000);
+  EXPECT_FALSE(q.failed);
+  EXPECT_EQ(earliest_failure(tw), q.failure_eta_ms);
+  // Within a day: health 0.5.
+  EXPECT_DOUBLE_EQ(health_score(tw, t0 + 100'000), 0.5);
+  // Past it.
+  read(100, 199, &m);
+  EXPECT_TRUE(q.failed);
+  EXPECT_NEAR(health_score(tw, t0 + 101'000), 0.2, 1e-9);
+  // A steady series heads nowhere.
+  twin other;
+  std::swap(tw, other);
+  for (int i = 0; i < 100; ++i)
+    read(i, 230 + noise(gen) * 0.01, &m);
+  EXPECT_EQ(tw.analysis.at("voltage").quality.failure_eta_ms, 0);
+  EXPECT_EQ(health_score(tw, t0 + 100'000), 1.0);
+}

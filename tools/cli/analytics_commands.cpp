@@ -1,4 +1,4 @@
-// The analytics commands: alerts (list, watch, ack) and asset models.
+// The analytics commands: alerts (list, watch, ack), asset models, forecasts.
 
 #include <fstream>
 #include <sstream>
@@ -77,6 +77,66 @@ int run_alerts_ack(session& s, const alerts_ack_options& options) {
   }
   table rows(alert_header());
   rows.add(alert_row(alert));
+  rows.print(s.out());
+  return exit_ok;
+}
+
+namespace {
+
+/// "1h", "90m", "2d" as milliseconds (units ms, s, m, h, d, w).
+int64_t parse_span(const std::string& text) {
+  if (text.empty() || text[0] == '-' || text[0] == '+')
+    throw usage_error("a duration such as 1h, 90m or 2d is expected, got \"" + text + "\"");
+  return parse_time("+" + text, 0);
+}
+
+std::string span_text(int64_t at, int64_t from) {
+  const double h = static_cast<double>(at - from) / 3'600'000.0;
+  return h < 48 ? fmt::format("in {:.1f} h", h) : fmt::format("in {:.1f} d", h / 24);
+}
+
+}  // namespace
+
+int run_forecast(session& s, const forecast_options& options) {
+  v1::GetForecastRequest request;
+  request.set_name(twin_name(options.asset));
+  request.set_property(options.property);
+  request.set_horizon_ms(parse_span(options.horizon));
+  if (!options.step.empty())
+    request.set_step_ms(parse_span(options.step));
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::Forecast f;
+  if (auto status = s.twins().GetForecast(&context, request, &f); !status.ok())
+    return s.fail(status);
+  if (s.json()) {
+    s.out() << to_json(f) << '\n';
+    return exit_ok;
+  }
+  s.out() << fmt::format("{} {}  {}  from {} = {}  ({} samples, every {:.0f} ms", options.asset,
+                         f.property(), f.method(), format_time(f.origin_ms()), f.origin_value(),
+                         f.samples(), f.mean_interval_ms());
+  if (f.has_mase())
+    s.out() << fmt::format(", MASE {:.2f}", f.mase());
+  s.out() << ")\n";
+  if (f.has_time_to_failure()) {
+    const auto& t = f.time_to_failure();
+    if (t.failed())
+      s.out() << fmt::format("failure ({}): already beyond it\n", t.threshold());
+    else if (t.has_expected_ms())
+      s.out() << fmt::format("failure ({}): {} {} (95 %: {} .. {})\n", t.threshold(),
+                             format_time(t.expected_ms()),
+                             span_text(t.expected_ms(), f.origin_ms()),
+                             t.has_earliest_ms() ? format_time(t.earliest_ms()) : "-",
+                             t.has_latest_ms() ? format_time(t.latest_ms()) : "beyond 366 d");
+    else
+      s.out() << fmt::format("failure ({}): not within 366 days\n", t.threshold());
+  }
+  table rows({"TIME", "FORECAST", "80 %", "95 %"});
+  for (const auto& p : f.points())
+    rows.add({format_time(p.time_ms()), fmt::format("{:.4g}", p.value()),
+              fmt::format("{:.4g} .. {:.4g}", p.lower80(), p.upper80()),
+              fmt::format("{:.4g} .. {:.4g}", p.lower95(), p.upper95())});
   rows.print(s.out());
   return exit_ok;
 }

@@ -194,7 +194,15 @@ struct models_options {
   std::string argument;
 };
 
+struct forecast_options {
+  std::string asset;
+  std::string property;
+  std::string horizon = "1h";
+  std::string step;
+};
+
 int run_models(session& s, const models_options& options);
+int run_forecast(session& s, const forecast_options& options);
 int run_alerts_list(session& s, const alerts_list_options& options);
 int run_alerts_watch(session& s, const alerts_watch_options& options);
 int run_alerts_ack(session& s, const alerts_ack_options& options);

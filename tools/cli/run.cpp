@@ -56,7 +56,18 @@ struct command_line {
   alerts_watch_options alerts_watch;
   alerts_ack_options alerts_ack;
   models_options models;
+  forecast_options forecast;
 };
+
+void add_forecast(CLI::App& app, command_line& cl) {
+  auto* f = app.add_subcommand(
+      "forecast", "Forecast a numeric property, with intervals and its time to failure");
+  f->add_option("asset", cl.forecast.asset, "Asset id")->required();
+  f->add_option("property", cl.forecast.property, "Numeric reported property")->required();
+  f->add_option("--horizon", cl.forecast.horizon, "How far ahead: 30m, 1h, 2d (at most 366d)")
+      ->capture_default_str();
+  f->add_option("--step", cl.forecast.step, "Between points (default: the reporting interval)");
+}
 
 void add_models(CLI::App& app, command_line& cl) {
   auto* models = app.add_subcommand("models", "Asset models: what each kind's properties are");
@@ -245,6 +256,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       return run_agg_history(s, cl.agg_history);
     return run_agg_kinds(s);
   }
+  if (name == "forecast") {
+    return run_forecast(s, cl.forecast);
+  }
   if (name == "models") {
     const auto& subs = command->get_subcommands();
     cl.models.action = subs.empty() ? "list" : subs.front()->get_name();
@@ -312,6 +326,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_aggregates(app, cl);
   add_alerts(app, cl);
   add_models(app, cl);
+  add_forecast(app, cl);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
 
