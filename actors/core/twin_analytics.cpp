@@ -97,7 +97,13 @@ void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
     auto& a = it->second;
     const auto params = analytics_params(pm);
     const int64_t previous_ms = a.state.forecast.samples > 0 ? a.state.forecast.last_time_ms : 0;
+    const double error_before = a.state.forecast.abs_error_sum;
     const auto r = analyze(a.state, params, x, time_ms);
+    if (const auto& f = a.state.forecast; f.samples >= 3 && f.naive_abs_error_sum > 0) {
+      const double naive_mean = f.naive_abs_error_sum / static_cast<double>(f.samples - 1);
+      out.scaled_error += (f.abs_error_sum - error_before) / naive_mean;
+      ++out.scored;
+    }
     // A sample older than the property's last is not folded in.
     if (previous_ms == 0 || time_ms >= previous_ms)
       assess(a.quality, pm, a.state.forecast, params.forecast, r, x, previous_ms, time_ms, out);

@@ -42,6 +42,11 @@ struct analysis_output {
   std::array<uint32_t, 6> anomalies{};
   /// Samples flagged, by quality flag (index: bit of quality_flag).
   std::array<uint32_t, 4> quality{};
+  /// One-step forecast errors of the samples, each scaled by its property's
+  /// mean naive error so far, summed, and the samples scored: their ratio
+  /// is the forecasts' mean absolute scaled error.
+  double scaled_error = 0;
+  uint32_t scored = 0;
 };
 
 /// The names of the quality_flag bits, by bit index: out_of_range, spike,

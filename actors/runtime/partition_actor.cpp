@@ -446,7 +446,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
       std::any_of(u.analysis.anomalies.begin(), u.analysis.anomalies.end(),
                   [](uint32_t n) { return n > 0; }) ||
       std::any_of(u.analysis.quality.begin(), u.analysis.quality.end(),
-                  [](uint32_t n) { return n > 0; }))
+                  [](uint32_t n) { return n > 0; }) ||
+      u.analysis.scored > 0)
     st.cfg.probe->on_analysis(u.analysis);
   if (--item.pending == 0)
     publish(self);

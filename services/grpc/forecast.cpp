@@ -22,9 +22,9 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
   auto it = tw.analysis.find(property);
   if (it == tw.analysis.end()) {
     if (tw.reported.count(property))
-      return {StatusCode::FAILED_PRECONDITION,
-              "property \"" + property + "\" of twin \"" + tw.asset_id +
-                  "\" is not numeric: only numbers are forecast"};
+      return {StatusCode::FAILED_PRECONDITION, "property \"" + property + "\" of twin \"" +
+                                                   tw.asset_id +
+                                                   "\" is not numeric: only numbers are forecast"};
     return {StatusCode::NOT_FOUND,
             "twin \"" + tw.asset_id + "\" has no property \"" + property + "\""};
   }
@@ -93,9 +93,9 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
     return c.reactor();
   }
   if (req->horizon_ms() <= 0 || req->horizon_ms() > max_horizon_ms) {
-    c.finish({StatusCode::INVALID_ARGUMENT, "horizon_ms must be 1 to " +
-                                                std::to_string(max_horizon_ms) + " (366 days), got " +
-                                                std::to_string(req->horizon_ms())});
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "horizon_ms must be 1 to " + std::to_string(max_horizon_ms) + " (366 days), got " +
+                  std::to_string(req->horizon_ms())});
     return c.reactor();
   }
   if (req->step_ms() < 0) {

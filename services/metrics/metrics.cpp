@@ -73,6 +73,19 @@ public:
                                .Help("Anomaly alerts of twin properties raised, updated, "
                                      "cleared and acknowledged, by severity")
                                .Register(r)),
+        scaled_error_(BuildCounter()
+                          .Name("fleettwin_forecast_scaled_error_total")
+                          .Help("One-step forecast errors of numeric samples, each divided by "
+                                "its property's mean naive error; over "
+                                "fleettwin_forecast_scored_samples_total it is the forecasts' "
+                                "mean absolute scaled error (below 1: better than naive)")
+                          .Register(r)
+                          .Add({})),
+        scored_samples_(BuildCounter()
+                            .Name("fleettwin_forecast_scored_samples_total")
+                            .Help("Numeric samples whose one-step forecast was scored")
+                            .Register(r)
+                            .Add({})),
         quality_flags_(BuildCounter()
                            .Name("fleettwin_quality_flags_total")
                            .Help("Numeric samples flagged by data-quality checks against their "
@@ -198,6 +211,10 @@ public:
       alert_transitions_
           .Add({{"event", core::to_string(a.event)}, {"severity", core::to_string(a.severity)}})
           .Increment();
+    if (found.scored > 0) {
+      scaled_error_.Increment(found.scaled_error);
+      scored_samples_.Increment(static_cast<double>(found.scored));
+    }
     for (size_t b = 0; b < found.quality.size(); ++b)
       if (found.quality[b] > 0)
         quality_flags_.Add({{"flag", core::quality_flag_name(b)}})
@@ -276,6 +293,8 @@ private:
   prometheus::Counter& unchanged_;
   prometheus::Family<prometheus::Counter>& anomalies_by_kind_;
   prometheus::Family<prometheus::Counter>& alert_transitions_;
+  prometheus::Counter& scaled_error_;
+  prometheus::Counter& scored_samples_;
   prometheus::Family<prometheus::Counter>& quality_flags_;
   prometheus::Counter& stale_samples_;
   prometheus::Counter& sequence_restarts_;

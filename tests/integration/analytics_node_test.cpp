@@ -590,4 +590,10 @@ TEST_F(AnalyticsNodeTest, QualityForecastAndTimeToFailureOfAVehicle) {
   auto text = scrape(node->metrics_port());
   EXPECT_EQ(metric_value(text, "fleettwin_quality_flags_total{flag=\"out_of_range\"}"), 1) << text;
   EXPECT_GE(metric_value(text, "fleettwin_quality_flags_total{flag=\"gap\"}"), 2) << text;
+  // The node's forecast error (scaled, summed over the samples scored).
+  const double scored = metric_value(text, "fleettwin_forecast_scored_samples_total");
+  EXPECT_GT(scored, 100) << text;
+  const double scaled = metric_value(text, "fleettwin_forecast_scaled_error_total");
+  EXPECT_GT(scaled, 0) << text;
+  EXPECT_LT(scaled / scored, 5.0) << text;
 }
