@@ -12,8 +12,8 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
   openjdk-17-jre-headless maven
 
-.PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover format clean \
-  kafka-jars kafka-start kafka-stop grpcurl
+.PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover evaluate format \
+  clean kafka-jars kafka-start kafka-stop grpcurl
 
 all: build
 
@@ -81,6 +81,13 @@ chaos-soak: build kafka-jars
 
 bench: build
 	tools/bench/run.sh $(BUILD)
+
+# The twins' detectors and forecasters scored on a fixed, labelled simulator corpus
+# (fleettwin-analytics corpus + evaluate; README, "Analytics").
+evaluate: build
+	rm -rf $(BUILD)/evaluation-corpus
+	$(BUILD)/fleettwin-analytics corpus $(BUILD)/evaluation-corpus --seed 7 --assets 30 --hours 8
+	$(BUILD)/fleettwin-analytics evaluate $(BUILD)/evaluation-corpus --models deploy/models.toml
 
 # Ingest on a real Kafka broker (started and stopped by the script): 1 node, then 3 nodes.
 bench-cluster: build kafka-jars

@@ -47,12 +47,17 @@ std::string_view to_string(fault_type t) {
       return "stuck";
     case fault_type::dropout:
       return "dropout";
+    case fault_type::level_shift:
+      return "level_shift";
+    case fault_type::variance:
+      return "variance";
   }
   return "unknown";
 }
 
 std::optional<fault_type> parse_fault_type(std::string_view s) {
-  for (auto t : {fault_type::drift, fault_type::spike, fault_type::stuck, fault_type::dropout}) {
+  for (auto t : {fault_type::drift, fault_type::spike, fault_type::stuck, fault_type::dropout,
+                 fault_type::level_shift, fault_type::variance}) {
     if (to_string(t) == s) {
       return t;
     }
@@ -64,7 +69,10 @@ double default_magnitude(fault_type t) {
   switch (t) {
     case fault_type::drift:
     case fault_type::spike:
+    case fault_type::level_shift:
       return 10.0;
+    case fault_type::variance:
+      return 5.0;
     default:
       return 0.0;
   }

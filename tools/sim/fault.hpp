@@ -11,10 +11,12 @@
 namespace fleettwin::sim {
 
 enum class fault_type : uint8_t {
-  drift,    ///< offset growing linearly from 0 to `magnitude` over the window
-  spike,    ///< one sample (the first at or after the start) multiplied by `magnitude`
-  stuck,    ///< value frozen at its first in-window reading for the whole window
-  dropout,  ///< no records at all for the asset during the window
+  drift,        ///< offset growing linearly from 0 to `magnitude` over the window
+  spike,        ///< one sample (the first at or after the start) multiplied by `magnitude`
+  stuck,        ///< value frozen at its first in-window reading for the whole window
+  dropout,      ///< no records at all for the asset during the window
+  level_shift,  ///< `magnitude` added to every sample in the window, from its first on
+  variance,     ///< zero-mean Gaussian noise of standard deviation `magnitude` added in the window
 };
 
 std::string_view to_string(fault_type t);
@@ -28,7 +30,8 @@ struct fault {
   std::string property;
   int64_t start_ms = 0;
   int64_t duration_ms = 0;
-  /// drift: final offset (metric units); spike: factor; unused otherwise.
+  /// drift: final offset, level_shift: offset, variance: noise deviation
+  /// (metric units); spike: factor; unused otherwise.
   double magnitude = 0;
 
   /// Whether `offset_ms` lies in [start, start + duration).
@@ -52,7 +55,8 @@ struct fault {
   bool operator==(const fault&) const = default;
 };
 
-/// Default magnitude when the spec omits it: drift +10 units, spike x10.
+/// Default magnitude when the spec omits it: drift and level_shift +10
+/// units, spike x10, variance 5 units.
 double default_magnitude(fault_type t);
 
 /// Parses `TYPE:ASSET:PROPERTY:START_S:DURATION_S[:MAGNITUDE]`; on failure

@@ -228,7 +228,7 @@ generator::generator(config cfg) : cfg_(std::move(cfg)) {
         invalid(fmt::format("fault {}: a {} has no property '{}' (one of: {})", to_string(f),
                             to_string(kind), f.property, fmt::join(names, ", ")));
       }
-      if ((f.type == fault_type::drift || f.type == fault_type::spike) && f.property == "running") {
+      if (f.type != fault_type::stuck && f.type != fault_type::dropout && f.property == "running") {
         invalid(
             fmt::format("fault {}: {} needs a numeric property", to_string(f), to_string(f.type)));
       }
@@ -236,6 +236,7 @@ generator::generator(config cfg) : cfg_(std::move(cfg)) {
     assets_[*idx].faulted = true;
     fault_state st;
     st.asset = *idx;
+    st.noise = cfg_.seed ^ (0x9e3779b97f4a7c15ULL * (fault_states_.size() + 1));
     fault_states_.push_back(st);
   }
   id_buf_.reserve(32);
@@ -522,6 +523,26 @@ void generator::apply_faults(uint32_t i, int64_t offset_ms) {
           }
         }
         st.captured = true;
+        break;
+      case fault_type::level_shift:
+      case fault_type::variance:
+        if (!spec.in_window(offset_ms)) {
+          break;
+        }
+        for (size_t m = 0; m < sample_.metric_size; ++m) {
+          auto& mv = sample_.metrics[m];
+          if (!spec.applies_to(mv.name)) {
+            continue;
+          }
+          const double delta = spec.type == fault_type::level_shift
+                                   ? spec.magnitude
+                                   : spec.magnitude * normal(st.noise);
+          if (auto* d = std::get_if<double>(&mv.value)) {
+            *d += delta;
+          } else if (auto* n = std::get_if<int64_t>(&mv.value)) {
+            *n = std::llround(static_cast<double>(*n) + delta);
+          }
+        }
         break;
       case fault_type::dropout:
         break;

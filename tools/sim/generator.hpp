@@ -235,6 +235,7 @@ private:
     uint32_t asset = 0;
     bool fired = false;     // spike
     bool captured = false;  // stuck
+    uint64_t noise = 0;     // variance: its own random stream
     std::array<metric_value, sample::max_metrics> frozen{};
   };
 

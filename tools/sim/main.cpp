@@ -248,7 +248,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"protobuf", "json", "mixed"}));
   app.add_option("--fault", o.faults,
                  "TYPE:ASSET:PROPERTY:START_S:DURATION_S[:MAGNITUDE], TYPE in drift, spike, "
-                 "stuck, dropout (repeatable)")
+                 "stuck, dropout, level_shift, variance (repeatable)")
       ->take_all();
   app.add_option("--malformed", o.malformed,
                  "Malformed records spread evenly through the run (needs --count or --duration "
