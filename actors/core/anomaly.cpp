@@ -143,7 +143,20 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     const double n = s.base_samples;
     const double deseasoned = value - season;
     const double predicted = s.base_level + s.base_trend;
-    const double zb = std::clamp((deseasoned - predicted) / sigma, -clip_z, clip_z);
+    // The baseline's own scale: a series that wanders strays further from
+    // it than its one-step errors, and that is not a shift.
+    if (s.base_samples > 0 && s.base_spread == 0)
+      s.base_spread = s.spread;
+    const double base_sigma = std::max(sigma, mad_to_sigma * s.base_spread);
+    const double zb_raw = std::clamp((deseasoned - predicted) / base_sigma, -clip_z, clip_z);
+    // Successive deviations of a wandering series go the same way: their sum
+    // grows like that of far fewer independent ones. Scaled by the variance
+    // inflation of the lag-1 autocorrelation, a run of them counts as much as
+    // independent evidence would.
+    // (Below 0.1 it is the estimate's own noise on independent samples.)
+    const double rho =
+        s.base_square > 0 ? std::clamp(s.base_lag_product / s.base_square - 0.1, 0.0, 0.95) : 0.0;
+    const double zb = zb_raw / std::sqrt((1 + rho) / (1 - rho));
     if (scored && s.base_samples > 0 && n > 1 / base_alpha) {
       const bool was_zero = s.cusum_up == 0 && s.cusum_down == 0;
       s.cusum_up = std::max(0.0, s.cusum_up + zb - cusum_slack);
@@ -160,7 +173,7 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
         // A jump: reached quickly, or by samples far off the baseline
         // (the CUSUM may have wandered above zero before it).
         if (s.shift == anomaly_kind::none)
-          s.shift = s.cusum_steps <= level_shift_steps || std::abs(zb) >= jump_z
+          s.shift = s.cusum_steps <= level_shift_steps || std::abs(zb_raw) >= jump_z
                         ? anomaly_kind::level_shift
                         : anomaly_kind::drift;
         if (++s.shifted_for >= p.adapt_after && p.adapt_after > 0) {
@@ -176,6 +189,14 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
       }
       out.shift = squash(std::max(s.cusum_up, s.cusum_down) / limit);
     }
+    if (s.base_samples > 1 && s.shift == anomaly_kind::none) {
+      const double w = std::max(base_alpha, 1 / n);
+      s.base_spread +=
+          w * (std::min(std::abs(deseasoned - predicted), clip_z * base_sigma) - s.base_spread);
+      s.base_lag_product += w * (zb_raw * s.base_last_z - s.base_lag_product);
+      s.base_square += w * (zb_raw * zb_raw - s.base_square);
+    }
+    s.base_last_z = zb_raw;
     if (s.base_samples > 1) {
       const double clipped =
           predicted + std::clamp(deseasoned - predicted, -clip_z * sigma, clip_z * sigma);
@@ -206,9 +227,10 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
 }
 
 void encode_detector(const detector_state& s, std::string& out) {
-  out.push_back(1);  // format
-  for (double d : {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up,
-                   s.cusum_down, s.run_value})
+  out.push_back(2);  // format (1: without base_spread)
+  for (double d :
+       {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up, s.cusum_down,
+        s.run_value, s.base_spread, s.base_last_z, s.base_lag_product, s.base_square})
     wire::put_double(out, d);
   wire::put_signed(out, s.run_since_ms);
   wire::put_signed(out, s.last_time_ms);
@@ -223,12 +245,16 @@ void encode_detector(const detector_state& s, std::string& out) {
 
 bool decode_detector(std::string_view& in, detector_state& s) {
   wire::reader r{in};
-  if (r.byte() != 1)
+  const auto format = r.byte();
+  if (format != 1 && format != 2)
     return false;
   detector_state d;
   for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend, &d.cusum_up,
                     &d.cusum_down, &d.run_value})
     *f = r.real();
+  if (format == 2)
+    for (double* f : {&d.base_spread, &d.base_last_z, &d.base_lag_product, &d.base_square})
+      *f = r.real();
   d.run_since_ms = r.signed_varint();
   d.last_time_ms = r.signed_varint();
   d.run_length = static_cast<uint32_t>(std::min<uint64_t>(r.varint(), UINT32_MAX));

@@ -57,6 +57,17 @@ struct detector_state {
   /// The slow baseline (seasons removed).
   double base_level = 0;
   double base_trend = 0;
+  /// Robust spread of the samples around the baseline: how far a series
+  /// that wanders (a random walk, a slow mean-reverting process) normally
+  /// strays from it, which the one-step errors do not show.
+  double base_spread = 0;
+  /// The deviations from the baseline are autocorrelated in a series that
+  /// wanders: the last standardized deviation, and running means of the
+  /// products of successive ones and of their squares (their ratio is the
+  /// lag-1 autocorrelation).
+  double base_last_z = 0;
+  double base_lag_product = 0;
+  double base_square = 0;
   double cusum_up = 0;
   double cusum_down = 0;
   /// The current run of identical values.

@@ -9,6 +9,8 @@
 
 #include "actors/core/property_analytics.hpp"
 
+#include <string>
+
 using namespace fleettwin::core;
 
 namespace {
@@ -309,4 +311,48 @@ TEST(AnomalyTest, OlderAndNonFiniteSamplesAreNotFoldedIn) {
   EXPECT_EQ(analyze(a, p, 100, t0).score, 0);
   EXPECT_EQ(analyze(a, p, std::nan(""), t0 + 20 * second).score, 0);
   EXPECT_EQ(a, before);
+}
+
+TEST(AnomalyTest, AWanderingSeriesIsNotAShiftButAJumpInItIs) {
+  // A slow mean-reverting process (AR(1), 0.95 per sample): it strays far
+  // from any slow baseline for long stretches, which is its normal.
+  std::mt19937 gen{11};
+  std::normal_distribution<double> d{0, 1};
+  std::vector<double> xs(6000);
+  double x = 0;
+  for (auto& v : xs) {
+    x = 0.95 * x + d(gen);
+    v = 100 + x;
+  }
+  auto rs = run(xs);
+  size_t shifted = 0;
+  for (size_t i = 0; i < 5000; ++i)
+    shifted += rs[i].shift >= 0.5;
+  EXPECT_LT(shifted, 50u) << "samples scored a shift or drift out of 5000";
+  // A jump of 12 spreads of its steps in it is still found at once.
+  for (size_t i = 5000; i < xs.size(); ++i)
+    xs[i] += 12;
+  rs = run(xs);
+  const int at = first_alarm(rs, 5000);
+  ASSERT_GE(at, 5000);
+  EXPECT_LE(at, 5002);
+}
+
+TEST(AnomalyTest, StateOfTheFirstFormatIsStillRead) {
+  detector_state s;
+  s.spread = 1.5;
+  s.samples = 42;
+  s.varied = true;
+  std::string bytes;
+  encode_detector(s, bytes);
+  ASSERT_EQ(bytes[0], 2);
+  // Format 1 is format 2 without the four doubles of the baseline's scale.
+  std::string v1 = bytes;
+  v1[0] = 1;
+  v1.erase(1 + 8 * 8, 4 * 8);
+  std::string_view in = v1;
+  detector_state back;
+  ASSERT_TRUE(decode_detector(in, back));
+  EXPECT_TRUE(in.empty());
+  EXPECT_EQ(back, s);
 }

@@ -41,7 +41,7 @@ TEST(AnalyticsToolTest, ReadsCsvWithHeaderAndLabelsAndSaysWhatIsWrong) {
   series s;
   std::string error;
   ASSERT_TRUE(read_series(good.string(), s, error)) << error;
-  ASSERT_EQ(s.rows.size(), 2u);  // the empty value is a missing reading
+  ASSERT_EQ(s.rows.size(), 2u);     // the empty value is a missing reading
   EXPECT_EQ(s.rows[0].value, 230);  // sorted by time
   EXPECT_EQ(s.rows[0].label, 1);
   EXPECT_EQ(s.rows[0].label_type, "drift");
@@ -64,8 +64,8 @@ TEST(AnalyticsToolTest, RunScoresAsTheTwinsDoAndEvaluationCountsEvents) {
   shifted.property = clean.property = "x";
   for (int i = 0; i < 1000; ++i) {
     const bool in = i >= 500 && i < 600;
-    shifted.rows.push_back({i * 1000LL, 100 + noise(gen) + (in ? 6 : 0), in ? 1 : 0,
-                            in ? "level_shift" : ""});
+    shifted.rows.push_back(
+        {i * 1000LL, 100 + noise(gen) + (in ? 6 : 0), in ? 1 : 0, in ? "level_shift" : ""});
     clean.rows.push_back({i * 1000LL, 100 + noise(gen), 0, ""});
   }
   const auto r = run(shifted, nullptr, 0);

@@ -44,7 +44,7 @@ recording record(const sim::config& cfg, uint64_t count) {
       else
         continue;  // booleans are states, not series
       out.series[{asset, std::string{mv.name}}].emplace_back(s.source_time_ms - cfg.start_time_ms,
-                                                              v);
+                                                             v);
     }
   }
   return out;
@@ -73,8 +73,8 @@ bool write_corpus(const corpus_options& o, std::string& summary, std::string& er
   const auto count = static_cast<uint64_t>(o.hours * 3600 * cfg.rate);
   // A clean run first: each series' noise sets its faults' magnitudes.
   const auto clean = record(cfg, count);
-  static constexpr fault_type types[] = {fault_type::drift,   fault_type::spike,
-                                         fault_type::stuck,   fault_type::dropout,
+  static constexpr fault_type types[] = {fault_type::drift,       fault_type::spike,
+                                         fault_type::stuck,       fault_type::dropout,
                                          fault_type::level_shift, fault_type::variance};
   std::vector<std::string> assets;
   for (const auto& [asset, kind] : clean.kinds)

@@ -9,8 +9,7 @@ namespace fleettwin::analytics {
 namespace {
 
 bool flagged(const scored_row& r) {
-  return r.score >= 0.5 ||
-         (r.quality & (core::quality_out_of_range | core::quality_gap)) != 0;
+  return r.score >= 0.5 || (r.quality & (core::quality_out_of_range | core::quality_gap)) != 0;
 }
 
 double ratio(double a, double b) {
@@ -116,19 +115,20 @@ void print_table(std::ostream& out, const evaluation& e) {
   const double r = ratio(static_cast<double>(detected), static_cast<double>(events));
   out << fmt::format("{:<14}{:>8}{:>10}{:>9.2f}{:>14.1f}\n\n", "all", events, detected, r,
                      median(delays));
-  out << fmt::format("events: precision {:.3f} ({} of {} alarms hit an event), recall {:.3f}, "
-                     "F1 {:.3f}; median detection delay {:.1f} rows\n",
-                     p, e.true_alarms, e.alarms, r, f1(p, r), median(delays));
+  out << fmt::format(
+      "events: precision {:.3f} ({} of {} alarms hit an event), recall {:.3f}, "
+      "F1 {:.3f}; median detection delay {:.1f} rows\n",
+      p, e.true_alarms, e.alarms, r, f1(p, r), median(delays));
   const double sp = ratio(static_cast<double>(e.tp), static_cast<double>(e.tp + e.fp));
   const double sr = ratio(static_cast<double>(e.tp), static_cast<double>(e.tp + e.fn));
   out << fmt::format("samples: precision {:.3f}, recall {:.3f}, F1 {:.3f} ({} labelled of {})\n",
                      sp, sr, f1(sp, sr), e.labelled_rows, e.rows);
-  out << fmt::format("series without anomalies: {} alarms in {} rows ({:.2f} per 10,000)\n",
-                     e.clean_alarms, e.clean_rows,
-                     ratio(1e4 * static_cast<double>(e.clean_alarms),
-                           static_cast<double>(e.clean_rows)));
-  out << fmt::format("forecasts: median MASE {:.3f} against naive ({} series)", median(e.mase_naive),
-                     e.mase_naive.size());
+  out << fmt::format(
+      "series without anomalies: {} alarms in {} rows ({:.2f} per 10,000)\n", e.clean_alarms,
+      e.clean_rows,
+      ratio(1e4 * static_cast<double>(e.clean_alarms), static_cast<double>(e.clean_rows)));
+  out << fmt::format("forecasts: median MASE {:.3f} against naive ({} series)",
+                     median(e.mase_naive), e.mase_naive.size());
   if (!e.mase_seasonal.empty())
     out << fmt::format(", {:.3f} against seasonal naive ({} series)", median(e.mase_seasonal),
                        e.mase_seasonal.size());
@@ -155,8 +155,8 @@ void print_json(std::ostream& out, const evaluation& e) {
       "\"event_precision\":{},\"event_recall\":{},\"event_f1\":{},\"median_delay\":{},"
       "\"sample_precision\":{},\"sample_recall\":{},\"sample_f1\":{},\"clean_rows\":{},"
       "\"clean_alarms\":{},\"mase_naive\":{},\"mase_seasonal\":{},\"by_type\":{{{}}}}}\n",
-      e.series_count, e.rows, events, detected, e.alarms, e.true_alarms, p, r, f1(p, r), median(delays),
-      sp, sr, f1(sp, sr), e.clean_rows, e.clean_alarms, median(e.mase_naive),
+      e.series_count, e.rows, events, detected, e.alarms, e.true_alarms, p, r, f1(p, r),
+      median(delays), sp, sr, f1(sp, sr), e.clean_rows, e.clean_alarms, median(e.mase_naive),
       median(e.mase_seasonal), types);
 }
 

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "actors/core/asset_model.hpp"
 #include "services/node/model_config.hpp"
@@ -118,8 +118,8 @@ int replay(const common& c, const std::string& output) {
                          o.has_forecast ? fmt::format("{:.6g}", o.lower95) : "",
                          o.has_forecast ? fmt::format("{:.6g}", o.upper95) : "",
                          o.alert != core::alert_event::none ? core::to_string(o.alert)
-                         : o.alert_active                    ? "active"
-                                                             : "",
+                         : o.alert_active                   ? "active"
+                                                            : "",
                          flags);
     }
     ++files;
@@ -163,7 +163,8 @@ int main(int argc, char** argv) {
     sub->add_option("--period", c.period,
                     "Seasonal period for the seasonal-naive comparison (default: the model's)");
   };
-  auto* rep = app.add_subcommand("replay", "Score every row; write timestamp,value,anomaly_score,...");
+  auto* rep =
+      app.add_subcommand("replay", "Score every row; write timestamp,value,anomaly_score,...");
   rep->add_option("input", c.input, "A CSV (timestamp,value[,label]) or a directory of them")
       ->required();
   rep->add_option("output", output, "A CSV, or a directory mirroring the input's tree")->required();

@@ -45,7 +45,8 @@ std::optional<int64_t> parse_timestamp(std::string_view text) {
   text = trim(text);
   if (text.empty())
     return std::nullopt;
-  if (std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || c == '-'; }) &&
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return (c >= '0' && c <= '9') || c == '-'; }) &&
       text.find('-', 1) == std::string_view::npos) {
     int64_t v = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -55,9 +56,8 @@ std::optional<int64_t> parse_timestamp(std::string_view text) {
   }
   // YYYY-MM-DD[( |T)hh:mm[:ss[.fff]]][Z|(+|-)hh[:]mm]
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  if (!digits(text, 4, y) || text.size() < 10 || text[4] != '-' ||
-      !digits(text.substr(5), 2, mo) || text[7] != '-' || !digits(text.substr(8), 2, d) ||
-      mo < 1 || mo > 12 || d < 1 || d > 31)
+  if (!digits(text, 4, y) || text.size() < 10 || text[4] != '-' || !digits(text.substr(5), 2, mo) ||
+      text[7] != '-' || !digits(text.substr(8), 2, d) || mo < 1 || mo > 12 || d < 1 || d > 31)
     return std::nullopt;
   text.remove_prefix(10);
   int64_t ms = 0;
@@ -122,7 +122,8 @@ bool read_series(const std::string& path, series& out, std::string& error) {
     std::vector<std::string_view> cells;
     for (size_t start = 0;;) {
       auto comma = l.find(',', start);
-      cells.push_back(trim(l.substr(start, comma == std::string_view::npos ? l.npos : comma - start)));
+      cells.push_back(
+          trim(l.substr(start, comma == std::string_view::npos ? l.npos : comma - start)));
       if (comma == std::string_view::npos)
         break;
       start = comma + 1;

@@ -14,6 +14,7 @@
 #include "actors/core/filter.hpp"
 #include "actors/core/property_analytics.hpp"
 #include "actors/core/twin.hpp"
+#include "actors/core/twin_analytics.hpp"
 
 using namespace fleettwin::core;
 
@@ -212,6 +213,42 @@ void BM_PropertyAnalytics(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_PropertyAnalytics)->Arg(0)->Arg(1);
+
+/// What a twin runs per numeric sample: forecaster, detectors, data quality
+/// against its model (range, rate, expected interval, failure threshold)
+/// and the alert (core::analyze_applied, one property per record).
+void BM_TwinAnalytics(benchmark::State& state) {
+  const auto xs = analytics_series(4096);
+  asset_model m;
+  m.kind = "meter";
+  property_model pm;
+  pm.name = "x";
+  pm.min = -1e9;
+  pm.max = 1e9;
+  pm.expected_interval_ms = 60'000;
+  pm.max_rate_per_s = 1e6;
+  pm.failure = threshold{1e9, true};
+  if (state.range(0))
+    pm.period_ms = 86'400'000;
+  m.properties.push_back(pm);
+  twin tw;
+  telemetry t;
+  t.metrics.emplace_back("x", 0.0);
+  apply_result applied;
+  applied.applied_metrics = {0};
+  analysis_output out;
+  size_t i = 0;
+  for (auto _ : state) {
+    t.metrics[0].second = xs[i % xs.size()];
+    t.source_time_ms = analytics_t0 + static_cast<int64_t>(i) * 60'000;
+    out.alerts.clear();
+    analyze_applied(tw, t, applied, &m, t.source_time_ms, out);
+    benchmark::DoNotOptimize(out);
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TwinAnalytics)->Arg(0)->Arg(1);
 
 }  // namespace
 
