@@ -717,10 +717,10 @@ void start_relations(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
-/// An operator acknowledges an alert: answered after its commit with the
-/// twin, at once when the alert is unknown or not open.
-void start_acknowledge(self_ptr self, desired_work work) {
-  auto& st = self->state;
+/// The actor of the twin a desired update or acknowledgement is for; when
+/// there is no such twin (or it cannot be loaded) the call is answered and
+/// the item finished.
+std::optional<asset_actor> existing_twin(self_ptr self, desired_work& work) {
   std::string error;
   auto handle = resident(self, work.asset_id, false, error);
   if (!handle) {
@@ -729,8 +729,17 @@ void start_acknowledge(self_ptr self, desired_work work) {
     else
       work.done(twin_reply{query_error::internal, error, {}});
     finish_item(self);
-    return;
   }
+  return handle;
+}
+
+/// An operator acknowledges an alert: answered after its commit with the
+/// twin, at once when the alert is unknown or not open.
+void start_acknowledge(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  auto handle = existing_twin(self, work);
+  if (!handle)
+    return;
   auto id = st.current->id;
   auto [property, number] = *work.acknowledge;
   st.current->desired = std::move(work);
@@ -776,16 +785,9 @@ void start_desired(self_ptr self, desired_work work) {
     start_acknowledge(self, std::move(work));
     return;
   }
-  std::string error;
-  auto handle = resident(self, work.asset_id, false, error);
-  if (!handle) {
-    if (error.empty())
-      work.done(twin_reply{query_error::not_found, "twin \"" + work.asset_id + "\" not found", {}});
-    else
-      work.done(twin_reply{query_error::internal, error, {}});
-    finish_item(self);
+  auto handle = existing_twin(self, work);
+  if (!handle)
     return;
-  }
   auto id = st.current->id;
   auto update = work.update;
   st.current->desired = std::move(work);

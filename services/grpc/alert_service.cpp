@@ -34,15 +34,8 @@ Status merge_alert_pages(std::vector<fleettwin::v1::ListAlertsResponse>& parts,
                          const std::string& filter, size_t page_size,
                          fleettwin::v1::ListAlertsResponse& out) {
   std::optional<std::string> cut;
-  for (const auto& p : parts) {
-    if (p.next_page_token().empty())
-      continue;
-    auto last = decode_page_token(p.next_page_token(), filter);
-    if (!last)
-      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
-    if (!cut || *last < *cut)
-      cut = std::move(*last);
-  }
+  if (!listing_cut(parts, filter, cut))
+    return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
   std::vector<fleettwin::v1::Alert*> all;
   for (auto& p : parts)
     for (auto& a : *p.mutable_alerts())

@@ -46,7 +46,8 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
     out.set_mase(*m);
   // At most max_points points: a coarser step for a long horizon.
   int64_t step = step_ms > 0 ? step_ms : static_cast<int64_t>(std::llround(f.interval_ms));
-  step = std::max<int64_t>({step, 1, (horizon_ms + max_points - 1) / max_points});
+  const auto points = static_cast<int64_t>(max_points);
+  step = std::max<int64_t>({step, 1, (horizon_ms + points - 1) / points});
   for (const auto& p : core::forecast(f, params.forecast, horizon_ms, step, max_points)) {
     auto* o = out.add_points();
     o->set_time_ms(p.time_ms);

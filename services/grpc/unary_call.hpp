@@ -452,19 +452,30 @@ void gather_listing(twin_backend& backend, query_pool& pool, const call& c, cons
 /// id: beyond it, items of other parts cannot be returned yet, since that
 /// part may have smaller ones. `items(response)` is the mutable repeated
 /// field, `id(item)` its sort key.
-template <class Response, class Items, class Id>
-Status merge_listing_pages(std::vector<Response>& parts, const std::string& filter,
-                           size_t page_size, Response& out, Items items, Id id) {
-  std::optional<std::string> cut;
+/// Where the merge of several nodes' pages must stop: the smallest id a
+/// part stopped at (nullopt: every part is complete); false when a part's
+/// token is not for `filter`.
+template <class Response>
+bool listing_cut(const std::vector<Response>& parts, const std::string& filter,
+                 std::optional<std::string>& cut) {
   for (const auto& p : parts) {
     if (p.next_page_token().empty())
       continue;
     auto last = decode_page_token(p.next_page_token(), filter);
     if (!last)
-      return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
+      return false;
     if (!cut || *last < *cut)
       cut = std::move(*last);
   }
+  return true;
+}
+
+template <class Response, class Items, class Id>
+Status merge_listing_pages(std::vector<Response>& parts, const std::string& filter,
+                           size_t page_size, Response& out, Items items, Id id) {
+  std::optional<std::string> cut;
+  if (!listing_cut(parts, filter, cut))
+    return {StatusCode::INTERNAL, "a node returned a page token for another filter"};
   using item_type = std::remove_pointer_t<decltype(items(&out)->Mutable(0))>;
   std::vector<item_type*> all;
   for (auto& p : parts)

@@ -197,17 +197,7 @@ bool node::init(std::string& error) {
     aggregate_hub_ = std::make_unique<grpc_api::aggregate_watch_hub>(
         [this] { return aggregate_feed_ && aggregate_feed_->ready(); },
         [m = metrics_.get()](size_t n) { m->grpc().on_aggregate_watchers(n); });
-    kafka::topic_feed_options fo;
-    fo.bootstrap = bootstrap_;
-    fo.topic = topics_.aggregates;
-    fo.client_id = cfg_.node_id + "-aggregate-feed";
-    fo.settings = extra;
-    aggregate_feed_ = kafka::topic_feed::start(
-        fo,
-        [hub = aggregate_hub_.get()](std::string_view k, std::string_view v) {
-          hub->on_record(k, v);
-        },
-        error);
+    aggregate_feed_ = start_feed(topics_.aggregates, "-aggregate-feed", *aggregate_hub_, error);
     if (!aggregate_feed_)
       return false;
   }

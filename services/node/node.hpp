@@ -116,6 +116,18 @@ private:
   bool load_models(runtime::asset_config& acfg, std::string& error);
   /// Follows the alerts topic for WatchAlerts.
   bool start_alert_feed(std::string& error);
+  /// Follows `topic` (every node's committed records) into a watch hub.
+  template <class Hub>
+  std::unique_ptr<kafka::topic_feed> start_feed(const std::string& topic, const char* client_suffix,
+                                                Hub& hub, std::string& error) {
+    kafka::topic_feed_options fo;
+    fo.bootstrap = bootstrap_;
+    fo.topic = topic;
+    fo.client_id = cfg_.node_id + client_suffix;
+    fo.settings = kafka_settings_;
+    return kafka::topic_feed::start(
+        fo, [&hub](std::string_view k, std::string_view v) { hub.on_record(k, v); }, error);
+  }
 
   /// Another live process uses this node's id (its producer fenced ours).
   bool another_instance(const std::string& why);

@@ -519,7 +519,9 @@ TEST_F(AnalyticsNodeTest, QualityForecastAndTimeToFailureOfAVehicle) {
   EXPECT_FALSE(healthy.analysis().at("battery").has_failure_expected_ms());
 
   // Listings read the store, which a commit reaches just after GetTwin.
-  EXPECT_TRUE(eventually([&] { return list_twins("quality.score = 1").size() == 1; }));
+  EXPECT_TRUE(eventually([&] {
+    return list_twins("quality.score = 1").size() == 1 && list_twins("health < 0.6").size() == 1;
+  }));
   EXPECT_EQ(list_twins("quality.score = 1"), std::vector<std::string>{"veh-2"});
   EXPECT_EQ(list_twins("health < 0.6"), std::vector<std::string>{"veh-1"});
   EXPECT_EQ(list_twins("quality.score < 1"), std::vector<std::string>{"veh-1"});

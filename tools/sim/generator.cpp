@@ -21,6 +21,15 @@ void ou(double& x, double mean, double theta, double sigma, double dt, double sq
   x += std::min(1.0, theta * dt) * (mean - x) + sigma * sqrt_dt * normal(rng);
 }
 
+/// Adds `delta` to a numeric reading (an integer one stays an integer).
+void add(metric_value& v, double delta) {
+  if (auto* d = std::get_if<double>(&v)) {
+    *d += delta;
+  } else if (auto* n = std::get_if<int64_t>(&v)) {
+    *n = std::llround(static_cast<double>(*n) + delta);
+  }
+}
+
 double round_to(double x, double scale) {
   return std::round(x * scale) / scale;
 }
@@ -483,12 +492,7 @@ void generator::apply_faults(uint32_t i, int64_t offset_ms) {
           if (!spec.applies_to(mv.name)) {
             continue;
           }
-          double delta = spec.drift_offset(offset_ms);
-          if (auto* d = std::get_if<double>(&mv.value)) {
-            *d += delta;
-          } else if (auto* n = std::get_if<int64_t>(&mv.value)) {
-            *n = std::llround(static_cast<double>(*n) + delta);
-          }
+          add(mv.value, spec.drift_offset(offset_ms));
         }
         break;
       case fault_type::spike:
@@ -534,14 +538,8 @@ void generator::apply_faults(uint32_t i, int64_t offset_ms) {
           if (!spec.applies_to(mv.name)) {
             continue;
           }
-          const double delta = spec.type == fault_type::level_shift
-                                   ? spec.magnitude
-                                   : spec.magnitude * normal(st.noise);
-          if (auto* d = std::get_if<double>(&mv.value)) {
-            *d += delta;
-          } else if (auto* n = std::get_if<int64_t>(&mv.value)) {
-            *n = std::llround(static_cast<double>(*n) + delta);
-          }
+          add(mv.value, spec.type == fault_type::level_shift ? spec.magnitude
+                                                             : spec.magnitude * normal(st.noise));
         }
         break;
       case fault_type::dropout:
