@@ -112,6 +112,11 @@ std::optional<std::string> validate(asset_model& m) {
                            : p.critical->value > p.warning->value))
       return where + "the critical threshold (" + to_string(*p.critical) +
              ") must lie beyond the warning one (" + to_string(*p.warning) + ")";
+    if (p.alert_after_samples < 1 || p.alert_after_samples > 1000 || p.clear_after_samples < 1 ||
+        p.clear_after_samples > 1000)
+      return where + "alert_after_samples and clear_after_samples must be 1 to 1000";
+    if (p.alert_after_ms < 0 || p.clear_after_ms < 0)
+      return where + "durations cannot be negative";
     if (p.period_ms > 0 && p.expected_interval_ms > 0 && p.period_ms < 2 * p.expected_interval_ms)
       return where + "a period must span at least two expected intervals";
   }
@@ -131,6 +136,17 @@ property_analytics_params analytics_params(const property_model* p) {
     out.detector.stuck_after_ms = p->stuck_after_ms;
     out.detector.stuck_samples = 0;
   }
+  return out;
+}
+
+alert_policy alert_policy_of(const property_model* p) {
+  alert_policy out;
+  if (!p)
+    return out;
+  out.raise_after_samples = p->alert_after_samples;
+  out.raise_after_ms = p->alert_after_ms;
+  out.clear_after_samples = p->clear_after_samples;
+  out.clear_after_ms = p->clear_after_ms;
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/core/alert.hpp"
 #include "actors/core/property_analytics.hpp"
 
 namespace fleettwin::core {
@@ -63,6 +64,13 @@ struct property_model {
   bool sensitive = false;
   /// Anomaly detection: above 1 flags smaller deviations.
   double sensitivity = 1;
+  /// The property's anomaly alert: raised after this many anomalous samples
+  /// spanning at least alert_after_ms, cleared after this many normal ones
+  /// spanning at least clear_after_ms (defaults: 2 and 3 samples).
+  uint32_t alert_after_samples = 2;
+  int64_t alert_after_ms = 0;
+  uint32_t clear_after_samples = 3;
+  int64_t clear_after_ms = 0;
 
   bool operator==(const property_model&) const = default;
 };
@@ -89,6 +97,10 @@ std::optional<std::string> validate(asset_model& m);
 
 /// The analytics settings a property's model implies (defaults without one).
 property_analytics_params analytics_params(const property_model* p);
+
+/// When the property's anomaly alert is raised and cleared (defaults without
+/// a model).
+alert_policy alert_policy_of(const property_model* p);
 
 /// Parses durations such as "500ms", "10s", "5m", "24h", "7d" (a bare
 /// number is milliseconds).

@@ -82,7 +82,6 @@ void assess(quality_state& q, const property_model* pm, const forecaster_state& 
 
 void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
                      const asset_model* model, int64_t now_ms, analysis_output& out) {
-  static const alert_policy policy{};
   const int64_t time_ms = t.source_time_ms > 0 ? t.source_time_ms : now_ms;
   for (auto i : applied.applied_metrics) {
     const auto& [name, v] = t.metrics[i];
@@ -120,7 +119,8 @@ void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
     // detector alarms again.
     const auto kind =
         r.kind != anomaly_kind::none ? r.kind : static_cast<anomaly_kind>(a.alert.kind);
-    const auto e = observe(a.alert, policy, r.score, severity, static_cast<uint8_t>(kind), time_ms);
+    const auto e = observe(a.alert, alert_policy_of(pm), r.score, severity,
+                           static_cast<uint8_t>(kind), time_ms);
     if (e != alert_event::none)
       out.alerts.push_back(alert_change{name, e, a.alert.severity,
                                         static_cast<anomaly_kind>(a.alert.kind), r.score,

@@ -38,6 +38,10 @@ void model_to_proto(const core::asset_model& m, fleettwin::v1::AssetModel& out) 
     o->set_period_ms(p.period_ms);
     o->set_sensitive(p.sensitive);
     o->set_sensitivity(p.sensitivity);
+    o->set_alert_after_samples(p.alert_after_samples);
+    o->set_alert_after_ms(p.alert_after_ms);
+    o->set_clear_after_samples(p.clear_after_samples);
+    o->set_clear_after_ms(p.clear_after_ms);
   }
 }
 
@@ -84,6 +88,10 @@ std::optional<core::asset_model> model_from_proto(const fleettwin::v1::AssetMode
     pm.period_ms = q.period_ms();
     pm.sensitive = q.sensitive();
     pm.sensitivity = q.sensitivity() == 0 ? 1 : q.sensitivity();
+    pm.alert_after_samples = q.alert_after_samples() == 0 ? 2 : q.alert_after_samples();
+    pm.alert_after_ms = q.alert_after_ms();
+    pm.clear_after_samples = q.clear_after_samples() == 0 ? 3 : q.clear_after_samples();
+    pm.clear_after_ms = q.clear_after_ms();
     m.properties.push_back(std::move(pm));
   }
   return m;

@@ -17,9 +17,22 @@ std::string where(const std::string& origin, const toml::node& n) {
 /// Reads one property table into `p`; false with `error` set.
 bool read_property(const toml::table& t, const std::string& origin, core::property_model& p,
                    std::string& error) {
-  static const std::set<std::string_view> known{
-      "type",     "unit",    "range",  "expected_interval", "max_rate",   "stuck_after", "warning",
-      "critical", "failure", "period", "sensitive",         "sensitivity"};
+  static const std::set<std::string_view> known{"type",
+                                                "unit",
+                                                "range",
+                                                "expected_interval",
+                                                "max_rate",
+                                                "stuck_after",
+                                                "warning",
+                                                "critical",
+                                                "failure",
+                                                "period",
+                                                "sensitive",
+                                                "sensitivity",
+                                                "alert_after_samples",
+                                                "alert_after",
+                                                "clear_after_samples",
+                                                "clear_after"};
   for (const auto& [key, node] : t)
     if (!known.contains(key.str())) {
       error = where(origin, node) + ": property \"" + p.name + "\" has no setting \"" +
@@ -99,6 +112,15 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
     return false;
   if (const auto* n = t.get("sensitivity"); n && !real(*n, "sensitivity", p.sensitivity))
     return false;
+  for (auto [key, out] : {std::pair{"alert_after_samples", &p.alert_after_samples},
+                          std::pair{"clear_after_samples", &p.clear_after_samples}}) {
+    if (const auto* n = t.get(key)) {
+      auto i = n->value_exact<int64_t>();
+      if (!i || *i < 1 || *i > 1000)
+        return fail(*n, std::string{key} + " must be a whole number from 1 to 1000");
+      *out = static_cast<uint32_t>(*i);
+    }
+  }
   if (const auto* n = t.get("sensitive")) {
     auto b = n->value<bool>();
     if (!b)
@@ -107,6 +129,7 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
   }
   return duration("expected_interval", p.expected_interval_ms) &&
          duration("stuck_after", p.stuck_after_ms) && duration("period", p.period_ms) &&
+         duration("alert_after", p.alert_after_ms) && duration("clear_after", p.clear_after_ms) &&
          limit("warning", p.warning) && limit("critical", p.critical) &&
          limit("failure", p.failure);
 }

@@ -20,6 +20,10 @@
 //   period = "24h"               # a seasonal period
 //   sensitive = false            # personal data (a vehicle's position)
 //   sensitivity = 1              # anomaly detection: above 1 flags more
+//   alert_after_samples = 2      # the anomaly alert: raised after this many anomalous
+//   alert_after = "0s"           #   samples spanning at least this long,
+//   clear_after_samples = 3      #   cleared after this many normal ones
+//   clear_after = "0s"           #   spanning at least this long
 //
 // Durations read "500ms", "10s", "5m", "24h", "7d" or a number of
 // milliseconds. Unknown keys are errors (a typo should not pass silently).

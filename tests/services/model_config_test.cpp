@@ -74,6 +74,8 @@ TEST(ModelConfigTest, ErrorsSayWhereAndWhatToFix) {
       {"[[model]]\nkind = \"v\"\n[model.properties.b]\nsensitivity = 0\n",
        "sensitivity must be above 0"},
       {"[[model]\n", "models.toml:1:"},
+      {"[[model]]\nkind = \"v\"\n[model.properties.b]\nalert_after_samples = 0\n",
+       "models.toml:4: property \"b\": alert_after_samples must be a whole number from 1 to 1000"},
   };
   for (const auto& c : cases) {
     std::string error;
@@ -95,4 +97,26 @@ TEST(ModelConfigTest, DurationsReadAsStringsOrMilliseconds) {
   EXPECT_EQ(a->expected_interval_ms, 1500);
   EXPECT_EQ(a->period_ms, 7 * 86'400'000LL);
   EXPECT_EQ(a->stuck_after_ms, 2500);
+}
+
+TEST(ModelConfigTest, AlertPoliciesAreRead) {
+  std::string error;
+  auto models = parse(
+      "[[model]]\nkind = \"m\"\n[model.properties.a]\nalert_after_samples = 4\n"
+      "alert_after = \"1m\"\nclear_after_samples = 6\nclear_after = \"10m\"\n"
+      "[model.properties.b]\n",
+      error);
+  ASSERT_EQ(models.size(), 1u) << error;
+  const auto* a = models[0].find("a");
+  ASSERT_NE(a, nullptr);
+  const auto p = core::alert_policy_of(a);
+  EXPECT_EQ(p.raise_after_samples, 4u);
+  EXPECT_EQ(p.raise_after_ms, 60'000);
+  EXPECT_EQ(p.clear_after_samples, 6u);
+  EXPECT_EQ(p.clear_after_ms, 600'000);
+  // The defaults without a setting, and without a model.
+  const auto d = core::alert_policy_of(models[0].find("b"));
+  EXPECT_EQ(d.raise_after_samples, 2u);
+  EXPECT_EQ(d.clear_after_samples, 3u);
+  EXPECT_EQ(core::alert_policy_of(nullptr).raise_after_samples, 2u);
 }

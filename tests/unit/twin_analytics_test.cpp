@@ -227,3 +227,30 @@ TEST_F(TwinAnalyticsTest, TimeToFailureAndHealth) {
   EXPECT_EQ(tw.analysis.at("voltage").quality.failure_eta_ms, 0);
   EXPECT_EQ(health_score(tw, t0 + 100'000), 1.0);
 }
+
+TEST_F(TwinAnalyticsTest, TheModelsAlertPolicyDelaysTheAlert) {
+  asset_model m;
+  m.kind = "meter";
+  property_model v;
+  v.name = "voltage";
+  v.alert_after_samples = 5;
+  m.properties.push_back(v);
+  ASSERT_FALSE(validate(m));
+  // The same series as without a model, where the alert comes within 6
+  // samples of the shift: five anomalous samples are needed now.
+  std::vector<alert_change> with, without;
+  twin other;
+  for (int i = 0; i < 230; ++i) {
+    const double x = 230 + noise(gen) + (i >= 200 ? 8 : 0);
+    auto a = read(i, x, &m);
+    with.insert(with.end(), a.begin(), a.end());
+    std::swap(tw, other);
+    a = read(i, x);
+    without.insert(without.end(), a.begin(), a.end());
+    std::swap(tw, other);
+  }
+  ASSERT_FALSE(with.empty());
+  ASSERT_FALSE(without.empty());
+  EXPECT_EQ(with[0].event, alert_event::raised);
+  EXPECT_EQ(with[0].time_ms - without[0].time_ms, 3'000);  // 5 samples instead of 2
+}
