@@ -31,16 +31,30 @@ void asset_state::changed() {
 
 namespace {
 
-/// Folds the record's applied numeric samples into the twin's analytics,
-/// with the model of the twin's kind among `models` (may be null).
-void analyze(asset_state& st, const core::model_set* models, const core::telemetry& t,
-             int64_t ingest_ms, asset_update& u) {
-  const core::asset_model* model = nullptr;
-  if (models)
-    if (auto it = models->find(st.tw.kind); it != models->end())
-      model = &it->second;
-  core::analyze_applied(st.tw, t, st.scratch, model, ingest_ms, u.analysis);
-}
+/// The model of a twin's kind among a snapshot of the models, looked up
+/// again only when the kind changes (a slice's records share their twin).
+class model_lookup {
+public:
+  explicit model_lookup(std::shared_ptr<const core::model_set> models)
+      : models_(std::move(models)) {}
+  const core::asset_model* of(const std::string& kind) {
+    if (!models_)
+      return nullptr;
+    if (!looked_up_ || kind != kind_) {
+      auto it = models_->find(kind);
+      model_ = it == models_->end() ? nullptr : &it->second;
+      kind_ = kind;
+      looked_up_ = true;
+    }
+    return model_;
+  }
+
+private:
+  std::shared_ptr<const core::model_set> models_;
+  const core::asset_model* model_ = nullptr;
+  std::string kind_;
+  bool looked_up_ = false;
+};
 
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u,
                    std::string& segment) {
@@ -289,8 +303,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         std::string segment;
         bool attributes_changed = false;
         // The models as they are for this slice (one snapshot, not one per record).
-        const auto models =
-            st.config->analytics && st.config->models ? st.config->models->get() : nullptr;
+        model_lookup models{st.config->analytics && st.config->models ? st.config->models->get()
+                                                                      : nullptr};
         for (auto idx : slice.indexes) {
           const auto& t = batch.records[idx];
           core::apply_telemetry(st.tw, t, batch.ingest_ms, st.config->limits, st.scratch);
@@ -301,7 +315,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             case core::apply_status::applied:
               ++u.applied;
               if (st.config->analytics)
-                analyze(st, models.get(), t, batch.ingest_ms, u);
+                core::analyze_applied(st.tw, t, st.scratch, models.of(st.tw.kind), batch.ingest_ms,
+                                      u.analysis);
               record_change(st, t, batch.ingest_ms, u, segment);
               break;
             case core::apply_status::duplicate:

@@ -1,6 +1,7 @@
 // TwinService.GetForecast: a property's forecast and time to failure, from
 // the forecaster every twin keeps per numeric property.
 
+#include <algorithm>
 #include <cmath>
 
 #include "actors/core/twin_analytics.hpp"
@@ -60,18 +61,21 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
   if (pm && pm->failure) {
     auto* ttf = out.mutable_time_to_failure();
     ttf->set_threshold(core::to_string(*pm->failure));
-    ttf->set_failed(pm->failure->crossed_by(f.last_value));
-    if (ttf->failed()) {
+    // The expected time is the twin's own (Twin.failure_expected_ms: only a
+    // slope beyond the series' noise heads somewhere); the band's crossings
+    // give its interval.
+    const auto& q = a.quality;
+    ttf->set_failed(q.failed);
+    if (q.failed) {
       ttf->set_expected_ms(f.last_time_ms);
-    } else {
+    } else if (q.failure_eta_ms > 0) {
+      ttf->set_expected_ms(q.failure_eta_ms);
       const auto c = core::time_to_threshold(f, params.forecast, pm->failure->value,
                                              pm->failure->above, max_horizon_ms);
-      if (c.expected_ms)
-        ttf->set_expected_ms(*c.expected_ms);
       if (c.earliest_ms)
-        ttf->set_earliest_ms(*c.earliest_ms);
+        ttf->set_earliest_ms(std::min(*c.earliest_ms, q.failure_eta_ms));
       if (c.latest_ms)
-        ttf->set_latest_ms(*c.latest_ms);
+        ttf->set_latest_ms(std::max(*c.latest_ms, q.failure_eta_ms));
     }
   }
   return Status::OK;
@@ -108,20 +112,28 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
     forward_if_remote(backend_, c, *id, error, forecast_method, *req, resp);
     return c.reactor();
   }
+  // Up to 1,000 points and a search of a year for the failure's interval:
+  // computed on the query pool, never on a gRPC or actor thread.
   auto compute = [c, resp, property = req->property(), horizon = req->horizon_ms(),
-                  step = req->step_ms(), models = models_](const core::twin& tw) {
-    auto set = models ? models->get() : nullptr;
-    c.finish(forecast_of(tw, property, horizon, step, set.get(), *resp));
+                  step = req->step_ms(), models = models_,
+                  &pool = pool_](std::shared_ptr<const core::twin> tw) {
+    bool queued = pool.submit([c, resp, property, horizon, step, models, tw] {
+      auto set = models ? models->get() : nullptr;
+      c.finish(forecast_of(*tw, property, horizon, step, set.get(), *resp));
+    });
+    if (!queued)
+      c.finish(
+          {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
   };
   if (auto tw = backend_.cached_twin(*id)) {
-    compute(*tw);
+    compute(std::move(tw));
     return c.reactor();
   }
   runtime::twin_completion done{[c, compute](runtime::twin_reply reply) {
                                   if (reply.error != runtime::query_error::none)
                                     c.finish(to_status(reply));
                                   else
-                                    compute(*reply.twin);
+                                    compute(std::move(reply.twin));
                                 },
                                 unanswered()};
   caf::anon_send(r->actor, runtime::get_atom::value, std::move(*id), std::move(done));

@@ -168,7 +168,6 @@ TEST_F(TwinAnalyticsTest, DataQualityFlagsCountsAndScore) {
   const auto& q = tw.analysis.at("voltage").quality;
   EXPECT_EQ(q.flags, 0);
   EXPECT_EQ(q.bad_rate, 0);
-  const int64_t now = t0 + 50'000;
   EXPECT_EQ(quality_score(tw, tw.reported.at("voltage").ingest_time_ms), 1.0);
   // Out of range: applied and flagged.
   read(50, 260, &m);
@@ -194,7 +193,6 @@ TEST_F(TwinAnalyticsTest, DataQualityFlagsCountsAndScore) {
   // Duplicates count against the twin's quality.
   tw.duplicates = tw.applied_records;
   EXPECT_NEAR(quality_score(tw, last + 1'000), score * 0.5, 0.05);
-  (void)now;
 }
 
 TEST_F(TwinAnalyticsTest, TimeToFailureAndHealth) {

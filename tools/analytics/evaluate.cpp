@@ -40,10 +40,8 @@ void evaluation::add(const series& s, const run_result& r, size_t tolerance) {
     std::string type;
   };
   std::vector<event> events;
-  bool labelled = false;
   for (size_t i = 0; i < n; ++i) {
     const auto& row = s.rows[i];
-    labelled |= row.label >= 0;
     if (row.label == 1) {
       ++labelled_rows;
       if (!events.empty() && events.back().end + 1 == i && events.back().type == row.label_type)
@@ -91,7 +89,6 @@ void evaluation::add(const series& s, const run_result& r, size_t tolerance) {
     clean_alarms += clean;
     i = j;
   }
-  (void)labelled;
   if (r.scored >= 10 && r.naive_error > 0)
     mase_naive.push_back(r.abs_error / r.naive_error);
   if (r.seasonal_scored >= 10 && r.seasonal_error > 0)

@@ -476,6 +476,14 @@ bool generator::dropped_out(uint32_t i, int64_t offset_ms) const {
 }
 
 void generator::apply_faults(uint32_t i, int64_t offset_ms) {
+  // f(metric, index) for every reading of the sample the fault concerns.
+  auto each_metric = [this](const fault& spec, auto f) {
+    for (size_t m = 0; m < sample_.metric_size; ++m) {
+      if (spec.applies_to(sample_.metrics[m].name)) {
+        f(sample_.metrics[m], m);
+      }
+    }
+  };
   for (size_t f = 0; f < fault_states_.size(); ++f) {
     auto& st = fault_states_[f];
     const auto& spec = cfg_.faults[f];
@@ -487,45 +495,32 @@ void generator::apply_faults(uint32_t i, int64_t offset_ms) {
         if (!spec.in_window(offset_ms)) {
           break;
         }
-        for (size_t m = 0; m < sample_.metric_size; ++m) {
-          auto& mv = sample_.metrics[m];
-          if (!spec.applies_to(mv.name)) {
-            continue;
-          }
-          add(mv.value, spec.drift_offset(offset_ms));
-        }
+        each_metric(spec, [&](metric& mv, size_t) { add(mv.value, spec.drift_offset(offset_ms)); });
         break;
       case fault_type::spike:
         if (st.fired || offset_ms < spec.start_ms) {
           break;
         }
         st.fired = true;
-        for (size_t m = 0; m < sample_.metric_size; ++m) {
-          auto& mv = sample_.metrics[m];
-          if (!spec.applies_to(mv.name)) {
-            continue;
-          }
+        each_metric(spec, [&](metric& mv, size_t) {
           if (auto* d = std::get_if<double>(&mv.value)) {
             *d *= spec.magnitude;
           } else if (auto* n = std::get_if<int64_t>(&mv.value)) {
             *n = std::llround(static_cast<double>(*n) * spec.magnitude);
           }
-        }
+        });
         break;
       case fault_type::stuck:
         if (!spec.in_window(offset_ms)) {
           break;
         }
-        for (size_t m = 0; m < sample_.metric_size; ++m) {
-          if (!spec.applies_to(sample_.metrics[m].name)) {
-            continue;
-          }
+        each_metric(spec, [&](metric& mv, size_t m) {
           if (st.captured) {
-            sample_.metrics[m].value = st.frozen[m];
+            mv.value = st.frozen[m];
           } else {
-            st.frozen[m] = sample_.metrics[m].value;
+            st.frozen[m] = mv.value;
           }
-        }
+        });
         st.captured = true;
         break;
       case fault_type::level_shift:
@@ -533,14 +528,10 @@ void generator::apply_faults(uint32_t i, int64_t offset_ms) {
         if (!spec.in_window(offset_ms)) {
           break;
         }
-        for (size_t m = 0; m < sample_.metric_size; ++m) {
-          auto& mv = sample_.metrics[m];
-          if (!spec.applies_to(mv.name)) {
-            continue;
-          }
+        each_metric(spec, [&](metric& mv, size_t) {
           add(mv.value, spec.type == fault_type::level_shift ? spec.magnitude
                                                              : spec.magnitude * normal(st.noise));
-        }
+        });
         break;
       case fault_type::dropout:
         break;
