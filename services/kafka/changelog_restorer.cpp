@@ -47,6 +47,18 @@ std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts
     return nullptr;
   }
   rd_kafka_poll_set_consumer(r->rk_.get());
+  settings["isolation.level"] = "read_uncommitted";
+  settings["client.id"] = opts.client_id + "-end";
+  settings.erase("group.id");
+  auto* end_conf = make_conf(settings, error);
+  if (!end_conf)
+    return nullptr;
+  r->end_rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, end_conf, errstr, sizeof(errstr)));
+  if (!r->end_rk_) {
+    rd_kafka_conf_destroy(end_conf);
+    error = std::string{"cannot create the changelog end client: "} + errstr;
+    return nullptr;
+  }
   r->thread_ = std::thread{[raw = r.get()] { raw->run(); }};
   return r;
 }
@@ -85,7 +97,7 @@ void changelog_reader::stop(int32_t partition) {
 int64_t changelog_reader::log_end(int32_t partition) {
   int64_t low = 0;
   int64_t high = -1;
-  if (rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), partition, &low, &high,
+  if (rd_kafka_query_watermark_offsets(end_rk_.get(), opts_.topic.c_str(), partition, &low, &high,
                                        5'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
     return -1;
   return high;

@@ -120,6 +120,12 @@ private:
   restorer_options opts_;
   storage::rocksdb_store& store_;
   kafka_handle rk_;
+  /// Asks for the log end: read_uncommitted, so that ListOffsets answers the
+  /// high watermark. The reader's own handle reads committed records, and a
+  /// ListOffsets through it answers the last stable offset, which stops
+  /// before an open or undecided transaction: the very records log_end must
+  /// see.
+  kafka_handle end_rk_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
