@@ -49,7 +49,93 @@ std::optional<std::map<std::string, int>> counts_with(rd_kafka_t* rk,
   return out;
 }
 
+struct creation_outcome {
+  std::optional<std::string> error;
+  bool retriable = false;
+};
+
+// Creates the topics of `specs` that `counts` says are missing.
+creation_outcome create_missing(rd_kafka_t* rk, const std::vector<topic_spec>& specs,
+                                const std::map<std::string, int>& counts,
+                                std::chrono::milliseconds timeout) {
+  std::vector<rd_kafka_NewTopic_t*> create;
+  creation_outcome out;
+  for (const auto& s : specs) {
+    if (counts.at(s.name) > 0)
+      continue;
+    char errstr[512];
+    auto* nt = rd_kafka_NewTopic_new(s.name.c_str(), s.partitions, s.replication_factor, errstr,
+                                     sizeof(errstr));
+    if (!nt) {
+      out.error = "topic " + s.name + ": " + errstr;
+      break;
+    }
+    for (const auto& [k, v] : s.config)
+      rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str());
+    create.push_back(nt);
+  }
+  if (!out.error && !create.empty()) {
+    auto* queue = rd_kafka_queue_new(rk);
+    auto* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    char errstr[512];
+    rd_kafka_AdminOptions_set_operation_timeout(options, static_cast<int>(timeout.count()), errstr,
+                                                sizeof(errstr));
+    rd_kafka_CreateTopics(rk, create.data(), create.size(), options, queue);
+    auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 5'000);
+    if (!ev) {
+      out.error = "creating topics timed out";
+      out.retriable = true;
+    } else if (auto err = rd_kafka_event_error(ev)) {
+      out.error = std::string{"creating topics: "} + rd_kafka_event_error_string(ev);
+      out.retriable = creation_may_succeed_later(err, rd_kafka_event_error_string(ev));
+    } else if (auto* res = rd_kafka_event_CreateTopics_result(ev)) {
+      size_t n = 0;
+      const auto** results = rd_kafka_CreateTopics_result_topics(res, &n);
+      out.retriable = true;
+      for (size_t i = 0; i < n; ++i) {
+        auto err = rd_kafka_topic_result_error(results[i]);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+          spdlog::info("event=topic_created topic={}", rd_kafka_topic_result_name(results[i]));
+        } else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+          const char* why = rd_kafka_topic_result_error_string(results[i]);
+          if (!out.error)
+            out.error = std::string{"creating topic "} + rd_kafka_topic_result_name(results[i]) +
+                        ": " + (why ? why : rd_kafka_err2str(err));
+          out.retriable = out.retriable && creation_may_succeed_later(err, why ? why : "");
+        }
+      }
+    }
+    if (ev)
+      rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(options);
+    rd_kafka_queue_destroy(queue);
+  }
+  for (auto* nt : create)
+    rd_kafka_NewTopic_destroy(nt);
+  return out;
+}
+
 }  // namespace
+
+bool creation_may_succeed_later(rd_kafka_resp_err_t err, std::string_view message) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
+    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
+      return true;
+    case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
+      // Registered but fenced brokers (starting, or late with heartbeats)
+      // count for nothing yet; too few brokers at all is a configuration error.
+      return message.find("fenced") != std::string_view::npos;
+    default:
+      return false;
+  }
+}
 
 std::optional<std::map<std::string, int>> partition_counts(
     const std::string& bootstrap, const std::map<std::string, std::string>& settings,
@@ -75,56 +161,22 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
   if (!counts)
     return "Kafka at " + bootstrap + ": " + error;
 
-  std::vector<rd_kafka_NewTopic_t*> create;
-  for (const auto& s : specs) {
-    if ((*counts)[s.name] > 0)
-      continue;
-    char errstr[512];
-    auto* nt = rd_kafka_NewTopic_new(s.name.c_str(), s.partitions, s.replication_factor, errstr,
-                                     sizeof(errstr));
-    if (!nt) {
-      error = "topic " + s.name + ": " + errstr;
+  // A cluster that is starting or electing a controller refuses creation for
+  // a moment (KRaft brokers are fenced until their first heartbeats): such
+  // refusals are retried until the deadline; any other is the operator's.
+  const auto create_deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto outcome = create_missing(rk.get(), specs, *counts, timeout);
+    if (!outcome.error)
       break;
-    }
-    for (const auto& [k, v] : s.config)
-      rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str());
-    create.push_back(nt);
+    if (!outcome.retriable || std::chrono::steady_clock::now() > create_deadline)
+      return outcome.error;
+    spdlog::warn("event=topic_creation_retried reason=\"{}\"", *outcome.error);
+    rd_kafka_poll(rk.get(), 500);
+    counts = counts_with(rk.get(), names, timeout, error);
+    if (!counts)
+      return "Kafka at " + bootstrap + ": " + error;
   }
-  if (error.empty() && !create.empty()) {
-    auto* queue = rd_kafka_queue_new(rk.get());
-    auto* options = rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    char errstr[512];
-    rd_kafka_AdminOptions_set_operation_timeout(options, static_cast<int>(timeout.count()), errstr,
-                                                sizeof(errstr));
-    rd_kafka_CreateTopics(rk.get(), create.data(), create.size(), options, queue);
-    auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 5'000);
-    if (!ev) {
-      error = "creating topics timed out";
-    } else if (rd_kafka_event_error(ev)) {
-      error = std::string{"creating topics: "} + rd_kafka_event_error_string(ev);
-    } else if (auto* res = rd_kafka_event_CreateTopics_result(ev)) {
-      size_t n = 0;
-      const auto** results = rd_kafka_CreateTopics_result_topics(res, &n);
-      for (size_t i = 0; i < n; ++i) {
-        auto err = rd_kafka_topic_result_error(results[i]);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-          spdlog::info("event=topic_created topic={}", rd_kafka_topic_result_name(results[i]));
-        } else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS && error.empty()) {
-          const char* why = rd_kafka_topic_result_error_string(results[i]);
-          error = std::string{"creating topic "} + rd_kafka_topic_result_name(results[i]) + ": " +
-                  (why ? why : rd_kafka_err2str(err));
-        }
-      }
-    }
-    if (ev)
-      rd_kafka_event_destroy(ev);
-    rd_kafka_AdminOptions_destroy(options);
-    rd_kafka_queue_destroy(queue);
-  }
-  for (auto* nt : create)
-    rd_kafka_NewTopic_destroy(nt);
-  if (!error.empty())
-    return error;
 
   // Created topics can take a moment to show in the metadata.
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -4,7 +4,10 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <librdkafka/rdkafka.h>
 
 namespace fleettwin::kafka {
 
@@ -26,6 +29,11 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
                                          const std::map<std::string, std::string>& settings,
                                          const std::vector<topic_spec>& specs,
                                          std::chrono::milliseconds timeout);
+
+/// Whether a CreateTopics refusal is one a starting or recovering cluster
+/// gives for a moment (fenced brokers, a moving controller, timeouts), so that
+/// asking again may succeed.
+bool creation_may_succeed_later(rd_kafka_resp_err_t err, std::string_view message);
 
 /// The partition counts of `topics` (0 for a missing topic); nullopt with
 /// `error` set when the cluster cannot be asked.

@@ -285,12 +285,24 @@ TEST_F(AggregateClusterTest, EveryAggregateServiceMethodAnswersThroughEveryNodeA
     }
     ASSERT_EQ(p.flush(), 0);
   }
-  auto region_is = [&](size_t via, double count, double speed_sum) {
-    return eventually([&] {
+  auto region_is = [&](size_t via, double count, double speed_sum) -> testing::AssertionResult {
+    std::string last;
+    bool ok = eventually([&] {
       v1::Aggregate a;
-      return get(c.node(via), "regions/eu", a).ok() && measure(a, "vehicles") == count &&
-             measure(a, "speed_sum") == speed_sum;
+      auto s = get(c.node(via), "regions/eu", a);
+      if (!s.ok()) {
+        last = s.error_message();
+        return false;
+      }
+      last = "vehicles " + std::to_string(measure(a, "vehicles")) + ", speed_sum " +
+             std::to_string(measure(a, "speed_sum")) + ", version " + std::to_string(a.version());
+      return measure(a, "vehicles") == count && measure(a, "speed_sum") == speed_sum;
     });
+    if (ok)
+      return testing::AssertionSuccess();
+    return testing::AssertionFailure()
+           << "regions/eu via " << c.node(via).id() << ": " << last << "; want vehicles " << count
+           << ", speed_sum " << speed_sum;
   };
   const double all_speeds = vehicles * (vehicles - 1) / 2.0;
   ASSERT_TRUE(region_is(1, vehicles, all_speeds));

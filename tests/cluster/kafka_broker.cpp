@@ -14,6 +14,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "services/kafka/topic_admin.hpp"
 #include "support/process.hpp"
 
 #ifndef FLEETTWIN_KAFKA_SCRIPT
@@ -160,8 +161,10 @@ kafka_broker::kafka_broker(int brokers) : brokers_(brokers), dir_(make_temp_dir(
 kafka_broker::~kafka_broker() {
   try {
     stop();
+    // FLEETTWIN_KEEP_TEST_DIR keeps the brokers' logs and data too.
     std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    if (!std::getenv("FLEETTWIN_KEEP_TEST_DIR"))
+      std::filesystem::remove_all(dir_, ec);
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
   }
 }
@@ -275,24 +278,37 @@ bool create_topic(const std::string& bootstrap, const std::string& name, int par
   std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue{
       rd_kafka_queue_new(rk.get()), &rd_kafka_queue_destroy};
   rd_kafka_NewTopic_t* topics[] = {topic.get()};
-  rd_kafka_CreateTopics(rk.get(), topics, 1, options.get(), queue.get());
-
-  // The result event carries an overall error (e.g. a timeout) and one error per topic.
-  std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> event{
-      rd_kafka_queue_poll(queue.get(), timeout_ms + 5000), &rd_kafka_event_destroy};
-  if (!event) {
-    error = "no CreateTopics result within " + std::to_string(timeout_ms) + " ms";
-    return false;
+  // A broker just started (or busy) may still be fenced: such refusals are
+  // asked again until the timeout, as the node does (kafka::ensure_topics).
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (bool retried = false;; retried = true) {
+    rd_kafka_CreateTopics(rk.get(), topics, 1, options.get(), queue.get());
+    // The result event carries an overall error (e.g. a timeout) and one error per topic.
+    std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> event{
+        rd_kafka_queue_poll(queue.get(), timeout_ms + 5000), &rd_kafka_event_destroy};
+    if (!event) {
+      error = "no CreateTopics result within " + std::to_string(timeout_ms) + " ms";
+      return false;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_event_error(event.get());
+    if (err) {
+      error = rd_kafka_event_error_string(event.get());
+    } else {
+      size_t count = 0;
+      const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(
+          rd_kafka_event_CreateTopics_result(event.get()), &count);
+      if (topic_results_ok(results, count, error))
+        break;
+      err = count > 0 ? rd_kafka_topic_result_error(results[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
+      // An earlier attempt that timed out may have created it after all.
+      if (retried && err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+        break;
+    }
+    if (!kafka::creation_may_succeed_later(err, error) ||
+        std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{500});
   }
-  if (rd_kafka_event_error(event.get())) {
-    error = rd_kafka_event_error_string(event.get());
-    return false;
-  }
-  size_t count = 0;
-  const rd_kafka_topic_result_t** results =
-      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event.get()), &count);
-  if (!topic_results_ok(results, count, error))
-    return false;
 
   // KRaft brokers learn of the topic asynchronously; tests want it usable on return.
   if (!eventually([&] { return topic_ready(rk.get(), name, partitions); }, timeout,
