@@ -1,6 +1,8 @@
 #include "read_checker.hpp"
 
+#include <chrono>
 #include <random>
+#include <thread>
 
 namespace fleettwin::test {
 
@@ -47,7 +49,17 @@ void read_checker::run(size_t thread_index) {
   // What this client saw: the highest version of each twin, and where.
   std::map<std::string, std::pair<uint64_t, std::string>> seen;
   size_t next_node = thread_index;
+  // Paced like a real client: at most one read per `pace`, and a retry
+  // backoff after an answer that says "not now". Unpaced, three readers
+  // answered UNAVAILABLE at thousands of calls a second during a broker
+  // outage and took the CPU the brokers needed to recover (a KRaft
+  // controller starved for tens of seconds on two cores).
+  constexpr auto pace = std::chrono::milliseconds{4};
+  constexpr auto backoff = std::chrono::milliseconds{50};
+  auto next_call = std::chrono::steady_clock::now();
   while (!stop_.load()) {
+    std::this_thread::sleep_until(next_call);
+    next_call = std::chrono::steady_clock::now() + pace;
     size_t n = next_node++ % nodes_.size();
     {
       std::lock_guard<std::mutex> guard{mutex_};
@@ -85,6 +97,7 @@ void read_checker::run(size_t thread_index) {
       }
       case grpc::StatusCode::UNAVAILABLE:
         ++result_.unavailable;
+        next_call += backoff;
         break;
       case grpc::StatusCode::NOT_FOUND: {
         ++result_.not_found;

@@ -266,9 +266,16 @@ transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 # timeouts are allowed.
 group.initial.rebalance.delay.ms=${FLEETTWIN_KAFKA_GROUP_DELAY_MS:-0}
 group.min.session.timeout.ms=1000
-# A killed node is fenced (and leaves the ISRs) after a few seconds, not 9.
+# A killed node is fenced (and leaves the ISRs) after a few seconds.
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=6000
+# The controller quorum tolerates a voter stalled for a few seconds (three brokers and three
+# nodes on two shared cores): with the defaults (fetch 2 s, election 1 s) a node starved of CPU
+# for 2 s started an election, and elections on a starved quorum followed one another for a
+# minute while no broker could be fenced or unfenced. A dead controller is still replaced
+# within about 5 s.
+controller.quorum.fetch.timeout.ms=4000
+controller.quorum.election.timeout.ms=2000
 
 # Sized for a small, shared dev machine.
 num.network.threads=2
