@@ -9,6 +9,12 @@ namespace {
 /// How often a restore at the end of the changelog asks its check again.
 constexpr auto recheck_interval = std::chrono::milliseconds{100};
 
+/// A restore that has read nothing, not even the end of the partition, for
+/// this long fetches anew: after broker outages a restore sometimes got
+/// neither a record nor the end of the partition, and waited, silent, until
+/// the next rebalance (the partition unserved meanwhile).
+constexpr auto stall_timeout = std::chrono::seconds{3};
+
 }  // namespace
 
 changelog_reader::changelog_reader(restorer_options opts, storage::rocksdb_store& store)
@@ -27,7 +33,10 @@ std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts
       {"auto.offset.reset", "earliest"},
       {"enable.partition.eof", "true"},
       {"isolation.level", "read_committed"},
-      {"fetch.wait.max.ms", "50"},
+      // Standbys follow all the time: a short wait only adds idle requests
+      // (data ends the wait at once); a new assignment waits for the fetch
+      // in flight, so not the default 500 either.
+      {"fetch.wait.max.ms", "200"},
       // A restore reads whole partitions: large fetches, few round trips.
       {"max.partition.fetch.bytes", "16777216"},
       {"fetch.max.bytes", "67108864"},
@@ -120,6 +129,7 @@ void changelog_reader::start_reading(task& t) {
     rd_kafka_error_destroy(e);
   }
   rd_kafka_topic_partition_list_destroy(list);
+  t.last_progress = std::chrono::steady_clock::now();
   spdlog::info("event=changelog_read_started partition={} mode={} from={}", t.partition,
                t.standby ? "standby" : "restore", from ? std::to_string(*from) : "beginning");
 }
@@ -240,6 +250,42 @@ void changelog_reader::finish_ready() {
   }
 }
 
+void changelog_reader::reassign_stalled() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [p, t] : tasks_) {
+    if (t.standby || t.at_end || now - t.last_progress < stall_timeout)
+      continue;
+    // Fetched anew from what the store holds (the records read so far are
+    // written, with their position): a seek starts a new fetch, which
+    // reports the end of the partition again; a partition the consumer
+    // does not hold (any more) is assigned again.
+    ++t.reassignments;
+    const auto from = store_.load_changelog_offset(p);
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset =
+        from ? *from : RD_KAFKA_OFFSET_BEGINNING;
+    bool sought = false;
+    if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 2'000))
+      rd_kafka_error_destroy(e);
+    else
+      sought = list->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_topic_partition_list_destroy(list);
+    if ((t.reassignments & (t.reassignments - 1)) == 0)  // 1, 2, 4, 8 ...: not every 3 s
+      spdlog::warn(
+          "event=restore_stalled partition={} position={} attempts={} action={} reason=\"nothing "
+          "read from the changelog (not even its end) for {} s\"",
+          p, t.position, t.reassignments, sought ? "seek" : "assign",
+          std::chrono::duration_cast<std::chrono::seconds>(now - t.last_progress).count());
+    if (sought) {
+      t.position = from.value_or(-1);
+      t.last_progress = now;
+    } else {
+      stop_reading(p);
+      start_reading(t);
+    }
+  }
+}
+
 void changelog_reader::publish_progress() {
   std::vector<restore_progress> out;
   out.reserve(tasks_.size());
@@ -279,6 +325,7 @@ void changelog_reader::run() {
         auto& end = ends[m->partition];
         end = std::max(end, m->offset);
         t.at_end = true;
+        t.last_progress = std::chrono::steady_clock::now();
         rd_kafka_message_destroy(m);
         continue;
       }
@@ -293,6 +340,7 @@ void changelog_reader::run() {
         continue;
       }
       t.at_end = false;
+      t.last_progress = std::chrono::steady_clock::now();
       by_partition[m->partition].push_back(m);
     }
     for (auto& [p, pending] : by_partition) {
@@ -310,6 +358,7 @@ void changelog_reader::run() {
     }
     ends.clear();
     finish_ready();
+    reassign_stalled();
     publish_progress();
     if (tasks_.empty()) {
       // Idle: wait for a command without spinning.

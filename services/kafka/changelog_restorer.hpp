@@ -99,6 +99,9 @@ private:
     std::function<void(restore_result)> done;
     std::chrono::steady_clock::time_point started;
     std::chrono::steady_clock::time_point last_check;
+    /// The last record or end-of-partition read (or the (re)assignment).
+    std::chrono::steady_clock::time_point last_progress;
+    uint32_t reassignments = 0;
     std::string waiting_for;
   };
   struct command {
@@ -115,6 +118,7 @@ private:
   void stop_reading(int32_t partition);
   void flush(task& t, std::vector<rd_kafka_message_t*>& msgs);
   void finish_ready();
+  void reassign_stalled();
   void publish_progress();
 
   restorer_options opts_;
