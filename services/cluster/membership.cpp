@@ -37,7 +37,7 @@ std::unique_ptr<membership> membership::create(membership_options opts,
   consumer["group.id"] = m->opts_.node_id + "-membership";  // never joined or committed
   consumer["enable.auto.commit"] = "false";
   consumer["enable.partition.eof"] = "true";
-  consumer["fetch.wait.max.ms"] = "100";
+  consumer["fetch.wait.max.ms"] = "200";  // data ends the wait at once; the end waits it out
   m->consumer_ = kafka::make_client(RD_KAFKA_CONSUMER, consumer, "the membership consumer", error);
   if (!m->consumer_)
     return nullptr;

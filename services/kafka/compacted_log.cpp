@@ -36,7 +36,9 @@ std::unique_ptr<compacted_log> compacted_log::start(compacted_log_options opts,
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
       {"isolation.level", "read_committed"},
-      {"fetch.wait.max.ms", "50"},
+      // Idle, a consumer asks every broker every fetch.wait.max.ms, and data ends the
+      // wait at once; but reaching the end of the log waits it out once (startup).
+      {"fetch.wait.max.ms", "200"},
   };
   std::map<std::string, std::string> producer{
       {"bootstrap.servers", o.bootstrap},

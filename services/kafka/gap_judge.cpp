@@ -29,7 +29,7 @@ bool gap_judge::open() {
            {"enable.partition.eof", "true"},
            {"auto.offset.reset", "error"},  // never silently elsewhere
            {"isolation.level", "read_committed"},
-           {"fetch.wait.max.ms", "20"},
+           {"fetch.wait.max.ms", "500"},  // data ends the wait at once
            {"queued.max.messages.kbytes", "16384"}})
     settings[k] = v;
   std::string error;

@@ -27,7 +27,9 @@ std::unique_ptr<topic_feed> topic_feed::start(topic_feed_options opts, record_ha
       {"enable.auto.offset.store", "false"},
       {"auto.offset.reset", "latest"},
       {"isolation.level", "read_committed"},
-      {"fetch.wait.max.ms", "20"},
+      // Data ends the broker's wait at once: a long wait costs no latency, and idle
+      // watches do not poll every broker 50 times a second.
+      {"fetch.wait.max.ms", "500"},
   };
   for (const auto& [k, v] : opts.settings)
     settings[k] = v;
