@@ -58,6 +58,7 @@ std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts
   rd_kafka_poll_set_consumer(r->rk_.get());
   settings["isolation.level"] = "read_uncommitted";
   settings["client.id"] = opts.client_id + "-end";
+  settings["topic.metadata.refresh.interval.ms"] = "10000";  // it fetches nothing itself
   settings.erase("group.id");
   auto* end_conf = make_conf(settings, error);
   if (!end_conf)
@@ -107,7 +108,19 @@ int64_t changelog_reader::log_end(int32_t partition) {
   int64_t low = 0;
   int64_t high = -1;
   if (rd_kafka_query_watermark_offsets(end_rk_.get(), opts_.topic.c_str(), partition, &low, &high,
-                                       5'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                                       5'000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    return high;
+  // This client only ever asks for ends, so nothing else refreshes its view
+  // of the partitions' leaders: after a broker went away it kept asking the
+  // old leader. Refreshed here, and asked once more.
+  if (auto* topic = rd_kafka_topic_new(end_rk_.get(), opts_.topic.c_str(), nullptr)) {
+    const rd_kafka_metadata_t* md = nullptr;
+    if (rd_kafka_metadata(end_rk_.get(), 0, topic, &md, 2'000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(topic);
+  }
+  if (rd_kafka_query_watermark_offsets(end_rk_.get(), opts_.topic.c_str(), partition, &low, &high,
+                                       2'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
     return -1;
   return high;
 }
