@@ -59,6 +59,11 @@ std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts
   settings["isolation.level"] = "read_uncommitted";
   settings["client.id"] = opts.client_id + "-end";
   settings["topic.metadata.refresh.interval.ms"] = "10000";  // it fetches nothing itself
+  // A watermark query waits for its ListOffsets requests, which time out
+  // after socket.timeout.ms (60 s by default), whatever timeout it was
+  // given: a broker that did not answer held the restores of every partition
+  // of this reader for a minute.
+  settings["socket.timeout.ms"] = "5000";
   settings.erase("group.id");
   auto* end_conf = make_conf(settings, error);
   if (!end_conf)
