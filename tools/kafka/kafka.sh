@@ -35,7 +35,8 @@
 # listeners accept connections).
 #
 # Environment: JAVA_HOME (else `java` on PATH; Java 17 or newer), FLEETTWIN_KAFKA_CACHE,
-# FLEETTWIN_KAFKA_HEAP_OPTS (default "-Xms256m -Xmx512m"), FLEETTWIN_KAFKA_START_TIMEOUT
+# FLEETTWIN_KAFKA_HEAP_OPTS (default "-Xms256m -Xmx512m"), FLEETTWIN_KAFKA_JVM_OPTS (more JVM
+# flags, none by default; the tests ask for -XX:TieredStopAtLevel=1), FLEETTWIN_KAFKA_START_TIMEOUT
 # (seconds a broker has to become ready, default 60), FLEETTWIN_KAFKA_RESTART_TIMEOUT (the same
 # for restart-broker, default 180), FLEETTWIN_KAFKA_STOP_TIMEOUT.
 
@@ -46,6 +47,7 @@ readonly SCRIPT_DIR
 readonly POM="${SCRIPT_DIR}/pom.xml"
 readonly CACHE_ROOT="${FLEETTWIN_KAFKA_CACHE:-${HOME}/.cache/fleettwin/kafka}"
 readonly HEAP_OPTS="${FLEETTWIN_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+readonly JVM_OPTS="${FLEETTWIN_KAFKA_JVM_OPTS:-}"
 readonly START_TIMEOUT="${FLEETTWIN_KAFKA_START_TIMEOUT:-60}"
 # A restarted broker catches up with the cluster's metadata first: on a loaded 2-core machine
 # that took more than a minute.
@@ -336,7 +338,7 @@ launch_broker() {
   # The inner shell records its own PID, then becomes the JVM (exec keeps the PID).
   # shellcheck disable=SC2086,SC2016 # word lists; $$ expands in the inner shell
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' launch "$pidfile" \
-    "$java" ${HEAP_OPTS} ${GC_OPTS} \
+    "$java" ${HEAP_OPTS} ${GC_OPTS} ${JVM_OPTS} \
     "-Dlog4j.configuration=file:${DIR}/log4j.properties" \
     "-Dfleettwin.broker.log=${DIR}/broker-${n}.log" "-Dkafka.logs.dir=${DIR}" \
     -cp "${LIBS}/*" kafka.Kafka "${DIR}/broker-${n}.properties" \
