@@ -681,9 +681,11 @@ TEST_F(AggregateNodeTest, RelationsFromTheTopicAndTheApiMoveMembersAndRefuseCycl
     v1::Relations got;
     ASSERT_TRUE(relations("twins/m-7", got).ok());
     ASSERT_EQ(got.parents_size(), 2);
-    for (const auto& p : got.parents())
-      if (p.type() == "member_of")
+    for (const auto& p : got.parents()) {
+      if (p.type() == "member_of") {
         EXPECT_EQ(p.origin(), v1::TOPIC);
+      }
+    }
   }
 
   // Refused: a cycle, a derived relation removed, a kind that does not exist.
