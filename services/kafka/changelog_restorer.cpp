@@ -56,24 +56,6 @@ std::unique_ptr<changelog_reader> changelog_reader::create(restorer_options opts
     return nullptr;
   }
   rd_kafka_poll_set_consumer(r->rk_.get());
-  settings["isolation.level"] = "read_uncommitted";
-  settings["client.id"] = opts.client_id + "-end";
-  settings["topic.metadata.refresh.interval.ms"] = "10000";  // it fetches nothing itself
-  // A watermark query waits for its ListOffsets requests, which time out
-  // after socket.timeout.ms (60 s by default), whatever timeout it was
-  // given: a broker that did not answer held the restores of every partition
-  // of this reader for a minute.
-  settings["socket.timeout.ms"] = "5000";
-  settings.erase("group.id");
-  auto* end_conf = make_conf(settings, error);
-  if (!end_conf)
-    return nullptr;
-  r->end_rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, end_conf, errstr, sizeof(errstr)));
-  if (!r->end_rk_) {
-    rd_kafka_conf_destroy(end_conf);
-    error = std::string{"cannot create the changelog end client: "} + errstr;
-    return nullptr;
-  }
   r->thread_ = std::thread{[raw = r.get()] { raw->run(); }};
   return r;
 }
@@ -110,22 +92,16 @@ void changelog_reader::stop(int32_t partition) {
 }
 
 int64_t changelog_reader::log_end(int32_t partition) {
+  // The high watermark of the last fetch response, which the end of the
+  // partition just reported came with: no round trip. A ListOffsets through
+  // this read_committed consumer would answer the last stable offset, which
+  // stops short of the records of an open or undecided transaction (the
+  // very records this must see), and a watermark query waits for its
+  // requests however long a sick broker takes (a minute, seen with gdb).
   int64_t low = 0;
   int64_t high = -1;
-  if (rd_kafka_query_watermark_offsets(end_rk_.get(), opts_.topic.c_str(), partition, &low, &high,
-                                       5'000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-    return high;
-  // This client only ever asks for ends, so nothing else refreshes its view
-  // of the partitions' leaders: after a broker went away it kept asking the
-  // old leader. Refreshed here, and asked once more.
-  if (auto* topic = rd_kafka_topic_new(end_rk_.get(), opts_.topic.c_str(), nullptr)) {
-    const rd_kafka_metadata_t* md = nullptr;
-    if (rd_kafka_metadata(end_rk_.get(), 0, topic, &md, 2'000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-      rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(topic);
-  }
-  if (rd_kafka_query_watermark_offsets(end_rk_.get(), opts_.topic.c_str(), partition, &low, &high,
-                                       2'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+  if (rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), partition, &low, &high) !=
+      RD_KAFKA_RESP_ERR_NO_ERROR)
     return -1;
   return high;
 }

@@ -124,12 +124,6 @@ private:
   restorer_options opts_;
   storage::rocksdb_store& store_;
   kafka_handle rk_;
-  /// Asks for the log end: read_uncommitted, so that ListOffsets answers the
-  /// high watermark. The reader's own handle reads committed records, and a
-  /// ListOffsets through it answers the last stable offset, which stops
-  /// before an open or undecided transaction: the very records log_end must
-  /// see.
-  kafka_handle end_rk_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
@@ -167,8 +161,9 @@ public:
   }
   std::vector<restore_progress> progress() const;
 
-  /// The changelog partition's end as the broker sees it, records of open
-  /// transactions included (a round trip; not for actors); -1 when unknown.
+  /// The changelog partition's end as the broker last said (the high
+  /// watermark of the last fetch of it, so records of open transactions
+  /// included; no round trip); -1 when unknown.
   int64_t log_end(int32_t partition) {
     return reader(partition).log_end(partition);
   }
