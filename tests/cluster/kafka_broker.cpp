@@ -285,16 +285,18 @@ bool create_topic(const std::string& bootstrap, const std::string& name, int par
       rd_kafka_queue_new(rk.get()), &rd_kafka_queue_destroy};
   rd_kafka_NewTopic_t* topics[] = {topic.get()};
   // A broker just started (or busy) may still be fenced: such refusals are
-  // asked again until the timeout, as the node does (kafka::ensure_topics).
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (bool retried = false;; retried = true) {
+  // asked again, polled with the deadline, as the node does
+  // (kafka::ensure_topics); any other answer ends the polling.
+  bool created = false;
+  bool asked_before = false;
+  auto attempt = [&] {
     rd_kafka_CreateTopics(rk.get(), topics, 1, options.get(), queue.get());
     // The result event carries an overall error (e.g. a timeout) and one error per topic.
     std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> event{
         rd_kafka_queue_poll(queue.get(), timeout_ms + 5000), &rd_kafka_event_destroy};
     if (!event) {
       error = "no CreateTopics result within " + std::to_string(timeout_ms) + " ms";
-      return false;
+      return true;  // no answer at all: stop
     }
     rd_kafka_resp_err_t err = rd_kafka_event_error(event.get());
     if (err) {
@@ -303,18 +305,18 @@ bool create_topic(const std::string& bootstrap, const std::string& name, int par
       size_t count = 0;
       const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(
           rd_kafka_event_CreateTopics_result(event.get()), &count);
-      if (topic_results_ok(results, count, error))
-        break;
       err = count > 0 ? rd_kafka_topic_result_error(results[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
       // An earlier attempt that timed out may have created it after all.
-      if (retried && err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-        break;
+      if (topic_results_ok(results, count, error) ||
+          (asked_before && err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS))
+        return created = true;
     }
-    if (!kafka::creation_may_succeed_later(err, error) ||
-        std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds{500});
-  }
+    asked_before = true;
+    return !kafka::creation_may_succeed_later(err, error);  // false: ask again
+  };
+  eventually(attempt, timeout, std::chrono::milliseconds{500});
+  if (!created)
+    return false;
 
   // KRaft brokers learn of the topic asynchronously; tests want it usable on return.
   if (!eventually([&] { return topic_ready(rk.get(), name, partitions); }, timeout,
