@@ -112,9 +112,10 @@ std::optional<std::string> validate(asset_model& m) {
                            : p.critical->value > p.warning->value))
       return where + "the critical threshold (" + to_string(*p.critical) +
              ") must lie beyond the warning one (" + to_string(*p.warning) + ")";
-    if (p.alert_after_samples < 1 || p.alert_after_samples > 1000 || p.clear_after_samples < 1 ||
-        p.clear_after_samples > 1000)
-      return where + "alert_after_samples and clear_after_samples must be 1 to 1000";
+    if (p.alert_after_samples < 1 || p.alert_after_samples > max_alert_samples ||
+        p.clear_after_samples < 1 || p.clear_after_samples > max_alert_samples)
+      return where + "alert_after_samples and clear_after_samples must be 1 to " +
+             std::to_string(max_alert_samples);
     if (p.alert_after_ms < 0 || p.clear_after_ms < 0)
       return where + "durations cannot be negative";
     if (p.period_ms > 0 && p.expected_interval_ms > 0 && p.period_ms < 2 * p.expected_interval_ms)

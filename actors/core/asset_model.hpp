@@ -41,6 +41,9 @@ struct threshold {
 std::optional<threshold> parse_threshold(std::string_view s, std::string& error);
 std::string to_string(const threshold& t);
 
+/// The most samples an alert policy may ask for.
+inline constexpr uint32_t max_alert_samples = 1000;
+
 struct property_model {
   std::string name;
   property_type type = property_type::number;
@@ -66,11 +69,12 @@ struct property_model {
   double sensitivity = 1;
   /// The property's anomaly alert: raised after this many anomalous samples
   /// spanning at least alert_after_ms, cleared after this many normal ones
-  /// spanning at least clear_after_ms (defaults: 2 and 3 samples).
-  uint32_t alert_after_samples = 2;
-  int64_t alert_after_ms = 0;
-  uint32_t clear_after_samples = 3;
-  int64_t clear_after_ms = 0;
+  /// spanning at least clear_after_ms (defaults: alert_policy's, 2 and 3
+  /// samples); sample counts from 1 to max_alert_samples.
+  uint32_t alert_after_samples = alert_policy{}.raise_after_samples;
+  int64_t alert_after_ms = alert_policy{}.raise_after_ms;
+  uint32_t clear_after_samples = alert_policy{}.clear_after_samples;
+  int64_t clear_after_ms = alert_policy{}.clear_after_ms;
 
   bool operator==(const property_model&) const = default;
 };

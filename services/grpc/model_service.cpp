@@ -88,9 +88,12 @@ std::optional<core::asset_model> model_from_proto(const fleettwin::v1::AssetMode
     pm.period_ms = q.period_ms();
     pm.sensitive = q.sensitive();
     pm.sensitivity = q.sensitivity() == 0 ? 1 : q.sensitivity();
-    pm.alert_after_samples = q.alert_after_samples() == 0 ? 2 : q.alert_after_samples();
+    // 0: not set, the default.
+    if (q.alert_after_samples() != 0)
+      pm.alert_after_samples = q.alert_after_samples();
     pm.alert_after_ms = q.alert_after_ms();
-    pm.clear_after_samples = q.clear_after_samples() == 0 ? 3 : q.clear_after_samples();
+    if (q.clear_after_samples() != 0)
+      pm.clear_after_samples = q.clear_after_samples();
     pm.clear_after_ms = q.clear_after_ms();
     m.properties.push_back(std::move(pm));
   }

@@ -116,8 +116,9 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
                           std::pair{"clear_after_samples", &p.clear_after_samples}}) {
     if (const auto* n = t.get(key)) {
       auto i = n->value_exact<int64_t>();
-      if (!i || *i < 1 || *i > 1000)
-        return fail(*n, std::string{key} + " must be a whole number from 1 to 1000");
+      if (!i || *i < 1 || *i > core::max_alert_samples)
+        return fail(*n, std::string{key} + " must be a whole number from 1 to " +
+                            std::to_string(core::max_alert_samples));
       *out = static_cast<uint32_t>(*i);
     }
   }
