@@ -16,6 +16,15 @@ constexpr int64_t t0 = 1'700'000'000'000;
 
 class TwinAnalyticsTest : public ::testing::Test {
 protected:
+  /// A meter model whose one property, voltage, has the settings of `v`.
+  static asset_model meter_model(property_model v) {
+    asset_model m;
+    m.kind = "meter";
+    v.name = "voltage";
+    m.properties.push_back(std::move(v));
+    return m;
+  }
+
   /// Applies a meter reading (sequence = i + 1, one a second) and runs the
   /// analytics; returns the alerts that changed.
   std::vector<alert_change> read(int i, double voltage, const asset_model* model = nullptr) {
@@ -78,12 +87,9 @@ TEST_F(TwinAnalyticsTest, ALevelShiftRaisesAnAlertThatClearsOnceItIsTheNewNormal
 }
 
 TEST_F(TwinAnalyticsTest, TheModelOfThePropertySetsItsDetectors) {
-  asset_model m;
-  m.kind = "meter";
   property_model v;
-  v.name = "voltage";
   v.stuck_after_ms = 20'000;
-  m.properties.push_back(v);
+  auto m = meter_model(v);
   ASSERT_FALSE(validate(m));
   std::vector<alert_change> seen;
   for (int i = 0; i < 200; ++i) {
@@ -154,14 +160,11 @@ TEST_F(TwinAnalyticsTest, AnOperatorAcknowledgesTheOpenAlertOnce) {
 }
 
 TEST_F(TwinAnalyticsTest, DataQualityFlagsCountsAndScore) {
-  asset_model m;
-  m.kind = "meter";
   property_model v;
-  v.name = "voltage";
   v.min = 200;
   v.max = 250;
   v.expected_interval_ms = 1'000;
-  m.properties.push_back(v);
+  auto m = meter_model(v);
   ASSERT_FALSE(validate(m));
   for (int i = 0; i < 50; ++i)
     read(i, 230 + noise(gen) * 0.1, &m);
@@ -196,12 +199,9 @@ TEST_F(TwinAnalyticsTest, DataQualityFlagsCountsAndScore) {
 }
 
 TEST_F(TwinAnalyticsTest, TimeToFailureAndHealth) {
-  asset_model m;
-  m.kind = "meter";
   property_model v;
-  v.name = "voltage";
   v.failure = threshold{200, false};  // below 200 V
-  m.properties.push_back(v);
+  auto m = meter_model(v);
   ASSERT_FALSE(validate(m));
   // Down 0.1 V a second from 230: 200 V is 300 s after the start.
   for (int i = 0; i < 100; ++i)
@@ -227,12 +227,9 @@ TEST_F(TwinAnalyticsTest, TimeToFailureAndHealth) {
 }
 
 TEST_F(TwinAnalyticsTest, TheModelsAlertPolicyDelaysTheAlert) {
-  asset_model m;
-  m.kind = "meter";
   property_model v;
-  v.name = "voltage";
   v.alert_after_samples = 5;
-  m.properties.push_back(v);
+  auto m = meter_model(v);
   ASSERT_FALSE(validate(m));
   // The same series as without a model, where the alert comes within 6
   // samples of the shift: five anomalous samples are needed now.
