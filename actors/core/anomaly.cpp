@@ -32,6 +32,9 @@ constexpr double base_alpha = 0.02;
 constexpr double base_beta = 0.005;
 /// Samples the forecaster's trend needs to settle (about 3 / its beta).
 constexpr uint32_t trend_settles = 50;
+/// After a pause, a series this many baseline spreads from its old normal
+/// has a new one.
+constexpr double new_normal_z = 3;
 /// Mean absolute deviation to standard deviation (normal errors).
 constexpr double mad_to_sigma = 1.2533141373155003;
 
@@ -102,6 +105,19 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     }
     const double sigma = std::max(mad_to_sigma * s.spread, 1e-9 * std::max(1.0, std::abs(value)));
     const double z = e / sigma;
+    if (time_ms < s.settle_until_ms)
+      return {};  // settling after a pause: nothing is scored or learnt
+    if (s.resuming) {
+      // Settled. A series back at its old normal goes on against it (a
+      // drift across stops is still found); one that came back elsewhere
+      // (a battery charged while parked) starts a new normal from where
+      // the forecaster now has it.
+      s.resuming = false;
+      const double base_sigma = std::max(sigma, mad_to_sigma * s.base_spread);
+      if (s.base_samples > 0 &&
+          std::abs(level - (s.base_level + s.base_trend)) > new_normal_z * base_sigma)
+        s.base_level = level;
+    }
     const bool scored = s.samples > p.warmup;
 
     // Spike: the forecast error, or the rate of change beyond the model's.
@@ -226,8 +242,29 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
   return out;
 }
 
+void pause_detector(detector_state& s, int64_t time_ms) {
+  if (s.samples == 0)
+    return;
+  s.paused = true;
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+}
+
+void resume_detector(detector_state& s, int64_t settle_ms, double value, int64_t time_ms) {
+  s.paused = false;
+  s.resuming = true;
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+  s.run_value = value;
+  s.run_since_ms = time_ms;
+  s.run_length = 1;
+  s.base_last_z = 0;
+  s.cusum_up = s.cusum_down = 0;
+  s.cusum_steps = s.shifted_for = 0;
+  s.shift = anomaly_kind::none;
+  s.settle_until_ms = time_ms + std::max<int64_t>(0, settle_ms);
+}
+
 void encode_detector(const detector_state& s, std::string& out) {
-  out.push_back(2);  // format (1: without base_spread)
+  out.push_back(3);  // format (1: without base_spread; 2: without paused, settle_until_ms)
   for (double d :
        {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up, s.cusum_down,
         s.run_value, s.base_spread, s.base_last_z, s.base_lag_product, s.base_square})
@@ -241,18 +278,20 @@ void encode_detector(const detector_state& s, std::string& out) {
   wire::put_varint(out, s.base_samples);
   out.push_back(static_cast<char>(s.shift));
   out.push_back(s.varied ? 1 : 0);
+  out.push_back(static_cast<char>((s.paused ? 1 : 0) | (s.resuming ? 2 : 0)));
+  wire::put_signed(out, s.settle_until_ms);
 }
 
 bool decode_detector(std::string_view& in, detector_state& s) {
   wire::reader r{in};
   const auto format = r.byte();
-  if (format != 1 && format != 2)
+  if (format < 1 || format > 3)
     return false;
   detector_state d;
   for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend, &d.cusum_up,
                     &d.cusum_down, &d.run_value})
     *f = r.real();
-  if (format == 2)
+  if (format >= 2)
     for (double* f : {&d.base_spread, &d.base_last_z, &d.base_lag_product, &d.base_square})
       *f = r.real();
   d.run_since_ms = r.signed_varint();
@@ -264,8 +303,15 @@ bool decode_detector(std::string_view& in, detector_state& s) {
   d.base_samples = static_cast<uint16_t>(std::min<uint64_t>(r.varint(), UINT16_MAX));
   const auto shift = r.byte();
   const auto varied = r.byte();
-  if (!r.ok || shift > static_cast<uint8_t>(anomaly_kind::stuck) || varied > 1)
+  uint8_t pause = 0;
+  if (format >= 3) {
+    pause = r.byte();
+    d.settle_until_ms = r.signed_varint();
+  }
+  if (!r.ok || shift > static_cast<uint8_t>(anomaly_kind::stuck) || varied > 1 || pause > 3)
     return false;
+  d.paused = (pause & 1) != 0;
+  d.resuming = (pause & 2) != 0;
   d.shift = static_cast<anomaly_kind>(shift);
   d.varied = varied == 1;
   s = d;

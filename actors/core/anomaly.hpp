@@ -45,6 +45,10 @@ struct detector_params {
   double max_rate_per_s = 0;
   /// Samples after which a persisting shift is the new normal.
   uint32_t adapt_after = 30;
+  /// After a pause (the twin outside the property's operating states), how
+  /// long the samples are learnt from but not scored: the transient of a
+  /// machine starting up, a vehicle setting off.
+  int64_t settle_ms = 0;
 };
 
 /// What the detector keeps per property (fixed size; see encode_detector).
@@ -85,6 +89,13 @@ struct detector_state {
   anomaly_kind shift = anomaly_kind::none;
   /// The property has changed value at least once.
   bool varied = false;
+  /// The last sample came while the twin was outside the property's
+  /// operating states; the next one inside resumes (see resume_detector).
+  bool paused = false;
+  /// Resumed after a pause, and not yet settled.
+  bool resuming = false;
+  /// Samples before this time are settling after a pause: not scored.
+  int64_t settle_until_ms = 0;
 
   bool operator==(const detector_state&) const = default;
 };
@@ -104,6 +115,17 @@ struct anomaly_result {
 /// series' slope per sample (the baseline learns from them).
 anomaly_result detect(detector_state& s, const detector_params& p, double value, int64_t time_ms,
                       std::optional<double> error, double season, double level, double slope);
+
+/// A sample outside the property's operating states: not scored and not
+/// learnt from; the detector waits for the next one inside.
+void pause_detector(detector_state& s, int64_t time_ms);
+
+/// The first sample after a pause: the CUSUM and a run of repeated values
+/// start afresh, the spreads and the baseline learnt stay; samples within
+/// `settle_ms` are not scored or learnt from. The first sample after
+/// that compares the forecaster's level with the old baseline: a series
+/// that came back elsewhere starts a new normal there. Scores nothing.
+void resume_detector(detector_state& s, int64_t settle_ms, double value, int64_t time_ms);
 
 /// Bit-exact encoding of the state.
 void encode_detector(const detector_state& s, std::string& out);

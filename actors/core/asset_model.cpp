@@ -79,9 +79,33 @@ const property_model* asset_model::find(std::string_view property) const {
   return it != properties.end() && it->name == property ? &*it : nullptr;
 }
 
+uint32_t asset_model::states_of(const twin& tw, int64_t now_ms) const {
+  uint32_t out = 0;
+  for (size_t i = 0; i < states.size() && i < max_operating_states; ++i)
+    if (states[i].condition.matches(tw, now_ms, 0))
+      out |= uint32_t{1} << i;
+  return out;
+}
+
 std::optional<std::string> validate(asset_model& m) {
   if (m.kind.empty())
     return "a model needs the kind it describes";
+  if (m.states.size() > max_operating_states)
+    return "model \"" + m.kind + "\": at most " + std::to_string(max_operating_states) +
+           " operating states";
+  for (size_t i = 0; i < m.states.size(); ++i) {
+    auto& st = m.states[i];
+    const std::string where = "model \"" + m.kind + "\", state \"" + st.name + "\": ";
+    if (st.name.empty())
+      return "model \"" + m.kind + "\": an operating state needs a name";
+    for (size_t j = 0; j < i; ++j)
+      if (m.states[j].name == st.name)
+        return where + "declared twice";
+    if (st.when.find_first_not_of(" \t\n") == std::string::npos)
+      return where + "needs a condition (e.g. reported.running = true)";
+    if (auto err = filter::parse(st.when, st.condition))
+      return where + "condition at offset " + std::to_string(err->position) + ": " + err->message;
+  }
   std::sort(m.properties.begin(), m.properties.end(),
             [](const property_model& a, const property_model& b) { return a.name < b.name; });
   for (size_t i = 0; i < m.properties.size(); ++i) {
@@ -120,6 +144,20 @@ std::optional<std::string> validate(asset_model& m) {
       return where + "durations cannot be negative";
     if (p.period_ms > 0 && p.expected_interval_ms > 0 && p.period_ms < 2 * p.expected_interval_ms)
       return where + "a period must span at least two expected intervals";
+    if (p.settle_ms < 0)
+      return where + "durations cannot be negative";
+    auto& q = m.properties[i];
+    q.analyse_mask = 0;
+    for (const auto& name : q.analyse_in) {
+      auto it = std::find_if(m.states.begin(), m.states.end(),
+                             [&](const operating_state& st) { return st.name == name; });
+      if (it == m.states.end())
+        return where + "analyse_in names \"" + name + "\", which is not a state of the model" +
+               (m.states.empty() ? std::string{" (it declares none)"} : std::string{});
+      q.analyse_mask |= uint32_t{1} << (it - m.states.begin());
+    }
+    if (q.settle_ms > 0 && q.analyse_in.empty())
+      return where + "settle applies after the twin enters a state of analyse_in; name them";
   }
   return std::nullopt;
 }
@@ -132,6 +170,7 @@ property_analytics_params analytics_params(const property_model* p) {
     out.forecast = forecast_params::seasonal(p->period_ms);
   out.detector.sensitivity = p->sensitivity;
   out.detector.max_rate_per_s = p->max_rate_per_s;
+  out.detector.settle_ms = p->settle_ms;
   if (p->stuck_after_ms > 0) {
     // The model's time limit replaces the default count of samples.
     out.detector.stuck_after_ms = p->stuck_after_ms;

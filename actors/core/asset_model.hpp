@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "actors/core/alert.hpp"
+#include "actors/core/filter.hpp"
 #include "actors/core/property_analytics.hpp"
 
 namespace fleettwin::core {
@@ -40,6 +41,26 @@ struct threshold {
 /// the strict ones: a sample exactly at a limit does not cross it).
 std::optional<threshold> parse_threshold(std::string_view s, std::string& error);
 std::string to_string(const threshold& t);
+
+/// An operating state of a kind of asset (running, moving, charging): it
+/// holds while the twin satisfies a condition over its own fields, in the
+/// ListTwins filter language (`reported.running = true`, `reported.speed >
+/// 0`). A property can be analysed only in some states: a stopped machine's
+/// rpm at 0 is not stuck, its start is not a spike.
+struct operating_state {
+  std::string name;
+  /// The condition, as written.
+  std::string when;
+  /// `when`, parsed (by validate).
+  filter condition;
+
+  bool operator==(const operating_state& o) const {
+    return name == o.name && when == o.when;
+  }
+};
+
+/// The most operating states a model may declare.
+inline constexpr size_t max_operating_states = 32;
 
 /// The most samples an alert policy may ask for.
 inline constexpr uint32_t max_alert_samples = 1000;
@@ -75,6 +96,15 @@ struct property_model {
   int64_t alert_after_ms = alert_policy{}.raise_after_ms;
   uint32_t clear_after_samples = alert_policy{}.clear_after_samples;
   int64_t clear_after_ms = alert_policy{}.clear_after_ms;
+  /// The operating states the property is analysed in (empty: always).
+  /// Outside them its samples are applied and checked against the range,
+  /// but neither learnt from nor scored.
+  std::vector<std::string> analyse_in;
+  /// After the twin enters one of them, how long its samples are learnt
+  /// from but not scored (a start-up transient).
+  int64_t settle_ms = 0;
+  /// analyse_in as bits of the model's states (set by validate).
+  uint32_t analyse_mask = 0;
 
   bool operator==(const property_model&) const = default;
 };
@@ -85,10 +115,14 @@ struct asset_model {
   std::string description;
   /// Sorted by name, unique.
   std::vector<property_model> properties;
+  /// Its operating states, in declaration order.
+  std::vector<operating_state> states;
   /// Incremented on every change (set by whoever stores it).
   uint64_t revision = 0;
 
   const property_model* find(std::string_view property) const;
+  /// The states `tw` is in, as bits (bit i: states[i]).
+  uint32_t states_of(const twin& tw, int64_t now_ms) const;
   bool operator==(const asset_model&) const = default;
 };
 
@@ -96,7 +130,8 @@ struct asset_model {
 using model_set = std::map<std::string, asset_model, std::less<>>;
 
 /// What is wrong with `m` (nullopt: valid), said so that the author knows
-/// what to fix. Sorts its properties by name.
+/// what to fix. Sorts its properties by name, parses the states' conditions
+/// and sets the properties' analyse_mask.
 std::optional<std::string> validate(asset_model& m);
 
 /// The analytics settings a property's model implies (defaults without one).

@@ -125,6 +125,24 @@ std::optional<double> update_forecaster(forecaster_state& s, const forecast_para
   return error;
 }
 
+void follow_forecaster(forecaster_state& s, double value, int64_t time_ms) {
+  if (s.samples == 0)
+    return;
+  s.last_value = value;
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+}
+
+void reanchor_forecaster(forecaster_state& s, const forecast_params& p, double value,
+                         int64_t time_ms) {
+  if (s.samples == 0) {
+    update_forecaster(s, p, value, time_ms);
+    return;
+  }
+  s.level = value - seasonal(s, p, time_ms);
+  s.last_value = value;
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+}
+
 std::vector<forecast_point> forecast(const forecaster_state& s, const forecast_params& p,
                                      int64_t horizon_ms, int64_t step, size_t max_points) {
   std::vector<forecast_point> out;

@@ -102,6 +102,16 @@ double seasonal_component(const forecaster_state& s, const forecast_params& p, i
 std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p, double value,
                                         int64_t time_ms);
 
+/// A sample the forecaster does not learn from (its twin is outside the
+/// property's operating states): only its clock and last value follow.
+void follow_forecaster(forecaster_state& s, double value, int64_t time_ms);
+
+/// The first sample after such a pause: the level moves to it (the trend,
+/// the seasons and the error scale stay what was learnt), so that the pause
+/// is not taken for a jump.
+void reanchor_forecaster(forecaster_state& s, const forecast_params& p, double value,
+                         int64_t time_ms);
+
 /// Points `step_ms` apart (default: the mean reporting interval) up to
 /// `horizon_ms` after the last sample, at most `max_points`.
 std::vector<forecast_point> forecast(const forecaster_state& s, const forecast_params& p,

@@ -4,10 +4,34 @@
 
 namespace fleettwin::core {
 
+namespace {
+
+/// Silent for this many mean reporting intervals, a property resumes afresh.
+constexpr double silence_intervals = 4;
+
+}  // namespace
+
 anomaly_result analyze(property_analytics& a, const property_analytics_params& p, double value,
-                       int64_t time_ms) {
+                       int64_t time_ms, bool in_state) {
   if (!std::isfinite(value) || (a.forecast.samples > 0 && time_ms < a.forecast.last_time_ms))
     return {};
+  if (!in_state) {
+    follow_forecaster(a.forecast, value, time_ms);
+    pause_detector(a.detector, time_ms);
+    return {};
+  }
+  // After a pause, or a silence of several reporting intervals, the series
+  // resumes from where it now is: the world moved on unseen (the silence
+  // itself is data quality's to flag, as a gap).
+  const auto& f = a.forecast;
+  const bool silent =
+      f.samples > 1 && f.interval_ms > 0 &&
+      static_cast<double>(time_ms - f.last_time_ms) > silence_intervals * f.interval_ms;
+  if (a.detector.paused || silent) {
+    reanchor_forecaster(a.forecast, p.forecast, value, time_ms);
+    resume_detector(a.detector, a.detector.paused ? p.detector.settle_ms : 0, value, time_ms);
+    return {};
+  }
   const auto error = update_forecaster(a.forecast, p.forecast, value, time_ms);
   return detect(a.detector, p.detector, value, time_ms, error,
                 seasonal_component(a.forecast, p.forecast, time_ms), a.forecast.level,

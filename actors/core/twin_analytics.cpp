@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace fleettwin::core {
 
@@ -83,6 +84,8 @@ void assess(quality_state& q, const property_model* pm, const forecaster_state& 
 void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
                      const asset_model* model, int64_t now_ms, analysis_output& out) {
   const int64_t time_ms = t.source_time_ms > 0 ? t.source_time_ms : now_ms;
+  // The operating states the twin is in after the record, judged once.
+  std::optional<uint32_t> states;
   for (auto i : applied.applied_metrics) {
     const auto& [name, v] = t.metrics[i];
     // Booleans and text are states, not series.
@@ -97,7 +100,13 @@ void analyze_applied(twin& tw, const telemetry& t, const apply_result& applied,
     const auto params = analytics_params(pm);
     const int64_t previous_ms = a.state.forecast.samples > 0 ? a.state.forecast.last_time_ms : 0;
     const double error_before = a.state.forecast.abs_error_sum;
-    const auto r = analyze(a.state, params, x, time_ms);
+    bool in_state = true;
+    if (pm && pm->analyse_mask != 0) {
+      if (!states)
+        states = model->states_of(tw, now_ms);
+      in_state = (*states & pm->analyse_mask) != 0;
+    }
+    const auto r = analyze(a.state, params, x, time_ms, in_state);
     if (const auto& f = a.state.forecast; f.samples >= 3 && f.naive_abs_error_sum > 0) {
       const double naive_mean = f.naive_abs_error_sum / static_cast<double>(f.samples - 1);
       out.scaled_error += (f.abs_error_sum - error_before) / naive_mean;

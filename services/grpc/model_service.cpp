@@ -42,6 +42,14 @@ void model_to_proto(const core::asset_model& m, fleettwin::v1::AssetModel& out) 
     o->set_alert_after_ms(p.alert_after_ms);
     o->set_clear_after_samples(p.clear_after_samples);
     o->set_clear_after_ms(p.clear_after_ms);
+    for (const auto& st : p.analyse_in)
+      o->add_analyse_in(st);
+    o->set_settle_ms(p.settle_ms);
+  }
+  for (const auto& st : m.states) {
+    auto* o = out.add_states();
+    o->set_name(st.name);
+    o->set_when(st.when);
   }
 }
 
@@ -95,8 +103,12 @@ std::optional<core::asset_model> model_from_proto(const fleettwin::v1::AssetMode
     if (q.clear_after_samples() != 0)
       pm.clear_after_samples = q.clear_after_samples();
     pm.clear_after_ms = q.clear_after_ms();
+    pm.analyse_in.assign(q.analyse_in().begin(), q.analyse_in().end());
+    pm.settle_ms = q.settle_ms();
     m.properties.push_back(std::move(pm));
   }
+  for (const auto& st : p.states())
+    m.states.push_back({st.name(), st.when(), {}});
   return m;
 }
 

@@ -32,7 +32,9 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
                                                 "alert_after_samples",
                                                 "alert_after",
                                                 "clear_after_samples",
-                                                "clear_after"};
+                                                "clear_after",
+                                                "analyse_in",
+                                                "settle"};
   for (const auto& [key, node] : t)
     if (!known.contains(key.str())) {
       error = where(origin, node) + ": property \"" + p.name + "\" has no setting \"" +
@@ -122,6 +124,17 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
       *out = static_cast<uint32_t>(*i);
     }
   }
+  if (const auto* n = t.get("analyse_in")) {
+    const auto* arr = n->as_array();
+    if (!arr)
+      return fail(*n, "analyse_in must be a list of the model's states, e.g. [\"running\"]");
+    for (const auto& e : *arr) {
+      auto name = e.value<std::string>();
+      if (!name)
+        return fail(e, "analyse_in must be a list of the model's states, e.g. [\"running\"]");
+      p.analyse_in.push_back(*name);
+    }
+  }
   if (const auto* n = t.get("sensitive")) {
     auto b = n->value<bool>();
     if (!b)
@@ -131,8 +144,8 @@ bool read_property(const toml::table& t, const std::string& origin, core::proper
   return duration("expected_interval", p.expected_interval_ms) &&
          duration("stuck_after", p.stuck_after_ms) && duration("period", p.period_ms) &&
          duration("alert_after", p.alert_after_ms) && duration("clear_after", p.clear_after_ms) &&
-         limit("warning", p.warning) && limit("critical", p.critical) &&
-         limit("failure", p.failure);
+         duration("settle", p.settle_ms) && limit("warning", p.warning) &&
+         limit("critical", p.critical) && limit("failure", p.failure);
 }
 
 }  // namespace
@@ -191,9 +204,29 @@ std::vector<core::asset_model> parse_model_config(std::string_view text, const s
             return {};
           m.properties.push_back(std::move(p));
         }
+      } else if (key.str() == "states") {
+        const auto* states = value.as_table();
+        if (!states) {
+          error = where(origin, value) +
+                  ": states must be a table of conditions, e.g. running = \"reported.running = "
+                  "true\"";
+          return {};
+        }
+        for (const auto& [name, cnode] : *states) {
+          auto when = cnode.value<std::string>();
+          if (!when) {
+            error = where(origin, cnode) + ": state \"" + std::string{name.str()} +
+                    "\" must be a condition in quotes, e.g. \"reported.running = true\"";
+            return {};
+          }
+          core::operating_state st;
+          st.name = std::string{name.str()};
+          st.when = *when;
+          m.states.push_back(std::move(st));
+        }
       } else {
         error = where(origin, value) + ": a model has no setting \"" + std::string{key.str()} +
-                "\" (kind, description, properties)";
+                "\" (kind, description, states, properties)";
         return {};
       }
     }

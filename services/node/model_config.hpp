@@ -7,6 +7,9 @@
 //   kind = "vehicle"
 //   description = "Battery electric vehicles"
 //
+//   [model.states]               # operating states: conditions over the twin
+//   moving = "reported.speed > 0"   #   (the ListTwins filter language)
+//
 //   [model.properties.battery]
 //   type = "number"              # number, integer, boolean or text
 //   unit = "%"
@@ -24,6 +27,8 @@
 //   alert_after = "0s"           #   samples spanning at least this long,
 //   clear_after_samples = 3      #   cleared after this many normal ones
 //   clear_after = "0s"           #   spanning at least this long
+//   analyse_in = ["moving"]      # analysed only in these states (default: always)
+//   settle = "30s"               # after entering one, learnt from but not scored
 //
 // Durations read "500ms", "10s", "5m", "24h", "7d" or a number of
 // milliseconds. Unknown keys are errors (a typo should not pass silently).

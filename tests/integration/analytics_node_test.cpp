@@ -377,12 +377,24 @@ TEST_F(AnalyticsNodeTest, ModelsArePutOverGrpcAndDriveTheAnalytics) {
   flow->set_max(100);
   flow->set_max_rate_per_s(8);
   flow->set_warning("> 80");
+  // Pressure is analysed only while the pump runs, settling for 20 s.
+  auto* running = m->add_states();
+  running->set_name("running");
+  running->set_when("reported.on = true");
+  auto* pressure = m->add_properties();
+  pressure->set_name("pressure");
+  pressure->add_analyse_in("running");
+  pressure->set_settle_ms(20'000);
   v1::AssetModel stored;
   auto st = call(&v1::ModelService::Stub::PutModel, put, stored);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(stored.name(), "models/pump");
   EXPECT_EQ(stored.revision(), 1u);
   EXPECT_EQ(stored.properties(0).warning(), "> 80");
+  ASSERT_EQ(stored.states_size(), 1);
+  EXPECT_EQ(stored.states(0).when(), "reported.on = true");
+  EXPECT_EQ(stored.properties(1).analyse_in(0), "running");
+  EXPECT_EQ(stored.properties(1).settle_ms(), 20'000);
   ASSERT_TRUE(call(&v1::ModelService::Stub::PutModel, put, stored).ok());
   EXPECT_EQ(stored.revision(), 2u);
 
@@ -416,6 +428,19 @@ TEST_F(AnalyticsNodeTest, ModelsArePutOverGrpcAndDriveTheAnalytics) {
   bad.mutable_model()->mutable_properties(0)->set_min(200);
   st = call(&v1::ModelService::Stub::PutModel, bad, stored);
   EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+  bad = put;
+  bad.mutable_model()->mutable_properties(1)->set_analyse_in(0, "idle");
+  st = call(&v1::ModelService::Stub::PutModel, bad, stored);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("analyse_in names \"idle\", which is not a state"),
+            std::string::npos)
+      << st.error_message();
+  bad = put;
+  bad.mutable_model()->mutable_states(0)->set_when("reported.on = ");
+  st = call(&v1::ModelService::Stub::PutModel, bad, stored);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("state \"running\": condition"), std::string::npos)
+      << st.error_message();
   bad = put;
   bad.mutable_model()->clear_kind();
   EXPECT_EQ(call(&v1::ModelService::Stub::PutModel, bad, stored).error_code(),
@@ -465,6 +490,8 @@ TEST_F(AnalyticsNodeTest, ModelsArePutOverGrpcAndDriveTheAnalytics) {
   ASSERT_TRUE(call(&v1::ModelService::Stub::GetModel, get, stored).ok());
   EXPECT_EQ(stored.revision(), 2u);
   EXPECT_EQ(stored.description(), "Water pumps");
+  ASSERT_EQ(stored.states_size(), 1);
+  EXPECT_EQ(stored.states(0).name(), "running");
 }
 
 // A vehicle's battery runs down along a line while its speed sensor

@@ -76,6 +76,17 @@ TEST(ModelConfigTest, ErrorsSayWhereAndWhatToFix) {
       {"[[model]\n", "models.toml:1:"},
       {"[[model]]\nkind = \"v\"\n[model.properties.b]\nalert_after_samples = 0\n",
        "models.toml:4: property \"b\": alert_after_samples must be a whole number from 1 to 1000"},
+      {"[[model]]\nkind = \"v\"\n[model.properties.b]\nanalyse_in = [\"moving\"]\n",
+       "property \"b\": analyse_in names \"moving\", which is not a state of the model (it "
+       "declares none)"},
+      {"[[model]]\nkind = \"v\"\n[model.states]\nmoving = \"reported.speed >\"\n",
+       "model \"v\", state \"moving\": condition at offset"},
+      {"[[model]]\nkind = \"v\"\n[model.states]\nmoving = 1\n",
+       "models.toml:4: state \"moving\" must be a condition in quotes"},
+      {"[[model]]\nkind = \"v\"\n[model.properties.b]\nanalyse_in = \"moving\"\n",
+       "analyse_in must be a list of the model's states"},
+      {"[[model]]\nkind = \"v\"\n[model.properties.b]\nsettle = \"1m\"\n",
+       "settle applies after the twin enters a state of analyse_in; name them"},
   };
   for (const auto& c : cases) {
     std::string error;
@@ -119,4 +130,33 @@ TEST(ModelConfigTest, AlertPoliciesAreRead) {
   EXPECT_EQ(d.raise_after_samples, 2u);
   EXPECT_EQ(d.clear_after_samples, 3u);
   EXPECT_EQ(core::alert_policy_of(nullptr).raise_after_samples, 2u);
+}
+
+TEST(ModelConfigTest, OperatingStatesAndWhereAPropertyIsAnalysed) {
+  std::string error;
+  auto models = parse(
+      "[[model]]\nkind = \"machine\"\n[model.states]\nrunning = \"reported.running = true\"\n"
+      "hot = \"reported.temperature > 80\"\n"
+      "[model.properties.rpm]\nanalyse_in = [\"running\"]\nsettle = \"30s\"\n"
+      "[model.properties.temperature]\nanalyse_in = [\"running\", \"hot\"]\n"
+      "[model.properties.load]\n",
+      error);
+  ASSERT_EQ(models.size(), 1u) << error;
+  const auto& m = models[0];
+  ASSERT_EQ(m.states.size(), 2u);
+  // The states as TOML keeps them (by name), each bit of a mask.
+  EXPECT_EQ(m.states[0].name, "hot");
+  EXPECT_EQ(m.states[1].name, "running");
+  EXPECT_EQ(m.find("rpm")->analyse_mask, 2u);
+  EXPECT_EQ(m.find("rpm")->settle_ms, 30'000);
+  EXPECT_EQ(m.find("temperature")->analyse_mask, 3u);
+  EXPECT_EQ(m.find("load")->analyse_mask, 0u);
+  // Judged on a twin.
+  core::twin tw;
+  tw.reported["running"].val = true;
+  tw.reported["temperature"].val = 85.0;
+  EXPECT_EQ(m.states_of(tw, 0), 3u);
+  tw.reported["running"].val = false;
+  tw.reported["temperature"].val = 60.0;
+  EXPECT_EQ(m.states_of(tw, 0), 0u);
 }

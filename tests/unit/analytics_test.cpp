@@ -345,14 +345,31 @@ TEST(AnomalyTest, StateOfTheFirstFormatIsStillRead) {
   s.varied = true;
   std::string bytes;
   encode_detector(s, bytes);
-  ASSERT_EQ(bytes[0], 2);
-  // Format 1 is format 2 without the four doubles of the baseline's scale.
-  std::string v1 = bytes;
+  ASSERT_EQ(bytes[0], 3);
+  // Format 2 is format 3 without the pause (a byte of flags and the settle
+  // time, a varint: 0 here), format 1 also without the four doubles of the
+  // baseline's scale.
+  std::string v2 = bytes;
+  v2[0] = 2;
+  v2.erase(v2.size() - 2);
+  std::string v1 = v2;
   v1[0] = 1;
   v1.erase(1 + 8 * 8, 4 * 8);
-  std::string_view in = v1;
+  for (const auto& old : {v1, v2}) {
+    std::string_view in = old;
+    detector_state back;
+    ASSERT_TRUE(decode_detector(in, back));
+    EXPECT_TRUE(in.empty());
+    EXPECT_EQ(back, s);
+  }
+  // A paused, settling state round-trips.
+  s.paused = true;
+  s.resuming = true;
+  s.settle_until_ms = 1'700'000'030'000;
+  bytes.clear();
+  encode_detector(s, bytes);
+  std::string_view in = bytes;
   detector_state back;
   ASSERT_TRUE(decode_detector(in, back));
-  EXPECT_TRUE(in.empty());
   EXPECT_EQ(back, s);
 }

@@ -27,13 +27,14 @@ protected:
 
   /// Applies a meter reading (sequence = i + 1, one a second) and runs the
   /// analytics; returns the alerts that changed.
-  std::vector<alert_change> read(int i, double voltage, const asset_model* model = nullptr) {
+  std::vector<alert_change> read(int i, double voltage, const asset_model* model = nullptr,
+                                 bool on = true) {
     telemetry t;
     t.asset_id = "mtr-1";
     t.kind = "meter";
     t.sequence = static_cast<uint64_t>(i + 1);
     t.source_time_ms = t0 + i * 1000;
-    t.metrics = {{"voltage", voltage}, {"on", true}, {"phase", std::string{"L1"}}};
+    t.metrics = {{"voltage", voltage}, {"on", on}, {"phase", std::string{"L1"}}};
     apply_telemetry(tw, t, t.source_time_ms + 5, lim, res);
     analysis_output out;
     analyze_applied(tw, t, res, model, t.source_time_ms + 5, out);
@@ -102,6 +103,107 @@ TEST_F(TwinAnalyticsTest, TheModelOfThePropertySetsItsDetectors) {
   // 231.5 from sample 100 on: unchanged for 20 s at sample 120, raised one
   // sample later (two samples at the level).
   EXPECT_EQ(seen[0].time_ms, t0 + 121'000);
+}
+
+TEST_F(TwinAnalyticsTest, OutsideItsOperatingStatesAPropertyIsNeitherScoredNorLearntFrom) {
+  // The meter's voltage is analysed while it is on; it falls to 0 when off
+  // and takes 5 s to settle when switched on again.
+  property_model v;
+  v.analyse_in = {"on"};
+  v.settle_ms = 5'000;
+  auto m = meter_model(v);
+  m.states.push_back({"on", "reported.on = true", {}});
+  ASSERT_FALSE(validate(m));
+  ASSERT_EQ(m.properties[0].analyse_mask, 1u);
+  // The same readings without states: the stop is stuck at 0 after a spike.
+  auto plain = meter_model(property_model{});
+  auto voltage = [](int i, double noise) {
+    if (i >= 200 && i < 260)
+      return 0.0;                                          // off
+    return (i >= 260 && i < 262 ? 150.0 : 230.0) + noise;  // two samples ramping up
+  };
+  std::vector<alert_change> seen;
+  uint32_t scored_off = 0;
+  for (int i = 0; i < 400; ++i) {
+    const double n = noise(gen);
+    auto a = read(i, voltage(i, n), &m, i < 200 || i >= 260);
+    seen.insert(seen.end(), a.begin(), a.end());
+    const auto& an = tw.analysis.at("voltage");
+    if (i >= 200 && i < 265)
+      scored_off += an.score > 0;
+    if (i == 230) {
+      EXPECT_TRUE(an.state.detector.paused);
+      // The pause is stored with the twin.
+      std::string bytes;
+      encode_twin(tw, bytes);
+      twin back;
+      ASSERT_FALSE(decode_twin(bytes, back));
+      EXPECT_EQ(back.analysis, tw.analysis);
+    }
+  }
+  EXPECT_TRUE(seen.empty()) << to_string(seen[0].kind) << " at " << seen[0].time_ms - t0;
+  EXPECT_EQ(scored_off, 0u);
+  // Off, its samples were not learnt from, nor the first back (it
+  // re-anchors the forecaster): 339 of 400.
+  EXPECT_EQ(tw.analysis.at("voltage").state.forecast.samples, 339u);
+  // The same readings judged without the states raise alerts.
+  tw = twin{};
+  gen = std::mt19937{17};
+  seen.clear();
+  for (int i = 0; i < 400; ++i) {
+    auto a = read(i, voltage(i, noise(gen)), &plain, i < 200 || i >= 260);
+    seen.insert(seen.end(), a.begin(), a.end());
+  }
+  EXPECT_FALSE(seen.empty());
+}
+
+TEST_F(TwinAnalyticsTest, ASeriesBackAtItsOldNormalGoesOnAgainstItOneBackElsewhereStartsANewOne) {
+  property_model v;
+  v.analyse_in = {"on"};
+  auto m = meter_model(v);
+  m.states.push_back({"on", "reported.on = true", {}});
+  ASSERT_FALSE(validate(m));
+  std::vector<alert_change> seen;
+  // On at 230, off for 20 s, on again at 240 (ten spreads away): a new
+  // normal, no alert.
+  for (int i = 0; i < 300; ++i) {
+    const bool on = i < 150 || i >= 170;
+    auto a = read(i, (i < 150 ? 230 : 240) + noise(gen), &m, on);
+    seen.insert(seen.end(), a.begin(), a.end());
+  }
+  EXPECT_TRUE(seen.empty()) << to_string(seen[0].kind) << " at " << seen[0].time_ms - t0;
+  // Off again; back at 240 but shifted 6 spreads 10 s later: the baseline
+  // from before the pause still holds, and the shift is found.
+  for (int i = 300; i < 400; ++i) {
+    const bool on = i < 310 || i >= 320;
+    auto a = read(i, 240 + noise(gen) + (i >= 330 ? 6 : 0), &m, on);
+    seen.insert(seen.end(), a.begin(), a.end());
+  }
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen[0].event, alert_event::raised);
+  EXPECT_GE(seen[0].time_ms, t0 + 330'000);
+  EXPECT_LE(seen[0].time_ms, t0 + 340'000);
+}
+
+TEST_F(TwinAnalyticsTest, AfterASilenceASeriesResumesFromWhereItIs) {
+  property_model v;
+  v.expected_interval_ms = 1'000;
+  auto m = meter_model(v);
+  ASSERT_FALSE(validate(m));
+  std::vector<alert_change> seen;
+  // Silent from 100 s to 160 s; it comes back 10 spreads higher and stays.
+  for (int i = 0; i < 300; ++i) {
+    if (i >= 100 && i < 160)
+      continue;
+    auto a = read(i, (i < 100 ? 230 : 240) + noise(gen), &m);
+    seen.insert(seen.end(), a.begin(), a.end());
+    if (i == 160) {
+      // The silence is data quality's: a gap, not an anomaly.
+      EXPECT_EQ(tw.analysis.at("voltage").score, 0);
+      EXPECT_NE(tw.analysis.at("voltage").quality.flags & quality_gap, 0);
+    }
+  }
+  EXPECT_TRUE(seen.empty()) << to_string(seen[0].kind) << " at " << seen[0].time_ms - t0;
 }
 
 TEST_F(TwinAnalyticsTest, AnalyticsAreStoredWithTheTwinBitExactly) {

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -22,6 +23,8 @@ using sim::fault_type;
 struct recording {
   std::map<std::pair<std::string, std::string>, std::vector<std::pair<int64_t, double>>> series;
   std::map<std::string, std::string> kinds;
+  /// The series of booleans (states such as a machine's `running`).
+  std::set<std::pair<std::string, std::string>> booleans;
 };
 
 recording record(const sim::config& cfg, uint64_t count) {
@@ -41,8 +44,12 @@ recording record(const sim::config& cfg, uint64_t count) {
         v = *d;
       else if (auto* n = std::get_if<int64_t>(&mv.value))
         v = static_cast<double>(*n);
-      else
-        continue;  // booleans are states, not series
+      else if (auto* b = std::get_if<bool>(&mv.value)) {
+        // A state: written beside the series, which the replay judges by.
+        v = *b ? 1 : 0;
+        out.booleans.emplace(asset, std::string{mv.name});
+      } else
+        continue;
       out.series[{asset, std::string{mv.name}}].emplace_back(s.source_time_ms - cfg.start_time_ms,
                                                              v);
     }
@@ -85,7 +92,7 @@ bool write_corpus(const corpus_options& o, std::string& summary, std::string& er
   for (const auto& asset : assets) {
     std::vector<std::string> props;
     for (const auto& [key, rows] : clean.series)
-      if (key.first == asset && step_spread(rows) > 0)
+      if (key.first == asset && !clean.booleans.contains(key) && step_spread(rows) > 0)
         props.push_back(key.second);
     if (props.empty())
       continue;
@@ -141,7 +148,7 @@ bool write_corpus(const corpus_options& o, std::string& summary, std::string& er
     out << "timestamp,value,label\n";
     const sim::fault* fault = nullptr;
     for (const auto& f : cfg.faults)
-      if (f.asset_id == asset && f.applies_to(prop))
+      if (f.asset_id == asset && f.applies_to(prop) && !faulty.booleans.contains(key))
         fault = &f;
     bool spike_labelled = false, dropout_labelled = false;
     for (const auto& [t, v] : rows) {
@@ -167,7 +174,9 @@ bool write_corpus(const corpus_options& o, std::string& summary, std::string& er
         }
       }
       labelled += label != "0";
-      out << cfg.start_time_ms + t << ',' << fmt::format("{}", v) << ',' << label << '\n';
+      out << cfg.start_time_ms + t << ','
+          << (faulty.booleans.contains(key) ? (v != 0 ? "true" : "false") : fmt::format("{}", v))
+          << ',' << label << '\n';
     }
     ++files;
   }

@@ -48,12 +48,12 @@ core::model_set load_models(const std::string& file) {
   return out;
 }
 
-/// The series' property model: its kind's (the --kind given, else its
-/// directory's), or none.
-const core::property_model* model_of(const core::model_set& models, const series& s,
-                                     const std::string& kind) {
+/// The model of a series' kind: the --kind given, else its directory's
+/// (null: none).
+const core::asset_model* model_of(const core::model_set& models, const series& s,
+                                  const std::string& kind) {
   auto it = models.find(kind.empty() ? s.kind : kind);
-  return it == models.end() ? nullptr : it->second.find(s.property);
+  return it == models.end() ? nullptr : &it->second;
 }
 
 int64_t parse_period(const std::string& text) {
@@ -65,15 +65,20 @@ int64_t parse_period(const std::string& text) {
   return *ms;
 }
 
-/// Reads every series below `c.input`, naming each relative to it.
+/// Reads every series below `c.input`, naming each relative to it, and
+/// hands them to `f` asset by asset: the files of one directory whose
+/// names start with the same asset id before the first '.'
+/// ("veh-1.speed.csv", "veh-1.battery.csv") are one twin's properties.
 template <class F>
-void each_series(const common& c, F f) {
+void each_asset(const common& c, F f) {
   namespace fs = std::filesystem;
   std::string error;
   auto files = csv_files(c.input, error);
   if (!error.empty())
     throw std::runtime_error(error);
   const bool dir = fs::is_directory(c.input);
+  std::vector<series> group;
+  std::string group_key;
   for (const auto& file : files) {
     series s;
     if (!read_series(file, s, error))
@@ -84,8 +89,31 @@ void each_series(const common& c, F f) {
     const auto stem = rel.stem().string();
     const auto dot = stem.find('.');
     s.property = dot == std::string::npos ? stem : stem.substr(dot + 1);
-    f(s);
+    // Files sorted by name keep an asset's together.
+    const auto key = dot == std::string::npos
+                         ? rel.string()
+                         : (rel.parent_path() / stem.substr(0, dot)).string() + "\n";
+    if (!group.empty() && key != group_key) {
+      f(group);
+      group.clear();
+    }
+    group_key = key;
+    group.push_back(std::move(s));
   }
+  if (!group.empty())
+    f(group);
+}
+
+/// The analytics of one asset's series (one result per series).
+std::vector<run_result> run_group(const std::vector<series>& group, const core::model_set& models,
+                                  const std::string& kind, int64_t period) {
+  const auto* model = model_of(models, group.front(), kind);
+  if (group.size() == 1)
+    return {run(group.front(), model ? model->find(group.front().property) : nullptr, period)};
+  std::vector<const series*> parts;
+  for (const auto& s : group)
+    parts.push_back(&s);
+  return run_asset(parts, model, period);
 }
 
 int replay(const common& c, const std::string& output) {
@@ -94,36 +122,42 @@ int replay(const common& c, const std::string& output) {
   const auto period = parse_period(c.period);
   const bool dir = fs::is_directory(c.input);
   size_t files = 0, rows = 0;
-  each_series(c, [&](const series& s) {
-    const auto r = run(s, model_of(models, s, c.kind), period);
-    const fs::path out_path = dir ? fs::path{output} / s.name : fs::path{output};
-    if (out_path.has_parent_path())
-      fs::create_directories(out_path.parent_path());
-    std::ofstream out{out_path};
-    if (!out)
-      throw std::runtime_error("cannot write " + out_path.string());
-    out << "timestamp,value,anomaly_score,anomaly_kind,label,forecast,lower95,upper95,alert,"
-           "quality_flags\n";
-    for (size_t i = 0; i < s.rows.size(); ++i) {
-      const auto& in = s.rows[i];
-      const auto& o = r.rows[i];
-      std::string flags;
-      for (size_t b = 0; b < 4; ++b)
-        if (o.quality & (1u << b))
-          flags += std::string{flags.empty() ? "" : "|"} + core::quality_flag_name(b);
-      out << fmt::format("{},{},{:.4f},{},{},{},{},{},{},{}\n", in.time_ms, in.value, o.score,
-                         o.kind == core::anomaly_kind::none ? "" : core::to_string(o.kind),
-                         in.label < 0 ? "" : (in.label ? in.label_type : "0"),
-                         o.has_forecast ? fmt::format("{:.6g}", o.forecast) : "",
-                         o.has_forecast ? fmt::format("{:.6g}", o.lower95) : "",
-                         o.has_forecast ? fmt::format("{:.6g}", o.upper95) : "",
-                         o.alert != core::alert_event::none ? core::to_string(o.alert)
-                         : o.alert_active                   ? "active"
-                                                            : "",
-                         flags);
+  each_asset(c, [&](const std::vector<series>& group) {
+    const auto results = run_group(group, models, c.kind, period);
+    for (size_t g = 0; g < group.size(); ++g) {
+      const auto& s = group[g];
+      const auto& r = results[g];
+      const fs::path out_path = dir ? fs::path{output} / s.name : fs::path{output};
+      if (out_path.has_parent_path())
+        fs::create_directories(out_path.parent_path());
+      std::ofstream out{out_path};
+      if (!out)
+        throw std::runtime_error("cannot write " + out_path.string());
+      out << "timestamp,value,anomaly_score,anomaly_kind,label,forecast,lower95,upper95,alert,"
+             "quality_flags\n";
+      for (size_t i = 0; i < s.rows.size(); ++i) {
+        const auto& in = s.rows[i];
+        const auto& o = r.rows[i];
+        std::string flags;
+        for (size_t b = 0; b < 4; ++b)
+          if (o.quality & (1u << b))
+            flags += std::string{flags.empty() ? "" : "|"} + core::quality_flag_name(b);
+        out << fmt::format(
+            "{},{},{:.4f},{},{},{},{},{},{},{}\n", in.time_ms,
+            s.boolean ? std::string{in.value != 0 ? "true" : "false"} : fmt::format("{}", in.value),
+            o.score, o.kind == core::anomaly_kind::none ? "" : core::to_string(o.kind),
+            in.label < 0 ? "" : (in.label ? in.label_type : "0"),
+            o.has_forecast ? fmt::format("{:.6g}", o.forecast) : "",
+            o.has_forecast ? fmt::format("{:.6g}", o.lower95) : "",
+            o.has_forecast ? fmt::format("{:.6g}", o.upper95) : "",
+            o.alert != core::alert_event::none ? core::to_string(o.alert)
+            : o.alert_active                   ? "active"
+                                               : "",
+            flags);
+      }
+      ++files;
+      rows += s.rows.size();
     }
-    ++files;
-    rows += s.rows.size();
   });
   std::cerr << fmt::format("replayed {} rows of {} series into {}\n", rows, files, output);
   return 0;
@@ -133,8 +167,11 @@ int evaluate(const common& c, bool json, size_t tolerance) {
   const auto models = load_models(c.models_file);
   const auto period = parse_period(c.period);
   evaluation e;
-  each_series(c, [&](const series& s) {
-    e.add(s, run(s, model_of(models, s, c.kind), period), tolerance);
+  each_asset(c, [&](const std::vector<series>& group) {
+    const auto results = run_group(group, models, c.kind, period);
+    for (size_t g = 0; g < group.size(); ++g)
+      if (!group[g].boolean)  // states are applied, not scored
+        e.add(group[g], results[g], tolerance);
   });
   if (e.labelled_rows == 0 && e.by_type.empty())
     std::cerr << "note: no labelled rows (a third column `label`); only false alarms and "

@@ -34,8 +34,18 @@ struct run_result {
   size_t scored = 0, seasonal_scored = 0;
 };
 
-/// `pm` (may be null: defaults) is the property's model; `period_ms` the
-/// seasonal period for the seasonal-naive comparison (0: the model's, if any).
+/// One series alone: `pm` (may be null: defaults) is the property's model;
+/// `period_ms` the seasonal period for the seasonal-naive comparison (0: the
+/// model's, if any). Alone, a series has no operating states to be judged
+/// by: it is analysed throughout.
 run_result run(const series& s, const core::property_model* pm, int64_t period_ms);
+
+/// The series of one asset together, as its twin sees them: the rows of
+/// one timestamp are one telemetry record (booleans as states), applied to
+/// the twin (core::apply_telemetry) and analysed with its kind's `model`
+/// (may be null: defaults), whose operating states are judged on the twin.
+/// One result per series, in their order (a boolean series is not scored).
+std::vector<run_result> run_asset(const std::vector<const series*>& parts,
+                                  const core::asset_model* model, int64_t period_ms);
 
 }  // namespace fleettwin::analytics

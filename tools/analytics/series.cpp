@@ -144,8 +144,18 @@ bool read_series(const std::string& path, series& out, std::string& error) {
     row r;
     r.time_ms = *t;
     auto v = cells[1];
-    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), r.value);
-    if (ec != std::errc{} || p != v.data() + v.size()) {
+    if (v == "true" || v == "false") {
+      if (!out.rows.empty() && !out.boolean) {
+        error = where() + "\"" + std::string{v} + "\" in a series of numbers";
+        return false;
+      }
+      out.boolean = true;
+      r.value = v == "true" ? 1 : 0;
+    } else if (out.boolean) {
+      error = where() + "\"" + std::string{v} + "\" in a series of true and false";
+      return false;
+    } else if (auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), r.value);
+               ec != std::errc{} || p != v.data() + v.size()) {
       if (v.empty() || v == "nan" || v == "NaN")
         continue;  // a missing reading
       error = where() + "\"" + std::string{v} + "\" is not a number";

@@ -33,6 +33,9 @@ struct series {
   /// ("veh-000001.position.lat.csv" -> position.lat), else the whole stem.
   std::string property;
   std::vector<row> rows;
+  /// Its values are true and false (read as 1 and 0): a state, which the
+  /// twin applies but does not analyse.
+  bool boolean = false;
 };
 
 /// Parses a timestamp; nullopt when it is neither Unix ms nor ISO 8601.

@@ -588,8 +588,10 @@ void print_model(std::ostream& out, const v1::AssetModel& m) {
                      m.revision() == 0 ? " (from the node's file)" : "");
   if (!m.description().empty())
     out << "  " << m.description() << '\n';
+  for (const auto& st : m.states())
+    out << fmt::format("  state {}: {}\n", st.name(), st.when());
   table rows({"PROPERTY", "TYPE", "UNIT", "RANGE", "INTERVAL", "MAX RATE/S", "WARNING", "CRITICAL",
-              "FAILURE", "PERIOD", "SENSITIVE"});
+              "FAILURE", "PERIOD", "SENSITIVE", "ANALYSED IN"});
   auto ms = [](int64_t v) { return v > 0 ? fmt::format("{}ms", v) : std::string{"-"}; };
   auto text = [](const std::string& s) { return s.empty() ? std::string{"-"} : s; };
   for (const auto& p : m.properties()) {
@@ -600,7 +602,12 @@ void print_model(std::ostream& out, const v1::AssetModel& m) {
     rows.add({p.name(), p.type(), text(p.unit()), range, ms(p.expected_interval_ms()),
               p.max_rate_per_s() > 0 ? fmt::format("{}", p.max_rate_per_s()) : "-",
               text(p.warning()), text(p.critical()), text(p.failure()), ms(p.period_ms()),
-              p.sensitive() ? "yes" : "no"});
+              p.sensitive() ? "yes" : "no",
+              p.analyse_in().empty()
+                  ? std::string{"always"}
+                  : fmt::format("{}{}", fmt::join(p.analyse_in(), ","),
+                                p.settle_ms() > 0 ? fmt::format(" (settle {}ms)", p.settle_ms())
+                                                  : std::string{})});
   }
   rows.print(out, "  ");
 }
