@@ -30,11 +30,14 @@ constexpr double long_weight = 0.01;
 /// first estimate does not linger.
 constexpr double base_alpha = 0.02;
 constexpr double base_beta = 0.005;
+/// A slope is a trend when it moves the series by more than two spreads
+/// over this many samples.
+constexpr double trend_evidence_samples = 20;
 /// Samples the forecaster's trend needs to settle (about 3 / its beta).
 constexpr uint32_t trend_settles = 50;
 /// After a pause, a series this many baseline spreads from its old normal
 /// has a new one.
-constexpr double new_normal_z = 3;
+constexpr double new_normal_z = 8;
 /// Mean absolute deviation to standard deviation (normal errors).
 constexpr double mad_to_sigma = 1.2533141373155003;
 
@@ -105,8 +108,6 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     }
     const double sigma = std::max(mad_to_sigma * s.spread, 1e-9 * std::max(1.0, std::abs(value)));
     const double z = e / sigma;
-    if (time_ms < s.settle_until_ms)
-      return {};  // settling after a pause: nothing is scored or learnt
     if (s.resuming) {
       // Settled. A series back at its old normal goes on against it (a
       // drift across stops is still found); one that came back elsewhere
@@ -217,7 +218,11 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
       const double clipped =
           predicted + std::clamp(deseasoned - predicted, -clip_z * sigma, clip_z * sigma);
       s.base_level = predicted + std::max(base_alpha, 1 / n) * (clipped - predicted);
-      s.base_trend += std::max(base_beta, 1 / n) * (slope - s.base_trend);
+      // A slope within the noise is no trend: a stationary series' baseline
+      // stays level (a wandering slope would drag it off, and a slow drift
+      // would be learnt as normal rather than found).
+      const double trend = std::abs(slope) * trend_evidence_samples > 2 * base_sigma ? slope : 0.0;
+      s.base_trend += std::max(base_beta, 1 / n) * (trend - s.base_trend);
     }
 
     // The spread learns from clipped errors, and not from a repeated value
@@ -261,6 +266,15 @@ void resume_detector(detector_state& s, int64_t settle_ms, double value, int64_t
   s.cusum_steps = s.shifted_for = 0;
   s.shift = anomaly_kind::none;
   s.settle_until_ms = time_ms + std::max<int64_t>(0, settle_ms);
+}
+
+void settle_detector(detector_state& s, double value, int64_t time_ms) {
+  s.last_time_ms = std::max(s.last_time_ms, time_ms);
+  if (value != s.run_value) {
+    s.run_value = value;
+    s.run_since_ms = time_ms;
+    s.run_length = 1;
+  }
 }
 
 void encode_detector(const detector_state& s, std::string& out) {

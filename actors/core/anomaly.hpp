@@ -122,10 +122,14 @@ void pause_detector(detector_state& s, int64_t time_ms);
 
 /// The first sample after a pause: the CUSUM and a run of repeated values
 /// start afresh, the spreads and the baseline learnt stay; samples within
-/// `settle_ms` are not scored or learnt from. The first sample after
+/// `settle_ms` only follow (settle_detector). The first sample after
 /// that compares the forecaster's level with the old baseline: a series
 /// that came back elsewhere starts a new normal there. Scores nothing.
 void resume_detector(detector_state& s, int64_t settle_ms, double value, int64_t time_ms);
+
+/// A sample within the settle time after a pause: not scored or learnt
+/// from (a run of repeated values goes on).
+void settle_detector(detector_state& s, double value, int64_t time_ms);
 
 /// Bit-exact encoding of the state.
 void encode_detector(const detector_state& s, std::string& out);

@@ -54,7 +54,7 @@ public:
     h_ = h;
   }
   double value(int64_t time_ms) const {
-    return s_.level + damped_sum(p_.phi, h_) * s_.trend + seasonal(s_, p_, time_ms);
+    return forecast_origin(s_, p_) + damped_sum(p_.phi, h_) * s_.trend + seasonal(s_, p_, time_ms);
   }
   double sigma() const {
     return std::sqrt(std::max(0.0, s_.error_var) * (1 + c2_sum_));
@@ -70,6 +70,13 @@ private:
 
 }  // namespace
 
+double forecast_origin(const forecaster_state& s, const forecast_params& p) {
+  const double a = s.smooth_error * s.smooth_error;
+  const double b = s.persist_error * s.persist_error;
+  const double w = a + b > 0 ? a / (a + b) : 0.0;
+  return (1 - w) * s.level + w * (s.last_value - seasonal(s, p, s.last_time_ms));
+}
+
 double steady_slope(const forecaster_state& s, const forecast_params& p) {
   return p.beta > 0 && p.phi < 1 ? s.trend * (p.phi + (1 - p.phi) / p.beta) : s.trend;
 }
@@ -82,7 +89,7 @@ std::optional<double> predict_next(const forecaster_state& s, const forecast_par
                                    int64_t time_ms) {
   if (s.samples == 0)
     return std::nullopt;
-  return s.level + p.phi * s.trend + seasonal(s, p, time_ms);
+  return forecast_origin(s, p) + p.phi * s.trend + seasonal(s, p, time_ms);
 }
 
 std::optional<double> update_forecaster(forecaster_state& s, const forecast_params& p, double value,
@@ -97,6 +104,16 @@ std::optional<double> update_forecaster(forecaster_state& s, const forecast_para
   }
   const double predicted = *predict_next(s, p, time_ms);
   const double error = value - predicted;
+  {
+    // How each starting point would have done.
+    const double ahead = p.phi * s.trend + seasonal(s, p, time_ms);
+    const double smooth = std::abs(value - (s.level + ahead));
+    const double persist =
+        std::abs(value - (s.last_value - seasonal(s, p, s.last_time_ms) + ahead));
+    const double w = std::max(error_weight, 1.0 / static_cast<double>(s.samples));
+    s.smooth_error += w * (smooth - s.smooth_error);
+    s.persist_error += w * (persist - s.persist_error);
+  }
   if (const auto dt = static_cast<double>(time_ms - s.last_time_ms); dt > 0)
     s.interval_ms = s.interval_ms > 0 ? s.interval_ms + interval_weight * (dt - s.interval_ms) : dt;
   s.abs_error_sum += std::abs(error);
@@ -207,9 +224,9 @@ std::optional<double> mase(const forecaster_state& s) {
 }
 
 void encode_forecaster(const forecaster_state& s, std::string& out) {
-  out.push_back(1);  // format
+  out.push_back(2);  // format (1: without smooth_error, persist_error)
   for (double d : {s.level, s.trend, s.error_var, s.interval_ms, s.abs_error_sum,
-                   s.naive_abs_error_sum, s.last_value})
+                   s.naive_abs_error_sum, s.last_value, s.smooth_error, s.persist_error})
     wire::put_double(out, d);
   wire::put_signed(out, s.last_time_ms);
   wire::put_varint(out, s.samples);
@@ -229,12 +246,16 @@ void encode_forecaster(const forecaster_state& s, std::string& out) {
 
 bool decode_forecaster(std::string_view& in, forecaster_state& s) {
   wire::reader r{in};
-  if (r.byte() != 1)
+  const auto format = r.byte();
+  if (format != 1 && format != 2)
     return false;
   forecaster_state d;
   for (double* f : {&d.level, &d.trend, &d.error_var, &d.interval_ms, &d.abs_error_sum,
                     &d.naive_abs_error_sum, &d.last_value})
     *f = r.real();
+  if (format == 2)
+    for (double* f : {&d.smooth_error, &d.persist_error})
+      *f = r.real();
   d.last_time_ms = r.signed_varint();
   const auto samples = r.varint();
   d.samples = static_cast<uint32_t>(std::min<uint64_t>(samples, UINT32_MAX));

@@ -60,6 +60,13 @@ struct forecaster_state {
   double abs_error_sum = 0;
   double naive_abs_error_sum = 0;
   double last_value = 0;
+  /// Recent mean absolute one-step errors of the two starting points a
+  /// forecast can take: the smoothed level, and the last value (seasons
+  /// removed). The forecast starts from their blend, weighted by how well
+  /// each did: a noisy series around its level leans on the smoothing, one
+  /// that wanders or trends on the last value.
+  double smooth_error = 0;
+  double persist_error = 0;
   int64_t last_time_ms = 0;
   /// Samples seen (those after the first are scored).
   uint32_t samples = 0;
@@ -83,6 +90,10 @@ struct threshold_crossing {
   std::optional<int64_t> earliest_ms;
   std::optional<int64_t> latest_ms;
 };
+
+/// Where a forecast starts: the blend of the smoothed level and the last
+/// value (seasons removed) by their recent errors (see smooth_error).
+double forecast_origin(const forecaster_state& s, const forecast_params& p);
 
 /// The one-step-ahead prediction for a sample at `time_ms`; nullopt before
 /// the first sample.

@@ -32,6 +32,13 @@ anomaly_result analyze(property_analytics& a, const property_analytics_params& p
     resume_detector(a.detector, a.detector.paused ? p.detector.settle_ms : 0, value, time_ms);
     return {};
   }
+  if (time_ms < a.detector.settle_until_ms) {
+    // Settling: followed, not learnt from, so that the transient teaches
+    // the forecaster no trend and the detectors no spread.
+    reanchor_forecaster(a.forecast, p.forecast, value, time_ms);
+    settle_detector(a.detector, value, time_ms);
+    return {};
+  }
   const auto error = update_forecaster(a.forecast, p.forecast, value, time_ms);
   return detect(a.detector, p.detector, value, time_ms, error,
                 seasonal_component(a.forecast, p.forecast, time_ms), a.forecast.level,

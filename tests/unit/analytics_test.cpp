@@ -147,6 +147,39 @@ TEST(ForecastTest, StateRoundTripsBitExactly) {
     forecaster_state x;
     EXPECT_FALSE(decode_forecaster(cut, x)) << n;
   }
+  // Format 1, without the errors of the forecast's two starting points,
+  // reads as a state that has yet to learn them (the smoothed level alone).
+  std::string v1 = bytes;
+  v1[0] = 1;
+  v1.erase(1 + 7 * 8, 2 * 8);
+  in = v1;
+  ASSERT_TRUE(decode_forecaster(in, back));
+  EXPECT_TRUE(in.empty());
+  auto old = s;
+  old.smooth_error = old.persist_error = 0;
+  EXPECT_EQ(back, old);
+  EXPECT_EQ(forecast_origin(back, p), back.level);
+}
+
+TEST(ForecastTest, AWanderingSeriesLeansOnItsLastValueANoisyOneOnItsLevel) {
+  // A random walk: the last value is the best start; white noise around a
+  // level: the smoothed level is. Either way the one-step forecast about
+  // matches the naive one or beats it (the smoothed level alone would be
+  // 1.3 times as far off on the walk).
+  std::mt19937 gen{5};
+  std::normal_distribution<double> step{0, 1};
+  forecast_params p;
+  forecaster_state walk, noisy;
+  double x = 100;
+  for (int64_t i = 0; i < 3000; ++i) {
+    x += step(gen);
+    update_forecaster(walk, p, x, t0 + i * second);
+    update_forecaster(noisy, p, 100 + step(gen), t0 + i * second);
+  }
+  EXPECT_GT(walk.smooth_error, walk.persist_error);
+  EXPECT_LT(noisy.smooth_error, noisy.persist_error);
+  EXPECT_LT(*mase(walk), 1.1);
+  EXPECT_LT(*mase(noisy), 0.9);
 }
 
 TEST(AnomalyTest, ASpikeIsFoundAtItsIndexAndNowhereElse) {

@@ -144,8 +144,8 @@ TEST_F(TwinAnalyticsTest, OutsideItsOperatingStatesAPropertyIsNeitherScoredNorLe
   EXPECT_TRUE(seen.empty()) << to_string(seen[0].kind) << " at " << seen[0].time_ms - t0;
   EXPECT_EQ(scored_off, 0u);
   // Off, its samples were not learnt from, nor the first back (it
-  // re-anchors the forecaster): 339 of 400.
-  EXPECT_EQ(tw.analysis.at("voltage").state.forecast.samples, 339u);
+  // re-anchors the forecaster) and those settling (until 265 s): 335 of 400.
+  EXPECT_EQ(tw.analysis.at("voltage").state.forecast.samples, 335u);
   // The same readings judged without the states raise alerts.
   tw = twin{};
   gen = std::mt19937{17};
@@ -164,19 +164,19 @@ TEST_F(TwinAnalyticsTest, ASeriesBackAtItsOldNormalGoesOnAgainstItOneBackElsewhe
   m.states.push_back({"on", "reported.on = true", {}});
   ASSERT_FALSE(validate(m));
   std::vector<alert_change> seen;
-  // On at 230, off for 20 s, on again at 240 (ten spreads away): a new
-  // normal, no alert.
+  // On at 230, off for 20 s, on again at 250 (twenty spreads away, beyond
+  // the eight of a new normal): no alert.
   for (int i = 0; i < 300; ++i) {
     const bool on = i < 150 || i >= 170;
-    auto a = read(i, (i < 150 ? 230 : 240) + noise(gen), &m, on);
+    auto a = read(i, (i < 150 ? 230 : 250) + noise(gen), &m, on);
     seen.insert(seen.end(), a.begin(), a.end());
   }
   EXPECT_TRUE(seen.empty()) << to_string(seen[0].kind) << " at " << seen[0].time_ms - t0;
-  // Off again; back at 240 but shifted 6 spreads 10 s later: the baseline
+  // Off again; back at 250 but shifted 6 spreads 10 s later: the baseline
   // from before the pause still holds, and the shift is found.
   for (int i = 300; i < 400; ++i) {
     const bool on = i < 310 || i >= 320;
-    auto a = read(i, 240 + noise(gen) + (i >= 330 ? 6 : 0), &m, on);
+    auto a = read(i, 250 + noise(gen) + (i >= 330 ? 6 : 0), &m, on);
     seen.insert(seen.end(), a.begin(), a.end());
   }
   ASSERT_FALSE(seen.empty());

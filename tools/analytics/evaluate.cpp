@@ -89,10 +89,15 @@ void evaluation::add(const series& s, const run_result& r, size_t tolerance) {
     clean_alarms += clean;
     i = j;
   }
-  if (r.scored >= 10 && r.naive_error > 0)
+  auto& by_property = mase_by_property[s.kind.empty() ? s.property : s.kind + "/" + s.property];
+  if (r.scored >= 10 && r.naive_error > 0) {
     mase_naive.push_back(r.abs_error / r.naive_error);
-  if (r.seasonal_scored >= 10 && r.seasonal_error > 0)
+    by_property.naive.push_back(mase_naive.back());
+  }
+  if (r.seasonal_scored >= 10 && r.seasonal_error > 0) {
     mase_seasonal.push_back(r.seasonal_own_error / r.seasonal_error);
+    by_property.seasonal.push_back(mase_seasonal.back());
+  }
 }
 
 void print_table(std::ostream& out, const evaluation& e) {
@@ -130,6 +135,15 @@ void print_table(std::ostream& out, const evaluation& e) {
     out << fmt::format(", {:.3f} against seasonal naive ({} series)", median(e.mase_seasonal),
                        e.mase_seasonal.size());
   out << "\n";
+  if (e.mase_by_property.size() > 1) {
+    out << fmt::format("\n{:<28}{:>8}{:>14}{:>18}\n", "forecasts by property", "series",
+                       "MASE naive", "MASE seasonal");
+    for (const auto& [name, m] : e.mase_by_property)
+      if (!m.naive.empty())
+        out << fmt::format(
+            "{:<28}{:>8}{:>14.3f}{:>18}\n", name, m.naive.size(), median(m.naive),
+            m.seasonal.empty() ? std::string{"-"} : fmt::format("{:.3f}", median(m.seasonal)));
+  }
 }
 
 void print_json(std::ostream& out, const evaluation& e) {
@@ -143,6 +157,13 @@ void print_json(std::ostream& out, const evaluation& e) {
     types += fmt::format("{}\"{}\":{{\"events\":{},\"detected\":{},\"median_delay\":{}}}",
                          types.empty() ? "" : ",", type, st.events, st.detected, median(st.delays));
   }
+  std::string by_property;
+  for (const auto& [name, m] : e.mase_by_property)
+    if (!m.naive.empty())
+      by_property +=
+          fmt::format("{}\"{}\":{{\"series\":{},\"naive\":{},\"seasonal\":{}}}",
+                      by_property.empty() ? "" : ",", name, m.naive.size(), median(m.naive),
+                      m.seasonal.empty() ? "null" : fmt::format("{}", median(m.seasonal)));
   const double p = ratio(static_cast<double>(e.true_alarms), static_cast<double>(e.alarms));
   const double r = ratio(static_cast<double>(detected), static_cast<double>(events));
   const double sp = ratio(static_cast<double>(e.tp), static_cast<double>(e.tp + e.fp));
@@ -151,10 +172,11 @@ void print_json(std::ostream& out, const evaluation& e) {
       "{{\"series\":{},\"rows\":{},\"events\":{},\"detected\":{},\"alarms\":{},\"true_alarms\":{},"
       "\"event_precision\":{},\"event_recall\":{},\"event_f1\":{},\"median_delay\":{},"
       "\"sample_precision\":{},\"sample_recall\":{},\"sample_f1\":{},\"clean_rows\":{},"
-      "\"clean_alarms\":{},\"mase_naive\":{},\"mase_seasonal\":{},\"by_type\":{{{}}}}}\n",
+      "\"clean_alarms\":{},\"mase_naive\":{},\"mase_seasonal\":{},\"by_type\":{{{}}},"
+      "\"mase_by_property\":{{{}}}}}\n",
       e.series_count, e.rows, events, detected, e.alarms, e.true_alarms, p, r, f1(p, r),
       median(delays), sp, sr, f1(sp, sr), e.clean_rows, e.clean_alarms, median(e.mase_naive),
-      median(e.mase_seasonal), types);
+      median(e.mase_seasonal), types, by_property);
 }
 
 }  // namespace fleettwin::analytics

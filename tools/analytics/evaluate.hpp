@@ -34,6 +34,12 @@ struct evaluation {
   /// Per series with enough rows: MASE against naive, and against seasonal
   /// naive (series with a period only).
   std::vector<double> mase_naive, mase_seasonal;
+  /// The same by property ("kind/property"; a trending battery and a
+  /// mean-reverting speed are not forecast alike).
+  struct mase_set {
+    std::vector<double> naive, seasonal;
+  };
+  std::map<std::string, mase_set> mase_by_property;
 
   void add(const analytics::series& s, const run_result& r, size_t tolerance);
 };
