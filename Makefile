@@ -82,12 +82,16 @@ chaos-soak: build kafka-jars
 bench: build
 	tools/bench/run.sh $(BUILD)
 
-# The twins' detectors and forecasters scored on a fixed, labelled simulator corpus
-# (fleettwin-analytics corpus + evaluate; README, "Analytics").
+# The twins' detectors and forecasters scored on fixed, labelled simulator corpora
+# (fleettwin-analytics corpus + evaluate; README, "Analytics"): 8 hours every 5 s for
+# the detectors, then a week every 5 minutes for the forecasts (seasons take days).
 evaluate: build
-	rm -rf $(BUILD)/evaluation-corpus
+	rm -rf $(BUILD)/evaluation-corpus $(BUILD)/forecast-corpus
 	$(BUILD)/fleettwin-analytics corpus $(BUILD)/evaluation-corpus --seed 7 --assets 30 --hours 8
 	$(BUILD)/fleettwin-analytics evaluate $(BUILD)/evaluation-corpus --models deploy/models.toml
+	$(BUILD)/fleettwin-analytics corpus $(BUILD)/forecast-corpus --seed 7 --assets 30 --hours 168 \
+	  --interval 300
+	$(BUILD)/fleettwin-analytics evaluate $(BUILD)/forecast-corpus --models deploy/models.toml
 
 # Ingest on a real Kafka broker (started and stopped by the script): 1 node, then 3 nodes.
 bench-cluster: build kafka-jars

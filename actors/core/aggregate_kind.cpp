@@ -371,12 +371,18 @@ private:
     for (char c : head)
       if (!is_field_char(c)) {
         pos_ = body_at;
-        fail("invalid field \"" + std::string{head} + "\" in " + std::string{fn_name} +
-             ": expected reported.<property>, optionally followed by where <filter>");
+        fail(
+            "invalid field \"" + std::string{head} + "\" in " + std::string{fn_name} +
+            ": expected reported.<property>, quality.score or health, optionally followed by where "
+            "<filter>");
       }
     std::string field{head};
     if (field.starts_with("reported."))
       field.erase(0, 9);
+    else if (field == "quality.score")  // the analytics' verdicts (member.hpp)
+      field = member_quality_key;
+    else if (field == "health")
+      field = member_health_key;
     if (field.empty() || field.starts_with("attributes.") || field.starts_with("desired.") ||
         field.find('.') == 0) {
       pos_ = body_at;

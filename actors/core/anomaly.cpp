@@ -248,8 +248,6 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
 }
 
 void pause_detector(detector_state& s, int64_t time_ms) {
-  if (s.samples == 0)
-    return;
   s.paused = true;
   s.last_time_ms = std::max(s.last_time_ms, time_ms);
 }

@@ -1,5 +1,7 @@
 #include "actors/core/contributions.hpp"
 
+#include "actors/core/twin_analytics.hpp"
+
 #include <algorithm>
 #include <map>
 #include <unordered_map>
@@ -18,9 +20,15 @@ member_values project(const twin& tw, const field_set& fields) {
     for (const auto& [k, p] : tw.reported)
       v.reported.emplace_back(k, p.val);
   } else {
-    for (const auto& k : fields.reported)
-      if (auto it = tw.reported.find(k); it != tw.reported.end())
+    for (const auto& k : fields.reported) {
+      // The analytics' verdicts, as of the twin's last record.
+      if (k == member_quality_key)
+        v.reported.emplace_back(k, quality_score(tw, tw.last_seen_ms));
+      else if (k == member_health_key)
+        v.reported.emplace_back(k, health_score(tw, tw.last_seen_ms));
+      else if (auto it = tw.reported.find(k); it != tw.reported.end())
         v.reported.emplace_back(k, it->second.val);
+    }
   }
   if (fields.all_attributes) {
     for (const auto& [k, a] : tw.attributes)

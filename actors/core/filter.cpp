@@ -854,6 +854,15 @@ field_view lookup(const node& n, const member_context& c) {
       const value* r = v.find_reported(n.key);
       return r ? of_value(*r) : field_view{};
     }
+    case field_id::quality:
+    case field_id::health: {
+      // Projected under their reserved keys (member.hpp).
+      if (n.field == field_id::quality && n.key != "score")
+        return {};
+      const value* r =
+          v.find_reported(n.field == field_id::health ? member_health_key : member_quality_key);
+      return r ? of_value(*r) : field_view{};
+    }
     default:
       return {};
   }
@@ -935,6 +944,10 @@ bool present(const node& n, const member_context& c) {
     case field_id::reported:
     case field_id::reported_keys:
       return n.key.empty() ? !v.reported.empty() : v.find_reported(n.key) != nullptr;
+    case field_id::health:
+      return v.find_reported(member_health_key) != nullptr;
+    case field_id::quality:
+      return n.key == "score" && v.find_reported(member_quality_key) != nullptr;
     default:
       return false;
   }
@@ -1110,6 +1123,13 @@ void collect(const filter_node& n, field_set& out) {
         out.all_reported = true;
       else
         out.reported.insert(n.key);
+      break;
+    case field_id::quality:
+      if (n.key == "score")
+        out.reported.emplace(member_quality_key);
+      break;
+    case field_id::health:
+      out.reported.emplace(member_health_key);
       break;
     default:
       break;

@@ -15,6 +15,13 @@
 
 namespace fleettwin::core {
 
+/// What a twin's analytics say of it, projected like a reported property
+/// under a key no property can have (property names are [A-Za-z0-9_.:/-]):
+/// its data quality score and its health, in [0, 1]. Measures read them as
+/// `quality.score` and `health`, as ListTwins filters do.
+inline constexpr std::string_view member_quality_key = "@quality";
+inline constexpr std::string_view member_health_key = "@health";
+
 /// The twin fields some measure or measure filter reads; members project
 /// only these (so that a contribution stays small).
 struct field_set {

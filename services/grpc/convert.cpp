@@ -139,6 +139,10 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
     if (q.failure_eta_ms > 0)
       p.set_failure_expected_ms(q.failure_eta_ms);
     p.set_failed(q.failed);
+    const auto& d = a.state.detector;
+    p.set_paused(d.paused);
+    if (!d.paused && d.settle_until_ms > d.last_time_ms)
+      p.set_settling_until_ms(d.settle_until_ms);
   }
   out.set_quality_score(core::quality_score(tw, now_ms));
   out.set_health(core::health_score(tw, now_ms));

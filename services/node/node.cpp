@@ -267,6 +267,7 @@ bool node::init(std::string& error) {
   if (!start_remoting(error))
     return false;
   register_scrape_gauges();
+  register_alert_gauges();
   for (auto& follower : followers_)
     if (follower)
       follower->start(*this);

@@ -169,6 +169,8 @@ private:
 
   // --- status.cpp -------------------------------------------------------------
   void register_scrape_gauges();
+  /// fleettwin_alerts_open{severity}: counted from the store (analytics.cpp).
+  void register_alert_gauges();
   /// Empty when the node serves every partition it was given; else why not.
   std::string not_ready_reason();
 

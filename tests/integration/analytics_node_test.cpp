@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -159,13 +160,20 @@ TEST_F(AnalyticsNodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
   send_meter(p, topics.telemetry, "mtr-1", readings, 120, 8, 5);
   for (int s = 1; s <= readings; ++s) {
     // 20 degrees in a second at reading 100: faster than the model's 5/s.
+    // The machine runs throughout (its model analyses temperature only
+    // then); a second machine is stopped, and its cooling is not analysed.
     const double temp = s == 100 ? 95 : 75 + noise(gen) * 0.1;
     p.send(topics.telemetry, "mch-1",
-           telemetry("mch-1", s, t0 + s * 1'000, {{"temperature", temp}}, {}, "machine"));
+           telemetry("mch-1", s, t0 + s * 1'000, {{"temperature", temp}}, {}, "machine",
+                     {{"running", true}}));
+    p.send(topics.telemetry, "mch-2",
+           telemetry("mch-2", s, t0 + s * 1'000, {{"temperature", s == 100 ? 95 : 75 - s * 0.3}},
+                     {}, "machine", {{"running", false}}));
   }
   ASSERT_EQ(p.flush(), 0);
   ASSERT_TRUE(applied("mtr-1", readings));
   ASSERT_TRUE(applied("mch-1", readings));
+  ASSERT_TRUE(applied("mch-2", readings));
 
   v1::Twin meter;
   ASSERT_TRUE(get_twin(*twins, "mtr-1", meter).ok());
@@ -180,6 +188,12 @@ TEST_F(AnalyticsNodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
   v1::Twin machine;
   ASSERT_TRUE(get_twin(*twins, "mch-1", machine).ok());
   EXPECT_LT(machine.analysis().at("temperature").anomaly_score(), 0.5);
+  v1::Twin stopped;
+  ASSERT_TRUE(get_twin(*twins, "mch-2", stopped).ok());
+  EXPECT_EQ(stopped.analysis().at("temperature").alerts_raised(), 0u) << stopped.ShortDebugString();
+  EXPECT_EQ(stopped.analysis().at("temperature").samples(), 0u) << stopped.ShortDebugString();
+  EXPECT_FALSE(machine.analysis().at("temperature").paused());
+  EXPECT_TRUE(stopped.analysis().at("temperature").paused());
 
   auto text = scrape(node->metrics_port());
   double raised = 0;
@@ -190,6 +204,19 @@ TEST_F(AnalyticsNodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
   EXPECT_GE(raised, 1) << text;
   EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"level_shift\"}"), 1) << text;
   EXPECT_GE(metric_value(text, "fleettwin_anomalies_total{kind=\"spike\"}"), 1) << text;
+  // Open alerts by severity, counted from the stored twins: as many as
+  // the twins show.
+  std::map<std::string, double> active;
+  for (const auto* tw : {&meter, &machine, &stopped})
+    for (const auto& [name, a] : tw->analysis())
+      if (a.alert_active())
+        active[a.alert_severity()] += 1;
+  for (const char* severity : {"warning", "critical"})
+    EXPECT_EQ(
+        metric_value(text, std::string{"fleettwin_alerts_open{severity=\""} + severity + "\"}"),
+        active[severity])
+        << severity << "\n"
+        << text;
 }
 
 // Alerts as operators and data teams see them: WatchAlerts streams each
@@ -493,6 +520,75 @@ TEST_F(AnalyticsNodeTest, ModelsArePutOverGrpcAndDriveTheAnalytics) {
   ASSERT_EQ(stored.states_size(), 1);
   EXPECT_EQ(stored.states(0).name(), "running");
 }
+
+#ifdef FLEETTWIN_SIM_BINARY
+// The simulator's injected fault through the whole path: a level shift of a
+// meter's voltage raises its alert, which clears once the shift is the new
+// normal and is raised and cleared again when the fault ends, on the alerts
+// topic (read committed, each event once) and over gRPC; the simulator's
+// machines stop and start meanwhile (no fault), which pages nobody.
+TEST_F(AnalyticsNodeTest, TheSimulatorsInjectedFaultRaisesAndClearsAnAlert) {
+  // Nine assets, each reporting every 5 s of virtual time, for 40 minutes;
+  // the fault from minute 20 to 30, 12 V.
+  const int64_t start = 1'767'225'600'000;
+  auto [code, text] = run_command(
+      std::string{FLEETTWIN_SIM_BINARY} + " --bootstrap " + kafka->bootstrap() + " --topic " +
+      topics.telemetry + " --assets 9 --count 4320 --rate 0 --virtual-rate 1.8" +
+      " --start-time-ms " + std::to_string(start) +
+      " --no-topology --fault level_shift:mtr-000002:voltage:1200:600:12 --quiet 2>&1");
+  ASSERT_EQ(code, 0) << text;
+  for (const char* id : {"mtr-000002", "mch-000001", "mch-000002", "mch-000003"})
+    ASSERT_TRUE(applied(id, 480)) << id;
+
+  // Every alert event of the run, from the topic.
+  auto metrics_text = scrape(node->metrics_port());
+  double events = 0;
+  for (const char* event : {"raised", "updated", "cleared"})
+    for (const char* severity : {"warning", "critical"})
+      events += std::max(
+          0.0,
+          metric_value(metrics_text, std::string{"fleettwin_alert_transitions_total{event=\""} +
+                                         event + "\",severity=\"" + severity + "\"}"));
+  ASSERT_GE(events, 2) << metrics_text;
+  auto records = read_topic(kafka->bootstrap(), topics.alerts, static_cast<size_t>(events),
+                            std::chrono::seconds{30});
+  ASSERT_EQ(records.size(), static_cast<size_t>(events));
+  std::vector<v1::AlertEvent> voltage;
+  for (const auto& r : records) {
+    v1::AlertEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    EXPECT_NE(e.alert().twin_kind(), "machine") << e.ShortDebugString();
+    if (e.alert().asset_id() == "mtr-000002" && e.alert().property() == "voltage")
+      voltage.push_back(e);
+  }
+  // Raised within a minute of the fault's start, cleared after it; then
+  // again when the voltage comes back at the fault's end.
+  ASSERT_GE(voltage.size(), 2u);
+  EXPECT_EQ(voltage[0].event(), "raised");
+  EXPECT_GE(voltage[0].time_ms(), start + 1'200'000);
+  EXPECT_LE(voltage[0].time_ms(), start + 1'260'000);
+  EXPECT_EQ(voltage[0].alert().kind(), "level_shift");
+  bool cleared_within = false, again = false;
+  uint32_t raised = 0;
+  for (const auto& e : voltage) {
+    cleared_within |=
+        e.event() == "cleared" && e.alert().number() == 1 && e.time_ms() < start + 1'800'000;
+    again |= e.event() == "raised" && e.time_ms() >= start + 1'800'000 &&
+             e.time_ms() <= start + 1'860'000;
+    raised += e.event() == "raised";
+  }
+  EXPECT_TRUE(cleared_within);
+  EXPECT_TRUE(again);
+
+  // Over gRPC: the meter's alerts, the last one cleared.
+  v1::ListAlertsResponse listed;
+  ASSERT_TRUE(list_alerts("asset_id = \"mtr-000002\"", true, listed).ok());
+  ASSERT_EQ(listed.alerts_size(), 1) << listed.ShortDebugString();
+  EXPECT_EQ(listed.alerts(0).property(), "voltage");
+  EXPECT_EQ(listed.alerts(0).number(), raised);
+  EXPECT_EQ(listed.alerts(0).state(), v1::CLEARED);
+}
+#endif
 
 // A vehicle's battery runs down along a line while its speed sensor
 // misbehaves: the twin shows the quality flags and score, its time to

@@ -92,8 +92,8 @@ std::vector<consumed_record> read_topic(const std::string& bootstrap, const std:
 
 std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,
                       const std::map<std::string, double>& metrics,
-                      const std::map<std::string, std::string>& attributes,
-                      const std::string& kind) {
+                      const std::map<std::string, std::string>& attributes, const std::string& kind,
+                      const std::map<std::string, bool>& states) {
   fleettwin::v1::Telemetry t;
   t.set_asset_id(asset);
   t.set_kind(kind);
@@ -102,6 +102,8 @@ std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,
   t.set_source_time_ms(ts);
   for (const auto& [k, v] : metrics)
     (*t.mutable_metrics())[k].set_double_value(v);
+  for (const auto& [k, v] : states)
+    (*t.mutable_metrics())[k].set_bool_value(v);
   for (const auto& [k, v] : attributes)
     (*t.mutable_attributes())[k] = v;
   return t.SerializeAsString();

@@ -39,6 +39,7 @@ std::vector<consumed_record> read_topic(const std::string& bootstrap, const std:
 std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,
                       const std::map<std::string, double>& metrics,
                       const std::map<std::string, std::string>& attributes = {},
-                      const std::string& kind = "vehicle");
+                      const std::string& kind = "vehicle",
+                      const std::map<std::string, bool>& states = {});
 
 }  // namespace fleettwin::test

@@ -1,4 +1,6 @@
 #include "actors/core/aggregate_kind.hpp"
+#include "actors/core/contributions.hpp"
+#include "actors/core/twin_analytics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -223,3 +225,37 @@ TEST(AggregateKind, ErrorsSayWhatToFix) {
 }
 
 }  // namespace
+
+TEST(AggregateKind, MeasuresReadTheTwinsQualityAndHealth) {
+  // As in ListTwins filters: quality.score and health are the analytics'
+  // verdicts on a member (reported.health would be a property).
+  auto k = compile(transformer({{"q", "mean(quality.score)"},
+                                {"sick", "count(health < 0.5)"},
+                                {"h", "min(health where quality.score < 1)"}}));
+  EXPECT_EQ(k.fields.reported,
+            (std::set<std::string, std::less<>>{std::string{member_health_key},
+                                                std::string{member_quality_key}}));
+  // Projected from twins: one whose voltage has an open critical alert and
+  // misses reports, one in good shape.
+  twin good;
+  good.kind = "meter";
+  good.last_seen_ms = now_ms;
+  good.analysis["voltage"].quality.expected_interval_ms = 1000;
+  twin bad = good;
+  auto& a = bad.analysis["voltage"];
+  a.alert.active = true;
+  a.alert.severity = alert_severity::critical;
+  a.quality.missing_rate = 0.5;
+  std::vector<member> ms;
+  for (auto* tw : {&good, &bad}) {
+    tw->reported["voltage"].ingest_time_ms = now_ms;
+    ms.push_back({tw == &good ? "good" : "bad", project(*tw, k.fields)});
+  }
+  ASSERT_NE(ms[1].values.find_reported(member_health_key), nullptr);
+  EXPECT_DOUBLE_EQ(*as_number(*ms[1].values.find_reported(member_health_key)),
+                   health_score(bad, now_ms));
+  auto v = eval(k, ms);
+  EXPECT_DOUBLE_EQ(*v[0], (1 + 0.5) / 2);
+  EXPECT_EQ(v[1], 1);
+  EXPECT_DOUBLE_EQ(*v[2], 0.4);  // the critical alert's penalty, 0.6
+}

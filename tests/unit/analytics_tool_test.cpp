@@ -136,3 +136,63 @@ TEST(AnalyticsToolTest, TheCorpusIsLabelledAndReproducible) {
                                           "variance"}));
   std::filesystem::remove_all(dir);
 }
+
+TEST(AnalyticsToolTest, AnAssetsSeriesReplayTogetherAndItsStatesAreJudged) {
+  // A machine's rpm with its `running` state: it stops twice. Replayed
+  // together under a model that analyses rpm while running, the stops pass
+  // unflagged; replayed alone (no state to judge by) they alarm.
+  core::asset_model m;
+  m.kind = "machine";
+  m.states.push_back({"running", "reported.running = true", {}});
+  core::property_model rpm;
+  rpm.name = "rpm";
+  rpm.analyse_in = {"running"};
+  rpm.settle_ms = 10'000;
+  m.properties.push_back(rpm);
+  ASSERT_FALSE(core::validate(m));
+  std::mt19937 gen{9};
+  std::normal_distribution<double> noise{0, 10};
+  series speed, running;
+  speed.kind = running.kind = "machine";
+  speed.property = "rpm";
+  running.property = "running";
+  running.boolean = true;
+  for (int i = 0; i < 1000; ++i) {
+    const bool on = !(i >= 300 && i < 320) && !(i >= 700 && i < 705);
+    const int64_t t = i * 5'000LL;
+    speed.rows.push_back({t, on ? 1500 + noise(gen) : 0.0, 0, ""});
+    running.rows.push_back({t, on ? 1.0 : 0.0, 0, ""});
+  }
+  auto flagged = [](const run_result& r) {
+    size_t n = 0;
+    for (const auto& row : r.rows)
+      n += row.score >= 0.5;
+    return n;
+  };
+  const auto together = run_asset({&speed, &running}, &m, 0);
+  ASSERT_EQ(together.size(), 2u);
+  ASSERT_EQ(together[0].rows.size(), speed.rows.size());
+  EXPECT_EQ(flagged(together[0]), 0u);
+  EXPECT_EQ(flagged(together[1]), 0u);  // a state: applied, never scored
+  EXPECT_GT(flagged(run(speed, m.find("rpm"), 0)), 0u);
+  // The forecast error counts only the rows the forecaster learnt from.
+  EXPECT_LT(together[0].scored, speed.rows.size() - 25);
+}
+
+TEST(AnalyticsToolTest, BooleanSeriesReadAsStates) {
+  const auto dir = std::filesystem::temp_directory_path() / "fleettwin-boolean-test";
+  std::filesystem::create_directories(dir);
+  std::ofstream{dir / "ok.csv"} << "timestamp,value\n1000,true\n2000,false\n";
+  std::ofstream{dir / "mixed.csv"} << "timestamp,value\n1000,true\n2000,3.5\n";
+  series s;
+  std::string error;
+  ASSERT_TRUE(read_series((dir / "ok.csv").string(), s, error)) << error;
+  EXPECT_TRUE(s.boolean);
+  ASSERT_EQ(s.rows.size(), 2u);
+  EXPECT_EQ(s.rows[0].value, 1);
+  EXPECT_EQ(s.rows[1].value, 0);
+  series bad;
+  EXPECT_FALSE(read_series((dir / "mixed.csv").string(), bad, error));
+  EXPECT_NE(error.find("\"3.5\" in a series of true and false"), std::string::npos) << error;
+  std::filesystem::remove_all(dir);
+}

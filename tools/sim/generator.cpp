@@ -363,6 +363,17 @@ void generator::init_asset(uint32_t i) {
   }
 }
 
+double daily_load(int64_t time_ms) {
+  constexpr int64_t day_ms = 86'400'000;
+  const double hour = static_cast<double>(((time_ms % day_ms) + day_ms) % day_ms) / 3'600'000.0;
+  auto bump = [&](double centre, double width) {
+    const double d = (hour - centre) / width;
+    return std::exp(-d * d);
+  };
+  // Quiet nights, a morning bump, the evening peak; about 1 on average.
+  return 0.78 + 0.45 * bump(8, 1.5) + 0.9 * bump(19, 2.5);
+}
+
 void generator::step(asset_state& a, double dt, int64_t offset_ms) {
   auto& x = a.x;
   auto& r = a.rng;
@@ -413,7 +424,8 @@ void generator::step(asset_state& a, double dt, int64_t offset_ms) {
     case asset_kind::meter:
       ou(x[mtr::voltage], topo_ ? meter_voltage_target(a, offset_ms) : 230.0, 0.5, 1.0, dt, sqrt_dt,
          r);
-      ou(x[mtr::current], x[mtr::base_current], 0.02, 0.8, dt, sqrt_dt, r);
+      ou(x[mtr::current], x[mtr::base_current] * daily_load(cfg_.start_time_ms + offset_ms), 0.02,
+         0.8, dt, sqrt_dt, r);
       x[mtr::current] = std::max(0.0, x[mtr::current]);
       break;
   }

@@ -136,6 +136,11 @@ struct record {
   uint64_t index = 0;
 };
 
+/// A household's load at a time of day (UTC), as a factor of its typical
+/// load: quiet nights, a morning bump, the evening peak (about 1 on a
+/// day's average). Meters' currents follow it: their 24-hour season.
+double daily_load(int64_t time_ms);
+
 class generator {
 public:
   /// Throws std::invalid_argument when the config is inconsistent (unknown
