@@ -259,10 +259,12 @@ uint64_t records_committed(node::node& n) {
 /// Kafka keeps the records): records/s from the first applied record to the
 /// last.
 double node_drain(const std::string& bootstrap, uint64_t records, bool publish, int history,
-                  const std::string& aggregates, bool analytics = true) {
+                  const std::string& aggregates, bool analytics = true,
+                  const std::string& models = {}) {
   auto dir = temp_dir("ingest");
   auto cfg = node_config_for(bootstrap, dir);
   cfg.analytics = analytics;
+  cfg.models_file = models;
   cfg.publish_changes = publish;
   cfg.history = history;
   cfg.aggregates_file = aggregates;
@@ -636,7 +638,8 @@ std::vector<drain_pair> alternating_pairs(int pairs, const std::string& feature,
 }
 
 int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, int history,
-               const std::string& aggregates, int pairs, int analytics_pairs) {
+               const std::string& aggregates, int pairs, int analytics_pairs,
+               const std::string& models) {
   kafka::topic_names topics;
   std::string error;
   auto k = kafka::embedded_kafka::start(1, partitions, topics, error);
@@ -651,7 +654,7 @@ int run_ingest(uint64_t records, uint32_t assets, int partitions, bool publish, 
     alternating_pairs(
         analytics_pairs, "analytics",
         [&] { return node_drain(k->bootstrap(), records, publish, history, {}, false); },
-        [&] { return node_drain(k->bootstrap(), records, publish, history, {}, true); });
+        [&] { return node_drain(k->bootstrap(), records, publish, history, {}, true, models); });
     return 0;
   }
   double node_rate = 0;
@@ -1245,6 +1248,12 @@ int main(int argc, char** argv) {
                    "instead: drains without and with analytics in this many pairs, alternating "
                    "which goes first")
       ->check(CLI::Range(0, 99));
+  std::string models_file;
+  ingest
+      ->add_option("--models", models_file,
+                   "with --analytics-pairs: the node with analytics loads these asset models "
+                   "(e.g. deploy/models.toml: operating states, thresholds)")
+      ->check(CLI::ExistingFile);
   int pairs = 5;
   ingest
       ->add_option("--pairs", pairs,
@@ -1302,7 +1311,7 @@ int main(int argc, char** argv) {
       if (ingest->count("--nodes") || ingest->count("--guarantee"))
         throw std::runtime_error("--nodes and --guarantee need --kafka");
       return run_ingest(records, assets, partitions, publish, history, aggregates_file, pairs,
-                        analytics_pairs);
+                        analytics_pairs, models_file);
     }
     if (*query)
       return run_query(twins, seconds, threads);
