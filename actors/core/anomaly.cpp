@@ -41,6 +41,22 @@ constexpr double new_normal_z = 8;
 /// Mean absolute deviation to standard deviation (normal errors).
 constexpr double mad_to_sigma = 1.2533141373155003;
 
+/// The forecast errors' spread is never taken below this many quanta of
+/// the values' resolution (one step of it scores far below a spike).
+constexpr double quantum_spread = 0.5;
+
+/// The resolution `x` is written in: 10^-k for the fewest decimals k (up
+/// to 6) that write it, 0 for a value finer than that.
+double resolution(double x) {
+  double scale = 1;
+  for (int k = 0; k <= 6; ++k, scale *= 10) {
+    const double y = x * scale;
+    if (std::abs(y - std::round(y)) <= 1e-9 * std::max(1.0, std::abs(y)))
+      return 1 / scale;
+  }
+  return 0;
+}
+
 /// 0 at 0, 0.5 at u = 1 (the threshold), towards 1 beyond.
 double squash(double u) {
   if (!(u > 0))
@@ -79,6 +95,8 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
   if (s.samples < UINT32_MAX)
     ++s.samples;
   s.last_time_ms = std::max(s.last_time_ms, time_ms);
+  if (const double r = resolution(value); r > 0 && (s.quantum == 0 || r < s.quantum))
+    s.quantum = r;
 
   // Stuck: the same value again and again, by a property that has varied.
   if (first || value != s.run_value) {
@@ -106,7 +124,8 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
       s.spread = std::abs(e);
       s.var_short = s.var_long = e * e;
     }
-    const double sigma = std::max(mad_to_sigma * s.spread, 1e-9 * std::max(1.0, std::abs(value)));
+    const double sigma = std::max({mad_to_sigma * s.spread, quantum_spread * s.quantum,
+                                   1e-9 * std::max(1.0, std::abs(value))});
     const double z = e / sigma;
     if (s.resuming) {
       // Settled. A series back at its old normal goes on against it (a
@@ -135,7 +154,7 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
     // clipped, so that one spike is not a variance change). Only a rise
     // counts: errors falling below their long-run level is what a forecaster
     // that is still learning shows (a sensor gone quiet is "stuck").
-    const double e2 = std::min(e * e, spike_z * spike_z * sigma * sigma);
+    const double e2 = std::min(e * e, clip_z * clip_z * sigma * sigma);
     // Running means at first, exponential weights later.
     const double errors = static_cast<double>(s.samples - 1);
     if (!repeating || !s.varied) {
@@ -276,7 +295,7 @@ void settle_detector(detector_state& s, double value, int64_t time_ms) {
 }
 
 void encode_detector(const detector_state& s, std::string& out) {
-  out.push_back(3);  // format (1: without base_spread; 2: without paused, settle_until_ms)
+  out.push_back(3);  // format (1: without base_spread; 2: without the pause and quantum)
   for (double d :
        {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up, s.cusum_down,
         s.run_value, s.base_spread, s.base_last_z, s.base_lag_product, s.base_square})
@@ -292,6 +311,7 @@ void encode_detector(const detector_state& s, std::string& out) {
   out.push_back(s.varied ? 1 : 0);
   out.push_back(static_cast<char>((s.paused ? 1 : 0) | (s.resuming ? 2 : 0)));
   wire::put_signed(out, s.settle_until_ms);
+  wire::put_double(out, s.quantum);
 }
 
 bool decode_detector(std::string_view& in, detector_state& s) {
@@ -319,6 +339,7 @@ bool decode_detector(std::string_view& in, detector_state& s) {
   if (format >= 3) {
     pause = r.byte();
     d.settle_until_ms = r.signed_varint();
+    d.quantum = r.real();
   }
   if (!r.ok || shift > static_cast<uint8_t>(anomaly_kind::stuck) || varied > 1 || pause > 3)
     return false;

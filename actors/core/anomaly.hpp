@@ -96,6 +96,10 @@ struct detector_state {
   bool resuming = false;
   /// Samples before this time are settling after a pause: not scored.
   int64_t settle_until_ms = 0;
+  /// The finest resolution the values are written in (0.1 for 14.6; 0:
+  /// not known yet): a series that moves in steps of it (a battery
+  /// reported to 0.1 %) does not spike by one step after a flat run.
+  double quantum = 0;
 
   bool operator==(const detector_state&) const = default;
 };

@@ -182,6 +182,22 @@ TEST(ForecastTest, AWanderingSeriesLeansOnItsLastValueANoisyOneOnItsLevel) {
   EXPECT_LT(*mase(noisy), 0.9);
 }
 
+TEST(AnomalyTest, ASeriesReportedInStepsOfItsResolutionDoesNotSpikeByOneStep) {
+  // A battery draining 0.006 % a sample, reported to 0.1 %: long flat runs,
+  // then one step (its model lets it keep a value for 30 minutes). Only
+  // the 2 % drop at sample 1500 is a spike.
+  property_analytics_params p;
+  p.detector.stuck_after_ms = 30 * 60 * second;
+  p.detector.stuck_samples = 0;
+  std::vector<double> xs;
+  for (int i = 0; i < 2000; ++i)
+    xs.push_back(std::round((80 - 0.006 * i) * 10) / 10 - (i == 1500 ? 2 : 0));
+  auto rs = run(xs, p);
+  EXPECT_EQ(first_alarm(rs), 1500);
+  EXPECT_EQ(rs[1500].kind, anomaly_kind::spike);
+  EXPECT_EQ(first_alarm(rs, 1510), -1);
+}
+
 TEST(AnomalyTest, ASpikeIsFoundAtItsIndexAndNowhereElse) {
   auto xs = noise(600, 1.0);
   for (auto& x : xs)
@@ -380,11 +396,11 @@ TEST(AnomalyTest, StateOfTheFirstFormatIsStillRead) {
   encode_detector(s, bytes);
   ASSERT_EQ(bytes[0], 3);
   // Format 2 is format 3 without the pause (a byte of flags and the settle
-  // time, a varint: 0 here), format 1 also without the four doubles of the
-  // baseline's scale.
+  // time, a varint: 0 here) and the quantum (a double), format 1 also
+  // without the four doubles of the baseline's scale.
   std::string v2 = bytes;
   v2[0] = 2;
-  v2.erase(v2.size() - 2);
+  v2.erase(v2.size() - 10);
   std::string v1 = v2;
   v1[0] = 1;
   v1.erase(1 + 8 * 8, 4 * 8);
