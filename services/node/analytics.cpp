@@ -2,6 +2,7 @@
 // and the gauge of open alerts.
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 
 #include <spdlog/spdlog.h>
@@ -10,14 +11,6 @@
 #include "services/node/node.hpp"
 
 namespace fleettwin::node {
-
-namespace {
-
-/// The open alerts are counted at most this often (a count reads every
-/// stored twin of the served partitions).
-constexpr auto alert_count_interval = std::chrono::seconds{15};
-
-}  // namespace
 
 bool node::load_models(runtime::asset_config& acfg, std::string& error) {
   // Models set through the API join these (see model_catalog).
@@ -52,49 +45,29 @@ bool node::start_alert_feed(std::string& error) {
   return alert_feed_ != nullptr;
 }
 
+struct node::alert_count {
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  bool known = false;
+  double warning = 0, critical = 0;
+};
+
 void node::register_alert_gauges() {
+  if (cfg_.alert_count_interval_ms <= 0)
+    return;
   // Counted from the committed twins of the partitions served here, so the
-  // figure is exact after restarts and partition moves; a count reads every
-  // stored twin, hence at most one per interval (scrapes in between reuse
-  // it).
-  struct counted {
-    std::mutex mutex;
-    std::chrono::steady_clock::time_point at;
-    bool known = false;
-    double warning = 0, critical = 0;
-  };
-  auto count = std::make_shared<counted>();
+  // figure is exact after restarts and partition moves. A count reads every
+  // stored twin, so it runs on a thread of its own, and scrapes show the
+  // last one.
+  alert_count_ = std::make_shared<alert_count>();
+  auto count = alert_count_;
   metrics_->add_scrape_gauges({
       {"fleettwin_alerts_open",
        "Anomaly alerts open (raised, acknowledged or not) on the twins this node serves, by "
-       "severity (counted from the store at most every 15 s)",
-       [this, count] {
+       "severity, as of the last count (--alert-count-interval-ms)",
+       [count] {
          std::lock_guard<std::mutex> lock{count->mutex};
-         const auto now = std::chrono::steady_clock::now();
-         if (!count->known || now - count->at >= alert_count_interval) {
-           double warning = 0, critical = 0;
-           std::string error;
-           const auto partitions = local_partitions();
-           if (!partitions.empty())
-             store_->list_twins(
-                 partitions, {},
-                 [&](const core::twin& tw) {
-                   for (const auto& [name, a] : tw.analysis)
-                     if (a.alert.active)
-                       (a.alert.severity == core::alert_severity::critical ? critical : warning) +=
-                           1;
-                   return false;  // counted, not kept
-                 },
-                 0, 0, error);
-           if (error.empty()) {
-             count->warning = warning;
-             count->critical = critical;
-             count->known = true;
-             count->at = now;
-           } else {
-             spdlog::warn("event=alert_count_failed error=\"{}\"", error);
-           }
-         }
          std::vector<metrics::gauge_sample> out;
          if (count->known) {
            out.push_back({{{"severity", "warning"}}, count->warning});
@@ -103,6 +76,48 @@ void node::register_alert_gauges() {
          return out;
        }},
   });
+  const auto interval = std::chrono::milliseconds{cfg_.alert_count_interval_ms};
+  alert_counter_ = std::thread{[this, count, interval] {
+    for (;;) {
+      double warning = 0, critical = 0;
+      std::string error;
+      const auto partitions = local_partitions();
+      if (!partitions.empty())
+        store_->list_twins(
+            partitions, {},
+            [&](const core::twin& tw) {
+              for (const auto& [name, a] : tw.analysis)
+                if (a.alert.active)
+                  (a.alert.severity == core::alert_severity::critical ? critical : warning) += 1;
+              return false;  // counted, not kept
+            },
+            0, 0, error);
+      std::unique_lock<std::mutex> lock{count->mutex};
+      if (count->stop)
+        return;
+      if (error.empty()) {
+        count->warning = warning;
+        count->critical = critical;
+        count->known = true;
+      } else {
+        spdlog::warn("event=alert_count_failed error=\"{}\"", error);
+      }
+      if (count->wake.wait_for(lock, interval, [&] { return count->stop; }))
+        return;
+    }
+  }};
+}
+
+void node::stop_alert_count() {
+  if (!alert_count_)
+    return;
+  {
+    std::lock_guard<std::mutex> lock{alert_count_->mutex};
+    alert_count_->stop = true;
+  }
+  alert_count_->wake.notify_all();
+  if (alert_counter_.joinable())
+    alert_counter_.join();
 }
 
 }  // namespace fleettwin::node

@@ -44,6 +44,9 @@ struct node_config {
   bool analytics = true;
   /// How often resident aggregates are compared with a full recompute (0: never).
   int64_t aggregate_check_interval_ms = 60'000;
+  /// How often the open alerts of the served twins are counted for
+  /// fleettwin_alerts_open (a count reads every stored twin; 0: never).
+  int64_t alert_count_interval_ms = 60'000;
   /// Aggregates write changed member records at most this often (a
   /// checkpoint; a restore replays the contributions since); 0: with every
   /// commit.

@@ -492,6 +492,7 @@ void node::shutdown() {
       follower->stop();
   aggregate_feed_.reset();
   alert_feed_.reset();
+  stop_alert_count();
   // The models topic's thread calls the catalogs: it stops first.
   definitions_.reset();
   kinds_.reset();

@@ -15,6 +15,7 @@
 #include <set>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <caf/actor_system.hpp>
@@ -169,8 +170,10 @@ private:
 
   // --- status.cpp -------------------------------------------------------------
   void register_scrape_gauges();
-  /// fleettwin_alerts_open{severity}: counted from the store (analytics.cpp).
+  /// fleettwin_alerts_open{severity}: counted from the store on a thread of
+  /// its own every alert_count_interval_ms (analytics.cpp).
   void register_alert_gauges();
+  void stop_alert_count();
   /// Empty when the node serves every partition it was given; else why not.
   std::string not_ready_reason();
 
@@ -248,6 +251,10 @@ private:
   int exit_code_ = 0;
   std::atomic<bool> shut_down_{false};
   std::atomic<bool> stopping_{false};
+  /// The open alerts counter's thread, and its last count.
+  struct alert_count;
+  std::shared_ptr<alert_count> alert_count_;
+  std::thread alert_counter_;
   bool started_ = false;
 };
 

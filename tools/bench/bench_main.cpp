@@ -1195,6 +1195,23 @@ int run_memory(uint32_t twins, int partitions) {
   release_free_memory();
   auto passivated = rss_bytes();
   auto stats_passive = store->stats();
+  // What one count of fleettwin_alerts_open costs (services/node/analytics.cpp):
+  // every stored twin read and decoded.
+  std::vector<int32_t> all_partitions;
+  for (int p = 0; p < partitions; ++p)
+    all_partitions.push_back(p);
+  auto scan_start = clock_type::now();
+  uint64_t scanned = 0, open_alerts = 0;
+  store->list_twins(
+      all_partitions, {},
+      [&](const core::twin& tw) {
+        ++scanned;
+        for (const auto& [name, a] : tw.analysis)
+          open_alerts += a.alert.active ? 1 : 0;
+        return false;
+      },
+      0, 0, error);
+  const double scan_secs = seconds_since(scan_start);
   double per_active = double(with_active - base) / twins;
   double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
   fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins, ingest_secs,
@@ -1208,6 +1225,10 @@ int run_memory(uint32_t twins, int partitions) {
       "resident memory per passivated twin: {:.0f} bytes (RocksDB memtables {} MiB, block "
       "cache {} MiB included)\n",
       per_passive, stats_passive.memtable_bytes >> 20, stats_passive.block_cache_bytes >> 20);
+  fmt::print(
+      "counting open alerts over the stored twins (one fleettwin_alerts_open count): {} twins "
+      "in {:.2f} s ({} open)\n",
+      scanned, scan_secs, open_alerts);
   fmt::print(
       R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
       "\n",
