@@ -95,11 +95,13 @@ anomaly_result detect(detector_state& s, const detector_params& p, double value,
   if (s.samples < UINT32_MAX)
     ++s.samples;
   s.last_time_ms = std::max(s.last_time_ms, time_ms);
-  if (const double r = resolution(value); r > 0 && (s.quantum == 0 || r < s.quantum))
-    s.quantum = r;
 
   // Stuck: the same value again and again, by a property that has varied.
   if (first || value != s.run_value) {
+    // A new value may be written finer than those before (a repeated one
+    // tells nothing new).
+    if (const double r = resolution(value); r > 0 && (s.quantum == 0 || r < s.quantum))
+      s.quantum = r;
     s.varied |= !first;
     s.run_value = value;
     s.run_since_ms = time_ms;

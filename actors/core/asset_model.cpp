@@ -105,6 +105,10 @@ std::optional<std::string> validate(asset_model& m) {
       return where + "needs a condition (e.g. reported.running = true)";
     if (auto err = filter::parse(st.when, st.condition))
       return where + "condition at offset " + std::to_string(err->position) + ": " + err->message;
+    if (st.condition.reads_connectivity())
+      return where +
+             "a condition cannot read connectivity (a state is judged as each record "
+             "arrives, when the twin is always online); use reported properties";
   }
   std::sort(m.properties.begin(), m.properties.end(),
             [](const property_model& a, const property_model& b) { return a.name < b.name; });

@@ -70,10 +70,20 @@ private:
 
 }  // namespace
 
-double forecast_origin(const forecaster_state& s, const forecast_params& p) {
+namespace {
+
+/// The last value's share of the forecast's starting point: by the inverse
+/// squares of the two starting points' recent errors.
+double persistence_weight(const forecaster_state& s) {
   const double a = s.smooth_error * s.smooth_error;
   const double b = s.persist_error * s.persist_error;
-  const double w = a + b > 0 ? a / (a + b) : 0.0;
+  return a + b > 0 ? a / (a + b) : 0.0;
+}
+
+}  // namespace
+
+double forecast_origin(const forecaster_state& s, const forecast_params& p) {
+  const double w = persistence_weight(s);
   return (1 - w) * s.level + w * (s.last_value - seasonal(s, p, s.last_time_ms));
 }
 
@@ -102,25 +112,23 @@ std::optional<double> update_forecaster(forecaster_state& s, const forecast_para
     s.samples = 1;
     return std::nullopt;
   }
-  const double predicted = *predict_next(s, p, time_ms);
-  const double error = value - predicted;
-  {
-    // How each starting point would have done.
-    const double ahead = p.phi * s.trend + seasonal(s, p, time_ms);
-    const double smooth = std::abs(value - (s.level + ahead));
-    const double persist =
-        std::abs(value - (s.last_value - seasonal(s, p, s.last_time_ms) + ahead));
-    const double w = std::max(error_weight, 1.0 / static_cast<double>(s.samples));
-    s.smooth_error += w * (smooth - s.smooth_error);
-    s.persist_error += w * (persist - s.persist_error);
-  }
+  // The prediction from each starting point (predict_next blends them), and
+  // how each did.
+  const double season = seasonal(s, p, time_ms);
+  const double ahead = p.phi * s.trend + season;
+  const double from_level = s.level + ahead;
+  const double from_last = s.last_value - seasonal(s, p, s.last_time_ms) + ahead;
+  const double w_last = persistence_weight(s);
+  const double error = value - ((1 - w_last) * from_level + w_last * from_last);
+  const double w = std::max(error_weight, 1.0 / static_cast<double>(s.samples));
+  s.smooth_error += w * (std::abs(value - from_level) - s.smooth_error);
+  s.persist_error += w * (std::abs(value - from_last) - s.persist_error);
   if (const auto dt = static_cast<double>(time_ms - s.last_time_ms); dt > 0)
     s.interval_ms = s.interval_ms > 0 ? s.interval_ms + interval_weight * (dt - s.interval_ms) : dt;
   s.abs_error_sum += std::abs(error);
   s.naive_abs_error_sum += std::abs(value - s.last_value);
   s.error_var =
       s.samples == 1 ? error * error : s.error_var + error_weight * (error * error - s.error_var);
-  const double season = seasonal(s, p, time_ms);
   const double level = p.alpha * (value - season) + (1 - p.alpha) * (s.level + p.phi * s.trend);
   s.trend = p.beta * (level - s.level) + (1 - p.beta) * p.phi * s.trend;
   s.level = level;

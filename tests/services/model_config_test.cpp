@@ -81,6 +81,8 @@ TEST(ModelConfigTest, ErrorsSayWhereAndWhatToFix) {
        "declares none)"},
       {"[[model]]\nkind = \"v\"\n[model.states]\nmoving = \"reported.speed >\"\n",
        "model \"v\", state \"moving\": condition at offset"},
+      {"[[model]]\nkind = \"v\"\n[model.states]\nup = \"connectivity = online\"\n",
+       "model \"v\", state \"up\": a condition cannot read connectivity"},
       {"[[model]]\nkind = \"v\"\n[model.states]\nmoving = 1\n",
        "models.toml:4: state \"moving\" must be a condition in quotes"},
       {"[[model]]\nkind = \"v\"\n[model.properties.b]\nanalyse_in = \"moving\"\n",
