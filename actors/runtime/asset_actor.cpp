@@ -274,6 +274,28 @@ void contribute_change(asset_state& st, bool attributes_changed, int64_t now_ms,
   }
 }
 
+/// Answers a lookup with the twin as it is. Only a committed state is
+/// published to the snapshot cache, which queries read without asking the
+/// partition (`committed` is false while a change awaits its commit).
+void answer_get(asset_actor::stateful_pointer<asset_state> self, const twin_completion& done,
+                bool committed) {
+  auto& st = self->state;
+  if (st.tw.empty())
+    done(twin_reply{query_error::not_found, "twin \"" + st.asset_id + "\" not found", {}});
+  else
+    done(twin_reply{query_error::none, {}, st.current()});
+  // Publish only twins somebody reads (the ingest path never copies for it).
+  if (committed && st.config->cache && !st.cached && !st.tw.empty()) {
+    st.config->cache->put(st.asset_id, st.current());
+    st.cached = true;
+    if (!st.exit_hook) {
+      // However the actor ends, its snapshot must not outlive it.
+      self->attach_functor([cache = st.config->cache, id = st.asset_id] { cache->erase(id); });
+      st.exit_hook = true;
+    }
+  }
+}
+
 }  // namespace
 
 asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self,
@@ -474,23 +496,9 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
                    " recomputed=" + (full[i] ? std::to_string(*full[i]) : "none");
         return std::string{};
       },
-      [self](get_atom, const twin_completion& done) {
-        auto& st = self->state;
-        if (st.tw.empty())
-          done(twin_reply{query_error::not_found, "twin \"" + st.asset_id + "\" not found", {}});
-        else
-          done(twin_reply{query_error::none, {}, st.current()});
-        // Publish only twins somebody reads (the ingest path never copies for it).
-        if (st.config->cache && !st.cached && !st.tw.empty()) {
-          st.config->cache->put(st.asset_id, st.current());
-          st.cached = true;
-          if (!st.exit_hook) {
-            // However the actor ends, its snapshot must not outlive it.
-            self->attach_functor(
-                [cache = st.config->cache, id = st.asset_id] { cache->erase(id); });
-            st.exit_hook = true;
-          }
-        }
+      [self](get_atom, const twin_completion& done) { answer_get(self, done, true); },
+      [self](get_atom, const twin_completion& done, bool committed) {
+        answer_get(self, done, committed);
       },
       [self](advance_atom, int64_t now_ms) {
         auto& st = self->state;

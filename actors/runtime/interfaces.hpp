@@ -28,6 +28,9 @@ using asset_actor = caf::typed_actor<
     caf::replies_to<check_atom>::with<std::string>,
     // Answers a query with an immutable snapshot of the state.
     caf::reacts_to<get_atom, twin_completion>,
+    // The same for a state whose change awaits its commit (false): the
+    // snapshot is not published to the cache the queries read.
+    caf::reacts_to<get_atom, twin_completion, bool>,
     // Answers a query of the entity as an aggregate (with a page of members).
     caf::reacts_to<get_atom, aggregate_query, aggregate_completion>,
     // Applies a desired update (optimistic concurrency); replies with the outcome.
@@ -72,6 +75,9 @@ using partition_actor = caf::typed_actor<
     // The aggregate kinds changed: every resident aggregate recomputes its
     // measures (a new version where they change).
     caf::reacts_to<refresh_atom>,
+    // Starts the next queued work item once it has lingered (internal,
+    // self-scheduled).
+    caf::reacts_to<linger_atom>,
     // The event sink made the outputs of work item N durable (internal).
     caf::reacts_to<delivered_atom, uint64_t, publish_result>,
     // Answers UNAVAILABLE to lookups and updates that waited longer than the

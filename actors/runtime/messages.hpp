@@ -49,6 +49,7 @@ using check_atom = caf::atom_constant<caf::atom("check")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using ack_atom = caf::atom_constant<caf::atom("ack")>;
+using linger_atom = caf::atom_constant<caf::atom("linger")>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so

@@ -17,7 +17,8 @@ namespace {
 using self_ptr = partition_actor::stateful_pointer<partition_state>;
 
 void process_next(self_ptr self);
-void finish_item(self_ptr self);
+void settle(self_ptr self);
+void abandon(self_ptr self, const std::string& why);
 
 int64_t now_ms(self_ptr self) {
   return self->state.cfg.assets->clock();
@@ -40,8 +41,90 @@ void fail(self_ptr self, std::string why, bool retryable = false) {
   st.queue.clear();
   if (st.cfg.on_fatal)
     st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why, retryable);
-  // Late replies for the abandoned item are ignored (their id no longer matches).
-  finish_item(self);
+  // Late replies for the abandoned items are ignored (the partition failed).
+  abandon(self, "has a change that will not commit here: the partition is failing over");
+}
+
+/// Nothing is applying and nothing waits for Kafka or the store.
+bool idle(const partition_state& st) {
+  return !st.applying && st.pipeline.empty();
+}
+
+/// The oldest item in flight (nullptr: none).
+const partition_state::inflight* oldest(const partition_state& st) {
+  if (!st.pipeline.empty())
+    return &st.pipeline.front();
+  return st.applying ? &*st.applying : nullptr;
+}
+
+/// A held answer of a lookup (see held_read), of a twin or an aggregate.
+template <class Reply>
+class held_answer final : public held_read {
+public:
+  explicit held_answer(completion<Reply> done) : done_(std::move(done)) {}
+
+  /// The entity's actor answers into this (from its own thread).
+  static completion<Reply> receiver(const std::shared_ptr<held_answer>& h) {
+    return completion<Reply>{
+        [h](Reply r) { h->arrive(std::move(r)); },
+        Reply{
+            query_error::unavailable, "the entity's actor stopped before it answered; retry", {}}};
+  }
+
+  void release() override {
+    std::unique_lock<std::mutex> lock{mutex_};
+    if (phase_ != phase::waiting)
+      return;
+    phase_ = phase::released;
+    if (!reply_)
+      return;  // handed over on arrival
+    auto r = std::move(*reply_);
+    reply_.reset();
+    lock.unlock();
+    done_(std::move(r));
+  }
+
+  void expire(std::string why) override {
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      if (phase_ != phase::waiting)
+        return;
+      phase_ = phase::expired;
+      reply_.reset();
+    }
+    done_(Reply{query_error::unavailable, std::move(why), {}});
+  }
+
+private:
+  enum class phase : uint8_t { waiting, released, expired };
+
+  void arrive(Reply r) {
+    std::unique_lock<std::mutex> lock{mutex_};
+    if (phase_ == phase::waiting) {
+      reply_ = std::move(r);
+      return;
+    }
+    const bool released = phase_ == phase::released;
+    lock.unlock();
+    if (released)
+      done_(std::move(r));
+  }
+
+  std::mutex mutex_;
+  phase phase_ = phase::waiting;
+  std::optional<Reply> reply_;
+  completion<Reply> done_;
+};
+
+/// Hands over the held answers whose item committed.
+void release_held(partition_state& st) {
+  std::vector<std::shared_ptr<held_read>> waiting;
+  for (auto& h : st.held)
+    if (h->after <= st.completed_through)
+      h->release();
+    else
+      waiting.push_back(std::move(h));
+  st.held = std::move(waiting);
 }
 
 /// The resident actor of an asset, loading its state when it is not resident.
@@ -79,11 +162,11 @@ bool kind_changed(const stored_aggregate& agg, const std::string& id, const asse
   return false;
 }
 
-std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, bool create,
-                                    std::string& error) {
+/// `item` is the work item that uses the entity (0: a lookup).
+std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, uint64_t item,
+                                    bool create, std::string& error) {
   auto& st = self->state;
   auto now = now_ms(self);
-  const uint64_t item = st.current ? st.current->id : 0;
   if (auto it = st.assets.find(asset_id); it != st.assets.end()) {
     it->second.last_used_ms = now;
     it->second.last_item = std::max(it->second.last_item, item);
@@ -129,14 +212,26 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
   return handle;
 }
 
-/// Makes sure waiting lookups and queued updates are answered within
-/// max_read_wait even when the item in flight does not commit (broker down).
+/// Makes sure held lookups and queued updates are answered within
+/// max_read_wait even when the oldest item in flight does not commit
+/// (broker down).
 void arm_expiry(self_ptr self) {
   auto& st = self->state;
-  if (!st.current || st.expiry_armed_for == st.current->id)
+  const auto* item = oldest(st);
+  if (!item || st.expiry_armed_for == item->id)
     return;
-  st.expiry_armed_for = st.current->id;
-  self->delayed_send(self, st.cfg.max_read_wait, expire_atom::value, st.current->id);
+  st.expiry_armed_for = item->id;
+  self->delayed_send(self, st.cfg.max_read_wait, expire_atom::value, item->id);
+}
+
+/// The item in flight whose commit a read of `id` waits for (0: none):
+/// exactly-once reads never see state that may still roll back.
+uint64_t awaited(const partition_state& st, const std::string& id) {
+  if (!st.cfg.read_committed)
+    return 0;
+  auto it = st.assets.find(id);
+  return it != st.assets.end() && it->second.last_item > st.completed_through ? it->second.last_item
+                                                                              : 0;
 }
 
 void publish_gauges(self_ptr self) {
@@ -148,20 +243,21 @@ void publish_gauges(self_ptr self) {
   st.cfg.gauges->records_applied = st.records_applied;
 }
 
-/// Answers a lookup from the twin's actor (loading it if needed).
+/// Answers a lookup from the twin's actor (loading it if needed); a state
+/// not committed yet is asked for now and handed over at its commit.
 void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
   auto& st = self->state;
-  if (st.cfg.read_committed && st.current) {
-    auto it = st.assets.find(asset_id);
-    if (it != st.assets.end() && it->second.last_item == st.current->id) {
-      st.deferred_gets.push_back(deferred_get{std::move(asset_id), std::move(done), std::nullopt});
-      arm_expiry(self);
-      return;
-    }
-  }
+  const auto wait = awaited(st, asset_id);
   std::string error;
-  auto handle = resident(self, asset_id, false, error);
-  if (handle)
+  auto handle = resident(self, asset_id, 0, false, error);
+  if (handle && wait > 0) {
+    auto h = std::make_shared<held_answer<twin_reply>>(std::move(done));
+    h->after = wait;
+    h->id = asset_id;
+    st.held.push_back(h);
+    self->send(*handle, get_atom::value, held_answer<twin_reply>::receiver(h), false);
+    arm_expiry(self);
+  } else if (handle)
     self->send(*handle, get_atom::value, std::move(done));
   else if (error.empty())
     done(twin_reply{query_error::not_found, "twin \"" + asset_id + "\" not found", {}});
@@ -173,18 +269,18 @@ void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
 void lookup_aggregate(self_ptr self, std::string& id, aggregate_query& q,
                       aggregate_completion& done) {
   auto& st = self->state;
-  if (st.cfg.read_committed && st.current) {
-    auto it = st.assets.find(id);
-    if (it != st.assets.end() && it->second.last_item == st.current->id) {
-      st.deferred_gets.push_back(
-          deferred_get{std::move(id), {}, std::make_pair(std::move(q), std::move(done))});
-      arm_expiry(self);
-      return;
-    }
-  }
+  const auto wait = awaited(st, id);
   std::string error;
-  auto handle = resident(self, id, false, error);
-  if (handle)
+  auto handle = resident(self, id, 0, false, error);
+  if (handle && wait > 0) {
+    auto h = std::make_shared<held_answer<aggregate_reply>>(std::move(done));
+    h->after = wait;
+    h->id = id;
+    h->aggregate = true;
+    st.held.push_back(h);
+    self->send(*handle, get_atom::value, std::move(q), held_answer<aggregate_reply>::receiver(h));
+    arm_expiry(self);
+  } else if (handle)
     self->send(*handle, get_atom::value, std::move(q), std::move(done));
   else if (error.empty())
     done(aggregate_reply{
@@ -193,30 +289,16 @@ void lookup_aggregate(self_ptr self, std::string& id, aggregate_query& q,
     done(aggregate_reply{query_error::internal, error, {}});
 }
 
-/// Answers a held-back lookup now.
-void answer_deferred(self_ptr self, deferred_get& d) {
-  if (d.aggregate)
-    lookup_aggregate(self, d.asset_id, d.aggregate->first, d.aggregate->second);
-  else
-    lookup(self, d.asset_id, d.done);
-}
-
-void finish_item(self_ptr self) {
+/// After an item ended or was abandoned: a last checkpoint when stopping,
+/// the next item, and the stop itself once nothing is left.
+void settle(self_ptr self) {
   auto& st = self->state;
-  st.current.reset();
-  // Lookups held back by the item: answered now from committed state, or
-  // (after a failure) dropped, which answers them UNAVAILABLE.
-  auto deferred = std::move(st.deferred_gets);
-  st.deferred_gets.clear();
-  if (!st.failed)
-    for (auto& d : deferred)
-      answer_deferred(self, d);
   if (!st.stop_waiters.empty() && !st.failed && replaying(st)) {
     // Stopping before the replay ended: what is queued was not committed and
     // the next owner consumes it again; the stored state stays as it is.
     st.queue.clear();
   }
-  if (!st.stop_waiters.empty() && !st.failed && !st.current && st.queue.empty() &&
+  if (!st.stop_waiters.empty() && !st.failed && idle(st) && st.queue.empty() &&
       !st.unwritten.empty() && !st.flush_queued && !replaying(st)) {
     // A last checkpoint: the next owner then has nothing to replay.
     st.flush_queued = true;
@@ -224,7 +306,7 @@ void finish_item(self_ptr self) {
   }
   if (!st.failed)
     process_next(self);
-  if (!st.current && st.queue.empty() && !st.stop_waiters.empty()) {
+  if (idle(st) && st.queue.empty() && !st.stop_waiters.empty()) {
     for (auto& [id, e] : st.assets)
       self->send(e.handle, passivate_atom::value);
     st.cfg.probe->on_passivated(st.assets.size());
@@ -237,6 +319,21 @@ void finish_item(self_ptr self) {
     for (auto& w : waiters)
       w();
   }
+}
+
+/// Drops every item in flight (nothing of them reaches the store; late
+/// replies and deliveries find no item and are ignored) and answers the
+/// held lookups UNAVAILABLE.
+void abandon(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  st.applying.reset();
+  st.pipeline.clear();
+  st.committing = false;
+  auto held = std::move(st.held);
+  st.held.clear();
+  for (auto& h : held)
+    h->expire((h->aggregate ? "aggregate \"" : "twin \"") + h->id + "\" " + why + "; retry");
+  settle(self);
 }
 
 /// Queues a checkpoint of the aggregates' unwritten member records once the
@@ -255,7 +352,7 @@ void schedule_flush(self_ptr self) {
 /// records), with the next contribution not applied yet beside it.
 void hold_contributions(partition_state& st, partition_state::inflight& item) {
   auto& o = item.commit.input_offsets[contrib_slot];
-  const int64_t real = item.contributions_next.value_or(st.next_input_offsets[contrib_slot]);
+  const int64_t real = item.contributions_next.value_or(st.applied_input_offsets[contrib_slot]);
   if (real < 0 || (!st.cfg.assets->checkpoint_members && !replaying(st)))
     return;
   const int64_t applied = std::max(real, st.replay_until);
@@ -266,12 +363,10 @@ void hold_contributions(partition_state& st, partition_state::inflight& item) {
   item.commit.contributions_applied = applied;
 }
 
-/// The commit is durable: notify, acknowledge, answer, move on.
-void committed(self_ptr self, double seconds, size_t twins, size_t history,
-               std::optional<int64_t> changelog) {
+/// The item committed: notify, acknowledge, answer.
+void complete(self_ptr self, partition_state::inflight& item) {
   auto& st = self->state;
-  auto& item = *st.current;
-  st.cfg.probe->on_commit(seconds, twins, history);
+  st.completed_through = item.id;
   if (!item.contributions.empty() || !item.aggregate_changes.empty()) {
     st.cfg.probe->on_aggregate_outputs(item.contributions.size(), item.aggregate_changes.size());
     // Latency is measured on the wall clock: ingest times come from other
@@ -297,6 +392,7 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
       st.replay_until = -1;
     st.records_applied += item.applied;
     if (st.cfg.on_committed) {
+      const auto changelog = item.commit.changelog_offset;
       if (batches[0] > 0)
         st.cfg.on_committed(st.cfg.partition, input::telemetry, st.next_offset, batches[0],
                             changelog);
@@ -306,48 +402,143 @@ void committed(self_ptr self, double seconds, size_t twins, size_t history,
                               changelog);
     }
   }
-  if (item.desired)
+  if (item.desired && item.desired_answer)
     item.desired->done(std::move(*item.desired_answer));
-  if (st.unwritten.empty())
-    st.members_cover = st.next_input_offsets[contrib_slot];
-  publish_gauges(self);
-  schedule_flush(self);
-  finish_item(self);
 }
 
-/// Outputs are acknowledged: commit state and offsets in one batch.
-void commit(self_ptr self) {
+/// Every item up to `last` committed: complete them in order, hand over
+/// the answers they held, and go on.
+void complete_through(self_ptr self, uint64_t last) {
   auto& st = self->state;
-  auto& item = *st.current;
-  const auto changelog = item.commit.changelog_offset;
-  if (item.commit.twins.empty() && !item.commit.next_offset && item.commit.aggregates.empty() &&
-      item.commit.members.empty() && !any_offset(item.commit.input_offsets)) {
-    committed(self, 0, 0, 0, changelog);
+  while (!st.pipeline.empty() && st.pipeline.front().id <= last) {
+    complete(self, st.pipeline.front());
+    st.pipeline.pop_front();
+  }
+  if (st.unwritten.empty())
+    st.members_cover = st.applied_input_offsets[contrib_slot];
+  release_held(st);
+  publish_gauges(self);
+  schedule_flush(self);
+  if (!st.held.empty() || std::any_of(st.queue.begin(), st.queue.end(), [](const work_item& w) {
+        return std::holds_alternative<desired_work>(w);
+      }))
+    arm_expiry(self);
+}
+
+bool nothing_to_store(const commit_batch& c) {
+  return c.twins.empty() && !c.next_offset && c.aggregates.empty() && c.members.empty() &&
+         !any_offset(c.input_offsets);
+}
+
+/// Appends a later item's commit to `into` (one RocksDB write for both):
+/// later values of the same key win, offsets move forward.
+void merge_commit(commit_batch& into, commit_batch& from) {
+  auto append = [](auto& to, auto& more) {
+    if (to.empty())
+      to = std::move(more);
+    else
+      std::move(more.begin(), more.end(), std::back_inserter(to));
+    more.clear();
+  };
+  append(into.twins, from.twins);
+  append(into.history, from.history);
+  append(into.aggregates, from.aggregates);
+  append(into.members, from.members);
+  into.created_twins += from.created_twins;
+  from.created_twins = 0;
+  if (from.next_offset)
+    into.next_offset = from.next_offset;
+  if (from.changelog_offset)
+    into.changelog_offset = from.changelog_offset;
+  for (size_t slot = 0; slot < follower_input_count; ++slot)
+    if (from.input_offsets[slot]) {
+      into.input_offsets[slot] = from.input_offsets[slot];
+      if (slot == contrib_slot)
+        into.contributions_applied = from.contributions_applied;
+    }
+}
+
+/// Writes the items at the front of the pipeline that Kafka made durable,
+/// all in one RocksDB commit (group commit), so that the store never runs
+/// ahead of Kafka and follows the items' order.
+void try_commit(self_ptr self) {
+  auto& st = self->state;
+  if (st.committing || st.failed)
+    return;
+  size_t n = 0;
+  while (n < st.pipeline.size() && st.pipeline[n].delivered)
+    ++n;
+  if (n == 0)
+    return;
+  const uint64_t last = st.pipeline[n - 1].id;
+  commit_batch batch;
+  batch.partition = st.cfg.partition;
+  for (size_t i = 0; i < n; ++i)
+    if (!nothing_to_store(st.pipeline[i].commit))
+      merge_commit(batch, st.pipeline[i].commit);
+  if (nothing_to_store(batch)) {
+    complete_through(self, last);
+    settle(self);
     return;
   }
-  auto started = std::chrono::steady_clock::now();
-  auto id = item.id;
-  auto twins = item.commit.twins.size();
-  auto history = item.commit.history.size();
-  self->request(st.committer, caf::infinite, commit_atom::value, std::move(item.commit))
+  st.committing = true;
+  const auto started = std::chrono::steady_clock::now();
+  const auto twins = batch.twins.size();
+  const auto history = batch.history.size();
+  self->request(st.committer, caf::infinite, commit_atom::value, std::move(batch))
       .then(
-          [self, id, started, twins, history, changelog](std::string& err) {
+          [self, last, started, twins, history](std::string& err) {
             auto& st = self->state;
-            if (!st.current || st.current->id != id)
+            if (st.failed || !st.committing)
               return;
+            st.committing = false;
             if (!err.empty()) {
               st.cfg.probe->on_commit_failed();
-              if (st.current->desired)
-                st.current->desired->done(
-                    twin_reply{query_error::internal, "commit failed: " + err, {}});
+              for (auto& item : st.pipeline)
+                if (item.id <= last && item.desired)
+                  item.desired->done(
+                      twin_reply{query_error::internal, "commit failed: " + err, {}});
               fail(self, "commit failed: " + err);
               return;
             }
-            auto secs =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            committed(self, secs, twins, history, changelog);
+            st.cfg.probe->on_commit(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                twins, history);
+            complete_through(self, last);
+            try_commit(self);
+            settle(self);
           },
           [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
+}
+
+/// The applying item is done: into the pipeline behind the items before
+/// it (`delivered`: nothing to wait for from Kafka), and the next may start.
+void to_pipeline(self_ptr self, bool delivered) {
+  auto& st = self->state;
+  auto& item = *st.applying;
+  item.delivered = delivered;
+  st.pipeline.push_back(std::move(item));
+  st.applying.reset();
+  try_commit(self);
+  settle(self);
+}
+
+/// The applying item ends with nothing to publish or store (answered
+/// already, or it changed nothing); it still completes in order.
+void end_item(self_ptr self) {
+  auto& st = self->state;
+  auto& item = *st.applying;
+  item.desired.reset();  // answered
+  item.commit = commit_batch{};
+  item.raws.clear();
+  if (st.pipeline.empty()) {
+    st.completed_through = item.id;
+    st.applying.reset();
+    release_held(st);
+    settle(self);
+    return;
+  }
+  to_pipeline(self, true);
 }
 
 /// Every asset replied: hand the outputs to Kafka, then commit locally once
@@ -355,21 +546,21 @@ void commit(self_ptr self) {
 /// the input offset), so the local store never runs ahead of Kafka.
 void publish(self_ptr self) {
   auto& st = self->state;
-  auto& item = *st.current;
+  auto& item = *st.applying;
   if (item.raws.empty() && !item.desired && item.changes.empty() && item.contributions.empty() &&
       item.commit.aggregates.empty() && item.commit.members.empty()) {
-    finish_item(self);  // an advance that changed nothing
+    end_item(self);  // an advance that changed nothing
     return;
   }
   hold_contributions(st, item);
-  if (!st.cfg.sink) {
-    commit(self);
-    return;
-  }
   // An item without input (a desired update) still carries the partition's
   // offset: a transaction then also fences a zombie owner of the partition.
-  if (!item.commit.next_offset && st.next_offset >= 0)
-    item.commit.next_offset = st.next_offset;
+  if (!item.commit.next_offset && st.applied_offset >= 0)
+    item.commit.next_offset = st.applied_offset;
+  if (!st.cfg.sink) {
+    to_pipeline(self, true);
+    return;
+  }
   core::coalesce(item.contributions);
   item.published = std::chrono::steady_clock::now();
   auto handle = caf::actor_cast<partition_actor>(self);
@@ -379,6 +570,7 @@ void publish(self_ptr self) {
       [handle, id = item.id](publish_result r) {
         caf::anon_send(handle, delivered_atom::value, id, std::move(r));
       });
+  to_pipeline(self, false);
 }
 
 void reject(partition_state::inflight& item, ingest_probe& probe, const raw_record& r,
@@ -389,9 +581,9 @@ void reject(partition_state::inflight& item, ingest_probe& probe, const raw_reco
 
 void collect(self_ptr self, uint64_t id, asset_update& u) {
   auto& st = self->state;
-  if (!st.current || st.current->id != id)
+  if (!st.applying || st.applying->id != id)
     return;
-  auto& item = *st.current;
+  auto& item = *st.applying;
   if (!u.state.empty())
     item.commit.twins.emplace_back(u.asset_id, std::move(u.state));
   item.commit.created_twins += u.created ? 1 : 0;
@@ -420,7 +612,7 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
     if (st.unwritten.empty()) {
       // Stored members cover the contributions before this item's.
       st.members_cover = item.contributions_first >= 0 ? item.contributions_first
-                                                       : st.next_input_offsets[contrib_slot];
+                                                       : st.applied_input_offsets[contrib_slot];
       st.unwritten_since_ms = now_ms(self);
     }
     st.unwritten.insert(u.asset_id);
@@ -545,10 +737,10 @@ std::map<std::string, relation_slice> decode_relations(self_ptr self,
 /// the partition failed.
 bool send_relations(self_ptr self, std::map<std::string, relation_slice>& groups) {
   auto& st = self->state;
-  const auto id = st.current->id;
+  const auto id = st.applying->id;
   for (auto& [child, slice] : groups) {
     std::string error;
-    auto handle = resident(self, child, true, error);
+    auto handle = resident(self, child, id, true, error);
     if (!handle) {
       fail(self, "cannot load \"" + child + "\": " + error);
       return false;
@@ -563,10 +755,10 @@ bool send_relations(self_ptr self, std::map<std::string, relation_slice>& groups
 /// Hands each aggregate its contributions; false when the partition failed.
 bool send_contributions(self_ptr self, std::map<std::string, contribution_slice>& groups) {
   auto& st = self->state;
-  const auto id = st.current->id;
+  const auto id = st.applying->id;
   for (auto& [aggregate_id, slice] : groups) {
     std::string error;
-    auto handle = resident(self, aggregate_id, true, error);
+    auto handle = resident(self, aggregate_id, id, true, error);
     if (!handle) {
       fail(self, "cannot load aggregate \"" + aggregate_id + "\": " + error);
       return false;
@@ -580,11 +772,12 @@ bool send_contributions(self_ptr self, std::map<std::string, contribution_slice>
 
 void start_batch(self_ptr self) {
   auto& st = self->state;
-  auto& item = *st.current;
+  auto& item = *st.applying;
   size_t total = 0;
   for (const auto& raw : item.raws) {
     if (raw->source != input::telemetry) {
       item.commit.input_offsets[follower_slot(raw->source)] = raw->next_offset;
+      st.applied_input_offsets[follower_slot(raw->source)] = raw->next_offset;
       if (raw->source == input::contributions) {
         item.contributions_next = raw->next_offset;
         if (item.contributions_first < 0 && !raw->records.empty())
@@ -593,6 +786,7 @@ void start_batch(self_ptr self) {
       continue;
     }
     item.commit.next_offset = raw->next_offset;
+    st.applied_offset = raw->next_offset;
     st.cfg.probe->on_batch(raw->records.size(), raw->bytes);
     total += raw->records.size();
   }
@@ -659,7 +853,7 @@ void start_batch(self_ptr self) {
   const auto id = item.id;
   for (auto& [asset_id, indexes] : st.groups) {
     std::string error;
-    auto handle = resident(self, std::string{asset_id}, true, error);
+    auto handle = resident(self, std::string{asset_id}, id, true, error);
     if (!handle) {
       fail(self, "cannot load twin \"" + std::string{asset_id} + "\": " + error);
       return;
@@ -678,35 +872,35 @@ void start_relations(self_ptr self, desired_work work) {
   auto& st = self->state;
   std::string error;
   // Relations may name a twin that has reported nothing yet.
-  auto handle = resident(self, work.asset_id, true, error);
+  auto handle = resident(self, work.asset_id, st.applying->id, true, error);
   if (!handle) {
     work.done(twin_reply{query_error::internal, error, {}});
-    finish_item(self);
+    end_item(self);
     return;
   }
-  auto id = st.current->id;
+  auto id = st.applying->id;
   relation_slice slice;
   slice.updates.emplace_back(0, std::move(*work.relations));
   slice.now_ms = now_ms(self);
   slice.want_snapshot = true;
-  st.current->desired = std::move(work);
+  st.applying->desired = std::move(work);
   self->request(*handle, caf::infinite, relate_atom::value, std::move(slice))
       .then(
           [self, id](asset_update& u) {
             auto& st = self->state;
-            if (!st.current || st.current->id != id)
+            if (!st.applying || st.applying->id != id)
               return;
-            auto& item = *st.current;
+            auto& item = *st.applying;
             if (!u.relation_rejects.empty()) {
               item.desired->done(twin_reply{
                   query_error::invalid, std::move(u.relation_rejects.front().second), {}});
-              finish_item(self);
+              end_item(self);
               return;
             }
             if (u.state.empty()) {
               // Nothing changed: the entity as it is.
               item.desired->done(twin_reply{query_error::none, {}, u.snapshot});
-              finish_item(self);
+              end_item(self);
               return;
             }
             item.desired_answer =
@@ -722,13 +916,13 @@ void start_relations(self_ptr self, desired_work work) {
 /// the item finished.
 std::optional<asset_actor> existing_twin(self_ptr self, desired_work& work) {
   std::string error;
-  auto handle = resident(self, work.asset_id, false, error);
+  auto handle = resident(self, work.asset_id, self->state.applying->id, false, error);
   if (!handle) {
     if (error.empty())
       work.done(twin_reply{query_error::not_found, "twin \"" + work.asset_id + "\" not found", {}});
     else
       work.done(twin_reply{query_error::internal, error, {}});
-    finish_item(self);
+    end_item(self);
   }
   return handle;
 }
@@ -740,16 +934,16 @@ void start_acknowledge(self_ptr self, desired_work work) {
   auto handle = existing_twin(self, work);
   if (!handle)
     return;
-  auto id = st.current->id;
+  auto id = st.applying->id;
   auto [property, number] = *work.acknowledge;
-  st.current->desired = std::move(work);
+  st.applying->desired = std::move(work);
   self->request(*handle, caf::infinite, ack_atom::value, std::move(property), number)
       .then(
           [self, id](ack_reply& r) {
             auto& st = self->state;
-            if (!st.current || st.current->id != id)
+            if (!st.applying || st.applying->id != id)
               return;
-            auto& item = *st.current;
+            auto& item = *st.applying;
             const auto& [prop, n] = *item.desired->acknowledge;
             const std::string alert = "alert " + std::to_string(n) + " of property \"" + prop +
                                       "\" of twin \"" + item.desired->asset_id + "\"";
@@ -770,7 +964,7 @@ void start_acknowledge(self_ptr self, desired_work work) {
                                {}});
                 break;
             }
-            finish_item(self);
+            end_item(self);
           },
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
@@ -788,16 +982,16 @@ void start_desired(self_ptr self, desired_work work) {
   auto handle = existing_twin(self, work);
   if (!handle)
     return;
-  auto id = st.current->id;
+  auto id = st.applying->id;
   auto update = work.update;
-  st.current->desired = std::move(work);
+  st.applying->desired = std::move(work);
   self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
       .then(
           [self, id](desired_reply& r) {
             auto& st = self->state;
-            if (!st.current || st.current->id != id)
+            if (!st.applying || st.applying->id != id)
               return;
-            auto& item = *st.current;
+            auto& item = *st.applying;
             switch (r.result.status) {
               case core::desired_status::applied:
                 item.desired_answer = std::make_shared<twin_reply>(
@@ -817,7 +1011,7 @@ void start_desired(self_ptr self, desired_work work) {
                 item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
                 break;
             }
-            finish_item(self);
+            end_item(self);
           },
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
@@ -827,7 +1021,7 @@ void start_desired(self_ptr self, desired_work work) {
 void start_advance(self_ptr self, bool all) {
   auto& st = self->state;
   st.advance_queued = false;
-  auto& item = *st.current;
+  auto& item = *st.applying;
   const auto id = item.id;
   const auto now = now_ms(self);
   for (auto& [asset_id, e] : st.assets) {
@@ -840,7 +1034,7 @@ void start_advance(self_ptr self, bool all) {
               [self](caf::error& err) { fail(self, "aggregate actor failed: " + to_string(err)); });
   }
   if (item.pending == 0)
-    finish_item(self);
+    end_item(self);
 }
 
 /// Writes the member records every aggregate holds unwritten; the commit
@@ -848,9 +1042,9 @@ void start_advance(self_ptr self, bool all) {
 void start_flush(self_ptr self) {
   auto& st = self->state;
   st.flush_queued = false;
-  auto& item = *st.current;
+  auto& item = *st.applying;
   const auto id = item.id;
-  if (const auto next = st.next_input_offsets[contrib_slot]; next >= 0) {
+  if (const auto next = st.applied_input_offsets[contrib_slot]; next >= 0) {
     item.commit.input_offsets[contrib_slot] = next;
     item.contributions_next = next;
   }
@@ -879,7 +1073,7 @@ bool take_replay_batch(self_ptr self, work_item& out) {
     if (!raw || (*raw)->source != input::contributions)
       continue;
     if (!(*raw)->records.empty() &&
-        (*raw)->records.front().offset < st.next_input_offsets[contrib_slot])
+        (*raw)->records.front().offset < st.applied_input_offsets[contrib_slot])
       st.replay_until = -1;  // the log starts over (a new topic): nothing to replay
     out = std::move(*it);
     st.queue.erase(it);
@@ -888,9 +1082,52 @@ bool take_replay_batch(self_ptr self, work_item& out) {
   return false;
 }
 
+/// Records in the consumed batches at the front of the queue (counting
+/// stops at `enough`).
+size_t queued_records(const partition_state& st, size_t enough) {
+  size_t n = 0;
+  for (const auto& w : st.queue) {
+    const auto* raw = std::get_if<raw_batch_ptr>(&w);
+    if (!raw || n >= enough)
+      break;
+    n += (*raw)->records.size();
+  }
+  return n;
+}
+
+/// Whether the next item may start now. An idle partition starts at once;
+/// behind items in flight, a new item waits until there is room in the
+/// pipeline, and consumed batches linger a little to make a fuller item.
+/// Updates through the API and the replay of a restore run with nothing
+/// else in flight (an update that waited too long then fails having
+/// changed nothing).
+bool may_start(self_ptr self) {
+  auto& st = self->state;
+  if (st.pipeline.empty())
+    return true;
+  if (st.pipeline.size() + 1 > st.cfg.max_items_in_flight || replaying(st))
+    return false;
+  const auto& next = st.queue.front();
+  if (std::holds_alternative<desired_work>(next))
+    return false;
+  if (!std::holds_alternative<raw_batch_ptr>(next) || st.cfg.item_linger.count() <= 0 ||
+      st.lingered || queued_records(st, st.cfg.min_item_records) >= st.cfg.min_item_records)
+    return true;
+  const auto now = std::chrono::steady_clock::now();
+  const auto ready = st.queued_since + st.cfg.item_linger;
+  if (now >= ready)
+    return true;
+  if (!st.linger_armed) {
+    st.linger_armed = true;
+    self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(ready - now),
+                       linger_atom::value);
+  }
+  return false;
+}
+
 void process_next(self_ptr self) {
   auto& st = self->state;
-  if (st.current || st.queue.empty())
+  if (st.applying || st.queue.empty() || st.failed || !may_start(self))
     return;
   work_item next;
   if (replaying(st)) {
@@ -900,24 +1137,28 @@ void process_next(self_ptr self) {
     next = std::move(st.queue.front());
     st.queue.pop_front();
   }
-  st.current.emplace();
-  st.current->id = st.next_item_id++;
-  st.current->started = std::chrono::steady_clock::now();
-  st.current->commit.partition = st.cfg.partition;
+  st.applying.emplace();
+  auto& item = *st.applying;
+  item.id = st.next_item_id++;
+  item.started = std::chrono::steady_clock::now();
+  item.commit.partition = st.cfg.partition;
   if (auto* raw = std::get_if<raw_batch_ptr>(&next)) {
     // Coalesce every consumed batch queued behind this one (while
     // replaying, one batch at a time).
     size_t records = (*raw)->records.size();
-    st.current->raws.push_back(std::move(*raw));
+    item.raws.push_back(std::move(*raw));
     while (!replaying(st) && !st.queue.empty() &&
            std::holds_alternative<raw_batch_ptr>(st.queue.front())) {
       auto& more = std::get<raw_batch_ptr>(st.queue.front());
       if (records + more->records.size() > st.cfg.max_item_records)
         break;
       records += more->records.size();
-      st.current->raws.push_back(std::move(more));
+      item.raws.push_back(std::move(more));
       st.queue.pop_front();
     }
+    st.lingered = false;
+    if (!st.queue.empty())
+      st.queued_since = item.started;
     start_batch(self);
   } else if (auto* d = std::get_if<desired_work>(&next)) {
     start_desired(self, std::move(*d));
@@ -929,13 +1170,12 @@ void process_next(self_ptr self) {
 }
 
 /// Passivates twins idle longer than passivate_after, and the least recently
-/// used beyond max_active_twins. Twins touched by the item in flight stay:
+/// used beyond max_active_twins. Twins touched by items in flight stay:
 /// their state is not committed yet.
 void passivate_idle(self_ptr self) {
   auto& st = self->state;
-  const uint64_t busy = st.current ? st.current->id : 0;
-  auto in_flight = [busy](const partition_state::entry& e) {
-    return busy != 0 && e.last_item == busy;
+  auto in_flight = [&st](const partition_state::entry& e) {
+    return e.last_item > st.completed_through;
   };
   auto now = now_ms(self);
   auto idle_before = now - st.cfg.passivate_after.count();
@@ -1003,6 +1243,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       st.next_input_offsets[slot] = *off;
   }
   st.members_cover = st.next_input_offsets[contrib_slot];
+  st.applied_offset = st.next_offset;
+  st.applied_input_offsets = st.next_input_offsets;
   if (const auto applied = st.cfg.contributions_applied
                                ? st.cfg.contributions_applied
                                : st.cfg.store->load_contributions_applied(st.cfg.partition);
@@ -1018,6 +1260,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
                                : st.cfg.input_epochs[follower_slot(batch->source)];
         if (st.failed || batch->epoch != epoch)
           return;
+        if (st.queue.empty())
+          st.queued_since = std::chrono::steady_clock::now();
         st.queue.emplace_back(std::move(batch));
         process_next(self);
       },
@@ -1068,21 +1312,18 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         auto& st = self->state;
         if (st.expiry_armed_for == id)
           st.expiry_armed_for = 0;
-        if (!st.current || st.current->id != id)
-          return;  // committed (or failed) meanwhile: everybody was answered
+        const auto* item = oldest(st);
+        if (!item || item->id != id)
+          return;  // committed (or failed) meanwhile; later waits are armed anew
         const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::steady_clock::now() - st.current->started)
+                                std::chrono::steady_clock::now() - item->started)
                                 .count();
-        auto deferred = std::move(st.deferred_gets);
-        st.deferred_gets.clear();
-        for (auto& d : deferred) {
-          auto why = "\"" + d.asset_id + "\" has a change that Kafka has not committed for " +
-                     std::to_string(waited) + " ms (the broker is slow or unreachable); retry";
-          if (d.aggregate)
-            d.aggregate->second(aggregate_reply{query_error::unavailable, "aggregate " + why, {}});
-          else
-            d.done(twin_reply{query_error::unavailable, "twin " + why, {}});
-        }
+        auto held = std::move(st.held);
+        st.held.clear();
+        for (auto& h : held)
+          h->expire((h->aggregate ? "aggregate \"" : "twin \"") + h->id +
+                    "\" has a change that Kafka has not committed for " + std::to_string(waited) +
+                    " ms (the broker is slow or unreachable); retry");
         // Updates queued behind the stuck item fail the same way, oldest first.
         auto limit = now_ms(self) - st.cfg.max_read_wait.count();
         for (auto it = st.queue.begin(); it != st.queue.end();) {
@@ -1109,8 +1350,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       [self](stop_atom, std::function<void()>& done) {
         auto& st = self->state;
         st.stop_waiters.push_back(std::move(done));
-        if (!st.current)
-          finish_item(self);
+        if (idle(st))
+          settle(self);
       },
       [self](drop_atom, std::function<void()>& done) {
         auto& st = self->state;
@@ -1120,9 +1361,9 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         // and deliveries no longer match an item and are ignored.
         st.failed = true;
         st.queue.clear();
-        st.current.reset();
         st.stop_waiters.push_back(std::move(done));
-        finish_item(self);
+        abandon(self,
+                "has a change that will not commit here: the partition moved to another node");
       },
       [self](refresh_atom) {
         auto& st = self->state;
@@ -1152,24 +1393,35 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       },
       [self](delivered_atom, uint64_t id, publish_result& r) {
         auto& st = self->state;
-        if (!st.current || st.current->id != id)
+        if (st.failed)
+          return;
+        auto it = std::find_if(st.pipeline.begin(), st.pipeline.end(),
+                               [id](const auto& item) { return item.id == id; });
+        if (it == st.pipeline.end())
           return;
         if (!r.ok) {
-          if (st.current->desired)
-            st.current->desired->done(
-                twin_reply{query_error::unavailable,
-                           "publishing the update failed: " + r.error + "; retry",
-                           {}});
+          // Every item from here on built on outputs that will not commit.
+          for (auto& item : st.pipeline)
+            if (item.desired)
+              item.desired->done(twin_reply{query_error::unavailable,
+                                            "publishing the update failed: " + r.error + "; retry",
+                                            {}});
           fail(self, "publishing outputs failed: " + r.error, true);
           return;
         }
-        st.current->commit.changelog_offset = r.changelog_offset;
-        const auto& item = *st.current;
+        it->commit.changelog_offset = r.changelog_offset;
+        it->delivered = true;
         st.cfg.probe->on_item_phases(
-            std::chrono::duration<double>(item.published - item.started).count(),
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - item.published)
+            std::chrono::duration<double>(it->published - it->started).count(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - it->published)
                 .count());
-        commit(self);
+        try_commit(self);
+      },
+      [self](linger_atom) {
+        // Armed for when the oldest queued batch has lingered enough.
+        self->state.linger_armed = false;
+        self->state.lingered = !self->state.queue.empty();
+        process_next(self);
       },
   };
 }

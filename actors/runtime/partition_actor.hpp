@@ -55,6 +55,17 @@ struct partition_config {
   /// Queued batches are coalesced into one work item up to this many records,
   /// so that a commit's fixed latency is paid once for all of them.
   size_t max_item_records = 50'000;
+  /// Work items in flight at once: one applying, the others handed to Kafka
+  /// and waiting for their transaction, then for their RocksDB commit (both
+  /// in item order). 1: each item waits for the one before to commit.
+  size_t max_items_in_flight = 8;
+  /// While items are in flight, the next starts once its oldest batch has
+  /// waited this long or min_item_records are queued: every item pays fixed
+  /// costs (a publish, a history segment per twin), so a stream of small
+  /// batches is gathered a little instead of becoming one item each. An idle
+  /// partition starts at once.
+  std::chrono::milliseconds item_linger{5};
+  size_t min_item_records = 1'000;
   /// Called when the partition cannot continue: `retryable` when only the
   /// outputs of uncommitted work were lost (an aborted Kafka transaction), so
   /// that a fresh actor over the committed state can take over; otherwise
@@ -100,12 +111,21 @@ struct desired_work {
   std::optional<std::pair<std::string, uint32_t>> acknowledge;
 };
 
-/// A lookup held back until the work item in flight commits.
-struct deferred_get {
-  std::string asset_id;
-  twin_completion done;
-  /// Set for a lookup of an aggregate (then `done` is unused).
-  std::optional<std::pair<aggregate_query, aggregate_completion>> aggregate;
+/// The answer to a lookup (exactly-once) of an entity whose last change
+/// has not committed yet: asked of the entity's actor at once (so that it
+/// shows that change and nothing later), handed to the caller when the
+/// work item that made the change commits.
+class held_read {
+public:
+  virtual ~held_read() = default;
+  /// The item whose commit releases the answer.
+  uint64_t after = 0;
+  std::string id;
+  bool aggregate = false;
+  /// Hands the answer over (now, or when it arrives).
+  virtual void release() = 0;
+  /// Answers UNAVAILABLE with `why` instead.
+  virtual void expire(std::string why) = 0;
 };
 
 /// Moves the clock of every timed aggregate (self-scheduled on ticks), or
@@ -132,7 +152,8 @@ struct partition_state {
     bool aggregate = false;
   };
 
-  /// The work item in flight: replies awaited, then outputs, then commit.
+  /// A work item in flight: replies awaited (applying), then outputs
+  /// (publishing), then its commit.
   struct inflight {
     uint64_t id = 0;
     size_t pending = 0;
@@ -161,6 +182,9 @@ struct partition_state {
     std::chrono::steady_clock::time_point started;
     /// When the outputs went to Kafka (the apply phase ended).
     std::chrono::steady_clock::time_point published;
+    /// Kafka made the outputs durable (or there were none): the item may
+    /// commit once every item before it did.
+    bool delivered = false;
   };
 
   partition_config cfg;
@@ -168,15 +192,34 @@ struct partition_state {
   std::unique_ptr<telemetry_decoder> decoder;
   std::unordered_map<std::string, entry> assets;
   std::deque<work_item> queue;
-  std::optional<inflight> current;
+  /// When the oldest queued work was queued (item_linger).
+  std::chrono::steady_clock::time_point queued_since;
+  /// A linger_atom is on its way.
+  bool linger_armed = false;
+  /// It arrived: the queued batches lingered long enough.
+  bool lingered = false;
+  /// The item being applied (at most one).
+  std::optional<inflight> applying;
+  /// Items applied and handed to Kafka, oldest first; they commit in order.
+  std::deque<inflight> pipeline;
+  /// A RocksDB commit of the items at the front of the pipeline is running.
+  bool committing = false;
+  /// Every item up to this id has committed (or ended without a commit).
+  uint64_t completed_through = 0;
   uint64_t next_item_id = 1;
+  /// Committed input positions: the next offset to consume once the items
+  /// in flight are dropped (what the store and Kafka hold).
   int64_t next_offset = -1;
   std::array<int64_t, follower_input_count> next_input_offsets{-1, -1};
+  /// The same positions after every item started so far (items in flight
+  /// included): where the next item continues.
+  int64_t applied_offset = -1;
+  std::array<int64_t, follower_input_count> applied_input_offsets{-1, -1};
   uint64_t records_applied = 0;
   bool failed = false;
   std::vector<std::function<void()>> stop_waiters;
-  /// Lookups waiting for the item in flight to commit (read_committed).
-  std::vector<deferred_get> deferred_gets;
+  /// Answers waiting for the items in flight to commit (read_committed).
+  std::vector<std::shared_ptr<held_read>> held;
   /// The work item an expiry check is scheduled for (0: none).
   uint64_t expiry_armed_for = 0;
   /// An advance of the timed aggregates is queued or in flight.

@@ -76,8 +76,10 @@ struct consumer_options {
   std::string client_id = "fleettwin-node";
   /// Records taken per poll at most.
   size_t max_poll_records = 10'000;
-  /// Batches in flight per partition before the partition is paused.
-  int max_inflight_batches = 4;
+  /// Batches in flight per partition before the partition is paused (a
+  /// poll hands each partition one batch; a partition keeps several work
+  /// items in flight, each of the batches of several polls).
+  int max_inflight_batches = 16;
   /// Offsets are committed in the output transactions (exactly-once); the
   /// consumer then never commits them itself.
   bool exactly_once = false;

@@ -57,6 +57,16 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       ->envname("FLEETTWIN_MAX_RECORD_BYTES");
   app.add_option("--max-poll-records", cfg.max_poll_records, "Records taken from Kafka per poll")
       ->envname("FLEETTWIN_MAX_POLL_RECORDS");
+  app.add_option("--max-items-in-flight", cfg.max_items_in_flight,
+                 "Work items a partition keeps in flight: it applies the next while earlier ones "
+                 "wait for Kafka and RocksDB (which commit them in order); 1: one at a time")
+      ->envname("FLEETTWIN_MAX_ITEMS_IN_FLIGHT")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--item-linger-ms", cfg.item_linger_ms,
+                 "Behind items in flight, consumed batches gather this long into one work item "
+                 "(an idle partition starts at once; 0: never wait)")
+      ->envname("FLEETTWIN_ITEM_LINGER_MS")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--sync-commits,!--no-sync-commits", cfg.sync_commits,
                "fsync the RocksDB WAL on every commit (survives power loss; without it a commit "
                "survives a process crash)")

@@ -199,6 +199,8 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.aggregate_check_interval = std::chrono::milliseconds{cfg_.aggregate_check_interval_ms};
   pc.member_checkpoint_interval = std::chrono::milliseconds{cfg_.member_checkpoint_ms};
   pc.max_active_twins = cfg_.max_active_twins;
+  pc.max_items_in_flight = cfg_.max_items_in_flight;
+  pc.item_linger = std::chrono::milliseconds{cfg_.item_linger_ms};
   pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
   if (restorer_)
     pc.initial_offset = resume_offset;

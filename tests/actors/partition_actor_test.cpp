@@ -197,8 +197,14 @@ struct PartitionActorTest : ::testing::Test {
   /// Aggregates checkpoint their members this often (unset: with every commit).
   std::optional<std::chrono::milliseconds> member_checkpoint;
 
+  /// Items behind items in flight start at once when this many records are
+  /// queued; otherwise when the linger fires (sched->trigger_timeouts()).
+  size_t min_item_records = 1000;
+
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
+    pc.min_item_records = min_item_records;
+    pc.item_linger = std::chrono::hours{1};
     pc.partition = 0;
     pc.epoch = epoch;
     pc.read_committed = read_committed;
@@ -313,6 +319,141 @@ TEST_F(PartitionActorTest, BatchesAreProcessedOneAtATimeInOrder) {
   core::twin tw;
   ASSERT_FALSE(core::decode_twin(store->twins[{0, "a"}], tw));
   EXPECT_EQ(tw.version, 2u);
+}
+
+TEST_F(PartitionActorTest, ItemsApplyWhileEarlierOnesAwaitKafkaAndCommitInOrder) {
+  // A partition applies its next item while the one before waits for its
+  // Kafka transaction; the store follows in item order, in one write for
+  // the items delivered together.
+  min_item_records = 1;
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}, {"b", "1,100,x=7"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);  // both published, neither delivered
+  EXPECT_EQ(sink->calls[1].changes.size(), 2u);
+  EXPECT_EQ(sink->calls[1].next_offset, 3);
+  // The second is delivered first: nothing may commit before the first.
+  std::exchange(sink->calls[1].delivered, nullptr)(publish_result{true, "", {}});
+  sched->run();
+  EXPECT_TRUE(store->commits.empty());
+  EXPECT_TRUE(acks.empty());
+  deliver_all();
+  ASSERT_EQ(store->commits.size(), 1u);  // one RocksDB write for both
+  EXPECT_EQ(store->commits[0].next_offset, 3);
+  EXPECT_EQ(store->offsets[0], 3);
+  core::twin tw;
+  ASSERT_FALSE(core::decode_twin(store->twins[{0, "a"}], tw));
+  EXPECT_EQ(tw.version, 2u);   // the later state of the same twin wins
+  ASSERT_EQ(acks.size(), 2u);  // each item acknowledged, in order
+  EXPECT_EQ(acks[0].second, 1);
+  EXPECT_EQ(acks[1].second, 3);
+  EXPECT_EQ(watch->seen.size(), 3u);
+  EXPECT_EQ(gauges->next_offset.load(), 3);
+}
+
+TEST_F(PartitionActorTest, BatchesQueuedBehindItemsInFlightLingerIntoOneItem) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  caf::anon_send(part, batch_atom::value, batch(2, {{"b", "1,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);  // small batches wait for the linger
+  sched->trigger_timeouts();
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);  // then go as one item
+  EXPECT_EQ(sink->calls[1].changes.size(), 2u);
+  deliver_all();
+  EXPECT_EQ(store->offsets[0], 3);
+  EXPECT_EQ(acks.size(), 2u);
+}
+
+TEST_F(PartitionActorTest, ADeliveryThatFailsAbandonsTheItemsBuiltOnIt) {
+  min_item_records = 1;
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);
+  std::exchange(sink->calls[1].delivered, nullptr)(publish_result{true, "", {}});
+  std::exchange(sink->calls[0].delivered,
+                nullptr)(publish_result{false, "transaction aborted", {}});
+  sched->run();
+  EXPECT_TRUE(store->commits.empty());
+  EXPECT_TRUE(acks.empty());
+  ASSERT_EQ(fatal.size(), 1u);
+  EXPECT_NE(fatal[0].find("transaction aborted"), std::string::npos);
+}
+
+TEST_F(PartitionActorTest, ReadsShowTheLastCommittedChangeNotOneStillInFlight) {
+  // Exactly-once: a lookup of a twin whose change awaits Kafka is answered
+  // when that change commits, with that state, even when a later change is
+  // in flight by then; the snapshot cache never holds uncommitted state.
+  min_item_records = 1;
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  auto first = std::make_shared<twin_reply>();
+  first->message = "unanswered";
+  caf::anon_send(part, get_atom::value, std::string{"a"},
+                 twin_completion{[first](twin_reply r) { *first = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  sched->run();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);
+  EXPECT_EQ(first->message, "unanswered");
+  EXPECT_EQ(cache->find("a"), nullptr);
+  std::exchange(sink->calls[0].delivered, nullptr)(publish_result{true, "", {}});
+  sched->run();
+  ASSERT_EQ(first->error, query_error::none) << first->message;
+  EXPECT_EQ(first->twin->version, 1u);
+  // The second change is still in flight: a new lookup waits for it.
+  auto second = std::make_shared<twin_reply>();
+  second->message = "unanswered";
+  caf::anon_send(part, get_atom::value, std::string{"a"},
+                 twin_completion{[second](twin_reply r) { *second = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  sched->run();
+  EXPECT_EQ(second->message, "unanswered");
+  EXPECT_EQ(cache->find("a"), nullptr);
+  deliver_all();
+  ASSERT_EQ(second->error, query_error::none) << second->message;
+  EXPECT_EQ(second->twin->version, 2u);
+  // Committed now: a lookup is answered at once and fills the cache.
+  auto third = get("a");
+  ASSERT_EQ(third.error, query_error::none);
+  ASSERT_NE(cache->find("a"), nullptr);
+  EXPECT_EQ(cache->find("a")->version, 2u);
+}
+
+TEST_F(PartitionActorTest, AnUpdateWaitsForTheItemsInFlightAndTelemetryQueuesBehindIt) {
+  min_item_records = 1;
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  auto answer = std::make_shared<twin_reply>();
+  answer->message = "unanswered";
+  core::desired_update u;
+  u.set = {{"x", 5.0}};
+  caf::anon_send(part, desired_atom::value, std::string{"a"}, u,
+                 twin_completion{[answer](twin_reply r) { *answer = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);  // the update waits; the batch behind it too
+  deliver_all();                      // the first commits; the update, then the batch go
+  ASSERT_EQ(sink->calls.size(), 3u);
+  EXPECT_EQ(sink->calls[1].next_offset, 1);  // the update carries the partition's offset
+  EXPECT_EQ(sink->calls[2].next_offset, 2);
+  deliver_all();
+  ASSERT_EQ(answer->error, query_error::none) << answer->message;
+  EXPECT_EQ(answer->twin->version, 2u);
+  EXPECT_EQ(store->offsets[0], 2);
+  EXPECT_TRUE(fatal.empty());
 }
 
 TEST_F(PartitionActorTest, RejectedRecordsArePublishedAndTheirOffsetsCommitted) {
