@@ -14,6 +14,7 @@
 #include <jemalloc/jemalloc.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -366,9 +367,120 @@ double quantile_bound(const std::vector<std::pair<double, double>>& buckets, dou
 /// latency by levels (the node's histogram: from a twin change's ingest to
 /// the committed change of the aggregate), and whether every aggregate ends
 /// equal to the simulator's ground truth.
+/// Read-after-ingest while a load runs: every `every`, one JSON record for
+/// the probe asset, produced alone (linger 0) and acknowledged, then GetTwin
+/// until the twin shows it; the time from the acknowledgement to the read.
+class ingest_probe_loop {
+public:
+  ingest_probe_loop(const std::string& bootstrap, const std::string& topic, int grpc_port,
+                    std::chrono::milliseconds every)
+      : topic_(topic), every_(every) {
+    char err[512];
+    auto* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+    rd_kafka_conf_set(conf, "linger.ms", "0", err, sizeof(err));
+    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    stub_ = fleettwin::v1::TwinService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(grpc_port), grpc::InsecureChannelCredentials()));
+    thread_ = std::thread{[this] { run(); }};
+  }
+  ~ingest_probe_loop() {
+    stop();
+    rd_kafka_destroy(rk_);
+  }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable())
+      thread_.join();
+  }
+  /// Latencies in ms, sorted (call after stop()).
+  std::vector<double> latencies() {
+    std::sort(latencies_.begin(), latencies_.end());
+    return latencies_;
+  }
+  uint64_t lost() const {
+    return lost_;
+  }
+  /// Probe records produced.
+  uint64_t sent() const {
+    return sent_.load();
+  }
+
+private:
+  void run() {
+    const std::string asset = "bench-probe";
+    for (uint64_t seq = 1; !stop_; ++seq) {
+      const auto slot = clock_type::now() + every_;
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      const auto value = fmt::format(
+          R"({{"asset_id":"{}","kind":"probe","sequence":{},"source_time_ms":{},"metrics":{{"n":{}}}}})",
+          asset, seq, now_ms, seq);
+      auto* h = rd_kafka_headers_new(1);
+      rd_kafka_header_add(h, "content-type", -1, "application/json", -1);
+      rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic_.c_str()),
+                        RD_KAFKA_V_KEY(const_cast<char*>(asset.data()), asset.size()),
+                        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                        RD_KAFKA_V_END);
+      sent_.fetch_add(1);
+      if (rd_kafka_flush(rk_, 10'000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++lost_;
+        continue;
+      }
+      const auto acked = clock_type::now();
+      bool seen = false;
+      while (!seen && !stop_ && clock_type::now() - acked < std::chrono::seconds{10}) {
+        grpc::ClientContext ctx;
+        fleettwin::v1::GetTwinRequest req;
+        req.set_name("twins/" + asset);
+        fleettwin::v1::Twin tw;
+        if (stub_->GetTwin(&ctx, req, &tw).ok() && tw.version() >= seq)
+          seen = true;
+        else
+          std::this_thread::sleep_for(std::chrono::microseconds{500});
+      }
+      if (!seen) {
+        if (!stop_)
+          ++lost_;
+        continue;
+      }
+      latencies_.push_back(
+          std::chrono::duration<double, std::milli>(clock_type::now() - acked).count());
+      std::this_thread::sleep_until(slot);
+    }
+  }
+
+  std::string topic_;
+  std::chrono::milliseconds every_;
+  rd_kafka_t* rk_ = nullptr;
+  std::unique_ptr<fleettwin::v1::TwinService::Stub> stub_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::vector<double> latencies_;
+  uint64_t lost_ = 0;
+  std::atomic<uint64_t> sent_{0};
+};
+
+/// CPU seconds this process used so far (user + system).
+double process_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+struct pipeline_options {
+  size_t max_items_in_flight = 0;  // 0: the node's default
+  int64_t item_linger_ms = -1;     // -1: the node's default
+};
+
 int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                    const std::string& aggregates, const std::string& real_kafka,
-                   const std::string& guarantee, int64_t commit_interval_ms) {
+                   const std::string& guarantee, int64_t commit_interval_ms,
+                   const pipeline_options& pipeline) {
   kafka::topic_names topics;
   std::string error;
   std::unique_ptr<kafka::embedded_kafka> k;
@@ -390,6 +502,12 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   cfg.aggregates_file = aggregates;
   if (commit_interval_ms >= 0)
     cfg.commit_interval_ms = commit_interval_ms;
+  if (pipeline.max_items_in_flight > 0)
+    cfg.max_items_in_flight = pipeline.max_items_in_flight;
+  if (pipeline.item_linger_ms >= 0)
+    cfg.item_linger_ms = pipeline.item_linger_ms;
+  fmt::print("node: {} work items in flight per partition at most, linger {} ms\n",
+             cfg.max_items_in_flight, cfg.item_linger_ms);
   cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
   auto n = node::node::start(cfg, error);
   if (!n)
@@ -461,6 +579,9 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   // of the load.
   std::vector<double> lags;
   const auto load_began = clock_type::now();
+  const double cpu_began = process_cpu_seconds();
+  ingest_probe_loop probe{bootstrap, topics.telemetry, n->grpc_port(),
+                          std::chrono::milliseconds{50}};
   const auto warm_up = std::chrono::duration<double>(seconds / 4);
   std::string warm_metrics;
   while (producing) {
@@ -471,14 +592,17 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
       warm_metrics = scrape_metrics(n->metrics_port());
   }
   const auto loaded_metrics = scrape_metrics(n->metrics_port());
+  probe.stop();
   producer.join();
   rd_kafka_destroy(rk);
   const auto stopped = clock_type::now();
   const uint64_t sent = telemetry_sent.load();
-  while (records_committed(*n) < sent && clock_type::now() - stopped < std::chrono::minutes{2})
+  // The probe's records are in the telemetry topic too.
+  const uint64_t offered = sent + probe.sent();
+  while (records_committed(*n) < offered && clock_type::now() - stopped < std::chrono::minutes{2})
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   const double drain_s = std::chrono::duration<double>(clock_type::now() - stopped).count();
-  if (records_committed(*n) < sent) {
+  if (records_committed(*n) < offered) {
     // Which partitions are behind, and by how much (the node's own gauges).
     const auto text = scrape_metrics(n->metrics_port());
     std::string behind;
@@ -490,7 +614,8 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
         behind += "\n  " + line;
     }
     fmt::print("not drained after 2 minutes: {} of {} committed; partitions behind:{}\n",
-               records_committed(*n), sent, behind.empty() ? " none by their lag gauges" : behind);
+               records_committed(*n), offered,
+               behind.empty() ? " none by their lag gauges" : behind);
     // Where the others went.
     for (const char* series :
          {"fleettwin_records_consumed_total", "fleettwin_duplicates_total",
@@ -509,10 +634,25 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   auto lag_at = [&](double q) {
     return lags.empty() ? 0.0 : lags[static_cast<size_t>(q * static_cast<double>(lags.size() - 1))];
   };
+  const double cpu_s = process_cpu_seconds() - cpu_began;
   fmt::print(
       "sent {} telemetry records; lag during the load p50 {:.0f} p99 {:.0f} records; all "
       "committed {:.3f} s after the load stopped\n",
       sent, lag_at(0.5), lag_at(0.99), drain_s);
+  fmt::print(
+      "CPU of this process (node, producer, probe) during load and drain: {:.1f} s, {:.1f} "
+      "us per record\n",
+      cpu_s, 1e6 * cpu_s / std::max<double>(1, static_cast<double>(sent)));
+  const auto probed = probe.latencies();
+  auto probe_at = [&](double q) {
+    return probed.empty() ? 0.0
+                          : probed[static_cast<size_t>(q * static_cast<double>(probed.size() - 1))];
+  };
+  fmt::print(
+      "read-after-ingest (probe record acknowledged -> GetTwin shows it): {} probes, p50 {:.1f} "
+      "ms, p99 {:.1f} ms, max {:.1f} ms, {} not seen\n",
+      probed.size(), probe_at(0.5), probe_at(0.99), probed.empty() ? 0.0 : probed.back(),
+      probe.lost());
 
   // Every aggregate as the simulator's ground truth says.
   google::protobuf::Struct doc;
@@ -592,9 +732,11 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                quantile_bound(b, 0.5), quantile_bound(b, 0.99));
   }
   fmt::print(
-      R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
+      R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"cpu_us_per_record":{:.2f},"probe_p50_ms":{:.1f},"probe_p99_ms":{:.1f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
       "\n",
-      assets, rate, seconds, sent, lag_at(0.99), drain_s, ok, expected.size(), json_levels);
+      assets, rate, seconds, sent, lag_at(0.99), drain_s,
+      1e6 * cpu_s / std::max<double>(1, static_cast<double>(sent)), probe_at(0.5), probe_at(0.99),
+      ok, expected.size(), json_levels);
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
@@ -1321,6 +1463,11 @@ int main(int argc, char** argv) {
   int64_t commit_interval_ms = -1;
   aggs->add_option("--commit-interval-ms", commit_interval_ms,
                    "the node's --commit-interval-ms (default: the node's default)");
+  pipeline_options pipeline;
+  aggs->add_option("--max-items-in-flight", pipeline.max_items_in_flight,
+                   "the node's --max-items-in-flight (default: the node's default)");
+  aggs->add_option("--item-linger-ms", pipeline.item_linger_ms,
+                   "the node's --item-linger-ms (default: the node's default)");
   CLI11_PARSE(app, argc, argv);
   const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
@@ -1338,7 +1485,7 @@ int main(int argc, char** argv) {
       return run_query(twins, seconds, threads);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
-                            kafka_bootstrap, guarantee, commit_interval_ms);
+                            kafka_bootstrap, guarantee, commit_interval_ms, pipeline);
     return run_memory(mem_twins, partitions);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";
