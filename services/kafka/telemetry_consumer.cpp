@@ -371,6 +371,7 @@ void telemetry_consumer::start_partition(rd_kafka_topic_partition_t& tp, const a
     progress_[tp.partition] = prog;
   }
   inflight_[tp.partition] = 0;
+  windows_[tp.partition] = {};
   epochs_[tp.partition] = 0;
   expected_[tp.partition] = a.paused ? -1 : a.offset.value_or(-1);
   paused_[tp.partition] = a.paused;
@@ -387,6 +388,7 @@ void telemetry_consumer::forget_partition(int32_t p) {
   std::lock_guard<std::mutex> guard{mutex_};
   progress_.erase(p);
   inflight_.erase(p);
+  windows_.erase(p);
   paused_.erase(p);
   restoring_.erase(p);
   epochs_.erase(p);
@@ -486,6 +488,15 @@ void telemetry_consumer::drain_assignments() {
   }
 }
 
+bool telemetry_consumer::window_full(int32_t p) const {
+  if (auto it = inflight_.find(p);
+      it != inflight_.end() && it->second >= opts_.max_inflight_batches)
+    return true;
+  auto it = windows_.find(p);
+  return it != windows_.end() && it->second.dispatched >= 0 && it->second.acked >= 0 &&
+         it->second.dispatched - it->second.acked >= opts_.max_inflight_records;
+}
+
 void telemetry_consumer::drain_acks() {
   std::vector<ack> acks;
   {
@@ -508,7 +519,9 @@ void telemetry_consumer::drain_acks() {
     if (it == inflight_.end())
       continue;
     it->second -= std::min<int>(it->second, static_cast<int>(a.batches));
-    if (paused_[p] && it->second < opts_.max_inflight_batches) {
+    auto& w = windows_[p];
+    w.acked = std::max(w.acked, a.next_offset);
+    if (paused_[p] && !restoring_.contains(p) && !window_full(p)) {
       paused_[p] = false;
       rd_kafka_topic_partition_list_add(resume, opts_.topic.c_str(), p);
     }
@@ -530,6 +543,7 @@ void telemetry_consumer::seek(int32_t p, int64_t offset) {
   rd_kafka_topic_partition_list_destroy(list);
   paused_[p] = false;
   inflight_[p] = 0;
+  windows_[p] = {};
   expected_[p] = offset >= 0 ? offset : -1;
   judge_->forget(p);  // the log may be another one (reset, recreated)
   std::lock_guard<std::mutex> guard{mutex_};
@@ -609,6 +623,7 @@ void telemetry_consumer::drain_resumes() {
     rd_kafka_topic_partition_list_destroy(list);
     paused_[p] = true;
     inflight_[p] = 0;
+    windows_[p] = {};
     restoring_.insert(p);
     epochs_[p] = epoch;
     expected_[p] = -1;
@@ -749,8 +764,13 @@ void telemetry_consumer::run() {
       }
       batch->epoch = epochs_[p];
       judge_->passed(p, batch->next_offset);
+      auto& w = windows_[p];
+      if (w.acked < 0)
+        w.acked = batch->records.front().offset;
+      w.dispatched = batch->next_offset;
       host_->dispatch(std::move(batch));
-      if (++inflight_[p] >= opts_.max_inflight_batches && !paused_[p]) {
+      ++inflight_[p];
+      if (window_full(p) && !paused_[p]) {
         paused_[p] = true;
         rd_kafka_topic_partition_list_add(pause, opts_.topic.c_str(), p);
       }

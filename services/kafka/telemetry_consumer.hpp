@@ -76,10 +76,13 @@ struct consumer_options {
   std::string client_id = "fleettwin-node";
   /// Records taken per poll at most.
   size_t max_poll_records = 10'000;
-  /// Batches in flight per partition before the partition is paused (a
-  /// poll hands each partition one batch; a partition keeps several work
-  /// items in flight, each of the batches of several polls).
-  int max_inflight_batches = 16;
+  /// A partition is paused while this many records (by offset) are handed
+  /// out and not committed yet, or this many batches: a poll hands each
+  /// partition one batch, and a partition keeps several work items in
+  /// flight until their transaction commits, each of the batches of many
+  /// polls (a bound by batches alone throttled a steady trickle).
+  int64_t max_inflight_records = 50'000;
+  int max_inflight_batches = 1'024;
   /// Offsets are committed in the output transactions (exactly-once); the
   /// consumer then never commits them itself.
   bool exactly_once = false;
@@ -255,6 +258,15 @@ private:
 
   // Consumer thread only.
   std::map<int32_t, int> inflight_;
+  /// Per partition: the next offset of the last batch handed out, and the
+  /// next offset acknowledged (-1: unknown since the last reposition).
+  struct window {
+    int64_t dispatched = -1;
+    int64_t acked = -1;
+  };
+  std::map<int32_t, window> windows_;
+  /// Whether partition `p` has as much in flight as it may.
+  bool window_full(int32_t p) const;
   std::map<int32_t, bool> paused_;
   /// Assigned but held until resume(): records fetched for them are dropped.
   std::set<int32_t> restoring_;

@@ -439,8 +439,10 @@ private:
         fleettwin::v1::Twin tw;
         if (stub_->GetTwin(&ctx, req, &tw).ok() && tw.version() >= seq)
           seen = true;
-        else
-          std::this_thread::sleep_for(std::chrono::microseconds{500});
+        else  // finer while the wait is short, coarser (less load) beyond
+          std::this_thread::sleep_for(clock_type::now() - acked < std::chrono::milliseconds{100}
+                                          ? std::chrono::microseconds{1'000}
+                                          : std::chrono::microseconds{5'000});
       }
       if (!seen) {
         if (!stop_)
@@ -475,6 +477,8 @@ double process_cpu_seconds() {
 struct pipeline_options {
   size_t max_items_in_flight = 0;  // 0: the node's default
   int64_t item_linger_ms = -1;     // -1: the node's default
+  /// Extra librdkafka settings of the node's clients ("key=value").
+  std::vector<std::string> kafka_options;
 };
 
 int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
@@ -499,13 +503,17 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   auto cfg = node_config_for(bootstrap, dir);
   if (!real_kafka.empty())
     on_real_kafka(cfg, prefix, partitions, guarantee);
-  cfg.aggregates_file = aggregates;
+  // "none": plain telemetry of the simulator's fleet, no aggregates.
+  const bool with_aggregates = aggregates != "none";
+  cfg.aggregates_file = with_aggregates ? aggregates : "";
   if (commit_interval_ms >= 0)
     cfg.commit_interval_ms = commit_interval_ms;
   if (pipeline.max_items_in_flight > 0)
     cfg.max_items_in_flight = pipeline.max_items_in_flight;
   if (pipeline.item_linger_ms >= 0)
     cfg.item_linger_ms = pipeline.item_linger_ms;
+  for (const auto& o : pipeline.kafka_options)
+    cfg.kafka_options.push_back(o);
   fmt::print("node: {} work items in flight per partition at most, linger {} ms\n",
              cfg.max_items_in_flight, cfg.item_linger_ms);
   cfg.max_active_twins = std::max<size_t>(cfg.max_active_twins, assets + 100'000);
@@ -523,7 +531,7 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
 
   sim::config scfg;
   scfg.assets = assets;
-  scfg.topology = true;
+  scfg.topology = with_aggregates;
   scfg.rate = rate;
   scfg.start_time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -658,7 +666,9 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   google::protobuf::Struct doc;
   if (!google::protobuf::util::JsonStringToMessage(truth.json(0), &doc).ok())
     throw std::runtime_error("unreadable ground truth");
-  const auto& expected = doc.fields().at("aggregates").struct_value().fields();
+  const google::protobuf::Struct none;
+  const auto& expected =
+      with_aggregates ? doc.fields().at("aggregates").struct_value().fields() : none.fields();
   auto stub = fleettwin::v1::AggregateService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(n->grpc_port()), grpc::InsecureChannelCredentials()));
   std::string diff;
@@ -1453,7 +1463,10 @@ int main(int argc, char** argv) {
   aggs->add_option("--assets", agg_assets, "simulated assets")->capture_default_str();
   aggs->add_option("--rate", agg_rate, "records per second offered")->capture_default_str();
   aggs->add_option("--seconds", agg_seconds, "seconds of load")->capture_default_str();
-  aggs->add_option("--aggregates", agg_file, "aggregate kinds")->capture_default_str();
+  aggs->add_option("--aggregates", agg_file,
+                   "aggregate kinds; \"none\": the simulator's fleet without topology or "
+                   "aggregates (plain telemetry)")
+      ->capture_default_str();
   aggs->add_option("--partitions", partitions, "topic partitions")->capture_default_str();
   aggs->add_option("--kafka", kafka_bootstrap,
                    "a real Kafka's bootstrap (default: librdkafka's mock cluster in-process)");
@@ -1468,6 +1481,8 @@ int main(int argc, char** argv) {
                    "the node's --max-items-in-flight (default: the node's default)");
   aggs->add_option("--item-linger-ms", pipeline.item_linger_ms,
                    "the node's --item-linger-ms (default: the node's default)");
+  aggs->add_option("--kafka-option", pipeline.kafka_options,
+                   "extra librdkafka setting of the node's clients, key=value (repeatable)");
   CLI11_PARSE(app, argc, argv);
   const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
