@@ -102,6 +102,18 @@ bool node::init(std::string& error) {
   if (cfg_.actor_threads > 0)
     actor_cfg_.set("scheduler.max-threads", cfg_.actor_threads);
   actor_cfg_.set("logger.verbosity", caf::atom("quiet"));
+  // Idle workers poll less than CAF's defaults (100 spins, then 500 polls
+  // 50 us apart): on two shared cores the spinning took CPU from the broker
+  // and RocksDB. fleettwin-bench aggregates, 20k records/s on a real broker:
+  // CPU per record 61.6 -> 55.3 us, transaction commits 113 -> 58 ms,
+  // read-after-ingest p50 288 -> 119 ms; at 5k/s embedded 27% less CPU at
+  // the same latency.
+  actor_cfg_.set("work-stealing.aggressive-poll-attempts", size_t{10});
+  actor_cfg_.set("work-stealing.moderate-poll-attempts", size_t{50});
+  actor_cfg_.set("work-stealing.moderate-sleep-duration",
+                 caf::timespan{std::chrono::microseconds{500}});
+  actor_cfg_.set("work-stealing.relaxed-sleep-duration",
+                 caf::timespan{std::chrono::milliseconds{2}});
   actor_cfg_.load<caf::io::middleman>();
   system_ = std::make_unique<caf::actor_system>(actor_cfg_);
   auto acfg = std::make_shared<runtime::asset_config>();
