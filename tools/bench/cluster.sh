@@ -43,6 +43,18 @@ for n in $node_counts; do
   grep '^{"bench"' "$work/nodes-$n.out" | tail -n 1 >>"$work/results.jsonl"
 done
 
+# Realistic producers: the simulator's fleet produced at a fixed rate by an ordinary producer
+# (linger 5 ms) while the node consumes, with a read-after-ingest probe; one work item in flight
+# per partition, then the pipeline (the node's default), on the same broker in the same run.
+for inflight in 1 0; do
+  echo "== realistic producers: ${BENCH_RATE:-20000} records/s, max items in flight ${inflight/#0/default}"
+  flag=()
+  [[ $inflight -gt 0 ]] && flag=(--max-items-in-flight "$inflight")
+  "$bench" aggregates --kafka "$bootstrap" --aggregates none --assets "$assets" \
+    --rate "${BENCH_RATE:-20000}" --seconds 20 --partitions "$partitions" "${flag[@]}" \
+    2> >(grep -v '^%[5-7]|' >&2) | grep -v 'level(s): 0 changes'
+done
+
 echo "== summary (real Kafka, one broker; compare ratios within a run, not absolutes)"
 # node rec/s: all nodes together, from the first record applied to the last (as the embedded
 # bench measures); moves: partitions that moved between nodes while ingesting.

@@ -10,3 +10,13 @@ echo "== query"
 "$build/fleettwin-bench" query
 echo "== memory"
 "$build/fleettwin-bench" memory
+echo "== realistic producers (embedded Kafka): plain telemetry at a fixed rate with a"
+echo "   read-after-ingest probe; one work item in flight per partition, then the pipeline"
+for inflight in 1 0; do
+  flag=()
+  [[ $inflight -gt 0 ]] && flag=(--max-items-in-flight "$inflight")
+  "$build/fleettwin-bench" aggregates --aggregates none --assets 10000 --rate "${BENCH_RATE:-5000}" \
+    --seconds 20 --partitions 12 "${flag[@]}" | grep -v 'level(s): 0 changes'
+done
+echo "== aggregates under a realistic topology (embedded Kafka)"
+"$build/fleettwin-bench" aggregates --assets 10000 --rate 5000 --seconds 20 --partitions 12
