@@ -306,7 +306,7 @@ void settle(self_ptr self) {
   }
   if (!st.failed)
     process_next(self);
-  if (idle(st) && st.queue.empty() && !st.stop_waiters.empty()) {
+  if (idle(st) && st.queue.empty() && !st.stop_waiters.empty() && !st.committing) {
     for (auto& [id, e] : st.assets)
       self->send(e.handle, passivate_atom::value);
     st.cfg.probe->on_passivated(st.assets.size());
@@ -328,7 +328,7 @@ void abandon(self_ptr self, const std::string& why) {
   auto& st = self->state;
   st.applying.reset();
   st.pipeline.clear();
-  st.committing = false;
+  // A store commit in flight is left to finish (the actor stops after it).
   auto held = std::move(st.held);
   st.held.clear();
   for (auto& h : held)
@@ -489,8 +489,12 @@ void try_commit(self_ptr self) {
       .then(
           [self, last, started, twins, history](std::string& err) {
             auto& st = self->state;
-            if (st.failed || !st.committing)
+            if (st.failed) {
+              // Written or not, the items were abandoned; a stop waits for it.
+              st.committing = false;
+              settle(self);
               return;
+            }
             st.committing = false;
             if (!err.empty()) {
               st.cfg.probe->on_commit_failed();
@@ -508,7 +512,10 @@ void try_commit(self_ptr self) {
             try_commit(self);
             settle(self);
           },
-          [self](caf::error& e) { fail(self, "committer failed: " + to_string(e)); });
+          [self](caf::error& e) {
+            self->state.committing = false;
+            fail(self, "committer failed: " + to_string(e));
+          });
 }
 
 /// The applying item is done: into the pipeline behind the items before
@@ -564,12 +571,18 @@ void publish(self_ptr self) {
   core::coalesce(item.contributions);
   item.published = std::chrono::steady_clock::now();
   auto handle = caf::actor_cast<partition_actor>(self);
-  st.cfg.sink->publish(
-      item_outputs{st.cfg.partition, item.changes, item.rejects, item.commit, item.contributions,
-                   item.aggregate_changes, &item.aggregate_origins, &item.alerts},
-      [handle, id = item.id](publish_result r) {
-        caf::anon_send(handle, delivered_atom::value, id, std::move(r));
-      });
+  item_outputs out{st.cfg.partition,
+                   item.changes,
+                   item.rejects,
+                   item.commit,
+                   item.contributions,
+                   item.aggregate_changes,
+                   &item.aggregate_origins,
+                   &item.alerts};
+  out.incarnation = self->id();
+  st.cfg.sink->publish(out, [handle, id = item.id](publish_result r) {
+    caf::anon_send(handle, delivered_atom::value, id, std::move(r));
+  });
   to_pipeline(self, false);
 }
 

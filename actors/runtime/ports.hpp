@@ -195,6 +195,10 @@ struct item_outputs {
   const std::vector<std::pair<int64_t, uint32_t>>* aggregate_origins = nullptr;
   /// Alerts the item changed (for the alerts topic); may be null.
   const std::vector<alert_record>* alerts = nullptr;
+  /// The partition actor that made the item (0: unknown). Its items build on
+  /// each other: once one of them fails, a sink refuses its later ones, so
+  /// that none commits what a failed item's changes led to.
+  uint64_t incarnation = 0;
 };
 
 /// How publishing one item's outputs ended.

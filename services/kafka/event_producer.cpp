@@ -48,6 +48,7 @@ struct event_producer::item {
 
   event_producer* owner = nullptr;
   int32_t partition = 0;
+  uint64_t incarnation = 0;
   std::optional<int64_t> next_offset;
   runtime::follower_offsets input_offsets;
   std::vector<message> messages;
@@ -365,6 +366,7 @@ void event_producer::publish(const runtime::item_outputs& out,
   auto it = std::make_unique<item>();
   it->owner = this;
   it->partition = out.partition;
+  it->incarnation = out.incarnation;
   it->next_offset = out.state.next_offset;
   it->input_offsets = out.state.input_offsets;
   it->done = std::move(done);
@@ -690,7 +692,11 @@ void event_producer::commit_transaction() {
     spdlog::error("event=transaction_failed error=\"{}\" fatal={}", failure, fatal);
     aborts_.fetch_add(1);
     // The items' partitions are revived from committed state right away;
-    // what follows only settles this producer.
+    // what follows only settles this producer. Their partition actors may
+    // have handed over later items already, built on these: refused.
+    for (const auto& it : in_transaction_)
+      if (it->incarnation != 0)
+        failed_incarnations_[it->partition] = it->incarnation;
     fail_now(in_transaction_, "transaction aborted: " + failure);
     if (!fatal_ && !fatal && !abort_transaction(failure))
       fatal = true;
@@ -734,6 +740,17 @@ void event_producer::run() {
     const bool stopping = stop_;
     lock.unlock();
     for (auto& it : batch) {
+      if (transactional() && it->incarnation != 0) {
+        if (auto f = failed_incarnations_.find(it->partition);
+            f != failed_incarnations_.end() && f->second == it->incarnation) {
+          std::vector<std::unique_ptr<item>> refused;
+          refused.push_back(std::move(it));
+          finish(refused, false,
+                 "an earlier work item of partition " + std::to_string(refused.front()->partition) +
+                     " failed in its transaction; this one built on it");
+          continue;
+        }
+      }
       if (transactional())
         transaction_messages_ += it->messages.size();
       produce_item(*it);

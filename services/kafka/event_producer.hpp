@@ -191,7 +191,11 @@ private:
   std::condition_variable drained_;
   std::deque<std::unique_ptr<item>> queue_;
   std::vector<int32_t> forgotten_;  // partitions whose committed offsets reset
-  size_t pending_ = 0;              // items queued or in flight, not yet reported
+  /// Per partition, the partition actor (incarnation) whose item failed in
+  /// a transaction: its later items are refused, never produced (output
+  /// thread only).
+  std::map<int32_t, uint64_t> failed_incarnations_;
+  size_t pending_ = 0;  // items queued or in flight, not yet reported
   bool stop_ = false;
   std::atomic<bool> poll_stop_{false};
 

@@ -317,21 +317,27 @@ void node::revive(int32_t partition, const std::string& why) {
   }
   metrics_->reliability().on_revival();
   spdlog::warn("event=partition_revived partition={} reason=\"{}\"", partition, why);
-  caf::anon_send(old, runtime::stop_atom::value, std::function<void()>{[] {}});
-  if (!restorer_) {
-    // The store holds exactly what the last local commit covered.
-    auto offset = store_->load_offset(partition);
-    auto epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
-    activate(partition, offset, generation, epoch);
-    return;
-  }
-  // Held until restored: the store may lack the tail a transaction
-  // committed before the local write, and the group's committed offset (not
-  // the beginning) is where consumption resumes.
-  auto epoch = consumer_->hold(partition);
-  if (membership_)
-    membership_->publish_soon();
-  restore(partition, generation, epoch);
+  // The old actor stops once a store commit it has in flight (of items
+  // Kafka made durable before the failure) is written: only then is the
+  // store read, so that a late write can never land over newer state.
+  caf::anon_send(
+      old, runtime::stop_atom::value, std::function<void()>{[this, partition, generation] {
+        if (!restorer_) {
+          // The store holds exactly what the last local commit covered.
+          auto offset = store_->load_offset(partition);
+          auto epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
+          activate(partition, offset, generation, epoch);
+          return;
+        }
+        // Held until restored: the store may lack the tail a
+        // transaction committed before the local write, and the
+        // group's committed offset (not the beginning) is where
+        // consumption resumes.
+        auto epoch = consumer_->hold(partition);
+        if (membership_)
+          membership_->publish_soon();
+        restore(partition, generation, epoch);
+      }});
 }
 
 void node::on_revoked(int32_t partition, bool lost) {
