@@ -59,7 +59,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       ->envname("FLEETTWIN_MAX_POLL_RECORDS");
   app.add_option("--max-items-in-flight", cfg.max_items_in_flight,
                  "Work items a partition keeps in flight: it applies the next while earlier ones "
-                 "wait for Kafka and RocksDB (which commit them in order); 1: one at a time")
+                 "wait for Kafka and RocksDB (which commit them in order); 1: one at a time (more "
+                 "is experimental: exactly-once is not yet proven with it under partition moves)")
       ->envname("FLEETTWIN_MAX_ITEMS_IN_FLIGHT")
       ->check(CLI::PositiveNumber);
   app.add_option("--item-linger-ms", cfg.item_linger_ms,

@@ -29,8 +29,9 @@ struct node_config {
   size_t max_record_bytes = 1 << 20;
   size_t max_poll_records = 10'000;
   /// Work items a partition keeps in flight (applying one while earlier ones
-  /// wait for Kafka and the store); 1: one at a time.
-  size_t max_items_in_flight = 8;
+  /// wait for Kafka and the store); 1: one at a time (the default; more is
+  /// experimental, see README "Benchmarks").
+  size_t max_items_in_flight = 1;
   /// Behind items in flight, small batches gather this long into one item.
   int64_t item_linger_ms = 5;
   bool sync_commits = false;

@@ -204,6 +204,7 @@ struct PartitionActorTest : ::testing::Test {
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.min_item_records = min_item_records;
+    pc.max_items_in_flight = 8;  // the pipeline (the node's default is 1)
     pc.item_linger = std::chrono::hours{1};
     pc.partition = 0;
     pc.epoch = epoch;

@@ -46,8 +46,8 @@ done
 # Realistic producers: the simulator's fleet produced at a fixed rate by an ordinary producer
 # (linger 5 ms) while the node consumes, with a read-after-ingest probe; one work item in flight
 # per partition, then the pipeline (the node's default), on the same broker in the same run.
-for inflight in 1 0; do
-  echo "== realistic producers: ${BENCH_RATE:-20000} records/s, max items in flight ${inflight/#0/default}"
+for inflight in 1 8; do
+  echo "== realistic producers: ${BENCH_RATE:-20000} records/s, max items in flight $inflight"
   flag=()
   [[ $inflight -gt 0 ]] && flag=(--max-items-in-flight "$inflight")
   "$bench" aggregates --kafka "$bootstrap" --aggregates none --assets "$assets" \

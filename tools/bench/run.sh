@@ -12,7 +12,7 @@ echo "== memory"
 "$build/fleettwin-bench" memory
 echo "== realistic producers (embedded Kafka): plain telemetry at a fixed rate with a"
 echo "   read-after-ingest probe; one work item in flight per partition, then the pipeline"
-for inflight in 1 0; do
+for inflight in 1 8; do
   flag=()
   [[ $inflight -gt 0 ]] && flag=(--max-items-in-flight "$inflight")
   "$build/fleettwin-bench" aggregates --aggregates none --assets 10000 --rate "${BENCH_RATE:-5000}" \
