@@ -33,12 +33,23 @@ bool replaying(const partition_state& st) {
   return st.replay_until >= 0;
 }
 
+/// Items this actor handed to Kafka and that are not reported yet must not
+/// commit once it gives up: the partition's next owner (maybe on this node)
+/// starts from what Kafka committed. With one item in flight the item that
+/// failed is the only one; with more, the sink fences the rest.
+void fence_outputs(self_ptr self) {
+  auto& st = self->state;
+  if (st.cfg.sink && st.cfg.max_items_in_flight > 1)
+    st.cfg.sink->abandon(st.cfg.partition, self->id());
+}
+
 void fail(self_ptr self, std::string why, bool retryable = false) {
   auto& st = self->state;
   if (st.failed)
     return;
   st.failed = true;
   st.queue.clear();
+  fence_outputs(self);
   if (st.cfg.on_fatal)
     st.cfg.on_fatal("partition " + std::to_string(st.cfg.partition) + ": " + why, retryable);
   // Late replies for the abandoned items are ignored (the partition failed).
@@ -1374,6 +1385,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         // and deliveries no longer match an item and are ignored.
         st.failed = true;
         st.queue.clear();
+        fence_outputs(self);
         st.stop_waiters.push_back(std::move(done));
         abandon(self,
                 "has a change that will not commit here: the partition moved to another node");

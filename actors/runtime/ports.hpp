@@ -217,6 +217,10 @@ class event_sink {
 public:
   virtual ~event_sink() = default;
   virtual void publish(const item_outputs& out, std::function<void(publish_result)> done) = 0;
+  /// The partition actor `incarnation` of `partition` was dropped or failed
+  /// with items still unreported: none of them may commit any more (refused,
+  /// or their transaction aborted, which reports them failed).
+  virtual void abandon(int32_t partition, uint64_t incarnation) {}
 };
 
 /// Receives committed changes for WatchTwins streams. Called from partition

@@ -586,10 +586,18 @@ bool event_producer::abort_transaction(std::string& failure) {
   }
 }
 
+void event_producer::abandon(int32_t partition, uint64_t incarnation) {
+  if (!transactional() || incarnation == 0)
+    return;
+  std::lock_guard<std::mutex> guard{mutex_};
+  abandoned_.emplace_back(partition, incarnation);
+  wake_.notify_one();
+}
+
 void event_producer::commit_transaction() {
   const int timeout = static_cast<int>(opts_.transaction_timeout.count());
   const auto began = std::chrono::steady_clock::now();
-  std::string failure;
+  std::string failure = std::exchange(abort_open_, std::string{});
   for (auto& it : in_transaction_) {
     std::lock_guard<std::mutex> guard{it->mutex};
     if (!it->error.empty()) {
@@ -722,12 +730,12 @@ void event_producer::commit_transaction() {
 void event_producer::run() {
   std::unique_lock<std::mutex> lock{mutex_};
   for (;;) {
-    if (queue_.empty() && !stop_) {
+    if (queue_.empty() && abandoned_.empty() && !stop_) {
       if (in_transaction_.empty())
-        wake_.wait(lock, [this] { return !queue_.empty() || stop_; });
+        wake_.wait(lock, [this] { return !queue_.empty() || !abandoned_.empty() || stop_; });
       else
         wake_.wait_until(lock, transaction_started_ + opts_.commit_interval,
-                         [this] { return !queue_.empty() || stop_; });
+                         [this] { return !queue_.empty() || !abandoned_.empty() || stop_; });
     }
     auto batch = std::move(queue_);
     queue_.clear();
@@ -737,8 +745,17 @@ void event_producer::run() {
         committed_offsets_.erase(p);
     }
     forgotten_.clear();
+    auto abandoned = std::move(abandoned_);
+    abandoned_.clear();
     const bool stopping = stop_;
     lock.unlock();
+    for (auto [partition, incarnation] : abandoned) {
+      failed_incarnations_[partition] = incarnation;
+      for (const auto& it : in_transaction_)
+        if (it->partition == partition && it->incarnation == incarnation && abort_open_.empty())
+          abort_open_ = "partition " + std::to_string(partition) +
+                        " abandoned work in this transaction (dropped or failed)";
+    }
     for (auto& it : batch) {
       if (transactional() && it->incarnation != 0) {
         if (auto f = failed_incarnations_.find(it->partition);
@@ -767,7 +784,7 @@ void event_producer::run() {
     // A backlog commits by size too, so that no transaction grows without
     // bound while the output thread catches up.
     if (!in_transaction_.empty() &&
-        (stopping || transaction_messages_ >= max_transaction_messages ||
+        (stopping || !abort_open_.empty() || transaction_messages_ >= max_transaction_messages ||
          std::chrono::steady_clock::now() >= transaction_started_ + opts_.commit_interval)) {
       commit_transaction();
       transaction_messages_ = 0;

@@ -73,6 +73,8 @@ public:
   void publish(const runtime::item_outputs& out,
                std::function<void(runtime::publish_result)> done) override;
 
+  void abandon(int32_t partition, uint64_t incarnation) override;
+
   /// Waits until every queued item is reported or `timeout` passes.
   bool flush(std::chrono::milliseconds timeout);
 
@@ -195,6 +197,11 @@ private:
   /// a transaction: its later items are refused, never produced (output
   /// thread only).
   std::map<int32_t, uint64_t> failed_incarnations_;
+  /// Abandoned incarnations not taken in by the output thread yet (mutex_).
+  std::vector<std::pair<int32_t, uint64_t>> abandoned_;
+  /// Why the open transaction must abort (an abandoned actor's item is in
+  /// it); empty: it may commit (output thread only).
+  std::string abort_open_;
   size_t pending_ = 0;  // items queued or in flight, not yet reported
   bool stop_ = false;
   std::atomic<bool> poll_stop_{false};
