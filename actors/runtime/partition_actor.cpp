@@ -343,7 +343,7 @@ void abandon(self_ptr self, const std::string& why) {
   auto held = std::move(st.held);
   st.held.clear();
   for (auto& h : held)
-    h->expire((h->aggregate ? "aggregate \"" : "twin \"") + h->id + "\" " + why + "; retry");
+    h->expire(h->subject() + " " + why + "; retry");
   settle(self);
 }
 
@@ -1345,9 +1345,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         auto held = std::move(st.held);
         st.held.clear();
         for (auto& h : held)
-          h->expire((h->aggregate ? "aggregate \"" : "twin \"") + h->id +
-                    "\" has a change that Kafka has not committed for " + std::to_string(waited) +
-                    " ms (the broker is slow or unreachable); retry");
+          h->expire(h->subject() + " has a change that Kafka has not committed for " +
+                    std::to_string(waited) + " ms (the broker is slow or unreachable); retry");
         // Updates queued behind the stuck item fail the same way, oldest first.
         auto limit = now_ms(self) - st.cfg.max_read_wait.count();
         for (auto it = st.queue.begin(); it != st.queue.end();) {

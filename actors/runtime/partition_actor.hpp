@@ -128,6 +128,10 @@ public:
   virtual void release() = 0;
   /// Answers UNAVAILABLE with `why` instead.
   virtual void expire(std::string why) = 0;
+  /// How an answer names the entity: twin "x" or aggregate "x".
+  std::string subject() const {
+    return (aggregate ? "aggregate \"" : "twin \"") + id + "\"";
+  }
 };
 
 /// Moves the clock of every timed aggregate (self-scheduled on ticks), or
