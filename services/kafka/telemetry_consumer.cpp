@@ -246,7 +246,7 @@ void telemetry_consumer::acknowledge(int32_t partition, int64_t next_offset, siz
 void telemetry_consumer::resume(int32_t partition, int64_t offset) {
   {
     std::lock_guard<std::mutex> guard{mutex_};
-    resumes_.emplace_back(partition, offset);
+    resumes_.push_back({partition, offset, ++last_epoch_});
   }
   if (auto* q = queue_.load())
     rd_kafka_queue_yield(q);
@@ -257,7 +257,7 @@ uint64_t telemetry_consumer::hold(int32_t partition) {
   {
     std::lock_guard<std::mutex> guard{mutex_};
     epoch = ++last_epoch_;
-    holds_.emplace_back(partition, epoch);
+    holds_.push_back({partition, -1, epoch});
   }
   if (auto* q = queue_.load())
     rd_kafka_queue_yield(q);
@@ -325,6 +325,12 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
     auto* hold = rd_kafka_topic_partition_list_new(parts->cnt);
     for (int i = 0; i < parts->cnt; ++i) {
       auto& tp = parts->elems[i];
+      {
+        // Before the host hears of it: what the host asks from here on is
+        // about this assignment.
+        std::lock_guard<std::mutex> guard{mutex_};
+        assigned_at_[tp.partition] = last_epoch_;
+      }
       start_partition(tp, host_->on_assigned(tp.partition), hold);
     }
     rd_kafka_error_t* e = nullptr;
@@ -606,15 +612,36 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
   return false;
 }
 
+bool telemetry_consumer::current(const reposition& r) const {
+  auto it = assigned_at_.find(r.partition);
+  return it == assigned_at_.end() || r.epoch > it->second;
+}
+
 void telemetry_consumer::drain_resumes() {
-  std::vector<rewind_request> rewinds;
-  std::vector<std::pair<int32_t, uint64_t>> holds;
+  std::vector<reposition> rewinds;
+  std::vector<reposition> holds;
+  std::vector<reposition> resumes;
   {
+    // Requests asked of an earlier assignment of the partition (revoked and
+    // assigned again before they were taken up) are dropped: the new
+    // assignment restores on its own, with its own epoch.
     std::lock_guard<std::mutex> guard{mutex_};
-    rewinds.swap(rewinds_);
-    holds.swap(holds_);
+    auto take = [this](std::vector<reposition>& from, std::vector<reposition>& to) {
+      for (auto& r : from)
+        if (current(r))
+          to.push_back(r);
+        else
+          spdlog::info("event=stale_reposition_ignored partition={} request={}", r.partition,
+                       r.epoch);
+      from.clear();
+    };
+    take(holds_, holds);
+    take(rewinds_, rewinds);
+    take(resumes_, resumes);
   }
-  for (auto [p, epoch] : holds) {
+  for (const auto& h : holds) {
+    const auto p = h.partition;
+    const auto epoch = h.epoch;
     if (!inflight_.contains(p))
       continue;  // revoked meanwhile
     auto* list = rd_kafka_topic_partition_list_new(1);
@@ -641,12 +668,9 @@ void telemetry_consumer::drain_resumes() {
     spdlog::warn("event=partition_rewound partition={} offset={} epoch={}", r.partition, r.offset,
                  r.epoch);
   }
-  std::vector<std::pair<int32_t, int64_t>> resumes;
-  {
-    std::lock_guard<std::mutex> guard{mutex_};
-    resumes.swap(resumes_);
-  }
-  for (auto [p, offset] : resumes) {
+  for (const auto& r : resumes) {
+    const auto p = r.partition;
+    const auto offset = r.offset;
     if (!restoring_.erase(p))
       continue;  // revoked meanwhile
     seek(p, offset);

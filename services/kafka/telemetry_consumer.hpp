@@ -137,6 +137,10 @@ public:
                    std::optional<int64_t> changelog = std::nullopt);
 
   /// Starts fetching a partition assigned paused, from `offset` (thread-safe).
+  /// hold(), rewind() and resume() apply to the partition's assignment
+  /// current when they are called: one that was revoked and assigned again
+  /// before the consumer took the request up ignores it (the new assignment
+  /// has its own restore).
   void resume(int32_t partition, int64_t offset);
 
   /// Follower: a new position epoch to assign a partition with (thread-safe).
@@ -237,14 +241,21 @@ private:
     std::optional<int64_t> changelog;
   };
   std::vector<ack> acks_;
-  std::vector<std::pair<int32_t, int64_t>> resumes_;
-  struct rewind_request {
+  /// A hold, rewind or resume, numbered (from last_epoch_) when asked.
+  struct reposition {
     int32_t partition;
     int64_t offset;
     uint64_t epoch;
   };
-  std::vector<rewind_request> rewinds_;
-  std::vector<std::pair<int32_t, uint64_t>> holds_;
+  std::vector<reposition> resumes_;
+  std::vector<reposition> rewinds_;
+  std::vector<reposition> holds_;
+  /// The number last_epoch_ had when each partition was last assigned: a
+  /// request numbered at or below it was asked of an earlier assignment.
+  std::map<int32_t, uint64_t> assigned_at_;
+  /// Whether a request was asked of the partition's current assignment
+  /// (with mutex_ held).
+  bool current(const reposition& r) const;
   struct assignment_request {
     int32_t partition = 0;
     std::optional<assignment> a;  // nullopt: unassign

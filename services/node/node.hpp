@@ -139,8 +139,11 @@ private:
   std::optional<int32_t> routable_partitions(std::string& why);
   /// Spawns the actor of a partition whose state is local and complete;
   /// false when the restore of `generation` was revoked meanwhile.
+  /// `then` runs once the actor serves the partition, before a revocation
+  /// can intervene (under the routes lock).
   bool activate(int32_t partition, std::optional<int64_t> resume_offset,
-                std::optional<uint64_t> generation, uint64_t epoch = 0);
+                std::optional<uint64_t> generation, uint64_t epoch = 0,
+                const std::function<void()>& then = {});
   /// Replaces a partition actor whose uncommitted work was lost (an aborted
   /// transaction, failed outputs) by a fresh one over the committed state:
   /// with a changelog, the partition is held and restored again (the tail

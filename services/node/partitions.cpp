@@ -177,9 +177,12 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
         resume = consumer_->reconcile(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
         if (*resume < 0)
           resume.reset();  // the log's range is unknown: its beginning
-        if (!activate(partition, resume, generation, epoch))
+        // Resumed together with the activation (a revocation in between
+        // would resume a later assignment of the partition).
+        if (!activate(partition, resume, generation, epoch, [this, partition, resume] {
+              consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
+            }))
           return;  // revoked meanwhile
-        consumer_->resume(partition, resume.value_or(RD_KAFKA_OFFSET_BEGINNING));
         spdlog::info(
             "event=partition_ready partition={} resume_offset={} restored_records={} "
             "seconds={:.3f}",
@@ -189,7 +192,8 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
 }
 
 bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
-                    std::optional<uint64_t> generation, uint64_t epoch) {
+                    std::optional<uint64_t> generation, uint64_t epoch,
+                    const std::function<void()>& then) {
   runtime::partition_config pc;
   pc.partition = partition;
   pc.partition_count = consumer_->partition_count();
@@ -264,6 +268,8 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
       if (it != restoring_.end())
         restoring_.erase(it);
       partitions_[partition] = served{actor, gauges};
+      if (then)
+        then();
       if (membership_)
         membership_->publish_soon();
       for (size_t slot = 0; slot < followers_.size(); ++slot)
@@ -322,18 +328,34 @@ void node::revive(int32_t partition, const std::string& why) {
   // store read, so that a late write can never land over newer state.
   caf::anon_send(
       old, runtime::stop_atom::value, std::function<void()>{[this, partition, generation] {
+        uint64_t epoch = 0;
+        std::optional<int64_t> offset;
+        {
+          // Only while the revival is current, decided together with the
+          // consumer request: a revocation (and maybe a new assignment
+          // with its own restore) may have come while the old actor
+          // stopped, and a request asked after that would reposition the
+          // new assignment under an epoch its actor does not know.
+          std::unique_lock<std::shared_mutex> lock{routes_mutex_};
+          auto it = restoring_.find(partition);
+          if (it == restoring_.end() || it->second != generation)
+            return;
+          if (!restorer_) {
+            // The store holds exactly what the last local commit covered.
+            offset = store_->load_offset(partition);
+            epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
+          } else {
+            // Held until restored: the store may lack the tail a
+            // transaction committed before the local write, and the
+            // group's committed offset (not the beginning) is where
+            // consumption resumes.
+            epoch = consumer_->hold(partition);
+          }
+        }
         if (!restorer_) {
-          // The store holds exactly what the last local commit covered.
-          auto offset = store_->load_offset(partition);
-          auto epoch = consumer_->rewind(partition, offset.value_or(RD_KAFKA_OFFSET_BEGINNING));
           activate(partition, offset, generation, epoch);
           return;
         }
-        // Held until restored: the store may lack the tail a
-        // transaction committed before the local write, and the
-        // group's committed offset (not the beginning) is where
-        // consumption resumes.
-        auto epoch = consumer_->hold(partition);
         if (membership_)
           membership_->publish_soon();
         restore(partition, generation, epoch);
