@@ -10,7 +10,7 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
   libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
-  openjdk-17-jre-headless maven
+  openjdk-17-jre-headless maven prometheus
 
 .PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover evaluate format \
   clean kafka-jars kafka-start kafka-stop grpcurl

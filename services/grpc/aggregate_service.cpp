@@ -449,6 +449,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   probe_.on_request("WatchAggregates", "OK", 0);
   auto* stream =
       new aggregate_watch_stream(*watch_, std::move(id), req->kind(), limits_.max_watch_queue);
+  stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("aggregates"); });
   watch_->add(stream);
   // Headers go out now so that clients know the watch is registered.
   stream->StartSendInitialMetadata();

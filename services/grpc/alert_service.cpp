@@ -160,6 +160,7 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
   probe_.on_request("WatchAlerts", "OK", 0);
   auto* stream =
       new alert_watch_stream(*watch_, std::move(id), req->min_severity(), limits_.max_watch_queue);
+  stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("alerts"); });
   watch_->add(stream);
   // Headers go out now so that clients know the watch is registered.
   stream->StartSendInitialMetadata();

@@ -24,6 +24,8 @@ public:
     if (finished_)
       return;
     if (queue_.size() >= max_queued_) {
+      if (on_overflow_)
+        on_overflow_();
       finish_locked(::grpc::Status{::grpc::StatusCode::RESOURCE_EXHAUSTED,
                                    "watcher fell more than " + std::to_string(max_queued_) +
                                        " changes behind; reconnect and narrow the watch"});
@@ -34,6 +36,12 @@ public:
       writing_ = true;
       this->StartWrite(&queue_.front());
     }
+  }
+
+  /// Called when the stream is ended because its client fell behind (once;
+  /// with the stream's lock held: keep it short).
+  void on_overflow(std::function<void()> f) {
+    on_overflow_ = std::move(f);
   }
 
   /// Called once when the stream is done (before it is deleted).
@@ -101,6 +109,7 @@ private:
   bool finished_ = false;
   ::grpc::Status final_status_;
   std::function<void()> on_done_;
+  std::function<void()> on_overflow_;
 };
 
 /// A stream refused at its start (bad request): finishes with `s`.

@@ -384,6 +384,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return fail({StatusCode::INVALID_ARGUMENT, filter_error(*err)});
   probe_.on_request("WatchTwins", "OK", 0);
   auto* stream = new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue);
+  stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("twins"); });
   backend_.watch_cluster(stream, asset_id.value_or(""), req->filter());
   hub_.add(stream);
   // Headers go out now so that clients know the watch is registered.

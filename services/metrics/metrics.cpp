@@ -189,6 +189,18 @@ public:
           {{"levels", level}},
           prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4,
                                                   0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30}));
+    // Every label set exists from the start at 0, so that alert rules and
+    // dashboards see a rate of 0 rather than no series until the first event.
+    for (const char* reason : {"malformed", "oversized", "unsupported_content_type", "key_mismatch",
+                               "invalid", "wrong_partition", "relation_refused"})
+      rejected_.Add({{"reason", reason}});
+    for (auto k = static_cast<size_t>(core::anomaly_kind::spike);
+         k <= static_cast<size_t>(core::anomaly_kind::stuck); ++k)
+      anomalies_by_kind_.Add({{"kind", core::to_string(static_cast<core::anomaly_kind>(k))}});
+    for (auto e : {core::alert_event::raised, core::alert_event::updated,
+                   core::alert_event::cleared, core::alert_event::acknowledged})
+      for (auto sev : {core::alert_severity::warning, core::alert_severity::critical})
+        alert_transitions_.Add({{"event", core::to_string(e)}, {"severity", core::to_string(sev)}});
   }
 
   void on_batch(size_t records, size_t bytes) override {
@@ -373,7 +385,15 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                           .Name("fleettwin_alert_watch_streams")
                           .Help("Open WatchAlerts streams")
                           .Register(r)
-                          .Add({})) {}
+                          .Add({})),
+      watch_overflows_(BuildCounter()
+                           .Name("fleettwin_watch_overflows_total")
+                           .Help("Watch streams ended with RESOURCE_EXHAUSTED because their client "
+                                 "fell more than the queue limit behind, by stream kind")
+                           .Register(r)) {
+  for (const char* stream : {"twins", "aggregates", "alerts"})
+    overflow_counters_[stream] = &watch_overflows_.Add({{"stream", stream}});
+}
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
   prometheus::Counter* counter;
@@ -435,6 +455,12 @@ void grpc_probe::on_aggregate_watchers(size_t n) {
 
 void grpc_probe::on_alert_watchers(size_t n) {
   alert_watchers_.Set(static_cast<double>(n));
+}
+
+void grpc_probe::on_watch_overflow(const std::string& stream) {
+  // Created in the constructor, never added to: no lock needed.
+  if (auto it = overflow_counters_.find(stream); it != overflow_counters_.end())
+    it->second->Increment();
 }
 
 restore_probe::restore_probe(prometheus::Registry& r)

@@ -67,6 +67,9 @@ public:
   void on_watchers(size_t n);
   void on_aggregate_watchers(size_t n);
   void on_alert_watchers(size_t n);
+  /// A watch stream (`stream`: twins, aggregates, alerts) was ended because
+  /// its client fell too far behind.
+  void on_watch_overflow(const std::string& stream);
 
 private:
   std::map<std::string, std::unique_ptr<method_probe>> methods_;
@@ -75,6 +78,8 @@ private:
   prometheus::Gauge& watchers_;
   prometheus::Gauge& aggregate_watchers_;
   prometheus::Gauge& alert_watchers_;
+  prometheus::Family<prometheus::Counter>& watch_overflows_;
+  std::map<std::string, prometheus::Counter*> overflow_counters_;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Histogram*> histograms_;

@@ -232,6 +232,10 @@ void node::register_scrape_gauges() {
        per_partition([](const kafka::partition_progress& p) { return double(p.committed); })},
       {"fleettwin_partitions_assigned", "Partitions of the telemetry topic served by this node",
        [consumer, one] { return one(double(consumer->progress().size())); }},
+      {"fleettwin_topic_partitions",
+       "Partitions of the telemetry topic (the consumer group spreads them over the nodes; 0 "
+       "until known)",
+       [consumer, one] { return one(double(std::max(0, consumer->partition_count()))); }},
       {"fleettwin_twins_stored", "Twins in the local store",
        store_value([](const storage::store_stats& s) { return double(s.stored_twins); })},
       {"fleettwin_aggregates_stored", "Aggregates in the local store",
