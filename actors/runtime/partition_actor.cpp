@@ -1275,6 +1275,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       applied && st.members_cover >= 0 && *applied > st.members_cover)
     st.replay_until = *applied;
   publish_gauges(self);
+  report_active(self);  // the partition's gauges exist (at 0) while it is served
   self->delayed_send(self, st.cfg.tick_interval, tick_atom::value);
   return {
       [self](batch_atom, raw_batch_ptr& batch) {

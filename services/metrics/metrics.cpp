@@ -201,6 +201,8 @@ public:
                    core::alert_event::cleared, core::alert_event::acknowledged})
       for (auto sev : {core::alert_severity::warning, core::alert_severity::critical})
         alert_transitions_.Add({{"event", core::to_string(e)}, {"severity", core::to_string(sev)}});
+    for (size_t b = 0; b < 4; ++b)
+      quality_flags_.Add({{"flag", core::quality_flag_name(b)}});
   }
 
   void on_batch(size_t records, size_t bytes) override {

@@ -1,5 +1,5 @@
 // The node's analytics: asset models, the alert feed behind WatchAlerts,
-// and the gauge of open alerts.
+// and the gauges of open alerts and of twins online and stale.
 
 #include <chrono>
 #include <condition_variable>
@@ -51,6 +51,7 @@ struct node::alert_count {
   bool stop = false;
   bool known = false;
   double warning = 0, critical = 0;
+  double online = 0, stale = 0;
 };
 
 void node::register_alert_gauges() {
@@ -75,13 +76,26 @@ void node::register_alert_gauges() {
          }
          return out;
        }},
+      {"fleettwin_twins_connectivity",
+       "Twins this node serves by connectivity (online: a record within --stale-after-ms; "
+       "stale), as of the last count (--alert-count-interval-ms)",
+       [count] {
+         std::lock_guard<std::mutex> lock{count->mutex};
+         std::vector<metrics::gauge_sample> out;
+         if (count->known) {
+           out.push_back({{{"state", "online"}}, count->online});
+           out.push_back({{{"state", "stale"}}, count->stale});
+         }
+         return out;
+       }},
   });
   const auto interval = std::chrono::milliseconds{cfg_.alert_count_interval_ms};
   alert_counter_ = std::thread{[this, count, interval] {
     for (;;) {
-      double warning = 0, critical = 0;
+      double warning = 0, critical = 0, online = 0, stale = 0;
       std::string error;
       const auto partitions = local_partitions();
+      const auto now = runtime::asset_config::system_clock_ms();
       if (!partitions.empty())
         store_->list_twins(
             partitions, {},
@@ -89,6 +103,9 @@ void node::register_alert_gauges() {
               for (const auto& [name, a] : tw.analysis)
                 if (a.alert.active)
                   (a.alert.severity == core::alert_severity::critical ? critical : warning) += 1;
+              (core::connectivity_of(tw, now, cfg_.stale_after_ms) == core::connectivity::online
+                   ? online
+                   : stale) += 1;
               return false;  // counted, not kept
             },
             0, 0, error);
@@ -98,6 +115,8 @@ void node::register_alert_gauges() {
       if (error.empty()) {
         count->warning = warning;
         count->critical = critical;
+        count->online = online;
+        count->stale = stale;
         count->known = true;
       } else {
         spdlog::warn("event=alert_count_failed error=\"{}\"", error);

@@ -1,11 +1,14 @@
-// The Prometheus alert rules in deploy/prometheus name only metrics a node
-// exports: a node on a real broker (exactly-once, changelog: every metric a
-// cluster has) takes telemetry, a malformed record and a query, and its
-// /metrics must hold every fleettwin_* name the rules use (expressions and
-// the metrics their descriptions tell the on-call to check). promtool checks
-// and tests the rules themselves (tests/deploy).
+// The Prometheus alert rules in deploy/prometheus and the Grafana dashboards
+// in deploy/grafana name only metrics a node exports: a node on a real broker
+// (exactly-once, changelog: every metric a cluster has) takes telemetry, a
+// malformed record and a query, and its /metrics must hold every fleettwin_*
+// name they use (queries, and the metrics descriptions tell the on-call to
+// check). promtool checks and tests the rules and parses the dashboards'
+// queries (tests/deploy).
 
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -43,9 +46,15 @@ struct AlertRulesTest : cluster_fixture {
   }
 };
 
-TEST_F(AlertRulesTest, EveryMetricTheRulesNameIsOneANodeExports) {
-  const std::string rules = read_file(FLEETTWIN_ALERT_RULES);
-  ASSERT_FALSE(rules.empty()) << "cannot read " << FLEETTWIN_ALERT_RULES;
+TEST_F(AlertRulesTest, EveryMetricTheRulesAndDashboardsNameIsOneANodeExports) {
+  std::map<std::string, std::string> files;  // path -> text
+  files[FLEETTWIN_ALERT_RULES] = read_file(FLEETTWIN_ALERT_RULES);
+  for (const auto& e : std::filesystem::directory_iterator{FLEETTWIN_DASHBOARDS_DIR})
+    if (e.path().extension() == ".json")
+      files[e.path().string()] = read_file(e.path().string());
+  ASSERT_GE(files.size(), 3u) << "the rules and at least two dashboards";
+  for (const auto& [path, text] : files)
+    ASSERT_FALSE(text.empty()) << "cannot read " << path;
   auto& c = *c_;
   c.start_nodes(1);
   std::string why;
@@ -63,22 +72,23 @@ TEST_F(AlertRulesTest, EveryMetricTheRulesNameIsOneANodeExports) {
 
   const auto exported = families(scrape(c.node(0).metrics_port()));
   ASSERT_FALSE(exported.empty()) << "nothing scraped";
-  std::set<std::string> named;
   static const std::regex name{R"(\bfleettwin_[a-z0-9_]+)"};
-  for (std::sregex_iterator it{rules.begin(), rules.end(), name}, end; it != end; ++it)
-    named.insert(it->str());
-  ASSERT_GT(named.size(), 10u) << "the rules name too few metrics: is " << FLEETTWIN_ALERT_RULES
-                               << " the rules file?";
   static const std::regex histogram_series{R"((.*)_(bucket|sum|count)$)"};
-  std::string missing;
-  for (const auto& n : named) {
-    std::smatch m;
-    const bool found = exported.contains(n) ||
-                       (std::regex_match(n, m, histogram_series) && exported.contains(m[1].str()));
-    if (!found)
-      missing += n + " ";
+  for (const auto& [path, text] : files) {
+    std::set<std::string> named;
+    for (std::sregex_iterator it{text.begin(), text.end(), name}, end; it != end; ++it)
+      named.insert(it->str());
+    EXPECT_GT(named.size(), 10u) << path << " names too few metrics";
+    std::string missing;
+    for (const auto& n : named) {
+      std::smatch m;
+      const bool found = exported.contains(n) || (std::regex_match(n, m, histogram_series) &&
+                                                  exported.contains(m[1].str()));
+      if (!found)
+        missing += n + " ";
+    }
+    EXPECT_EQ(missing, "") << "named by " << path << " but not exported by a node";
   }
-  EXPECT_EQ(missing, "") << "named by " << FLEETTWIN_ALERT_RULES << " but not exported by a node";
 }
 
 }  // namespace

@@ -222,6 +222,19 @@ TEST_F(AnalyticsNodeTest, AnomaliesRaiseAlertsSeenInTheTwinAndTheMetrics) {
   })) << "want warning "
       << active["warning"] << ", critical " << active["critical"] << "\n"
       << text;
+  // The same count tells twins online from stale, as GetTwin does.
+  std::map<std::string, double> connectivity;
+  for (const auto* tw : {&meter, &machine, &stopped})
+    connectivity[tw->connectivity() == v1::ONLINE ? "online" : "stale"] += 1;
+  EXPECT_TRUE(eventually([&] {
+    text = scrape(node->metrics_port());
+    return metric_value(text, "fleettwin_twins_connectivity{state=\"online\"}") ==
+               connectivity["online"] &&
+           metric_value(text, "fleettwin_twins_connectivity{state=\"stale\"}") ==
+               connectivity["stale"];
+  })) << "want online "
+      << connectivity["online"] << ", stale " << connectivity["stale"] << "\n"
+      << text;
 }
 
 // Alerts as operators and data teams see them: WatchAlerts streams each
