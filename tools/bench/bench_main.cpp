@@ -1136,6 +1136,22 @@ struct load_result {
   double p99_ms = 0;
 };
 
+/// Calls per second over `seconds`, and latency percentiles, of the calls
+/// every thread timed (milliseconds).
+load_result summarize(const std::vector<std::vector<double>>& latencies, double seconds) {
+  std::vector<double> all;
+  for (const auto& l : latencies)
+    all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  load_result r;
+  r.qps = static_cast<double>(all.size()) / seconds;
+  if (!all.empty()) {
+    r.p50_ms = all[all.size() / 2];
+    r.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  }
+  return r;
+}
+
 /// Closed loop (target_qps = 0) or paced open loop over `threads` channels.
 template <class Call>
 load_result drive(const std::string& address, int threads, double seconds, double target_qps,
@@ -1173,17 +1189,7 @@ load_result drive(const std::string& address, int threads, double seconds, doubl
   go = true;
   for (auto& w : workers)
     w.join();
-  std::vector<double> all;
-  for (auto& l : latencies)
-    all.insert(all.end(), l.begin(), l.end());
-  std::sort(all.begin(), all.end());
-  load_result r;
-  r.qps = static_cast<double>(all.size()) / seconds;
-  if (!all.empty()) {
-    r.p50_ms = all[all.size() / 2];
-    r.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
-  }
-  return r;
+  return summarize(latencies, seconds);
 }
 
 /// Closed loop over `threads` channels reading each name once.
@@ -1213,18 +1219,7 @@ load_result once_each(const std::string& address, int threads,
   }
   for (auto& w : workers)
     w.join();
-  const double secs = seconds_since(start);
-  std::vector<double> all;
-  for (auto& l : latencies)
-    all.insert(all.end(), l.begin(), l.end());
-  std::sort(all.begin(), all.end());
-  load_result r;
-  r.qps = static_cast<double>(all.size()) / secs;
-  if (!all.empty()) {
-    r.p50_ms = all[all.size() / 2];
-    r.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
-  }
-  return r;
+  return summarize(latencies, seconds_since(start));
 }
 
 int run_query(uint32_t twins, double seconds, int threads) {
