@@ -196,6 +196,77 @@ TEST_F(FaultTest, GracefulStopsWhileOtherNodesForwardCallsToTheStoppingNode) {
   finish("graceful stops under forwarded load", 3 * 3);
 }
 
+TEST_F(FaultTest, RollingRestartOfEveryNodeUnderLoadLosesNothing) {
+  // What an SRE does for an upgrade or a StatefulSet's rolling update: each
+  // node in turn stopped with SIGTERM (it hands its partitions over) and
+  // started again on its data dir, the next only once the cluster is
+  // balanced again. Measured: how long the whole restart takes, and the
+  // longest time any partition was served by no node.
+  start_cluster(3);
+  start_traffic(120, 300);
+  const int32_t partitions = c_->partitions();
+  std::map<int32_t, clock::time_point> unserved_since;
+  double longest = 0;
+  int32_t longest_partition = -1;
+  // One look at who serves what: closes the unserved spells that ended;
+  // true once every partition is served and every running node serves one.
+  auto balanced = [&] {
+    auto view = c_->serving();
+    const auto now = clock::now();
+    if (!view)
+      return false;
+    for (int32_t p = 0; p < partitions; ++p) {
+      if (!view->owner.contains(p)) {
+        unserved_since.try_emplace(p, now);
+      } else if (auto it = unserved_since.find(p); it != unserved_since.end()) {
+        const double spell = std::chrono::duration<double>(now - it->second).count();
+        if (spell > longest) {
+          longest = spell;
+          longest_partition = p;
+        }
+        unserved_since.erase(it);
+      }
+    }
+    if (!unserved_since.empty())
+      return false;
+    for (auto i : c_->running())
+      if (view->partitions_of[c_->node(i).id()].empty())
+        return false;
+    return true;
+  };
+  auto until_balanced = [&](std::chrono::seconds limit) {
+    const auto deadline = clock::now() + limit;
+    while (clock::now() < deadline) {
+      if (balanced())
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  };
+  const auto began = clock::now();
+  for (size_t i = 0; i < c_->size(); ++i) {
+    auto before = reads->reads();
+    ASSERT_TRUE(eventually([&] { return reads->reads() > before + 200; }, 60s));
+    auto& victim = c_->node(i);
+    // Its partitions count as unserved from the moment it is told to stop.
+    if (auto view = c_->serving())
+      for (const auto& [p, owner] : view->owner)
+        if (owner == victim.id())
+          unserved_since.try_emplace(p, clock::now());
+    EXPECT_EQ(victim.stop(), 0) << victim.id() << " did not exit cleanly";
+    ASSERT_TRUE(until_balanced(60s)) << "the other nodes did not take over from " << victim.id();
+    victim.start();
+    ASSERT_TRUE(until_balanced(90s)) << victim.id() << " did not get its share back";
+  }
+  const double took = seconds_since(began);
+  std::cout << "rolling restart of " << c_->size() << " nodes under load: " << took
+            << " s; the longest a partition was unserved: " << longest << " s (partition "
+            << longest_partition << ")\n";
+  // Calls cut off in the instant a server stops may end CANCELLED.
+  finish("rolling restart", 3 * 3);
+  EXPECT_LT(longest, 30.0) << "a partition was unserved for " << longest << " s";
+}
+
 TEST_F(FaultTest, ASecondProcessWithTheSameNodeIdStopsTheOlderOne) {
   // Two processes configured with one node id fence each other's producers
   // (one transactional id). Only that stops a node, and the newest process
