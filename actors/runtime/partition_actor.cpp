@@ -127,11 +127,17 @@ private:
   completion<Reply> done_;
 };
 
-/// Hands over the held answers whose item committed.
+/// Every item up to this id is committed, in Kafka at least.
+uint64_t visible_through(const partition_state& st) {
+  return std::max(st.completed_through, st.durable_through);
+}
+
+/// Hands over the held answers whose item committed (in Kafka: the local
+/// write that follows adds nothing a reader could see).
 void release_held(partition_state& st) {
   std::vector<std::shared_ptr<held_read>> waiting;
   for (auto& h : st.held)
-    if (h->after <= st.completed_through)
+    if (h->after <= visible_through(st))
       h->release();
     else
       waiting.push_back(std::move(h));
@@ -241,8 +247,8 @@ uint64_t awaited(const partition_state& st, const std::string& id) {
   if (!st.cfg.read_committed)
     return 0;
   auto it = st.assets.find(id);
-  return it != st.assets.end() && it->second.last_item > st.completed_through ? it->second.last_item
-                                                                              : 0;
+  return it != st.assets.end() && it->second.last_item > visible_through(st) ? it->second.last_item
+                                                                             : 0;
 }
 
 void publish_gauges(self_ptr self) {
@@ -469,6 +475,17 @@ void merge_commit(commit_batch& into, commit_batch& from) {
     }
 }
 
+/// The items at the front of the pipeline that Kafka made durable are
+/// visible to reads from now on, before their local commit.
+void advance_durable(partition_state& st) {
+  for (const auto& item : st.pipeline) {
+    if (!item.delivered)
+      break;
+    st.durable_through = std::max(st.durable_through, item.id);
+  }
+  release_held(st);
+}
+
 /// Writes the items at the front of the pipeline that Kafka made durable,
 /// all in one RocksDB commit (group commit), so that the store never runs
 /// ahead of Kafka and follows the items' order.
@@ -537,6 +554,7 @@ void to_pipeline(self_ptr self, bool delivered) {
   item.delivered = delivered;
   st.pipeline.push_back(std::move(item));
   st.applying.reset();
+  advance_durable(st);
   try_commit(self);
   settle(self);
 }
@@ -1436,6 +1454,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         }
         it->commit.changelog_offset = r.changelog_offset;
         it->delivered = true;
+        advance_durable(st);
         st.cfg.probe->on_item_phases(
             std::chrono::duration<double>(it->published - it->started).count(),
             std::chrono::duration<double>(std::chrono::steady_clock::now() - it->published)

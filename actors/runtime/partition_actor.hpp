@@ -212,6 +212,10 @@ struct partition_state {
   bool committing = false;
   /// Every item up to this id has committed (or ended without a commit).
   uint64_t completed_through = 0;
+  /// Every item up to this id is durable in Kafka (its transaction
+  /// committed, or its outputs acknowledged), its local commit maybe still
+  /// to come: reads may show it (a restore from the changelog would too).
+  uint64_t durable_through = 0;
   uint64_t next_item_id = 1;
   /// Committed input positions: the next offset to consume once the items
   /// in flight are dropped (what the store and Kafka hold).

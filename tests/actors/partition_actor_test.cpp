@@ -431,6 +431,34 @@ TEST_F(PartitionActorTest, ReadsShowTheLastCommittedChangeNotOneStillInFlight) {
   EXPECT_EQ(cache->find("a")->version, 2u);
 }
 
+TEST_F(PartitionActorTest, AHeldReadIsAnsweredOnceKafkaCommitsNotAfterTheLocalWrite) {
+  // Committed in Kafka is committed (a restore from the changelog would show
+  // it): a read waiting for the change is answered then, not after the
+  // RocksDB write that follows.
+  min_item_records = 1;
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  auto read = std::make_shared<twin_reply>();
+  read->message = "unanswered";
+  caf::anon_send(part, get_atom::value, std::string{"a"},
+                 twin_completion{[read](twin_reply r) { *read = std::move(r); },
+                                 twin_reply{query_error::internal, "dropped", {}}});
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  EXPECT_EQ(read->message, "unanswered");
+  const auto commits = store->commits.size();
+  std::exchange(sink->calls[0].delivered, nullptr)(publish_result{true, "", {}});
+  ASSERT_TRUE(sched->try_run_once());  // the partition takes the delivery in
+  ASSERT_NE(read->message, "unanswered") << "the read still waits for the local write";
+  ASSERT_EQ(read->error, query_error::none) << read->message;
+  ASSERT_NE(read->twin, nullptr);
+  EXPECT_EQ(read->twin->version, 1u);
+  EXPECT_EQ(store->commits.size(), commits) << "the local write had to wait for the scheduler";
+  sched->run();
+  EXPECT_EQ(store->commits.size(), commits + 1);
+}
+
 TEST_F(PartitionActorTest, AnUpdateWaitsForTheItemsInFlightAndTelemetryQueuesBehindIt) {
   min_item_records = 1;
   spawn_partition(1000, 0, true);
