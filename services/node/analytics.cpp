@@ -63,31 +63,28 @@ void node::register_alert_gauges() {
   // last one.
   alert_count_ = std::make_shared<alert_count>();
   auto count = alert_count_;
+  // Two values of the last count under one label (nothing before the first).
+  auto pair = [count](const char* label, const char* a, double alert_count::*first, const char* b,
+                      double alert_count::*second) {
+    return [=] {
+      std::lock_guard<std::mutex> lock{count->mutex};
+      std::vector<metrics::gauge_sample> out;
+      if (count->known) {
+        out.push_back({{{label, a}}, (*count).*first});
+        out.push_back({{{label, b}}, (*count).*second});
+      }
+      return out;
+    };
+  };
   metrics_->add_scrape_gauges({
       {"fleettwin_alerts_open",
        "Anomaly alerts open (raised, acknowledged or not) on the twins this node serves, by "
        "severity, as of the last count (--alert-count-interval-ms)",
-       [count] {
-         std::lock_guard<std::mutex> lock{count->mutex};
-         std::vector<metrics::gauge_sample> out;
-         if (count->known) {
-           out.push_back({{{"severity", "warning"}}, count->warning});
-           out.push_back({{{"severity", "critical"}}, count->critical});
-         }
-         return out;
-       }},
+       pair("severity", "warning", &alert_count::warning, "critical", &alert_count::critical)},
       {"fleettwin_twins_connectivity",
        "Twins this node serves by connectivity (online: a record within --stale-after-ms; "
        "stale), as of the last count (--alert-count-interval-ms)",
-       [count] {
-         std::lock_guard<std::mutex> lock{count->mutex};
-         std::vector<metrics::gauge_sample> out;
-         if (count->known) {
-           out.push_back({{{"state", "online"}}, count->online});
-           out.push_back({{{"state", "stale"}}, count->stale});
-         }
-         return out;
-       }},
+       pair("state", "online", &alert_count::online, "stale", &alert_count::stale)},
   });
   const auto interval = std::chrono::milliseconds{cfg_.alert_count_interval_ms};
   alert_counter_ = std::thread{[this, count, interval] {

@@ -234,15 +234,6 @@ TEST_F(FaultTest, RollingRestartOfEveryNodeUnderLoadLosesNothing) {
         return false;
     return true;
   };
-  auto until_balanced = [&](std::chrono::seconds limit) {
-    const auto deadline = clock::now() + limit;
-    while (clock::now() < deadline) {
-      if (balanced())
-        return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
-  };
   const auto began = clock::now();
   for (size_t i = 0; i < c_->size(); ++i) {
     auto before = reads->reads();
@@ -254,9 +245,10 @@ TEST_F(FaultTest, RollingRestartOfEveryNodeUnderLoadLosesNothing) {
         if (owner == victim.id())
           unserved_since.try_emplace(p, clock::now());
     EXPECT_EQ(victim.stop(), 0) << victim.id() << " did not exit cleanly";
-    ASSERT_TRUE(until_balanced(60s)) << "the other nodes did not take over from " << victim.id();
+    ASSERT_TRUE(eventually(balanced, 60s, 100ms))
+        << "the other nodes did not take over from " << victim.id();
     victim.start();
-    ASSERT_TRUE(until_balanced(90s)) << victim.id() << " did not get its share back";
+    ASSERT_TRUE(eventually(balanced, 90s, 100ms)) << victim.id() << " did not get its share back";
   }
   const double took = seconds_since(began);
   std::cout << "rolling restart of " << c_->size() << " nodes under load: " << took

@@ -1136,6 +1136,13 @@ struct load_result {
   double p99_ms = 0;
 };
 
+/// A channel with a connection of its own (client thread `t`).
+std::shared_ptr<grpc::Channel> own_channel(const std::string& address, int t) {
+  grpc::ChannelArguments args;
+  args.SetInt("fleettwin.channel", t);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
 /// Calls per second over `seconds`, and latency percentiles, of the calls
 /// every thread timed (milliseconds).
 load_result summarize(const std::vector<std::vector<double>>& latencies, double seconds) {
@@ -1161,9 +1168,7 @@ load_result drive(const std::string& address, int threads, double seconds, doubl
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
-      grpc::ChannelArguments args;
-      args.SetInt("fleettwin.channel", t);  // a connection per thread
-      auto ch = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto ch = own_channel(address, t);
       auto twins = fleettwin::v1::TwinService::NewStub(ch);
       auto nodes = fleettwin::v1::NodeService::NewStub(ch);
       while (!go)
@@ -1201,9 +1206,7 @@ load_result once_each(const std::string& address, int threads,
   auto start = clock_type::now();
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
-      grpc::ChannelArguments args;
-      args.SetInt("fleettwin.channel", t);  // a connection per thread
-      auto ch = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto ch = own_channel(address, t);
       auto stub = fleettwin::v1::TwinService::NewStub(ch);
       for (size_t i = next++; i < names.size(); i = next++) {
         auto t0 = clock_type::now();
