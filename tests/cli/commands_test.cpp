@@ -253,7 +253,7 @@ TEST_F(cli_test, an_unreachable_node_exits_6) {
     fake_node gone;
     address = gone.address();
   }
-  for (const auto& command : {"get", "status", "ping"}) {
+  for (const auto& command : {"get", "status", "ping", "health"}) {
     std::vector<std::string> args{"--server", address, command};
     if (std::string{command} == "get") {
       args.push_back("veh-1");
@@ -700,6 +700,28 @@ TEST_F(cli_test, ping_prints_the_round_trip_time) {
   EXPECT_TRUE(starts_with(json.out, "{\"server\":\"" + node.address() + "\",\"rtt_ms\":"));
   google::protobuf::Value parsed;
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &parsed).ok());
+}
+
+TEST_F(cli_test, health_exits_0_only_while_the_service_is_serving) {
+  auto r = run({"health"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, node.address() + ": SERVING\n");
+
+  node.set_serving("", false);
+  r = run({"health"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.out, node.address() + ": NOT_SERVING\n");
+  EXPECT_EQ(r.err, "");
+
+  node.set_serving("fleettwin.v1.NodeService", true);
+  r = run({"health", "--service", "fleettwin.v1.NodeService", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"server\":\"" + node.address() +
+                       "\",\"service\":\"fleettwin.v1.NodeService\",\"status\":\"SERVING\"}\n");
+
+  r = run({"health", "--service", "fleettwin.v1.Unknown"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "error: NOT_FOUND: service name unknown\n");
 }
 
 TEST(cli_format, cluster_table_groups_partitions_by_role_and_flags_unserved_ones) {

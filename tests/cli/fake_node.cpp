@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 
 namespace fleettwin::cli::test {
@@ -279,6 +280,7 @@ fake_node::fake_node()
     : twin_service_(std::make_unique<twin_service>(*this)),
       node_service_(std::make_unique<node_service>(*this)) {
   int port = 0;
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(twin_service_.get());
@@ -290,6 +292,10 @@ fake_node::fake_node()
 fake_node::~fake_node() {
   server_->Shutdown();
   server_->Wait();
+}
+
+void fake_node::set_serving(const std::string& service, bool serving) {
+  server_->GetHealthCheckService()->SetServingStatus(service, serving);
 }
 
 void fake_node::put_twin(v1::Twin twin) {

@@ -35,6 +35,8 @@ public:
   void fail_with(grpc::Status status);
   void set_history(std::vector<v1::HistoryPoint> points);
   void set_status(v1::NodeStatus status);
+  /// grpc.health.v1 status of a service ("" = the server as a whole); SERVING at start.
+  void set_serving(const std::string& service, bool serving);
   /// What WatchTwins streams; with hold_open the stream then stays open until the
   /// client cancels, otherwise it ends with OK.
   void set_changes(std::vector<v1::TwinChange> changes, bool hold_open);

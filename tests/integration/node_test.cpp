@@ -468,6 +468,15 @@ TEST_F(NodeTest, CliAgainstARealNode) {
   std::tie(code, out) = cli(server + " --json status");
   EXPECT_EQ(code, 0);
   EXPECT_NE(out.find("\"partitions\""), std::string::npos) << out;
+  // The container image's health check: readiness, liveness, and an unknown service.
+  std::tie(code, out) = cli(server + " health");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, node->grpc_address() + ": SERVING\n");
+  std::tie(code, out) = cli(server + " --json health --service fleettwin.v1.NodeService");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"status\":\"SERVING\""), std::string::npos) << out;
+  std::tie(code, out) = cli(server + " health --service fleettwin.v1.NoSuchService");
+  EXPECT_EQ(code, 3) << out;  // NOT_FOUND
 }
 #endif
 

@@ -5,7 +5,11 @@
 
 #include <fmt/format.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/security/credentials.h>
+
+#include "grpc/health/v1/health.pb.h"
 
 #include "tools/cli/format.hpp"
 #include "tools/cli/interrupter.hpp"
@@ -468,6 +472,33 @@ int run_ping(session& s) {
                            s.server(), rtt_ms, first_ms);
   }
   return exit_ok;
+}
+
+int run_health(session& s, const std::string& service) {
+  // Only the messages of grpc.health.v1 are compiled (gRPC serves the service itself), so
+  // the call goes through gRPC's unary-call helper, as a generated stub would.
+  static const grpc::internal::RpcMethod check{"/grpc.health.v1.Health/Check",
+                                               grpc::internal::RpcMethod::NORMAL_RPC};
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  auto status =
+      grpc::internal::BlockingUnaryCall(&s.channel(), check, &context, request, &response);
+  if (!status.ok()) {
+    return s.fail(status);
+  }
+  auto name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  if (s.json()) {
+    s.out() << fmt::format("{{\"server\":{},\"service\":{},\"status\":{}}}\n",
+                           json_string(s.server()), json_string(service), json_string(name));
+  } else {
+    s.out() << fmt::format("{}{}: {}\n", s.server(),
+                           service.empty() ? std::string{} : " " + service, name);
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? exit_ok
+                                                                             : exit_failure;
 }
 
 }  // namespace fleettwin::cli

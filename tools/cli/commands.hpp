@@ -221,5 +221,8 @@ int run_history(session& s, const history_options& options);
 int run_watch(session& s, const watch_options& options);
 int run_status(session& s);
 int run_ping(session& s);
+/// grpc.health.v1 Check of one service ("" = the node's readiness): exit 0 only when SERVING
+/// (for container health checks and scripts).
+int run_health(session& s, const std::string& service);
 
 }  // namespace fleettwin::cli

@@ -23,7 +23,7 @@ Times (--from, --to): Unix ms, ISO-8601 (2026-11-24T10:00:00Z; UTC when no zone)
 
 Exit codes:
   0    success (also watch ended by --count or Ctrl-C)
-  1    any other error
+  1    any other error (health: the node answered, but is not SERVING)
   2    usage error (bad arguments or options)
   3    NOT_FOUND
   4    INVALID_ARGUMENT
@@ -57,6 +57,7 @@ struct command_line {
   alerts_ack_options alerts_ack;
   models_options models;
   forecast_options forecast;
+  std::string health_service;
 };
 
 void add_forecast(CLI::App& app, command_line& cl) {
@@ -242,6 +243,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
   if (name == "status") {
     return run_status(s);
   }
+  if (name == "health") {
+    return run_health(s, cl.health_service);
+  }
   if (name == "agg") {
     const auto& sub = command->get_subcommands().front()->get_name();
     if (sub == "list")
@@ -329,6 +333,13 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_forecast(app, cl);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
+  auto* health =
+      app.add_subcommand("health", "grpc.health.v1 status of the node (exit 0 only when SERVING)");
+  health
+      ->add_option("--service", cl.health_service,
+                   "Service to check: \"\" is readiness (every partition served), "
+                   "fleettwin.v1.NodeService is liveness")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
