@@ -10,6 +10,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                                 std::ostream& err) {
   CLI::App app{"fleettwin-node: digital twins of a fleet, fed by Kafka, queried over gRPC"};
   app.set_config("--config", "", "TOML or INI file with any of these options (keys = long names)");
+  // A misspelt key in the file is an error, not an option silently left at its default.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   // A flag given twice takes its last value (later flags override earlier
   // ones, as in a wrapper script that appends to a base command line).
   app.option_defaults()->always_capture_default()->multi_option_policy(
@@ -172,6 +174,16 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       ->envname("FLEETTWIN_ADVERTISE_HOST");
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ConfigError& e) {
+    // CLI11 says "INI was not able to parse <key>" for a key that is no option.
+    std::string what = e.what();
+    const std::string unknown = "INI was not able to parse ";
+    if (what.rfind(unknown, 0) == 0) {
+      what = "unknown option '" + what.substr(unknown.size()) +
+             "' (keys are the long option names without --; see --help)";
+    }
+    err << "error: --config " << app.get_config_ptr()->as<std::string>() << ": " << what << '\n';
+    return 2;
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0; every usage error exits 2.
     return app.exit(e, out, err) == 0 ? 0 : 2;

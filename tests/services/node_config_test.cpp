@@ -1,0 +1,95 @@
+// fleettwin-node's options from a --config file (as the Helm chart's ConfigMap writes it).
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "services/node/config.hpp"
+
+namespace fleettwin::node {
+namespace {
+
+struct parsed {
+  std::optional<int> code;
+  node_config cfg;
+  std::string err;
+};
+
+parsed parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "fleettwin-node");
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  parsed result;
+  std::ostringstream out;
+  std::ostringstream err;
+  result.code = parse_config(static_cast<int>(argv.size()), argv.data(), result.cfg, out, err);
+  result.err = err.str();
+  return result;
+}
+
+class NodeConfigFile : public ::testing::Test {
+protected:
+  std::string write(const std::string& text) {
+    std::ofstream{path} << text;
+    return path;
+  }
+  void TearDown() override {
+    std::filesystem::remove(path);
+  }
+  std::string path = ::testing::TempDir() + "node-config-test.toml";
+};
+
+TEST_F(NodeConfigFile, KeysAreTheLongOptionNames) {
+  auto file = write(R"(
+standby-replicas = 1
+partitions = 24
+guarantee = "exactly-once"
+sync-commits = false
+analytics = true
+kafka = "kafka:9093"
+kafka-option = ["security.protocol=SSL","ssl.ca.location=/etc/fleettwin/tls/ca.crt"]
+)");
+  auto p = parse({"--config", file});
+  ASSERT_FALSE(p.code.has_value()) << p.err;
+  EXPECT_EQ(p.cfg.standby_replicas, 1);
+  EXPECT_EQ(p.cfg.partitions, 24);
+  EXPECT_EQ(p.cfg.kafka, "kafka:9093");
+  EXPECT_EQ(p.cfg.kafka_options,
+            (std::vector<std::string>{"security.protocol=SSL",
+                                      "ssl.ca.location=/etc/fleettwin/tls/ca.crt"}));
+  EXPECT_TRUE(p.cfg.exactly_once());
+}
+
+TEST_F(NodeConfigFile, TheCommandLineOverridesTheFile) {
+  auto file = write("partitions = 24\n");
+  auto p = parse({"--config", file, "--partitions", "6"});
+  ASSERT_FALSE(p.code.has_value()) << p.err;
+  EXPECT_EQ(p.cfg.partitions, 6);
+}
+
+TEST_F(NodeConfigFile, AnUnknownKeyIsAnErrorThatNamesIt) {
+  auto file = write("partitions = 24\nstandby-replica = 1\n");
+  auto p = parse({"--config", file});
+  ASSERT_TRUE(p.code.has_value());
+  EXPECT_EQ(*p.code, 2);
+  EXPECT_EQ(p.err, "error: --config " + file +
+                       ": unknown option 'standby-replica' (keys are the long option names "
+                       "without --; see --help)\n");
+}
+
+TEST_F(NodeConfigFile, AValueOutOfRangeIsAnError) {
+  auto file = write("partitions = 0\n");
+  auto p = parse({"--config", file});
+  ASSERT_TRUE(p.code.has_value());
+  EXPECT_EQ(*p.code, 2);
+  EXPECT_NE(p.err.find("partitions"), std::string::npos) << p.err;
+}
+
+}  // namespace
+}  // namespace fleettwin::node
