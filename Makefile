@@ -5,20 +5,23 @@ JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian bookworm packages the build, the tests and the tools need.
-APT_PACKAGES := cmake ninja-build g++ pkg-config git \
+# Debian bookworm packages: what the node, CLI and simulator need to build (all the
+# container image's build stage installs), then what the tests and tools need besides.
+BUILD_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
-  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
-  openjdk-17-jre-headless maven prometheus
+  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev
+APT_PACKAGES := $(BUILD_PACKAGES) libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
+  openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema
 
-.PHONY: all deps configure build run test chaos-soak bench bench-cluster bench-failover evaluate format \
-  clean kafka-jars kafka-start kafka-stop grpcurl
+.PHONY: all deps deps-build configure build run test chaos-soak bench bench-cluster bench-failover \
+  evaluate format clean kafka-jars kafka-start kafka-stop grpcurl deploy-tools dist image image-smoke
 
 all: build
 
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# Installs whichever of $(1) is missing.
+define apt_install
+	@missing=$$(for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -26,9 +29,20 @@ deps:
 	  $(SUDO) apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+deps-build:
+	$(call apt_install,$(BUILD_PACKAGES))
+
+# helm, kubeconform and the schemas of the deployment tests (make deploy-tools).
+DEPLOY_CACHE ?= $(HOME)/.cache/fleettwin/deploy
 
 configure: deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DFLEETTWIN_DEPLOY_CACHE=$(DEPLOY_CACHE)
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -58,8 +72,47 @@ $(BUILD)/extern/grpcurl:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends golang-go; }
 	GOBIN=$(abspath $(BUILD)/extern) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
-test: build kafka-jars grpcurl
+# helm and kubeconform for the deployment tests (helm lint, helm template | kubeconform):
+# built from the Go module proxy at pinned versions into a cache outside the repo; then
+# the Kubernetes API schemas (from the pinned Kubernetes release's OpenAPI documents),
+# the Prometheus Operator's CRD schemas and the Compose specification's schema, turned
+# into the form kubeconform reads, in the same cache (kubeconform would otherwise
+# download them at run time).
+HELM_VERSION := v3.22.0
+KUBECONFORM_VERSION := v0.7.0
+KUBERNETES_VERSION := v1.34.3
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+COMPOSE_GO_VERSION := v2.16.2
+deploy-tools:
+	@command -v go >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends golang-go; }
+	DEPLOY_CACHE=$(DEPLOY_CACHE) HELM_VERSION=$(HELM_VERSION) \
+	KUBECONFORM_VERSION=$(KUBECONFORM_VERSION) KUBERNETES_VERSION=$(KUBERNETES_VERSION) \
+	PROMETHEUS_OPERATOR_VERSION=$(PROMETHEUS_OPERATOR_VERSION) \
+	COMPOSE_GO_VERSION=$(COMPOSE_GO_VERSION) tools/scripts/deploy-tools.sh
+
+test: build kafka-jars grpcurl deploy-tools
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
+
+# The node, CLI and simulator and the example configuration installed under $(DIST), as
+# the container image holds them: a Release build without tests or benchmarks.
+DIST ?= $(BUILD)/dist
+DIST_BUILD ?= $(BUILD)-dist
+dist: deps-build
+	cmake -S . -B $(DIST_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DFLEETTWIN_BUILD_TESTS=OFF -DFLEETTWIN_BUILD_BENCHMARKS=OFF
+	cmake --build $(DIST_BUILD) -j $(JOBS) --target fleettwin-node fleettwin fleettwin-sim
+	cmake --install $(DIST_BUILD) --prefix $(DIST) --strip
+
+# The container image (deploy/image/Containerfile) with podman or buildah, installed from
+# Debian when neither is there.
+IMAGE ?= localhost/fleettwin:0.1.0
+image:
+	IMAGE=$(IMAGE) deploy/image/build.sh
+
+# Runs the built image end to end (embedded Kafka, simulator, health, gRPC, metrics, SIGTERM).
+image-smoke: build
+	IMAGE=$(IMAGE) FLEETTWIN_CLI=$(abspath $(BUILD))/fleettwin deploy/image/smoke.sh
 
 # The exactly-once chaos test (tests/cluster/chaos_test.cpp) with soak settings: 10 minutes
 # of telemetry, 20 kill -9s; then the fault suite (tests/cluster/fault_test.cpp) with long
