@@ -18,6 +18,8 @@ constexpr uint8_t twin_format_v2 = 3;
 constexpr uint8_t twin_format_v3 = 4;
 /// v4 adds each analysed property's data quality.
 constexpr uint8_t twin_format_v4 = 5;
+/// v5 appends the newest source time of any record (twin::newest_source_ms).
+constexpr uint8_t twin_format_v5 = 6;
 constexpr uint8_t history_format_v1 = 1;
 constexpr uint8_t history_segment_v1 = 2;
 
@@ -25,7 +27,7 @@ constexpr uint8_t history_segment_v1 = 2;
 
 void encode_twin(const twin& tw, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(twin_format_v4));
+  out.push_back(static_cast<char>(twin_format_v5));
   put_string(out, tw.asset_id);
   put_string(out, tw.kind);
   put_string(out, tw.tenant);
@@ -89,6 +91,7 @@ void encode_twin(const twin& tw, std::string& out) {
     put_signed(out, q.expected_interval_ms);
     put_signed(out, q.failure_eta_ms);
   }
+  put_signed(out, tw.newest_source_ms);
 }
 
 std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
@@ -96,7 +99,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
   reader r{bytes};
   const auto fmt = r.byte();
   if (fmt != twin_format_v1 && fmt != twin_format_v2 && fmt != twin_format_v3 &&
-      fmt != twin_format_v4)
+      fmt != twin_format_v4 && fmt != twin_format_v5)
     return r.ok ? "unknown twin format " + std::to_string(fmt) : "empty twin record";
   out.asset_id = r.bytes();
   out.kind = r.bytes();
@@ -145,7 +148,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       rel.origin = static_cast<relation_origin>(r.byte());
       out.relations.push_back(std::move(rel));
     }
-  if (fmt == twin_format_v3 || fmt == twin_format_v4)
+  if (fmt == twin_format_v3 || fmt == twin_format_v4 || fmt == twin_format_v5)
     for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
       std::string name{r.bytes()};
       property_analysis a;
@@ -157,7 +160,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       if (!r.ok || kind > static_cast<uint8_t>(anomaly_kind::stuck) || !decode_alert(r.in, a.alert))
         return std::string{"corrupt analytics of property \""} + name + "\" in twin record";
       a.kind = static_cast<anomaly_kind>(kind);
-      if (fmt == twin_format_v4) {
+      if (fmt == twin_format_v4 || fmt == twin_format_v5) {
         auto& q = a.quality;
         const auto flags = r.byte();
         q.flags = flags & 0x7f;
@@ -172,6 +175,13 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       }
       out.analysis.emplace(std::move(name), std::move(a));
     }
+  if (fmt == twin_format_v5) {
+    out.newest_source_ms = r.signed_varint();
+  } else {
+    // Older records: the newest stored sample is the best estimate there is.
+    for (const auto& [name, rp] : out.reported)
+      out.newest_source_ms = std::max(out.newest_source_ms, rp.source_time_ms);
+  }
   if (!r.ok)
     return std::string{"truncated or corrupt twin record"};
   if (!r.in.empty())

@@ -123,17 +123,7 @@ std::optional<std::string> validate(const telemetry& t, const limits& lim) {
   return std::nullopt;
 }
 
-namespace {
-
-/// The source time of the twin's newest reported sample (0: none).
-int64_t newest_source_time(const twin& tw) {
-  int64_t newest = 0;
-  for (const auto& [name, rp] : tw.reported)
-    newest = std::max(newest, rp.source_time_ms);
-  return newest;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits& lim,
                      apply_result& out) {
@@ -143,10 +133,12 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
   out.sequence_restarted = false;
   auto verdict = tw.window.check(t.sequence);
   if (verdict != sequence_window::verdict::fresh && t.source_time_ms > 0 &&
-      t.source_time_ms > newest_source_time(tw)) {
+      t.source_time_ms > tw.newest_source_ms) {
     // A replay carries the source time it had when it was applied, so it is
-    // never newer than every stored sample: this is a new record from a
-    // source whose sequence counter started again.
+    // never newer than every record seen: this is a new record from a source
+    // whose sequence counter started again. (Every record counts, not only
+    // stored samples: a replayed attributes-only record must not pass for new
+    // and reset the window, which would let older attributes be applied again.)
     tw.window.reset();
     out.sequence_restarted = true;
     verdict = sequence_window::verdict::fresh;
@@ -213,6 +205,7 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
     out.attributes_changed = true;
   }
   tw.window.mark(t.sequence);
+  tw.newest_source_ms = std::max(tw.newest_source_ms, source_ms);
   if (out.applied_metrics.empty() && !out.attributes_changed) {
     tw.out_of_order += out.stale_samples;
     out.status = t.metrics.empty() ? apply_status::unchanged : apply_status::out_of_order;

@@ -135,6 +135,10 @@ struct twin {
   uint64_t out_of_order = 0;
   /// History segments written (the ring slot of the next is this % capacity).
   uint64_t history_segments = 0;
+  /// The newest source time of any record the sequence window marked (samples or
+  /// attributes only): a record with a seen sequence is a new one from a source that
+  /// restarted its numbering only when it is newer than this.
+  int64_t newest_source_ms = 0;
   sequence_window window;
   /// Relations to parent aggregates, sorted by parent.
   relation_list relations;

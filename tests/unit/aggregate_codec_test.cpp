@@ -113,6 +113,7 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   // list either.
   encode_twin(tw, bytes);
   bytes[0] = 3;
+  bytes.pop_back();  // newest_source_ms (0: one byte)
   bytes.pop_back();  // the empty analytics count
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.relations, tw.relations);
@@ -120,11 +121,32 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   tw.relations.clear();
   encode_twin(tw, bytes);
   bytes[0] = 1;
+  bytes.pop_back();  // newest_source_ms
   bytes.pop_back();  // the empty analytics count
   bytes.pop_back();  // the empty relation count
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.asset_id, "veh-1");
   EXPECT_TRUE(back.relations.empty());
+}
+
+TEST(AggregateCodec, NewestSourceTimeRoundTripsAndIsEstimatedForOlderRecords) {
+  twin tw;
+  tw.asset_id = "veh-1";
+  tw.version = 2;
+  tw.reported["x"] = reported_property{1.0, 5000, 5100, 2};
+  tw.newest_source_ms = 9000;  // an attributes-only record came later
+  std::string bytes;
+  encode_twin(tw, bytes);
+  twin back;
+  ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.newest_source_ms, 9000);
+  // Format 4 had no such field: the newest stored sample stands in for it.
+  tw.newest_source_ms = 0;
+  encode_twin(tw, bytes);
+  bytes[0] = 5;
+  bytes.pop_back();
+  ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.newest_source_ms, 5000);
 }
 
 }  // namespace

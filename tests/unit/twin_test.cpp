@@ -140,6 +140,30 @@ TEST_F(TwinTest, RestartWithinTheWindowIsNotADuplicate) {
   EXPECT_EQ(apply(make("a", 5, 0, {{"x", 5.5}})), apply_status::duplicate);
 }
 
+TEST_F(TwinTest, ARedeliveredAttributesOnlyRecordIsADuplicateAndRevertsNothing) {
+  // Found by the telemetry fuzzer: attributes-only records (an aggregate's parent and
+  // capacity, say) leave no samples, so a redelivery used to pass for a restarted source.
+  auto attrs = [](uint64_t seq, int64_t ts, std::string parent) {
+    auto t = make("tr-1", seq, ts, {});
+    t.attributes = {{"parent", std::move(parent)}};
+    return t;
+  };
+  EXPECT_EQ(apply(attrs(1, 1000, "fd-1")), apply_status::applied);
+  EXPECT_EQ(apply(attrs(2, 2000, "fd-2")), apply_status::applied);
+  EXPECT_EQ(apply(attrs(3, 3000, "fd-3")), apply_status::applied);
+  // At-least-once redelivery of 1 and 2 after 3.
+  EXPECT_EQ(apply(attrs(1, 1000, "fd-1")), apply_status::duplicate);
+  EXPECT_FALSE(res.sequence_restarted);
+  EXPECT_EQ(apply(attrs(2, 2000, "fd-2")), apply_status::duplicate);
+  EXPECT_EQ(tw.attributes.at("parent"), "fd-3");
+  EXPECT_EQ(tw.duplicates, 2u);
+  EXPECT_EQ(tw.version, 3u);
+  // A source that really restarted (newer than every record) is still applied.
+  EXPECT_EQ(apply(attrs(1, 4000, "fd-4")), apply_status::applied);
+  EXPECT_TRUE(res.sequence_restarted);
+  EXPECT_EQ(tw.attributes.at("parent"), "fd-4");
+}
+
 TEST_F(TwinTest, SequenceZeroDisablesDuplicateDetection) {
   apply(make("a", 0, 1000, {{"x", 1.0}}));
   EXPECT_EQ(apply(make("a", 0, 1000, {{"x", 1.0}})), apply_status::applied);
