@@ -12,10 +12,11 @@ BUILD_PACKAGES := cmake ninja-build g++ pkg-config git \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
   libsimdjson-dev libtomlplusplus-dev libjemalloc-dev
 APT_PACKAGES := $(BUILD_PACKAGES) libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
-  openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema
+  openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema \
+  clang libclang-rt-14-dev
 
 .PHONY: all deps deps-build configure build run test chaos-soak bench bench-cluster bench-failover \
-  evaluate format clean kafka-jars kafka-start kafka-stop grpcurl deploy-tools dist image image-smoke
+  evaluate format clean kafka-jars kafka-start kafka-stop grpcurl deploy-tools dist image image-smoke fuzz
 
 all: build
 
@@ -93,6 +94,20 @@ deploy-tools:
 
 test: build kafka-jars grpcurl deploy-tools
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
+	$(MAKE) fuzz FUZZ_SECONDS=30
+
+# The libFuzzer targets (tests/fuzz): built with clang, ASan and UBSan in $(FUZZ_BUILD),
+# each run for FUZZ_SECONDS from seeds the project's own encoders write, then every kept
+# regression input once. The corpora grow in $(FUZZ_BUILD)/tests/fuzz/work between runs.
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD ?= $(BUILD)-fuzz
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER=clang++ -DFLEETTWIN_BUILD_FUZZERS=ON -DFLEETTWIN_BUILD_TESTS=OFF \
+	  -DFLEETTWIN_BUILD_BENCHMARKS=OFF -DFLEETTWIN_BUILD_TOOLS=OFF \
+	  -DFLEETTWIN_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fleettwin_fuzzers
+	cd $(FUZZ_BUILD) && ctest -L fuzz --output-on-failure -j $(JOBS)
 
 # The node, CLI and simulator and the example configuration installed under $(DIST), as
 # the container image holds them: a Release build without tests or benchmarks.
