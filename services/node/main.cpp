@@ -4,6 +4,7 @@
 #include <iostream>
 #include <thread>
 
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 
 #include "services/node/node.hpp"
@@ -14,6 +15,17 @@ int main(int argc, char** argv) {
     return *code;
   spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e level=%l %v");
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  // libprotobuf writes its complaints (e.g. a relation record whose strings are not
+  // UTF-8) to stderr in a format of its own, one line per bad record: under a flood of
+  // bad records that is a flood of lines. The record itself goes to the DLQ with the
+  // reason, so the message is a debug line of the node's log.
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+        if (level >= google::protobuf::LOGLEVEL_FATAL)
+          spdlog::critical("event=protobuf_fatal at={}:{} message=\"{}\"", file, line, message);
+        else
+          spdlog::debug("event=protobuf_log at={}:{} message=\"{}\"", file, line, message);
+      });
   // Signals are taken by a dedicated thread through sigwait, never in a handler.
   sigset_t signals;
   sigemptyset(&signals);
