@@ -20,6 +20,9 @@ namespace fleettwin::storage {
 
 namespace {
 
+/// Members reserved up front when an aggregate is loaded, at most.
+constexpr uint64_t max_members_reserved = 1 << 16;
+
 constexpr const char* twins_cf_name = "twins";
 constexpr const char* history_cf_name = "history";
 constexpr const char* aggregates_cf_name = "aggregates";
@@ -406,7 +409,9 @@ runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::strin
   rocksdb::Slice upper{end};
   ro.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, members_)};
-  out.members.reserve(out.header.members);
+  // The header's count is a hint, not a promise: a corrupt header must not ask for
+  // gigabytes (found by the changelog fuzzer).
+  out.members.reserve(std::min<uint64_t>(out.header.members, max_members_reserved));
   for (it->Seek(key); it->Valid(); it->Next()) {
     auto k = view(it->key());
     core::member_entry e;
