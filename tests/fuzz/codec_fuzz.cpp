@@ -62,27 +62,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto bytes = in.rest();
   switch (selector % 6) {
     case 0:
-      round_trip<core::twin>(
-          bytes, [](auto b, auto& t) { return core::decode_twin(b, t); },
-          [](const auto& t, auto& out) { core::encode_twin(t, out); });
+      round_trip<core::twin>(bytes, core::decode_twin, core::encode_twin);
       break;
     case 1:
-      round_trip<core::history_point>(
-          bytes, [](auto b, auto& p) { return core::decode_history_point(b, p); },
-          [](const auto& p, auto& out) { core::encode_history_point(p, out); });
+      round_trip<core::history_point>(bytes, core::decode_history_point,
+                                      core::encode_history_point);
       break;
     case 2:
       round_trip<std::vector<sample>>(bytes, decode_segment, encode_segment);
       break;
     case 3:
-      round_trip<core::aggregate_header>(
-          bytes, [](auto b, auto& h) { return core::decode_aggregate_header(b, h); },
-          [](const auto& h, auto& out) { core::encode_aggregate_header(h, out); });
+      round_trip<core::aggregate_header>(bytes, core::decode_aggregate_header,
+                                         core::encode_aggregate_header);
       break;
     case 4:
-      round_trip<core::member_entry>(
-          bytes, [](auto b, auto& e) { return core::decode_member_entry(b, e); },
-          [](const auto& e, auto& out) { core::encode_member_entry(e, out); });
+      round_trip<core::member_entry>(bytes, core::decode_member_entry, core::encode_member_entry);
       break;
     default:
       round_trip<std::vector<core::contribution>>(
