@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "services/node/config.hpp"
 
 namespace fleettwin::node {
@@ -42,7 +44,10 @@ protected:
   void TearDown() override {
     std::filesystem::remove(path);
   }
-  std::string path = ::testing::TempDir() + "node-config-test.toml";
+  // ctest runs these tests as parallel processes: each gets a file of its own.
+  std::string path = ::testing::TempDir() + "node-config-test-" +
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" +
+                     std::to_string(::getpid()) + ".toml";
 };
 
 TEST_F(NodeConfigFile, KeysAreTheLongOptionNames) {
