@@ -10,10 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
-  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev
+  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libssl-dev
 APT_PACKAGES := $(BUILD_PACKAGES) libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
   openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema \
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev openssl
 
 .PHONY: all deps deps-build configure build run test chaos-soak bench bench-cluster bench-failover \
   evaluate format clean kafka-jars kafka-start kafka-stop grpcurl deploy-tools dist image image-smoke fuzz

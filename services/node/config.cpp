@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "services/security/bind_policy.hpp"
+
 namespace fleettwin::node {
 
 std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::ostream& out,
@@ -172,6 +174,28 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Host other nodes and clients reach this node at (published in the members "
                  "topic; the cluster port listens on it)")
       ->envname("FLEETTWIN_ADVERTISE_HOST");
+  app.add_option("--tls-cert", cfg.tls_cert,
+                 "PEM certificate chain of this node: gRPC is served over TLS (the files are "
+                 "re-read when they change)")
+      ->envname("FLEETTWIN_TLS_CERT");
+  app.add_option("--tls-key", cfg.tls_key, "PEM private key of --tls-cert")
+      ->envname("FLEETTWIN_TLS_KEY");
+  app.add_option("--tls-ca", cfg.tls_ca,
+                 "PEM CA bundle that client certificates are verified against (mutual TLS)")
+      ->envname("FLEETTWIN_TLS_CA");
+  app.add_option("--tls-client-auth", cfg.tls_client_auth,
+                 "Client certificates on the gRPC port: none, optional (verified when "
+                 "presented) or require (default: require with --tls-ca, none without)")
+      ->envname("FLEETTWIN_TLS_CLIENT_AUTH")
+      ->check(CLI::IsMember({"none", "optional", "require"}));
+  app.add_option("--tls-refresh-s", cfg.tls_refresh_s,
+                 "How often the certificate, key and CA files are checked for a rotation")
+      ->envname("FLEETTWIN_TLS_REFRESH_S")
+      ->check(CLI::Range(1u, 86'400u));
+  app.add_flag("--insecure", cfg.insecure,
+               "Allow plaintext gRPC, metrics and cluster listeners on addresses other than "
+               "loopback (without it the node refuses to start that way)")
+      ->envname("FLEETTWIN_INSECURE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ConfigError& e) {
@@ -217,7 +241,64 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
         << "can move)\n";
     return 2;
   }
+  if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
+    err << "--tls-cert and --tls-key go together\n";
+    return 2;
+  }
+  if (cfg.tls_cert.empty() && (!cfg.tls_ca.empty() || !cfg.tls_client_auth.empty())) {
+    err << "--tls-ca and --tls-client-auth need TLS: give --tls-cert and --tls-key\n";
+    return 2;
+  }
+  if (cfg.tls_client_auth.empty())
+    cfg.tls_client_auth = cfg.tls_ca.empty() ? "none" : "require";
+  if (cfg.tls_client_auth != "none" && cfg.tls_ca.empty()) {
+    err << "--tls-client-auth " << cfg.tls_client_auth
+        << " needs --tls-ca, the CA bundle client certificates are verified against\n";
+    return 2;
+  }
+  if (auto why = plaintext_refusal(cfg)) {
+    err << *why << '\n';
+    return 2;
+  }
   return std::nullopt;
+}
+
+std::vector<plaintext_listener> plaintext_listeners(const node_config& cfg) {
+  const plaintext_listener all[] = {
+      {"gRPC", "--grpc", cfg.grpc_address},
+      {"metrics", "--metrics", cfg.metrics_address},
+      {"the cluster port", "--advertise-host",
+       cfg.advertise_host + ":" + std::to_string(cfg.cluster_port)},
+  };
+  const bool tls[] = {!cfg.tls_cert.empty(), false, false};
+  std::vector<plaintext_listener> out;
+  for (size_t i = 0; i < std::size(all); ++i)
+    if (!tls[i] && !security::loopback_only(all[i].address))
+      out.push_back(all[i]);
+  return out;
+}
+
+std::optional<std::string> plaintext_refusal(const node_config& cfg) {
+  if (cfg.insecure)
+    return std::nullopt;
+  auto open = plaintext_listeners(cfg);
+  if (open.empty())
+    return std::nullopt;
+  const auto& l = open.front();
+  return "refusing to serve " + l.what + " in plaintext on " + l.address + " (" + l.option +
+         " is not a loopback address): " +
+         (l.what == "gRPC" ? "give --tls-cert and --tls-key, or " : "") +
+         "pass --insecure to allow plaintext on a network you trust";
+}
+
+security::server_tls node_config::grpc_tls() const {
+  security::server_tls tls;
+  tls.cert_file = tls_cert;
+  tls.key_file = tls_key;
+  tls.ca_file = tls_ca;
+  tls.clients = security::parse_client_auth(tls_client_auth).value_or(security::client_auth::none);
+  tls.refresh_seconds = tls_refresh_s;
+  return tls;
 }
 
 }  // namespace fleettwin::node

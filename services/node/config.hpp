@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "services/security/tls.hpp"
+
 namespace fleettwin::node {
 
 /// Every option of fleettwin-node. Flags, FLEETTWIN_* environment variables
@@ -81,6 +83,23 @@ struct node_config {
   int cluster_port = 4242;
   std::string advertise_host = "127.0.0.1";
 
+  // --- security ------------------------------------------------------------
+  /// This node's certificate chain and key (PEM): TLS on the gRPC port (and, once
+  /// CAF's OpenSSL module is wired, on the cluster port).
+  std::string tls_cert;
+  std::string tls_key;
+  /// CA bundle that client (and peer) certificates are verified against.
+  std::string tls_ca;
+  /// none | optional | require; empty: require with --tls-ca, none without.
+  std::string tls_client_auth;
+  /// How often the certificate files are checked for rotation.
+  unsigned tls_refresh_s = 60;
+  /// Allows plaintext listeners on non-loopback addresses.
+  bool insecure = false;
+
+  /// The gRPC port's TLS settings (disabled when no certificate is given).
+  security::server_tls grpc_tls() const;
+
   bool exactly_once() const {
     return guarantee == "exactly-once";
   }
@@ -93,5 +112,17 @@ struct node_config {
 /// (e.g. --help), or nullopt to run.
 std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::ostream& out,
                                 std::ostream& err);
+
+/// A listener without TLS on an address other than loopback.
+struct plaintext_listener {
+  std::string what;    ///< "gRPC", "metrics", "the cluster port"
+  std::string option;  ///< the option that set its address
+  std::string address;
+};
+std::vector<plaintext_listener> plaintext_listeners(const node_config& cfg);
+
+/// Why the node must not start with these listeners: a plaintext listener on an address
+/// other than loopback, without --insecure. nullopt when it may.
+std::optional<std::string> plaintext_refusal(const node_config& cfg);
 
 }  // namespace fleettwin::node

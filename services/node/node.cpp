@@ -16,6 +16,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
+#include "services/security/tls.hpp"
 
 namespace fleettwin::node {
 
@@ -294,6 +295,11 @@ bool node::init(std::string& error) {
       cfg_.node_id, grpc_port_, cfg_.metrics_address.substr(0, cfg_.metrics_address.rfind(':')),
       metrics_->port(), bootstrap_, embedded_ != nullptr, cfg_.data_dir,
       consumer_->partition_count(), cfg_.read_lease_ms);
+  for (const auto& l : plaintext_listeners(cfg_))
+    spdlog::warn(
+        "event=insecure_listener listener=\"{}\" address={} reason=\"--insecure: "
+        "plaintext beyond loopback; anyone who reaches it can read and change twins\"",
+        l.what, l.address);
   return true;
 }
 
@@ -396,7 +402,17 @@ bool node::start_grpc(std::string& error) {
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ::grpc::ServerBuilder builder;
-  builder.AddListeningPort(cfg_.grpc_address, ::grpc::InsecureServerCredentials(), &grpc_port_);
+  std::shared_ptr<::grpc::ServerCredentials> credentials = ::grpc::InsecureServerCredentials();
+  if (const auto tls = cfg_.grpc_tls(); tls.enabled()) {
+    if (auto why = security::check(tls)) {
+      error = "TLS for gRPC: " + *why;
+      return false;
+    }
+    credentials = security::server_credentials(tls);
+    spdlog::info("event=grpc_tls cert={} client_auth={} refresh_s={}", tls.cert_file,
+                 cfg_.tls_client_auth, tls.refresh_seconds);
+  }
+  builder.AddListeningPort(cfg_.grpc_address, credentials, &grpc_port_);
   builder.RegisterService(twin_service_.get());
   builder.RegisterService(node_service_.get());
   builder.RegisterService(admin_service_.get());

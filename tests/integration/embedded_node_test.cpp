@@ -176,7 +176,7 @@ TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {
   constexpr int16_t join_group = 11;  // Kafka's JoinGroup API key
   kafka->delay_request(join_group, 8s);
   node = std::make_unique<node_process>(kafka->bootstrap(), dir + "/data");
-  node->start();
+  node->start(/*until_ready=*/false);
   nodes = v1::NodeService::NewStub(
       grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials()));
   const auto addr = node->grpc_address();

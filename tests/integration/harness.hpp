@@ -27,7 +27,9 @@ public:
   /// The Kafka the node uses (its embedded one: from its bootstrap file).
   std::string bootstrap() const;
   ~node_process() = default;
-  void start();
+  /// Starts the node and returns once its gRPC port answers and, with `until_ready`, its
+  /// health is SERVING (partitions assigned; given up after 30 s).
+  void start(bool until_ready = true);
   /// SIGKILL, no chance to flush.
   void kill9() {
     process_.kill9();
@@ -38,6 +40,10 @@ public:
   }
   bool running() {
     return process_.running();
+  }
+  /// Credentials of the readiness check in start() (default: plaintext).
+  void use_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    credentials_ = std::move(credentials);
   }
   std::string grpc_address() const {
     return "127.0.0.1:" + std::to_string(grpc_port_);
@@ -57,6 +63,7 @@ private:
   int metrics_port_ = 0;
   child_process process_;
   std::string log_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
 };
 
 }  // namespace fleettwin::test

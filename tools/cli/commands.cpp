@@ -23,10 +23,16 @@ namespace {
 /// A full page of twins with many properties exceeds gRPC's 4 MiB default.
 constexpr int max_receive_bytes = 64 << 20;
 
-std::shared_ptr<grpc::Channel> make_channel(const std::string& server) {
+std::shared_ptr<grpc::Channel> make_channel(const global_options& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_receive_bytes);
-  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  if (!options.tls.server_name.empty())
+    args.SetSslTargetNameOverride(options.tls.server_name);
+  std::string error;
+  auto credentials = security::channel_credentials(options.tls, error);
+  if (!credentials)
+    throw usage_error(error);
+  return grpc::CreateCustomChannel(options.server, credentials, args);
 }
 
 double elapsed_ms(std::chrono::steady_clock::time_point since) {
@@ -54,7 +60,7 @@ session::session(const global_options& options, std::ostream& out, std::ostream&
       err_(err),
       interrupt_(interrupt),
       clock_(std::move(clock)),
-      channel_(make_channel(options.server)),
+      channel_(make_channel(options)),
       twins_(v1::TwinService::NewStub(channel_)),
       nodes_(v1::NodeService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)),
@@ -71,6 +77,20 @@ void session::set_deadline(grpc::ClientContext& context) const {
 int session::fail(const grpc::Status& status) {
   err_ << fmt::format("error: {}: {}\n", status_code_name(status.error_code()),
                       status.error_message());
+  const auto& message = status.error_message();
+  const bool no_connection = message.find("failed to connect") != std::string::npos ||
+                             message.find("Socket closed") != std::string::npos ||
+                             message.find("andshake") != std::string::npos;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && no_connection) {
+    // A TLS port closes a plaintext connection, and a failed handshake looks the same.
+    if (!options_.tls.enabled())
+      err_ << "hint: if the node serves TLS, give --tls-ca (and --tls-cert and --tls-key when "
+              "it requires client certificates)\n";
+    else
+      err_ << "hint: check that --tls-ca issued the node's certificate, that the certificate "
+              "names the --server host (or give --tls-server-name), and that the node accepts "
+              "your client certificate\n";
+  }
   return exit_code_for(status.error_code());
 }
 

@@ -13,6 +13,7 @@
 #include "fleettwin/v1/aggregate.grpc.pb.h"
 #include "fleettwin/v1/analytics.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
+#include "services/security/tls.hpp"
 
 namespace fleettwin::cli {
 
@@ -22,6 +23,8 @@ struct global_options {
   std::string server;
   bool json = false;
   double timeout_s = 10;
+  /// TLS to the node (plaintext when neither a CA nor a client certificate is given).
+  security::client_tls tls;
 };
 
 /// What every command needs: stubs on one channel, the output streams, the clock.

@@ -318,6 +318,17 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   app.add_option("--server", cl.global.server, "Node address host:port")
       ->envname("FLEETTWIN_SERVER")
       ->capture_default_str();
+  app.add_option("--tls-ca", cl.global.tls.ca_file,
+                 "PEM CA bundle to verify the node's certificate with: talk TLS")
+      ->envname("FLEETTWIN_TLS_CA");
+  app.add_option("--tls-cert", cl.global.tls.cert_file,
+                 "PEM client certificate for mutual TLS (with --tls-key)")
+      ->envname("FLEETTWIN_TLS_CERT");
+  app.add_option("--tls-key", cl.global.tls.key_file, "PEM private key of --tls-cert")
+      ->envname("FLEETTWIN_TLS_KEY");
+  app.add_option("--tls-server-name", cl.global.tls.server_name,
+                 "Name the node's certificate must carry, when it is not the --server host")
+      ->envname("FLEETTWIN_TLS_SERVER_NAME");
   app.add_flag("--json", cl.global.json, "Machine-readable output (JSON, one document per line)");
   app.add_option("--timeout", cl.global.timeout_s, "Deadline of each call in seconds")
       ->check(CLI::PositiveNumber)
