@@ -97,7 +97,10 @@ using gateway_actor = caf::typed_actor<
     // this node's endpoint as the relay knows it (echoed in `watching`).
     caf::reacts_to<watch_atom, std::string, std::string, caf::actor, std::string>,
     // A local call finished (internal).
-    caf::reacts_to<answer_atom, uint64_t, int32_t, std::string, std::string>>;
+    caf::reacts_to<answer_atom, uint64_t, int32_t, std::string, std::string>,
+    // Another node connected: its endpoint and gateway, so that this node calls it over
+    // the same connection instead of opening a second one.
+    caf::reacts_to<hello_atom, std::string, caf::actor>>;
 
 /// Sends calls to the gateways of other nodes, connecting on first use.
 using forwarder_actor = caf::typed_actor<
@@ -107,6 +110,10 @@ using forwarder_actor = caf::typed_actor<
     // Subscribes a watch relay to the changes of the node at host:port.
     caf::reacts_to<watch_atom, std::string, std::string, std::string, caf::actor>,
     // The node at host:port left the group: its calls in flight fail now.
-    caf::reacts_to<gone_atom, std::string>>;
+    caf::reacts_to<gone_atom, std::string>,
+    // This node's own endpoint and gateway, introduced to every node it connects to.
+    caf::reacts_to<self_atom, std::string, caf::actor>,
+    // A node that connected to this one (relayed by the gateway): use its connection.
+    caf::reacts_to<hello_atom, std::string, caf::actor>>;
 
 }  // namespace fleettwin::runtime

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "fleettwin/v1/twin.pb.h"
 
@@ -84,8 +85,10 @@ void remote_watcher::flush() {
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
     std::shared_ptr<::grpc::Channel> local, std::string node_id,
-    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control) {
+    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control,
+    runtime::forwarder_actor forwarder) {
   self->state.stub = std::make_unique<::grpc::GenericStub>(std::move(local));
+  self->state.forwarder = std::move(forwarder);
   self->state.node_id = std::move(node_id);
   self->state.hub = std::move(hub);
   self->state.control = std::move(control);
@@ -98,6 +101,10 @@ runtime::gateway_actor::behavior_type gateway(
     st.watchers.erase(it);
   });
   return {
+      [self](runtime::hello_atom, std::string& endpoint, caf::actor& gateway) {
+        self->send(self->state.forwarder, runtime::hello_atom::value, std::move(endpoint),
+                   std::move(gateway));
+      },
       [self](runtime::watch_atom, std::string& name, std::string& filter, caf::actor& relay,
              std::string& endpoint) {
         auto& st = self->state;
@@ -194,6 +201,12 @@ void complete(forwarder_ptr self, uint64_t id, runtime::forward_reply reply) {
   done(std::move(reply));
 }
 
+/// True for the methods that change nothing (safe to send twice).
+bool is_read(const std::string& method) {
+  auto name = std::string_view{method}.substr(method.rfind('/') + 1);
+  return name.rfind("Get", 0) == 0 || name.rfind("List", 0) == 0 || name.rfind("BatchGet", 0) == 0;
+}
+
 /// Fails every call in flight to `endpoint` with `why`.
 void fail_calls(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
   std::vector<runtime::forward_completion> failed;
@@ -214,9 +227,16 @@ void fail_calls(forwarder_ptr self, const std::string& endpoint, const std::stri
 
 void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle,
                std::string method, std::string request, std::string metadata,
-               runtime::forward_completion done) {
+               runtime::forward_completion done, bool retried = false) {
   auto id = self->state.next_call++;
-  self->state.calls.emplace(id, forwarder_state::call{endpoint, std::move(done)});
+  forwarder_state::call c{endpoint, std::move(done)};
+  c.retried = retried;
+  if (!retried && is_read(method)) {
+    c.method = method;
+    c.request = request;
+    c.metadata = metadata;
+  }
+  self->state.calls.emplace(id, std::move(c));
   self->request(handle, self->state.timeout, runtime::forward_atom::value, std::move(method),
                 std::move(request), std::move(metadata))
       .then(
@@ -232,6 +252,20 @@ void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway
                                                 self->system().render(e) + "); retry shortly",
                                             {}});
           });
+}
+
+/// `handle` is the gateway of the node at `endpoint`: calls waiting for it go now.
+void adopt_peer(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle) {
+  auto& p = self->state.peers[endpoint];
+  if (p.handle && *p.handle == handle)
+    return;
+  self->monitor(handle);
+  p.connecting = false;
+  p.handle = handle;
+  auto waiting = std::move(p.waiting);
+  p.waiting.clear();
+  for (auto& w : waiting)
+    w(&handle, {});
 }
 
 /// Runs `action` with the gateway at `endpoint`, connecting first if needed.
@@ -258,7 +292,9 @@ void with_gateway(
     fail_all("the owner's cluster endpoint \"" + endpoint + "\" is malformed");
     return;
   }
-  auto mm = self->system().middleman().actor_handle();
+  // Mutual TLS when the node loaded CAF's OpenSSL module (only ever with certificates).
+  auto mm = self->system().has_openssl_manager() ? self->system().openssl_manager().actor_handle()
+                                                 : self->system().middleman().actor_handle();
   self->request(mm, self->state.timeout, caf::connect_atom::value, hp->first, hp->second)
       .then(
           [self, endpoint, fail_all](const caf::node_id&, caf::strong_actor_ptr& ptr,
@@ -268,19 +304,45 @@ void with_gateway(
               return;
             }
             auto handle = caf::actor_cast<runtime::gateway_actor>(ptr);
-            self->monitor(handle);
-            auto& p = self->state.peers[endpoint];
-            p.connecting = false;
-            p.handle = handle;
-            auto waiting = std::move(p.waiting);
-            p.waiting.clear();
-            for (auto& w : waiting)
-              w(&handle, {});
+            if (!self->state.own_endpoint.empty())
+              self->send(handle, runtime::hello_atom::value, self->state.own_endpoint,
+                         self->state.own_gateway);
+            adopt_peer(self, endpoint, handle);
           },
           [self, endpoint, fail_all](caf::error& e) {
             fail_all("cannot reach the node at " + endpoint + " that owns this twin (" +
                      self->system().render(e) + "); retry shortly");
           });
+}
+
+/// The connection to `endpoint` dropped: reads in flight that were not retried yet
+/// go once more on a new connection (a stranger's failed TLS handshake can close the
+/// other connections of CAF's OpenSSL module); the other calls fail with `why`.
+void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
+  std::vector<forwarder_state::call> again;
+  for (auto it = self->state.calls.begin(); it != self->state.calls.end();) {
+    if (it->second.endpoint == endpoint && !it->second.retried && !it->second.method.empty()) {
+      again.push_back(std::move(it->second));
+      it = self->state.calls.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  fail_calls(self, endpoint, why);
+  if (!again.empty())
+    spdlog::info("event=forwarded_calls_retried endpoint={} calls={}", endpoint, again.size());
+  for (auto& c : again) {
+    with_gateway(self, endpoint,
+                 [self, endpoint, c = std::move(c)](const runtime::gateway_actor* gw,
+                                                    const std::string& why) mutable {
+                   if (!gw) {
+                     c.done(runtime::forward_reply{unavailable, why, {}});
+                     return;
+                   }
+                   send_call(self, endpoint, *gw, std::move(c.method), std::move(c.request),
+                             std::move(c.metadata), std::move(c.done), /*retried=*/true);
+                 });
+  }
 }
 
 }  // namespace
@@ -338,11 +400,11 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
         auto endpoint = it->first;
         spdlog::info("event=peer_down endpoint={}", endpoint);
         self->state.peers.erase(it);
-        // The connection is gone: its calls cannot be answered any more.
-        fail_calls(self, endpoint,
-                   "the connection to node " + endpoint +
-                       ", which owns this twin, was lost; its partitions move to another "
-                       "node; retry shortly");
+        // The connection is gone: its calls cannot be answered over it any more.
+        retry_or_fail(self, endpoint,
+                      "the connection to node " + endpoint +
+                          ", which owns this twin, was lost; its partitions move to another "
+                          "node; retry shortly");
         return;
       }
   });
@@ -375,6 +437,18 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
                        }
                        self->send(*gw, runtime::watch_atom::value, name, filter, relay, endpoint);
                      });
+      },
+      [self](runtime::self_atom, std::string& endpoint, caf::actor& gateway) {
+        self->state.own_endpoint = std::move(endpoint);
+        self->state.own_gateway = std::move(gateway);
+      },
+      [self](runtime::hello_atom, std::string& endpoint, caf::actor& gateway) {
+        // A node connected to this one: call it over that connection from now on.
+        auto& p = self->state.peers[endpoint];
+        if (p.handle || !gateway)
+          return;
+        spdlog::debug("event=peer_hello endpoint={}", endpoint);
+        adopt_peer(self, endpoint, caf::actor_cast<runtime::gateway_actor>(gateway));
       },
       [self](runtime::gone_atom, std::string& endpoint) {
         fail_calls(self, endpoint,

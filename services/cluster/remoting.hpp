@@ -85,6 +85,7 @@ struct gateway_state {
   std::string node_id;
   std::shared_ptr<grpc_api::watch_hub> hub;
   std::shared_ptr<gateway_control> control;
+  runtime::forwarder_actor forwarder;
   uint64_t next_id = 1;
   std::map<uint64_t, caf::typed_response_promise<int32_t, std::string, std::string>> pending;
   /// Watches of other nodes, by their relay.
@@ -101,7 +102,8 @@ struct gateway_state {
 runtime::gateway_actor::behavior_type gateway(
     runtime::gateway_actor::stateful_pointer<gateway_state> self,
     std::shared_ptr<::grpc::Channel> local, std::string node_id,
-    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control);
+    std::shared_ptr<grpc_api::watch_hub> hub, std::shared_ptr<gateway_control> control,
+    runtime::forwarder_actor forwarder);
 
 /// The local end of a WatchTwins stream, nulled when the stream is done.
 struct watch_target {
@@ -135,15 +137,29 @@ struct forwarder_state {
   struct call {
     std::string endpoint;
     runtime::forward_completion done;
+    /// A read (Get*, List*, BatchGet*) keeps its request: when the connection drops
+    /// before the answer, it is sent once more on a new connection.
+    std::string method;
+    std::string request;
+    std::string metadata;
+    bool retried = false;
   };
   std::map<uint64_t, call> calls;
   uint64_t next_call = 1;
   std::chrono::milliseconds timeout{5'000};
+  /// This node's endpoint and gateway (self_atom), sent in a hello to each node this
+  /// one connects to.
+  std::string own_endpoint;
+  caf::actor own_gateway;
   static inline const char* name = "forwarder";
 };
 
-/// Connects to peers on first use (asynchronously, through the middleman)
-/// and forgets a peer whose connection went down.
+/// Connects to peers on first use (asynchronously, through the middleman, or CAF's
+/// OpenSSL module when loaded) and forgets a peer whose connection went down. One
+/// connection per pair of nodes: a node introduces itself to the node it connected to
+/// (hello), which then calls back over that connection. (Two connections between the
+/// same two nodes make CAF drop one; with the OpenSSL module it drops the older, so
+/// calls in both directions would keep failing.)
 runtime::forwarder_actor::behavior_type forwarder(
     runtime::forwarder_actor::stateful_pointer<forwarder_state> self,
     std::chrono::milliseconds timeout);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "actors/core/partitioning.hpp"
 #include "services/node/node.hpp"
@@ -15,17 +16,23 @@ bool node::start_remoting(std::string& error) {
   // services, in process.
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id, hub_,
-                            gateway_control_);
   forwarder_ = system_->spawn(cluster::forwarder, std::chrono::milliseconds{5'000});
-  auto port = system_->middleman().publish(gateway_, static_cast<uint16_t>(cfg_.cluster_port),
-                                           cfg_.advertise_host.c_str(), true);
+  gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id, hub_,
+                            gateway_control_, forwarder_);
+  const auto port_wanted = static_cast<uint16_t>(cfg_.cluster_port);
+  auto port =
+      cfg_.cluster_tls()
+          ? caf::openssl::publish(gateway_, port_wanted, cfg_.advertise_host.c_str(), true)
+          : system_->middleman().publish(gateway_, port_wanted, cfg_.advertise_host.c_str(), true);
   if (!port) {
     error = "cannot listen for other nodes on " + cfg_.advertise_host + ":" +
             std::to_string(cfg_.cluster_port) + ": " + system_->render(port.error());
     return false;
   }
   cluster_port_ = *port;
+  caf::anon_send(forwarder_, runtime::self_atom::value,
+                 cfg_.advertise_host + ":" + std::to_string(cluster_port_),
+                 caf::actor_cast<caf::actor>(gateway_));
   cluster::membership_options mo;
   mo.bootstrap = bootstrap_;
   mo.topic = topics_.members;

@@ -100,6 +100,12 @@ struct node_config {
   /// The gRPC port's TLS settings (disabled when no certificate is given).
   security::server_tls grpc_tls() const;
 
+  /// Mutual TLS between nodes on the cluster port (CAF's OpenSSL module): with this
+  /// node's certificate and the CA that peers are verified against.
+  bool cluster_tls() const {
+    return !tls_cert.empty() && !tls_ca.empty();
+  }
+
   bool exactly_once() const {
     return guarantee == "exactly-once";
   }

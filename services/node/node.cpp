@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "grpc/health/v1/health.pb.h"
 #include "services/kafka/telemetry_decoder.hpp"
@@ -119,6 +120,16 @@ bool node::init(std::string& error) {
   actor_cfg_.set("work-stealing.relaxed-sleep-duration",
                  caf::timespan{std::chrono::milliseconds{2}});
   actor_cfg_.load<caf::io::middleman>();
+  if (cfg_.cluster_tls()) {
+    // Mutual TLS on the cluster port. CAF's OpenSSL module falls back to anonymous,
+    // unauthenticated encryption when no certificate option is set: it is loaded only
+    // with all of them (each connection reads the files again, so a rotation applies
+    // to new connections).
+    actor_cfg_.openssl_certificate = cfg_.tls_cert;
+    actor_cfg_.openssl_key = cfg_.tls_key;
+    actor_cfg_.openssl_cafile = cfg_.tls_ca;
+    actor_cfg_.load<caf::openssl::manager>();
+  }
   system_ = std::make_unique<caf::actor_system>(actor_cfg_);
   auto acfg = std::make_shared<runtime::asset_config>();
   acfg->history_capacity = static_cast<uint32_t>(cfg_.history);

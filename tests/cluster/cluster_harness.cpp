@@ -47,8 +47,7 @@ void cluster_node::connect() {
   grpc::ChannelArguments channel_args;
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ =
-      grpc::CreateCustomChannel(grpc_address(), grpc::InsecureChannelCredentials(), channel_args);
+  channel_ = grpc::CreateCustomChannel(grpc_address(), credentials_, channel_args);
   twins_ = v1::TwinService::NewStub(channel_);
   nodes_ = v1::NodeService::NewStub(channel_);
   admin_ = v1::AdminService::NewStub(channel_);

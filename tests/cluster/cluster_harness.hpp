@@ -71,6 +71,10 @@ public:
   int metrics_port() const {
     return metrics_port_;
   }
+  /// Credentials of the test's gRPC calls to this node (default: plaintext).
+  void use_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    credentials_ = std::move(credentials);
+  }
   v1::TwinService::Stub& twins() {
     return *twins_;
   }
@@ -92,6 +96,7 @@ private:
   int metrics_port_ = 0;
   uint64_t max_file_bytes_ = 0;
   child_process process_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TwinService::Stub> twins_;
   std::unique_ptr<v1::NodeService::Stub> nodes_;

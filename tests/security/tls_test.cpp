@@ -12,28 +12,12 @@
 
 #include "integration/harness.hpp"
 #include "services/security/tls.hpp"
+#include "support/pki.hpp"
 
 namespace fleettwin::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-/// A directory with a CA (ca.crt) and the certificates make-certs.sh issued from it.
-struct pki {
-  explicit pki(const std::string& name) : dir(make_temp_dir(name)) {
-    issue("ca");
-  }
-  void issue(const std::string& args) {
-    auto [rc, out] =
-        run_command(std::string{FLEETTWIN_MAKE_CERTS} + " " + dir + " " + args + " 2>&1");
-    if (rc != 0)
-      throw std::runtime_error("make-certs.sh " + args + ": " + out);
-  }
-  std::string file(const std::string& name) const {
-    return dir + "/" + name;
-  }
-  std::string dir;
-};
 
 /// A new connection each call: channels of the tests never share a subchannel, so each
 /// one makes its own TLS handshake.
@@ -59,13 +43,7 @@ grpc::Status ping(const std::shared_ptr<grpc::Channel>& ch) {
 }
 
 security::client_tls client(const pki& p, const std::string& name = "") {
-  security::client_tls tls;
-  tls.ca_file = p.file("ca.crt");
-  if (!name.empty()) {
-    tls.cert_file = p.file(name + ".crt");
-    tls.key_file = p.file(name + ".key");
-  }
-  return tls;
+  return p.client(name);
 }
 
 class TlsTest : public ::testing::Test {
