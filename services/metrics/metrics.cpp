@@ -539,25 +539,35 @@ void reliability_probe::on_revival() {
   revivals_.Increment();
 }
 
-node_metrics::node_metrics(const std::string& address)
+node_metrics::node_metrics(const std::string& address, const https_files& tls)
     : registry_(std::make_shared<prometheus::Registry>()),
-      exposer_(std::make_unique<prometheus::Exposer>(address)),
+      exposer_(tls.cert_file.empty() ? std::make_unique<prometheus::Exposer>(address) : nullptr),
+      https_exposer_(tls.cert_file.empty() ? nullptr
+                                           : std::make_unique<https_exposer>(address, tls)),
       ingest_(std::make_shared<prometheus_ingest_probe>(*registry_)),
       grpc_(std::make_unique<grpc_probe>(*registry_)),
       restore_(std::make_unique<restore_probe>(*registry_)),
       reliability_(std::make_unique<reliability_probe>(*registry_)) {
-  exposer_->RegisterCollectable(registry_);
+  if (exposer_)
+    exposer_->RegisterCollectable(registry_);
+  else
+    https_exposer_->add(registry_);
 }
 
 node_metrics::~node_metrics() = default;
 
 void node_metrics::add_scrape_gauges(std::vector<scrape_gauge> gauges) {
   auto c = std::make_shared<scrape_collectable>(std::move(gauges));
-  exposer_->RegisterCollectable(c);
+  if (exposer_)
+    exposer_->RegisterCollectable(c);
+  else
+    https_exposer_->add(c);
   collectables_.push_back(std::move(c));
 }
 
 uint16_t node_metrics::port() const {
+  if (https_exposer_)
+    return https_exposer_->port();
   auto ports = exposer_->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();
 }

@@ -21,6 +21,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include "services/metrics/https_exposer.hpp"
 
 #include "actors/runtime/ports.hpp"
 
@@ -121,11 +122,11 @@ private:
   prometheus::Counter& revivals_;
 };
 
-/// The node's registry and HTTP exposer.
+/// The node's registry and its exposer: HTTP, or HTTPS when `tls` names a certificate.
 class node_metrics {
 public:
   /// Binds `address` ("host:port"); throws std::runtime_error when it cannot.
-  explicit node_metrics(const std::string& address);
+  explicit node_metrics(const std::string& address, const https_files& tls = {});
   ~node_metrics();
 
   prometheus::Registry& registry() {
@@ -156,7 +157,8 @@ public:
 
 private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<prometheus::Exposer> exposer_;  // plaintext
+  std::unique_ptr<https_exposer> https_exposer_;  // or TLS
   std::shared_ptr<runtime::ingest_probe> ingest_;
   std::unique_ptr<grpc_probe> grpc_;
   std::unique_ptr<restore_probe> restore_;

@@ -270,7 +270,7 @@ std::vector<plaintext_listener> plaintext_listeners(const node_config& cfg) {
       {"the cluster port", "--advertise-host",
        cfg.advertise_host + ":" + std::to_string(cfg.cluster_port)},
   };
-  const bool tls[] = {!cfg.tls_cert.empty(), false, cfg.cluster_tls()};
+  const bool tls[] = {!cfg.tls_cert.empty(), !cfg.tls_cert.empty(), cfg.cluster_tls()};
   std::vector<plaintext_listener> out;
   for (size_t i = 0; i < std::size(all); ++i)
     if (!tls[i] && !security::loopback_only(all[i].address))
@@ -287,7 +287,7 @@ std::optional<std::string> plaintext_refusal(const node_config& cfg) {
   const auto& l = open.front();
   return "refusing to serve " + l.what + " in plaintext on " + l.address + " (" + l.option +
          " is not a loopback address): " +
-         (l.what == "gRPC" ? "give --tls-cert and --tls-key, or "
+         (l.what != "the cluster port" ? "give --tls-cert and --tls-key, or "
           : l.what == "the cluster port"
               ? "give --tls-cert, --tls-key and --tls-ca (nodes verify each other against it), "
                 "or "

@@ -93,9 +93,16 @@ bool node::init(std::string& error) {
   store_ = storage::rocksdb_store::open(so, error);
   if (!store_)
     return false;
-  // Metrics.
+  // Metrics (over TLS with the node's certificate, checked first).
+  if (const auto tls = cfg_.grpc_tls(); tls.enabled()) {
+    if (auto why = security::check(tls)) {
+      error = "TLS: " + *why;
+      return false;
+    }
+  }
   try {
-    metrics_ = std::make_unique<metrics::node_metrics>(cfg_.metrics_address);
+    metrics_ = std::make_unique<metrics::node_metrics>(
+        cfg_.metrics_address, metrics::https_files{cfg_.tls_cert, cfg_.tls_key});
   } catch (const std::exception& e) {
     error = "cannot serve metrics on " + cfg_.metrics_address + ": " + e.what();
     return false;
@@ -415,10 +422,6 @@ bool node::start_grpc(std::string& error) {
   ::grpc::ServerBuilder builder;
   std::shared_ptr<::grpc::ServerCredentials> credentials = ::grpc::InsecureServerCredentials();
   if (const auto tls = cfg_.grpc_tls(); tls.enabled()) {
-    if (auto why = security::check(tls)) {
-      error = "TLS for gRPC: " + *why;
-      return false;
-    }
     credentials = security::server_credentials(tls);
     spdlog::info("event=grpc_tls cert={} client_auth={} refresh_s={}", tls.cert_file,
                  cfg_.tls_client_auth, tls.refresh_seconds);

@@ -128,6 +128,34 @@ TEST_F(TlsTest, ServerTlsAloneServesClientsWithoutCertificates) {
   start(tls_args(ours, "node-a"), client(ours));
   EXPECT_TRUE(ping(channel(address(), client(ours))).ok());
   EXPECT_EQ(ping(channel(address(), {})).error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  // The metrics port serves HTTPS with the same certificate, as Prometheus scrapes it.
+  const std::string url = "https://127.0.0.1:" + std::to_string(node_->metrics_port());
+  auto [rc, out] = run_command("curl -sS --max-time 10 --cacert " + ours.file("ca.crt") + " " +
+                               url + "/metrics 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("# TYPE fleettwin_records_applied_total counter"), std::string::npos)
+      << out.substr(0, 2000);
+  auto [rc404, out404] = run_command(
+      "curl -s -o /dev/null -w '%{http_code}' --max-time 10 "
+      "--cacert " +
+      ours.file("ca.crt") + " " + url + "/other");
+  EXPECT_EQ(out404, "404");
+  auto [plain_rc, plain_out] = run_command("curl -sS --max-time 5 http://127.0.0.1:" +
+                                           std::to_string(node_->metrics_port()) + "/metrics 2>&1");
+  EXPECT_NE(plain_rc, 0) << plain_out;
+  auto [untrusted_rc, untrusted_out] =
+      run_command("curl -sS --max-time 5 " + url + "/metrics 2>&1");
+  EXPECT_NE(untrusted_rc, 0) << "a client that does not trust the CA got in: " << untrusted_out;
+  // And it starts on a wildcard address without --insecure, TLS covering every port.
+  // (`timeout 5` stops it: exit status 124 means it was still running.)
+  auto [wild_rc, wild_out] =
+      run_command("timeout 5 " + std::string{FLEETTWIN_NODE_BINARY} + " --data-dir " +
+                  make_temp_dir("tls-wild") + " --cluster-port 0 --grpc 127.0.0.1:" +
+                  std::to_string(free_port()) + " --metrics 0.0.0.0:0 --tls-cert " +
+                  ours.file("node-a.crt") + " --tls-key " + ours.file("node-a.key") + " 2>&1");
+  EXPECT_EQ(wild_rc, 124) << wild_out;
+  EXPECT_EQ(wild_out.find("refusing"), std::string::npos) << wild_out;
 }
 
 TEST_F(TlsTest, RotatedCertificatesServeNewConnectionsWhileConnectedClientsStay) {

@@ -41,9 +41,14 @@ TEST(BindPolicy, EveryPlaintextListenerBeyondLoopbackIsNamedUnlessTlsCoversIt) {
   EXPECT_NE(why->find("--tls-cert"), std::string::npos) << *why;
   cfg.tls_cert = "node.crt";
   cfg.tls_key = "node.key";
+  // TLS covers gRPC and metrics; the cluster port needs the CA its peers are checked with.
   open = node::plaintext_listeners(cfg);
-  ASSERT_EQ(open.size(), 2u);
-  EXPECT_EQ(open[0].what, "metrics");
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].what, "the cluster port");
+  EXPECT_NE(node::plaintext_refusal(cfg)->find("--tls-ca"), std::string::npos);
+  cfg.tls_ca = "ca.crt";
+  EXPECT_TRUE(node::plaintext_listeners(cfg).empty());
+  cfg.tls_ca.clear();
   cfg.insecure = true;
   EXPECT_FALSE(node::plaintext_refusal(cfg));
 }
