@@ -548,6 +548,12 @@ node_metrics::node_metrics(const std::string& address, const https_files& tls)
       grpc_(std::make_unique<grpc_probe>(*registry_)),
       restore_(std::make_unique<restore_probe>(*registry_)),
       reliability_(std::make_unique<reliability_probe>(*registry_)) {
+  auth_refusals_ = &BuildCounter()
+                        .Name("fleettwin_auth_refusals_total")
+                        .Help(
+                            "gRPC calls refused by token authentication, by reason (missing, "
+                            "invalid, expired token; forbidden: a role is missing)")
+                        .Register(*registry_);
   if (exposer_)
     exposer_->RegisterCollectable(registry_);
   else

@@ -141,6 +141,12 @@ public:
     return *grpc_;
   }
 
+  /// A call refused by token authentication ("missing", "invalid", "expired",
+  /// "forbidden"): fleettwin_auth_refusals_total{reason}.
+  void auth_refused(const char* reason) {
+    auth_refusals_->Add({{"reason", reason}}).Increment();
+  }
+
   restore_probe& restore() {
     return *restore_;
   }
@@ -163,6 +169,7 @@ private:
   std::unique_ptr<grpc_probe> grpc_;
   std::unique_ptr<restore_probe> restore_;
   std::unique_ptr<reliability_probe> reliability_;
+  prometheus::Family<prometheus::Counter>* auth_refusals_ = nullptr;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
 };
 

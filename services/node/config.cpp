@@ -192,6 +192,32 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "How often the certificate, key and CA files are checked for a rotation")
       ->envname("FLEETTWIN_TLS_REFRESH_S")
       ->check(CLI::Range(1u, 86'400u));
+  app.add_option("--auth-jwks", cfg.auth.jwks_file,
+                 "JWKS file of the keys that sign bearer tokens (RS256, ES256): every gRPC call "
+                 "then needs 'authorization: Bearer <JWT>' (re-read when it changes)")
+      ->envname("FLEETTWIN_AUTH_JWKS");
+  app.add_option("--auth-hs256-secret-file", cfg.auth.hs256_secret_file,
+                 "File holding the shared secret of HS256 tokens (at least 32 bytes)")
+      ->envname("FLEETTWIN_AUTH_HS256_SECRET_FILE");
+  app.add_option("--auth-issuer", cfg.auth.issuer, "The issuer (iss) tokens must name")
+      ->envname("FLEETTWIN_AUTH_ISSUER");
+  app.add_option("--auth-audience", cfg.auth.audience,
+                 "The audience (aud) tokens must name (recommended: this cluster's name)")
+      ->envname("FLEETTWIN_AUTH_AUDIENCE");
+  app.add_option("--auth-roles-claim", cfg.auth.roles_claim,
+                 "Claim with the roles (viewer, operator, admin): an array or a space-separated "
+                 "string")
+      ->envname("FLEETTWIN_AUTH_ROLES_CLAIM");
+  app.add_option("--auth-tenant-claim", cfg.auth.tenant_claim, "Claim with the caller's tenant")
+      ->envname("FLEETTWIN_AUTH_TENANT_CLAIM");
+  app.add_option("--auth-leeway-s", cfg.auth.leeway_s,
+                 "Clock skew allowed when checking exp and nbf")
+      ->envname("FLEETTWIN_AUTH_LEEWAY_S")
+      ->check(CLI::Range(int64_t{0}, int64_t{600}));
+  app.add_option("--auth-reload-s", cfg.auth_reload_s,
+                 "How often the JWKS file is checked for new keys")
+      ->envname("FLEETTWIN_AUTH_RELOAD_S")
+      ->check(CLI::Range(1, 3600));
   app.add_flag("--insecure", cfg.insecure,
                "Allow plaintext gRPC, metrics and cluster listeners on addresses other than "
                "loopback (without it the node refuses to start that way)")
@@ -254,6 +280,11 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   if (cfg.tls_client_auth != "none" && cfg.tls_ca.empty()) {
     err << "--tls-client-auth " << cfg.tls_client_auth
         << " needs --tls-ca, the CA bundle client certificates are verified against\n";
+    return 2;
+  }
+  if (cfg.auth.enabled() && cfg.tls_cert.empty()) {
+    err << "token authentication (--auth-jwks, --auth-hs256-secret-file) needs TLS: give "
+           "--tls-cert and --tls-key (bearer tokens must not travel in plaintext)\n";
     return 2;
   }
   if (auto why = plaintext_refusal(cfg)) {

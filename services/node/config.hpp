@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "services/security/tls.hpp"
+#include "services/security/token_verifier.hpp"
 
 namespace fleettwin::node {
 
@@ -96,6 +97,10 @@ struct node_config {
   unsigned tls_refresh_s = 60;
   /// Allows plaintext listeners on non-loopback addresses.
   bool insecure = false;
+  /// Bearer tokens (JWT) on every gRPC call: RS256/ES256 keys (JWKS) and/or an HS256
+  /// secret; the claims checked and read.
+  security::token_settings auth;
+  int auth_reload_s = 10;
 
   /// The gRPC port's TLS settings (disabled when no certificate is given).
   security::server_tls grpc_tls() const;

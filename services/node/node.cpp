@@ -17,6 +17,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
+#include "services/security/authenticator.hpp"
 #include "services/security/tls.hpp"
 
 namespace fleettwin::node {
@@ -423,6 +424,23 @@ bool node::start_grpc(std::string& error) {
   std::shared_ptr<::grpc::ServerCredentials> credentials = ::grpc::InsecureServerCredentials();
   if (const auto tls = cfg_.grpc_tls(); tls.enabled()) {
     credentials = security::server_credentials(tls);
+    if (cfg_.auth.enabled()) {
+      auto verifier = security::token_verifier::create(cfg_.auth, error);
+      if (!verifier) {
+        error = "token authentication: " + error;
+        return false;
+      }
+      auto processor = std::make_shared<security::authenticator>(
+          std::shared_ptr<security::token_verifier>(std::move(verifier)),
+          std::chrono::seconds{cfg_.auth_reload_s},
+          [m = metrics_.get()](const char* reason) { m->auth_refused(reason); });
+      credentials->SetAuthMetadataProcessor(processor);
+      spdlog::info("event=token_auth jwks={} hs256={} issuer={} audience={}",
+                   cfg_.auth.jwks_file.empty() ? "-" : cfg_.auth.jwks_file,
+                   cfg_.auth.hs256_secret_file.empty() ? "no" : "yes",
+                   cfg_.auth.issuer.empty() ? "-" : cfg_.auth.issuer,
+                   cfg_.auth.audience.empty() ? "-" : cfg_.auth.audience);
+    }
     spdlog::info("event=grpc_tls cert={} client_auth={} refresh_s={}", tls.cert_file,
                  cfg_.tls_client_auth, tls.refresh_seconds);
   }

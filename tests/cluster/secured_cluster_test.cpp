@@ -6,6 +6,9 @@
 
 #include "cluster_harness.hpp"
 #include "support/pki.hpp"
+#include "support/token_issuer.hpp"
+
+#include <fstream>
 
 namespace fleettwin::test {
 namespace {
@@ -32,10 +35,21 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
     ours.issue(std::string{"node "} + n);
   ours.issue("client operator");
   theirs.issue("node node-x");
+  // Tokens too: the node that takes a call checks it; the owner it forwards to runs it in
+  // process (no token check there), trusting the peer that the cluster's TLS vouched for.
+  auto issuer = token_issuer::make(token_issuer::kind::es256, "cluster-key");
+  std::ofstream{ours.file("jwks.json")} << token_issuer::jwks({&issuer});
+  const auto viewer = issuer.sign(claims("dashboard", {"viewer"}, unix_now(), 3600));
+  const auto admin = issuer.sign(claims("sre", {"admin"}, unix_now(), 3600));
   c_ = std::make_unique<cluster>();
   for (const char* id : {"node-1", "node-2"}) {
-    auto i = c_->add_node(id, ours.node_flags(id));
-    c_->node(i).use_credentials(ours.credentials("operator"));
+    auto flags = ours.node_flags(id);
+    flags.insert(flags.end(), {"--auth-jwks", ours.file("jwks.json"), "--auth-issuer",
+                               "fleettwin-tests", "--auth-audience", "fleettwin"});
+    auto i = c_->add_node(id, flags);
+    // The harness also reads the cluster's state (GetCluster): an admin's token.
+    c_->node(i).use_credentials(grpc::CompositeChannelCredentials(
+        ours.credentials("operator"), grpc::AccessTokenCredentials(admin)));
     c_->node(i).start();
   }
   std::string why;
@@ -57,6 +71,25 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
     }
   }
   EXPECT_GT(forwarded, 10u);
+  // A viewer reads through either node (forwarded or not); its role is not enough to
+  // change desired state, wherever the twin lives.
+  for (size_t via = 0; via < 2; ++via) {
+    auto stub = v1::TwinService::NewStub(grpc::CreateChannel(
+        c_->node(via).grpc_address(),
+        grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                          grpc::AccessTokenCredentials(viewer))));
+    for (const auto& [id, records] : src.acked()) {
+      v1::Twin t;
+      auto st = get_twin(*stub, id, t);
+      ASSERT_TRUE(st.ok()) << id << ": " << st.error_message();
+      grpc::ClientContext ctx;
+      v1::UpdateDesiredRequest req;
+      req.set_name("twins/" + id);
+      (*req.mutable_desired())["speed_limit"].set_double_value(50);
+      auto denied = stub->UpdateDesired(&ctx, req, &t);
+      EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED) << id;
+    }
+  }
 
   // The cluster ports: a handshake with a certificate of the cluster's CA succeeds
   // (and the port's own certificate verifies against it); without a certificate, or

@@ -32,6 +32,21 @@ std::shared_ptr<grpc::Channel> make_channel(const global_options& options) {
   auto credentials = security::channel_credentials(options.tls, error);
   if (!credentials)
     throw usage_error(error);
+  std::string token = options.token;
+  if (!options.token_file.empty()) {
+    auto text = security::read_file(options.token_file);
+    if (!text)
+      throw usage_error("--token-file " + options.token_file + " cannot be read");
+    token = *text;
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+      token.pop_back();
+  }
+  if (!token.empty()) {
+    if (!options.tls.enabled())
+      throw usage_error("a token is sent only over TLS: give --tls-ca");
+    credentials =
+        grpc::CompositeChannelCredentials(credentials, grpc::AccessTokenCredentials(token));
+  }
   return grpc::CreateCustomChannel(options.server, credentials, args);
 }
 
@@ -91,6 +106,10 @@ int session::fail(const grpc::Status& status) {
               "names the --server host (or give --tls-server-name), and that the node accepts "
               "your client certificate\n";
   }
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED && options_.token.empty() &&
+      options_.token_file.empty())
+    err_ << "hint: the node wants a bearer token: give --token or --token-file "
+            "(FLEETTWIN_TOKEN, FLEETTWIN_TOKEN_FILE)\n";
   return exit_code_for(status.error_code());
 }
 

@@ -25,6 +25,9 @@ struct global_options {
   double timeout_s = 10;
   /// TLS to the node (plaintext when neither a CA nor a client certificate is given).
   security::client_tls tls;
+  /// Bearer token (JWT) sent with every call (TLS only); --token-file reads it from a file.
+  std::string token;
+  std::string token_file;
 };
 
 /// What every command needs: stubs on one channel, the output streams, the clock.

@@ -329,6 +329,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   app.add_option("--tls-server-name", cl.global.tls.server_name,
                  "Name the node's certificate must carry, when it is not the --server host")
       ->envname("FLEETTWIN_TLS_SERVER_NAME");
+  app.add_option("--token", cl.global.token, "Bearer token (JWT) for the node (needs TLS)")
+      ->envname("FLEETTWIN_TOKEN");
+  app.add_option("--token-file", cl.global.token_file, "File holding the bearer token")
+      ->envname("FLEETTWIN_TOKEN_FILE");
   app.add_flag("--json", cl.global.json, "Machine-readable output (JSON, one document per line)");
   app.add_option("--timeout", cl.global.timeout_s, "Deadline of each call in seconds")
       ->check(CLI::PositiveNumber)

@@ -1,0 +1,127 @@
+#include "services/security/authenticator.hpp"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::security {
+
+namespace {
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v)
+    out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "no role" : out;
+}
+
+}  // namespace
+
+authenticator::authenticator(std::shared_ptr<token_verifier> verifier,
+                             std::chrono::seconds reload_every, refusal_counter count)
+    : verifier_(std::move(verifier)), count_(std::move(count)) {
+  if (!verifier_->settings().jwks_file.empty())
+    reloader_ = std::thread{[this, reload_every] { reload_loop(reload_every); }};
+}
+
+authenticator::~authenticator() {
+  {
+    std::lock_guard<std::mutex> guard{stop_mutex_};
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (reloader_.joinable())
+    reloader_.join();
+}
+
+void authenticator::reload_loop(std::chrono::seconds every) {
+  std::unique_lock<std::mutex> lock{stop_mutex_};
+  while (!stop_cv_.wait_for(lock, every, [this] { return stopping_; })) {
+    lock.unlock();
+    auto before = verifier_->settings().jwks_file;
+    if (auto error = verifier_->reload_if_changed()) {
+      spdlog::warn("event=jwks_reload_failed file={} reason=\"{}\" action=\"the keys in use stay\"",
+                   before, *error);
+    } else {
+      // Unchanged or reloaded; after a reload, tokens are verified again with the new keys.
+      std::lock_guard<std::mutex> guard{mutex_};
+      cache_.clear();
+    }
+    lock.lock();
+  }
+}
+
+grpc::Status authenticator::check(std::string_view method, std::string_view authorization,
+                                  int64_t now_s) {
+  auto needed = required_role(method);
+  if (!needed)
+    return grpc::Status::OK;
+  auto refuse = [&](const char* reason, grpc::StatusCode code, std::string message) {
+    if (count_)
+      count_(reason);
+    return grpc::Status{code, std::move(message)};
+  };
+  if (authorization.empty())
+    return refuse("missing", grpc::StatusCode::UNAUTHENTICATED,
+                  "no token: send the metadata 'authorization: Bearer <JWT>'");
+  constexpr std::string_view scheme = "bearer ";
+  bool bearer = authorization.size() > scheme.size();
+  for (size_t i = 0; bearer && i < scheme.size(); ++i)
+    bearer = std::tolower(static_cast<unsigned char>(authorization[i])) == scheme[i];
+  if (!bearer)
+    return refuse("invalid", grpc::StatusCode::UNAUTHENTICATED,
+                  "the authorization metadata is not 'Bearer <JWT>'");
+  auto token = authorization.substr(scheme.size());
+  principal who;
+  bool hit = false;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (auto it = cache_.find(token); it != cache_.end() && now_s <= it->second.until_s) {
+      who = it->second.who;
+      hit = true;
+    }
+  }
+  if (!hit) {
+    auto verdict = verifier_->verify(token, now_s);
+    if (verdict.index() == 1) {
+      const auto& why = std::get<1>(verdict);
+      return refuse(why.find("expired") != std::string::npos ? "expired" : "invalid",
+                    grpc::StatusCode::UNAUTHENTICATED, "invalid token: " + why);
+    }
+    who = std::move(std::get<0>(verdict));
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (cache_.size() >= max_cached_tokens)
+      cache_.clear();
+    cache_.emplace(std::string{token},
+                   cached{who, std::min(who.expires_s + verifier_->settings().leeway_s,
+                                        now_s + max_cache_seconds)});
+  }
+  auto has = highest_role(who.roles);
+  if (!has || *has < *needed)
+    return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
+                  std::string{method} + " needs the role " + role_name(*needed) +
+                      "; the token of '" + who.subject + "' grants " + joined(who.roles));
+  return grpc::Status::OK;
+}
+
+grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::AuthContext*,
+                                    OutputMetadata*, OutputMetadata*) {
+  std::string_view method;
+  std::string_view authorization;
+  for (const auto& [key, value] : auth_metadata) {
+    std::string_view k{key.data(), key.size()};
+    if (k == ":path")
+      method = {value.data(), value.size()};
+    else if (k == "authorization")
+      authorization = {value.data(), value.size()};
+  }
+  return check(method, authorization, now_seconds());
+}
+
+}  // namespace fleettwin::security

@@ -1,0 +1,70 @@
+#pragma once
+
+// Token authentication and role checks for every gRPC call of the node, as gRPC's
+// AuthMetadataProcessor: it runs before any handler, on TLS connections (tokens never
+// travel in plaintext), and answers UNAUTHENTICATED (no, bad, expired ... token) or
+// PERMISSION_DENIED (the token's roles do not include the one the method needs) with a
+// message that says which. Verified tokens are cached until they expire (at most 5 min),
+// so a client that sends the same token pays one signature check. Calls another node
+// forwards run in process (no TLS connection, no processor): the node that took the call
+// checked it.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/security/auth_metadata_processor.h>
+
+#include "services/security/roles.hpp"
+#include "services/security/token_verifier.hpp"
+
+namespace fleettwin::security {
+
+/// Counts of refusals by reason ("missing", "invalid", "expired", "forbidden"), for metrics.
+using refusal_counter = std::function<void(const char* reason)>;
+
+class authenticator final : public grpc::AuthMetadataProcessor {
+public:
+  /// `reload_every`: how often the JWKS file is checked for a change.
+  authenticator(std::shared_ptr<token_verifier> verifier, std::chrono::seconds reload_every,
+                refusal_counter count = {});
+  ~authenticator() override;
+
+  bool IsBlocking() const override {
+    return false;  // a cache hit is a map lookup; a miss one signature check
+  }
+  grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
+                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* response_metadata) override;
+
+  /// The decision for a call of `method` with the `authorization` metadata value
+  /// (empty: none) at `now_s`; what Process() answers. OK or the refusal.
+  grpc::Status check(std::string_view method, std::string_view authorization, int64_t now_s);
+
+  static constexpr size_t max_cached_tokens = 4096;
+  static constexpr int64_t max_cache_seconds = 300;
+
+private:
+  struct cached {
+    principal who;
+    int64_t until_s;
+  };
+  void reload_loop(std::chrono::seconds every);
+
+  std::shared_ptr<token_verifier> verifier_;
+  refusal_counter count_;
+  std::mutex mutex_;
+  std::map<std::string, cached, std::less<>> cache_;
+  std::mutex stop_mutex_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread reloader_;
+};
+
+}  // namespace fleettwin::security

@@ -1,0 +1,85 @@
+#include "services/security/roles.hpp"
+
+#include <array>
+#include <utility>
+
+namespace fleettwin::security {
+
+namespace {
+
+constexpr std::string_view prefix = "/fleettwin.v1.";
+
+constexpr std::array<std::pair<std::string_view, role>, 28> methods{{
+    {"TwinService/GetTwin", role::viewer},
+    {"TwinService/BatchGetTwins", role::viewer},
+    {"TwinService/ListTwins", role::viewer},
+    {"TwinService/GetHistory", role::viewer},
+    {"TwinService/WatchTwins", role::viewer},
+    {"TwinService/GetForecast", role::viewer},
+    {"TwinService/UpdateDesired", role::operator_},
+    {"AggregateService/GetAggregate", role::viewer},
+    {"AggregateService/BatchGetAggregates", role::viewer},
+    {"AggregateService/ListAggregates", role::viewer},
+    {"AggregateService/WatchAggregates", role::viewer},
+    {"AggregateService/GetAggregateHistory", role::viewer},
+    {"AggregateService/ListMembers", role::viewer},
+    {"AggregateService/GetRelations", role::viewer},
+    {"AggregateService/Traverse", role::viewer},
+    {"AggregateService/ListAggregateKinds", role::viewer},
+    {"AggregateService/SetRelations", role::admin},
+    {"AggregateService/DeleteRelations", role::admin},
+    {"AggregateService/PutAggregateKind", role::admin},
+    {"AlertService/ListAlerts", role::viewer},
+    {"AlertService/WatchAlerts", role::viewer},
+    {"AlertService/AcknowledgeAlert", role::operator_},
+    {"ModelService/GetModel", role::viewer},
+    {"ModelService/ListModels", role::viewer},
+    {"ModelService/PutModel", role::admin},
+    {"NodeService/GetStatus", role::viewer},
+    {"NodeService/Ping", role::viewer},
+    {"AdminService/GetCluster", role::admin},
+}};
+
+}  // namespace
+
+const char* role_name(role r) {
+  switch (r) {
+    case role::viewer:
+      return "viewer";
+    case role::operator_:
+      return "operator";
+    case role::admin:
+      return "admin";
+  }
+  return "admin";
+}
+
+std::optional<role> required_role(std::string_view method) {
+  if (method.rfind("/grpc.health.v1.", 0) == 0 || method.rfind("/grpc.reflection.", 0) == 0)
+    return std::nullopt;
+  if (method.rfind(prefix, 0) == 0) {
+    auto name = method.substr(prefix.size());
+    for (const auto& [m, r] : methods)
+      if (m == name)
+        return r;
+  }
+  return role::admin;  // unclassified: closed
+}
+
+std::optional<role> highest_role(const std::vector<std::string>& roles) {
+  std::optional<role> best;
+  for (const auto& r : roles) {
+    std::optional<role> this_one;
+    if (r == "viewer")
+      this_one = role::viewer;
+    else if (r == "operator")
+      this_one = role::operator_;
+    else if (r == "admin")
+      this_one = role::admin;
+    if (this_one && (!best || *this_one > *best))
+      best = this_one;
+  }
+  return best;
+}
+
+}  // namespace fleettwin::security
