@@ -44,7 +44,7 @@ within() {
 
 $engine $flags run -d --name "$name" --read-only --tmpfs /tmp -v "$volume:/var/lib/fleettwin" \
   $limits -p "127.0.0.1:$grpc_port:50051" -p "127.0.0.1:$metrics_port:9464" \
-  -e FLEETTWIN_NODE_ID=smoke-1 "$image" >/dev/null
+  -e FLEETTWIN_NODE_ID=smoke-1 -e FLEETTWIN_INSECURE=true "$image" >/dev/null
 within 60 "$cli" --server "127.0.0.1:$grpc_port" --timeout 2 health || fail "never SERVING"
 echo "image-smoke: health SERVING"
 [ "$($engine $flags exec "$name" id -u)" = 10001 ] || fail "not running as user 10001"

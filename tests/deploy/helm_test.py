@@ -19,7 +19,7 @@ ROOT = CACHE = NODE = None
 KUBERNETES_VERSION = "1.34.3"
 PROFILES = {
     # The defaults need a Kafka; the profiles name one.
-    "default": ["--set", "kafka.bootstrap=kafka:9092"],
+    "default": ["--set", "kafka.bootstrap=kafka:9092", "--set", "insecure=true"],
     "dev": ["-f", "values-dev.yaml"],
     "production": ["-f", "values-production.yaml"],
 }
@@ -97,6 +97,13 @@ class ChartTest(unittest.TestCase):
         result = template()
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("kafka.bootstrap is required", result.stderr)
+        # Neither TLS nor an explicit insecure: the node would refuse to start.
+        result = template("--set", "kafka.bootstrap=kafka:9092")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("set tls.existingSecret", result.stderr)
+        result = template(*PROFILES["dev"], "--set", "node.tls-cert=/x")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("node.tls-cert is set by the chart", result.stderr)
         result = template(*PROFILES["dev"], "--set", "node.grpc=0.0.0.0:1")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("node.grpc is set by the chart", result.stderr)
@@ -124,10 +131,24 @@ class ChartTest(unittest.TestCase):
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         self.assertEqual(mounts["data"], "/var/lib/fleettwin")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # TLS on every port: the probes run the CLI (the kubelet's gRPC probe has no TLS),
+        # which reads the node's certificate from the same variables as the node.
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            self.assertEqual(container[probe]["grpc"]["port"], ports["grpc"], probe)
-        self.assertEqual(container["livenessProbe"]["grpc"]["service"], "fleettwin.v1.NodeService")
-        self.assertNotIn("service", container["readinessProbe"]["grpc"])  # "": readiness
+            command = container[probe]["exec"]["command"]
+            self.assertEqual(command[:3], ["fleettwin", "--server", f"127.0.0.1:{ports['grpc']}"])
+            self.assertIn("health", command)
+        self.assertEqual(container["livenessProbe"]["exec"]["command"][-2:],
+                         ["--service", "fleettwin.v1.NodeService"])
+        self.assertNotIn("--service", container["readinessProbe"]["exec"]["command"])
+        self.assertEqual(env["FLEETTWIN_TLS_CERT"]["value"], "/etc/fleettwin/tls/tls.crt")
+        self.assertEqual(env["FLEETTWIN_TLS_CA"]["value"], "/etc/fleettwin/tls/ca.crt")
+        self.assertEqual(env["FLEETTWIN_TLS_CLIENT_AUTH"]["value"], "require")
+        self.assertNotIn("FLEETTWIN_INSECURE", env)
+        monitor = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+        self.assertEqual(monitor["scheme"], "https")
+        self.assertEqual(monitor["tlsConfig"]["ca"]["secret"],
+                         {"name": "fleettwin-tls", "key": "ca.crt"})
+        self.assertEqual(monitor["tlsConfig"]["serverName"], env["FLEETTWIN_TLS_SERVER_NAME"]["value"])
         labels = spec["template"]["metadata"]["labels"]
         required = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         self.assertTrue(matches(required[0]["labelSelector"]["matchLabels"], labels))
@@ -203,6 +224,14 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(endpoint["port"], "metrics")
         self.assertIn({"targetLabel": "job", "replacement": "fleettwin"}, endpoint["relabelings"])
         self.assertNotIn(("PrometheusRule", "fleettwin"), objects(render("dev")))
+
+    def test_dev_is_plaintext_by_explicit_choice_with_grpc_probes(self):
+        container = one(objects(render("dev")), "StatefulSet")["spec"]["template"]["spec"][
+            "containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        self.assertEqual(env["FLEETTWIN_INSECURE"]["value"], "true")
+        self.assertNotIn("FLEETTWIN_TLS_CERT", env)
+        self.assertEqual(container["readinessProbe"]["grpc"]["port"], 50051)
 
     def test_dev_is_one_small_node_without_standbys_or_budget(self):
         docs = objects(render("dev"))

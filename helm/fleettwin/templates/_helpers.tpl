@@ -43,13 +43,24 @@ app.kubernetes.io/part-of: fleettwin
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* TLS on every port (tls.existingSecret), or plaintext by explicit choice (insecure). */}}
+{{- define "fleettwin.tlsServerName" -}}
+{{- default (include "fleettwin.fullname" .) .Values.tls.serverName -}}
+{{- end -}}
+
+{{- define "fleettwin.transport" -}}
+{{- if and (not .Values.tls.existingSecret) (not .Values.insecure) -}}
+{{- fail "set tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt: TLS on every port) or insecure: true (plaintext, on a network you trust)" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The node's configuration file: the values' node options, then what the chart owns. */}}
 {{- define "fleettwin.nodeConfig" -}}
 # fleettwin-node --config: keys are the node's long option names.
-{{- $owned := list "grpc" "metrics" "data-dir" "node-id" "advertise-host" "cluster-port" "kafka" "kafka-option" "models" "aggregates" "config" }}
+{{- $owned := list "grpc" "metrics" "data-dir" "node-id" "advertise-host" "cluster-port" "kafka" "kafka-option" "models" "aggregates" "config" "tls-cert" "tls-key" "tls-ca" "tls-client-auth" "insecure" }}
 {{- range $key, $value := .Values.node }}
 {{- if has $key $owned }}
-{{- fail (printf "node.%s is set by the chart (ports, kafka, config and the pod's name decide it)" $key) }}
+{{- fail (printf "node.%s is set by the chart (ports, kafka, config, tls, insecure and the pod's name decide it)" $key) }}
 {{- end }}
 {{ $key }} = {{ toJson $value }}
 {{- end }}
