@@ -101,6 +101,9 @@ class ChartTest(unittest.TestCase):
         result = template("--set", "kafka.bootstrap=kafka:9092")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("set tls.existingSecret", result.stderr)
+        result = template(*PROFILES["dev"], "--set", "auth.existingSecret=keys")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("auth.existingSecret needs tls.existingSecret", result.stderr)
         result = template(*PROFILES["dev"], "--set", "node.tls-cert=/x")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("node.tls-cert is set by the chart", result.stderr)
@@ -144,6 +147,8 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(env["FLEETTWIN_TLS_CA"]["value"], "/etc/fleettwin/tls/ca.crt")
         self.assertEqual(env["FLEETTWIN_TLS_CLIENT_AUTH"]["value"], "require")
         self.assertNotIn("FLEETTWIN_INSECURE", env)
+        self.assertEqual(env["FLEETTWIN_AUTH_JWKS"]["value"], "/etc/fleettwin/auth/jwks.json")
+        self.assertEqual(env["FLEETTWIN_AUTH_AUDIENCE"]["value"], "fleettwin")
         monitor = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
         self.assertEqual(monitor["scheme"], "https")
         self.assertEqual(monitor["tlsConfig"]["ca"]["secret"],

@@ -179,6 +179,21 @@ int main(int argc, char** argv) {
     write(root / "changelog", "changelog-" + std::to_string(i),
           piece(changelog[i].first) + changelog[i].second);
   }
+  // Tokens (token_fuzz.cpp): a raw token (alg none, and a signed-looking one), a JWKS, and
+  // header/payload pairs the harness signs.
+  const std::vector<std::string> tokens{
+      std::string("\x00") + "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIiwiZXhwIjoxOTAwMDAwMDAwfQ.",
+      std::string("\x00") +
+          "eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjLTEifQ.eyJzdWIiOiJhIiwiZXhwIjoxOTAwMDAwMDAwfQ.AAAA",
+      std::string("\x01") +
+          R"({"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"GXEQofItMFynTih--AKYAAnOC0rPXpsUWpZylWEg5vE","y":"5E9FMt_IFQPpAvV3Y6uuaMrQUDJI2iiqDRy6zuNd5Us"},{"kty":"RSA","n":"AQAB","e":"AQAB"}]})",
+      std::string("\x02") + piece(R"({"alg":"HS256","typ":"JWT"})") +
+          R"({"sub":"alice","roles":["viewer"],"exp":1900000000,"nbf":1700000000,"iss":"fuzz","aud":["x","fleettwin"],"tenant":"acme"})",
+      std::string("\x02") + piece(R"({"alg":"HS256"})") +
+          R"({"sub":"bob","roles":"viewer admin","exp":1900000000.5,"iss":"fuzz","aud":"fleettwin"})",
+  };
+  for (size_t i = 0; i < tokens.size(); ++i)
+    write(root / "token", "token-" + std::to_string(i), tokens[i]);
   std::cout << "fuzz seeds written to " << root.string() << '\n';
   return 0;
 }

@@ -57,7 +57,7 @@ app.kubernetes.io/part-of: fleettwin
 {{/* The node's configuration file: the values' node options, then what the chart owns. */}}
 {{- define "fleettwin.nodeConfig" -}}
 # fleettwin-node --config: keys are the node's long option names.
-{{- $owned := list "grpc" "metrics" "data-dir" "node-id" "advertise-host" "cluster-port" "kafka" "kafka-option" "models" "aggregates" "config" "tls-cert" "tls-key" "tls-ca" "tls-client-auth" "insecure" }}
+{{- $owned := list "grpc" "metrics" "data-dir" "node-id" "advertise-host" "cluster-port" "kafka" "kafka-option" "models" "aggregates" "config" "tls-cert" "tls-key" "tls-ca" "tls-client-auth" "insecure" "auth-jwks" "auth-hs256-secret-file" "auth-issuer" "auth-audience" }}
 {{- range $key, $value := .Values.node }}
 {{- if has $key $owned }}
 {{- fail (printf "node.%s is set by the chart (ports, kafka, config, tls, insecure and the pod's name decide it)" $key) }}
