@@ -214,6 +214,13 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Clock skew allowed when checking exp and nbf")
       ->envname("FLEETTWIN_AUTH_LEEWAY_S")
       ->check(CLI::Range(int64_t{0}, int64_t{600}));
+  app.add_option("--auth-cert-role", cfg.auth_cert_roles,
+                 "ID=ROLE: a client certificate naming ID (SPIFFE id, URI, DNS name or common "
+                 "name; verified against --tls-ca) may call without a token, as ROLE (viewer, "
+                 "operator, admin); repeatable")
+      ->envname("FLEETTWIN_AUTH_CERT_ROLES")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--auth-reload-s", cfg.auth_reload_s,
                  "How often the JWKS file is checked for new keys")
       ->envname("FLEETTWIN_AUTH_RELOAD_S")
@@ -282,9 +289,24 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
         << " needs --tls-ca, the CA bundle client certificates are verified against\n";
     return 2;
   }
-  if (cfg.auth.enabled() && cfg.tls_cert.empty()) {
-    err << "token authentication (--auth-jwks, --auth-hs256-secret-file) needs TLS: give "
-           "--tls-cert and --tls-key (bearer tokens must not travel in plaintext)\n";
+  if (cfg.authenticates() && cfg.tls_cert.empty()) {
+    err << "authentication (--auth-jwks, --auth-hs256-secret-file, --auth-cert-role) needs "
+           "TLS: give --tls-cert and --tls-key (bearer tokens must not travel in plaintext)\n";
+    return 2;
+  }
+  for (const auto& kv : cfg.auth_cert_roles) {
+    auto eq = kv.rfind('=');
+    const auto role = eq == std::string::npos ? std::string{} : kv.substr(eq + 1);
+    if (eq == std::string::npos || eq == 0 ||
+        (role != "viewer" && role != "operator" && role != "admin")) {
+      err << "--auth-cert-role " << kv << ": expected ID=ROLE with ROLE viewer, operator or "
+          << "admin\n";
+      return 2;
+    }
+  }
+  if (!cfg.auth_cert_roles.empty() && (cfg.tls_ca.empty() || cfg.tls_client_auth == "none")) {
+    err << "--auth-cert-role needs client certificates: give --tls-ca (and --tls-client-auth "
+           "optional or require)\n";
     return 2;
   }
   if (auto why = plaintext_refusal(cfg)) {

@@ -101,6 +101,14 @@ struct node_config {
   /// secret; the claims checked and read.
   security::token_settings auth;
   int auth_reload_s = 10;
+  /// Client certificate identities ("ID=ROLE": SPIFFE id, URI, DNS name or common name)
+  /// and the role each grants to calls without a token.
+  std::vector<std::string> auth_cert_roles;
+
+  /// Whether calls are authenticated (tokens or client certificates with roles).
+  bool authenticates() const {
+    return auth.enabled() || !auth_cert_roles.empty();
+  }
 
   /// The gRPC port's TLS settings (disabled when no certificate is given).
   security::server_tls grpc_tls() const;

@@ -424,22 +424,31 @@ bool node::start_grpc(std::string& error) {
   std::shared_ptr<::grpc::ServerCredentials> credentials = ::grpc::InsecureServerCredentials();
   if (const auto tls = cfg_.grpc_tls(); tls.enabled()) {
     credentials = security::server_credentials(tls);
-    if (cfg_.auth.enabled()) {
-      auto verifier = security::token_verifier::create(cfg_.auth, error);
-      if (!verifier) {
-        error = "token authentication: " + error;
-        return false;
+    if (cfg_.authenticates()) {
+      std::shared_ptr<security::token_verifier> verifier;
+      if (cfg_.auth.enabled()) {
+        verifier = security::token_verifier::create(cfg_.auth, error);
+        if (!verifier) {
+          error = "token authentication: " + error;
+          return false;
+        }
+      }
+      std::map<std::string, std::string> cert_roles;
+      for (const auto& kv : cfg_.auth_cert_roles) {
+        auto eq = kv.rfind('=');
+        cert_roles[kv.substr(0, eq)] = kv.substr(eq + 1);
       }
       auto processor = std::make_shared<security::authenticator>(
-          std::shared_ptr<security::token_verifier>(std::move(verifier)),
-          std::chrono::seconds{cfg_.auth_reload_s},
-          [m = metrics_.get()](const char* reason) { m->auth_refused(reason); });
+          std::move(verifier), std::chrono::seconds{cfg_.auth_reload_s},
+          [m = metrics_.get()](const char* reason) { m->auth_refused(reason); },
+          std::move(cert_roles));
       credentials->SetAuthMetadataProcessor(processor);
-      spdlog::info("event=token_auth jwks={} hs256={} issuer={} audience={}",
+      spdlog::info("event=auth jwks={} hs256={} issuer={} audience={} cert_roles={}",
                    cfg_.auth.jwks_file.empty() ? "-" : cfg_.auth.jwks_file,
                    cfg_.auth.hs256_secret_file.empty() ? "no" : "yes",
                    cfg_.auth.issuer.empty() ? "-" : cfg_.auth.issuer,
-                   cfg_.auth.audience.empty() ? "-" : cfg_.auth.audience);
+                   cfg_.auth.audience.empty() ? "-" : cfg_.auth.audience,
+                   cfg_.auth_cert_roles.size());
     }
     spdlog::info("event=grpc_tls cert={} client_auth={} refresh_s={}", tls.cert_file,
                  cfg_.tls_client_auth, tls.refresh_seconds);

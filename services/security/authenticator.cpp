@@ -24,9 +24,10 @@ std::string joined(const std::vector<std::string>& v) {
 }  // namespace
 
 authenticator::authenticator(std::shared_ptr<token_verifier> verifier,
-                             std::chrono::seconds reload_every, refusal_counter count)
-    : verifier_(std::move(verifier)), count_(std::move(count)) {
-  if (!verifier_->settings().jwks_file.empty())
+                             std::chrono::seconds reload_every, refusal_counter count,
+                             std::map<std::string, std::string> cert_roles)
+    : verifier_(std::move(verifier)), count_(std::move(count)), cert_roles_(std::move(cert_roles)) {
+  if (verifier_ && !verifier_->settings().jwks_file.empty())
     reloader_ = std::thread{[this, reload_every] { reload_loop(reload_every); }};
 }
 
@@ -58,7 +59,7 @@ void authenticator::reload_loop(std::chrono::seconds every) {
 }
 
 grpc::Status authenticator::check(std::string_view method, std::string_view authorization,
-                                  int64_t now_s) {
+                                  int64_t now_s, const std::vector<std::string>& cert_identities) {
   auto needed = required_role(method);
   if (!needed)
     return grpc::Status::OK;
@@ -67,9 +68,29 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
       count_(reason);
     return grpc::Status{code, std::move(message)};
   };
-  if (authorization.empty())
-    return refuse("missing", grpc::StatusCode::UNAUTHENTICATED,
-                  "no token: send the metadata 'authorization: Bearer <JWT>'");
+  if (authorization.empty()) {
+    // A verified client certificate whose identity has a role stands in for a token.
+    for (const auto& id : cert_identities) {
+      auto it = cert_roles_.find(id);
+      if (it == cert_roles_.end())
+        continue;
+      auto has = highest_role({it->second});
+      if (!has || *has < *needed)
+        return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
+                      std::string{method} + " needs the role " + role_name(*needed) +
+                          "; the client certificate of '" + id + "' grants " + it->second);
+      return grpc::Status::OK;
+    }
+    std::string message = "no token: send the metadata 'authorization: Bearer <JWT>'";
+    if (!cert_identities.empty())
+      message += " (the client certificate of '" + cert_identities.front() +
+                 "' has no role: --auth-cert-role)";
+    return refuse("missing", grpc::StatusCode::UNAUTHENTICATED, message);
+  }
+  if (!verifier_)
+    return refuse("invalid", grpc::StatusCode::UNAUTHENTICATED,
+                  "tokens are not accepted here (the node has no --auth-jwks or "
+                  "--auth-hs256-secret-file): authenticate with a client certificate");
   constexpr std::string_view scheme = "bearer ";
   bool bearer = authorization.size() > scheme.size();
   for (size_t i = 0; bearer && i < scheme.size(); ++i)
@@ -110,7 +131,7 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
   return grpc::Status::OK;
 }
 
-grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::AuthContext*,
+grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                                     OutputMetadata*, OutputMetadata*) {
   std::string_view method;
   std::string_view authorization;
@@ -121,7 +142,14 @@ grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::Au
     else if (k == "authorization")
       authorization = {value.data(), value.size()};
   }
-  return check(method, authorization, now_seconds());
+  std::vector<std::string> identities;
+  if (authorization.empty() && context != nullptr && !cert_roles_.empty()) {
+    // The verified client certificate's names, most specific first.
+    for (const char* property : {"peer_spiffe_id", "peer_uri", "peer_dns", "x509_common_name"})
+      for (const auto& v : context->FindPropertyValues(property))
+        identities.emplace_back(v.data(), v.size());
+  }
+  return check(method, authorization, now_seconds(), identities);
 }
 
 }  // namespace fleettwin::security

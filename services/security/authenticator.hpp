@@ -1,6 +1,7 @@
 #pragma once
 
-// Token authentication and role checks for every gRPC call of the node, as gRPC's
+// Token (or client certificate) authentication and role checks for every gRPC call of the
+// node, as gRPC's
 // AuthMetadataProcessor: it runs before any handler, on TLS connections (tokens never
 // travel in plaintext), and answers UNAUTHENTICATED (no, bad, expired ... token) or
 // PERMISSION_DENIED (the token's roles do not include the one the method needs) with a
@@ -31,9 +32,11 @@ using refusal_counter = std::function<void(const char* reason)>;
 
 class authenticator final : public grpc::AuthMetadataProcessor {
 public:
-  /// `reload_every`: how often the JWKS file is checked for a change.
+  /// `verifier`: tokens (nullptr: none accepted); `cert_roles`: client certificate
+  /// identities (SPIFFE id, URI, DNS name or common name) and the role each grants, for
+  /// callers without a token; `reload_every`: how often the JWKS file is checked.
   authenticator(std::shared_ptr<token_verifier> verifier, std::chrono::seconds reload_every,
-                refusal_counter count = {});
+                refusal_counter count = {}, std::map<std::string, std::string> cert_roles = {});
   ~authenticator() override;
 
   bool IsBlocking() const override {
@@ -44,8 +47,10 @@ public:
                        OutputMetadata* response_metadata) override;
 
   /// The decision for a call of `method` with the `authorization` metadata value
-  /// (empty: none) at `now_s`; what Process() answers. OK or the refusal.
-  grpc::Status check(std::string_view method, std::string_view authorization, int64_t now_s);
+  /// (empty: none) at `now_s`, from a client whose verified certificate names
+  /// `cert_identities`; what Process() answers. OK or the refusal.
+  grpc::Status check(std::string_view method, std::string_view authorization, int64_t now_s,
+                     const std::vector<std::string>& cert_identities = {});
 
   static constexpr size_t max_cached_tokens = 4096;
   static constexpr int64_t max_cache_seconds = 300;
@@ -59,6 +64,7 @@ private:
 
   std::shared_ptr<token_verifier> verifier_;
   refusal_counter count_;
+  std::map<std::string, std::string> cert_roles_;
   std::mutex mutex_;
   std::map<std::string, cached, std::less<>> cache_;
   std::mutex stop_mutex_;

@@ -106,8 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       unsigned int len = 0;
       HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
            reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-      const auto token =
-          input + "." + b64url(std::string_view{reinterpret_cast<char*>(mac), len});
+      const auto token = input + "." + b64url(std::string_view{reinterpret_cast<char*>(mac), len});
       check(verifier().verify(token, now), now);
       break;
     }

@@ -258,5 +258,40 @@ TEST_F(AuthNodeTest, TokensNeedTlsAndUsableKeys) {
   EXPECT_NE(out2.find("at least 32"), std::string::npos) << out2;
 }
 
+TEST(AuthCertTest, AClientCertificateWithARoleStandsInForAToken) {
+  // Services that hold a certificate of the cluster's CA (SPIFFE ids, as a mesh issues
+  // them) call without tokens; the node maps their identity to a role.
+  pki p{"pki-cert-roles"};
+  p.issue("node node-a");
+  p.issue("client operator");
+  p.issue("client guest");
+  auto args = p.node_flags("node-a");
+  args.insert(args.end(), {"--auth-cert-role", "spiffe://fleettwin/operator=operator"});
+  node_process node{"", make_temp_dir("cert-roles"), args};
+  node.use_credentials(p.credentials("operator"));
+  node.start();
+  grpc::GenericStub as_operator{
+      grpc::CreateChannel(node.grpc_address(), p.credentials("operator"))};
+  grpc::GenericStub as_guest{grpc::CreateChannel(node.grpc_address(), p.credentials("guest"))};
+  auto get = call(as_operator, "/fleettwin.v1.TwinService/GetTwin", "", false);
+  EXPECT_EQ(get.error_code(), StatusCode::INVALID_ARGUMENT) << get.error_message();  // no name
+  auto update = call(as_operator, "/fleettwin.v1.TwinService/UpdateDesired", "", false);
+  EXPECT_NE(update.error_code(), StatusCode::PERMISSION_DENIED) << update.error_message();
+  EXPECT_NE(update.error_code(), StatusCode::UNAUTHENTICATED) << update.error_message();
+  auto admin = call(as_operator, "/fleettwin.v1.AdminService/GetCluster", "", false);
+  EXPECT_EQ(admin.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(admin.error_message().find("the client certificate of 'spiffe://fleettwin/operator' "
+                                       "grants operator"),
+            std::string::npos)
+      << admin.error_message();
+  auto guest = call(as_guest, "/fleettwin.v1.TwinService/GetTwin", "", false);
+  EXPECT_EQ(guest.error_code(), StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(guest.error_message().find("'spiffe://fleettwin/guest' has no role"), std::string::npos)
+      << guest.error_message();
+  // Tokens are not accepted by a node that has no keys for them.
+  auto token = call(as_guest, "/fleettwin.v1.TwinService/GetTwin", "e30.e30.e30", false);
+  EXPECT_NE(token.error_message().find("tokens are not accepted here"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fleettwin::test

@@ -31,6 +31,8 @@
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -44,6 +46,7 @@
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
 #include "services/node/node.hpp"
+#include "services/security/tls.hpp"
 #include "services/storage/rocksdb_store.hpp"
 #include "tools/sim/generator.hpp"
 #include "tools/sim/truth.hpp"
@@ -1137,10 +1140,71 @@ struct load_result {
 };
 
 /// A channel with a connection of its own (client thread `t`).
+/// What the query benchmark's clients connect with: plaintext, or (query --secure) TLS
+/// with a bearer token on every call.
+std::shared_ptr<grpc::ChannelCredentials>& query_credentials() {
+  static std::shared_ptr<grpc::ChannelCredentials> c = grpc::InsecureChannelCredentials();
+  return c;
+}
+
 std::shared_ptr<grpc::Channel> own_channel(const std::string& address, int t) {
   grpc::ChannelArguments args;
   args.SetInt("fleettwin.channel", t);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, query_credentials(), args);
+}
+
+std::string b64url(std::string_view bytes) {
+  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += table[(acc >> bits) & 63];
+    }
+  }
+  if (bits > 0)
+    out += table[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+/// query --secure: a CA and a node certificate (tools/scripts/make-certs.sh), an HS256
+/// secret and a viewer's token; the node serves TLS and checks the token on every call.
+void secure_query_node(node::node_config& cfg, const std::string& dir) {
+  const std::string script = std::string{FLEETTWIN_SOURCE_DIR} + "/tools/scripts/make-certs.sh";
+  for (const char* what : {" ca", " node bench"})
+    if (std::system((script + " " + dir + "/certs" + what + " >/dev/null 2>&1").c_str()) != 0)
+      throw std::runtime_error("make-certs.sh" + std::string{what} + " failed");
+  const std::string secret = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+  std::ofstream{dir + "/hs256.key"} << secret;
+  cfg.tls_cert = dir + "/certs/bench.crt";
+  cfg.tls_key = dir + "/certs/bench.key";
+  cfg.tls_client_auth = "none";
+  cfg.auth.hs256_secret_file = dir + "/hs256.key";
+  cfg.auth.audience = "fleettwin";
+  const auto exp = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count() +
+                   3600;
+  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." +
+                            b64url(R"({"sub":"bench","roles":["viewer"],"aud":"fleettwin","exp":)" +
+                                   std::to_string(exp) + "}");
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
+  const auto token = input + "." + b64url({reinterpret_cast<char*>(mac), len});
+  security::client_tls tls;
+  tls.ca_file = dir + "/certs/ca.crt";
+  std::string error;
+  auto channel = security::channel_credentials(tls, error);
+  if (!channel)
+    throw std::runtime_error(error);
+  query_credentials() =
+      grpc::CompositeChannelCredentials(channel, grpc::AccessTokenCredentials(token));
 }
 
 /// Calls per second over `seconds`, and latency percentiles, of the calls
@@ -1225,7 +1289,7 @@ load_result once_each(const std::string& address, int threads,
   return summarize(latencies, seconds_since(start));
 }
 
-int run_query(uint32_t twins, double seconds, int threads) {
+int run_query(uint32_t twins, double seconds, int threads, bool secure) {
   kafka::topic_names topics;
   std::string error;
   auto k = kafka::embedded_kafka::start(1, 8, topics, error);
@@ -1233,7 +1297,10 @@ int run_query(uint32_t twins, double seconds, int threads) {
     throw std::runtime_error(error);
   produce(k->bootstrap(), topics.telemetry, twins, twins);
   auto dir = temp_dir("query");
-  auto n = node::node::start(node_config_for(k->bootstrap(), dir), error);
+  auto cfg = node_config_for(k->bootstrap(), dir);
+  if (secure)
+    secure_query_node(cfg, dir);
+  auto n = node::node::start(cfg, error);
   if (!n)
     throw std::runtime_error(error);
   auto deadline = clock_type::now() + std::chrono::minutes{5};
@@ -1260,7 +1327,7 @@ int run_query(uint32_t twins, double seconds, int threads) {
   };
   {
     // Warm up: every twin read once (resident, its snapshot cached).
-    auto ch = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    auto ch = grpc::CreateChannel(address, query_credentials());
     auto stub = fleettwin::v1::TwinService::NewStub(ch);
     for (const auto& name : names) {
       grpc::ClientContext ctx;
@@ -1298,9 +1365,9 @@ int run_query(uint32_t twins, double seconds, int threads) {
       "{:.0f}% of no-op (p50 {:.3f} ms, p99 {:.3f} ms)\n",
       cold.qps, 100 * cold.qps / p.qps, cold.p50_ms, cold.p99_ms);
   fmt::print(
-      R"({{"bench":"query","twins":{},"threads":{},"ping_qps":{:.0f},"gettwin_qps":{:.0f},"ratio":{:.3f},"half_p50_ms":{:.3f},"half_p99_ms":{:.3f},"changed_qps":{:.0f},"changed_ratio":{:.3f},"changed_p99_ms":{:.3f}}})"
+      R"({{"bench":"query","secure":{},"twins":{},"threads":{},"ping_qps":{:.0f},"gettwin_qps":{:.0f},"ratio":{:.3f},"half_p50_ms":{:.3f},"half_p99_ms":{:.3f},"changed_qps":{:.0f},"changed_ratio":{:.3f},"changed_p99_ms":{:.3f}}})"
       "\n",
-      twins, threads, p.qps, g.qps, g.qps / p.qps, half.p50_ms, half.p99_ms, cold.qps,
+      secure, twins, threads, p.qps, g.qps, g.qps / p.qps, half.p50_ms, half.p99_ms, cold.qps,
       cold.qps / p.qps, cold.p99_ms);
   return 0;
 }
@@ -1514,6 +1581,9 @@ int main(int argc, char** argv) {
   query->add_option("--seconds", seconds, "seconds per measurement")->capture_default_str();
   query->add_option("--threads", threads, "client threads (one connection each)")
       ->capture_default_str();
+  bool secure = false;
+  query->add_flag("--secure", secure,
+                  "TLS (server certificate) and an HS256 bearer token checked on every call");
   uint32_t mem_twins = 1'000'000;
   auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
   memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();
@@ -1560,7 +1630,7 @@ int main(int argc, char** argv) {
                         analytics_pairs, models_file);
     }
     if (*query)
-      return run_query(twins, seconds, threads);
+      return run_query(twins, seconds, threads, secure);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
                             kafka_bootstrap, guarantee, commit_interval_ms, pipeline);
