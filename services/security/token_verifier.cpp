@@ -182,6 +182,26 @@ int64_t mtime_ns(const std::string& path) {
 
 }  // namespace
 
+std::string base64url_encode(std::string_view bytes) {
+  static constexpr char table[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((bytes.size() * 4 + 2) / 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += table[(acc >> bits) & 63];
+    }
+  }
+  if (bits > 0)
+    out += table[(acc << (6 - bits)) & 63];
+  return out;
+}
+
 std::optional<std::string> base64url_decode(std::string_view in) {
   auto value = [](char c) -> int {
     if (c >= 'A' && c <= 'Z')

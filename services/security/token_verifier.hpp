@@ -53,6 +53,9 @@ struct jwk_key {
 /// JWKS or holds no usable key, or a key is malformed.
 std::vector<jwk_key> parse_jwks(std::string_view json, std::string& error);
 
+/// Encodes base64url without padding (as JWTs carry their parts).
+std::string base64url_encode(std::string_view bytes);
+
 /// Decodes base64url (RFC 4648 section 5, padding optional); nullopt when malformed.
 std::optional<std::string> base64url_decode(std::string_view in);
 

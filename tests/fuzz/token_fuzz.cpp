@@ -27,24 +27,6 @@ namespace {
 
 const std::string secret = "fuzzing-secret-0123456789-abcdefghijklmnop";
 
-std::string b64url(std::string_view bytes) {
-  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += table[(acc >> bits) & 63];
-    }
-  }
-  if (bits > 0)
-    out += table[(acc << (6 - bits)) & 63];
-  return out;
-}
-
 security::token_verifier& verifier() {
   static std::unique_ptr<security::token_verifier> v = [] {
     const std::string dir = "/tmp/fleettwin-token-fuzz-" + std::to_string(getpid());
@@ -101,12 +83,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     default: {
       const auto header = in.piece();
       const auto payload = in.rest();
-      const std::string input = b64url(header) + "." + b64url(payload);
+      const std::string input =
+          security::base64url_encode(header) + "." + security::base64url_encode(payload);
       unsigned char mac[EVP_MAX_MD_SIZE];
       unsigned int len = 0;
       HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
            reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-      const auto token = input + "." + b64url(std::string_view{reinterpret_cast<char*>(mac), len});
+      const auto token =
+          input + "." +
+          security::base64url_encode(std::string_view{reinterpret_cast<char*>(mac), len});
       check(verifier().verify(token, now), now);
       break;
     }

@@ -10,6 +10,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rsa.h>
 
+#include "services/security/token_verifier.hpp"
+
 namespace fleettwin::test {
 
 namespace {
@@ -37,21 +39,7 @@ std::string escape(const std::string& s) {
 }  // namespace
 
 std::string token_issuer::b64url(const std::string& bytes) {
-  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += table[(acc >> bits) & 63];
-    }
-  }
-  if (bits > 0)
-    out += table[(acc << (6 - bits)) & 63];
-  return out;
+  return security::base64url_encode(bytes);
 }
 
 token_issuer token_issuer::make(kind k, std::string kid_or_secret) {

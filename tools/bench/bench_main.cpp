@@ -47,6 +47,7 @@
 #include "services/kafka/topic_admin.hpp"
 #include "services/node/node.hpp"
 #include "services/security/tls.hpp"
+#include "services/security/token_verifier.hpp"
 #include "services/storage/rocksdb_store.hpp"
 #include "tools/sim/generator.hpp"
 #include "tools/sim/truth.hpp"
@@ -1153,24 +1154,6 @@ std::shared_ptr<grpc::Channel> own_channel(const std::string& address, int t) {
   return grpc::CreateCustomChannel(address, query_credentials(), args);
 }
 
-std::string b64url(std::string_view bytes) {
-  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += table[(acc >> bits) & 63];
-    }
-  }
-  if (bits > 0)
-    out += table[(acc << (6 - bits)) & 63];
-  return out;
-}
-
 /// query --secure: a CA and a node certificate (tools/scripts/make-certs.sh), an HS256
 /// secret and a viewer's token; the node serves TLS and checks the token on every call.
 void secure_query_node(node::node_config& cfg, const std::string& dir) {
@@ -1189,14 +1172,15 @@ void secure_query_node(node::node_config& cfg, const std::string& dir) {
                        std::chrono::system_clock::now().time_since_epoch())
                        .count() +
                    3600;
-  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." +
-                            b64url(R"({"sub":"bench","roles":["viewer"],"aud":"fleettwin","exp":)" +
-                                   std::to_string(exp) + "}");
+  const std::string input =
+      security::base64url_encode(R"({"alg":"HS256","typ":"JWT"})") + "." +
+      security::base64url_encode(R"({"sub":"bench","roles":["viewer"],"aud":"fleettwin","exp":)" +
+                                 std::to_string(exp) + "}");
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
        reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-  const auto token = input + "." + b64url({reinterpret_cast<char*>(mac), len});
+  const auto token = input + "." + security::base64url_encode({reinterpret_cast<char*>(mac), len});
   security::client_tls tls;
   tls.ca_file = dir + "/certs/ca.crt";
   std::string error;
