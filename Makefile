@@ -94,7 +94,7 @@ deploy-tools:
 
 test: build kafka-jars grpcurl deploy-tools
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2 || \
-	  { $(CURDIR)/tools/scripts/failed-test-output.py . 80; exit 1; }
+	  { $(CURDIR)/tools/scripts/failed-test-output.py . 40; exit 1; }
 	$(MAKE) fuzz FUZZ_SECONDS=30
 
 # The libFuzzer targets (tests/fuzz): built with clang, ASan and UBSan in $(FUZZ_BUILD),

@@ -227,11 +227,11 @@ void fail_calls(forwarder_ptr self, const std::string& endpoint, const std::stri
 
 void send_call(forwarder_ptr self, const std::string& endpoint, runtime::gateway_actor handle,
                std::string method, std::string request, std::string metadata,
-               runtime::forward_completion done, bool retried = false) {
+               runtime::forward_completion done, int attempt = 0) {
   auto id = self->state.next_call++;
   forwarder_state::call c{endpoint, std::move(done)};
-  c.retried = retried;
-  if (!retried && is_read(method)) {
+  c.attempt = attempt;
+  if (attempt + 1 < forwarder_state::max_read_attempts && is_read(method)) {
     c.method = method;
     c.request = request;
     c.metadata = metadata;
@@ -259,7 +259,8 @@ void adopt_peer(forwarder_ptr self, const std::string& endpoint, runtime::gatewa
   auto& p = self->state.peers[endpoint];
   if (p.handle && *p.handle == handle)
     return;
-  self->monitor(handle);
+  if (self->state.monitored.insert(handle.address()).second)
+    self->monitor(handle);
   p.connecting = false;
   p.handle = handle;
   auto waiting = std::move(p.waiting);
@@ -315,13 +316,13 @@ void with_gateway(
           });
 }
 
-/// The connection to `endpoint` dropped: reads in flight that were not retried yet
-/// go once more on a new connection (a stranger's failed TLS handshake can close the
-/// other connections of CAF's OpenSSL module); the other calls fail with `why`.
+/// The connection to `endpoint` dropped: reads in flight go again on a new connection
+/// (a stranger's failed TLS handshake can close the other connections of CAF's OpenSSL
+/// module), up to max_read_attempts sends each; the other calls fail with `why`.
 void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
   std::vector<forwarder_state::call> again;
   for (auto it = self->state.calls.begin(); it != self->state.calls.end();) {
-    if (it->second.endpoint == endpoint && !it->second.retried && !it->second.method.empty()) {
+    if (it->second.endpoint == endpoint && !it->second.method.empty()) {
       again.push_back(std::move(it->second));
       it = self->state.calls.erase(it);
     } else {
@@ -340,7 +341,7 @@ void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::s
                      return;
                    }
                    send_call(self, endpoint, *gw, std::move(c.method), std::move(c.request),
-                             std::move(c.metadata), std::move(c.done), /*retried=*/true);
+                             std::move(c.metadata), std::move(c.done), c.attempt + 1);
                  });
   }
 }
@@ -395,6 +396,7 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
                                                   std::chrono::milliseconds timeout) {
   self->state.timeout = timeout;
   self->set_down_handler([self](caf::down_msg& msg) {
+    self->state.monitored.erase(msg.source);
     for (auto it = self->state.peers.begin(); it != self->state.peers.end(); ++it)
       if (it->second.handle && it->second.handle->address() == msg.source) {
         auto endpoint = it->first;

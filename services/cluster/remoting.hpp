@@ -138,12 +138,16 @@ struct forwarder_state {
     std::string endpoint;
     runtime::forward_completion done;
     /// A read (Get*, List*, BatchGet*) keeps its request: when the connection drops
-    /// before the answer, it is sent once more on a new connection.
+    /// before the answer, it is sent again on a new connection (at most
+    /// max_read_attempts sends in all).
     std::string method;
     std::string request;
     std::string metadata;
-    bool retried = false;
+    int attempt = 0;
   };
+  static constexpr int max_read_attempts = 3;
+  /// Gateways monitored (once each: a handle adopted again is not monitored twice).
+  std::set<caf::actor_addr> monitored;
   std::map<uint64_t, call> calls;
   uint64_t next_call = 1;
   std::chrono::milliseconds timeout{5'000};

@@ -24,7 +24,16 @@ for line in log.read_text(errors="replace").splitlines():
     elif line == "<end of output>":
         in_output = False
     elif line.startswith("Test Failed"):
-        print(f"===== failed: {name} (last {keep} lines of its output) =====")
-        print("\n".join(output[1:][-keep:]))  # the first line is a ruler
+        lines = output[1:]  # the first line is a ruler
+        print(f"===== failed: {name} =====")
+        # Each assertion that failed, with what follows it (cluster tests dump node logs
+        # after it, which would push it out of the tail) ...
+        for i, line in enumerate(lines):
+            if ": Failure" in line or "C++ exception" in line:
+                print("\n".join(lines[i:i + 12]))
+                print("-----")
+        # ... then the end of the output.
+        print(f"(last {keep} lines)")
+        print("\n".join(lines[-keep:]))
     elif in_output:
         output.append(line)
