@@ -1,4 +1,5 @@
 #include "services/security/tls.hpp"
+#include "services/security/openssl_ptr.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -14,25 +15,6 @@
 namespace fleettwin::security {
 
 namespace {
-
-struct bio_free {
-  void operator()(BIO* b) const {
-    BIO_free(b);
-  }
-};
-struct x509_free {
-  void operator()(X509* x) const {
-    X509_free(x);
-  }
-};
-struct pkey_free {
-  void operator()(EVP_PKEY* k) const {
-    EVP_PKEY_free(k);
-  }
-};
-using bio_ptr = std::unique_ptr<BIO, bio_free>;
-using x509_ptr = std::unique_ptr<X509, x509_free>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
 
 bio_ptr memory_bio(const std::string& pem) {
   return bio_ptr{BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))};

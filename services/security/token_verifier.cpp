@@ -16,6 +16,7 @@
 #include <jwt/jwt.hpp>
 #include <nlohmann/json.hpp>
 
+#include "services/security/openssl_ptr.hpp"
 #include "services/security/tls.hpp"
 
 namespace fleettwin::security {
@@ -58,50 +59,18 @@ std::optional<int64_t> seconds_claim(const json& payload, const char* name) {
   return static_cast<int64_t>(v);
 }
 
-struct bn_free {
-  void operator()(BIGNUM* b) const {
-    BN_free(b);
-  }
-};
-struct pkey_free {
-  void operator()(EVP_PKEY* k) const {
-    EVP_PKEY_free(k);
-  }
-};
-struct pkey_ctx_free {
-  void operator()(EVP_PKEY_CTX* c) const {
-    EVP_PKEY_CTX_free(c);
-  }
-};
-struct param_bld_free {
-  void operator()(OSSL_PARAM_BLD* b) const {
-    OSSL_PARAM_BLD_free(b);
-  }
-};
-struct params_free {
-  void operator()(OSSL_PARAM* p) const {
-    OSSL_PARAM_free(p);
-  }
-};
-struct bio_free {
-  void operator()(BIO* b) const {
-    BIO_free(b);
-  }
-};
-
 /// PEM (SubjectPublicKeyInfo) of a public key built from OpenSSL parameters.
 std::optional<std::string> pem_of(const char* type, OSSL_PARAM_BLD* bld) {
-  std::unique_ptr<OSSL_PARAM, params_free> params{OSSL_PARAM_BLD_to_param(bld)};
-  std::unique_ptr<EVP_PKEY_CTX, pkey_ctx_free> ctx{
-      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr)};
+  params_ptr params{OSSL_PARAM_BLD_to_param(bld)};
+  pkey_ctx_ptr ctx{EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr)};
   EVP_PKEY* raw = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
     ERR_clear_error();
     return std::nullopt;
   }
-  std::unique_ptr<EVP_PKEY, pkey_free> key{raw};
-  std::unique_ptr<BIO, bio_free> out{BIO_new(BIO_s_mem())};
+  pkey_ptr key{raw};
+  bio_ptr out{BIO_new(BIO_s_mem())};
   if (!out || PEM_write_bio_PUBKEY(out.get(), key.get()) != 1) {
     ERR_clear_error();
     return std::nullopt;
@@ -130,11 +99,11 @@ std::variant<std::string, std::string> rsa_pem(const json& k) {
   if (nb->size() < 256)
     return std::variant<std::string, std::string>{std::in_place_index<1>,
                                                   "an RSA key shorter than 2048 bits"};
-  std::unique_ptr<BIGNUM, bn_free> bn_n{BN_bin2bn(
-      reinterpret_cast<const unsigned char*>(nb->data()), static_cast<int>(nb->size()), nullptr)};
-  std::unique_ptr<BIGNUM, bn_free> bn_e{BN_bin2bn(
-      reinterpret_cast<const unsigned char*>(eb->data()), static_cast<int>(eb->size()), nullptr)};
-  std::unique_ptr<OSSL_PARAM_BLD, param_bld_free> bld{OSSL_PARAM_BLD_new()};
+  bn_ptr bn_n{BN_bin2bn(reinterpret_cast<const unsigned char*>(nb->data()),
+                        static_cast<int>(nb->size()), nullptr)};
+  bn_ptr bn_e{BN_bin2bn(reinterpret_cast<const unsigned char*>(eb->data()),
+                        static_cast<int>(eb->size()), nullptr)};
+  param_bld_ptr bld{OSSL_PARAM_BLD_new()};
   if (!bn_n || !bn_e || !bld ||
       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1)
@@ -159,7 +128,7 @@ std::variant<std::string, std::string> ec_pem(const json& k) {
     return std::variant<std::string, std::string>{
         std::in_place_index<1>, "an EC P-256 key needs base64url x and y of 32 bytes each"};
   std::string point = "\x04" + *xb + *yb;
-  std::unique_ptr<OSSL_PARAM_BLD, param_bld_free> bld{OSSL_PARAM_BLD_new()};
+  param_bld_ptr bld{OSSL_PARAM_BLD_new()};
   if (!bld ||
       OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) !=
           1 ||
