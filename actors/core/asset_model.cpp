@@ -234,4 +234,21 @@ std::string format_duration(int64_t ms) {
   return std::to_string(ms) + "ms";
 }
 
+bool is_sensitive(const model_set& models, std::string_view kind, std::string_view property) {
+  auto m = models.find(kind);
+  if (m == models.end())
+    return false;
+  const auto* p = m->second.find(property);
+  return p != nullptr && p->sensitive;
+}
+
+std::optional<std::string> any_sensitive(const model_set& models,
+                                         const std::set<std::string, std::less<>>& properties) {
+  for (const auto& [kind, m] : models)
+    for (const auto& p : m.properties)
+      if (p.sensitive && properties.count(p.name))
+        return p.name;
+  return std::nullopt;
+}
+
 }  // namespace fleettwin::core

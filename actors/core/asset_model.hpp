@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -128,6 +129,15 @@ struct asset_model {
 
 /// Models by the kind they describe.
 using model_set = std::map<std::string, asset_model, std::less<>>;
+
+/// Whether the model of `kind` marks `property` sensitive (personal data: only callers
+/// allowed to read sensitive properties see its values).
+bool is_sensitive(const model_set& models, std::string_view kind, std::string_view property);
+
+/// A property some model marks sensitive, among `properties` (for what is read before a
+/// twin's kind is known: a filter); nullopt when none is.
+std::optional<std::string> any_sensitive(const model_set& models,
+                                         const std::set<std::string, std::less<>>& properties);
 
 /// What is wrong with `m` (nullopt: valid), said so that the author knows
 /// what to fix. Sorts its properties by name, parses the states' conditions

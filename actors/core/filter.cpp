@@ -1136,7 +1136,33 @@ void collect(const filter_node& n, field_set& out) {
   }
 }
 
+void collect_properties(const filter_node& n, std::set<std::string, std::less<>>& out) {
+  if (n.type != filter_node::kind::comparison) {
+    for (const auto& c : n.children)
+      collect_properties(c, out);
+    return;
+  }
+  switch (n.field) {
+    case field_id::reported:
+    case field_id::desired:
+    case field_id::anomaly:
+      out.insert(n.key);
+      break;
+    case field_id::quality:
+      if (n.key != "score")
+        out.insert(n.key);
+      break;
+    default:
+      break;
+  }
+}
+
 }  // namespace
+
+void filter::properties_compared(std::set<std::string, std::less<>>& out) const {
+  if (root_)
+    collect_properties(*root_, out);
+}
 
 void filter::collect_fields(field_set& out) const {
   if (root_)

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -84,6 +85,10 @@ public:
 
   /// Adds the twin fields the filter reads to `out`.
   void collect_fields(field_set& out) const;
+
+  /// Adds the properties whose values (reported, desired, anomaly score, quality flags)
+  /// the filter compares to `out` (a presence test, `reported:p`, compares none).
+  void properties_compared(std::set<std::string, std::less<>>& out) const;
 
   /// True if the filter reads connectivity (its outcome changes with time).
   bool reads_connectivity() const;

@@ -33,6 +33,8 @@ const char* to_string(apply_status s) {
       return "out_of_order";
     case apply_status::unchanged:
       return "unchanged";
+    case apply_status::tenant_conflict:
+      return "tenant_conflict";
   }
   return "unknown";
 }
@@ -108,6 +110,9 @@ std::optional<std::string> validate(const telemetry& t, const limits& lim) {
            std::to_string(lim.max_attributes_per_record) + ")";
   if (t.source_time_ms < 0)
     return std::string{"source_time_ms is negative"};
+  if (!t.tenant.empty())
+    if (auto err = validate_name(t.tenant, lim, "tenant"))
+      return err;
   for (const auto& [name, v] : t.metrics) {
     if (auto err = validate_name(name, lim, "metric"))
       return err;
@@ -131,6 +136,12 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
   out.stale_samples = 0;
   out.attributes_changed = false;
   out.sequence_restarted = false;
+  if (!t.tenant.empty() && !tw.tenant.empty() && t.tenant != tw.tenant) {
+    // A twin's tenant is fixed by the first record that names one: a record that names
+    // another is refused whole (nothing of it applied, its sequence not marked).
+    out.status = apply_status::tenant_conflict;
+    return;
+  }
   auto verdict = tw.window.check(t.sequence);
   if (verdict != sequence_window::verdict::fresh && t.source_time_ms > 0 &&
       t.source_time_ms > tw.newest_source_ms) {
@@ -200,7 +211,7 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
     tw.kind = t.kind;
     out.attributes_changed = true;
   }
-  if (!t.tenant.empty() && t.tenant != tw.tenant) {
+  if (!t.tenant.empty() && tw.tenant.empty()) {
     tw.tenant = t.tenant;
     out.attributes_changed = true;
   }

@@ -164,6 +164,9 @@ enum class apply_status : uint8_t {
   /// A new record that changed nothing: no samples, and its attributes as
   /// stored (a source re-sending its attributes). Its sequence is marked.
   unchanged,
+  /// The record names a tenant other than the twin's (fixed by the first record that
+  /// named one): refused whole, for the dead-letter topic.
+  tenant_conflict,
 };
 
 const char* to_string(apply_status s);

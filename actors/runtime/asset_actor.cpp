@@ -353,6 +353,12 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             case core::apply_status::unchanged:
               ++u.unchanged;
               break;
+            case core::apply_status::tenant_conflict:
+              u.telemetry_rejects.emplace_back(
+                  idx, "twin \"" + st.asset_id + "\" belongs to tenant \"" + st.tw.tenant +
+                           "\" and this record names tenant \"" + t.tenant +
+                           "\": a twin's tenant is fixed by its first record");
+              break;
           }
         }
         u.created = was_empty && !st.tw.empty();

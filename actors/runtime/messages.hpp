@@ -229,6 +229,9 @@ struct asset_update {
   /// Relation updates refused (a cycle, a type the parent does not take):
   /// the record's index in its relation_slice, and what to fix.
   std::vector<std::pair<uint32_t, std::string>> relation_rejects;
+  /// Telemetry records refused by the twin (a record naming another tenant): the
+  /// record's index in the decoded batch, and why.
+  std::vector<std::pair<uint32_t, std::string>> telemetry_rejects;
   /// Aggregates that checkpoint their members: member records changed but
   /// not written yet (the entity must be flushed before it passivates).
   uint32_t unwritten_members = 0;

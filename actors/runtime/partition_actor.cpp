@@ -664,6 +664,8 @@ void collect(self_ptr self, uint64_t id, asset_update& u) {
   for (auto& [record, why] : u.relation_rejects)
     reject(item, *st.cfg.probe, *item.relation_records.at(record), "relation_refused",
            std::move(why), input::relations);
+  for (auto& [record, why] : u.telemetry_rejects)
+    reject(item, *st.cfg.probe, *st.decoded_from.at(record), "tenant_conflict", std::move(why));
   if (u.applied)
     st.cfg.probe->on_applied(u.applied);
   if (u.duplicates)
@@ -849,6 +851,8 @@ void start_batch(self_ptr self) {
   decoded->want_snapshots = st.cfg.listener && st.cfg.listener->wants_snapshots();
   if (decoded->records.size() < total)
     decoded->records.resize(total);
+  if (st.decoded_from.size() < total)
+    st.decoded_from.resize(total);
   st.groups.clear();
   size_t valid = 0;
   const auto& limits = st.cfg.assets->limits;
@@ -875,6 +879,7 @@ void start_batch(self_ptr self) {
           continue;
         }
       }
+      st.decoded_from[valid] = &r;
       ++valid;
     }
   // Records past `valid` are scratch: only the grouped indexes are read.

@@ -252,6 +252,9 @@ struct partition_state {
   int64_t last_check_ms = 0;
   /// The decoded records of the last item, reused when nobody holds them.
   std::shared_ptr<decoded_batch> spare;
+  /// The raw record of each decoded record of the item applying (scratch, kept to avoid
+  /// reallocation): a twin that refuses a record names its decoded index.
+  std::vector<const raw_record*> decoded_from;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).
   std::unordered_map<std::string_view, std::vector<uint32_t>> groups;
 

@@ -5,6 +5,7 @@
 #include <caf/openssl/all.hpp>
 
 #include "fleettwin/v1/twin.pb.h"
+#include "services/security/caller.hpp"
 
 namespace fleettwin::cluster {
 
@@ -28,6 +29,33 @@ std::string to_string(const ::grpc::ByteBuffer& buf) {
   for (const auto& s : slices)
     out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   return out;
+}
+
+/// Why a forwarded call of `method` with metadata `kv` may not run here (status code and
+/// message); nullopt when it may. The forwarding node authenticated its caller and sends it
+/// along; this node checks the caller's role like its own authenticator would, and, when it
+/// authenticates its calls, refuses forwarded calls without a caller (a node configured
+/// without authentication forwarding to one with).
+std::optional<std::pair<int32_t, std::string>> check_caller(
+    const std::string& method, const std::vector<std::pair<std::string, std::string>>& kv,
+    bool authenticating) {
+  for (const auto& [k, v] : kv) {
+    if (k != security::caller_header)
+      continue;
+    auto who = security::decode_caller(v);
+    if (!who)
+      return std::pair{static_cast<int32_t>(::grpc::StatusCode::UNAUTHENTICATED),
+                       std::string{"the forwarding node sent an unreadable caller"}};
+    if (auto why = security::forbidden(*who, method))
+      return std::pair{static_cast<int32_t>(::grpc::StatusCode::PERMISSION_DENIED),
+                       std::move(*why)};
+    return std::nullopt;
+  }
+  if (authenticating && security::required_role(method))
+    return std::pair{static_cast<int32_t>(::grpc::StatusCode::UNAUTHENTICATED),
+                     std::string{"the forwarding node sent no caller: every node of a cluster "
+                                 "must authenticate its calls when one does"}};
+  return std::nullopt;
 }
 
 }  // namespace
@@ -129,6 +157,11 @@ runtime::gateway_actor::behavior_type gateway(
           std::string& metadata) -> caf::typed_response_promise<int32_t, std::string, std::string> {
         auto& st = self->state;
         auto rp = self->make_response_promise<int32_t, std::string, std::string>();
+        auto kv = decode_metadata(metadata);
+        if (auto refusal = check_caller(method, kv, st.control->authenticating)) {
+          rp.deliver(refusal->first, std::move(refusal->second), std::string{});
+          return rp;
+        }
         {
           // Never start a call on the in-process channel of a server that
           // is shutting down.
@@ -147,7 +180,7 @@ runtime::gateway_actor::behavior_type gateway(
         st.pending.emplace(id, rp);
         auto call = std::make_shared<local_call>();
         call->ctx.AddMetadata(forwarded_header, st.node_id);
-        for (auto& [k, v] : decode_metadata(metadata))
+        for (auto& [k, v] : kv)
           call->ctx.AddMetadata(k, v);
         call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{30});
         ::grpc::Slice slice{request};

@@ -71,6 +71,9 @@ struct gateway_control {
   std::condition_variable idle;
   bool closing = false;
   size_t running = 0;
+  /// This node authenticates its calls: a forwarded call must carry the caller the
+  /// forwarding node authenticated, whose role is checked here again.
+  bool authenticating = false;
   /// Stops new calls and waits (at most `timeout`) for the running ones;
   /// false when some are still running.
   bool close(std::chrono::milliseconds timeout) {

@@ -191,6 +191,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateRequest* req,
     fleettwin::v1::Aggregate* resp) {
   call c{ctx, get_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
     return c.reactor();
@@ -203,6 +205,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetAggregatesRequest* req,
     fleettwin::v1::BatchGetAggregatesResponse* resp) {
   call c{ctx, batch_get_};
+  if (refuse_confined(c))
+    return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
     c.finish({StatusCode::INVALID_ARGUMENT, "names must list 1 to " +
@@ -237,7 +241,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     if (!t.local) {
       fleettwin::v1::GetAggregateRequest one;
       one.set_name(req->names(static_cast<int>(i)));
-      forward_batch_item(backend_, g, i, t.endpoint, get_method, one, settle);
+      forward_batch_item(backend_, g, i, t.endpoint, get_method, c.forward_metadata(), one, settle);
       continue;
     }
     runtime::aggregate_completion done{[g, i, settle](runtime::aggregate_reply reply) {
@@ -258,6 +262,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateHistoryRequest* req,
     fleettwin::v1::GetAggregateHistoryResponse* resp) {
   call c{ctx, history_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
     return c.reactor();
@@ -364,6 +370,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregatesRequest* req,
     fleettwin::v1::ListAggregatesResponse* resp) {
   call c{ctx, list_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
     return c.reactor();
@@ -408,7 +416,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
 }
 
 ::grpc::ServerWriteReactor<fleettwin::v1::AggregateChange>* aggregate_service::WatchAggregates(
-    ::grpc::CallbackServerContext*, const fleettwin::v1::WatchAggregatesRequest* req) {
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchAggregatesRequest* req) {
   auto started = std::chrono::steady_clock::now();
   auto fail = [&](Status s) {
     probe_.on_request(
@@ -419,6 +427,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                  s.error_message() + " (retry in " + std::to_string(retry_after_ms) + " ms)"};
     return new failed_stream<fleettwin::v1::AggregateChange>(std::move(s));
   };
+  if (auto who = caller_of(*ctx); who && who->scoped())
+    return fail({StatusCode::PERMISSION_DENIED, confined_aggregates_message(who)});
   auto registry = kinds_ ? kinds_->get() : nullptr;
   std::string id;
   if (!req->name().empty()) {
@@ -460,6 +470,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListMembersRequest* req,
     fleettwin::v1::ListMembersResponse* resp) {
   call c{ctx, members_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
     return c.reactor();
@@ -520,6 +532,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, relations_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto id = entity_id(c, req->name(), "name");
   if (!id)
     return c.reactor();
@@ -592,6 +606,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, set_relations_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();
@@ -633,6 +649,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::DeleteRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, delete_relations_};
+  if (refuse_confined(c))
+    return c.reactor();
   auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();

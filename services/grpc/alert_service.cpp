@@ -4,6 +4,7 @@
 #include <set>
 
 #include "services/grpc/convert.hpp"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/unary_call.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -65,14 +66,16 @@ Status merge_alert_pages(std::vector<fleettwin::v1::ListAlertsResponse>& parts,
 }  // namespace
 
 alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watch_hub* watch,
-                             metrics::grpc_probe& probe, service_limits limits)
+                             metrics::grpc_probe& probe, service_limits limits,
+                             std::shared_ptr<runtime::models_holder> models)
     : backend_(backend),
       pool_(pool),
       watch_(watch),
       probe_(probe),
       limits_(limits),
       list_(probe.method("ListAlerts")),
-      ack_(probe.method("AcknowledgeAlert")) {}
+      ack_(probe.method("AcknowledgeAlert")),
+      models_(std::move(models)) {}
 
 ::grpc::ServerUnaryReactor* alert_service::ListAlerts(::grpc::CallbackServerContext* ctx,
                                                       const fleettwin::v1::ListAlertsRequest* req,
@@ -85,6 +88,12 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
   if (!plan)
     return c.reactor();
   const size_t page_size = listing->page_size;
+  if (auto why = privacy{c.who(), models_.get()}.refuses(listing->filter)) {
+    c.finish({StatusCode::PERMISSION_DENIED, *why});
+    return c.reactor();
+  }
+  if (!scope_listing(c, req->filter(), *listing))
+    return c.reactor();
   auto f = std::move(listing->filter);
   auto start_after = std::move(listing->start_after);
   const auto& partitions = plan->local;
@@ -131,7 +140,7 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
 }
 
 ::grpc::ServerWriteReactor<fleettwin::v1::AlertEvent>* alert_service::WatchAlerts(
-    ::grpc::CallbackServerContext*, const fleettwin::v1::WatchAlertsRequest* req) {
+    ::grpc::CallbackServerContext* ctx, const fleettwin::v1::WatchAlertsRequest* req) {
   auto started = std::chrono::steady_clock::now();
   auto fail = [&](Status s) {
     probe_.on_request(
@@ -158,8 +167,9 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
   if (!watch_->ready())
     return fail({StatusCode::UNAVAILABLE, "this node is still positioning on the alerts topic"});
   probe_.on_request("WatchAlerts", "OK", 0);
-  auto* stream =
-      new alert_watch_stream(*watch_, std::move(id), req->min_severity(), limits_.max_watch_queue);
+  auto who = caller_of(*ctx);
+  auto* stream = new alert_watch_stream(*watch_, std::move(id), req->min_severity(),
+                                        limits_.max_watch_queue, who ? who->tenant : "");
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("alerts"); });
   watch_->add(stream);
   // Headers go out now so that clients know the watch is registered.
@@ -182,20 +192,25 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
     forward_if_remote(backend_, c, name->asset_id, error, ack_method, *req, resp);
     return c.reactor();
   }
-  runtime::twin_completion done{[c, resp, property = name->property](runtime::twin_reply reply) {
-                                  if (reply.error != runtime::query_error::none) {
-                                    c.finish(to_status(reply));
-                                    return;
-                                  }
-                                  const auto& tw = *reply.twin;
-                                  const auto& a = tw.analysis.find(property)->second.alert;
-                                  alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a,
-                                                 *resp);
-                                  c.finish(Status::OK);
-                                },
-                                unanswered()};
-  caf::anon_send(r->actor, runtime::ack_atom::value, std::move(name->asset_id),
-                 std::move(name->property), name->number, std::move(done));
+  auto id = name->asset_id;
+  // The completion is made only when the acknowledgement is sent: one never sent must not
+  // answer the call a second time (a completion answers "unanswered" when dropped).
+  when_visible(backend_, c, *r, id, [c, resp, actor = r->actor, name = std::move(*name)]() mutable {
+    runtime::twin_completion done{[c, resp, property = name.property](runtime::twin_reply reply) {
+                                    if (reply.error != runtime::query_error::none) {
+                                      c.finish(to_status(reply));
+                                      return;
+                                    }
+                                    const auto& tw = *reply.twin;
+                                    const auto& a = tw.analysis.find(property)->second.alert;
+                                    alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a,
+                                                   *resp);
+                                    c.finish(Status::OK);
+                                  },
+                                  unanswered()};
+    caf::anon_send(actor, runtime::ack_atom::value, std::move(name.asset_id),
+                   std::move(name.property), name.number, std::move(done));
+  });
   return c.reactor();
 }
 

@@ -6,6 +6,7 @@
 
 #include "actors/core/twin_analytics.hpp"
 #include "services/grpc/convert.hpp"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/grpc/unary_call.hpp"
 
@@ -114,9 +115,17 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
   }
   // Up to 1,000 points and a search of a year for the failure's interval:
   // computed on the query pool, never on a gRPC or actor thread.
-  auto compute = [c, resp, property = req->property(), horizon = req->horizon_ms(),
-                  step = req->step_ms(), models = models_,
+  auto compute = [c, resp, id = *id, property = req->property(), horizon = req->horizon_ms(),
+                  step = req->step_ms(), models = models_, masks = privacy_of(c),
                   &pool = pool_](std::shared_ptr<const core::twin> tw) {
+    if (!c.sees(tw->tenant)) {
+      c.finish(twin_not_found(id));
+      return;
+    }
+    if (masks.masked(tw->kind, property)) {
+      c.finish({StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its forecast")});
+      return;
+    }
     bool queued = pool.submit([c, resp, property, horizon, step, models, tw] {
       auto set = models ? models->get() : nullptr;
       c.finish(forecast_of(*tw, property, horizon, step, set.get(), *resp));

@@ -8,6 +8,7 @@
 #include "actors/core/filter.hpp"
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/convert.hpp"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/unary_call.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -20,13 +21,18 @@ namespace {
 
 /// Completes a call with the twin of the reply, or its error.
 runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* resp,
-                                          int64_t stale_after_ms) {
-  return {[c, resp, stale_after_ms](runtime::twin_reply reply) {
+                                          int64_t stale_after_ms, privacy masks) {
+  return {[c, resp, stale_after_ms, masks](runtime::twin_reply reply) {
             if (reply.error != runtime::query_error::none) {
               c.finish(to_status(reply));
               return;
             }
+            if (!c.sees(reply.twin->tenant)) {
+              c.finish(twin_not_found(reply.twin->asset_id));
+              return;
+            }
             to_proto(*reply.twin, wall_ms(), stale_after_ms, *resp);
+            masks.redact(*resp);
             c.finish(Status::OK);
           },
           unanswered()};
@@ -124,6 +130,10 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       forecast_(probe.method("GetForecast")),
       models_(std::move(models)) {}
 
+privacy twin_service::privacy_of(const call& c) const {
+  return privacy{c.who(), models_.get()};
+}
+
 ::grpc::ServerUnaryReactor* twin_service::GetTwin(::grpc::CallbackServerContext* ctx,
                                                   const fleettwin::v1::GetTwinRequest* req,
                                                   fleettwin::v1::Twin* resp) {
@@ -144,11 +154,16 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return c.reactor();
   }
   if (auto tw = backend_.cached_twin(*id)) {
+    if (!c.sees(tw->tenant)) {
+      c.finish(twin_not_found(*id));
+      return c.reactor();
+    }
     to_proto(*tw, wall_ms(), stale, *resp);
+    privacy_of(c).redact(*resp);
     c.finish(Status::OK);
     return c.reactor();
   }
-  auto done = answer_with_twin(c, resp, stale);
+  auto done = answer_with_twin(c, resp, stale, privacy_of(c));
   caf::anon_send(r->actor, runtime::get_atom::value, std::move(*id), std::move(done));
   return c.reactor();
 }
@@ -181,6 +196,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   if (!targets)
     return c.reactor();
   auto g = std::make_shared<batch_gather<fleettwin::v1::Twin>>(n);
+  auto masks = privacy_of(c);
   auto settle = [c, g, resp] {
     g->settle(c, [resp](auto& twins) {
       for (auto& tw : twins)
@@ -193,15 +209,19 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     if (!t.local) {
       fleettwin::v1::GetTwinRequest one;
       one.set_name(req->names(static_cast<int>(i)));
-      forward_batch_item(backend_, g, i, t.endpoint, "/fleettwin.v1.TwinService/GetTwin", one,
-                         settle);
+      forward_batch_item(backend_, g, i, t.endpoint, "/fleettwin.v1.TwinService/GetTwin",
+                         c.forward_metadata(), one, settle);
       continue;
     }
-    runtime::twin_completion done{[g, i, settle, stale](runtime::twin_reply reply) {
+    runtime::twin_completion done{[c, g, i, settle, stale, masks](runtime::twin_reply reply) {
                                     if (reply.error != runtime::query_error::none)
                                       g->fail(to_status(reply));
-                                    else
+                                    else if (!c.sees(reply.twin->tenant))
+                                      g->fail(twin_not_found(reply.twin->asset_id));
+                                    else {
                                       to_proto(*reply.twin, wall_ms(), stale, g->items[i]);
+                                      masks.redact(g->items[i]);
+                                    }
                                     settle();
                                   },
                                   unanswered()};
@@ -218,6 +238,13 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   if (!listing)
     return c.reactor();
   const size_t page_size = listing->page_size;
+  auto masks = privacy_of(c);
+  if (auto why = masks.refuses(listing->filter)) {
+    c.finish({StatusCode::PERMISSION_DENIED, *why});
+    return c.reactor();
+  }
+  if (!scope_listing(c, req->filter(), *listing))
+    return c.reactor();
   auto f = std::move(listing->filter);
   auto start_after = std::move(listing->start_after);
   auto plan = plan_listing(backend_, c);
@@ -237,8 +264,11 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
         page_size, max_scanned, error);
     if (!error.empty())
       return {StatusCode::INTERNAL, "reading twins: " + error};
-    for (const auto& tw : page.twins)
-      to_proto(tw, now, stale, *out->add_twins());
+    for (const auto& tw : page.twins) {
+      auto* t = out->add_twins();
+      to_proto(tw, now, stale, *t);
+      masks.redact(*t);
+    }
     if (!page.next_page_token.empty())
       out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
     return Status::OK;
@@ -290,9 +320,12 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
     return c.reactor();
   }
   auto stale = backend_.stale_after_ms();
-  auto done = answer_with_twin(c, resp, stale);
-  caf::anon_send(r->actor, runtime::desired_atom::value, std::move(*id), std::move(update),
-                 std::move(done));
+  when_visible(backend_, c, *r, *id,
+               [c, resp, stale, masks = privacy_of(c), actor = r->actor, id = *id,
+                update = std::move(update)]() mutable {
+                 caf::anon_send(actor, runtime::desired_atom::value, std::move(id),
+                                std::move(update), answer_with_twin(c, resp, stale, masks));
+               });
   return c.reactor();
 }
 
@@ -331,6 +364,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   auto start = req->start_time_ms();
   auto end = req->end_time_ms();
   auto limit = static_cast<size_t>(req->limit());
+  auto masks = privacy_of(c);
   bool queued = pool_.submit([=, &store, id = std::move(*id)] {
     std::string err;
     core::twin tw;
@@ -343,6 +377,14 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
         return;
       case runtime::load_status::found:
         break;
+    }
+    if (!c.sees(tw.tenant)) {
+      c.finish(twin_not_found(id));
+      return;
+    }
+    if (masks.masked(tw.kind, property)) {
+      c.finish({StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its history")});
+      return;
     }
     if (!tw.reported.contains(property)) {
       c.finish({StatusCode::NOT_FOUND,
@@ -382,10 +424,20 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
   core::filter f;
   if (auto err = core::filter::parse(req->filter(), f))
     return fail({StatusCode::INVALID_ARGUMENT, filter_error(*err)});
+  auto who = caller_of(*ctx);
+  privacy masks{who, models_.get()};
+  if (auto why = masks.refuses(f))
+    return fail({StatusCode::PERMISSION_DENIED, *why});
+  // A caller of one tenant watches only that tenant's twins, on every node.
+  auto filter = scoped_filter(who, req->filter());
+  if (filter != req->filter())
+    if (auto err = core::filter::parse(filter, f))
+      return fail({StatusCode::INTERNAL, filter_error(*err)});
   probe_.on_request("WatchTwins", "OK", 0);
-  auto* stream = new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue);
+  auto* stream =
+      new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue, std::move(masks));
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("twins"); });
-  backend_.watch_cluster(stream, asset_id.value_or(""), req->filter());
+  backend_.watch_cluster(stream, asset_id.value_or(""), filter);
   hub_.add(stream);
   // Headers go out now so that clients know the watch is registered.
   stream->StartSendInitialMetadata();

@@ -12,6 +12,7 @@
 #include "actors/runtime/asset_actor.hpp"
 #include "actors/runtime/interfaces.hpp"
 #include "fleettwin/v1/service.grpc.pb.h"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/query_pool.hpp"
 #include "services/grpc/watch_hub.hpp"
 #include "services/metrics/metrics.hpp"
@@ -103,6 +104,9 @@ public:
                                           fleettwin::v1::Forecast* resp) override;
 
 private:
+  /// What the call's caller may not read.
+  privacy privacy_of(const class call& c) const;
+
   twin_backend& backend_;
   query_pool& pool_;
   watch_hub& hub_;

@@ -21,6 +21,7 @@
 
 #include "actors/runtime/messages.hpp"
 #include "services/cluster/remoting.hpp"
+#include "services/grpc/caller_scope.hpp"
 #include "services/grpc/query_pool.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/metrics/metrics.hpp"
@@ -76,7 +77,8 @@ public:
       : ctx_(ctx),
         reactor_(ctx->DefaultReactor()),
         probe_(&probe),
-        start_(std::chrono::steady_clock::now()) {
+        start_(std::chrono::steady_clock::now()),
+        who_(caller_of(*ctx)) {
     calls_in_flight_counter().fetch_add(1);
   }
 
@@ -100,6 +102,23 @@ public:
     return ctx_;
   }
 
+  /// Who the call speaks for (nullopt: the node does not authenticate).
+  const std::optional<caller>& who() const {
+    return who_;
+  }
+
+  /// Whether the caller may see an entity of `tenant`.
+  bool sees(std::string_view tenant) const {
+    return !who_ || who_->sees(tenant);
+  }
+
+  /// The metadata a call forwarded on this one's behalf carries: the caller, and `extra`.
+  std::string forward_metadata(std::vector<std::pair<std::string, std::string>> extra = {}) const {
+    if (who_)
+      extra.emplace_back(security::caller_header, security::encode_caller(*who_));
+    return extra.empty() ? std::string{} : cluster::encode_metadata(extra);
+  }
+
   ::grpc::ServerUnaryReactor* reactor() const {
     return reactor_;
   }
@@ -109,6 +128,7 @@ private:
   ::grpc::ServerUnaryReactor* reactor_;
   metrics::method_probe* probe_;
   std::chrono::steady_clock::time_point start_;
+  std::optional<caller> who_;
 };
 
 inline Status to_status(query_error e, const std::string& message) {
@@ -134,10 +154,63 @@ inline Status to_status(const runtime::twin_reply& r) {
   return to_status(r.error, r.message);
 }
 
+/// The answer for a twin the caller may not see: the one for a twin that does not exist
+/// (another tenant's twins never show, not even that they exist).
+inline Status twin_not_found(const std::string& id) {
+  return {StatusCode::NOT_FOUND, "twin \"" + id + "\" not found"};
+}
+
 inline runtime::twin_reply unanswered() {
   return {runtime::query_error::unavailable,
           "the twin's partition stopped before answering (rebalance or shutdown); retry",
           {}};
+}
+
+/// Aggregates and the relation graph are not confined to tenants yet (an aggregate's
+/// members may belong to several): a caller of one tenant may not read them, so that
+/// nothing of another tenant shows through them.
+inline std::string confined_aggregates_message(const std::optional<caller>& who) {
+  return "aggregates and relations are not confined to tenants yet: '" + who->subject +
+         "' (tenant " + who->tenant + ") may not use them; use a token without a tenant claim";
+}
+
+/// Finishes `c` PERMISSION_DENIED when its caller is confined to a tenant (see above).
+inline bool refuse_confined(const call& c) {
+  if (!c.who() || !c.who()->scoped())
+    return false;
+  c.finish({StatusCode::PERMISSION_DENIED, confined_aggregates_message(c.who())});
+  return true;
+}
+
+/// Runs `then` once the caller is known to see twin `id` (served here, at `r`): at once for
+/// a caller not confined to a tenant, else after a look at the twin; a twin the caller may
+/// not see is answered NOT_FOUND. Writes check first: a twin's tenant, once set, never
+/// changes, so what was checked still holds when the write applies.
+/// `then` must hold no completion (a completion dropped unrun answers the call again).
+template <class Then>
+void when_visible(twin_backend& backend, const call& c, const route& r, const std::string& id,
+                  Then then) {
+  if (!c.who() || !c.who()->scoped()) {
+    then();
+    return;
+  }
+  if (auto tw = backend.cached_twin(id)) {
+    if (c.sees(tw->tenant))
+      then();
+    else
+      c.finish(twin_not_found(id));
+    return;
+  }
+  runtime::twin_completion seen{[c, id, then](runtime::twin_reply reply) mutable {
+                                  if (reply.error != query_error::none)
+                                    c.finish(to_status(reply));
+                                  else if (!c.sees(reply.twin->tenant))
+                                    c.finish(twin_not_found(id));
+                                  else
+                                    then();
+                                },
+                                unanswered()};
+  caf::anon_send(r.actor, runtime::get_atom::value, id, std::move(seen));
 }
 
 /// Sends a unary call to the node that serves its twin and finishes with
@@ -169,7 +242,7 @@ void forward_unary(twin_backend& backend, const call& c, const std::string& asse
       runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
                              "the forwarded call was dropped (node stopping); retry",
                              {}}};
-  backend.forward(endpoint, method, req.SerializeAsString(), {}, std::move(done));
+  backend.forward(endpoint, method, req.SerializeAsString(), c.forward_metadata(), std::move(done));
 }
 
 /// Routes a call for one twin: false when the caller must answer locally.
@@ -242,6 +315,18 @@ inline std::optional<listing_request> parse_listing(const call& c, int32_t page_
   return r;
 }
 
+/// Confines a listing's filter to the caller's tenant (`filter`: the request's text,
+/// valid); false after finishing `c`.
+inline bool scope_listing(const call& c, const std::string& filter, listing_request& listing) {
+  if (!c.who() || !c.who()->scoped())
+    return true;
+  auto f = parse_filter(c, scoped_filter(c.who(), filter));
+  if (!f)
+    return false;
+  listing.filter = std::move(*f);
+  return true;
+}
+
 /// The answers of a batch of single reads, in request order; the first
 /// failure fails the whole call.
 template <class Item>
@@ -280,12 +365,12 @@ struct batch_target {
   std::string endpoint;
 };
 
-/// Sends read `i` of a batch (`one`, a single-entity request of `method`)
-/// to the node at `endpoint`, parsing its answer into the gather's item.
+/// Sends read `i` of a batch (`one`, a single-entity request of `method`, with the
+/// call's `metadata`) to the node at `endpoint`, parsing its answer into the gather's item.
 template <class Item, class Request, class Settle>
 void forward_batch_item(twin_backend& backend, const std::shared_ptr<batch_gather<Item>>& g,
                         size_t i, const std::string& endpoint, const char* method,
-                        const Request& one, Settle settle) {
+                        std::string metadata, const Request& one, Settle settle) {
   runtime::forward_completion done{
       [g, i, settle](runtime::forward_reply r) {
         if (r.code != 0)
@@ -297,7 +382,7 @@ void forward_batch_item(twin_backend& backend, const std::shared_ptr<batch_gathe
       runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
                              "the forwarded call was dropped (node stopping); retry",
                              {}}};
-  backend.forward(endpoint, method, one.SerializeAsString(), {}, std::move(done));
+  backend.forward(endpoint, method, one.SerializeAsString(), std::move(metadata), std::move(done));
 }
 
 /// The owner of every id of a batch; nullopt after finishing `c` with
@@ -441,8 +526,7 @@ void gather_listing(twin_backend& backend, query_pool& pool, const call& c, cons
                                "the forwarded call was dropped (node stopping); retry",
                                {}}};
     backend.forward(endpoint, method, request,
-                    cluster::encode_metadata({{cluster::partitions_header, list}}),
-                    std::move(done));
+                    c.forward_metadata({{cluster::partitions_header, list}}), std::move(done));
     ++slot;
   }
 }

@@ -18,8 +18,12 @@ int64_t wall_ms() {
 }  // namespace
 
 watch_stream::watch_stream(watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
-                           size_t max_queued)
-    : queued_writer(max_queued), hub_(hub), asset_id_(std::move(asset_id)), filter_(std::move(f)) {}
+                           size_t max_queued, privacy masks)
+    : queued_writer(max_queued),
+      hub_(hub),
+      asset_id_(std::move(asset_id)),
+      filter_(std::move(f)),
+      masks_(std::move(masks)) {}
 
 bool watch_matches(const std::optional<std::string>& asset_id, const core::filter& f,
                    const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,

@@ -14,6 +14,7 @@
 #include "actors/core/filter.hpp"
 #include "actors/runtime/ports.hpp"
 #include "fleettwin/v1/twin.pb.h"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/queued_writer.hpp"
 
 namespace fleettwin::grpc_api {
@@ -40,12 +41,19 @@ bool watch_matches(const std::optional<std::string>& asset_id, const core::filte
 /// One open WatchTwins stream.
 class watch_stream final : public queued_writer<fleettwin::v1::TwinChange>, public watcher {
 public:
+  /// `masks`: the values its caller may not read.
   watch_stream(class watch_hub& hub, std::optional<std::string> asset_id, core::filter f,
-               size_t max_queued);
+               size_t max_queued, privacy masks = {});
 
   /// Queues a change (any thread); ends the stream when the client is too slow.
   void push(const fleettwin::v1::TwinChange& change) override {
-    enqueue(change);
+    if (!masks_.masks()) {
+      enqueue(change);
+      return;
+    }
+    fleettwin::v1::TwinChange masked = change;
+    masks_.redact(masked);
+    enqueue(masked);
   }
 
   bool wants(const core::twin_change& c, const core::twin* snapshot, int64_t now_ms,
@@ -61,6 +69,7 @@ private:
   watch_hub& hub_;
   std::optional<std::string> asset_id_;
   core::filter filter_;
+  privacy masks_;
 };
 
 /// Fans committed changes out to watch streams.

@@ -192,7 +192,7 @@ public:
     // Every label set exists from the start at 0, so that alert rules and
     // dashboards see a rate of 0 rather than no series until the first event.
     for (const char* reason : {"malformed", "oversized", "unsupported_content_type", "key_mismatch",
-                               "invalid", "wrong_partition", "relation_refused"})
+                               "invalid", "wrong_partition", "relation_refused", "tenant_conflict"})
       rejected_.Add({{"reason", reason}});
     for (auto k = static_cast<size_t>(core::anomaly_kind::spike);
          k <= static_cast<size_t>(core::anomaly_kind::stuck); ++k)

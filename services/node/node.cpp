@@ -15,6 +15,7 @@
 #include <caf/openssl/all.hpp>
 
 #include "grpc/health/v1/health.pb.h"
+#include "services/grpc/caller_scope.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
 #include "services/security/authenticator.hpp"
@@ -413,8 +414,9 @@ bool node::start_grpc(std::string& error) {
         return error.empty();
       },
       metrics_->grpc());
-  alert_service_ = std::make_unique<grpc_api::alert_service>(
-      *this, *pool_, alert_hub_.get(), metrics_->grpc(), grpc_api::service_limits{});
+  alert_service_ =
+      std::make_unique<grpc_api::alert_service>(*this, *pool_, alert_hub_.get(), metrics_->grpc(),
+                                                grpc_api::service_limits{}, asset_cfg_->models);
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -443,6 +445,9 @@ bool node::start_grpc(std::string& error) {
           [m = metrics_.get()](const char* reason) { m->auth_refused(reason); },
           std::move(cert_roles));
       credentials->SetAuthMetadataProcessor(processor);
+      // Handlers look for the caller it attaches; forwarded calls must carry one.
+      grpc_api::set_authenticating(true);
+      gateway_control_->authenticating = true;
       spdlog::info("event=auth jwks={} hs256={} issuer={} audience={} cert_roles={}",
                    cfg_.auth.jwks_file.empty() ? "-" : cfg_.auth.jwks_file,
                    cfg_.auth.hs256_secret_file.empty() ? "no" : "yes",

@@ -1,5 +1,6 @@
 #include "services/security/authenticator.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -59,7 +60,8 @@ void authenticator::reload_loop(std::chrono::seconds every) {
 }
 
 grpc::Status authenticator::check(std::string_view method, std::string_view authorization,
-                                  int64_t now_s, const std::vector<std::string>& cert_identities) {
+                                  int64_t now_s, const std::vector<std::string>& cert_identities,
+                                  caller* who_out) {
   auto needed = required_role(method);
   if (!needed)
     return grpc::Status::OK;
@@ -79,6 +81,8 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
         return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
                       std::string{method} + " needs the role " + role_name(*needed) +
                           "; the client certificate of '" + id + "' grants " + it->second);
+      if (who_out)
+        *who_out = caller{id, *has, {}};
       return grpc::Status::OK;
     }
     std::string message = "no token: send the metadata 'authorization: Bearer <JWT>'";
@@ -128,6 +132,10 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
     return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
                   std::string{method} + " needs the role " + role_name(*needed) +
                       "; the token of '" + who.subject + "' grants " + joined(who.roles));
+  if (who_out)
+    *who_out = caller{who.subject, *has, who.tenant,
+                      std::find(who.roles.begin(), who.roles.end(), read_sensitive_permission) !=
+                          who.roles.end()};
   return grpc::Status::OK;
 }
 
@@ -137,10 +145,18 @@ grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::Au
   std::string_view authorization;
   for (const auto& [key, value] : auth_metadata) {
     std::string_view k{key.data(), key.size()};
-    if (k == ":path")
+    if (k == ":path") {
       method = {value.data(), value.size()};
-    else if (k == "authorization")
+    } else if (k == "authorization") {
       authorization = {value.data(), value.size()};
+    } else if (k.substr(0, reserved_metadata_prefix.size()) == reserved_metadata_prefix) {
+      // Only nodes forwarding a call send these, and never through this port.
+      if (count_)
+        count_("invalid");
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              "the metadata '" + std::string{k} +
+                  "' is reserved for calls between FleetTwin nodes; do not send it"};
+    }
   }
   std::vector<std::string> identities;
   if (authorization.empty() && context != nullptr && !cert_roles_.empty()) {
@@ -149,7 +165,11 @@ grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::Au
       for (const auto& v : context->FindPropertyValues(property))
         identities.emplace_back(v.data(), v.size());
   }
-  return check(method, authorization, now_seconds(), identities);
+  caller who;
+  auto verdict = check(method, authorization, now_seconds(), identities, &who);
+  if (verdict.ok() && context != nullptr && !who.subject.empty())
+    context->AddProperty(caller_property, encode_caller(who));
+  return verdict;
 }
 
 }  // namespace fleettwin::security

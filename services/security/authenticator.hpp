@@ -6,9 +6,10 @@
 // travel in plaintext), and answers UNAUTHENTICATED (no, bad, expired ... token) or
 // PERMISSION_DENIED (the token's roles do not include the one the method needs) with a
 // message that says which. Verified tokens are cached until they expire (at most 5 min),
-// so a client that sends the same token pays one signature check. Calls another node
-// forwards run in process (no TLS connection, no processor): the node that took the call
-// checked it.
+// so a client that sends the same token pays one signature check. An accepted call carries
+// its caller (caller.hpp) in its auth context for the handlers. Calls another node forwards
+// run in process (no TLS connection, no processor): they carry the caller that node
+// authenticated, and the gateway checks its role again.
 
 #include <atomic>
 #include <condition_variable>
@@ -22,6 +23,7 @@
 
 #include <grpcpp/security/auth_metadata_processor.h>
 
+#include "services/security/caller.hpp"
 #include "services/security/roles.hpp"
 #include "services/security/token_verifier.hpp"
 
@@ -48,9 +50,10 @@ public:
 
   /// The decision for a call of `method` with the `authorization` metadata value
   /// (empty: none) at `now_s`, from a client whose verified certificate names
-  /// `cert_identities`; what Process() answers. OK or the refusal.
+  /// `cert_identities`; what Process() answers. OK (with the caller in `who`, when the
+  /// method needs a role) or the refusal.
   grpc::Status check(std::string_view method, std::string_view authorization, int64_t now_s,
-                     const std::vector<std::string>& cert_identities = {});
+                     const std::vector<std::string>& cert_identities = {}, caller* who = nullptr);
 
   static constexpr size_t max_cached_tokens = 4096;
   static constexpr int64_t max_cache_seconds = 300;

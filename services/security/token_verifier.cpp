@@ -1,5 +1,7 @@
 #include "services/security/token_verifier.hpp"
 
+#include "services/security/caller.hpp"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -466,7 +468,15 @@ std::variant<principal, std::string> token_verifier::verify(std::string_view tok
       }
     }
   }
-  p.tenant = string_member(*payload, settings_.tenant_claim).value_or("");
+  if (auto it = payload->find(settings_.tenant_claim); it != payload->end()) {
+    // A tenant claim that is not a usable name must not pass for none (that would
+    // widen the token to every tenant).
+    if (!it->is_string())
+      return refuse("the tenant claim '" + settings_.tenant_claim + "' is not a string");
+    p.tenant = it->get<std::string>();
+    if (auto err = validate_tenant(p.tenant))
+      return refuse("the tenant claim '" + settings_.tenant_claim + "': " + *err);
+  }
   return result{std::in_place_index<0>, std::move(p)};
 }
 

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include "cluster_harness.hpp"
+#include "support/kafka_io.hpp"
 #include "support/pki.hpp"
 #include "support/token_issuer.hpp"
 
 #include <fstream>
+#include <set>
 
 namespace fleettwin::test {
 namespace {
@@ -38,8 +40,9 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
     ours.issue(std::string{"node "} + n);
   ours.issue("client operator");
   theirs.issue("node node-x");
-  // Tokens too: the node that takes a call checks it; the owner it forwards to runs it in
-  // process (no token check there), trusting the peer that the cluster's TLS vouched for.
+  // Tokens too: the node that takes a call checks it; the owner it forwards to gets the
+  // caller with the call (from a peer the cluster's TLS vouched for) and checks its role
+  // and tenant like its own.
   auto issuer = token_issuer::make(token_issuer::kind::es256, "cluster-key");
   std::ofstream{ours.file("jwks.json")} << token_issuer::jwks({&issuer});
   const auto viewer = issuer.sign(claims("dashboard", {"viewer"}, unix_now(), 3600));
@@ -92,6 +95,99 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
       auto denied = stub->UpdateDesired(&ctx, req, &t);
       EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED) << id;
     }
+  }
+
+  // Tenants across nodes: a caller of one tenant sees only its twins, whichever node takes
+  // the call and wherever the twin lives (the caller travels with forwarded calls).
+  {
+    producer prod{c_->bootstrap()};
+    for (int i = 0; i < 10; ++i)
+      for (const char* tenant : {"acme", "beta"}) {
+        const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
+        prod.send(c_->topics().telemetry, id,
+                  R"({"asset_id":")" + id + R"(","tenant":")" + tenant +
+                      R"(","sequence":1,"metrics":{"speed":1}})",
+                  "application/json");
+      }
+    ASSERT_EQ(prod.flush(), 0);
+  }
+  const auto acme_viewer = issuer.sign(
+      claims("acme-dash", {"viewer"}, unix_now(), 3600, "fleettwin-tests", "fleettwin", "acme"));
+  const auto acme_operator = issuer.sign(
+      claims("acme-ops", {"operator"}, unix_now(), 3600, "fleettwin-tests", "fleettwin", "acme"));
+  auto stub_with = [&](size_t via, const std::string& token) {
+    return v1::TwinService::NewStub(grpc::CreateChannel(
+        c_->node(via).grpc_address(),
+        grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                          grpc::AccessTokenCredentials(token))));
+  };
+  auto as_admin = stub_with(0, admin);
+  for (int i = 0; i < 10; ++i)
+    for (const char* tenant : {"acme", "beta"}) {
+      const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
+      ASSERT_TRUE(eventually([&] {
+        v1::Twin t;
+        return get_twin(*as_admin, id, t).ok();
+      })) << id;
+    }
+  size_t forwarded_tenant_calls = 0;
+  for (size_t via = 0; via < 2; ++via) {
+    SCOPED_TRACE("via " + c_->node(via).id());
+    auto viewer_stub = stub_with(via, acme_viewer);
+    auto operator_stub = stub_with(via, acme_operator);
+    v1::BatchGetTwinsRequest batch;
+    for (int i = 0; i < 10; ++i)
+      for (const char* tenant : {"acme", "beta"}) {
+        const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
+        auto owner = c_->owner_of(id);
+        forwarded_tenant_calls += owner && *owner != via;
+        v1::Twin t;
+        auto st = get_twin(*viewer_stub, id, t);
+        grpc::ClientContext ctx;
+        v1::UpdateDesiredRequest req;
+        req.set_name("twins/" + id);
+        (*req.mutable_desired())["speed_limit"].set_double_value(30);
+        auto write = operator_stub->UpdateDesired(&ctx, req, &t);
+        if (std::string{tenant} == "acme") {
+          EXPECT_TRUE(st.ok()) << id << ": " << st.error_message();
+          EXPECT_TRUE(write.ok()) << id << ": " << write.error_message();
+          batch.add_names("twins/" + id);
+        } else {
+          EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << id;
+          EXPECT_EQ(st.error_message(), "twin \"" + id + "\" not found");
+          EXPECT_EQ(write.error_code(), grpc::StatusCode::NOT_FOUND) << id;
+        }
+      }
+    grpc::ClientContext batch_ctx;
+    v1::BatchGetTwinsResponse got;
+    auto batch_status = viewer_stub->BatchGetTwins(&batch_ctx, batch, &got);
+    EXPECT_TRUE(batch_status.ok()) << batch_status.error_message();
+    EXPECT_EQ(got.twins_size(), 10);
+    // The cluster-wide listing (each node lists its partitions for the caller): acme's ten
+    // once they are stored, and never one of beta's.
+    std::set<std::string> listed;
+    ASSERT_TRUE(eventually([&] {
+      grpc::ClientContext ctx;
+      v1::ListTwinsRequest req;
+      req.set_filter("asset_id = \"t-*\"");
+      req.set_page_size(100);
+      v1::ListTwinsResponse resp;
+      if (!viewer_stub->ListTwins(&ctx, req, &resp).ok())
+        return false;
+      listed.clear();
+      for (const auto& t : resp.twins()) {
+        EXPECT_EQ(t.tenant(), "acme") << t.asset_id();
+        listed.insert(t.asset_id());
+      }
+      return listed.size() == 10;
+    }));
+  }
+  EXPECT_GT(forwarded_tenant_calls, 5u);
+  // Nothing of acme's writes reached beta's twins.
+  for (int i = 0; i < 10; ++i) {
+    v1::Twin t;
+    ASSERT_TRUE(get_twin(*as_admin, "t-beta-" + std::to_string(i), t).ok());
+    EXPECT_TRUE(t.desired().empty());
   }
 
   // The cluster ports: a handshake with a certificate of the cluster's CA succeeds

@@ -57,6 +57,38 @@ TEST_F(TwinTest, FirstRecordCreatesTwin) {
   EXPECT_EQ(res.applied_metrics.size(), 2u);
 }
 
+TEST_F(TwinTest, TheFirstRecordNamingATenantFixesIt) {
+  auto untenanted = make("a", 1, 1000, {{"x", 1.0}});
+  untenanted.tenant.clear();
+  EXPECT_EQ(apply(untenanted), apply_status::applied);
+  EXPECT_EQ(tw.tenant, "");
+  EXPECT_EQ(apply(make("a", 2, 2000, {{"x", 2.0}})), apply_status::applied);
+  EXPECT_EQ(tw.tenant, "demo");
+  // Another tenant: refused whole (nothing applied, the sequence not marked).
+  auto other = make("a", 3, 3000, {{"x", 3.0}, {"y", 1.0}});
+  other.tenant = "rival";
+  EXPECT_EQ(apply(other), apply_status::tenant_conflict);
+  EXPECT_EQ(tw.tenant, "demo");
+  EXPECT_EQ(tw.version, 2u);
+  EXPECT_EQ(std::get<double>(tw.reported.at("x").val), 2.0);
+  EXPECT_FALSE(tw.reported.contains("y"));
+  // Records without a tenant keep the twin's; the refused sequence is still free.
+  untenanted = make("a", 3, 3000, {{"x", 4.0}});
+  untenanted.tenant.clear();
+  EXPECT_EQ(apply(untenanted), apply_status::applied);
+  EXPECT_EQ(tw.tenant, "demo");
+}
+
+TEST_F(TwinTest, ATenantIsANameLikeAnyOther) {
+  auto t = make("a", 1, 1000, {{"x", 1.0}});
+  t.tenant = "acme*";
+  auto err = validate(t, lim);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_NE(err->find("tenant name"), std::string::npos) << *err;
+  t.tenant = "acme-eu.1";
+  EXPECT_FALSE(validate(t, lim).has_value());
+}
+
 TEST_F(TwinTest, DuplicateSequenceIgnoredAndCounted) {
   apply(make("a", 5, 1000, {{"x", 1.0}}));
   EXPECT_EQ(apply(make("a", 5, 1000, {{"x", 2.0}})), apply_status::duplicate);

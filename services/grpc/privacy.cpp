@@ -1,0 +1,106 @@
+#include "services/grpc/privacy.hpp"
+
+namespace fleettwin::grpc_api {
+
+namespace {
+
+/// The sensitive properties of `kind`'s model (nullptr: the kind has no model).
+const core::asset_model* model_of(const core::model_set& models, std::string_view kind) {
+  auto it = models.find(kind);
+  return it == models.end() ? nullptr : &it->second;
+}
+
+template <class Map>
+void clear_value(Map& m, const std::string& name) {
+  if (auto it = m.find(name); it != m.end())
+    it->second.clear_value();
+}
+
+void redact_twin(const core::model_set& models, fleettwin::v1::Twin& t) {
+  const auto* m = model_of(models, t.kind());
+  if (!m)
+    return;
+  for (const auto& p : m->properties) {
+    if (!p.sensitive)
+      continue;
+    bool present = false;
+    if (auto it = t.mutable_reported()->find(p.name); it != t.mutable_reported()->end()) {
+      it->second.clear_value();
+      present = true;
+    }
+    present |= t.mutable_desired()->erase(p.name) > 0;
+    present |= t.mutable_delta()->erase(p.name) > 0;
+    present |= t.mutable_stats()->erase(p.name) > 0;
+    present |= t.mutable_analysis()->erase(p.name) > 0;
+    if (present)
+      t.add_redacted(p.name);
+  }
+}
+
+}  // namespace
+
+void redact_all(const core::model_set& models, fleettwin::v1::TwinChange& c) {
+  const auto* m = model_of(models, c.kind());
+  if (!m)
+    return;
+  for (const auto& p : m->properties) {
+    if (!p.sensitive)
+      continue;
+    bool present = false;
+    if (auto it = c.mutable_reported()->find(p.name); it != c.mutable_reported()->end()) {
+      it->second.clear_value();
+      present = true;
+    }
+    present |= c.mutable_desired()->erase(p.name) > 0;
+    if (present)
+      c.add_redacted(p.name);
+  }
+}
+
+privacy::privacy(const std::optional<caller>& who, const runtime::models_holder* models) {
+  if (!who || who->read_sensitive || !models)
+    return;
+  auto set = models->get();
+  if (!set)
+    return;
+  for (const auto& [kind, m] : *set)
+    for (const auto& p : m.properties)
+      if (p.sensitive) {
+        models_ = std::move(set);
+        return;
+      }
+}
+
+bool privacy::masked(std::string_view kind, std::string_view property) const {
+  return models_ && core::is_sensitive(*models_, kind, property);
+}
+
+void privacy::redact(fleettwin::v1::Twin& t) const {
+  if (models_)
+    redact_twin(*models_, t);
+}
+
+void privacy::redact(fleettwin::v1::TwinChange& c) const {
+  if (models_)
+    redact_all(*models_, c);
+}
+
+std::optional<std::string> privacy::refuses(const core::filter& f) const {
+  if (!models_)
+    return std::nullopt;
+  std::set<std::string, std::less<>> compared;
+  f.properties_compared(compared);
+  if (compared.empty())
+    return std::nullopt;
+  if (auto p = core::any_sensitive(*models_, compared))
+    return sensitive_refusal(*p, "a filter comparing it");
+  return std::nullopt;
+}
+
+std::string sensitive_refusal(std::string_view property, std::string_view what) {
+  return "property \"" + std::string{property} +
+         "\" is sensitive (its asset model says so): " + std::string{what} +
+         " needs the read_sensitive permission in the token's roles";
+}
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,393 @@
+// Tenant isolation and sensitive properties on a real node (TLS, tokens, embedded Kafka):
+// a token's tenant claim confines every twin method to that tenant's twins, another
+// tenant's twin answers exactly like one that does not exist, and a record that tries to
+// move a twin to another tenant goes to the dead-letter topic; properties the asset model
+// marks sensitive are masked in every read for tokens without read_sensitive.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "fleettwin/v1/analytics.grpc.pb.h"
+#include "fleettwin/v1/service.grpc.pb.h"
+#include "integration/harness.hpp"
+#include "support/kafka_io.hpp"
+#include "support/pki.hpp"
+#include "support/token_issuer.hpp"
+
+namespace fleettwin::test {
+namespace {
+
+using namespace std::chrono_literals;
+using grpc::StatusCode;
+
+std::string json_record(const std::string& asset, const std::string& tenant, uint64_t seq,
+                        double speed) {
+  std::string out = R"({"asset_id":")" + asset + R"(","kind":"vehicle","sequence":)" +
+                    std::to_string(seq) + R"(,"metrics":{"speed":)" + std::to_string(speed) + "}";
+  if (!tenant.empty())
+    out += R"(,"tenant":")" + tenant + "\"";
+  return out + "}";
+}
+
+class TenantTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    p.issue("node node-a");
+    auto dir = make_temp_dir("tenants");
+    std::ofstream{dir + "/jwks.json"} << token_issuer::jwks({&ec});
+    // A vehicle's position is personal data.
+    std::ofstream{dir + "/models.toml"} << R"([[model]]
+kind = "vehicle"
+[model.properties.lat]
+sensitive = true
+[model.properties.lon]
+sensitive = true
+[model.properties.speed]
+unit = "km/h"
+)";
+    auto args = p.node_flags("node-a", false);
+    args.insert(args.end(), {"--auth-jwks", dir + "/jwks.json", "--auth-issuer", "fleettwin-tests",
+                             "--auth-audience", "fleettwin", "--models", dir + "/models.toml"});
+    node = std::make_unique<node_process>("", make_temp_dir("tenant-node"), args);
+    node->use_credentials(with_token(token("admin", "")));
+    node->start();
+  }
+
+  std::string token(const std::string& role, const std::string& tenant,
+                    bool read_sensitive = false) {
+    std::vector<std::string> roles{role};
+    if (read_sensitive)
+      roles.emplace_back("read_sensitive");
+    return ec.sign(claims("user-of-" + (tenant.empty() ? "all" : tenant), roles, unix_now(), 600,
+                          "fleettwin-tests", "fleettwin", tenant));
+  }
+  std::shared_ptr<grpc::ChannelCredentials> with_token(const std::string& t) {
+    return grpc::CompositeChannelCredentials(p.credentials(), grpc::AccessTokenCredentials(t));
+  }
+  template <class Service>
+  std::unique_ptr<typename Service::Stub> stub(const std::string& t) {
+    return Service::NewStub(grpc::CreateChannel(node->grpc_address(), with_token(t)));
+  }
+
+  /// Produces JSON records and waits until the admin sees `asset` at `version`.
+  void produce_and_wait(const std::vector<std::pair<std::string, std::string>>& records,
+                        const std::string& asset, uint64_t version) {
+    producer prod{node->bootstrap()};
+    for (const auto& [key, value] : records)
+      prod.send("fleettwin.telemetry", key, value, "application/json");
+    ASSERT_EQ(prod.flush(), 0);
+    auto admin = stub<v1::TwinService>(token("admin", ""));
+    ASSERT_TRUE(eventually([&] {
+      grpc::ClientContext ctx;
+      v1::GetTwinRequest req;
+      req.set_name("twins/" + asset);
+      v1::Twin t;
+      return admin->GetTwin(&ctx, req, &t).ok() && t.version() >= version;
+    }));
+  }
+
+  token_issuer ec = token_issuer::make(token_issuer::kind::es256, "ec-1");
+  pki p{"pki-tenants"};
+  std::unique_ptr<node_process> node;
+};
+
+TEST_F(TenantTest, ACallerSeesOnlyItsTenantsTwinsThroughEveryTwinMethod) {
+  produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)},
+                    {"a2", json_record("a2", "acme", 1, 11)},
+                    {"b1", json_record("b1", "beta", 1, 20)},
+                    {"n1", json_record("n1", "", 1, 30)}},
+                   "n1", 1);
+  for (const char* id : {"a1", "a2", "b1"})
+    produce_and_wait({}, id, 1);
+  // Listings read what is stored, which follows the commit (GetTwin may show a change
+  // sooner): wait until every twin is listed.
+  auto all = stub<v1::TwinService>(token("viewer", ""));
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::ListTwinsResponse resp;
+    return all->ListTwins(&ctx, v1::ListTwinsRequest{}, &resp).ok() && resp.twins_size() == 4;
+  }));
+
+  auto acme = stub<v1::TwinService>(token("operator", "acme"));
+  auto get = [&](const std::string& id, v1::Twin& out) {
+    grpc::ClientContext ctx;
+    v1::GetTwinRequest req;
+    req.set_name("twins/" + id);
+    return acme->GetTwin(&ctx, req, &out);
+  };
+  v1::Twin t;
+  ASSERT_TRUE(get("a1", t).ok());
+  EXPECT_EQ(t.tenant(), "acme");
+  // Another tenant's twin, a twin without a tenant and one that does not exist answer alike.
+  auto missing = get("zz", t);
+  ASSERT_EQ(missing.error_code(), StatusCode::NOT_FOUND);
+  for (const char* id : {"b1", "n1"}) {
+    auto st = get(id, t);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND) << id;
+    EXPECT_EQ(st.error_message(), "twin \"" + std::string{id} + "\" not found");
+  }
+
+  {  // ListTwins: only acme's, whatever the filter asks for.
+    for (const std::string filter :
+         {"", "tenant = \"beta\"", "asset_id = \"b1\"", "tenant = \"beta\" OR tenant = \"acme\""}) {
+      grpc::ClientContext ctx;
+      v1::ListTwinsRequest req;
+      req.set_filter(filter);
+      v1::ListTwinsResponse resp;
+      ASSERT_TRUE(acme->ListTwins(&ctx, req, &resp).ok()) << filter;
+      for (const auto& tw : resp.twins())
+        EXPECT_EQ(tw.tenant(), "acme") << filter;
+      if (filter.empty() || filter.find("OR") != std::string::npos)
+        EXPECT_EQ(resp.twins_size(), 2) << filter;
+    }
+    // Paging with a page token works within the tenant.
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_page_size(1);
+    v1::ListTwinsResponse first;
+    ASSERT_TRUE(acme->ListTwins(&ctx, req, &first).ok());
+    ASSERT_EQ(first.twins_size(), 1);
+    ASSERT_FALSE(first.next_page_token().empty());
+    grpc::ClientContext ctx2;
+    req.set_page_token(first.next_page_token());
+    v1::ListTwinsResponse second;
+    ASSERT_TRUE(acme->ListTwins(&ctx2, req, &second).ok());
+    ASSERT_EQ(second.twins_size(), 1);
+    EXPECT_EQ(second.twins(0).asset_id(), "a2");
+  }
+  {  // BatchGetTwins fails whole, like for a twin that does not exist.
+    grpc::ClientContext ctx;
+    v1::BatchGetTwinsRequest req;
+    req.add_names("twins/a1");
+    req.add_names("twins/b1");
+    v1::BatchGetTwinsResponse resp;
+    EXPECT_EQ(acme->BatchGetTwins(&ctx, req, &resp).error_code(), StatusCode::NOT_FOUND);
+  }
+  {  // History and forecasts.
+    grpc::ClientContext ctx;
+    v1::GetHistoryRequest req;
+    req.set_name("twins/b1");
+    req.set_property("speed");
+    v1::GetHistoryResponse resp;
+    EXPECT_EQ(acme->GetHistory(&ctx, req, &resp).error_code(), StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx2;
+    req.set_name("twins/a1");
+    EXPECT_TRUE(acme->GetHistory(&ctx2, req, &resp).ok());
+    grpc::ClientContext ctx3;
+    v1::GetForecastRequest f;
+    f.set_name("twins/b1");
+    f.set_property("speed");
+    f.set_horizon_ms(60'000);
+    v1::Forecast fr;
+    EXPECT_EQ(acme->GetForecast(&ctx3, f, &fr).error_code(), StatusCode::NOT_FOUND);
+  }
+  {  // Writes: another tenant's twin is not found, and left alone.
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/b1");
+    (*req.mutable_desired())["speed_limit"].set_double_value(50);
+    v1::Twin out;
+    auto st = acme->UpdateDesired(&ctx, req, &out);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND) << st.error_message();
+    grpc::ClientContext ctx2;
+    req.set_name("twins/a1");
+    ASSERT_TRUE(acme->UpdateDesired(&ctx2, req, &out).ok());
+    EXPECT_EQ(out.desired().at("speed_limit").double_value(), 50);
+    auto beta = stub<v1::TwinService>(token("viewer", "beta"));
+    grpc::ClientContext ctx3;
+    v1::GetTwinRequest get_b1;
+    get_b1.set_name("twins/b1");
+    ASSERT_TRUE(beta->GetTwin(&ctx3, get_b1, &out).ok());
+    EXPECT_TRUE(out.desired().empty());
+    auto alerts = stub<v1::AlertService>(token("operator", "acme"));
+    grpc::ClientContext ctx4;
+    v1::AcknowledgeAlertRequest ack;
+    ack.set_name("twins/b1/alerts/speed/1");
+    v1::Alert alert;
+    auto acked = alerts->AcknowledgeAlert(&ctx4, ack, &alert);
+    EXPECT_EQ(acked.error_code(), StatusCode::NOT_FOUND) << acked.error_message();
+  }
+  {  // Aggregates are not confined to tenants yet: refused, not shown.
+    auto aggregates = stub<v1::AggregateService>(token("viewer", "acme"));
+    grpc::ClientContext ctx;
+    v1::ListAggregatesRequest req;
+    v1::ListAggregatesResponse resp;
+    auto st = aggregates->ListAggregates(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(st.error_message().find("not confined to tenants"), std::string::npos);
+  }
+  {  // A token without a tenant claim sees every tenant.
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    v1::ListTwinsResponse resp;
+    ASSERT_TRUE(all->ListTwins(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.twins_size(), 4);
+  }
+}
+
+TEST_F(TenantTest, AWatchShowsOnlyTheCallersTenant) {
+  produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)}}, "a1", 1);
+  produce_and_wait({{"b1", json_record("b1", "beta", 1, 20)}}, "b1", 1);
+  auto acme = stub<v1::TwinService>(token("viewer", "acme"));
+  grpc::ClientContext ctx;
+  v1::WatchTwinsRequest req;
+  auto reader = acme->WatchTwins(&ctx, req);
+  reader->WaitForInitialMetadata();
+  // beta's change is committed (and fanned out) before acme's is produced: the first change
+  // the stream shows must be acme's.
+  produce_and_wait({{"b1", json_record("b1", "beta", 2, 21)}}, "b1", 2);
+  produce_and_wait({{"a1", json_record("a1", "acme", 2, 12)}}, "a1", 2);
+  v1::TwinChange change;
+  ASSERT_TRUE(reader->Read(&change));
+  EXPECT_EQ(change.asset_id(), "a1");
+  EXPECT_EQ(change.tenant(), "acme");
+  ctx.TryCancel();
+}
+
+TEST_F(TenantTest, ARecordNamingAnotherTenantGoesToTheDeadLetterTopic) {
+  produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)}}, "a1", 1);
+  // A record without a tenant keeps the twin's; one naming another is refused whole.
+  produce_and_wait({{"a1", json_record("a1", "beta", 2, 99)}, {"a1", json_record("a1", "", 3, 13)}},
+                   "a1", 2);
+  auto admin = stub<v1::TwinService>(token("admin", ""));
+  grpc::ClientContext ctx;
+  v1::GetTwinRequest req;
+  req.set_name("twins/a1");
+  v1::Twin t;
+  ASSERT_TRUE(admin->GetTwin(&ctx, req, &t).ok());
+  EXPECT_EQ(t.tenant(), "acme");
+  EXPECT_EQ(t.reported().at("speed").value().double_value(), 13);
+  EXPECT_EQ(t.version(), 2u);
+  auto dlq = read_topic(node->bootstrap(), "fleettwin.telemetry.dlq", 1, 20s);
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].key, "a1");
+  EXPECT_EQ(dlq[0].headers["fleettwin-dlq-code"], "tenant_conflict");
+  EXPECT_NE(dlq[0].headers["fleettwin-dlq-reason"].find("belongs to tenant \"acme\""),
+            std::string::npos)
+      << dlq[0].headers["fleettwin-dlq-reason"];
+}
+
+TEST_F(TenantTest, ClientsMayNotSendTheMetadataNodesForwardCallersWith) {
+  auto acme = stub<v1::TwinService>(token("viewer", "acme"));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-fleettwin-caller", "v1;admin;s;;root");
+  v1::ListTwinsRequest req;
+  v1::ListTwinsResponse resp;
+  auto st = acme->ListTwins(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st.error_message().find("reserved"), std::string::npos) << st.error_message();
+  // A tenant claim that is not a tenant's name is refused, not taken for "every tenant".
+  auto bad = stub<v1::TwinService>(ec.sign(
+      R"({"sub":"x","roles":["viewer"],"tenant":42,"iss":"fleettwin-tests","aud":"fleettwin","exp":)" +
+      std::to_string(unix_now() + 600) + "}"));
+  grpc::ClientContext ctx2;
+  auto st2 = bad->ListTwins(&ctx2, req, &resp);
+  EXPECT_EQ(st2.error_code(), StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st2.error_message().find("tenant claim"), std::string::npos) << st2.error_message();
+}
+
+std::string position_record(const std::string& asset, uint64_t seq, double lat) {
+  return R"({"asset_id":")" + asset + R"(","kind":"vehicle","tenant":"acme","sequence":)" +
+         std::to_string(seq) + R"(,"source_time_ms":)" + std::to_string(1'700'000'000'000 + seq) +
+         R"(,"metrics":{"speed":42.5,"lat":)" + std::to_string(lat) + R"(,"lon":4.9}})";
+}
+
+TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) {
+  produce_and_wait(
+      {{"v1", position_record("v1", 1, 52.37)}, {"v1", position_record("v1", 2, 52.38)}}, "v1", 2);
+  auto plain = stub<v1::TwinService>(token("operator", "acme"));
+  auto trusted = stub<v1::TwinService>(token("viewer", "acme", true));
+  auto get = [](v1::TwinService::Stub& s, v1::Twin& t) {
+    grpc::ClientContext ctx;
+    v1::GetTwinRequest req;
+    req.set_name("twins/v1");
+    return s.GetTwin(&ctx, req, &t);
+  };
+  v1::Twin t;
+  ASSERT_TRUE(get(*plain, t).ok());
+  EXPECT_EQ(t.reported().at("speed").value().double_value(), 42.5);
+  EXPECT_EQ(t.reported().at("lat").value().kind_case(), v1::Value::KIND_NOT_SET);
+  EXPECT_EQ(t.reported().at("lat").sequence(), 2u);  // when it reported, not where
+  EXPECT_FALSE(t.stats().contains("lat"));
+  EXPECT_FALSE(t.analysis().contains("lat"));
+  EXPECT_TRUE(t.stats().contains("speed"));
+  ASSERT_EQ(t.redacted_size(), 2);
+  EXPECT_EQ(t.redacted(0), "lat");
+  EXPECT_EQ(t.redacted(1), "lon");
+  ASSERT_TRUE(get(*trusted, t).ok());
+  EXPECT_NEAR(t.reported().at("lat").value().double_value(), 52.38, 1e-9);
+  EXPECT_TRUE(t.stats().contains("lat"));
+  EXPECT_EQ(t.redacted_size(), 0);
+
+  {  // Listings mask too, and a filter may not probe a sensitive value.
+    ASSERT_TRUE(eventually([&] {
+      grpc::ClientContext ctx;
+      v1::ListTwinsResponse resp;
+      return plain->ListTwins(&ctx, v1::ListTwinsRequest{}, &resp).ok() && resp.twins_size() == 1 &&
+             resp.twins(0).version() == 2;
+    }));
+    grpc::ClientContext ctx;
+    v1::ListTwinsResponse resp;
+    ASSERT_TRUE(plain->ListTwins(&ctx, v1::ListTwinsRequest{}, &resp).ok());
+    EXPECT_EQ(resp.twins(0).reported().at("lat").value().kind_case(), v1::Value::KIND_NOT_SET);
+    v1::ListTwinsRequest probe;
+    probe.set_filter("reported.lat > 52");
+    grpc::ClientContext ctx2;
+    auto refused = plain->ListTwins(&ctx2, probe, &resp);
+    EXPECT_EQ(refused.error_code(), StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(refused.error_message().find("\"lat\" is sensitive"), std::string::npos)
+        << refused.error_message();
+    EXPECT_NE(refused.error_message().find("read_sensitive"), std::string::npos);
+    grpc::ClientContext ctx3;
+    ASSERT_TRUE(trusted->ListTwins(&ctx3, probe, &resp).ok());
+    EXPECT_EQ(resp.twins_size(), 1);
+  }
+  {  // History and forecasts of a sensitive property need the permission.
+    grpc::ClientContext ctx;
+    v1::GetHistoryRequest req;
+    req.set_name("twins/v1");
+    req.set_property("lat");
+    v1::GetHistoryResponse resp;
+    EXPECT_EQ(plain->GetHistory(&ctx, req, &resp).error_code(), StatusCode::PERMISSION_DENIED);
+    grpc::ClientContext ctx2;
+    ASSERT_TRUE(trusted->GetHistory(&ctx2, req, &resp).ok());
+    EXPECT_EQ(resp.points_size(), 2);
+    grpc::ClientContext ctx3;
+    v1::GetForecastRequest f;
+    f.set_name("twins/v1");
+    f.set_property("lat");
+    f.set_horizon_ms(60'000);
+    v1::Forecast fr;
+    EXPECT_EQ(plain->GetForecast(&ctx3, f, &fr).error_code(), StatusCode::PERMISSION_DENIED);
+  }
+  {  // A write's answer is masked like a read.
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/v1");
+    (*req.mutable_desired())["lat"].set_double_value(52.0);
+    (*req.mutable_desired())["speed"].set_double_value(30);
+    v1::Twin out;
+    ASSERT_TRUE(plain->UpdateDesired(&ctx, req, &out).ok());
+    EXPECT_FALSE(out.desired().contains("lat"));
+    EXPECT_EQ(out.desired().at("speed").double_value(), 30);
+  }
+  {  // Watches: the change streams masked.
+    grpc::ClientContext ctx;
+    auto reader = plain->WatchTwins(&ctx, v1::WatchTwinsRequest{});
+    reader->WaitForInitialMetadata();
+    produce_and_wait({{"v1", position_record("v1", 3, 52.39)}}, "v1", 4);
+    v1::TwinChange change;
+    ASSERT_TRUE(reader->Read(&change));
+    EXPECT_EQ(change.reported().at("lat").value().kind_case(), v1::Value::KIND_NOT_SET);
+    EXPECT_EQ(change.reported().at("speed").value().double_value(), 42.5);
+    EXPECT_EQ(change.redacted_size(), 2);
+    ctx.TryCancel();
+  }
+}
+
+}  // namespace
+}  // namespace fleettwin::test
