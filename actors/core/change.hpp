@@ -9,7 +9,9 @@
 
 namespace fleettwin::core {
 
-enum class change_type : uint8_t { reported = 1, desired = 2 };
+/// reported: telemetry changed it; desired: a client changed its desired state; erased:
+/// it was erased (DeleteTwin), nothing of it is left but the change.
+enum class change_type : uint8_t { reported = 1, desired = 2, erased = 3 };
 
 /// One applied change of a twin, as published to the twin-changes topic and
 /// to watchers.

@@ -1,5 +1,7 @@
 #include "actors/core/twin.hpp"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 
@@ -35,6 +37,8 @@ const char* to_string(apply_status s) {
       return "unchanged";
     case apply_status::tenant_conflict:
       return "tenant_conflict";
+    case apply_status::erased:
+      return "erased";
   }
   return "unknown";
 }
@@ -136,6 +140,10 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
   out.stale_samples = 0;
   out.attributes_changed = false;
   out.sequence_restarted = false;
+  if (tw.erased_ms != 0 && t.source_time_ms > 0 && t.source_time_ms <= tw.erased_ms) {
+    out.status = apply_status::erased;
+    return;
+  }
   if (!t.tenant.empty() && !tw.tenant.empty() && t.tenant != tw.tenant) {
     // A twin's tenant is fixed by the first record that names one: a record that names
     // another is refused whole (nothing of it applied, its sequence not marked).
@@ -231,6 +239,18 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
   out.status = apply_status::applied;
 }
 
+erasure erase_twin(twin& tw, int64_t now_ms, uint32_t history_capacity) {
+  erasure out;
+  out.history_slots = static_cast<uint32_t>(
+      std::min<uint64_t>(tw.history_segments, static_cast<uint64_t>(history_capacity)));
+  out.relations = std::move(tw.relations);
+  std::string id = std::move(tw.asset_id);
+  tw = twin{};
+  tw.asset_id = std::move(id);
+  tw.erased_ms = now_ms;
+  return out;
+}
+
 desired_result apply_desired(twin& tw, std::string_view asset_id, const desired_update& u,
                              int64_t now_ms, const limits& lim) {
   if (u.set.empty() && u.remove.empty())
@@ -246,6 +266,8 @@ desired_result apply_desired(twin& tw, std::string_view asset_id, const desired_
   for (const auto& name : u.remove)
     if (auto err = validate_name(name, lim, "removed property"))
       return {desired_status::invalid, *err};
+  if (tw.empty())
+    return {desired_status::not_found, "twin \"" + std::string{asset_id} + "\" not found"};
   if (u.expected_version && *u.expected_version != tw.version)
     return {desired_status::version_mismatch,
             "twin is at version " + std::to_string(tw.version) + ", request expected version " +

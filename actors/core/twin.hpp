@@ -144,6 +144,10 @@ struct twin {
   relation_list relations;
   /// Per numeric property: forecaster, detectors and alert.
   analysis_map analysis;
+  /// When the twin was erased (DeleteTwin), by the ingest clock (0: never). An erased
+  /// twin is a tombstone (empty) that remembers it: a record whose source time is not
+  /// newer never brings it back (a replay of old telemetry); a newer one starts it again.
+  int64_t erased_ms = 0;
 
   /// True when nothing was ever applied (a twin that does not exist yet).
   bool empty() const {
@@ -167,6 +171,9 @@ enum class apply_status : uint8_t {
   /// The record names a tenant other than the twin's (fixed by the first record that
   /// named one): refused whole, for the dead-letter topic.
   tenant_conflict,
+  /// The twin was erased after the record's source time: ignored (a replay of telemetry
+  /// from before the erasure).
+  erased,
 };
 
 const char* to_string(apply_status s);
@@ -198,6 +205,15 @@ std::optional<std::string> validate_name(std::string_view name, const limits& li
 void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits& lim,
                      apply_result& out);
 
+/// Erases a twin (DeleteTwin): every property, desired value, statistic, analytics state
+/// and relation goes; what stays is a tombstone of its id and `now_ms` (see erased_ms).
+/// The history the twin had is `history_slots` ring slots (to delete with it).
+struct erasure {
+  uint32_t history_slots = 0;
+  relation_list relations;  ///< the parents it leaves
+};
+erasure erase_twin(twin& tw, int64_t now_ms, uint32_t history_capacity);
+
 /// A client's change of desired properties.
 struct desired_update {
   std::vector<std::pair<std::string, value>> set;
@@ -205,7 +221,7 @@ struct desired_update {
   std::optional<uint64_t> expected_version;
 };
 
-enum class desired_status : uint8_t { applied, unchanged, version_mismatch, invalid };
+enum class desired_status : uint8_t { applied, unchanged, version_mismatch, invalid, not_found };
 
 struct desired_result {
   desired_status status = desired_status::applied;

@@ -577,6 +577,58 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         change.removed = update.remove;
         return r;
       },
+      [self](erase_atom, uint64_t expected_version) {
+        auto& st = self->state;
+        desired_reply r;
+        auto kinds = kinds_of(st);
+        if (st.agg || (kinds && kinds->is_aggregate(st.asset_id))) {
+          r.result = {core::desired_status::invalid,
+                      "\"" + st.asset_id +
+                          "\" is an aggregate: it is computed from its members (erase them, "
+                          "or delete their relations to it)"};
+          return r;
+        }
+        if (st.tw.empty()) {
+          r.result = {core::desired_status::not_found, "twin \"" + st.asset_id + "\" not found"};
+          return r;
+        }
+        if (expected_version != 0 && expected_version != st.tw.version) {
+          r.result = {core::desired_status::version_mismatch,
+                      "twin is at version " + std::to_string(st.tw.version) +
+                          ", request expected version " + std::to_string(expected_version) +
+                          ": re-read the twin and retry"};
+          return r;
+        }
+        const auto now = st.config->clock();
+        // What the twin was (for the answer, the change and watchers' filters).
+        auto was = std::make_shared<core::twin>();
+        was->asset_id = st.asset_id;
+        was->kind = st.tw.kind;
+        was->tenant = st.tw.tenant;
+        was->version = st.tw.version;
+        was->erased_ms = now;
+        auto gone = core::erase_twin(st.tw, now, st.config->history_capacity);
+        st.changed();
+        auto& u = r.update;
+        u.asset_id = st.asset_id;
+        core::encode_twin(st.tw, u.state);
+        // Every history slot it wrote, deleted (tombstones in the changelog too).
+        for (uint32_t slot = 0; slot < gone.history_slots; ++slot)
+          u.history.push_back(history_write{st.asset_id, slot, {}});
+        auto& change = u.changes.emplace_back();
+        change.asset_id = st.asset_id;
+        change.version = was->version;
+        change.type = core::change_type::erased;
+        change.time_ms = now;
+        change.kind = was->kind;
+        change.tenant = was->tenant;
+        // Out of every aggregate it counted in.
+        if (kinds && !gone.relations.empty())
+          tell_parents(st, *kinds, gone.relations, now, u);
+        st.projected.reset();
+        u.snapshot = std::move(was);
+        return r;
+      },
       [self](ack_atom, const std::string& property, uint32_t number) {
         auto& st = self->state;
         ack_reply r;

@@ -37,6 +37,10 @@ using asset_actor = caf::typed_actor<
     caf::replies_to<desired_atom, core::desired_update>::with<desired_reply>,
     // An operator acknowledges alert N of a property; replies with the outcome.
     caf::replies_to<ack_atom, std::string, uint32_t>::with<ack_reply>,
+    // Erases the twin (at the expected version, 0: any); replies with the outcome and
+    // what to commit (a tombstone state, history tombstones, the withdrawal from its
+    // parents).
+    caf::replies_to<erase_atom, uint64_t>::with<desired_reply>,
     // Quits; the state is already committed.
     caf::reacts_to<passivate_atom>>;
 
@@ -63,6 +67,9 @@ using partition_actor = caf::typed_actor<
     // Queues the acknowledgement of alert N of a twin's property (answered
     // after its commit with the twin; NOT_FOUND, FAILED_PRECONDITION).
     caf::reacts_to<ack_atom, std::string, std::string, uint32_t, twin_completion>,
+    // Queues the erasure of a twin at a version (0: any), answered after its commit with
+    // what it was (kind, tenant, version, erased_ms); NOT_FOUND, ABORTED, INVALID_ARGUMENT.
+    caf::reacts_to<erase_atom, std::string, uint64_t, twin_completion>,
     // Reports offsets and twin counts.
     caf::reacts_to<status_atom, partition_info_completion>,
     // Finishes queued work, passivates every twin, quits, then calls back.

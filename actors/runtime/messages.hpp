@@ -26,6 +26,7 @@ namespace fleettwin::runtime {
 using apply_atom = caf::atom_constant<caf::atom("apply")>;
 using get_atom = caf::atom_constant<caf::atom("get")>;
 using desired_atom = caf::atom_constant<caf::atom("desired")>;
+using erase_atom = caf::atom_constant<caf::atom("erase")>;
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;

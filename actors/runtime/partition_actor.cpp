@@ -1016,10 +1016,53 @@ void start_acknowledge(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
+/// The erasure of a twin (DeleteTwin): answered after its commit with what the twin was,
+/// at once when there is none or it may not be erased.
+void start_erase(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  auto handle = existing_twin(self, work);
+  if (!handle)
+    return;
+  auto id = st.applying->id;
+  const uint64_t expected = work.update.expected_version.value_or(0);
+  st.applying->desired = std::move(work);
+  self->request(*handle, caf::infinite, erase_atom::value, expected)
+      .then(
+          [self, id](desired_reply& r) {
+            auto& st = self->state;
+            if (!st.applying || st.applying->id != id)
+              return;
+            auto& item = *st.applying;
+            switch (r.result.status) {
+              case core::desired_status::applied:
+                item.desired_answer = std::make_shared<twin_reply>(
+                    twin_reply{query_error::none, {}, r.update.snapshot});
+                item.pending = 1;
+                collect(self, id, r.update);
+                return;
+              case core::desired_status::version_mismatch:
+                item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
+                break;
+              case core::desired_status::not_found:
+                item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
+                break;
+              default:
+                item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+                break;
+            }
+            end_item(self);
+          },
+          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+}
+
 void start_desired(self_ptr self, desired_work work) {
   auto& st = self->state;
   if (work.relations) {
     start_relations(self, std::move(work));
+    return;
+  }
+  if (work.erase) {
+    start_erase(self, std::move(work));
     return;
   }
   if (work.acknowledge) {
@@ -1056,6 +1099,9 @@ void start_desired(self_ptr self, desired_work work) {
                 break;
               case core::desired_status::invalid:
                 item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+                break;
+              case core::desired_status::not_found:
+                item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
                 break;
             }
             end_item(self);
@@ -1352,6 +1398,21 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         desired_work w{std::move(asset_id), core::desired_update{}, std::move(done),
                        std::nullopt,        now_ms(self),           std::nullopt};
         w.acknowledge.emplace(std::move(property), number);
+        st.queue.emplace_back(std::move(w));
+        process_next(self);
+        arm_expiry(self);
+      },
+      [self](erase_atom, std::string& asset_id, uint64_t expected_version, twin_completion& done) {
+        auto& st = self->state;
+        if (st.failed) {
+          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+          return;
+        }
+        desired_work w{std::move(asset_id), core::desired_update{}, std::move(done),
+                       std::nullopt,        now_ms(self),           std::nullopt};
+        if (expected_version != 0)
+          w.update.expected_version = expected_version;
+        w.erase = true;
         st.queue.emplace_back(std::move(w));
         process_next(self);
         arm_expiry(self);

@@ -111,6 +111,8 @@ struct desired_work {
   int64_t queued_ms = 0;
   /// Set for the acknowledgement of an alert (property, number) instead.
   std::optional<std::pair<std::string, uint32_t>> acknowledge;
+  /// Set for the erasure of the twin (DeleteTwin) instead, at update.expected_version.
+  bool erase = false;
 };
 
 /// The answer to a lookup (exactly-once) of an entity whose last change

@@ -98,7 +98,7 @@ public:
 struct history_write {
   std::string asset_id;
   uint32_t slot = 0;
-  std::string segment;  // begin_history_segment + append_history_sample
+  std::string segment;  // begin_history_segment + append_history_sample; empty: delete
 };
 
 /// One member record of an aggregate to write, or to delete (empty entry).

@@ -50,8 +50,9 @@ void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out) {
   out.Clear();
   out.set_asset_id(c.asset_id);
   out.set_version(c.version);
-  out.set_type(c.type == core::change_type::reported ? fleettwin::v1::REPORTED
-                                                     : fleettwin::v1::DESIRED);
+  out.set_type(c.type == core::change_type::reported  ? fleettwin::v1::REPORTED
+               : c.type == core::change_type::desired ? fleettwin::v1::DESIRED
+                                                      : fleettwin::v1::ERASED);
   out.set_time_ms(c.time_ms);
   out.set_kind(c.kind);
   out.set_tenant(c.tenant);

@@ -128,6 +128,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       update_desired_(probe.method("UpdateDesired")),
       history_(probe.method("GetHistory")),
       forecast_(probe.method("GetForecast")),
+      delete_(probe.method("DeleteTwin")),
       models_(std::move(models)) {}
 
 privacy twin_service::privacy_of(const call& c) const {
@@ -378,7 +379,7 @@ privacy twin_service::privacy_of(const call& c) const {
       case runtime::load_status::found:
         break;
     }
-    if (!c.sees(tw.tenant)) {
+    if (tw.empty() || !c.sees(tw.tenant)) {  // erased, or another tenant's
       c.finish(twin_not_found(id));
       return;
     }

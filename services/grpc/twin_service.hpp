@@ -102,6 +102,10 @@ public:
   ::grpc::ServerUnaryReactor* GetForecast(::grpc::CallbackServerContext* ctx,
                                           const fleettwin::v1::GetForecastRequest* req,
                                           fleettwin::v1::Forecast* resp) override;
+  /// In erasure.cpp.
+  ::grpc::ServerUnaryReactor* DeleteTwin(::grpc::CallbackServerContext* ctx,
+                                         const fleettwin::v1::DeleteTwinRequest* req,
+                                         fleettwin::v1::DeleteTwinResponse* resp) override;
 
 private:
   /// What the call's caller may not read.
@@ -118,6 +122,7 @@ private:
   metrics::method_probe& update_desired_;
   metrics::method_probe& history_;
   metrics::method_probe& forecast_;
+  metrics::method_probe& delete_;
   std::shared_ptr<runtime::models_holder> models_;
 };
 

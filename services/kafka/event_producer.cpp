@@ -396,8 +396,9 @@ void event_producer::publish(const runtime::item_outputs& out,
     add_header(h, "ce_specversion", "1.0");
     add_header(h, "ce_id", c.asset_id + "/" + std::to_string(c.version));
     add_header(h, "ce_type",
-               c.type == core::change_type::reported ? "fleettwin.twin.reported.v1"
-                                                     : "fleettwin.twin.desired.v1");
+               c.type == core::change_type::reported  ? "fleettwin.twin.reported.v1"
+               : c.type == core::change_type::desired ? "fleettwin.twin.desired.v1"
+                                                      : "fleettwin.twin.erased.v1");
     add_header(h, "ce_source", source);
     add_header(h, "ce_subject", "twins/" + c.asset_id);
     if (c.time_ms != time_ms) {  // a batch's changes share their time: format once

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 28> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 29> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -17,6 +17,7 @@ constexpr std::array<std::pair<std::string_view, role>, 28> methods{{
     {"TwinService/WatchTwins", role::viewer},
     {"TwinService/GetForecast", role::viewer},
     {"TwinService/UpdateDesired", role::operator_},
+    {"TwinService/DeleteTwin", role::admin},
     {"AggregateService/GetAggregate", role::viewer},
     {"AggregateService/BatchGetAggregates", role::viewer},
     {"AggregateService/ListAggregates", role::viewer},

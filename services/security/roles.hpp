@@ -3,7 +3,8 @@
 // Who may call what: three roles, each including the one below it.
 //   viewer    read twins, aggregates, history, forecasts, alerts, models; watch
 //   operator  + UpdateDesired, AcknowledgeAlert
-//   admin     + AdminService, PutModel, PutAggregateKind, SetRelations, DeleteRelations
+//   admin     + AdminService, PutModel, PutAggregateKind, SetRelations, DeleteRelations,
+//             DeleteTwin
 // Methods of FleetTwin's API that are not listed need admin (new methods are closed until
 // they are classified); grpc.health.v1 and server reflection need no token (probes and
 // tools that discover the API).

@@ -301,7 +301,9 @@ std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b)
   for (const auto& h : b.history) {
     history_prefix(key, b.partition, h.asset_id);
     put_be32(key, h.slot);
-    if (auto st = batch.Put(history_, key, h.segment); !st.ok())
+    // An empty segment is a tombstone (an erased twin's history).
+    auto st = h.segment.empty() ? batch.Delete(history_, key) : batch.Put(history_, key, h.segment);
+    if (!st.ok())
       return failed(st);
   }
   for (const auto& [id, bytes] : b.aggregates) {
@@ -547,6 +549,8 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
         if (auto why = core::decode_twin(value, tw))
           return "twin \"" + std::string{id} + "\" in partition " + std::to_string(p) +
                  " is corrupt: " + *why;
+        if (tw.empty())
+          return std::nullopt;  // an erased twin's tombstone
         if (!predicate || predicate(tw)) {
           page.twins.push_back(std::move(tw));
           took = true;

@@ -242,6 +242,8 @@ TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
 // (c) A node ingests and dies (kill -9); a new node with another id and an empty
 // data dir starts alone and restores every twin, with its history, from the
 // changelog topic.
+// Twins, desired state and history restore from the changelog onto an empty node; erased
+// twins stay erased there.
 TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
   c().start_nodes(1);
   std::string why;
@@ -261,10 +263,25 @@ TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
   }
   ASSERT_TRUE(src.produce(1)) << src.first_error();
   ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  // Erased twins stay erased: their tombstones and their history's are in the changelog.
+  std::vector<std::string> kept;
+  std::vector<std::string> erased;
+  for (size_t i = 0; i < src.assets().size(); ++i)
+    (i >= 6 && i < 9 ? erased : kept).push_back(src.assets()[i]);
+  for (const auto& id : erased) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::DeleteTwinRequest req;
+    req.set_name("twins/" + id);
+    v1::DeleteTwinResponse resp;
+    auto st = c().node(0).twins().DeleteTwin(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << id << ": " << describe(st);
+    EXPECT_EQ(resp.version(), 5u) << id;
+  }
 
-  auto before = snapshot(c().node(0), src.assets());
+  auto before = snapshot(c().node(0), kept);
   std::map<std::string, v1::GetHistoryResponse> history;
-  for (const auto& id : src.assets()) {
+  for (const auto& id : kept) {
     ASSERT_TRUE(get_history(c().node(0), id, "speed", history[id]).ok()) << id;
     ASSERT_EQ(history[id].points_size(), 5) << id;
   }
@@ -274,7 +291,13 @@ TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
   fresh.start();
   ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
   expect_same_twins(fresh, before);
-  for (const auto& id : src.assets()) {
+  for (const auto& id : erased) {
+    v1::Twin t;
+    EXPECT_EQ(get_twin(fresh.twins(), id, t).error_code(), grpc::StatusCode::NOT_FOUND) << id;
+    v1::GetHistoryResponse h;
+    EXPECT_EQ(get_history(fresh, id, "speed", h).error_code(), grpc::StatusCode::NOT_FOUND) << id;
+  }
+  for (const auto& id : kept) {
     v1::GetHistoryResponse h;
     auto s = get_history(fresh, id, "speed", h);
     ASSERT_TRUE(s.ok()) << id << ": " << describe(s);

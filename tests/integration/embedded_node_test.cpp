@@ -164,6 +164,98 @@ TEST_F(EmbeddedNodeTest, RestartOnTheOldDataDirKeepsTwinsAndAppliesEveryNewRecor
   EXPECT_EQ(node->terminate(), 0);
 }
 
+// DeleteTwin erases a twin's state and history; a replay of telemetry from before the
+// erasure does not bring it back (a newer record starts a new twin), also after a restart
+// on the old data dir; the erasure is a change on the twin-changes topic.
+TEST_F(EmbeddedNodeTest, DeleteTwinErasesAndTheTwinStaysGoneAcrossReplayAndRestart) {
+  start_node();
+  produce(node->bootstrap(), 2, 3, 1, base_ms);
+  ASSERT_TRUE(applied("m-0", 3));
+  ASSERT_TRUE(applied("m-1", 3));
+  auto history = [&](const std::string& id, v1::GetHistoryResponse& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetHistoryRequest req;
+    req.set_name("twins/" + id);
+    req.set_property("v");
+    out.Clear();
+    return twins->GetHistory(&ctx, req, &out);
+  };
+  auto erase = [&](const std::string& id, v1::DeleteTwinResponse& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::DeleteTwinRequest req;
+    req.set_name("twins/" + id);
+    return twins->DeleteTwin(&ctx, req, &out);
+  };
+  v1::GetHistoryResponse h;
+  ASSERT_TRUE(eventually([&] { return history("m-0", h).ok() && h.points_size() == 3; }));
+
+  v1::DeleteTwinResponse gone;
+  ASSERT_TRUE(erase("m-0", gone).ok());
+  EXPECT_EQ(gone.version(), 3u);
+  EXPECT_GT(gone.erased_ms(), base_ms);
+  v1::Twin t;
+  EXPECT_EQ(get("m-0", t).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(history("m-0", h).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::DeleteTwinResponse again;
+  EXPECT_EQ(erase("m-0", again).error_code(), grpc::StatusCode::NOT_FOUND);
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/m-0");
+    (*req.mutable_desired())["v"].set_double_value(1);
+    EXPECT_EQ(twins->UpdateDesired(&ctx, req, &t).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::ListTwinsResponse resp;
+    return twins->ListTwins(&ctx, v1::ListTwinsRequest{}, &resp).ok() && resp.twins_size() == 1 &&
+           resp.twins(0).asset_id() == "m-1";
+  }));
+  // Data teams see the erasure.
+  auto changes = read_topic(node->bootstrap(), topics.changes, 7, 20s);
+  size_t erasures = 0;
+  for (const auto& r : changes)
+    if (r.headers.count("ce_type") && r.headers.at("ce_type") == "fleettwin.twin.erased.v1") {
+      EXPECT_EQ(r.key, "m-0");
+      v1::TwinChange c;
+      ASSERT_TRUE(c.ParseFromString(r.value));
+      EXPECT_EQ(c.type(), v1::ERASED);
+      EXPECT_EQ(c.version(), 3u);
+      ++erasures;
+    }
+  EXPECT_EQ(erasures, 1u);
+
+  // A replay of an old record is ignored; a newer record starts a new twin (which then
+  // has nothing of the replayed record).
+  auto replay_then_new = [&](const std::string& id, int64_t newer_ms) {
+    producer p{node->bootstrap()};
+    p.send(topics.telemetry, id, telemetry(id, 1, base_ms, {{"old_only", 1}}));
+    p.send(topics.telemetry, id, telemetry(id, 100, newer_ms, {{"v", 9}}));
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(applied(id, 1));
+    v1::Twin fresh;
+    ASSERT_TRUE(get(id, fresh).ok());
+    EXPECT_EQ(fresh.version(), 1u) << id;
+    EXPECT_EQ(fresh.applied_records(), 1u) << id;
+    EXPECT_FALSE(fresh.reported().contains("old_only")) << id;
+  };
+  replay_then_new("m-0", gone.erased_ms() + 1);
+  ASSERT_TRUE(eventually([&] { return history("m-0", h).ok() && h.points_size() == 1; }));
+
+  // The erasure survives a restart on the old data dir.
+  v1::DeleteTwinResponse gone1;
+  ASSERT_TRUE(erase("m-1", gone1).ok());
+  EXPECT_EQ(node->terminate(), 0);
+  start_node();
+  EXPECT_EQ(get("m-1", t).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(history("m-1", h).error_code(), grpc::StatusCode::NOT_FOUND);
+  replay_then_new("m-1", gone1.erased_ms() + 1);
+  ASSERT_TRUE(get("m-0", t).ok());
+  EXPECT_EQ(t.version(), 1u);
+}
+
 TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {
   const std::string grpcurl = FLEETTWIN_GRPCURL;
   ASSERT_TRUE(std::filesystem::exists(grpcurl))

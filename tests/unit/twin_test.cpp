@@ -89,6 +89,50 @@ TEST_F(TwinTest, ATenantIsANameLikeAnyOther) {
   EXPECT_FALSE(validate(t, lim).has_value());
 }
 
+TEST_F(TwinTest, AnErasedTwinIsATombstoneThatOldRecordsDoNotBringBack) {
+  auto t = make("a", 1, 1000, {{"x", 1.0}});
+  t.attributes = {{"fleet", "north"}};
+  apply(t);
+  apply(make("a", 2, 2000, {{"x", 2.0}}));
+  tw.relations.push_back(relation{"member_of", "fleets/north", relation_origin::rule});
+  tw.history_segments = 300;
+  auto gone = erase_twin(tw, 5000, 256);
+  EXPECT_EQ(gone.history_slots, 256u);  // every slot of the ring was written
+  ASSERT_EQ(gone.relations.size(), 1u);
+  EXPECT_TRUE(tw.empty());
+  EXPECT_EQ(tw.asset_id, "a");
+  EXPECT_EQ(tw.erased_ms, 5000);
+  EXPECT_TRUE(tw.reported.empty());
+  EXPECT_TRUE(tw.attributes.empty());
+  EXPECT_TRUE(tw.relations.empty());
+  EXPECT_EQ(tw.tenant, "");
+  // It survives encoding (the store and the changelog hold it).
+  std::string bytes;
+  encode_twin(tw, bytes);
+  twin back;
+  ASSERT_FALSE(decode_twin(bytes, back).has_value());
+  EXPECT_EQ(back.erased_ms, 5000);
+  EXPECT_TRUE(back.empty());
+  tw = back;
+  // Replayed records (source time up to the erasure) are ignored, whatever their sequence.
+  EXPECT_EQ(apply(make("a", 1, 1000, {{"x", 1.0}})), apply_status::erased);
+  EXPECT_EQ(apply(make("a", 99, 5000, {{"x", 1.0}})), apply_status::erased);
+  EXPECT_TRUE(tw.empty());
+  // A newer record starts a new twin; older ones still cannot add to it.
+  EXPECT_EQ(apply(make("a", 3, 6000, {{"x", 3.0}})), apply_status::applied);
+  EXPECT_EQ(tw.version, 1u);
+  EXPECT_EQ(tw.applied_records, 1u);
+  EXPECT_EQ(apply(make("a", 4, 4000, {{"y", 3.0}})), apply_status::erased);
+  EXPECT_FALSE(tw.reported.contains("y"));
+  // A desired update on a tombstone finds no twin.
+  twin tomb;
+  tomb.asset_id = "b";
+  tomb.erased_ms = 1;
+  desired_update u;
+  u.set.emplace_back("x", value{1.0});
+  EXPECT_EQ(apply_desired(tomb, "b", u, 10, lim).status, desired_status::not_found);
+}
+
 TEST_F(TwinTest, DuplicateSequenceIgnoredAndCounted) {
   apply(make("a", 5, 1000, {{"x", 1.0}}));
   EXPECT_EQ(apply(make("a", 5, 1000, {{"x", 2.0}})), apply_status::duplicate);

@@ -42,6 +42,8 @@ std::string change_type_name(v1::ChangeType type) {
       return "REPORTED";
     case v1::DESIRED:
       return "DESIRED";
+    case v1::ERASED:
+      return "ERASED";
     default:
       return "UNSPECIFIED";
   }
