@@ -447,6 +447,40 @@ TEST_F(AggregateNodeTest, ARestartOnTheOldDataDirKeepsAggregatesAndFoldsNewRecor
   ASSERT_TRUE(converged(diff)) << diff;
 }
 
+// An erased meter leaves every aggregate above it (transformer and feeder), exactly; an
+// aggregate itself cannot be erased (it is computed from its members).
+TEST_F(AggregateNodeTest, AnErasedMeterLeavesItsTransformerAndFeeder) {
+  start_node();
+  for (int i = 0; i < meters; ++i)
+    transformer_of[i] = i % transformers;
+  produce_transformers();
+  produce_meters(1);
+  std::string diff;
+  ASSERT_TRUE(converged(diff)) << diff;
+  auto channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+  auto twins = v1::TwinService::NewStub(channel);
+  auto erase = [&](const std::string& name) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::DeleteTwinRequest req;
+    req.set_name(name);
+    v1::DeleteTwinResponse resp;
+    return twins->DeleteTwin(&ctx, req, &resp);
+  };
+  for (int i : {3, 17, 100, 101}) {
+    auto st = erase("twins/m-" + std::to_string(i));
+    ASSERT_TRUE(st.ok()) << i << ": " << st.error_message();
+    transformer_of.erase(i);
+    power.erase(i);
+    voltage.erase(i);
+  }
+  ASSERT_TRUE(converged(diff)) << diff;
+  auto refused = erase("twins/transformers/T0");
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("is an aggregate"), std::string::npos)
+      << refused.error_message();
+}
+
 TEST_F(AggregateNodeTest, WatchHistoryAndBatchGetFollowTheCommittedChanges) {
   start_node();
   // A watch of every transformer, open before anything is produced.
