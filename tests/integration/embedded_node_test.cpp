@@ -254,6 +254,19 @@ TEST_F(EmbeddedNodeTest, DeleteTwinErasesAndTheTwinStaysGoneAcrossReplayAndResta
   replay_then_new("m-1", gone1.erased_ms() + 1);
   ASSERT_TRUE(get("m-0", t).ok());
   EXPECT_EQ(t.version(), 1u);
+
+  // The CLI asks for --yes, erases, and says NOT_FOUND (exit 3) for a twin that is gone.
+  const std::string cli =
+      std::string{FLEETTWIN_CLI_BINARY} + " --server " + node->grpc_address() + " delete m-0";
+  auto [rc, out] = run(cli);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("--yes"), std::string::npos) << out;
+  std::tie(rc, out) = run(cli + " --yes");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("erased twin \"m-0\" (it was at version 1)"), std::string::npos) << out;
+  EXPECT_EQ(get("m-0", t).error_code(), grpc::StatusCode::NOT_FOUND);
+  std::tie(rc, out) = run(cli + " --yes");
+  EXPECT_EQ(rc, 3) << out;
 }
 
 TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {

@@ -415,6 +415,27 @@ int run_set_desired(session& s, const set_desired_options& options) {
   return exit_ok;
 }
 
+int run_delete(session& s, const delete_options& options) {
+  if (!options.yes)
+    throw usage_error("erasing twin \"" + options.asset +
+                      "\" cannot be undone (its state, history and analytics go): add --yes");
+  v1::DeleteTwinRequest request;
+  request.set_name(twin_name(options.asset));
+  if (options.expected_version)
+    request.set_expected_version(*options.expected_version);
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::DeleteTwinResponse response;
+  if (auto status = s.twins().DeleteTwin(&context, request, &response); !status.ok())
+    return s.fail(status);
+  if (s.json())
+    s.out() << to_json(response) << '\n';
+  else
+    s.out() << "erased twin \"" << options.asset << "\" (it was at version " << response.version()
+            << "); telemetry older than " << response.erased_ms() << " ms will not bring it back\n";
+  return exit_ok;
+}
+
 int run_history(session& s, const history_options& options) {
   v1::GetHistoryRequest request;
   request.set_name(twin_name(options.asset));

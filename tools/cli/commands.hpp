@@ -106,6 +106,13 @@ struct list_options {
   bool all = false;
 };
 
+struct delete_options {
+  std::string asset;
+  std::optional<uint64_t> expected_version;
+  /// The erasure cannot be undone: the command asks for --yes.
+  bool yes = false;
+};
+
 struct set_desired_options {
   std::string asset;
   std::vector<std::string> assignments;
@@ -223,6 +230,8 @@ int run_traverse(session& s, const traverse_options& options);
 int run_get(session& s, const get_options& options);
 int run_list(session& s, const list_options& options);
 int run_set_desired(session& s, const set_desired_options& options);
+/// DeleteTwin: erases a twin (admin).
+int run_delete(session& s, const delete_options& options);
 int run_history(session& s, const history_options& options);
 int run_watch(session& s, const watch_options& options);
 int run_status(session& s);

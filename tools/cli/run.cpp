@@ -42,6 +42,7 @@ struct command_line {
   get_options get;
   list_options list;
   set_desired_options set_desired;
+  delete_options erase;
   uint64_t expected_version = 0;
   history_options history;
   watch_options watch;
@@ -201,6 +202,17 @@ void add_set_desired(CLI::App& app, command_line& cl) {
       ->check(CLI::NonNegativeNumber);
 }
 
+void add_delete(CLI::App& app, command_line& cl) {
+  auto* erase = app.add_subcommand(
+      "delete", "Erase a twin: its state, history and analytics (admin; cannot be undone)");
+  erase->add_option("asset", cl.erase.asset, "Asset id")->required();
+  erase
+      ->add_option("--expected-version", cl.expected_version,
+                   "Erase only if the twin is at this version (else ABORTED)")
+      ->check(CLI::PositiveNumber);
+  erase->add_flag("--yes", cl.erase.yes, "Confirm the erasure");
+}
+
 void add_history(CLI::App& app, command_line& cl) {
   auto* history = app.add_subcommand("history", "Show the recorded samples of a property");
   history->add_option("asset", cl.history.asset, "Asset id")->required();
@@ -233,6 +245,11 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       cl.set_desired.expected_version = cl.expected_version;
     }
     return run_set_desired(s, cl.set_desired);
+  }
+  if (name == "delete") {
+    if (command->count("--expected-version") > 0)
+      cl.erase.expected_version = cl.expected_version;
+    return run_delete(s, cl.erase);
   }
   if (name == "history") {
     return run_history(s, cl.history);
@@ -340,6 +357,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_get(app, cl);
   add_list(app, cl);
   add_set_desired(app, cl);
+  add_delete(app, cl);
   add_history(app, cl);
   add_watch(app, cl);
   add_aggregates(app, cl);
