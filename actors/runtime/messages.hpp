@@ -76,6 +76,9 @@ public:
     return state_ != nullptr;
   }
 
+  /// For a write: who asked for it, to be audited with its change (set by the gRPC edge).
+  std::shared_ptr<const audit_entry> audit;
+
 private:
   struct state {
     state(function_type f, T fb) : fn(std::move(f)), fallback(std::move(fb)) {}
@@ -107,6 +110,8 @@ struct twin_reply {
   query_error error = query_error::none;
   std::string message;
   std::shared_ptr<const core::twin> twin;
+  /// A write's audit entry went out in the transaction of its change.
+  bool audited = false;
 };
 
 using twin_completion = completion<twin_reply>;

@@ -598,6 +598,13 @@ void publish(self_ptr self) {
     return;
   }
   core::coalesce(item.contributions);
+  if (item.desired && item.desired->done.audit && item.desired_answer &&
+      item.desired_answer->error == query_error::none) {
+    // The write succeeded: audited in the transaction of its change.
+    auto& e = item.audit.emplace_back(*item.desired->done.audit);
+    e.time_ms = now_ms(self);
+    item.desired_answer->audited = true;
+  }
   item.published = std::chrono::steady_clock::now();
   auto handle = caf::actor_cast<partition_actor>(self);
   item_outputs out{st.cfg.partition,
@@ -607,7 +614,8 @@ void publish(self_ptr self) {
                    item.contributions,
                    item.aggregate_changes,
                    &item.aggregate_origins,
-                   &item.alerts};
+                   &item.alerts,
+                   &item.audit};
   out.incarnation = self->id();
   st.cfg.sink->publish(out, [handle, id = item.id](publish_result r) {
     caf::anon_send(handle, delivered_atom::value, id, std::move(r));

@@ -176,6 +176,8 @@ struct partition_state {
     /// What the item's twins and aggregates send their parents.
     std::vector<core::contribution> contributions;
     std::vector<alert_record> alerts;
+    /// The item's write, audited in its transaction (at most one).
+    std::vector<audit_entry> audit;
     std::vector<core::aggregate_header> aggregate_changes;
     /// Per aggregate change: origin (ms) and hops (see asset_update).
     std::vector<std::pair<int64_t, uint32_t>> aggregate_origins;

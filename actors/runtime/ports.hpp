@@ -169,6 +169,22 @@ public:
   }
 };
 
+/// One audited call (fleettwin.audit): who called what on which resource, and how it
+/// ended. Writes carry theirs to the partition, which publishes it in the transaction of
+/// the change once the write succeeded.
+struct audit_entry {
+  int64_t time_ms = 0;
+  std::string subject;
+  std::string tenant;
+  std::string role;
+  std::string method;
+  /// "twins/{asset_id}", "models/{kind}" ...
+  std::string target;
+  /// "OK" or the gRPC status code's name.
+  std::string code = "OK";
+  std::string message;
+};
+
 /// An alert of a twin that changed (raised, updated, cleared, acknowledged).
 struct alert_record {
   std::string asset_id;
@@ -195,6 +211,8 @@ struct item_outputs {
   const std::vector<std::pair<int64_t, uint32_t>>* aggregate_origins = nullptr;
   /// Alerts the item changed (for the alerts topic); may be null.
   const std::vector<alert_record>* alerts = nullptr;
+  /// The writes the item committed, for the audit topic; may be null.
+  const std::vector<audit_entry>* audit = nullptr;
   /// The partition actor that made the item (0: unknown). Its items build on
   /// each other: once one of them fails, a sink refuses its later ones, so
   /// that none commits what a failed item's changes led to.

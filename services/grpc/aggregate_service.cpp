@@ -579,7 +579,8 @@ std::optional<std::string> aggregate_service::entity_id(const call& c, const std
 template <class Request>
 void aggregate_service::change_relations(const call& c, const std::string& child,
                                          core::relation_update update, const char* method,
-                                         const Request& req, fleettwin::v1::Relations* resp) {
+                                         const Request& req, fleettwin::v1::Relations* resp,
+                                         std::shared_ptr<const runtime::audit_entry> audit) {
   std::string why;
   auto r = backend_.route_asset(child, why);
   if (!r) {
@@ -589,6 +590,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
   // The child's partition applies it like a desired update: refused at once
   // (a cycle, a type the parent does not take), or answered once committed.
   runtime::twin_completion done{[c, resp, name = req.child()](runtime::twin_reply reply) {
+                                  c.committed_audit(reply);
                                   if (reply.error != query_error::none) {
                                     c.finish(to_status(reply));
                                     return;
@@ -599,6 +601,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
                                   c.finish(Status::OK);
                                 },
                                 unanswered()};
+  done.audit = std::move(audit);
   caf::anon_send(r->actor, runtime::relate_atom::value, child, std::move(update), std::move(done));
 }
 
@@ -606,6 +609,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, set_relations_};
+  auto audit = c.audit(backend_, set_relations_method, req->child(), true);
   if (refuse_confined(c))
     return c.reactor();
   auto child = entity_id(c, req->child(), "child");
@@ -641,7 +645,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.set.push_back({rel.type(), std::move(*parent), core::relation_origin::api});
   }
-  change_relations(c, *child, std::move(update), set_relations_method, *req, resp);
+  change_relations(c, *child, std::move(update), set_relations_method, *req, resp,
+                   std::move(audit));
   return c.reactor();
 }
 
@@ -649,6 +654,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::DeleteRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, delete_relations_};
+  auto audit = c.audit(backend_, delete_relations_method, req->child(), true);
   if (refuse_confined(c))
     return c.reactor();
   auto child = entity_id(c, req->child(), "child");
@@ -670,7 +676,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.remove.push_back(std::move(*parent));
   }
-  change_relations(c, *child, std::move(update), delete_relations_method, *req, resp);
+  change_relations(c, *child, std::move(update), delete_relations_method, *req, resp,
+                   std::move(audit));
   return c.reactor();
 }
 
@@ -678,6 +685,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::PutAggregateKindRequest* req,
     fleettwin::v1::AggregateKind* resp) {
   call c{ctx, kinds_put_};
+  c.audit(backend_, "/fleettwin.v1.AggregateService/PutAggregateKind",
+          "aggregate-kinds/" + req->kind().name(), false);
   if (!kinds_ || !put_kind_) {
     c.finish({StatusCode::FAILED_PRECONDITION,
               "this node has no aggregate kinds (start it with --aggregates <file>)"});

@@ -81,7 +81,8 @@ private:
   /// Sends a relation change to the child's partition, or forwards the call.
   template <class Request>
   void change_relations(const class call& c, const std::string& child, core::relation_update update,
-                        const char* method, const Request& req, fleettwin::v1::Relations* resp);
+                        const char* method, const Request& req, fleettwin::v1::Relations* resp,
+                        std::shared_ptr<const runtime::audit_entry> audit);
 
   twin_backend& backend_;
   query_pool& pool_;

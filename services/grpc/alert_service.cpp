@@ -181,6 +181,7 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::AcknowledgeAlertRequest* req,
     fleettwin::v1::Alert* resp) {
   call c{ctx, ack_};
+  auto audit = c.audit(backend_, ack_method, req->name(), true);
   std::string error;
   auto name = parse_alert_name(req->name(), error);
   if (!name) {
@@ -195,22 +196,25 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
   auto id = name->asset_id;
   // The completion is made only when the acknowledgement is sent: one never sent must not
   // answer the call a second time (a completion answers "unanswered" when dropped).
-  when_visible(backend_, c, *r, id, [c, resp, actor = r->actor, name = std::move(*name)]() mutable {
-    runtime::twin_completion done{[c, resp, property = name.property](runtime::twin_reply reply) {
-                                    if (reply.error != runtime::query_error::none) {
-                                      c.finish(to_status(reply));
-                                      return;
-                                    }
-                                    const auto& tw = *reply.twin;
-                                    const auto& a = tw.analysis.find(property)->second.alert;
-                                    alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a,
-                                                   *resp);
-                                    c.finish(Status::OK);
-                                  },
-                                  unanswered()};
-    caf::anon_send(actor, runtime::ack_atom::value, std::move(name.asset_id),
-                   std::move(name.property), name.number, std::move(done));
-  });
+  when_visible(backend_, c, *r, id,
+               [c, resp, actor = r->actor, name = std::move(*name), audit]() mutable {
+                 runtime::twin_completion done{
+                     [c, resp, property = name.property](runtime::twin_reply reply) {
+                       c.committed_audit(reply);
+                       if (reply.error != runtime::query_error::none) {
+                         c.finish(to_status(reply));
+                         return;
+                       }
+                       const auto& tw = *reply.twin;
+                       const auto& a = tw.analysis.find(property)->second.alert;
+                       alert_to_proto(tw.asset_id, tw.kind, tw.tenant, property, a, *resp);
+                       c.finish(Status::OK);
+                     },
+                     unanswered()};
+                 done.audit = audit;
+                 caf::anon_send(actor, runtime::ack_atom::value, std::move(name.asset_id),
+                                std::move(name.property), name.number, std::move(done));
+               });
   return c.reactor();
 }
 

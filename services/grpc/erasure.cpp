@@ -18,6 +18,7 @@ constexpr const char* delete_method = "/fleettwin.v1.TwinService/DeleteTwin";
                                                      const fleettwin::v1::DeleteTwinRequest* req,
                                                      fleettwin::v1::DeleteTwinResponse* resp) {
   call c{ctx, delete_};
+  auto audit = c.audit(backend_, delete_method, req->name(), true);
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -36,19 +37,22 @@ constexpr const char* delete_method = "/fleettwin.v1.TwinService/DeleteTwin";
     return c.reactor();
   }
   const uint64_t expected = req->has_expected_version() ? req->expected_version() : 0;
-  when_visible(backend_, c, *r, *id, [c, resp, expected, actor = r->actor, id = *id]() mutable {
-    runtime::twin_completion done{[c, resp](runtime::twin_reply reply) {
-                                    if (reply.error != runtime::query_error::none) {
-                                      c.finish(to_status(reply));
-                                      return;
-                                    }
-                                    resp->set_erased_ms(reply.twin->erased_ms);
-                                    resp->set_version(reply.twin->version);
-                                    c.finish(Status::OK);
-                                  },
-                                  unanswered()};
-    caf::anon_send(actor, runtime::erase_atom::value, std::move(id), expected, std::move(done));
-  });
+  when_visible(
+      backend_, c, *r, *id, [c, resp, expected, actor = r->actor, id = *id, audit]() mutable {
+        runtime::twin_completion done{[c, resp](runtime::twin_reply reply) {
+                                        c.committed_audit(reply);
+                                        if (reply.error != runtime::query_error::none) {
+                                          c.finish(to_status(reply));
+                                          return;
+                                        }
+                                        resp->set_erased_ms(reply.twin->erased_ms);
+                                        resp->set_version(reply.twin->version);
+                                        c.finish(Status::OK);
+                                      },
+                                      unanswered()};
+        done.audit = audit;
+        caf::anon_send(actor, runtime::erase_atom::value, std::move(id), expected, std::move(done));
+      });
   return c.reactor();
 }
 

@@ -113,18 +113,22 @@ std::optional<core::asset_model> model_from_proto(const fleettwin::v1::AssetMode
 }
 
 model_service::model_service(std::shared_ptr<runtime::models_holder> models, query_pool& pool,
-                             model_writer put, metrics::grpc_probe& probe)
+                             model_writer put, metrics::grpc_probe& probe, twin_backend* audit_to)
     : models_(std::move(models)),
       pool_(pool),
       put_(std::move(put)),
       put_probe_(probe.method("PutModel")),
       get_probe_(probe.method("GetModel")),
-      list_probe_(probe.method("ListModels")) {}
+      list_probe_(probe.method("ListModels")),
+      audit_to_(audit_to) {}
 
 ::grpc::ServerUnaryReactor* model_service::PutModel(::grpc::CallbackServerContext* ctx,
                                                     const fleettwin::v1::PutModelRequest* req,
                                                     fleettwin::v1::AssetModel* resp) {
   call c{ctx, put_probe_};
+  if (audit_to_)
+    c.audit(*audit_to_, "/fleettwin.v1.ModelService/PutModel", "models/" + req->model().kind(),
+            false);
   const auto& p = req->model();
   if (p.kind().empty()) {
     c.finish({StatusCode::INVALID_ARGUMENT,

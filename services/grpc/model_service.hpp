@@ -11,6 +11,7 @@
 #include "actors/runtime/asset_actor.hpp"
 #include "fleettwin/v1/analytics.grpc.pb.h"
 #include "services/grpc/query_pool.hpp"
+#include "services/grpc/twin_service.hpp"
 #include "services/metrics/metrics.hpp"
 
 namespace fleettwin::grpc_api {
@@ -31,8 +32,9 @@ using model_writer =
 /// fleettwin.v1.ModelService: the asset models every node applies.
 class model_service final : public fleettwin::v1::ModelService::CallbackService {
 public:
+  /// `audit_to` (may be null): where PutModel calls are audited.
   model_service(std::shared_ptr<runtime::models_holder> models, query_pool& pool, model_writer put,
-                metrics::grpc_probe& probe);
+                metrics::grpc_probe& probe, twin_backend* audit_to = nullptr);
 
   ::grpc::ServerUnaryReactor* PutModel(::grpc::CallbackServerContext* ctx,
                                        const fleettwin::v1::PutModelRequest* req,
@@ -51,6 +53,7 @@ private:
   metrics::method_probe& put_probe_;
   metrics::method_probe& get_probe_;
   metrics::method_probe& list_probe_;
+  twin_backend* audit_to_;
 };
 
 }  // namespace fleettwin::grpc_api

@@ -23,6 +23,7 @@ namespace {
 runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* resp,
                                           int64_t stale_after_ms, privacy masks) {
   return {[c, resp, stale_after_ms, masks](runtime::twin_reply reply) {
+            c.committed_audit(reply);
             if (reply.error != runtime::query_error::none) {
               c.finish(to_status(reply));
               return;
@@ -288,6 +289,7 @@ privacy twin_service::privacy_of(const call& c) const {
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::UpdateDesiredRequest* req,
     fleettwin::v1::Twin* resp) {
   call c{ctx, update_desired_};
+  auto audit = c.audit(backend_, "/fleettwin.v1.TwinService/UpdateDesired", req->name(), true);
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -323,9 +325,11 @@ privacy twin_service::privacy_of(const call& c) const {
   auto stale = backend_.stale_after_ms();
   when_visible(backend_, c, *r, *id,
                [c, resp, stale, masks = privacy_of(c), actor = r->actor, id = *id,
-                update = std::move(update)]() mutable {
+                update = std::move(update), audit]() mutable {
+                 auto done = answer_with_twin(c, resp, stale, masks);
+                 done.audit = audit;
                  caf::anon_send(actor, runtime::desired_atom::value, std::move(id),
-                                std::move(update), answer_with_twin(c, resp, stale, masks));
+                                std::move(update), std::move(done));
                });
   return c.reactor();
 }
@@ -452,6 +456,7 @@ admin_service::admin_service(twin_backend& backend, metrics::grpc_probe& probe)
                                                       const fleettwin::v1::GetClusterRequest*,
                                                       fleettwin::v1::ClusterStatus* resp) {
   call c{ctx, cluster_};
+  c.audit(backend_, "/fleettwin.v1.AdminService/GetCluster", "cluster", false);
   backend_.cluster_status([c, resp](fleettwin::v1::ClusterStatus status) {
     *resp = std::move(status);
     c.finish(Status::OK);

@@ -64,6 +64,9 @@ public:
                              const std::string& filter) = 0;
   /// The cluster as this node sees it.
   virtual void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) = 0;
+  /// Writes an audit entry outside any transaction (refused or failed writes, admin
+  /// calls, reads of sensitive properties); never blocks.
+  virtual void audit(runtime::audit_entry entry) {}
 };
 
 struct service_limits {

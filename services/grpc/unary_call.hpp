@@ -65,10 +65,34 @@ inline const char* code_name(StatusCode c) {
       return "UNAVAILABLE";
     case StatusCode::INTERNAL:
       return "INTERNAL";
+    case StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
     default:
       return "UNKNOWN";
   }
 }
+
+/// The audit of one call (see call::audit).
+struct audit_state {
+  twin_backend* backend = nullptr;
+  std::shared_ptr<runtime::audit_entry> entry;
+  /// A success is audited by the partition, in the transaction of the change.
+  bool transactional = false;
+  /// The transaction carried it (set from the partition's answer).
+  std::atomic<bool> committed{false};
+  /// The call went to another node, which audits it.
+  std::atomic<bool> forwarded{false};
+};
 
 /// Finishes a unary call and measures it.
 class call {
@@ -83,6 +107,14 @@ public:
   }
 
   void finish(Status s) const {
+    if (audit_ && !audit_->forwarded && !(s.ok() && audit_->transactional && audit_->committed)) {
+      auto e = *audit_->entry;
+      e.time_ms = wall_ms();
+      e.code = code_name(s.error_code());
+      if (!s.ok())
+        e.message = s.error_message();
+      audit_->backend->audit(std::move(e));
+    }
     calls_in_flight_counter().fetch_sub(1);
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     probe_->on_request(s.error_code(), code_name(s.error_code()), secs);
@@ -112,6 +144,39 @@ public:
     return !who_ || who_->sees(tenant);
   }
 
+  /// Audits the call (a write or an admin call) of `method` on `target`: its outcome goes
+  /// to the audit topic when it finishes, unless it is a write (`transactional`) whose
+  /// success the partition audited in the transaction of its change (committed_audit()).
+  /// A call forwarded to another node is audited there. Returns the entry a write's
+  /// completion carries to the partition.
+  std::shared_ptr<const runtime::audit_entry> audit(twin_backend& backend, std::string method,
+                                                    std::string target, bool transactional) {
+    auto state = std::make_shared<audit_state>();
+    state->backend = &backend;
+    state->transactional = transactional;
+    state->entry = std::make_shared<runtime::audit_entry>();
+    auto& e = *state->entry;
+    e.method = std::move(method);
+    e.target = std::move(target);
+    if (who_) {
+      e.subject = who_->subject;
+      e.tenant = who_->tenant;
+      e.role = security::role_name(who_->granted);
+    }
+    audit_ = std::move(state);
+    return audit_->entry;
+  }
+  /// The partition's answer says the transaction carried the audit entry.
+  void committed_audit(const runtime::twin_reply& r) const {
+    if (audit_ && r.audited)
+      audit_->committed = true;
+  }
+  /// The call goes to another node (which audits it).
+  void forwarding() const {
+    if (audit_)
+      audit_->forwarded = true;
+  }
+
   /// The metadata a call forwarded on this one's behalf carries: the caller, and `extra`.
   std::string forward_metadata(std::vector<std::pair<std::string, std::string>> extra = {}) const {
     if (who_)
@@ -129,6 +194,7 @@ private:
   metrics::method_probe* probe_;
   std::chrono::steady_clock::time_point start_;
   std::optional<caller> who_;
+  std::shared_ptr<audit_state> audit_;
 };
 
 inline Status to_status(query_error e, const std::string& message) {
@@ -242,6 +308,7 @@ void forward_unary(twin_backend& backend, const call& c, const std::string& asse
       runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
                              "the forwarded call was dropped (node stopping); retry",
                              {}}};
+  c.forwarding();
   backend.forward(endpoint, method, req.SerializeAsString(), c.forward_metadata(), std::move(done));
 }
 

@@ -1,5 +1,7 @@
 #include "services/kafka/event_producer.hpp"
 
+#include "services/kafka/audit_log.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -361,6 +363,16 @@ void event_producer::publish_alerts(const std::vector<runtime::alert_record>& al
   }
 }
 
+void event_producer::publish_audit(const std::vector<runtime::audit_entry>& audit, item& it) {
+  for (const auto& e : audit) {
+    auto& m = it.messages.emplace_back();
+    m.topic = &opts_.topics.audit;
+    m.key = audit_key(e);
+    encode_audit(e, opts_.node_id, m.value);
+    m.headers = content_type("application/x-protobuf");
+  }
+}
+
 void event_producer::publish(const runtime::item_outputs& out,
                              std::function<void(runtime::publish_result)> done) {
   auto it = std::make_unique<item>();
@@ -450,6 +462,8 @@ void event_producer::publish(const runtime::item_outputs& out,
   publish_aggregates(out, source, *it);
   if (out.alerts)
     publish_alerts(*out.alerts, source, *it);
+  if (out.audit)
+    publish_audit(*out.audit, *it);
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();

@@ -162,6 +162,7 @@ private:
   /// aggregate change events to its messages.
   void publish_aggregates(const runtime::item_outputs& out, const std::string& source, item& it);
   /// Adds one alerts-topic record per alert event to the item's messages.
+  void publish_audit(const std::vector<runtime::audit_entry>& audit, item& it);
   void publish_alerts(const std::vector<runtime::alert_record>& alerts, const std::string& source,
                       item& it);
   void commit_transaction();

@@ -8,6 +8,7 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   t.changes = prefix + ".twin-changes";
   t.state = prefix + ".twin-state";
   t.alerts = prefix + ".alerts";
+  t.audit = prefix + ".audit";
   t.dlq = prefix + ".telemetry.dlq";
   t.members = prefix + ".members";
   t.aggregate_updates = prefix + ".aggregate-updates";

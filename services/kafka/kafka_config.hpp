@@ -29,6 +29,8 @@ struct topic_names {
   /// Compacted, one partition: definitions every node shares (aggregate
   /// kinds set through the API; key "aggregate-kind/<name>").
   std::string models = "fleettwin.models";
+  /// One record per audited call (key = the target twin's asset id).
+  std::string audit = "fleettwin.audit";
 
   static topic_names with_prefix(const std::string& prefix);
 };

@@ -16,6 +16,7 @@
 
 #include "grpc/health/v1/health.pb.h"
 #include "services/grpc/caller_scope.hpp"
+#include "services/kafka/audit_log.hpp"
 #include "services/kafka/telemetry_decoder.hpp"
 #include "services/kafka/topic_admin.hpp"
 #include "services/security/authenticator.hpp"
@@ -194,6 +195,9 @@ bool node::init(std::string& error) {
       kinds_->republish(timeout);
     models_->republish(timeout);
   }
+  audit_log_ = kafka::audit_log::start(bootstrap_, topics_.audit, cfg_.node_id, extra, error);
+  if (!audit_log_)
+    return false;
   kafka::consumer_options co;
   co.settings = extra;
   co.settings.emplace("session.timeout.ms", std::to_string(cfg_.session_timeout_ms));
@@ -413,7 +417,7 @@ bool node::start_grpc(std::string& error) {
         model = std::move(r.model);
         return error.empty();
       },
-      metrics_->grpc());
+      metrics_->grpc(), this);
   alert_service_ =
       std::make_unique<grpc_api::alert_service>(*this, *pool_, alert_hub_.get(), metrics_->grpc(),
                                                 grpc_api::service_limits{}, asset_cfg_->models);
@@ -443,7 +447,20 @@ bool node::start_grpc(std::string& error) {
       auto processor = std::make_shared<security::authenticator>(
           std::move(verifier), std::chrono::seconds{cfg_.auth_reload_s},
           [m = metrics_.get()](const char* reason) { m->auth_refused(reason); },
-          std::move(cert_roles));
+          std::move(cert_roles),
+          [this](const security::caller& who, std::string_view method, const ::grpc::Status& no) {
+            runtime::audit_entry e;
+            e.time_ms = runtime::asset_config::system_clock_ms();
+            e.subject = who.subject;
+            e.tenant = who.tenant;
+            if (!who.subject.empty())
+              e.role = security::role_name(who.granted);
+            e.method = method;
+            e.code = no.error_code() == ::grpc::StatusCode::PERMISSION_DENIED ? "PERMISSION_DENIED"
+                                                                              : "UNAUTHENTICATED";
+            e.message = no.error_message();
+            audit(std::move(e));
+          });
       credentials->SetAuthMetadataProcessor(processor);
       // Handlers look for the caller it attaches; forwarded calls must carry one.
       grpc_api::set_authenticating(true);
@@ -495,6 +512,7 @@ bool node::prepare_topics(std::string& error) {
       {topics_.changes, partitions, rf, {}, false},
       {topics_.dlq, partitions, rf, {}, false},
       {topics_.alerts, partitions, rf, {}, false},
+      {topics_.audit, partitions, rf, {}, false},
       {topics_.members, 1, rf, compacted, false},
       {topics_.models, 1, rf, compacted, false},
       // Keyed like telemetry and consumed with it: the same partition count.
@@ -585,6 +603,11 @@ void node::shutdown() {
   pool_.reset();
   if (started_)
     spdlog::info("event=stopped node={}", cfg_.node_id);
+}
+
+void node::audit(runtime::audit_entry entry) {
+  if (audit_log_)
+    audit_log_->record(entry);
 }
 
 }  // namespace fleettwin::node

@@ -30,6 +30,7 @@
 #include "services/grpc/alert_service.hpp"
 #include "services/grpc/model_service.hpp"
 #include "services/grpc/twin_service.hpp"
+#include "services/kafka/audit_log.hpp"
 #include "services/kafka/changelog_restorer.hpp"
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/event_producer.hpp"
@@ -88,6 +89,7 @@ public:
   void forward(const std::string& endpoint, const std::string& method, std::string request,
                std::string metadata, runtime::forward_completion done) override;
   void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) override;
+  void audit(runtime::audit_entry entry) override;
   void watch_cluster(grpc_api::watch_stream* stream, const std::string& asset_id,
                      const std::string& filter) override;
   std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) override {
@@ -209,6 +211,8 @@ private:
   std::unique_ptr<definitions> definitions_ = std::make_unique<definitions>();
   /// Asset models of the file and of PutModel (models topic).
   std::unique_ptr<model_catalog> models_;
+  /// Audit entries written outside the partitions' transactions (see audit()).
+  std::unique_ptr<kafka::audit_log> audit_log_;
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;

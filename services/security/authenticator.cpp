@@ -26,8 +26,11 @@ std::string joined(const std::vector<std::string>& v) {
 
 authenticator::authenticator(std::shared_ptr<token_verifier> verifier,
                              std::chrono::seconds reload_every, refusal_counter count,
-                             std::map<std::string, std::string> cert_roles)
-    : verifier_(std::move(verifier)), count_(std::move(count)), cert_roles_(std::move(cert_roles)) {
+                             std::map<std::string, std::string> cert_roles, refusal_audit audit)
+    : verifier_(std::move(verifier)),
+      count_(std::move(count)),
+      audit_(std::move(audit)),
+      cert_roles_(std::move(cert_roles)) {
   if (verifier_ && !verifier_->settings().jwks_file.empty())
     reloader_ = std::thread{[this, reload_every] { reload_loop(reload_every); }};
 }
@@ -77,12 +80,12 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
       if (it == cert_roles_.end())
         continue;
       auto has = highest_role({it->second});
+      if (who_out)  // also when refused: the audit names who was
+        *who_out = caller{id, has.value_or(role::viewer), {}};
       if (!has || *has < *needed)
         return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
                       std::string{method} + " needs the role " + role_name(*needed) +
                           "; the client certificate of '" + id + "' grants " + it->second);
-      if (who_out)
-        *who_out = caller{id, *has, {}};
       return grpc::Status::OK;
     }
     std::string message = "no token: send the metadata 'authorization: Bearer <JWT>'";
@@ -128,14 +131,14 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
                                         now_s + max_cache_seconds)});
   }
   auto has = highest_role(who.roles);
+  if (who_out)  // also when refused: the audit names who was
+    *who_out = caller{who.subject, has.value_or(role::viewer), who.tenant,
+                      std::find(who.roles.begin(), who.roles.end(), read_sensitive_permission) !=
+                          who.roles.end()};
   if (!has || *has < *needed)
     return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
                   std::string{method} + " needs the role " + role_name(*needed) +
                       "; the token of '" + who.subject + "' grants " + joined(who.roles));
-  if (who_out)
-    *who_out = caller{who.subject, *has, who.tenant,
-                      std::find(who.roles.begin(), who.roles.end(), read_sensitive_permission) !=
-                          who.roles.end()};
   return grpc::Status::OK;
 }
 
@@ -169,6 +172,12 @@ grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::Au
   auto verdict = check(method, authorization, now_seconds(), identities, &who);
   if (verdict.ok() && context != nullptr && !who.subject.empty())
     context->AddProperty(caller_property, encode_caller(who));
+  if (!verdict.ok() && audit_) {
+    // Refused writes and admin calls are audited (reads are only counted).
+    auto needed = required_role(method);
+    if (needed && *needed >= role::operator_)
+      audit_(who, method, verdict);
+  }
   return verdict;
 }
 

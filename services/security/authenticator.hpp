@@ -31,6 +31,10 @@ namespace fleettwin::security {
 
 /// Counts of refusals by reason ("missing", "invalid", "expired", "forbidden"), for metrics.
 using refusal_counter = std::function<void(const char* reason)>;
+/// Refused calls of methods that write or administer (they are audited): who (as far as
+/// known: an invalid token names nobody), the method, the refusal.
+using refusal_audit =
+    std::function<void(const caller& who, std::string_view method, const grpc::Status& refusal)>;
 
 class authenticator final : public grpc::AuthMetadataProcessor {
 public:
@@ -38,7 +42,8 @@ public:
   /// identities (SPIFFE id, URI, DNS name or common name) and the role each grants, for
   /// callers without a token; `reload_every`: how often the JWKS file is checked.
   authenticator(std::shared_ptr<token_verifier> verifier, std::chrono::seconds reload_every,
-                refusal_counter count = {}, std::map<std::string, std::string> cert_roles = {});
+                refusal_counter count = {}, std::map<std::string, std::string> cert_roles = {},
+                refusal_audit audit = {});
   ~authenticator() override;
 
   bool IsBlocking() const override {
@@ -67,6 +72,7 @@ private:
 
   std::shared_ptr<token_verifier> verifier_;
   refusal_counter count_;
+  refusal_audit audit_;
   std::map<std::string, std::string> cert_roles_;
   std::mutex mutex_;
   std::map<std::string, cached, std::less<>> cache_;

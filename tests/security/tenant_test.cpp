@@ -13,6 +13,7 @@
 #include "fleettwin/v1/aggregate.grpc.pb.h"
 #include "fleettwin/v1/analytics.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
+#include "fleettwin/v1/twin.pb.h"
 #include "integration/harness.hpp"
 #include "support/kafka_io.hpp"
 #include "support/pki.hpp"
@@ -387,6 +388,73 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
     EXPECT_EQ(change.redacted_size(), 2);
     ctx.TryCancel();
   }
+}
+
+TEST_F(TenantTest, WritesAndAdminCallsAreAuditedWithWhoWhatAndHowItEnded) {
+  produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)}}, "a1", 1);
+  produce_and_wait({{"b1", json_record("b1", "beta", 1, 20)}}, "b1", 1);
+  auto acme = stub<v1::TwinService>(token("operator", "acme"));
+  auto desire = [&](v1::TwinService::Stub& s, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::UpdateDesiredRequest req;
+    req.set_name("twins/" + id);
+    (*req.mutable_desired())["speed_limit"].set_double_value(30);
+    v1::Twin out;
+    return s.UpdateDesired(&ctx, req, &out);
+  };
+  ASSERT_TRUE(desire(*acme, "a1").ok());                               // committed
+  ASSERT_EQ(desire(*acme, "b1").error_code(), StatusCode::NOT_FOUND);  // another tenant's
+  auto viewer = stub<v1::TwinService>(token("viewer", "acme"));
+  ASSERT_EQ(desire(*viewer, "a1").error_code(), StatusCode::PERMISSION_DENIED);  // no role
+  auto admin = stub<v1::TwinService>(token("admin", ""));
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteTwinRequest req;
+    req.set_name("twins/b1");
+    v1::DeleteTwinResponse resp;
+    ASSERT_TRUE(admin->DeleteTwin(&ctx, req, &resp).ok());
+  }
+  {
+    auto ops = v1::AdminService::NewStub(
+        grpc::CreateChannel(node->grpc_address(), with_token(token("admin", ""))));
+    grpc::ClientContext ctx;
+    v1::ClusterStatus status;
+    ASSERT_TRUE(ops->GetCluster(&ctx, v1::GetClusterRequest{}, &status).ok());
+  }
+  auto records = read_topic(node->bootstrap(), "fleettwin.audit", 5, 20s);
+  ASSERT_EQ(records.size(), 5u);
+  std::map<std::string, std::vector<v1::AuditEvent>> by_key;
+  for (const auto& r : records) {
+    v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    EXPECT_GT(e.time_ms(), 0);
+    EXPECT_FALSE(e.node().empty());
+    by_key[r.key].push_back(e);
+  }
+  ASSERT_EQ(by_key["a1"].size(), 1u);
+  std::map<std::string, v1::AuditEvent> a1;
+  for (const auto& e : by_key["a1"])
+    a1[e.code()] = e;
+  // Refused before its request was read (no target): keyed by the method.
+  for (const auto& e : by_key["/fleettwin.v1.TwinService/UpdateDesired"])
+    a1[e.code()] = e;
+  EXPECT_EQ(a1["OK"].subject(), "user-of-acme");
+  EXPECT_EQ(a1["OK"].tenant(), "acme");
+  EXPECT_EQ(a1["OK"].role(), "operator");
+  EXPECT_EQ(a1["OK"].method(), "/fleettwin.v1.TwinService/UpdateDesired");
+  EXPECT_EQ(a1["OK"].target(), "twins/a1");
+  EXPECT_EQ(a1["PERMISSION_DENIED"].method(), "/fleettwin.v1.TwinService/UpdateDesired");
+  EXPECT_EQ(a1["PERMISSION_DENIED"].subject(), "user-of-acme");
+  EXPECT_NE(a1["PERMISSION_DENIED"].message().find("needs the role operator"), std::string::npos);
+  ASSERT_EQ(by_key["b1"].size(), 2u);
+  std::map<std::string, v1::AuditEvent> b1;
+  for (const auto& e : by_key["b1"])
+    b1[e.method() + " " + e.code()] = e;
+  EXPECT_EQ(b1.count("/fleettwin.v1.TwinService/UpdateDesired NOT_FOUND"), 1u);
+  EXPECT_EQ(b1.count("/fleettwin.v1.TwinService/DeleteTwin OK"), 1u);
+  EXPECT_EQ(b1["/fleettwin.v1.TwinService/DeleteTwin OK"].role(), "admin");
+  ASSERT_EQ(by_key["cluster"].size(), 1u);
+  EXPECT_EQ(by_key["cluster"][0].method(), "/fleettwin.v1.AdminService/GetCluster");
 }
 
 }  // namespace

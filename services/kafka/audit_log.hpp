@@ -1,0 +1,55 @@
+#pragma once
+
+// The audit topic (fleettwin.audit): one fleettwin.v1.AuditEvent per audited call, keyed by
+// the asset id of the twin it targets (so that a twin's trail is on one partition, in
+// order). Writes that succeed are published by the event producer in the transaction of
+// their change; everything else (refused or failed writes, admin calls, reads of sensitive
+// properties) through audit_log's own producer (acknowledged by every in-sync replica).
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "actors/runtime/ports.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+namespace fleettwin::kafka {
+
+/// The record key of an audit entry: the asset id of a "twins/{id}" target, else the target
+/// (else the method: a call refused before its request was read names no target).
+std::string audit_key(const runtime::audit_entry& e);
+
+/// Serializes an entry as a fleettwin.v1.AuditEvent of node `node`.
+void encode_audit(const runtime::audit_entry& e, const std::string& node, std::string& out);
+
+class audit_log {
+public:
+  /// nullptr with `error` when the producer cannot be made.
+  static std::unique_ptr<audit_log> start(const std::string& bootstrap, std::string topic,
+                                          std::string node_id,
+                                          const std::map<std::string, std::string>& settings,
+                                          std::string& error);
+  /// Waits (at most 5 s) for what was written to be acknowledged.
+  ~audit_log();
+
+  /// Writes an entry (never blocks; a full queue or a failed delivery is counted and
+  /// logged).
+  void record(const runtime::audit_entry& e);
+
+  /// Entries that could not be written.
+  uint64_t lost() const {
+    return lost_.load();
+  }
+
+private:
+  audit_log() = default;
+  static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque);
+
+  std::string topic_;
+  std::string node_id_;
+  kafka_handle producer_;
+  std::atomic<uint64_t> lost_{0};
+};
+
+}  // namespace fleettwin::kafka
