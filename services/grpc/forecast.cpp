@@ -117,7 +117,7 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
   // computed on the query pool, never on a gRPC or actor thread.
   auto compute = [c, resp, id = *id, property = req->property(), horizon = req->horizon_ms(),
                   step = req->step_ms(), models = models_, masks = privacy_of(c),
-                  &pool = pool_](std::shared_ptr<const core::twin> tw) {
+                  &backend = backend_, &pool = pool_](std::shared_ptr<const core::twin> tw) {
     if (!c.sees(tw->tenant)) {
       c.finish(twin_not_found(id));
       return;
@@ -126,6 +126,8 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
       c.finish({StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its forecast")});
       return;
     }
+    if (masks.reveals(tw->kind, property))
+      audit_revealed(backend, c, forecast_method, "twins/" + id, {property});
     bool queued = pool.submit([c, resp, property, horizon, step, models, tw] {
       auto set = models ? models->get() : nullptr;
       c.finish(forecast_of(*tw, property, horizon, step, set.get(), *resp));

@@ -58,7 +58,7 @@ void redact_all(const core::model_set& models, fleettwin::v1::TwinChange& c) {
 }
 
 privacy::privacy(const std::optional<caller>& who, const runtime::models_holder* models) {
-  if (!who || who->read_sensitive || !models)
+  if (!who || !models)
     return;
   auto set = models->get();
   if (!set)
@@ -66,9 +66,26 @@ privacy::privacy(const std::optional<caller>& who, const runtime::models_holder*
   for (const auto& [kind, m] : *set)
     for (const auto& p : m.properties)
       if (p.sensitive) {
-        models_ = std::move(set);
+        (who->read_sensitive ? revealing_ : models_) = std::move(set);
         return;
       }
+}
+
+std::vector<std::string> privacy::revealed(const fleettwin::v1::Twin& t) const {
+  std::vector<std::string> out;
+  if (!revealing_)
+    return out;
+  const auto* m = model_of(*revealing_, t.kind());
+  if (!m)
+    return out;
+  for (const auto& p : m->properties)
+    if (p.sensitive && (t.reported().contains(p.name) || t.desired().contains(p.name)))
+      out.push_back(p.name);
+  return out;
+}
+
+bool privacy::reveals(std::string_view kind, std::string_view property) const {
+  return revealing_ && core::is_sensitive(*revealing_, kind, property);
 }
 
 bool privacy::masked(std::string_view kind, std::string_view property) const {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "actors/core/asset_model.hpp"
 #include "actors/core/filter.hpp"
@@ -37,8 +38,16 @@ public:
   /// Why the caller may not use `f` (it compares a masked property); nullopt when it may.
   std::optional<std::string> refuses(const core::filter& f) const;
 
+  /// For a caller allowed to read sensitive properties (reads of them are audited): the
+  /// sensitive properties `t` shows; empty for any other caller.
+  std::vector<std::string> revealed(const fleettwin::v1::Twin& t) const;
+  /// Whether `property` of a twin of `kind` is sensitive and the caller may read it.
+  bool reveals(std::string_view kind, std::string_view property) const;
+
 private:
   std::shared_ptr<const core::model_set> models_;
+  /// Set for callers with read_sensitive when some property is sensitive.
+  std::shared_ptr<const core::model_set> revealing_;
 };
 
 /// The refusal of a read of `property`'s values (history, forecast, a filter) by a caller

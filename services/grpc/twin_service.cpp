@@ -20,9 +20,10 @@ using ::grpc::StatusCode;
 namespace {
 
 /// Completes a call with the twin of the reply, or its error.
-runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* resp,
-                                          int64_t stale_after_ms, privacy masks) {
-  return {[c, resp, stale_after_ms, masks](runtime::twin_reply reply) {
+runtime::twin_completion answer_with_twin(twin_backend& backend, const call& c, const char* method,
+                                          fleettwin::v1::Twin* resp, int64_t stale_after_ms,
+                                          privacy masks) {
+  return {[&backend, c, method, resp, stale_after_ms, masks](runtime::twin_reply reply) {
             c.committed_audit(reply);
             if (reply.error != runtime::query_error::none) {
               c.finish(to_status(reply));
@@ -34,6 +35,7 @@ runtime::twin_completion answer_with_twin(const call& c, fleettwin::v1::Twin* re
             }
             to_proto(*reply.twin, wall_ms(), stale_after_ms, *resp);
             masks.redact(*resp);
+            audit_revealed(backend, c, method, resp->name(), masks.revealed(*resp));
             c.finish(Status::OK);
           },
           unanswered()};
@@ -132,6 +134,8 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       delete_(probe.method("DeleteTwin")),
       models_(std::move(models)) {}
 
+constexpr const char* get_method = "/fleettwin.v1.TwinService/GetTwin";
+
 privacy twin_service::privacy_of(const call& c) const {
   return privacy{c.who(), models_.get()};
 }
@@ -161,11 +165,13 @@ privacy twin_service::privacy_of(const call& c) const {
       return c.reactor();
     }
     to_proto(*tw, wall_ms(), stale, *resp);
-    privacy_of(c).redact(*resp);
+    auto masks = privacy_of(c);
+    masks.redact(*resp);
+    audit_revealed(backend_, c, get_method, resp->name(), masks.revealed(*resp));
     c.finish(Status::OK);
     return c.reactor();
   }
-  auto done = answer_with_twin(c, resp, stale, privacy_of(c));
+  auto done = answer_with_twin(backend_, c, get_method, resp, stale, privacy_of(c));
   caf::anon_send(r->actor, runtime::get_atom::value, std::move(*id), std::move(done));
   return c.reactor();
 }
@@ -215,7 +221,7 @@ privacy twin_service::privacy_of(const call& c) const {
                          c.forward_metadata(), one, settle);
       continue;
     }
-    runtime::twin_completion done{[c, g, i, settle, stale, masks](runtime::twin_reply reply) {
+    runtime::twin_completion done{[this, c, g, i, settle, stale, masks](runtime::twin_reply reply) {
                                     if (reply.error != runtime::query_error::none)
                                       g->fail(to_status(reply));
                                     else if (!c.sees(reply.twin->tenant))
@@ -223,6 +229,9 @@ privacy twin_service::privacy_of(const call& c) const {
                                     else {
                                       to_proto(*reply.twin, wall_ms(), stale, g->items[i]);
                                       masks.redact(g->items[i]);
+                                      audit_revealed(
+                                          backend_, c, "/fleettwin.v1.TwinService/BatchGetTwins",
+                                          g->items[i].name(), masks.revealed(g->items[i]));
                                     }
                                     settle();
                                   },
@@ -258,7 +267,8 @@ privacy twin_service::privacy_of(const call& c) const {
   auto max_scanned = limits_.max_scanned_per_page;
   auto& store = backend_.store();
   // Lists this node's partitions into `out` (on the query pool).
-  auto list_local = [=, &store](fleettwin::v1::ListTwinsResponse* out) -> Status {
+  auto list_local = [=, &store,
+                     &list_backend = backend_](fleettwin::v1::ListTwinsResponse* out) -> Status {
     auto now = wall_ms();
     std::string error;
     auto page = store.list_twins(
@@ -270,6 +280,8 @@ privacy twin_service::privacy_of(const call& c) const {
       auto* t = out->add_twins();
       to_proto(tw, now, stale, *t);
       masks.redact(*t);
+      audit_revealed(list_backend, c, "/fleettwin.v1.TwinService/ListTwins", t->name(),
+                     masks.revealed(*t));
     }
     if (!page.next_page_token.empty())
       out->set_next_page_token(encode_page_token(filter_text, page.next_page_token));
@@ -324,9 +336,10 @@ privacy twin_service::privacy_of(const call& c) const {
   }
   auto stale = backend_.stale_after_ms();
   when_visible(backend_, c, *r, *id,
-               [c, resp, stale, masks = privacy_of(c), actor = r->actor, id = *id,
-                update = std::move(update), audit]() mutable {
-                 auto done = answer_with_twin(c, resp, stale, masks);
+               [&backend = backend_, c, resp, stale, masks = privacy_of(c), actor = r->actor,
+                id = *id, update = std::move(update), audit]() mutable {
+                 auto done = answer_with_twin(backend, c, "/fleettwin.v1.TwinService/UpdateDesired",
+                                              resp, stale, masks);
                  done.audit = audit;
                  caf::anon_send(actor, runtime::desired_atom::value, std::move(id),
                                 std::move(update), std::move(done));
@@ -370,7 +383,7 @@ privacy twin_service::privacy_of(const call& c) const {
   auto end = req->end_time_ms();
   auto limit = static_cast<size_t>(req->limit());
   auto masks = privacy_of(c);
-  bool queued = pool_.submit([=, &store, id = std::move(*id)] {
+  bool queued = pool_.submit([=, &store, &store_backend = backend_, id = std::move(*id)] {
     std::string err;
     core::twin tw;
     switch (store.load_twin(partition, id, tw, err)) {
@@ -391,6 +404,9 @@ privacy twin_service::privacy_of(const call& c) const {
       c.finish({StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its history")});
       return;
     }
+    if (masks.reveals(tw.kind, property))
+      audit_revealed(store_backend, c, "/fleettwin.v1.TwinService/GetHistory", "twins/" + id,
+                     {property});
     if (!tw.reported.contains(property)) {
       c.finish({StatusCode::NOT_FOUND,
                 "twin \"" + id + "\" has no reported property \"" + property + "\""});

@@ -154,8 +154,14 @@ public:
     auto state = std::make_shared<audit_state>();
     state->backend = &backend;
     state->transactional = transactional;
-    state->entry = std::make_shared<runtime::audit_entry>();
-    auto& e = *state->entry;
+    state->entry =
+        std::make_shared<runtime::audit_entry>(entry(std::move(method), std::move(target)));
+    audit_ = std::move(state);
+    return audit_->entry;
+  }
+  /// An audit entry of this call's caller (time and outcome not set).
+  runtime::audit_entry entry(std::string method, std::string target) const {
+    runtime::audit_entry e;
     e.method = std::move(method);
     e.target = std::move(target);
     if (who_) {
@@ -163,8 +169,7 @@ public:
       e.tenant = who_->tenant;
       e.role = security::role_name(who_->granted);
     }
-    audit_ = std::move(state);
-    return audit_->entry;
+    return e;
   }
   /// The partition's answer says the transaction carried the audit entry.
   void committed_audit(const runtime::twin_reply& r) const {
@@ -218,6 +223,20 @@ inline Status to_status(query_error e, const std::string& message) {
 
 inline Status to_status(const runtime::twin_reply& r) {
   return to_status(r.error, r.message);
+}
+
+/// Audits a read that showed the sensitive properties `shown` (of `target`) to a caller
+/// allowed to read them; nothing when it showed none.
+inline void audit_revealed(twin_backend& backend, const call& c, const char* method,
+                           std::string target, const std::vector<std::string>& shown) {
+  if (shown.empty())
+    return;
+  auto e = c.entry(method, std::move(target));
+  e.time_ms = wall_ms();
+  e.message = "read sensitive properties:";
+  for (const auto& p : shown)
+    e.message += " " + p;
+  backend.audit(std::move(e));
 }
 
 /// The answer for a twin the caller may not see: the one for a twin that does not exist

@@ -17,6 +17,21 @@ node_process::node_process(std::string bootstrap, std::string data_dir,
 }
 
 void node_process::start(bool until_ready) {
+  // A port found free may be taken before the node binds it (tests run in parallel, the
+  // embedded Kafka binds ports too): the node then stops at once saying so, and is
+  // started again on other ports.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      start_once(until_ready);
+      return;
+    } catch (const std::runtime_error&) {
+      if (attempt >= 3 || running() || file_tail(log_, 5).find("cannot serve") == std::string::npos)
+        throw;
+    }
+  }
+}
+
+void node_process::start_once(bool until_ready) {
   grpc_port_ = free_port();
   metrics_port_ = free_port();
   std::vector<std::string> args{FLEETTWIN_NODE_BINARY,

@@ -56,6 +56,8 @@ public:
   }
 
 private:
+  void start_once(bool until_ready);
+
   std::string bootstrap_;
   std::string data_dir_;
   std::vector<std::string> extra_;

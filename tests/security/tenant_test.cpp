@@ -388,6 +388,24 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
     EXPECT_EQ(change.redacted_size(), 2);
     ctx.TryCancel();
   }
+  // Reads that showed sensitive values (to the trusted token) are audited: GetTwin,
+  // ListTwins, GetHistory; the masked reads are not.
+  auto audit = read_topic(node->bootstrap(), "fleettwin.audit", 4, 20s);
+  std::map<std::string, v1::AuditEvent> reads;
+  for (const auto& r : audit) {
+    v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    if (e.message().rfind("read sensitive properties", 0) == 0)
+      reads[e.method()] = e;
+  }
+  ASSERT_EQ(reads.size(), 3u);
+  EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetTwin"].message(),
+            "read sensitive properties: lat lon");
+  EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetTwin"].subject(), "user-of-acme");
+  EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetTwin"].target(), "twins/v1");
+  EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetHistory"].message(),
+            "read sensitive properties: lat");
+  EXPECT_EQ(reads.count("/fleettwin.v1.TwinService/ListTwins"), 1u);
 }
 
 TEST_F(TenantTest, WritesAndAdminCallsAreAuditedWithWhoWhatAndHowItEnded) {

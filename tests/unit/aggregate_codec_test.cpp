@@ -113,6 +113,7 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   // list either.
   encode_twin(tw, bytes);
   bytes[0] = 3;
+  bytes.pop_back();  // erased_ms (0: one byte)
   bytes.pop_back();  // newest_source_ms (0: one byte)
   bytes.pop_back();  // the empty analytics count
   ASSERT_FALSE(decode_twin(bytes, back));
@@ -121,6 +122,7 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   tw.relations.clear();
   encode_twin(tw, bytes);
   bytes[0] = 1;
+  bytes.pop_back();  // erased_ms
   bytes.pop_back();  // newest_source_ms
   bytes.pop_back();  // the empty analytics count
   bytes.pop_back();  // the empty relation count
@@ -144,7 +146,8 @@ TEST(AggregateCodec, NewestSourceTimeRoundTripsAndIsEstimatedForOlderRecords) {
   tw.newest_source_ms = 0;
   encode_twin(tw, bytes);
   bytes[0] = 5;
-  bytes.pop_back();
+  bytes.pop_back();  // erased_ms
+  bytes.pop_back();  // newest_source_ms
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.newest_source_ms, 5000);
 }
