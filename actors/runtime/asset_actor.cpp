@@ -353,6 +353,10 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
             case core::apply_status::unchanged:
               ++u.unchanged;
               break;
+            case core::apply_status::erased:
+              // A replay from before the twin's erasure: counted with the late records.
+              ++u.too_old;
+              break;
             case core::apply_status::tenant_conflict:
               u.telemetry_rejects.emplace_back(
                   idx, "twin \"" + st.asset_id + "\" belongs to tenant \"" + st.tw.tenant +

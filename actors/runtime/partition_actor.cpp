@@ -1024,6 +1024,37 @@ void start_acknowledge(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
+/// A desired update's or an erasure's outcome from the twin: committed with the item
+/// when applied, answered at once otherwise.
+void settle_desired(self_ptr self, uint64_t id, desired_reply& r) {
+  auto& st = self->state;
+  if (!st.applying || st.applying->id != id)
+    return;
+  auto& item = *st.applying;
+  switch (r.result.status) {
+    case core::desired_status::applied:
+      item.desired_answer =
+          std::make_shared<twin_reply>(twin_reply{query_error::none, {}, r.update.snapshot});
+      item.pending = 1;
+      collect(self, id, r.update);
+      return;
+    case core::desired_status::unchanged:
+      // Nothing to commit: answer with the current state.
+      self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value, item.desired->done);
+      break;
+    case core::desired_status::version_mismatch:
+      item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
+      break;
+    case core::desired_status::invalid:
+      item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+      break;
+    case core::desired_status::not_found:
+      item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
+      break;
+  }
+  end_item(self);
+}
+
 /// The erasure of a twin (DeleteTwin): answered after its commit with what the twin was,
 /// at once when there is none or it may not be erased.
 void start_erase(self_ptr self, desired_work work) {
@@ -1035,32 +1066,8 @@ void start_erase(self_ptr self, desired_work work) {
   const uint64_t expected = work.update.expected_version.value_or(0);
   st.applying->desired = std::move(work);
   self->request(*handle, caf::infinite, erase_atom::value, expected)
-      .then(
-          [self, id](desired_reply& r) {
-            auto& st = self->state;
-            if (!st.applying || st.applying->id != id)
-              return;
-            auto& item = *st.applying;
-            switch (r.result.status) {
-              case core::desired_status::applied:
-                item.desired_answer = std::make_shared<twin_reply>(
-                    twin_reply{query_error::none, {}, r.update.snapshot});
-                item.pending = 1;
-                collect(self, id, r.update);
-                return;
-              case core::desired_status::version_mismatch:
-                item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
-                break;
-              case core::desired_status::not_found:
-                item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
-                break;
-              default:
-                item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
-                break;
-            }
-            end_item(self);
-          },
-          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+      .then([self, id](desired_reply& r) { settle_desired(self, id, r); },
+            [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
 void start_desired(self_ptr self, desired_work work) {
@@ -1084,37 +1091,8 @@ void start_desired(self_ptr self, desired_work work) {
   auto update = work.update;
   st.applying->desired = std::move(work);
   self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
-      .then(
-          [self, id](desired_reply& r) {
-            auto& st = self->state;
-            if (!st.applying || st.applying->id != id)
-              return;
-            auto& item = *st.applying;
-            switch (r.result.status) {
-              case core::desired_status::applied:
-                item.desired_answer = std::make_shared<twin_reply>(
-                    twin_reply{query_error::none, {}, r.update.snapshot});
-                item.pending = 1;
-                collect(self, id, r.update);
-                return;
-              case core::desired_status::unchanged:
-                // Nothing to commit: answer with the current state.
-                self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value,
-                           item.desired->done);
-                break;
-              case core::desired_status::version_mismatch:
-                item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
-                break;
-              case core::desired_status::invalid:
-                item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
-                break;
-              case core::desired_status::not_found:
-                item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
-                break;
-            }
-            end_item(self);
-          },
-          [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+      .then([self, id](desired_reply& r) { settle_desired(self, id, r); },
+            [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
 /// Moves the clock of every resident timed aggregate (`all`: of every

@@ -4,57 +4,37 @@ namespace fleettwin::grpc_api {
 
 namespace {
 
-/// The sensitive properties of `kind`'s model (nullptr: the kind has no model).
+/// The model of `kind` (nullptr: the kind has none).
 const core::asset_model* model_of(const core::model_set& models, std::string_view kind) {
   auto it = models.find(kind);
   return it == models.end() ? nullptr : &it->second;
 }
 
-template <class Map>
-void clear_value(Map& m, const std::string& name) {
-  if (auto it = m.find(name); it != m.end())
-    it->second.clear_value();
-}
-
-void redact_twin(const core::model_set& models, fleettwin::v1::Twin& t) {
-  const auto* m = model_of(models, t.kind());
-  if (!m)
-    return;
-  for (const auto& p : m->properties) {
+/// Leaves the values of `m`'s sensitive properties out of a twin or a change (`msg`): a
+/// reported entry keeps its times and sequence, a desired value goes, `drop(name)` removes
+/// the property from the message's other maps; the names shown go to msg.redacted.
+template <class Message, class Drop>
+void redact_sensitive(const core::asset_model& m, Message& msg, Drop drop) {
+  for (const auto& p : m.properties) {
     if (!p.sensitive)
       continue;
     bool present = false;
-    if (auto it = t.mutable_reported()->find(p.name); it != t.mutable_reported()->end()) {
+    if (auto it = msg.mutable_reported()->find(p.name); it != msg.mutable_reported()->end()) {
       it->second.clear_value();
       present = true;
     }
-    present |= t.mutable_desired()->erase(p.name) > 0;
-    present |= t.mutable_delta()->erase(p.name) > 0;
-    present |= t.mutable_stats()->erase(p.name) > 0;
-    present |= t.mutable_analysis()->erase(p.name) > 0;
+    present |= msg.mutable_desired()->erase(p.name) > 0;
+    present |= drop(p.name);
     if (present)
-      t.add_redacted(p.name);
+      msg.add_redacted(p.name);
   }
 }
 
 }  // namespace
 
 void redact_all(const core::model_set& models, fleettwin::v1::TwinChange& c) {
-  const auto* m = model_of(models, c.kind());
-  if (!m)
-    return;
-  for (const auto& p : m->properties) {
-    if (!p.sensitive)
-      continue;
-    bool present = false;
-    if (auto it = c.mutable_reported()->find(p.name); it != c.mutable_reported()->end()) {
-      it->second.clear_value();
-      present = true;
-    }
-    present |= c.mutable_desired()->erase(p.name) > 0;
-    if (present)
-      c.add_redacted(p.name);
-  }
+  if (const auto* m = model_of(models, c.kind()))
+    redact_sensitive(*m, c, [](const std::string&) { return false; });
 }
 
 privacy::privacy(const std::optional<caller>& who, const runtime::models_holder* models) {
@@ -93,8 +73,16 @@ bool privacy::masked(std::string_view kind, std::string_view property) const {
 }
 
 void privacy::redact(fleettwin::v1::Twin& t) const {
-  if (models_)
-    redact_twin(*models_, t);
+  const auto* m = models_ ? model_of(*models_, t.kind()) : nullptr;
+  if (!m)
+    return;
+  redact_sensitive(*m, t, [&t](const std::string& name) {
+    // Statistics and analytics (min, max, forecasts) would reveal the values too.
+    bool present = t.mutable_delta()->erase(name) > 0;
+    present |= t.mutable_stats()->erase(name) > 0;
+    present |= t.mutable_analysis()->erase(name) > 0;
+    return present;
+  });
 }
 
 void privacy::redact(fleettwin::v1::TwinChange& c) const {

@@ -38,8 +38,13 @@ std::unique_ptr<audit_log> audit_log::start(const std::string& bootstrap, std::s
   std::map<std::string, std::string> conf{
       {"bootstrap.servers", bootstrap},
       {"client.id", log->node_id_ + "-audit"},
-      {"enable.idempotence", "true"},
+      // Not idempotent: on a real broker, each node's extra idempotent producer (its
+      // InitProducerId right after start) stalled the group coordinator for seconds in
+      // the cluster tests. acks=all and one request in flight keep entries durable and in
+      // order; a retried send may duplicate an entry (each carries its time), never lose
+      // one silently.
       {"acks", "all"},
+      {"max.in.flight.requests.per.connection", "1"},
       {"linger.ms", "5"},
       {"partitioner", "murmur2_random"},
   };

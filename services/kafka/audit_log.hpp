@@ -4,7 +4,8 @@
 // the asset id of the twin it targets (so that a twin's trail is on one partition, in
 // order). Writes that succeed are published by the event producer in the transaction of
 // their change; everything else (refused or failed writes, admin calls, reads of sensitive
-// properties) through audit_log's own producer (acknowledged by every in-sync replica).
+// properties) through audit_log's own producer (acknowledged by every in-sync replica, one
+// request in flight; not idempotent, so a retry may write an entry twice).
 
 #include <atomic>
 #include <map>
