@@ -1024,6 +1024,19 @@ void start_acknowledge(self_ptr self, desired_work work) {
           [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
+/// Queues a write of the API (desired update, relations, acknowledgement, erasure) behind
+/// the work in flight; answered UNAVAILABLE at once while the partition fails over.
+void queue_write(self_ptr self, desired_work work) {
+  auto& st = self->state;
+  if (st.failed) {
+    work.done(twin_reply{query_error::unavailable, "partition is failing over", {}});
+    return;
+  }
+  st.queue.emplace_back(std::move(work));
+  process_next(self);
+  arm_expiry(self);
+}
+
 /// A desired update's or an erasure's outcome from the twin: committed with the item
 /// when applied, answered at once otherwise.
 void settle_desired(self_ptr self, uint64_t id, desired_reply& r) {
@@ -1353,55 +1366,27 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       },
       [self](desired_atom, std::string& asset_id, core::desired_update& update,
              twin_completion& done) {
-        auto& st = self->state;
-        if (st.failed) {
-          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
-          return;
-        }
-        st.queue.emplace_back(desired_work{std::move(asset_id), std::move(update), std::move(done),
-                                           std::nullopt, now_ms(self), std::nullopt});
-        process_next(self);
-        arm_expiry(self);
+        queue_write(self, desired_work{std::move(asset_id), std::move(update), std::move(done),
+                                       std::nullopt, now_ms(self), std::nullopt});
       },
       [self](relate_atom, std::string& id, core::relation_update& update, twin_completion& done) {
-        auto& st = self->state;
-        if (st.failed) {
-          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
-          return;
-        }
-        st.queue.emplace_back(desired_work{std::move(id), core::desired_update{}, std::move(done),
-                                           std::move(update), now_ms(self), std::nullopt});
-        process_next(self);
-        arm_expiry(self);
+        queue_write(self, desired_work{std::move(id), core::desired_update{}, std::move(done),
+                                       std::move(update), now_ms(self), std::nullopt});
       },
       [self](ack_atom, std::string& asset_id, std::string& property, uint32_t number,
              twin_completion& done) {
-        auto& st = self->state;
-        if (st.failed) {
-          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
-          return;
-        }
         desired_work w{std::move(asset_id), core::desired_update{}, std::move(done),
                        std::nullopt,        now_ms(self),           std::nullopt};
         w.acknowledge.emplace(std::move(property), number);
-        st.queue.emplace_back(std::move(w));
-        process_next(self);
-        arm_expiry(self);
+        queue_write(self, std::move(w));
       },
       [self](erase_atom, std::string& asset_id, uint64_t expected_version, twin_completion& done) {
-        auto& st = self->state;
-        if (st.failed) {
-          done(twin_reply{query_error::unavailable, "partition is failing over", {}});
-          return;
-        }
         desired_work w{std::move(asset_id), core::desired_update{}, std::move(done),
                        std::nullopt,        now_ms(self),           std::nullopt};
         if (expected_version != 0)
           w.update.expected_version = expected_version;
         w.erase = true;
-        st.queue.emplace_back(std::move(w));
-        process_next(self);
-        arm_expiry(self);
+        queue_write(self, std::move(w));
       },
       [self](expire_atom, uint64_t id) {
         auto& st = self->state;
