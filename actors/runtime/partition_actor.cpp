@@ -35,11 +35,13 @@ bool replaying(const partition_state& st) {
 
 /// Items this actor handed to Kafka and that are not reported yet must not
 /// commit once it gives up: the partition's next owner (maybe on this node)
-/// starts from what Kafka committed. With one item in flight the item that
-/// failed is the only one; with more, the sink fences the rest.
+/// starts from what Kafka committed. The sink fences them all, also the one
+/// item in flight of a partition that was lost while its transaction waited
+/// for an absent broker (that transaction would otherwise commit after the
+/// next owner's restore, with the consumer's next generation).
 void fence_outputs(self_ptr self) {
   auto& st = self->state;
-  if (st.cfg.sink && st.cfg.max_items_in_flight > 1)
+  if (st.cfg.sink)
     st.cfg.sink->abandon(st.cfg.partition, self->id());
 }
 

@@ -490,6 +490,8 @@ void event_producer::publish(const runtime::item_outputs& out,
   {
     std::lock_guard<std::mutex> guard{mutex_};
     ++pending_;
+    if (transactional())
+      ++unresolved_[it->partition];
     queue_.push_back(std::move(it));
   }
   wake_.notify_one();
@@ -543,13 +545,17 @@ void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
       it->fail(error);
     it->done(it->result());
   }
-  release(items.size());
+  release(items);
   items.clear();
 }
 
-void event_producer::release(size_t reported) {
+void event_producer::release(const std::vector<std::unique_ptr<item>>& reported) {
   std::lock_guard<std::mutex> guard{mutex_};
-  pending_ -= reported;
+  pending_ -= reported.size();
+  if (transactional())
+    for (const auto& it : reported)
+      if (auto u = unresolved_.find(it->partition); u != unresolved_.end() && --u->second == 0)
+        unresolved_.erase(u);
   if (pending_ == 0)
     drained_.notify_all();
 }
@@ -558,9 +564,10 @@ void event_producer::fail_now(std::vector<std::unique_ptr<item>>& items, const s
   for (auto& it : items) {
     it->fail(error);
     it->done(it->result());
-    graveyard_.push_back(std::move(it));
   }
-  release(items.size());
+  release(items);
+  for (auto& it : items)
+    graveyard_.push_back(std::move(it));
   items.clear();
 }
 
@@ -607,6 +614,16 @@ void event_producer::abandon(int32_t partition, uint64_t incarnation) {
   std::lock_guard<std::mutex> guard{mutex_};
   abandoned_.emplace_back(partition, incarnation);
   wake_.notify_one();
+}
+
+std::string event_producer::abandoned_in_transaction() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  for (auto [partition, incarnation] : abandoned_)
+    for (const auto& it : in_transaction_)
+      if (it->partition == partition && it->incarnation == incarnation)
+        return "partition " + std::to_string(partition) +
+               " abandoned work in this transaction while it was flushed (dropped or failed)";
+  return {};
 }
 
 void event_producer::commit_transaction() {
@@ -681,10 +698,20 @@ void event_producer::commit_transaction() {
       if (!cgmd) {
         failure = "no consumer group metadata to commit input offsets with";
       } else {
-        e = rd_kafka_send_offsets_to_transaction(rk_.get(), list, cgmd, timeout);
+        // Asked after the group metadata: a partition lost before this
+        // point was abandoned (the consumer drops it in its rebalance
+        // callback, before it can join a new generation); one lost after
+        // it leaves metadata of the generation the broker no longer takes.
+        // Either way the dropped work cannot commit with a later
+        // generation's metadata behind its next owner's restore.
+        failure = abandoned_in_transaction();
+        if (failure.empty())
+          e = rd_kafka_send_offsets_to_transaction(rk_.get(), list, cgmd, timeout);
         rd_kafka_consumer_group_metadata_destroy(cgmd);
       }
       rd_kafka_topic_partition_list_destroy(list);
+    } else if (failure.empty()) {
+      failure = abandoned_in_transaction();
     }
     if (!e && failure.empty())
       e = rd_kafka_commit_transaction(rk_.get(), timeout);

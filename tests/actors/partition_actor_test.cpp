@@ -124,6 +124,11 @@ struct fake_sink final : event_sink {
     calls.push_back({out.changes, out.rejects, out.state.twins.size(), out.state.next_offset,
                      std::move(delivered), out.contributions, out.aggregate_changes});
   }
+  /// Partitions whose actor fenced its unreported items.
+  std::vector<int32_t> abandoned;
+  void abandon(int32_t partition, uint64_t) override {
+    abandoned.push_back(partition);
+  }
 };
 
 /// Payload "seq,ts,name=value;name=value" (values are doubles); "bad" fails.
@@ -201,10 +206,12 @@ struct PartitionActorTest : ::testing::Test {
   /// queued; otherwise when the linger fires (sched->trigger_timeouts()).
   size_t min_item_records = 1000;
 
+  size_t max_in_flight = 8;  // the pipeline (the node's default is 1)
+
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.min_item_records = min_item_records;
-    pc.max_items_in_flight = 8;  // the pipeline (the node's default is 1)
+    pc.max_items_in_flight = max_in_flight;
     pc.item_linger = std::chrono::hours{1};
     pc.partition = 0;
     pc.epoch = epoch;
@@ -753,6 +760,24 @@ TEST_F(PartitionActorTest, ALostPartitionDropsUncommittedWorkWithoutWaitingForIt
   deliver_all();  // a late delivery changes nothing
   EXPECT_EQ(store->commits.size(), 1u);
   EXPECT_EQ(acks.size(), 1u);
+}
+
+TEST_F(PartitionActorTest, ALostPartitionFencesItsOneItemInFlight) {
+  // The node's default: one item in flight. Lost while that item's
+  // transaction waits for an absent broker, the partition must still fence
+  // it: the consumer may join the next generation (and get the partition
+  // back) before the transaction flushes, and the item must not commit
+  // behind the restore that follows.
+  max_in_flight = 1;
+  spawn_partition(1000, 0, true);
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  caf::anon_send(part, drop_atom::value, std::function<void()>{[] {}});
+  sched->run();
+  EXPECT_EQ(sink->abandoned, std::vector<int32_t>{0});
+  deliver_all();
+  EXPECT_TRUE(store->commits.empty());
 }
 
 // -- aggregates ---------------------------------------------------------------------
