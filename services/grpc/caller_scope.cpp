@@ -1,35 +1,39 @@
 #include "services/grpc/caller_scope.hpp"
 
-#include <atomic>
-
 namespace fleettwin::grpc_api {
 
 namespace {
 
-std::atomic<bool>& authenticating() {
-  static std::atomic<bool> on{false};
-  return on;
+caller_resolver& resolver() {
+  static caller_resolver r;
+  return r;
 }
 
 }  // namespace
 
-void set_authenticating(bool on) {
-  authenticating().store(on);
+void set_caller_resolver(caller_resolver resolve) {
+  resolver() = std::move(resolve);
+}
+
+bool authenticating() {
+  return static_cast<bool>(resolver());
 }
 
 std::optional<caller> caller_of(const ::grpc::ServerContextBase& ctx) {
   const auto& metadata = ctx.client_metadata();
   if (auto it = metadata.find(security::caller_header); it != metadata.end())
     return security::decode_caller({it->second.data(), it->second.size()});
-  if (!authenticating().load(std::memory_order_relaxed))
+  const auto& resolve = resolver();
+  if (!resolve)
     return std::nullopt;
+  // The call's own token: the auth context is its connection's, shared by every call on it.
+  std::string_view authorization;
+  if (auto it = metadata.find("authorization"); it != metadata.end())
+    authorization = {it->second.data(), it->second.size()};
+  if (!authorization.empty())
+    return resolve(authorization, nullptr);
   auto auth = ctx.auth_context();
-  if (!auth)
-    return std::nullopt;
-  auto values = auth->FindPropertyValues(security::caller_property);
-  if (values.empty())
-    return std::nullopt;
-  return security::decode_caller({values.front().data(), values.front().size()});
+  return resolve({}, auth.get());
 }
 
 std::string scoped_filter(const std::optional<caller>& who, const std::string& filter) {

@@ -4,8 +4,10 @@
 // caller of one tenant sees only that tenant's twins, aggregates and alerts, through every
 // method; any other twin is "not found", exactly like one that does not exist.
 
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <grpcpp/grpcpp.h>
 
@@ -15,13 +17,21 @@ namespace fleettwin::grpc_api {
 
 using security::caller;
 
-/// Whether this node authenticates its calls (set once, before the server starts): only
-/// then is a call's auth context looked at.
-void set_authenticating(bool on);
+/// Finds the caller of a call the authenticator accepted, from its `authorization`
+/// metadata (empty: none) and its connection's auth context (client certificates).
+using caller_resolver = std::function<std::optional<caller>(std::string_view authorization,
+                                                            const ::grpc::AuthContext* context)>;
+
+/// Makes this node's calls authenticated ones, whose callers `resolve` finds (set once,
+/// before the server starts; an empty one: the node does not authenticate).
+void set_caller_resolver(caller_resolver resolve);
+
+/// Whether this node authenticates its calls.
+bool authenticating();
 
 /// The caller of a call: the one a forwarding node sent along (metadata, set only by the
-/// gateway: clients sending it are refused by the authenticator), else the one the
-/// authenticator attached; nullopt when the node does not authenticate.
+/// gateway: clients sending it are refused by the authenticator), else the one its own
+/// token (or client certificate) names; nullopt when the node does not authenticate.
 std::optional<caller> caller_of(const ::grpc::ServerContextBase& ctx);
 
 /// The filter text confining `filter` (a valid filter, or "") to the caller's tenant: the

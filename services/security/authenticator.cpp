@@ -62,6 +62,75 @@ void authenticator::reload_loop(std::chrono::seconds every) {
   }
 }
 
+std::optional<std::string_view> authenticator::bearer_token(std::string_view authorization) {
+  constexpr std::string_view scheme = "bearer ";
+  if (authorization.size() <= scheme.size())
+    return std::nullopt;
+  for (size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != scheme[i])
+      return std::nullopt;
+  return authorization.substr(scheme.size());
+}
+
+std::optional<principal> authenticator::verified_principal(std::string_view token, int64_t now_s,
+                                                           std::string& why) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (auto it = cache_.find(token); it != cache_.end() && now_s <= it->second.until_s)
+      return it->second.who;
+  }
+  auto verdict = verifier_->verify(token, now_s);
+  if (verdict.index() == 1) {
+    why = std::get<1>(verdict);
+    return std::nullopt;
+  }
+  auto who = std::move(std::get<0>(verdict));
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (cache_.size() >= max_cached_tokens)
+    cache_.clear();
+  cache_.emplace(std::string{token},
+                 cached{who, std::min(who.expires_s + verifier_->settings().leeway_s,
+                                      now_s + max_cache_seconds)});
+  return who;
+}
+
+caller authenticator::caller_of_token(const principal& who) {
+  return caller{
+      who.subject, highest_role(who.roles).value_or(role::viewer), who.tenant,
+      std::find(who.roles.begin(), who.roles.end(), read_sensitive_permission) != who.roles.end()};
+}
+
+std::optional<caller> authenticator::caller_for(std::string_view authorization,
+                                                const grpc::AuthContext* context) {
+  if (authorization.empty()) {
+    if (!context)
+      return std::nullopt;
+    for (const auto& id : cert_identities(*context))
+      if (auto it = cert_roles_.find(id); it != cert_roles_.end())
+        return caller{id, highest_role({it->second}).value_or(role::viewer), {}};
+    return std::nullopt;
+  }
+  auto token = bearer_token(authorization);
+  if (!token || !verifier_)
+    return std::nullopt;
+  std::string why;
+  auto who = verified_principal(*token, now_seconds(), why);
+  if (!who)
+    return std::nullopt;
+  return caller_of_token(*who);
+}
+
+std::vector<std::string> authenticator::cert_identities(const grpc::AuthContext& context) const {
+  std::vector<std::string> identities;
+  if (cert_roles_.empty())
+    return identities;
+  // The verified client certificate's names, most specific first.
+  for (const char* property : {"peer_spiffe_id", "peer_uri", "peer_dns", "x509_common_name"})
+    for (const auto& v : context.FindPropertyValues(property))
+      identities.emplace_back(v.data(), v.size());
+  return identities;
+}
+
 grpc::Status authenticator::check(std::string_view method, std::string_view authorization,
                                   int64_t now_s, const std::vector<std::string>& cert_identities,
                                   caller* who_out) {
@@ -98,43 +167,19 @@ grpc::Status authenticator::check(std::string_view method, std::string_view auth
     return refuse("invalid", grpc::StatusCode::UNAUTHENTICATED,
                   "tokens are not accepted here (the node has no --auth-jwks or "
                   "--auth-hs256-secret-file): authenticate with a client certificate");
-  constexpr std::string_view scheme = "bearer ";
-  bool bearer = authorization.size() > scheme.size();
-  for (size_t i = 0; bearer && i < scheme.size(); ++i)
-    bearer = std::tolower(static_cast<unsigned char>(authorization[i])) == scheme[i];
-  if (!bearer)
+  auto token = bearer_token(authorization);
+  if (!token)
     return refuse("invalid", grpc::StatusCode::UNAUTHENTICATED,
                   "the authorization metadata is not 'Bearer <JWT>'");
-  auto token = authorization.substr(scheme.size());
-  principal who;
-  bool hit = false;
-  {
-    std::lock_guard<std::mutex> guard{mutex_};
-    if (auto it = cache_.find(token); it != cache_.end() && now_s <= it->second.until_s) {
-      who = it->second.who;
-      hit = true;
-    }
-  }
-  if (!hit) {
-    auto verdict = verifier_->verify(token, now_s);
-    if (verdict.index() == 1) {
-      const auto& why = std::get<1>(verdict);
-      return refuse(why.find("expired") != std::string::npos ? "expired" : "invalid",
-                    grpc::StatusCode::UNAUTHENTICATED, "invalid token: " + why);
-    }
-    who = std::move(std::get<0>(verdict));
-    std::lock_guard<std::mutex> guard{mutex_};
-    if (cache_.size() >= max_cached_tokens)
-      cache_.clear();
-    cache_.emplace(std::string{token},
-                   cached{who, std::min(who.expires_s + verifier_->settings().leeway_s,
-                                        now_s + max_cache_seconds)});
-  }
+  std::string why;
+  auto verified = verified_principal(*token, now_s, why);
+  if (!verified)
+    return refuse(why.find("expired") != std::string::npos ? "expired" : "invalid",
+                  grpc::StatusCode::UNAUTHENTICATED, "invalid token: " + why);
+  const auto& who = *verified;
   auto has = highest_role(who.roles);
   if (who_out)  // also when refused: the audit names who was
-    *who_out = caller{who.subject, has.value_or(role::viewer), who.tenant,
-                      std::find(who.roles.begin(), who.roles.end(), read_sensitive_permission) !=
-                          who.roles.end()};
+    *who_out = caller_of_token(who);
   if (!has || *has < *needed)
     return refuse("forbidden", grpc::StatusCode::PERMISSION_DENIED,
                   std::string{method} + " needs the role " + role_name(*needed) +
@@ -162,16 +207,13 @@ grpc::Status authenticator::Process(const InputMetadata& auth_metadata, grpc::Au
     }
   }
   std::vector<std::string> identities;
-  if (authorization.empty() && context != nullptr && !cert_roles_.empty()) {
-    // The verified client certificate's names, most specific first.
-    for (const char* property : {"peer_spiffe_id", "peer_uri", "peer_dns", "x509_common_name"})
-      for (const auto& v : context->FindPropertyValues(property))
-        identities.emplace_back(v.data(), v.size());
-  }
+  if (authorization.empty() && context != nullptr)
+    identities = cert_identities(*context);
   caller who;
+  // The auth context is the connection's, shared by every call on it (whatever token
+  // each sends): nothing of this call's caller is written to it. Handlers find the
+  // caller again with caller_for() from the call's own metadata.
   auto verdict = check(method, authorization, now_seconds(), identities, &who);
-  if (verdict.ok() && context != nullptr && !who.subject.empty())
-    context->AddProperty(caller_property, encode_caller(who));
   if (!verdict.ok() && audit_) {
     // Refused writes and admin calls are audited (reads are only counted).
     auto needed = required_role(method);

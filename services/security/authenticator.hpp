@@ -6,8 +6,10 @@
 // travel in plaintext), and answers UNAUTHENTICATED (no, bad, expired ... token) or
 // PERMISSION_DENIED (the token's roles do not include the one the method needs) with a
 // message that says which. Verified tokens are cached until they expire (at most 5 min),
-// so a client that sends the same token pays one signature check. An accepted call carries
-// its caller (caller.hpp) in its auth context for the handlers. Calls another node forwards
+// so a client that sends the same token pays one signature check. Handlers find an accepted
+// call's caller (caller.hpp) with caller_for(), from the call's own metadata: the auth
+// context gRPC hands the processor is the connection's, shared by every call on it (and
+// the calls of one connection may carry different tokens). Calls another node forwards
 // run in process (no TLS connection, no processor): they carry the caller that node
 // authenticated, and the gateway checks its role again.
 
@@ -18,8 +20,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/security/auth_metadata_processor.h>
 
@@ -60,6 +65,13 @@ public:
   grpc::Status check(std::string_view method, std::string_view authorization, int64_t now_s,
                      const std::vector<std::string>& cert_identities = {}, caller* who = nullptr);
 
+  /// The caller of a call the processor accepted, from the call's own `authorization`
+  /// metadata (empty: none) or, without a token, the client certificate of its
+  /// connection (`context`); nullopt when neither names one. A token is looked up in the
+  /// cache Process() filled (verified again when it is not there any more).
+  std::optional<caller> caller_for(std::string_view authorization,
+                                   const grpc::AuthContext* context);
+
   static constexpr size_t max_cached_tokens = 4096;
   static constexpr int64_t max_cache_seconds = 300;
 
@@ -69,6 +81,16 @@ private:
     int64_t until_s;
   };
   void reload_loop(std::chrono::seconds every);
+  /// The token of "Bearer <token>" (any case of the scheme); nullopt when it is not one.
+  static std::optional<std::string_view> bearer_token(std::string_view authorization);
+  /// The principal of a verified token (cached until it expires, at most 5 min); nullopt
+  /// with `why` when it is not valid.
+  std::optional<principal> verified_principal(std::string_view token, int64_t now_s,
+                                              std::string& why);
+  static caller caller_of_token(const principal& who);
+  /// The verified client certificate's names, most specific first (none when no
+  /// certificate identity has a role).
+  std::vector<std::string> cert_identities(const grpc::AuthContext& context) const;
 
   std::shared_ptr<token_verifier> verifier_;
   refusal_counter count_;

@@ -1,8 +1,8 @@
 #pragma once
 
-// Who a gRPC call speaks for, as the handlers see it: the authenticator attaches it to the
-// call's auth context (property `caller_property`) after checking the token or client
-// certificate, and a node that forwards a call to the twin's owner sends it along
+// Who a gRPC call speaks for, as the handlers see it: the authenticator finds it from the
+// call's token (or its connection's client certificate) after checking it, and a node that
+// forwards a call to the twin's owner sends it along
 // (metadata `caller_header`), so the owner scopes and checks the call exactly like a local
 // one. Calls of a node without authentication have no caller: nothing is scoped.
 
@@ -14,8 +14,6 @@
 
 namespace fleettwin::security {
 
-/// The auth-context property the authenticator sets on an accepted call.
-inline constexpr const char* caller_property = "fleettwin.caller";
 /// Metadata of a forwarded call: the caller the forwarding node authenticated. Clients may
 /// never send it (nor any other x-fleettwin-* metadata): the authenticator refuses them.
 inline constexpr const char* caller_header = "x-fleettwin-caller";
