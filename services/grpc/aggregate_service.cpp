@@ -191,6 +191,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateRequest* req,
     fleettwin::v1::Aggregate* resp) {
   call c{ctx, get_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
@@ -205,6 +207,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetAggregatesRequest* req,
     fleettwin::v1::BatchGetAggregatesResponse* resp) {
   call c{ctx, batch_get_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
@@ -262,6 +266,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateHistoryRequest* req,
     fleettwin::v1::GetAggregateHistoryResponse* resp) {
   call c{ctx, history_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
@@ -370,6 +376,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregatesRequest* req,
     fleettwin::v1::ListAggregatesResponse* resp) {
   call c{ctx, list_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
@@ -456,9 +464,13 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   if (!watch_->ready())
     return fail(
         {StatusCode::UNAVAILABLE, "this node is still positioning on the aggregates topic"});
+  std::shared_ptr<void> slot;
+  if (auto s = open_watch(backend_, *ctx, caller_of(*ctx), slot); !s.ok())
+    return fail(std::move(s));
   probe_.on_request("WatchAggregates", "OK", 0);
   auto* stream =
       new aggregate_watch_stream(*watch_, std::move(id), req->kind(), limits_.max_watch_queue);
+  stream->hold(std::move(slot));
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("aggregates"); });
   watch_->add(stream);
   // Headers go out now so that clients know the watch is registered.
@@ -470,6 +482,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListMembersRequest* req,
     fleettwin::v1::ListMembersResponse* resp) {
   call c{ctx, members_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
@@ -532,6 +546,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, relations_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto id = entity_id(c, req->name(), "name");
@@ -609,6 +625,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SetRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, set_relations_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto audit = c.audit(backend_, set_relations_method, req->child(), true);
   if (refuse_confined(c))
     return c.reactor();
@@ -654,6 +672,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::DeleteRelationsRequest* req,
     fleettwin::v1::Relations* resp) {
   call c{ctx, delete_relations_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto audit = c.audit(backend_, delete_relations_method, req->child(), true);
   if (refuse_confined(c))
     return c.reactor();
@@ -685,6 +705,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::PutAggregateKindRequest* req,
     fleettwin::v1::AggregateKind* resp) {
   call c{ctx, kinds_put_};
+  if (!c.admit(backend_))
+    return c.reactor();
   c.audit(backend_, "/fleettwin.v1.AggregateService/PutAggregateKind",
           "aggregate-kinds/" + req->kind().name(), false);
   if (!kinds_ || !put_kind_) {
@@ -726,6 +748,8 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregateKindsRequest*,
     fleettwin::v1::ListAggregateKindsResponse* resp) {
   call c{ctx, kinds_list_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto registry = kinds_ ? kinds_->get() : nullptr;
   if (registry) {
     for (const auto& [name, k] : registry->kinds())

@@ -81,6 +81,8 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
                                                       const fleettwin::v1::ListAlertsRequest* req,
                                                       fleettwin::v1::ListAlertsResponse* resp) {
   call c{ctx, list_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
     return c.reactor();
@@ -166,10 +168,14 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
     return fail({StatusCode::UNAVAILABLE, "this node follows no alerts topic"});
   if (!watch_->ready())
     return fail({StatusCode::UNAVAILABLE, "this node is still positioning on the alerts topic"});
-  probe_.on_request("WatchAlerts", "OK", 0);
   auto who = caller_of(*ctx);
+  std::shared_ptr<void> slot;
+  if (auto s = open_watch(backend_, *ctx, who, slot); !s.ok())
+    return fail(std::move(s));
+  probe_.on_request("WatchAlerts", "OK", 0);
   auto* stream = new alert_watch_stream(*watch_, std::move(id), req->min_severity(),
                                         limits_.max_watch_queue, who ? who->tenant : "");
+  stream->hold(std::move(slot));
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("alerts"); });
   watch_->add(stream);
   // Headers go out now so that clients know the watch is registered.
@@ -181,6 +187,8 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::AcknowledgeAlertRequest* req,
     fleettwin::v1::Alert* resp) {
   call c{ctx, ack_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto audit = c.audit(backend_, ack_method, req->name(), true);
   std::string error;
   auto name = parse_alert_name(req->name(), error);

@@ -18,6 +18,8 @@ constexpr const char* delete_method = "/fleettwin.v1.TwinService/DeleteTwin";
                                                      const fleettwin::v1::DeleteTwinRequest* req,
                                                      fleettwin::v1::DeleteTwinResponse* resp) {
   call c{ctx, delete_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto audit = c.audit(backend_, delete_method, req->name(), true);
   std::string error;
   auto id = parse_twin_name(req->name(), error);

@@ -88,6 +88,8 @@ Status forecast_of(const core::twin& tw, const std::string& property, int64_t ho
                                                       const fleettwin::v1::GetForecastRequest* req,
                                                       fleettwin::v1::Forecast* resp) {
   call c{ctx, forecast_};
+  if (!c.admit(backend_))
+    return c.reactor();
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {

@@ -126,6 +126,8 @@ model_service::model_service(std::shared_ptr<runtime::models_holder> models, que
                                                     const fleettwin::v1::PutModelRequest* req,
                                                     fleettwin::v1::AssetModel* resp) {
   call c{ctx, put_probe_};
+  if (!c.admit(audit_to_ ? audit_to_->gate() : nullptr))
+    return c.reactor();
   if (audit_to_)
     c.audit(*audit_to_, "/fleettwin.v1.ModelService/PutModel", "models/" + req->model().kind(),
             false);
@@ -171,6 +173,8 @@ model_service::model_service(std::shared_ptr<runtime::models_holder> models, que
                                                     const fleettwin::v1::GetModelRequest* req,
                                                     fleettwin::v1::AssetModel* resp) {
   call c{ctx, get_probe_};
+  if (!c.admit(audit_to_ ? audit_to_->gate() : nullptr))
+    return c.reactor();
   const auto& name = req->name();
   if (!name.starts_with(model_prefix) || name.size() == model_prefix.size()) {
     c.finish({StatusCode::INVALID_ARGUMENT,
@@ -193,6 +197,8 @@ model_service::model_service(std::shared_ptr<runtime::models_holder> models, que
                                                       const fleettwin::v1::ListModelsRequest*,
                                                       fleettwin::v1::ListModelsResponse* resp) {
   call c{ctx, list_probe_};
+  if (!c.admit(audit_to_ ? audit_to_->gate() : nullptr))
+    return c.reactor();
   if (auto set = models_ ? models_->get() : nullptr)
     for (const auto& [kind, m] : *set)
       model_to_proto(m, *resp->add_models());

@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -42,6 +43,11 @@ public:
   /// with the stream's lock held: keep it short).
   void on_overflow(std::function<void()> f) {
     on_overflow_ = std::move(f);
+  }
+
+  /// Keeps `h` (e.g. the caller's watch stream slot) until the stream is deleted.
+  void hold(std::shared_ptr<void> h) {
+    held_ = std::move(h);
   }
 
   /// Called once when the stream is done (before it is deleted).
@@ -110,6 +116,7 @@ private:
   ::grpc::Status final_status_;
   std::function<void()> on_done_;
   std::function<void()> on_overflow_;
+  std::shared_ptr<void> held_;
 };
 
 /// A stream refused at its start (bad request): finishes with `s`.

@@ -75,6 +75,8 @@ struct reached {
                                                         const fleettwin::v1::TraverseRequest* req,
                                                         fleettwin::v1::TraverseResponse* resp) {
   call c{ctx, traverse_};
+  if (!c.admit(backend_))
+    return c.reactor();
   if (refuse_confined(c))
     return c.reactor();
   auto start = entity_id(c, req->start(), "start");

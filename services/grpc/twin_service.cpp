@@ -144,6 +144,8 @@ privacy twin_service::privacy_of(const call& c) const {
                                                   const fleettwin::v1::GetTwinRequest* req,
                                                   fleettwin::v1::Twin* resp) {
   call c{ctx, get_twin_};
+  if (!c.admit(backend_))
+    return c.reactor();
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -180,6 +182,8 @@ privacy twin_service::privacy_of(const call& c) const {
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetTwinsRequest* req,
     fleettwin::v1::BatchGetTwinsResponse* resp) {
   call c{ctx, batch_get_};
+  if (!c.admit(backend_))
+    return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
     c.finish({StatusCode::INVALID_ARGUMENT, "names must list 1 to " +
@@ -245,6 +249,8 @@ privacy twin_service::privacy_of(const call& c) const {
                                                     const fleettwin::v1::ListTwinsRequest* req,
                                                     fleettwin::v1::ListTwinsResponse* resp) {
   call c{ctx, list_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
     return c.reactor();
@@ -301,6 +307,8 @@ privacy twin_service::privacy_of(const call& c) const {
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::UpdateDesiredRequest* req,
     fleettwin::v1::Twin* resp) {
   call c{ctx, update_desired_};
+  if (!c.admit(backend_))
+    return c.reactor();
   auto audit = c.audit(backend_, "/fleettwin.v1.TwinService/UpdateDesired", req->name(), true);
   std::string error;
   auto id = parse_twin_name(req->name(), error);
@@ -351,6 +359,8 @@ privacy twin_service::privacy_of(const call& c) const {
                                                      const fleettwin::v1::GetHistoryRequest* req,
                                                      fleettwin::v1::GetHistoryResponse* resp) {
   call c{ctx, history_};
+  if (!c.admit(backend_))
+    return c.reactor();
   std::string error;
   auto id = parse_twin_name(req->name(), error);
   if (!id) {
@@ -454,9 +464,13 @@ privacy twin_service::privacy_of(const call& c) const {
   if (filter != req->filter())
     if (auto err = core::filter::parse(filter, f))
       return fail({StatusCode::INTERNAL, filter_error(*err)});
+  std::shared_ptr<void> slot;
+  if (auto s = open_watch(backend_, *ctx, who, slot); !s.ok())
+    return fail(std::move(s));
   probe_.on_request("WatchTwins", "OK", 0);
   auto* stream =
       new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue, std::move(masks));
+  stream->hold(std::move(slot));
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("twins"); });
   backend_.watch_cluster(stream, asset_id.value_or(""), filter);
   hub_.add(stream);
@@ -465,13 +479,18 @@ privacy twin_service::privacy_of(const call& c) const {
   return stream;
 }
 
-admin_service::admin_service(twin_backend& backend, metrics::grpc_probe& probe)
-    : backend_(backend), cluster_(probe.method("GetCluster")) {}
+admin_service::admin_service(twin_backend& backend, query_pool& pool, metrics::grpc_probe& probe)
+    : backend_(backend),
+      pool_(pool),
+      cluster_(probe.method("GetCluster")),
+      audit_(probe.method("ListAuditEvents")) {}
 
 ::grpc::ServerUnaryReactor* admin_service::GetCluster(::grpc::CallbackServerContext* ctx,
                                                       const fleettwin::v1::GetClusterRequest*,
                                                       fleettwin::v1::ClusterStatus* resp) {
   call c{ctx, cluster_};
+  if (!c.admit(backend_))
+    return c.reactor();
   c.audit(backend_, "/fleettwin.v1.AdminService/GetCluster", "cluster", false);
   backend_.cluster_status([c, resp](fleettwin::v1::ClusterStatus status) {
     *resp = std::move(status);
@@ -487,6 +506,8 @@ node_service::node_service(twin_backend& backend, metrics::grpc_probe& probe)
                                                     const fleettwin::v1::GetStatusRequest*,
                                                     fleettwin::v1::NodeStatus* resp) {
   call c{ctx, status_};
+  if (!c.admit(backend_))
+    return c.reactor();
   backend_.node_status([c, resp](fleettwin::v1::NodeStatus status) {
     *resp = std::move(status);
     c.finish(Status::OK);

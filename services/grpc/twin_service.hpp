@@ -12,6 +12,7 @@
 #include "actors/runtime/asset_actor.hpp"
 #include "actors/runtime/interfaces.hpp"
 #include "fleettwin/v1/service.grpc.pb.h"
+#include "services/grpc/admission.hpp"
 #include "services/grpc/privacy.hpp"
 #include "services/grpc/query_pool.hpp"
 #include "services/grpc/watch_hub.hpp"
@@ -67,6 +68,16 @@ public:
   /// Writes an audit entry outside any transaction (refused or failed writes, admin
   /// calls, reads of sensitive properties); never blocks.
   virtual void audit(runtime::audit_entry entry) {}
+  /// Reads the audit trail of `target` since `since_ms`, the newest `limit` events, into
+  /// `out` (blocking: called on the query pool); the status to answer.
+  virtual ::grpc::Status audit_trail(const std::string& target, int64_t since_ms, size_t limit,
+                                     fleettwin::v1::ListAuditEventsResponse& out) {
+    return {::grpc::StatusCode::FAILED_PRECONDITION, "this node keeps no audit topic"};
+  }
+  /// The node's per-principal limits (nullptr: none).
+  virtual admission* gate() {
+    return nullptr;
+  }
 };
 
 struct service_limits {
@@ -131,15 +142,21 @@ private:
 
 class admin_service final : public fleettwin::v1::AdminService::CallbackService {
 public:
-  admin_service(twin_backend& backend, metrics::grpc_probe& probe);
+  admin_service(twin_backend& backend, query_pool& pool, metrics::grpc_probe& probe);
 
   ::grpc::ServerUnaryReactor* GetCluster(::grpc::CallbackServerContext* ctx,
                                          const fleettwin::v1::GetClusterRequest* req,
                                          fleettwin::v1::ClusterStatus* resp) override;
+  /// In audit_trail.cpp.
+  ::grpc::ServerUnaryReactor* ListAuditEvents(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAuditEventsRequest* req,
+      fleettwin::v1::ListAuditEventsResponse* resp) override;
 
 private:
   twin_backend& backend_;
+  query_pool& pool_;
   metrics::method_probe& cluster_;
+  metrics::method_probe& audit_;
 };
 
 class node_service final : public fleettwin::v1::NodeService::CallbackService {

@@ -82,6 +82,39 @@ inline const char* code_name(StatusCode c) {
   }
 }
 
+/// RESOURCE_EXHAUSTED for a principal over its request rate.
+inline Status rate_refusal(const std::string& principal, const admission_limits& limits,
+                           std::chrono::milliseconds wait) {
+  return {StatusCode::RESOURCE_EXHAUSTED,
+          "'" + principal + "' exceeds its limit of " +
+              std::to_string(static_cast<int64_t>(limits.requests_per_second)) +
+              " requests per second on this node; retry after " + std::to_string(wait.count()) +
+              " ms"};
+}
+
+/// A watch stream's slot for its caller (`slot`; null when streams are not limited), or
+/// RESOURCE_EXHAUSTED when the caller is over its request rate or holds its limit of
+/// streams already.
+inline Status open_watch(twin_backend& backend, ::grpc::CallbackServerContext& ctx,
+                         const std::optional<caller>& who, std::shared_ptr<void>& slot) {
+  auto* gate = backend.gate();
+  if (!gate)
+    return Status::OK;
+  std::string principal = who ? who->subject : principal_for({}, ctx.peer());
+  if (auto wait = gate->admit(principal, admission::clock::now())) {
+    ctx.AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
+    return rate_refusal(principal, gate->limits(), *wait);
+  }
+  if (gate->limits().watch_streams == 0)
+    return Status::OK;
+  slot = gate->open_stream(principal);
+  if (!slot)
+    return {StatusCode::RESOURCE_EXHAUSTED, "'" + principal + "' holds its limit of " +
+                                                std::to_string(gate->limits().watch_streams) +
+                                                " watch streams on this node; close one first"};
+  return Status::OK;
+}
+
 /// The audit of one call (see call::audit).
 struct audit_state {
   twin_backend* backend = nullptr;
@@ -123,6 +156,25 @@ public:
     if (s.error_code() == StatusCode::UNAVAILABLE)
       ctx_->AddTrailingMetadata(retry_after_header, std::to_string(retry_after_ms));
     reactor_->Finish(std::move(s));
+  }
+
+  /// Admits the call under its principal's request rate (the node's gate; none: no
+  /// limits), else finishes it RESOURCE_EXHAUSTED with the time to wait in `retry-after-ms`.
+  /// A call another node forwarded was admitted there.
+  bool admit(admission* gate) const {
+    if (!gate || !gate->limits_rate() || forwarded())
+      return true;
+    const auto now = admission::clock::now();
+    std::string principal = who_ ? who_->subject : principal_for({}, ctx_->peer());
+    auto wait = gate->admit(principal, now);
+    if (!wait)
+      return true;
+    ctx_->AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
+    finish(rate_refusal(principal, gate->limits(), *wait));
+    return false;
+  }
+  bool admit(twin_backend& backend) const {
+    return admit(backend.gate());
   }
 
   /// Whether another node forwarded this call (it must not travel further).

@@ -8,21 +8,51 @@
 // request in flight; not idempotent, so a retry may write an entry twice).
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "actors/runtime/ports.hpp"
 #include "services/kafka/kafka_config.hpp"
 
 namespace fleettwin::kafka {
 
-/// The record key of an audit entry: the asset id of a "twins/{id}" target, else the target
+/// The record key of an audit entry: the asset id of a "twins/{id}" target (or one below it,
+/// such as an alert "twins/{id}/alerts/..."), else the target
 /// (else the method: a call refused before its request was read names no target).
 std::string audit_key(const runtime::audit_entry& e);
 
 /// Serializes an entry as a fleettwin.v1.AuditEvent of node `node`.
 void encode_audit(const runtime::audit_entry& e, const std::string& node, std::string& out);
+
+/// What read_audit_trail looks for: the events of `target` ("twins/{id}", with what lies
+/// below it, or another audited target) at or after `since_ms`, the newest `limit` of them.
+struct audit_query {
+  std::string target;
+  int64_t since_ms = 0;
+  size_t limit = 100;
+  /// How long the partition may be read before the answer is given up.
+  std::chrono::milliseconds budget{20'000};
+};
+
+struct audit_trail {
+  /// Oldest first (fleettwin.v1.AuditEvent, serialized).
+  std::vector<std::string> events;
+  /// Events of the target since since_ms (more than `events` holds when the limit cut).
+  int64_t total = 0;
+  /// Records of the partition read to find them.
+  int64_t scanned = 0;
+};
+
+/// Reads the committed audit trail of a target from the partition its key goes to (blocking:
+/// call it on a query thread). False with `error` when the topic cannot be read, or
+/// `timed_out` when the partition held more than the budget allowed to read.
+bool read_audit_trail(const std::string& bootstrap, const std::string& topic,
+                      const std::map<std::string, std::string>& settings, const audit_query& q,
+                      audit_trail& out, std::string& error, bool& timed_out);
 
 class audit_log {
 public:

@@ -392,9 +392,16 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                            .Name("fleettwin_watch_overflows_total")
                            .Help("Watch streams ended with RESOURCE_EXHAUSTED because their client "
                                  "fell more than the queue limit behind, by stream kind")
-                           .Register(r)) {
+                           .Register(r)),
+      throttled_(BuildCounter()
+                     .Name("fleettwin_grpc_throttled_total")
+                     .Help("Calls refused RESOURCE_EXHAUSTED by a per-principal limit, by limit "
+                           "(rate: requests per second; watch_streams: open watch streams)")
+                     .Register(r)) {
   for (const char* stream : {"twins", "aggregates", "alerts"})
     overflow_counters_[stream] = &watch_overflows_.Add({{"stream", stream}});
+  for (const char* limit : {"rate", "watch_streams"})
+    throttled_counters_[limit] = &throttled_.Add({{"limit", limit}});
 }
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {
@@ -462,6 +469,12 @@ void grpc_probe::on_alert_watchers(size_t n) {
 void grpc_probe::on_watch_overflow(const std::string& stream) {
   // Created in the constructor, never added to: no lock needed.
   if (auto it = overflow_counters_.find(stream); it != overflow_counters_.end())
+    it->second->Increment();
+}
+
+void grpc_probe::on_throttled(const std::string& limit) {
+  // Created in the constructor, never added to: no lock needed.
+  if (auto it = throttled_counters_.find(limit); it != throttled_counters_.end())
     it->second->Increment();
 }
 

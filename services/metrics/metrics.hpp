@@ -71,6 +71,8 @@ public:
   /// A watch stream (`stream`: twins, aggregates, alerts) was ended because
   /// its client fell too far behind.
   void on_watch_overflow(const std::string& stream);
+  /// A call was refused by a per-principal limit ("rate", "watch_streams").
+  void on_throttled(const std::string& limit);
 
 private:
   std::map<std::string, std::unique_ptr<method_probe>> methods_;
@@ -81,6 +83,8 @@ private:
   prometheus::Gauge& alert_watchers_;
   prometheus::Family<prometheus::Counter>& watch_overflows_;
   std::map<std::string, prometheus::Counter*> overflow_counters_;
+  prometheus::Family<prometheus::Counter>& throttled_;
+  std::map<std::string, prometheus::Counter*> throttled_counters_;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Histogram*> histograms_;

@@ -225,6 +225,21 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "How often the JWKS file is checked for new keys")
       ->envname("FLEETTWIN_AUTH_RELOAD_S")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--principal-requests-per-s", cfg.principal_requests_per_s,
+                 "Requests per second each principal (token subject, certificate identity, or "
+                 "client address without security) may make; beyond, RESOURCE_EXHAUSTED with "
+                 "retry-after-ms (0 = no limit)")
+      ->envname("FLEETTWIN_PRINCIPAL_REQUESTS_PER_S")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--principal-burst", cfg.principal_burst,
+                 "Requests a principal may make at once after being idle (0 = one second's "
+                 "worth of --principal-requests-per-s)")
+      ->envname("FLEETTWIN_PRINCIPAL_BURST")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--principal-watch-streams", cfg.principal_watch_streams,
+                 "Watch streams (twins, aggregates, alerts) each principal may hold open on "
+                 "this node (0 = no limit)")
+      ->envname("FLEETTWIN_PRINCIPAL_WATCH_STREAMS");
   app.add_flag("--insecure", cfg.insecure,
                "Allow plaintext gRPC, metrics and cluster listeners on addresses other than "
                "loopback (without it the node refuses to start that way)")

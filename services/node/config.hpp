@@ -41,6 +41,10 @@ struct node_config {
   bool publish_changes = true;
   size_t rocksdb_cache_mb = 256;
   int query_threads = 2;
+  /// Per-principal limits of the gRPC API (0: none).
+  double principal_requests_per_s = 0;
+  double principal_burst = 0;
+  size_t principal_watch_streams = 64;
   int actor_threads = 0;  // 0: one per core
   std::string log_level = "info";
   /// Where the embedded Kafka's bootstrap address is written.

@@ -389,10 +389,14 @@ bool node::start_grpc(std::string& error) {
   hub_ = std::make_shared<grpc_api::watch_hub>(
       cfg_.stale_after_ms, [m = metrics_.get()](size_t n) { m->grpc().on_watchers(n); });
   pool_ = std::make_unique<grpc_api::query_pool>(static_cast<size_t>(cfg_.query_threads), 1024);
+  gate_ = std::make_unique<grpc_api::admission>(
+      grpc_api::admission_limits{cfg_.principal_requests_per_s, cfg_.principal_burst,
+                                 cfg_.principal_watch_streams},
+      [&grpc = metrics_->grpc()](const char* limit) { grpc.on_throttled(limit); });
   twin_service_ = std::make_unique<grpc_api::twin_service>(
       *this, *pool_, *hub_, metrics_->grpc(), grpc_api::service_limits{}, asset_cfg_->models);
   node_service_ = std::make_unique<grpc_api::node_service>(*this, metrics_->grpc());
-  admin_service_ = std::make_unique<grpc_api::admin_service>(*this, metrics_->grpc());
+  admin_service_ = std::make_unique<grpc_api::admin_service>(*this, *pool_, metrics_->grpc());
   aggregate_service_ = std::make_unique<grpc_api::aggregate_service>(
       *this, *pool_, asset_cfg_->kinds, aggregate_hub_.get(),
       [this](core::aggregate_kind& kind, bool& invalid, std::string& error) {
@@ -462,8 +466,11 @@ bool node::start_grpc(std::string& error) {
             audit(std::move(e));
           });
       credentials->SetAuthMetadataProcessor(processor);
-      // Handlers look for the caller it attaches; forwarded calls must carry one.
-      grpc_api::set_authenticating(true);
+      // Handlers find each call's caller through it; forwarded calls must carry one.
+      grpc_api::set_caller_resolver(
+          [processor](std::string_view authorization, const ::grpc::AuthContext* context) {
+            return processor->caller_for(authorization, context);
+          });
       gateway_control_->authenticating = true;
       spdlog::info("event=auth jwks={} hs256={} issuer={} audience={} cert_roles={}",
                    cfg_.auth.jwks_file.empty() ? "-" : cfg_.auth.jwks_file,
@@ -608,6 +615,34 @@ void node::shutdown() {
 void node::audit(runtime::audit_entry entry) {
   if (audit_log_)
     audit_log_->record(entry);
+}
+
+::grpc::Status node::audit_trail(const std::string& target, int64_t since_ms, size_t limit,
+                                 fleettwin::v1::ListAuditEventsResponse& out) {
+  if (!audit_log_)
+    return {::grpc::StatusCode::FAILED_PRECONDITION, "this node keeps no audit topic"};
+  kafka::audit_query q;
+  q.target = target;
+  q.since_ms = since_ms;
+  q.limit = limit;
+  kafka::audit_trail trail;
+  std::string error;
+  bool timed_out = false;
+  if (!kafka::read_audit_trail(bootstrap_, topics_.audit, kafka_settings_, q, trail, error,
+                               timed_out)) {
+    if (timed_out)
+      return {::grpc::StatusCode::DEADLINE_EXCEEDED,
+              "the audit partition of " + target + " holds more than can be read in " +
+                  std::to_string(q.budget.count() / 1000) + " s (" + std::to_string(trail.scanned) +
+                  " records read); give a later since_ms"};
+    return {::grpc::StatusCode::UNAVAILABLE, "cannot read the audit topic: " + error};
+  }
+  for (const auto& e : trail.events)
+    if (!out.add_events()->ParseFromString(e))
+      return {::grpc::StatusCode::INTERNAL, "an unreadable record in the audit topic"};
+  out.set_total(trail.total);
+  out.set_scanned(trail.scanned);
+  return ::grpc::Status::OK;
 }
 
 }  // namespace fleettwin::node

@@ -90,6 +90,11 @@ public:
                std::string metadata, runtime::forward_completion done) override;
   void cluster_status(std::function<void(fleettwin::v1::ClusterStatus)> done) override;
   void audit(runtime::audit_entry entry) override;
+  ::grpc::Status audit_trail(const std::string& target, int64_t since_ms, size_t limit,
+                             fleettwin::v1::ListAuditEventsResponse& out) override;
+  grpc_api::admission* gate() override {
+    return gate_.get();
+  }
   void watch_cluster(grpc_api::watch_stream* stream, const std::string& asset_id,
                      const std::string& filter) override;
   std::shared_ptr<const core::twin> cached_twin(const std::string& asset_id) override {
@@ -216,6 +221,8 @@ private:
   std::unique_ptr<cluster::group_lease> lease_;
   std::shared_ptr<grpc_api::watch_hub> hub_;
   std::unique_ptr<grpc_api::query_pool> pool_;
+  /// Per-principal request rates and watch streams of the gRPC API.
+  std::unique_ptr<grpc_api::admission> gate_;
   std::unique_ptr<grpc_api::twin_service> twin_service_;
   std::unique_ptr<grpc_api::node_service> node_service_;
   std::unique_ptr<grpc_api::admin_service> admin_service_;

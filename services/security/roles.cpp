@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 29> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 30> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -39,6 +39,7 @@ constexpr std::array<std::pair<std::string_view, role>, 29> methods{{
     {"NodeService/GetStatus", role::viewer},
     {"NodeService/Ping", role::viewer},
     {"AdminService/GetCluster", role::admin},
+    {"AdminService/ListAuditEvents", role::admin},
 }};
 
 }  // namespace

@@ -328,13 +328,16 @@ TEST_F(NodeClusterTest, AnAlertAndItsAcknowledgementSurviveKillNineAndRestore) {
     return p.flush() == 0;
   };
   ASSERT_TRUE(send(1, 160));
+  std::string last_read;  // what the twin said last, for a failure's message
   auto applied = [&](cluster_node& n, uint64_t records) {
     return eventually([&] {
       v1::Twin t;
-      return read_twin(n, "mtr-a", t).ok() && t.applied_records() == records;
+      auto s = read_twin(n, "mtr-a", t);
+      last_read = s.ok() ? "applied_records=" + std::to_string(t.applied_records()) : describe(s);
+      return s.ok() && t.applied_records() == records;
     });
   };
-  ASSERT_TRUE(applied(c().node(0), 160));
+  ASSERT_TRUE(applied(c().node(0), 160)) << "mtr-a: " << last_read;
   auto alerts_of = [](cluster_node& n) {
     return v1::AlertService::NewStub(
         grpc::CreateChannel(n.grpc_address(), grpc::InsecureChannelCredentials()));
@@ -383,7 +386,7 @@ TEST_F(NodeClusterTest, AnAlertAndItsAcknowledgementSurviveKillNineAndRestore) {
   }
   // The restored analytics go on from where they were.
   ASSERT_TRUE(send(161, 170));
-  ASSERT_TRUE(applied(fresh, 170));
+  ASSERT_TRUE(applied(fresh, 170)) << "mtr-a: " << last_read;
   ASSERT_TRUE(read_twin(fresh, "mtr-a", after).ok());
   EXPECT_EQ(after.analysis().at("voltage").samples(), 170u);
   EXPECT_EQ(after.analysis().at("voltage").alerts_raised(), 1u);

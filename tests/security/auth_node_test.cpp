@@ -55,6 +55,7 @@ const std::map<std::string, std::string> expected_role{
     {"NodeService/GetStatus", "viewer"},
     {"NodeService/Ping", "viewer"},
     {"AdminService/GetCluster", "admin"},
+    {"AdminService/ListAuditEvents", "admin"},
 };
 
 int rank(const std::string& role) {

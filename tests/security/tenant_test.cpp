@@ -408,6 +408,29 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
   EXPECT_EQ(reads.count("/fleettwin.v1.TwinService/ListTwins"), 1u);
 }
 
+TEST_F(TenantTest, EachCallOnASharedConnectionIsScopedByItsOwnToken) {
+  // One connection carrying the calls of several principals (a gateway, a client that
+  // switches tokens): the tenant of each call is its own token's, never the one of the
+  // connection's first call.
+  produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)}}, "a1", 1);
+  produce_and_wait({{"b1", json_record("b1", "beta", 1, 20)}}, "b1", 1);
+  auto shared =
+      v1::TwinService::NewStub(grpc::CreateChannel(node->grpc_address(), p.credentials()));
+  auto get_as = [&](const std::string& t, const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + t);
+    v1::GetTwinRequest req;
+    req.set_name("twins/" + id);
+    v1::Twin out;
+    return shared->GetTwin(&ctx, req, &out);
+  };
+  ASSERT_TRUE(get_as(token("viewer", ""), "b1").ok());  // all tenants first
+  EXPECT_EQ(get_as(token("viewer", "acme"), "b1").error_code(), StatusCode::NOT_FOUND);
+  EXPECT_TRUE(get_as(token("viewer", "acme"), "a1").ok());
+  EXPECT_EQ(get_as(token("viewer", "beta"), "a1").error_code(), StatusCode::NOT_FOUND);
+  EXPECT_TRUE(get_as(token("viewer", ""), "a1").ok());
+}
+
 TEST_F(TenantTest, WritesAndAdminCallsAreAuditedWithWhoWhatAndHowItEnded) {
   produce_and_wait({{"a1", json_record("a1", "acme", 1, 10)}}, "a1", 1);
   produce_and_wait({{"b1", json_record("b1", "beta", 1, 20)}}, "b1", 1);
@@ -473,6 +496,56 @@ TEST_F(TenantTest, WritesAndAdminCallsAreAuditedWithWhoWhatAndHowItEnded) {
   EXPECT_EQ(b1["/fleettwin.v1.TwinService/DeleteTwin OK"].role(), "admin");
   ASSERT_EQ(by_key["cluster"].size(), 1u);
   EXPECT_EQ(by_key["cluster"][0].method(), "/fleettwin.v1.AdminService/GetCluster");
+
+  // The trail of one twin through the API (admin, not confined to a tenant): oldest first.
+  auto ops = stub<v1::AdminService>(token("admin", ""));
+  auto trail = [&](const std::string& target, int32_t page_size, v1::ListAuditEventsResponse& out,
+                   const std::string& as = "") {
+    grpc::ClientContext ctx;
+    v1::ListAuditEventsRequest req;
+    req.set_target(target);
+    req.set_page_size(page_size);
+    out.Clear();
+    return (as.empty() ? *ops : *stub<v1::AdminService>(as)).ListAuditEvents(&ctx, req, &out);
+  };
+  v1::ListAuditEventsResponse b1_trail;
+  ASSERT_TRUE(trail("twins/b1", 0, b1_trail).ok());
+  ASSERT_EQ(b1_trail.events_size(), 2);
+  EXPECT_EQ(b1_trail.total(), 2);
+  EXPECT_GE(b1_trail.scanned(), 2);
+  EXPECT_EQ(b1_trail.events(0).method(), "/fleettwin.v1.TwinService/UpdateDesired");
+  EXPECT_EQ(b1_trail.events(0).code(), "NOT_FOUND");
+  EXPECT_EQ(b1_trail.events(1).method(), "/fleettwin.v1.TwinService/DeleteTwin");
+  EXPECT_EQ(b1_trail.events(1).code(), "OK");
+  // Reading a trail is an admin call, audited in the trail it read; the newest event first
+  // when the page is cut.
+  ASSERT_TRUE(eventually(
+      [&] { return trail("twins/b1", 1, b1_trail).ok() && b1_trail.total() >= 3; }, 20s));
+  ASSERT_EQ(b1_trail.events_size(), 1);
+  EXPECT_EQ(b1_trail.events(0).method(), "/fleettwin.v1.AdminService/ListAuditEvents");
+  EXPECT_EQ(b1_trail.events(0).subject(), "user-of-all");
+  // A tenant's admin sees no trail (it holds every tenant's callers); a bad target is
+  // INVALID_ARGUMENT.
+  auto confined = trail("twins/a1", 0, b1_trail, token("admin", "acme"));
+  EXPECT_EQ(confined.error_code(), StatusCode::PERMISSION_DENIED) << confined.error_message();
+  EXPECT_EQ(trail("", 0, b1_trail).error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(trail("twins/", 0, b1_trail).error_code(), StatusCode::INVALID_ARGUMENT);
+  // Non-twin targets keep their own trail.
+  v1::ListAuditEventsResponse cluster_trail;
+  ASSERT_TRUE(trail("cluster", 0, cluster_trail).ok());
+  ASSERT_GE(cluster_trail.events_size(), 1);
+  EXPECT_EQ(cluster_trail.events(0).method(), "/fleettwin.v1.AdminService/GetCluster");
+
+  // The CLI shows it.
+  auto dir = make_temp_dir("audit-cli");
+  std::ofstream{dir + "/token"} << token("admin", "") << "\n";
+  auto [rc, out] = run_command(std::string{FLEETTWIN_CLI_BINARY} + " --server " +
+                               node->grpc_address() + " --tls-ca " + p.file("ca.crt") +
+                               " --token-file " + dir + "/token audit b1 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("DeleteTwin"), std::string::npos) << out;
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+  EXPECT_NE(out.find("user-of-acme (operator, tenant acme)"), std::string::npos) << out;
 }
 
 }  // namespace

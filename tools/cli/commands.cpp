@@ -436,6 +436,27 @@ int run_delete(session& s, const delete_options& options) {
   return exit_ok;
 }
 
+int run_audit(session& s, const audit_options& options) {
+  v1::ListAuditEventsRequest request;
+  // An asset id names its twin; anything with a '/' (or "cluster") is a target as audited.
+  const bool asset = options.target.find('/') == std::string::npos && options.target != "cluster";
+  request.set_target(asset ? twin_name(options.target) : options.target);
+  if (!options.since.empty())
+    request.set_since_ms(parse_time(options.since, s.now_ms()));
+  request.set_page_size(options.limit);
+  grpc::ClientContext context;
+  s.set_deadline(context);
+  v1::ListAuditEventsResponse response;
+  if (auto status = s.admin().ListAuditEvents(&context, request, &response); !status.ok())
+    return s.fail(status);
+  if (s.json()) {
+    s.out() << to_json(response) << '\n';
+    return exit_ok;
+  }
+  print_audit(s.out(), request.target(), response);
+  return exit_ok;
+}
+
 int run_history(session& s, const history_options& options) {
   v1::GetHistoryRequest request;
   request.set_name(twin_name(options.asset));

@@ -113,6 +113,13 @@ struct delete_options {
   bool yes = false;
 };
 
+struct audit_options {
+  /// An asset id, or another audited target ("models/vehicle", "cluster").
+  std::string target;
+  std::string since;  // a time as --from takes it; empty: the whole retained trail
+  int32_t limit = 0;  // 0: the node's default (100)
+};
+
 struct set_desired_options {
   std::string asset;
   std::vector<std::string> assignments;
@@ -232,6 +239,8 @@ int run_list(session& s, const list_options& options);
 int run_set_desired(session& s, const set_desired_options& options);
 /// DeleteTwin: erases a twin (admin).
 int run_delete(session& s, const delete_options& options);
+/// ListAuditEvents: the audit trail of a twin or another target (admin).
+int run_audit(session& s, const audit_options& options);
 int run_history(session& s, const history_options& options);
 int run_watch(session& s, const watch_options& options);
 int run_status(session& s);

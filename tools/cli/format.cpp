@@ -420,6 +420,29 @@ void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster) {
   }
 }
 
+void print_audit(std::ostream& out, const std::string& target,
+                 const v1::ListAuditEventsResponse& trail) {
+  if (trail.events_size() == 0) {
+    out << "no audited calls of " << target << " (" << trail.scanned() << " audit records read)\n";
+    return;
+  }
+  table rows({"TIME", "OUTCOME", "METHOD", "CALLER", "TARGET", "NODE", "DETAIL"});
+  for (const auto& e : trail.events()) {
+    std::string method = e.method();
+    if (auto slash = method.rfind('/'); slash != std::string::npos)
+      method = method.substr(slash + 1);
+    std::string caller = e.subject().empty() ? "-" : e.subject();
+    if (!e.role().empty())
+      caller += " (" + e.role() + (e.tenant().empty() ? "" : ", tenant " + e.tenant()) + ")";
+    rows.add({format_time(e.time_ms()), e.code(), method, caller, e.target(), e.node(),
+              e.message().empty() ? "-" : e.message()});
+  }
+  rows.print(out, "");
+  if (trail.total() > trail.events_size())
+    out << "(the newest " << trail.events_size() << " of " << trail.total()
+        << " events; --since or --limit show others)\n";
+}
+
 namespace {
 
 std::string format_measure(const v1::Measure& m) {

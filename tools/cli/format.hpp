@@ -82,5 +82,8 @@ std::string format_alert_event(const v1::AlertEvent& event);
 void print_model(std::ostream& out, const v1::AssetModel& model);
 /// The cluster: one row per node, its partitions by role, lag and twins.
 void print_cluster(std::ostream& out, const v1::ClusterStatus& cluster);
+/// An audit trail: one line per event (time, outcome, method, who, target, message).
+void print_audit(std::ostream& out, const std::string& target,
+                 const v1::ListAuditEventsResponse& trail);
 
 }  // namespace fleettwin::cli

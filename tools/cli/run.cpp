@@ -43,6 +43,7 @@ struct command_line {
   list_options list;
   set_desired_options set_desired;
   delete_options erase;
+  audit_options audit;
   uint64_t expected_version = 0;
   history_options history;
   watch_options watch;
@@ -213,6 +214,20 @@ void add_delete(CLI::App& app, command_line& cl) {
   erase->add_flag("--yes", cl.erase.yes, "Confirm the erasure");
 }
 
+void add_audit(CLI::App& app, command_line& cl) {
+  auto* audit = app.add_subcommand(
+      "audit",
+      "Show the audit trail of a twin (its writes, alerts acknowledged, erasure, "
+      "sensitive reads) or of another target (admin)");
+  audit
+      ->add_option("target", cl.audit.target,
+                   "Asset id, or an audited target: models/KIND, aggregate-kinds/KIND, cluster")
+      ->required();
+  audit->add_option("--since", cl.audit.since, "Only events from this time on (e.g. -1d)");
+  audit->add_option("--limit", cl.audit.limit, "At most this many of the newest events (100)")
+      ->check(CLI::Range(1, 1000));
+}
+
 void add_history(CLI::App& app, command_line& cl) {
   auto* history = app.add_subcommand("history", "Show the recorded samples of a property");
   history->add_option("asset", cl.history.asset, "Asset id")->required();
@@ -250,6 +265,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
     if (command->count("--expected-version") > 0)
       cl.erase.expected_version = cl.expected_version;
     return run_delete(s, cl.erase);
+  }
+  if (name == "audit") {
+    return run_audit(s, cl.audit);
   }
   if (name == "history") {
     return run_history(s, cl.history);
@@ -358,6 +376,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_list(app, cl);
   add_set_desired(app, cl);
   add_delete(app, cl);
+  add_audit(app, cl);
   add_history(app, cl);
   add_watch(app, cl);
   add_aggregates(app, cl);
