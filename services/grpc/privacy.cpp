@@ -64,6 +64,17 @@ std::vector<std::string> privacy::revealed(const fleettwin::v1::Twin& t) const {
   return out;
 }
 
+std::vector<std::string> privacy::revealable() const {
+  std::vector<std::string> out;
+  if (!revealing_)
+    return out;
+  for (const auto& [kind, m] : *revealing_)
+    for (const auto& p : m.properties)
+      if (p.sensitive)
+        out.push_back(kind + "." + p.name);
+  return out;
+}
+
 bool privacy::reveals(std::string_view kind, std::string_view property) const {
   return revealing_ && core::is_sensitive(*revealing_, kind, property);
 }

@@ -41,6 +41,10 @@ public:
   /// For a caller allowed to read sensitive properties (reads of them are audited): the
   /// sensitive properties `t` shows; empty for any other caller.
   std::vector<std::string> revealed(const fleettwin::v1::Twin& t) const;
+  /// For a caller allowed to read sensitive properties: every sensitive property a twin may
+  /// show it ("kind.property", sorted), for a read that cannot list what it showed (a
+  /// watch); empty for any other caller.
+  std::vector<std::string> revealable() const;
   /// Whether `property` of a twin of `kind` is sensitive and the caller may read it.
   bool reveals(std::string_view kind, std::string_view property) const;
 

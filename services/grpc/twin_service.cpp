@@ -467,6 +467,23 @@ privacy twin_service::privacy_of(const call& c) const {
   std::shared_ptr<void> slot;
   if (auto s = open_watch(backend_, *ctx, who, slot); !s.ok())
     return fail(std::move(s));
+  if (auto shown = masks.revealable(); !shown.empty()) {
+    // A watch cannot list what it will show: its start is audited with what it may.
+    runtime::audit_entry e;
+    e.time_ms = wall_ms();
+    e.subject = who->subject;
+    e.tenant = who->tenant;
+    e.role = security::role_name(who->granted);
+    e.method = "/fleettwin.v1.TwinService/WatchTwins";
+    e.target = asset_id ? "twins/" + *asset_id : "twins";
+    e.code = "OK";
+    e.message = "watch may show sensitive properties:";
+    for (const auto& p : shown)
+      e.message += " " + p;
+    if (!req->filter().empty())
+      e.message += " (filter: " + req->filter() + ")";
+    backend_.audit(std::move(e));
+  }
   probe_.on_request("WatchTwins", "OK", 0);
   auto* stream =
       new watch_stream(hub_, asset_id, std::move(f), limits_.max_watch_queue, std::move(masks));

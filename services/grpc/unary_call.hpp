@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -85,9 +86,10 @@ inline const char* code_name(StatusCode c) {
 /// RESOURCE_EXHAUSTED for a principal over its request rate.
 inline Status rate_refusal(const std::string& principal, const admission_limits& limits,
                            std::chrono::milliseconds wait) {
+  std::ostringstream rate;  // "4", "0.5"
+  rate << limits.requests_per_second;
   return {StatusCode::RESOURCE_EXHAUSTED,
-          "'" + principal + "' exceeds its limit of " +
-              std::to_string(static_cast<int64_t>(limits.requests_per_second)) +
+          "'" + principal + "' exceeds its limit of " + rate.str() +
               " requests per second on this node; retry after " + std::to_string(wait.count()) +
               " ms"};
 }

@@ -388,9 +388,17 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
     EXPECT_EQ(change.redacted_size(), 2);
     ctx.TryCancel();
   }
+  {  // A watch by the trusted token: its start is audited with what it may show.
+    grpc::ClientContext ctx;
+    v1::WatchTwinsRequest req;
+    req.set_name("twins/v1");
+    auto reader = trusted->WatchTwins(&ctx, req);
+    reader->WaitForInitialMetadata();
+    ctx.TryCancel();
+  }
   // Reads that showed sensitive values (to the trusted token) are audited: GetTwin,
-  // ListTwins, GetHistory; the masked reads are not.
-  auto audit = read_topic(node->bootstrap(), "fleettwin.audit", 4, 20s);
+  // ListTwins, GetHistory, WatchTwins; the masked reads are not.
+  auto audit = read_topic(node->bootstrap(), "fleettwin.audit", 5, 20s);
   std::map<std::string, v1::AuditEvent> reads;
   for (const auto& r : audit) {
     v1::AuditEvent e;
@@ -399,6 +407,17 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
       reads[e.method()] = e;
   }
   ASSERT_EQ(reads.size(), 3u);
+  std::vector<v1::AuditEvent> watches;
+  for (const auto& r : audit) {
+    v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    if (e.method() == "/fleettwin.v1.TwinService/WatchTwins")
+      watches.push_back(e);
+  }
+  ASSERT_EQ(watches.size(), 1u);  // the trusted one; the masked watch is not audited
+  EXPECT_EQ(watches[0].target(), "twins/v1");
+  EXPECT_EQ(watches[0].subject(), "user-of-acme");
+  EXPECT_EQ(watches[0].message(), "watch may show sensitive properties: vehicle.lat vehicle.lon");
   EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetTwin"].message(),
             "read sensitive properties: lat lon");
   EXPECT_EQ(reads["/fleettwin.v1.TwinService/GetTwin"].subject(), "user-of-acme");

@@ -438,8 +438,10 @@ int run_delete(session& s, const delete_options& options) {
 
 int run_audit(session& s, const audit_options& options) {
   v1::ListAuditEventsRequest request;
-  // An asset id names its twin; anything with a '/' (or "cluster") is a target as audited.
-  const bool asset = options.target.find('/') == std::string::npos && options.target != "cluster";
+  // An asset id names its twin; anything with a '/' (or "cluster", or "twins": watches of
+  // many twins) is a target as audited.
+  const bool asset = options.target.find('/') == std::string::npos && options.target != "cluster" &&
+                     options.target != "twins";
   request.set_target(asset ? twin_name(options.target) : options.target);
   if (!options.since.empty())
     request.set_since_ms(parse_time(options.since, s.now_ms()));
