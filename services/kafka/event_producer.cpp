@@ -490,8 +490,6 @@ void event_producer::publish(const runtime::item_outputs& out,
   {
     std::lock_guard<std::mutex> guard{mutex_};
     ++pending_;
-    if (transactional())
-      ++unresolved_[it->partition];
     queue_.push_back(std::move(it));
   }
   wake_.notify_one();
@@ -552,10 +550,6 @@ void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
 void event_producer::release(const std::vector<std::unique_ptr<item>>& reported) {
   std::lock_guard<std::mutex> guard{mutex_};
   pending_ -= reported.size();
-  if (transactional())
-    for (const auto& it : reported)
-      if (auto u = unresolved_.find(it->partition); u != unresolved_.end() && --u->second == 0)
-        unresolved_.erase(u);
   if (pending_ == 0)
     drained_.notify_all();
 }

@@ -78,17 +78,6 @@ public:
   /// Waits until every queued item is reported or `timeout` passes.
   bool flush(std::chrono::milliseconds timeout);
 
-  /// No work of `partition` is queued here or in a transaction whose outcome
-  /// is still open (thread-safe). A restore of the partition waits for it:
-  /// the changelog only shows records that reached the broker, and a
-  /// transaction still flushing could otherwise commit state the restore
-  /// never read (then its records would be applied a second time).
-  bool resolved(int32_t partition) {
-    std::lock_guard<std::mutex> guard{mutex_};
-    auto it = unresolved_.find(partition);
-    return it == unresolved_.end() || it->second == 0;
-  }
-
   bool transactional() const {
     return !opts_.transactional_id.empty();
   }
@@ -185,8 +174,7 @@ private:
   /// they are kept until their last delivery report (or the handle's end).
   void fail_now(std::vector<std::unique_ptr<item>>& items, const std::string& error);
   void bury_settled();
-  /// The items are reported: off the books (flush() waits for none left,
-  /// resolved() for none of a partition).
+  /// The items are reported: off the books (flush() waits for none left).
   void release(const std::vector<std::unique_ptr<item>>& reported);
   /// Why the open transaction must abort because an actor abandoned an item
   /// in it after it was taken in (empty: none did).
@@ -219,8 +207,6 @@ private:
   /// it); empty: it may commit (output thread only).
   std::string abort_open_;
   size_t pending_ = 0;  // items queued or in flight, not yet reported
-  /// Per partition, transactional items queued or in flight, not reported.
-  std::map<int32_t, size_t> unresolved_;
   bool stop_ = false;
   std::atomic<bool> poll_stop_{false};
 

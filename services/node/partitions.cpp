@@ -94,15 +94,6 @@ void node::restore(int32_t partition, uint64_t generation, uint64_t epoch) {
   auto* producer = producer_.get();
   auto* restorer = restorer_.get();
   auto check = [goal, consumer, producer, restorer](int32_t p, int64_t position, std::string& why) {
-    // This node's own work of the partition (a dropped or failed actor's)
-    // may sit in a transaction still flushing to an absent broker: its
-    // records are not in the changelog yet, so reading on would miss state
-    // that may still commit. Waited for until committed or aborted.
-    if (!producer->resolved(p)) {
-      why = "a transaction of this node holding work of the partition is not resolved yet";
-      goal->known = false;
-      return false;
-    }
     if (!goal->known) {
       std::string error;
       auto c = consumer->committed(p, std::chrono::seconds{2}, error);
