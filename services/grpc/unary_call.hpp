@@ -84,14 +84,14 @@ inline const char* code_name(StatusCode c) {
 }
 
 /// RESOURCE_EXHAUSTED for a principal over its request rate.
-inline Status rate_refusal(const std::string& principal, const admission_limits& limits,
+inline Status rate_refusal(std::string_view principal, const admission_limits& limits,
                            std::chrono::milliseconds wait) {
   std::ostringstream rate;  // "4", "0.5"
   rate << limits.requests_per_second;
-  return {StatusCode::RESOURCE_EXHAUSTED,
-          "'" + principal + "' exceeds its limit of " + rate.str() +
-              " requests per second on this node; retry after " + std::to_string(wait.count()) +
-              " ms"};
+  return {StatusCode::RESOURCE_EXHAUSTED, "'" + std::string{principal} + "' exceeds its limit of " +
+                                              rate.str() +
+                                              " requests per second on this node; retry after " +
+                                              std::to_string(wait.count()) + " ms"};
 }
 
 /// A watch stream's slot for its caller (`slot`; null when streams are not limited), or
@@ -167,7 +167,9 @@ public:
     if (!gate || !gate->limits_rate() || forwarded())
       return true;
     const auto now = admission::clock::now();
-    std::string principal = who_ ? who_->subject : principal_for({}, ctx_->peer());
+    // An authenticated caller's subject is looked up as it is (no copy per call).
+    std::string address = who_ ? std::string{} : principal_for({}, ctx_->peer());
+    std::string_view principal = who_ ? std::string_view{who_->subject} : address;
     auto wait = gate->admit(principal, now);
     if (!wait)
       return true;
