@@ -27,8 +27,8 @@ std::unique_ptr<embedded_kafka> embedded_kafka::start(int brokers, int partition
   }
   k->bootstrap_ = rd_kafka_mock_cluster_bootstraps(k->cluster_);
   for (const auto* name :
-       {&topics.telemetry, &topics.changes, &topics.state, &topics.alerts, &topics.dlq,
-        &topics.aggregate_updates, &topics.aggregates, &topics.relations})
+       {&topics.telemetry, &topics.changes, &topics.redacted_changes, &topics.state, &topics.alerts,
+        &topics.dlq, &topics.aggregate_updates, &topics.aggregates, &topics.relations})
     if (!k->create_topic(*name, partitions, error))
       return nullptr;
   for (const auto* name : {&topics.members, &topics.models})

@@ -11,8 +11,24 @@
 #include "fleettwin/v1/aggregate.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 #include "services/grpc/convert.hpp"
+#include "services/grpc/privacy.hpp"
 
 namespace fleettwin::kafka {
+
+namespace {
+
+/// `models` if some kind marks a property sensitive (what the redacted changes topic hides).
+std::shared_ptr<const core::model_set> with_sensitive(const runtime::models_holder* holder) {
+  auto models = holder ? holder->get() : nullptr;
+  if (models)
+    for (const auto& [kind, m] : *models)
+      for (const auto& p : m.properties)
+        if (p.sensitive)
+          return models;
+  return nullptr;
+}
+
+}  // namespace
 
 /// One publish call: its records, encoded on the caller's thread, and how
 /// their delivery went.
@@ -393,6 +409,10 @@ void event_producer::publish(const runtime::item_outputs& out,
                out.aggregate_changes.size());
 
   const std::string source = "fleettwin/" + opts_.node_id;
+  // Each change goes to the redacted topic as well while some property is sensitive.
+  const auto sensitive = change_count ? with_sensitive(opts_.models.get()) : nullptr;
+  if (sensitive)
+    msgs.reserve(msgs.capacity() + change_count);
   fleettwin::v1::TwinChange proto;
   int64_t time_ms = -1;
   std::string time_text;
@@ -418,6 +438,17 @@ void event_producer::publish(const runtime::item_outputs& out,
       time_text = rfc3339(time_ms);
     }
     add_header(h, "ce_time", time_text);
+    if (sensitive) {
+      auto& r = msgs.emplace_back();
+      r.topic = &opts_.topics.redacted_changes;
+      r.key = c.asset_id;
+      r.headers = rd_kafka_headers_copy(h);
+      grpc_api::redact_all(*sensitive, proto);
+      if (proto.redacted_size() == 0)
+        r.value = msgs[msgs.size() - 2].value;
+      else
+        proto.SerializeToString(&r.value);
+    }
   }
   if (opts_.changelog) {
     auto changelog = [&](std::string key, const std::string& value, std::string_view type) {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "actors/runtime/asset_actor.hpp"
 #include "actors/runtime/ports.hpp"
 #include "services/kafka/kafka_config.hpp"
 #include "services/storage/rocksdb_store.hpp"
@@ -30,6 +31,10 @@ struct producer_options {
   std::string node_id = "node-1";
   /// When false, twin changes are not published (dead letters still are).
   bool publish_changes = true;
+  /// Set: while these models mark a property of a kind sensitive, every
+  /// published change is also written to the redacted changes topic with
+  /// the values of sensitive properties left out (listed in `redacted`).
+  std::shared_ptr<const runtime::models_holder> models;
   /// Also write every changed twin, history segment and the input checkpoint
   /// to the compacted changelog topic (same partition as the input).
   bool changelog = false;

@@ -6,6 +6,7 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   topic_names t;
   t.telemetry = prefix + ".telemetry";
   t.changes = prefix + ".twin-changes";
+  t.redacted_changes = prefix + ".twin-changes.redacted";
   t.state = prefix + ".twin-state";
   t.alerts = prefix + ".alerts";
   t.audit = prefix + ".audit";

@@ -14,6 +14,9 @@ namespace fleettwin::kafka {
 struct topic_names {
   std::string telemetry = "fleettwin.telemetry";
   std::string changes = "fleettwin.twin-changes";
+  /// The same changes with the values of sensitive properties left out (for
+  /// consumers that must not see personal data).
+  std::string redacted_changes = "fleettwin.twin-changes.redacted";
   std::string state = "fleettwin.twin-state";
   std::string alerts = "fleettwin.alerts";
   std::string dlq = "fleettwin.telemetry.dlq";

@@ -32,8 +32,8 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       ->delimiter(',')
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--topic-prefix", cfg.topic_prefix,
-                 "Topic prefix: <prefix>.telemetry, .twin-changes, .twin-state, .alerts, "
-                 ".telemetry.dlq")
+                 "Topic prefix: <prefix>.telemetry, .twin-changes, .twin-changes.redacted, "
+                 ".twin-state, .alerts, .audit, .telemetry.dlq, .aggregates ...")
       ->envname("FLEETTWIN_TOPIC_PREFIX");
   app.add_option("--group", cfg.group_id, "Kafka consumer group")->envname("FLEETTWIN_GROUP");
   app.add_option("--node-id", cfg.node_id, "Node name (default: node-<hostname>)")
@@ -79,6 +79,11 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   app.add_flag("--publish-changes,!--no-publish-changes", cfg.publish_changes,
                "Publish every applied change to the twin-changes topic")
       ->envname("FLEETTWIN_PUBLISH_CHANGES");
+  app.add_flag("--redacted-changes,!--no-redacted-changes", cfg.redacted_changes,
+               "While an asset model marks a property sensitive, also publish every change to "
+               "the redacted twin-changes topic (<prefix>.twin-changes.redacted) with the values "
+               "of sensitive properties left out, for consumers that must not see them")
+      ->envname("FLEETTWIN_REDACTED_CHANGES");
   app.add_option("--rocksdb-cache-mb", cfg.rocksdb_cache_mb, "RocksDB block cache size")
       ->envname("FLEETTWIN_ROCKSDB_CACHE_MB");
   app.add_option("--query-threads", cfg.query_threads, "Threads for ListTwins and GetHistory")

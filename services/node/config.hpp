@@ -39,6 +39,9 @@ struct node_config {
   int64_t item_linger_ms = 5;
   bool sync_commits = false;
   bool publish_changes = true;
+  /// Also publish the changes with sensitive values left out (while a model
+  /// marks a property sensitive).
+  bool redacted_changes = true;
   size_t rocksdb_cache_mb = 256;
   int query_threads = 2;
   /// Per-principal limits of the gRPC API (0: none).

@@ -251,6 +251,8 @@ bool node::init(std::string& error) {
   po.topics = topics_;
   po.node_id = cfg_.node_id;
   po.publish_changes = cfg_.publish_changes;
+  if (cfg_.redacted_changes)
+    po.models = asset_cfg_->models;
   po.changelog = cfg_.keeps_changelog();
   if (cfg_.exactly_once()) {
     // Stable per node: a restarted node fences its previous incarnation and
@@ -517,6 +519,7 @@ bool node::prepare_topics(std::string& error) {
   std::vector<kafka::topic_spec> specs{
       {topics_.telemetry, partitions, rf, {}, true},
       {topics_.changes, partitions, rf, {}, false},
+      {topics_.redacted_changes, partitions, rf, {}, false},
       {topics_.dlq, partitions, rf, {}, false},
       {topics_.alerts, partitions, rf, {}, false},
       {topics_.audit, partitions, rf, {}, false},

@@ -427,6 +427,42 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
   EXPECT_EQ(reads.count("/fleettwin.v1.TwinService/ListTwins"), 1u);
 }
 
+TEST_F(TenantTest, TheRedactedChangesTopicLeavesSensitiveValuesOut) {
+  produce_and_wait(
+      {{"v1", position_record("v1", 1, 52.37)}, {"v1", position_record("v1", 2, 52.38)}}, "v1", 2);
+  produce_and_wait({{"s1", json_record("s1", "acme", 1, 12)}}, "s1", 1);
+  auto changes = [](const std::vector<consumed_record>& records) {
+    std::map<std::string, v1::TwinChange> out;  // by CloudEvents id
+    for (const auto& r : records) {
+      v1::TwinChange c;
+      EXPECT_TRUE(c.ParseFromString(r.value));
+      out[r.headers.at("ce_id")] = c;
+    }
+    return out;
+  };
+  auto full = changes(read_topic(node->bootstrap(), "fleettwin.twin-changes", 3, 20s));
+  auto redacted = changes(read_topic(node->bootstrap(), "fleettwin.twin-changes.redacted", 3, 20s));
+  ASSERT_EQ(full.size(), 3u);
+  ASSERT_EQ(redacted.size(), 3u);  // every change, once, with the same id
+  for (const char* id : {"v1/1", "v1/2"}) {
+    SCOPED_TRACE(id);
+    const auto& f = full.at(id);
+    const auto& r = redacted.at(id);
+    EXPECT_TRUE(f.reported().at("lat").value().has_double_value());
+    EXPECT_EQ(f.redacted_size(), 0);
+    EXPECT_EQ(r.reported().at("lat").value().kind_case(), v1::Value::KIND_NOT_SET);
+    EXPECT_EQ(r.reported().at("lon").value().kind_case(), v1::Value::KIND_NOT_SET);
+    EXPECT_EQ(r.reported().at("lat").sequence(), f.reported().at("lat").sequence());
+    EXPECT_EQ(r.reported().at("speed").value().double_value(), 42.5);
+    ASSERT_EQ(r.redacted_size(), 2);
+    EXPECT_EQ(r.redacted(0), "lat");
+    EXPECT_EQ(r.redacted(1), "lon");
+    EXPECT_EQ(r.tenant(), "acme");
+  }
+  // A change without a sensitive property is the same record on both topics.
+  EXPECT_EQ(redacted.at("s1/1").SerializeAsString(), full.at("s1/1").SerializeAsString());
+}
+
 TEST_F(TenantTest, EachCallOnASharedConnectionIsScopedByItsOwnToken) {
   // One connection carrying the calls of several principals (a gateway, a client that
   // switches tokens): the tenant of each call is its own token's, never the one of the
