@@ -79,10 +79,16 @@ std::optional<std::optional<double>> aggregate::inclusion(std::string_view id,
   return v;
 }
 
+const std::string& aggregate::tenant() const {
+  static const std::string none;
+  return tenants_.size() == 1 ? tenants_.begin()->first : none;
+}
+
 void aggregate::count(std::string_view id, member_entry& e) {
   if (!e.twin)
     return;
   ++twins_;
+  ++tenants_[e.values.tenant];
   for (uint32_t s = 0; s < series_.size(); ++s) {
     auto in = inclusion(id, e, s);
     if (!in)
@@ -109,6 +115,8 @@ void aggregate::uncount(std::string_view id, member_entry& e) {
   if (!e.twin)
     return;
   --twins_;
+  if (auto t = tenants_.find(e.values.tenant); t != tenants_.end() && --t->second == 0)
+    tenants_.erase(t);
   for (uint32_t s = 0; s < series_.size(); ++s) {
     if (!(e.counted & (uint64_t{1} << s)))
       continue;
@@ -412,6 +420,7 @@ void aggregate::set_kind(std::shared_ptr<const compiled_kind> kind) {
   series_.assign(kind_->series.size(), series_state{});
   deadlines_.clear();
   twins_ = 0;
+  tenants_.clear();
   for (auto& [id, e] : members_) {
     e.counted = 0;
     e.deadline = 0;

@@ -181,6 +181,14 @@ public:
   uint64_t twins() const {
     return twins_;
   }
+  /// The tenant every member twin belongs to; empty when they belong to no tenant, to
+  /// several, or there are none (then only callers not confined to a tenant see the
+  /// aggregate).
+  const std::string& tenant() const;
+  /// Member twins of more than one tenant (or of a tenant and of none).
+  bool mixed_tenants() const {
+    return tenants_.size() > 1;
+  }
   /// Members in transit (held while they move below this aggregate).
   size_t in_transit() const {
     return held_.size();
@@ -230,6 +238,8 @@ private:
   std::map<std::string, member_entry, std::less<>> members_;
   std::vector<series_state> series_;
   uint64_t twins_ = 0;
+  /// Member twins counted, by tenant ("": none).
+  std::map<std::string, uint64_t, std::less<>> tenants_;
   std::set<std::string, std::less<>> held_;
   /// Versions of members removed within the hold time: a removal hint
   /// older than the member's last removal is stale, even if an older view

@@ -11,6 +11,8 @@ namespace {
 constexpr uint8_t header_format_v1 = 1;
 /// v1 and the kind's revision at the end.
 constexpr uint8_t header_format_v2 = 2;
+/// v2 and the member twins' tenant at the end.
+constexpr uint8_t header_format_v3 = 3;
 constexpr uint8_t member_format_v1 = 1;
 constexpr uint8_t contributions_format_v1 = 1;
 
@@ -72,7 +74,7 @@ std::optional<std::string> finish(const reader& r, const char* what) {
 
 void encode_aggregate_header(const aggregate_header& h, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(header_format_v2));
+  out.push_back(static_cast<char>(header_format_v3));
   put_string(out, h.id);
   put_string(out, h.kind);
   put_varint(out, h.version);
@@ -88,13 +90,14 @@ void encode_aggregate_header(const aggregate_header& h, std::string& out) {
       put_double(out, *v);
   }
   put_varint(out, h.kind_revision);
+  put_string(out, h.tenant);
 }
 
 std::optional<std::string> decode_aggregate_header(std::string_view bytes, aggregate_header& out) {
   out = aggregate_header{};
   reader r{bytes};
   const auto fmt = r.byte();
-  if (fmt != header_format_v1 && fmt != header_format_v2)
+  if (fmt != header_format_v1 && fmt != header_format_v2 && fmt != header_format_v3)
     return r.ok ? "unknown aggregate header format " + std::to_string(fmt)
                 : std::string{"empty aggregate header"};
   out.id = r.bytes();
@@ -111,8 +114,10 @@ std::optional<std::string> decode_aggregate_header(std::string_view bytes, aggre
       v = r.real();
     out.measures.emplace_back(std::move(name), v);
   }
-  if (fmt == header_format_v2)
+  if (fmt >= header_format_v2)
     out.kind_revision = r.varint();
+  if (fmt >= header_format_v3)
+    out.tenant = r.bytes();
   return finish(r, "aggregate header");
 }
 

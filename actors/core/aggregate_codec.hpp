@@ -31,6 +31,8 @@ struct aggregate_header {
   std::vector<std::pair<std::string, std::optional<double>>> measures;
   /// The revision of the kind they were computed with.
   uint64_t kind_revision = 0;
+  /// The tenant every member twin belongs to (see aggregate::tenant()).
+  std::string tenant;
 
   bool operator==(const aggregate_header&) const = default;
 };

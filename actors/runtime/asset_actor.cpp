@@ -177,6 +177,7 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
     h.in_transit = agg.in_transit();
     h.measures.clear();
     h.kind_revision = agg.kind().def.revision;
+    h.tenant = agg.tenant();
     for (size_t i = 0; i < values.size(); ++i)
       h.measures.emplace_back(agg.kind().measures[i].name, values[i]);
     core::encode_aggregate_header(h, u.aggregate_state);
@@ -534,6 +535,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         }
         auto v = std::make_shared<aggregate_view>();
         v->header = st.header;
+        v->header.tenant = st.agg->tenant();  // also for a header stored before it was kept
         v->self = st.current();
         for (const auto& [id, e] : st.agg->members()) {
           if (const auto* p = e.direct(id))

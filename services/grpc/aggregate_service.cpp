@@ -7,6 +7,7 @@
 
 #include "services/grpc/convert.hpp"
 #include "services/grpc/graph_lookup.hpp"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/unary_call.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
@@ -35,7 +36,7 @@ std::string member_name(const std::string& id, bool twin) {
   return std::string{twin ? twin_prefix : aggregate_prefix} + id;
 }
 
-void to_proto(const std::string& id, const core::member_entry& e,
+void to_proto(const std::string& id, const core::member_entry& e, const privacy& masks,
               fleettwin::v1::AggregateMember& out) {
   out.set_name(member_name(id, e.twin));
   out.set_twin(e.twin);
@@ -52,7 +53,8 @@ void to_proto(const std::string& id, const core::member_entry& e,
   out.set_version(e.values.version);
   out.set_last_seen_ms(e.values.last_seen_ms);
   for (const auto& [k, v] : e.values.reported)
-    grpc_api::to_proto(v, (*out.mutable_reported())[k]);
+    if (!masks.masked(e.values.kind, k))  // a measure may read a sensitive property
+      grpc_api::to_proto(v, (*out.mutable_reported())[k]);
   for (const auto& [k, v] : e.values.attributes)
     (*out.mutable_attributes())[k] = v;
 }
@@ -60,6 +62,21 @@ void to_proto(const std::string& id, const core::member_entry& e,
 void to_proto(const runtime::aggregate_view& v, fleettwin::v1::Aggregate& out) {
   grpc_api::to_proto(v.header, v.self.get(), out);
   out.set_direct_members(v.children.size());
+}
+
+/// Why the caller may not have the answer of aggregate `id`'s owner (its error, or the
+/// aggregate is not the caller's tenant's); nullopt when it may. A caller confined to a
+/// tenant learns nothing of other tenants' aggregates: every one it may not see answers
+/// like one that does not exist.
+std::optional<Status> refusal(const call& c, const std::string& id,
+                              const runtime::aggregate_reply& reply) {
+  if (reply.error == query_error::not_found && confined(c))
+    return aggregate_not_found(id);
+  if (reply.error != query_error::none)
+    return to_status(reply.error, reply.message);
+  if (!c.sees(reply.view->header.tenant))
+    return aggregate_not_found(id);
+  return std::nullopt;
 }
 
 /// Sends an aggregate query to the local owner, or forwards the call.
@@ -72,9 +89,9 @@ void ask(twin_backend& backend, const call& c, const std::string& id, const char
     forward_if_remote(backend, c, id, why, method, req, resp);
     return;
   }
-  runtime::aggregate_completion done{[c, answer](runtime::aggregate_reply reply) {
-                                       if (reply.error != query_error::none) {
-                                         c.finish(to_status(reply.error, reply.message));
+  runtime::aggregate_completion done{[c, id, answer](runtime::aggregate_reply reply) {
+                                       if (auto no = refusal(c, id, reply)) {
+                                         c.finish(*no);
                                          return;
                                        }
                                        answer(*reply.view);
@@ -90,6 +107,7 @@ core::twin as_twin(const core::aggregate_header& h) {
   core::twin tw;
   tw.asset_id = h.id;
   tw.kind = h.kind;
+  tw.tenant = h.tenant;
   tw.version = h.version;
   for (const auto& [name, v] : h.measures)
     if (v)
@@ -119,6 +137,7 @@ core::twin aggregate_as_twin(const fleettwin::v1::Aggregate& a) {
   core::twin tw;
   tw.asset_id = a.aggregate_id();
   tw.kind = a.kind();
+  tw.tenant = a.tenant();
   tw.version = a.version();
   for (const auto& m : a.measures())
     if (m.has_value())
@@ -167,10 +186,12 @@ std::optional<std::string> aggregate_service::aggregate_id(const call& c,
 aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                                      std::shared_ptr<runtime::kinds_holder> kinds,
                                      aggregate_watch_hub* watch, kind_writer put_kind,
-                                     metrics::grpc_probe& probe, service_limits limits)
+                                     metrics::grpc_probe& probe, service_limits limits,
+                                     std::shared_ptr<runtime::models_holder> models)
     : backend_(backend),
       pool_(pool),
       kinds_(std::move(kinds)),
+      models_(std::move(models)),
       watch_(watch),
       put_kind_(std::move(put_kind)),
       probe_(probe),
@@ -193,8 +214,6 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   call c{ctx, get_};
   if (!c.admit(backend_))
     return c.reactor();
-  if (refuse_confined(c))
-    return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
     return c.reactor();
@@ -208,8 +227,6 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     fleettwin::v1::BatchGetAggregatesResponse* resp) {
   call c{ctx, batch_get_};
   if (!c.admit(backend_))
-    return c.reactor();
-  if (refuse_confined(c))
     return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
@@ -248,14 +265,15 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       forward_batch_item(backend_, g, i, t.endpoint, get_method, c.forward_metadata(), one, settle);
       continue;
     }
-    runtime::aggregate_completion done{[g, i, settle](runtime::aggregate_reply reply) {
-                                         if (reply.error != query_error::none)
-                                           g->fail(to_status(reply.error, reply.message));
-                                         else
-                                           to_proto(*reply.view, g->items[i]);
-                                         settle();
-                                       },
-                                       unanswered_aggregate()};
+    runtime::aggregate_completion done{
+        [c, id = t.id, g, i, settle](runtime::aggregate_reply reply) {
+          if (auto no = refusal(c, id, reply))
+            g->fail(*no);
+          else
+            to_proto(*reply.view, g->items[i]);
+          settle();
+        },
+        unanswered_aggregate()};
     caf::anon_send(t.local->actor, runtime::get_atom::value, std::move(t.id),
                    runtime::aggregate_query{}, std::move(done));
   }
@@ -267,8 +285,6 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     fleettwin::v1::GetAggregateHistoryResponse* resp) {
   call c{ctx, history_};
   if (!c.admit(backend_))
-    return c.reactor();
-  if (refuse_confined(c))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
@@ -334,8 +350,8 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   runtime::aggregate_completion done{
       [c, resp, &store, &pool, partition, aid = *id, measures, start = req->start_ms(),
        end_ms = req->end_ms(), after, limit, selection](runtime::aggregate_reply reply) {
-        if (reply.error != query_error::none) {
-          c.finish(to_status(reply.error, reply.message));
+        if (auto no = refusal(c, aid, reply)) {
+          c.finish(*no);
           return;
         }
         bool queued = pool.submit([=, &store] {
@@ -378,10 +394,11 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   call c{ctx, list_};
   if (!c.admit(backend_))
     return c.reactor();
-  if (refuse_confined(c))
-    return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
+    return c.reactor();
+  // A caller of one tenant lists only aggregates whose member twins are all its tenant's.
+  if (!scope_listing(c, req->filter(), *listing))
     return c.reactor();
   const size_t page_size = listing->page_size;
   auto f = std::move(listing->filter);
@@ -435,8 +452,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
                  s.error_message() + " (retry in " + std::to_string(retry_after_ms) + " ms)"};
     return new failed_stream<fleettwin::v1::AggregateChange>(std::move(s));
   };
-  if (auto who = caller_of(*ctx); who && who->scoped())
-    return fail({StatusCode::PERMISSION_DENIED, confined_aggregates_message(who)});
+  auto who = caller_of(*ctx);
   auto registry = kinds_ ? kinds_->get() : nullptr;
   std::string id;
   if (!req->name().empty()) {
@@ -465,11 +481,13 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     return fail(
         {StatusCode::UNAVAILABLE, "this node is still positioning on the aggregates topic"});
   std::shared_ptr<void> slot;
-  if (auto s = open_watch(backend_, *ctx, caller_of(*ctx), slot); !s.ok())
+  if (auto s = open_watch(backend_, *ctx, who, slot); !s.ok())
     return fail(std::move(s));
   probe_.on_request("WatchAggregates", "OK", 0);
+  // A caller of one tenant watches only its tenant's aggregates, on every node.
   auto* stream =
-      new aggregate_watch_stream(*watch_, std::move(id), req->kind(), limits_.max_watch_queue);
+      new aggregate_watch_stream(*watch_, std::move(id), req->kind(), limits_.max_watch_queue,
+                                 who && who->scoped() ? &who->tenant : nullptr);
   stream->hold(std::move(slot));
   stream->on_overflow([&probe = probe_] { probe.on_watch_overflow("aggregates"); });
   watch_->add(stream);
@@ -483,8 +501,6 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     fleettwin::v1::ListMembersResponse* resp) {
   call c{ctx, members_};
   if (!c.admit(backend_))
-    return c.reactor();
-  if (refuse_confined(c))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
@@ -510,10 +526,15 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
       static_cast<uint32_t>(req->page_size() == 0 ? limits_.default_page_size : req->page_size());
   q.twins_only = req->twins_only();
   q.aggregates_only = req->aggregates_only();
+  privacy masks{c.who(), models_.get()};
   if (!req->filter().empty()) {
     auto f = parse_filter(c, req->filter());
     if (!f)
       return c.reactor();
+    if (auto why = masks.refuses(*f)) {
+      c.finish({StatusCode::PERMISSION_DENIED, *why});
+      return c.reactor();
+    }
     q.filter = std::make_shared<core::filter>(std::move(*f));
   }
   // The token is bound to everything that selects members.
@@ -532,9 +553,9 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   q.now_ms = wall_ms();
   q.stale_after_ms = backend_.stale_after_ms();
   ask(backend_, c, *id, members_method, *req, resp, std::move(q),
-      [resp, selection](const runtime::aggregate_view& v) {
+      [resp, selection, masks](const runtime::aggregate_view& v) {
         for (const auto& [mid, e] : v.members)
-          to_proto(mid, e, *resp->add_members());
+          to_proto(mid, e, masks, *resp->add_members());
         resp->set_total(v.total);
         if (!v.next_after.empty())
           resp->set_next_page_token(encode_page_token(selection, v.next_after));
@@ -548,30 +569,30 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   call c{ctx, relations_};
   if (!c.admit(backend_))
     return c.reactor();
-  if (refuse_confined(c))
-    return c.reactor();
   auto id = entity_id(c, req->name(), "name");
   if (!id)
     return c.reactor();
   std::set<std::string> types(req->types().begin(), req->types().end());
   graph_lookup lookup{backend_, kinds_, !c.forwarded()};
   const bool twin = std::string_view{req->name()}.starts_with(twin_prefix);
-  lookup.relations(*id, twin, [c, resp, types](Status s, fleettwin::v1::Relations r) {
-    if (!s.ok()) {
-      c.finish(s);
-      return;
-    }
-    resp->set_name(r.name());
-    resp->set_version(r.version());
-    for (auto* list : {r.mutable_parents(), r.mutable_children()})
-      for (auto& rel : *list) {
-        if (!types.empty() && !types.count(rel.type()))
-          continue;
-        auto* out = list == r.mutable_parents() ? resp->add_parents() : resp->add_children();
-        out->Swap(&rel);
-      }
-    c.finish(Status::OK);
-  });
+  lookup.relations(
+      *id, twin, [c, resp, types, name = req->name()](Status s, fleettwin::v1::Relations r) {
+        if (auto no = lookup_refusal(c, name, s, r.tenant())) {
+          c.finish(*no);
+          return;
+        }
+        resp->set_name(r.name());
+        resp->set_version(r.version());
+        resp->set_tenant(r.tenant());
+        for (auto* list : {r.mutable_parents(), r.mutable_children()})
+          for (auto& rel : *list) {
+            if (!types.empty() && !types.count(rel.type()))
+              continue;
+            auto* out = list == r.mutable_parents() ? resp->add_parents() : resp->add_children();
+            out->Swap(&rel);
+          }
+        c.finish(Status::OK);
+      });
   return c.reactor();
 }
 
@@ -612,6 +633,7 @@ void aggregate_service::change_relations(const call& c, const std::string& child
                                     return;
                                   }
                                   resp->set_name(name);
+                                  resp->set_tenant(reply.twin->tenant);
                                   add_parents(name, *reply.twin, {}, *resp);
                                   resp->set_version(reply.twin->version);
                                   c.finish(Status::OK);
@@ -628,8 +650,6 @@ void aggregate_service::change_relations(const call& c, const std::string& child
   if (!c.admit(backend_))
     return c.reactor();
   auto audit = c.audit(backend_, set_relations_method, req->child(), true);
-  if (refuse_confined(c))
-    return c.reactor();
   auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();
@@ -663,8 +683,21 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.set.push_back({rel.type(), std::move(*parent), core::relation_origin::api});
   }
-  change_relations(c, *child, std::move(update), set_relations_method, *req, resp,
-                   std::move(audit));
+  if (!confined(c)) {
+    change_relations(c, *child, std::move(update), set_relations_method, *req, resp,
+                     std::move(audit));
+    return c.reactor();
+  }
+  std::vector<std::string> parents;
+  for (const auto& r : update.set)
+    parents.push_back(r.parent);
+  const bool child_twin = std::string_view{req->child()}.starts_with(twin_prefix);
+  when_relatable(c, *child, child_twin, std::move(parents),
+                 [this, c, child = *child, update = std::move(update), req = *req, resp,
+                  audit = std::move(audit)]() mutable {
+                   change_relations(c, child, std::move(update), set_relations_method, req, resp,
+                                    std::move(audit));
+                 });
   return c.reactor();
 }
 
@@ -675,8 +708,6 @@ void aggregate_service::change_relations(const call& c, const std::string& child
   if (!c.admit(backend_))
     return c.reactor();
   auto audit = c.audit(backend_, delete_relations_method, req->child(), true);
-  if (refuse_confined(c))
-    return c.reactor();
   auto child = entity_id(c, req->child(), "child");
   if (!child)
     return c.reactor();
@@ -696,9 +727,66 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.remove.push_back(std::move(*parent));
   }
-  change_relations(c, *child, std::move(update), delete_relations_method, *req, resp,
-                   std::move(audit));
+  if (!confined(c)) {
+    change_relations(c, *child, std::move(update), delete_relations_method, *req, resp,
+                     std::move(audit));
+    return c.reactor();
+  }
+  const bool child_twin = std::string_view{req->child()}.starts_with(twin_prefix);
+  when_relatable(c, *child, child_twin, {},
+                 [this, c, child = *child, update = std::move(update), req = *req, resp,
+                  audit = std::move(audit)]() mutable {
+                   change_relations(c, child, std::move(update), delete_relations_method, req, resp,
+                                    std::move(audit));
+                 });
   return c.reactor();
+}
+
+void aggregate_service::when_relatable(const call& c, const std::string& child, bool child_twin,
+                                       std::vector<std::string> parents,
+                                       std::function<void()> then) {
+  auto lookup = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded());
+  // Lookups wait for other nodes: on the query pool, never on a gRPC thread.
+  bool queued = pool_.submit([c, lookup, child, child_twin, parents = std::move(parents),
+                              then = std::move(then)] {
+    const std::string child_name = std::string{child_twin ? twin_prefix : aggregate_prefix} + child;
+    std::vector<fleettwin::v1::Relations> self;
+    auto st = gather_lookups<fleettwin::v1::Relations>(
+        1, self, [&](size_t, graph_lookup::answer<fleettwin::v1::Relations> a) {
+          lookup->relations(child, child_twin, std::move(a));
+        });
+    if (auto no = lookup_refusal(c, child_name, st, self[0].tenant())) {
+      c.finish(*no);
+      return;
+    }
+    // A parent that does not exist yet is the caller's to start; one that counts twins
+    // must count only the caller's tenant's.
+    std::vector<fleettwin::v1::Aggregate> found;
+    st = gather_lookups<fleettwin::v1::Aggregate>(
+        parents.size(), found, [&](size_t i, graph_lookup::answer<fleettwin::v1::Aggregate> a) {
+          lookup->aggregate(parents[i], [a](Status s, fleettwin::v1::Aggregate agg) {
+            if (s.error_code() == StatusCode::NOT_FOUND)
+              s = Status::OK;
+            a(std::move(s), std::move(agg));
+          });
+        });
+    if (!st.ok()) {
+      c.finish(st);
+      return;
+    }
+    for (size_t i = 0; i < parents.size(); ++i)
+      if (found[i].member_twins() > 0 && !c.sees(found[i].tenant())) {
+        c.finish({StatusCode::FAILED_PRECONDITION,
+                  "aggregate \"" + parents[i] + "\" counts twins that are not tenant " +
+                      c.who()->tenant +
+                      "'s: a caller of one tenant may relate its twins and "
+                      "aggregates only to aggregates of its own tenant"});
+        return;
+      }
+    then();
+  });
+  if (!queued)
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
 }
 
 ::grpc::ServerUnaryReactor* aggregate_service::PutAggregateKind(
@@ -709,6 +797,12 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     return c.reactor();
   c.audit(backend_, "/fleettwin.v1.AggregateService/PutAggregateKind",
           "aggregate-kinds/" + req->kind().name(), false);
+  if (confined(c)) {
+    c.finish({StatusCode::PERMISSION_DENIED,
+              "aggregate kinds are shared by every tenant: '" + c.who()->subject + "' (tenant " +
+                  c.who()->tenant + ") may not change them; use a token without a tenant claim"});
+    return c.reactor();
+  }
   if (!kinds_ || !put_kind_) {
     c.finish({StatusCode::FAILED_PRECONDITION,
               "this node has no aggregate kinds (start it with --aggregates <file>)"});

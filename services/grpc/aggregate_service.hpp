@@ -1,6 +1,9 @@
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -29,7 +32,8 @@ public:
   /// cluster's committed aggregate changes.
   aggregate_service(twin_backend& backend, query_pool& pool,
                     std::shared_ptr<runtime::kinds_holder> kinds, aggregate_watch_hub* watch,
-                    kind_writer put_kind, metrics::grpc_probe& probe, service_limits limits);
+                    kind_writer put_kind, metrics::grpc_probe& probe, service_limits limits,
+                    std::shared_ptr<runtime::models_holder> models = nullptr);
 
   ::grpc::ServerWriteReactor<fleettwin::v1::AggregateChange>* WatchAggregates(
       ::grpc::CallbackServerContext* ctx,
@@ -84,9 +88,16 @@ private:
                         const char* method, const Request& req, fleettwin::v1::Relations* resp,
                         std::shared_ptr<const runtime::audit_entry> audit);
 
+  /// For a caller confined to a tenant: runs `then` on the query pool once the relation
+  /// change may go ahead (the child is its tenant's, and no parent counts twins of another
+  /// tenant); finishes `c` otherwise.
+  void when_relatable(const class call& c, const std::string& child, bool child_twin,
+                      std::vector<std::string> parents, std::function<void()> then);
+
   twin_backend& backend_;
   query_pool& pool_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
+  std::shared_ptr<runtime::models_holder> models_;
   aggregate_watch_hub* watch_;
   kind_writer put_kind_;
   metrics::grpc_probe& probe_;

@@ -309,6 +309,7 @@ void to_proto(const core::aggregate_header& h, fleettwin::v1::AggregateChange& o
   out.set_time_ms(h.updated_ms);
   out.set_member_twins(h.twins);
   out.set_members(h.members);
+  out.set_tenant(h.tenant);
   add_measures(h, out);
 }
 
@@ -324,6 +325,7 @@ void to_proto(const core::aggregate_header& h, const core::twin* self,
   out.set_version(h.version);
   out.set_updated_ms(h.updated_ms);
   out.set_etag(std::to_string(h.version));
+  out.set_tenant(h.tenant);
   add_measures(h, out);
   if (!self)
     return;

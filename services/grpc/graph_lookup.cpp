@@ -31,6 +31,22 @@ void add_parents(const std::string& child, const core::twin& tw, const std::set<
   }
 }
 
+std::optional<Status> lookup_refusal(const call& c, const std::string& name, const Status& st,
+                                     const std::string& tenant) {
+  const bool twin = std::string_view{name}.starts_with(twin_prefix);
+  auto not_found = [&] {
+    return twin ? twin_not_found(name.substr(twin_prefix.size()))
+                : aggregate_not_found(name.substr(aggregate_prefix.size()));
+  };
+  if (st.error_code() == StatusCode::NOT_FOUND && confined(c))
+    return not_found();
+  if (!st.ok())
+    return st;
+  if (!c.sees(tenant))
+    return not_found();
+  return std::nullopt;
+}
+
 graph_lookup::graph_lookup(twin_backend& backend, std::shared_ptr<runtime::kinds_holder> kinds,
                            bool may_forward)
     : backend_(backend), kinds_(std::move(kinds)), may_forward_(may_forward) {}
@@ -87,6 +103,7 @@ void graph_lookup::relations(const std::string& id, bool twin,
                                    return;
                                  }
                                  out.set_name(name);
+                                 out.set_tenant(reply.twin->tenant);
                                  add_parents(name, *reply.twin, {}, out);
                                  out.set_version(reply.twin->version);
                                  done(Status::OK, std::move(out));
@@ -105,6 +122,7 @@ void graph_lookup::relations(const std::string& id, bool twin,
         }
         const auto& v = *reply.view;
         out.set_name(name);
+        out.set_tenant(v.header.tenant);
         if (v.self)
           add_parents(name, *v.self, {}, out);
         out.set_version(v.header.version);

@@ -1,8 +1,13 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -46,6 +51,53 @@ private:
   std::shared_ptr<runtime::kinds_holder> kinds_;
   bool may_forward_;
 };
+
+/// How long one lookup may take (the owner is down or moving: UNAVAILABLE).
+inline constexpr auto lookup_timeout = std::chrono::seconds{10};
+
+/// Runs `start(i, done)` for i in [0, n) concurrently and waits for all (on a
+/// query pool thread, never a gRPC or actor thread); the first failure wins.
+template <class T>
+::grpc::Status gather_lookups(size_t n, std::vector<T>& out,
+                              const std::function<void(size_t, graph_lookup::answer<T>)>& start) {
+  struct shared {
+    std::mutex mutex;
+    std::vector<T>* out;
+    std::optional<::grpc::Status> error;
+    size_t remaining;
+    std::promise<void> done;
+  };
+  out.assign(n, T{});
+  if (n == 0)
+    return ::grpc::Status::OK;
+  auto s = std::make_shared<shared>();
+  s->out = &out;
+  s->remaining = n;
+  auto finished = s->done.get_future();
+  for (size_t i = 0; i < n; ++i)
+    start(i, [s, i](::grpc::Status st, T value) {
+      std::lock_guard<std::mutex> guard{s->mutex};
+      if (!st.ok() && !s->error)
+        s->error = std::move(st);
+      else if (st.ok() && s->out)
+        (*s->out)[i] = std::move(value);
+      if (--s->remaining == 0)
+        s->done.set_value();
+    });
+  if (finished.wait_for(lookup_timeout) != std::future_status::ready) {
+    std::lock_guard<std::mutex> guard{s->mutex};
+    s->out = nullptr;  // late answers go nowhere
+    return {::grpc::StatusCode::UNAVAILABLE, "a node did not answer within 10 s; retry"};
+  }
+  return s->error ? *s->error : ::grpc::Status::OK;
+}
+
+/// Why the caller of `c` may not have what a lookup of entity `name` ("twins/{id}" or
+/// "aggregates/{id}") answered (`st`, the entity's `tenant`); nullopt when it may. For a
+/// caller confined to a tenant, an entity of another tenant and one that does not exist
+/// answer alike (NOT_FOUND).
+std::optional<::grpc::Status> lookup_refusal(const class call& c, const std::string& name,
+                                             const ::grpc::Status& st, const std::string& tenant);
 
 /// Fills `out` with a child's relations to its parents of the wanted types
 /// (all when empty).

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -12,6 +11,7 @@
 #include "services/grpc/aggregate_service.hpp"
 #include "services/grpc/convert.hpp"
 #include "services/grpc/graph_lookup.hpp"
+#include "services/grpc/privacy.hpp"
 #include "services/grpc/unary_call.hpp"
 
 namespace fleettwin::grpc_api {
@@ -24,46 +24,6 @@ constexpr std::string_view twin_prefix = "twins/";
 constexpr size_t max_reached = 200'000;
 /// Lookups in flight at once while fetching the twins of a page.
 constexpr size_t fetch_chunk = 256;
-/// How long one lookup may take (the owner is down or moving: UNAVAILABLE).
-constexpr auto lookup_timeout = std::chrono::seconds{10};
-
-/// Runs `start(i, done)` for i in [0, n) concurrently and waits for all;
-/// the first failure wins.
-template <class T>
-Status gather(size_t n, std::vector<T>& out,
-              const std::function<void(size_t, graph_lookup::answer<T>)>& start) {
-  struct shared {
-    std::mutex mutex;
-    std::vector<T>* out;
-    std::optional<Status> error;
-    size_t remaining;
-    std::promise<void> done;
-  };
-  out.assign(n, T{});
-  if (n == 0)
-    return Status::OK;
-  auto s = std::make_shared<shared>();
-  s->out = &out;
-  s->remaining = n;
-  auto finished = s->done.get_future();
-  for (size_t i = 0; i < n; ++i)
-    start(i, [s, i](Status st, T value) {
-      std::lock_guard<std::mutex> guard{s->mutex};
-      if (!st.ok() && !s->error)
-        s->error = std::move(st);
-      else if (st.ok() && s->out)
-        (*s->out)[i] = std::move(value);
-      if (--s->remaining == 0)
-        s->done.set_value();
-    });
-  if (finished.wait_for(lookup_timeout) != std::future_status::ready) {
-    std::lock_guard<std::mutex> guard{s->mutex};
-    s->out = nullptr;  // late answers go nowhere
-    return {StatusCode::UNAVAILABLE, "a node did not answer within 10 s; retry"};
-  }
-  return s->error ? *s->error : Status::OK;
-}
-
 struct reached {
   uint32_t hops = 0;
   bool twin = false;
@@ -76,8 +36,6 @@ struct reached {
                                                         fleettwin::v1::TraverseResponse* resp) {
   call c{ctx, traverse_};
   if (!c.admit(backend_))
-    return c.reactor();
-  if (refuse_confined(c))
     return c.reactor();
   auto start = entity_id(c, req->start(), "start");
   if (!start)
@@ -107,6 +65,13 @@ struct reached {
   auto parsed = parse_filter(c, req->filter());
   if (!parsed)
     return c.reactor();
+  // Twins reached show what the caller may read of them, and the filter may not probe a
+  // value hidden from it.
+  privacy masks{c.who(), models_.get()};
+  if (auto why = masks.refuses(*parsed)) {
+    c.finish({StatusCode::PERMISSION_DENIED, *why});
+    return c.reactor();
+  }
   auto f = std::make_shared<core::filter>(std::move(*parsed));
   // The token is bound to everything that selects what is returned.
   std::string selection = req->start() + "|" + std::to_string(req->direction()) + "|" +
@@ -132,17 +97,23 @@ struct reached {
   auto lookup = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded());
   const auto stale = backend_.stale_after_ms();
   // Lookups wait for other nodes: on the query pool, never on a gRPC thread.
-  bool queued = pool_.submit([=, start_id = *start] {
+  bool queued = pool_.submit([=, start_id = *start, req_start = req->start()] {
     // Breadth first: each hop asks every entity of the frontier at once.
     std::map<std::string, reached> seen;
     seen[start_id] = {0, start_twin};
     std::vector<std::pair<std::string, bool>> frontier{{start_id, start_twin}};
     for (uint32_t hop = 1; hop <= max_hops && !frontier.empty(); ++hop) {
       std::vector<fleettwin::v1::Relations> rels;
-      auto st = gather<fleettwin::v1::Relations>(
+      auto st = gather_lookups<fleettwin::v1::Relations>(
           frontier.size(), rels, [&](size_t i, graph_lookup::answer<fleettwin::v1::Relations> a) {
             lookup->relations(frontier[i].first, frontier[i].second, std::move(a));
           });
+      // The start must be the caller's to see (a caller of one tenant learns nothing of
+      // another tenant's twins and aggregates, not even that they exist).
+      if (auto no = hop == 1 ? lookup_refusal(c, req_start, st, rels[0].tenant()) : std::nullopt) {
+        c.finish(*no);
+        return;
+      }
       if (!st.ok()) {
         c.finish(st);
         return;
@@ -184,15 +155,15 @@ struct reached {
           chunk.emplace_back(*it);
       std::vector<core::twin> twins;
       std::vector<fleettwin::v1::Aggregate> aggs;
-      auto st = gather<core::twin>(chunk.size(), twins,
-                                   [&](size_t i, graph_lookup::answer<core::twin> a) {
-                                     if (chunk[i].second.twin)
-                                       lookup->twin(chunk[i].first, std::move(a));
-                                     else
-                                       a(Status::OK, {});
-                                   });
+      auto st = gather_lookups<core::twin>(chunk.size(), twins,
+                                           [&](size_t i, graph_lookup::answer<core::twin> a) {
+                                             if (chunk[i].second.twin)
+                                               lookup->twin(chunk[i].first, std::move(a));
+                                             else
+                                               a(Status::OK, {});
+                                           });
       if (st.ok())
-        st = gather<fleettwin::v1::Aggregate>(
+        st = gather_lookups<fleettwin::v1::Aggregate>(
             chunk.size(), aggs, [&](size_t i, graph_lookup::answer<fleettwin::v1::Aggregate> a) {
               if (!chunk[i].second.twin)
                 lookup->aggregate(chunk[i].first, std::move(a));
@@ -207,14 +178,15 @@ struct reached {
         last = chunk[i].first;
         bool match = false;
         if (chunk[i].second.twin) {
-          match = f->matches(twins[i], now, stale);
+          match = c.sees(twins[i].tenant) && f->matches(twins[i], now, stale);
           if (match) {
             auto* hit = resp->add_hits();
             hit->set_hops(chunk[i].second.hops);
             to_proto(twins[i], now, stale, *hit->mutable_twin());
+            masks.redact(*hit->mutable_twin());
           }
         } else {
-          match = f->matches(aggregate_as_twin(aggs[i]), now, stale);
+          match = c.sees(aggs[i].tenant()) && f->matches(aggregate_as_twin(aggs[i]), now, stale);
           if (match) {
             auto* hit = resp->add_hits();
             hit->set_hops(chunk[i].second.hops);

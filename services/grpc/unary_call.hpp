@@ -307,20 +307,15 @@ inline runtime::twin_reply unanswered() {
           {}};
 }
 
-/// Aggregates and the relation graph are not confined to tenants yet (an aggregate's
-/// members may belong to several): a caller of one tenant may not read them, so that
-/// nothing of another tenant shows through them.
-inline std::string confined_aggregates_message(const std::optional<caller>& who) {
-  return "aggregates and relations are not confined to tenants yet: '" + who->subject +
-         "' (tenant " + who->tenant + ") may not use them; use a token without a tenant claim";
+/// Whether the caller of `c` is confined to one tenant.
+inline bool confined(const call& c) {
+  return c.who() && c.who()->scoped();
 }
 
-/// Finishes `c` PERMISSION_DENIED when its caller is confined to a tenant (see above).
-inline bool refuse_confined(const call& c) {
-  if (!c.who() || !c.who()->scoped())
-    return false;
-  c.finish({StatusCode::PERMISSION_DENIED, confined_aggregates_message(c.who())});
-  return true;
+/// The answer for an aggregate the caller may not see (none of its member twins, or not
+/// all, are the caller's tenant's): the one for an aggregate that does not exist.
+inline Status aggregate_not_found(const std::string& id) {
+  return {StatusCode::NOT_FOUND, "aggregate \"" + id + "\" not found"};
 }
 
 /// Runs `then` once the caller is known to see twin `id` (served here, at `r`): at once for

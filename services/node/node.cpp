@@ -413,7 +413,7 @@ bool node::start_grpc(std::string& error) {
         kind = std::move(r.kind);
         return error.empty();
       },
-      metrics_->grpc(), grpc_api::service_limits{});
+      metrics_->grpc(), grpc_api::service_limits{}, asset_cfg_->models);
   model_service_ = std::make_unique<grpc_api::model_service>(
       asset_cfg_->models, *pool_,
       [this](core::asset_model& model, bool& invalid, std::string& error) {

@@ -50,9 +50,27 @@ sensitive = true
 [model.properties.speed]
 unit = "km/h"
 )";
+    std::ofstream{dir + "/kinds.toml"} << R"toml([[kind]]
+name = "fleet"
+collection = "fleets"
+members = ["member_of"]
+measures = ["n = count()", "speed = sum(reported.speed)", "lat_mean = mean(reported.lat)"]
+
+[[kind]]
+name = "region"
+collection = "regions"
+members = ["member_of"]
+measures = ["n = count()"]
+
+[[rule]]
+attribute = "fleet"
+relation = "member_of"
+collection = "fleets"
+)toml";
     auto args = p.node_flags("node-a", false);
     args.insert(args.end(), {"--auth-jwks", dir + "/jwks.json", "--auth-issuer", "fleettwin-tests",
-                             "--auth-audience", "fleettwin", "--models", dir + "/models.toml"});
+                             "--auth-audience", "fleettwin", "--models", dir + "/models.toml",
+                             "--aggregates", dir + "/kinds.toml"});
     node = std::make_unique<node_process>("", make_temp_dir("tenant-node"), args);
     node->use_credentials(with_token(token("admin", "")));
     node->start();
@@ -212,15 +230,6 @@ TEST_F(TenantTest, ACallerSeesOnlyItsTenantsTwinsThroughEveryTwinMethod) {
     auto acked = alerts->AcknowledgeAlert(&ctx4, ack, &alert);
     EXPECT_EQ(acked.error_code(), StatusCode::NOT_FOUND) << acked.error_message();
   }
-  {  // Aggregates are not confined to tenants yet: refused, not shown.
-    auto aggregates = stub<v1::AggregateService>(token("viewer", "acme"));
-    grpc::ClientContext ctx;
-    v1::ListAggregatesRequest req;
-    v1::ListAggregatesResponse resp;
-    auto st = aggregates->ListAggregates(&ctx, req, &resp);
-    EXPECT_EQ(st.error_code(), StatusCode::PERMISSION_DENIED);
-    EXPECT_NE(st.error_message().find("not confined to tenants"), std::string::npos);
-  }
   {  // A token without a tenant claim sees every tenant.
     grpc::ClientContext ctx;
     v1::ListTwinsRequest req;
@@ -228,6 +237,212 @@ TEST_F(TenantTest, ACallerSeesOnlyItsTenantsTwinsThroughEveryTwinMethod) {
     ASSERT_TRUE(all->ListTwins(&ctx, req, &resp).ok());
     EXPECT_EQ(resp.twins_size(), 4);
   }
+}
+
+std::string fleet_record(const std::string& asset, const std::string& tenant,
+                         const std::string& fleet, uint64_t seq, double speed) {
+  return R"({"asset_id":")" + asset + R"(","kind":"vehicle","tenant":")" + tenant +
+         R"(","sequence":)" + std::to_string(seq) + R"(,"attributes":{"fleet":")" + fleet +
+         R"("},"metrics":{"speed":)" + std::to_string(speed) + R"(,"lat":52.5}})";
+}
+
+TEST_F(TenantTest, AggregatesShowOnlyTheCallersTenant) {
+  // fleets/fa holds acme's twins only, fleets/fb beta's, fleets/mixed twins of both.
+  produce_and_wait({{"a1", fleet_record("a1", "acme", "fa", 1, 10)},
+                    {"a2", fleet_record("a2", "acme", "fa", 1, 20)},
+                    {"b1", fleet_record("b1", "beta", "fb", 1, 30)},
+                    {"x1", fleet_record("x1", "beta", "mixed", 1, 40)},
+                    {"x2", fleet_record("x2", "acme", "mixed", 1, 50)}},
+                   "x2", 1);
+  auto all = stub<v1::AggregateService>(token("admin", ""));
+  auto get_as = [](v1::AggregateService::Stub& s, const std::string& id, v1::Aggregate& out) {
+    grpc::ClientContext ctx;
+    v1::GetAggregateRequest req;
+    req.set_name("aggregates/" + id);
+    return s.GetAggregate(&ctx, req, &out);
+  };
+  v1::Aggregate a;
+  for (const auto& [id, twins] :
+       std::map<std::string, uint64_t>{{"fleets/fa", 2}, {"fleets/fb", 1}, {"fleets/mixed", 2}})
+    ASSERT_TRUE(eventually([&] { return get_as(*all, id, a).ok() && a.member_twins() == twins; }))
+        << id;
+  ASSERT_TRUE(get_as(*all, "fleets/mixed", a).ok());
+  EXPECT_EQ(a.tenant(), "");  // twins of two tenants: no tenant's
+  // Listings read what is stored: wait until every fleet is listed.
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::ListAggregatesResponse resp;
+    return all->ListAggregates(&ctx, v1::ListAggregatesRequest{}, &resp).ok() &&
+           resp.aggregates_size() == 3;
+  }));
+
+  auto acme = stub<v1::AggregateService>(token("viewer", "acme"));
+  ASSERT_TRUE(get_as(*acme, "fleets/fa", a).ok());
+  EXPECT_EQ(a.tenant(), "acme");
+  EXPECT_EQ(a.measures(1).value(), 30);
+  // Another tenant's aggregate, a mixed one and one that does not exist answer alike.
+  for (const char* id : {"fleets/fb", "fleets/mixed", "fleets/none"}) {
+    auto st = get_as(*acme, id, a);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND) << id;
+    EXPECT_EQ(st.error_message(), "aggregate \"" + std::string{id} + "\" not found");
+  }
+  {  // BatchGetAggregates fails whole.
+    grpc::ClientContext ctx;
+    v1::BatchGetAggregatesRequest req;
+    req.add_names("aggregates/fleets/fa");
+    req.add_names("aggregates/fleets/fb");
+    v1::BatchGetAggregatesResponse resp;
+    EXPECT_EQ(acme->BatchGetAggregates(&ctx, req, &resp).error_code(), StatusCode::NOT_FOUND);
+  }
+  // ListAggregates: only acme's, whatever the filter asks for.
+  for (const std::string filter : {"", "tenant = \"beta\"", "aggregate_id = \"fleets/fb\"",
+                                   "tenant = \"beta\" OR tenant = \"acme\""}) {
+    grpc::ClientContext ctx;
+    v1::ListAggregatesRequest req;
+    req.set_filter(filter);
+    v1::ListAggregatesResponse resp;
+    ASSERT_TRUE(acme->ListAggregates(&ctx, req, &resp).ok()) << filter;
+    for (const auto& agg : resp.aggregates())
+      EXPECT_EQ(agg.aggregate_id(), "fleets/fa") << filter;
+    if (filter.empty() || filter.find("OR") != std::string::npos)
+      EXPECT_EQ(resp.aggregates_size(), 1) << filter;
+  }
+  {  // Members, without the sensitive values a measure reads; not those of another tenant.
+    grpc::ClientContext ctx;
+    v1::ListMembersRequest req;
+    req.set_name("aggregates/fleets/fa");
+    v1::ListMembersResponse resp;
+    ASSERT_TRUE(acme->ListMembers(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.members_size(), 2);
+    EXPECT_TRUE(resp.members(0).reported().contains("speed"));
+    EXPECT_FALSE(resp.members(0).reported().contains("lat"));
+    auto trusted = stub<v1::AggregateService>(token("viewer", "acme", true));
+    grpc::ClientContext ctx2;
+    ASSERT_TRUE(trusted->ListMembers(&ctx2, req, &resp).ok());
+    EXPECT_TRUE(resp.members(0).reported().contains("lat"));
+    grpc::ClientContext ctx3;
+    req.set_name("aggregates/fleets/mixed");
+    EXPECT_EQ(acme->ListMembers(&ctx3, req, &resp).error_code(), StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx4;
+    req.set_name("aggregates/fleets/fa");
+    req.set_filter("reported.lat > 50");
+    EXPECT_EQ(acme->ListMembers(&ctx4, req, &resp).error_code(), StatusCode::PERMISSION_DENIED);
+  }
+  {  // History.
+    grpc::ClientContext ctx;
+    v1::GetAggregateHistoryRequest req;
+    req.set_name("aggregates/fleets/fb");
+    v1::GetAggregateHistoryResponse resp;
+    EXPECT_EQ(acme->GetAggregateHistory(&ctx, req, &resp).error_code(), StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx2;
+    req.set_name("aggregates/fleets/fa");
+    EXPECT_TRUE(acme->GetAggregateHistory(&ctx2, req, &resp).ok());
+  }
+  {  // Relations of another tenant's twin or aggregate are not found; its own show.
+    for (const std::string name : {"twins/b1", "aggregates/fleets/fb", "aggregates/fleets/mixed"}) {
+      grpc::ClientContext ctx;
+      v1::GetRelationsRequest req;
+      req.set_name(name);
+      v1::Relations resp;
+      auto st = acme->GetRelations(&ctx, req, &resp);
+      EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND) << name;
+    }
+    grpc::ClientContext ctx;
+    v1::GetRelationsRequest req;
+    req.set_name("twins/a1");
+    v1::Relations resp;
+    ASSERT_TRUE(acme->GetRelations(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.tenant(), "acme");
+    ASSERT_EQ(resp.parents_size(), 1);
+    EXPECT_EQ(resp.parents(0).parent(), "aggregates/fleets/fa");
+  }
+  {  // Traversals start only from what the caller sees, and reach only that.
+    auto traverse = [&](const std::string& start, v1::Direction d, v1::TraverseResponse& resp) {
+      grpc::ClientContext ctx;
+      v1::TraverseRequest req;
+      req.set_start(start);
+      req.set_direction(d);
+      req.set_max_hops(3);
+      req.set_include_aggregates(true);
+      return acme->Traverse(&ctx, req, &resp);
+    };
+    v1::TraverseResponse resp;
+    ASSERT_TRUE(traverse("aggregates/fleets/fa", v1::DOWN, resp).ok());
+    ASSERT_EQ(resp.hits_size(), 2);
+    EXPECT_EQ(resp.hits(0).twin().asset_id(), "a1");
+    EXPECT_EQ(resp.hits(0).twin().reported().at("lat").value().kind_case(),
+              v1::Value::KIND_NOT_SET);  // masked like GetTwin
+    resp.Clear();
+    ASSERT_TRUE(traverse("twins/x2", v1::UP, resp).ok());
+    EXPECT_EQ(resp.hits_size(), 0);  // fleets/mixed is not acme's
+    EXPECT_EQ(traverse("aggregates/fleets/fb", v1::DOWN, resp).error_code(), StatusCode::NOT_FOUND);
+    EXPECT_EQ(traverse("twins/b1", v1::UP, resp).error_code(), StatusCode::NOT_FOUND);
+  }
+  {  // Writes: kinds are every tenant's; relations only among the caller's tenant's.
+    auto acme_admin = stub<v1::AggregateService>(token("admin", "acme"));
+    grpc::ClientContext ctx;
+    v1::PutAggregateKindRequest put;
+    put.mutable_kind()->set_name("fleet");
+    put.mutable_kind()->set_collection("fleets");
+    put.mutable_kind()->add_member_relations("member_of");
+    v1::AggregateKind kind;
+    auto st = acme_admin->PutAggregateKind(&ctx, put, &kind);
+    EXPECT_EQ(st.error_code(), StatusCode::PERMISSION_DENIED) << st.error_message();
+    auto relate = [&](const std::string& child, const std::string& parent) {
+      grpc::ClientContext c;
+      v1::SetRelationsRequest req;
+      req.set_child(child);
+      auto* r = req.add_relations();
+      r->set_type("member_of");
+      r->set_parent(parent);
+      v1::Relations out;
+      return acme_admin->SetRelations(&c, req, &out);
+    };
+    EXPECT_EQ(relate("twins/b1", "aggregates/regions/r1").error_code(), StatusCode::NOT_FOUND);
+    st = relate("twins/a1", "aggregates/fleets/fb");
+    EXPECT_EQ(st.error_code(), StatusCode::FAILED_PRECONDITION) << st.error_message();
+    st = relate("aggregates/fleets/fa", "aggregates/regions/r1");
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(eventually([&] { return get_as(*acme, "regions/r1", a).ok(); }));
+    EXPECT_EQ(a.tenant(), "acme");
+    EXPECT_EQ(a.member_twins(), 2u);
+    grpc::ClientContext c2;
+    v1::DeleteRelationsRequest del;
+    del.set_child("twins/b1");
+    del.add_parents("aggregates/fleets/fb");
+    v1::Relations out;
+    EXPECT_EQ(acme_admin->DeleteRelations(&c2, del, &out).error_code(), StatusCode::NOT_FOUND);
+    ASSERT_TRUE(get_as(*all, "fleets/fb", a).ok());
+    EXPECT_EQ(a.member_twins(), 1u);  // left alone
+  }
+}
+
+TEST_F(TenantTest, AnAggregateWatchShowsOnlyTheCallersTenant) {
+  produce_and_wait({{"a1", fleet_record("a1", "acme", "fa", 1, 10)},
+                    {"b1", fleet_record("b1", "beta", "fb", 1, 30)}},
+                   "b1", 1);
+  auto acme = stub<v1::AggregateService>(token("viewer", "acme"));
+  auto all = stub<v1::AggregateService>(token("viewer", ""));
+  grpc::ClientContext acme_ctx, all_ctx;
+  auto acme_reader = acme->WatchAggregates(&acme_ctx, v1::WatchAggregatesRequest{});
+  auto all_reader = all->WatchAggregates(&all_ctx, v1::WatchAggregatesRequest{});
+  acme_reader->WaitForInitialMetadata();
+  all_reader->WaitForInitialMetadata();
+  // beta's fleet changes, and every stream has been sent that change, before acme's
+  // changes: the first change acme's stream shows must be acme's.
+  produce_and_wait({{"b1", fleet_record("b1", "beta", "fb", 2, 31)}}, "b1", 2);
+  v1::AggregateChange change;
+  bool seen = false;
+  while (!seen && all_reader->Read(&change))
+    seen = change.aggregate_id() == "fleets/fb" && change.measures(1).value() == 31;
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(change.tenant(), "beta");
+  produce_and_wait({{"a1", fleet_record("a1", "acme", "fa", 2, 11)}}, "a1", 2);
+  ASSERT_TRUE(acme_reader->Read(&change));
+  EXPECT_EQ(change.aggregate_id(), "fleets/fa");
+  EXPECT_EQ(change.tenant(), "acme");
+  acme_ctx.TryCancel();
+  all_ctx.TryCancel();
 }
 
 TEST_F(TenantTest, AWatchShowsOnlyTheCallersTenant) {

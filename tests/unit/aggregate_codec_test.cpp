@@ -28,7 +28,8 @@ TEST(AggregateCodec, HeaderRoundTrips) {
                      990,
                      2,
                      {{"power", 12.5}, {"mean", std::nullopt}},
-                     3};
+                     3,
+                     "acme"};
   std::string bytes;
   encode_aggregate_header(h, bytes);
   aggregate_header back;
@@ -38,8 +39,14 @@ TEST(AggregateCodec, HeaderRoundTrips) {
   EXPECT_TRUE(decode_aggregate_header(bytes + "x", back));
   EXPECT_TRUE(decode_aggregate_header("", back));
 
-  // Headers stored before the kind's revision was kept (format 1) still read.
-  std::string v1 = bytes.substr(0, bytes.size() - 1);
+  // Headers stored before the tenant (format 2) and the kind's revision (format 1) were
+  // kept still read.
+  std::string v2 = bytes.substr(0, bytes.size() - 5);  // "acme" and its length
+  v2[0] = 2;
+  ASSERT_FALSE(decode_aggregate_header(v2, back));
+  h.tenant.clear();
+  EXPECT_EQ(back, h);
+  std::string v1 = v2.substr(0, v2.size() - 1);
   v1[0] = 1;
   ASSERT_FALSE(decode_aggregate_header(v1, back));
   h.kind_revision = 0;

@@ -276,13 +276,18 @@ void expect_exact(world& w) {
       held.insert(mid);
     EXPECT_EQ(held, truth) << "members of " << id;
     EXPECT_EQ(e.agg->in_transit(), 0u) << id;
+    std::set<std::string> tenants;
     for (const auto& t : truth) {
       const auto& te = w.entities.at(t);
       if (!te.agg) {
         projections.push_back(project(te.tw, w.kinds.fields()));
         twins.push_back(member_view{t, projections.back()});
+        tenants.insert(te.tw.tenant);
       }
     }
+    // The tenant is the one every member twin shares (none when they share none).
+    EXPECT_EQ(e.agg->tenant(), tenants.size() == 1 ? *tenants.begin() : "") << id;
+    EXPECT_EQ(e.agg->mixed_tenants(), tenants.size() > 1) << id;
     measure_inputs in{&e.tw.attributes};
     auto expected = recompute_measures(e.agg->kind(), twins, in, w.now, stale_after_ms);
     auto got = e.agg->measures(in);
@@ -579,6 +584,8 @@ void run_random_dag(const dag_params& p) {
   auto new_twin = [&]() {
     auto id = "t" + std::to_string(twins.size());
     twins.push_back(id);
+    // Mostly one tenant, so that some aggregates have one and others several.
+    w.entities[id].tw.tenant = chance(0.8) ? "acme" : chance(0.5) ? "beta" : "";
     w.set_values(id, random_values(), chance(0.5) ? "a" : "b");
     w.set_relations(id, twin_parents());
   };

@@ -462,6 +462,8 @@ void print_aggregate(std::ostream& out, const v1::Aggregate& a) {
                      format_time(a.updated_ms()));
   out << fmt::format("members {} (twins {}, direct {}, in transit {})\n", a.members(),
                      a.member_twins(), a.direct_members(), a.in_transit());
+  if (!a.tenant().empty())
+    out << "tenant " << a.tenant() << '\n';
   for (const auto& p : a.parents())
     out << fmt::format("parent: {} {}\n", p.type(), strip(p.parent(), "aggregates/"));
   if (!a.attributes().empty()) {
