@@ -1,6 +1,8 @@
 #include "services/kafka/topic_admin.hpp"
 
+#include <algorithm>
 #include <memory>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -10,32 +12,78 @@ namespace fleettwin::kafka {
 
 namespace {
 
-kafka_handle admin_client(const std::string& bootstrap,
-                          const std::map<std::string, std::string>& settings, std::string& error) {
+/// The last error librdkafka reported for the admin client's connections: what the
+/// operator needs to hear when the cluster does not answer (refused credentials, a
+/// certificate not trusted, a broker not reachable).
+struct client_errors {
+  std::mutex mutex;
+  std::string last;
+  /// Authentication (SASL) or TLS failed: retrying will not help.
+  bool refused = false;
+};
+
+/// An admin client and its errors (they outlive it).
+struct admin {
+  std::unique_ptr<client_errors> errors = std::make_unique<client_errors>();
+  kafka_handle rk;
+
+  rd_kafka_t* get() const {
+    return rk.get();
+  }
+  explicit operator bool() const {
+    return rk != nullptr;
+  }
+};
+
+admin admin_client(const std::string& bootstrap, const std::map<std::string, std::string>& settings,
+                   std::string& error) {
+  admin a;
   auto all = settings;
   all["bootstrap.servers"] = bootstrap;
   all["client.id"] = "fleettwin-admin";
   auto* conf = make_conf(all, error);
   if (!conf)
-    return nullptr;
+    return a;
+  rd_kafka_conf_set_opaque(conf, a.errors.get());
+  rd_kafka_conf_set_error_cb(conf, [](rd_kafka_t*, int err, const char* reason, void* opaque) {
+    auto* e = static_cast<client_errors*>(opaque);
+    std::lock_guard<std::mutex> guard{e->mutex};
+    e->last = reason ? reason : rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err));
+    e->refused |= err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL;
+  });
   char errstr[512];
-  kafka_handle rk{rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))};
-  if (!rk) {
+  a.rk.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
+  if (!a.rk) {
     rd_kafka_conf_destroy(conf);
     error = std::string{"cannot create a Kafka admin client: "} + errstr;
   }
-  return rk;
+  return a;
 }
 
-std::optional<std::map<std::string, int>> counts_with(rd_kafka_t* rk,
+std::optional<std::map<std::string, int>> counts_with(const admin& a,
                                                       const std::vector<std::string>& topics,
                                                       std::chrono::milliseconds timeout,
                                                       std::string& error) {
+  rd_kafka_t* rk = a.get();
   const rd_kafka_metadata_t* md = nullptr;
-  auto err = rd_kafka_metadata(rk, 1, nullptr, &md, static_cast<int>(timeout.count()));
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    error = std::string{"cannot read the cluster's metadata: "} + rd_kafka_err2str(err);
-    return std::nullopt;
+  // In short attempts, so that refused credentials or an untrusted certificate stop the
+  // wait at once, with the broker's reason.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const auto attempt = std::clamp<int64_t>(left.count(), 1, 1000);
+    auto err = rd_kafka_metadata(rk, 1, nullptr, &md, static_cast<int>(attempt));
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+      break;
+    rd_kafka_poll(rk, 0);  // serves the error callback
+    std::lock_guard<std::mutex> guard{a.errors->mutex};
+    if (a.errors->refused || left.count() <= attempt) {
+      error = std::string{"cannot read the cluster's metadata: "} + rd_kafka_err2str(err);
+      if (!a.errors->last.empty())
+        error += " (" + a.errors->last + ")";
+      return std::nullopt;
+    }
   }
   std::map<std::string, int> out;
   for (const auto& t : topics)
@@ -143,7 +191,7 @@ std::optional<std::map<std::string, int>> partition_counts(
   auto rk = admin_client(bootstrap, settings, error);
   if (!rk)
     return std::nullopt;
-  return counts_with(rk.get(), topics, timeout, error);
+  return counts_with(rk, topics, timeout, error);
 }
 
 std::optional<std::string> ensure_topics(const std::string& bootstrap,
@@ -157,7 +205,7 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
   std::vector<std::string> names;
   for (const auto& s : specs)
     names.push_back(s.name);
-  auto counts = counts_with(rk.get(), names, timeout, error);
+  auto counts = counts_with(rk, names, timeout, error);
   if (!counts)
     return "Kafka at " + bootstrap + ": " + error;
 
@@ -173,7 +221,7 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
       return outcome.error;
     spdlog::warn("event=topic_creation_retried reason=\"{}\"", *outcome.error);
     rd_kafka_poll(rk.get(), 500);
-    counts = counts_with(rk.get(), names, timeout, error);
+    counts = counts_with(rk, names, timeout, error);
     if (!counts)
       return "Kafka at " + bootstrap + ": " + error;
   }
@@ -181,7 +229,7 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
   // Created topics can take a moment to show in the metadata.
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    counts = counts_with(rk.get(), names, timeout, error);
+    counts = counts_with(rk, names, timeout, error);
     if (!counts)
       return "Kafka at " + bootstrap + ": " + error;
     std::string mismatch;

@@ -1,5 +1,7 @@
 #include "services/node/config.hpp"
 
+#include <fstream>
+
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +33,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       ->envname("FLEETTWIN_KAFKA_OPTIONS")
       ->delimiter(',')
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--kafka-options-file", cfg.kafka_options_file,
+                 "File of librdkafka settings, one key=value per line (# comments), for every "
+                 "client: TLS and SASL settings with the password kept off the command line "
+                 "(--kafka-option wins over it)")
+      ->envname("FLEETTWIN_KAFKA_OPTIONS_FILE")
+      ->check(CLI::ExistingFile);
   app.add_option("--topic-prefix", cfg.topic_prefix,
                  "Topic prefix: <prefix>.telemetry, .twin-changes, .twin-changes.redacted, "
                  ".twin-state, .alerts, .audit, .telemetry.dlq, .aggregates ...")
@@ -270,6 +278,35 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
       err << "--kafka-option " << kv << ": expected key=value\n";
       return 2;
     }
+  }
+  if (!cfg.kafka_options_file.empty()) {
+    std::ifstream in{cfg.kafka_options_file};
+    if (!in) {
+      err << "--kafka-options-file " << cfg.kafka_options_file << ": cannot read it\n";
+      return 2;
+    }
+    std::vector<std::string> from_file;
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      const auto first = line.find_first_not_of(" \t\r");
+      if (first == std::string::npos || line[first] == '#')
+        continue;
+      const auto last = line.find_last_not_of(" \t\r");
+      line = line.substr(first, last - first + 1);
+      const auto eq = line.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        err << "--kafka-options-file " << cfg.kafka_options_file << ":" << n
+            << ": expected key=value, got \"" << line.substr(0, line.find('=')) << "...\"\n";
+        return 2;
+      }
+      // Spaces around the '=' are allowed, as in Java properties files.
+      auto key = line.substr(0, line.find_last_not_of(" \t", eq - 1) + 1);
+      auto value = line.substr(eq + 1);
+      value.erase(0, value.find_first_not_of(" \t"));
+      from_file.push_back(key + "=" + value);
+    }
+    // Given options come after the file's, so they win.
+    cfg.kafka_options.insert(cfg.kafka_options.begin(), from_file.begin(), from_file.end());
   }
   if (cfg.node_id.empty()) {
     char host[256] = "localhost";

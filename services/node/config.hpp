@@ -21,6 +21,8 @@ struct node_config {
   std::string kafka;
   /// Extra librdkafka settings ("key=value") for every Kafka client.
   std::vector<std::string> kafka_options;
+  /// librdkafka settings from a file (merged into kafka_options before them).
+  std::string kafka_options_file;
   std::string topic_prefix = "fleettwin";
   std::string group_id = "fleettwin";
   std::string node_id;

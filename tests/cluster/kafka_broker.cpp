@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -142,15 +143,23 @@ bool topic_results_ok(const rd_kafka_topic_result_t** results, size_t count, std
 
 }  // namespace
 
-kafka_broker::kafka_broker(int brokers) : brokers_(brokers), dir_(make_temp_dir()) {
+kafka_broker::kafka_broker(int brokers, bool sasl_ssl) : brokers_(brokers), dir_(make_temp_dir()) {
   // Test brokers live for a minute or two at modest rates: C1-compiled code
   // serves them well, and C2's compiler threads no longer take the CPU the
   // brokers, the nodes and the test share on two cores (three brokers with
   // three nodes starved the controller quorum). Benchmarks start their
   // brokers with the full JIT. An explicit setting wins.
   setenv("FLEETTWIN_KAFKA_JVM_OPTS", "-XX:TieredStopAtLevel=1", 0);
-  auto r = run_script({"start", "--dir", dir_, "--brokers", std::to_string(brokers_), "--owner",
-                       std::to_string(getpid())});
+  std::vector<std::string> args{"start",
+                                "--dir",
+                                dir_,
+                                "--brokers",
+                                std::to_string(brokers_),
+                                "--owner",
+                                std::to_string(getpid())};
+  if (sasl_ssl)
+    args.emplace_back("--sasl-ssl");
+  auto r = run_script(args);
   if (r.status != 0) {
     // Keep the dir: its broker-N.log tells why (the script printed the tail too).
     throw std::runtime_error("kafka.sh start failed (exit " + std::to_string(r.status) +
@@ -161,6 +170,14 @@ kafka_broker::kafka_broker(int brokers) : brokers_(brokers), dir_(make_temp_dir(
   if (bootstrap_.empty()) {
     stop();
     throw std::runtime_error("kafka.sh start printed no bootstrap");
+  }
+  if (sasl_ssl) {
+    std::ifstream in{dir_ + "/bootstrap-sasl-ssl"};
+    std::getline(in, sasl_ssl_bootstrap_);
+    if (sasl_ssl_bootstrap_.empty()) {
+      stop();
+      throw std::runtime_error("kafka.sh start --sasl-ssl wrote no bootstrap-sasl-ssl");
+    }
   }
 }
 

@@ -14,7 +14,8 @@ namespace fleettwin::test {
 /// removes the temp dir. A watchdog stops the brokers if the test process dies first.
 class kafka_broker {
 public:
-  explicit kafka_broker(int brokers = 1);
+  /// `sasl_ssl`: the brokers also listen with SASL_SSL (TLS and SCRAM-SHA-512).
+  explicit kafka_broker(int brokers = 1, bool sasl_ssl = false);
   ~kafka_broker();
   kafka_broker(const kafka_broker&) = delete;
   kafka_broker& operator=(const kafka_broker&) = delete;
@@ -25,6 +26,14 @@ public:
   }
   int brokers() const {
     return brokers_;
+  }
+  /// With sasl_ssl: the SASL_SSL listeners, and the librdkafka settings file of a client
+  /// of them (security.protocol, sasl.*, ssl.ca.location).
+  const std::string& sasl_ssl_bootstrap() const {
+    return sasl_ssl_bootstrap_;
+  }
+  std::string sasl_ssl_client_properties() const {
+    return dir_ + "/client-sasl-ssl.properties";
   }
   /// The cluster's dir: configs, data and broker-N.log.
   const std::string& dir() const {
@@ -50,6 +59,7 @@ private:
   int brokers_;
   std::string dir_;
   std::string bootstrap_;
+  std::string sasl_ssl_bootstrap_;
   bool running_ = false;
 };
 

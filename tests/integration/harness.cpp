@@ -52,8 +52,9 @@ void node_process::start_once(bool until_ready) {
   if (!bootstrap_.empty()) {
     // The mock cluster has no real transactions and no CreateTopics: these
     // tests cover one node.
-    for (const char* a : {"--guarantee", "at-least-once", "--no-changelog", "--no-create-topics"})
-      args.emplace_back(a);
+    if (!real_kafka_)
+      for (const char* a : {"--guarantee", "at-least-once", "--no-changelog", "--no-create-topics"})
+        args.emplace_back(a);
     args.insert(args.begin() + 1, {"--kafka", bootstrap_});
   }
   args.insert(args.end(), extra_.begin(), extra_.end());

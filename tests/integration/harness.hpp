@@ -41,6 +41,11 @@ public:
   bool running() {
     return process_.running();
   }
+  /// The bootstrap is a real Kafka: the node keeps its defaults there (exactly-once, the
+  /// changelog, topics it creates) instead of those the mock cluster needs.
+  void on_real_kafka() {
+    real_kafka_ = true;
+  }
   /// Credentials of the readiness check in start() (default: plaintext).
   void use_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
     credentials_ = std::move(credentials);
@@ -66,6 +71,7 @@ private:
   child_process process_;
   std::string log_;
   std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
+  bool real_kafka_ = false;
 };
 
 }  // namespace fleettwin::test

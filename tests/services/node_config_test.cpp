@@ -96,5 +96,27 @@ TEST_F(NodeConfigFile, AValueOutOfRangeIsAnError) {
   EXPECT_NE(p.err.find("partitions"), std::string::npos) << p.err;
 }
 
+TEST_F(NodeConfigFile, KafkaSettingsComeFromAFileThatTheCommandLineOverrides) {
+  auto file = write(R"(# librdkafka settings of the node's clients
+security.protocol=SASL_SSL
+  sasl.mechanisms = SCRAM-SHA-512
+
+sasl.username=fleettwin
+sasl.password=s3cret=with=equals
+)");
+  auto p = parse({"--kafka-options-file", file, "--kafka-option", "sasl.username=other"});
+  ASSERT_FALSE(p.code.has_value()) << p.err;
+  EXPECT_EQ(p.cfg.kafka_options,
+            (std::vector<std::string>{"security.protocol=SASL_SSL", "sasl.mechanisms=SCRAM-SHA-512",
+                                      "sasl.username=fleettwin", "sasl.password=s3cret=with=equals",
+                                      "sasl.username=other"}));
+  // A line that is no setting is an error naming the line, never echoing a value.
+  write("security.protocol=SSL\nsasl.password\n");
+  p = parse({"--kafka-options-file", file});
+  ASSERT_TRUE(p.code.has_value());
+  EXPECT_EQ(p.err,
+            "--kafka-options-file " + file + ":2: expected key=value, got \"sasl.password...\"\n");
+}
+
 }  // namespace
 }  // namespace fleettwin::node

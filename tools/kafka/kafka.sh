@@ -7,7 +7,7 @@
 #   kafka.sh fetch
 #       Fill the jar cache ${FLEETTWIN_KAFKA_CACHE:-$HOME/.cache/fleettwin/kafka}/<version>/libs
 #       with Maven; does nothing when the cache is complete for the current pom.
-#   kafka.sh start --dir DIR [--brokers 1|3] [--port P] [--owner PID]
+#   kafka.sh start --dir DIR [--brokers 1|3] [--port P] [--owner PID] [--sasl-ssl]
 #       Fetch if needed, write KRaft configs into DIR, format storage, start the broker(s) in
 #       the background and wait until every broker answers a metadata request. Writes
 #       DIR/bootstrap and DIR/pids (line N = PID of broker N) and prints the bootstrap
@@ -16,6 +16,12 @@
 #       DIR/broker-N.out (JVM stdout/stderr). DIR must be new, empty or a previous cluster's
 #       (stopped) dir, which is wiped. With --owner PID a watchdog stops the cluster within
 #       about a second of PID's exit, so a crashed or killed test leaves no broker behind.
+#       --sasl-ssl adds a SASL_SSL listener to every broker (TLS with a certificate of a CA
+#       made for the cluster, SCRAM-SHA-512 with the user "fleettwin" and a random password)
+#       beside the loopback PLAINTEXT one the brokers use among themselves, and writes
+#       DIR/bootstrap-sasl-ssl (its addresses), DIR/tls/ca.crt and
+#       DIR/client-sasl-ssl.properties (mode 0600: the librdkafka settings a client needs,
+#       password included), e.g. for fleettwin-node --kafka-options-file.
 #   kafka.sh stop --dir DIR
 #       SIGTERM every broker, wait (FLEETTWIN_KAFKA_STOP_TIMEOUT, 30 s), then SIGKILL.
 #   kafka.sh kill --dir DIR --broker N
@@ -182,8 +188,10 @@ parse_dir_args() {
   BROKERS=1
   PORT=""
   OWNER=""
+  SASL_SSL=0
   while (($# > 0)); do
     case "$1" in
+      --sasl-ssl) SASL_SSL=1; shift ;;
       --dir) DIR="${2:?--dir needs a value}"; shift 2 ;;
       --broker) BROKER="${2:?--broker needs a value}"; shift 2 ;;
       --brokers) BROKERS="${2:?--brokers needs a value}"; shift 2 ;;
@@ -228,10 +236,25 @@ set_pid() {
   mv "${DIR}/pids.tmp" "${DIR}/pids"
 }
 
+# A CA, a broker certificate for 127.0.0.1 (one PEM keystore: PKCS#8 key, then the chain)
+# and a SCRAM password, for the SASL_SSL listeners.
+write_sasl_ssl_material() {
+  local tls="${DIR}/tls"
+  mkdir -p "$tls"
+  "${SCRIPT_DIR}/../scripts/make-certs.sh" "$tls" ca >/dev/null 2>&1 ||
+    die "could not make a CA in ${tls} (openssl)"
+  "${SCRIPT_DIR}/../scripts/make-certs.sh" "$tls" node broker >/dev/null 2>&1 ||
+    die "could not make the broker certificate in ${tls}"
+  (umask 077 && openssl pkcs8 -topk8 -nocrypt -in "${tls}/broker.key" >"${tls}/broker.pem" &&
+    cat "${tls}/broker.crt" >>"${tls}/broker.pem") || die "could not write ${tls}/broker.pem"
+  SCRAM_PASSWORD="$(openssl rand -hex 24)"
+}
+
 write_configs() {
   local -a bports=("$@")
-  local -a cports
+  local -a cports sports=()
   mapfile -t cports < <(free_ports "$BROKERS")
+  ((SASL_SSL == 0)) || mapfile -t sports < <(free_ports "$BROKERS")
   local voters="" i
   for ((i = 1; i <= BROKERS; i++)); do
     voters+="${voters:+,}${i}@127.0.0.1:${cports[i - 1]}"
@@ -244,9 +267,9 @@ write_configs() {
 process.roles=broker,controller
 node.id=${i}
 controller.quorum.voters=${voters}
-listeners=PLAINTEXT://127.0.0.1:${bports[i - 1]},CONTROLLER://127.0.0.1:${cports[i - 1]}
-advertised.listeners=PLAINTEXT://127.0.0.1:${bports[i - 1]}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:${bports[i - 1]},CONTROLLER://127.0.0.1:${cports[i - 1]}${sports[i - 1]:+,SASL_SSL://127.0.0.1:${sports[i - 1]}}
+advertised.listeners=PLAINTEXT://127.0.0.1:${bports[i - 1]}${sports[i - 1]:+,SASL_SSL://127.0.0.1:${sports[i - 1]}}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=${DIR}/data/broker-${i}
@@ -288,7 +311,33 @@ num.replica.fetchers=1
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=16777216
 EOF
+    if ((SASL_SSL == 1)); then
+      cat >>"${DIR}/broker-${i}.properties" <<EOF
+
+# Clients: TLS and SCRAM-SHA-512 (users are created when the storage is formatted).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=${DIR}/tls/broker.pem
+EOF
+    fi
   done
+  if ((SASL_SSL == 1)); then
+    local sasl_bootstrap=""
+    for ((i = 0; i < BROKERS; i++)); do
+      sasl_bootstrap+="${sasl_bootstrap:+,}127.0.0.1:${sports[i]}"
+    done
+    echo "$sasl_bootstrap" >"${DIR}/bootstrap-sasl-ssl"
+    (umask 077 && cat >"${DIR}/client-sasl-ssl.properties" <<EOF
+# librdkafka settings of a client of the SASL_SSL listeners (written by kafka.sh).
+security.protocol=SASL_SSL
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=fleettwin
+sasl.password=${SCRAM_PASSWORD}
+ssl.ca.location=${DIR}/tls/ca.crt
+EOF
+    )
+  fi
   cat >"${DIR}/log4j.properties" <<'EOF'
 # One file per broker: the path comes from -Dfleettwin.broker.log.
 log4j.rootLogger=INFO, file
@@ -314,10 +363,12 @@ format_storage() {
   local java="$1" cluster_id="$2" i pids=() status=0
   for ((i = 1; i <= BROKERS; i++)); do
     # A short-lived tool: the C1 compiler alone starts faster.
+    local -a scram=()
+    ((SASL_SSL == 0)) || scram=(--add-scram "SCRAM-SHA-512=[name=fleettwin,password=${SCRAM_PASSWORD}]")
     "$java" -Xmx256m -XX:TieredStopAtLevel=1 \
       "-Dlog4j.configuration=file:${DIR}/tools-log4j.properties" -cp "${LIBS}/*" \
       kafka.tools.StorageTool format -t "$cluster_id" -c "${DIR}/broker-${i}.properties" \
-      >"${DIR}/format-${i}.out" 2>&1 &
+      "${scram[@]}" >"${DIR}/format-${i}.out" 2>&1 &
     pids+=("$!")
   done
   for ((i = 1; i <= BROKERS; i++)); do
@@ -422,7 +473,8 @@ prepare_dir() {
       is_running "$(broker_pid "$i")" && die "a broker from ${DIR} still runs; stop it first"
     done
     rm -rf "${DIR}/data" "${DIR}"/broker-* "${DIR}"/format-* "${DIR}/pids" "${DIR}/bootstrap" \
-      "${DIR}/cluster.env" "${DIR}"/*.properties "${DIR}"/watchdog.*
+      "${DIR}/cluster.env" "${DIR}"/*.properties "${DIR}"/watchdog.* "${DIR}/tls" \
+      "${DIR}/bootstrap-sasl-ssl"
   elif [[ -n "$(ls -A "$DIR")" ]]; then
     die "${DIR} is not empty and was not made by kafka.sh; give a new or empty dir"
   fi
@@ -438,6 +490,7 @@ cmd_start() {
   java="$(check_java)"
   cmd_fetch
   prepare_dir
+  ((SASL_SSL == 0)) || write_sasl_ssl_material
   local attempt rc=1 i
   for attempt in 1 2 3; do
     local -a bports=()
@@ -470,6 +523,7 @@ cmd_start() {
   fi
   [[ -z "$OWNER" ]] || start_watchdog
   log "Apache Kafka ${VERSION}: ${BROKERS} broker(s) ready in ${DIR}"
+  ((SASL_SSL == 0)) || log "SASL_SSL listeners: $(cat "${DIR}/bootstrap-sasl-ssl") (client settings in ${DIR}/client-sasl-ssl.properties)"
   cat "${DIR}/bootstrap"
 }
 
