@@ -15,7 +15,7 @@ APT_PACKAGES := $(BUILD_PACKAGES) libgtest-dev googletest libbenchmark-dev clang
   openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema \
   clang libclang-rt-14-dev openssl
 
-.PHONY: all deps deps-build configure build run test chaos-soak bench bench-cluster bench-failover \
+.PHONY: all deps deps-build configure build run test chaos-soak bench bench-cluster bench-failover bench-flood \
   evaluate format clean kafka-jars kafka-start kafka-stop grpcurl deploy-tools dist image image-smoke fuzz
 
 all: build
@@ -172,6 +172,16 @@ bench-cluster: build kafka-jars
 bench-failover: build kafka-jars
 	tools/bench/failover.sh $(BUILD) --standby 0
 	tools/bench/failover.sh $(BUILD) --standby 1
+
+# A node under a flood of bad records and bulk calls, its resident memory sampled (README,
+# "A node under a flood"); the broker stops with the recipe's shell (--owner).
+FLOOD_SECONDS ?= 60
+bench-flood: build kafka-jars
+	dir=$$(mktemp -d) && \
+	  bootstrap=$$(tools/kafka/kafka.sh start --dir $$dir --owner $$$$ | tail -n 1) && \
+	  $(BUILD)/fleettwin-bench flood --kafka $$bootstrap --node $(BUILD)/fleettwin-node \
+	    --seconds $(FLOOD_SECONDS) --request-threads 256; \
+	  status=$$?; tools/kafka/kafka.sh stop --dir $$dir >/dev/null; rm -rf $$dir; exit $$status
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

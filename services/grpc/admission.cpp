@@ -104,6 +104,19 @@ size_t admission::tracked_principals() {
   return n;
 }
 
+std::shared_ptr<void> admission::begin_bulk() {
+  if (limits_.bulk_calls == 0)
+    return std::make_shared<int>(0);
+  if (bulk_.fetch_add(1) >= limits_.bulk_calls) {
+    bulk_.fetch_sub(1);
+    if (refused_)
+      refused_("bulk_calls");
+    return nullptr;
+  }
+  return std::shared_ptr<void>(static_cast<void*>(this),
+                               [](void* a) { static_cast<admission*>(a)->bulk_.fetch_sub(1); });
+}
+
 std::string principal_for(std::string_view subject, std::string_view peer) {
   if (!subject.empty())
     return std::string{subject};

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+
 // Per-principal limits of the node's gRPC API: a request rate (a token bucket per
 // principal) and a number of open watch streams. A principal is the authenticated
 // caller's subject, or the client's address when the node does not authenticate.
@@ -28,6 +30,10 @@ struct admission_limits {
   /// Watch streams (twins, aggregates and alerts together) each principal may hold open
   /// (0: no limit).
   size_t watch_streams = 64;
+  /// Bulk calls (those that may answer up to 1,000 entries: batches, listings, histories,
+  /// members, traversals, the audit trail) in progress on the node at once, whoever calls
+  /// (0: no limit): what bounds the memory answers in progress hold.
+  size_t bulk_calls = 64;
   /// Principals whose rate is tracked at once; beyond, idle ones are forgotten, and new
   /// ones wait while none is idle (memory stays bounded whoever calls).
   size_t max_principals = 100'000;
@@ -54,6 +60,13 @@ public:
   /// A watch stream slot of `principal`, held until the returned handle is destroyed;
   /// nullptr when the principal holds `watch_streams` already.
   std::shared_ptr<void> open_stream(const std::string& principal);
+
+  /// A slot of a bulk call, held until the returned handle is destroyed; nullptr when
+  /// `bulk_calls` are in progress already.
+  std::shared_ptr<void> begin_bulk();
+  size_t bulk_in_progress() const {
+    return bulk_.load();
+  }
 
   /// Watch streams `principal` holds open.
   size_t open_streams(const std::string& principal);
@@ -85,6 +98,7 @@ private:
   double burst_ = 0;
   std::function<void(const char*)> refused_;
   std::array<shard, shard_count> shards_;
+  std::atomic<size_t> bulk_{0};
   std::mutex streams_mutex_;
   std::unordered_map<std::string, size_t> streams_;
 };

@@ -226,7 +226,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetAggregatesRequest* req,
     fleettwin::v1::BatchGetAggregatesResponse* resp) {
   call c{ctx, batch_get_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
@@ -284,7 +284,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::GetAggregateHistoryRequest* req,
     fleettwin::v1::GetAggregateHistoryResponse* resp) {
   call c{ctx, history_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)
@@ -392,7 +392,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAggregatesRequest* req,
     fleettwin::v1::ListAggregatesResponse* resp) {
   call c{ctx, list_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
@@ -500,7 +500,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListMembersRequest* req,
     fleettwin::v1::ListMembersResponse* resp) {
   call c{ctx, members_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto id = aggregate_id(c, req->name());
   if (!id)

@@ -81,7 +81,7 @@ alert_service::alert_service(twin_backend& backend, query_pool& pool, alert_watc
                                                       const fleettwin::v1::ListAlertsRequest* req,
                                                       fleettwin::v1::ListAlertsResponse* resp) {
   call c{ctx, list_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)

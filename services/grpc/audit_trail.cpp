@@ -19,7 +19,7 @@ constexpr int32_t max_audit_page = 1000;
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ListAuditEventsRequest* req,
     fleettwin::v1::ListAuditEventsResponse* resp) {
   call c{ctx, audit_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   c.audit(backend_, audit_method, req->target(), false);
   const auto& target = req->target();

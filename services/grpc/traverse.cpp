@@ -35,7 +35,7 @@ struct reached {
                                                         const fleettwin::v1::TraverseRequest* req,
                                                         fleettwin::v1::TraverseResponse* resp) {
   call c{ctx, traverse_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto start = entity_id(c, req->start(), "start");
   if (!start)

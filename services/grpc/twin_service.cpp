@@ -182,7 +182,7 @@ privacy twin_service::privacy_of(const call& c) const {
     ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchGetTwinsRequest* req,
     fleettwin::v1::BatchGetTwinsResponse* resp) {
   call c{ctx, batch_get_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   const auto n = static_cast<size_t>(req->names_size());
   if (n == 0 || n > limits_.max_batch_get) {
@@ -249,7 +249,7 @@ privacy twin_service::privacy_of(const call& c) const {
                                                     const fleettwin::v1::ListTwinsRequest* req,
                                                     fleettwin::v1::ListTwinsResponse* resp) {
   call c{ctx, list_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   auto listing = parse_listing(c, req->page_size(), req->filter(), req->page_token(), limits_);
   if (!listing)
@@ -359,7 +359,7 @@ privacy twin_service::privacy_of(const call& c) const {
                                                      const fleettwin::v1::GetHistoryRequest* req,
                                                      fleettwin::v1::GetHistoryResponse* resp) {
   call c{ctx, history_};
-  if (!c.admit(backend_))
+  if (!c.admit_bulk(backend_))
     return c.reactor();
   std::string error;
   auto id = parse_twin_name(req->name(), error);

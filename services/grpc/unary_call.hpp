@@ -180,11 +180,33 @@ public:
   bool admit(twin_backend& backend) const {
     return admit(backend.gate());
   }
+  /// Admits a bulk call (one that may answer up to 1,000 entries) under its principal's
+  /// rate and the node's bound of bulk calls in progress, else finishes it
+  /// RESOURCE_EXHAUSTED with a time to retry. The slot is held until the call's last copy
+  /// is gone (shortly after it finishes).
+  bool admit_bulk(twin_backend& backend) {
+    auto* gate = backend.gate();
+    if (!admit(gate))
+      return false;
+    if (!gate)
+      return true;
+    bulk_slot_ = gate->begin_bulk();
+    if (bulk_slot_)
+      return true;
+    ctx_->AddTrailingMetadata(retry_after_header, std::to_string(bulk_retry_after_ms));
+    finish({StatusCode::RESOURCE_EXHAUSTED,
+            "the node has " + std::to_string(gate->limits().bulk_calls) +
+                " batch, list and history calls in progress (its limit); retry after " +
+                std::to_string(bulk_retry_after_ms) + " ms"});
+    return false;
+  }
 
   /// Whether another node forwarded this call (it must not travel further).
   bool forwarded() const {
     return ctx_->client_metadata().count(cluster::forwarded_header) > 0;
   }
+  /// How long a bulk call refused for the node's bound is told to wait.
+  static constexpr int bulk_retry_after_ms = 100;
 
   ::grpc::CallbackServerContext* context() const {
     return ctx_;
@@ -256,6 +278,8 @@ private:
   std::chrono::steady_clock::time_point start_;
   std::optional<caller> who_;
   std::shared_ptr<audit_state> audit_;
+  /// A bulk call's slot of the node's bound (see admit_bulk).
+  std::shared_ptr<void> bulk_slot_;
 };
 
 inline Status to_status(query_error e, const std::string& message) {
@@ -609,7 +633,14 @@ void gather_listing(twin_backend& backend, query_pool& pool, const call& c, cons
                     std::function<Status(Response*)> list_local,
                     std::function<Status(std::vector<Response>&, Response&)> merge) {
   if (plan.remote.empty()) {
-    if (!pool.submit([c, resp, list_local]() mutable { c.finish(list_local(resp)); }))
+    if (!pool.submit([c, resp, list_local]() mutable {
+          // Under overload a query may wait past its caller's deadline: it is not read then.
+          if (c.context()->IsCancelled()) {
+            c.finish({StatusCode::CANCELLED, "the caller gave up before the query ran"});
+            return;
+          }
+          c.finish(list_local(resp));
+        }))
       c.finish(
           {StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
     return;
@@ -637,8 +668,10 @@ void gather_listing(twin_backend& backend, query_pool& pool, const call& c, cons
     }
     c.finish(merge(g->parts, *resp));
   };
-  if (!pool.submit([g, list_local, settle]() mutable {
-        if (auto st = list_local(&g->parts[0]); !st.ok())
+  if (!pool.submit([c, g, list_local, settle]() mutable {
+        if (c.context()->IsCancelled())
+          g->fail({StatusCode::CANCELLED, "the caller gave up before the query ran"});
+        else if (auto st = list_local(&g->parts[0]); !st.ok())
           g->fail(st);
         settle();
       })) {

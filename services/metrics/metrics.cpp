@@ -395,12 +395,13 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                            .Register(r)),
       throttled_(BuildCounter()
                      .Name("fleettwin_grpc_throttled_total")
-                     .Help("Calls refused RESOURCE_EXHAUSTED by a per-principal limit, by limit "
-                           "(rate: requests per second; watch_streams: open watch streams)")
+                     .Help("Calls refused RESOURCE_EXHAUSTED by a limit, by limit (rate: a "
+                           "principal's requests per second; watch_streams: a principal's open "
+                           "watch streams; bulk_calls: the node's bulk calls in progress)")
                      .Register(r)) {
   for (const char* stream : {"twins", "aggregates", "alerts"})
     overflow_counters_[stream] = &watch_overflows_.Add({{"stream", stream}});
-  for (const char* limit : {"rate", "watch_streams"})
+  for (const char* limit : {"rate", "watch_streams", "bulk_calls"})
     throttled_counters_[limit] = &throttled_.Add({{"limit", limit}});
 }
 

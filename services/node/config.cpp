@@ -253,6 +253,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Watch streams (twins, aggregates, alerts) each principal may hold open on "
                  "this node (0 = no limit)")
       ->envname("FLEETTWIN_PRINCIPAL_WATCH_STREAMS");
+  app.add_option("--max-bulk-calls", cfg.max_bulk_calls,
+                 "Calls that may answer up to 1,000 entries (BatchGet*, List*, histories, "
+                 "ListMembers, Traverse, ListAuditEvents) in progress on this node at once, "
+                 "whoever calls; more are RESOURCE_EXHAUSTED with a time to retry: what bounds "
+                 "the memory answers in progress hold (0 = no limit)")
+      ->envname("FLEETTWIN_MAX_BULK_CALLS");
   app.add_flag("--insecure", cfg.insecure,
                "Allow plaintext gRPC, metrics and cluster listeners on addresses other than "
                "loopback (without it the node refuses to start that way)")

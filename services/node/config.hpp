@@ -50,6 +50,8 @@ struct node_config {
   double principal_requests_per_s = 0;
   double principal_burst = 0;
   size_t principal_watch_streams = 64;
+  /// Bulk calls (batches, listings, histories ...) in progress on the node (0: no limit).
+  size_t max_bulk_calls = 64;
   int actor_threads = 0;  // 0: one per core
   std::string log_level = "info";
   /// Where the embedded Kafka's bootstrap address is written.

@@ -393,7 +393,7 @@ bool node::start_grpc(std::string& error) {
   pool_ = std::make_unique<grpc_api::query_pool>(static_cast<size_t>(cfg_.query_threads), 1024);
   gate_ = std::make_unique<grpc_api::admission>(
       grpc_api::admission_limits{cfg_.principal_requests_per_s, cfg_.principal_burst,
-                                 cfg_.principal_watch_streams},
+                                 cfg_.principal_watch_streams, cfg_.max_bulk_calls},
       [&grpc = metrics_->grpc()](const char* limit) { grpc.on_throttled(limit); });
   twin_service_ = std::make_unique<grpc_api::twin_service>(
       *this, *pool_, *hub_, metrics_->grpc(), grpc_api::service_limits{}, asset_cfg_->models);

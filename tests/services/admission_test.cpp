@@ -61,7 +61,7 @@ TEST(AdmissionTest, NoRateMeansNoLimitAndNoState) {
 TEST(AdmissionTest, TrackedPrincipalsStayBoundedWhoeverCalls) {
   // At most max_principals buckets: idle principals are forgotten to make room, and a
   // new principal waits while every tracked one is busy.
-  admission gate{{1, 1, 0, 64}};
+  admission gate{{1, 1, 0, 0, 64}};
   auto t = clock::now();
   for (int i = 0; i < 64; ++i)
     (void)gate.admit("p" + std::to_string(i), t);
@@ -95,6 +95,31 @@ TEST(AdmissionTest, WatchStreamsPerPrincipalAreCountedUntilTheyEnd) {
   b.reset();
   c.reset();
   EXPECT_EQ(gate.open_streams("alice"), 0u);
+}
+
+TEST(AdmissionTest, BulkCallsInProgressAreBoundedForTheWholeNode) {
+  std::map<std::string, int> refused;
+  admission gate{{0, 0, 0, 2}, [&](const char* limit) { ++refused[limit]; }};
+  auto a = gate.begin_bulk();
+  auto b = gate.begin_bulk();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(gate.bulk_in_progress(), 2u);
+  EXPECT_FALSE(gate.begin_bulk());
+  EXPECT_EQ(refused["bulk_calls"], 1);
+  EXPECT_EQ(gate.bulk_in_progress(), 2u);  // the refusal took nothing
+  auto copy = a;                           // the call's copies share its slot
+  a.reset();
+  EXPECT_FALSE(gate.begin_bulk());
+  copy.reset();
+  EXPECT_TRUE(gate.begin_bulk());  // released with the last copy (and at once again)
+  b.reset();
+  EXPECT_EQ(gate.bulk_in_progress(), 0u);
+  admission unbounded{{0, 0, 0, 0}};
+  std::vector<std::shared_ptr<void>> many;
+  for (int i = 0; i < 1000; ++i)
+    many.push_back(unbounded.begin_bulk());
+  EXPECT_TRUE(many.back());
 }
 
 TEST(AdmissionTest, ThePrincipalIsTheSubjectElseTheClientAddress) {

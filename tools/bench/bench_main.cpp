@@ -49,10 +49,14 @@
 #include "services/security/tls.hpp"
 #include "services/security/token_verifier.hpp"
 #include "services/storage/rocksdb_store.hpp"
+#include "tools/bench/flood.hpp"
+#include "tools/bench/scrape.hpp"
 #include "tools/sim/generator.hpp"
 #include "tools/sim/truth.hpp"
 
 using namespace fleettwin;
+using fleettwin::bench::metric;
+using fleettwin::bench::scrape_metrics;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -162,31 +166,6 @@ double plain_consumer(const std::string& bootstrap, const std::string& topic, ui
   if (seen < count)
     throw std::runtime_error(fmt::format("plain consumer saw {} of {} records", seen, count));
   return static_cast<double>(count) / secs;
-}
-
-/// GET /metrics from the node.
-std::string scrape_metrics(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
-    (void)!write(fd, req.data(), req.size());
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0)
-      out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
-
-double metric(const std::string& text, const std::string& series) {
-  auto pos = text.find("\n" + series + " ");
-  return pos == std::string::npos ? 0 : std::stod(text.substr(pos + series.size() + 2));
 }
 
 node::node_config node_config_for(const std::string& bootstrap, const std::string& dir) {
@@ -1600,6 +1579,26 @@ int main(int argc, char** argv) {
                    "the node's --item-linger-ms (default: the node's default)");
   aggs->add_option("--kafka-option", pipeline.kafka_options,
                    "extra librdkafka setting of the node's clients, key=value (repeatable)");
+  bench::flood_options flood_opts;
+  flood_opts.node_binary = std::string{FLEETTWIN_SOURCE_DIR} + "/build/fleettwin-node";
+  auto* flood = app.add_subcommand(
+      "flood",
+      "a node (its own process, on a real Kafka) under bad records and requests far "
+      "beyond what it handles: its resident memory before, during and after");
+  flood->add_option("--kafka", flood_opts.kafka, "a real Kafka's bootstrap")->required();
+  flood->add_option("--node", flood_opts.node_binary, "the fleettwin-node binary")
+      ->capture_default_str();
+  flood->add_option("--seconds", flood_opts.seconds, "seconds of flood")->capture_default_str();
+  flood->add_option("--record-threads", flood_opts.record_threads, "producer threads")
+      ->capture_default_str();
+  flood
+      ->add_option("--request-threads", flood_opts.request_threads,
+                   "gRPC client threads (a connection each)")
+      ->capture_default_str();
+  flood->add_option("--watchers", flood_opts.watchers, "watch streams that never read")
+      ->capture_default_str();
+  flood->add_option("--twins", flood_opts.twins, "twins seeded before the flood")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
@@ -1615,6 +1614,8 @@ int main(int argc, char** argv) {
     }
     if (*query)
       return run_query(twins, seconds, threads, secure);
+    if (*flood)
+      return bench::run_flood(flood_opts);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
                             kafka_bootstrap, guarantee, commit_interval_ms, pipeline);
