@@ -573,7 +573,7 @@ aggregate_service::aggregate_service(twin_backend& backend, query_pool& pool,
   if (!id)
     return c.reactor();
   std::set<std::string> types(req->types().begin(), req->types().end());
-  graph_lookup lookup{backend_, kinds_, !c.forwarded()};
+  graph_lookup lookup{backend_, kinds_, !c.forwarded(), c.forward_metadata()};
   const bool twin = std::string_view{req->name()}.starts_with(twin_prefix);
   lookup.relations(
       *id, twin, [c, resp, types, name = req->name()](Status s, fleettwin::v1::Relations r) {
@@ -745,9 +745,12 @@ void aggregate_service::change_relations(const call& c, const std::string& child
 void aggregate_service::when_relatable(const call& c, const std::string& child, bool child_twin,
                                        std::vector<std::string> parents,
                                        std::function<void()> then) {
-  auto lookup = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded());
+  // The child as the caller sees it; the parents as they are (whom they count).
+  auto lookup =
+      std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded(), c.forward_metadata());
+  auto as_node = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded(), node_metadata(c));
   // Lookups wait for other nodes: on the query pool, never on a gRPC thread.
-  bool queued = pool_.submit([c, lookup, child, child_twin, parents = std::move(parents),
+  bool queued = pool_.submit([c, lookup, as_node, child, child_twin, parents = std::move(parents),
                               then = std::move(then)] {
     const std::string child_name = std::string{child_twin ? twin_prefix : aggregate_prefix} + child;
     std::vector<fleettwin::v1::Relations> self;
@@ -764,7 +767,7 @@ void aggregate_service::when_relatable(const call& c, const std::string& child, 
     std::vector<fleettwin::v1::Aggregate> found;
     st = gather_lookups<fleettwin::v1::Aggregate>(
         parents.size(), found, [&](size_t i, graph_lookup::answer<fleettwin::v1::Aggregate> a) {
-          lookup->aggregate(parents[i], [a](Status s, fleettwin::v1::Aggregate agg) {
+          as_node->aggregate(parents[i], [a](Status s, fleettwin::v1::Aggregate agg) {
             if (s.error_code() == StatusCode::NOT_FOUND)
               s = Status::OK;
             a(std::move(s), std::move(agg));

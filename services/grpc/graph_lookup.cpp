@@ -48,8 +48,20 @@ std::optional<Status> lookup_refusal(const call& c, const std::string& name, con
 }
 
 graph_lookup::graph_lookup(twin_backend& backend, std::shared_ptr<runtime::kinds_holder> kinds,
-                           bool may_forward)
-    : backend_(backend), kinds_(std::move(kinds)), may_forward_(may_forward) {}
+                           bool may_forward, std::string metadata)
+    : backend_(backend),
+      kinds_(std::move(kinds)),
+      may_forward_(may_forward),
+      metadata_(std::move(metadata)) {}
+
+std::string node_metadata(const call& c) {
+  if (!c.who())
+    return {};
+  security::caller self;
+  self.subject = "fleettwin-node";
+  self.granted = security::role::admin;
+  return cluster::encode_metadata({{security::caller_header, security::encode_caller(self)}});
+}
 
 bool graph_lookup::is_aggregate(const std::string& id) const {
   auto registry = kinds_ ? kinds_->get() : nullptr;
@@ -75,7 +87,7 @@ void graph_lookup::forward(const std::string& id, const std::string& why, const 
       runtime::forward_reply{static_cast<int32_t>(StatusCode::UNAVAILABLE),
                              "the forwarded call was dropped (node stopping); retry",
                              {}}};
-  backend_.forward(*endpoint, method, std::move(request), {}, std::move(fc));
+  backend_.forward(*endpoint, method, std::move(request), metadata_, std::move(fc));
 }
 
 void graph_lookup::relations(const std::string& id, bool twin,

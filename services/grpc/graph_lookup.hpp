@@ -26,8 +26,10 @@ class graph_lookup {
 public:
   /// `may_forward`: false for a call another node forwarded here (it must
   /// not travel further): entities served elsewhere are then UNAVAILABLE.
+  /// `metadata`: what lookups forwarded to other nodes carry (call::forward_metadata():
+  /// the caller, whom the owner checks like its own; node_metadata(): the node itself).
   graph_lookup(twin_backend& backend, std::shared_ptr<runtime::kinds_holder> kinds,
-               bool may_forward);
+               bool may_forward, std::string metadata);
 
   template <class T>
   using answer = std::function<void(::grpc::Status, T)>;
@@ -50,7 +52,13 @@ private:
   twin_backend& backend_;
   std::shared_ptr<runtime::kinds_holder> kinds_;
   bool may_forward_;
+  std::string metadata_;
 };
+
+/// Forwarded metadata for a lookup the node makes for itself (a check that must see every
+/// tenant, e.g. whom an aggregate counts): on a node that authenticates, a caller that is
+/// the node (admin, no tenant); "" on one that does not.
+std::string node_metadata(const class call& c);
 
 /// How long one lookup may take (the owner is down or moving: UNAVAILABLE).
 inline constexpr auto lookup_timeout = std::chrono::seconds{10};

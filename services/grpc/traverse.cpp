@@ -24,6 +24,20 @@ constexpr std::string_view twin_prefix = "twins/";
 constexpr size_t max_reached = 200'000;
 /// Lookups in flight at once while fetching the twins of a page.
 constexpr size_t fetch_chunk = 256;
+/// `a`, with NOT_FOUND answered as an empty value when `skip` (an entity reached that the
+/// caller may not see, or that went away meanwhile).
+template <class T>
+graph_lookup::answer<T> skip_missing(bool skip, graph_lookup::answer<T> a) {
+  if (!skip)
+    return a;
+  return [a](Status s, T value) {
+    if (s.error_code() == StatusCode::NOT_FOUND)
+      a(Status::OK, T{});
+    else
+      a(std::move(s), std::move(value));
+  };
+}
+
 struct reached {
   uint32_t hops = 0;
   bool twin = false;
@@ -94,7 +108,10 @@ struct reached {
       static_cast<size_t>(req->page_size() == 0 ? limits_.default_page_size : req->page_size());
   std::set<std::string> types(req->types().begin(), req->types().end());
   const bool include_aggregates = req->include_aggregates();
-  auto lookup = std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded());
+  // Lookups on other nodes go as the caller: what it may not see answers NOT_FOUND there,
+  // and is skipped (beyond the start) like an entity gone meanwhile.
+  auto lookup =
+      std::make_shared<graph_lookup>(backend_, kinds_, !c.forwarded(), c.forward_metadata());
   const auto stale = backend_.stale_after_ms();
   // Lookups wait for other nodes: on the query pool, never on a gRPC thread.
   bool queued = pool_.submit([=, start_id = *start, req_start = req->start()] {
@@ -106,7 +123,7 @@ struct reached {
       std::vector<fleettwin::v1::Relations> rels;
       auto st = gather_lookups<fleettwin::v1::Relations>(
           frontier.size(), rels, [&](size_t i, graph_lookup::answer<fleettwin::v1::Relations> a) {
-            lookup->relations(frontier[i].first, frontier[i].second, std::move(a));
+            lookup->relations(frontier[i].first, frontier[i].second, skip_missing(hop > 1, a));
           });
       // The start must be the caller's to see (a caller of one tenant learns nothing of
       // another tenant's twins and aggregates, not even that they exist).
@@ -158,7 +175,7 @@ struct reached {
       auto st = gather_lookups<core::twin>(chunk.size(), twins,
                                            [&](size_t i, graph_lookup::answer<core::twin> a) {
                                              if (chunk[i].second.twin)
-                                               lookup->twin(chunk[i].first, std::move(a));
+                                               lookup->twin(chunk[i].first, skip_missing(true, a));
                                              else
                                                a(Status::OK, {});
                                            });
@@ -166,7 +183,7 @@ struct reached {
         st = gather_lookups<fleettwin::v1::Aggregate>(
             chunk.size(), aggs, [&](size_t i, graph_lookup::answer<fleettwin::v1::Aggregate> a) {
               if (!chunk[i].second.twin)
-                lookup->aggregate(chunk[i].first, std::move(a));
+                lookup->aggregate(chunk[i].first, skip_missing(true, a));
               else
                 a(Status::OK, {});
             });
@@ -178,7 +195,8 @@ struct reached {
         last = chunk[i].first;
         bool match = false;
         if (chunk[i].second.twin) {
-          match = c.sees(twins[i].tenant) && f->matches(twins[i], now, stale);
+          match = !twins[i].asset_id.empty() && c.sees(twins[i].tenant) &&
+                  f->matches(twins[i], now, stale);
           if (match) {
             auto* hit = resp->add_hits();
             hit->set_hops(chunk[i].second.hops);
@@ -186,7 +204,8 @@ struct reached {
             masks.redact(*hit->mutable_twin());
           }
         } else {
-          match = c.sees(aggs[i].tenant()) && f->matches(aggregate_as_twin(aggs[i]), now, stale);
+          match = !aggs[i].aggregate_id().empty() && c.sees(aggs[i].tenant()) &&
+                  f->matches(aggregate_as_twin(aggs[i]), now, stale);
           if (match) {
             auto* hit = resp->add_hits();
             hit->set_hops(chunk[i].second.hops);

@@ -10,12 +10,21 @@
 #include "support/token_issuer.hpp"
 
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
+#include <tuple>
+
+#include "fleettwin/v1/aggregate.grpc.pb.h"
 
 namespace fleettwin::test {
 namespace {
 
 class SecuredClusterTest : public cluster_fixture {};
+
+int rank_of(const std::string& role) {
+  return role == "viewer" ? 1 : role == "operator" ? 2 : role == "admin" ? 3 : 0;
+}
 
 /// openssl s_client's exit status and output for a TLS handshake with `endpoint`,
 /// presenting `cert` (none when empty) and trusting `ca`. With `until_closed` it waits
@@ -183,6 +192,144 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
     }));
   }
   EXPECT_GT(forwarded_tenant_calls, 5u);
+
+  // Role x tenant through a forwarding node: every method that names a twin, called on one
+  // node for a twin the other node serves, by acme's viewer, operator and admin. A role
+  // that is missing is PERMISSION_DENIED (at the node called); beta's twin is NOT_FOUND
+  // like one that does not exist (at the owner, which checks the forwarded caller); acme's
+  // own twin answers.
+  const std::map<std::string, std::string> acme_tokens{
+      {"viewer", acme_viewer},
+      {"operator", acme_operator},
+      {"admin", issuer.sign(claims("acme-admin", {"admin"}, unix_now(), 3600, "fleettwin-tests",
+                                   "fleettwin", "acme"))}};
+  using method_call =
+      std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&, const std::string& id)>;
+  auto with_ctx = [](auto&& f) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    return f(ctx);
+  };
+  const std::vector<std::tuple<std::string, std::string, method_call>> methods{
+      {"GetTwin", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::GetTwinRequest req;
+           req.set_name("twins/" + id);
+           v1::Twin t;
+           return v1::TwinService::NewStub(ch)->GetTwin(&ctx, req, &t);
+         });
+       }},
+      {"BatchGetTwins", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::BatchGetTwinsRequest req;
+           req.add_names("twins/" + id);
+           v1::BatchGetTwinsResponse resp;
+           return v1::TwinService::NewStub(ch)->BatchGetTwins(&ctx, req, &resp);
+         });
+       }},
+      {"GetHistory", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::GetHistoryRequest req;
+           req.set_name("twins/" + id);
+           req.set_property("speed");
+           v1::GetHistoryResponse resp;
+           return v1::TwinService::NewStub(ch)->GetHistory(&ctx, req, &resp);
+         });
+       }},
+      {"UpdateDesired", "operator",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::UpdateDesiredRequest req;
+           req.set_name("twins/" + id);
+           (*req.mutable_desired())["speed_limit"].set_double_value(40);
+           v1::Twin t;
+           return v1::TwinService::NewStub(ch)->UpdateDesired(&ctx, req, &t);
+         });
+       }},
+      {"GetRelations", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::GetRelationsRequest req;
+           req.set_name("twins/" + id);
+           v1::Relations resp;
+           return v1::AggregateService::NewStub(ch)->GetRelations(&ctx, req, &resp);
+         });
+       }},
+      {"Traverse", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::TraverseRequest req;
+           req.set_start("twins/" + id);
+           req.set_direction(v1::UP);
+           v1::TraverseResponse resp;
+           return v1::AggregateService::NewStub(ch)->Traverse(&ctx, req, &resp);
+         });
+       }},
+      {"DeleteTwin", "admin",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::DeleteTwinRequest req;
+           req.set_name("twins/" + id);
+           v1::DeleteTwinResponse out;
+           return v1::TwinService::NewStub(ch)->DeleteTwin(&ctx, req, &out);
+         });
+       }},
+  };
+  // Twins of each tenant that the other node serves, per node called.
+  auto served_elsewhere = [&](const char* tenant, size_t via) {
+    for (int i = 0; i < 10; ++i) {
+      const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
+      if (auto owner = c_->owner_of(id); owner && *owner != via)
+        return id;
+    }
+    return std::string{};
+  };
+  size_t matrix_calls = 0;
+  for (size_t via = 0; via < 2; ++via) {
+    const auto beta_twin = served_elsewhere("beta", via);
+    const auto acme_twin = served_elsewhere("acme", via);
+    ASSERT_FALSE(beta_twin.empty());
+    ASSERT_FALSE(acme_twin.empty());
+    for (const auto& [role, token] : acme_tokens) {
+      auto channel = grpc::CreateChannel(
+          c_->node(via).grpc_address(),
+          grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                            grpc::AccessTokenCredentials(token)));
+      for (const auto& [method, needs, invoke] : methods) {
+        SCOPED_TRACE(method + " as acme's " + role + " via " + c_->node(via).id());
+        const bool allowed = rank_of(role) >= rank_of(needs);
+        auto other = invoke(channel, beta_twin);
+        ++matrix_calls;
+        if (!allowed) {
+          EXPECT_EQ(other.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+              << other.error_message();
+          continue;
+        }
+        EXPECT_EQ(other.error_code(), grpc::StatusCode::NOT_FOUND) << other.error_message();
+        EXPECT_EQ(other.error_message(), "twin \"" + beta_twin + "\" not found");
+        if (method == "DeleteTwin")
+          continue;  // acme's erasure of its own twin through the other node: below
+        auto own = invoke(channel, acme_twin);
+        EXPECT_TRUE(own.ok()) << acme_twin << ": " << own.error_message();
+      }
+    }
+  }
+  EXPECT_EQ(matrix_calls, 2 * acme_tokens.size() * methods.size());
+  {  // acme's admin erases one of acme's twins served by the other node.
+    const auto doomed = served_elsewhere("acme", 0);
+    auto channel = grpc::CreateChannel(
+        c_->node(0).grpc_address(),
+        grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                          grpc::AccessTokenCredentials(acme_tokens.at("admin"))));
+    auto erased = std::get<2>(methods.back())(channel, doomed);
+    ASSERT_TRUE(erased.ok()) << erased.error_message();
+    v1::Twin t;
+    EXPECT_EQ(get_twin(*as_admin, doomed, t).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+
   // Nothing of acme's writes reached beta's twins.
   for (int i = 0; i < 10; ++i) {
     v1::Twin t;
