@@ -56,11 +56,24 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
   std::ofstream{ours.file("jwks.json")} << token_issuer::jwks({&issuer});
   const auto viewer = issuer.sign(claims("dashboard", {"viewer"}, unix_now(), 3600));
   const auto admin = issuer.sign(claims("sre", {"admin"}, unix_now(), 3600));
+  // Fleets, so that aggregates are forwarded and confined to tenants too.
+  std::ofstream{ours.file("kinds.toml")} << R"toml([[kind]]
+name = "fleet"
+collection = "fleets"
+members = ["member_of"]
+measures = ["n = count()", "speed = sum(reported.speed)"]
+
+[[rule]]
+attribute = "fleet"
+relation = "member_of"
+collection = "fleets"
+)toml";
   c_ = std::make_unique<cluster>();
   for (const char* id : {"node-1", "node-2"}) {
     auto flags = ours.node_flags(id);
-    flags.insert(flags.end(), {"--auth-jwks", ours.file("jwks.json"), "--auth-issuer",
-                               "fleettwin-tests", "--auth-audience", "fleettwin"});
+    flags.insert(flags.end(),
+                 {"--auth-jwks", ours.file("jwks.json"), "--auth-issuer", "fleettwin-tests",
+                  "--auth-audience", "fleettwin", "--aggregates", ours.file("kinds.toml")});
     auto i = c_->add_node(id, flags);
     // The harness also reads the cluster's state (GetCluster): an admin's token.
     c_->node(i).use_credentials(grpc::CompositeChannelCredentials(
@@ -115,7 +128,8 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
         const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
         prod.send(c_->topics().telemetry, id,
                   R"({"asset_id":")" + id + R"(","tenant":")" + tenant +
-                      R"(","sequence":1,"metrics":{"speed":1}})",
+                      R"(","sequence":1,"attributes":{"fleet":")" + tenant + "-" +
+                      std::to_string(i % 3) + R"("},"metrics":{"speed":1}})",
                   "application/json");
       }
     ASSERT_EQ(prod.flush(), 0);
@@ -205,12 +219,19 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
                                    "fleettwin", "acme"))}};
   using method_call =
       std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&, const std::string& id)>;
+  // A method and the role it needs; true: it names an aggregate (else a twin).
+  struct matrix_method {
+    std::string name;
+    std::string needs;
+    method_call invoke;
+    bool aggregate = false;
+  };
   auto with_ctx = [](auto&& f) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 20s);
     return f(ctx);
   };
-  const std::vector<std::tuple<std::string, std::string, method_call>> methods{
+  const std::vector<matrix_method> methods{
       {"GetTwin", "viewer",
        [&](const auto& ch, const std::string& id) {
          return with_ctx([&](grpc::ClientContext& ctx) {
@@ -268,6 +289,46 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
            return v1::AggregateService::NewStub(ch)->Traverse(&ctx, req, &resp);
          });
        }},
+      {"GetAggregate", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::GetAggregateRequest req;
+           req.set_name("aggregates/" + id);
+           v1::Aggregate a;
+           return v1::AggregateService::NewStub(ch)->GetAggregate(&ctx, req, &a);
+         });
+       },
+       true},
+      {"BatchGetAggregates", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::BatchGetAggregatesRequest req;
+           req.add_names("aggregates/" + id);
+           v1::BatchGetAggregatesResponse resp;
+           return v1::AggregateService::NewStub(ch)->BatchGetAggregates(&ctx, req, &resp);
+         });
+       },
+       true},
+      {"ListMembers", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::ListMembersRequest req;
+           req.set_name("aggregates/" + id);
+           v1::ListMembersResponse resp;
+           return v1::AggregateService::NewStub(ch)->ListMembers(&ctx, req, &resp);
+         });
+       },
+       true},
+      {"GetAggregateHistory", "viewer",
+       [&](const auto& ch, const std::string& id) {
+         return with_ctx([&](grpc::ClientContext& ctx) {
+           v1::GetAggregateHistoryRequest req;
+           req.set_name("aggregates/" + id);
+           v1::GetAggregateHistoryResponse resp;
+           return v1::AggregateService::NewStub(ch)->GetAggregateHistory(&ctx, req, &resp);
+         });
+       },
+       true},
       {"DeleteTwin", "admin",
        [&](const auto& ch, const std::string& id) {
          return with_ctx([&](grpc::ClientContext& ctx) {
@@ -278,19 +339,40 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
          });
        }},
   };
-  // Twins of each tenant that the other node serves, per node called.
-  auto served_elsewhere = [&](const char* tenant, size_t via) {
-    for (int i = 0; i < 10; ++i) {
-      const std::string id = std::string{"t-"} + tenant + "-" + std::to_string(i);
+  // Twins and fleets of each tenant that the other node serves, per node called.
+  auto served_elsewhere = [&](const char* tenant, size_t via, bool aggregate = false) {
+    for (int i = 0; i < (aggregate ? 3 : 10); ++i) {
+      const std::string id = aggregate ? std::string{"fleets/"} + tenant + "-" + std::to_string(i)
+                                       : std::string{"t-"} + tenant + "-" + std::to_string(i);
       if (auto owner = c_->owner_of(id); owner && *owner != via)
         return id;
     }
     return std::string{};
   };
+  // Every fleet counts its twins before the matrix reads them.
+  auto aggregates_admin = v1::AggregateService::NewStub(
+      grpc::CreateChannel(c_->node(0).grpc_address(),
+                          grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                                            grpc::AccessTokenCredentials(admin))));
+  for (const char* tenant : {"acme", "beta"})
+    for (int i = 0; i < 3; ++i) {
+      const std::string fleet = std::string{"fleets/"} + tenant + "-" + std::to_string(i);
+      ASSERT_TRUE(eventually([&] {
+        grpc::ClientContext ctx;
+        v1::GetAggregateRequest req;
+        req.set_name("aggregates/" + fleet);
+        v1::Aggregate a;
+        return aggregates_admin->GetAggregate(&ctx, req, &a).ok() &&
+               a.member_twins() == (i == 0 ? 4u : 3u) && a.tenant() == tenant;
+      })) << fleet;
+    }
   size_t matrix_calls = 0;
+  size_t aggregate_calls = 0;
   for (size_t via = 0; via < 2; ++via) {
     const auto beta_twin = served_elsewhere("beta", via);
     const auto acme_twin = served_elsewhere("acme", via);
+    const auto beta_fleet = served_elsewhere("beta", via, true);
+    const auto acme_fleet = served_elsewhere("acme", via, true);
     ASSERT_FALSE(beta_twin.empty());
     ASSERT_FALSE(acme_twin.empty());
     for (const auto& [role, token] : acme_tokens) {
@@ -298,33 +380,41 @@ TEST_F(SecuredClusterTest, CallsAreForwardedOverMutualTlsThatOnlyTheClustersCaOp
           c_->node(via).grpc_address(),
           grpc::CompositeChannelCredentials(ours.credentials("operator"),
                                             grpc::AccessTokenCredentials(token)));
-      for (const auto& [method, needs, invoke] : methods) {
-        SCOPED_TRACE(method + " as acme's " + role + " via " + c_->node(via).id());
-        const bool allowed = rank_of(role) >= rank_of(needs);
-        auto other = invoke(channel, beta_twin);
+      for (const auto& m : methods) {
+        SCOPED_TRACE(m.name + " as acme's " + role + " via " + c_->node(via).id());
+        // A fleet served by the other node may not exist for a tenant (3 fleets, 2 nodes).
+        const auto& other_id = m.aggregate ? beta_fleet : beta_twin;
+        const auto& own_id = m.aggregate ? acme_fleet : acme_twin;
+        if (other_id.empty() || own_id.empty())
+          continue;
+        const bool allowed = rank_of(role) >= rank_of(m.needs);
+        auto other = m.invoke(channel, other_id);
         ++matrix_calls;
+        aggregate_calls += m.aggregate;
         if (!allowed) {
           EXPECT_EQ(other.error_code(), grpc::StatusCode::PERMISSION_DENIED)
               << other.error_message();
           continue;
         }
         EXPECT_EQ(other.error_code(), grpc::StatusCode::NOT_FOUND) << other.error_message();
-        EXPECT_EQ(other.error_message(), "twin \"" + beta_twin + "\" not found");
-        if (method == "DeleteTwin")
+        EXPECT_EQ(other.error_message(), std::string{m.aggregate ? "aggregate" : "twin"} + " \"" +
+                                             other_id + "\" not found");
+        if (m.name == "DeleteTwin")
           continue;  // acme's erasure of its own twin through the other node: below
-        auto own = invoke(channel, acme_twin);
-        EXPECT_TRUE(own.ok()) << acme_twin << ": " << own.error_message();
+        auto own = m.invoke(channel, own_id);
+        EXPECT_TRUE(own.ok()) << own_id << ": " << own.error_message();
       }
     }
   }
-  EXPECT_EQ(matrix_calls, 2 * acme_tokens.size() * methods.size());
+  EXPECT_GE(matrix_calls, acme_tokens.size() * methods.size());
+  EXPECT_GT(aggregate_calls, 0u);
   {  // acme's admin erases one of acme's twins served by the other node.
     const auto doomed = served_elsewhere("acme", 0);
     auto channel = grpc::CreateChannel(
         c_->node(0).grpc_address(),
         grpc::CompositeChannelCredentials(ours.credentials("operator"),
                                           grpc::AccessTokenCredentials(acme_tokens.at("admin"))));
-    auto erased = std::get<2>(methods.back())(channel, doomed);
+    auto erased = methods.back().invoke(channel, doomed);
     ASSERT_TRUE(erased.ok()) << erased.error_message();
     v1::Twin t;
     EXPECT_EQ(get_twin(*as_admin, doomed, t).error_code(), grpc::StatusCode::NOT_FOUND);
