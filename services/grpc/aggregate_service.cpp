@@ -683,7 +683,9 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.set.push_back({rel.type(), std::move(*parent), core::relation_origin::api});
   }
-  if (!confined(c)) {
+  // A forwarded call was checked by the node that took it (its lookups may go anywhere;
+  // here they could not travel further).
+  if (!confined(c) || c.forwarded()) {
     change_relations(c, *child, std::move(update), set_relations_method, *req, resp,
                      std::move(audit));
     return c.reactor();
@@ -727,7 +729,9 @@ void aggregate_service::change_relations(const call& c, const std::string& child
     }
     update.remove.push_back(std::move(*parent));
   }
-  if (!confined(c)) {
+  // A forwarded call was checked by the node that took it (its lookups may go anywhere;
+  // here they could not travel further).
+  if (!confined(c) || c.forwarded()) {
     change_relations(c, *child, std::move(update), delete_relations_method, *req, resp,
                      std::move(audit));
     return c.reactor();

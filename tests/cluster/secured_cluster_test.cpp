@@ -408,6 +408,31 @@ collection = "fleets"
   }
   EXPECT_GE(matrix_calls, acme_tokens.size() * methods.size());
   EXPECT_GT(aggregate_calls, 0u);
+  {  // acme's admin relates acme's twins served by the other node: to acme's fleets (wherever
+     // they live), never to beta's.
+    auto relations = v1::AggregateService::NewStub(grpc::CreateChannel(
+        c_->node(0).grpc_address(),
+        grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                          grpc::AccessTokenCredentials(acme_tokens.at("admin")))));
+    const auto child = served_elsewhere("acme", 0);
+    auto relate = [&](const std::string& fleet) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+      v1::SetRelationsRequest req;
+      req.set_child("twins/" + child);
+      auto* r = req.add_relations();
+      r->set_type("member_of");
+      r->set_parent("aggregates/" + fleet);
+      v1::Relations out;
+      return relations->SetRelations(&ctx, req, &out);
+    };
+    for (int i = 0; i < 3; ++i) {
+      auto own = relate("fleets/acme-" + std::to_string(i));
+      EXPECT_TRUE(own.ok()) << own.error_message();
+      auto other = relate("fleets/beta-" + std::to_string(i));
+      EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << other.error_message();
+    }
+  }
   {  // acme's admin erases one of acme's twins served by the other node.
     const auto doomed = served_elsewhere("acme", 0);
     auto channel = grpc::CreateChannel(
