@@ -191,10 +191,20 @@ std::optional<int64_t> telemetry_consumer::log_end(int32_t p) {
 int64_t telemetry_consumer::reconcile(int32_t p, int64_t offset) {
   if (offset < 0 && offset != RD_KAFKA_OFFSET_BEGINNING)
     return offset;
-  int64_t low = 0;
-  int64_t high = 0;
-  auto err =
-      rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high, 5'000);
+  int64_t low = -1;
+  int64_t high = -1;
+  // The watermarks this consumer's fetches cached (no round trip) decide when they can: a
+  // watermark query waits for a sick broker far beyond its timeout (a minute, with one
+  // broker of three killed), and this runs where a partition's restore completes, so it
+  // held that partition, and the restores behind it, unserved. A cached log start only
+  // grows, so a position before it is gone for sure; a cached end may be old, so a position
+  // beyond it is asked of the cluster.
+  auto err = rd_kafka_get_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high);
+  const bool cached = err == RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0 && high >= 0;
+  const bool decided =
+      cached && (offset == RD_KAFKA_OFFSET_BEGINNING || offset < low || offset <= high);
+  if (!decided)
+    err = rd_kafka_query_watermark_offsets(rk_.get(), opts_.topic.c_str(), p, &low, &high, 5'000);
   if (offset == RD_KAFKA_OFFSET_BEGINNING) {
     // Nothing committed: start at the log's first offset, as a number. A
     // seek to the logical "beginning" of a partition assigned paused can
