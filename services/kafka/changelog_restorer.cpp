@@ -231,12 +231,16 @@ void changelog_reader::finish_ready() {
     restore_result r;
     r.records = t.restored;
     r.seconds = std::chrono::duration<double>(now - t.started).count();
+    const auto recount_start = std::chrono::steady_clock::now();
     if (auto err = store_.recount_partition(t.partition)) {
       r.ok = false;
       r.error = *err;
     }
-    spdlog::info("event=restore_finished partition={} records={} seconds={:.3f} position={}",
-                 t.partition, r.records, r.seconds, t.position);
+    spdlog::info(
+        "event=restore_finished partition={} records={} seconds={:.3f} position={} "
+        "recount_seconds={:.3f}",
+        t.partition, r.records, r.seconds, t.position,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - recount_start).count());
     auto done = std::move(t.done);
     stop_reading(t.partition);
     it = tasks_.erase(it);

@@ -739,6 +739,55 @@ TEST_F(StoreTest, RestoredCheckpointBecomesTheCommittedOffset) {
   EXPECT_EQ(store->load_offset(4), 11210);
 }
 
+TEST_F(StoreTest, ARestoredBatchEndsAtTheLastRecordOfEachKey) {
+  // A changelog not compacted yet holds several versions of a twin, and
+  // tombstones between them; one restored batch (written sorted, each key
+  // once) must end exactly where the changelog does, in every column family.
+  put_twins(5, {"zz-kept", "b-deleted-before"}, 3);
+  std::vector<std::string> states;
+  for (uint64_t v : {1, 2, 3, 4, 5})
+    states.push_back(encoded(make_twin("c-pump", v)));
+  const std::string a_state = encoded(make_twin("a-pump", 7));
+  const std::string revived = encoded(make_twin("d-revived", 2));
+  const std::string history_key = std::string{"c-pump"} + std::string(1, '\0') + "slot";
+  const std::string checkpoint_1("\0\0\0\0\0\0\0\x05", 8);
+  const std::string checkpoint_2("\0\0\0\0\0\0\0\x09", 8);
+  std::vector<storage::changelog_entry> entries{
+      {"c-pump", states[0]},
+      {storage::changelog_checkpoint_key, checkpoint_1},
+      {"d-revived", encoded(make_twin("d-revived", 1))},
+      {"c-pump", states[1]},
+      {"b-deleted-before", ""},
+      {"d-revived", ""},
+      {history_key, "older segment"},
+      {"a-pump", a_state},
+      {"c-pump", states[2]},
+      {"c-pump", ""},
+      {"c-pump", states[4]},
+      {"d-revived", revived},
+      {history_key, ""},
+      {storage::changelog_checkpoint_key, checkpoint_2},
+  };
+  ASSERT_FALSE(store->apply_changelog(5, entries, 40));
+  core::twin out;
+  std::string error;
+  ASSERT_EQ(store->load_twin(5, "c-pump", out, error), load_status::found) << error;
+  EXPECT_EQ(out.version, 5u);
+  ASSERT_EQ(store->load_twin(5, "d-revived", out, error), load_status::found) << error;
+  EXPECT_EQ(out.version, 2u);
+  EXPECT_EQ(store->load_twin(5, "b-deleted-before", out, error), load_status::missing);
+  EXPECT_EQ(store->load_offset(5), 9);
+  EXPECT_EQ(store->load_changelog_offset(5), 40);
+  EXPECT_EQ(ids_of(list("", 100, 0, {}, {5}).twins),
+            (std::vector<std::string>{"a-pump", "c-pump", "d-revived", "zz-kept"}));
+  ASSERT_FALSE(store->recount_partition(5));
+  EXPECT_EQ(store->stored_twins(5), 4u);
+  reopen();
+  ASSERT_EQ(store->load_twin(5, "c-pump", out, error), load_status::found) << error;
+  EXPECT_EQ(out.version, 5u);
+  EXPECT_EQ(store->load_offset(5), 9);
+}
+
 namespace {
 
 core::member_entry meter_entry(double power, std::string via) {
