@@ -285,6 +285,10 @@ TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
     ASSERT_TRUE(get_history(c().node(0), id, "speed", history[id]).ok()) << id;
     ASSERT_EQ(history[id].points_size(), 5) << id;
   }
+  v1::NodeStatus status_before;
+  ASSERT_TRUE(get_status(c().node(0), status_before).ok());
+  const uint64_t stored_before = status_before.stored_twins();
+  ASSERT_GE(stored_before, kept.size());
   c().node(0).kill9();
 
   auto& fresh = c().node(c().add_node("node-fresh"));
@@ -306,6 +310,12 @@ TEST_F(NodeClusterTest, RestoreFromTheChangelogOntoAnEmptyNode) {
   }
   auto metrics = scrape(fresh.metrics_port());
   EXPECT_GT(metric_value(metrics, "fleettwin_restore_records_total"), 0) << metrics;
+  // The restore counted the twins it wrote as the node that wrote them did.
+  v1::NodeStatus status;
+  ASSERT_TRUE(get_status(fresh, status).ok());
+  EXPECT_EQ(status.stored_twins(), stored_before);
+  EXPECT_EQ(metric_value(metrics, "fleettwin_twins_stored"), static_cast<double>(stored_before))
+      << metrics;
 }
 
 // An alert's state is part of its twin: raised by a level shift and

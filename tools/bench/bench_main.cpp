@@ -49,6 +49,7 @@
 #include "services/security/tls.hpp"
 #include "services/security/token_verifier.hpp"
 #include "services/storage/rocksdb_store.hpp"
+#include "tools/bench/failover_probe.hpp"
 #include "tools/bench/flood.hpp"
 #include "tools/bench/scrape.hpp"
 #include "tools/sim/generator.hpp"
@@ -1599,6 +1600,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   flood->add_option("--twins", flood_opts.twins, "twins seeded before the flood")
       ->capture_default_str();
+  bench::failover_probe_options probe_opts;
+  auto* probe = app.add_subcommand(
+      "failover-probe",
+      "one client of a node that took over after a kill (tools/bench/failover.sh): after "
+      "\"go T0\" on stdin, the seconds until it serves every partition and sampled twins answer");
+  probe->add_option("--server", probe_opts.server, "the node's gRPC endpoint")->required();
+  probe->add_option("--node-id", probe_opts.node_id, "the node's id")->required();
+  probe->add_option("--partitions", probe_opts.partitions, "partitions of the topic")->required();
+  probe
+      ->add_option("--victim-partitions", probe_opts.victim_partitions,
+                   "the killed node's partitions")
+      ->required()
+      ->delimiter(',');
+  probe->add_option("--sample", probe_opts.sample_file, "\"asset_id version\" lines")->required();
+  probe->add_option("--poll-seconds", probe_opts.poll_seconds, "the polling period")
+      ->capture_default_str();
+  probe->add_option("--timeout-seconds", probe_opts.timeout_seconds, "give up after")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const char* level = std::getenv("FLEETTWIN_BENCH_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
@@ -1616,6 +1635,8 @@ int main(int argc, char** argv) {
       return run_query(twins, seconds, threads, secure);
     if (*flood)
       return bench::run_flood(flood_opts);
+    if (*probe)
+      return bench::run_failover_probe(probe_opts);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
                             kafka_bootstrap, guarantee, commit_interval_ms, pipeline);
