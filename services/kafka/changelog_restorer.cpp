@@ -15,10 +15,6 @@ constexpr auto recheck_interval = std::chrono::milliseconds{100};
 /// the next rebalance (the partition unserved meanwhile).
 constexpr auto stall_timeout = std::chrono::seconds{3};
 
-/// Beyond this many twins a restore stops counting them in memory (about
-/// 100 MB) and counts the partition in the store once it is restored.
-constexpr size_t max_counted_twins = 1'000'000;
-
 }  // namespace
 
 changelog_reader::changelog_reader(restorer_options opts, storage::rocksdb_store& store)
@@ -169,11 +165,8 @@ void changelog_reader::apply_commands() {
         t.restored = 0;
         // A standby keeps its position and end-of-changelog state: it is
         // warm, and only the tail (if any) remains to read.
-        if (fresh) {
+        if (fresh)
           start_reading(t);
-          if (t.position < 0 && store_.stored_twins(t.partition) == 0)
-            t.twins.emplace();
-        }
         break;
       }
       case command::stop:
@@ -206,18 +199,6 @@ void changelog_reader::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) {
     t.position = next;
     t.records += msgs.size();
     t.restored += msgs.size();
-    if (t.twins) {
-      for (const auto& e : entries) {
-        if (!storage::is_twin_changelog_key(e.key))
-          continue;
-        if (e.value.empty())
-          t.twins->erase(std::string{e.key});
-        else
-          t.twins->emplace(e.key);
-      }
-      if (t.twins->size() > max_counted_twins)
-        t.twins.reset();
-    }
   }
   for (auto* m : msgs)
     rd_kafka_message_destroy(m);
@@ -250,18 +231,16 @@ void changelog_reader::finish_ready() {
     restore_result r;
     r.records = t.restored;
     r.seconds = std::chrono::duration<double>(now - t.started).count();
-    const auto count_start = std::chrono::steady_clock::now();
-    if (auto err = t.twins ? store_.set_twin_count(t.partition, t.twins->size())
-                           : store_.recount_partition(t.partition)) {
+    const auto recount_start = std::chrono::steady_clock::now();
+    if (auto err = store_.recount_partition(t.partition)) {
       r.ok = false;
       r.error = *err;
     }
     spdlog::info(
         "event=restore_finished partition={} records={} seconds={:.3f} position={} "
-        "twins={} count={} count_seconds={:.3f}",
-        t.partition, r.records, r.seconds, t.position, store_.stored_twins(t.partition),
-        t.twins ? "restored" : "stored",
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - count_start).count());
+        "recount_seconds={:.3f}",
+        t.partition, r.records, r.seconds, t.position,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - recount_start).count());
     auto done = std::move(t.done);
     stop_reading(t.partition);
     it = tasks_.erase(it);

@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "services/kafka/kafka_config.hpp"
@@ -104,12 +103,6 @@ private:
     std::chrono::steady_clock::time_point last_progress;
     uint32_t reassignments = 0;
     std::string waiting_for;
-    /// A restore into a partition with nothing stored counts its twins as
-    /// it writes them (the keys whose last record is a state, not a
-    /// tombstone), instead of iterating the partition afterwards, which took
-    /// up to 0.45 s of a failover per partition. Empty when not counting
-    /// (a standby, a restore onto stored state, or too many twins to hold).
-    std::optional<std::unordered_set<std::string>> twins;
   };
   struct command {
     enum kind_t { restore, follow, stop } kind;

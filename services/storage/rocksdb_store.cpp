@@ -884,8 +884,8 @@ std::optional<std::string> rocksdb_store::apply_changelog(
       st = batch.Put(meta_, applied_key(partition), e.value);
     } else {
       const auto at = std::find(changelog_input_keys.begin(), changelog_input_keys.end(), e.key);
-      st =
-          batch.Put(meta_, input_offset_key(partition, at - changelog_input_keys.begin()), e.value);
+      st = batch.Put(meta_, input_offset_key(partition, at - changelog_input_keys.begin()),
+                     e.value);
     }
   }
   if (st.ok())
@@ -921,10 +921,6 @@ std::optional<std::string> rocksdb_store::recount_partition(int32_t partition) {
   if (!it->status().ok())
     return "counting twins of partition " + std::to_string(partition) + ": " +
            it->status().ToString();
-  return set_twin_count(partition, n);
-}
-
-std::optional<std::string> rocksdb_store::set_twin_count(int32_t partition, uint64_t n) {
   rocksdb::WriteOptions wo;
   wo.sync = opts_.sync_commits;
   auto st = db_->Put(wo, meta_, count_key(partition), encode_offset(static_cast<int64_t>(n)));

@@ -98,13 +98,6 @@ inline constexpr std::string_view changelog_applied_key{"\0contrib-applied", 16}
 inline constexpr char changelog_aggregate_marker = '\1';
 inline constexpr char changelog_member_marker = '\2';
 
-/// Whether a changelog key is a twin's state (not a history slot, an
-/// aggregate, a member or a checkpoint).
-inline bool is_twin_changelog_key(std::string_view key) {
-  return !key.empty() && key.front() != changelog_aggregate_marker &&
-         key.front() != changelog_member_marker && key.find('\0') == std::string_view::npos;
-}
-
 /// One record of the changelog topic, as restored into the store. An empty
 /// value deletes the key (a compaction tombstone).
 struct changelog_entry {
@@ -183,9 +176,6 @@ public:
   /// Counts the twins of `partition` again (after a restore, which cannot
   /// tell a new twin from an overwrite cheaply).
   std::optional<std::string> recount_partition(int32_t partition);
-  /// Stores `twins` as the twin count of `partition` (a restore that counted
-  /// them itself: one into a partition with nothing stored).
-  std::optional<std::string> set_twin_count(int32_t partition, uint64_t twins);
 
   // --- queries (query thread pool) ------------------------------------------
 
