@@ -884,8 +884,8 @@ std::optional<std::string> rocksdb_store::apply_changelog(
       st = batch.Put(meta_, applied_key(partition), e.value);
     } else {
       const auto at = std::find(changelog_input_keys.begin(), changelog_input_keys.end(), e.key);
-      st = batch.Put(meta_, input_offset_key(partition, at - changelog_input_keys.begin()),
-                     e.value);
+      st =
+          batch.Put(meta_, input_offset_key(partition, at - changelog_input_keys.begin()), e.value);
     }
   }
   if (st.ok())
