@@ -118,6 +118,8 @@ using forwarder_actor = caf::typed_actor<
     caf::reacts_to<watch_atom, std::string, std::string, std::string, caf::actor>,
     // The node at host:port left the group: its calls in flight fail now.
     caf::reacts_to<gone_atom, std::string>,
+    // Time to send the reads waiting for a new connection to host:port again.
+    caf::reacts_to<tick_atom, std::string>,
     // This node's own endpoint and gateway, introduced to every node it connects to.
     caf::reacts_to<self_atom, std::string, caf::actor>,
     // A node that connected to this one (relayed by the gateway): use its connection.

@@ -349,22 +349,14 @@ void with_gateway(
           });
 }
 
-/// The connection to `endpoint` dropped: reads in flight go again on a new connection
-/// (a stranger's failed TLS handshake can close the other connections of CAF's OpenSSL
-/// module), up to max_read_attempts sends each; the other calls fail with `why`.
-void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
-  std::vector<forwarder_state::call> again;
-  for (auto it = self->state.calls.begin(); it != self->state.calls.end();) {
-    if (it->second.endpoint == endpoint && !it->second.method.empty()) {
-      again.push_back(std::move(it->second));
-      it = self->state.calls.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  fail_calls(self, endpoint, why);
-  if (!again.empty())
-    spdlog::info("event=forwarded_calls_retried endpoint={} calls={}", endpoint, again.size());
+/// Sends the reads waiting for `endpoint` again, connecting first.
+void resend(forwarder_ptr self, const std::string& endpoint) {
+  auto it = self->state.retrying.find(endpoint);
+  if (it == self->state.retrying.end())
+    return;
+  auto again = std::move(it->second);
+  self->state.retrying.erase(it);
+  spdlog::info("event=forwarded_calls_retried endpoint={} calls={}", endpoint, again.size());
   for (auto& c : again) {
     with_gateway(self, endpoint,
                  [self, endpoint, c = std::move(c)](const runtime::gateway_actor* gw,
@@ -377,6 +369,34 @@ void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::s
                              std::move(c.metadata), std::move(c.done), c.attempt + 1);
                  });
   }
+}
+
+/// The connection to `endpoint` dropped: reads in flight go again on a new connection
+/// (a stranger's failed TLS handshake can close the other connections of CAF's OpenSSL
+/// module), up to max_read_attempts sends each, after a pause that doubles with each
+/// attempt (connecting at once may get the connection CAF is still closing); the other
+/// calls fail with `why`.
+void retry_or_fail(forwarder_ptr self, const std::string& endpoint, const std::string& why) {
+  auto& waiting = self->state.retrying[endpoint];
+  const bool scheduled = !waiting.empty();
+  int attempt = 0;
+  for (auto it = self->state.calls.begin(); it != self->state.calls.end();) {
+    if (it->second.endpoint == endpoint && !it->second.method.empty()) {
+      attempt = std::max(attempt, it->second.attempt);
+      waiting.push_back(std::move(it->second));
+      it = self->state.calls.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  fail_calls(self, endpoint, why);
+  if (waiting.empty()) {
+    self->state.retrying.erase(endpoint);
+    return;
+  }
+  if (!scheduled)
+    self->delayed_send(self, forwarder_state::retry_pause * (1 << attempt),
+                       runtime::tick_atom::value, endpoint);
 }
 
 }  // namespace
@@ -486,11 +506,18 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
         adopt_peer(self, endpoint, caf::actor_cast<runtime::gateway_actor>(gateway));
       },
       [self](runtime::gone_atom, std::string& endpoint) {
-        fail_calls(self, endpoint,
-                   "node " + endpoint +
-                       ", which owned this twin, left the group; its partitions move to another "
-                       "node; retry shortly");
+        const auto why = "node " + endpoint +
+                         ", which owned this twin, left the group; its partitions move to "
+                         "another node; retry shortly";
+        if (auto it = self->state.retrying.find(endpoint); it != self->state.retrying.end()) {
+          auto waiting = std::move(it->second);
+          self->state.retrying.erase(it);
+          for (auto& c : waiting)
+            c.done(runtime::forward_reply{unavailable, why, {}});
+        }
+        fail_calls(self, endpoint, why);
       },
+      [self](runtime::tick_atom, std::string& endpoint) { resend(self, endpoint); },
   };
 }
 

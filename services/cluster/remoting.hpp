@@ -148,7 +148,12 @@ struct forwarder_state {
     std::string metadata;
     int attempt = 0;
   };
-  static constexpr int max_read_attempts = 3;
+  static constexpr int max_read_attempts = 4;
+  /// Reads waiting to be sent again to an endpoint whose connection dropped: they go
+  /// after a pause (retry_pause, doubling with each attempt) so that the new connection
+  /// is not the one CAF is still closing.
+  std::map<std::string, std::vector<call>> retrying;
+  static constexpr std::chrono::milliseconds retry_pause{100};
   /// Gateways monitored (once each: a handle adopted again is not monitored twice).
   std::set<caf::actor_addr> monitored;
   std::map<uint64_t, call> calls;
