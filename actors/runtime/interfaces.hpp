@@ -48,7 +48,10 @@ using asset_actor = caf::typed_actor<
 /// blocking storage I/O never runs on the actor scheduler.
 using committer_actor = caf::typed_actor<
     // Atomically writes the batch; replies with the error, empty on success.
-    caf::replies_to<commit_atom, commit_batch>::with<std::string>>;
+    caf::replies_to<commit_atom, commit_batch>::with<std::string>,
+    // Reads the entities asked for (after every commit asked for before) and replies
+    // with the same request, filled in.
+    caf::replies_to<load_atom, load_request_ptr>::with<load_request_ptr>>;
 
 /// One assigned Kafka partition: decodes, fans telemetry out to asset actors,
 /// group-commits state and offsets, owns passivation.

@@ -53,6 +53,10 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using ack_atom = caf::atom_constant<caf::atom("ack")>;
 using linger_atom = caf::atom_constant<caf::atom("linger")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+
+/// Entities to read for a partition, and what was read (the same object goes back).
+using load_request_ptr = std::shared_ptr<load_request>;
 
 /// Runs a callback exactly once: with the value given, or with the fallback if
 /// every copy is dropped unanswered (e.g. the actor holding it went away), so
@@ -260,6 +264,10 @@ struct partition_info {
   int64_t next_offset = -1;
   uint64_t active_twins = 0;
   uint64_t records_applied = 0;
+  /// Entities read from the store on the partition actor's own thread (a blocking
+  /// read on the actor scheduler): every path reads through the committer first, so
+  /// this stays 0.
+  uint64_t synchronous_loads = 0;
 };
 
 using partition_info_completion = completion<partition_info>;
@@ -296,6 +304,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::asset_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::desired_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::ack_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::commit_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::load_request_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::publish_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::runtime::forward_completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(fleettwin::core::desired_update)

@@ -181,6 +181,50 @@ bool kind_changed(const stored_aggregate& agg, const std::string& id, const asse
   return false;
 }
 
+bool is_aggregate_id(const partition_state& st, std::string_view id) {
+  auto kinds = st.cfg.assets->kinds ? st.cfg.assets->kinds->get() : nullptr;
+  return kinds && kinds->is_aggregate(id);
+}
+
+/// Adds `id` to the entities `r` reads unless it is resident (the caller asks for each
+/// id once).
+void want(const partition_state& st, load_request_ptr& r, std::string_view id) {
+  if (st.assets.find(std::string{id}) != st.assets.end())
+    return;
+  if (!r) {
+    r = std::make_shared<load_request>();
+    r->partition = st.cfg.partition;
+  }
+  auto& e = r->entities.emplace_back();
+  e.id = std::string{id};
+  e.aggregate = is_aggregate_id(st, id);
+}
+
+/// Runs `then` once the entities of `r` that are not resident have been read by the
+/// committer, off this actor's thread (one MultiGet); at once when there is nothing to
+/// read. While `then` runs, resident() takes their state from what was read. The
+/// committer runs a partition's reads and commits in the order they were asked for, so
+/// a read sees every commit asked for before it; an entity that became resident while
+/// it was read keeps its resident state (it may have changed since).
+template <class F>
+void preload(self_ptr self, load_request_ptr r, F then) {
+  if (!r || r->entities.empty()) {
+    then();
+    return;
+  }
+  self->request(self->state.committer, caf::infinite, load_atom::value, std::move(r))
+      .then(
+          [self, then](load_request_ptr& done) mutable {
+            auto& st = self->state;
+            for (auto& e : done->entities)
+              if (st.assets.find(e.id) == st.assets.end())
+                st.preloaded.emplace(e.id, &e);
+            then();
+            st.preloaded.clear();
+          },
+          [self](caf::error& e) { fail(self, "reading twins failed: " + to_string(e)); });
+}
+
 /// `item` is the work item that uses the entity (0: a lookup).
 std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, uint64_t item,
                                     bool create, std::string& error) {
@@ -192,23 +236,39 @@ std::optional<asset_actor> resident(self_ptr self, const std::string& asset_id, 
     return it->second.handle;
   }
   core::twin tw;
-  const auto twin_status = st.cfg.store->load_twin(st.cfg.partition, asset_id, tw, error);
-  if (twin_status == load_status::failed)
-    return std::nullopt;
   std::optional<stored_aggregate> agg;
   bool is_aggregate = false;
-  if (auto kinds = st.cfg.assets->kinds ? st.cfg.assets->kinds->get() : nullptr;
-      kinds && kinds->is_aggregate(asset_id)) {
-    is_aggregate = true;
-    stored_aggregate stored;
-    switch (st.cfg.store->load_aggregate(st.cfg.partition, asset_id, stored, error)) {
-      case load_status::failed:
-        return std::nullopt;
-      case load_status::found:
-        agg = std::move(stored);
-        break;
-      case load_status::missing:
-        break;
+  load_status twin_status = load_status::missing;
+  if (auto p = st.preloaded.find(asset_id); p != st.preloaded.end()) {
+    // Read by the committer (preload): no store access on this thread.
+    auto& e = *p->second;
+    if (e.twin_status == load_status::failed || e.aggregate_status == load_status::failed) {
+      error = e.error;
+      return std::nullopt;
+    }
+    twin_status = e.twin_status;
+    tw = std::move(e.twin);
+    is_aggregate = e.aggregate;
+    if (e.aggregate_status == load_status::found)
+      agg = std::move(e.stored);
+    st.preloaded.erase(p);
+  } else {
+    ++st.synchronous_loads;
+    twin_status = st.cfg.store->load_twin(st.cfg.partition, asset_id, tw, error);
+    if (twin_status == load_status::failed)
+      return std::nullopt;
+    if (is_aggregate_id(st, asset_id)) {
+      is_aggregate = true;
+      stored_aggregate stored;
+      switch (st.cfg.store->load_aggregate(st.cfg.partition, asset_id, stored, error)) {
+        case load_status::failed:
+          return std::nullopt;
+        case load_status::found:
+          agg = std::move(stored);
+          break;
+        case load_status::missing:
+          break;
+      }
     }
   }
   if (twin_status == load_status::missing && !agg && !create)
@@ -266,6 +326,15 @@ void publish_gauges(self_ptr self) {
 /// not committed yet is asked for now and handed over at its commit.
 void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
   auto& st = self->state;
+  if (st.preloaded.empty()) {
+    load_request_ptr r;
+    want(st, r, asset_id);
+    if (r) {
+      preload(self, std::move(r),
+              [self, asset_id, done]() mutable { lookup(self, asset_id, done); });
+      return;
+    }
+  }
   const auto wait = awaited(st, asset_id);
   std::string error;
   auto handle = resident(self, asset_id, 0, false, error);
@@ -288,6 +357,15 @@ void lookup(self_ptr self, std::string& asset_id, twin_completion& done) {
 void lookup_aggregate(self_ptr self, std::string& id, aggregate_query& q,
                       aggregate_completion& done) {
   auto& st = self->state;
+  if (st.preloaded.empty()) {
+    load_request_ptr r;
+    want(st, r, id);
+    if (r) {
+      preload(self, std::move(r),
+              [self, id, q, done]() mutable { lookup_aggregate(self, id, q, done); });
+      return;
+    }
+  }
   const auto wait = awaited(st, id);
   std::string error;
   auto handle = resident(self, id, 0, false, error);
@@ -824,6 +902,11 @@ bool send_contributions(self_ptr self, std::map<std::string, contribution_slice>
   return true;
 }
 
+void dispatch_batch(self_ptr self, const std::shared_ptr<decoded_batch>& decoded,
+                    std::map<std::string, contribution_slice>& replayed,
+                    std::map<std::string, contribution_slice>& contributions,
+                    std::map<std::string, relation_slice>& relations);
+
 void start_batch(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.applying;
@@ -903,11 +986,53 @@ void start_batch(self_ptr self) {
     publish(self);
     return;
   }
+  // Entities not resident are read by the committer first (one MultiGet), not here.
+  load_request_ptr r;
+  {
+    std::unordered_set<std::string_view> asked;  // the entities not resident
+    auto ask = [&](std::string_view id) {
+      if (st.assets.find(std::string{id}) == st.assets.end() && asked.insert(id).second)
+        want(st, r, id);
+    };
+    for (const auto& [id, slice] : replayed)
+      ask(id);
+    for (const auto& [id, slice] : contributions)
+      ask(id);
+    for (const auto& [id, indexes] : st.groups)
+      ask(id);
+    for (const auto& [id, slice] : relations)
+      ask(id);
+  }
+  if (!r) {
+    dispatch_batch(self, decoded, replayed, contributions, relations);
+    return;
+  }
+  struct parts {
+    std::shared_ptr<decoded_batch> decoded;
+    std::map<std::string, contribution_slice> replayed, contributions;
+    std::map<std::string, relation_slice> relations;
+  };
+  auto held = std::make_shared<parts>(
+      parts{decoded, std::move(replayed), std::move(contributions), std::move(relations)});
+  preload(self, std::move(r), [self, id = item.id, held] {
+    auto& st = self->state;
+    if (st.failed || !st.applying || st.applying->id != id)
+      return;
+    dispatch_batch(self, held->decoded, held->replayed, held->contributions, held->relations);
+  });
+}
+
+/// Hands the decoded item to its entities (every one resident or read by now).
+void dispatch_batch(self_ptr self, const std::shared_ptr<decoded_batch>& decoded,
+                    std::map<std::string, contribution_slice>& replayed,
+                    std::map<std::string, contribution_slice>& contributions,
+                    std::map<std::string, relation_slice>& relations) {
+  auto& st = self->state;
   // Replayed records come first: each aggregate gets them before newer ones.
   if (!send_contributions(self, replayed) || !send_contributions(self, contributions))
     return;
   std::shared_ptr<const decoded_batch> shared = decoded;
-  const auto id = item.id;
+  const auto id = st.applying->id;
   for (auto& [asset_id, indexes] : st.groups) {
     std::string error;
     auto handle = resident(self, std::string{asset_id}, id, true, error);
@@ -1255,7 +1380,19 @@ void process_next(self_ptr self) {
       st.queued_since = item.started;
     start_batch(self);
   } else if (auto* d = std::get_if<desired_work>(&next)) {
-    start_desired(self, std::move(*d));
+    load_request_ptr r;
+    want(st, r, d->asset_id);
+    if (!r) {
+      start_desired(self, std::move(*d));
+    } else {
+      auto work = std::make_shared<desired_work>(std::move(*d));
+      preload(self, std::move(r), [self, id = item.id, work] {
+        auto& st = self->state;
+        if (st.failed || !st.applying || st.applying->id != id)
+          return;  // the call's completion answers with its fallback
+        start_desired(self, std::move(*work));
+      });
+    }
   } else if (std::holds_alternative<flush_work>(next)) {
     start_flush(self);
   } else {
@@ -1313,6 +1450,10 @@ committer_actor::behavior_type committer(committer_actor::pointer self,
   return {
       [store](commit_atom, const commit_batch& b) -> std::string {
         return store->commit(b).value_or(std::string{});
+      },
+      [store](load_atom, load_request_ptr& r) -> load_request_ptr {
+        store->load_many(*r);
+        return std::move(r);
       },
   };
 }
@@ -1425,8 +1566,8 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       },
       [self](status_atom, partition_info_completion& done) {
         auto& st = self->state;
-        done(
-            partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied});
+        done(partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied,
+                            st.synchronous_loads});
       },
       [self](stop_atom, std::function<void()>& done) {
         auto& st = self->state;

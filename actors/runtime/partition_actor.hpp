@@ -261,6 +261,12 @@ struct partition_state {
   std::vector<const raw_record*> decoded_from;
   /// Scratch for grouping a batch by asset (kept to avoid reallocation).
   std::unordered_map<std::string_view, std::vector<uint32_t>> groups;
+  /// Entities the committer read for the continuation running now (see preload):
+  /// resident() takes their state from here instead of reading the store. Empty
+  /// between messages.
+  std::unordered_map<std::string_view, loaded_entity*> preloaded;
+  /// Entities read from the store on this actor's thread (partition_info).
+  uint64_t synchronous_loads = 0;
 
   static inline const char* name = "partition";
 };

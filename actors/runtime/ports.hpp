@@ -143,12 +143,41 @@ struct stored_aggregate {
 
 enum class load_status : uint8_t { found, missing, failed };
 
+/// One entity a partition reads before it becomes resident (twin_store::load_many).
+struct loaded_entity {
+  std::string id;
+  /// Asked by the partition: the entity is an aggregate (its header and members are
+  /// read too).
+  bool aggregate = false;
+  load_status twin_status = load_status::missing;
+  core::twin twin;
+  load_status aggregate_status = load_status::missing;
+  stored_aggregate stored;
+  /// Why a read failed (either status failed).
+  std::string error;
+};
+
+/// The entities a partition reads in one go, off its actor's thread.
+struct load_request {
+  int32_t partition = 0;
+  std::vector<loaded_entity> entities;
+};
+
 /// The node's local store of twins, history and consumed offsets.
 class twin_store {
 public:
   virtual ~twin_store() = default;
   virtual load_status load_twin(int32_t partition, std::string_view asset_id, core::twin& out,
                                 std::string& error) = 0;
+  /// Reads every entity of `r` (their ids and aggregate flags set), many at once where
+  /// the store can. Runs on the committer's thread, in order with its commits.
+  virtual void load_many(load_request& r) {
+    for (auto& e : r.entities) {
+      e.twin_status = load_twin(r.partition, e.id, e.twin, e.error);
+      if (e.aggregate && e.twin_status != load_status::failed)
+        e.aggregate_status = load_aggregate(r.partition, e.id, e.stored, e.error);
+    }
+  }
   /// Atomically applies `b`; returns an error description on failure.
   virtual std::optional<std::string> commit(const commit_batch& b) = 0;
   virtual std::optional<int64_t> load_offset(int32_t partition) = 0;

@@ -282,6 +282,39 @@ runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_vie
   return runtime::load_status::found;
 }
 
+void rocksdb_store::load_many(runtime::load_request& r) {
+  const size_t n = r.entities.size();
+  std::vector<std::string> keys(n);
+  std::vector<rocksdb::Slice> slices(n);
+  for (size_t i = 0; i < n; ++i) {
+    twin_key(keys[i], r.partition, r.entities[i].id);
+    slices[i] = keys[i];
+  }
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  db_->MultiGet(rocksdb::ReadOptions{}, twins_, n, slices.data(), values.data(), statuses.data());
+  for (size_t i = 0; i < n; ++i) {
+    auto& e = r.entities[i];
+    if (statuses[i].IsNotFound()) {
+      e.twin_status = runtime::load_status::missing;
+    } else if (!statuses[i].ok()) {
+      e.error = "reading twin \"" + e.id + "\": " + statuses[i].ToString();
+      e.twin_status = runtime::load_status::failed;
+      continue;
+    } else if (auto why = core::decode_twin(view(values[i]), e.twin)) {
+      e.error = "twin \"" + e.id + "\" in partition " + std::to_string(r.partition) +
+                " is corrupt: " + *why;
+      e.twin_status = runtime::load_status::failed;
+      continue;
+    } else {
+      e.twin_status = runtime::load_status::found;
+    }
+    values[i].Reset();
+    if (e.aggregate)
+      e.aggregate_status = load_aggregate(r.partition, e.id, e.stored, e.error);
+  }
+}
+
 std::optional<std::string> rocksdb_store::commit(const runtime::commit_batch& b) {
   if (b.twins.empty() && b.history.empty() && !b.next_offset && !b.changelog_offset &&
       b.created_twins == 0 && b.aggregates.empty() && b.members.empty() &&

@@ -149,6 +149,8 @@ public:
 
   // --- runtime::twin_store (actors) -----------------------------------------
 
+  /// One MultiGet for the twins of `r`; aggregates' headers and members as load_aggregate.
+  void load_many(runtime::load_request& r) override;
   runtime::load_status load_twin(int32_t partition, std::string_view asset_id, core::twin& out,
                                  std::string& error) override;
   /// One WriteBatch with every twin, every history slot and the offset.

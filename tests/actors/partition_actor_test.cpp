@@ -27,9 +27,21 @@ struct fake_store final : twin_store {
   std::map<int32_t, int64_t> contributions_applied;
   std::vector<commit_batch> commits;
   std::optional<std::string> fail_next;
+  /// Entities asked for by each load_many, and reads outside of one (the partition
+  /// actor reading on its own thread: none expected).
+  std::vector<size_t> batched_loads;
+  size_t direct_loads = 0;
+  bool in_load_many = false;
 
+  void load_many(load_request& r) override {
+    batched_loads.push_back(r.entities.size());
+    in_load_many = true;
+    twin_store::load_many(r);
+    in_load_many = false;
+  }
   load_status load_twin(int32_t p, std::string_view id, core::twin& out,
                         std::string& error) override {
+    direct_loads += in_load_many ? 0 : 1;
     auto it = twins.find({p, std::string{id}});
     if (it == twins.end())
       return load_status::missing;
@@ -77,6 +89,7 @@ struct fake_store final : twin_store {
   }
   load_status load_aggregate(int32_t p, std::string_view id, stored_aggregate& out,
                              std::string& error) override {
+    direct_loads += in_load_many ? 0 : 1;
     auto it = aggregates.find({p, std::string{id}});
     if (it == aggregates.end())
       return load_status::missing;
@@ -194,6 +207,8 @@ struct PartitionActorTest : ::testing::Test {
   ~PartitionActorTest() override {
     caf::anon_send_exit(part, caf::exit_reason::user_shutdown);
     sched->run();
+    EXPECT_EQ(store->direct_loads, 0u)
+        << "a twin or aggregate was read from the store on the partition actor's thread";
   }
 
   std::shared_ptr<partition_gauges> gauges = std::make_shared<partition_gauges>();
@@ -598,6 +613,56 @@ TEST_F(PartitionActorTest, IdleTwinsArePassivatedAndReloadedOnDemand) {
   ASSERT_EQ(a.error, query_error::none);
   EXPECT_EQ(a.twin->applied_records, 1u);
   EXPECT_EQ(status().active_twins, 1u);
+}
+
+TEST_F(PartitionActorTest, TwinsNotResidentAreReadByTheCommitterInOneRequestPerItem) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}, {"b", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(store->batched_loads, (std::vector<size_t>{2}));  // both new: one read
+  // Passivate both; then one item touches a, b (stored) and c (new), twice each.
+  now += 5000;
+  sched->trigger_timeouts();
+  sched->run();
+  caf::anon_send(part, batch_atom::value,
+                 batch(2, {{"a", "2,200,x=2"},
+                           {"c", "1,100,x=1"},
+                           {"b", "2,200,x=2"},
+                           {"a", "3,300,x=3"},
+                           {"c", "2,200,x=2"}}));
+  sched->run();
+  deliver_all();
+  EXPECT_EQ(store->batched_loads, (std::vector<size_t>{2, 3}));
+  EXPECT_EQ(get("a").twin->applied_records, 3u);  // resident now: no read
+  EXPECT_EQ(get("b").twin->applied_records, 2u);
+  EXPECT_EQ(get("c").twin->applied_records, 2u);
+  EXPECT_EQ(store->batched_loads.size(), 2u);
+  EXPECT_EQ(get("nobody").error, query_error::not_found);  // read, not there, not spawned
+  EXPECT_EQ(store->batched_loads, (std::vector<size_t>{2, 3, 1}));
+}
+
+TEST_F(PartitionActorTest, AReadAndAnItemAskingForTheSameStoredTwinShareItsState) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  now += 5000;
+  sched->trigger_timeouts();
+  sched->run();
+  // The read and the item are both in the committer's queue before either is read:
+  // the second read finds the twin resident and keeps its state.
+  auto reply = std::make_shared<twin_reply>();
+  caf::anon_send(part, get_atom::value, std::string{"a"},
+                 twin_completion{[reply](twin_reply r) { *reply = std::move(r); },
+                                 twin_reply{query_error::unavailable, "dropped", {}}});
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(reply->error, query_error::none);
+  EXPECT_EQ(reply->twin->applied_records, 1u);
+  EXPECT_EQ(get("a").twin->applied_records, 2u);
+  EXPECT_EQ(store->batched_loads, (std::vector<size_t>{1, 1, 1}));
 }
 
 TEST_F(PartitionActorTest, LeastRecentlyUsedTwinsArePassivatedBeyondTheBound) {

@@ -809,6 +809,51 @@ std::string encoded_entry(const core::member_entry& e) {
 
 }  // namespace
 
+TEST_F(StoreTest, LoadManyReadsTwinsAndAggregatesLikeSingleLoads) {
+  put_twins(0, {"pump-1", "pump-2"}, 1);
+  commit_batch b;
+  b.partition = 0;
+  b.twins = {{"bad", std::string("\x63garbage", 8)}};
+  core::aggregate_header h{"fleets/f1", "fleet", 4, 1000, 2, 1, 0, {{"power", 7.5}}};
+  std::string header;
+  core::encode_aggregate_header(h, header);
+  b.aggregates.emplace_back("fleets/f1", header);
+  b.members.push_back({"fleets/f1", "pump-1", encoded_entry(meter_entry(2.5, "pump-1"))});
+  commit(b);
+
+  runtime::load_request r;
+  r.partition = 0;
+  for (const char* id : {"pump-2", "nobody", "bad", "pump-1", "fleets/f1", "fleets/none"}) {
+    auto& e = r.entities.emplace_back();
+    e.id = id;
+    e.aggregate = std::string_view{id}.starts_with("fleets/");
+  }
+  store->load_many(r);
+  const auto& e = r.entities;
+  for (size_t i : {0, 3}) {
+    SCOPED_TRACE(e[i].id);
+    ASSERT_EQ(e[i].twin_status, load_status::found) << e[i].error;
+    core::twin single;
+    std::string error;
+    ASSERT_EQ(store->load_twin(0, e[i].id, single, error), load_status::found);
+    std::string a, b;
+    core::encode_twin(e[i].twin, a);
+    core::encode_twin(single, b);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(e[i].aggregate_status, load_status::missing);  // not asked for
+  }
+  EXPECT_EQ(e[1].twin_status, load_status::missing);
+  EXPECT_EQ(e[1].error, "");
+  EXPECT_EQ(e[2].twin_status, load_status::failed);
+  EXPECT_NE(e[2].error.find("\"bad\" in partition 0 is corrupt"), std::string::npos) << e[2].error;
+  EXPECT_EQ(e[4].twin_status, load_status::missing);
+  ASSERT_EQ(e[4].aggregate_status, load_status::found) << e[4].error;
+  EXPECT_EQ(e[4].stored.header, h);
+  ASSERT_EQ(e[4].stored.members.size(), 1u);
+  EXPECT_EQ(e[4].stored.members[0].first, "pump-1");
+  EXPECT_EQ(e[5].aggregate_status, load_status::missing);
+}
+
 TEST_F(StoreTest, AggregatesKeepAHeaderAndOneRecordPerMember) {
   core::aggregate_header h{"transformers/T1", "transformer", 4, 1000, 2, 2, 0, {{"power", 7.5}}};
   std::string header;
