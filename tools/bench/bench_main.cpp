@@ -468,7 +468,7 @@ struct pipeline_options {
 int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                    const std::string& aggregates, const std::string& real_kafka,
                    const std::string& guarantee, int64_t commit_interval_ms,
-                   const pipeline_options& pipeline) {
+                   const pipeline_options& pipeline, double hot_rate) {
   kafka::topic_names topics;
   std::string error;
   std::unique_ptr<kafka::embedded_kafka> k;
@@ -532,6 +532,7 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   auto* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   std::atomic<uint64_t> telemetry_sent{0};
   std::atomic<bool> producing{true};
+  std::atomic<bool> fleet_sent_all{false};
   fmt::print("producing the simulated topology of {} assets at {:.0f} records/s for {:.0f} s...\n",
              assets, rate, seconds);
   std::thread producer{[&] {
@@ -562,9 +563,61 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
           std::this_thread::sleep_until(due);
       }
     }
+    fleet_sent_all = true;  // the hot twin's producer stops too
     rd_kafka_flush(rk, 60'000);
     producing = false;
   }};
+  // A hot twin beside the fleet: one asset's JSON records at hot_rate, paced like the
+  // fleet, by the same ordinary producer, for as long as the fleet produces.
+  const std::string hot_asset = "bench-hot";
+  std::atomic<uint64_t> hot_sent{0};
+  std::thread hot_producer;
+  if (hot_rate > 0) {
+    fmt::print("and one hot twin ({}) at {:.0f} records/s\n", hot_asset, hot_rate);
+    hot_producer = std::thread{[&] {
+      const auto began = clock_type::now();
+      std::string payload;
+      for (uint64_t seq = 1; !fleet_sent_all; ++seq) {
+        const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+        payload = fmt::format(
+            R"({{"asset_id":"{}","kind":"vehicle","sequence":{},"source_time_ms":{},"metrics":{{"speed_kmh":{:.1f},"battery_pct":{:.2f}}}}})",
+            hot_asset, seq, now_ms, 40.0 + static_cast<double>(seq % 400) / 10.0,
+            100.0 - static_cast<double>(seq % 10'000) / 100.0);
+        auto* h = rd_kafka_headers_new(1);
+        rd_kafka_header_add(h, "content-type", -1, "application/json", -1);
+        while (
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topics.telemetry.c_str()),
+                              RD_KAFKA_V_KEY(const_cast<char*>(hot_asset.data()), hot_asset.size()),
+                              RD_KAFKA_V_VALUE(payload.data(), payload.size()),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                              RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+          rd_kafka_poll(rk, 10);
+        hot_sent.fetch_add(1, std::memory_order_relaxed);
+        if (seq % 64 == 0) {
+          auto due =
+              began + std::chrono::duration_cast<clock_type::duration>(
+                          std::chrono::duration<double>(static_cast<double>(seq) / hot_rate));
+          if (due > clock_type::now())
+            std::this_thread::sleep_until(due);
+        }
+      }
+    }};
+  }
+  auto twins_stub = fleettwin::v1::TwinService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(n->grpc_port()), grpc::InsecureChannelCredentials()));
+  // The hot twin's version (records applied to it), 0 when it does not exist yet.
+  auto hot_version = [&]() -> uint64_t {
+    grpc::ClientContext ctx;
+    fleettwin::v1::GetTwinRequest req;
+    req.set_name("twins/" + hot_asset);
+    fleettwin::v1::Twin tw;
+    return twins_stub->GetTwin(&ctx, req, &tw).ok() ? tw.version() : 0;
+  };
+  std::vector<double> hot_lags;
+  uint64_t hot_version_warm = 0;
+  clock_type::time_point hot_warm_at;
   // Lag while producing: records sent but not committed yet. Latency under
   // load: the node's histograms between the end of a warm-up (the first
   // quarter of the load: twins and aggregates are created then) and the end
@@ -580,17 +633,30 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
     std::this_thread::sleep_for(std::chrono::milliseconds{100});
     const double sent = static_cast<double>(telemetry_sent.load());
     lags.push_back(std::max(0.0, sent - static_cast<double>(records_committed(*n))));
+    if (hot_rate > 0) {
+      const double hot = static_cast<double>(hot_sent.load());
+      const auto v = hot_version();
+      hot_lags.push_back(std::max(0.0, hot - static_cast<double>(v)));
+      if (hot_version_warm == 0 && clock_type::now() - load_began >= warm_up) {
+        hot_version_warm = v;
+        hot_warm_at = clock_type::now();
+      }
+    }
     if (warm_metrics.empty() && clock_type::now() - load_began >= warm_up)
       warm_metrics = scrape_metrics(n->metrics_port());
   }
   const auto loaded_metrics = scrape_metrics(n->metrics_port());
+  const uint64_t hot_version_loaded = hot_rate > 0 ? hot_version() : 0;
+  const auto hot_loaded_at = clock_type::now();
   probe.stop();
+  if (hot_producer.joinable())
+    hot_producer.join();
   producer.join();
   rd_kafka_destroy(rk);
   const auto stopped = clock_type::now();
   const uint64_t sent = telemetry_sent.load();
   // The probe's records are in the telemetry topic too.
-  const uint64_t offered = sent + probe.sent();
+  const uint64_t offered = sent + probe.sent() + hot_sent.load();
   while (records_committed(*n) < offered && clock_type::now() - stopped < std::chrono::minutes{2})
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   const double drain_s = std::chrono::duration<double>(clock_type::now() - stopped).count();
@@ -631,10 +697,26 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
       "sent {} telemetry records; lag during the load p50 {:.0f} p99 {:.0f} records; all "
       "committed {:.3f} s after the load stopped\n",
       sent, lag_at(0.5), lag_at(0.99), drain_s);
+  // Per record of the fleet and the hot twin together.
+  const double cpu_records = static_cast<double>(sent + hot_sent.load());
   fmt::print(
-      "CPU of this process (node, producer, probe) during load and drain: {:.1f} s, {:.1f} "
+      "CPU of this process (node, producers, probe) during load and drain: {:.1f} s, {:.1f} "
       "us per record\n",
-      cpu_s, 1e6 * cpu_s / std::max<double>(1, static_cast<double>(sent)));
+      cpu_s, 1e6 * cpu_s / std::max<double>(1, cpu_records));
+  double hot_updates_per_s = 0;
+  if (hot_rate > 0) {
+    std::sort(hot_lags.begin(), hot_lags.end());
+    const double span = std::chrono::duration<double>(hot_loaded_at - hot_warm_at).count();
+    hot_updates_per_s =
+        span > 0 ? static_cast<double>(hot_version_loaded - hot_version_warm) / span : 0;
+    const uint64_t hot_final = hot_version();
+    fmt::print(
+        "hot twin: {} records sent, {:.0f} updates/s applied under load (after the first "
+        "quarter), its lag p50 {:.0f} p99 {:.0f} records; {} applied in the end{}\n",
+        hot_sent.load(), hot_updates_per_s, hot_lags.empty() ? 0.0 : hot_lags[hot_lags.size() / 2],
+        hot_lags.empty() ? 0.0 : hot_lags[static_cast<size_t>(0.99 * double(hot_lags.size() - 1))],
+        hot_final, hot_final == hot_sent.load() ? "" : " (NOT all of them)");
+  }
   const auto probed = probe.latencies();
   auto probe_at = [&](double q) {
     return probed.empty() ? 0.0
@@ -726,11 +808,11 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                quantile_bound(b, 0.5), quantile_bound(b, 0.99));
   }
   fmt::print(
-      R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"cpu_us_per_record":{:.2f},"probe_p50_ms":{:.1f},"probe_p99_ms":{:.1f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
+      R"({{"bench":"aggregates","assets":{},"rate":{:.0f},"seconds":{:.0f},"sent":{},"lag_p99":{:.0f},"drain_s":{:.3f},"cpu_us_per_record":{:.2f},"probe_p50_ms":{:.1f},"probe_p99_ms":{:.1f},"hot_rate":{:.0f},"hot_updates_per_s":{:.0f},"exact":{},"aggregates":{},"levels":{{{}}}}})"
       "\n",
       assets, rate, seconds, sent, lag_at(0.99), drain_s,
-      1e6 * cpu_s / std::max<double>(1, static_cast<double>(sent)), probe_at(0.5), probe_at(0.99),
-      ok, expected.size(), json_levels);
+      1e6 * cpu_s / std::max<double>(1, cpu_records), probe_at(0.5), probe_at(0.99), hot_rate,
+      hot_updates_per_s, ok, expected.size(), json_levels);
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
@@ -1336,7 +1418,7 @@ int run_query(uint32_t twins, double seconds, int threads, bool secure) {
   return 0;
 }
 
-int run_memory(uint32_t twins, int partitions) {
+int run_memory(uint32_t twins, int partitions, uint32_t max_active) {
   auto dir = temp_dir("memory");
   storage::store_options so;
   so.path = dir + "/rocksdb";
@@ -1352,15 +1434,22 @@ int run_memory(uint32_t twins, int partitions) {
   std::atomic<uint64_t> committed{0};
   std::vector<std::atomic<uint64_t>> committed_by(static_cast<size_t>(partitions));
   std::vector<runtime::partition_actor> parts;
-  for (int p = 0; p < partitions; ++p) {
+  auto configure = [&](int p) {
     runtime::partition_config pc;
     pc.partition = p;
     pc.assets = assets;
     pc.store = store;
     pc.make_decoder = [] { return kafka::make_telemetry_decoder(1 << 20); };
-    // Nothing passivates while the twins are created and measured resident.
+    // Nothing passivates while the twins are created and measured resident, unless
+    // at most max_active may be (the least recently used beyond it passivate).
     pc.passivate_after = std::chrono::hours{1};
-    pc.tick_interval = std::chrono::hours{1};
+    pc.tick_interval = max_active > 0 ? std::chrono::milliseconds{100} : std::chrono::hours{1};
+    if (max_active > 0)
+      pc.max_active_twins = std::max<size_t>(1, max_active / static_cast<uint32_t>(partitions));
+    return pc;
+  };
+  for (int p = 0; p < partitions; ++p) {
+    auto pc = configure(p);
     pc.on_committed = [&committed, &committed_by](int32_t p, runtime::input, int64_t next, size_t,
                                                   std::optional<int64_t>) {
       // Offsets are dense here: the next offset counts this partition's records.
@@ -1458,6 +1547,47 @@ int run_memory(uint32_t twins, int partitions) {
       },
       0, 0, error);
   const double scan_secs = seconds_since(scan_start);
+
+  // A restart: the store closed and opened again, the partitions spawned again, and
+  // the first twin served (read from RocksDB, its actor spawned), then 10,000 more
+  // twins read once each, spread over the id space.
+  store.reset();
+  auto restart_start = clock_type::now();
+  store = storage::rocksdb_store::open(so, error);
+  if (!store)
+    throw std::runtime_error(error);
+  const double open_secs = seconds_since(restart_start);
+  parts.clear();
+  for (int p = 0; p < partitions; ++p)
+    parts.push_back(sys.spawn(runtime::partition, configure(p)));
+  auto read = [&](uint32_t index) {
+    std::promise<runtime::twin_reply> pr;
+    const auto id = gen.asset_id(index);
+    // As the twins were fed: by asset index.
+    caf::anon_send(parts[index % static_cast<uint32_t>(partitions)], runtime::get_atom::value, id,
+                   runtime::twin_completion{
+                       [&pr](runtime::twin_reply r) { pr.set_value(std::move(r)); },
+                       runtime::twin_reply{runtime::query_error::unavailable, "dropped", {}}});
+    auto r = pr.get_future().get();
+    if (r.error != runtime::query_error::none)
+      throw std::runtime_error("reading twin " + id + " after the restart: " + r.message);
+  };
+  read(twins / 2);
+  const double first_serve_secs = seconds_since(restart_start);
+  const uint32_t cold_reads = std::min<uint32_t>(twins, 10'000);
+  auto cold_start = clock_type::now();
+  for (uint32_t i = 0; i < cold_reads; ++i)
+    read(static_cast<uint32_t>((uint64_t(i) * 7919 + 13) % twins));
+  const double cold_secs = seconds_since(cold_start);
+  for (auto& a : parts) {
+    std::promise<void> stopped;
+    caf::anon_send(a, runtime::stop_atom::value,
+                   std::function<void()>{[&stopped] { stopped.set_value(); }});
+    stopped.get_future().wait();
+  }
+  parts.clear();
+  sys.await_all_actors_done();
+
   double per_active = double(with_active - base) / twins;
   double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
   fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins, ingest_secs,
@@ -1476,9 +1606,13 @@ int run_memory(uint32_t twins, int partitions) {
       "in {:.2f} s ({} open)\n",
       scanned, scan_secs, open_alerts);
   fmt::print(
-      R"({{"bench":"memory","twins":{},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f}}})"
+      "after a restart: store open in {:.2f} s, first twin served {:.0f} ms after the restart "
+      "began; {} cold reads (one twin each, one at a time) in {:.2f} s ({:.0f} reads/s)\n",
+      open_secs, first_serve_secs * 1000, cold_reads, cold_secs, cold_reads / cold_secs);
+  fmt::print(
+      R"({{"bench":"memory","twins":{},"max_active":{},"twins_per_second":{:.0f},"bytes_per_active_twin":{:.0f},"bytes_per_passivated_twin":{:.0f},"first_serve_ms":{:.0f}}})"
       "\n",
-      twins, per_active, per_passive);
+      twins, max_active, twins / ingest_secs, per_active, per_passive, first_serve_secs * 1000);
   store.reset();
   std::filesystem::remove_all(dir);
   return 0;
@@ -1551,6 +1685,13 @@ int main(int argc, char** argv) {
   uint32_t mem_twins = 1'000'000;
   auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
   memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();
+  uint32_t mem_max_active = 0;
+  memory
+      ->add_option("--max-active", mem_max_active,
+                   "twins resident at most while creating (least recently used passivate "
+                   "beyond it); 0: all stay resident")
+      ->capture_default_str();
+  memory->add_option("--partitions", partitions, "partitions")->capture_default_str();
   auto* aggs = app.add_subcommand(
       "aggregates", "the simulator's topology at a fixed rate: lag, latency by level, exactness");
   uint32_t agg_assets = 100'000;
@@ -1560,6 +1701,10 @@ int main(int argc, char** argv) {
   aggs->add_option("--assets", agg_assets, "simulated assets")->capture_default_str();
   aggs->add_option("--rate", agg_rate, "records per second offered")->capture_default_str();
   aggs->add_option("--seconds", agg_seconds, "seconds of load")->capture_default_str();
+  double hot_rate = 0;
+  aggs->add_option("--hot-rate", hot_rate,
+                   "also produce one hot twin's records at this rate beside the fleet (JSON)")
+      ->capture_default_str();
   aggs->add_option("--aggregates", agg_file,
                    "aggregate kinds; \"none\": the simulator's fleet without topology or "
                    "aggregates (plain telemetry)")
@@ -1639,8 +1784,8 @@ int main(int argc, char** argv) {
       return bench::run_failover_probe(probe_opts);
     if (*aggs)
       return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
-                            kafka_bootstrap, guarantee, commit_interval_ms, pipeline);
-    return run_memory(mem_twins, partitions);
+                            kafka_bootstrap, guarantee, commit_interval_ms, pipeline, hot_rate);
+    return run_memory(mem_twins, partitions, mem_max_active);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";
     return 1;
