@@ -56,6 +56,23 @@ private:
   bool looked_up_ = false;
 };
 
+/// A history segment this large is closed and the next samples of the item go to a new
+/// one (its own ring slot): a hot twin's item of tens of thousands of records would
+/// otherwise make one changelog record larger than a Kafka broker accepts (1 MiB by
+/// default), and its transaction would fail again on every retry.
+constexpr size_t max_segment_bytes = 256 * 1024;
+
+/// Hands the open segment to the update under the twin's next ring slot.
+void close_segment(asset_state& st, asset_update& u, std::string& segment) {
+  if (segment.empty())
+    return;
+  auto& h = u.history.emplace_back();
+  h.asset_id = st.asset_id;
+  h.slot = core::history_slot(++st.tw.history_segments, st.config->history_capacity);
+  h.segment = std::move(segment);
+  segment.clear();
+}
+
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u,
                    std::string& segment) {
   auto& change = u.changes.emplace_back();
@@ -78,6 +95,8 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
       core::append_history_sample(segment, name, rp.val, rp.source_time_ms, rp.sequence);
     }
   }
+  if (segment.size() >= max_segment_bytes)
+    close_segment(st, u, segment);
 }
 
 std::shared_ptr<const core::kind_registry> kinds_of(const asset_state& st) {
@@ -371,12 +390,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           u.kind = st.tw.kind;
           u.tenant = st.tw.tenant;
         }
-        if (!segment.empty()) {
-          auto& h = u.history.emplace_back();
-          h.asset_id = st.asset_id;
-          h.slot = core::history_slot(++st.tw.history_segments, st.config->history_capacity);
-          h.segment = std::move(segment);
-        }
+        close_segment(st, u, segment);
         if (u.applied > 0)
           contribute_change(st, attributes_changed || was_empty, batch.ingest_ms, u);
         // Duplicates and late samples change counters and the sequence window

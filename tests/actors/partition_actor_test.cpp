@@ -328,6 +328,37 @@ TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged
   EXPECT_EQ(std::get<double>(a.twin->reported.at("y").val), 4.0);
 }
 
+TEST_F(PartitionActorTest, AHotTwinsHistoryIsSplitIntoSegmentsABrokerAccepts) {
+  spawn_partition();
+  // 30,000 records for one twin in one item, each with a long property name: one
+  // segment would be about 1.5 MB, more than a broker takes by default (1 MiB).
+  const std::string name(40, 'p');
+  std::vector<std::pair<std::string, std::string>> recs;
+  for (int i = 1; i <= 30'000; ++i)
+    recs.emplace_back(
+        "hot", std::to_string(i) + "," + std::to_string(i) + "," + name + "=" + std::to_string(i));
+  caf::anon_send(part, batch_atom::value, batch(0, std::move(recs)));
+  sched->run();
+  deliver_all();
+  ASSERT_EQ(store->commits.size(), 1u);
+  const auto& history = store->commits[0].history;
+  ASSERT_GE(history.size(), 4u);
+  size_t samples = 0;
+  int64_t last_time = 0;
+  for (const auto& h : history) {
+    EXPECT_LE(h.segment.size(), 300'000u);
+    EXPECT_FALSE(
+        core::decode_history_segment(h.segment, [&](std::string_view, core::history_point& p) {
+          EXPECT_GT(p.source_time_ms, last_time);  // in order, none twice
+          last_time = p.source_time_ms;
+          ++samples;
+        }));
+  }
+  EXPECT_EQ(samples, 30'000u);
+  // Each segment its own ring slot, the next after the last.
+  EXPECT_EQ(get("hot").twin->history_segments, history.size());
+}
+
 TEST_F(PartitionActorTest, BatchesAreProcessedOneAtATimeInOrder) {
   spawn_partition();
   caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));

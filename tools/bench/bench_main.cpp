@@ -607,13 +607,18 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   }
   auto twins_stub = fleettwin::v1::TwinService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(n->grpc_port()), grpc::InsecureChannelCredentials()));
-  // The hot twin's version (records applied to it), 0 when it does not exist yet.
+  // The hot twin's version (records applied to it): the last one read (0 before it
+  // exists; a read that fails or times out keeps the previous one).
+  uint64_t hot_seen = 0;
   auto hot_version = [&]() -> uint64_t {
     grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{5});
     fleettwin::v1::GetTwinRequest req;
     req.set_name("twins/" + hot_asset);
     fleettwin::v1::Twin tw;
-    return twins_stub->GetTwin(&ctx, req, &tw).ok() ? tw.version() : 0;
+    if (twins_stub->GetTwin(&ctx, req, &tw).ok())
+      hot_seen = std::max<uint64_t>(hot_seen, tw.version());
+    return hot_seen;
   };
   std::vector<double> hot_lags;
   uint64_t hot_version_warm = 0;

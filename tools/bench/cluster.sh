@@ -55,6 +55,12 @@ for inflight in 1 8; do
     2> >(grep -v '^%[5-7]|' >&2) | grep -v 'level(s): 0 changes'
 done
 
+# Hot twin: one asset's steady producer at 50,000 records/s beside the fleet at 5,000 records/s.
+echo "== hot twin: 50000 records/s for one asset beside the fleet at 5000 records/s"
+"$bench" aggregates --kafka "$bootstrap" --aggregates none --assets "$assets" --rate 5000 \
+  --seconds 20 --partitions "$partitions" --hot-rate 50000 \
+  2> >(grep -v '^%[5-7]|' >&2) | grep -v 'level(s): 0 changes'
+
 echo "== summary (real Kafka, one broker; compare ratios within a run, not absolutes)"
 # node rec/s: all nodes together, from the first record applied to the last (as the embedded
 # bench measures); moves: partitions that moved between nodes while ingesting.

@@ -18,5 +18,10 @@ for inflight in 1 8; do
   "$build/fleettwin-bench" aggregates --aggregates none --assets 10000 --rate "${BENCH_RATE:-5000}" \
     --seconds 20 --partitions 12 "${flag[@]}" | grep -v 'level(s): 0 changes'
 done
+echo "== hot twins (embedded Kafka): a backlog for one asset, then one asset's steady producer"
+echo "   at 50,000 records/s beside the fleet at 5,000 (target: the hot twin keeps up)"
+"$build/fleettwin-bench" ingest --assets 1 --records 200000
+"$build/fleettwin-bench" aggregates --aggregates none --assets 10000 --rate 5000 --seconds 20 \
+  --partitions 12 --hot-rate 50000 | grep -v 'level(s): 0 changes'
 echo "== aggregates under a realistic topology (embedded Kafka)"
 "$build/fleettwin-bench" aggregates --assets 10000 --rate 5000 --seconds 20 --partitions 12
