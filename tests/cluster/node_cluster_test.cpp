@@ -239,6 +239,42 @@ TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
   EXPECT_GT(metric_value(metrics, "fleettwin_transaction_commit_seconds_total"), 0) << metrics;
 }
 
+// A hot twin's backlog taken in large work items: its history goes to the changelog in
+// segments the broker accepts (one segment of an item would exceed the broker's 1 MiB), so
+// every transaction commits the first time and every record is applied once.
+TEST_F(NodeClusterTest, AHotTwinsBacklogCommitsWithoutChangelogRecordsTheBrokerRefuses) {
+  // 12 properties with long names: about 400 bytes of history per record, so a
+  // fetch's worth of records (1 MiB) makes more than 1 MiB of history.
+  const std::string hot = "hot-1";
+  const uint64_t records = 20'000;
+  {
+    producer p{c().bootstrap()};
+    for (uint64_t seq = 1; seq <= records; ++seq) {
+      std::map<std::string, double> metrics;
+      for (int m = 0; m < 12; ++m)
+        metrics["drive_train_sensor_channel_" + std::to_string(m)] =
+            static_cast<double>(seq * 13 + static_cast<uint64_t>(m));
+      p.send(
+          c().topics().telemetry, hot,
+          telemetry(hot, seq, telemetry_source::base_time_ms + static_cast<int64_t>(seq), metrics));
+    }
+    ASSERT_EQ(p.flush(), 0);
+  }
+  c().start_nodes(1);
+  std::string why;
+  ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), {{hot, records}}, 120s, &why)) << why;
+  auto metrics = scrape(c().node(0).metrics_port());
+  EXPECT_EQ(metric_value(metrics, "fleettwin_partition_revivals_total"), 0) << metrics;
+  EXPECT_GT(metric_value(metrics, "fleettwin_transactions_committed_total"), 0) << metrics;
+  v1::Twin t;
+  ASSERT_TRUE(get_twin(c().node(0).twins(), hot, t).ok());
+  EXPECT_EQ(t.version(), records);
+  v1::GetHistoryResponse h;
+  ASSERT_TRUE(get_history(c().node(0), hot, "drive_train_sensor_channel_0", h).ok());
+  EXPECT_GT(h.points_size(), 0);
+}
+
 // (c) A node ingests and dies (kill -9); a new node with another id and an empty
 // data dir starts alone and restores every twin, with its history, from the
 // changelog topic.
