@@ -1,4 +1,5 @@
 #include "services/kafka/event_producer.hpp"
+#include "services/kafka/topic_admin.hpp"
 
 #include "services/kafka/audit_log.hpp"
 
@@ -171,7 +172,8 @@ std::unique_ptr<event_producer> event_producer::create(producer_options opts, st
       {"batch.num.messages", "10000"},
       {"queue.buffering.max.messages", "1000000"},
       {"queue.buffering.max.kbytes", "1048576"},
-      {"message.max.bytes", "2000000"},
+      // A request holds at least one record: the largest output and its framing.
+      {"message.max.bytes", std::to_string(max_output_record_bytes + (1 << 20))},
       {"compression.type", "lz4"},
       {"partitioner", "murmur2_random"},
   };

@@ -12,6 +12,11 @@
 namespace fleettwin::kafka {
 
 /// A topic the node needs.
+/// The largest record the node writes to its output topics (they are created with
+/// max.message.bytes at this; the producers send requests this large and more).
+/// Within core::limits a twin's encoded state stays below it.
+inline constexpr int64_t max_output_record_bytes = 16 << 20;
+
 struct topic_spec {
   std::string name;
   int partitions = 1;

@@ -516,22 +516,30 @@ bool node::prepare_topics(std::string& error) {
   const int rf = cfg_.replication_factor;
   std::map<std::string, std::string> compacted{
       {"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "0"}, {"segment.ms", "600000"}};
+  // The topics the node writes in its transactions take records up to
+  // kafka::max_output_record_bytes: within the limits a twin's state (its changelog
+  // record) can reach several MiB and a change event more than 1 MiB, the broker's
+  // default, and a record the broker refuses fails its transaction on every retry.
+  const std::map<std::string, std::string> outputs{
+      {"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}};
+  auto compacted_output = compacted;
+  compacted_output.insert(outputs.begin(), outputs.end());
   std::vector<kafka::topic_spec> specs{
       {topics_.telemetry, partitions, rf, {}, true},
-      {topics_.changes, partitions, rf, {}, false},
-      {topics_.redacted_changes, partitions, rf, {}, false},
-      {topics_.dlq, partitions, rf, {}, false},
-      {topics_.alerts, partitions, rf, {}, false},
-      {topics_.audit, partitions, rf, {}, false},
+      {topics_.changes, partitions, rf, outputs, false},
+      {topics_.redacted_changes, partitions, rf, outputs, false},
+      {topics_.dlq, partitions, rf, outputs, false},
+      {topics_.alerts, partitions, rf, outputs, false},
+      {topics_.audit, partitions, rf, outputs, false},
       {topics_.members, 1, rf, compacted, false},
       {topics_.models, 1, rf, compacted, false},
       // Keyed like telemetry and consumed with it: the same partition count.
-      {topics_.aggregate_updates, partitions, rf, {}, true},
+      {topics_.aggregate_updates, partitions, rf, outputs, true},
       {topics_.relations, partitions, rf, {}, true},
-      {topics_.aggregates, partitions, rf, {}, false},
+      {topics_.aggregates, partitions, rf, outputs, false},
   };
   if (cfg_.keeps_changelog())
-    specs.push_back({topics_.state, partitions, rf, compacted, true});
+    specs.push_back({topics_.state, partitions, rf, compacted_output, true});
   if (auto err =
           kafka::ensure_topics(bootstrap_, kafka_settings_, specs, std::chrono::seconds{30})) {
     error = *err;

@@ -11,6 +11,8 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <librdkafka/rdkafka.h>
 
+#include "services/kafka/topic_admin.hpp"
+
 #include "actors/core/partitioning.hpp"
 #include "fleettwin/v1/telemetry.pb.h"
 #include "support/kafka_io.hpp"
@@ -121,8 +123,14 @@ cluster::cluster(cluster_options opts)
   // never race to create them (the nodes find them and leave them as they are).
   const int rf = opts_.brokers >= 3 ? 3 : 1;
   const std::map<std::string, std::string> plain;
+  // As the node creates them (node::prepare_topics): its output topics take records up to
+  // kafka::max_output_record_bytes.
+  const std::map<std::string, std::string> output{
+      {"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}};
   const std::map<std::string, std::string> compacted{
       {"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "0"}, {"segment.ms", "600000"}};
+  auto compacted_output = compacted;
+  compacted_output.insert(output.begin(), output.end());
   struct spec {
     std::string name;
     int partitions;
@@ -130,11 +138,11 @@ cluster::cluster(cluster_options opts)
   };
   const int p = opts_.partitions;
   for (const auto& s : std::vector<spec>{{topics_.telemetry, p, plain},
-                                         {topics_.changes, p, plain},
-                                         {topics_.dlq, p, plain},
-                                         {topics_.alerts, p, plain},
+                                         {topics_.changes, p, output},
+                                         {topics_.dlq, p, output},
+                                         {topics_.alerts, p, output},
                                          {topics_.members, 1, compacted},
-                                         {topics_.state, p, compacted}}) {
+                                         {topics_.state, p, compacted_output}}) {
     std::string error;
     if (!broker_->create_topic(s.name, s.partitions, rf, s.config, error))
       throw std::runtime_error("creating topic " + s.name + ": " + error);
