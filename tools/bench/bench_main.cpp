@@ -1593,7 +1593,9 @@ int run_memory(uint32_t twins, int partitions, uint32_t max_active) {
   parts.clear();
   sys.await_all_actors_done();
 
-  double per_active = double(with_active - base) / twins;
+  // Per resident actor (all twins, or at most --max-active of them).
+  double per_active =
+      double(with_active - base) / static_cast<double>(std::max<uint64_t>(resident, 1));
   double per_passive = passivated > base ? double(passivated - base) / twins : 0.0;
   fmt::print("{} twins created in {:.1f} s ({:.0f} records/s without Kafka)\n", twins, ingest_secs,
              twins / ingest_secs);
