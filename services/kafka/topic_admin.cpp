@@ -185,6 +185,64 @@ bool creation_may_succeed_later(rd_kafka_resp_err_t err, std::string_view messag
   }
 }
 
+std::vector<record_limit> record_limits_below(const std::string& bootstrap,
+                                              const std::map<std::string, std::string>& settings,
+                                              const std::vector<topic_spec>& specs,
+                                              std::chrono::milliseconds timeout,
+                                              std::string& error) {
+  std::vector<record_limit> out;
+  std::map<std::string, int64_t> needed;
+  for (const auto& s : specs)
+    if (auto it = s.config.find("max.message.bytes"); it != s.config.end())
+      needed[s.name] = std::stoll(it->second);
+  if (needed.empty())
+    return out;
+  auto rk = admin_client(bootstrap, settings, error);
+  if (!rk)
+    return out;
+  std::vector<rd_kafka_ConfigResource_t*> resources;
+  for (const auto& [name, bytes] : needed)
+    resources.push_back(rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, name.c_str()));
+  auto* queue = rd_kafka_queue_new(rk.get());
+  auto* options = rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+  char errstr[512];
+  rd_kafka_AdminOptions_set_request_timeout(options, static_cast<int>(timeout.count()), errstr,
+                                            sizeof(errstr));
+  rd_kafka_DescribeConfigs(rk.get(), resources.data(), resources.size(), options, queue);
+  auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 5'000);
+  if (!ev) {
+    error = "describing the topics' configuration timed out";
+  } else if (rd_kafka_event_error(ev)) {
+    error = std::string{"describing the topics' configuration: "} + rd_kafka_event_error_string(ev);
+  } else if (const auto* res = rd_kafka_event_DescribeConfigs_result(ev)) {
+    size_t n = 0;
+    const auto** described = rd_kafka_DescribeConfigs_result_resources(res, &n);
+    for (size_t i = 0; i < n; ++i) {
+      if (rd_kafka_ConfigResource_error(described[i]))
+        continue;
+      const std::string name = rd_kafka_ConfigResource_name(described[i]);
+      size_t entries = 0;
+      const auto** configs = rd_kafka_ConfigResource_configs(described[i], &entries);
+      for (size_t e = 0; e < entries; ++e) {
+        const char* key = rd_kafka_ConfigEntry_name(configs[e]);
+        const char* value = rd_kafka_ConfigEntry_value(configs[e]);
+        if (!key || !value || std::string_view{key} != "max.message.bytes")
+          continue;
+        const int64_t have = std::strtoll(value, nullptr, 10);
+        if (auto it = needed.find(name); it != needed.end() && have < it->second)
+          out.push_back(record_limit{name, have, it->second});
+      }
+    }
+  }
+  if (ev)
+    rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_queue_destroy(queue);
+  for (auto* r : resources)
+    rd_kafka_ConfigResource_destroy(r);
+  return out;
+}
+
 std::optional<std::map<std::string, int>> partition_counts(
     const std::string& bootstrap, const std::map<std::string, std::string>& settings,
     const std::vector<std::string>& topics, std::chrono::milliseconds timeout, std::string& error) {

@@ -35,6 +35,22 @@ std::optional<std::string> ensure_topics(const std::string& bootstrap,
                                          const std::vector<topic_spec>& specs,
                                          std::chrono::milliseconds timeout);
 
+/// A topic whose records may not be as large as its spec asks (max.message.bytes).
+struct record_limit {
+  std::string topic;
+  int64_t max_message_bytes = 0;  ///< what the topic has
+  int64_t needed = 0;             ///< what its spec asks for
+};
+
+/// The topics of `specs` asking for a max.message.bytes that the existing topic does not
+/// have (created by hand, or by an older node): records of that size fail their
+/// transaction there. Topics whose configuration cannot be read are left out.
+std::vector<record_limit> record_limits_below(const std::string& bootstrap,
+                                              const std::map<std::string, std::string>& settings,
+                                              const std::vector<topic_spec>& specs,
+                                              std::chrono::milliseconds timeout,
+                                              std::string& error);
+
 /// Whether a CreateTopics refusal is one a starting or recovering cluster
 /// gives for a moment (fenced brokers, a moving controller, timeouts), so that
 /// asking again may succeed.

@@ -167,6 +167,8 @@ bool node::init(std::string& error) {
   kafka_settings_ = extra;
   if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
     return false;
+  if (!embedded_)
+    check_record_limits();
   // Kinds and models set through the API apply before any partition is
   // served.
   if (asset_cfg_->kinds) {
@@ -546,6 +548,30 @@ bool node::prepare_topics(std::string& error) {
     return false;
   }
   return true;
+}
+
+void node::check_record_limits() {
+  // Topics created by hand or by an older node may refuse the node's largest records
+  // (node::prepare_topics creates them for records up to kafka::max_output_record_bytes).
+  const std::map<std::string, std::string> outputs{
+      {"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}};
+  std::vector<kafka::topic_spec> specs;
+  for (const auto* t : {&topics_.changes, &topics_.redacted_changes, &topics_.dlq, &topics_.alerts,
+                        &topics_.audit, &topics_.aggregate_updates, &topics_.aggregates})
+    specs.push_back({*t, 1, -1, outputs, false});
+  if (cfg_.keeps_changelog())
+    specs.push_back({topics_.state, 1, -1, outputs, false});
+  std::string why;
+  for (const auto& low : kafka::record_limits_below(bootstrap_, kafka_settings_, specs,
+                                                    std::chrono::seconds{10}, why))
+    spdlog::warn(
+        "event=topic_record_limit_low topic={} max_message_bytes={} needed={} reason=\"a twin's "
+        "state or change larger than the topic takes fails its transaction on every retry and "
+        "stops its partition; raise it: kafka-configs.sh --bootstrap-server {} --alter "
+        "--entity-type topics --entity-name {} --add-config max.message.bytes={}\"",
+        low.topic, low.max_message_bytes, low.needed, bootstrap_, low.topic, low.needed);
+  if (!why.empty())
+    spdlog::info("event=topic_record_limits_unknown reason=\"{}\"", why);
 }
 
 node::~node() {

@@ -112,6 +112,8 @@ private:
   explicit node(node_config cfg);
   bool init(std::string& error);
   bool prepare_topics(std::string& error);
+  /// Warns about output topics that refuse records as large as the node may write.
+  void check_record_limits();
   /// The stored input positions still refer to the Kafka log at hand; when
   /// they cannot (a new embedded broker, another cluster id), forgets them,
   /// logging and counting what was forgotten.

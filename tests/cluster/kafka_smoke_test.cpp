@@ -16,6 +16,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "kafka_broker.hpp"
+#include "services/kafka/topic_admin.hpp"
 
 namespace fleettwin::test {
 namespace {
@@ -445,6 +446,27 @@ TEST_F(kafka_smoke, transactions_commit_records_and_offsets_atomically) {
   EXPECT_EQ(count(everything, "aborted-"), 10u);
 
   rd_kafka_consumer_close(source.get());
+}
+
+// The node's check at start: output topics that refuse records as large as it may write
+// (max.message.bytes below its spec) are named with what they have.
+TEST_F(kafka_smoke, topics_refusing_the_nodes_largest_records_are_named) {
+  create("smoke.default-limit", 1, {});
+  create("smoke.large-limit", 1,
+         {{"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}});
+  const std::map<std::string, std::string> needs{
+      {"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}};
+  std::string error;
+  auto low = kafka::record_limits_below(bootstrap(), {},
+                                        {{"smoke.default-limit", 1, -1, needs, false},
+                                         {"smoke.large-limit", 1, -1, needs, false},
+                                         {"smoke.no-spec", 1, -1, {}, false}},
+                                        10s, error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(low.size(), 1u);
+  EXPECT_EQ(low[0].topic, "smoke.default-limit");
+  EXPECT_EQ(low[0].max_message_bytes, 1048588);  // the broker's default
+  EXPECT_EQ(low[0].needed, kafka::max_output_record_bytes);
 }
 
 TEST_F(kafka_smoke, compacted_topic) {
