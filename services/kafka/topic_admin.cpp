@@ -209,7 +209,7 @@ std::vector<record_limit> record_limits_below(const std::string& bootstrap,
   rd_kafka_AdminOptions_set_request_timeout(options, static_cast<int>(timeout.count()), errstr,
                                             sizeof(errstr));
   rd_kafka_DescribeConfigs(rk.get(), resources.data(), resources.size(), options, queue);
-  auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 5'000);
+  auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 1'000);
   if (!ev) {
     error = "describing the topics' configuration timed out";
   } else if (rd_kafka_event_error(ev)) {

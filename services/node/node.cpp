@@ -167,8 +167,8 @@ bool node::init(std::string& error) {
   kafka_settings_ = extra;
   if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
     return false;
-  if (!embedded_)
-    check_record_limits();
+  if (!embedded_)  // advisory: on its own thread, never delaying the start
+    record_check_ = std::thread{[this] { check_record_limits(); }};
   // Kinds and models set through the API apply before any partition is
   // served.
   if (asset_cfg_->kinds) {
@@ -562,8 +562,10 @@ void node::check_record_limits() {
   if (cfg_.keeps_changelog())
     specs.push_back({topics_.state, 1, -1, outputs, false});
   std::string why;
-  for (const auto& low : kafka::record_limits_below(bootstrap_, kafka_settings_, specs,
-                                                    std::chrono::seconds{10}, why))
+  // Short: a broker that does not answer DescribeConfigs (librdkafka's mock cluster) keeps
+  // a stopping node waiting at most this long.
+  for (const auto& low :
+       kafka::record_limits_below(bootstrap_, kafka_settings_, specs, std::chrono::seconds{2}, why))
     spdlog::warn(
         "event=topic_record_limit_low topic={} max_message_bytes={} needed={} reason=\"a twin's "
         "state or change larger than the topic takes fails its transaction on every retry and "
@@ -603,6 +605,8 @@ void node::shutdown() {
   // Not ready first, so that load balancers and probes stop routing here.
   if (readiness_)
     readiness_->shut_down();
+  if (record_check_.joinable())
+    record_check_.join();
   // Every entry point stops taking work before what it calls goes away:
   // forwarded calls first (they run on the server's in-process channel),
   // then the forwarder and watch relays, then the gRPC server itself.

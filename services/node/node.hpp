@@ -271,6 +271,8 @@ private:
   struct alert_count;
   std::shared_ptr<alert_count> alert_count_;
   std::thread alert_counter_;
+  /// check_record_limits, at start on a real Kafka.
+  std::thread record_check_;
   bool started_ = false;
 };
 
