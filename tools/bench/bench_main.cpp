@@ -1523,15 +1523,18 @@ int run_memory(uint32_t twins, int partitions, uint32_t max_active) {
   release_free_memory();
   auto with_active = rss_bytes();
   auto stats_active = store->stats();
-  // Passivate every twin: stopping a partition passivates its twins (their
-  // state is in RocksDB); what stays resident is the store and the runtime.
-  for (auto& a : parts) {
-    std::promise<void> stopped;
-    caf::anon_send(a, runtime::stop_atom::value,
-                   std::function<void()>{[&stopped] { stopped.set_value(); }});
-    stopped.get_future().wait();
-  }
-  sys.await_all_actors_done();
+  // Stopping a partition passivates its twins (their state is in RocksDB).
+  auto stop_all = [&] {
+    for (auto& a : parts) {
+      std::promise<void> stopped;
+      caf::anon_send(a, runtime::stop_atom::value,
+                     std::function<void()>{[&stopped] { stopped.set_value(); }});
+      stopped.get_future().wait();
+    }
+    sys.await_all_actors_done();
+  };
+  // Passivate every twin: what stays resident is the store and the runtime.
+  stop_all();
   release_free_memory();
   auto passivated = rss_bytes();
   auto stats_passive = store->stats();
@@ -1584,14 +1587,8 @@ int run_memory(uint32_t twins, int partitions, uint32_t max_active) {
   for (uint32_t i = 0; i < cold_reads; ++i)
     read(static_cast<uint32_t>((uint64_t(i) * 7919 + 13) % twins));
   const double cold_secs = seconds_since(cold_start);
-  for (auto& a : parts) {
-    std::promise<void> stopped;
-    caf::anon_send(a, runtime::stop_atom::value,
-                   std::function<void()>{[&stopped] { stopped.set_value(); }});
-    stopped.get_future().wait();
-  }
+  stop_all();
   parts.clear();
-  sys.await_all_actors_done();
 
   // Per resident actor (all twins, or at most --max-active of them).
   double per_active =
