@@ -253,6 +253,14 @@ std::unique_ptr<rocksdb_store> rocksdb_store::open(const store_options& opts, st
 rocksdb_store::~rocksdb_store() {
   if (!db_)
     return;
+  // A clean stop writes the memtables out, so that the next open does not replay them
+  // from the WAL (about 2 s with 1M twins' memtables, all of it before the first serve).
+  std::vector<rocksdb::ColumnFamilyHandle*> families;
+  for (auto* h : {meta_, twins_, history_, aggregates_, members_})
+    if (h)
+      families.push_back(h);
+  if (auto st = db_->Flush(rocksdb::FlushOptions{}, families); !st.ok())
+    spdlog::warn("event=store_flush_failed path={} error=\"{}\"", opts_.path, st.ToString());
   for (auto* h : {meta_, twins_, history_, aggregates_, members_})
     if (h)
       db_->DestroyColumnFamilyHandle(h);
