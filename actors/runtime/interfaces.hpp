@@ -123,6 +123,10 @@ using forwarder_actor = caf::typed_actor<
     caf::reacts_to<gone_atom, std::string>,
     // Time to send the reads waiting for a new connection to host:port again.
     caf::reacts_to<tick_atom, std::string>,
+    // The live peers' host:port: connect to them and keep the connections.
+    caf::reacts_to<endpoints_atom, std::vector<std::string>>,
+    // Time to look at the connection to the kept peer at host:port again.
+    caf::reacts_to<endpoints_atom, std::string>,
     // This node's own endpoint and gateway, introduced to every node it connects to.
     caf::reacts_to<self_atom, std::string, caf::actor>,
     // A node that connected to this one (relayed by the gateway): use its connection.

@@ -295,7 +295,13 @@ void adopt_peer(forwarder_ptr self, const std::string& endpoint, runtime::gatewa
   if (self->state.monitored.insert(handle.address()).second)
     self->monitor(handle);
   p.connecting = false;
+  const bool was_connected = p.handle.has_value();
   p.handle = handle;
+  if (self->state.kept.contains(endpoint)) {
+    self->state.reconnects.erase(endpoint);
+    if (!was_connected && self->state.on_peer)
+      self->state.on_peer(endpoint, peer_event::up);
+  }
   auto waiting = std::move(p.waiting);
   p.waiting.clear();
   for (auto& w : waiting)
@@ -369,6 +375,42 @@ void resend(forwarder_ptr self, const std::string& endpoint) {
                              std::move(c.metadata), std::move(c.done), c.attempt + 1);
                  });
   }
+}
+
+/// Connects to the kept peer at `endpoint` unless connected or connecting; the node with
+/// the larger endpoint only waits for the peer's hello. Either way, while the peer stays
+/// unconnected, it reports so and looks again after a pause.
+void look_again_later(forwarder_ptr self, const std::string& endpoint) {
+  if (!self->state.looking.insert(endpoint).second)
+    return;  // one look pending per peer
+  auto& n = self->state.reconnects[endpoint];
+  const auto pause = std::chrono::milliseconds{250} * (1 << std::min(n, 4));
+  ++n;
+  self->delayed_send(self, std::min<std::chrono::milliseconds>(pause, std::chrono::seconds{5}),
+                     runtime::endpoints_atom::value, endpoint);
+}
+
+void keep_connected(forwarder_ptr self, const std::string& endpoint) {
+  auto& st = self->state;
+  if (!st.kept.contains(endpoint))
+    return;
+  if (auto it = st.peers.find(endpoint);
+      it != st.peers.end() && (it->second.handle || it->second.connecting))
+    return;
+  if (st.own_endpoint.empty() || !(st.own_endpoint < endpoint)) {
+    if (st.reconnects.contains(endpoint) && st.on_peer)
+      st.on_peer(endpoint, peer_event::unreachable);
+    look_again_later(self, endpoint);
+    return;
+  }
+  with_gateway(self, endpoint,
+               [self, endpoint](const runtime::gateway_actor* gw, const std::string&) {
+                 if (gw || !self->state.kept.contains(endpoint))
+                   return;
+                 if (self->state.on_peer)
+                   self->state.on_peer(endpoint, peer_event::unreachable);
+                 look_again_later(self, endpoint);
+               });
 }
 
 /// The connection to `endpoint` dropped: reads in flight go again on a new connection
@@ -445,9 +487,11 @@ caf::behavior watch_relay(caf::stateful_actor<watch_relay_state>* self,
   };
 }
 
-runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
-                                                  std::chrono::milliseconds timeout) {
+runtime::forwarder_actor::behavior_type forwarder(
+    forwarder_ptr self, std::chrono::milliseconds timeout,
+    std::function<void(const std::string& endpoint, peer_event)> on_peer) {
   self->state.timeout = timeout;
+  self->state.on_peer = std::move(on_peer);
   self->set_down_handler([self](caf::down_msg& msg) {
     self->state.monitored.erase(msg.source);
     for (auto it = self->state.peers.begin(); it != self->state.peers.end(); ++it)
@@ -460,6 +504,13 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
                       "the connection to node " + endpoint +
                           ", which owns this twin, was lost; its partitions move to another "
                           "node; retry shortly");
+        if (self->state.kept.contains(endpoint)) {
+          if (self->state.on_peer)
+            self->state.on_peer(endpoint, peer_event::down);
+          // Connect again after a pause (not at once: CAF may still be closing this one).
+          self->state.reconnects[endpoint] = 0;
+          look_again_later(self, endpoint);
+        }
         return;
       }
   });
@@ -518,6 +569,21 @@ runtime::forwarder_actor::behavior_type forwarder(forwarder_ptr self,
         fail_calls(self, endpoint, why);
       },
       [self](runtime::tick_atom, std::string& endpoint) { resend(self, endpoint); },
+      [self](runtime::endpoints_atom, std::string& endpoint) {
+        self->state.looking.erase(endpoint);
+        keep_connected(self, endpoint);
+      },
+      [self](runtime::endpoints_atom, std::vector<std::string>& endpoints) {
+        auto& st = self->state;
+        std::set<std::string> kept{endpoints.begin(), endpoints.end()};
+        kept.erase(st.own_endpoint);
+        std::erase_if(st.reconnects, [&](const auto& r) { return !kept.contains(r.first); });
+        const auto before = std::move(st.kept);
+        st.kept = std::move(kept);
+        for (const auto& ep : st.kept)
+          if (!before.contains(ep))
+            keep_connected(self, ep);
+      },
   };
 }
 

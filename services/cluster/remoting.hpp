@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -127,6 +128,18 @@ caf::behavior watch_relay(caf::stateful_actor<watch_relay_state>* self,
                           std::shared_ptr<watch_target> target, std::string name,
                           std::string filter, runtime::forwarder_actor forwarder);
 
+/// What the forwarder tells its node about a peer it keeps a connection to.
+enum class peer_event {
+  /// Connected (again).
+  up,
+  /// The connection dropped: the peer's process may be gone (a kill -9 closes its
+  /// connections at once, long before the consumer group's session timeout).
+  down,
+  /// Still not connected after another attempt (or another pause, on the side that
+  /// waits for the peer to connect).
+  unreachable,
+};
+
 struct forwarder_state {
   struct peer {
     std::optional<runtime::gateway_actor> handle;
@@ -163,6 +176,16 @@ struct forwarder_state {
   /// one connects to.
   std::string own_endpoint;
   caf::actor own_gateway;
+  /// The live peers (endpoints_atom): connected to ahead of any call and kept connected,
+  /// so that a peer whose process dies is noticed when its connection drops. Of each pair,
+  /// the node with the smaller endpoint connects (one connection per pair, see below);
+  /// the other waits for its hello.
+  std::set<std::string> kept;
+  /// Attempts since a kept peer was last connected (the pause doubles, up to 5 s).
+  std::map<std::string, int> reconnects;
+  /// Kept peers with a look at their connection scheduled (endpoints_atom, endpoint).
+  std::set<std::string> looking;
+  std::function<void(const std::string& endpoint, peer_event)> on_peer;
   static inline const char* name = "forwarder";
 };
 
@@ -171,9 +194,11 @@ struct forwarder_state {
 /// connection per pair of nodes: a node introduces itself to the node it connected to
 /// (hello), which then calls back over that connection. (Two connections between the
 /// same two nodes make CAF drop one; with the OpenSSL module it drops the older, so
-/// calls in both directions would keep failing.)
+/// calls in both directions would keep failing.) `on_peer` hears of the kept peers'
+/// connections (from the forwarder's thread; it must not block).
 runtime::forwarder_actor::behavior_type forwarder(
     runtime::forwarder_actor::stateful_pointer<forwarder_state> self,
-    std::chrono::milliseconds timeout);
+    std::chrono::milliseconds timeout,
+    std::function<void(const std::string& endpoint, peer_event)> on_peer);
 
 }  // namespace fleettwin::cluster

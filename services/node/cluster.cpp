@@ -16,7 +16,9 @@ bool node::start_remoting(std::string& error) {
   // services, in process.
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  forwarder_ = system_->spawn(cluster::forwarder, std::chrono::milliseconds{5'000});
+  forwarder_ = system_->spawn(
+      cluster::forwarder, std::chrono::milliseconds{5'000},
+      [this](const std::string& endpoint, cluster::peer_event e) { on_peer_event(endpoint, e); });
   gateway_ = system_->spawn(cluster::gateway, server_->InProcessChannel(args), cfg_.node_id, hub_,
                             gateway_control_, forwarder_);
   const auto port_wanted = static_cast<uint16_t>(cfg_.cluster_port);
@@ -43,8 +45,8 @@ bool node::start_remoting(std::string& error) {
   mo.settings = kafka_settings_;
   mo.live_clients = [l = lease_.get()] { return l->live_clients(); };
   mo.on_change = [this] {
-    if (cfg_.standby_replicas > 0 && restorer_)
-      update_standbys();
+    update_standbys();
+    caf::anon_send(forwarder_, runtime::endpoints_atom::value, peer_endpoints());
     refresh_watch_relays();
     forget_gone_peers();
   };
@@ -150,14 +152,68 @@ void node::watch_cluster(grpc_api::watch_stream* stream, const std::string& asse
   caf::anon_send(relay, runtime::endpoints_atom::value, peer_endpoints());
 }
 
-void node::update_standbys() {
-  auto count = consumer_->partition_count();
-  if (count <= 0 || !membership_)
+void node::on_peer_event(const std::string& endpoint, cluster::peer_event e) {
+  if (stopping_ || !membership_)
     return;
-  std::vector<std::string> ring{cfg_.node_id};
+  std::string peer;
+  bool alive = false;
   for (const auto& m : membership_->members())
+    if (m.record.cluster_endpoint() == endpoint && m.record.node_id() != cfg_.node_id) {
+      peer = m.record.node_id();
+      alive = m.alive;
+    }
+  if (peer.empty())
+    return;
+  {
+    std::lock_guard<std::mutex> guard{standbys_mutex_};
+    if (e == cluster::peer_event::up)
+      connected_peers_.insert(peer);
+    else
+      connected_peers_.erase(peer);
+    if (e == cluster::peer_event::up) {
+      if (lost_peers_.erase(peer) > 0)
+        spdlog::info("event=peer_back node={} endpoint={}", peer, endpoint);
+    } else if (e == cluster::peer_event::down && alive && restorer_ &&
+               lost_peers_.emplace(peer, std::chrono::steady_clock::now()).second) {
+      spdlog::info(
+          "event=peer_lost node={} endpoint={} action=read_its_partitions_changelog "
+          "reason=\"its connection dropped while the group still counts it (a dead process "
+          "leaves the group only after the session timeout)\"",
+          peer, endpoint);
+    }
+  }
+  update_standbys();
+}
+
+void node::update_standbys() {
+  std::lock_guard<std::mutex> standbys_guard{standbys_mutex_};
+  if (!restorer_ || !membership_ || stopping_)
+    return;
+  auto count = consumer_->partition_count();
+  if (count <= 0)
+    return;
+  // A lost peer that neither came back nor left the group within this time is
+  // alive but unreachable from here: its partitions are not read any more.
+  const auto lost_for = std::max<std::chrono::milliseconds>(
+      std::chrono::seconds{10}, std::chrono::milliseconds{3 * cfg_.session_timeout_ms});
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = lost_peers_.begin(); it != lost_peers_.end();) {
+    if (now - it->second < lost_for) {
+      ++it;
+      continue;
+    }
+    spdlog::info("event=peer_lost_expired node={} seconds={}", it->first,
+                 std::chrono::duration_cast<std::chrono::seconds>(now - it->second).count());
+    it = lost_peers_.erase(it);
+  }
+  std::vector<std::string> ring{cfg_.node_id};
+  std::set<std::string> listed;
+  for (const auto& m : membership_->members()) {
+    listed.insert(m.record.node_id());
     if (m.alive && m.record.node_id() != cfg_.node_id)
       ring.push_back(m.record.node_id());
+  }
+  std::erase_if(connected_peers_, [&](const std::string& id) { return !listed.contains(id); });
   std::sort(ring.begin(), ring.end());
   const auto self = std::find(ring.begin(), ring.end(), cfg_.node_id) - ring.begin();
   const auto n = static_cast<int64_t>(ring.size());
@@ -168,11 +224,20 @@ void node::update_standbys() {
     for (const auto& [p, s] : partitions_)
       mine.insert(p);
   }
-  for (int32_t p = 0; p < count && n > 1; ++p) {
+  for (int32_t p = 0; p < count; ++p) {
     if (mine.contains(p))
       continue;
     auto owner = membership_->owner_of(p);
     if (!owner)
+      continue;
+    // The last claim of a partition is a lost peer's until its new owner
+    // claims it: read it meanwhile (every survivor does; those the group does
+    // not give it to stop once the new owner's claim is read).
+    if (lost_peers_.contains(owner->node_id)) {
+      wanted.insert(p);
+      continue;
+    }
+    if (cfg_.standby_replicas <= 0 || n <= 1)
       continue;
     auto at = std::find(ring.begin(), ring.end(), owner->node_id) - ring.begin();
     if (at == n)

@@ -640,7 +640,10 @@ void node::shutdown() {
   definitions_.reset();
   kinds_.reset();
   models_.reset();
-  restorer_.reset();
+  {
+    std::lock_guard<std::mutex> guard{standbys_mutex_};
+    restorer_.reset();
+  }
   if (membership_)
     membership_->leave(std::chrono::seconds{2});
   if (producer_ && !producer_->flush(std::chrono::seconds{10}))

@@ -170,8 +170,11 @@ private:
   fleettwin::v1::Member member_record();
   /// Follows, from the changelog, the partitions this node stands by for:
   /// those whose owner comes right before it (--standby-replicas deep) in
-  /// the ring of live nodes ordered by node id.
+  /// the ring of live nodes ordered by node id, and those of a peer whose
+  /// connection dropped (lost_peers_).
   void update_standbys();
+  /// The forwarder's news of a peer's connection (its thread).
+  void on_peer_event(const std::string& endpoint, cluster::peer_event e);
   /// The gateways of the other live nodes, for watch relays.
   std::vector<std::string> peer_endpoints();
   void refresh_watch_relays();
@@ -256,6 +259,15 @@ private:
   std::map<int32_t, uint64_t> restoring_;
   /// Partitions of other nodes kept warm here.
   std::set<int32_t> standbys_;
+  /// Serialises update_standbys (membership and forwarder threads) with the
+  /// restorer's end in shutdown.
+  std::mutex standbys_mutex_;
+  /// Peers (node ids) whose connection dropped while the group still counted
+  /// them, since when: their partitions are read from the changelog at once,
+  /// so that the restore after the group moves them only reads the tail.
+  std::map<std::string, std::chrono::steady_clock::time_point> lost_peers_;
+  /// Peers (node ids) this node has a connection to (standbys_mutex_).
+  std::set<std::string> connected_peers_;
   uint64_t next_generation_ = 1;
   /// Why the store cannot take writes (disk full, unwritable): the node
   /// stops taking work and says so.

@@ -185,6 +185,19 @@ void node::register_scrape_gauges() {
              n += p.standby ? 1 : 0;
            return one(n);
          }},
+        {"fleettwin_cluster_peers_connected",
+         "Other nodes this node holds a connection to (a dropped one is noticed at once)",
+         [this, one] {
+           std::lock_guard<std::mutex> guard{standbys_mutex_};
+           return one(double(connected_peers_.size()));
+         }},
+        {"fleettwin_cluster_peers_lost",
+         "Nodes whose connection dropped while the group still counted them: their partitions "
+         "are read from the changelog ahead of the group's move",
+         [this, one] {
+           std::lock_guard<std::mutex> guard{standbys_mutex_};
+           return one(double(lost_peers_.size()));
+         }},
         {"fleettwin_changelog_lag_records",
          "Changelog records not yet read by a restore or standby",
          [restorer] {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <google/protobuf/util/message_differencer.h>
@@ -238,6 +239,73 @@ TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
   auto metrics = scrape(c().node(0).metrics_port());
   EXPECT_GT(metric_value(metrics, "fleettwin_transactions_committed_total"), 0) << metrics;
   EXPECT_GT(metric_value(metrics, "fleettwin_transaction_commit_seconds_total"), 0) << metrics;
+}
+
+// A node killed with -9 leaves the consumer group only after the session timeout, but its
+// connection to the other nodes drops at once: the survivor starts reading the dead node's
+// partitions from the changelog right then (as a standby), so that the restore after the
+// group moves them only reads the tail; it stops following them once it owns them, and every
+// twin reads as before the kill.
+TEST_F(NodeClusterTest, AKilledNodesPartitionsAreReadFromTheChangelogBeforeTheGroupMovesThem) {
+  c().start_nodes(2);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(2));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(5)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  auto before = snapshot(c().node(0), src.assets());
+
+  auto& survivor = c().node(0);
+  auto& victim = c().node(1);
+  // The nodes keep a connection to each other ahead of any forwarded call.
+  double connected = -1;
+  ASSERT_TRUE(eventually([&] {
+    connected = metric_value(scrape(survivor.metrics_port()), "fleettwin_cluster_peers_connected");
+    return connected == 1;
+  })) << "peers connected: "
+      << connected;
+  auto view = c().serving();
+  ASSERT_TRUE(view);
+  const auto victims = view->partitions_of[victim.id()];
+  ASSERT_FALSE(victims.empty());
+  victim.kill9();
+  ASSERT_TRUE(c().wait_until_all_partitions_served(60s, &why)) << why;
+  expect_same_twins(survivor, before);
+
+  // In the survivor's log, after the peer was lost: each of the victim's partitions was
+  // read as a standby before the group assigned it.
+  std::vector<std::string> lines;
+  {
+    std::istringstream in{file_tail(survivor.log_path(), 100'000)};
+    for (std::string line; std::getline(in, line);)
+      lines.push_back(line);
+  }
+  auto find = [&](size_t from, const std::string& needle) {
+    for (size_t i = from; i < lines.size(); ++i)
+      if (lines[i].find(needle) != std::string::npos)
+        return i;
+    return lines.size();
+  };
+  const auto lost = find(0, "event=peer_lost node=" + victim.id() + " ");
+  ASSERT_LT(lost, lines.size()) << "the survivor never noticed the lost connection";
+  for (auto p : victims) {
+    const auto pn = "partition=" + std::to_string(p) + " ";
+    const auto read = find(lost, "event=changelog_read_started " + pn + "mode=standby");
+    const auto assigned =
+        find(lost, "event=partition_assigned topic=" + c().topics().telemetry + " " + pn);
+    EXPECT_LT(read, lines.size()) << "partition " << p << " was not read before its move";
+    EXPECT_LT(read, assigned) << "partition " << p << " was read only after its assignment";
+  }
+  // Owned now, the partitions are not followed as standbys any more, and the dead peer's
+  // connection is not counted.
+  auto metrics = scrape(survivor.metrics_port());
+  EXPECT_TRUE(eventually([&] {
+    metrics = scrape(survivor.metrics_port());
+    return metric_value(metrics, "fleettwin_standby_partitions") == 0 &&
+           metric_value(metrics, "fleettwin_cluster_peers_connected") == 0;
+  })) << metrics;
+  ASSERT_TRUE(src.produce(3)) << src.first_error();
+  ASSERT_NO_FATAL_FAILURE(expect_exact_counts(survivor, src));
 }
 
 // A hot twin's backlog taken in large work items: its history goes to the changelog in
