@@ -102,6 +102,22 @@ struct creation_outcome {
   bool retriable = false;
 };
 
+// One admin request: `send` sets its options and issues it on the queue, `read` gets its
+// result event (nullptr when none came within `wait`); then everything is released.
+template <class Send, class Read>
+void admin_request(rd_kafka_t* rk, rd_kafka_admin_op_t op, std::chrono::milliseconds wait,
+                   Send send, Read read) {
+  auto* queue = rd_kafka_queue_new(rk);
+  auto* options = rd_kafka_AdminOptions_new(rk, op);
+  send(options, queue);
+  auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(wait.count()));
+  read(ev);
+  if (ev)
+    rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_queue_destroy(queue);
+}
+
 // Creates the topics of `specs` that `counts` says are missing.
 creation_outcome create_missing(rd_kafka_t* rk, const std::vector<topic_spec>& specs,
                                 const std::map<std::string, int>& counts,
@@ -123,40 +139,39 @@ creation_outcome create_missing(rd_kafka_t* rk, const std::vector<topic_spec>& s
     create.push_back(nt);
   }
   if (!out.error && !create.empty()) {
-    auto* queue = rd_kafka_queue_new(rk);
-    auto* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    char errstr[512];
-    rd_kafka_AdminOptions_set_operation_timeout(options, static_cast<int>(timeout.count()), errstr,
-                                                sizeof(errstr));
-    rd_kafka_CreateTopics(rk, create.data(), create.size(), options, queue);
-    auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 5'000);
-    if (!ev) {
-      out.error = "creating topics timed out";
-      out.retriable = true;
-    } else if (auto err = rd_kafka_event_error(ev)) {
-      out.error = std::string{"creating topics: "} + rd_kafka_event_error_string(ev);
-      out.retriable = creation_may_succeed_later(err, rd_kafka_event_error_string(ev));
-    } else if (auto* res = rd_kafka_event_CreateTopics_result(ev)) {
-      size_t n = 0;
-      const auto** results = rd_kafka_CreateTopics_result_topics(res, &n);
-      out.retriable = true;
-      for (size_t i = 0; i < n; ++i) {
-        auto err = rd_kafka_topic_result_error(results[i]);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-          spdlog::info("event=topic_created topic={}", rd_kafka_topic_result_name(results[i]));
-        } else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-          const char* why = rd_kafka_topic_result_error_string(results[i]);
-          if (!out.error)
-            out.error = std::string{"creating topic "} + rd_kafka_topic_result_name(results[i]) +
-                        ": " + (why ? why : rd_kafka_err2str(err));
-          out.retriable = out.retriable && creation_may_succeed_later(err, why ? why : "");
+    auto send = [&](rd_kafka_AdminOptions_t* options, rd_kafka_queue_t* queue) {
+      char errstr[512];
+      rd_kafka_AdminOptions_set_operation_timeout(options, static_cast<int>(timeout.count()),
+                                                  errstr, sizeof(errstr));
+      rd_kafka_CreateTopics(rk, create.data(), create.size(), options, queue);
+    };
+    auto read = [&](rd_kafka_event_t* ev) {
+      if (!ev) {
+        out.error = "creating topics timed out";
+        out.retriable = true;
+      } else if (auto err = rd_kafka_event_error(ev)) {
+        out.error = std::string{"creating topics: "} + rd_kafka_event_error_string(ev);
+        out.retriable = creation_may_succeed_later(err, rd_kafka_event_error_string(ev));
+      } else if (auto* res = rd_kafka_event_CreateTopics_result(ev)) {
+        size_t n = 0;
+        const auto** results = rd_kafka_CreateTopics_result_topics(res, &n);
+        out.retriable = true;
+        for (size_t i = 0; i < n; ++i) {
+          auto err = rd_kafka_topic_result_error(results[i]);
+          if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            spdlog::info("event=topic_created topic={}", rd_kafka_topic_result_name(results[i]));
+          } else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            const char* why = rd_kafka_topic_result_error_string(results[i]);
+            if (!out.error)
+              out.error = std::string{"creating topic "} + rd_kafka_topic_result_name(results[i]) +
+                          ": " + (why ? why : rd_kafka_err2str(err));
+            out.retriable = out.retriable && creation_may_succeed_later(err, why ? why : "");
+          }
         }
       }
-    }
-    if (ev)
-      rd_kafka_event_destroy(ev);
-    rd_kafka_AdminOptions_destroy(options);
-    rd_kafka_queue_destroy(queue);
+    };
+    admin_request(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout + std::chrono::seconds{5}, send,
+                  read);
   }
   for (auto* nt : create)
     rd_kafka_NewTopic_destroy(nt);
@@ -203,18 +218,25 @@ std::vector<record_limit> record_limits_below(const std::string& bootstrap,
   std::vector<rd_kafka_ConfigResource_t*> resources;
   for (const auto& [name, bytes] : needed)
     resources.push_back(rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, name.c_str()));
-  auto* queue = rd_kafka_queue_new(rk.get());
-  auto* options = rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-  char errstr[512];
-  rd_kafka_AdminOptions_set_request_timeout(options, static_cast<int>(timeout.count()), errstr,
-                                            sizeof(errstr));
-  rd_kafka_DescribeConfigs(rk.get(), resources.data(), resources.size(), options, queue);
-  auto* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()) + 1'000);
-  if (!ev) {
-    error = "describing the topics' configuration timed out";
-  } else if (rd_kafka_event_error(ev)) {
-    error = std::string{"describing the topics' configuration: "} + rd_kafka_event_error_string(ev);
-  } else if (const auto* res = rd_kafka_event_DescribeConfigs_result(ev)) {
+  auto send = [&](rd_kafka_AdminOptions_t* options, rd_kafka_queue_t* queue) {
+    char errstr[512];
+    rd_kafka_AdminOptions_set_request_timeout(options, static_cast<int>(timeout.count()), errstr,
+                                              sizeof(errstr));
+    rd_kafka_DescribeConfigs(rk.get(), resources.data(), resources.size(), options, queue);
+  };
+  auto read = [&](rd_kafka_event_t* ev) {
+    if (!ev) {
+      error = "describing the topics' configuration timed out";
+      return;
+    }
+    if (rd_kafka_event_error(ev)) {
+      error =
+          std::string{"describing the topics' configuration: "} + rd_kafka_event_error_string(ev);
+      return;
+    }
+    const auto* res = rd_kafka_event_DescribeConfigs_result(ev);
+    if (!res)
+      return;
     size_t n = 0;
     const auto** described = rd_kafka_DescribeConfigs_result_resources(res, &n);
     for (size_t i = 0; i < n; ++i) {
@@ -233,11 +255,9 @@ std::vector<record_limit> record_limits_below(const std::string& bootstrap,
           out.push_back(record_limit{name, have, it->second});
       }
     }
-  }
-  if (ev)
-    rd_kafka_event_destroy(ev);
-  rd_kafka_AdminOptions_destroy(options);
-  rd_kafka_queue_destroy(queue);
+  };
+  admin_request(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout + std::chrono::seconds{1},
+                send, read);
   for (auto* r : resources)
     rd_kafka_ConfigResource_destroy(r);
   return out;

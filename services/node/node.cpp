@@ -504,17 +504,7 @@ bool node::start_grpc(std::string& error) {
   return true;
 }
 
-bool node::prepare_topics(std::string& error) {
-  // An existing telemetry topic decides the partition count of the others.
-  auto counts = kafka::partition_counts(bootstrap_, kafka_settings_, {topics_.telemetry},
-                                        std::chrono::seconds{30}, error);
-  if (!counts) {
-    error = "Kafka at " + bootstrap_ + ": " + error;
-    return false;
-  }
-  int partitions = (*counts)[topics_.telemetry];
-  if (partitions <= 0)
-    partitions = cfg_.partitions;
+std::vector<kafka::topic_spec> node::topic_specs(int partitions) const {
   const int rf = cfg_.replication_factor;
   std::map<std::string, std::string> compacted{
       {"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "0"}, {"segment.ms", "600000"}};
@@ -542,6 +532,21 @@ bool node::prepare_topics(std::string& error) {
   };
   if (cfg_.keeps_changelog())
     specs.push_back({topics_.state, partitions, rf, compacted_output, true});
+  return specs;
+}
+
+bool node::prepare_topics(std::string& error) {
+  // An existing telemetry topic decides the partition count of the others.
+  auto counts = kafka::partition_counts(bootstrap_, kafka_settings_, {topics_.telemetry},
+                                        std::chrono::seconds{30}, error);
+  if (!counts) {
+    error = "Kafka at " + bootstrap_ + ": " + error;
+    return false;
+  }
+  int partitions = (*counts)[topics_.telemetry];
+  if (partitions <= 0)
+    partitions = cfg_.partitions;
+  const auto specs = topic_specs(partitions);
   if (auto err =
           kafka::ensure_topics(bootstrap_, kafka_settings_, specs, std::chrono::seconds{30})) {
     error = *err;
@@ -552,15 +557,10 @@ bool node::prepare_topics(std::string& error) {
 
 void node::check_record_limits() {
   // Topics created by hand or by an older node may refuse the node's largest records
-  // (node::prepare_topics creates them for records up to kafka::max_output_record_bytes).
-  const std::map<std::string, std::string> outputs{
-      {"max.message.bytes", std::to_string(kafka::max_output_record_bytes)}};
-  std::vector<kafka::topic_spec> specs;
-  for (const auto* t : {&topics_.changes, &topics_.redacted_changes, &topics_.dlq, &topics_.alerts,
-                        &topics_.audit, &topics_.aggregate_updates, &topics_.aggregates})
-    specs.push_back({*t, 1, -1, outputs, false});
-  if (cfg_.keeps_changelog())
-    specs.push_back({topics_.state, 1, -1, outputs, false});
+  // (node::topic_specs gives them a limit for records up to kafka::max_output_record_bytes).
+  auto specs = topic_specs(1);
+  std::erase_if(specs,
+                [](const kafka::topic_spec& t) { return !t.config.contains("max.message.bytes"); });
   std::string why;
   // Short: a broker that does not answer DescribeConfigs (librdkafka's mock cluster) keeps
   // a stopping node waiting at most this long.

@@ -35,6 +35,7 @@
 #include "services/kafka/embedded_kafka.hpp"
 #include "services/kafka/event_producer.hpp"
 #include "services/kafka/telemetry_consumer.hpp"
+#include "services/kafka/topic_admin.hpp"
 #include "services/kafka/topic_feed.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/node/config.hpp"
@@ -111,6 +112,8 @@ private:
   static int64_t wall_ms();
   explicit node(node_config cfg);
   bool init(std::string& error);
+  /// Every topic the node uses, as it creates them (`partitions` for the partitioned ones).
+  std::vector<kafka::topic_spec> topic_specs(int partitions) const;
   bool prepare_topics(std::string& error);
   /// Warns about output topics that refuse records as large as the node may write.
   void check_record_limits();
