@@ -580,9 +580,17 @@ runtime::forwarder_actor::behavior_type forwarder(
         std::erase_if(st.reconnects, [&](const auto& r) { return !kept.contains(r.first); });
         const auto before = std::move(st.kept);
         st.kept = std::move(kept);
-        for (const auto& ep : st.kept)
-          if (!before.contains(ep))
-            keep_connected(self, ep);
+        for (const auto& ep : st.kept) {
+          if (before.contains(ep))
+            continue;
+          // Connected already (the peer connected first, or a call did): said now.
+          if (auto it = st.peers.find(ep); it != st.peers.end() && it->second.handle) {
+            if (st.on_peer)
+              st.on_peer(ep, peer_event::up);
+            continue;
+          }
+          keep_connected(self, ep);
+        }
       },
   };
 }
