@@ -409,6 +409,7 @@ void telemetry_consumer::forget_partition(int32_t p) {
   restoring_.erase(p);
   epochs_.erase(p);
   expected_.erase(p);
+  liveness_.erase(p);
   judge_->forget(p);
 }
 
@@ -535,6 +536,7 @@ void telemetry_consumer::drain_acks() {
     if (it == inflight_.end())
       continue;
     it->second -= std::min<int>(it->second, static_cast<int>(a.batches));
+    liveness_[p].acked = std::chrono::steady_clock::now();
     auto& w = windows_[p];
     w.acked = std::max(w.acked, a.next_offset);
     if (paused_[p] && !restoring_.contains(p) && !window_full(p)) {
@@ -560,6 +562,7 @@ void telemetry_consumer::seek(int32_t p, int64_t offset) {
   paused_[p] = false;
   inflight_[p] = 0;
   windows_[p] = {};
+  liveness_[p] = {};
   expected_[p] = offset >= 0 ? offset : -1;
   judge_->forget(p);  // the log may be another one (reset, recreated)
   std::lock_guard<std::mutex> guard{mutex_};
@@ -728,6 +731,82 @@ void telemetry_consumer::refresh_watermarks() {
   commit_due_ = false;
 }
 
+void telemetry_consumer::check_stalls() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_stall_check_ < std::chrono::seconds{1})
+    return;
+  last_stall_check_ = now;
+  std::vector<std::pair<int32_t, int64_t>> ends;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    for (const auto& [p, prog] : progress_)
+      ends.emplace_back(p, prog.high_watermark);
+  }
+  const auto timeout = opts_.input_stall_timeout;
+  const auto seconds = [&](std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration<double>(now - since).count();
+  };
+  for (const auto& [p, end] : ends) {
+    auto& live = liveness_[p];
+    if (live.fed == std::chrono::steady_clock::time_point{})
+      live.fed = live.acked = now;
+    const auto pending = inflight_.find(p);
+    if (pending != inflight_.end() && pending->second > 0) {
+      // Handed out and not acknowledged: the partition's work waits (a slow
+      // commit, a broker away). Nothing to fetch anew; said, so that a wait
+      // that never ends is visible.
+      if (now - std::max(live.acked, live.fed) >= timeout * 6) {
+        ++live.waits;
+        if ((live.waits & (live.waits - 1)) == 0)
+          spdlog::warn(
+              "event=input_unacknowledged partition={} batches={} dispatched={} acked={} "
+              "seconds={:.1f} reason=\"records were handed to the partition and their work has "
+              "not committed since\"",
+              p, pending->second, windows_[p].dispatched, windows_[p].acked, seconds(live.acked));
+      }
+      continue;
+    }
+    live.waits = 0;
+    const auto next = expected_.find(p);
+    const bool paused = paused_.contains(p) && paused_.at(p);
+    // One offset short of the end is a transaction's marker, never a record.
+    if (restoring_.contains(p) || paused || next == expected_.end() || next->second < 0 ||
+        end < 0 || end - next->second <= 1 || end == live.judged_end) {
+      live.fed = now;
+      continue;
+    }
+    if (now - live.fed < timeout)
+      continue;
+    // Records beyond the marker may be aborted ones or markers too: an
+    // independent read_committed reader tells whether anything is there.
+    auto nothing = judge_->empty(p, next->second, end, std::chrono::seconds{1});
+    if (!nothing)
+      continue;  // cannot tell now (the broker is away)
+    if (*nothing) {
+      live.judged_end = end;
+      live.fed = now;
+      continue;
+    }
+    ++live.refetches;
+    if ((live.refetches & (live.refetches - 1)) == 0)
+      spdlog::warn(
+          "event=input_stalled partition={} next_offset={} log_end={} seconds={:.1f} "
+          "attempts={} action=refetch reason=\"the log holds records this partition was not "
+          "given\"",
+          p, next->second, end, seconds(live.fed), live.refetches);
+    opts_.probe->on_input_refetch(p);
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = next->second;
+    if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 2'000)) {
+      spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, next->second,
+                    rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    live.fed = now;
+  }
+}
+
 void telemetry_consumer::run() {
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
   queue_ = queue;
@@ -743,6 +822,7 @@ void telemetry_consumer::run() {
     drain_resumes();
     refresh_watermarks();
     judge_->poll();
+    check_stalls();
     // Returns when the batch is full or the wait is over: keep the wait short
     // so that a trickle is not held back.
     auto n = rd_kafka_consume_batch_queue(queue, 10, msgs.data(), msgs.size());
@@ -789,6 +869,7 @@ void telemetry_consumer::run() {
       batch->next_offset = m->offset + 1;
     }
     auto* pause = rd_kafka_topic_partition_list_new(4);
+    const auto now = std::chrono::steady_clock::now();
     for (auto& [p, batch] : batches) {
       if (!batch)
         continue;
@@ -796,6 +877,9 @@ void telemetry_consumer::run() {
       if (!inflight_.contains(p)) {
         continue;  // revoked meanwhile: the records will be consumed by the new owner
       }
+      auto& live = liveness_[p];
+      live.fed = now;
+      live.refetches = 0;
       batch->epoch = epochs_[p];
       judge_->passed(p, batch->next_offset);
       auto& w = windows_[p];

@@ -525,7 +525,13 @@ reliability_probe::reliability_probe(prometheus::Registry& r)
                     .Help("Partition actors replaced over their committed state after an aborted "
                           "transaction or failed output")
                     .Register(r)
-                    .Add({})) {
+                    .Add({})),
+      refetches_(BuildCounter()
+                     .Name("fleettwin_input_refetches_total")
+                     .Help("Input partitions fetched anew because their log held records they "
+                           "were not given for 3 s (event=input_stalled)")
+                     .Register(r)
+                     .Add({})) {
   // Present (at 0) before the first event, so that rate() and alerts work.
   for (auto reason : {"log_truncated", "embedded_kafka_restarted", "kafka_cluster_changed"})
     resets_.Add({{"reason", reason}});
@@ -547,6 +553,10 @@ void reliability_probe::on_offset_gap(std::string_view verdict) {
     gaps_empty_.Increment();  // at the head of a transactional topic: every transaction
   else
     gaps_.Add({{"verdict", std::string{verdict}}}).Increment();
+}
+
+void reliability_probe::on_input_refetch() {
+  refetches_.Increment();
 }
 
 void reliability_probe::on_revival() {

@@ -117,6 +117,8 @@ public:
   void on_revival();
   /// The consumer jumped over offsets (`verdict`: empty, skipped, unknown).
   void on_offset_gap(std::string_view verdict);
+  /// An input partition was fetched anew: its log held records it was not given.
+  void on_input_refetch();
 
 private:
   prometheus::Family<prometheus::Counter>& resets_;
@@ -124,6 +126,7 @@ private:
   prometheus::Family<prometheus::Counter>& gaps_;
   prometheus::Counter& gaps_empty_;
   prometheus::Counter& revivals_;
+  prometheus::Counter& refetches_;
 };
 
 /// The node's registry and its exposer: HTTP, or HTTPS when `tls` names a certificate.

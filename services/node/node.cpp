@@ -42,6 +42,9 @@ public:
   void on_offset_gap(int32_t, std::string_view verdict) override {
     probe_.on_offset_gap(verdict);
   }
+  void on_input_refetch(int32_t) override {
+    probe_.on_input_refetch();
+  }
 
 private:
   metrics::reliability_probe& probe_;
