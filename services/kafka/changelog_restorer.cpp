@@ -1,5 +1,7 @@
 #include "services/kafka/changelog_restorer.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace fleettwin::kafka {
@@ -106,6 +108,12 @@ int64_t changelog_reader::log_end(int32_t partition) {
   return high;
 }
 
+bool changelog_reader::command_pending(int32_t partition) const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  return std::any_of(commands_.begin(), commands_.end(),
+                     [&](const command& c) { return c.partition == partition; });
+}
+
 std::vector<restore_progress> changelog_reader::progress() const {
   std::lock_guard<std::mutex> guard{progress_mutex_};
   return progress_;
@@ -142,6 +150,7 @@ void changelog_reader::apply_commands() {
     std::lock_guard<std::mutex> guard{mutex_};
     cmds.swap(commands_);
   }
+  std::vector<int32_t> stopped;
   for (auto& c : cmds) {
     auto it = tasks_.find(c.partition);
     switch (c.kind) {
@@ -174,9 +183,14 @@ void changelog_reader::apply_commands() {
           stop_reading(c.partition);
           tasks_.erase(it);
         }
+        stopped.push_back(c.partition);
         break;
     }
   }
+  // Once every command taken is done: a stop followed by a restore keeps it here.
+  for (auto p : stopped)
+    if (!tasks_.contains(p) && released_)
+      released_(p);
 }
 
 void changelog_reader::flush(task& t, std::vector<rd_kafka_message_t*>& msgs) {
@@ -210,8 +224,11 @@ void changelog_reader::finish_ready() {
   for (auto it = tasks_.begin(); it != tasks_.end();) {
     auto& t = it->second;
     if (!t.standby && !t.done) {  // failed: already reported
-      stop_reading(t.partition);
+      const auto partition = t.partition;
+      stop_reading(partition);
       it = tasks_.erase(it);
+      if (released_)
+        released_(partition);
       continue;
     }
     if (t.standby || !t.at_end || now - t.last_check < recheck_interval) {
@@ -242,8 +259,11 @@ void changelog_reader::finish_ready() {
         t.partition, r.records, r.seconds, t.position,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - recount_start).count());
     auto done = std::move(t.done);
-    stop_reading(t.partition);
+    const auto partition = t.partition;
+    stop_reading(partition);
     it = tasks_.erase(it);
+    if (released_)
+      released_(partition);
     done(std::move(r));
   }
 }
@@ -358,6 +378,7 @@ void changelog_reader::run() {
     finish_ready();
     reassign_stalled();
     publish_progress();
+    hold_compactions_while_behind();
     if (tasks_.empty()) {
       // Idle: wait for a command without spinning.
       std::unique_lock<std::mutex> lock{mutex_};
@@ -368,7 +389,35 @@ void changelog_reader::run() {
   for (auto& [p, t] : tasks_)
     stop_reading(p);
   tasks_.clear();
+  if (holding_compactions_)
+    store_.release_compactions();
+  holding_compactions_ = false;
   rd_kafka_queue_destroy(queue);
+}
+
+void changelog_reader::hold_compactions_while_behind() {
+  // Far behind: a restore, or a standby catching up (one following a live
+  // partition stays near the end and does not hold). Level 0 bounded: past
+  // it, reads would look into too many files.
+  constexpr int64_t far_behind = 20'000;
+  constexpr int max_level0_files = 16;
+  bool behind = false;
+  {
+    std::lock_guard<std::mutex> guard{progress_mutex_};
+    for (const auto& p : progress_)
+      behind = behind || p.lag() > far_behind;
+  }
+  // Taken again only once compactions have brought level 0 well below the
+  // bound (no hold and release at every poll around it).
+  const bool hold = behind && store_.level0_files() <
+                                  (holding_compactions_ ? max_level0_files : max_level0_files / 2);
+  if (hold == holding_compactions_)
+    return;
+  holding_compactions_ = hold;
+  if (hold)
+    store_.hold_compactions();
+  else
+    store_.release_compactions();
 }
 
 std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options opts,
@@ -382,9 +431,46 @@ std::unique_ptr<changelog_restorer> changelog_restorer::create(restorer_options 
     auto reader = changelog_reader::create(std::move(o), store, error);
     if (!reader)
       return nullptr;
+    reader->on_released([raw = r.get(), from = reader.get()](int32_t p) { raw->release(p, from); });
     r->readers_.push_back(std::move(reader));
   }
   return r;
+}
+
+changelog_reader& changelog_restorer::reader(int32_t partition) {
+  if (auto it = reader_of_.find(partition); it != reader_of_.end())
+    return *readers_[it->second];
+  std::vector<size_t> load(readers_.size(), 0);
+  for (const auto& [p, r] : reader_of_)
+    ++load[r];
+  const auto least = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+  reader_of_[partition] = least;
+  return *readers_[least];
+}
+
+void changelog_restorer::release(int32_t partition, const changelog_reader* from) {
+  std::lock_guard<std::mutex> guard{readers_mutex_};
+  auto it = reader_of_.find(partition);
+  if (it == reader_of_.end() || readers_[it->second].get() != from ||
+      from->command_pending(partition))
+    return;
+  reader_of_.erase(it);
+}
+
+void changelog_restorer::restore(int32_t partition, completeness_check check,
+                                 std::function<void(restore_result)> done) {
+  std::lock_guard<std::mutex> guard{readers_mutex_};
+  reader(partition).restore(partition, std::move(check), std::move(done));
+}
+
+void changelog_restorer::follow(int32_t partition) {
+  std::lock_guard<std::mutex> guard{readers_mutex_};
+  reader(partition).follow(partition);
+}
+
+void changelog_restorer::stop(int32_t partition) {
+  std::lock_guard<std::mutex> guard{readers_mutex_};
+  reader(partition).stop(partition);
 }
 
 std::vector<restore_progress> changelog_restorer::progress() const {

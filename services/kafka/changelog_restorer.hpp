@@ -87,6 +87,15 @@ public:
   /// See changelog_restorer::log_end (thread-safe).
   int64_t log_end(int32_t partition);
 
+  /// Called on the reader's thread when it no longer reads `partition` (its
+  /// restore ended or it was stopped) and holds no command for it: the
+  /// restorer may then give the partition to another reader.
+  void on_released(std::function<void(int32_t partition)> f) {
+    released_ = std::move(f);
+  }
+  /// Whether a command for `partition` waits (take the reader's mutex_ first).
+  bool command_pending(int32_t partition) const;
+
 private:
   struct task {
     int32_t partition = 0;
@@ -120,6 +129,10 @@ private:
   void finish_ready();
   void reassign_stalled();
   void publish_progress();
+  /// Holds the store's compactions while a partition read here is far
+  /// behind its changelog's end (see rocksdb_store::hold_compactions).
+  void hold_compactions_while_behind();
+  bool holding_compactions_ = false;
 
   restorer_options opts_;
   storage::rocksdb_store& store_;
@@ -127,7 +140,8 @@ private:
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
-  std::mutex mutex_;  // guards commands_
+  std::function<void(int32_t)> released_;
+  mutable std::mutex mutex_;  // guards commands_
   std::condition_variable wake_;
   std::vector<command> commands_;
 
@@ -150,15 +164,9 @@ public:
                                                     std::string& error);
 
   void restore(int32_t partition, completeness_check check,
-               std::function<void(restore_result)> done) {
-    reader(partition).restore(partition, std::move(check), std::move(done));
-  }
-  void follow(int32_t partition) {
-    reader(partition).follow(partition);
-  }
-  void stop(int32_t partition) {
-    reader(partition).stop(partition);
-  }
+               std::function<void(restore_result)> done);
+  void follow(int32_t partition);
+  void stop(int32_t partition);
   std::vector<restore_progress> progress() const;
 
   /// The changelog partition's end as the broker last said (the high
@@ -169,9 +177,18 @@ public:
   }
 
 private:
-  changelog_reader& reader(int32_t partition) {
-    return *readers_[static_cast<size_t>(partition) % readers_.size()];
-  }
+  /// The reader of `partition`: the one reading it already (or holding a
+  /// command for it), else the one reading the fewest partitions (not
+  /// partition % readers: a failover taking over only odd partitions left
+  /// one of two readers idle and took 5.8 s instead of 3.8). With
+  /// readers_mutex_ held, and held until the command is queued.
+  changelog_reader& reader(int32_t partition);
+  /// Forgets which reader reads `partition` when `from` neither reads it
+  /// nor holds a command for it (called on that reader's thread).
+  void release(int32_t partition, const changelog_reader* from);
+  // Before readers_: the readers' threads may release partitions until they end.
+  std::mutex readers_mutex_;
+  std::map<int32_t, size_t> reader_of_;
   std::vector<std::unique_ptr<changelog_reader>> readers_;
 };
 

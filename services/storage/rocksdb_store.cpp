@@ -948,6 +948,36 @@ std::optional<std::string> rocksdb_store::apply_changelog(
   return std::nullopt;
 }
 
+void rocksdb_store::hold_compactions() {
+  std::lock_guard<std::mutex> guard{holds_mutex_};
+  if (compaction_holds_++ > 0)
+    return;
+  for (auto* cf : {twins_, history_, aggregates_, members_})
+    if (auto st = db_->SetOptions(cf, {{"disable_auto_compactions", "true"}}); !st.ok())
+      spdlog::warn("event=compaction_hold_failed error=\"{}\"", st.ToString());
+  spdlog::info("event=compactions_held reason=\"a changelog is being read in bulk\"");
+}
+
+void rocksdb_store::release_compactions() {
+  std::lock_guard<std::mutex> guard{holds_mutex_};
+  if (compaction_holds_ <= 0 || --compaction_holds_ > 0)
+    return;
+  for (auto* cf : {twins_, history_, aggregates_, members_})
+    if (auto st = db_->SetOptions(cf, {{"disable_auto_compactions", "false"}}); !st.ok())
+      spdlog::warn("event=compaction_release_failed error=\"{}\"", st.ToString());
+  spdlog::info("event=compactions_released level0_files={}", level0_files());
+}
+
+int rocksdb_store::level0_files() {
+  int most = 0;
+  for (auto* cf : {twins_, history_, aggregates_, members_}) {
+    std::string v;
+    if (db_->GetProperty(cf, "rocksdb.num-files-at-level0", &v))
+      most = std::max(most, std::atoi(v.c_str()));
+  }
+  return most;
+}
+
 std::optional<std::string> rocksdb_store::recount_partition(int32_t partition) {
   auto begin = partition_prefix(partition);
   auto end = partition_end(partition);

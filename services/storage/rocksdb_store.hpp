@@ -179,6 +179,18 @@ public:
   /// tell a new twin from an overwrite cheaply).
   std::optional<std::string> recount_partition(int32_t partition);
 
+  /// Pauses the automatic compactions of the state column families while
+  /// held (counted: each hold ends with one release). A restore or a standby
+  /// far behind writes a changelog in bulk, and the compactions its flushes
+  /// set off took a fifth of the node's CPU from the restore (perf of a
+  /// failover); held, the flushes pile up in level 0 and are compacted when
+  /// the last hold ends (RocksDB's advice for bulk loads). Callers hold only
+  /// while level0_files() stays below a bound.
+  void hold_compactions();
+  void release_compactions();
+  /// Files in level 0 of the busiest state column family.
+  int level0_files();
+
   // --- queries (query thread pool) ------------------------------------------
 
   /// Twins of `partitions` with asset_id > `start_after` that satisfy
@@ -284,6 +296,8 @@ private:
   /// Twins per partition, mirrored from the "count/" meta keys. Only a
   /// partition's committer changes its entry.
   std::mutex counts_mutex_;
+  std::mutex holds_mutex_;
+  int compaction_holds_ = 0;
   std::map<int32_t, uint64_t> counts_;
 };
 
