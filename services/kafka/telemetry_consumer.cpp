@@ -10,6 +10,18 @@ namespace fleettwin::kafka {
 
 namespace {
 
+/// Positions the fetcher of partition `p` at `offset` (a failure is logged).
+void seek_to(rd_kafka_t* rk, const std::string& topic, int32_t p, int64_t offset, int timeout_ms) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = offset;
+  if (auto* e = rd_kafka_seek_partitions(rk, list, timeout_ms)) {
+    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
+                  rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
 /// Keeps the librdkafka messages of a batch alive while actors read them.
 struct message_holder {
   std::vector<rd_kafka_message_t*> messages;
@@ -614,14 +626,7 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
   opts_.probe->on_offset_gap(p, verdict);
   spdlog::warn("event=offset_gap partition={} expected={} got={} verdict={} action=reread", p,
                it->second, offset, verdict);
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = it->second;
-  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
-    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, it->second,
-                  rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-  }
-  rd_kafka_topic_partition_list_destroy(list);
+  seek_to(rk_.get(), opts_.topic, p, it->second, 10'000);
   return false;
 }
 
@@ -795,14 +800,7 @@ void telemetry_consumer::check_stalls() {
           "given\"",
           p, next->second, end, seconds(live.fed), live.refetches);
     opts_.probe->on_input_refetch(p);
-    auto* list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = next->second;
-    if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 2'000)) {
-      spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, next->second,
-                    rd_kafka_error_string(e));
-      rd_kafka_error_destroy(e);
-    }
-    rd_kafka_topic_partition_list_destroy(list);
+    seek_to(rk_.get(), opts_.topic, p, next->second, 2'000);
     live.fed = now;
   }
 }
