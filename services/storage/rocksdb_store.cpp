@@ -861,7 +861,7 @@ std::optional<std::string> rocksdb_store::apply_changelog(
   ops.clear();
   meta.clear();
   ops.reserve(entries.size());
-  const std::array<rocksdb::ColumnFamilyHandle*, 4> cfs{twins_, history_, aggregates_, members_};
+  const auto cfs = state_families();
   const auto prefix = partition_prefix(partition);
   for (uint32_t i = 0; i < entries.size(); ++i) {
     const auto& e = entries[i];
@@ -952,7 +952,7 @@ void rocksdb_store::hold_compactions() {
   std::lock_guard<std::mutex> guard{holds_mutex_};
   if (compaction_holds_++ > 0)
     return;
-  for (auto* cf : {twins_, history_, aggregates_, members_})
+  for (auto* cf : state_families())
     if (auto st = db_->SetOptions(cf, {{"disable_auto_compactions", "true"}}); !st.ok())
       spdlog::warn("event=compaction_hold_failed error=\"{}\"", st.ToString());
   spdlog::info("event=compactions_held reason=\"a changelog is being read in bulk\"");
@@ -962,7 +962,7 @@ void rocksdb_store::release_compactions() {
   std::lock_guard<std::mutex> guard{holds_mutex_};
   if (compaction_holds_ <= 0 || --compaction_holds_ > 0)
     return;
-  for (auto* cf : {twins_, history_, aggregates_, members_})
+  for (auto* cf : state_families())
     if (auto st = db_->SetOptions(cf, {{"disable_auto_compactions", "false"}}); !st.ok())
       spdlog::warn("event=compaction_release_failed error=\"{}\"", st.ToString());
   spdlog::info("event=compactions_released level0_files={}", level0_files());
@@ -970,7 +970,7 @@ void rocksdb_store::release_compactions() {
 
 int rocksdb_store::level0_files() {
   int most = 0;
-  for (auto* cf : {twins_, history_, aggregates_, members_}) {
+  for (auto* cf : state_families()) {
     std::string v;
     if (db_->GetProperty(cf, "rocksdb.num-files-at-level0", &v))
       most = std::max(most, std::atoi(v.c_str()));

@@ -39,6 +39,7 @@
 // commit/load_* (actors) take no locks of ours; list_twins, read_history and
 // stats are meant for the query thread pool, never for actors.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -293,6 +294,11 @@ private:
   rocksdb::ColumnFamilyHandle* history_ = nullptr;
   rocksdb::ColumnFamilyHandle* aggregates_ = nullptr;
   rocksdb::ColumnFamilyHandle* members_ = nullptr;
+  /// The column families of twin and aggregate state, in the order of the
+  /// changelog's key kinds (twin, history, aggregate, member).
+  std::array<rocksdb::ColumnFamilyHandle*, 4> state_families() const {
+    return {twins_, history_, aggregates_, members_};
+  }
   /// Twins per partition, mirrored from the "count/" meta keys. Only a
   /// partition's committer changes its entry.
   std::mutex counts_mutex_;
