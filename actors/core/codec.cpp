@@ -22,6 +22,8 @@ constexpr uint8_t twin_format_v4 = 5;
 constexpr uint8_t twin_format_v5 = 6;
 /// v6 appends when the twin was erased (twin::erased_ms).
 constexpr uint8_t twin_format_v6 = 7;
+/// v7 appends the open history segment (twin::open_history).
+constexpr uint8_t twin_format_v7 = 8;
 constexpr uint8_t history_format_v1 = 1;
 constexpr uint8_t history_segment_v1 = 2;
 
@@ -29,7 +31,7 @@ constexpr uint8_t history_segment_v1 = 2;
 
 void encode_twin(const twin& tw, std::string& out) {
   out.clear();
-  out.push_back(static_cast<char>(twin_format_v6));
+  out.push_back(static_cast<char>(twin_format_v7));
   put_string(out, tw.asset_id);
   put_string(out, tw.kind);
   put_string(out, tw.tenant);
@@ -95,6 +97,7 @@ void encode_twin(const twin& tw, std::string& out) {
   }
   put_signed(out, tw.newest_source_ms);
   put_signed(out, tw.erased_ms);
+  put_string(out, tw.open_history);
 }
 
 std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
@@ -102,7 +105,8 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
   reader r{bytes};
   const auto fmt = r.byte();
   if (fmt != twin_format_v1 && fmt != twin_format_v2 && fmt != twin_format_v3 &&
-      fmt != twin_format_v4 && fmt != twin_format_v5 && fmt != twin_format_v6)
+      fmt != twin_format_v4 && fmt != twin_format_v5 && fmt != twin_format_v6 &&
+      fmt != twin_format_v7)
     return r.ok ? "unknown twin format " + std::to_string(fmt) : "empty twin record";
   out.asset_id = r.bytes();
   out.kind = r.bytes();
@@ -151,8 +155,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       rel.origin = static_cast<relation_origin>(r.byte());
       out.relations.push_back(std::move(rel));
     }
-  if (fmt == twin_format_v3 || fmt == twin_format_v4 || fmt == twin_format_v5 ||
-      fmt == twin_format_v6)
+  if (fmt >= twin_format_v3)
     for (uint64_t n = r.count(); n > 0 && r.ok; --n) {
       std::string name{r.bytes()};
       property_analysis a;
@@ -164,7 +167,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       if (!r.ok || kind > static_cast<uint8_t>(anomaly_kind::stuck) || !decode_alert(r.in, a.alert))
         return std::string{"corrupt analytics of property \""} + name + "\" in twin record";
       a.kind = static_cast<anomaly_kind>(kind);
-      if (fmt == twin_format_v4 || fmt == twin_format_v5 || fmt == twin_format_v6) {
+      if (fmt >= twin_format_v4) {
         auto& q = a.quality;
         const auto flags = r.byte();
         q.flags = flags & 0x7f;
@@ -179,10 +182,12 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
       }
       out.analysis.emplace(std::move(name), std::move(a));
     }
-  if (fmt == twin_format_v5 || fmt == twin_format_v6) {
+  if (fmt >= twin_format_v5) {
     out.newest_source_ms = r.signed_varint();
-    if (fmt == twin_format_v6)
+    if (fmt >= twin_format_v6)
       out.erased_ms = r.signed_varint();
+    if (fmt >= twin_format_v7)
+      out.open_history = r.bytes();
   } else {
     // Older records: the newest stored sample is the best estimate there is.
     for (const auto& [name, rp] : out.reported)

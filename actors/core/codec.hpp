@@ -29,9 +29,10 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out);
 void encode_history_point(const history_point& p, std::string& out);
 std::optional<std::string> decode_history_point(std::string_view bytes, history_point& out);
 
-/// A history segment: every sample one batch applied to one twin, stored
-/// under a single key (a ring of segments per twin) so that history costs
-/// one write per twin per batch, not one per sample.
+/// A history segment: consecutive samples of one twin, stored under a single
+/// key (a ring of segments per twin) so that history costs one write per
+/// segment, not one per sample. The open segment travels inside the twin's
+/// state record (twin::open_history) until it closes.
 void begin_history_segment(std::string& out);
 void append_history_sample(std::string& out, std::string_view property, const value& v,
                            int64_t source_time_ms, uint64_t sequence);

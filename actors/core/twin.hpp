@@ -135,6 +135,11 @@ struct twin {
   uint64_t out_of_order = 0;
   /// History segments written (the ring slot of the next is this % capacity).
   uint64_t history_segments = 0;
+  /// The open history segment: samples applied since the last segment closed,
+  /// stored inside the twin's state record until the segment is large enough
+  /// to close into its own ring slot (a twin reporting once a second then
+  /// writes one state record per work item, not a state and a history record).
+  std::string open_history;
   /// The newest source time of any record the sequence window marked (samples or
   /// attributes only): a record with a seen sequence is a new one from a source that
   /// restarted its numbering only when it is newer than this.

@@ -62,6 +62,12 @@ private:
 /// default), and its transaction would fail again on every retry.
 constexpr size_t max_segment_bytes = 256 * 1024;
 
+/// The open segment closes into its own ring slot at the end of a work item once
+/// it holds this much (a few records of a typical asset); until then it is part of
+/// the twin's state record. Larger, it would make every state write larger; smaller,
+/// a twin reporting once a second would write a history record with nearly every item.
+constexpr size_t close_segment_bytes = 1024;
+
 /// Hands the open segment to the update under the twin's next ring slot.
 void close_segment(asset_state& st, asset_update& u, std::string& segment) {
   if (segment.empty())
@@ -342,7 +348,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         u.asset_id = st.asset_id;
         const auto& batch = *slice.batch;
         const bool was_empty = st.tw.empty();
-        std::string segment;
+        auto& segment = st.tw.open_history;
         bool attributes_changed = false;
         // The models as they are for this slice (one snapshot, not one per record).
         model_lookup models{st.config->analytics && st.config->models ? st.config->models->get()
@@ -390,7 +396,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           u.kind = st.tw.kind;
           u.tenant = st.tw.tenant;
         }
-        close_segment(st, u, segment);
+        if (segment.size() >= close_segment_bytes)
+          close_segment(st, u, segment);
         if (u.applied > 0)
           contribute_change(st, attributes_changed || was_empty, batch.ingest_ms, u);
         // Duplicates and late samples change counters and the sequence window

@@ -651,11 +651,31 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
   std::string upper = prefix;
   upper.back() = '\x01';
   rocksdb::Slice upper_slice{upper};
+  // The closed segments and the open one (inside the twin's state record) as of one
+  // moment: a commit in between would show a segment's samples twice, or not at all.
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  struct release {
+    rocksdb::DB* db;
+    const rocksdb::Snapshot* s;
+    ~release() {
+      db->ReleaseSnapshot(s);
+    }
+  } released{db_.get(), snapshot};
   rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
   ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
 
   std::vector<core::history_point> points;
+  auto wanted = [&](std::string_view name, core::history_point& p) {
+    if (name != property)
+      return;
+    if (start_ms != 0 && p.source_time_ms < start_ms)
+      return;
+    if (end_ms != 0 && p.source_time_ms >= end_ms)
+      return;
+    points.push_back(std::move(p));
+  };
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     auto key = view(it->key());
     auto describe = [&] {
@@ -671,23 +691,31 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
     }
     if (get_be32(key.data() + prefix.size()) & core::aggregate_history_bit)
       break;  // the aggregate's measure ring follows the twin's own slots
-    auto why = core::decode_history_segment(view(it->value()),
-                                            [&](std::string_view name, core::history_point& p) {
-                                              if (name != property)
-                                                return;
-                                              if (start_ms != 0 && p.source_time_ms < start_ms)
-                                                return;
-                                              if (end_ms != 0 && p.source_time_ms >= end_ms)
-                                                return;
-                                              points.push_back(std::move(p));
-                                            });
-    if (why) {
+    if (auto why = core::decode_history_segment(view(it->value()), wanted)) {
       error = describe() + " is corrupt: " + *why;
       return {};
     }
   }
   if (!it->status().ok()) {
     error = "scanning history of \"" + std::string{asset_id} + "\": " + it->status().ToString();
+    return {};
+  }
+  std::string key;
+  twin_key(key, partition, asset_id);
+  rocksdb::PinnableSlice state;
+  if (auto st = db_->Get(ro, twins_, key, &state); st.ok()) {
+    core::twin tw;
+    if (auto why = core::decode_twin(view(state), tw)) {
+      error = "twin \"" + std::string{asset_id} + "\" is corrupt: " + *why;
+      return {};
+    }
+    if (!tw.open_history.empty())
+      if (auto why = core::decode_history_segment(tw.open_history, wanted)) {
+        error = "the open history segment of \"" + std::string{asset_id} + "\" is corrupt: " + *why;
+        return {};
+      }
+  } else if (!st.IsNotFound()) {
+    error = "reading twin \"" + std::string{asset_id} + "\": " + st.ToString();
     return {};
   }
   std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) {

@@ -318,7 +318,16 @@ TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged
   const auto& c = store->commits[0];
   EXPECT_EQ(c.next_offset, 13);
   EXPECT_EQ(c.twins.size(), 2u);
-  EXPECT_EQ(c.history.size(), 2u);  // one segment per twin: a (x, x, y) and b (x)
+  // Too small to close: each twin's samples travel in its state record (a: x, x, y; b: x).
+  EXPECT_TRUE(c.history.empty());
+  core::twin stored_a;
+  for (const auto& [id, bytes] : c.twins)
+    if (id == "a")
+      ASSERT_FALSE(core::decode_twin(bytes, stored_a));
+  size_t open_samples = 0;
+  EXPECT_FALSE(core::decode_history_segment(
+      stored_a.open_history, [&](std::string_view, core::history_point&) { ++open_samples; }));
+  EXPECT_EQ(open_samples, 3u);
   ASSERT_EQ(acks.size(), 1u);
   EXPECT_EQ(acks[0], std::make_pair(0, int64_t{13}));
   EXPECT_EQ(watch->seen.size(), 3u);
@@ -357,6 +366,43 @@ TEST_F(PartitionActorTest, AHotTwinsHistoryIsSplitIntoSegmentsABrokerAccepts) {
   EXPECT_EQ(samples, 30'000u);
   // Each segment its own ring slot, the next after the last.
   EXPECT_EQ(get("hot").twin->history_segments, history.size());
+}
+
+TEST_F(PartitionActorTest, ASlowTwinsHistoryGathersAcrossItemsAndClosesIntoOneSegment) {
+  spawn_partition();
+  // One record per item, as a twin reporting once a second gets: its samples stay in
+  // its state record until they make a segment worth its own ring slot.
+  size_t closed_at = 0;
+  for (int i = 1; i <= 500 && closed_at == 0; ++i) {
+    caf::anon_send(part, batch_atom::value,
+                   batch(i - 1, {{"slow", std::to_string(i) + "," + std::to_string(i * 1000) +
+                                              ",temp=" + std::to_string(i)}}));
+    sched->run();
+    deliver_all();
+    ASSERT_EQ(store->commits.size(), static_cast<size_t>(i));
+    const auto& c = store->commits.back();
+    ASSERT_EQ(c.twins.size(), 1u);
+    if (!c.history.empty())
+      closed_at = static_cast<size_t>(i);
+  }
+  ASSERT_GT(closed_at, 10u);  // not one history record per item
+  const auto& c = store->commits.back();
+  ASSERT_EQ(c.history.size(), 1u);
+  int64_t last_time = 0;
+  size_t samples = 0;
+  EXPECT_FALSE(core::decode_history_segment(
+      c.history[0].segment, [&](std::string_view, core::history_point& p) {
+        EXPECT_GT(p.source_time_ms, last_time);  // in order, none lost or twice
+        last_time = p.source_time_ms;
+        ++samples;
+      }));
+  EXPECT_EQ(samples, closed_at);
+  EXPECT_EQ(last_time, static_cast<int64_t>(closed_at) * 1000);
+  core::twin stored;
+  ASSERT_FALSE(core::decode_twin(c.twins[0].second, stored));
+  EXPECT_TRUE(stored.open_history.empty());
+  EXPECT_EQ(stored.history_segments, 1u);
+  EXPECT_EQ(c.history[0].slot, core::history_slot(1, 4));
 }
 
 TEST_F(PartitionActorTest, BatchesAreProcessedOneAtATimeInOrder) {

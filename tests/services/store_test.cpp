@@ -550,6 +550,51 @@ TEST_F(StoreTest, HistorySegmentsHoldSeveralPropertiesAndRecords) {
   EXPECT_EQ(std::get<std::string>(gear[0].val), "D");
 }
 
+TEST_F(StoreTest, HistoryIncludesTheOpenSegmentInTheTwinsStateRecord) {
+  // Closed segments in their ring slots, the newest samples still in the twin's state.
+  commit_batch b;
+  b.partition = 0;
+  b.history = {history("veh", "speed", 0, 1000, 1, 10.0),
+               history("veh", "speed", 1, 2000, 2, 11.0)};
+  core::twin tw;
+  tw.asset_id = "veh";
+  tw.version = 4;
+  tw.history_segments = 2;
+  core::begin_history_segment(tw.open_history);
+  core::append_history_sample(tw.open_history, "speed", 12.0, 3000, 3);
+  core::append_history_sample(tw.open_history, "gear", std::string{"D"}, 3000, 3);
+  core::append_history_sample(tw.open_history, "speed", 13.0, 4000, 4);
+  b.twins = {{"veh", encoded(tw)}};
+  commit(b);
+  std::string error;
+  auto speed = store->read_history(0, "veh", "speed", 0, 0, 0, error);
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_EQ(speed.size(), 4u);
+  for (size_t i = 0; i < speed.size(); ++i) {
+    EXPECT_EQ(std::get<double>(speed[i].val), 10.0 + double(i));
+    EXPECT_EQ(speed[i].source_time_ms, 1000 * int64_t(i + 1));
+  }
+  // Range and limit apply to both.
+  auto late = store->read_history(0, "veh", "speed", 2000, 4000, 0, error);
+  ASSERT_EQ(late.size(), 2u);
+  EXPECT_EQ(std::get<double>(late[1].val), 12.0);
+  auto newest = store->read_history(0, "veh", "speed", 0, 0, 1, error);
+  ASSERT_EQ(newest.size(), 1u);
+  EXPECT_EQ(std::get<double>(newest[0].val), 13.0);
+  // The segment closes: its samples move to a ring slot, once.
+  commit_batch next;
+  next.partition = 0;
+  runtime::history_write closed{"veh", 2, tw.open_history};
+  next.history = {closed};
+  tw.open_history.clear();
+  tw.history_segments = 3;
+  next.twins = {{"veh", encoded(tw)}};
+  commit(next);
+  EXPECT_EQ(store->read_history(0, "veh", "speed", 0, 0, 0, error).size(), 4u);
+  EXPECT_EQ(store->read_history(0, "veh", "gear", 0, 0, 0, error).size(), 1u);
+  EXPECT_TRUE(error.empty()) << error;
+}
+
 TEST_F(StoreTest, CorruptHistoryPointFailsWithReason) {
   commit_batch b;
   b.partition = 0;

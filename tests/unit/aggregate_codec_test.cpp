@@ -120,6 +120,7 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   // list either.
   encode_twin(tw, bytes);
   bytes[0] = 3;
+  bytes.pop_back();  // the empty open history segment (its length: one byte)
   bytes.pop_back();  // erased_ms (0: one byte)
   bytes.pop_back();  // newest_source_ms (0: one byte)
   bytes.pop_back();  // the empty analytics count
@@ -129,6 +130,7 @@ TEST(AggregateCodec, TwinRelationsRoundTripAndOldRecordsStillRead) {
   tw.relations.clear();
   encode_twin(tw, bytes);
   bytes[0] = 1;
+  bytes.pop_back();  // the empty open history segment
   bytes.pop_back();  // erased_ms
   bytes.pop_back();  // newest_source_ms
   bytes.pop_back();  // the empty analytics count
@@ -153,6 +155,7 @@ TEST(AggregateCodec, NewestSourceTimeRoundTripsAndIsEstimatedForOlderRecords) {
   tw.newest_source_ms = 0;
   encode_twin(tw, bytes);
   bytes[0] = 5;
+  bytes.pop_back();  // the empty open history segment
   bytes.pop_back();  // erased_ms
   bytes.pop_back();  // newest_source_ms
   ASSERT_FALSE(decode_twin(bytes, back));

@@ -429,10 +429,13 @@ TEST(Codec, TwinRoundTrip) {
   apply_desired(tw, "veh-1", u, 3000, lim);
   tw.duplicates = 3;
   tw.history_segments = 12;
+  begin_history_segment(tw.open_history);
+  append_history_sample(tw.open_history, "d", value{1.5}, 1000, 7);
   std::string bytes;
   encode_twin(tw, bytes);
   twin back;
   ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.open_history, tw.open_history);
   EXPECT_EQ(back.asset_id, tw.asset_id);
   EXPECT_EQ(back.kind, tw.kind);
   EXPECT_EQ(back.tenant, tw.tenant);
@@ -451,6 +454,23 @@ TEST(Codec, TwinRoundTrip) {
     EXPECT_EQ(back.stats.at(name).count, 1u);
     EXPECT_EQ(back.stats.at(name).mean, tw.stats.at(name).mean);
   }
+}
+
+TEST(Codec, ATwinStoredBeforeTheOpenHistorySegmentDecodes) {
+  twin tw;
+  limits lim;
+  apply_result res;
+  apply_telemetry(tw, make("veh-1", 1, 1000, {{"d", 1.5}}), 2000, lim, res);
+  std::string bytes;
+  encode_twin(tw, bytes);
+  // The previous format (7) ends before the open segment (here its empty string's length).
+  ASSERT_EQ(bytes.back(), '\0');
+  bytes.pop_back();
+  bytes[0] = 7;
+  twin back;
+  ASSERT_FALSE(decode_twin(bytes, back));
+  EXPECT_EQ(back.version, tw.version);
+  EXPECT_TRUE(back.open_history.empty());
 }
 
 TEST(Codec, CorruptInputIsRejectedNotCrashing) {
