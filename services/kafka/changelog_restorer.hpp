@@ -93,7 +93,8 @@ public:
   void on_released(std::function<void(int32_t partition)> f) {
     released_ = std::move(f);
   }
-  /// Whether a command for `partition` waits (take the reader's mutex_ first).
+  /// Whether a command for `partition` waits to be taken by the reader's thread
+  /// (thread-safe: takes the reader's mutex_).
   bool command_pending(int32_t partition) const;
 
 private:
