@@ -266,7 +266,8 @@ desired_result apply_desired(twin& tw, std::string_view asset_id, const desired_
   for (const auto& name : u.remove)
     if (auto err = validate_name(name, lim, "removed property"))
       return {desired_status::invalid, *err};
-  if (tw.empty() && tw.erased_ms != 0)  // an erased twin's tombstone
+  if ((tw.empty() && tw.erased_ms != 0) ||  // an erased twin's tombstone
+      (u.only_tenant && tw.tenant != *u.only_tenant))
     return {desired_status::not_found, "twin \"" + std::string{asset_id} + "\" not found"};
   if (u.expected_version && *u.expected_version != tw.version)
     return {desired_status::version_mismatch,

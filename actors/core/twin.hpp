@@ -224,6 +224,12 @@ struct desired_update {
   std::vector<std::pair<std::string, value>> set;
   std::vector<std::string> remove;
   std::optional<uint64_t> expected_version;
+  /// Set for a caller confined to one tenant: a twin of another tenant (or none yet) is
+  /// answered as not found, as if it did not exist.
+  std::optional<std::string> only_tenant;
+  /// Checks the update against the twin and says what it would do; the caller applies it
+  /// to a copy (a dry run) and keeps nothing.
+  bool validate_only = false;
 };
 
 enum class desired_status : uint8_t { applied, unchanged, version_mismatch, invalid, not_found };

@@ -586,6 +586,13 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         auto& st = self->state;
         desired_reply r;
         auto now = st.config->clock();
+        if (update.validate_only) {
+          // A dry run: what the update would make of the twin, kept nowhere.
+          auto copy = std::make_shared<core::twin>(st.tw);
+          r.result = core::apply_desired(*copy, st.asset_id, update, now, st.config->limits);
+          r.update.snapshot = std::move(copy);
+          return r;
+        }
         r.result = core::apply_desired(st.tw, st.asset_id, update, now, st.config->limits);
         if (r.result.status != core::desired_status::applied)
           return r;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_set>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
@@ -499,8 +500,9 @@ void complete(self_ptr self, partition_state::inflight& item) {
                               changelog);
     }
   }
-  if (item.desired && item.desired_answer)
-    item.desired->done(std::move(*item.desired_answer));
+  for (auto& w : item.writes)
+    if (w.answer)
+      w.work.done(std::move(*w.answer));
 }
 
 /// Every item up to `last` committed: complete them in order, hand over
@@ -607,9 +609,9 @@ void try_commit(self_ptr self) {
             if (!err.empty()) {
               st.cfg.probe->on_commit_failed();
               for (auto& item : st.pipeline)
-                if (item.id <= last && item.desired)
-                  item.desired->done(
-                      twin_reply{query_error::internal, "commit failed: " + err, {}});
+                if (item.id <= last)
+                  for (auto& w : item.writes)
+                    w.work.done(twin_reply{query_error::internal, "commit failed: " + err, {}});
               fail(self, "commit failed: " + err);
               return;
             }
@@ -644,7 +646,7 @@ void to_pipeline(self_ptr self, bool delivered) {
 void end_item(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.applying;
-  item.desired.reset();  // answered
+  item.writes.clear();  // answered
   item.commit = commit_batch{};
   item.raws.clear();
   if (st.pipeline.empty()) {
@@ -663,8 +665,8 @@ void end_item(self_ptr self) {
 void publish(self_ptr self) {
   auto& st = self->state;
   auto& item = *st.applying;
-  if (item.raws.empty() && !item.desired && item.changes.empty() && item.contributions.empty() &&
-      item.commit.aggregates.empty() && item.commit.members.empty()) {
+  if (item.raws.empty() && item.writes.empty() && item.changes.empty() &&
+      item.contributions.empty() && item.commit.aggregates.empty() && item.commit.members.empty()) {
     end_item(self);  // an advance that changed nothing
     return;
   }
@@ -678,13 +680,13 @@ void publish(self_ptr self) {
     return;
   }
   core::coalesce(item.contributions);
-  if (item.desired && item.desired->done.audit && item.desired_answer &&
-      item.desired_answer->error == query_error::none) {
-    // The write succeeded: audited in the transaction of its change.
-    auto& e = item.audit.emplace_back(*item.desired->done.audit);
-    e.time_ms = now_ms(self);
-    item.desired_answer->audited = true;
-  }
+  for (auto& w : item.writes)
+    if (w.work.done.audit && w.answer && w.answer->error == query_error::none) {
+      // The write succeeded: audited in the transaction of its change.
+      auto& e = item.audit.emplace_back(*w.work.done.audit);
+      e.time_ms = now_ms(self);
+      w.answer->audited = true;
+    }
   item.published = std::chrono::steady_clock::now();
   auto handle = caf::actor_cast<partition_actor>(self);
   item_outputs out{st.cfg.partition,
@@ -1065,7 +1067,7 @@ void start_relations(self_ptr self, desired_work work) {
   slice.updates.emplace_back(0, std::move(*work.relations));
   slice.now_ms = now_ms(self);
   slice.want_snapshot = true;
-  st.applying->desired = std::move(work);
+  st.applying->writes.push_back({std::move(work), nullptr});
   self->request(*handle, caf::infinite, relate_atom::value, std::move(slice))
       .then(
           [self, id](asset_update& u) {
@@ -1073,20 +1075,20 @@ void start_relations(self_ptr self, desired_work work) {
             if (!st.applying || st.applying->id != id)
               return;
             auto& item = *st.applying;
+            auto& w = item.writes.front();
             if (!u.relation_rejects.empty()) {
-              item.desired->done(twin_reply{
+              w.work.done(twin_reply{
                   query_error::invalid, std::move(u.relation_rejects.front().second), {}});
               end_item(self);
               return;
             }
             if (u.state.empty()) {
               // Nothing changed: the entity as it is.
-              item.desired->done(twin_reply{query_error::none, {}, u.snapshot});
+              w.work.done(twin_reply{query_error::none, {}, u.snapshot});
               end_item(self);
               return;
             }
-            item.desired_answer =
-                std::make_shared<twin_reply>(twin_reply{query_error::none, {}, u.snapshot});
+            w.answer = std::make_shared<twin_reply>(twin_reply{query_error::none, {}, u.snapshot});
             item.pending = 1;
             collect(self, id, u);
           },
@@ -1118,7 +1120,7 @@ void start_acknowledge(self_ptr self, desired_work work) {
     return;
   auto id = st.applying->id;
   auto [property, number] = *work.acknowledge;
-  st.applying->desired = std::move(work);
+  st.applying->writes.push_back({std::move(work), nullptr});
   self->request(*handle, caf::infinite, ack_atom::value, std::move(property), number)
       .then(
           [self, id](ack_reply& r) {
@@ -1126,21 +1128,22 @@ void start_acknowledge(self_ptr self, desired_work work) {
             if (!st.applying || st.applying->id != id)
               return;
             auto& item = *st.applying;
-            const auto& [prop, n] = *item.desired->acknowledge;
+            auto& w = item.writes.front();
+            const auto& [prop, n] = *w.work.acknowledge;
             const std::string alert = "alert " + std::to_string(n) + " of property \"" + prop +
-                                      "\" of twin \"" + item.desired->asset_id + "\"";
+                                      "\" of twin \"" + w.work.asset_id + "\"";
             switch (r.status) {
               case core::ack_status::acknowledged:
-                item.desired_answer = std::make_shared<twin_reply>(
+                w.answer = std::make_shared<twin_reply>(
                     twin_reply{query_error::none, {}, r.update.snapshot});
                 item.pending = 1;
                 collect(self, id, r.update);
                 return;
               case core::ack_status::not_found:
-                item.desired->done(twin_reply{query_error::not_found, alert + " not found", {}});
+                w.work.done(twin_reply{query_error::not_found, alert + " not found", {}});
                 break;
               case core::ack_status::not_open:
-                item.desired->done(
+                w.work.done(
                     twin_reply{query_error::precondition,
                                alert + " is not open (cleared, superseded or acknowledged already)",
                                {}});
@@ -1164,35 +1167,45 @@ void queue_write(self_ptr self, desired_work work) {
   arm_expiry(self);
 }
 
-/// A desired update's or an erasure's outcome from the twin: committed with the item
-/// when applied, answered at once otherwise.
-void settle_desired(self_ptr self, uint64_t id, desired_reply& r) {
+/// Write `k` of the item (a desired update or an erasure) has its outcome from the twin:
+/// committed with the item when applied, answered at once otherwise. The last outcome
+/// publishes the item when some write applied, else ends it.
+void settle_desired(self_ptr self, uint64_t id, size_t k, desired_reply& r) {
   auto& st = self->state;
   if (!st.applying || st.applying->id != id)
     return;
   auto& item = *st.applying;
+  auto& w = item.writes[k];
   switch (r.result.status) {
     case core::desired_status::applied:
-      item.desired_answer =
-          std::make_shared<twin_reply>(twin_reply{query_error::none, {}, r.update.snapshot});
-      item.pending = 1;
-      collect(self, id, r.update);
+      if (w.work.update.validate_only) {
+        // A dry run: what the twin would be, nothing to commit.
+        w.work.done(twin_reply{query_error::none, {}, std::move(r.update.snapshot)});
+        break;
+      }
+      w.answer = std::make_shared<twin_reply>(twin_reply{query_error::none, {}, r.update.snapshot});
+      collect(self, id, r.update);  // publishes after the last outcome
       return;
     case core::desired_status::unchanged:
       // Nothing to commit: answer with the current state.
-      self->send(st.assets.at(item.desired->asset_id).handle, get_atom::value, item.desired->done);
+      self->send(st.assets.at(w.work.asset_id).handle, get_atom::value, w.work.done);
       break;
     case core::desired_status::version_mismatch:
-      item.desired->done(twin_reply{query_error::aborted, r.result.error, {}});
+      w.work.done(twin_reply{query_error::aborted, r.result.error, {}});
       break;
     case core::desired_status::invalid:
-      item.desired->done(twin_reply{query_error::invalid, r.result.error, {}});
+      w.work.done(twin_reply{query_error::invalid, r.result.error, {}});
       break;
     case core::desired_status::not_found:
-      item.desired->done(twin_reply{query_error::not_found, r.result.error, {}});
+      w.work.done(twin_reply{query_error::not_found, r.result.error, {}});
       break;
   }
-  end_item(self);
+  if (--item.pending > 0)
+    return;
+  if (std::any_of(item.writes.begin(), item.writes.end(), [](const auto& x) { return x.answer; }))
+    publish(self);
+  else
+    end_item(self);
 }
 
 /// The erasure of a twin (DeleteTwin): answered after its commit with what the twin was,
@@ -1204,35 +1217,58 @@ void start_erase(self_ptr self, desired_work work) {
     return;
   auto id = st.applying->id;
   const uint64_t expected = work.update.expected_version.value_or(0);
-  st.applying->desired = std::move(work);
+  st.applying->writes.push_back({std::move(work), nullptr});
+  st.applying->pending = 1;
   self->request(*handle, caf::infinite, erase_atom::value, expected)
-      .then([self, id](desired_reply& r) { settle_desired(self, id, r); },
+      .then([self, id](desired_reply& r) { settle_desired(self, id, 0, r); },
             [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
 }
 
-void start_desired(self_ptr self, desired_work work) {
+/// Whether a queued write is a plain desired update (several coalesce into one item).
+bool plain_desired(const desired_work& w) {
+  return !w.relations && !w.erase && !w.acknowledge;
+}
+
+void start_desired(self_ptr self, std::vector<desired_work> works) {
   auto& st = self->state;
-  if (work.relations) {
-    start_relations(self, std::move(work));
+  auto& first = works.front();
+  if (first.relations) {
+    start_relations(self, std::move(first));
     return;
   }
-  if (work.erase) {
-    start_erase(self, std::move(work));
+  if (first.erase) {
+    start_erase(self, std::move(first));
     return;
   }
-  if (work.acknowledge) {
-    start_acknowledge(self, std::move(work));
+  if (first.acknowledge) {
+    start_acknowledge(self, std::move(first));
     return;
   }
-  auto handle = existing_twin(self, work);
-  if (!handle)
-    return;
-  auto id = st.applying->id;
-  auto update = work.update;
-  st.applying->desired = std::move(work);
-  self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
-      .then([self, id](desired_reply& r) { settle_desired(self, id, r); },
-            [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+  // Desired updates of distinct twins: each twin applies its own, the item commits
+  // those that changed something in one transaction.
+  auto& item = *st.applying;
+  const auto id = item.id;
+  item.writes.reserve(works.size());
+  for (auto& w : works) {
+    std::string error;
+    auto handle = resident(self, w.asset_id, id, false, error);
+    if (!handle) {
+      if (error.empty())
+        w.done(twin_reply{query_error::not_found, "twin \"" + w.asset_id + "\" not found", {}});
+      else
+        w.done(twin_reply{query_error::internal, error, {}});
+      continue;
+    }
+    const size_t k = item.writes.size();
+    auto update = w.update;
+    item.writes.push_back({std::move(w), nullptr});
+    ++item.pending;
+    self->request(*handle, caf::infinite, desired_atom::value, std::move(update))
+        .then([self, id, k](desired_reply& r) { settle_desired(self, id, k, r); },
+              [self](caf::error& e) { fail(self, "asset actor failed: " + to_string(e)); });
+  }
+  if (item.pending == 0)
+    end_item(self);
 }
 
 /// Moves the clock of every resident timed aggregate (`all`: of every
@@ -1380,17 +1416,32 @@ void process_next(self_ptr self) {
       st.queued_since = item.started;
     start_batch(self);
   } else if (auto* d = std::get_if<desired_work>(&next)) {
+    // Plain desired updates of distinct twins queued behind this one join its item.
+    std::vector<desired_work> works;
+    works.push_back(std::move(*d));
+    if (plain_desired(works.front())) {
+      std::unordered_set<std::string> ids{works.front().asset_id};
+      while (!st.queue.empty() && works.size() < st.cfg.max_item_writes) {
+        auto* more = std::get_if<desired_work>(&st.queue.front());
+        if (!more || !plain_desired(*more) || ids.contains(more->asset_id))
+          break;
+        ids.insert(more->asset_id);
+        works.push_back(std::move(*more));
+        st.queue.pop_front();
+      }
+    }
     load_request_ptr r;
-    want(st, r, d->asset_id);
+    for (const auto& w : works)
+      want(st, r, w.asset_id);
     if (!r) {
-      start_desired(self, std::move(*d));
+      start_desired(self, std::move(works));
     } else {
-      auto work = std::make_shared<desired_work>(std::move(*d));
-      preload(self, std::move(r), [self, id = item.id, work] {
+      auto shared = std::make_shared<std::vector<desired_work>>(std::move(works));
+      preload(self, std::move(r), [self, id = item.id, shared] {
         auto& st = self->state;
         if (st.failed || !st.applying || st.applying->id != id)
-          return;  // the call's completion answers with its fallback
-        start_desired(self, std::move(*work));
+          return;  // the calls' completions answer with their fallback
+        start_desired(self, std::move(*shared));
       });
     }
   } else if (std::holds_alternative<flush_work>(next)) {
@@ -1625,10 +1676,10 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
         if (!r.ok) {
           // Every item from here on built on outputs that will not commit.
           for (auto& item : st.pipeline)
-            if (item.desired)
-              item.desired->done(twin_reply{query_error::unavailable,
-                                            "publishing the update failed: " + r.error + "; retry",
-                                            {}});
+            for (auto& w : item.writes)
+              w.work.done(twin_reply{query_error::unavailable,
+                                     "publishing the update failed: " + r.error + "; retry",
+                                     {}});
           fail(self, "publishing outputs failed: " + r.error, true);
           return;
         }

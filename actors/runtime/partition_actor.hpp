@@ -55,6 +55,9 @@ struct partition_config {
   /// Queued batches are coalesced into one work item up to this many records,
   /// so that a commit's fixed latency is paid once for all of them.
   size_t max_item_records = 50'000;
+  /// Desired updates of distinct twins queued one behind the other are applied as one
+  /// work item (one transaction) up to this many (bulk updates, many operators).
+  size_t max_item_writes = 1'000;
   /// Work items in flight at once: one applying, the others handed to Kafka
   /// and waiting for their transaction, then for their RocksDB commit (both
   /// in item order). 1: each item waits for the one before to commit (the
@@ -167,8 +170,15 @@ struct partition_state {
     size_t pending = 0;
     /// Consumed batches coalesced into this item (all queued when it started).
     std::vector<raw_batch_ptr> raws;
-    std::optional<desired_work> desired;
-    std::shared_ptr<twin_reply> desired_answer;
+    /// The writes of the API this item applies: one, or several desired updates of
+    /// distinct twins queued one behind the other (one transaction for all of them).
+    /// A write is answered at once when it changes nothing, else with `answer` once the
+    /// item commits.
+    struct write {
+      desired_work work;
+      std::shared_ptr<twin_reply> answer;
+    };
+    std::vector<write> writes;
     commit_batch commit;
     std::vector<core::twin_change> changes;
     std::vector<std::shared_ptr<const core::twin>> snapshots;
@@ -176,7 +186,7 @@ struct partition_state {
     /// What the item's twins and aggregates send their parents.
     std::vector<core::contribution> contributions;
     std::vector<alert_record> alerts;
-    /// The item's write, audited in its transaction (at most one).
+    /// The item's writes, audited in its transaction.
     std::vector<audit_entry> audit;
     std::vector<core::aggregate_header> aggregate_changes;
     /// Per aggregate change: origin (ms) and hops (see asset_update).

@@ -668,6 +668,57 @@ TEST_F(PartitionActorTest, DesiredUpdateIsCommittedBeforeItIsAnswered) {
   EXPECT_EQ(store->commits.size(), 2u);
 }
 
+TEST_F(PartitionActorTest, DesiredUpdatesQueuedTogetherCommitInOneTransaction) {
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"a", "1,100,x=1"}, {"b", "1,100,x=1"}, {"c", "1,100,x=1"}}));
+  sched->run();
+  deliver_all();
+  // Writes queue behind an item in flight (a batch Kafka has not acknowledged yet).
+  caf::anon_send(part, batch_atom::value, batch(1, {{"d", "1,100,x=1"}}));
+  sched->run();
+  const auto commits = store->commits.size();
+  const auto published = sink->calls.size();
+  std::map<std::string, twin_reply> answers;
+  auto send = [&](const std::string& id, core::desired_update u) {
+    caf::anon_send(part, desired_atom::value, id, std::move(u),
+                   twin_completion{[&answers, id](twin_reply r) { answers[id] = std::move(r); },
+                                   twin_reply{query_error::internal, "dropped", {}}});
+  };
+  core::desired_update set;
+  set.set = {{"mode", std::string{"eco"}}};
+  send("a", set);
+  auto stale = set;
+  stale.expected_version = 7;
+  send("b", stale);  // conflicts: answered at once, the others still commit
+  send("ghost", set);
+  auto dry = set;
+  dry.validate_only = true;
+  send("c", dry);  // a dry run: answered with what would be, nothing kept
+  send("a", set);  // the same twin again: the next item
+  sched->run();
+  EXPECT_TRUE(answers.empty());
+  deliver_all();  // the batch commits, the writes start as one item
+  ASSERT_EQ(sink->calls.size(), published + 1) << "one transaction for the first four";
+  EXPECT_EQ(sink->calls.back().twins, 1u);
+  ASSERT_EQ(sink->calls.back().changes.size(), 1u);
+  EXPECT_EQ(sink->calls.back().changes[0].asset_id, "a");
+  EXPECT_EQ(answers.at("b").error, query_error::aborted);
+  EXPECT_EQ(answers.at("ghost").error, query_error::not_found);
+  ASSERT_EQ(answers.at("c").error, query_error::none) << answers.at("c").message;
+  EXPECT_EQ(answers.at("c").twin->version, 2u);
+  EXPECT_EQ(std::get<std::string>(answers.at("c").twin->desired.at("mode")), "eco");
+  EXPECT_FALSE(answers.contains("a")) << "answered only after its commit";
+  deliver_all();
+  ASSERT_EQ(answers.at("a").error, query_error::none) << answers.at("a").message;
+  EXPECT_EQ(answers.at("a").twin->version, 2u);
+  EXPECT_EQ(store->commits.size(), commits + 2);  // the second update of "a" changed nothing
+  EXPECT_EQ(get("c").twin->version, 1u);
+  EXPECT_TRUE(get("c").twin->desired.empty());
+  EXPECT_TRUE(get("b").twin->desired.empty());
+  EXPECT_TRUE(fatal.empty());
+}
+
 TEST_F(PartitionActorTest, IdleTwinsArePassivatedAndReloadedOnDemand) {
   spawn_partition();
   caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}, {"b", "1,100,x=1"}}));

@@ -371,6 +371,26 @@ TEST(TwinDesired, ExpectedVersionMismatchAborts) {
   EXPECT_EQ(tw.version, 2u);
 }
 
+TEST(TwinDesired, ATenantConfinedUpdateSeesOnlyItsTenantsTwins) {
+  twin tw;
+  limits lim;
+  apply_result res;
+  auto t = make("a", 1, 1000, {{"speed", 1.0}});
+  t.tenant = "acme";
+  apply_telemetry(tw, t, 1000, lim, res);
+  desired_update u;
+  u.set = {{"mode", std::string{"eco"}}};
+  u.only_tenant = "globex";
+  auto r = apply_desired(tw, "a", u, 2000, lim);
+  EXPECT_EQ(r.status, desired_status::not_found);
+  EXPECT_EQ(r.error, "twin \"a\" not found");
+  EXPECT_TRUE(tw.desired.empty());
+  u.only_tenant = "acme";
+  EXPECT_EQ(apply_desired(tw, "a", u, 2000, lim).status, desired_status::applied);
+  twin fresh;  // no tenant yet: not the caller's
+  EXPECT_EQ(apply_desired(fresh, "b", u, 2000, lim).status, desired_status::not_found);
+}
+
 TEST(TwinDesired, InvalidUpdates) {
   twin tw;
   limits lim;
