@@ -116,6 +116,8 @@ struct twin_reply {
   std::shared_ptr<const core::twin> twin;
   /// A write's audit entry went out in the transaction of its change.
   bool audited = false;
+  /// A write that changed nothing (every value was so already): the twin as it is.
+  bool unchanged = false;
 };
 
 using twin_completion = completion<twin_reply>;

@@ -1188,7 +1188,14 @@ void settle_desired(self_ptr self, uint64_t id, size_t k, desired_reply& r) {
       return;
     case core::desired_status::unchanged:
       // Nothing to commit: answer with the current state.
-      self->send(st.assets.at(w.work.asset_id).handle, get_atom::value, w.work.done);
+      self->send(st.assets.at(w.work.asset_id).handle, get_atom::value,
+                 twin_completion{[done = w.work.done](twin_reply r) {
+                                   r.unchanged = r.error == query_error::none;
+                                   done(std::move(r));
+                                 },
+                                 twin_reply{query_error::unavailable,
+                                            "the twin stopped before answering; retry",
+                                            {}}});
       break;
     case core::desired_status::version_mismatch:
       w.work.done(twin_reply{query_error::aborted, r.result.error, {}});

@@ -129,6 +129,7 @@ twin_service::twin_service(twin_backend& backend, query_pool& pool, watch_hub& h
       batch_get_(probe.method("BatchGetTwins")),
       list_(probe.method("ListTwins")),
       update_desired_(probe.method("UpdateDesired")),
+      batch_update_(probe.method("BatchUpdateDesired")),
       history_(probe.method("GetHistory")),
       forecast_(probe.method("GetForecast")),
       delete_(probe.method("DeleteTwin")),

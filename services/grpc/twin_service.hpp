@@ -107,6 +107,14 @@ public:
   ::grpc::ServerUnaryReactor* UpdateDesired(::grpc::CallbackServerContext* ctx,
                                             const fleettwin::v1::UpdateDesiredRequest* req,
                                             fleettwin::v1::Twin* resp) override;
+  /// In bulk_desired.cpp.
+  ::grpc::ServerUnaryReactor* BatchUpdateDesired(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::BatchUpdateDesiredRequest* req,
+      fleettwin::v1::BatchUpdateDesiredResponse* resp) override;
+  /// In bulk_desired.cpp.
+  ::grpc::ServerWriteReactor<fleettwin::v1::BulkUpdateDesiredProgress>* BulkUpdateDesired(
+      ::grpc::CallbackServerContext* ctx,
+      const fleettwin::v1::BulkUpdateDesiredRequest* req) override;
   ::grpc::ServerUnaryReactor* GetHistory(::grpc::CallbackServerContext* ctx,
                                          const fleettwin::v1::GetHistoryRequest* req,
                                          fleettwin::v1::GetHistoryResponse* resp) override;
@@ -134,6 +142,7 @@ private:
   metrics::method_probe& batch_get_;
   metrics::method_probe& list_;
   metrics::method_probe& update_desired_;
+  metrics::method_probe& batch_update_;
   metrics::method_probe& history_;
   metrics::method_probe& forecast_;
   metrics::method_probe& delete_;

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 30> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 32> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -17,6 +17,8 @@ constexpr std::array<std::pair<std::string_view, role>, 30> methods{{
     {"TwinService/WatchTwins", role::viewer},
     {"TwinService/GetForecast", role::viewer},
     {"TwinService/UpdateDesired", role::operator_},
+    {"TwinService/BatchUpdateDesired", role::operator_},
+    {"TwinService/BulkUpdateDesired", role::operator_},
     {"TwinService/DeleteTwin", role::admin},
     {"AggregateService/GetAggregate", role::viewer},
     {"AggregateService/BatchGetAggregates", role::viewer},

@@ -2,7 +2,7 @@
 
 // Who may call what: three roles, each including the one below it.
 //   viewer    read twins, aggregates, history, forecasts, alerts, models; watch
-//   operator  + UpdateDesired, AcknowledgeAlert
+//   operator  + UpdateDesired, BatchUpdateDesired, BulkUpdateDesired, AcknowledgeAlert
 //   admin     + AdminService, PutModel, PutAggregateKind, SetRelations, DeleteRelations,
 //             DeleteTwin
 // Methods of FleetTwin's API that are not listed need admin (new methods are closed until

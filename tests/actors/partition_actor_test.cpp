@@ -712,6 +712,8 @@ TEST_F(PartitionActorTest, DesiredUpdatesQueuedTogetherCommitInOneTransaction) {
   deliver_all();
   ASSERT_EQ(answers.at("a").error, query_error::none) << answers.at("a").message;
   EXPECT_EQ(answers.at("a").twin->version, 2u);
+  EXPECT_TRUE(answers.at("a").unchanged) << "the second update of \"a\" answered last";
+  EXPECT_FALSE(answers.at("c").unchanged);
   EXPECT_EQ(store->commits.size(), commits + 2);  // the second update of "a" changed nothing
   EXPECT_EQ(get("c").twin->version, 1u);
   EXPECT_TRUE(get("c").twin->desired.empty());

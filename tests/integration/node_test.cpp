@@ -250,6 +250,194 @@ TEST_F(NodeTest, TelemetryToQueriesEndToEnd) {
   EXPECT_EQ(node->terminate(), 0);
 }
 
+namespace {
+
+/// A BulkUpdateDesired call read to its end: every progress message, and the status.
+struct bulk_run {
+  grpc::Status status;
+  std::vector<v1::BulkUpdateDesiredProgress> messages;
+  std::map<std::string, v1::TwinUpdateOutcome> outcomes;  // by name
+  const v1::BulkUpdateDesiredProgress& last() const {
+    return messages.back();
+  }
+};
+
+bulk_run run_bulk(v1::TwinService::Stub& twins, const v1::BulkUpdateDesiredRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{60});
+  auto reader = twins.BulkUpdateDesired(&ctx, req);
+  bulk_run run;
+  v1::BulkUpdateDesiredProgress m;
+  while (reader->Read(&m)) {
+    for (const auto& o : m.outcomes())
+      EXPECT_TRUE(run.outcomes.emplace(o.name(), o).second) << o.name() << " reported twice";
+    run.messages.push_back(m);
+  }
+  run.status = reader->Finish();
+  return run;
+}
+
+}  // namespace
+
+TEST_F(NodeTest, BulkDesiredUpdatesSelectChangeAndReportEveryTwin) {
+  producer p{kafka->bootstrap()};
+  const int assets = 40;
+  const int64_t t0 = 1'700'000'000'000;
+  for (int a = 0; a < assets; ++a) {
+    auto id = "veh-" + std::to_string(100 + a);
+    p.send(topics.telemetry, id,
+           telemetry(id, 1, t0, {{"speed", 10.0}}, {{"fleet", a % 2 ? "south" : "north"}}));
+  }
+  ASSERT_EQ(p.flush(), 0);
+  for (int a = 0; a < assets; ++a)
+    ASSERT_TRUE(applied("veh-" + std::to_string(100 + a), 1));
+  const std::string north = R"(attributes.fleet = "north")";
+  // ListTwins (and so a selection by filter) reads committed state: wait until it shows all.
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::ListTwinsRequest req;
+    req.set_filter(north);
+    req.set_page_size(100);
+    v1::ListTwinsResponse resp;
+    return twins->ListTwins(&ctx, req, &resp).ok() && resp.twins_size() == assets / 2;
+  }));
+
+  // A dry run says what would happen and changes nothing.
+  v1::BulkUpdateDesiredRequest req;
+  req.set_filter(north);
+  (*req.mutable_desired())["speed_limit"].set_double_value(60);
+  req.set_dry_run(true);
+  auto dry = run_bulk(*twins, req);
+  ASSERT_TRUE(dry.status.ok()) << dry.status.error_message();
+  ASSERT_FALSE(dry.messages.empty());
+  EXPECT_TRUE(dry.last().done());
+  EXPECT_TRUE(dry.last().dry_run());
+  EXPECT_EQ(dry.last().selected(), assets / 2);
+  EXPECT_EQ(dry.last().changed(), assets / 2);
+  ASSERT_EQ(dry.outcomes.size(), static_cast<size_t>(assets / 2));
+  EXPECT_EQ(dry.outcomes.at("twins/veh-100").code(), "OK");
+  EXPECT_EQ(dry.outcomes.at("twins/veh-100").version(), 2u);
+  EXPECT_TRUE(dry.outcomes.at("twins/veh-100").changed());
+  v1::Twin tw;
+  ASSERT_TRUE(get("veh-100", tw).ok());
+  EXPECT_EQ(tw.version(), 1u);
+  EXPECT_TRUE(tw.desired().empty());
+
+  // The change, with a stale expected version for one twin: that one conflicts, the
+  // others change; the south fleet is not touched.
+  req.set_dry_run(false);
+  (*req.mutable_expected_versions())["twins/veh-102"] = 7;
+  auto bulk = run_bulk(*twins, req);
+  ASSERT_TRUE(bulk.status.ok()) << bulk.status.error_message();
+  EXPECT_TRUE(bulk.last().done());
+  EXPECT_TRUE(bulk.last().selection_complete());
+  EXPECT_EQ(bulk.last().changed(), assets / 2 - 1);
+  EXPECT_EQ(bulk.last().conflicts(), 1);
+  EXPECT_EQ(bulk.last().failed() + bulk.last().not_found() + bulk.last().unchanged(), 0);
+  EXPECT_EQ(bulk.outcomes.at("twins/veh-102").code(), "ABORTED");
+  EXPECT_NE(bulk.outcomes.at("twins/veh-102").message().find("expected version 7"),
+            std::string::npos)
+      << bulk.outcomes.at("twins/veh-102").message();
+  EXPECT_EQ(bulk.outcomes.at("twins/veh-104").version(), 2u);
+  for (int a = 0; a < assets; ++a) {
+    auto id = "veh-" + std::to_string(100 + a);
+    ASSERT_TRUE(get(id, tw).ok());
+    const bool changed = a % 2 == 0 && a != 2;
+    EXPECT_EQ(tw.desired().contains("speed_limit"), changed) << id;
+    EXPECT_EQ(tw.version(), changed ? 2u : 1u) << id;
+  }
+
+  // Again, without the stale version: only the twin that conflicted changes.
+  req.clear_expected_versions();
+  req.set_if_unchanged(true);
+  bulk = run_bulk(*twins, req);
+  ASSERT_TRUE(bulk.status.ok()) << bulk.status.error_message();
+  EXPECT_EQ(bulk.last().changed(), 1);
+  EXPECT_EQ(bulk.last().unchanged(), assets / 2 - 1);
+  EXPECT_TRUE(bulk.outcomes.at("twins/veh-102").changed());
+  EXPECT_FALSE(bulk.outcomes.at("twins/veh-104").changed());
+
+  // More twins than max_twins: refused before anything changes.
+  req.set_max_twins(5);
+  (*req.mutable_desired())["mode"].set_string_value("eco");
+  bulk = run_bulk(*twins, req);
+  EXPECT_EQ(bulk.status.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(bulk.status.error_message().find("max_twins (5)"), std::string::npos)
+      << bulk.status.error_message();
+  ASSERT_TRUE(get("veh-100", tw).ok());
+  EXPECT_FALSE(tw.desired().contains("mode"));
+
+  // By names: a twin that does not exist is NOT_FOUND, the others change.
+  v1::BulkUpdateDesiredRequest named;
+  named.add_names("twins/veh-101");
+  named.add_names("twins/ghost");
+  named.add_names("twins/veh-103");
+  named.add_remove("speed_limit");
+  (*named.mutable_desired())["mode"].set_string_value("eco");
+  bulk = run_bulk(*twins, named);
+  ASSERT_TRUE(bulk.status.ok()) << bulk.status.error_message();
+  EXPECT_EQ(bulk.last().selected(), 3);
+  EXPECT_EQ(bulk.last().changed(), 2);
+  EXPECT_EQ(bulk.last().not_found(), 1);
+  EXPECT_EQ(bulk.outcomes.at("twins/ghost").code(), "NOT_FOUND");
+  ASSERT_TRUE(get("veh-103", tw).ok());
+  EXPECT_EQ(tw.desired().at("mode").string_value(), "eco");
+
+  // BatchUpdateDesired: outcomes in request order.
+  {
+    grpc::ClientContext ctx;
+    v1::BatchUpdateDesiredRequest batch;
+    batch.add_names("twins/veh-105");
+    batch.add_names("twins/veh-107");
+    (*batch.mutable_desired())["mode"].set_string_value("sport");
+    (*batch.mutable_expected_versions())["twins/veh-107"] = 1;
+    (*batch.mutable_expected_versions())["twins/veh-105"] = 9;
+    v1::BatchUpdateDesiredResponse resp;
+    auto st = twins->BatchUpdateDesired(&ctx, batch, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_EQ(resp.outcomes_size(), 2);
+    EXPECT_EQ(resp.outcomes(0).name(), "twins/veh-105");
+    EXPECT_EQ(resp.outcomes(0).code(), "ABORTED");
+    EXPECT_EQ(resp.outcomes(1).code(), "OK");
+    EXPECT_EQ(resp.outcomes(1).version(), 2u);
+  }
+
+  // Requests that cannot run are refused whole, precisely.
+  auto refused = [&](v1::BulkUpdateDesiredRequest r, const std::string& says) {
+    auto run = run_bulk(*twins, r);
+    EXPECT_EQ(run.status.error_code(), StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_NE(run.status.error_message().find(says), std::string::npos)
+        << run.status.error_message();
+    EXPECT_TRUE(run.messages.empty());
+  };
+  auto both = named;
+  both.set_filter(north);
+  refused(both, "not both");
+  auto neither = named;
+  neither.clear_names();
+  refused(neither, "names or a filter");
+  auto nothing = named;
+  nothing.clear_desired();
+  nothing.clear_remove();
+  refused(nothing, "nothing to change");
+  auto twice = named;
+  twice.add_names("twins/veh-101");
+  refused(twice, "named twice");
+  auto bad_filter = req;
+  bad_filter.set_filter("fleet ===");
+  refused(bad_filter, "filter:");
+
+  // The calls are counted by method and code.
+  auto text = scrape(node->metrics_port());
+  EXPECT_EQ(
+      metric_value(text, "fleettwin_grpc_requests_total{code=\"OK\",method=\"BulkUpdateDesired\"}"),
+      4);
+  EXPECT_EQ(metric_value(text,
+                         "fleettwin_grpc_requests_total{code=\"FAILED_PRECONDITION\",method="
+                         "\"BulkUpdateDesired\"}"),
+            1);
+}
+
 TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
   producer p{kafka->bootstrap()};
   p.send(topics.telemetry, "veh-1", "this is not protobuf \xff\xff\xff");
