@@ -709,6 +709,61 @@ TEST_F(NodeClusterTest, EveryMethodAnswersThroughEveryNode) {
     EXPECT_EQ(number(at_owner.desired(), "target_speed"), 42);
   }
 
+  // BulkUpdateDesired through one node changes the twins of every owner; BatchUpdateDesired
+  // through another brings each twin's outcome from its owner, in request order.
+  {
+    std::vector<std::string> north;
+    std::set<size_t> owners;
+    for (size_t i = 0; i < assets.size(); i += 2) {
+      north.push_back(assets[i]);
+      owners.insert(owner[assets[i]]);
+    }
+    EXPECT_GT(owners.size(), 1u);
+    v1::BulkUpdateDesiredRequest req;
+    req.set_filter("attributes.fleet = \"north\"");
+    (*req.mutable_desired())["mode"].set_string_value("eco");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+    auto reader = c().node(1 % c().size()).twins().BulkUpdateDesired(&ctx, req);
+    v1::BulkUpdateDesiredProgress m, last;
+    std::set<std::string> reported;
+    while (reader->Read(&m)) {
+      for (const auto& o : m.outcomes()) {
+        EXPECT_EQ(o.code(), "OK") << o.name() << ": " << o.message();
+        reported.insert(o.name());
+      }
+      last = m;
+    }
+    auto s = reader->Finish();
+    ASSERT_TRUE(s.ok()) << describe(s);
+    EXPECT_TRUE(last.done());
+    EXPECT_EQ(last.selected(), static_cast<int64_t>(north.size()));
+    EXPECT_EQ(last.changed(), static_cast<int64_t>(north.size()));
+    EXPECT_EQ(reported.size(), north.size());
+    for (const auto& id : north) {
+      v1::Twin at_owner;
+      ASSERT_TRUE(get_twin(c().node(owner[id]).twins(), id, at_owner).ok()) << id;
+      EXPECT_EQ(at_owner.desired().at("mode").string_value(), "eco") << id;
+    }
+
+    v1::BatchUpdateDesiredRequest batch;
+    for (size_t i = 0; i < std::min<size_t>(north.size(), 6); ++i)
+      batch.add_names("twins/" + north[i]);
+    (*batch.mutable_desired())["mode"].set_string_value("eco");
+    (*batch.mutable_expected_versions())["twins/" + north[1]] = 1'000'000;
+    v1::BatchUpdateDesiredResponse resp;
+    grpc::ClientContext ctx2;
+    ctx2.set_deadline(std::chrono::system_clock::now() + 10s);
+    s = c().node(2 % c().size()).twins().BatchUpdateDesired(&ctx2, batch, &resp);
+    ASSERT_TRUE(s.ok()) << describe(s);
+    ASSERT_EQ(resp.outcomes_size(), batch.names_size());
+    for (int i = 0; i < resp.outcomes_size(); ++i) {
+      EXPECT_EQ(resp.outcomes(i).name(), batch.names(i));
+      EXPECT_EQ(resp.outcomes(i).code(), i == 1 ? "ABORTED" : "OK") << resp.outcomes(i).message();
+      EXPECT_FALSE(resp.outcomes(i).changed());  // "eco" already
+    }
+  }
+
   // GetCluster and GetStatus through every node agree on who serves what.
   auto view = c().serving();
   ASSERT_TRUE(view);
