@@ -648,6 +648,28 @@ TEST_F(NodeTest, CliAgainstARealNode) {
   EXPECT_EQ(code, 0) << out;
   std::tie(code, out) = cli(server + " set-desired veh-cli speed_limit=90 --expected-version 1");
   EXPECT_EQ(code, 5);  // ABORTED
+  // bulk-desired: a dry run, the change, and a twin that does not exist.
+  const std::string north = " --filter 'attributes.fleet = \"north\"'";
+  std::tie(code, out) = cli(server + " bulk-desired mode=eco --dry-run" + north);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("dry run, nothing changed; would change: 1 twins: 1 changed"),
+            std::string::npos)
+      << out;
+  std::tie(code, out) = cli(server + " bulk-desired mode=eco" + north);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "1 twins: 1 changed, 0 unchanged, 0 conflicts, 0 not found, 0 failed\n");
+  std::tie(code, out) = cli(server + " bulk-desired mode=eco --asset veh-cli --asset nobody");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("twins/nobody  NOT_FOUND: twin \"nobody\" not found\n"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("2 twins: 0 changed, 1 unchanged, 0 conflicts, 1 not found"),
+            std::string::npos)
+      << out;
+  std::tie(code, out) = cli(server + " --json bulk-desired --remove mode --asset veh-cli");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"done\":true"), std::string::npos) << out;
+  std::tie(code, out) = cli(server + " bulk-desired mode=eco");
+  EXPECT_EQ(code, 2) << out;  // usage: no twins selected
   std::tie(code, out) = cli(server + " get nobody");
   EXPECT_EQ(code, 3);  // NOT_FOUND
   std::tie(code, out) = cli(server + " history veh-cli speed");

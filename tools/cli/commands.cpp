@@ -415,6 +415,74 @@ int run_set_desired(session& s, const set_desired_options& options) {
   return exit_ok;
 }
 
+int run_bulk_desired(session& s, const bulk_desired_options& options) {
+  v1::BulkUpdateDesiredRequest request;
+  if (options.assets.empty() == options.filter.empty())
+    throw usage_error("select the twins with asset ids or --filter (one of them)");
+  for (const auto& a : options.assets)
+    request.add_names(twin_name(a));
+  request.set_filter(options.filter);
+  for (const auto& text : options.assignments) {
+    auto [key, value] = parse_assignment(text);
+    (*request.mutable_desired())[key] = std::move(value);
+  }
+  for (const auto& key : options.remove)
+    request.add_remove(key);
+  if (request.desired().empty() && request.remove().empty())
+    throw usage_error("nothing to change: give key=value or --remove key");
+  request.set_if_unchanged(options.if_unchanged);
+  request.set_dry_run(options.dry_run);
+  request.set_max_twins(options.max_twins);
+
+  grpc::ClientContext context;  // no deadline: a bulk call takes as long as it takes
+  interrupter::guard guard{s.interrupt(), context};
+  auto reader = s.twins().BulkUpdateDesired(&context, request);
+  v1::BulkUpdateDesiredProgress m, last;
+  std::vector<v1::TwinUpdateOutcome> shown;
+  bool progress_shown = false;
+  while (reader->Read(&m)) {
+    if (s.json()) {
+      s.out() << to_json(m) << '\n';
+      s.out().flush();
+    } else {
+      for (auto& o : *m.mutable_outcomes())
+        if (options.verbose || o.code() != "OK")
+          shown.push_back(std::move(o));
+      // One line, rewritten in place: how far the call got.
+      const auto done = m.changed() + m.unchanged() + m.conflicts() + m.not_found() + m.failed();
+      s.err() << fmt::format(
+          "\r{} {}{} twins, {} done: {} changed, {} unchanged, {} conflicts, "
+          "{} not found, {} failed   ",
+          m.dry_run() ? "dry run:" : "selected", m.selected(), m.selection_complete() ? "" : "+",
+          done, m.changed(), m.unchanged(), m.conflicts(), m.not_found(), m.failed());
+      s.err().flush();
+      progress_shown = true;
+    }
+    last = m;
+  }
+  if (progress_shown)
+    s.err() << '\n';
+  auto status = reader->Finish();
+  if (!status.ok())
+    return s.fail(status);
+  if (!s.json()) {
+    for (const auto& o : shown)
+      s.out() << fmt::format("{}  {}{}{}\n", o.name(), o.code(),
+                             o.code() == "OK" ? fmt::format(" version {}{}", o.version(),
+                                                            o.changed() ? "" : " (unchanged)")
+                                              : "",
+                             o.message().empty() ? "" : ": " + o.message());
+    s.out() << fmt::format(
+        "{}{} twins: {} changed, {} unchanged, {} conflicts, {} not found, "
+        "{} failed\n",
+        last.dry_run() ? "dry run, nothing changed; would change: " : "", last.selected(),
+        last.changed(), last.unchanged(), last.conflicts(), last.not_found(), last.failed());
+  }
+  if (last.not_found() + last.failed() > 0)
+    return exit_failure;
+  return last.conflicts() > 0 ? exit_aborted : exit_ok;
+}
+
 int run_delete(session& s, const delete_options& options) {
   if (!options.yes)
     throw usage_error("erasing twin \"" + options.asset +

@@ -127,6 +127,18 @@ struct set_desired_options {
   std::optional<uint64_t> expected_version;
 };
 
+struct bulk_desired_options {
+  std::vector<std::string> assets;  // or:
+  std::string filter;
+  std::vector<std::string> assignments;
+  std::vector<std::string> remove;
+  bool if_unchanged = false;
+  bool dry_run = false;
+  int64_t max_twins = 0;
+  /// Print every twin's outcome, not only those that did not change as asked.
+  bool verbose = false;
+};
+
 struct history_options {
   std::string asset;
   std::string property;
@@ -237,6 +249,10 @@ int run_traverse(session& s, const traverse_options& options);
 int run_get(session& s, const get_options& options);
 int run_list(session& s, const list_options& options);
 int run_set_desired(session& s, const set_desired_options& options);
+/// BulkUpdateDesired: progress on stderr, then the twins that were not changed as asked
+/// and a summary (--json: each progress message). Exit 0 when every twin has OK, 5 when
+/// some conflicted (ABORTED), 1 for any other outcome.
+int run_bulk_desired(session& s, const bulk_desired_options& options);
 /// DeleteTwin: erases a twin (admin).
 int run_delete(session& s, const delete_options& options);
 /// ListAuditEvents: the audit trail of a twin or another target (admin).

@@ -19,7 +19,8 @@ constexpr const char* footer = R"(Assets are given by id ("veh-1"); the "twins/"
 Times (--from, --to): Unix ms, ISO-8601 (2026-11-24T10:00:00Z; UTC when no zone),
 "now", or relative to now (-15m, -2h, -30s, -1d, -1h30m).
 --json prints one compact JSON document per line: a twin per asset (get), a page
-(list), the twin (set-desired), the points (history), a change (watch), the status.
+(list), the twin (set-desired), a progress message (bulk-desired), the points
+(history), a change (watch), the status.
 
 Exit codes:
   0    success (also watch ended by --count or Ctrl-C)
@@ -27,7 +28,7 @@ Exit codes:
   2    usage error (bad arguments or options)
   3    NOT_FOUND
   4    INVALID_ARGUMENT
-  5    ABORTED (expected version did not match)
+  5    ABORTED (expected version did not match; bulk-desired: some twins did not)
   6    UNAVAILABLE or DEADLINE_EXCEEDED (node down, unreachable or too slow)
   130  interrupted (Ctrl-C) before a call finished)";
 
@@ -42,6 +43,7 @@ struct command_line {
   get_options get;
   list_options list;
   set_desired_options set_desired;
+  bulk_desired_options bulk_desired;
   delete_options erase;
   audit_options audit;
   uint64_t expected_version = 0;
@@ -203,6 +205,31 @@ void add_set_desired(CLI::App& app, command_line& cl) {
       ->check(CLI::NonNegativeNumber);
 }
 
+void add_bulk_desired(CLI::App& app, command_line& cl) {
+  auto* bulk = app.add_subcommand(
+      "bulk-desired",
+      "Set or remove desired properties of many twins (by --filter or --asset), with "
+      "progress and each twin's outcome");
+  bulk->add_option("assignments", cl.bulk_desired.assignments,
+                   "key=value, as set-desired takes them");
+  bulk->add_option("--filter", cl.bulk_desired.filter,
+                   "The twins to change, e.g. 'attributes.fleet = \"north\"'");
+  bulk->add_option("--asset", cl.bulk_desired.assets, "An asset to change (repeatable)")
+      ->allow_extra_args(false);
+  bulk->add_option("--remove", cl.bulk_desired.remove, "Remove a desired property (repeatable)")
+      ->allow_extra_args(false);
+  bulk->add_flag("--if-unchanged", cl.bulk_desired.if_unchanged,
+                 "Change a twin only if it is still at the version it had when the filter "
+                 "selected it (else ABORTED)");
+  bulk->add_flag("--dry-run", cl.bulk_desired.dry_run,
+                 "Report what would happen to each twin; change nothing");
+  bulk->add_option("--max-twins", cl.bulk_desired.max_twins,
+                   "Refuse (changing nothing) when more twins are selected (0: 10,000)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
+  bulk->add_flag("--verbose", cl.bulk_desired.verbose,
+                 "Print every twin's outcome (default: those not changed as asked)");
+}
+
 void add_delete(CLI::App& app, command_line& cl) {
   auto* erase = app.add_subcommand(
       "delete", "Erase a twin: its state, history and analytics (admin; cannot be undone)");
@@ -260,6 +287,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       cl.set_desired.expected_version = cl.expected_version;
     }
     return run_set_desired(s, cl.set_desired);
+  }
+  if (name == "bulk-desired") {
+    return run_bulk_desired(s, cl.bulk_desired);
   }
   if (name == "delete") {
     if (command->count("--expected-version") > 0)
@@ -375,6 +405,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_get(app, cl);
   add_list(app, cl);
   add_set_desired(app, cl);
+  add_bulk_desired(app, cl);
   add_delete(app, cl);
   add_audit(app, cl);
   add_history(app, cl);
