@@ -197,6 +197,22 @@ void run_batch(twin_backend& backend, const asker& a, const change_spec& spec,
   g->settle();
 }
 
+/// Outcomes counted in the order of metrics::grpc_probe::bulk_outcome_names.
+std::array<int64_t, 5> count_outcomes(const std::vector<outcome>& outcomes) {
+  std::array<int64_t, 5> n{};
+  for (const auto& o : outcomes) {
+    if (o.code() == "OK")
+      ++n[o.changed() ? 0 : 1];
+    else if (o.code() == "ABORTED")
+      ++n[2];
+    else if (o.code() == "NOT_FOUND")
+      ++n[3];
+    else
+      ++n[4];
+  }
+  return n;
+}
+
 /// Checks the names of a request (no twin twice); the ids, or the error text.
 std::optional<std::string> parse_names(const google::protobuf::RepeatedPtrField<std::string>& names,
                                        std::vector<std::string>& ids,
@@ -465,6 +481,7 @@ private:
   }
 
   void settled(std::vector<outcome> outcomes) {
+    s_.probe->on_bulk_outcomes(s_.dry_run, count_outcomes(outcomes));
     {
       std::lock_guard<std::mutex> guard{mutex_};
       for (auto& o : outcomes) {
@@ -617,11 +634,14 @@ private:
       expected[i] = it->second;
   asker a{c.who(), c.forwarded(), c.forward_metadata(),
           std::make_shared<runtime::audit_entry>(c.entry(batch_method, {}))};
-  run_batch(backend_, a, spec, ids, expected, [c, resp](std::vector<outcome> outcomes) {
-    for (auto& o : outcomes)
-      resp->add_outcomes()->Swap(&o);
-    c.finish(Status::OK);
-  });
+  run_batch(backend_, a, spec, ids, expected,
+            [c, resp, &probe = probe_, dry = req->validate_only()](std::vector<outcome> outcomes) {
+              if (!c.forwarded())  // the node the call came to counts its twins
+                probe.on_bulk_outcomes(dry, count_outcomes(outcomes));
+              for (auto& o : outcomes)
+                resp->add_outcomes()->Swap(&o);
+              c.finish(Status::OK);
+            });
   return c.reactor();
 }
 

@@ -398,11 +398,28 @@ grpc_probe::grpc_probe(prometheus::Registry& r)
                      .Help("Calls refused RESOURCE_EXHAUSTED by a limit, by limit (rate: a "
                            "principal's requests per second; watch_streams: a principal's open "
                            "watch streams; bulk_calls: the node's bulk calls in progress)")
-                     .Register(r)) {
+                     .Register(r)),
+      bulk_outcomes_(BuildCounter()
+                         .Name("fleettwin_bulk_desired_twins_total")
+                         .Help("Twins of BatchUpdateDesired and BulkUpdateDesired calls by outcome "
+                               "(changed, unchanged, conflict, not_found, failed), counted by the "
+                               "node the call came to; dry runs apart")
+                         .Register(r)) {
   for (const char* stream : {"twins", "aggregates", "alerts"})
     overflow_counters_[stream] = &watch_overflows_.Add({{"stream", stream}});
   for (const char* limit : {"rate", "watch_streams", "bulk_calls"})
     throttled_counters_[limit] = &throttled_.Add({{"limit", limit}});
+  for (int dry = 0; dry < 2; ++dry)
+    for (size_t k = 0; k < bulk_outcome_names.size(); ++k)
+      bulk_counters_[dry][k] = &bulk_outcomes_.Add(
+          {{"outcome", bulk_outcome_names[k]}, {"dry_run", dry ? "true" : "false"}});
+}
+
+void grpc_probe::on_bulk_outcomes(bool dry_run, const std::array<int64_t, 5>& counts) {
+  // Created in the constructor, never added to: no lock needed.
+  for (size_t k = 0; k < counts.size(); ++k)
+    if (counts[k] > 0)
+      bulk_counters_[dry_run ? 1 : 0][k]->Increment(static_cast<double>(counts[k]));
 }
 
 void grpc_probe::on_request(const std::string& method, const char* code, double seconds) {

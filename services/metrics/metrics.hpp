@@ -73,6 +73,11 @@ public:
   void on_watch_overflow(const std::string& stream);
   /// A call was refused by a per-principal limit ("rate", "watch_streams").
   void on_throttled(const std::string& limit);
+  /// Twins of a batch or bulk desired update with an outcome, in the order of
+  /// bulk_outcome_names.
+  static constexpr std::array<const char*, 5> bulk_outcome_names{"changed", "unchanged", "conflict",
+                                                                 "not_found", "failed"};
+  void on_bulk_outcomes(bool dry_run, const std::array<int64_t, 5>& counts);
 
 private:
   std::map<std::string, std::unique_ptr<method_probe>> methods_;
@@ -85,6 +90,8 @@ private:
   std::map<std::string, prometheus::Counter*> overflow_counters_;
   prometheus::Family<prometheus::Counter>& throttled_;
   std::map<std::string, prometheus::Counter*> throttled_counters_;
+  prometheus::Family<prometheus::Counter>& bulk_outcomes_;
+  std::array<std::array<prometheus::Counter*, 5>, 2> bulk_counters_{};
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Histogram*> histograms_;

@@ -436,6 +436,16 @@ TEST_F(NodeTest, BulkDesiredUpdatesSelectChangeAndReportEveryTwin) {
                          "fleettwin_grpc_requests_total{code=\"FAILED_PRECONDITION\",method="
                          "\"BulkUpdateDesired\"}"),
             1);
+  // And the twins by outcome (dry runs apart).
+  auto twins_counted = [&](const char* dry, const char* outcome) {
+    return metric_value(text, std::string{"fleettwin_bulk_desired_twins_total{dry_run=\""} + dry +
+                                  "\",outcome=\"" + outcome + "\"}");
+  };
+  EXPECT_EQ(twins_counted("true", "changed"), assets / 2);
+  EXPECT_EQ(twins_counted("false", "changed"), assets / 2 - 1 + 1 + 2 + 1);
+  EXPECT_EQ(twins_counted("false", "unchanged"), assets / 2 - 1);
+  EXPECT_EQ(twins_counted("false", "conflict"), 2);
+  EXPECT_EQ(twins_counted("false", "not_found"), 1);
 }
 
 TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {

@@ -2,6 +2,9 @@
 #include "tools/cli/calls.hpp"
 
 #include <chrono>
+#include <iostream>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <grpcpp/create_channel.h>
@@ -439,26 +442,33 @@ int run_bulk_desired(session& s, const bulk_desired_options& options) {
   auto reader = s.twins().BulkUpdateDesired(&context, request);
   v1::BulkUpdateDesiredProgress m, last;
   std::vector<v1::TwinUpdateOutcome> shown;
+  // The progress line goes to a terminal only, rewritten at most every 100 ms.
+  const bool tty = &s.err() == &std::cerr && isatty(STDERR_FILENO);
   bool progress_shown = false;
+  auto shown_at = std::chrono::steady_clock::now() - std::chrono::seconds{1};
   while (reader->Read(&m)) {
     if (s.json()) {
       s.out() << to_json(m) << '\n';
       s.out().flush();
-    } else {
-      for (auto& o : *m.mutable_outcomes())
-        if (options.verbose || o.code() != "OK")
-          shown.push_back(std::move(o));
-      // One line, rewritten in place: how far the call got.
-      const auto done = m.changed() + m.unchanged() + m.conflicts() + m.not_found() + m.failed();
-      s.err() << fmt::format(
-          "\r{} {}{} twins, {} done: {} changed, {} unchanged, {} conflicts, "
-          "{} not found, {} failed   ",
-          m.dry_run() ? "dry run:" : "selected", m.selected(), m.selection_complete() ? "" : "+",
-          done, m.changed(), m.unchanged(), m.conflicts(), m.not_found(), m.failed());
-      s.err().flush();
-      progress_shown = true;
     }
+    for (auto& o : *m.mutable_outcomes())
+      if (options.verbose || o.code() != "OK")
+        shown.push_back(std::move(o));
+    m.clear_outcomes();
     last = m;
+    const auto now = std::chrono::steady_clock::now();
+    if (s.json() || !tty || (now - shown_at < std::chrono::milliseconds{100} && !m.done()))
+      continue;
+    shown_at = now;
+    // One line, rewritten in place: how far the call got.
+    const auto done = m.changed() + m.unchanged() + m.conflicts() + m.not_found() + m.failed();
+    s.err() << fmt::format(
+        "\r{} {}{} twins, {} done: {} changed, {} unchanged, {} conflicts, {} not found, "
+        "{} failed   ",
+        m.dry_run() ? "dry run:" : "selected", m.selected(), m.selection_complete() ? "" : "+",
+        done, m.changed(), m.unchanged(), m.conflicts(), m.not_found(), m.failed());
+    s.err().flush();
+    progress_shown = true;
   }
   if (progress_shown)
     s.err() << '\n';
