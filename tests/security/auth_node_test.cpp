@@ -33,6 +33,8 @@ const std::map<std::string, std::string> expected_role{
     {"TwinService/WatchTwins", "viewer"},
     {"TwinService/GetForecast", "viewer"},
     {"TwinService/UpdateDesired", "operator"},
+    {"TwinService/BatchUpdateDesired", "operator"},
+    {"TwinService/BulkUpdateDesired", "operator"},
     {"TwinService/DeleteTwin", "admin"},
     {"AggregateService/GetAggregate", "viewer"},
     {"AggregateService/BatchGetAggregates", "viewer"},

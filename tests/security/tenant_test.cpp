@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include <grpcpp/grpcpp.h>
 
@@ -229,6 +230,38 @@ TEST_F(TenantTest, ACallerSeesOnlyItsTenantsTwinsThroughEveryTwinMethod) {
     v1::Alert alert;
     auto acked = alerts->AcknowledgeAlert(&ctx4, ack, &alert);
     EXPECT_EQ(acked.error_code(), StatusCode::NOT_FOUND) << acked.error_message();
+
+    // Bulk: a filter selects only acme's twins, whatever it asks for; named twins of
+    // another tenant (or none) are not found, exactly like twins that do not exist.
+    v1::BulkUpdateDesiredRequest bulk;
+    bulk.set_filter("tenant = \"beta\" OR tenant = \"acme\" OR version > 0");
+    (*bulk.mutable_desired())["mode"].set_string_value("eco");
+    grpc::ClientContext ctx5;
+    auto reader = acme->BulkUpdateDesired(&ctx5, bulk);
+    v1::BulkUpdateDesiredProgress m;
+    std::set<std::string> changed;
+    while (reader->Read(&m))
+      for (const auto& o : m.outcomes())
+        if (o.code() == "OK")
+          changed.insert(o.name());
+    auto st5 = reader->Finish();
+    ASSERT_TRUE(st5.ok()) << st5.error_message();
+    EXPECT_EQ(changed, (std::set<std::string>{"twins/a1", "twins/a2"}));
+    grpc::ClientContext ctx6;
+    v1::BatchUpdateDesiredRequest batch;
+    for (const char* n : {"twins/a1", "twins/b1", "twins/n1"})
+      batch.add_names(n);
+    (*batch.mutable_desired())["mode"].set_string_value("sport");
+    v1::BatchUpdateDesiredResponse resp;
+    ASSERT_TRUE(acme->BatchUpdateDesired(&ctx6, batch, &resp).ok());
+    ASSERT_EQ(resp.outcomes_size(), 3);
+    EXPECT_EQ(resp.outcomes(0).code(), "OK");
+    EXPECT_EQ(resp.outcomes(1).code(), "NOT_FOUND");
+    EXPECT_EQ(resp.outcomes(1).message(), "twin \"b1\" not found");
+    EXPECT_EQ(resp.outcomes(2).code(), "NOT_FOUND");
+    grpc::ClientContext ctx7;
+    ASSERT_TRUE(beta->GetTwin(&ctx7, get_b1, &out).ok());
+    EXPECT_TRUE(out.desired().empty());
   }
   {  // A token without a tenant claim sees every tenant.
     grpc::ClientContext ctx;
