@@ -245,9 +245,10 @@ std::optional<std::string> check_expected(const google::protobuf::Map<std::strin
 }
 
 /// A BulkUpdateDesired call: selects its twins, then changes them a batch at a time and
-/// streams the progress. Deletes itself when gRPC is done with it, which is only after
-/// every task it started has reported back (selection pages, batches).
-class bulk_stream final : public ::grpc::ServerWriteReactor<v1::BulkUpdateDesiredProgress> {
+/// streams the progress. It ends once every task it started has reported back (selection
+/// pages, batches); each task holds a reference, gRPC holds one until OnDone.
+class bulk_stream final : public ::grpc::ServerWriteReactor<v1::BulkUpdateDesiredProgress>,
+                          public std::enable_shared_from_this<bulk_stream> {
 public:
   struct setup {
     twin_backend* backend = nullptr;
@@ -322,8 +323,11 @@ public:
   }
 
   void OnDone() override {
-    delete this;
+    self_.reset();  // the last task's reference, or this one, destroys the stream
   }
+
+  /// gRPC's reference (until OnDone).
+  std::shared_ptr<bulk_stream> self_;
 
 private:
   bool stopping() const {
@@ -373,7 +377,7 @@ private:
       part_done();
       return;
     }
-    bool queued = s_.pool->submit([this, start_after] {
+    bool queued = s_.pool->submit([this, self = shared_from_this(), start_after] {
       if ([&] {
             std::lock_guard<std::mutex> guard{mutex_};
             return stopping();
@@ -417,7 +421,7 @@ private:
     q.set_page_size(selection_page);
     q.set_page_token(token);
     runtime::forward_completion reply{
-        [this, endpoint, partitions](runtime::forward_reply r) {
+        [this, self = shared_from_this(), endpoint, partitions](runtime::forward_reply r) {
           v1::ListTwinsResponse page;
           if (r.code != 0) {
             end({static_cast<StatusCode>(r.code),
@@ -476,7 +480,9 @@ private:
         ++outstanding_;
       }
       run_batch(*s_.backend, s_.who, s_.change, ids, expected,
-                [this](std::vector<outcome> outcomes) { settled(std::move(outcomes)); });
+                [this, self = shared_from_this()](std::vector<outcome> outcomes) {
+                  settled(std::move(outcomes));
+                });
     }
   }
 
@@ -727,9 +733,10 @@ private:
     e.role = security::role_name(who->granted);
   }
   s.who.audit = std::make_shared<runtime::audit_entry>(std::move(e));
-  auto* stream = new bulk_stream(std::move(s));
+  auto stream = std::make_shared<bulk_stream>(std::move(s));
+  stream->self_ = stream;
   stream->start();
-  return stream;
+  return stream.get();
 }
 
 }  // namespace fleettwin::grpc_api

@@ -446,6 +446,21 @@ TEST_F(NodeTest, BulkDesiredUpdatesSelectChangeAndReportEveryTwin) {
   EXPECT_EQ(twins_counted("false", "unchanged"), assets / 2 - 1);
   EXPECT_EQ(twins_counted("false", "conflict"), 2);
   EXPECT_EQ(twins_counted("false", "not_found"), 1);
+
+  // A client that gives up midway: the call ends, the node goes on.
+  req.set_max_twins(0);
+  req.set_dry_run(true);
+  for (int i = 0; i < 5; ++i) {
+    grpc::ClientContext ctx;
+    auto reader = twins->BulkUpdateDesired(&ctx, req);
+    ctx.TryCancel();
+    v1::BulkUpdateDesiredProgress m;
+    while (reader->Read(&m)) {
+    }
+    auto st = reader->Finish();
+    EXPECT_TRUE(st.error_code() == StatusCode::CANCELLED || st.ok()) << st.error_message();
+  }
+  ASSERT_TRUE(get("veh-100", tw).ok());
 }
 
 TEST_F(NodeTest, MalformedRecordsGoToTheDeadLetterTopic) {
