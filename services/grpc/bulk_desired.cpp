@@ -77,13 +77,6 @@ struct asker {
   std::shared_ptr<const runtime::audit_entry> audit;
 };
 
-std::string forward_metadata(const std::optional<caller>& who,
-                             std::vector<std::pair<std::string, std::string>> extra = {}) {
-  if (who)
-    extra.emplace_back(security::caller_header, security::encode_caller(*who));
-  return extra.empty() ? std::string{} : cluster::encode_metadata(extra);
-}
-
 void set_failure(outcome& o, StatusCode code, const std::string& message) {
   o.set_code(code_name(code));
   o.set_message(message);
@@ -451,7 +444,7 @@ private:
                                "the forwarded call was dropped (node stopping); retry",
                                {}}};
     s_.backend->forward(endpoint, list_method, q.SerializeAsString(),
-                        forward_metadata(s_.who.who, {{cluster::partitions_header, partitions}}),
+                        forward_metadata_of(s_.who.who, {{cluster::partitions_header, partitions}}),
                         std::move(reply));
   }
 
@@ -667,21 +660,8 @@ private:
   auto who = caller_of(*ctx);
   // Admission: the caller's request rate, and a slot of the node's bulk calls for the
   // whole call.
-  if (auto* gate = backend_.gate()) {
-    std::string principal = who ? who->subject : principal_for({}, ctx->peer());
-    if (auto wait = gate->admit(principal, admission::clock::now())) {
-      ctx->AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
-      return fail(rate_refusal(principal, gate->limits(), *wait));
-    }
-    s.bulk_slot = gate->begin_bulk();
-    if (!s.bulk_slot) {
-      ctx->AddTrailingMetadata(retry_after_header, std::to_string(call::bulk_retry_after_ms));
-      return fail({StatusCode::RESOURCE_EXHAUSTED,
-                   "the node has " + std::to_string(gate->limits().bulk_calls) +
-                       " batch, list and history calls in progress (its limit); retry after " +
-                       std::to_string(call::bulk_retry_after_ms) + " ms"});
-    }
-  }
+  if (auto st = open_bulk_stream(backend_, *ctx, who, s.bulk_slot); !st.ok())
+    return fail(std::move(st));
   if (req->max_twins() < 0 || req->max_twins() > max_max_twins)
     return fail({StatusCode::INVALID_ARGUMENT,
                  "max_twins must be 0 (10,000) to " + std::to_string(max_max_twins)});
@@ -724,7 +704,7 @@ private:
   s.if_unchanged = req->if_unchanged();
   s.expected = req->expected_versions();
   s.who.who = who;
-  s.who.metadata = forward_metadata(who);
+  s.who.metadata = forward_metadata_of(who);
   runtime::audit_entry e;
   e.method = bulk_method;
   if (who) {

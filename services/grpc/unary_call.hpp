@@ -94,6 +94,37 @@ inline Status rate_refusal(std::string_view principal, const admission_limits& l
                                               std::to_string(wait.count()) + " ms"};
 }
 
+/// How long a bulk call refused for the node's bound of bulk calls is told to wait.
+constexpr int bulk_retry_after_ms = 100;
+
+/// RESOURCE_EXHAUSTED for a bulk call over the node's bound of bulk calls in progress.
+inline Status bulk_refusal(const admission_limits& limits) {
+  return {StatusCode::RESOURCE_EXHAUSTED,
+          "the node has " + std::to_string(limits.bulk_calls) +
+              " batch, list and history calls in progress (its limit); retry after " +
+              std::to_string(bulk_retry_after_ms) + " ms"};
+}
+
+/// A bulk stream's slot of the node's bound of bulk calls (`slot`; null when the node has
+/// no limits), or RESOURCE_EXHAUSTED when the caller is over its request rate or the node
+/// has its limit of bulk calls in progress.
+inline Status open_bulk_stream(twin_backend& backend, ::grpc::CallbackServerContext& ctx,
+                               const std::optional<caller>& who, std::shared_ptr<void>& slot) {
+  auto* gate = backend.gate();
+  if (!gate)
+    return Status::OK;
+  std::string principal = who ? who->subject : principal_for({}, ctx.peer());
+  if (auto wait = gate->admit(principal, admission::clock::now())) {
+    ctx.AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
+    return rate_refusal(principal, gate->limits(), *wait);
+  }
+  slot = gate->begin_bulk();
+  if (slot)
+    return Status::OK;
+  ctx.AddTrailingMetadata(retry_after_header, std::to_string(bulk_retry_after_ms));
+  return bulk_refusal(gate->limits());
+}
+
 /// A watch stream's slot for its caller (`slot`; null when streams are not limited), or
 /// RESOURCE_EXHAUSTED when the caller is over its request rate or holds its limit of
 /// streams already.
@@ -115,6 +146,14 @@ inline Status open_watch(twin_backend& backend, ::grpc::CallbackServerContext& c
                                                 std::to_string(gate->limits().watch_streams) +
                                                 " watch streams on this node; close one first"};
   return Status::OK;
+}
+
+/// The metadata of a call forwarded on behalf of `who`: the caller, and `extra`.
+inline std::string forward_metadata_of(
+    const std::optional<caller>& who, std::vector<std::pair<std::string, std::string>> extra = {}) {
+  if (who)
+    extra.emplace_back(security::caller_header, security::encode_caller(*who));
+  return extra.empty() ? std::string{} : cluster::encode_metadata(extra);
 }
 
 /// The audit of one call (see call::audit).
@@ -194,10 +233,7 @@ public:
     if (bulk_slot_)
       return true;
     ctx_->AddTrailingMetadata(retry_after_header, std::to_string(bulk_retry_after_ms));
-    finish({StatusCode::RESOURCE_EXHAUSTED,
-            "the node has " + std::to_string(gate->limits().bulk_calls) +
-                " batch, list and history calls in progress (its limit); retry after " +
-                std::to_string(bulk_retry_after_ms) + " ms"});
+    finish(bulk_refusal(gate->limits()));
     return false;
   }
 
@@ -205,8 +241,6 @@ public:
   bool forwarded() const {
     return ctx_->client_metadata().count(cluster::forwarded_header) > 0;
   }
-  /// How long a bulk call refused for the node's bound is told to wait.
-  static constexpr int bulk_retry_after_ms = 100;
 
   ::grpc::CallbackServerContext* context() const {
     return ctx_;
@@ -262,9 +296,7 @@ public:
 
   /// The metadata a call forwarded on this one's behalf carries: the caller, and `extra`.
   std::string forward_metadata(std::vector<std::pair<std::string, std::string>> extra = {}) const {
-    if (who_)
-      extra.emplace_back(security::caller_header, security::encode_caller(*who_));
-    return extra.empty() ? std::string{} : cluster::encode_metadata(extra);
+    return forward_metadata_of(who_, std::move(extra));
   }
 
   ::grpc::ServerUnaryReactor* reactor() const {
