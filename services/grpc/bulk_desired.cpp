@@ -10,6 +10,8 @@
 #include <mutex>
 #include <unordered_set>
 
+#include <grpcpp/alarm.h>
+
 #include "actors/core/filter.hpp"
 #include "services/cluster/remoting.hpp"
 #include "services/grpc/convert.hpp"
@@ -34,6 +36,12 @@ constexpr size_t bulk_batch = 500;
 constexpr size_t bulk_window = 4;
 /// Twins a bulk call's selection reads per page.
 constexpr int32_t selection_page = 1000;
+/// Twins answered UNAVAILABLE (their partition moving) are tried again this many times,
+/// after 0.5, 1, 2, 4, 4 and 4 s (a move takes a few seconds).
+constexpr uint32_t max_retry_rounds = 6;
+std::chrono::milliseconds retry_delay(uint32_t round) {
+  return std::chrono::milliseconds{std::min(retry_after_ms << std::min(round, 3u), 4'000)};
+}
 /// Outcomes per progress message at most.
 constexpr size_t outcomes_per_message = 1000;
 
@@ -448,17 +456,40 @@ private:
                         std::move(reply));
   }
 
-  /// Starts batches until the window is full or every twin has one.
+  /// Whether every twin has had its batch (retries included) and none waits for another.
+  bool all_started() const {
+    return next_ >= ids_.size() && again_next_ >= again_.size() && retry_.empty();
+  }
+
+  /// Starts batches until the window is full or every twin has one: the twins to retry
+  /// first, then the next of the selection.
   void apply_more() {
     for (;;) {
+      std::vector<size_t> batch;
       std::vector<std::string> ids;
       std::vector<std::optional<uint64_t>> expected;
+      uint32_t round = 0;
       {
         std::lock_guard<std::mutex> guard{mutex_};
-        if (stopping() || in_flight_ >= bulk_window || next_ >= ids_.size())
+        if (stopping() || in_flight_ >= bulk_window)
           return;
-        const size_t end = std::min(ids_.size(), next_ + bulk_batch);
-        for (size_t i = next_; i < end; ++i) {
+        if (again_next_ < again_.size()) {
+          const size_t end = std::min(again_.size(), again_next_ + bulk_batch);
+          batch.assign(again_.begin() + static_cast<ptrdiff_t>(again_next_),
+                       again_.begin() + static_cast<ptrdiff_t>(end));
+          again_next_ = end;
+          round = round_;
+        } else if (next_ < ids_.size()) {
+          const size_t end = std::min(ids_.size(), next_ + bulk_batch);
+          for (size_t i = next_; i < end; ++i)
+            batch.push_back(i);
+          next_ = end;
+        } else {
+          if (in_flight_ == 0 && !retry_.empty() && !alarm_armed_)
+            arm_retry();
+          return;
+        }
+        for (auto i : batch) {
           ids.push_back(ids_[i]);
           auto it = s_.expected.find("twins/" + ids_[i]);
           if (it != s_.expected.end())
@@ -468,22 +499,57 @@ private:
           else
             expected.emplace_back(std::nullopt);
         }
-        next_ = end;
         ++in_flight_;
         ++outstanding_;
       }
       run_batch(*s_.backend, s_.who, s_.change, ids, expected,
-                [this, self = shared_from_this()](std::vector<outcome> outcomes) {
-                  settled(std::move(outcomes));
-                });
+                [this, self = shared_from_this(), batch = std::move(batch), round](
+                    std::vector<outcome> outcomes) { settled(batch, round, std::move(outcomes)); });
     }
   }
 
-  void settled(std::vector<outcome> outcomes) {
-    s_.probe->on_bulk_outcomes(s_.dry_run, count_outcomes(outcomes));
+  /// The twins whose partition was moving (UNAVAILABLE) go again after the time the node
+  /// says to wait, up to max_retry_rounds times (under the lock).
+  void arm_retry() {
+    alarm_armed_ = true;
+    ++outstanding_;  // the alarm reports back like a task
+    alarm_ = std::make_unique<::grpc::Alarm>();
+    alarm_->Set(std::chrono::system_clock::now() + retry_delay(round_),
+                // Weak: the alarm keeps its callback as long as the stream keeps the alarm.
+                // The stream cannot end while the alarm is counted in outstanding_.
+                [weak = weak_from_this()](bool) {
+                  auto self = weak.lock();
+                  if (!self)
+                    return;
+                  self->retry_now();
+                });
+  }
+
+  void retry_now() {
     {
       std::lock_guard<std::mutex> guard{mutex_};
-      for (auto& o : outcomes) {
+      alarm_armed_ = false;
+      --outstanding_;
+      again_ = std::move(retry_);
+      retry_.clear();
+      again_next_ = 0;
+      ++round_;
+    }
+    apply_more();
+    pump();
+  }
+
+  void settled(const std::vector<size_t>& batch, uint32_t round, std::vector<outcome> outcomes) {
+    std::vector<outcome> final;
+    final.reserve(outcomes.size());
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      for (size_t j = 0; j < outcomes.size(); ++j) {
+        auto& o = outcomes[j];
+        if (o.code() == "UNAVAILABLE" && round < max_retry_rounds && !stopping()) {
+          retry_.push_back(batch[j]);
+          continue;
+        }
         if (o.code() == "OK")
           ++(o.changed() ? changed_ : unchanged_);
         else if (o.code() == "ABORTED")
@@ -492,11 +558,13 @@ private:
           ++not_found_;
         else
           ++failed_;
+        final.push_back(o);
         waiting_.push_back(std::move(o));
       }
       --in_flight_;
       --outstanding_;
     }
+    s_.probe->on_bulk_outcomes(s_.dry_run, count_outcomes(final));
     apply_more();
     pump();
   }
@@ -506,7 +574,7 @@ private:
     std::unique_lock<std::mutex> lock{mutex_};
     if (writing_ || finished_)
       return;
-    const bool all_in = selection_complete_ && outstanding_ == 0 && next_ >= ids_.size();
+    const bool all_in = selection_complete_ && outstanding_ == 0 && all_started();
     if (stopping()) {
       if (outstanding_ > 0)
         return;  // tasks still report back here
@@ -583,7 +651,14 @@ private:
   /// Selection parts and batches that have not reported back.
   size_t outstanding_ = 0;
   size_t in_flight_ = 0;
+  /// The next twin of the selection to start.
   size_t next_ = 0;
+  /// Twins (indexes of ids_) to try again in the next round, and those of this round.
+  std::vector<size_t> retry_, again_;
+  size_t again_next_ = 0;
+  uint32_t round_ = 0;
+  bool alarm_armed_ = false;
+  std::unique_ptr<::grpc::Alarm> alarm_;
   int64_t changed_ = 0, unchanged_ = 0, conflicts_ = 0, not_found_ = 0, failed_ = 0;
   std::deque<outcome> waiting_;
   v1::BulkUpdateDesiredProgress message_;

@@ -241,6 +241,67 @@ TEST_F(NodeClusterTest, RebalanceOnLeaveMovesPartitionsOfAStoppedNode) {
   EXPECT_GT(metric_value(metrics, "fleettwin_transaction_commit_seconds_total"), 0) << metrics;
 }
 
+// A bulk desired update through one node while another leaves: the twins whose partition
+// is moving answer UNAVAILABLE for a moment, the call tries them again, and every twin of
+// every call ends OK.
+TEST_F(NodeClusterTest, BulkUpdatesRideOutAPartitionMove) {
+  c().start_nodes(3);
+  ASSERT_NO_FATAL_FAILURE(expect_spread(3));
+  telemetry_source src{c().bootstrap(), c().topics().telemetry, 60};
+  ASSERT_TRUE(src.produce(2)) << src.first_error();
+  std::string why;
+  ASSERT_TRUE(wait_until_applied(c().node(0), src.acked(), 60s, &why)) << why;
+  std::atomic<bool> stop{false};
+  std::atomic<int> runs{0};
+  std::mutex mutex;
+  std::vector<std::string> problems;
+  auto problem = [&](std::string text) {
+    std::lock_guard<std::mutex> guard{mutex};
+    if (problems.size() < 20)
+      problems.push_back(std::move(text));
+  };
+  std::thread bulk([&] {
+    for (int64_t round = 1; !stop; ++round) {
+      v1::BulkUpdateDesiredRequest req;
+      for (const auto& id : src.assets())
+        req.add_names("twins/" + id);
+      (*req.mutable_desired())["round"].set_int_value(round);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+      auto reader = c().node(0).twins().BulkUpdateDesired(&ctx, req);
+      v1::BulkUpdateDesiredProgress m;
+      size_t ok = 0;
+      while (reader->Read(&m))
+        for (const auto& o : m.outcomes()) {
+          if (o.code() == "OK")
+            ++ok;
+          else
+            problem("round " + std::to_string(round) + ": " + o.name() + " " + o.code() + ": " +
+                    o.message());
+        }
+      auto s = reader->Finish();
+      if (!s.ok())
+        problem("round " + std::to_string(round) + ": " + describe(s));
+      else if (ok != src.assets().size())
+        problem("round " + std::to_string(round) + ": " + std::to_string(ok) + " OK of " +
+                std::to_string(src.assets().size()));
+      ++runs;
+    }
+  });
+  EXPECT_TRUE(eventually([&] { return runs >= 2; }));
+  EXPECT_EQ(c().node(1).stop(), 0) << "fleettwin-node did not exit cleanly on SIGTERM";
+  ASSERT_NO_FATAL_FAILURE(expect_spread(2));
+  const int at_spread = runs;
+  EXPECT_TRUE(eventually([&] { return runs >= at_spread + 2; }));
+  stop = true;
+  bulk.join();
+  std::string all;
+  for (const auto& p : problems)
+    all += p + "\n";
+  EXPECT_TRUE(problems.empty()) << all;
+  EXPECT_GE(runs.load(), 4);
+}
+
 // A node killed with -9 leaves the consumer group only after the session timeout, but its
 // connection to the other nodes drops at once: the survivor starts reading the dead node's
 // partitions from the changelog right then (as a standby), so that the restore after the
