@@ -75,6 +75,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "is experimental: exactly-once is not yet proven with it under partition moves)")
       ->envname("FLEETTWIN_MAX_ITEMS_IN_FLIGHT")
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-item-writes", cfg.max_item_writes,
+                 "Desired updates of distinct twins queued together (a bulk update, many "
+                 "operators) apply as one work item, one transaction, up to this many; 1: one "
+                 "item per update")
+      ->envname("FLEETTWIN_MAX_ITEM_WRITES")
+      ->check(CLI::Range(size_t{1}, size_t{100'000}));
   app.add_option("--item-linger-ms", cfg.item_linger_ms,
                  "Behind items in flight, consumed batches gather this long into one work item "
                  "(an idle partition starts at once; 0: never wait)")

@@ -39,6 +39,9 @@ struct node_config {
   size_t max_items_in_flight = 1;
   /// Behind items in flight, small batches gather this long into one item.
   int64_t item_linger_ms = 5;
+  /// Desired updates of distinct twins queued together apply as one work item (one
+  /// transaction) up to this many; 1: one item per update.
+  size_t max_item_writes = 1'000;
   bool sync_commits = false;
   bool publish_changes = true;
   /// Also publish the changes with sensitive values left out (while a model

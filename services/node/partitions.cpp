@@ -204,6 +204,7 @@ bool node::activate(int32_t partition, std::optional<int64_t> resume_offset,
   pc.member_checkpoint_interval = std::chrono::milliseconds{cfg_.member_checkpoint_ms};
   pc.max_active_twins = cfg_.max_active_twins;
   pc.max_items_in_flight = cfg_.max_items_in_flight;
+  pc.max_item_writes = cfg_.max_item_writes;
   pc.item_linger = std::chrono::milliseconds{cfg_.item_linger_ms};
   pc.store = std::shared_ptr<runtime::twin_store>(store_.get(), [](auto*) {});
   if (restorer_)

@@ -1340,6 +1340,103 @@ load_result once_each(const std::string& address, int threads,
   return summarize(latencies, seconds_since(start));
 }
 
+/// One BulkUpdateDesired call over every twin (`mode` set to `value`): seconds, and the
+/// twins it changed.
+std::pair<double, int64_t> bulk_once(const std::string& address, uint32_t twins,
+                                     const std::string& value, bool dry_run = false) {
+  auto stub = fleettwin::v1::TwinService::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  fleettwin::v1::BulkUpdateDesiredRequest req;
+  req.set_filter("version > 0");
+  req.set_max_twins(twins + 1000);
+  req.set_dry_run(dry_run);
+  (*req.mutable_desired())["mode"].set_string_value(value);
+  grpc::ClientContext ctx;
+  auto started = clock_type::now();
+  auto reader = stub->BulkUpdateDesired(&ctx, req);
+  fleettwin::v1::BulkUpdateDesiredProgress m, last;
+  while (reader->Read(&m))
+    last = m;
+  auto status = reader->Finish();
+  auto secs = std::chrono::duration<double>(clock_type::now() - started).count();
+  if (!status.ok())
+    throw std::runtime_error("BulkUpdateDesired: " + status.error_message());
+  if (last.failed() + last.not_found() + last.conflicts() > 0)
+    throw std::runtime_error(fmt::format("BulkUpdateDesired: {} failed, {} not found, {} conflicts",
+                                         last.failed(), last.not_found(), last.conflicts()));
+  return {secs, last.changed()};
+}
+
+/// BulkUpdateDesired over every twin, with desired updates queued together applied as one
+/// work item (the default) and, as the baseline, one item (one transaction) per update.
+int run_bulk(uint32_t twins, int partitions, const std::string& real_kafka,
+             const std::string& guarantee) {
+  struct result {
+    size_t max_item_writes;
+    std::vector<double> seconds;
+  };
+  std::vector<result> results;
+  for (size_t writes : {size_t{1'000}, size_t{1}}) {
+    std::unique_ptr<kafka::embedded_kafka> k;
+    kafka::topic_names topics;
+    std::string bootstrap = real_kafka;
+    const auto prefix = run_prefix();
+    std::string error;
+    if (real_kafka.empty()) {
+      k = kafka::embedded_kafka::start(1, partitions, topics, error);
+      if (!k)
+        throw std::runtime_error(error);
+      bootstrap = k->bootstrap();
+    } else {
+      topics = real_topics(bootstrap, prefix, partitions);
+    }
+    produce(bootstrap, topics.telemetry, twins, twins);
+    auto dir = temp_dir("bulk");
+    auto cfg = node_config_for(bootstrap, dir);
+    if (!real_kafka.empty())
+      on_real_kafka(cfg, prefix, partitions, guarantee);
+    cfg.max_item_writes = writes;
+    auto n = node::node::start(cfg, error);
+    if (!n)
+      throw std::runtime_error(error);
+    auto deadline = clock_type::now() + std::chrono::minutes{5};
+    while (records_committed(*n) < twins && clock_type::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    auto address = fmt::format("127.0.0.1:{}", n->grpc_port());
+    // The selection reads what is stored: wait until a dry run selects every twin.
+    while (clock_type::now() < deadline && bulk_once(address, twins, "x", true).second < twins)
+      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    result r{writes, {}};
+    const int calls = writes == 1 ? 1 : 3;  // the baseline is slow
+    for (int i = 0; i < calls; ++i) {
+      auto [secs, changed] = bulk_once(address, twins, fmt::format("m{}", i));
+      if (changed != twins)
+        throw std::runtime_error(fmt::format("changed {} of {} twins", changed, twins));
+      r.seconds.push_back(secs);
+    }
+    n->shutdown();
+    n.reset();
+    std::filesystem::remove_all(dir);
+    results.push_back(std::move(r));
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double now = median(results[0].seconds), base = median(results[1].seconds);
+  fmt::print("BulkUpdateDesired of {} twins ({}), {} partitions:\n", twins,
+             real_kafka.empty() ? "embedded Kafka" : "real Kafka, " + guarantee, partitions);
+  fmt::print("  updates queued together as one item: median {:.2f} s of {} calls ({:.0f} twins/s)\n",
+             now, results[0].seconds.size(), twins / now);
+  fmt::print("  one item (one transaction) per update: {:.2f} s ({:.0f} twins/s) = {:.1f}x slower\n",
+             base, twins / base, base / now);
+  fmt::print(
+      R"({{"bench":"bulk","twins":{},"partitions":{},"kafka":"{}","seconds":{:.3f},"baseline_seconds":{:.3f},"speedup":{:.2f}}})"
+      "\n",
+      twins, partitions, real_kafka.empty() ? "embedded" : guarantee, now, base, base / now);
+  return 0;
+}
+
 int run_query(uint32_t twins, double seconds, int threads, bool secure) {
   kafka::topic_names topics;
   std::string error;
@@ -1690,6 +1787,15 @@ int main(int argc, char** argv) {
   bool secure = false;
   query->add_flag("--secure", secure,
                   "TLS (server certificate) and an HS256 bearer token checked on every call");
+  uint32_t bulk_twins = 10'000;
+  auto* bulk = app.add_subcommand(
+      "bulk", "BulkUpdateDesired over every twin vs one transaction per desired update");
+  bulk->add_option("--twins", bulk_twins, "twins to change")->capture_default_str();
+  bulk->add_option("--partitions", partitions, "telemetry partitions")->capture_default_str();
+  bulk->add_option("--kafka", kafka_bootstrap,
+                   "a real Kafka's bootstrap (default: the embedded one)");
+  bulk->add_option("--guarantee", guarantee, "delivery guarantee of the node (with --kafka)")
+      ->capture_default_str();
   uint32_t mem_twins = 1'000'000;
   auto* memory = app.add_subcommand("memory", "resident bytes per active and passivated twin");
   memory->add_option("--twins", mem_twins, "twins to create")->capture_default_str();
@@ -1786,6 +1892,8 @@ int main(int argc, char** argv) {
     }
     if (*query)
       return run_query(twins, seconds, threads, secure);
+    if (*bulk)
+      return run_bulk(bulk_twins, partitions, kafka_bootstrap, guarantee);
     if (*flood)
       return bench::run_flood(flood_opts);
     if (*probe)

@@ -61,6 +61,10 @@ echo "== hot twin: 50000 records/s for one asset beside the fleet at 5000 record
   --seconds 20 --partitions "$partitions" --hot-rate 50000 \
   2> >(grep -v '^%[5-7]|' >&2) | grep -v 'level(s): 0 changes'
 
+echo "== bulk desired update of 10,000 twins (exactly-once) vs one transaction per update"
+"$bench" bulk --kafka "$bootstrap" --twins 10000 --partitions "$partitions" \
+  2> >(grep -v '^%[5-7]|' >&2)
+
 echo "== summary (real Kafka, one broker; compare ratios within a run, not absolutes)"
 # node rec/s: all nodes together, from the first record applied to the last (as the embedded
 # bench measures); moves: partitions that moved between nodes while ingesting.

@@ -25,3 +25,5 @@ echo "   at 50,000 records/s beside the fleet at 5,000 (target: the hot twin kee
   --partitions 12 --hot-rate 50000 | grep -v 'level(s): 0 changes'
 echo "== aggregates under a realistic topology (embedded Kafka)"
 "$build/fleettwin-bench" aggregates --assets 10000 --rate 5000 --seconds 20 --partitions 12
+echo "== bulk desired update of 10,000 twins (embedded Kafka) vs one item per update"
+"$build/fleettwin-bench" bulk --twins 10000 --partitions 12
