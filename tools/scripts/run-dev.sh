@@ -31,6 +31,7 @@ echo "      $build/fleettwin agg list   |   $build/fleettwin agg get fleets/nort
 echo "      $build/fleettwin agg list --filter 'kind = \"feeder\"'   |   $build/fleettwin agg get grids/main"
 echo "      $build/fleettwin agg list --filter 'kind = \"charger\"'   |   $build/fleettwin relations veh-000001"
 echo "      $build/fleettwin alerts list   |   $build/fleettwin forecast veh-000001 battery --horizon 30m"
+echo "      $build/fleettwin bulk-desired speed_limit=60 --filter 'attributes.fleet = \"north\"' --dry-run"
 # Batches of 50 ms compress well: the embedded Kafka keeps 5 MiB of batches per
 # partition, about 4 minutes of this load (the node normally reads it at once).
 "$build/fleettwin-sim" --bootstrap "$bootstrap" --assets 1000 --rate 2000 --duration 0 \
