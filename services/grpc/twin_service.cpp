@@ -395,37 +395,31 @@ privacy twin_service::privacy_of(const call& c) const {
   auto limit = static_cast<size_t>(req->limit());
   auto masks = privacy_of(c);
   bool queued = pool_.submit([=, &store, &store_backend = backend_, id = std::move(*id)] {
+    // The twin decides whether to go on (it exists, the caller may see it and the property),
+    // read with its history under one snapshot.
+    std::optional<Status> refused;
+    auto accept = [&](const core::twin* tw) {
+      if (!tw || tw->empty() || !c.sees(tw->tenant)) {  // none, erased, or another tenant's
+        refused = twin_not_found(id);
+      } else if (masks.masked(tw->kind, property)) {
+        refused = Status{StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its history")};
+      } else if (!tw->reported.contains(property)) {
+        refused = Status{StatusCode::NOT_FOUND,
+                         "twin \"" + id + "\" has no reported property \"" + property + "\""};
+      } else if (masks.reveals(tw->kind, property)) {
+        audit_revealed(store_backend, c, "/fleettwin.v1.TwinService/GetHistory", "twins/" + id,
+                       {property});
+      }
+      return !refused;
+    };
     std::string err;
-    core::twin tw;
-    switch (store.load_twin(partition, id, tw, err)) {
-      case runtime::load_status::missing:
-        c.finish({StatusCode::NOT_FOUND, "twin \"" + id + "\" not found"});
-        return;
-      case runtime::load_status::failed:
-        c.finish({StatusCode::INTERNAL, err});
-        return;
-      case runtime::load_status::found:
-        break;
-    }
-    if (tw.empty() || !c.sees(tw.tenant)) {  // erased, or another tenant's
-      c.finish(twin_not_found(id));
-      return;
-    }
-    if (masks.masked(tw.kind, property)) {
-      c.finish({StatusCode::PERMISSION_DENIED, sensitive_refusal(property, "its history")});
-      return;
-    }
-    if (masks.reveals(tw.kind, property))
-      audit_revealed(store_backend, c, "/fleettwin.v1.TwinService/GetHistory", "twins/" + id,
-                     {property});
-    if (!tw.reported.contains(property)) {
-      c.finish({StatusCode::NOT_FOUND,
-                "twin \"" + id + "\" has no reported property \"" + property + "\""});
-      return;
-    }
-    auto points = store.read_history(partition, id, property, start, end, limit, err);
+    auto points = store.read_history(partition, id, property, start, end, limit, err, accept);
     if (!err.empty()) {
       c.finish({StatusCode::INTERNAL, "reading history: " + err});
+      return;
+    }
+    if (refused) {
+      c.finish(*refused);
       return;
     }
     for (const auto& p : points)

@@ -640,11 +640,10 @@ aggregate_page rocksdb_store::list_aggregates(
   return page;
 }
 
-std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
-                                                             std::string_view asset_id,
-                                                             std::string_view property,
-                                                             int64_t start_ms, int64_t end_ms,
-                                                             size_t limit, std::string& error) {
+std::vector<core::history_point> rocksdb_store::read_history(
+    int32_t partition, std::string_view asset_id, std::string_view property, int64_t start_ms,
+    int64_t end_ms, size_t limit, std::string& error,
+    const std::function<bool(const core::twin*)>& accept) {
   std::string prefix;
   history_prefix(prefix, partition, asset_id);
   // The prefix ends in '\0': bumping that byte bounds exactly its keys.
@@ -664,6 +663,28 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
   ro.iterate_upper_bound = &upper_slice;
+  rocksdb::ReadOptions point_ro;
+  point_ro.snapshot = snapshot;
+  // The twin's state first: the caller may refuse to go on (`accept`), and its open
+  // segment comes last.
+  core::twin tw;
+  {
+    std::string key;
+    twin_key(key, partition, asset_id);
+    rocksdb::PinnableSlice state;
+    auto st = db_->Get(point_ro, twins_, key, &state);
+    if (st.ok()) {
+      if (auto why = core::decode_twin(view(state), tw)) {
+        error = "twin \"" + std::string{asset_id} + "\" is corrupt: " + *why;
+        return {};
+      }
+    } else if (!st.IsNotFound()) {
+      error = "reading twin \"" + std::string{asset_id} + "\": " + st.ToString();
+      return {};
+    }
+    if (accept && !accept(st.ok() ? &tw : nullptr))
+      return {};
+  }
   std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
 
   std::vector<core::history_point> points;
@@ -700,24 +721,12 @@ std::vector<core::history_point> rocksdb_store::read_history(int32_t partition,
     error = "scanning history of \"" + std::string{asset_id} + "\": " + it->status().ToString();
     return {};
   }
-  std::string key;
-  twin_key(key, partition, asset_id);
-  rocksdb::PinnableSlice state;
-  if (auto st = db_->Get(ro, twins_, key, &state); st.ok()) {
-    core::twin tw;
-    if (auto why = core::decode_twin(view(state), tw)) {
-      error = "twin \"" + std::string{asset_id} + "\" is corrupt: " + *why;
+  // The open segment (inside the twin's state record) after the closed ones.
+  if (!tw.open_history.empty())
+    if (auto why = core::decode_history_segment(tw.open_history, wanted)) {
+      error = "the open history segment of \"" + std::string{asset_id} + "\" is corrupt: " + *why;
       return {};
     }
-    if (!tw.open_history.empty())
-      if (auto why = core::decode_history_segment(tw.open_history, wanted)) {
-        error = "the open history segment of \"" + std::string{asset_id} + "\" is corrupt: " + *why;
-        return {};
-      }
-  } else if (!st.IsNotFound()) {
-    error = "reading twin \"" + std::string{asset_id} + "\": " + st.ToString();
-    return {};
-  }
   std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) {
     return a.source_time_ms != b.source_time_ms ? a.source_time_ms < b.source_time_ms
                                                 : a.sequence < b.sequence;

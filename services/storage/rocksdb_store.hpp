@@ -213,10 +213,12 @@ public:
   /// The recorded points of one property with start_ms <= source time <
   /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with
   /// `limit` > 0 only the newest `limit` of them. On failure sets `error` and
-  /// returns nothing.
-  std::vector<core::history_point> read_history(int32_t partition, std::string_view asset_id,
-                                                std::string_view property, int64_t start_ms,
-                                                int64_t end_ms, size_t limit, std::string& error);
+  /// returns nothing. `accept` (if set) sees the twin's state first, as of the same moment
+  /// (nullptr: no twin stored); when it returns false nothing more is read.
+  std::vector<core::history_point> read_history(
+      int32_t partition, std::string_view asset_id, std::string_view property, int64_t start_ms,
+      int64_t end_ms, size_t limit, std::string& error,
+      const std::function<bool(const core::twin*)>& accept = {});
 
   /// One version of an aggregate as its measure history recorded it.
   struct aggregate_point {

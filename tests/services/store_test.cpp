@@ -593,6 +593,21 @@ TEST_F(StoreTest, HistoryIncludesTheOpenSegmentInTheTwinsStateRecord) {
   EXPECT_EQ(store->read_history(0, "veh", "speed", 0, 0, 0, error).size(), 4u);
   EXPECT_EQ(store->read_history(0, "veh", "gear", 0, 0, 0, error).size(), 1u);
   EXPECT_TRUE(error.empty()) << error;
+  // The caller sees the twin first (as of the same moment) and may stop there.
+  uint64_t seen = 0;
+  auto refused = store->read_history(0, "veh", "speed", 0, 0, 0, error, [&](const core::twin* t) {
+    seen = t ? t->version : 0;
+    return false;
+  });
+  EXPECT_TRUE(refused.empty());
+  EXPECT_EQ(seen, 4u);
+  bool missing = false;
+  store->read_history(0, "nobody", "speed", 0, 0, 0, error, [&](const core::twin* t) {
+    missing = t == nullptr;
+    return true;
+  });
+  EXPECT_TRUE(missing);
+  EXPECT_TRUE(error.empty()) << error;
 }
 
 TEST_F(StoreTest, CorruptHistoryPointFailsWithReason) {
