@@ -6,6 +6,7 @@
 // commit in one transaction), else to that node as one batch per node.
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <mutex>
 #include <unordered_set>
@@ -199,17 +200,18 @@ void run_batch(twin_backend& backend, const asker& a, const change_spec& spec,
 }
 
 /// Outcomes counted in the order of metrics::grpc_probe::bulk_outcome_names.
+enum outcome_kind : size_t { changed, unchanged, conflict, not_found, failed };
 std::array<int64_t, 5> count_outcomes(const std::vector<outcome>& outcomes) {
   std::array<int64_t, 5> n{};
   for (const auto& o : outcomes) {
     if (o.code() == "OK")
-      ++n[o.changed() ? 0 : 1];
+      ++n[o.changed() ? changed : unchanged];
     else if (o.code() == "ABORTED")
-      ++n[2];
+      ++n[conflict];
     else if (o.code() == "NOT_FOUND")
-      ++n[3];
+      ++n[not_found];
     else
-      ++n[4];
+      ++n[failed];
   }
   return n;
 }
@@ -276,7 +278,6 @@ public:
     if (!s_.filter) {
       std::lock_guard<std::mutex> guard{mutex_};
       ids_ = std::move(s_.names);
-      versions_.assign(ids_.size(), 0);
       selection_complete_ = true;
     } else {
       std::vector<int32_t> local;
@@ -491,7 +492,7 @@ private:
         }
         for (auto i : batch) {
           ids.push_back(ids_[i]);
-          auto it = s_.expected.find("twins/" + ids_[i]);
+          auto it = s_.expected.empty() ? s_.expected.end() : s_.expected.find("twins/" + ids_[i]);
           if (it != s_.expected.end())
             expected.emplace_back(it->second);
           else if (s_.if_unchanged && s_.filter)
@@ -550,21 +551,16 @@ private:
           retry_.push_back(batch[j]);
           continue;
         }
-        if (o.code() == "OK")
-          ++(o.changed() ? changed_ : unchanged_);
-        else if (o.code() == "ABORTED")
-          ++conflicts_;
-        else if (o.code() == "NOT_FOUND")
-          ++not_found_;
-        else
-          ++failed_;
         final.push_back(o);
         waiting_.push_back(std::move(o));
       }
+      const auto n = count_outcomes(final);
+      for (size_t k = 0; k < n.size(); ++k)
+        counts_[k] += n[k];
       --in_flight_;
       --outstanding_;
+      s_.probe->on_bulk_outcomes(s_.dry_run, n);
     }
-    s_.probe->on_bulk_outcomes(s_.dry_run, count_outcomes(final));
     apply_more();
     pump();
   }
@@ -597,11 +593,11 @@ private:
     message_.Clear();
     message_.set_selected(static_cast<int64_t>(ids_.size()));
     message_.set_selection_complete(selection_complete_);
-    message_.set_changed(changed_);
-    message_.set_unchanged(unchanged_);
-    message_.set_conflicts(conflicts_);
-    message_.set_not_found(not_found_);
-    message_.set_failed(failed_);
+    message_.set_changed(counts_[changed]);
+    message_.set_unchanged(counts_[unchanged]);
+    message_.set_conflicts(counts_[conflict]);
+    message_.set_not_found(counts_[not_found]);
+    message_.set_failed(counts_[failed]);
     message_.set_dry_run(s_.dry_run);
     for (size_t n = 0; n < outcomes_per_message && !waiting_.empty(); ++n) {
       message_.add_outcomes()->Swap(&waiting_.front());
@@ -628,10 +624,11 @@ private:
       std::lock_guard<std::mutex> guard{mutex_};
       e.message = (s.ok() ? std::string{} : s.error_message() + "; ") +
                   (s_.filter ? "filter: " + s_.filter_text : "by names") + "; selected " +
-                  std::to_string(ids_.size()) + ", changed " + std::to_string(changed_) +
-                  ", unchanged " + std::to_string(unchanged_) + ", conflicts " +
-                  std::to_string(conflicts_) + ", not found " + std::to_string(not_found_) +
-                  ", failed " + std::to_string(failed_) + (s_.dry_run ? " (dry run)" : "");
+                  std::to_string(ids_.size()) + ", changed " + std::to_string(counts_[changed]) +
+                  ", unchanged " + std::to_string(counts_[unchanged]) + ", conflicts " +
+                  std::to_string(counts_[conflict]) + ", not found " +
+                  std::to_string(counts_[not_found]) + ", failed " +
+                  std::to_string(counts_[failed]) + (s_.dry_run ? " (dry run)" : "");
       s_.backend->audit(std::move(e));
     }
     s_.probe->on_request(
@@ -659,7 +656,8 @@ private:
   uint32_t round_ = 0;
   bool alarm_armed_ = false;
   std::unique_ptr<::grpc::Alarm> alarm_;
-  int64_t changed_ = 0, unchanged_ = 0, conflicts_ = 0, not_found_ = 0, failed_ = 0;
+  /// Twins with an outcome, by outcome (count_outcomes' order).
+  std::array<int64_t, 5> counts_{};
   std::deque<outcome> waiting_;
   v1::BulkUpdateDesiredProgress message_;
   bool writing_ = false;
@@ -780,14 +778,7 @@ private:
   s.expected = req->expected_versions();
   s.who.who = who;
   s.who.metadata = forward_metadata_of(who);
-  runtime::audit_entry e;
-  e.method = bulk_method;
-  if (who) {
-    e.subject = who->subject;
-    e.tenant = who->tenant;
-    e.role = security::role_name(who->granted);
-  }
-  s.who.audit = std::make_shared<runtime::audit_entry>(std::move(e));
+  s.who.audit = std::make_shared<runtime::audit_entry>(audit_entry_of(who, bulk_method, {}));
   auto stream = std::make_shared<bulk_stream>(std::move(s));
   stream->self_ = stream;
   stream->start();

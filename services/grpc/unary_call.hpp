@@ -105,6 +105,17 @@ inline Status bulk_refusal(const admission_limits& limits) {
               std::to_string(bulk_retry_after_ms) + " ms"};
 }
 
+/// Admits a stream's call under its caller's (`principal`'s) request rate, else
+/// RESOURCE_EXHAUSTED with the time to wait in `retry-after-ms`.
+inline Status admit_stream(admission& gate, ::grpc::CallbackServerContext& ctx,
+                           const std::string& principal) {
+  if (auto wait = gate.admit(principal, admission::clock::now())) {
+    ctx.AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
+    return rate_refusal(principal, gate.limits(), *wait);
+  }
+  return Status::OK;
+}
+
 /// A bulk stream's slot of the node's bound of bulk calls (`slot`; null when the node has
 /// no limits), or RESOURCE_EXHAUSTED when the caller is over its request rate or the node
 /// has its limit of bulk calls in progress.
@@ -113,11 +124,9 @@ inline Status open_bulk_stream(twin_backend& backend, ::grpc::CallbackServerCont
   auto* gate = backend.gate();
   if (!gate)
     return Status::OK;
-  std::string principal = who ? who->subject : principal_for({}, ctx.peer());
-  if (auto wait = gate->admit(principal, admission::clock::now())) {
-    ctx.AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
-    return rate_refusal(principal, gate->limits(), *wait);
-  }
+  if (auto s = admit_stream(*gate, ctx, who ? who->subject : principal_for({}, ctx.peer()));
+      !s.ok())
+    return s;
   slot = gate->begin_bulk();
   if (slot)
     return Status::OK;
@@ -134,10 +143,8 @@ inline Status open_watch(twin_backend& backend, ::grpc::CallbackServerContext& c
   if (!gate)
     return Status::OK;
   std::string principal = who ? who->subject : principal_for({}, ctx.peer());
-  if (auto wait = gate->admit(principal, admission::clock::now())) {
-    ctx.AddTrailingMetadata(retry_after_header, std::to_string(wait->count()));
-    return rate_refusal(principal, gate->limits(), *wait);
-  }
+  if (auto s = admit_stream(*gate, ctx, principal); !s.ok())
+    return s;
   if (gate->limits().watch_streams == 0)
     return Status::OK;
   slot = gate->open_stream(principal);
@@ -154,6 +161,20 @@ inline std::string forward_metadata_of(
   if (who)
     extra.emplace_back(security::caller_header, security::encode_caller(*who));
   return extra.empty() ? std::string{} : cluster::encode_metadata(extra);
+}
+
+/// An audit entry of `method` on `target` by `who` (time and outcome not set).
+inline runtime::audit_entry audit_entry_of(const std::optional<caller>& who, std::string method,
+                                           std::string target) {
+  runtime::audit_entry e;
+  e.method = std::move(method);
+  e.target = std::move(target);
+  if (who) {
+    e.subject = who->subject;
+    e.tenant = who->tenant;
+    e.role = security::role_name(who->granted);
+  }
+  return e;
 }
 
 /// The audit of one call (see call::audit).
@@ -273,15 +294,7 @@ public:
   }
   /// An audit entry of this call's caller (time and outcome not set).
   runtime::audit_entry entry(std::string method, std::string target) const {
-    runtime::audit_entry e;
-    e.method = std::move(method);
-    e.target = std::move(target);
-    if (who_) {
-      e.subject = who_->subject;
-      e.tenant = who_->tenant;
-      e.role = security::role_name(who_->granted);
-    }
-    return e;
+    return audit_entry_of(who_, std::move(method), std::move(target));
   }
   /// The partition's answer says the transaction carried the audit entry.
   void committed_audit(const runtime::twin_reply& r) const {

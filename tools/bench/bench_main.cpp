@@ -220,6 +220,34 @@ void on_real_kafka(node::node_config& cfg, const std::string& prefix, int partit
   cfg.create_topics = true;
 }
 
+/// The Kafka of one benchmark run: the embedded one (in this process), or fresh topics on a
+/// real one; and a node's configuration for it (data in `dir`).
+struct bench_kafka {
+  std::unique_ptr<kafka::embedded_kafka> embedded;
+  kafka::topic_names topics;
+  std::string bootstrap;
+  std::string prefix = run_prefix();
+
+  bench_kafka(const std::string& real_kafka, int partitions) : bootstrap(real_kafka) {
+    if (real_kafka.empty()) {
+      std::string error;
+      embedded = kafka::embedded_kafka::start(1, partitions, topics, error);
+      if (!embedded)
+        throw std::runtime_error(error);
+      bootstrap = embedded->bootstrap();
+    } else {
+      topics = real_topics(bootstrap, prefix, partitions);
+    }
+  }
+  node::node_config node_config(const std::string& dir, int partitions,
+                                const std::string& guarantee) const {
+    auto cfg = node_config_for(bootstrap, dir);
+    if (!embedded)
+      on_real_kafka(cfg, prefix, partitions, guarantee);
+    return cfg;
+  }
+};
+
 uint64_t records_applied(node::node& n) {
   std::promise<uint64_t> p;
   n.node_status([&p](fleettwin::v1::NodeStatus s) { p.set_value(s.records_applied()); });
@@ -469,24 +497,14 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
                    const std::string& aggregates, const std::string& real_kafka,
                    const std::string& guarantee, int64_t commit_interval_ms,
                    const pipeline_options& pipeline, double hot_rate) {
-  kafka::topic_names topics;
+  bench_kafka run_kafka{real_kafka, partitions};
+  const auto& topics = run_kafka.topics;
+  const auto& bootstrap = run_kafka.bootstrap;
   std::string error;
-  std::unique_ptr<kafka::embedded_kafka> k;
-  std::string bootstrap = real_kafka;
-  const auto prefix = run_prefix();
-  if (bootstrap.empty()) {
-    k = kafka::embedded_kafka::start(1, partitions, topics, error);
-    if (!k)
-      throw std::runtime_error(error);
-    bootstrap = k->bootstrap();
-  } else {
-    topics = real_topics(bootstrap, prefix, partitions);
-    fmt::print("real Kafka at {}: topic prefix {}, {}\n", bootstrap, prefix, guarantee);
-  }
-  auto dir = temp_dir("aggregates");
-  auto cfg = node_config_for(bootstrap, dir);
   if (!real_kafka.empty())
-    on_real_kafka(cfg, prefix, partitions, guarantee);
+    fmt::print("real Kafka at {}: topic prefix {}, {}\n", bootstrap, run_kafka.prefix, guarantee);
+  auto dir = temp_dir("aggregates");
+  auto cfg = run_kafka.node_config(dir, partitions, guarantee);
   // "none": plain telemetry of the simulator's fleet, no aggregates.
   const bool with_aggregates = aggregates != "none";
   cfg.aggregates_file = with_aggregates ? aggregates : "";
@@ -1377,25 +1395,12 @@ int run_bulk(uint32_t twins, int partitions, const std::string& real_kafka,
   };
   std::vector<result> results;
   for (size_t writes : {size_t{1'000}, size_t{1}}) {
-    std::unique_ptr<kafka::embedded_kafka> k;
-    kafka::topic_names topics;
-    std::string bootstrap = real_kafka;
-    const auto prefix = run_prefix();
-    std::string error;
-    if (real_kafka.empty()) {
-      k = kafka::embedded_kafka::start(1, partitions, topics, error);
-      if (!k)
-        throw std::runtime_error(error);
-      bootstrap = k->bootstrap();
-    } else {
-      topics = real_topics(bootstrap, prefix, partitions);
-    }
-    produce(bootstrap, topics.telemetry, twins, twins);
+    bench_kafka run_kafka{real_kafka, partitions};
+    produce(run_kafka.bootstrap, run_kafka.topics.telemetry, twins, twins);
     auto dir = temp_dir("bulk");
-    auto cfg = node_config_for(bootstrap, dir);
-    if (!real_kafka.empty())
-      on_real_kafka(cfg, prefix, partitions, guarantee);
+    auto cfg = run_kafka.node_config(dir, partitions, guarantee);
     cfg.max_item_writes = writes;
+    std::string error;
     auto n = node::node::start(cfg, error);
     if (!n)
       throw std::runtime_error(error);
@@ -1426,10 +1431,12 @@ int run_bulk(uint32_t twins, int partitions, const std::string& real_kafka,
   const double now = median(results[0].seconds), base = median(results[1].seconds);
   fmt::print("BulkUpdateDesired of {} twins ({}), {} partitions:\n", twins,
              real_kafka.empty() ? "embedded Kafka" : "real Kafka, " + guarantee, partitions);
-  fmt::print("  updates queued together as one item: median {:.2f} s of {} calls ({:.0f} twins/s)\n",
-             now, results[0].seconds.size(), twins / now);
-  fmt::print("  one item (one transaction) per update: {:.2f} s ({:.0f} twins/s) = {:.1f}x slower\n",
-             base, twins / base, base / now);
+  fmt::print(
+      "  updates queued together as one item: median {:.2f} s of {} calls ({:.0f} twins/s)\n", now,
+      results[0].seconds.size(), twins / now);
+  fmt::print(
+      "  one item (one transaction) per update: {:.2f} s ({:.0f} twins/s) = {:.1f}x slower\n", base,
+      twins / base, base / now);
   fmt::print(
       R"({{"bench":"bulk","twins":{},"partitions":{},"kafka":"{}","seconds":{:.3f},"baseline_seconds":{:.3f},"speedup":{:.2f}}})"
       "\n",
