@@ -1,0 +1,263 @@
+#pragma once
+
+// What-if scenarios: a copy of some twins and the aggregates above them (a
+// fork), hypothetical inputs applied to it, and a run forward on a virtual
+// clock through the same pure core the live twins use: telemetry is applied
+// with apply_telemetry, analysed with analyze_applied (forecasters,
+// detectors, alerts, time to failure), and rolled up with route() and the
+// aggregates' own apply(). Properties no input drives follow their twin's
+// forecaster. A run is deterministic: the same fork, inputs and seed give
+// bit-identical results (ordered containers, a counter-based noise
+// generator, no wall clock). Pure C++ (DESIGN.md, principle 4).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "actors/core/aggregate.hpp"
+#include "actors/core/asset_model.hpp"
+#include "actors/core/filter.hpp"
+#include "actors/core/relations.hpp"
+#include "actors/core/twin.hpp"
+
+namespace fleettwin::core {
+
+/// The twins an input applies to: those named, those the filter matches
+/// (judged on the fork's state at its start), or both.
+struct scenario_selection {
+  std::vector<std::string> names;
+  filter where;
+  /// Nothing named and no filter: every twin of the fork.
+  bool everything() const {
+    return names.empty() && where.matches_all();
+  }
+};
+
+/// A window of the run, in ms after its start (end 0: to the end).
+struct scenario_window {
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  bool covers(int64_t offset_ms) const {
+    return offset_ms >= start_ms && (end_ms == 0 || offset_ms < end_ms);
+  }
+};
+
+/// Scales a property: value * factor + offset while the window lasts (a heat
+/// wave raising loads 30 %: factor 1.3).
+struct profile_input {
+  scenario_selection twins;
+  std::string property;
+  double factor = 1;
+  double offset = 0;
+  scenario_window window;
+};
+
+/// Keeps a property within bounds while the window lasts (a charging power
+/// limit).
+struct limit_input {
+  scenario_selection twins;
+  std::string property;
+  /// The desired property that carries the limit on a live twin (applying
+  /// the scenario sets it to `max`, or `min` without one); empty: none.
+  std::string setting;
+  std::optional<double> min;
+  std::optional<double> max;
+  scenario_window window;
+};
+
+/// Injected telemetry: the property takes each point's value from its
+/// offset on (a step series), instead of its forecast.
+struct series_input {
+  scenario_selection twins;
+  std::string property;
+  /// (ms after the start, value), ascending by offset.
+  std::vector<std::pair<int64_t, double>> points;
+};
+
+/// A desired-state change applied at the start; a device follows a numeric
+/// desired value, so the property reports it from then on.
+struct desired_input {
+  scenario_selection twins;
+  std::vector<std::pair<std::string, value>> set;
+  std::vector<std::string> remove;
+};
+
+/// New twins: `count` copies of `template_twin` (its kind, attributes and
+/// analytics) named `<prefix><n>` (n from 1), related to `parent` as `type`
+/// instead of the template's relations of that type.
+struct add_twins_input {
+  std::string template_twin;
+  uint32_t count = 0;
+  std::string prefix;
+  std::string parent;
+  std::string type;
+};
+
+/// Re-parents twins: their relation of `type` goes to `parent` (added if
+/// they had none).
+struct move_input {
+  scenario_selection twins;
+  std::string parent;
+  std::string type;
+};
+
+/// A changed asset model: the thresholds of one property of one kind.
+struct model_input {
+  std::string kind;
+  std::string property;
+  std::optional<threshold> failure;
+  std::optional<threshold> warning;
+  std::optional<threshold> critical;
+};
+
+using scenario_input = std::variant<profile_input, limit_input, series_input, desired_input,
+                                    add_twins_input, move_input, model_input>;
+
+/// A short description of an input ("profile load_kw x1.3"), for listings.
+std::string describe(const scenario_input& in);
+
+/// A forked aggregate: its own record (attributes, relations) and state.
+struct scenario_aggregate {
+  twin entity;
+  aggregate agg;
+};
+
+/// The forked state a run starts from.
+struct scenario_world {
+  /// The fork's twins, by id.
+  std::map<std::string, twin, std::less<>> twins;
+  /// The aggregates above them (those the fork could read), by id.
+  std::map<std::string, scenario_aggregate, std::less<>> aggregates;
+  std::shared_ptr<const kind_registry> kinds;
+  model_set models;
+  /// The virtual time the run starts at (the fork's point in time).
+  int64_t start_ms = 0;
+  /// When a twin counts as stale (filters that read connectivity).
+  int64_t stale_after_ms = 300'000;
+};
+
+/// A measure of an aggregate followed through a run.
+struct kpi_ref {
+  std::string aggregate;
+  std::string measure;
+  bool operator==(const kpi_ref&) const = default;
+};
+
+struct run_options {
+  int64_t horizon_ms = 24 * 3'600'000LL;
+  int64_t step_ms = 15 * 60'000LL;
+  uint64_t seed = 1;
+  /// Forecast-driven values get noise of this many standard deviations of
+  /// their forecaster's one-step error (0: the point forecast).
+  double noise = 0;
+  /// Measures to follow; empty: every measure of every aggregate of the
+  /// world, up to max_kpis.
+  std::vector<kpi_ref> kpis;
+  size_t max_kpis = 64;
+  /// The most alerts and failures a result keeps (more are counted).
+  size_t max_events = 10'000;
+  /// The largest number of steps a run may take.
+  uint64_t max_steps = 100'000;
+};
+
+/// One followed measure: its value after each step (nullopt: none).
+struct kpi_series {
+  kpi_ref ref;
+  std::vector<std::optional<double>> values;
+};
+
+/// An alert that fired during a run.
+struct fired_alert {
+  std::string twin;
+  std::string property;
+  int64_t time_ms = 0;
+  alert_severity severity = alert_severity::warning;
+  anomaly_kind kind = anomaly_kind::none;
+  double score = 0;
+  bool operator==(const fired_alert&) const = default;
+};
+
+/// A twin's property that crossed its model's failure threshold (time_ms:
+/// its first sample beyond it), or at the end of the run was forecast to
+/// (eta_ms > 0, time_ms 0).
+struct failure_event {
+  std::string twin;
+  std::string property;
+  int64_t time_ms = 0;
+  int64_t eta_ms = 0;
+  bool operator==(const failure_event&) const = default;
+};
+
+struct run_result {
+  /// The virtual time after each step.
+  std::vector<int64_t> times;
+  std::vector<kpi_series> kpis;
+  std::vector<fired_alert> alerts;
+  std::vector<failure_event> failures;
+  uint64_t alerts_total = 0;
+  uint64_t failures_total = 0;
+  uint64_t twins = 0;
+  uint64_t samples = 0;
+  /// Contributions the aggregates applied.
+  uint64_t contributions = 0;
+  /// Contributions to parents the fork does not hold (their roll-up stops).
+  uint64_t outside = 0;
+};
+
+/// An input that cannot be applied to the world (an unknown template, a
+/// parent of another kind...); `index` is its position.
+struct input_error {
+  size_t index = 0;
+  std::string message;
+};
+
+/// Relates every aggregate and twin of a world built from twins alone to
+/// its parents, so that the (empty) aggregates hold what their forked
+/// members report: the fork of a whole subtree.
+void connect(scenario_world& w);
+
+/// Applies the inputs that change the world itself (desired values, new
+/// twins, moves, models) at its start; checks every input. Returns the first
+/// input that cannot be applied (the world is then unspecified).
+std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario_input>& inputs);
+
+/// Runs a prepared world forward. `progress` (if set) is told the steps done
+/// and total, and stops the run by returning false (the result then holds
+/// the steps done).
+run_result run(scenario_world& w, const std::vector<scenario_input>& inputs,
+               const run_options& opts,
+               const std::function<bool(uint64_t done, uint64_t total)>& progress = {});
+
+/// The difference of one KPI between a baseline and a scenario.
+struct kpi_diff {
+  kpi_ref ref;
+  std::optional<double> base_peak, peak;
+  std::optional<double> base_mean, mean;
+  /// When the scenario's peak happened.
+  int64_t peak_ms = 0;
+};
+
+/// How a scenario's run differs from a baseline's.
+struct comparison {
+  std::vector<kpi_diff> kpis;
+  /// Alerts (twin, property) that fire in the scenario and not in the
+  /// baseline, and the reverse.
+  std::vector<fired_alert> new_alerts;
+  std::vector<fired_alert> gone_alerts;
+  /// Failures new in the scenario or earlier than in the baseline.
+  std::vector<failure_event> new_failures;
+};
+
+comparison compare(const run_result& baseline, const run_result& scenario);
+
+/// The peak (largest value) and mean of a series; nullopt when it has none.
+std::optional<double> series_peak(const kpi_series& s);
+std::optional<double> series_mean(const kpi_series& s);
+
+}  // namespace fleettwin::core

@@ -1,0 +1,283 @@
+#include "actors/core/scenario.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "actors/core/twin_analytics.hpp"
+
+using namespace fleettwin::core;
+
+namespace {
+
+constexpr int64_t t0 = 1'700'000'000'000;
+constexpr int64_t quarter = 15 * 60'000;
+
+/// A grid: meters m1..m4 on feeder A (capacity 100 kW), m5 on feeder B
+/// (capacity 50 kW), both feeders below substation S. Every meter has
+/// reported a steady load for a day, so its forecaster predicts it.
+struct grid {
+  scenario_world w;
+
+  grid() {
+    auto kinds = std::make_shared<kind_registry>();
+    EXPECT_FALSE(kinds->put({"feeder",
+                             "feeders",
+                             {"feeds"},
+                             {{"load", "sum(load_kw)"},
+                              {"meters", "count()"},
+                              {"peak_meter", "max(load_kw)"},
+                              {"utilisation", "load / attributes.capacity_kw"}},
+                             ""}));
+    EXPECT_FALSE(
+        kinds->put({"substation", "substations", {"feeds"}, {{"load", "sum(load_kw)"}}, ""}));
+    w.kinds = kinds;
+    w.start_ms = t0;
+    add_feeder("feeders/A", 100);
+    add_feeder("feeders/B", 50);
+    auto& s = w.aggregates.emplace("substations/S", aggregate_of("substations/S")).first->second;
+    s.entity.asset_id = "substations/S";
+    meter("m1", "feeders/A", 10);
+    meter("m2", "feeders/A", 10);
+    meter("m3", "feeders/A", 10);
+    meter("m4", "feeders/A", 10);
+    meter("m5", "feeders/B", 20);
+    connect(w);
+  }
+
+  scenario_aggregate aggregate_of(const std::string& id) {
+    const auto* k = w.kinds->kind_of(id);
+    return scenario_aggregate{twin{}, aggregate{id, w.kinds->kinds().at(k->def.name), 3'600'000}};
+  }
+
+  void add_feeder(const std::string& id, double capacity) {
+    auto& f = w.aggregates.emplace(id, aggregate_of(id)).first->second;
+    f.entity.asset_id = id;
+    f.entity.attributes["capacity_kw"] = std::to_string(capacity);
+    f.entity.relations.push_back(relation{"feeds", "substations/S", relation_origin::api});
+  }
+
+  void meter(const std::string& id, const std::string& feeder, double load) {
+    twin tw;
+    tw.asset_id = id;
+    tw.kind = "meter";
+    tw.relations.push_back(relation{"feeds", feeder, relation_origin::api});
+    apply_result applied;
+    analysis_output out;
+    for (int i = 0; i < 96; ++i) {
+      telemetry t;
+      t.asset_id = id;
+      t.kind = "meter";
+      t.sequence = static_cast<uint64_t>(i + 1);
+      t.source_time_ms = t0 - (95 - i) * quarter;
+      t.metrics.emplace_back("load_kw", value{load});
+      apply_telemetry(tw, t, t.source_time_ms, limits{}, applied);
+      analyze_applied(tw, t, applied, nullptr, t.source_time_ms, out);
+    }
+    w.twins.emplace(id, std::move(tw));
+  }
+
+  run_result go(const std::vector<scenario_input>& inputs, run_options opts = {}) {
+    scenario_world copy = w;
+    const auto err = prepare(copy, inputs);
+    EXPECT_FALSE(err) << (err ? err->message : "");
+    opts.horizon_ms = 4 * quarter;
+    opts.step_ms = quarter;
+    return run(copy, inputs, opts);
+  }
+};
+
+const kpi_series& kpi(const run_result& r, const std::string& agg, const std::string& measure) {
+  for (const auto& k : r.kpis)
+    if (k.ref.aggregate == agg && k.ref.measure == measure)
+      return k;
+  static kpi_series none;
+  ADD_FAILURE() << "no kpi " << agg << "/" << measure;
+  return none;
+}
+
+double last(const kpi_series& s) {
+  return s.values.empty() || !s.values.back() ? -1 : *s.values.back();
+}
+
+scenario_selection names(std::vector<std::string> n) {
+  scenario_selection s;
+  s.names = std::move(n);
+  return s;
+}
+
+scenario_selection where(const std::string& text) {
+  scenario_selection s;
+  EXPECT_FALSE(filter::parse(text, s.where));
+  return s;
+}
+
+}  // namespace
+
+TEST(scenario, baseline_follows_the_forecasts) {
+  grid g;
+  const auto r = g.go({});
+  ASSERT_EQ(r.times.size(), 4u);
+  EXPECT_EQ(r.times.front(), t0 + quarter);
+  EXPECT_EQ(r.twins, 5u);
+  EXPECT_EQ(r.samples, 20u);
+  for (const auto& v : kpi(r, "feeders/A", "load").values)
+    EXPECT_NEAR(v.value_or(-1), 40, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "utilisation")), 0.4, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/B", "load")), 20, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 60, 1e-9);
+  EXPECT_TRUE(r.alerts.empty());
+  EXPECT_EQ(r.outside, 0u);
+}
+
+TEST(scenario, a_heat_wave_raises_the_loads_it_covers) {
+  grid g;
+  profile_input heat;
+  heat.twins = where("reported.load_kw > 0");
+  heat.property = "load_kw";
+  heat.factor = 1.3;
+  heat.window = {2 * quarter, 0};
+  const auto r = g.go({heat});
+  const auto& a = kpi(r, "feeders/A", "load");
+  EXPECT_NEAR(*a.values[0], 40, 1e-9);  // before the window
+  EXPECT_NEAR(*a.values[1], 52, 1e-9);
+  EXPECT_NEAR(*a.values[3], 52, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 78, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "utilisation")), 0.52, 1e-9);
+}
+
+TEST(scenario, added_chargers_count_in_their_feeder) {
+  grid g;
+  add_twins_input add;
+  add.template_twin = "m5";
+  add.count = 3;
+  add.prefix = "c";
+  add.parent = "feeders/B";
+  add.type = "feeds";
+  const auto r = g.go({add});
+  EXPECT_EQ(r.twins, 8u);
+  EXPECT_NEAR(last(kpi(r, "feeders/B", "load")), 80, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/B", "meters")), 4, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/B", "utilisation")), 1.6, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 120, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 40, 1e-9);
+}
+
+TEST(scenario, a_limit_caps_a_property_and_a_series_drives_one) {
+  grid g;
+  limit_input cap;
+  cap.twins = names({"m1", "m2"});
+  cap.property = "load_kw";
+  cap.max = 4;
+  series_input s;
+  s.twins = names({"m5"});
+  s.property = "load_kw";
+  s.points = {{0, 5}, {3 * quarter, 30}};
+  const auto r = g.go({cap, s});
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 28, 1e-9);
+  const auto& b = kpi(r, "feeders/B", "load");
+  EXPECT_NEAR(*b.values[0], 5, 1e-9);
+  EXPECT_NEAR(*b.values[1], 5, 1e-9);
+  EXPECT_NEAR(*b.values[2], 30, 1e-9);
+  EXPECT_NEAR(*b.values[3], 30, 1e-9);
+}
+
+TEST(scenario, moves_and_desired_values_change_the_roll_up) {
+  grid g;
+  move_input mv;
+  mv.twins = names({"m4"});
+  mv.parent = "feeders/B";
+  mv.type = "feeds";
+  desired_input d;
+  d.twins = names({"m1"});
+  d.set = {{"load_kw", value{2.5}}};
+  const auto r = g.go({mv, d});
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 22.5, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "meters")), 3, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/B", "load")), 30, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 52.5, 1e-9);
+}
+
+TEST(scenario, thresholds_and_failures_under_a_changed_model) {
+  grid g;
+  model_input m;
+  m.kind = "meter";
+  m.property = "load_kw";
+  std::string error;
+  m.failure = parse_threshold("> 12", error);
+  m.warning = parse_threshold("> 11", error);
+  profile_input heat;
+  heat.property = "load_kw";
+  heat.factor = 1.3;
+  heat.window = {3 * quarter, 0};
+  heat.twins = names({"m1"});
+  const auto base = g.go({m});
+  const auto r = g.go({m, heat});
+  // m5 reports 20, beyond both levels from the first step, in both runs.
+  ASSERT_EQ(r.failures.size(), 2u);
+  EXPECT_EQ(r.failures[0].twin, "m5");
+  EXPECT_EQ(r.failures[0].time_ms, t0 + quarter);
+  EXPECT_EQ(r.failures[1].twin, "m1");
+  EXPECT_EQ(r.failures[1].time_ms, t0 + 3 * quarter);
+  ASSERT_EQ(base.failures.size(), 1u);
+  const auto c = compare(base, r);
+  ASSERT_EQ(c.new_failures.size(), 1u);
+  EXPECT_EQ(c.new_failures[0].twin, "m1");
+  ASSERT_EQ(c.new_alerts.size(), 1u);
+  EXPECT_EQ(c.new_alerts[0].twin, "m1");
+  EXPECT_EQ(c.new_alerts[0].severity, alert_severity::warning);
+  EXPECT_EQ(c.new_alerts[0].time_ms, t0 + 3 * quarter);
+}
+
+TEST(scenario, runs_with_noise_are_deterministic_by_seed) {
+  grid g;
+  run_options o;
+  o.noise = 1;
+  o.seed = 7;
+  // Give the forecasters an error to scale the noise by.
+  for (auto& [id, tw] : g.w.twins)
+    tw.analysis["load_kw"].state.forecast.error_var = 4;
+  const auto a = g.go({}, o);
+  const auto b = g.go({}, o);
+  ASSERT_EQ(a.kpis.size(), b.kpis.size());
+  for (size_t k = 0; k < a.kpis.size(); ++k)
+    for (size_t i = 0; i < a.kpis[k].values.size(); ++i)
+      EXPECT_EQ(a.kpis[k].values[i], b.kpis[k].values[i]);  // bit-identical
+  o.seed = 8;
+  const auto c = g.go({}, o);
+  EXPECT_NE(kpi(a, "feeders/A", "load").values, kpi(c, "feeders/A", "load").values);
+  EXPECT_NE(last(kpi(a, "feeders/A", "load")), 40);
+}
+
+TEST(scenario, inputs_that_cannot_apply_say_why) {
+  grid g;
+  auto fails = [&](const scenario_input& in, const std::string& text) {
+    scenario_world copy = g.w;
+    const auto err = prepare(copy, {profile_input{names({"m1"}), "load_kw", 1, 0, {}}, in});
+    ASSERT_TRUE(err) << text;
+    EXPECT_EQ(err->index, 1u);
+    EXPECT_NE(err->message.find(text), std::string::npos) << err->message;
+  };
+  fails(add_twins_input{"nope", 1, "c", "feeders/A", "feeds"}, "template twin \"nope\"");
+  fails(add_twins_input{"m1", 1, "c", "feeders/Z", "feeds"},
+        "\"feeders/Z\" is not in the scenario");
+  fails(add_twins_input{"m1", 1, "m", "feeders/A", "feeds"}, "\"m1\" exists already");
+  fails(profile_input{names({"x9"}), "load_kw", 1, 0, {}}, "twin \"x9\" is not in the scenario");
+  fails(profile_input{names({"m1"}), "load_kw", 1, 0, {5, 2}}, "must end after it starts");
+  fails(limit_input{names({"m1"}), "load_kw", "", 5, 1, {}}, "minimum must not exceed");
+  fails(series_input{names({"m1"}), "load_kw", {{5, 1}, {5, 2}}}, "ascending order");
+  fails(model_input{"meter", "load_kw", {}, {}, {}}, "sets a failure, warning or critical");
+}
+
+TEST(scenario, inputs_describe_themselves) {
+  profile_input heat;
+  heat.twins = where("kind = \"meter\"");
+  heat.property = "load_kw";
+  heat.factor = 1.3;
+  heat.window = {3'600'000, 7'200'000};
+  EXPECT_EQ(describe(heat),
+            "profile load_kw of twins where kind = \"meter\": x1.3 from +1h to +2h");
+  EXPECT_EQ(describe(add_twins_input{"m1", 50, "c", "feeders/A", "feeds"}),
+            "add 50 copies of m1 as c1.. to feeders/A (feeds)");
+}
