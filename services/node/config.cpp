@@ -265,6 +265,20 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "whoever calls; more are RESOURCE_EXHAUSTED with a time to retry: what bounds "
                  "the memory answers in progress hold (0 = no limit)")
       ->envname("FLEETTWIN_MAX_BULK_CALLS");
+  app.add_option("--scenario-max", cfg.scenario_max,
+                 "What-if scenarios this node holds at once (each holds a RocksDB snapshot: "
+                 "no memory, but disk grows with what changes while it lives)")
+      ->envname("FLEETTWIN_SCENARIO_MAX")
+      ->check(CLI::Range(size_t{1}, size_t{1000}));
+  app.add_option("--scenario-max-twins", cfg.scenario_max_twins,
+                 "Twins one scenario may fork or hold with the twins its inputs add (a run "
+                 "holds them in memory, about 4 KiB each)")
+      ->envname("FLEETTWIN_SCENARIO_MAX_TWINS")
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
+  app.add_option("--scenario-max-running", cfg.scenario_max_running,
+                 "Scenario runs in progress at once (each takes a core while it runs)")
+      ->envname("FLEETTWIN_SCENARIO_MAX_RUNNING")
+      ->check(CLI::Range(size_t{1}, size_t{64}));
   app.add_flag("--insecure", cfg.insecure,
                "Allow plaintext gRPC, metrics and cluster listeners on addresses other than "
                "loopback (without it the node refuses to start that way)")

@@ -55,6 +55,10 @@ struct node_config {
   size_t principal_watch_streams = 64;
   /// Bulk calls (batches, listings, histories ...) in progress on the node (0: no limit).
   size_t max_bulk_calls = 64;
+  /// What-if scenarios the node holds, twins one may fork, runs at once.
+  size_t scenario_max = 16;
+  size_t scenario_max_twins = 100'000;
+  size_t scenario_max_running = 1;
   int actor_threads = 0;  // 0: one per core
   std::string log_level = "info";
   /// Where the embedded Kafka's bootstrap address is written.

@@ -433,6 +433,7 @@ bool node::start_grpc(std::string& error) {
   alert_service_ =
       std::make_unique<grpc_api::alert_service>(*this, *pool_, alert_hub_.get(), metrics_->grpc(),
                                                 grpc_api::service_limits{}, asset_cfg_->models);
+  start_scenarios();
   // Registers grpc.health.v1 in the descriptor pool reflection serves from
   // (and keeps its generated code linked in).
   grpc::health::v1::HealthCheckRequest::descriptor();
@@ -501,6 +502,7 @@ bool node::start_grpc(std::string& error) {
   builder.RegisterService(aggregate_service_.get());
   builder.RegisterService(alert_service_.get());
   builder.RegisterService(model_service_.get());
+  builder.RegisterService(scenario_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
@@ -635,6 +637,8 @@ void node::shutdown() {
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   if (server_)
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds{5});
+  // Runs in progress stop (their streams ended with the server).
+  scenarios_.reset();
   // Leaving the group revokes every partition: each finishes, commits, quits.
   if (consumer_)
     consumer_->stop();

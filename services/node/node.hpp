@@ -29,6 +29,7 @@
 #include "services/grpc/aggregate_watch.hpp"
 #include "services/grpc/alert_service.hpp"
 #include "services/grpc/model_service.hpp"
+#include "services/grpc/scenario_service.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/kafka/audit_log.hpp"
 #include "services/kafka/changelog_restorer.hpp"
@@ -192,6 +193,10 @@ private:
   /// its own every alert_count_interval_ms (analytics.cpp).
   void register_alert_gauges();
   void stop_alert_count();
+
+  // --- scenarios.cpp ------------------------------------------------------------
+  /// The scenario registry, its gRPC service and gauges.
+  void start_scenarios();
   /// Empty when the node serves every partition it was given; else why not.
   std::string not_ready_reason();
 
@@ -237,6 +242,10 @@ private:
   std::unique_ptr<grpc_api::aggregate_service> aggregate_service_;
   std::unique_ptr<grpc_api::alert_service> alert_service_;
   std::unique_ptr<grpc_api::model_service> model_service_;
+  /// What-if scenarios (scenarios.cpp). Declared after the store: they hold
+  /// snapshots of it and go first.
+  std::shared_ptr<scenario::registry> scenarios_;
+  std::unique_ptr<grpc_api::scenario_service> scenario_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
   std::shared_ptr<cluster::gateway_control> gateway_control_ =

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 32> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 39> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -38,6 +38,13 @@ constexpr std::array<std::pair<std::string_view, role>, 32> methods{{
     {"ModelService/GetModel", role::viewer},
     {"ModelService/ListModels", role::viewer},
     {"ModelService/PutModel", role::admin},
+    {"ScenarioService/GetScenario", role::viewer},
+    {"ScenarioService/ListScenarios", role::viewer},
+    {"ScenarioService/GetScenarioResult", role::viewer},
+    {"ScenarioService/CreateScenario", role::operator_},
+    {"ScenarioService/AddScenarioInputs", role::operator_},
+    {"ScenarioService/RunScenario", role::operator_},
+    {"ScenarioService/DeleteScenario", role::operator_},
     {"NodeService/GetStatus", role::viewer},
     {"NodeService/Ping", role::viewer},
     {"AdminService/GetCluster", role::admin},

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <filesystem>
 #include <system_error>
 
@@ -272,10 +273,48 @@ rocksdb_store::~rocksdb_store() {
 
 runtime::load_status rocksdb_store::load_twin(int32_t partition, std::string_view asset_id,
                                               core::twin& out, std::string& error) {
+  return get_twin(nullptr, partition, asset_id, out, error);
+}
+
+runtime::load_status rocksdb_store::read_twin(const store_snapshot& at, int32_t partition,
+                                              std::string_view asset_id, core::twin& out,
+                                              std::string& error) {
+  return get_twin(at.snapshot, partition, asset_id, out, error);
+}
+
+runtime::load_status rocksdb_store::read_aggregate(const store_snapshot& at, int32_t partition,
+                                                   std::string_view id,
+                                                   runtime::stored_aggregate& out,
+                                                   std::string& error) {
+  return get_aggregate(at.snapshot, partition, id, out, error);
+}
+
+std::shared_ptr<const store_snapshot> rocksdb_store::pin() {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  auto* s = new store_snapshot{db_->GetSnapshot(), now};
+  pinned_.fetch_add(1, std::memory_order_relaxed);
+  return std::shared_ptr<const store_snapshot>(s, [this](const store_snapshot* p) {
+    db_->ReleaseSnapshot(p->snapshot);
+    pinned_.fetch_sub(1, std::memory_order_relaxed);
+    delete p;
+  });
+}
+
+uint64_t rocksdb_store::pinned() const {
+  return pinned_.load(std::memory_order_relaxed);
+}
+
+runtime::load_status rocksdb_store::get_twin(const rocksdb::Snapshot* at, int32_t partition,
+                                             std::string_view asset_id, core::twin& out,
+                                             std::string& error) {
   std::string key;
   twin_key(key, partition, asset_id);
   rocksdb::PinnableSlice value;
-  auto st = db_->Get(rocksdb::ReadOptions{}, twins_, key, &value);
+  rocksdb::ReadOptions ro;
+  ro.snapshot = at;
+  auto st = db_->Get(ro, twins_, key, &value);
   if (st.IsNotFound())
     return runtime::load_status::missing;
   if (!st.ok()) {
@@ -441,11 +480,20 @@ std::optional<int64_t> rocksdb_store::load_contributions_applied(int32_t partiti
 runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::string_view id,
                                                    runtime::stored_aggregate& out,
                                                    std::string& error) {
+  return get_aggregate(nullptr, partition, id, out, error);
+}
+
+runtime::load_status rocksdb_store::get_aggregate(const rocksdb::Snapshot* at, int32_t partition,
+                                                  std::string_view id,
+                                                  runtime::stored_aggregate& out,
+                                                  std::string& error) {
   out = runtime::stored_aggregate{};
   std::string key;
   twin_key(key, partition, id);
   rocksdb::PinnableSlice value;
-  auto st = db_->Get(rocksdb::ReadOptions{}, aggregates_, key, &value);
+  rocksdb::ReadOptions get_options;
+  get_options.snapshot = at;
+  auto st = db_->Get(get_options, aggregates_, key, &value);
   if (st.IsNotFound())
     return runtime::load_status::missing;
   if (!st.ok()) {
@@ -460,6 +508,7 @@ runtime::load_status rocksdb_store::load_aggregate(int32_t partition, std::strin
   std::string end = key;
   end.back() = '\1';  // the first key after every member of this aggregate
   rocksdb::ReadOptions ro;
+  ro.snapshot = at;
   rocksdb::Slice upper{end};
   ro.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, members_)};
@@ -508,7 +557,7 @@ std::string rocksdb_store::merged_scan(rocksdb::ColumnFamilyHandle* cf,
                                        const std::vector<int32_t>& partitions,
                                        std::string_view start_after, size_t page_size,
                                        size_t max_scanned, const scan_visitor& visit,
-                                       std::string& error) {
+                                       std::string& error, const rocksdb::Snapshot* at) {
   std::vector<int32_t> parts = partitions;
   std::sort(parts.begin(), parts.end());
   parts.erase(std::unique(parts.begin(), parts.end()), parts.end());
@@ -542,7 +591,7 @@ std::string rocksdb_store::merged_scan(rocksdb::ColumnFamilyHandle* cf,
     uppers[i] = partition_end(parts[i]);
     upper_slices[i] = rocksdb::Slice{uppers[i]};
     rocksdb::ReadOptions ro;
-    ro.snapshot = snapshot.snapshot();
+    ro.snapshot = at ? at : snapshot.snapshot();
     ro.iterate_upper_bound = &upper_slices[i];
     // A listing may sweep the whole store: keep it from evicting hot blocks.
     ro.fill_cache = false;
@@ -591,7 +640,8 @@ std::string rocksdb_store::merged_scan(rocksdb::ColumnFamilyHandle* cf,
 list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
                                     std::string_view start_after,
                                     const std::function<bool(const core::twin&)>& predicate,
-                                    size_t page_size, size_t max_scanned, std::string& error) {
+                                    size_t page_size, size_t max_scanned, std::string& error,
+                                    const store_snapshot* at) {
   list_page page;
   core::twin tw;
   page.next_page_token = merged_scan(
@@ -609,7 +659,7 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
         }
         return std::nullopt;
       },
-      error);
+      error, at ? at->snapshot : nullptr);
   if (!error.empty())
     return {};
   return page;
@@ -618,7 +668,7 @@ list_page rocksdb_store::list_twins(const std::vector<int32_t>& partitions,
 aggregate_page rocksdb_store::list_aggregates(
     const std::vector<int32_t>& partitions, std::string_view start_after,
     const std::function<bool(const core::aggregate_header&)>& predicate, size_t page_size,
-    size_t max_scanned, std::string& error) {
+    size_t max_scanned, std::string& error, const store_snapshot* at) {
   aggregate_page page;
   core::aggregate_header h;
   page.next_page_token = merged_scan(
@@ -634,7 +684,7 @@ aggregate_page rocksdb_store::list_aggregates(
         }
         return std::nullopt;
       },
-      error);
+      error, at ? at->snapshot : nullptr);
   if (!error.empty())
     return {};
   return page;

@@ -40,6 +40,7 @@
 // stats are meant for the query thread pool, never for actors.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -57,6 +58,7 @@
 
 namespace rocksdb {
 class Cache;
+class Snapshot;
 class ColumnFamilyHandle;
 class DB;
 class Statistics;
@@ -118,6 +120,16 @@ struct list_page {
 struct aggregate_page {
   std::vector<core::aggregate_header> aggregates;
   std::string next_page_token;
+};
+
+/// A point-in-time view of the store (a RocksDB snapshot): what a scenario forks its
+/// twins from. Held, it costs no memory but keeps the versions it sees from being
+/// compacted away (disk grows with what changes after it); released with its last
+/// owner. The store must outlive it.
+struct store_snapshot {
+  const rocksdb::Snapshot* snapshot = nullptr;
+  /// When it was taken (ms since the epoch).
+  int64_t taken_ms = 0;
 };
 
 /// Gauges of the store, from RocksDB properties and statistics.
@@ -202,13 +214,23 @@ public:
   /// end. On failure sets `error` and returns an empty page.
   list_page list_twins(const std::vector<int32_t>& partitions, std::string_view start_after,
                        const std::function<bool(const core::twin&)>& predicate, size_t page_size,
-                       size_t max_scanned, std::string& error);
+                       size_t max_scanned, std::string& error, const store_snapshot* at = nullptr);
 
   /// Aggregate headers of `partitions` after `start_after`, like list_twins.
   aggregate_page list_aggregates(
       const std::vector<int32_t>& partitions, std::string_view start_after,
       const std::function<bool(const core::aggregate_header&)>& predicate, size_t page_size,
-      size_t max_scanned, std::string& error);
+      size_t max_scanned, std::string& error, const store_snapshot* at = nullptr);
+  /// Takes a snapshot of the whole store (see store_snapshot).
+  std::shared_ptr<const store_snapshot> pin();
+  /// A twin (load_twin) and an aggregate (load_aggregate) as `at` saw them.
+  runtime::load_status read_twin(const store_snapshot& at, int32_t partition,
+                                 std::string_view asset_id, core::twin& out, std::string& error);
+  runtime::load_status read_aggregate(const store_snapshot& at, int32_t partition,
+                                      std::string_view id, runtime::stored_aggregate& out,
+                                      std::string& error);
+  /// Snapshots held (pin) and not yet released.
+  uint64_t pinned() const;
 
   /// The recorded points of one property with start_ms <= source time <
   /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with
@@ -284,13 +306,20 @@ private:
   /// cut short, empty at the end or on error (then `error` says why).
   std::string merged_scan(rocksdb::ColumnFamilyHandle* cf, const std::vector<int32_t>& partitions,
                           std::string_view start_after, size_t page_size, size_t max_scanned,
-                          const scan_visitor& visit, std::string& error);
+                          const scan_visitor& visit, std::string& error,
+                          const rocksdb::Snapshot* at = nullptr);
+  runtime::load_status get_twin(const rocksdb::Snapshot* at, int32_t partition,
+                                std::string_view asset_id, core::twin& out, std::string& error);
+  runtime::load_status get_aggregate(const rocksdb::Snapshot* at, int32_t partition,
+                                     std::string_view id, runtime::stored_aggregate& out,
+                                     std::string& error);
   std::optional<int64_t> read_meta_offset(const std::string& key, int32_t partition);
 
   store_options opts_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::atomic<uint64_t> pinned_{0};
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* twins_ = nullptr;
   rocksdb::ColumnFamilyHandle* history_ = nullptr;

@@ -1,0 +1,710 @@
+#include "services/grpc/scenario_service.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "services/grpc/convert.hpp"
+#include "services/grpc/privacy.hpp"
+#include "services/grpc/queued_writer.hpp"
+#include "services/grpc/unary_call.hpp"
+
+namespace fleettwin::grpc_api {
+
+namespace v1 = fleettwin::v1;
+
+namespace {
+
+constexpr std::string_view scenario_prefix = "scenarios/";
+constexpr const char* service_prefix = "/fleettwin.v1.ScenarioService/";
+constexpr int32_t default_page = 50;
+constexpr int32_t max_page = 500;
+/// A run's progress messages at most this often.
+constexpr auto progress_every = std::chrono::milliseconds{200};
+
+/// "scenarios/{id}" -> id; nullopt with what to fix.
+std::optional<std::string> parse_scenario_name(const std::string& name, std::string& error) {
+  if (!name.starts_with(scenario_prefix) || name.size() == scenario_prefix.size()) {
+    error = "name \"" + name + "\" is not of the form \"scenarios/{scenario_id}\"";
+    return std::nullopt;
+  }
+  return name.substr(scenario_prefix.size());
+}
+
+/// A twin in an input or a fork: "twins/{id}", or the id alone.
+std::optional<std::string> twin_id(const std::string& name, std::string& error) {
+  if (name.starts_with("twins/"))
+    return parse_twin_name(name, error);
+  if (name.empty()) {
+    error = "a twin name is empty";
+    return std::nullopt;
+  }
+  return name;
+}
+
+std::optional<std::string> selection_from(const v1::TwinSelection& p,
+                                          core::scenario_selection& out) {
+  for (int i = 0; i < p.names_size(); ++i) {
+    std::string error;
+    auto id = twin_id(p.names(i), error);
+    if (!id)
+      return "twins.names[" + std::to_string(i) + "]: " + error;
+    out.names.push_back(std::move(*id));
+  }
+  if (auto err = core::filter::parse(p.filter(), out.where))
+    return "twins.filter: " + filter_error(*err);
+  return std::nullopt;
+}
+
+std::optional<std::string> threshold_from(const std::string& text, const char* field,
+                                          std::optional<core::threshold>& out) {
+  if (text.empty())
+    return std::nullopt;
+  std::string why;
+  out = core::parse_threshold(text, why);
+  if (!out)
+    return std::string{field} + ": " + why;
+  return std::nullopt;
+}
+
+core::scenario_window window_from(const v1::RunWindow& w) {
+  return core::scenario_window{w.start_ms(), w.end_ms()};
+}
+
+std::string severity_name(core::alert_severity s) {
+  return core::to_string(s);
+}
+
+void alert_to_proto(const core::fired_alert& a, v1::ScenarioAlert& out) {
+  out.set_twin(a.twin);
+  out.set_property(a.property);
+  out.set_time_ms(a.time_ms);
+  out.set_severity(severity_name(a.severity));
+  out.set_kind(a.kind == core::anomaly_kind::none ? "threshold" : core::to_string(a.kind));
+  out.set_score(a.score);
+}
+
+void failure_to_proto(const core::failure_event& f, v1::ScenarioFailure& out) {
+  out.set_twin(f.twin);
+  out.set_property(f.property);
+  out.set_time_ms(f.time_ms);
+  out.set_eta_ms(f.eta_ms);
+}
+
+void series_to_proto(const core::kpi_series& k, v1::KpiSeries& out) {
+  out.mutable_kpi()->set_aggregate(k.ref.aggregate);
+  out.mutable_kpi()->set_measure(k.ref.measure);
+  out.mutable_values()->Reserve(static_cast<int>(k.values.size()));
+  for (const auto& v : k.values)
+    out.add_values(v ? *v : std::numeric_limits<double>::quiet_NaN());
+}
+
+void stats_to_proto(const core::run_result& r, double wall_s, int64_t horizon_ms,
+                    v1::RunStats& out) {
+  out.set_twins(static_cast<int64_t>(r.twins));
+  out.set_samples(static_cast<int64_t>(r.samples));
+  out.set_steps(static_cast<int64_t>(r.times.size()));
+  out.set_alerts_total(static_cast<int64_t>(r.alerts_total));
+  out.set_failures_total(static_cast<int64_t>(r.failures_total));
+  out.set_wall_seconds(wall_s);
+  out.set_speed(wall_s > 0 ? static_cast<double>(horizon_ms) / 1000.0 / wall_s : 0);
+}
+
+Status status_of(const scenario::outcome& o) {
+  switch (o.code) {
+    case scenario::failure::none:
+      return Status::OK;
+    case scenario::failure::not_found:
+      return {StatusCode::NOT_FOUND, o.message};
+    case scenario::failure::exists:
+      return {StatusCode::ALREADY_EXISTS, o.message};
+    case scenario::failure::exhausted:
+      return {StatusCode::RESOURCE_EXHAUSTED, o.message};
+    case scenario::failure::invalid:
+      return {StatusCode::FAILED_PRECONDITION, o.message};
+    case scenario::failure::busy:
+      return {StatusCode::FAILED_PRECONDITION, o.message};
+    case scenario::failure::unavailable:
+      return {StatusCode::UNAVAILABLE, o.message};
+  }
+  return {StatusCode::INTERNAL, o.message};
+}
+
+std::string tenant_of(const call& c) {
+  return c.who() ? c.who()->tenant : std::string{};
+}
+
+/// RunScenario's stream: progress at most every progress_every, then the
+/// result. Owned by gRPC (until OnDone) and by the run's callbacks.
+class run_stream final : public ::grpc::ServerWriteReactor<v1::RunScenarioProgress>,
+                         public std::enable_shared_from_this<run_stream> {
+public:
+  run_stream(metrics::grpc_probe& probe, bool summary_only)
+      : probe_(probe), summary_only_(summary_only), started_(std::chrono::steady_clock::now()) {}
+
+  void on_progress(uint64_t done, uint64_t total, double speed) {
+    std::unique_lock<std::mutex> lock{mutex_};
+    const auto now = std::chrono::steady_clock::now();
+    if (writing_ || final_ || now - last_sent_ < progress_every)
+      return;
+    last_sent_ = now;
+    message_.Clear();
+    message_.set_steps_done(static_cast<int64_t>(done));
+    message_.set_steps_total(static_cast<int64_t>(total));
+    message_.set_speed(speed);
+    writing_ = true;
+    lock.unlock();
+    StartWrite(&message_);
+  }
+
+  void on_done(const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
+    std::unique_lock<std::mutex> lock{mutex_};
+    final_ = true;
+    if (!o || !s || !s->last) {
+      end_ =
+          o ? Status{StatusCode::NOT_FOUND, "the scenario was deleted while it ran"} : status_of(o);
+    } else {
+      final_message_.set_done(true);
+      const auto& r = *s->last;
+      const uint64_t total = 2 * r.scenario.times.size();
+      final_message_.set_steps_done(static_cast<int64_t>(total));
+      final_message_.set_steps_total(static_cast<int64_t>(total));
+      const double wall = r.base_wall_s + r.wall_s;
+      final_message_.set_speed(
+          wall > 0 ? 2.0 * static_cast<double>(r.options.horizon_ms) / 1000.0 / wall : 0);
+      result_to_proto(*s, r, nullptr, summary_only_, *final_message_.mutable_result());
+      have_final_ = true;
+    }
+    pump(lock);
+  }
+
+  bool cancelled() const {
+    return cancelled_.load();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock{mutex_};
+    writing_ = false;
+    if (!ok)
+      cancelled_ = true;
+    pump(lock);
+  }
+
+  void OnCancel() override {
+    cancelled_ = true;
+  }
+
+  void OnDone() override {
+    self_.reset();
+  }
+
+  std::shared_ptr<run_stream> self_;
+
+private:
+  void pump(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || !final_ || finished_)
+      return;
+    if (have_final_) {
+      have_final_ = false;
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&final_message_);
+      return;
+    }
+    finished_ = true;
+    lock.unlock();
+    probe_.on_request(
+        "RunScenario", code_name(end_.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+    Finish(end_);
+  }
+
+  metrics::grpc_probe& probe_;
+  bool summary_only_;
+  std::chrono::steady_clock::time_point started_;
+  std::mutex mutex_;
+  v1::RunScenarioProgress message_;
+  v1::RunScenarioProgress final_message_;
+  std::chrono::steady_clock::time_point last_sent_{};
+  bool writing_ = false;
+  bool final_ = false;
+  bool have_final_ = false;
+  bool finished_ = false;
+  Status end_ = Status::OK;
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace
+
+std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
+                                                     std::string& error) {
+  auto failed = [&](std::string why) -> std::optional<core::scenario_input> {
+    error = std::move(why);
+    return std::nullopt;
+  };
+  switch (p.input_case()) {
+    case v1::ScenarioInput::kProfile: {
+      const auto& q = p.profile();
+      core::profile_input in;
+      if (auto err = selection_from(q.twins(), in.twins))
+        return failed("profile." + *err);
+      in.property = q.property();
+      in.factor = q.factor() == 0 ? 1 : q.factor();
+      in.offset = q.offset();
+      in.window = window_from(q.window());
+      return in;
+    }
+    case v1::ScenarioInput::kLimit: {
+      const auto& q = p.limit();
+      core::limit_input in;
+      if (auto err = selection_from(q.twins(), in.twins))
+        return failed("limit." + *err);
+      in.property = q.property();
+      if (q.has_min())
+        in.min = q.min();
+      if (q.has_max())
+        in.max = q.max();
+      in.window = window_from(q.window());
+      in.setting = q.setting();
+      return in;
+    }
+    case v1::ScenarioInput::kTelemetry: {
+      const auto& q = p.telemetry();
+      core::series_input in;
+      if (auto err = selection_from(q.twins(), in.twins))
+        return failed("telemetry." + *err);
+      in.property = q.property();
+      for (const auto& pt : q.points())
+        in.points.emplace_back(pt.offset_ms(), pt.value());
+      return in;
+    }
+    case v1::ScenarioInput::kDesired: {
+      const auto& q = p.desired();
+      core::desired_input in;
+      if (auto err = selection_from(q.twins(), in.twins))
+        return failed("desired." + *err);
+      for (const auto& [k, v] : q.set()) {
+        auto val = from_proto(v);
+        if (!val)
+          return failed("desired.set[\"" + k + "\"]: no value given");
+        in.set.emplace_back(k, std::move(*val));
+      }
+      std::sort(in.set.begin(), in.set.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      in.remove.assign(q.remove().begin(), q.remove().end());
+      return in;
+    }
+    case v1::ScenarioInput::kAddTwins: {
+      const auto& q = p.add_twins();
+      core::add_twins_input in;
+      std::string why;
+      auto tmpl = twin_id(q.template_twin(), why);
+      if (!tmpl)
+        return failed("add_twins.template_twin: " + why);
+      in.template_twin = std::move(*tmpl);
+      in.count = q.count();
+      in.prefix = q.id_prefix();
+      in.parent = q.parent();
+      in.type = q.relation_type();
+      return in;
+    }
+    case v1::ScenarioInput::kMove: {
+      const auto& q = p.move();
+      core::move_input in;
+      if (auto err = selection_from(q.twins(), in.twins))
+        return failed("move." + *err);
+      in.parent = q.parent();
+      in.type = q.relation_type();
+      return in;
+    }
+    case v1::ScenarioInput::kModel: {
+      const auto& q = p.model();
+      core::model_input in;
+      in.kind = q.kind();
+      in.property = q.property();
+      if (auto err = threshold_from(q.failure(), "model.failure", in.failure))
+        return failed(*err);
+      if (auto err = threshold_from(q.warning(), "model.warning", in.warning))
+        return failed(*err);
+      if (auto err = threshold_from(q.critical(), "model.critical", in.critical))
+        return failed(*err);
+      return in;
+    }
+    case v1::ScenarioInput::INPUT_NOT_SET:
+      break;
+  }
+  return failed("set one input: profile, limit, telemetry, desired, add_twins, move or model");
+}
+
+void scenario_to_proto(const scenario::scenario& s, v1::Scenario& out) {
+  out.set_name(std::string{scenario_prefix} + s.id);
+  out.set_description(s.description);
+  out.set_owner(s.owner);
+  out.set_tenant(s.tenant);
+  out.set_created_ms(s.created_ms);
+  out.set_fork_ms(s.snapshot ? s.snapshot->taken_ms : s.created_ms);
+  for (const auto& n : s.fork.names)
+    out.add_names("twins/" + n);
+  out.set_filter(s.fork.where.text());
+  out.set_below(s.fork.below);
+  for (size_t i = 0; i < s.inputs.size(); ++i) {
+    if (i < s.raw_inputs.size())
+      out.add_inputs()->ParseFromString(s.raw_inputs[i]);
+    out.add_input_descriptions(core::describe(s.inputs[i]));
+  }
+  out.set_state(scenario::to_string(s.state));
+  out.set_error(s.error);
+  out.set_memory_bytes(static_cast<int64_t>(s.memory_bytes()));
+}
+
+void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& run,
+                     const scenario::scenario* other, bool summary_only, v1::ScenarioResult& out) {
+  const auto& mine = run.scenario;
+  const auto& base = other ? other->last->scenario : run.baseline;
+  out.set_name(std::string{scenario_prefix} + s.id);
+  out.set_compared_with(other ? std::string{scenario_prefix} + other->id : "baseline");
+  out.set_horizon_ms(run.options.horizon_ms);
+  out.set_step_ms(run.options.step_ms);
+  out.set_seed(run.options.seed);
+  out.set_noise(run.options.noise);
+  const auto c = core::compare(base, mine);
+  if (!summary_only) {
+    for (auto t : mine.times)
+      out.add_times(t);
+    for (const auto& k : mine.kpis)
+      series_to_proto(k, *out.add_kpis());
+    for (const auto& k : base.kpis)
+      series_to_proto(k, *out.add_base_kpis());
+    for (const auto& a : mine.alerts)
+      alert_to_proto(a, *out.add_alerts());
+    for (const auto& f : mine.failures)
+      failure_to_proto(f, *out.add_failures());
+  }
+  for (const auto& d : c.kpis) {
+    auto* k = out.add_summary();
+    k->mutable_kpi()->set_aggregate(d.ref.aggregate);
+    k->mutable_kpi()->set_measure(d.ref.measure);
+    if (d.peak)
+      k->set_peak(*d.peak);
+    if (d.mean)
+      k->set_mean(*d.mean);
+    if (d.base_peak)
+      k->set_base_peak(*d.base_peak);
+    if (d.base_mean)
+      k->set_base_mean(*d.base_mean);
+    k->set_peak_ms(d.peak_ms);
+  }
+  for (const auto& a : c.new_alerts)
+    alert_to_proto(a, *out.add_new_alerts());
+  for (const auto& a : c.gone_alerts)
+    alert_to_proto(a, *out.add_gone_alerts());
+  for (const auto& f : c.new_failures)
+    failure_to_proto(f, *out.add_new_failures());
+  stats_to_proto(mine, run.wall_s, run.options.horizon_ms, *out.mutable_stats());
+  if (other)
+    stats_to_proto(base, other->last->wall_s, other->last->options.horizon_ms,
+                   *out.mutable_base_stats());
+  else
+    stats_to_proto(base, run.base_wall_s, run.options.horizon_ms, *out.mutable_base_stats());
+}
+
+scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& backend,
+                                   query_pool& pool, metrics::grpc_probe& probe,
+                                   std::shared_ptr<runtime::models_holder> models)
+    : scenarios_(scenarios),
+      backend_(backend),
+      pool_(pool),
+      probe_(probe),
+      models_(std::move(models)),
+      create_(probe.method("CreateScenario")),
+      get_(probe.method("GetScenario")),
+      list_(probe.method("ListScenarios")),
+      delete_(probe.method("DeleteScenario")),
+      add_inputs_(probe.method("AddScenarioInputs")),
+      result_(probe.method("GetScenarioResult")) {}
+
+::grpc::ServerUnaryReactor* scenario_service::CreateScenario(::grpc::CallbackServerContext* ctx,
+                                                             const v1::CreateScenarioRequest* req,
+                                                             v1::Scenario* resp) {
+  call c{ctx, create_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  c.audit(backend_, std::string{service_prefix} + "CreateScenario",
+          std::string{scenario_prefix} + req->scenario_id(), false);
+  scenario::scenario s;
+  s.id = req->scenario_id();
+  if (auto why = scenario::validate_id(s.id)) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "scenario_id: " + *why});
+    return c.reactor();
+  }
+  s.description = req->description();
+  s.owner = c.who() ? c.who()->subject : std::string{};
+  s.tenant = tenant_of(c);
+  for (int i = 0; i < req->names_size(); ++i) {
+    std::string error;
+    auto id = twin_id(req->names(i), error);
+    if (!id) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "names[" + std::to_string(i) + "]: " + error});
+      return c.reactor();
+    }
+    s.fork.names.push_back(std::move(*id));
+  }
+  if (auto err = core::filter::parse(req->filter(), s.fork.where)) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "filter: " + filter_error(*err)});
+    return c.reactor();
+  }
+  if (auto why = privacy{c.who(), models_.get()}.refuses(s.fork.where)) {
+    c.finish({StatusCode::PERMISSION_DENIED, *why});
+    return c.reactor();
+  }
+  s.fork.below = req->below();
+  const int given = (s.fork.names.empty() ? 0 : 1) + (s.fork.where.matches_all() ? 0 : 1) +
+                    (s.fork.below.empty() ? 0 : 1);
+  if (given != 1) {
+    c.finish({StatusCode::INVALID_ARGUMENT,
+              "fork exactly one of: names (\"twins/{asset_id}\"), filter, or below (an "
+              "aggregate such as \"feeders/f1\")"});
+    return c.reactor();
+  }
+  auto& scenarios = scenarios_;
+  const bool queued = pool_.submit([c, resp, &scenarios, s = std::move(s)]() mutable {
+    std::shared_ptr<const scenario::scenario> made;
+    const auto o = scenarios.create(std::move(s), made);
+    if (o)
+      scenario_to_proto(*made, *resp);
+    c.finish(status_of(o));
+  });
+  if (!queued)
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::GetScenario(::grpc::CallbackServerContext* ctx,
+                                                          const v1::GetScenarioRequest* req,
+                                                          v1::Scenario* resp) {
+  call c{ctx, get_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  auto s = scenarios_.get(*id, tenant_of(c));
+  if (!s) {
+    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
+    return c.reactor();
+  }
+  scenario_to_proto(*s, *resp);
+  c.finish(Status::OK);
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::ListScenarios(::grpc::CallbackServerContext* ctx,
+                                                            const v1::ListScenariosRequest* req,
+                                                            v1::ListScenariosResponse* resp) {
+  call c{ctx, list_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  if (req->page_size() < 0) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "page_size must not be negative"});
+    return c.reactor();
+  }
+  const auto n = static_cast<size_t>(req->page_size() == 0 ? default_page
+                                                           : std::min(req->page_size(), max_page));
+  auto page = scenarios_.list(req->page_token(), n + 1, tenant_of(c));
+  if (page.size() > n) {
+    page.resize(n);
+    resp->set_next_page_token(page.back()->id);
+  }
+  for (const auto& s : page)
+    scenario_to_proto(*s, *resp->add_scenarios());
+  c.finish(Status::OK);
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::DeleteScenario(::grpc::CallbackServerContext* ctx,
+                                                             const v1::DeleteScenarioRequest* req,
+                                                             v1::DeleteScenarioResponse*) {
+  call c{ctx, delete_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  c.audit(backend_, std::string{service_prefix} + "DeleteScenario", req->name(), false);
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  c.finish(status_of(scenarios_.remove(*id, tenant_of(c))));
+  return c.reactor();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::AddScenarioInputs(
+    ::grpc::CallbackServerContext* ctx, const v1::AddScenarioInputsRequest* req,
+    v1::Scenario* resp) {
+  call c{ctx, add_inputs_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  c.audit(backend_, std::string{service_prefix} + "AddScenarioInputs", req->name(), false);
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  if (req->inputs_size() == 0 && !req->replace()) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "inputs: give at least one input"});
+    return c.reactor();
+  }
+  std::vector<core::scenario_input> inputs;
+  std::vector<std::string> raw;
+  const privacy guard{c.who(), models_.get()};
+  for (int i = 0; i < req->inputs_size(); ++i) {
+    auto in = input_from_proto(req->inputs(i), error);
+    if (!in) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "inputs[" + std::to_string(i) + "]." + error});
+      return c.reactor();
+    }
+    const core::filter* f = std::visit(
+        [](const auto& x) -> const core::filter* {
+          if constexpr (requires { x.twins.where; })
+            return &x.twins.where;
+          return nullptr;
+        },
+        *in);
+    if (f)
+      if (auto why = guard.refuses(*f)) {
+        c.finish({StatusCode::PERMISSION_DENIED, "inputs[" + std::to_string(i) + "]: " + *why});
+        return c.reactor();
+      }
+    inputs.push_back(std::move(*in));
+    raw.push_back(req->inputs(i).SerializeAsString());
+  }
+  std::shared_ptr<const scenario::scenario> s;
+  const auto o = scenarios_.add_inputs(*id, tenant_of(c), std::move(inputs), std::move(raw),
+                                       req->replace(), s);
+  if (o)
+    scenario_to_proto(*s, *resp);
+  c.finish(status_of(o));
+  return c.reactor();
+}
+
+::grpc::ServerWriteReactor<v1::RunScenarioProgress>* scenario_service::RunScenario(
+    ::grpc::CallbackServerContext* ctx, const v1::RunScenarioRequest* req) {
+  const auto started = std::chrono::steady_clock::now();
+  auto fail = [&](Status s) {
+    probe_.on_request(
+        "RunScenario", code_name(s.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    return new failed_stream<v1::RunScenarioProgress>(std::move(s));
+  };
+  auto who = caller_of(*ctx);
+  if (auto* gate = backend_.gate()) {
+    std::string principal = who ? who->subject : principal_for({}, ctx->peer());
+    if (auto s = admit_stream(*gate, *ctx, principal); !s.ok())
+      return fail(std::move(s));
+  }
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id)
+    return fail({StatusCode::INVALID_ARGUMENT, error});
+  if (req->horizon_ms() < 0 || req->step_ms() < 0)
+    return fail({StatusCode::INVALID_ARGUMENT, "horizon_ms and step_ms must not be negative"});
+  if (!std::isfinite(req->noise()) || req->noise() < 0 || req->noise() > 10)
+    return fail({StatusCode::INVALID_ARGUMENT, "noise must lie in 0..10 (standard deviations)"});
+  core::run_options opts;
+  if (req->horizon_ms() > 0)
+    opts.horizon_ms = req->horizon_ms();
+  if (req->step_ms() > 0)
+    opts.step_ms = req->step_ms();
+  if (opts.step_ms < 1000)
+    return fail({StatusCode::INVALID_ARGUMENT, "step_ms must be at least 1000 (1 s)"});
+  opts.noise = req->noise();
+  opts.seed = req->seed() == 0 ? 1 : req->seed();
+  if (req->kpis_size() > 64)
+    return fail({StatusCode::INVALID_ARGUMENT, "at most 64 kpis"});
+  for (const auto& k : req->kpis()) {
+    if (k.aggregate().empty() || k.measure().empty())
+      return fail({StatusCode::INVALID_ARGUMENT, "each kpi names an aggregate and a measure"});
+    opts.kpis.push_back(core::kpi_ref{k.aggregate(), k.measure()});
+  }
+  const std::string tenant = who ? who->tenant : std::string{};
+  auto stream = std::make_shared<run_stream>(probe_, false);
+  stream->self_ = stream;
+  std::weak_ptr<run_stream> weak = stream;
+  {
+    auto e = audit_entry_of(who, std::string{service_prefix} + "RunScenario", req->name());
+    e.time_ms = wall_ms();
+    e.code = "OK";
+    backend_.audit(std::move(e));
+  }
+  const auto o = scenarios_.start_run(
+      *id, tenant, std::move(opts),
+      [weak](uint64_t done, uint64_t total, double speed) {
+        if (auto s = weak.lock())
+          s->on_progress(done, total, speed);
+      },
+      [stream](const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
+        stream->on_done(o, std::move(s));
+      },
+      [weak] {
+        auto s = weak.lock();
+        return !s || s->cancelled();
+      });
+  if (!o) {
+    stream->self_.reset();
+    return fail(status_of(o));
+  }
+  return stream.get();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::GetScenarioResult(
+    ::grpc::CallbackServerContext* ctx, const v1::GetScenarioResultRequest* req,
+    v1::ScenarioResult* resp) {
+  call c{ctx, result_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  const auto tenant = tenant_of(c);
+  auto s = scenarios_.get(*id, tenant);
+  if (!s) {
+    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
+    return c.reactor();
+  }
+  if (!s->last) {
+    c.finish({StatusCode::FAILED_PRECONDITION,
+              "scenario \"" + req->name() + "\" has no result yet (" +
+                  scenario::to_string(s->state) + (s->error.empty() ? "" : ": " + s->error) +
+                  "); run it with RunScenario"});
+    return c.reactor();
+  }
+  std::shared_ptr<const scenario::scenario> other;
+  if (!req->compare_with().empty()) {
+    auto other_id = parse_scenario_name(req->compare_with(), error);
+    if (!other_id) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "compare_with: " + error});
+      return c.reactor();
+    }
+    other = scenarios_.get(*other_id, tenant);
+    if (!other) {
+      c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->compare_with() + "\" does not exist"});
+      return c.reactor();
+    }
+    if (!other->last) {
+      c.finish({StatusCode::FAILED_PRECONDITION,
+                "scenario \"" + req->compare_with() + "\" has no result to compare with"});
+      return c.reactor();
+    }
+  }
+  result_to_proto(*s, *s->last, other.get(), req->summary_only(), *resp);
+  c.finish(Status::OK);
+  return c.reactor();
+}
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,77 @@
+#pragma once
+
+// fleettwin.v1.ScenarioService: what-if scenarios over this node's twins
+// (services/scenario/scenario_registry.hpp holds them and runs them).
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "actors/core/scenario.hpp"
+#include "fleettwin/v1/scenario.grpc.pb.h"
+#include "services/grpc/caller_scope.hpp"
+#include "services/grpc/query_pool.hpp"
+#include "services/grpc/twin_service.hpp"
+#include "services/metrics/metrics.hpp"
+#include "services/scenario/scenario_registry.hpp"
+
+namespace fleettwin::grpc_api {
+
+/// The input a message describes; nullopt with what to fix otherwise.
+std::optional<core::scenario_input> input_from_proto(const fleettwin::v1::ScenarioInput& p,
+                                                     std::string& error);
+
+void scenario_to_proto(const scenario::scenario& s, fleettwin::v1::Scenario& out);
+
+/// The result of a scenario's last run against `other` (another scenario's
+/// run; null: its own baseline).
+void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& run,
+                     const scenario::scenario* other, bool summary_only,
+                     fleettwin::v1::ScenarioResult& out);
+
+class scenario_service final : public fleettwin::v1::ScenarioService::CallbackService {
+public:
+  /// `models` (may be null): which properties are sensitive (filters over them
+  /// need the right to read them).
+  scenario_service(scenario::registry& scenarios, twin_backend& backend, query_pool& pool,
+                   metrics::grpc_probe& probe,
+                   std::shared_ptr<runtime::models_holder> models = nullptr);
+
+  ::grpc::ServerUnaryReactor* CreateScenario(::grpc::CallbackServerContext* ctx,
+                                             const fleettwin::v1::CreateScenarioRequest* req,
+                                             fleettwin::v1::Scenario* resp) override;
+  ::grpc::ServerUnaryReactor* GetScenario(::grpc::CallbackServerContext* ctx,
+                                          const fleettwin::v1::GetScenarioRequest* req,
+                                          fleettwin::v1::Scenario* resp) override;
+  ::grpc::ServerUnaryReactor* ListScenarios(::grpc::CallbackServerContext* ctx,
+                                            const fleettwin::v1::ListScenariosRequest* req,
+                                            fleettwin::v1::ListScenariosResponse* resp) override;
+  ::grpc::ServerUnaryReactor* DeleteScenario(::grpc::CallbackServerContext* ctx,
+                                             const fleettwin::v1::DeleteScenarioRequest* req,
+                                             fleettwin::v1::DeleteScenarioResponse* resp) override;
+  ::grpc::ServerUnaryReactor* AddScenarioInputs(::grpc::CallbackServerContext* ctx,
+                                                const fleettwin::v1::AddScenarioInputsRequest* req,
+                                                fleettwin::v1::Scenario* resp) override;
+  ::grpc::ServerWriteReactor<fleettwin::v1::RunScenarioProgress>* RunScenario(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::RunScenarioRequest* req) override;
+  ::grpc::ServerUnaryReactor* GetScenarioResult(::grpc::CallbackServerContext* ctx,
+                                                const fleettwin::v1::GetScenarioResultRequest* req,
+                                                fleettwin::v1::ScenarioResult* resp) override;
+
+private:
+  scenario::registry& scenarios_;
+  twin_backend& backend_;
+  query_pool& pool_;
+  metrics::grpc_probe& probe_;
+  std::shared_ptr<runtime::models_holder> models_;
+  metrics::method_probe& create_;
+  metrics::method_probe& get_;
+  metrics::method_probe& list_;
+  metrics::method_probe& delete_;
+  metrics::method_probe& add_inputs_;
+  metrics::method_probe& result_;
+};
+
+}  // namespace fleettwin::grpc_api

@@ -1,0 +1,72 @@
+// What-if scenarios on a node: the registry (services/scenario), its gRPC
+// service and its gauges.
+
+#include "services/node/node.hpp"
+
+namespace fleettwin::node {
+
+void node::start_scenarios() {
+  scenario::world_sources src;
+  src.store = store_.get();
+  src.partition_of = [this](const std::string& id, std::string& why) -> std::optional<int32_t> {
+    auto r = route_asset(id, why);
+    if (!r)
+      return std::nullopt;
+    return r->partition;
+  };
+  src.local_partitions = [this] { return local_partitions(); };
+  if (auto kinds = asset_cfg_->kinds)
+    src.kinds = [kinds] { return kinds->get(); };
+  if (auto models = asset_cfg_->models)
+    src.models = [models] { return models->get(); };
+  src.stale_after_ms = cfg_.stale_after_ms;
+  scenario::registry_limits limits;
+  limits.max_scenarios = cfg_.scenario_max;
+  limits.max_twins = cfg_.scenario_max_twins;
+  limits.max_running = cfg_.scenario_max_running;
+  scenarios_ = std::make_shared<scenario::registry>(std::move(src), limits);
+  scenario_service_ = std::make_unique<grpc_api::scenario_service>(
+      *scenarios_, *this, *pool_, metrics_->grpc(), asset_cfg_->models);
+
+  // The gauges read the registry while it lives (it goes when the node stops).
+  std::weak_ptr<scenario::registry> weak = scenarios_;
+  auto gauge = [weak](auto read) {
+    return [weak, read] {
+      std::vector<metrics::gauge_sample> out;
+      if (auto s = weak.lock())
+        out.push_back({{}, static_cast<double>(read(*s))});
+      return out;
+    };
+  };
+  metrics_->add_scrape_gauges({
+      {"fleettwin_scenarios", "What-if scenarios this node holds",
+       gauge([](const scenario::registry& s) { return s.size(); })},
+      {"fleettwin_scenario_runs_in_progress", "Scenario runs in progress on this node",
+       gauge([](const scenario::registry& s) { return s.running(); })},
+      {"fleettwin_scenario_memory_bytes",
+       "Bytes the scenarios hold in memory (inputs and results; their twins stay in a "
+       "RocksDB snapshot, copy-on-write)",
+       gauge([](const scenario::registry& s) { return s.memory_bytes(); })},
+      {"fleettwin_scenario_speed_ratio",
+       "Virtual time simulated per second of wall time by the last scenario run that "
+       "finished (x real time)",
+       gauge([](const scenario::registry& s) { return s.last_speed(); })},
+      {"fleettwin_scenario_runs_total",
+       "Scenario runs that ended, by outcome (done, failed, "
+       "cancelled)",
+       [weak] {
+         std::vector<metrics::gauge_sample> out;
+         auto s = weak.lock();
+         if (!s)
+           return out;
+         const auto runs = s->runs();
+         const char* names[] = {"done", "failed", "cancelled"};
+         for (size_t i = 0; i < runs.size(); ++i)
+           out.push_back({{{"outcome", names[i]}}, static_cast<double>(runs[i])});
+         return out;
+       },
+       true},
+  });
+}
+
+}  // namespace fleettwin::node

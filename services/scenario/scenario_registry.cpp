@@ -1,0 +1,522 @@
+#include "services/scenario/scenario_registry.hpp"
+
+#include <bit>
+#include <chrono>
+#include <deque>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+namespace fleettwin::scenario {
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t result_bytes(const core::run_result& r) {
+  uint64_t n = sizeof r + r.times.size() * sizeof(int64_t);
+  for (const auto& k : r.kpis)
+    n += sizeof k + k.ref.aggregate.size() + k.ref.measure.size() +
+         k.values.size() * sizeof(std::optional<double>);
+  for (const auto& a : r.alerts)
+    n += sizeof a + a.twin.size() + a.property.size();
+  for (const auto& f : r.failures)
+    n += sizeof f + f.twin.size() + f.property.size();
+  return n;
+}
+
+outcome fail(failure code, std::string message) {
+  return outcome{code, std::move(message)};
+}
+
+}  // namespace
+
+const char* to_string(run_state s) {
+  switch (s) {
+    case run_state::created:
+      return "created";
+    case run_state::running:
+      return "running";
+    case run_state::done:
+      return "done";
+    case run_state::failed:
+      return "failed";
+  }
+  return "created";
+}
+
+uint64_t scenario::memory_bytes() const {
+  uint64_t n = sizeof *this + id.size() + description.size() + owner.size() + tenant.size() +
+               fork.below.size() + fork.where.text().size() + error.size() +
+               partitions.size() * sizeof(int32_t);
+  for (const auto& name : fork.names)
+    n += sizeof name + name.size();
+  for (const auto& raw : raw_inputs)
+    n += sizeof raw + 2 * raw.size();  // the raw bytes, and the parsed input about as much
+  if (last)
+    n += sizeof *last + result_bytes(last->baseline) + result_bytes(last->scenario);
+  return n;
+}
+
+std::optional<std::string> validate_id(std::string_view id) {
+  if (id.empty() || id.size() > 64)
+    return "a scenario id has 1 to 64 characters";
+  for (char c : id)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+      return "a scenario id has only lowercase letters, digits and '-' (\"" + std::string{id} +
+             "\")";
+  if (id.front() == '-')
+    return std::string{"a scenario id starts with a letter or digit"};
+  return std::nullopt;
+}
+
+registry::registry(world_sources sources, registry_limits limits)
+    : src_(std::move(sources)), limits_(limits) {}
+
+registry::~registry() {
+  decltype(threads_) threads;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    for (auto& [id, stop] : stops_)
+      stop->store(true);
+    threads.swap(threads_);
+  }
+  for (auto& [finished, t] : threads)
+    t.join();
+}
+
+outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
+  if (auto why = validate_id(s.id))
+    return fail(failure::invalid, *why);
+  const int given = (s.fork.names.empty() ? 0 : 1) + (s.fork.where.matches_all() ? 0 : 1) +
+                    (s.fork.below.empty() ? 0 : 1);
+  if (given != 1)
+    return fail(failure::invalid,
+                "fork exactly one of: names (twins/{asset_id}), a filter, or below (an aggregate)");
+  if (s.fork.names.size() > limits_.max_twins)
+    return fail(failure::exhausted, "a scenario forks at most " +
+                                        std::to_string(limits_.max_twins) + " twins (" +
+                                        std::to_string(s.fork.names.size()) + " named)");
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (scenarios_.count(s.id))
+      return fail(failure::exists, "scenario \"scenarios/" + s.id + "\" exists already");
+    if (scenarios_.size() >= limits_.max_scenarios)
+      return fail(failure::exhausted, "this node holds " + std::to_string(scenarios_.size()) +
+                                          " scenarios, its limit (--scenario-max); delete one");
+  }
+  s.snapshot = src_.store->pin();
+  s.partitions = src_.local_partitions();
+  s.created_ms = s.snapshot->taken_ms;
+  // Check what the fork selects, without holding it: named twins and the
+  // aggregate exist here; a filter matches something and not too much.
+  std::string error;
+  core::twin tw;
+  for (const auto& name : s.fork.names) {
+    std::string why;
+    const auto p = src_.partition_of(name, why);
+    if (!p)
+      return fail(failure::unavailable, "twin \"" + name + "\": " + why);
+    const auto st = src_.store->read_twin(*s.snapshot, *p, name, tw, error);
+    if (st == runtime::load_status::failed)
+      return fail(failure::unavailable, error);
+    if (st == runtime::load_status::missing || tw.empty() ||
+        (!s.tenant.empty() && tw.tenant != s.tenant))
+      return fail(failure::not_found, "twin \"twins/" + name + "\" does not exist");
+  }
+  if (!s.fork.below.empty()) {
+    std::string why;
+    const auto p = src_.partition_of(s.fork.below, why);
+    if (!p)
+      return fail(failure::unavailable, "aggregate \"" + s.fork.below + "\": " + why);
+    runtime::stored_aggregate stored;
+    const auto st = src_.store->read_aggregate(*s.snapshot, *p, s.fork.below, stored, error);
+    if (st == runtime::load_status::failed)
+      return fail(failure::unavailable, error);
+    if (st == runtime::load_status::missing ||
+        (!s.tenant.empty() && stored.header.tenant != s.tenant))
+      return fail(failure::not_found, "aggregate \"" + s.fork.below + "\" does not exist");
+    if (stored.header.twins > limits_.max_twins)
+      return fail(failure::exhausted, "\"" + s.fork.below + "\" has " +
+                                          std::to_string(stored.header.twins) +
+                                          " twins below it; a scenario forks at most " +
+                                          std::to_string(limits_.max_twins));
+  }
+  if (!s.fork.where.matches_all()) {
+    size_t matched = 0;
+    const int64_t at = s.snapshot->taken_ms;
+    src_.store->list_twins(
+        s.partitions, "",
+        [&](const core::twin& t) {
+          if ((s.tenant.empty() || t.tenant == s.tenant) &&
+              s.fork.where.matches(t, at, src_.stale_after_ms))
+            ++matched;
+          return false;  // counted, not kept
+        },
+        0, 0, error, s.snapshot.get());
+    if (!error.empty())
+      return fail(failure::unavailable, error);
+    if (matched == 0)
+      return fail(failure::invalid, "the filter matches no twin of this node");
+    if (matched > limits_.max_twins)
+      return fail(failure::exhausted, "the filter matches " + std::to_string(matched) +
+                                          " twins; a scenario forks at most " +
+                                          std::to_string(limits_.max_twins));
+  }
+  auto made = std::make_shared<const scenario>(std::move(s));
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (!scenarios_.emplace(made->id, made).second)
+    return fail(failure::exists, "scenario \"scenarios/" + made->id + "\" exists already");
+  if (scenarios_.size() > limits_.max_scenarios) {
+    scenarios_.erase(made->id);
+    return fail(failure::exhausted, "this node holds its limit of scenarios (--scenario-max)");
+  }
+  out = made;
+  return {};
+}
+
+std::shared_ptr<const scenario> registry::get(const std::string& id,
+                                              const std::string& tenant) const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  const auto it = scenarios_.find(id);
+  if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
+    return nullptr;
+  return it->second;
+}
+
+std::vector<std::shared_ptr<const scenario>> registry::list(const std::string& after, size_t n,
+                                                            const std::string& tenant) const {
+  std::vector<std::shared_ptr<const scenario>> out;
+  std::lock_guard<std::mutex> guard{mutex_};
+  for (auto it = scenarios_.upper_bound(after); it != scenarios_.end() && out.size() < n; ++it)
+    if (tenant.empty() || it->second->tenant == tenant)
+      out.push_back(it->second);
+  return out;
+}
+
+outcome registry::remove(const std::string& id, const std::string& tenant) {
+  std::shared_ptr<const scenario> gone;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    const auto it = scenarios_.find(id);
+    if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
+      return fail(failure::not_found, "scenario \"scenarios/" + id + "\" does not exist");
+    gone = std::move(it->second);
+    scenarios_.erase(it);
+    if (const auto s = stops_.find(id); s != stops_.end())
+      s->second->store(true);
+  }
+  // The snapshot is released with the last reference (a run in progress
+  // holds one until it stops).
+  return {};
+}
+
+outcome registry::add_inputs(const std::string& id, const std::string& tenant,
+                             std::vector<core::scenario_input> inputs, std::vector<std::string> raw,
+                             bool replace, std::shared_ptr<const scenario>& out) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  const auto it = scenarios_.find(id);
+  if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
+    return fail(failure::not_found, "scenario \"scenarios/" + id + "\" does not exist");
+  if (it->second->state == run_state::running)
+    return fail(failure::busy,
+                "scenario \"scenarios/" + id + "\" is running; add inputs when the run ends");
+  auto next = std::make_shared<scenario>(*it->second);
+  if (replace) {
+    next->inputs.clear();
+    next->raw_inputs.clear();
+  }
+  if (next->inputs.size() + inputs.size() > limits_.max_inputs)
+    return fail(failure::exhausted,
+                "a scenario has at most " + std::to_string(limits_.max_inputs) + " inputs");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    next->inputs.push_back(std::move(inputs[i]));
+    next->raw_inputs.push_back(i < raw.size() ? std::move(raw[i]) : std::string{});
+  }
+  it->second = next;
+  out = next;
+  return {};
+}
+
+outcome registry::start_run(const std::string& id, const std::string& tenant,
+                            core::run_options opts, run_progress progress, run_done done,
+                            std::function<bool()> cancelled) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  const auto it = scenarios_.find(id);
+  if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
+    return fail(failure::not_found, "scenario \"scenarios/" + id + "\" does not exist");
+  if (it->second->state == run_state::running)
+    return fail(failure::busy, "scenario \"scenarios/" + id + "\" is running already");
+  if (stops_.size() >= limits_.max_running)
+    return fail(failure::exhausted, std::to_string(stops_.size()) +
+                                        " scenario run(s) in progress, this node's limit "
+                                        "(--scenario-max-running); try again when one ends");
+  const uint64_t steps =
+      static_cast<uint64_t>(opts.horizon_ms / std::max<int64_t>(1, opts.step_ms));
+  if (steps == 0)
+    return fail(failure::invalid, "the horizon must be at least one step");
+  if (2 * steps > limits_.max_steps)
+    return fail(failure::invalid, "the run takes " + std::to_string(steps) + " steps; at most " +
+                                      std::to_string(limits_.max_steps / 2) +
+                                      " (a longer step or a shorter horizon)");
+  auto running = std::make_shared<scenario>(*it->second);
+  running->state = run_state::running;
+  running->error.clear();
+  it->second = running;
+  auto stop = std::make_shared<std::atomic<bool>>(false);
+  stops_.emplace(id, stop);
+  // Threads of runs that ended are joined here (they are done or nearly).
+  std::erase_if(threads_, [](auto& t) {
+    if (!t.first->load())
+      return false;
+    t.second.join();
+    return true;
+  });
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  threads_.emplace_back(
+      finished,
+      std::thread{[this, running, opts = std::move(opts), progress = std::move(progress),
+                   done = std::move(done), cancelled = std::move(cancelled), finished]() mutable {
+        execute(running, std::move(opts), std::move(progress), std::move(done),
+                std::move(cancelled), finished);
+      }});
+  return {};
+}
+
+void registry::execute(std::shared_ptr<const scenario> s, core::run_options opts,
+                       run_progress progress, run_done done, std::function<bool()> cancelled,
+                       std::shared_ptr<std::atomic<bool>> finished) {
+  std::shared_ptr<std::atomic<bool>> stop;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    stop = stops_.at(s->id);
+  }
+  const uint64_t steps = static_cast<uint64_t>(opts.horizon_ms / opts.step_ms);
+  const auto began = std::chrono::steady_clock::now();
+  auto seconds_since = [](auto t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  auto stopped = [&] { return stop->load() || (cancelled && cancelled()); };
+  auto report = [&](uint64_t offset) {
+    return [&, offset](uint64_t step, uint64_t) {
+      const double elapsed = std::max(1e-6, seconds_since(began));
+      const double virtual_ms = static_cast<double>((offset + step) * opts.step_ms);
+      if (progress)
+        progress(offset + step, 2 * steps, virtual_ms / 1000.0 / elapsed);
+      return !stopped();
+    };
+  };
+  auto result = std::make_shared<run_outcome>();
+  result->options = opts;
+  outcome o;
+  {
+    core::scenario_world w;
+    o = load_world(*s, w);
+    if (o) {
+      const auto t = std::chrono::steady_clock::now();
+      result->baseline = core::run(w, {}, opts, report(0));
+      result->base_wall_s = seconds_since(t);
+    }
+  }
+  if (o && !stopped()) {
+    core::scenario_world w;
+    o = load_world(*s, w);
+    if (o) {
+      if (auto err = core::prepare(w, s->inputs)) {
+        o = fail(failure::invalid, "input " + std::to_string(err->index + 1) + " (" +
+                                       core::describe(s->inputs[err->index]) +
+                                       "): " + err->message);
+      } else if (w.twins.size() > limits_.max_twins) {
+        o = fail(failure::exhausted, "with its inputs the scenario holds " +
+                                         std::to_string(w.twins.size()) + " twins; at most " +
+                                         std::to_string(limits_.max_twins));
+      } else {
+        const auto t = std::chrono::steady_clock::now();
+        result->scenario = core::run(w, s->inputs, opts, report(steps));
+        result->wall_s = seconds_since(t);
+      }
+    }
+  }
+  const bool was_stopped = o && stopped();
+  if (was_stopped)
+    o = fail(failure::unavailable, stop->load() ? "the scenario was deleted or the node stopped"
+                                                : "the client cancelled the run");
+  result->finished_ms = wall_ms();
+  std::shared_ptr<const scenario> after;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    stops_.erase(s->id);
+    const auto it = scenarios_.find(s->id);
+    if (it != scenarios_.end()) {
+      auto next = std::make_shared<scenario>(*it->second);
+      next->state = o ? run_state::done : run_state::failed;
+      next->error = o ? std::string{} : o.message;
+      if (o)
+        next->last = result;
+      it->second = next;
+      after = next;
+    }
+    runs_[o ? 0 : was_stopped ? 2 : 1].fetch_add(1);
+    if (o) {
+      const double total_s = result->base_wall_s + result->wall_s;
+      const double speed =
+          total_s > 0 ? 2.0 * static_cast<double>(opts.horizon_ms) / 1000.0 / total_s : 0;
+      last_speed_bits_.store(std::bit_cast<uint64_t>(speed));
+    }
+  }
+  if (!o)
+    spdlog::info("scenario {}: run failed: {}", s->id, o.message);
+  if (done)
+    done(o, after);
+  finished->store(true);
+}
+
+outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
+  auto kinds = src_.kinds ? src_.kinds() : nullptr;
+  w.kinds = kinds ? kinds : std::make_shared<const core::kind_registry>();
+  if (auto models = src_.models ? src_.models() : nullptr)
+    w.models = *models;
+  w.start_ms = s.snapshot->taken_ms;
+  w.stale_after_ms = src_.stale_after_ms;
+  std::string error;
+  const auto& at = *s.snapshot;
+  auto visible = [&](const core::twin& tw) {
+    return !tw.empty() && (s.tenant.empty() || tw.tenant == s.tenant);
+  };
+  auto read = [&](const std::string& id, core::twin& tw, bool& found) -> outcome {
+    std::string why;
+    const auto p = src_.partition_of(id, why);
+    if (!p)
+      return fail(failure::unavailable, "twin \"" + id + "\": " + why);
+    const auto st = src_.store->read_twin(at, *p, id, tw, error);
+    if (st == runtime::load_status::failed)
+      return fail(failure::unavailable, error);
+    found = st == runtime::load_status::found;
+    return {};
+  };
+  auto keep = [&](core::twin&& tw) -> outcome {
+    if (w.twins.size() >= limits_.max_twins)
+      return fail(failure::exhausted,
+                  "the fork holds more than " + std::to_string(limits_.max_twins) + " twins");
+    const std::string id = tw.asset_id;
+    w.twins.emplace(id, std::move(tw));
+    return {};
+  };
+  std::deque<std::string> above;
+  if (!s.fork.names.empty()) {
+    for (const auto& name : s.fork.names) {
+      core::twin tw;
+      bool found = false;
+      if (auto o = read(name, tw, found); !o)
+        return o;
+      if (!found || !visible(tw))
+        return fail(failure::not_found, "twin \"twins/" + name + "\" no longer exists");
+      if (auto o = keep(std::move(tw)); !o)
+        return o;
+    }
+  } else if (!s.fork.below.empty()) {
+    std::string why;
+    const auto p = src_.partition_of(s.fork.below, why);
+    if (!p)
+      return fail(failure::unavailable, "aggregate \"" + s.fork.below + "\": " + why);
+    runtime::stored_aggregate stored;
+    if (src_.store->read_aggregate(at, *p, s.fork.below, stored, error) ==
+        runtime::load_status::failed)
+      return fail(failure::unavailable, error);
+    for (const auto& [id, entry] : stored.members) {
+      if (!entry.twin)
+        continue;
+      core::twin tw;
+      bool found = false;
+      if (auto o = read(id, tw, found); !o)
+        return o;
+      if (found && visible(tw))
+        if (auto o = keep(std::move(tw)); !o)
+          return o;
+    }
+    above.push_back(s.fork.below);
+  } else {
+    const int64_t now = s.snapshot->taken_ms;
+    auto page = src_.store->list_twins(
+        s.partitions, "",
+        [&](const core::twin& t) {
+          return visible(t) && s.fork.where.matches(t, now, src_.stale_after_ms);
+        },
+        limits_.max_twins + 1, 0, error, &at);
+    if (!error.empty())
+      return fail(failure::unavailable, error);
+    for (auto& tw : page.twins)
+      if (auto o = keep(std::move(tw)); !o)
+        return o;
+  }
+  // The aggregates above the twins, as the snapshot saw them: their members
+  // outside the fork keep the values they had.
+  for (const auto& [id, tw] : w.twins)
+    for (const auto& r : tw.relations)
+      above.push_back(r.parent);
+  std::set<std::string, std::less<>> seen;
+  while (!above.empty()) {
+    std::string id = std::move(above.front());
+    above.pop_front();
+    if (!seen.insert(id).second)
+      continue;
+    const auto* kind = w.kinds->kind_of(id);
+    std::string why;
+    const auto p = kind ? src_.partition_of(id, why) : std::nullopt;
+    if (!p)
+      continue;  // another node's, or no longer a kind: the roll-up stops below it
+    runtime::stored_aggregate stored;
+    if (src_.store->read_aggregate(at, *p, id, stored, error) == runtime::load_status::failed)
+      return fail(failure::unavailable, error);
+    core::scenario_aggregate a{
+        core::twin{},
+        core::aggregate{id, w.kinds->kinds().at(kind->def.name), src_.stale_after_ms}};
+    for (auto& [member, entry] : stored.members)
+      a.agg.restore(member, std::move(entry));
+    // A tenant's scenario sees only aggregates of its own twins.
+    if (!s.tenant.empty() && a.agg.twins() > 0 && a.agg.tenant() != s.tenant)
+      continue;
+    bool found = false;
+    if (auto o = read(id, a.entity, found); !o)
+      return o;
+    if (!found)
+      a.entity = core::twin{};
+    a.entity.asset_id = id;
+    for (const auto& r : a.entity.relations)
+      above.push_back(r.parent);
+    w.aggregates.emplace(id, std::move(a));
+  }
+  return {};
+}
+
+size_t registry::size() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  return scenarios_.size();
+}
+
+size_t registry::running() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  return stops_.size();
+}
+
+uint64_t registry::memory_bytes() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  uint64_t n = 0;
+  for (const auto& [id, s] : scenarios_)
+    n += s->memory_bytes();
+  return n;
+}
+
+double registry::last_speed() const {
+  return std::bit_cast<double>(last_speed_bits_.load());
+}
+
+std::array<uint64_t, 3> registry::runs() const {
+  return {runs_[0].load(), runs_[1].load(), runs_[2].load()};
+}
+
+}  // namespace fleettwin::scenario
