@@ -203,6 +203,10 @@ std::optional<std::string> apply_add(scenario_world& w, const add_twins_input& a
   if (a.prefix.empty())
     return std::string{"name a prefix for the new twins' ids"};
   const twin base = tmpl->second;
+  limits lim;
+  for (const auto& [k, v] : a.attributes)
+    if (auto err = validate_name(k, lim, "attribute"))
+      return err;
   for (uint32_t n = 1; n <= a.count; ++n) {
     std::string id = a.prefix + std::to_string(n);
     if (auto err = check_parent(w, id, a.parent, a.type))
@@ -211,6 +215,8 @@ std::optional<std::string> apply_add(scenario_world& w, const add_twins_input& a
       return "twin \"" + id + "\" exists already";
     twin tw = base;
     tw.asset_id = id;
+    for (const auto& [k, v] : a.attributes)
+      tw.attributes[k] = v;
     tw.relations = reparent(base.relations, a.parent, a.type);
     auto& stored = w.twins.emplace(id, std::move(tw)).first->second;
     relate(w, stored, {}, queue);
@@ -562,6 +568,16 @@ void connect(scenario_world& w) {
   for (const auto& [id, tw] : w.twins)
     if (!tw.relations.empty())
       relate(w, tw, none, queue);
+  for (const auto& f : w.frozen) {
+    child_change c;
+    c.child = f.id;
+    c.before = &none;
+    c.after = &f.relations;
+    c.self = member_delta{f.id, true, true, 0, f.values, {}};
+    c.self_changed = true;
+    c.origin_ms = w.start_ms;
+    route(c, queue);
+  }
   run_result ignored;
   deliver(w, queue, w.start_ms, ignored);
 }
@@ -600,8 +616,12 @@ std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario
     err = pass([&](const scenario_input& in) -> std::optional<std::string> {
       return std::visit(
           [&](const auto& x) -> std::optional<std::string> {
-            if constexpr (requires { x.twins.names; })
-              return select(w, x.twins, ids);
+            if constexpr (requires { x.twins.names; }) {
+              if (auto err = select(w, x.twins, ids))
+                return err;
+              if (ids.empty())
+                return "selects no twin of the scenario (" + selection_text(x.twins) + ")";
+            }
             return std::nullopt;
           },
           in);

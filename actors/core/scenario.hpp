@@ -97,6 +97,9 @@ struct add_twins_input {
   std::string prefix;
   std::string parent;
   std::string type;
+  /// Attributes the new twins get (over the template's): what selects them in
+  /// other inputs' filters.
+  std::vector<std::pair<std::string, std::string>> attributes;
 };
 
 /// Re-parents twins: their relation of `type` goes to `parent` (added if
@@ -128,10 +131,20 @@ struct scenario_aggregate {
   aggregate agg;
 };
 
+/// A twin outside the fork that a forked aggregate counts: it keeps the view
+/// it had when forked.
+struct frozen_member {
+  std::string id;
+  relation_list relations;
+  member_values values;
+};
+
 /// The forked state a run starts from.
 struct scenario_world {
   /// The fork's twins, by id.
   std::map<std::string, twin, std::less<>> twins;
+  /// Other twins below the fork's aggregates (see frozen_member).
+  std::vector<frozen_member> frozen;
   /// The aggregates above them (those the fork could read), by id.
   std::map<std::string, scenario_aggregate, std::less<>> aggregates;
   std::shared_ptr<const kind_registry> kinds;
@@ -217,9 +230,8 @@ struct input_error {
   std::string message;
 };
 
-/// Relates every aggregate and twin of a world built from twins alone to
-/// its parents, so that the (empty) aggregates hold what their forked
-/// members report: the fork of a whole subtree.
+/// Relates every aggregate, twin and frozen member of a world to its parents,
+/// so that its (empty) aggregates hold what their members report.
 void connect(scenario_world& w);
 
 /// Applies the inputs that change the world itself (desired values, new

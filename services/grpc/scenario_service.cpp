@@ -305,6 +305,9 @@ std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
       in.prefix = q.id_prefix();
       in.parent = q.parent();
       in.type = q.relation_type();
+      for (const auto& [k, v] : q.attributes())
+        in.attributes.emplace_back(k, v);
+      std::sort(in.attributes.begin(), in.attributes.end());
       return in;
     }
     case v1::ScenarioInput::kMove: {

@@ -1,8 +1,8 @@
 #include "services/scenario/scenario_registry.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
-#include <deque>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -382,114 +382,154 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
     w.models = *models;
   w.start_ms = s.snapshot->taken_ms;
   w.stale_after_ms = src_.stale_after_ms;
-  std::string error;
   const auto& at = *s.snapshot;
-  auto visible = [&](const core::twin& tw) {
-    return !tw.empty() && (s.tenant.empty() || tw.tenant == s.tenant);
-  };
-  auto read = [&](const std::string& id, core::twin& tw, bool& found) -> outcome {
-    std::string why;
-    const auto p = src_.partition_of(id, why);
-    if (!p)
-      return fail(failure::unavailable, "twin \"" + id + "\": " + why);
-    const auto st = src_.store->read_twin(at, *p, id, tw, error);
-    if (st == runtime::load_status::failed)
-      return fail(failure::unavailable, error);
-    found = st == runtime::load_status::found;
-    return {};
-  };
-  auto keep = [&](core::twin&& tw) -> outcome {
-    if (w.twins.size() >= limits_.max_twins)
-      return fail(failure::exhausted,
-                  "the fork holds more than " + std::to_string(limits_.max_twins) + " twins");
-    const std::string id = tw.asset_id;
-    w.twins.emplace(id, std::move(tw));
-    return {};
-  };
-  std::deque<std::string> above;
-  if (!s.fork.names.empty()) {
-    for (const auto& name : s.fork.names) {
-      core::twin tw;
-      bool found = false;
-      if (auto o = read(name, tw, found); !o)
-        return o;
-      if (!found || !visible(tw))
-        return fail(failure::not_found, "twin \"twins/" + name + "\" no longer exists");
-      if (auto o = keep(std::move(tw)); !o)
-        return o;
-    }
-  } else if (!s.fork.below.empty()) {
-    std::string why;
-    const auto p = src_.partition_of(s.fork.below, why);
-    if (!p)
-      return fail(failure::unavailable, "aggregate \"" + s.fork.below + "\": " + why);
-    runtime::stored_aggregate stored;
-    if (src_.store->read_aggregate(at, *p, s.fork.below, stored, error) ==
-        runtime::load_status::failed)
-      return fail(failure::unavailable, error);
-    for (const auto& [id, entry] : stored.members) {
-      if (!entry.twin)
-        continue;
-      core::twin tw;
-      bool found = false;
-      if (auto o = read(id, tw, found); !o)
-        return o;
-      if (found && visible(tw))
-        if (auto o = keep(std::move(tw)); !o)
-          return o;
-    }
-    above.push_back(s.fork.below);
-  } else {
-    const int64_t now = s.snapshot->taken_ms;
-    auto page = src_.store->list_twins(
+  const auto& fields = w.kinds->fields();
+  std::string error;
+
+  // The aggregates' own records (attributes, relations to their parents).
+  std::map<std::string, core::twin, std::less<>> entities;
+  {
+    std::vector<std::string> ids;
+    src_.store->list_aggregates(
         s.partitions, "",
-        [&](const core::twin& t) {
-          return visible(t) && s.fork.where.matches(t, now, src_.stale_after_ms);
+        [&](const core::aggregate_header& h) {
+          ids.push_back(h.id);
+          return false;
         },
-        limits_.max_twins + 1, 0, error, &at);
+        0, 0, error, &at);
     if (!error.empty())
       return fail(failure::unavailable, error);
-    for (auto& tw : page.twins)
-      if (auto o = keep(std::move(tw)); !o)
-        return o;
+    for (auto& id : ids) {
+      std::string why;
+      const auto p = src_.partition_of(id, why);
+      if (!p)
+        continue;
+      core::twin e;
+      if (src_.store->read_twin(at, *p, id, e, error) == runtime::load_status::failed)
+        return fail(failure::unavailable, error);
+      e.asset_id = id;
+      entities.emplace(std::move(id), std::move(e));
+    }
   }
-  // The aggregates above the twins, as the snapshot saw them: their members
-  // outside the fork keep the values they had.
+  // Whether an aggregate is `target` or lies below it (memoised).
+  std::map<std::string, bool, std::less<>> memo;
+  std::function<bool(const std::string&, const std::set<std::string, std::less<>>&, int)> reaches =
+      [&](const std::string& id, const std::set<std::string, std::less<>>& targets, int depth) {
+        if (targets.count(id))
+          return true;
+        if (depth > 32)
+          return false;  // deeper than any relation graph may be
+        if (auto m = memo.find(id); m != memo.end())
+          return m->second;
+        bool r = false;
+        if (auto e = entities.find(id); e != entities.end())
+          for (const auto& rel : e->second.relations)
+            if (reaches(rel.parent, targets, depth + 1)) {
+              r = true;
+              break;
+            }
+        memo[id] = r;
+        return r;
+      };
+  const std::set<std::string, std::less<>> below =
+      s.fork.below.empty() ? std::set<std::string, std::less<>>{}
+                           : std::set<std::string, std::less<>>{s.fork.below};
+  const std::set<std::string, std::less<>> named(s.fork.names.begin(), s.fork.names.end());
+
+  // One scan of this node's twins as the snapshot saw them: the forked ones
+  // whole, every other one as its relations and view (a frozen member, if a
+  // forked aggregate counts it).
+  std::vector<core::frozen_member> others;
+  bool too_many = false;
+  const int64_t now = s.snapshot->taken_ms;
+  src_.store->list_twins(
+      s.partitions, "",
+      [&](const core::twin& tw) {
+        if (tw.empty() || w.kinds->is_aggregate(tw.asset_id) || too_many)
+          return false;
+        const bool visible = s.tenant.empty() || tw.tenant == s.tenant;
+        bool forked = false;
+        if (visible) {
+          if (!named.empty())
+            forked = named.count(tw.asset_id) > 0;
+          else if (!below.empty())
+            forked =
+                std::any_of(tw.relations.begin(), tw.relations.end(),
+                            [&](const core::relation& r) { return reaches(r.parent, below, 0); });
+          else
+            forked = s.fork.where.matches(tw, now, src_.stale_after_ms);
+        }
+        if (forked) {
+          if (w.twins.size() >= limits_.max_twins)
+            too_many = true;
+          else
+            w.twins.emplace(tw.asset_id, tw);
+        } else if (!tw.relations.empty()) {
+          others.push_back(
+              core::frozen_member{tw.asset_id, tw.relations, core::project(tw, fields)});
+        }
+        return false;
+      },
+      0, 0, error, &at);
+  if (!error.empty())
+    return fail(failure::unavailable, error);
+  if (too_many)
+    return fail(failure::exhausted,
+                "the fork holds more than " + std::to_string(limits_.max_twins) + " twins");
+  for (const auto& name : s.fork.names)
+    if (!w.twins.count(name)) {
+      std::string why;
+      if (!src_.partition_of(name, why))
+        return fail(failure::unavailable, "twin \"" + name + "\": " + why);
+      return fail(failure::not_found, "twin \"twins/" + name + "\" no longer exists");
+    }
+
+  // The aggregates of the fork: those above its twins (and `below`), and
+  // every aggregate below one of them, so that each counts all its members.
+  std::set<std::string, std::less<>> above = below;
+  std::vector<std::string> todo;
   for (const auto& [id, tw] : w.twins)
     for (const auto& r : tw.relations)
-      above.push_back(r.parent);
-  std::set<std::string, std::less<>> seen;
-  while (!above.empty()) {
-    std::string id = std::move(above.front());
-    above.pop_front();
-    if (!seen.insert(id).second)
+      todo.push_back(r.parent);
+  while (!todo.empty()) {
+    auto id = std::move(todo.back());
+    todo.pop_back();
+    if (!above.insert(id).second)
       continue;
+    if (auto e = entities.find(id); e != entities.end())
+      for (const auto& r : e->second.relations)
+        todo.push_back(r.parent);
+  }
+  memo.clear();
+  std::set<std::string, std::less<>> in_fork;
+  for (const auto& [id, e] : entities)
+    if (reaches(id, above, 0))
+      in_fork.insert(id);
+  for (const auto& id : above)
+    if (w.kinds->kind_of(id))
+      in_fork.insert(id);
+  for (const auto& id : in_fork) {
     const auto* kind = w.kinds->kind_of(id);
-    std::string why;
-    const auto p = kind ? src_.partition_of(id, why) : std::nullopt;
-    if (!p)
-      continue;  // another node's, or no longer a kind: the roll-up stops below it
-    runtime::stored_aggregate stored;
-    if (src_.store->read_aggregate(at, *p, id, stored, error) == runtime::load_status::failed)
-      return fail(failure::unavailable, error);
+    if (!kind)
+      continue;
     core::scenario_aggregate a{
         core::twin{},
         core::aggregate{id, w.kinds->kinds().at(kind->def.name), src_.stale_after_ms}};
-    for (auto& [member, entry] : stored.members)
-      a.agg.restore(member, std::move(entry));
-    // A tenant's scenario sees only aggregates of its own twins.
-    if (!s.tenant.empty() && a.agg.twins() > 0 && a.agg.tenant() != s.tenant)
-      continue;
-    bool found = false;
-    if (auto o = read(id, a.entity, found); !o)
-      return o;
-    if (!found)
-      a.entity = core::twin{};
+    if (auto e = entities.find(id); e != entities.end())
+      a.entity = std::move(e->second);
     a.entity.asset_id = id;
-    for (const auto& r : a.entity.relations)
-      above.push_back(r.parent);
     w.aggregates.emplace(id, std::move(a));
   }
+  for (auto& o : others)
+    if (std::any_of(o.relations.begin(), o.relations.end(),
+                    [&](const core::relation& r) { return in_fork.count(r.parent) > 0; }))
+      w.frozen.push_back(std::move(o));
+  core::connect(w);
+  // A tenant's scenario keeps only aggregates of its own tenant's twins.
+  if (!s.tenant.empty())
+    std::erase_if(w.aggregates, [&](const auto& kv) {
+      return kv.second.agg.twins() > 0 && kv.second.agg.tenant() != s.tenant;
+    });
   return {};
 }
 

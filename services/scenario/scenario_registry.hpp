@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "actors/core/asset_model.hpp"
+#include "actors/core/contributions.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/scenario.hpp"
 #include "services/storage/rocksdb_store.hpp"

@@ -90,6 +90,35 @@ std::vector<consumed_record> read_topic(const std::string& bootstrap, const std:
   return out;
 }
 
+std::optional<int64_t> end_offsets(const std::string& bootstrap, const std::string& topic) {
+  char err[512];
+  auto* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
+  auto* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (!rk)
+    return std::nullopt;
+  std::optional<int64_t> total;
+  auto* t = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  if (rd_kafka_metadata(rk, 0, t, &md, 10'000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    total = 0;
+    for (int i = 0; i < md->topics[0].partition_cnt && total; ++i) {
+      int64_t low = 0, high = 0;
+      if (rd_kafka_query_watermark_offsets(rk, topic.c_str(), md->topics[0].partitions[i].id, &low,
+                                           &high, 10'000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        total.reset();
+      else
+        *total += high;
+    }
+  }
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(t);
+  rd_kafka_destroy(rk);
+  return total;
+}
+
 std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,
                       const std::map<std::string, double>& metrics,
                       const std::map<std::string, std::string>& attributes, const std::string& kind,

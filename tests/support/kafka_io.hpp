@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,10 @@ struct consumed_record {
 };
 std::vector<consumed_record> read_topic(const std::string& bootstrap, const std::string& topic,
                                         size_t expected, std::chrono::milliseconds timeout);
+
+/// The sum of a topic's end offsets over its partitions (what was ever written to
+/// it); nullopt when they cannot be read.
+std::optional<int64_t> end_offsets(const std::string& bootstrap, const std::string& topic);
 
 /// A serialized fleettwin.v1.Telemetry.
 std::string telemetry(const std::string& asset, uint64_t seq, int64_t ts,

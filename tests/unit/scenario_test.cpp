@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/core/contributions.hpp"
 #include "actors/core/twin_analytics.hpp"
 
 using namespace fleettwin::core;
@@ -268,6 +269,54 @@ TEST(scenario, inputs_that_cannot_apply_say_why) {
   fails(limit_input{names({"m1"}), "load_kw", "", 5, 1, {}}, "minimum must not exceed");
   fails(series_input{names({"m1"}), "load_kw", {{5, 1}, {5, 2}}}, "ascending order");
   fails(model_input{"meter", "load_kw", {}, {}, {}}, "sets a failure, warning or critical");
+}
+
+TEST(scenario, frozen_members_count_without_running) {
+  grid g;
+  // A fork of m1 alone: the other meters of its feeders keep their views.
+  scenario_world w;
+  w.kinds = g.w.kinds;
+  w.start_ms = t0;
+  for (const auto& [id, a] : g.w.aggregates) {
+    auto& copy = w.aggregates.emplace(id, g.aggregate_of(id)).first->second;
+    copy.entity = a.entity;
+  }
+  w.twins.emplace("m1", g.w.twins.at("m1"));
+  for (const auto& [id, tw] : g.w.twins)
+    if (id != "m1")
+      w.frozen.push_back(frozen_member{id, tw.relations, project(tw, w.kinds->fields())});
+  connect(w);
+  profile_input heat;
+  heat.property = "load_kw";
+  heat.factor = 2;
+  ASSERT_FALSE(prepare(w, {heat}));
+  run_options o;
+  o.horizon_ms = quarter;
+  o.step_ms = quarter;
+  const auto r = run(w, {heat}, o);
+  EXPECT_EQ(r.twins, 1u);
+  EXPECT_EQ(r.samples, 1u);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 50, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 70, 1e-9);
+}
+
+TEST(scenario, a_selection_that_matches_nothing_is_an_error) {
+  grid g;
+  scenario_world copy = g.w;
+  const auto err = prepare(copy, {profile_input{where("kind = \"turbine\""), "load_kw", 2, 0, {}}});
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->message.find("selects no twin"), std::string::npos) << err->message;
+}
+
+TEST(scenario, added_twins_take_the_attributes_given) {
+  grid g;
+  add_twins_input add{"m5", 2, "ev-", "feeders/A", "feeds", {{"role", "ev"}}};
+  series_input s;
+  s.twins = where("attributes.role = \"ev\"");
+  s.property = "load_kw";
+  s.points = {{0, 7}};
+  const auto r = g.go({add, s});
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 54, 1e-9);
 }
 
 TEST(scenario, inputs_describe_themselves) {

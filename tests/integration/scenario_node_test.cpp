@@ -1,0 +1,529 @@
+// What-if scenarios on a node with its embedded Kafka, through the real
+// interfaces: telemetry in, ScenarioService over gRPC, results checked
+// against hand-computed roll-ups, the live twins, aggregates and output
+// topics untouched by any run, the fork unchanged by later live changes
+// (copy-on-write), runs deterministic by seed, errors precise, and the
+// scenario gauges on /metrics.
+
+#include <bit>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "fleettwin/v1/aggregate.grpc.pb.h"
+#include "fleettwin/v1/scenario.grpc.pb.h"
+#include "fleettwin/v1/service.grpc.pb.h"
+#include "harness.hpp"
+#include "services/kafka/kafka_config.hpp"
+
+using namespace fleettwin;
+using namespace fleettwin::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int meters = 40;
+constexpr int64_t quarter = 15 * 60'000;
+
+constexpr const char* kinds_toml = R"toml(
+[[kind]]
+name = "transformer"
+collection = "transformers"
+members = ["feeds"]
+measures = ["meters = count()", "power = sum(reported.power)",
+            "utilisation = power / attributes.capacity_kw"]
+
+[[kind]]
+name = "feeder"
+collection = "feeders"
+members = ["feeds"]
+measures = ["meters = count()", "power = sum(reported.power)"]
+
+[[rule]]
+attribute = "transformer"
+relation = "feeds"
+collection = "transformers"
+
+[[rule]]
+attribute = "feeder"
+relation = "feeds"
+collection = "feeders"
+)toml";
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Meter i reports this power (kW), plus `extra` after the live change.
+double power_of(int i, double extra = 0) {
+  return 1 + i % 5 + extra;
+}
+
+struct ScenarioNodeTest : ::testing::Test {
+  kafka::topic_names topics;
+  std::string dir;
+  std::unique_ptr<node_process> node;
+  std::unique_ptr<v1::ScenarioService::Stub> scenarios;
+  std::unique_ptr<v1::AggregateService::Stub> aggs;
+  std::unique_ptr<v1::TwinService::Stub> twins;
+  int64_t base_ms = now_ms() - 12 * quarter;
+
+  void SetUp() override {
+    dir = make_temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::ofstream{dir + "/kinds.toml"} << kinds_toml;
+    node = std::make_unique<node_process>(
+        "", dir + "/data",
+        std::vector<std::string>{"--partitions", "4", "--aggregates", dir + "/kinds.toml",
+                                 "--scenario-max", "2"});
+    node->start();
+    auto channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+    scenarios = v1::ScenarioService::NewStub(channel);
+    aggs = v1::AggregateService::NewStub(channel);
+    twins = v1::TwinService::NewStub(channel);
+  }
+
+  void TearDown() override {
+    if (HasFailure() && node) {
+      std::ifstream log{node->log_path()};
+      std::cerr << "--- fleettwin-node log ---\n" << log.rdbuf() << "--- end of log ---\n";
+    }
+    node.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  /// Twelve reports a quarter apart from every meter (a steady load each), and
+  /// the transformers' capacity; then waits for the roll-up.
+  void feed() {
+    producer p{node->bootstrap()};
+    for (int t = 0; t < 4; ++t) {
+      const auto id = "transformers/T" + std::to_string(t);
+      p.send(topics.telemetry, id,
+             telemetry(id, 1, base_ms, {},
+                       {{"feeder", "F" + std::to_string(t % 2)}, {"capacity_kw", "100"}},
+                       "transformer"));
+    }
+    for (int k = 0; k < 12; ++k)
+      for (int i = 0; i < meters; ++i) {
+        const auto id = "m-" + std::to_string(i);
+        p.send(topics.telemetry, id,
+               telemetry(id, static_cast<uint64_t>(k + 1), base_ms + k * quarter,
+                         {{"power", power_of(i)}}, {{"transformer", "T" + std::to_string(i % 4)}},
+                         "meter"));
+      }
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(converged(0));
+  }
+
+  /// The live transformers' power equals the truth with `extra` per meter.
+  bool converged(double extra) {
+    return eventually([&] {
+      for (int t = 0; t < 4; ++t)
+        if (std::fabs(live_measure("transformers/T" + std::to_string(t), "power") -
+                      transformer_power(t, extra)) > 1e-9)
+          return false;
+      for (int f = 0; f < 2; ++f)
+        if (std::fabs(live_measure("feeders/F" + std::to_string(f), "power") -
+                      transformer_power(f, extra) - transformer_power(f + 2, extra)) > 1e-9)
+          return false;
+      return true;
+    });
+  }
+
+  static double transformer_power(int t, double extra = 0) {
+    double sum = 0;
+    for (int i = t; i < meters; i += 4)
+      sum += power_of(i, extra);
+    return sum;
+  }
+
+  double live_measure(const std::string& id, const std::string& name) {
+    v1::Aggregate a;
+    if (!get_aggregate(id, a).ok())
+      return -1;
+    for (const auto& m : a.measures())
+      if (m.name() == name && m.has_value())
+        return m.value();
+    return -1;
+  }
+
+  grpc::Status get_aggregate(const std::string& id, v1::Aggregate& out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetAggregateRequest req;
+    req.set_name("aggregates/" + id);
+    return aggs->GetAggregate(&ctx, req, &out);
+  }
+
+  grpc::Status create(const std::string& id, v1::CreateScenarioRequest req,
+                      v1::Scenario* out = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    req.set_scenario_id(id);
+    v1::Scenario s;
+    return scenarios->CreateScenario(&ctx, req, out ? out : &s);
+  }
+
+  grpc::Status add_inputs(const std::string& id, const std::vector<v1::ScenarioInput>& inputs,
+                          v1::Scenario* out = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::AddScenarioInputsRequest req;
+    req.set_name("scenarios/" + id);
+    for (const auto& in : inputs)
+      *req.add_inputs() = in;
+    v1::Scenario s;
+    return scenarios->AddScenarioInputs(&ctx, req, out ? out : &s);
+  }
+
+  /// Runs a scenario: the progress messages seen and the final result.
+  grpc::Status run(const std::string& id, v1::ScenarioResult& result, int* messages = nullptr,
+                   double noise = 0, uint64_t seed = 0) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 120s);
+    v1::RunScenarioRequest req;
+    req.set_name("scenarios/" + id);
+    req.set_horizon_ms(2 * 3'600'000);
+    req.set_step_ms(quarter);
+    req.set_noise(noise);
+    req.set_seed(seed);
+    auto reader = scenarios->RunScenario(&ctx, req);
+    v1::RunScenarioProgress p;
+    int n = 0;
+    bool done = false;
+    while (reader->Read(&p)) {
+      ++n;
+      EXPECT_LE(p.steps_done(), p.steps_total());
+      if (p.done()) {
+        done = true;
+        result = p.result();
+      }
+    }
+    if (messages)
+      *messages = n;
+    auto s = reader->Finish();
+    if (s.ok())
+      EXPECT_TRUE(done);
+    return s;
+  }
+
+  static const v1::KpiSeries* kpi(const google::protobuf::RepeatedPtrField<v1::KpiSeries>& all,
+                                  const std::string& aggregate, const std::string& measure) {
+    for (const auto& k : all)
+      if (k.kpi().aggregate() == aggregate && k.kpi().measure() == measure)
+        return &k;
+    return nullptr;
+  }
+
+  /// Every value of a KPI series equals `want`.
+  static ::testing::AssertionResult all_equal(const v1::KpiSeries* k, double want) {
+    if (!k)
+      return ::testing::AssertionFailure() << "no such kpi";
+    if (k->values_size() == 0)
+      return ::testing::AssertionFailure() << "no values";
+    for (int i = 0; i < k->values_size(); ++i)
+      if (!(std::fabs(k->values(i) - want) <= 1e-9 * std::max(1.0, std::fabs(want))))
+        return ::testing::AssertionFailure()
+               << k->kpi().aggregate() << " " << k->kpi().measure() << "[" << i
+               << "] = " << k->values(i) << ", want " << want;
+    return ::testing::AssertionSuccess();
+  }
+
+  /// What the live side holds: every twin's and aggregate's version, and
+  /// how many records every output topic ever got.
+  std::map<std::string, int64_t> live_state() {
+    std::map<std::string, int64_t> out;
+    for (int i = 0; i < meters; ++i) {
+      v1::Twin tw;
+      EXPECT_TRUE(get_twin(*twins, "m-" + std::to_string(i), tw).ok());
+      out["twins/m-" + std::to_string(i)] = static_cast<int64_t>(tw.version());
+    }
+    for (const char* id : {"transformers/T0", "transformers/T1", "transformers/T2",
+                           "transformers/T3", "feeders/F0", "feeders/F1"}) {
+      v1::Aggregate a;
+      EXPECT_TRUE(get_aggregate(id, a).ok()) << id;
+      out[id] = static_cast<int64_t>(a.version());
+    }
+    for (const auto& t : {topics.changes, topics.state, topics.alerts, topics.aggregate_updates,
+                          topics.aggregates, topics.dlq}) {
+      auto n = end_offsets(node->bootstrap(), t);
+      EXPECT_TRUE(n.has_value()) << t;
+      out["topic " + t] = n.value_or(-1);
+    }
+    return out;
+  }
+
+  static v1::ScenarioInput profile(const std::string& filter, double factor) {
+    v1::ScenarioInput in;
+    in.mutable_profile()->mutable_twins()->set_filter(filter);
+    in.mutable_profile()->set_property("power");
+    in.mutable_profile()->set_factor(factor);
+    return in;
+  }
+};
+
+}  // namespace
+
+TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComputedRollUps) {
+  feed();
+  // Fork everything below feeder F0: the meters of T0 and T2.
+  v1::CreateScenarioRequest create_req;
+  create_req.set_below("feeders/F0");
+  create_req.set_description("heat wave, chargers on T2");
+  v1::Scenario created;
+  const auto made = create("heat", create_req, &created);
+  ASSERT_TRUE(made.ok()) << made.error_message();
+  EXPECT_EQ(created.name(), "scenarios/heat");
+  EXPECT_EQ(created.state(), "created");
+
+  // The live twins change after the fork: the fork must not see it.
+  {
+    producer p{node->bootstrap()};
+    for (int i = 0; i < meters; ++i) {
+      const auto id = "m-" + std::to_string(i);
+      p.send(topics.telemetry, id,
+             telemetry(id, 13, base_ms + 12 * quarter, {{"power", power_of(i, 10)}},
+                       {{"transformer", "T" + std::to_string(i % 4)}}, "meter"));
+    }
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(converged(10));
+  }
+
+  // A heat wave on T0 (x1.5), five 7 kW chargers on T2, two meters of T2 held to 1.5 kW.
+  v1::ScenarioInput chargers;
+  auto* add = chargers.mutable_add_twins();
+  add->set_template_twin("twins/m-0");
+  add->set_count(5);
+  add->set_id_prefix("ev-");
+  add->set_parent("transformers/T2");
+  add->set_relation_type("feeds");
+  (*add->mutable_attributes())["transformer"] = "T2";
+  (*add->mutable_attributes())["role"] = "ev";
+  v1::ScenarioInput charging;
+  charging.mutable_telemetry()->mutable_twins()->set_filter("attributes.role = \"ev\"");
+  charging.mutable_telemetry()->set_property("power");
+  auto* pt = charging.mutable_telemetry()->add_points();
+  pt->set_offset_ms(0);
+  pt->set_value(7);
+  v1::ScenarioInput cap;
+  cap.mutable_limit()->mutable_twins()->add_names("twins/m-2");
+  cap.mutable_limit()->mutable_twins()->add_names("m-6");
+  cap.mutable_limit()->set_property("power");
+  cap.mutable_limit()->set_max(1.5);
+  v1::Scenario with_inputs;
+  ASSERT_TRUE(add_inputs("heat",
+                         {profile("attributes.transformer = \"T0\"", 1.5), chargers, charging, cap},
+                         &with_inputs)
+                  .ok());
+  ASSERT_EQ(with_inputs.input_descriptions_size(), 4);
+  EXPECT_EQ(with_inputs.input_descriptions(1),
+            "add 5 copies of m-0 as ev-1.. to transformers/T2 (feeds)");
+
+  const auto before = live_state();
+  v1::ScenarioResult r;
+  int messages = 0;
+  const auto st = run("heat", r, &messages);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_GE(messages, 1);
+  EXPECT_EQ(r.times_size(), 8);
+  EXPECT_EQ(r.stats().twins(), 25);  // 20 forked meters and 5 chargers
+  EXPECT_EQ(r.base_stats().twins(), 20);
+  EXPECT_GT(r.stats().speed(), 100);
+
+  // By hand: the fork holds the powers from before the live change.
+  const double t0 = transformer_power(0), t2 = transformer_power(2);
+  const double t2_scenario = t2 - power_of(2) - power_of(6) + 2 * 1.5 + 5 * 7;
+  EXPECT_TRUE(all_equal(kpi(r.base_kpis(), "transformers/T0", "power"), t0));
+  EXPECT_TRUE(all_equal(kpi(r.base_kpis(), "transformers/T2", "power"), t2));
+  EXPECT_TRUE(all_equal(kpi(r.base_kpis(), "feeders/F0", "power"), t0 + t2));
+  EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T0", "power"), 1.5 * t0));
+  EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T0", "utilisation"), 1.5 * t0 / 100));
+  EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T2", "power"), t2_scenario));
+  EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T2", "meters"), 15));
+  EXPECT_TRUE(all_equal(kpi(r.kpis(), "feeders/F0", "power"), 1.5 * t0 + t2_scenario));
+  EXPECT_EQ(kpi(r.kpis(), "transformers/T1", "power"), nullptr);  // not forked
+  bool summarised = false;
+  for (const auto& k : r.summary())
+    if (k.kpi().aggregate() == "feeders/F0" && k.kpi().measure() == "power") {
+      summarised = true;
+      EXPECT_NEAR(k.peak(), 1.5 * t0 + t2_scenario, 1e-9);
+      EXPECT_NEAR(k.base_peak(), t0 + t2, 1e-9);
+    }
+  EXPECT_TRUE(summarised);
+
+  // Nothing live moved: no twin, aggregate or output topic.
+  EXPECT_EQ(live_state(), before);
+
+  // The result is kept, and the scenario says it ran.
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioResultRequest req;
+    req.set_name("scenarios/heat");
+    v1::ScenarioResult kept;
+    ASSERT_TRUE(scenarios->GetScenarioResult(&ctx, req, &kept).ok());
+    EXPECT_EQ(kept.SerializeAsString(), r.SerializeAsString());
+    grpc::ClientContext ctx2;
+    v1::GetScenarioRequest get;
+    get.set_name("scenarios/heat");
+    v1::Scenario s;
+    ASSERT_TRUE(scenarios->GetScenario(&ctx2, get, &s).ok());
+    EXPECT_EQ(s.state(), "done");
+    // Copy-on-write: the scenario holds its inputs and results, not 20 twins' state.
+    EXPECT_GT(s.memory_bytes(), 0);
+    EXPECT_LT(s.memory_bytes(), 64 * 1024);
+  }
+
+  auto m = scrape(node->metrics_port());
+  EXPECT_EQ(metric_value(m, "fleettwin_scenarios"), 1);
+  EXPECT_EQ(metric_value(m, "fleettwin_scenario_runs_total{outcome=\"done\"}"), 1);
+  EXPECT_GT(metric_value(m, "fleettwin_scenario_speed_ratio"), 100);
+  EXPECT_GT(metric_value(m, "fleettwin_scenario_memory_bytes"), 0);
+  EXPECT_EQ(metric_value(m, "fleettwin_scenario_runs_in_progress"), 0);
+}
+
+TEST_F(ScenarioNodeTest, RunsAreDeterministicBySeedAndComparableWithEachOther) {
+  feed();
+  v1::CreateScenarioRequest by_filter;
+  by_filter.set_filter("attributes.transformer = \"T1\"");
+  ASSERT_TRUE(create("noisy", by_filter).ok());
+  ASSERT_TRUE(add_inputs("noisy", {profile("", 2)}).ok());
+  v1::ScenarioResult a, b, c;
+  ASSERT_TRUE(run("noisy", a, nullptr, 1, 9).ok());
+  ASSERT_TRUE(run("noisy", b, nullptr, 1, 9).ok());
+  ASSERT_TRUE(run("noisy", c, nullptr, 1, 10).ok());
+  ASSERT_GT(a.kpis_size(), 0);
+  for (int k = 0; k < a.kpis_size(); ++k)
+    for (int i = 0; i < a.kpis(k).values_size(); ++i) {
+      // Bit-identical, not merely close.
+      EXPECT_EQ(std::bit_cast<uint64_t>(a.kpis(k).values(i)),
+                std::bit_cast<uint64_t>(b.kpis(k).values(i)));
+      EXPECT_EQ(std::bit_cast<uint64_t>(a.base_kpis(k).values(i)),
+                std::bit_cast<uint64_t>(b.base_kpis(k).values(i)));
+    }
+  EXPECT_EQ(a.alerts_size(), b.alerts_size());
+  // The forecasters' errors are 0 on a steady load: noise scales with them, so the
+  // seeds agree too; what the profile doubles is exact.
+  EXPECT_TRUE(all_equal(kpi(a.kpis(), "transformers/T1", "power"), 2 * transformer_power(1)));
+  EXPECT_TRUE(all_equal(kpi(c.kpis(), "transformers/T1", "power"), 2 * transformer_power(1)));
+
+  // Another scenario to compare with.
+  v1::CreateScenarioRequest by_names;
+  by_names.add_names("twins/m-1");
+  by_names.add_names("twins/m-5");
+  ASSERT_TRUE(create("pair", by_names).ok());
+  ASSERT_TRUE(add_inputs("pair", {profile("", 3)}).ok());
+  v1::ScenarioResult pair;
+  ASSERT_TRUE(run("pair", pair).ok());
+
+  grpc::ClientContext ctx;
+  v1::GetScenarioResultRequest req;
+  req.set_name("scenarios/noisy");
+  req.set_compare_with("scenarios/pair");
+  req.set_summary_only(true);
+  v1::ScenarioResult cmp;
+  ASSERT_TRUE(scenarios->GetScenarioResult(&ctx, req, &cmp).ok());
+  EXPECT_EQ(cmp.compared_with(), "scenarios/pair");
+  EXPECT_EQ(cmp.kpis_size(), 0);
+  const double t1 = transformer_power(1);
+  const double pair_t1 = t1 + 2 * (power_of(1) + power_of(5));
+  for (const auto& k : cmp.summary())
+    if (k.kpi().aggregate() == "transformers/T1" && k.kpi().measure() == "power") {
+      EXPECT_NEAR(k.peak(), 2 * t1, 1e-9);
+      EXPECT_NEAR(k.base_peak(), pair_t1, 1e-9);
+    }
+}
+
+TEST_F(ScenarioNodeTest, MistakesGetPreciseErrorsAndBoundsHold) {
+  feed();
+  auto code = [](const grpc::Status& s) { return s.error_code(); };
+  v1::CreateScenarioRequest both;
+  both.add_names("twins/m-0");
+  both.set_filter("kind = \"meter\"");
+  EXPECT_EQ(code(create("x", both)), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::CreateScenarioRequest nowhere;
+  nowhere.set_below("feeders/F9");
+  EXPECT_EQ(code(create("x", nowhere)), grpc::StatusCode::NOT_FOUND);
+  v1::CreateScenarioRequest missing;
+  missing.add_names("twins/nope");
+  EXPECT_EQ(code(create("x", missing)), grpc::StatusCode::NOT_FOUND);
+  v1::CreateScenarioRequest none;
+  none.set_filter("kind = \"turbine\"");
+  const auto s = create("x", none);
+  EXPECT_EQ(code(s), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("matches no twin"), std::string::npos) << s.error_message();
+  v1::CreateScenarioRequest ok;
+  ok.set_below("transformers/T3");
+  EXPECT_EQ(code(create("Bad_Id", ok)), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(create("one", ok).ok());
+  EXPECT_EQ(code(create("one", ok)), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(create("two", ok).ok());
+  const auto full = create("three", ok);
+  EXPECT_EQ(code(full), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(full.error_message().find("--scenario-max"), std::string::npos);
+
+  // An input without a kind, and one that cannot apply (found when it runs).
+  EXPECT_EQ(code(add_inputs("one", {v1::ScenarioInput{}})), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ScenarioInput bad;
+  bad.mutable_add_twins()->set_template_twin("twins/nope");
+  bad.mutable_add_twins()->set_count(1);
+  bad.mutable_add_twins()->set_id_prefix("x-");
+  bad.mutable_add_twins()->set_parent("transformers/T3");
+  bad.mutable_add_twins()->set_relation_type("feeds");
+  ASSERT_TRUE(add_inputs("one", {bad}).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioResultRequest req;
+    req.set_name("scenarios/one");
+    v1::ScenarioResult r;
+    EXPECT_EQ(code(scenarios->GetScenarioResult(&ctx, req, &r)),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  v1::ScenarioResult r;
+  const auto failed = run("one", r);
+  EXPECT_EQ(code(failed), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(failed.error_message().find("input 1 (add 1 copies of nope"), std::string::npos)
+      << failed.error_message();
+  EXPECT_NE(failed.error_message().find("template twin \"nope\" is not in the scenario"),
+            std::string::npos)
+      << failed.error_message();
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioRequest req;
+    req.set_name("scenarios/one");
+    v1::Scenario sc;
+    ASSERT_TRUE(scenarios->GetScenario(&ctx, req, &sc).ok());
+    EXPECT_EQ(sc.state(), "failed");
+    EXPECT_NE(sc.error().find("nope"), std::string::npos);
+  }
+  EXPECT_EQ(code(run("missing", r)), grpc::StatusCode::NOT_FOUND);
+
+  // Listing, deleting.
+  {
+    grpc::ClientContext ctx;
+    v1::ListScenariosRequest req;
+    req.set_page_size(1);
+    v1::ListScenariosResponse resp;
+    ASSERT_TRUE(scenarios->ListScenarios(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.scenarios_size(), 1);
+    EXPECT_EQ(resp.scenarios(0).name(), "scenarios/one");
+    EXPECT_EQ(resp.next_page_token(), "one");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteScenarioRequest req;
+    req.set_name("scenarios/one");
+    v1::DeleteScenarioResponse resp;
+    ASSERT_TRUE(scenarios->DeleteScenario(&ctx, req, &resp).ok());
+    grpc::ClientContext ctx2;
+    EXPECT_EQ(code(scenarios->DeleteScenario(&ctx2, req, &resp)), grpc::StatusCode::NOT_FOUND);
+  }
+  ASSERT_TRUE(create("three", ok).ok());
+  auto m = scrape(node->metrics_port());
+  EXPECT_EQ(metric_value(m, "fleettwin_scenarios"), 2);
+  EXPECT_EQ(metric_value(m, "fleettwin_scenario_runs_total{outcome=\"failed\"}"), 1);
+}
