@@ -272,4 +272,93 @@ comparison compare(const run_result& baseline, const run_result& scenario);
 std::optional<double> series_peak(const kpi_series& s);
 std::optional<double> series_mean(const kpi_series& s);
 
+// --- sweeps: the setting that optimises an objective under constraints --------
+
+/// A statistic of a KPI over a run.
+enum class kpi_stat : uint8_t { peak, mean, min, last, at };
+std::optional<kpi_stat> parse_kpi_stat(std::string_view s);
+const char* to_string(kpi_stat s);
+
+struct kpi_statistic {
+  kpi_ref ref;
+  kpi_stat stat = kpi_stat::peak;
+  /// kpi_stat::at: the value at the first step at or after this offset from the start.
+  int64_t at_offset_ms = 0;
+};
+
+/// The value of a statistic in a result (nullopt: the KPI had no value).
+std::optional<double> evaluate(const run_result& r, int64_t start_ms, const kpi_statistic& s);
+
+/// One setting a sweep varies: a number of one of the scenario's inputs
+/// (limit: min, max; profile: factor, offset; telemetry: value, every point's;
+/// add_twins: count).
+struct sweep_parameter {
+  size_t input = 0;
+  std::string field;
+  /// The values to try, in order.
+  std::vector<double> values;
+};
+
+/// Sets parameter `p` of `inputs` to `v`; returns what is wrong with the parameter.
+std::optional<std::string> set_parameter(std::vector<scenario_input>& inputs,
+                                         const sweep_parameter& p, double v);
+
+struct sweep_constraint {
+  kpi_statistic kpi;
+  std::optional<double> max;
+  std::optional<double> min;
+};
+
+enum class sweep_method : uint8_t {
+  /// Every combination of the parameters' values.
+  grid,
+  /// One parameter at a time over its values, the others held at the best
+  /// so far, until a round improves nothing.
+  coordinate,
+};
+
+struct sweep_options {
+  std::vector<sweep_parameter> parameters;
+  /// What to optimise: a KPI statistic, or (objective_parameter) the value of
+  /// a parameter itself (the highest charging limit that keeps a constraint).
+  std::optional<kpi_statistic> objective;
+  std::optional<size_t> objective_parameter;
+  bool maximize = false;
+  std::vector<sweep_constraint> constraints;
+  sweep_method method = sweep_method::grid;
+  size_t max_runs = 200;
+};
+
+/// One setting tried.
+struct sweep_point {
+  std::vector<double> values;
+  std::optional<double> objective;
+  /// Each constraint's statistic.
+  std::vector<std::optional<double>> constraint_values;
+  bool feasible = false;
+  /// How far outside its bounds the worst constraint lies (0 when feasible).
+  double violation = 0;
+};
+
+struct sweep_result {
+  std::vector<sweep_point> points;
+  /// The best feasible point (index into points); when none is feasible,
+  /// the one closest to feasible, and `found` is false.
+  std::optional<size_t> best;
+  bool found = false;
+};
+
+/// Checks a sweep against the inputs (parameters that exist, values given,
+/// an objective); returns what to fix.
+std::optional<std::string> check_sweep(const std::vector<scenario_input>& inputs,
+                                       const sweep_options& s);
+
+/// Runs the scenario once per setting tried, each on a copy of `base` (a
+/// loaded, not prepared, world). `progress` is told the runs done and the
+/// most it will run, and stops the sweep by returning false. A setting whose
+/// inputs cannot apply is infeasible.
+sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>& inputs,
+                   const run_options& opts, const sweep_options& s,
+                   const std::function<bool(size_t done, size_t total)>& progress = {});
+
 }  // namespace fleettwin::core

@@ -133,13 +133,23 @@ std::string tenant_of(const call& c) {
   return c.who() ? c.who()->tenant : std::string{};
 }
 
-/// RunScenario's stream: progress at most every progress_every, then the
-/// result. Owned by gRPC (until OnDone) and by the run's callbacks.
-class run_stream final : public ::grpc::ServerWriteReactor<v1::RunScenarioProgress>,
-                         public std::enable_shared_from_this<run_stream> {
+/// The stream of a run or sweep: progress at most every progress_every, then
+/// the result. Owned by gRPC (until OnDone) and by the job's callbacks.
+template <class Progress>
+class job_stream final : public ::grpc::ServerWriteReactor<Progress>,
+                         public std::enable_shared_from_this<job_stream<Progress>> {
 public:
-  run_stream(metrics::grpc_probe& probe, bool summary_only)
-      : probe_(probe), summary_only_(summary_only), started_(std::chrono::steady_clock::now()) {}
+  using fill_progress = std::function<void(Progress&, uint64_t done, uint64_t total, double speed)>;
+  /// Fills the last message from the scenario after the job; false: no result.
+  using fill_final = std::function<bool(Progress&, const scenario::scenario&)>;
+
+  job_stream(metrics::grpc_probe& probe, const char* method, fill_progress progress,
+             fill_final final)
+      : probe_(probe),
+        method_(method),
+        progress_(std::move(progress)),
+        final_fill_(std::move(final)),
+        started_(std::chrono::steady_clock::now()) {}
 
   void on_progress(uint64_t done, uint64_t total, double speed) {
     std::unique_lock<std::mutex> lock{mutex_};
@@ -148,32 +158,21 @@ public:
       return;
     last_sent_ = now;
     message_.Clear();
-    message_.set_steps_done(static_cast<int64_t>(done));
-    message_.set_steps_total(static_cast<int64_t>(total));
-    message_.set_speed(speed);
+    progress_(message_, done, total, speed);
     writing_ = true;
     lock.unlock();
-    StartWrite(&message_);
+    this->StartWrite(&message_);
   }
 
   void on_done(const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
     std::unique_lock<std::mutex> lock{mutex_};
     final_ = true;
-    if (!o || !s || !s->last) {
-      end_ =
-          o ? Status{StatusCode::NOT_FOUND, "the scenario was deleted while it ran"} : status_of(o);
-    } else {
-      final_message_.set_done(true);
-      const auto& r = *s->last;
-      const uint64_t total = 2 * r.scenario.times.size();
-      final_message_.set_steps_done(static_cast<int64_t>(total));
-      final_message_.set_steps_total(static_cast<int64_t>(total));
-      const double wall = r.base_wall_s + r.wall_s;
-      final_message_.set_speed(
-          wall > 0 ? 2.0 * static_cast<double>(r.options.horizon_ms) / 1000.0 / wall : 0);
-      result_to_proto(*s, r, nullptr, summary_only_, *final_message_.mutable_result());
+    if (!o)
+      end_ = status_of(o);
+    else if (!s || !final_fill_(final_message_, *s))
+      end_ = Status{StatusCode::NOT_FOUND, "the scenario was deleted while it ran"};
+    else
       have_final_ = true;
-    }
     pump(lock);
   }
 
@@ -197,7 +196,7 @@ public:
     self_.reset();
   }
 
-  std::shared_ptr<run_stream> self_;
+  std::shared_ptr<job_stream> self_;
 
 private:
   void pump(std::unique_lock<std::mutex>& lock) {
@@ -207,23 +206,25 @@ private:
       have_final_ = false;
       writing_ = true;
       lock.unlock();
-      StartWrite(&final_message_);
+      this->StartWrite(&final_message_);
       return;
     }
     finished_ = true;
     lock.unlock();
     probe_.on_request(
-        "RunScenario", code_name(end_.error_code()),
+        method_, code_name(end_.error_code()),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
-    Finish(end_);
+    this->Finish(end_);
   }
 
   metrics::grpc_probe& probe_;
-  bool summary_only_;
+  const char* method_;
+  fill_progress progress_;
+  fill_final final_fill_;
   std::chrono::steady_clock::time_point started_;
   std::mutex mutex_;
-  v1::RunScenarioProgress message_;
-  v1::RunScenarioProgress final_message_;
+  Progress message_;
+  Progress final_message_;
   std::chrono::steady_clock::time_point last_sent_{};
   bool writing_ = false;
   bool final_ = false;
@@ -233,7 +234,159 @@ private:
   std::atomic<bool> cancelled_{false};
 };
 
+/// Parses the run options shared by RunScenario and SweepScenario.
+std::optional<Status> run_options_from(int64_t horizon_ms, int64_t step_ms, double noise,
+                                       uint64_t seed, core::run_options& opts) {
+  if (horizon_ms < 0 || step_ms < 0)
+    return Status{StatusCode::INVALID_ARGUMENT, "horizon_ms and step_ms must not be negative"};
+  if (!std::isfinite(noise) || noise < 0 || noise > 10)
+    return Status{StatusCode::INVALID_ARGUMENT, "noise must lie in 0..10 (standard deviations)"};
+  if (horizon_ms > 0)
+    opts.horizon_ms = horizon_ms;
+  if (step_ms > 0)
+    opts.step_ms = step_ms;
+  if (opts.step_ms < 1000)
+    return Status{StatusCode::INVALID_ARGUMENT, "step_ms must be at least 1000 (1 s)"};
+  opts.noise = noise;
+  opts.seed = seed == 0 ? 1 : seed;
+  return std::nullopt;
+}
+
+std::optional<std::string> statistic_from(const v1::KpiStatistic& p, const char* where,
+                                          core::kpi_statistic& out) {
+  if (p.kpi().aggregate().empty() || p.kpi().measure().empty())
+    return std::string{where} + ".kpi names an aggregate and a measure";
+  auto stat = core::parse_kpi_stat(p.stat());
+  if (!stat)
+    return std::string{where} + ".stat \"" + p.stat() + "\" is not peak, mean, min, last or at";
+  out.ref = core::kpi_ref{p.kpi().aggregate(), p.kpi().measure()};
+  out.stat = *stat;
+  out.at_offset_ms = p.at_offset_ms();
+  return std::nullopt;
+}
+
+/// The most values a parameter may list or generate.
+constexpr size_t max_parameter_values = 10'000;
+
+std::optional<std::string> sweep_from(const v1::SweepScenarioRequest& req,
+                                      core::sweep_options& out) {
+  if (req.parameters_size() == 0 || req.parameters_size() > 8)
+    return std::string{"parameters: give 1 to 8 parameters to vary"};
+  for (int i = 0; i < req.parameters_size(); ++i) {
+    const auto& p = req.parameters(i);
+    const auto where = "parameters[" + std::to_string(i) + "]";
+    if (p.input() < 0)
+      return where + ".input must not be negative";
+    core::sweep_parameter sp{static_cast<size_t>(p.input()), p.field(), {}};
+    if (p.values_size() > 0) {
+      sp.values.assign(p.values().begin(), p.values().end());
+    } else {
+      if (!(p.step() > 0) || !std::isfinite(p.from()) || !std::isfinite(p.to()) ||
+          p.to() < p.from())
+        return where + ": list values, or give from <= to and a step > 0";
+      const double n = std::floor((p.to() - p.from()) / p.step() + 1e-9) + 1;
+      if (n > static_cast<double>(max_parameter_values))
+        return where + ": more than " + std::to_string(max_parameter_values) + " values";
+      for (double k = 0; k < n; ++k)
+        sp.values.push_back(p.from() + k * p.step());
+    }
+    if (sp.values.size() > max_parameter_values)
+      return where + ": more than " + std::to_string(max_parameter_values) + " values";
+    out.parameters.push_back(std::move(sp));
+  }
+  const auto& obj = req.objective();
+  switch (obj.target_case()) {
+    case v1::SweepObjective::kKpi: {
+      core::kpi_statistic k;
+      if (auto err = statistic_from(obj.kpi(), "objective", k))
+        return err;
+      out.objective = k;
+      break;
+    }
+    case v1::SweepObjective::kParameter:
+      if (obj.parameter() < 0)
+        return std::string{"objective.parameter must not be negative"};
+      out.objective_parameter = static_cast<size_t>(obj.parameter());
+      break;
+    case v1::SweepObjective::TARGET_NOT_SET:
+      return std::string{"objective: optimise a kpi statistic or a parameter"};
+  }
+  out.maximize = obj.maximize();
+  for (int i = 0; i < req.constraints_size(); ++i) {
+    const auto& c = req.constraints(i);
+    core::sweep_constraint sc;
+    const auto where = "constraints[" + std::to_string(i) + "]";
+    if (auto err = statistic_from(c.kpi(), where.c_str(), sc.kpi))
+      return err;
+    if (c.has_max())
+      sc.max = c.max();
+    if (c.has_min())
+      sc.min = c.min();
+    out.constraints.push_back(std::move(sc));
+  }
+  if (req.method().empty() || req.method() == "grid")
+    out.method = core::sweep_method::grid;
+  else if (req.method() == "coordinate")
+    out.method = core::sweep_method::coordinate;
+  else
+    return "method \"" + req.method() + "\" is not grid or coordinate";
+  if (req.max_runs() < 0 || req.max_runs() > 10'000)
+    return std::string{"max_runs must lie in 0 (200) .. 10000"};
+  out.max_runs = req.max_runs() == 0 ? 200 : static_cast<size_t>(req.max_runs());
+  return std::nullopt;
+}
+
+void point_to_proto(const core::sweep_point& p, v1::SweepPoint& out) {
+  for (double v : p.values)
+    out.add_values(v);
+  if (p.objective)
+    out.set_objective(*p.objective);
+  for (const auto& c : p.constraint_values)
+    out.add_constraint_values(c ? *c : std::numeric_limits<double>::quiet_NaN());
+  out.set_feasible(p.feasible);
+  out.set_violation(std::isfinite(p.violation) ? p.violation : std::numeric_limits<double>::max());
+}
+
+void selection_to_proto(const core::scenario_selection& s, v1::TwinSelection& out) {
+  for (const auto& n : s.names)
+    out.add_names("twins/" + n);
+  out.set_filter(s.where.text());
+}
+
 }  // namespace
+
+void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& o,
+                    v1::SweepResult& out) {
+  out.set_name(std::string{scenario_prefix} + s.id);
+  out.set_method(o.sweep.method == core::sweep_method::grid ? "grid" : "coordinate");
+  for (const auto& p : o.sweep.parameters) {
+    auto* q = out.add_parameters();
+    q->set_input(static_cast<int32_t>(p.input));
+    q->set_field(p.field);
+    for (double v : p.values)
+      q->add_values(v);
+  }
+  for (const auto& p : o.result.points)
+    point_to_proto(p, *out.add_points());
+  out.set_found(o.result.found);
+  out.set_runs(static_cast<int32_t>(o.result.points.size()));
+  out.set_wall_seconds(o.wall_s);
+  if (!o.result.best)
+    return;
+  const auto& best = o.result.points[*o.result.best];
+  point_to_proto(best, *out.mutable_best());
+  // What applying the best setting would set: each limit that names a setting.
+  auto inputs = s.inputs;
+  for (size_t i = 0; i < o.sweep.parameters.size(); ++i)
+    core::set_parameter(inputs, o.sweep.parameters[i], best.values[i]);
+  for (const auto& in : inputs)
+    if (const auto* l = std::get_if<core::limit_input>(&in); l && !l->setting.empty()) {
+      auto* set = out.add_settings();
+      set->set_property(l->setting);
+      set->set_value(l->max ? *l->max : l->min.value_or(0));
+      selection_to_proto(l->twins, *set->mutable_twins());
+    }
+}
 
 std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
                                                      std::string& error) {
@@ -423,7 +576,8 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
       list_(probe.method("ListScenarios")),
       delete_(probe.method("DeleteScenario")),
       add_inputs_(probe.method("AddScenarioInputs")),
-      result_(probe.method("GetScenarioResult")) {}
+      result_(probe.method("GetScenarioResult")),
+      sweep_result_(probe.method("GetSweepResult")) {}
 
 ::grpc::ServerUnaryReactor* scenario_service::CreateScenario(::grpc::CallbackServerContext* ctx,
                                                              const v1::CreateScenarioRequest* req,
@@ -612,19 +766,10 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   auto id = parse_scenario_name(req->name(), error);
   if (!id)
     return fail({StatusCode::INVALID_ARGUMENT, error});
-  if (req->horizon_ms() < 0 || req->step_ms() < 0)
-    return fail({StatusCode::INVALID_ARGUMENT, "horizon_ms and step_ms must not be negative"});
-  if (!std::isfinite(req->noise()) || req->noise() < 0 || req->noise() > 10)
-    return fail({StatusCode::INVALID_ARGUMENT, "noise must lie in 0..10 (standard deviations)"});
   core::run_options opts;
-  if (req->horizon_ms() > 0)
-    opts.horizon_ms = req->horizon_ms();
-  if (req->step_ms() > 0)
-    opts.step_ms = req->step_ms();
-  if (opts.step_ms < 1000)
-    return fail({StatusCode::INVALID_ARGUMENT, "step_ms must be at least 1000 (1 s)"});
-  opts.noise = req->noise();
-  opts.seed = req->seed() == 0 ? 1 : req->seed();
+  if (auto bad =
+          run_options_from(req->horizon_ms(), req->step_ms(), req->noise(), req->seed(), opts))
+    return fail(std::move(*bad));
   if (req->kpis_size() > 64)
     return fail({StatusCode::INVALID_ARGUMENT, "at most 64 kpis"});
   for (const auto& k : req->kpis()) {
@@ -633,9 +778,29 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
     opts.kpis.push_back(core::kpi_ref{k.aggregate(), k.measure()});
   }
   const std::string tenant = who ? who->tenant : std::string{};
-  auto stream = std::make_shared<run_stream>(probe_, false);
+  using stream_type = job_stream<v1::RunScenarioProgress>;
+  auto stream = std::make_shared<stream_type>(
+      probe_, "RunScenario",
+      [](v1::RunScenarioProgress& m, uint64_t done, uint64_t total, double speed) {
+        m.set_steps_done(static_cast<int64_t>(done));
+        m.set_steps_total(static_cast<int64_t>(total));
+        m.set_speed(speed);
+      },
+      [](v1::RunScenarioProgress& m, const scenario::scenario& s) {
+        if (!s.last)
+          return false;
+        const auto& r = *s.last;
+        m.set_done(true);
+        const auto total = static_cast<int64_t>(2 * r.scenario.times.size());
+        m.set_steps_done(total);
+        m.set_steps_total(total);
+        const double wall = r.base_wall_s + r.wall_s;
+        m.set_speed(wall > 0 ? 2.0 * static_cast<double>(r.options.horizon_ms) / 1000.0 / wall : 0);
+        result_to_proto(s, r, nullptr, false, *m.mutable_result());
+        return true;
+      });
   stream->self_ = stream;
-  std::weak_ptr<run_stream> weak = stream;
+  std::weak_ptr<stream_type> weak = stream;
   {
     auto e = audit_entry_of(who, std::string{service_prefix} + "RunScenario", req->name());
     e.time_ms = wall_ms();
@@ -660,6 +825,104 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
     return fail(status_of(o));
   }
   return stream.get();
+}
+
+::grpc::ServerWriteReactor<v1::SweepScenarioProgress>* scenario_service::SweepScenario(
+    ::grpc::CallbackServerContext* ctx, const v1::SweepScenarioRequest* req) {
+  const auto started = std::chrono::steady_clock::now();
+  auto fail = [&](Status s) {
+    probe_.on_request(
+        "SweepScenario", code_name(s.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    return new failed_stream<v1::SweepScenarioProgress>(std::move(s));
+  };
+  auto who = caller_of(*ctx);
+  if (auto* gate = backend_.gate()) {
+    std::string principal = who ? who->subject : principal_for({}, ctx->peer());
+    if (auto s = admit_stream(*gate, *ctx, principal); !s.ok())
+      return fail(std::move(s));
+  }
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id)
+    return fail({StatusCode::INVALID_ARGUMENT, error});
+  core::run_options opts;
+  if (auto bad =
+          run_options_from(req->horizon_ms(), req->step_ms(), req->noise(), req->seed(), opts))
+    return fail(std::move(*bad));
+  core::sweep_options sweep;
+  if (auto err = sweep_from(*req, sweep))
+    return fail({StatusCode::INVALID_ARGUMENT, *err});
+  {
+    auto e = audit_entry_of(who, std::string{service_prefix} + "SweepScenario", req->name());
+    e.time_ms = wall_ms();
+    e.code = "OK";
+    backend_.audit(std::move(e));
+  }
+  using stream_type = job_stream<v1::SweepScenarioProgress>;
+  auto stream = std::make_shared<stream_type>(
+      probe_, "SweepScenario",
+      [](v1::SweepScenarioProgress& m, uint64_t done, uint64_t total, double) {
+        m.set_runs_done(static_cast<int32_t>(done));
+        m.set_runs_total(static_cast<int32_t>(total));
+      },
+      [](v1::SweepScenarioProgress& m, const scenario::scenario& s) {
+        if (!s.last_sweep)
+          return false;
+        m.set_done(true);
+        const auto runs = static_cast<int32_t>(s.last_sweep->result.points.size());
+        m.set_runs_done(runs);
+        m.set_runs_total(runs);
+        sweep_to_proto(s, *s.last_sweep, *m.mutable_result());
+        return true;
+      });
+  stream->self_ = stream;
+  std::weak_ptr<stream_type> weak = stream;
+  const auto o = scenarios_.start_sweep(
+      *id, who ? who->tenant : std::string{}, std::move(opts), std::move(sweep),
+      [weak](uint64_t done, uint64_t total, double speed) {
+        if (auto s = weak.lock())
+          s->on_progress(done, total, speed);
+      },
+      [stream](const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
+        stream->on_done(o, std::move(s));
+      },
+      [weak] {
+        auto s = weak.lock();
+        return !s || s->cancelled();
+      });
+  if (!o) {
+    stream->self_.reset();
+    return fail(status_of(o));
+  }
+  return stream.get();
+}
+
+::grpc::ServerUnaryReactor* scenario_service::GetSweepResult(::grpc::CallbackServerContext* ctx,
+                                                             const v1::GetSweepResultRequest* req,
+                                                             v1::SweepResult* resp) {
+  call c{ctx, sweep_result_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  std::string error;
+  auto id = parse_scenario_name(req->name(), error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return c.reactor();
+  }
+  auto s = scenarios_.get(*id, tenant_of(c));
+  if (!s) {
+    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
+    return c.reactor();
+  }
+  if (!s->last_sweep) {
+    c.finish({StatusCode::FAILED_PRECONDITION,
+              "scenario \"" + req->name() + "\" has no sweep result; sweep it with SweepScenario"});
+    return c.reactor();
+  }
+  sweep_to_proto(*s, *s->last_sweep, *resp);
+  c.finish(Status::OK);
+  return c.reactor();
 }
 
 ::grpc::ServerUnaryReactor* scenario_service::GetScenarioResult(

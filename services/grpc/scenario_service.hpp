@@ -31,6 +31,10 @@ void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& r
                      const scenario::scenario* other, bool summary_only,
                      fleettwin::v1::ScenarioResult& out);
 
+/// A sweep's result, with the settings its best point would apply.
+void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& o,
+                    fleettwin::v1::SweepResult& out);
+
 class scenario_service final : public fleettwin::v1::ScenarioService::CallbackService {
 public:
   /// `models` (may be null): which properties are sensitive (filters over them
@@ -60,6 +64,12 @@ public:
                                                 const fleettwin::v1::GetScenarioResultRequest* req,
                                                 fleettwin::v1::ScenarioResult* resp) override;
 
+  ::grpc::ServerWriteReactor<fleettwin::v1::SweepScenarioProgress>* SweepScenario(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::SweepScenarioRequest* req) override;
+  ::grpc::ServerUnaryReactor* GetSweepResult(::grpc::CallbackServerContext* ctx,
+                                             const fleettwin::v1::GetSweepResultRequest* req,
+                                             fleettwin::v1::SweepResult* resp) override;
+
 private:
   scenario::registry& scenarios_;
   twin_backend& backend_;
@@ -72,6 +82,7 @@ private:
   metrics::method_probe& delete_;
   metrics::method_probe& add_inputs_;
   metrics::method_probe& result_;
+  metrics::method_probe& sweep_result_;
 };
 
 }  // namespace fleettwin::grpc_api

@@ -17,6 +17,10 @@ int64_t wall_ms() {
       .count();
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 uint64_t result_bytes(const core::run_result& r) {
   uint64_t n = sizeof r + r.times.size() * sizeof(int64_t);
   for (const auto& k : r.kpis)
@@ -59,6 +63,9 @@ uint64_t scenario::memory_bytes() const {
     n += sizeof raw + 2 * raw.size();  // the raw bytes, and the parsed input about as much
   if (last)
     n += sizeof *last + result_bytes(last->baseline) + result_bytes(last->scenario);
+  if (last_sweep)
+    for (const auto& p : last_sweep->result.points)
+      n += sizeof p + (p.values.size() + p.constraint_values.size()) * sizeof(double) * 2;
   return n;
 }
 
@@ -242,9 +249,124 @@ outcome registry::add_inputs(const std::string& id, const std::string& tenant,
   return {};
 }
 
+outcome registry::check_run(const core::run_options& opts, uint64_t runs) const {
+  const uint64_t steps =
+      static_cast<uint64_t>(opts.horizon_ms / std::max<int64_t>(1, opts.step_ms));
+  if (steps == 0)
+    return fail(failure::invalid, "the horizon must be at least one step");
+  if (runs * steps > limits_.max_steps)
+    return fail(failure::invalid,
+                "the work takes " + std::to_string(runs) + " run(s) of " + std::to_string(steps) +
+                    " steps; at most " + std::to_string(limits_.max_steps) +
+                    " steps in all (a longer step, a shorter horizon or fewer runs)");
+  return {};
+}
+
 outcome registry::start_run(const std::string& id, const std::string& tenant,
                             core::run_options opts, run_progress progress, run_done done,
                             std::function<bool()> cancelled) {
+  if (auto o = check_run(opts, 2); !o)
+    return o;
+  const uint64_t steps = static_cast<uint64_t>(opts.horizon_ms / opts.step_ms);
+  job j = [this, opts, steps, progress = std::move(progress)](
+              const scenario& s, const std::function<bool()>& stopped, job_result& out) {
+    const auto began = std::chrono::steady_clock::now();
+    auto report = [&](uint64_t offset) {
+      return [&, offset](uint64_t step, uint64_t) {
+        const double elapsed = std::max(1e-6, seconds_since(began));
+        const double virtual_s = static_cast<double>((offset + step) * opts.step_ms) / 1000.0;
+        if (progress)
+          progress(offset + step, 2 * steps, virtual_s / elapsed);
+        return !stopped();
+      };
+    };
+    auto result = std::make_shared<run_outcome>();
+    result->options = opts;
+    {
+      core::scenario_world w;
+      if (auto o = load_world(s, w); !o)
+        return o;
+      const auto t = std::chrono::steady_clock::now();
+      result->baseline = core::run(w, {}, opts, report(0));
+      result->base_wall_s = seconds_since(t);
+    }
+    if (stopped())
+      return outcome{};
+    core::scenario_world w;
+    if (auto o = load_world(s, w); !o)
+      return o;
+    if (auto o = prepare_inputs(s, s.inputs, w); !o)
+      return o;
+    const auto t = std::chrono::steady_clock::now();
+    result->scenario = core::run(w, s.inputs, opts, report(steps));
+    result->wall_s = seconds_since(t);
+    result->finished_ms = wall_ms();
+    const double total_s = result->base_wall_s + result->wall_s;
+    out.speed = total_s > 0 ? 2.0 * static_cast<double>(opts.horizon_ms) / 1000.0 / total_s : 0;
+    out.run = std::move(result);
+    return outcome{};
+  };
+  return launch(id, tenant, std::move(j), std::move(done), std::move(cancelled));
+}
+
+outcome registry::start_sweep(const std::string& id, const std::string& tenant,
+                              core::run_options opts, core::sweep_options sweep,
+                              run_progress progress, run_done done,
+                              std::function<bool()> cancelled) {
+  if (auto o = check_run(opts, sweep.max_runs); !o)
+    return o;
+  {
+    auto s = get(id, tenant);
+    if (!s)
+      return fail(failure::not_found, "scenario \"scenarios/" + id + "\" does not exist");
+    if (auto err = core::check_sweep(s->inputs, sweep))
+      return fail(failure::invalid, *err);
+  }
+  job j = [this, opts, sweep, progress = std::move(progress)](
+              const scenario& s, const std::function<bool()>& stopped, job_result& out) {
+    // The inputs as of the start (checked again: they may have changed since).
+    if (auto err = core::check_sweep(s.inputs, sweep))
+      return fail(failure::invalid, *err);
+    core::scenario_world w;
+    if (auto o = load_world(s, w); !o)
+      return o;
+    const auto began = std::chrono::steady_clock::now();
+    auto result = std::make_shared<sweep_outcome>();
+    result->options = opts;
+    result->sweep = sweep;
+    result->result = core::sweep(w, s.inputs, opts, sweep, [&](size_t done, size_t total) {
+      if (progress)
+        progress(done, total,
+                 static_cast<double>(done) * static_cast<double>(opts.horizon_ms) / 1000.0 /
+                     std::max(1e-6, seconds_since(began)));
+      return !stopped();
+    });
+    result->wall_s = seconds_since(began);
+    result->finished_ms = wall_ms();
+    out.speed = result->wall_s > 0
+                    ? static_cast<double>(result->result.points.size()) *
+                          static_cast<double>(opts.horizon_ms) / 1000.0 / result->wall_s
+                    : 0;
+    out.sweep = std::move(result);
+    return outcome{};
+  };
+  return launch(id, tenant, std::move(j), std::move(done), std::move(cancelled));
+}
+
+outcome registry::prepare_inputs(const scenario& s, const std::vector<core::scenario_input>& inputs,
+                                 core::scenario_world& w) const {
+  if (auto err = core::prepare(w, inputs))
+    return fail(failure::invalid, "input " + std::to_string(err->index + 1) + " (" +
+                                      core::describe(inputs[err->index]) + "): " + err->message);
+  if (w.twins.size() > limits_.max_twins)
+    return fail(failure::exhausted, "with its inputs the scenario holds " +
+                                        std::to_string(w.twins.size()) + " twins; at most " +
+                                        std::to_string(limits_.max_twins));
+  return {};
+}
+
+outcome registry::launch(const std::string& id, const std::string& tenant, job j, run_done done,
+                         std::function<bool()> cancelled) {
   std::lock_guard<std::mutex> guard{mutex_};
   const auto it = scenarios_.find(id);
   if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
@@ -255,14 +377,6 @@ outcome registry::start_run(const std::string& id, const std::string& tenant,
     return fail(failure::exhausted, std::to_string(stops_.size()) +
                                         " scenario run(s) in progress, this node's limit "
                                         "(--scenario-max-running); try again when one ends");
-  const uint64_t steps =
-      static_cast<uint64_t>(opts.horizon_ms / std::max<int64_t>(1, opts.step_ms));
-  if (steps == 0)
-    return fail(failure::invalid, "the horizon must be at least one step");
-  if (2 * steps > limits_.max_steps)
-    return fail(failure::invalid, "the run takes " + std::to_string(steps) + " steps; at most " +
-                                      std::to_string(limits_.max_steps / 2) +
-                                      " (a longer step or a shorter horizon)");
   auto running = std::make_shared<scenario>(*it->second);
   running->state = run_state::running;
   running->error.clear();
@@ -277,75 +391,25 @@ outcome registry::start_run(const std::string& id, const std::string& tenant,
     return true;
   });
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  threads_.emplace_back(
-      finished,
-      std::thread{[this, running, opts = std::move(opts), progress = std::move(progress),
-                   done = std::move(done), cancelled = std::move(cancelled), finished]() mutable {
-        execute(running, std::move(opts), std::move(progress), std::move(done),
-                std::move(cancelled), finished);
-      }});
+  threads_.emplace_back(finished,
+                        std::thread{[this, running, stop, j = std::move(j), done = std::move(done),
+                                     cancelled = std::move(cancelled), finished]() mutable {
+                          execute(running, stop, j, done, cancelled);
+                          finished->store(true);
+                        }});
   return {};
 }
 
-void registry::execute(std::shared_ptr<const scenario> s, core::run_options opts,
-                       run_progress progress, run_done done, std::function<bool()> cancelled,
-                       std::shared_ptr<std::atomic<bool>> finished) {
-  std::shared_ptr<std::atomic<bool>> stop;
-  {
-    std::lock_guard<std::mutex> guard{mutex_};
-    stop = stops_.at(s->id);
-  }
-  const uint64_t steps = static_cast<uint64_t>(opts.horizon_ms / opts.step_ms);
-  const auto began = std::chrono::steady_clock::now();
-  auto seconds_since = [](auto t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  };
+void registry::execute(const std::shared_ptr<const scenario>& s,
+                       const std::shared_ptr<std::atomic<bool>>& stop, const job& j,
+                       const run_done& done, const std::function<bool()>& cancelled) {
   auto stopped = [&] { return stop->load() || (cancelled && cancelled()); };
-  auto report = [&](uint64_t offset) {
-    return [&, offset](uint64_t step, uint64_t) {
-      const double elapsed = std::max(1e-6, seconds_since(began));
-      const double virtual_ms = static_cast<double>((offset + step) * opts.step_ms);
-      if (progress)
-        progress(offset + step, 2 * steps, virtual_ms / 1000.0 / elapsed);
-      return !stopped();
-    };
-  };
-  auto result = std::make_shared<run_outcome>();
-  result->options = opts;
-  outcome o;
-  {
-    core::scenario_world w;
-    o = load_world(*s, w);
-    if (o) {
-      const auto t = std::chrono::steady_clock::now();
-      result->baseline = core::run(w, {}, opts, report(0));
-      result->base_wall_s = seconds_since(t);
-    }
-  }
-  if (o && !stopped()) {
-    core::scenario_world w;
-    o = load_world(*s, w);
-    if (o) {
-      if (auto err = core::prepare(w, s->inputs)) {
-        o = fail(failure::invalid, "input " + std::to_string(err->index + 1) + " (" +
-                                       core::describe(s->inputs[err->index]) +
-                                       "): " + err->message);
-      } else if (w.twins.size() > limits_.max_twins) {
-        o = fail(failure::exhausted, "with its inputs the scenario holds " +
-                                         std::to_string(w.twins.size()) + " twins; at most " +
-                                         std::to_string(limits_.max_twins));
-      } else {
-        const auto t = std::chrono::steady_clock::now();
-        result->scenario = core::run(w, s->inputs, opts, report(steps));
-        result->wall_s = seconds_since(t);
-      }
-    }
-  }
+  job_result result;
+  outcome o = j(*s, stopped, result);
   const bool was_stopped = o && stopped();
   if (was_stopped)
     o = fail(failure::unavailable, stop->load() ? "the scenario was deleted or the node stopped"
                                                 : "the client cancelled the run");
-  result->finished_ms = wall_ms();
   std::shared_ptr<const scenario> after;
   {
     std::lock_guard<std::mutex> guard{mutex_};
@@ -355,24 +419,21 @@ void registry::execute(std::shared_ptr<const scenario> s, core::run_options opts
       auto next = std::make_shared<scenario>(*it->second);
       next->state = o ? run_state::done : run_state::failed;
       next->error = o ? std::string{} : o.message;
-      if (o)
-        next->last = result;
+      if (o && result.run)
+        next->last = result.run;
+      if (o && result.sweep)
+        next->last_sweep = result.sweep;
       it->second = next;
       after = next;
     }
     runs_[o ? 0 : was_stopped ? 2 : 1].fetch_add(1);
-    if (o) {
-      const double total_s = result->base_wall_s + result->wall_s;
-      const double speed =
-          total_s > 0 ? 2.0 * static_cast<double>(opts.horizon_ms) / 1000.0 / total_s : 0;
-      last_speed_bits_.store(std::bit_cast<uint64_t>(speed));
-    }
+    if (o)
+      last_speed_bits_.store(std::bit_cast<uint64_t>(result.speed));
   }
   if (!o)
     spdlog::info("scenario {}: run failed: {}", s->id, o.message);
   if (done)
     done(o, after);
-  finished->store(true);
 }
 
 outcome registry::load_world(const scenario& s, core::scenario_world& w) const {

@@ -47,6 +47,15 @@ struct run_outcome {
   int64_t finished_ms = 0;
 };
 
+/// A sweep: each setting tried and the best.
+struct sweep_outcome {
+  core::run_options options;
+  core::sweep_options sweep;
+  core::sweep_result result;
+  double wall_s = 0;
+  int64_t finished_ms = 0;
+};
+
 enum class run_state : uint8_t { created, running, done, failed };
 const char* to_string(run_state s);
 
@@ -68,6 +77,7 @@ struct scenario {
   run_state state = run_state::created;
   std::string error;
   std::shared_ptr<const run_outcome> last;
+  std::shared_ptr<const sweep_outcome> last_sweep;
 
   /// Bytes it holds in memory (inputs, results), an estimate.
   uint64_t memory_bytes() const;
@@ -147,6 +157,11 @@ public:
   outcome start_run(const std::string& id, const std::string& tenant, core::run_options opts,
                     run_progress progress, run_done done, std::function<bool()> cancelled = {});
 
+  /// Starts a sweep (see core::sweep) like a run; its result is kept as last_sweep.
+  outcome start_sweep(const std::string& id, const std::string& tenant, core::run_options opts,
+                      core::sweep_options sweep, run_progress progress, run_done done,
+                      std::function<bool()> cancelled = {});
+
   /// Gauges.
   size_t size() const;
   size_t running() const;
@@ -160,9 +175,25 @@ public:
   outcome load_world(const scenario& s, core::scenario_world& w) const;
 
 private:
-  void execute(std::shared_ptr<const scenario> s, core::run_options opts, run_progress progress,
-               run_done done, std::function<bool()> cancelled,
-               std::shared_ptr<std::atomic<bool>> finished);
+  /// What a run or sweep leaves for its scenario.
+  struct job_result {
+    std::shared_ptr<const run_outcome> run;
+    std::shared_ptr<const sweep_outcome> sweep;
+    /// Virtual time per wall time.
+    double speed = 0;
+  };
+  using job = std::function<outcome(const scenario& s, const std::function<bool()>& stopped,
+                                    job_result& out)>;
+  /// Checks a run's steps (`runs` runs of opts) against the bound.
+  outcome check_run(const core::run_options& opts, uint64_t runs) const;
+  outcome prepare_inputs(const scenario& s, const std::vector<core::scenario_input>& inputs,
+                         core::scenario_world& w) const;
+  /// Marks the scenario running and runs `j` on a thread of its own.
+  outcome launch(const std::string& id, const std::string& tenant, job j, run_done done,
+                 std::function<bool()> cancelled);
+  void execute(const std::shared_ptr<const scenario>& s,
+               const std::shared_ptr<std::atomic<bool>>& stop, const job& j, const run_done& done,
+               const std::function<bool()>& cancelled);
 
   world_sources src_;
   registry_limits limits_;

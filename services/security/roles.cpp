@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 39> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 41> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -41,6 +41,8 @@ constexpr std::array<std::pair<std::string_view, role>, 39> methods{{
     {"ScenarioService/GetScenario", role::viewer},
     {"ScenarioService/ListScenarios", role::viewer},
     {"ScenarioService/GetScenarioResult", role::viewer},
+    {"ScenarioService/GetSweepResult", role::viewer},
+    {"ScenarioService/SweepScenario", role::operator_},
     {"ScenarioService/CreateScenario", role::operator_},
     {"ScenarioService/AddScenarioInputs", role::operator_},
     {"ScenarioService/RunScenario", role::operator_},

@@ -527,3 +527,86 @@ TEST_F(ScenarioNodeTest, MistakesGetPreciseErrorsAndBoundsHold) {
   EXPECT_EQ(metric_value(m, "fleettwin_scenarios"), 2);
   EXPECT_EQ(metric_value(m, "fleettwin_scenario_runs_total{outcome=\"failed\"}"), 1);
 }
+
+TEST_F(ScenarioNodeTest, ASweepFindsTheChargingLimitThatKeepsATransformerUnder60Percent) {
+  feed();
+  v1::CreateScenarioRequest req;
+  req.set_below("transformers/T2");
+  ASSERT_TRUE(create("ev", req).ok());
+  // Five 11 kW chargers join T2 (30 kW of meters, 100 kW capacity), held to a limit.
+  v1::ScenarioInput chargers;
+  auto* add = chargers.mutable_add_twins();
+  add->set_template_twin("m-2");
+  add->set_count(5);
+  add->set_id_prefix("ev-");
+  add->set_parent("transformers/T2");
+  add->set_relation_type("feeds");
+  (*add->mutable_attributes())["role"] = "ev";
+  v1::ScenarioInput charging;
+  charging.mutable_telemetry()->mutable_twins()->set_filter("attributes.role = \"ev\"");
+  charging.mutable_telemetry()->set_property("power");
+  auto* pt = charging.mutable_telemetry()->add_points();
+  pt->set_value(11);
+  v1::ScenarioInput cap;
+  cap.mutable_limit()->mutable_twins()->set_filter("attributes.role = \"ev\"");
+  cap.mutable_limit()->set_property("power");
+  cap.mutable_limit()->set_max(11);
+  cap.mutable_limit()->set_setting("charge_limit_kw");
+  ASSERT_TRUE(add_inputs("ev", {chargers, charging, cap}).ok());
+  ASSERT_DOUBLE_EQ(transformer_power(2), 30);
+
+  v1::SweepScenarioRequest sweep;
+  sweep.set_name("scenarios/ev");
+  sweep.set_horizon_ms(3'600'000);
+  sweep.set_step_ms(quarter);
+  auto* p = sweep.add_parameters();
+  p->set_input(2);
+  p->set_field("max");
+  p->set_from(0);
+  p->set_to(11);
+  p->set_step(0.5);
+  sweep.mutable_objective()->set_parameter(0);
+  sweep.mutable_objective()->set_maximize(true);
+  auto* c = sweep.add_constraints();
+  c->mutable_kpi()->mutable_kpi()->set_aggregate("transformers/T2");
+  c->mutable_kpi()->mutable_kpi()->set_measure("utilisation");
+  c->set_max(0.6);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 120s);
+  auto reader = scenarios->SweepScenario(&ctx, sweep);
+  v1::SweepScenarioProgress progress;
+  v1::SweepResult result;
+  while (reader->Read(&progress))
+    if (progress.done())
+      result = progress.result();
+  const auto st = reader->Finish();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(result.runs(), 23);
+  ASSERT_TRUE(result.found());
+  // 30 kW + 5 x limit <= 60 kW: 6 kW.
+  ASSERT_EQ(result.best().values_size(), 1);
+  EXPECT_DOUBLE_EQ(result.best().values(0), 6);
+  EXPECT_NEAR(result.best().constraint_values(0), 0.6, 1e-9);
+  ASSERT_EQ(result.settings_size(), 1);
+  EXPECT_EQ(result.settings(0).property(), "charge_limit_kw");
+  EXPECT_DOUBLE_EQ(result.settings(0).value(), 6);
+  EXPECT_EQ(result.settings(0).twins().filter(), "attributes.role = \"ev\"");
+  {
+    grpc::ClientContext again;
+    v1::GetSweepResultRequest get;
+    get.set_name("scenarios/ev");
+    v1::SweepResult kept;
+    ASSERT_TRUE(scenarios->GetSweepResult(&again, get, &kept).ok());
+    EXPECT_EQ(kept.SerializeAsString(), result.SerializeAsString());
+  }
+  // A parameter that does not exist is refused before anything runs.
+  sweep.mutable_parameters(0)->set_input(9);
+  grpc::ClientContext bad_ctx;
+  auto bad = scenarios->SweepScenario(&bad_ctx, sweep);
+  while (bad->Read(&progress)) {
+  }
+  const auto refused = bad->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("input 9 does not exist"), std::string::npos)
+      << refused.error_message();
+}

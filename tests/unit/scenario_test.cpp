@@ -330,3 +330,102 @@ TEST(scenario, inputs_describe_themselves) {
   EXPECT_EQ(describe(add_twins_input{"m1", 50, "c", "feeders/A", "feeds"}),
             "add 50 copies of m1 as c1.. to feeders/A (feeds)");
 }
+
+namespace {
+
+/// Five 11 kW chargers on feeder A (40 kW of meters, 100 kW capacity), held
+/// to a charging limit; the sweep varies the limit (input 2) and how many
+/// chargers there are (input 0).
+std::vector<scenario_input> chargers_on_a(uint32_t count) {
+  add_twins_input add{"m1", count, "ev-", "feeders/A", "feeds", {{"role", "ev"}}};
+  series_input charging;
+  charging.twins = where("attributes.role = \"ev\"");
+  charging.property = "load_kw";
+  charging.points = {{0, 11}};
+  limit_input cap;
+  cap.twins = where("attributes.role = \"ev\"");
+  cap.property = "load_kw";
+  cap.max = 11;
+  cap.setting = "charge_limit_kw";
+  return {add, charging, cap};
+}
+
+std::vector<double> range(double from, double to) {
+  std::vector<double> v;
+  for (double x = from; x <= to; x += 1)
+    v.push_back(x);
+  return v;
+}
+
+}  // namespace
+
+TEST(scenario_sweep, finds_the_highest_charging_limit_that_keeps_the_feeder_under_90_percent) {
+  grid g;
+  auto inputs = chargers_on_a(5);
+  sweep_options s;
+  s.parameters = {sweep_parameter{2, "max", range(0, 15)}};
+  s.objective_parameter = 0;
+  s.maximize = true;
+  s.constraints = {sweep_constraint{{{"feeders/A", "utilisation"}, kpi_stat::peak, 0}, 0.9, {}}};
+  ASSERT_FALSE(check_sweep(inputs, s));
+  run_options o;
+  o.horizon_ms = 4 * quarter;
+  o.step_ms = quarter;
+  size_t calls = 0;
+  const auto r = sweep(g.w, inputs, o, s, [&](size_t done, size_t total) {
+    ++calls;
+    EXPECT_LE(done, total);
+    return true;
+  });
+  EXPECT_EQ(r.points.size(), 16u);
+  EXPECT_EQ(calls, 16u);
+  ASSERT_TRUE(r.found);
+  // 40 kW + 5 x limit <= 90 kW: 10 kW.
+  EXPECT_EQ(r.points[*r.best].values, std::vector<double>{10});
+  EXPECT_NEAR(*r.points[*r.best].constraint_values[0], 0.9, 1e-9);
+  EXPECT_FALSE(r.points[11].feasible);  // 11 kW: 95 %
+  EXPECT_NEAR(r.points[11].violation, 0.05, 1e-9);
+}
+
+TEST(scenario_sweep, grid_and_coordinate_search_over_two_settings) {
+  grid g;
+  auto inputs = chargers_on_a(5);
+  sweep_options s;
+  s.parameters = {sweep_parameter{0, "count", range(0, 10)},
+                  sweep_parameter{2, "max", range(0, 11)}};
+  s.objective = kpi_statistic{{"feeders/A", "load"}, kpi_stat::mean, 0};
+  s.maximize = true;
+  s.constraints = {sweep_constraint{{{"feeders/A", "utilisation"}, kpi_stat::peak, 0}, 0.9, {}}};
+  run_options o;
+  o.horizon_ms = 2 * quarter;
+  o.step_ms = quarter;
+  const auto grid_r = sweep(g.w, inputs, o, s);
+  EXPECT_EQ(grid_r.points.size(), 132u);
+  ASSERT_TRUE(grid_r.found);
+  EXPECT_NEAR(*grid_r.points[*grid_r.best].objective, 90, 1e-9);  // 50 kW of charging exactly
+  s.method = sweep_method::coordinate;
+  const auto coord = sweep(g.w, inputs, o, s);
+  ASSERT_TRUE(coord.found);
+  EXPECT_LT(coord.points.size(), 60u);
+  EXPECT_GE(*coord.points[*coord.best].objective, 88 - 1e-9);  // a local optimum at worst
+  EXPECT_LE(*coord.points[*coord.best].constraint_values[0], 0.9 + 1e-12);
+  // A budget of runs holds.
+  s.method = sweep_method::grid;
+  s.max_runs = 7;
+  EXPECT_EQ(sweep(g.w, inputs, o, s).points.size(), 7u);
+}
+
+TEST(scenario_sweep, mistakes_in_a_sweep_say_what_to_fix) {
+  const auto inputs = chargers_on_a(5);
+  sweep_options s;
+  s.objective_parameter = 0;
+  EXPECT_NE(check_sweep(inputs, s)->find("at least one parameter"), std::string::npos);
+  s.parameters = {sweep_parameter{7, "max", {1}}};
+  EXPECT_NE(check_sweep(inputs, s)->find("input 7 does not exist"), std::string::npos);
+  s.parameters = {sweep_parameter{2, "factor", {1}}};
+  EXPECT_NE(check_sweep(inputs, s)->find("min or max"), std::string::npos);
+  s.parameters = {sweep_parameter{2, "max", {}}};
+  EXPECT_NE(check_sweep(inputs, s)->find("no values"), std::string::npos);
+  s.parameters = {sweep_parameter{0, "count", {1.5}}};
+  EXPECT_NE(check_sweep(inputs, s)->find("whole numbers"), std::string::npos);
+}

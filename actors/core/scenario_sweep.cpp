@@ -1,0 +1,285 @@
+// Scenario sweeps: grid and coordinate search over numbers of a scenario's
+// inputs, each setting run through the same scenario run (scenario.cpp).
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "actors/core/scenario.hpp"
+
+namespace fleettwin::core {
+
+namespace {
+
+/// The number a parameter names inside an input, or null.
+double* field_of(scenario_input& in, const std::string& field, std::string& error) {
+  if (auto* l = std::get_if<limit_input>(&in)) {
+    if (field == "max" || field == "min") {
+      auto& slot = field == "max" ? l->max : l->min;
+      if (!slot)
+        slot = 0;
+      return &*slot;
+    }
+    error = "a limit's parameter is min or max";
+    return nullptr;
+  }
+  if (auto* p = std::get_if<profile_input>(&in)) {
+    if (field == "factor")
+      return &p->factor;
+    if (field == "offset")
+      return &p->offset;
+    error = "a profile's parameter is factor or offset";
+    return nullptr;
+  }
+  error = "only limits, profiles, telemetry and add_twins inputs have parameters";
+  return nullptr;
+}
+
+}  // namespace
+
+std::optional<kpi_stat> parse_kpi_stat(std::string_view s) {
+  if (s == "peak" || s == "max" || s.empty())
+    return kpi_stat::peak;
+  if (s == "mean")
+    return kpi_stat::mean;
+  if (s == "min")
+    return kpi_stat::min;
+  if (s == "last")
+    return kpi_stat::last;
+  if (s == "at")
+    return kpi_stat::at;
+  return std::nullopt;
+}
+
+const char* to_string(kpi_stat s) {
+  switch (s) {
+    case kpi_stat::peak:
+      return "peak";
+    case kpi_stat::mean:
+      return "mean";
+    case kpi_stat::min:
+      return "min";
+    case kpi_stat::last:
+      return "last";
+    case kpi_stat::at:
+      return "at";
+  }
+  return "peak";
+}
+
+std::optional<double> evaluate(const run_result& r, int64_t start_ms, const kpi_statistic& s) {
+  const kpi_series* k = nullptr;
+  for (const auto& x : r.kpis)
+    if (x.ref == s.ref)
+      k = &x;
+  if (!k)
+    return std::nullopt;
+  switch (s.stat) {
+    case kpi_stat::peak:
+      return series_peak(*k);
+    case kpi_stat::mean:
+      return series_mean(*k);
+    case kpi_stat::min: {
+      std::optional<double> m;
+      for (const auto& v : k->values)
+        if (v && (!m || *v < *m))
+          m = v;
+      return m;
+    }
+    case kpi_stat::last:
+      for (auto it = k->values.rbegin(); it != k->values.rend(); ++it)
+        if (*it)
+          return *it;
+      return std::nullopt;
+    case kpi_stat::at:
+      for (size_t i = 0; i < k->values.size() && i < r.times.size(); ++i)
+        if (r.times[i] - start_ms >= s.at_offset_ms)
+          return k->values[i];
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> set_parameter(std::vector<scenario_input>& inputs,
+                                         const sweep_parameter& p, double v) {
+  if (p.input >= inputs.size())
+    return "input " + std::to_string(p.input) + " does not exist (the scenario has " +
+           std::to_string(inputs.size()) + ")";
+  if (!std::isfinite(v))
+    return std::string{"a parameter's values must be finite"};
+  auto& in = inputs[p.input];
+  if (auto* s = std::get_if<series_input>(&in)) {
+    if (p.field != "value")
+      return std::string{"a telemetry series' parameter is value"};
+    for (auto& pt : s->points)
+      pt.second = v;
+    return std::nullopt;
+  }
+  if (auto* a = std::get_if<add_twins_input>(&in)) {
+    if (p.field != "count")
+      return std::string{"an add_twins input's parameter is count"};
+    if (v < 0 || v != std::floor(v))
+      return std::string{"count takes whole numbers"};
+    a->count = static_cast<uint32_t>(v);
+    return std::nullopt;
+  }
+  std::string error;
+  double* slot = field_of(in, p.field, error);
+  if (!slot)
+    return error;
+  *slot = v;
+  return std::nullopt;
+}
+
+std::optional<std::string> check_sweep(const std::vector<scenario_input>& inputs,
+                                       const sweep_options& s) {
+  if (s.parameters.empty())
+    return std::string{"a sweep varies at least one parameter"};
+  if (!s.objective && !s.objective_parameter)
+    return std::string{"a sweep optimises a KPI statistic or a parameter"};
+  if (s.objective_parameter && *s.objective_parameter >= s.parameters.size())
+    return "objective parameter " + std::to_string(*s.objective_parameter) +
+           " does not exist (the sweep has " + std::to_string(s.parameters.size()) + ")";
+  for (size_t i = 0; i < s.parameters.size(); ++i) {
+    const auto& p = s.parameters[i];
+    if (p.values.empty())
+      return "parameter " + std::to_string(i) + " has no values to try";
+    auto copy = inputs;
+    if (auto err = set_parameter(copy, p, p.values.front()))
+      return "parameter " + std::to_string(i) + ": " + *err;
+  }
+  for (const auto& c : s.constraints)
+    if (!c.max && !c.min)
+      return "constraint on " + c.kpi.ref.aggregate + " " + c.kpi.ref.measure +
+             " sets a max, a min or both";
+  return std::nullopt;
+}
+
+sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>& inputs,
+                   const run_options& opts, const sweep_options& s,
+                   const std::function<bool(size_t done, size_t total)>& progress) {
+  sweep_result out;
+  // Every KPI the objective and constraints read is followed.
+  run_options o = opts;
+  o.kpis.clear();
+  auto follow = [&](const kpi_ref& r) {
+    if (std::find(o.kpis.begin(), o.kpis.end(), r) == o.kpis.end())
+      o.kpis.push_back(r);
+  };
+  if (s.objective)
+    follow(s.objective->ref);
+  for (const auto& c : s.constraints)
+    follow(c.kpi.ref);
+  if (o.kpis.empty())
+    o.max_kpis = 0;
+  size_t total = 1;
+  for (const auto& p : s.parameters)
+    total = std::min<size_t>(s.max_runs, total * p.values.size());
+  if (s.method == sweep_method::coordinate) {
+    size_t sum = 0;
+    for (const auto& p : s.parameters)
+      sum += p.values.size();
+    total = std::min(s.max_runs, sum * 3);
+  }
+  std::map<std::vector<size_t>, size_t> tried;  // value indexes -> point
+  bool stopped = false;
+  auto better = [&](const sweep_point& a, const sweep_point& b) {
+    if (a.feasible != b.feasible)
+      return a.feasible;
+    if (!a.feasible)
+      return a.violation < b.violation;
+    if (a.objective.has_value() != b.objective.has_value())
+      return a.objective.has_value();
+    if (!a.objective)
+      return false;
+    return s.maximize ? *a.objective > *b.objective : *a.objective < *b.objective;
+  };
+  auto try_point = [&](const std::vector<size_t>& at) -> std::optional<size_t> {
+    if (auto it = tried.find(at); it != tried.end())
+      return it->second;
+    if (stopped || out.points.size() >= s.max_runs)
+      return std::nullopt;
+    sweep_point pt;
+    auto in = inputs;
+    for (size_t i = 0; i < s.parameters.size(); ++i) {
+      pt.values.push_back(s.parameters[i].values[at[i]]);
+      set_parameter(in, s.parameters[i], pt.values.back());
+    }
+    scenario_world w = base;
+    if (auto err = prepare(w, in)) {
+      pt.feasible = false;
+      pt.violation = std::numeric_limits<double>::infinity();
+    } else {
+      const auto r = run(w, in, o);
+      pt.objective = s.objective_parameter
+                         ? std::optional<double>{pt.values[*s.objective_parameter]}
+                         : evaluate(r, w.start_ms, *s.objective);
+      pt.feasible = true;
+      for (const auto& c : s.constraints) {
+        const auto v = evaluate(r, w.start_ms, c.kpi);
+        pt.constraint_values.push_back(v);
+        double over = 0;
+        if (!v)
+          over = std::numeric_limits<double>::infinity();
+        else if (c.max && *v > *c.max)
+          over = *v - *c.max;
+        else if (c.min && *v < *c.min)
+          over = *c.min - *v;
+        if (over > 0)
+          pt.feasible = false;
+        pt.violation = std::max(pt.violation, over);
+      }
+    }
+    out.points.push_back(std::move(pt));
+    const size_t index = out.points.size() - 1;
+    tried.emplace(at, index);
+    if (!out.best || better(out.points[index], out.points[*out.best]))
+      out.best = index;
+    if (progress && !progress(out.points.size(), total))
+      stopped = true;
+    return index;
+  };
+  const size_t n = s.parameters.size();
+  if (s.method == sweep_method::grid) {
+    std::vector<size_t> at(n, 0);
+    for (;;) {
+      if (!try_point(at))
+        break;
+      size_t i = 0;
+      while (i < n && ++at[i] == s.parameters[i].values.size())
+        at[i++] = 0;
+      if (i == n)
+        break;
+    }
+  } else {
+    // Start from each parameter's middle value.
+    std::vector<size_t> at(n);
+    for (size_t i = 0; i < n; ++i)
+      at[i] = s.parameters[i].values.size() / 2;
+    try_point(at);
+    for (bool improved = true; improved && !stopped;) {
+      improved = false;
+      for (size_t i = 0; i < n && !stopped; ++i) {
+        const auto before = out.best;
+        auto probe = at;
+        for (size_t v = 0; v < s.parameters[i].values.size(); ++v) {
+          probe[i] = v;
+          if (!try_point(probe))
+            break;
+        }
+        if (out.best != before) {
+          improved = true;
+          // Move to the best point found (its indexes).
+          for (const auto& [idx, point] : tried)
+            if (point == *out.best)
+              at = idx;
+        }
+      }
+    }
+  }
+  out.found = out.best && out.points[*out.best].feasible;
+  return out;
+}
+
+}  // namespace fleettwin::core
