@@ -610,3 +610,75 @@ TEST_F(ScenarioNodeTest, ASweepFindsTheChargingLimitThatKeepsATransformerUnder60
   EXPECT_NE(refused.error_message().find("input 9 does not exist"), std::string::npos)
       << refused.error_message();
 }
+
+#ifdef FLEETTWIN_CLI_BINARY
+TEST_F(ScenarioNodeTest, OperatorsSweepAndApplyFromTheCliAndReadWithGrpcurl) {
+  feed();
+  auto cli = [&](const std::string& args) {
+    return run_command(std::string{FLEETTWIN_CLI_BINARY} + " --server " + node->grpc_address() +
+                       " scenario " + args + " 2>&1");
+  };
+  auto ok = [&](const std::string& args) {
+    auto [code, text] = cli(args);
+    EXPECT_EQ(code, 0) << args << "\n" << text;
+    return text;
+  };
+  EXPECT_NE(ok("create ev --below transformers/T2 --description 'five chargers'")
+                .find("scenarios/ev  created  forked everything below transformers/T2"),
+            std::string::npos);
+  // Five 11 kW chargers on T2 (their own transformer attribute keeps them out of
+  // the meters' filter), and a demand limit on T2's live meters to find.
+  ok("apply-input ev --add 5 --template m-2 --parent transformers/T2 --type feeds --prefix ev- "
+     "--attr role=ev --attr transformer=T2-ev");
+  ok("apply-input ev --series power=11 --where 'attributes.role = \"ev\"'");
+  const auto listed =
+      ok("apply-input ev --limit 'power<=5' --setting power_limit_kw --where "
+         "'attributes.transformer = \"T2\"'");
+  EXPECT_NE(listed.find("input 2: limit power of twins where attributes.transformer = \"T2\" to "
+                        "<= 5"),
+            std::string::npos)
+      << listed;
+  const auto ran = ok("run ev --horizon 1h --step 15m --kpi transformers/T2:utilisation");
+  // 30 kW of meters (none above 5 kW) and 55 kW of chargers.
+  EXPECT_NE(ran.find("transformers/T2 utilisation"), std::string::npos) << ran;
+  EXPECT_NE(ran.find("0.85"), std::string::npos) << ran;
+  // The meters' limit that keeps T2 at or under 80 %: sum(min(power, x)) <= 25 kW: 3 kW.
+  const auto swept =
+      ok("sweep ev --horizon 1h --param 2.max=0:5:0.5 --maximize param:0 "
+         "--constraint 'transformers/T2:utilisation<=0.8'");
+  EXPECT_NE(swept.find("best: 2.max=3 (objective 3)"), std::string::npos) << swept;
+  EXPECT_NE(swept.find("apply: power_limit_kw=3 on twins where attributes.transformer = \"T2\""),
+            std::string::npos)
+      << swept;
+  const auto dry = ok("apply ev --dry-run");
+  EXPECT_NE(dry.find("would change: 10 twins: 10 changed"), std::string::npos) << dry;
+  const auto applied = ok("apply ev");
+  EXPECT_NE(applied.find("10 twins: 10 changed"), std::string::npos) << applied;
+  v1::Twin tw;
+  ASSERT_TRUE(get_twin(*twins, "m-6", tw).ok());
+  ASSERT_EQ(tw.desired().count("power_limit_kw"), 1u);
+  EXPECT_DOUBLE_EQ(tw.desired().at("power_limit_kw").double_value(), 3);
+  ASSERT_TRUE(get_twin(*twins, "m-1", tw).ok());
+  EXPECT_EQ(tw.desired().count("power_limit_kw"), 0u);  // not on T2
+
+  // --json, and errors with their exit codes.
+  auto [code, json] = cli("--json result ev");
+  EXPECT_EQ(code, 0) << json;
+  EXPECT_NE(json.find("\"compared_with\":\"baseline\""), std::string::npos) << json;
+  EXPECT_EQ(cli("get nope").first, 3);                    // NOT_FOUND
+  EXPECT_EQ(cli("sweep ev --param 2.max=1,2").first, 2);  // no objective: a usage error
+
+  // A client that knows only server reflection.
+  const std::string grpcurl = FLEETTWIN_GRPCURL;
+  ASSERT_TRUE(std::filesystem::exists(grpcurl)) << grpcurl;
+  auto [rc, services] =
+      run_command(grpcurl + " -plaintext -max-time 5 " + node->grpc_address() + " list 2>&1");
+  EXPECT_EQ(rc, 0) << services;
+  EXPECT_NE(services.find("fleettwin.v1.ScenarioService"), std::string::npos) << services;
+  auto [rc2, got] =
+      run_command(grpcurl + " -plaintext -max-time 5 -d '{\"name\":\"scenarios/ev\"}' " +
+                  node->grpc_address() + " fleettwin.v1.ScenarioService/GetScenario 2>&1");
+  EXPECT_EQ(rc2, 0) << got;
+  EXPECT_NE(got.find("\"state\": \"done\""), std::string::npos) << got;
+}
+#endif

@@ -83,13 +83,6 @@ int run_alerts_ack(session& s, const alerts_ack_options& options) {
 
 namespace {
 
-/// "1h", "90m", "2d" as milliseconds (units ms, s, m, h, d, w).
-int64_t parse_span(const std::string& text) {
-  if (text.empty() || text[0] == '-' || text[0] == '+')
-    throw usage_error("a duration such as 1h, 90m or 2d is expected, got \"" + text + "\"");
-  return parse_time("+" + text, 0);
-}
-
 std::string span_text(int64_t at, int64_t from) {
   const double h = static_cast<double>(at - from) / 3'600'000.0;
   return h < 48 ? fmt::format("in {:.1f} h", h) : fmt::format("in {:.1f} d", h / 24);

@@ -57,6 +57,9 @@ public:
   grpc::Channel& channel() {
     return *channel_;
   }
+  const std::shared_ptr<grpc::Channel>& shared_channel() const {
+    return channel_;
+  }
   std::ostream& out() {
     return out_;
   }

@@ -292,4 +292,10 @@ int64_t parse_time(std::string_view text, int64_t now_ms) {
   return *ms;
 }
 
+int64_t parse_span(const std::string& text) {
+  if (text.empty() || text[0] == '-' || text[0] == '+')
+    throw usage_error("a duration such as 1h, 90m or 2d is expected, got \"" + text + "\"");
+  return parse_time("+" + text, 0);
+}
+
 }  // namespace fleettwin::cli

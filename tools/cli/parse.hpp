@@ -40,4 +40,7 @@ std::pair<std::string, v1::Value> parse_assignment(std::string_view text);
 /// to now_ms ("-15m", "-2h", "-1h30m", "+30s"; units ms, s, m, h, d, w).
 int64_t parse_time(std::string_view text, int64_t now_ms);
 
+/// "1h", "90m", "2d" as milliseconds (units ms, s, m, h, d, w).
+int64_t parse_span(const std::string& text);
+
 }  // namespace fleettwin::cli

@@ -8,6 +8,7 @@
 #include "tools/cli/commands.hpp"
 #include "tools/cli/interrupter.hpp"
 #include "tools/cli/parse.hpp"
+#include "tools/cli/scenario_commands.hpp"
 
 namespace fleettwin::cli {
 
@@ -19,7 +20,8 @@ constexpr const char* footer = R"(Assets are given by id ("veh-1"); the "twins/"
 Times (--from, --to): Unix ms, ISO-8601 (2026-11-24T10:00:00Z; UTC when no zone),
 "now", or relative to now (-15m, -2h, -30s, -1d, -1h30m).
 --json prints one compact JSON document per line: a twin per asset (get), a page
-(list), the twin (set-desired), a progress message (bulk-desired), the points
+(list), the twin (set-desired), a progress message (bulk-desired, scenario run and
+sweep), the scenario (scenario create/get/apply-input), the result, the points
 (history), a change (watch), the status.
 
 Exit codes:
@@ -44,6 +46,7 @@ struct command_line {
   list_options list;
   set_desired_options set_desired;
   bulk_desired_options bulk_desired;
+  scenario_options scenario;
   delete_options erase;
   audit_options audit;
   uint64_t expected_version = 0;
@@ -341,6 +344,9 @@ int dispatch(CLI::App& app, command_line& cl, session& s) {
       return run_alerts_watch(s, cl.alerts_watch);
     return run_alerts_ack(s, cl.alerts_ack);
   }
+  if (name == "scenario") {
+    return run_scenario(s, command->get_subcommands().front()->get_name(), cl.scenario);
+  }
   if (name == "relations") {
     return run_relations(s, cl.relations);
   }
@@ -414,6 +420,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_alerts(app, cl);
   add_models(app, cl);
   add_forecast(app, cl);
+  add_scenario(app, cl.scenario);
   app.add_subcommand("status", "Show the node, its Kafka connection and partitions");
   app.add_subcommand("ping", "Measure the round-trip time to the node");
   auto* health =
