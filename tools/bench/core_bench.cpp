@@ -13,6 +13,8 @@
 #include "actors/core/codec.hpp"
 #include "actors/core/filter.hpp"
 #include "actors/core/property_analytics.hpp"
+#include "actors/core/relations.hpp"
+#include "actors/core/scenario.hpp"
 #include "actors/core/twin.hpp"
 #include "actors/core/twin_analytics.hpp"
 
@@ -249,6 +251,88 @@ void BM_TwinAnalytics(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_TwinAnalytics)->Arg(0)->Arg(1);
+
+// A what-if scenario over a grid of `state.range(0)` meters (power, voltage,
+// current; a day of quarter-hourly history each) below transformers of 100
+// meters, feeders of 10 transformers and one grid: a day run forward in
+// quarter-hour steps. x_real_time is virtual time per wall time.
+void BM_ScenarioRun(benchmark::State& state) {
+  const auto meters = static_cast<int>(state.range(0));
+  auto kinds = std::make_shared<kind_registry>();
+  for (auto [name, collection] : {std::pair{"transformer", "transformers"},
+                                  std::pair{"feeder", "feeders"}, std::pair{"grid", "grids"}})
+    kinds->put({name,
+                collection,
+                {"feeds"},
+                {{"meters", "count()"},
+                 {"power", "sum(reported.power)"},
+                 {"voltage_p01", "percentile(reported.voltage, 0.01)"},
+                 {"utilisation", "power / attributes.capacity_kw"}},
+                ""});
+  scenario_world w;
+  w.kinds = kinds;
+  w.start_ms = 1'700'000'000'000;
+  const int transformers = std::max(1, meters / 100);
+  auto aggregate_of = [&](const std::string& id, const std::string& parent) {
+    scenario_aggregate a{twin{},
+                         aggregate{id, kinds->kinds().at(kinds->kind_of(id)->def.name), 3'600'000}};
+    a.entity.asset_id = id;
+    a.entity.attributes["capacity_kw"] = "1000";
+    if (!parent.empty())
+      a.entity.relations.push_back(relation{"feeds", parent, relation_origin::api});
+    w.aggregates.emplace(id, std::move(a));
+  };
+  aggregate_of("grids/main", "");
+  for (int f = 0; f < std::max(1, transformers / 10); ++f)
+    aggregate_of("feeders/f" + std::to_string(f), "grids/main");
+  for (int t = 0; t < transformers; ++t)
+    aggregate_of("transformers/t" + std::to_string(t),
+                 "feeders/f" + std::to_string(t / 10 % std::max(1, transformers / 10)));
+  std::mt19937 rng{7};
+  std::normal_distribution<double> noise{0, 0.3};
+  apply_result applied;
+  analysis_output out;
+  for (int i = 0; i < meters; ++i) {
+    twin tw;
+    tw.asset_id = "m-" + std::to_string(i);
+    tw.kind = "meter";
+    tw.relations.push_back(relation{"feeds", "transformers/t" + std::to_string(i % transformers),
+                                    relation_origin::api});
+    for (int k = 0; k < 96; ++k) {
+      telemetry t;
+      t.asset_id = tw.asset_id;
+      t.kind = "meter";
+      t.sequence = static_cast<uint64_t>(k + 1);
+      t.source_time_ms = w.start_ms - (96 - k) * 900'000;
+      const double load = 3 + 2 * std::sin(k * 6.283 / 96) + noise(rng);
+      t.metrics = {{"power", load}, {"voltage", 230 - load + noise(rng)}, {"current", load * 4.3}};
+      apply_telemetry(tw, t, t.source_time_ms, limits{}, applied);
+      analyze_applied(tw, t, applied, nullptr, t.source_time_ms, out);
+    }
+    w.twins.emplace(tw.asset_id, std::move(tw));
+  }
+  connect(w);
+  profile_input heat;
+  heat.property = "power";
+  heat.factor = 1.3;
+  std::vector<scenario_input> inputs{heat};
+  run_options o;
+  o.horizon_ms = 24 * 3'600'000LL;
+  o.step_ms = 900'000;
+  o.noise = 1;
+  for (auto _ : state) {
+    state.PauseTiming();
+    scenario_world copy = w;
+    prepare(copy, inputs);
+    state.ResumeTiming();
+    auto r = run(copy, inputs, o);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations() * meters * 96);
+  state.counters["x_real_time"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * 86'400, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ScenarioRun)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
