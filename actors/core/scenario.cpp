@@ -96,6 +96,22 @@ std::optional<std::string> check_window(const scenario_window& win) {
   return std::nullopt;
 }
 
+/// Routes what changed below aggregate `id` (`deltas`) to its parents.
+void pass_up(const std::string& id, const scenario_aggregate& a,
+             const std::vector<member_delta>& deltas, int64_t now_ms,
+             std::vector<contribution>& out) {
+  if (deltas.empty() || a.entity.relations.empty())
+    return;
+  child_change c;
+  c.child = id;
+  c.before = &a.entity.relations;
+  c.after = &a.entity.relations;
+  c.self = member_delta{id, true, false, 0, {}, {}};
+  c.members = &deltas;
+  c.origin_ms = now_ms;
+  route(c, out);
+}
+
 /// Delivers contributions wave by wave: every contribution of a wave is
 /// applied to its aggregate, and each aggregate then passes what changed
 /// to its parents in one contribution per parent (as a commit would).
@@ -114,19 +130,8 @@ void deliver(scenario_world& w, std::vector<contribution>& queue, int64_t now_ms
       it->second.agg.apply(c, now_ms, out);
     }
     queue.clear();
-    for (auto& [id, deltas] : outward) {
-      auto& a = w.aggregates.find(id)->second;
-      if (deltas.empty() || a.entity.relations.empty())
-        continue;
-      child_change c;
-      c.child = id;
-      c.before = &a.entity.relations;
-      c.after = &a.entity.relations;
-      c.self = member_delta{id, true, false, 0, {}, {}};
-      c.members = &deltas;
-      c.origin_ms = now_ms;
-      route(c, next);
-    }
+    for (auto& [id, deltas] : outward)
+      pass_up(id, w.aggregates.find(id)->second, deltas, now_ms, next);
     outward.clear();
     coalesce(next);
     std::swap(queue, next);
@@ -658,16 +663,7 @@ run_result run(scenario_world& w, const std::vector<scenario_input>& inputs,
         continue;
       timed_out.clear();
       a.agg.advance(now_ms, &timed_out);
-      if (timed_out.empty() || a.entity.relations.empty())
-        continue;
-      child_change c;
-      c.child = id;
-      c.before = &a.entity.relations;
-      c.after = &a.entity.relations;
-      c.self = member_delta{id, true, false, 0, {}, {}};
-      c.members = &timed_out;
-      c.origin_ms = now_ms;
-      route(c, queue);
+      pass_up(id, a, timed_out, now_ms, queue);
     }
     for (auto& plan : plans) {
       auto& tw = *plan.tw;

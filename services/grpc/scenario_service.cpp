@@ -635,23 +635,29 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   return c.reactor();
 }
 
+std::shared_ptr<const scenario::scenario> scenario_service::lookup(const call& c,
+                                                                   const std::string& name) {
+  std::string error;
+  auto id = parse_scenario_name(name, error);
+  if (!id) {
+    c.finish({StatusCode::INVALID_ARGUMENT, error});
+    return nullptr;
+  }
+  auto s = scenarios_.get(*id, tenant_of(c));
+  if (!s)
+    c.finish({StatusCode::NOT_FOUND, "scenario \"" + name + "\" does not exist"});
+  return s;
+}
+
 ::grpc::ServerUnaryReactor* scenario_service::GetScenario(::grpc::CallbackServerContext* ctx,
                                                           const v1::GetScenarioRequest* req,
                                                           v1::Scenario* resp) {
   call c{ctx, get_};
   if (!c.admit(backend_))
     return c.reactor();
-  std::string error;
-  auto id = parse_scenario_name(req->name(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  auto s = lookup(c, req->name());
+  if (!s)
     return c.reactor();
-  }
-  auto s = scenarios_.get(*id, tenant_of(c));
-  if (!s) {
-    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
-    return c.reactor();
-  }
   scenario_to_proto(*s, *resp);
   c.finish(Status::OK);
   return c.reactor();
@@ -747,40 +753,94 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   return c.reactor();
 }
 
-::grpc::ServerWriteReactor<v1::RunScenarioProgress>* scenario_service::RunScenario(
-    ::grpc::CallbackServerContext* ctx, const v1::RunScenarioRequest* req) {
+namespace {
+
+/// Starts a job of the registry with its run options, progress, end and cancellation.
+using job_starter = std::function<scenario::outcome(
+    const std::string& id, const std::string& tenant, core::run_options opts,
+    scenario::run_progress progress, scenario::run_done done, std::function<bool()> cancelled)>;
+
+/// What RunScenario and SweepScenario share: admission, the scenario's name and run options,
+/// the audit entry, and the stream the job reports to. `parse` reads the rest of the
+/// request (an error refuses the call).
+template <class Progress, class Request>
+::grpc::ServerWriteReactor<Progress>* open_job(
+    twin_backend& backend, metrics::grpc_probe& probe, const char* method,
+    ::grpc::CallbackServerContext* ctx, const Request& req,
+    const std::function<std::optional<Status>(core::run_options&)>& parse,
+    typename job_stream<Progress>::fill_progress fill_progress,
+    typename job_stream<Progress>::fill_final fill_final, const job_starter& start) {
   const auto started = std::chrono::steady_clock::now();
   auto fail = [&](Status s) {
-    probe_.on_request(
-        "RunScenario", code_name(s.error_code()),
+    probe.on_request(
+        method, code_name(s.error_code()),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    return new failed_stream<v1::RunScenarioProgress>(std::move(s));
+    return new failed_stream<Progress>(std::move(s));
   };
   auto who = caller_of(*ctx);
-  if (auto* gate = backend_.gate()) {
+  if (auto* gate = backend.gate()) {
     std::string principal = who ? who->subject : principal_for({}, ctx->peer());
     if (auto s = admit_stream(*gate, *ctx, principal); !s.ok())
       return fail(std::move(s));
   }
   std::string error;
-  auto id = parse_scenario_name(req->name(), error);
+  auto id = parse_scenario_name(req.name(), error);
   if (!id)
     return fail({StatusCode::INVALID_ARGUMENT, error});
   core::run_options opts;
-  if (auto bad =
-          run_options_from(req->horizon_ms(), req->step_ms(), req->noise(), req->seed(), opts))
+  if (auto bad = run_options_from(req.horizon_ms(), req.step_ms(), req.noise(), req.seed(), opts))
     return fail(std::move(*bad));
-  if (req->kpis_size() > 64)
-    return fail({StatusCode::INVALID_ARGUMENT, "at most 64 kpis"});
-  for (const auto& k : req->kpis()) {
-    if (k.aggregate().empty() || k.measure().empty())
-      return fail({StatusCode::INVALID_ARGUMENT, "each kpi names an aggregate and a measure"});
-    opts.kpis.push_back(core::kpi_ref{k.aggregate(), k.measure()});
+  if (auto bad = parse(opts))
+    return fail(std::move(*bad));
+  {
+    auto e = audit_entry_of(who, std::string{service_prefix} + method, req.name());
+    e.time_ms = wall_ms();
+    e.code = "OK";
+    backend.audit(std::move(e));
   }
-  const std::string tenant = who ? who->tenant : std::string{};
-  using stream_type = job_stream<v1::RunScenarioProgress>;
-  auto stream = std::make_shared<stream_type>(
-      probe_, "RunScenario",
+  using stream_type = job_stream<Progress>;
+  auto stream =
+      std::make_shared<stream_type>(probe, method, std::move(fill_progress), std::move(fill_final));
+  stream->self_ = stream;
+  std::weak_ptr<stream_type> weak = stream;
+  const auto o = start(
+      *id, who ? who->tenant : std::string{}, std::move(opts),
+      [weak](uint64_t done, uint64_t total, double speed) {
+        if (auto s = weak.lock())
+          s->on_progress(done, total, speed);
+      },
+      [stream](const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
+        stream->on_done(o, std::move(s));
+      },
+      [weak] {
+        auto s = weak.lock();
+        return !s || s->cancelled();
+      });
+  if (!o) {
+    stream->self_.reset();
+    return fail(status_of(o));
+  }
+  return stream.get();
+}
+
+}  // namespace
+
+::grpc::ServerWriteReactor<v1::RunScenarioProgress>* scenario_service::RunScenario(
+    ::grpc::CallbackServerContext* ctx, const v1::RunScenarioRequest* req) {
+  auto& scenarios = scenarios_;
+  return open_job<v1::RunScenarioProgress>(
+      backend_, probe_, "RunScenario", ctx, *req,
+      [req](core::run_options& opts) -> std::optional<Status> {
+        if (req->kpis_size() > 64)
+          return Status{StatusCode::INVALID_ARGUMENT, "at most 64 kpis"};
+        for (const auto& k : req->kpis()) {
+          if (k.aggregate().empty() || k.measure().empty())
+            return Status{StatusCode::INVALID_ARGUMENT,
+                          "each kpi names an aggregate and a measure"};
+          opts.kpis.push_back(core::kpi_ref{k.aggregate(), k.measure()});
+        }
+        return std::nullopt;
+      },
       [](v1::RunScenarioProgress& m, uint64_t done, uint64_t total, double speed) {
         m.set_steps_done(static_cast<int64_t>(done));
         m.set_steps_total(static_cast<int64_t>(total));
@@ -798,70 +858,26 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
         m.set_speed(wall > 0 ? 2.0 * static_cast<double>(r.options.horizon_ms) / 1000.0 / wall : 0);
         result_to_proto(s, r, nullptr, false, *m.mutable_result());
         return true;
-      });
-  stream->self_ = stream;
-  std::weak_ptr<stream_type> weak = stream;
-  {
-    auto e = audit_entry_of(who, std::string{service_prefix} + "RunScenario", req->name());
-    e.time_ms = wall_ms();
-    e.code = "OK";
-    backend_.audit(std::move(e));
-  }
-  const auto o = scenarios_.start_run(
-      *id, tenant, std::move(opts),
-      [weak](uint64_t done, uint64_t total, double speed) {
-        if (auto s = weak.lock())
-          s->on_progress(done, total, speed);
       },
-      [stream](const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
-        stream->on_done(o, std::move(s));
-      },
-      [weak] {
-        auto s = weak.lock();
-        return !s || s->cancelled();
+      [&scenarios](const std::string& id, const std::string& tenant, core::run_options opts,
+                   scenario::run_progress progress, scenario::run_done done,
+                   std::function<bool()> cancelled) {
+        return scenarios.start_run(id, tenant, std::move(opts), std::move(progress),
+                                   std::move(done), std::move(cancelled));
       });
-  if (!o) {
-    stream->self_.reset();
-    return fail(status_of(o));
-  }
-  return stream.get();
 }
 
 ::grpc::ServerWriteReactor<v1::SweepScenarioProgress>* scenario_service::SweepScenario(
     ::grpc::CallbackServerContext* ctx, const v1::SweepScenarioRequest* req) {
-  const auto started = std::chrono::steady_clock::now();
-  auto fail = [&](Status s) {
-    probe_.on_request(
-        "SweepScenario", code_name(s.error_code()),
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    return new failed_stream<v1::SweepScenarioProgress>(std::move(s));
-  };
-  auto who = caller_of(*ctx);
-  if (auto* gate = backend_.gate()) {
-    std::string principal = who ? who->subject : principal_for({}, ctx->peer());
-    if (auto s = admit_stream(*gate, *ctx, principal); !s.ok())
-      return fail(std::move(s));
-  }
-  std::string error;
-  auto id = parse_scenario_name(req->name(), error);
-  if (!id)
-    return fail({StatusCode::INVALID_ARGUMENT, error});
-  core::run_options opts;
-  if (auto bad =
-          run_options_from(req->horizon_ms(), req->step_ms(), req->noise(), req->seed(), opts))
-    return fail(std::move(*bad));
-  core::sweep_options sweep;
-  if (auto err = sweep_from(*req, sweep))
-    return fail({StatusCode::INVALID_ARGUMENT, *err});
-  {
-    auto e = audit_entry_of(who, std::string{service_prefix} + "SweepScenario", req->name());
-    e.time_ms = wall_ms();
-    e.code = "OK";
-    backend_.audit(std::move(e));
-  }
-  using stream_type = job_stream<v1::SweepScenarioProgress>;
-  auto stream = std::make_shared<stream_type>(
-      probe_, "SweepScenario",
+  auto& scenarios = scenarios_;
+  auto sweep = std::make_shared<core::sweep_options>();
+  return open_job<v1::SweepScenarioProgress>(
+      backend_, probe_, "SweepScenario", ctx, *req,
+      [req, sweep](core::run_options&) -> std::optional<Status> {
+        if (auto err = sweep_from(*req, *sweep))
+          return Status{StatusCode::INVALID_ARGUMENT, *err};
+        return std::nullopt;
+      },
       [](v1::SweepScenarioProgress& m, uint64_t done, uint64_t total, double) {
         m.set_runs_done(static_cast<int32_t>(done));
         m.set_runs_total(static_cast<int32_t>(total));
@@ -875,27 +891,13 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
         m.set_runs_total(runs);
         sweep_to_proto(s, *s.last_sweep, *m.mutable_result());
         return true;
-      });
-  stream->self_ = stream;
-  std::weak_ptr<stream_type> weak = stream;
-  const auto o = scenarios_.start_sweep(
-      *id, who ? who->tenant : std::string{}, std::move(opts), std::move(sweep),
-      [weak](uint64_t done, uint64_t total, double speed) {
-        if (auto s = weak.lock())
-          s->on_progress(done, total, speed);
       },
-      [stream](const scenario::outcome& o, std::shared_ptr<const scenario::scenario> s) {
-        stream->on_done(o, std::move(s));
-      },
-      [weak] {
-        auto s = weak.lock();
-        return !s || s->cancelled();
+      [&scenarios, sweep](const std::string& id, const std::string& tenant, core::run_options opts,
+                          scenario::run_progress progress, scenario::run_done done,
+                          std::function<bool()> cancelled) {
+        return scenarios.start_sweep(id, tenant, std::move(opts), std::move(*sweep),
+                                     std::move(progress), std::move(done), std::move(cancelled));
       });
-  if (!o) {
-    stream->self_.reset();
-    return fail(status_of(o));
-  }
-  return stream.get();
 }
 
 ::grpc::ServerUnaryReactor* scenario_service::GetSweepResult(::grpc::CallbackServerContext* ctx,
@@ -904,17 +906,9 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   call c{ctx, sweep_result_};
   if (!c.admit(backend_))
     return c.reactor();
-  std::string error;
-  auto id = parse_scenario_name(req->name(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  auto s = lookup(c, req->name());
+  if (!s)
     return c.reactor();
-  }
-  auto s = scenarios_.get(*id, tenant_of(c));
-  if (!s) {
-    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
-    return c.reactor();
-  }
   if (!s->last_sweep) {
     c.finish({StatusCode::FAILED_PRECONDITION,
               "scenario \"" + req->name() + "\" has no sweep result; sweep it with SweepScenario"});
@@ -931,18 +925,9 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   call c{ctx, result_};
   if (!c.admit(backend_))
     return c.reactor();
-  std::string error;
-  auto id = parse_scenario_name(req->name(), error);
-  if (!id) {
-    c.finish({StatusCode::INVALID_ARGUMENT, error});
+  auto s = lookup(c, req->name());
+  if (!s)
     return c.reactor();
-  }
-  const auto tenant = tenant_of(c);
-  auto s = scenarios_.get(*id, tenant);
-  if (!s) {
-    c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->name() + "\" does not exist"});
-    return c.reactor();
-  }
   if (!s->last) {
     c.finish({StatusCode::FAILED_PRECONDITION,
               "scenario \"" + req->name() + "\" has no result yet (" +
@@ -952,16 +937,9 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   }
   std::shared_ptr<const scenario::scenario> other;
   if (!req->compare_with().empty()) {
-    auto other_id = parse_scenario_name(req->compare_with(), error);
-    if (!other_id) {
-      c.finish({StatusCode::INVALID_ARGUMENT, "compare_with: " + error});
+    other = lookup(c, req->compare_with());
+    if (!other)
       return c.reactor();
-    }
-    other = scenarios_.get(*other_id, tenant);
-    if (!other) {
-      c.finish({StatusCode::NOT_FOUND, "scenario \"" + req->compare_with() + "\" does not exist"});
-      return c.reactor();
-    }
     if (!other->last) {
       c.finish({StatusCode::FAILED_PRECONDITION,
                 "scenario \"" + req->compare_with() + "\" has no result to compare with"});

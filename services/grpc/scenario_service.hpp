@@ -71,6 +71,10 @@ public:
                                              fleettwin::v1::SweepResult* resp) override;
 
 private:
+  /// The scenario a call names, when the caller may see it; otherwise finishes the call
+  /// (INVALID_ARGUMENT, NOT_FOUND) and returns null.
+  std::shared_ptr<const scenario::scenario> lookup(const class call& c, const std::string& name);
+
   scenario::registry& scenarios_;
   twin_backend& backend_;
   query_pool& pool_;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
@@ -224,6 +225,27 @@ private:
   std::chrono::steady_clock::time_point at_{};
 };
 
+/// Reads a run's or sweep's progress stream: a progress bar on a terminal (`counts`: done,
+/// total and a text), each message with --json, and the last message's result into
+/// `result`. Returns how the stream ended.
+template <class Progress, class Result, class Counts>
+grpc::Status follow(session& s, grpc::ClientReader<Progress>& reader, Result& result,
+                    const Counts& counts) {
+  Progress m;
+  {
+    progress_line line{s};
+    while (reader.Read(&m)) {
+      if (s.json() && !m.done())
+        s.out() << to_json(m) << '\n';
+      const auto [done, total, text] = counts(m);
+      line.show(done, total, text);
+      if (m.done())
+        result = m.result();
+    }
+  }
+  return reader.Finish();
+}
+
 std::string opt(bool has, double v) {
   return has ? fmt::format("{:.6g}", v) : "-";
 }
@@ -301,6 +323,17 @@ void print_scenario(session& s, const v1::Scenario& sc) {
     out << "  error: " << sc.error() << '\n';
 }
 
+/// The answer of a call that returns a scenario.
+int show(session& s, const grpc::Status& st, const v1::Scenario& sc) {
+  if (!st.ok())
+    return s.fail(st);
+  if (s.json())
+    s.out() << to_json(sc) << '\n';
+  else
+    print_scenario(s, sc);
+  return exit_ok;
+}
+
 int create(session& s, const scenario_options& o, v1::ScenarioService::Stub& stub) {
   v1::CreateScenarioRequest req;
   req.set_scenario_id(o.id);
@@ -312,13 +345,8 @@ int create(session& s, const scenario_options& o, v1::ScenarioService::Stub& stu
   grpc::ClientContext ctx;
   s.set_deadline(ctx);
   v1::Scenario sc;
-  if (auto st = stub.CreateScenario(&ctx, req, &sc); !st.ok())
-    return s.fail(st);
-  if (s.json())
-    s.out() << to_json(sc) << '\n';
-  else
-    print_scenario(s, sc);
-  return exit_ok;
+  const auto st = stub.CreateScenario(&ctx, req, &sc);
+  return show(s, st, sc);
 }
 
 int apply_input(session& s, const scenario_options& o, v1::ScenarioService::Stub& stub) {
@@ -333,13 +361,8 @@ int apply_input(session& s, const scenario_options& o, v1::ScenarioService::Stub
   grpc::ClientContext ctx;
   s.set_deadline(ctx);
   v1::Scenario sc;
-  if (auto st = stub.AddScenarioInputs(&ctx, req, &sc); !st.ok())
-    return s.fail(st);
-  if (s.json())
-    s.out() << to_json(sc) << '\n';
-  else
-    print_scenario(s, sc);
-  return exit_ok;
+  const auto st = stub.AddScenarioInputs(&ctx, req, &sc);
+  return show(s, st, sc);
 }
 
 int run(session& s, const scenario_options& o, v1::ScenarioService::Stub& stub) {
@@ -359,22 +382,14 @@ int run(session& s, const scenario_options& o, v1::ScenarioService::Stub& stub) 
   }
   grpc::ClientContext ctx;  // a run takes as long as it takes
   interrupter::guard guard{s.interrupt(), ctx};
-  auto reader = stub.RunScenario(&ctx, req);
-  v1::RunScenarioProgress m;
   v1::ScenarioResult result;
-  {
-    progress_line line{s};
-    while (reader->Read(&m)) {
-      if (s.json() && !m.done())
-        s.out() << to_json(m) << '\n';
-      line.show(m.steps_done(), m.steps_total(),
-                fmt::format("{}/{} steps, {:.0f}x real time", m.steps_done(), m.steps_total(),
-                            m.speed()));
-      if (m.done())
-        result = m.result();
-    }
-  }
-  if (auto st = reader->Finish(); !st.ok())
+  if (auto st = follow(s, *stub.RunScenario(&ctx, req), result,
+                       [](const v1::RunScenarioProgress& m) {
+                         return std::tuple{m.steps_done(), m.steps_total(),
+                                           fmt::format("{}/{} steps, {:.0f}x real time",
+                                                       m.steps_done(), m.steps_total(), m.speed())};
+                       });
+      !st.ok())
     return s.fail(st);
   if (s.json())
     s.out() << to_json(result) << '\n';
@@ -498,21 +513,15 @@ int sweep(session& s, const scenario_options& o, v1::ScenarioService::Stub& stub
   }
   grpc::ClientContext ctx;
   interrupter::guard guard{s.interrupt(), ctx};
-  auto reader = stub.SweepScenario(&ctx, req);
-  v1::SweepScenarioProgress m;
   v1::SweepResult r;
-  {
-    progress_line line{s};
-    while (reader->Read(&m)) {
-      if (s.json() && !m.done())
-        s.out() << to_json(m) << '\n';
-      line.show(m.runs_done(), m.runs_total(),
-                fmt::format("{}/{} runs", m.runs_done(), m.runs_total()));
-      if (m.done())
-        r = m.result();
-    }
-  }
-  if (auto st = reader->Finish(); !st.ok())
+  if (auto st = follow(s, *stub.SweepScenario(&ctx, req), r,
+                       [](const v1::SweepScenarioProgress& m) {
+                         return std::tuple{
+                             static_cast<int64_t>(m.runs_done()),
+                             static_cast<int64_t>(m.runs_total()),
+                             fmt::format("{}/{} runs", m.runs_done(), m.runs_total())};
+                       });
+      !st.ok())
     return s.fail(st);
   if (s.json())
     s.out() << to_json(r) << '\n';
@@ -677,13 +686,8 @@ int run_scenario(session& s, const std::string& sub, const scenario_options& o) 
     v1::GetScenarioRequest req;
     req.set_name(scenario_name(o.id));
     v1::Scenario sc;
-    if (auto st = stub->GetScenario(&ctx, req, &sc); !st.ok())
-      return s.fail(st);
-    if (s.json())
-      s.out() << to_json(sc) << '\n';
-    else
-      print_scenario(s, sc);
-    return exit_ok;
+    const auto st = stub->GetScenario(&ctx, req, &sc);
+    return show(s, st, sc);
   }
   v1::DeleteScenarioRequest req;
   req.set_name(scenario_name(o.id));
