@@ -13,6 +13,7 @@
 
 #include "fleettwin/v1/aggregate.pb.h"
 #include "fleettwin/v1/analytics.pb.h"
+#include "fleettwin/v1/scenario.pb.h"
 #include "integration/harness.hpp"
 #include "support/pki.hpp"
 #include "support/token_issuer.hpp"
@@ -54,6 +55,15 @@ const std::map<std::string, std::string> expected_role{
     {"ModelService/GetModel", "viewer"},
     {"ModelService/ListModels", "viewer"},
     {"ModelService/PutModel", "admin"},
+    {"ScenarioService/GetScenario", "viewer"},
+    {"ScenarioService/ListScenarios", "viewer"},
+    {"ScenarioService/GetScenarioResult", "viewer"},
+    {"ScenarioService/GetSweepResult", "viewer"},
+    {"ScenarioService/CreateScenario", "operator"},
+    {"ScenarioService/AddScenarioInputs", "operator"},
+    {"ScenarioService/RunScenario", "operator"},
+    {"ScenarioService/SweepScenario", "operator"},
+    {"ScenarioService/DeleteScenario", "operator"},
     {"NodeService/GetStatus", "viewer"},
     {"NodeService/Ping", "viewer"},
     {"AdminService/GetCluster", "admin"},
@@ -146,6 +156,7 @@ TEST_F(AuthNodeTest, EveryMethodAnswersEachRoleAsTheRoleTableSays) {
   v1::GetTwinRequest::descriptor();
   v1::GetAggregateRequest::descriptor();
   v1::ListAlertsRequest::descriptor();
+  v1::CreateScenarioRequest::descriptor();
   const auto* pool = google::protobuf::DescriptorPool::generated_pool();
   size_t methods = 0;
   const std::map<std::string, std::string> tokens{
@@ -155,7 +166,8 @@ TEST_F(AuthNodeTest, EveryMethodAnswersEachRoleAsTheRoleTableSays) {
   };
   for (const char* service :
        {"fleettwin.v1.TwinService", "fleettwin.v1.AggregateService", "fleettwin.v1.AlertService",
-        "fleettwin.v1.ModelService", "fleettwin.v1.NodeService", "fleettwin.v1.AdminService"}) {
+        "fleettwin.v1.ModelService", "fleettwin.v1.NodeService", "fleettwin.v1.AdminService",
+        "fleettwin.v1.ScenarioService"}) {
     const auto* sd = pool->FindServiceByName(service);
     ASSERT_NE(sd, nullptr) << service;
     for (int i = 0; i < sd->method_count(); ++i) {

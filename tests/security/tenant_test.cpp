@@ -13,6 +13,7 @@
 
 #include "fleettwin/v1/aggregate.grpc.pb.h"
 #include "fleettwin/v1/analytics.grpc.pb.h"
+#include "fleettwin/v1/scenario.grpc.pb.h"
 #include "fleettwin/v1/service.grpc.pb.h"
 #include "fleettwin/v1/twin.pb.h"
 #include "integration/harness.hpp"
@@ -852,4 +853,128 @@ TEST_F(TenantTest, WritesAndAdminCallsAreAuditedWithWhoWhatAndHowItEnded) {
 }
 
 }  // namespace
+}  // namespace fleettwin::test
+
+namespace fleettwin::test {
+namespace {
+
+std::string fleet_record(const std::string& asset, const std::string& tenant, double speed) {
+  return R"({"asset_id":")" + asset + R"(","kind":"vehicle","sequence":1,"tenant":")" + tenant +
+         R"(","attributes":{"fleet":"north"},"metrics":{"speed":)" + std::to_string(speed) +
+         ",\"lat\":59.3}}";
+}
+
+}  // namespace
+
+TEST_F(TenantTest, ScenariosForkAndShowOnlyTheirTenantsTwins) {
+  produce_and_wait({{"a1", fleet_record("a1", "acme", 10)},
+                    {"a2", fleet_record("a2", "acme", 11)},
+                    {"b1", fleet_record("b1", "beta", 20)}},
+                   "b1", 1);
+  for (const char* id : {"a1", "a2"})
+    produce_and_wait({}, id, 1);
+  // Forks read what is stored, which follows the commit: wait until every twin is listed.
+  auto all = stub<v1::TwinService>(token("viewer", ""));
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::ListTwinsResponse resp;
+    return all->ListTwins(&ctx, v1::ListTwinsRequest{}, &resp).ok() && resp.twins_size() == 3;
+  }));
+  auto acme = stub<v1::ScenarioService>(token("operator", "acme"));
+  auto beta = stub<v1::ScenarioService>(token("operator", "beta"));
+  auto admin = stub<v1::ScenarioService>(token("admin", ""));
+  auto create = [](v1::ScenarioService::Stub& s, const std::string& id,
+                   v1::CreateScenarioRequest req, v1::Scenario* out = nullptr) {
+    grpc::ClientContext ctx;
+    req.set_scenario_id(id);
+    v1::Scenario sc;
+    return s.CreateScenario(&ctx, req, out ? out : &sc);
+  };
+  v1::CreateScenarioRequest everything;
+  everything.set_filter("version > 0");
+  v1::Scenario made;
+  auto st = create(*acme, "acme-s", everything, &made);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(made.tenant(), "acme");
+  EXPECT_EQ(made.owner(), "user-of-acme");
+  // Another tenant's twin is not there for acme, as if it did not exist.
+  v1::CreateScenarioRequest by_name;
+  by_name.add_names("twins/b1");
+  EXPECT_EQ(create(*acme, "acme-b", by_name).error_code(), StatusCode::NOT_FOUND);
+  // A filter over a sensitive property needs the right to read it.
+  v1::CreateScenarioRequest sensitive;
+  sensitive.set_filter("reported.lat > 0");
+  EXPECT_EQ(create(*acme, "acme-lat", sensitive).error_code(), StatusCode::PERMISSION_DENIED);
+
+  // The run holds acme's two twins; fleets/north counts a beta twin too, so acme's
+  // scenario leaves it out.
+  {
+    grpc::ClientContext ctx;
+    v1::RunScenarioRequest req;
+    req.set_name("scenarios/acme-s");
+    req.set_horizon_ms(3'600'000);
+    auto reader = acme->RunScenario(&ctx, req);
+    v1::RunScenarioProgress m;
+    v1::ScenarioResult r;
+    while (reader->Read(&m))
+      if (m.done())
+        r = m.result();
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(r.stats().twins(), 2);
+    for (const auto& k : r.kpis())
+      EXPECT_NE(k.kpi().aggregate(), "fleets/north");
+  }
+  // Beta sees nothing of it.
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioRequest req;
+    req.set_name("scenarios/acme-s");
+    v1::Scenario sc;
+    EXPECT_EQ(beta->GetScenario(&ctx, req, &sc).error_code(), StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx2;
+    v1::ListScenariosResponse listed;
+    ASSERT_TRUE(beta->ListScenarios(&ctx2, v1::ListScenariosRequest{}, &listed).ok());
+    EXPECT_EQ(listed.scenarios_size(), 0);
+    grpc::ClientContext ctx3;
+    v1::DeleteScenarioRequest del;
+    del.set_name("scenarios/acme-s");
+    v1::DeleteScenarioResponse gone;
+    EXPECT_EQ(beta->DeleteScenario(&ctx3, del, &gone).error_code(), StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx4;
+    v1::GetScenarioResultRequest res;
+    res.set_name("scenarios/acme-s");
+    v1::ScenarioResult r;
+    EXPECT_EQ(beta->GetScenarioResult(&ctx4, res, &r).error_code(), StatusCode::NOT_FOUND);
+  }
+  // A caller not confined to a tenant sees it; its own fork of everything counts the
+  // mixed fleet.
+  {
+    grpc::ClientContext ctx;
+    v1::ListScenariosResponse listed;
+    ASSERT_TRUE(admin->ListScenarios(&ctx, v1::ListScenariosRequest{}, &listed).ok());
+    ASSERT_EQ(listed.scenarios_size(), 1);
+    EXPECT_EQ(listed.scenarios(0).name(), "scenarios/acme-s");
+    ASSERT_TRUE(create(*admin, "all", everything).ok());
+    grpc::ClientContext run_ctx;
+    v1::RunScenarioRequest req;
+    req.set_name("scenarios/all");
+    req.set_horizon_ms(3'600'000);
+    auto reader = admin->RunScenario(&run_ctx, req);
+    v1::RunScenarioProgress m;
+    v1::ScenarioResult r;
+    while (reader->Read(&m))
+      if (m.done())
+        r = m.result();
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(r.stats().twins(), 3);
+    bool north = false;
+    for (const auto& k : r.kpis())
+      if (k.kpi().aggregate() == "fleets/north" && k.kpi().measure() == "n") {
+        north = true;
+        EXPECT_EQ(k.values(0), 3);
+      }
+    EXPECT_TRUE(north);
+  }
+}
+
 }  // namespace fleettwin::test
