@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "services/grpc/convert.hpp"
 #include "services/grpc/privacy.hpp"
 #include "services/grpc/queued_writer.hpp"
@@ -565,7 +567,8 @@ void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& r
 
 scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& backend,
                                    query_pool& pool, metrics::grpc_probe& probe,
-                                   std::shared_ptr<runtime::models_holder> models)
+                                   std::shared_ptr<runtime::models_holder> models,
+                                   result_exporter exporter, std::string export_topic)
     : scenarios_(scenarios),
       backend_(backend),
       pool_(pool),
@@ -577,7 +580,10 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
       delete_(probe.method("DeleteScenario")),
       add_inputs_(probe.method("AddScenarioInputs")),
       result_(probe.method("GetScenarioResult")),
-      sweep_result_(probe.method("GetSweepResult")) {}
+      sweep_result_(probe.method("GetSweepResult")),
+      export_(probe.method("ExportScenarioResult")),
+      exporter_(std::move(exporter)),
+      export_topic_(std::move(export_topic)) {}
 
 ::grpc::ServerUnaryReactor* scenario_service::CreateScenario(::grpc::CallbackServerContext* ctx,
                                                              const v1::CreateScenarioRequest* req,
@@ -948,6 +954,84 @@ template <class Progress, class Request>
   }
   result_to_proto(*s, *s->last, other.get(), req->summary_only(), *resp);
   c.finish(Status::OK);
+  return c.reactor();
+}
+
+std::vector<kafka::export_record> export_records_of(const scenario::scenario& s,
+                                                    const scenario::run_outcome& run) {
+  std::vector<kafka::export_record> out;
+  google::protobuf::util::JsonPrintOptions json;
+  json.preserve_proto_field_names = true;
+  const auto& mine = run.scenario;
+  const std::string run_id = s.id + "/" + std::to_string(run.finished_ms);
+  for (const auto& k : mine.kpis) {
+    const core::kpi_series* base = nullptr;
+    for (const auto& b : run.baseline.kpis)
+      if (b.ref == k.ref)
+        base = &b;
+    for (size_t i = 0; i < k.values.size() && i < mine.times.size(); ++i) {
+      v1::ScenarioKpiPoint p;
+      p.set_scenario(std::string{scenario_prefix} + s.id);
+      p.set_run_ms(run.finished_ms);
+      p.set_aggregate(k.ref.aggregate);
+      p.set_measure(k.ref.measure);
+      p.set_step(static_cast<int64_t>(i + 1));
+      p.set_time_ms(mine.times[i]);
+      if (k.values[i])
+        p.set_value(*k.values[i]);
+      if (base && i < base->values.size() && base->values[i])
+        p.set_base_value(*base->values[i]);
+      kafka::export_record r;
+      r.key = s.id;
+      google::protobuf::util::MessageToJsonString(p, &r.value, json);
+      r.type = "fleettwin.scenario.kpi";
+      r.id = run_id + "/" + k.ref.aggregate + "/" + k.ref.measure + "/" + std::to_string(i + 1);
+      out.push_back(std::move(r));
+    }
+  }
+  v1::ScenarioResult summary;
+  result_to_proto(s, run, nullptr, true, summary);
+  kafka::export_record r;
+  r.key = s.id;
+  google::protobuf::util::MessageToJsonString(summary, &r.value, json);
+  r.type = "fleettwin.scenario.result";
+  r.id = run_id;
+  out.push_back(std::move(r));
+  return out;
+}
+
+::grpc::ServerUnaryReactor* scenario_service::ExportScenarioResult(
+    ::grpc::CallbackServerContext* ctx, const v1::ExportScenarioResultRequest* req,
+    v1::ExportScenarioResultResponse* resp) {
+  call c{ctx, export_};
+  if (!c.admit(backend_))
+    return c.reactor();
+  c.audit(backend_, std::string{service_prefix} + "ExportScenarioResult", req->name(), false);
+  auto s = lookup(c, req->name());
+  if (!s)
+    return c.reactor();
+  if (!s->last) {
+    c.finish({StatusCode::FAILED_PRECONDITION,
+              "scenario \"" + req->name() + "\" has no result to export; run it first"});
+    return c.reactor();
+  }
+  if (!exporter_) {
+    c.finish({StatusCode::FAILED_PRECONDITION, "this node exports no scenario results"});
+    return c.reactor();
+  }
+  const bool queued = pool_.submit([c, resp, s, exporter = exporter_, topic = export_topic_] {
+    const auto records = export_records_of(*s, *s->last);
+    std::string error;
+    if (!exporter(records, error)) {
+      c.finish({StatusCode::UNAVAILABLE, error});
+      return;
+    }
+    resp->set_topic(topic);
+    resp->set_records(static_cast<int64_t>(records.size()));
+    c.finish(Status::OK);
+  });
+  if (!queued)
+    c.finish({StatusCode::RESOURCE_EXHAUSTED, "too many queries in progress; retry with backoff"});
   return c.reactor();
 }
 

@@ -14,6 +14,7 @@
 #include "services/grpc/caller_scope.hpp"
 #include "services/grpc/query_pool.hpp"
 #include "services/grpc/twin_service.hpp"
+#include "services/kafka/record_export.hpp"
 #include "services/metrics/metrics.hpp"
 #include "services/scenario/scenario_registry.hpp"
 
@@ -35,13 +36,19 @@ void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& r
 void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& o,
                     fleettwin::v1::SweepResult& out);
 
+/// Writes exported records to the scenario-results topic (blocking: called on the query
+/// pool); false with why when they could not all be written.
+using result_exporter =
+    std::function<bool(const std::vector<kafka::export_record>& records, std::string& error)>;
+
 class scenario_service final : public fleettwin::v1::ScenarioService::CallbackService {
 public:
   /// `models` (may be null): which properties are sensitive (filters over them
   /// need the right to read them).
   scenario_service(scenario::registry& scenarios, twin_backend& backend, query_pool& pool,
                    metrics::grpc_probe& probe,
-                   std::shared_ptr<runtime::models_holder> models = nullptr);
+                   std::shared_ptr<runtime::models_holder> models = nullptr,
+                   result_exporter exporter = {}, std::string export_topic = {});
 
   ::grpc::ServerUnaryReactor* CreateScenario(::grpc::CallbackServerContext* ctx,
                                              const fleettwin::v1::CreateScenarioRequest* req,
@@ -70,6 +77,10 @@ public:
                                              const fleettwin::v1::GetSweepResultRequest* req,
                                              fleettwin::v1::SweepResult* resp) override;
 
+  ::grpc::ServerUnaryReactor* ExportScenarioResult(
+      ::grpc::CallbackServerContext* ctx, const fleettwin::v1::ExportScenarioResultRequest* req,
+      fleettwin::v1::ExportScenarioResultResponse* resp) override;
+
 private:
   /// The scenario a call names, when the caller may see it; otherwise finishes the call
   /// (INVALID_ARGUMENT, NOT_FOUND) and returns null.
@@ -87,6 +98,9 @@ private:
   metrics::method_probe& add_inputs_;
   metrics::method_probe& result_;
   metrics::method_probe& sweep_result_;
+  metrics::method_probe& export_;
+  result_exporter exporter_;
+  std::string export_topic_;
 };
 
 }  // namespace fleettwin::grpc_api

@@ -97,21 +97,6 @@ std::pair<item*, bool> item_of(void* opaque) {
   return {reinterpret_cast<item*>(bits & ~uintptr_t{1}), (bits & 1) != 0};
 }
 
-std::string rfc3339(int64_t ms) {
-  std::time_t secs = ms / 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[80];  // room for any int the format may meet
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
-}
-
-void add_header(rd_kafka_headers_t* h, const char* name, std::string_view value) {
-  rd_kafka_header_add(h, name, -1, value.data(), static_cast<ssize_t>(value.size()));
-}
-
 rd_kafka_headers_t* content_type(std::string_view type) {
   auto* h = rd_kafka_headers_new(1);
   add_header(h, "content-type", type);

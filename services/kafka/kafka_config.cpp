@@ -1,5 +1,8 @@
 #include "services/kafka/kafka_config.hpp"
 
+#include <cstdio>
+#include <ctime>
+
 namespace fleettwin::kafka {
 
 topic_names topic_names::with_prefix(const std::string& prefix) {
@@ -10,6 +13,7 @@ topic_names topic_names::with_prefix(const std::string& prefix) {
   t.state = prefix + ".twin-state";
   t.alerts = prefix + ".alerts";
   t.audit = prefix + ".audit";
+  t.scenario_results = prefix + ".scenario-results";
   t.dlq = prefix + ".telemetry.dlq";
   t.members = prefix + ".members";
   t.aggregate_updates = prefix + ".aggregate-updates";
@@ -78,6 +82,21 @@ std::optional<std::string> assign_partition(rd_kafka_t* consumer, const std::str
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
     return "cannot read " + topic + ": " + rd_kafka_err2str(err);
   return std::nullopt;
+}
+
+std::string rfc3339(int64_t ms) {
+  std::time_t secs = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[80];  // room for any int the format may meet
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
+}
+
+void add_header(rd_kafka_headers_t* h, const char* name, std::string_view value) {
+  rd_kafka_header_add(h, name, -1, value.data(), static_cast<ssize_t>(value.size()));
 }
 
 }  // namespace fleettwin::kafka

@@ -34,6 +34,8 @@ struct topic_names {
   std::string models = "fleettwin.models";
   /// One record per audited call (key = the target twin's asset id).
   std::string audit = "fleettwin.audit";
+  /// Scenario results exported for data teams (key = scenario id).
+  std::string scenario_results = "fleettwin.scenario-results";
 
   static topic_names with_prefix(const std::string& prefix);
 };
@@ -42,6 +44,12 @@ struct topic_names {
 /// the committed state reaches, so a restore knows when it is complete.
 std::string changelog_metadata(int64_t changelog_offset);
 std::optional<int64_t> parse_changelog_metadata(std::string_view metadata);
+
+/// A time (Unix ms) as RFC 3339 in UTC with milliseconds (the ce_time header).
+std::string rfc3339(int64_t ms);
+
+/// Adds a header `name` = `value` to `h`.
+void add_header(rd_kafka_headers_t* h, const char* name, std::string_view value);
 
 /// Builds an rd_kafka_conf_t from key/value pairs; returns nullptr and sets
 /// `error` when librdkafka rejects a setting.

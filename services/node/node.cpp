@@ -533,6 +533,7 @@ std::vector<kafka::topic_spec> node::topic_specs(int partitions) const {
       {topics_.dlq, partitions, rf, outputs, false},
       {topics_.alerts, partitions, rf, outputs, false},
       {topics_.audit, partitions, rf, outputs, false},
+      {topics_.scenario_results, partitions, rf, outputs, false},
       {topics_.members, 1, rf, compacted, false},
       {topics_.models, 1, rf, compacted, false},
       // Keyed like telemetry and consumed with it: the same partition count.

@@ -25,8 +25,14 @@ void node::start_scenarios() {
   limits.max_twins = cfg_.scenario_max_twins;
   limits.max_running = cfg_.scenario_max_running;
   scenarios_ = std::make_shared<scenario::registry>(std::move(src), limits);
+  kafka::export_target to{bootstrap_, kafka_settings_, topics_.scenario_results, cfg_.node_id};
   scenario_service_ = std::make_unique<grpc_api::scenario_service>(
-      *scenarios_, *this, *pool_, metrics_->grpc(), asset_cfg_->models);
+      *scenarios_, *this, *pool_, metrics_->grpc(), asset_cfg_->models,
+      [to](const std::vector<kafka::export_record>& records, std::string& error) {
+        return kafka::export_records(to, records, runtime::asset_config::system_clock_ms(),
+                                     std::chrono::seconds{30}, error);
+      },
+      topics_.scenario_results);
 
   // The gauges read the registry while it lives (it goes when the node stops).
   std::weak_ptr<scenario::registry> weak = scenarios_;

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 41> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 42> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -47,6 +47,7 @@ constexpr std::array<std::pair<std::string_view, role>, 41> methods{{
     {"ScenarioService/AddScenarioInputs", role::operator_},
     {"ScenarioService/RunScenario", role::operator_},
     {"ScenarioService/DeleteScenario", role::operator_},
+    {"ScenarioService/ExportScenarioResult", role::operator_},
     {"NodeService/GetStatus", role::viewer},
     {"NodeService/Ping", role::viewer},
     {"AdminService/GetCluster", role::admin},

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <map>
 
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include "fleettwin/v1/aggregate.grpc.pb.h"
@@ -376,6 +377,44 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
     // Copy-on-write: the scenario holds its inputs and results, not 20 twins' state.
     EXPECT_GT(s.memory_bytes(), 0);
     EXPECT_LT(s.memory_bytes(), 64 * 1024);
+  }
+
+  // Data teams get the result on the scenario-results topic: a point per KPI and step,
+  // then the summary.
+  {
+    grpc::ClientContext ctx;
+    v1::ExportScenarioResultRequest req;
+    req.set_name("scenarios/heat");
+    v1::ExportScenarioResultResponse resp;
+    const auto exported = scenarios->ExportScenarioResult(&ctx, req, &resp);
+    ASSERT_TRUE(exported.ok()) << exported.error_message();
+    EXPECT_EQ(resp.topic(), topics.scenario_results);
+    const auto want = static_cast<size_t>(r.kpis_size() * r.times_size() + 1);
+    EXPECT_EQ(resp.records(), static_cast<int64_t>(want));
+    const auto records = read_topic(node->bootstrap(), topics.scenario_results, want, 30s);
+    ASSERT_EQ(records.size(), want);
+    size_t summaries = 0, t0_points = 0;
+    for (const auto& rec : records) {
+      EXPECT_EQ(rec.key, "heat");
+      EXPECT_EQ(rec.headers.at("content-type"), "application/json");
+      EXPECT_EQ(rec.headers.at("ce_specversion"), "1.0");
+      if (rec.headers.at("ce_type") == "fleettwin.scenario.result") {
+        ++summaries;
+        EXPECT_NE(rec.value.find("\"compared_with\":\"baseline\""), std::string::npos) << rec.value;
+        continue;
+      }
+      EXPECT_EQ(rec.headers.at("ce_type"), "fleettwin.scenario.kpi");
+      v1::ScenarioKpiPoint p;
+      ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(rec.value, &p).ok()) << rec.value;
+      EXPECT_EQ(p.scenario(), "scenarios/heat");
+      if (p.aggregate() == "transformers/T0" && p.measure() == "power") {
+        ++t0_points;
+        EXPECT_NEAR(p.value(), 1.5 * t0, 1e-9);
+        EXPECT_NEAR(p.base_value(), t0, 1e-9);
+      }
+    }
+    EXPECT_EQ(summaries, 1u);
+    EXPECT_EQ(t0_points, 8u);
   }
 
   auto m = scrape(node->metrics_port());

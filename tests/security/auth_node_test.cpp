@@ -64,6 +64,7 @@ const std::map<std::string, std::string> expected_role{
     {"ScenarioService/RunScenario", "operator"},
     {"ScenarioService/SweepScenario", "operator"},
     {"ScenarioService/DeleteScenario", "operator"},
+    {"ScenarioService/ExportScenarioResult", "operator"},
     {"NodeService/GetStatus", "viewer"},
     {"NodeService/Ping", "viewer"},
     {"AdminService/GetCluster", "admin"},

@@ -593,6 +593,8 @@ void add_scenario(CLI::App& app, scenario_options& o) {
   sc->add_subcommand("list", "List the node's scenarios");
   id(sc->add_subcommand("get", "Show a scenario and its inputs"));
   id(sc->add_subcommand("delete", "Delete a scenario, its inputs and results"));
+  id(sc->add_subcommand("export",
+                        "Write the last run's result to the scenario-results topic (data teams)"));
   auto* input = sc->add_subcommand("apply-input", "Add hypothetical inputs to a scenario");
   id(input);
   input->add_option("--input", o.inputs, "A ScenarioInput as JSON (repeatable)");
@@ -665,6 +667,20 @@ int run_scenario(session& s, const std::string& sub, const scenario_options& o) 
     return sweep(s, o, *stub);
   if (sub == "apply")
     return apply(s, o, *stub);
+  if (sub == "export") {
+    grpc::ClientContext ctx;
+    s.set_deadline(ctx);
+    v1::ExportScenarioResultRequest req;
+    req.set_name(scenario_name(o.id));
+    v1::ExportScenarioResultResponse resp;
+    if (auto st = stub->ExportScenarioResult(&ctx, req, &resp); !st.ok())
+      return s.fail(st);
+    if (s.json())
+      s.out() << to_json(resp) << '\n';
+    else
+      s.out() << fmt::format("exported {} records to {}\n", resp.records(), resp.topic());
+    return exit_ok;
+  }
   if (sub == "list") {
     grpc::ClientContext ctx;
     s.set_deadline(ctx);

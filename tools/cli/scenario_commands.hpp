@@ -1,6 +1,6 @@
 #pragma once
 
-// fleettwin scenario create|list|get|apply-input|run|result|sweep|apply|delete:
+// fleettwin scenario create|list|get|apply-input|run|result|sweep|apply|export|delete:
 // what-if scenarios (ScenarioService).
 
 #include <cstdint>
