@@ -521,10 +521,14 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
             forked = s.fork.where.matches(tw, now, src_.stale_after_ms);
         }
         if (forked) {
-          if (w.twins.size() >= limits_.max_twins)
+          if (w.twins.size() >= limits_.max_twins) {
             too_many = true;
-          else
-            w.twins.emplace(tw.asset_id, tw);
+          } else {
+            auto& kept = w.twins.emplace(tw.asset_id, tw).first->second;
+            // The open history segment (up to 256 KiB of samples) is the live twin's to
+            // write; a run never reads it.
+            std::string{}.swap(kept.open_history);
+          }
         } else if (!tw.relations.empty()) {
           others.push_back(
               core::frozen_member{tw.asset_id, tw.relations, core::project(tw, fields)});

@@ -721,3 +721,43 @@ TEST_F(ScenarioNodeTest, OperatorsSweepAndApplyFromTheCliAndReadWithGrpcurl) {
   EXPECT_NE(got.find("\"state\": \"done\""), std::string::npos) << got;
 }
 #endif
+
+TEST_F(ScenarioNodeTest, AClientThatCancelsStopsItsRunAndTheNextRunStarts) {
+  feed();
+  v1::CreateScenarioRequest req;
+  req.set_below("feeders/F0");
+  ASSERT_TRUE(create("long", req).ok());
+  {
+    // 40,000 one-second steps of 20 twins, and its baseline: far longer than the test
+    // waits for its first progress message.
+    grpc::ClientContext ctx;
+    v1::RunScenarioRequest run_req;
+    run_req.set_name("scenarios/long");
+    run_req.set_horizon_ms(40'000'000);
+    run_req.set_step_ms(1000);
+    auto reader = scenarios->RunScenario(&ctx, run_req);
+    v1::RunScenarioProgress m;
+    ASSERT_TRUE(reader->Read(&m));
+    EXPECT_FALSE(m.done());
+    EXPECT_LT(m.steps_done(), m.steps_total());
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The run stops: the scenario says why, and takes a run again.
+  v1::Scenario s;
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    v1::GetScenarioRequest get;
+    get.set_name("scenarios/long");
+    return scenarios->GetScenario(&ctx, get, &s).ok() && s.state() == "failed";
+  }));
+  EXPECT_NE(s.error().find("cancelled"), std::string::npos) << s.error();
+  EXPECT_EQ(metric_value(scrape(node->metrics_port()),
+                         "fleettwin_scenario_runs_total{outcome=\"cancelled\"}"),
+            1);
+  v1::ScenarioResult r;
+  ASSERT_TRUE(run("long", r).ok());
+  EXPECT_EQ(r.times_size(), 8);
+}
