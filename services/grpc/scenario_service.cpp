@@ -512,6 +512,8 @@ void scenario_to_proto(const scenario::scenario& s, v1::Scenario& out) {
   out.set_state(scenario::to_string(s.state));
   out.set_error(s.error);
   out.set_memory_bytes(static_cast<int64_t>(s.memory_bytes()));
+  for (auto p : s.partitions)
+    out.add_partitions(p);
 }
 
 void result_to_proto(const scenario::scenario& s, const scenario::run_outcome& run,

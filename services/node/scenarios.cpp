@@ -10,9 +10,14 @@ void node::start_scenarios() {
   src.store = store_.get();
   src.partition_of = [this](const std::string& id, std::string& why) -> std::optional<int32_t> {
     auto r = route_asset(id, why);
-    if (!r)
-      return std::nullopt;
-    return r->partition;
+    if (r)
+      return r->partition;
+    // Served by another node: say so, not "retry shortly".
+    std::string elsewhere;
+    if (auto owner = remote_owner(id, elsewhere))
+      why = "served by the node at " + *owner +
+            "; a scenario forks the twins of the node it is created on (create it there)";
+    return std::nullopt;
   };
   src.local_partitions = [this] { return local_partitions(); };
   if (auto kinds = asset_cfg_->kinds)

@@ -281,6 +281,7 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
   ASSERT_TRUE(made.ok()) << made.error_message();
   EXPECT_EQ(created.name(), "scenarios/heat");
   EXPECT_EQ(created.state(), "created");
+  EXPECT_EQ(created.partitions_size(), 4);  // one node serves them all
 
   // The live twins change after the fork: the fork must not see it.
   {
