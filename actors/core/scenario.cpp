@@ -449,17 +449,19 @@ void observe_step(const twin_plan& plan, std::vector<property_plan>& props,
       continue;
     const double x = as_number(rep->second.val).value_or(0);
     // Threshold crossings: the model's warning and critical levels, the
-    // first time each is crossed.
+    // first time each is crossed. Scored like an anomaly alert of that
+    // severity: the value itself stays out of the result (it may be a
+    // sensitive property's).
     if (p.model->critical && !p.critical && p.model->critical->crossed_by(x)) {
       p.critical = true;
       record_alert(r, opts,
                    fired_alert{tw.asset_id, p.name, now_ms, alert_severity::critical,
-                               anomaly_kind::none, x});
+                               anomaly_kind::none, 1.0});
     } else if (p.model->warning && !p.warned && !p.critical && p.model->warning->crossed_by(x)) {
       p.warned = true;
-      record_alert(
-          r, opts,
-          fired_alert{tw.asset_id, p.name, now_ms, alert_severity::warning, anomaly_kind::none, x});
+      record_alert(r, opts,
+                   fired_alert{tw.asset_id, p.name, now_ms, alert_severity::warning,
+                               anomaly_kind::none, 0.5});
     }
     if (p.model->failure && !p.failed) {
       const auto a = tw.analysis.find(p.name);

@@ -229,6 +229,7 @@ TEST(scenario, thresholds_and_failures_under_a_changed_model) {
   EXPECT_EQ(c.new_alerts[0].twin, "m1");
   EXPECT_EQ(c.new_alerts[0].severity, alert_severity::warning);
   EXPECT_EQ(c.new_alerts[0].time_ms, t0 + 3 * quarter);
+  EXPECT_EQ(c.new_alerts[0].score, 0.5);  // a warning's score, not the value that crossed
 }
 
 TEST(scenario, runs_with_noise_are_deterministic_by_seed) {
