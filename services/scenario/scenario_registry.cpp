@@ -156,9 +156,13 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
   if (!s.fork.where.matches_all()) {
     size_t matched = 0;
     const int64_t at = s.snapshot->taken_ms;
+    const auto kinds = src_.kinds ? src_.kinds() : nullptr;
     src_.store->list_twins(
         s.partitions, "",
         [&](const core::twin& t) {
+          // Aggregates' own records are not twins a run drives.
+          if (kinds && kinds->is_aggregate(t.asset_id))
+            return false;
           if ((s.tenant.empty() || t.tenant == s.tenant) &&
               s.fork.where.matches(t, at, src_.stale_after_ms))
             ++matched;
