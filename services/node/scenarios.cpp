@@ -58,6 +58,18 @@ void node::start_scenarios() {
        "Bytes the scenarios hold in memory (inputs and results; their twins stay in a "
        "RocksDB snapshot, copy-on-write)",
        gauge([](const scenario::registry& s) { return s.memory_bytes(); })},
+      {"fleettwin_scenario_oldest_snapshot_age_seconds",
+       "Age of the oldest scenario's RocksDB snapshot (0: no scenario): a snapshot keeps the "
+       "versions it sees from compaction, so disk grows with what changes while it lives",
+       [weak] {
+         std::vector<metrics::gauge_sample> out;
+         if (auto s = weak.lock()) {
+           const auto oldest = s->oldest_snapshot_ms();
+           const auto now = runtime::asset_config::system_clock_ms();
+           out.push_back({{}, oldest == 0 ? 0.0 : static_cast<double>(now - oldest) / 1000.0});
+         }
+         return out;
+       }},
       {"fleettwin_scenario_speed_ratio",
        "Virtual time simulated per second of wall time by the last scenario run that "
        "finished (x real time)",

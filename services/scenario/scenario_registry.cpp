@@ -620,6 +620,15 @@ uint64_t registry::memory_bytes() const {
   return n;
 }
 
+int64_t registry::oldest_snapshot_ms() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  int64_t oldest = 0;
+  for (const auto& [id, s] : scenarios_)
+    if (s->snapshot && (oldest == 0 || s->snapshot->taken_ms < oldest))
+      oldest = s->snapshot->taken_ms;
+  return oldest;
+}
+
 double registry::last_speed() const {
   return std::bit_cast<double>(last_speed_bits_.load());
 }

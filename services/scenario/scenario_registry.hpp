@@ -166,6 +166,9 @@ public:
   size_t size() const;
   size_t running() const;
   uint64_t memory_bytes() const;
+  /// When the oldest scenario's snapshot was taken (ms; 0: none): what keeps the most
+  /// overwritten versions from compaction.
+  int64_t oldest_snapshot_ms() const;
   /// The virtual-time speed of the last run that finished (x real time).
   double last_speed() const;
   /// Runs that ended, by outcome: done, failed, cancelled.

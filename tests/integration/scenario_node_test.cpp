@@ -424,6 +424,8 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
   EXPECT_GT(metric_value(m, "fleettwin_scenario_speed_ratio"), 100);
   EXPECT_GT(metric_value(m, "fleettwin_scenario_memory_bytes"), 0);
   EXPECT_EQ(metric_value(m, "fleettwin_scenario_runs_in_progress"), 0);
+  EXPECT_GE(metric_value(m, "fleettwin_scenario_oldest_snapshot_age_seconds"), 0);
+  EXPECT_NE(m.find("fleettwin_scenario_oldest_snapshot_age_seconds "), std::string::npos);
 }
 
 TEST_F(ScenarioNodeTest, RunsAreDeterministicBySeedAndComparableWithEachOther) {
