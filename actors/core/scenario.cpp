@@ -152,10 +152,6 @@ void relate(scenario_world& w, const twin& tw, const relation_list& before,
 }
 
 std::optional<std::string> apply_model(scenario_world& w, const model_input& m) {
-  if (m.kind.empty() || m.property.empty())
-    return "a model change names a kind and a property";
-  if (!m.failure && !m.warning && !m.critical)
-    return "a model change sets a failure, warning or critical threshold";
   auto& model = w.models[m.kind];
   model.kind = m.kind;
   auto it =
@@ -179,8 +175,6 @@ std::optional<std::string> apply_model(scenario_world& w, const model_input& m) 
 
 std::optional<std::string> check_parent(const scenario_world& w, std::string_view child,
                                         const std::string& parent, const std::string& type) {
-  if (parent.empty() || type.empty())
-    return std::string{"name a parent aggregate and a relation type"};
   if (!w.aggregates.count(parent))
     return "aggregate \"" + parent + "\" is not in the scenario (fork it with the twins)";
   return w.kinds->check(child, relation{type, parent, relation_origin::api});
@@ -203,15 +197,7 @@ std::optional<std::string> apply_add(scenario_world& w, const add_twins_input& a
   const auto tmpl = w.twins.find(a.template_twin);
   if (tmpl == w.twins.end())
     return "template twin \"" + a.template_twin + "\" is not in the scenario";
-  if (a.count == 0 || a.count > max_added_twins)
-    return "add between 1 and " + std::to_string(max_added_twins) + " twins";
-  if (a.prefix.empty())
-    return std::string{"name a prefix for the new twins' ids"};
   const twin base = tmpl->second;
-  limits lim;
-  for (const auto& [k, v] : a.attributes)
-    if (auto err = validate_name(k, lim, "attribute"))
-      return err;
   for (uint32_t n = 1; n <= a.count; ++n) {
     std::string id = a.prefix + std::to_string(n);
     if (auto err = check_parent(w, id, a.parent, a.type))
@@ -247,8 +233,6 @@ std::optional<std::string> apply_move(scenario_world& w, const move_input& m,
 }
 
 std::optional<std::string> apply_desired_input(scenario_world& w, const desired_input& d) {
-  if (d.set.empty() && d.remove.empty())
-    return std::string{"a desired change sets or removes at least one property"};
   std::vector<std::string> ids;
   if (auto err = select(w, d.twins, ids))
     return err;
@@ -260,38 +244,6 @@ std::optional<std::string> apply_desired_input(scenario_world& w, const desired_
     const auto r = apply_desired(tw, id, u, w.start_ms, limits{});
     if (r.status == desired_status::invalid)
       return r.error;
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string> check_run_input(const scenario_input& in) {
-  if (const auto* p = std::get_if<profile_input>(&in)) {
-    if (p->property.empty())
-      return std::string{"a profile names a property"};
-    if (!std::isfinite(p->factor) || !std::isfinite(p->offset))
-      return std::string{"a profile's factor and offset must be finite"};
-    return check_window(p->window);
-  }
-  if (const auto* l = std::get_if<limit_input>(&in)) {
-    if (l->property.empty())
-      return std::string{"a limit names a property"};
-    if (!l->min && !l->max)
-      return std::string{"a limit sets a minimum, a maximum or both"};
-    if (l->min && l->max && *l->min > *l->max)
-      return std::string{"a limit's minimum must not exceed its maximum"};
-    return check_window(l->window);
-  }
-  if (const auto* s = std::get_if<series_input>(&in)) {
-    if (s->property.empty())
-      return std::string{"a telemetry series names a property"};
-    if (s->points.empty())
-      return std::string{"a telemetry series has at least one point"};
-    for (size_t i = 0; i < s->points.size(); ++i) {
-      if (s->points[i].first < 0 || !std::isfinite(s->points[i].second))
-        return std::string{"a series point has a non-negative offset and a finite value"};
-      if (i > 0 && s->points[i].first <= s->points[i - 1].first)
-        return std::string{"a series' points are in ascending order of their offsets"};
-    }
   }
   return std::nullopt;
 }
@@ -589,6 +541,70 @@ void connect(scenario_world& w) {
   deliver(w, queue, w.start_ms, ignored);
 }
 
+std::optional<std::string> check_input(const scenario_input& in) {
+  if (const auto* p = std::get_if<profile_input>(&in)) {
+    if (p->property.empty())
+      return std::string{"a profile names a property"};
+    if (!std::isfinite(p->factor) || !std::isfinite(p->offset))
+      return std::string{"a profile's factor and offset must be finite"};
+    return check_window(p->window);
+  }
+  if (const auto* l = std::get_if<limit_input>(&in)) {
+    if (l->property.empty())
+      return std::string{"a limit names a property"};
+    if (!l->min && !l->max)
+      return std::string{"a limit sets a minimum, a maximum or both"};
+    if (l->min && l->max && *l->min > *l->max)
+      return std::string{"a limit's minimum must not exceed its maximum"};
+    return check_window(l->window);
+  }
+  if (const auto* s = std::get_if<series_input>(&in)) {
+    if (s->property.empty())
+      return std::string{"a telemetry series names a property"};
+    if (s->points.empty())
+      return std::string{"a telemetry series has at least one point"};
+    for (size_t i = 0; i < s->points.size(); ++i) {
+      if (s->points[i].first < 0 || !std::isfinite(s->points[i].second))
+        return std::string{"a series point has a non-negative offset and a finite value"};
+      if (i > 0 && s->points[i].first <= s->points[i - 1].first)
+        return std::string{"a series' points are in ascending order of their offsets"};
+    }
+    return std::nullopt;
+  }
+  if (const auto* d = std::get_if<desired_input>(&in)) {
+    if (d->set.empty() && d->remove.empty())
+      return std::string{"a desired change sets or removes at least one property"};
+    return std::nullopt;
+  }
+  if (const auto* a = std::get_if<add_twins_input>(&in)) {
+    if (a->template_twin.empty())
+      return std::string{"name the template twin to copy"};
+    if (a->count == 0 || a->count > max_added_twins)
+      return "add between 1 and " + std::to_string(max_added_twins) + " twins";
+    if (a->prefix.empty())
+      return std::string{"name a prefix for the new twins' ids"};
+    if (a->parent.empty() || a->type.empty())
+      return std::string{"name a parent aggregate and a relation type"};
+    const limits lim;
+    for (const auto& [k, v] : a->attributes)
+      if (auto err = validate_name(k, lim, "attribute"))
+        return err;
+    return std::nullopt;
+  }
+  if (const auto* m = std::get_if<move_input>(&in)) {
+    if (m->parent.empty() || m->type.empty())
+      return std::string{"name a parent aggregate and a relation type"};
+    return std::nullopt;
+  }
+  if (const auto* m = std::get_if<model_input>(&in)) {
+    if (m->kind.empty() || m->property.empty())
+      return std::string{"a model change names a kind and a property"};
+    if (!m->failure && !m->warning && !m->critical)
+      return std::string{"a model change sets a failure, warning or critical threshold"};
+  }
+  return std::nullopt;
+}
+
 std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario_input>& inputs) {
   std::vector<contribution> queue;
   // Models first (new twins analyse under them), then the topology, then
@@ -600,9 +616,11 @@ std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario
     return std::nullopt;
   };
   auto err = pass([&](const scenario_input& in) -> std::optional<std::string> {
+    if (auto e = check_input(in))
+      return e;
     if (auto m = std::get_if<model_input>(&in))
       return apply_model(w, *m);
-    return check_run_input(in);
+    return std::nullopt;
   });
   if (!err)
     err = pass([&](const scenario_input& in) -> std::optional<std::string> {

@@ -234,6 +234,11 @@ struct input_error {
 /// so that its (empty) aggregates hold what their members report.
 void connect(scenario_world& w);
 
+/// What is wrong with an input on its own (a missing property, a window that
+/// ends before it starts, a limit whose minimum exceeds its maximum ...); what
+/// needs the world (named twins, parents) is prepare's to check.
+std::optional<std::string> check_input(const scenario_input& in);
+
 /// Applies the inputs that change the world itself (desired values, new
 /// twins, moves, models) at its start; checks every input. Returns the first
 /// input that cannot be applied (the world is then unspecified).

@@ -737,6 +737,10 @@ std::shared_ptr<const scenario::scenario> scenario_service::lookup(const call& c
       c.finish({StatusCode::INVALID_ARGUMENT, "inputs[" + std::to_string(i) + "]." + error});
       return c.reactor();
     }
+    if (auto why = core::check_input(*in)) {
+      c.finish({StatusCode::INVALID_ARGUMENT, "inputs[" + std::to_string(i) + "]: " + *why});
+      return c.reactor();
+    }
     const core::filter* f = std::visit(
         [](const auto& x) -> const core::filter* {
           if constexpr (requires { x.twins.where; })

@@ -510,6 +510,21 @@ TEST_F(ScenarioNodeTest, MistakesGetPreciseErrorsAndBoundsHold) {
 
   // An input without a kind, and one that cannot apply (found when it runs).
   EXPECT_EQ(code(add_inputs("one", {v1::ScenarioInput{}})), grpc::StatusCode::INVALID_ARGUMENT);
+  // What is wrong with an input on its own is refused when it is added.
+  v1::ScenarioInput upside_down;
+  upside_down.mutable_limit()->set_property("power");
+  upside_down.mutable_limit()->set_min(5);
+  upside_down.mutable_limit()->set_max(1);
+  {
+    grpc::ClientContext ctx;
+    v1::AddScenarioInputsRequest req;
+    req.set_name("scenarios/one");
+    *req.add_inputs() = upside_down;
+    v1::Scenario sc;
+    const auto st = scenarios->AddScenarioInputs(&ctx, req, &sc);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message(), "inputs[0]: a limit's minimum must not exceed its maximum");
+  }
   v1::ScenarioInput bad;
   bad.mutable_add_twins()->set_template_twin("twins/nope");
   bad.mutable_add_twins()->set_count(1);
