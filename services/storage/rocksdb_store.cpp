@@ -294,16 +294,10 @@ std::shared_ptr<const store_snapshot> rocksdb_store::pin() {
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
   auto* s = new store_snapshot{db_->GetSnapshot(), now};
-  pinned_.fetch_add(1, std::memory_order_relaxed);
   return std::shared_ptr<const store_snapshot>(s, [this](const store_snapshot* p) {
     db_->ReleaseSnapshot(p->snapshot);
-    pinned_.fetch_sub(1, std::memory_order_relaxed);
     delete p;
   });
-}
-
-uint64_t rocksdb_store::pinned() const {
-  return pinned_.load(std::memory_order_relaxed);
 }
 
 runtime::load_status rocksdb_store::get_twin(const rocksdb::Snapshot* at, int32_t partition,

@@ -40,7 +40,6 @@
 // stats are meant for the query thread pool, never for actors.
 
 #include <array>
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -229,8 +228,6 @@ public:
   runtime::load_status read_aggregate(const store_snapshot& at, int32_t partition,
                                       std::string_view id, runtime::stored_aggregate& out,
                                       std::string& error);
-  /// Snapshots held (pin) and not yet released.
-  uint64_t pinned() const;
 
   /// The recorded points of one property with start_ms <= source time <
   /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with
@@ -319,7 +316,6 @@ private:
   std::shared_ptr<rocksdb::Cache> cache_;
   std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
-  std::atomic<uint64_t> pinned_{0};
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* twins_ = nullptr;
   rocksdb::ColumnFamilyHandle* history_ = nullptr;
