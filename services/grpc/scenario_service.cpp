@@ -111,26 +111,6 @@ void stats_to_proto(const core::run_result& r, double wall_s, int64_t horizon_ms
   out.set_speed(wall_s > 0 ? static_cast<double>(horizon_ms) / 1000.0 / wall_s : 0);
 }
 
-Status status_of(const scenario::outcome& o) {
-  switch (o.code) {
-    case scenario::failure::none:
-      return Status::OK;
-    case scenario::failure::not_found:
-      return {StatusCode::NOT_FOUND, o.message};
-    case scenario::failure::exists:
-      return {StatusCode::ALREADY_EXISTS, o.message};
-    case scenario::failure::exhausted:
-      return {StatusCode::RESOURCE_EXHAUSTED, o.message};
-    case scenario::failure::invalid:
-      return {StatusCode::FAILED_PRECONDITION, o.message};
-    case scenario::failure::busy:
-      return {StatusCode::FAILED_PRECONDITION, o.message};
-    case scenario::failure::unavailable:
-      return {StatusCode::UNAVAILABLE, o.message};
-  }
-  return {StatusCode::INTERNAL, o.message};
-}
-
 std::string tenant_of(const call& c) {
   return c.who() ? c.who()->tenant : std::string{};
 }
@@ -357,6 +337,26 @@ void selection_to_proto(const core::scenario_selection& s, v1::TwinSelection& ou
 
 }  // namespace
 
+Status status_of(const scenario::outcome& o) {
+  switch (o.code) {
+    case scenario::failure::none:
+      return Status::OK;
+    case scenario::failure::not_found:
+      return {StatusCode::NOT_FOUND, o.message};
+    case scenario::failure::exists:
+      return {StatusCode::ALREADY_EXISTS, o.message};
+    case scenario::failure::exhausted:
+      return {StatusCode::RESOURCE_EXHAUSTED, o.message};
+    case scenario::failure::invalid:
+      return {StatusCode::FAILED_PRECONDITION, o.message};
+    case scenario::failure::busy:
+      return {StatusCode::FAILED_PRECONDITION, o.message};
+    case scenario::failure::unavailable:
+      return {StatusCode::UNAVAILABLE, o.message};
+  }
+  return {StatusCode::INTERNAL, o.message};
+}
+
 void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& o,
                     v1::SweepResult& out) {
   out.set_name(std::string{scenario_prefix} + s.id);
@@ -512,7 +512,13 @@ void scenario_to_proto(const scenario::scenario& s, v1::Scenario& out) {
   out.set_state(scenario::to_string(s.state));
   out.set_error(s.error);
   out.set_memory_bytes(static_cast<int64_t>(s.memory_bytes()));
-  for (auto p : s.partitions)
+  std::vector<int32_t> covered = s.partitions;
+  for (const auto& part : s.parts) {
+    covered.insert(covered.end(), part.partitions.begin(), part.partitions.end());
+    out.add_part_nodes(part.endpoint);
+  }
+  std::sort(covered.begin(), covered.end());
+  for (auto p : covered)
     out.add_partitions(p);
 }
 
@@ -604,6 +610,8 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
   s.description = req->description();
   s.owner = c.who() ? c.who()->subject : std::string{};
   s.tenant = tenant_of(c);
+  // The other nodes' parts of the fork are read on the creator's behalf.
+  s.forward_as = c.forward_metadata();
   for (int i = 0; i < req->names_size(); ++i) {
     std::string error;
     auto id = twin_id(req->names(i), error);

@@ -24,6 +24,9 @@ namespace fleettwin::grpc_api {
 std::optional<core::scenario_input> input_from_proto(const fleettwin::v1::ScenarioInput& p,
                                                      std::string& error);
 
+/// The status a registry outcome answers.
+::grpc::Status status_of(const scenario::outcome& o);
+
 void scenario_to_proto(const scenario::scenario& s, fleettwin::v1::Scenario& out);
 
 /// The result of a scenario's last run against `other` (another scenario's

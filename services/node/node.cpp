@@ -503,6 +503,7 @@ bool node::start_grpc(std::string& error) {
   builder.RegisterService(alert_service_.get());
   builder.RegisterService(model_service_.get());
   builder.RegisterService(scenario_service_.get());
+  builder.RegisterService(scenario_part_service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {

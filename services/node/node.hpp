@@ -29,6 +29,7 @@
 #include "services/grpc/aggregate_watch.hpp"
 #include "services/grpc/alert_service.hpp"
 #include "services/grpc/model_service.hpp"
+#include "services/grpc/scenario_part_service.hpp"
 #include "services/grpc/scenario_service.hpp"
 #include "services/grpc/twin_service.hpp"
 #include "services/kafka/audit_log.hpp"
@@ -246,6 +247,7 @@ private:
   /// snapshots of it and go first.
   std::shared_ptr<scenario::registry> scenarios_;
   std::unique_ptr<grpc_api::scenario_service> scenario_service_;
+  std::unique_ptr<grpc_api::scenario_part_service> scenario_part_service_;
   std::unique_ptr<cluster::membership> membership_;
   runtime::gateway_actor gateway_;
   std::shared_ptr<cluster::gateway_control> gateway_control_ =

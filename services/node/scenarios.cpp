@@ -1,5 +1,6 @@
 // What-if scenarios on a node: the registry (services/scenario), its gRPC
-// service and its gauges.
+// services (ScenarioService for clients, ScenarioPartService for the other
+// nodes of a cluster) and its gauges.
 
 #include "services/node/node.hpp"
 
@@ -8,17 +9,12 @@ namespace fleettwin::node {
 void node::start_scenarios() {
   scenario::world_sources src;
   src.store = store_.get();
-  src.partition_of = [this](const std::string& id, std::string& why) -> std::optional<int32_t> {
-    auto r = route_asset(id, why);
-    if (r)
-      return r->partition;
-    // Served by another node: say so, not "retry shortly".
-    std::string elsewhere;
-    if (auto owner = remote_owner(id, elsewhere))
-      why = "served by the node at " + *owner +
-            "; a scenario forks the twins of the node it is created on (create it there)";
-    return std::nullopt;
+  // The cluster's partitions: a fork spans every node's twins (the other nodes
+  // hold parts of it, read through call forwarding).
+  src.plan = [this](std::vector<int32_t>& local, std::string& why) {
+    return list_plan(local, why);
   };
+  src.parts = std::make_shared<grpc_api::forwarded_part_client>(*this);
   src.local_partitions = [this] { return local_partitions(); };
   if (auto kinds = asset_cfg_->kinds)
     src.kinds = [kinds] { return kinds->get(); };
@@ -38,6 +34,8 @@ void node::start_scenarios() {
                                      std::chrono::seconds{30}, error);
       },
       topics_.scenario_results);
+  scenario_part_service_ = std::make_unique<grpc_api::scenario_part_service>(
+      *scenarios_, *this, *pool_, metrics_->grpc());
 
   // The gauges read the registry while it lives (it goes when the node stops).
   std::weak_ptr<scenario::registry> weak = scenarios_;
@@ -52,6 +50,10 @@ void node::start_scenarios() {
   metrics_->add_scrape_gauges({
       {"fleettwin_scenarios", "What-if scenarios this node holds",
        gauge([](const scenario::registry& s) { return s.size(); })},
+      {"fleettwin_scenario_parts",
+       "Parts of other nodes' scenarios this node holds (snapshots of its partitions that "
+       "those scenarios fork)",
+       gauge([](const scenario::registry& s) { return s.parts(); })},
       {"fleettwin_scenario_runs_in_progress", "Scenario runs in progress on this node",
        gauge([](const scenario::registry& s) { return s.running(); })},
       {"fleettwin_scenario_memory_bytes",
@@ -59,7 +61,8 @@ void node::start_scenarios() {
        "RocksDB snapshot, copy-on-write)",
        gauge([](const scenario::registry& s) { return s.memory_bytes(); })},
       {"fleettwin_scenario_oldest_snapshot_age_seconds",
-       "Age of the oldest scenario's RocksDB snapshot (0: no scenario): a snapshot keeps the "
+       "Age of the oldest RocksDB snapshot a scenario or a part of one holds (0: none): a "
+       "snapshot keeps the "
        "versions it sees from compaction, so disk grows with what changes while it lives",
        [weak] {
          std::vector<metrics::gauge_sample> out;

@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cstdio>
+#include <random>
 #include <set>
 
 #include <spdlog/spdlog.h>
+
+#include "actors/core/codec.hpp"
 
 namespace fleettwin::scenario {
 
@@ -116,78 +120,98 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
       return fail(failure::exhausted, "this node holds " + std::to_string(scenarios_.size()) +
                                           " scenarios, its limit (--scenario-max); delete one");
   }
+  // The cluster's partitions: a snapshot of this node's, a part pinned on
+  // every other node for theirs (all taken within this call).
+  std::string why;
+  std::vector<int32_t> local;
+  const auto remote = src_.plan(local, why);
+  if (!remote)
+    return fail(failure::unavailable,
+                "not every partition is served right now (" + why + "); retry shortly");
+  if (!remote->empty() && !src_.parts)
+    return fail(failure::unavailable, "this node cannot reach the other nodes' twins");
+  s.partition_count = static_cast<int32_t>(local.size());
+  for (const auto& [endpoint, ps] : *remote)
+    s.partition_count += static_cast<int32_t>(ps.size());
   s.snapshot = src_.store->pin();
-  s.partitions = src_.local_partitions();
+  s.partitions = local;
+  {
+    static std::atomic<uint64_t> creations{0};
+    std::random_device entropy;
+    char suffix[24];
+    std::snprintf(suffix, sizeof suffix, "%08x%llx", entropy(),
+                  static_cast<unsigned long long>(creations.fetch_add(1)));
+    s.part_id = s.id + "." + suffix;
+  }
   s.created_ms = s.snapshot->taken_ms;
-  // Check what the fork selects, without holding it: named twins and the
-  // aggregate exist here; a filter matches something and not too much.
-  std::string error;
-  core::twin tw;
-  for (const auto& name : s.fork.names) {
-    std::string why;
-    const auto p = src_.partition_of(name, why);
-    if (!p)
-      return fail(failure::unavailable, "twin \"" + name + "\": " + why);
-    const auto st = src_.store->read_twin(*s.snapshot, *p, name, tw, error);
-    if (st == runtime::load_status::failed)
-      return fail(failure::unavailable, error);
-    if (st == runtime::load_status::missing || tw.empty() ||
-        (!s.tenant.empty() && tw.tenant != s.tenant))
-      return fail(failure::not_found, "twin \"twins/" + name + "\" does not exist");
+  const auto kinds = src_.kinds ? src_.kinds() : nullptr;
+  fork_check total;
+  {
+    const snapshot_part here{*src_.store, s.snapshot, local, s.partition_count, kinds};
+    if (auto o = here.check(s.fork, s.tenant, src_.stale_after_ms, limits_.max_twins, total); !o)
+      return o;
+  }
+  for (const auto& [endpoint, ps] : *remote) {
+    fork_check part;
+    int64_t taken_ms = 0;
+    auto o = src_.parts->pin(endpoint, s.forward_as, s.part_id, ps, s.partition_count, s.fork,
+                             s.tenant, part, taken_ms);
+    if (!o) {
+      release_remote(s);
+      o.message = "the node at " + endpoint + ": " + o.message;
+      return o;
+    }
+    s.parts.push_back(remote_part{endpoint, ps, taken_ms});
+    total.names_found.insert(total.names_found.end(), part.names_found.begin(),
+                             part.names_found.end());
+    total.below_found |= part.below_found;
+    total.below_twins += part.below_twins;
+    total.matched += part.matched;
+  }
+  // What the fork selects exists, and is not too much.
+  auto refuse = [&](failure code, std::string message) {
+    release_remote(s);
+    return fail(code, std::move(message));
+  };
+  {
+    const std::set<std::string> found(total.names_found.begin(), total.names_found.end());
+    for (const auto& name : s.fork.names)
+      if (!found.count(name))
+        return refuse(failure::not_found, "twin \"twins/" + name + "\" does not exist");
   }
   if (!s.fork.below.empty()) {
-    std::string why;
-    const auto p = src_.partition_of(s.fork.below, why);
-    if (!p)
-      return fail(failure::unavailable, "aggregate \"" + s.fork.below + "\": " + why);
-    runtime::stored_aggregate stored;
-    const auto st = src_.store->read_aggregate(*s.snapshot, *p, s.fork.below, stored, error);
-    if (st == runtime::load_status::failed)
-      return fail(failure::unavailable, error);
-    if (st == runtime::load_status::missing ||
-        (!s.tenant.empty() && stored.header.tenant != s.tenant))
-      return fail(failure::not_found, "aggregate \"" + s.fork.below + "\" does not exist");
-    if (stored.header.twins > limits_.max_twins)
-      return fail(failure::exhausted, "\"" + s.fork.below + "\" has " +
-                                          std::to_string(stored.header.twins) +
-                                          " twins below it; a scenario forks at most " +
-                                          std::to_string(limits_.max_twins));
+    if (!total.below_found)
+      return refuse(failure::not_found, "aggregate \"" + s.fork.below + "\" does not exist");
+    if (total.below_twins > limits_.max_twins)
+      return refuse(failure::exhausted, "\"" + s.fork.below + "\" has " +
+                                            std::to_string(total.below_twins) +
+                                            " twins below it; a scenario forks at most " +
+                                            std::to_string(limits_.max_twins));
   }
   if (!s.fork.where.matches_all()) {
-    size_t matched = 0;
-    const int64_t at = s.snapshot->taken_ms;
-    const auto kinds = src_.kinds ? src_.kinds() : nullptr;
-    src_.store->list_twins(
-        s.partitions, "",
-        [&](const core::twin& t) {
-          // Aggregates' own records are not twins a run drives.
-          if (kinds && kinds->is_aggregate(t.asset_id))
-            return false;
-          if ((s.tenant.empty() || t.tenant == s.tenant) &&
-              s.fork.where.matches(t, at, src_.stale_after_ms))
-            ++matched;
-          return false;  // counted, not kept
-        },
-        0, 0, error, s.snapshot.get());
-    if (!error.empty())
-      return fail(failure::unavailable, error);
-    if (matched == 0)
-      return fail(failure::invalid, "the filter matches no twin of this node");
-    if (matched > limits_.max_twins)
-      return fail(failure::exhausted, "the filter matches " + std::to_string(matched) +
-                                          " twins; a scenario forks at most " +
-                                          std::to_string(limits_.max_twins));
+    if (total.matched == 0)
+      return refuse(failure::invalid, "the filter matches no twin");
+    if (total.matched > limits_.max_twins)
+      return refuse(failure::exhausted, "the filter matches more than " +
+                                            std::to_string(limits_.max_twins) +
+                                            " twins, the most a scenario forks");
   }
   auto made = std::make_shared<const scenario>(std::move(s));
-  std::lock_guard<std::mutex> guard{mutex_};
-  if (!scenarios_.emplace(made->id, made).second)
-    return fail(failure::exists, "scenario \"scenarios/" + made->id + "\" exists already");
-  if (scenarios_.size() > limits_.max_scenarios) {
-    scenarios_.erase(made->id);
-    return fail(failure::exhausted, "this node holds its limit of scenarios (--scenario-max)");
+  outcome refused;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (!scenarios_.emplace(made->id, made).second) {
+      refused = fail(failure::exists, "scenario \"scenarios/" + made->id + "\" exists already");
+    } else if (scenarios_.size() > limits_.max_scenarios) {
+      scenarios_.erase(made->id);
+      refused = fail(failure::exhausted, "this node holds its limit of scenarios (--scenario-max)");
+    } else {
+      out = made;
+      return {};
+    }
   }
-  out = made;
-  return {};
+  release_remote(*made);
+  return refused;
 }
 
 std::shared_ptr<const scenario> registry::get(const std::string& id,
@@ -222,7 +246,9 @@ outcome registry::remove(const std::string& id, const std::string& tenant) {
       s->second->store(true);
   }
   // The snapshot is released with the last reference (a run in progress
-  // holds one until it stops).
+  // holds one until it stops); the other nodes release their parts now (a
+  // run in progress fails on its next page).
+  release_remote(*gone);
   return {};
 }
 
@@ -447,35 +473,51 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
     w.models = *models;
   w.start_ms = s.snapshot->taken_ms;
   w.stale_after_ms = src_.stale_after_ms;
-  const auto& at = *s.snapshot;
   const auto& fields = w.kinds->fields();
-  std::string error;
+  const snapshot_part here{*src_.store, s.snapshot, s.partitions, s.partition_count, w.kinds};
+  // Every page of another node's part, decoded (a part released or gone fails the run).
+  auto read_remote = [&](const remote_part& part, auto list, auto each) -> outcome {
+    std::string after;
+    std::vector<part_record> page;
+    core::twin tw;
+    do {
+      page.clear();
+      std::string next;
+      if (auto o = list(part, after, page, next); !o) {
+        o.message = "the part of the fork on the node at " + part.endpoint + ": " + o.message;
+        return o;
+      }
+      for (auto& r : page) {
+        tw = core::twin{};
+        if (auto err = core::decode_twin(r.bytes, tw))
+          return fail(failure::unavailable,
+                      "a record from the node at " + part.endpoint + " does not decode: " + *err);
+        each(tw, r.forked);
+      }
+      after = std::move(next);
+    } while (!after.empty());
+    return {};
+  };
 
   // The aggregates' own records (attributes, relations to their parents).
   std::map<std::string, core::twin, std::less<>> entities;
-  {
-    std::vector<std::string> ids;
-    src_.store->list_aggregates(
-        s.partitions, "",
-        [&](const core::aggregate_header& h) {
-          ids.push_back(h.id);
-          return false;
-        },
-        0, 0, error, &at);
-    if (!error.empty())
-      return fail(failure::unavailable, error);
-    for (auto& id : ids) {
-      std::string why;
-      const auto p = src_.partition_of(id, why);
-      if (!p)
-        continue;
-      core::twin e;
-      if (src_.store->read_twin(at, *p, id, e, error) == runtime::load_status::failed)
-        return fail(failure::unavailable, error);
-      e.asset_id = id;
-      entities.emplace(std::move(id), std::move(e));
-    }
-  }
+  auto keep_entity = [&](const core::twin& e, bool) { entities.emplace(e.asset_id, e); };
+  if (auto o = here.each_entity([&](core::twin&& e) {
+        auto id = e.asset_id;
+        entities.emplace(std::move(id), std::move(e));
+      });
+      !o)
+    return o;
+  for (const auto& part : s.parts)
+    if (auto o = read_remote(
+            part,
+            [&](const remote_part& p, const std::string& after, std::vector<part_record>& out,
+                std::string& next) {
+              return src_.parts->entities(p.endpoint, s.forward_as, s.part_id, after, out, next);
+            },
+            keep_entity);
+        !o)
+      return o;
   // Whether an aggregate is `target` or lies below it (memoised).
   std::map<std::string, bool, std::less<>> memo;
   std::function<bool(const std::string&, const std::set<std::string, std::less<>>&, int)> reaches =
@@ -499,59 +541,62 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
   const std::set<std::string, std::less<>> below =
       s.fork.below.empty() ? std::set<std::string, std::less<>>{}
                            : std::set<std::string, std::less<>>{s.fork.below};
-  const std::set<std::string, std::less<>> named(s.fork.names.begin(), s.fork.names.end());
 
-  // One scan of this node's twins as the snapshot saw them: the forked ones
+  // What the fork takes whole: named twins, those a filter matches, or those
+  // with a relation to `below` or an aggregate below it.
+  fork_selection sel;
+  sel.tenant = s.tenant;
+  sel.names.insert(s.fork.names.begin(), s.fork.names.end());
+  sel.where = s.fork.where;
+  sel.at_ms = s.snapshot->taken_ms;
+  sel.stale_after_ms = src_.stale_after_ms;
+  if (!below.empty()) {
+    sel.parents = below;
+    for (const auto& [id, e] : entities)
+      if (reaches(id, below, 0))
+        sel.parents.insert(id);
+  }
+
+  // One scan of every part's twins as its snapshot saw them: the forked ones
   // whole, every other one as its relations and view (a frozen member, if a
   // forked aggregate counts it).
   std::vector<core::frozen_member> others;
   bool too_many = false;
-  const int64_t now = s.snapshot->taken_ms;
-  src_.store->list_twins(
-      s.partitions, "",
-      [&](const core::twin& tw) {
-        if (tw.empty() || w.kinds->is_aggregate(tw.asset_id) || too_many)
-          return false;
-        const bool visible = s.tenant.empty() || tw.tenant == s.tenant;
-        bool forked = false;
-        if (visible) {
-          if (!named.empty())
-            forked = named.count(tw.asset_id) > 0;
-          else if (!below.empty())
-            forked =
-                std::any_of(tw.relations.begin(), tw.relations.end(),
-                            [&](const core::relation& r) { return reaches(r.parent, below, 0); });
-          else
-            forked = s.fork.where.matches(tw, now, src_.stale_after_ms);
-        }
-        if (forked) {
-          if (w.twins.size() >= limits_.max_twins) {
-            too_many = true;
-          } else {
-            auto& kept = w.twins.emplace(tw.asset_id, tw).first->second;
-            // The open history segment (up to 256 KiB of samples) is the live twin's to
-            // write; a run never reads it.
-            std::string{}.swap(kept.open_history);
-          }
-        } else if (!tw.relations.empty()) {
-          others.push_back(
-              core::frozen_member{tw.asset_id, tw.relations, core::project(tw, fields)});
-        }
-        return false;
-      },
-      0, 0, error, &at);
-  if (!error.empty())
-    return fail(failure::unavailable, error);
+  auto take = [&](const core::twin& tw, bool forked) {
+    if (too_many)
+      return;
+    if (forked) {
+      if (w.twins.size() >= limits_.max_twins) {
+        too_many = true;
+        return;
+      }
+      auto [it, fresh] = w.twins.emplace(tw.asset_id, tw);
+      if (fresh)
+        strip_for_run(it->second);
+    } else if (!tw.relations.empty()) {
+      others.push_back(core::frozen_member{tw.asset_id, tw.relations, core::project(tw, fields)});
+    }
+  };
+  if (auto o = here.each_twin(sel, take); !o)
+    return o;
+  for (const auto& part : s.parts)
+    if (auto o = read_remote(
+            part,
+            [&](const remote_part& p, const std::string& after, std::vector<part_record>& out,
+                std::string& next) {
+              return src_.parts->twins(p.endpoint, s.forward_as, s.part_id, sel, after, out, next);
+            },
+            take);
+        !o)
+      return o;
   if (too_many)
     return fail(failure::exhausted,
                 "the fork holds more than " + std::to_string(limits_.max_twins) + " twins");
   for (const auto& name : s.fork.names)
-    if (!w.twins.count(name)) {
-      std::string why;
-      if (!src_.partition_of(name, why))
-        return fail(failure::unavailable, "twin \"" + name + "\": " + why);
+    if (!w.twins.count(name))
       return fail(failure::not_found, "twin \"twins/" + name + "\" no longer exists");
-    }
+  // The same order whichever node holds which twin.
+  std::sort(others.begin(), others.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
 
   // The aggregates of the fork: those above its twins (and `below`), and
   // every aggregate below one of them, so that each counts all its members.
@@ -602,6 +647,93 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
   return {};
 }
 
+void registry::release_remote(const scenario& s) const {
+  if (src_.parts)
+    for (const auto& part : s.parts)
+      src_.parts->release(part.endpoint, s.forward_as, s.part_id);
+}
+
+void registry::expire_parts(int64_t now_ms) {
+  std::erase_if(parts_, [&](const auto& kv) {
+    if (now_ms - kv.second.used_ms <= limits_.part_idle_ms)
+      return false;
+    spdlog::info("scenario part {} released: not read for {} s", kv.first,
+                 (now_ms - kv.second.used_ms) / 1000);
+    return true;
+  });
+}
+
+outcome registry::pin_part(const std::string& id, std::vector<int32_t> partitions,
+                           int32_t partition_count, const fork_spec& spec,
+                           const std::string& tenant, fork_check& check, int64_t& taken_ms) {
+  const auto local = src_.local_partitions ? src_.local_partitions() : std::vector<int32_t>{};
+  for (auto p : partitions)
+    if (std::find(local.begin(), local.end(), p) == local.end())
+      return fail(failure::unavailable, "partition " + std::to_string(p) +
+                                            " is not served by this node now (a rebalance in "
+                                            "progress); retry shortly");
+  const std::string& key = id;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    expire_parts(wall_ms());
+    if (!parts_.count(key) && parts_.size() >= limits_.max_parts)
+      return fail(failure::exhausted,
+                  "this node holds " + std::to_string(parts_.size()) +
+                      " parts of other nodes' scenarios, its limit; delete a scenario");
+  }
+  auto part =
+      std::make_shared<const snapshot_part>(*src_.store, src_.store->pin(), std::move(partitions),
+                                            partition_count, src_.kinds ? src_.kinds() : nullptr);
+  if (auto o = part->check(spec, tenant, src_.stale_after_ms, limits_.max_twins, check); !o)
+    return o;
+  taken_ms = part->snapshot().taken_ms;
+  std::lock_guard<std::mutex> guard{mutex_};
+  parts_[key] = held_part{std::move(part), tenant, wall_ms()};
+  return {};
+}
+
+std::shared_ptr<const snapshot_part> registry::use_part(const std::string& id,
+                                                        const std::string& tenant) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  const auto now = wall_ms();
+  expire_parts(now);
+  const auto it = parts_.find(id);
+  if (it == parts_.end() || (!tenant.empty() && it->second.tenant != tenant))
+    return nullptr;
+  it->second.used_ms = now;
+  return it->second.part;
+}
+
+outcome registry::part_entities(const std::string& id, const std::string& tenant,
+                                const std::string& after, size_t budget,
+                                std::vector<part_record>& out, std::string& next) {
+  const auto part = use_part(id, tenant);
+  if (!part)
+    return fail(failure::not_found, "this node holds no part \"" + id +
+                                        "\" (released, expired, or this node restarted)");
+  return part->entities(after, budget, out, next);
+}
+
+outcome registry::part_twins(const std::string& id, const std::string& tenant,
+                             const fork_selection& sel, const std::string& after, size_t budget,
+                             std::vector<part_record>& out, std::string& next) {
+  const auto part = use_part(id, tenant);
+  if (!part)
+    return fail(failure::not_found, "this node holds no part \"" + id +
+                                        "\" (released, expired, or this node restarted)");
+  return part->twins(sel, after, budget, out, next);
+}
+
+void registry::release_part(const std::string& id) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  parts_.erase(id);
+}
+
+size_t registry::parts() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  return parts_.size();
+}
+
 size_t registry::size() const {
   std::lock_guard<std::mutex> guard{mutex_};
   return scenarios_.size();
@@ -626,6 +758,9 @@ int64_t registry::oldest_snapshot_ms() const {
   for (const auto& [id, s] : scenarios_)
     if (s->snapshot && (oldest == 0 || s->snapshot->taken_ms < oldest))
       oldest = s->snapshot->taken_ms;
+  for (const auto& [key, p] : parts_)
+    if (oldest == 0 || p.part->snapshot().taken_ms < oldest)
+      oldest = p.part->snapshot().taken_ms;
   return oldest;
 }
 

@@ -25,17 +25,10 @@
 #include "actors/core/contributions.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/scenario.hpp"
+#include "services/scenario/fork_part.hpp"
 #include "services/storage/rocksdb_store.hpp"
 
 namespace fleettwin::scenario {
-
-/// What a scenario forks: named twins, twins a filter matches, or every twin
-/// below an aggregate (exactly one).
-struct fork_spec {
-  std::vector<std::string> names;
-  core::filter where;
-  std::string below;
-};
 
 /// Both runs of one RunScenario: the baseline (no inputs) and the scenario.
 struct run_outcome {
@@ -69,8 +62,16 @@ struct scenario {
   int64_t created_ms = 0;
   fork_spec fork;
   std::shared_ptr<const storage::store_snapshot> snapshot;
-  /// The partitions this node served when it forked.
+  /// The partitions this node served when it forked, and how many the cluster has.
   std::vector<int32_t> partitions;
+  int32_t partition_count = 0;
+  /// The other nodes' parts of the fork (a cluster), known there by part_id (the id
+  /// and a suffix unique to this creation: a scenario created again under the same id
+  /// never reads or releases the parts of one before it).
+  std::vector<remote_part> parts;
+  std::string part_id;
+  /// What the calls on those parts carry (who they are made for: the creator).
+  std::string forward_as;
   std::vector<core::scenario_input> inputs;
   /// Each input as the client sent it (serialized), to echo.
   std::vector<std::string> raw_inputs;
@@ -83,29 +84,6 @@ struct scenario {
   uint64_t memory_bytes() const;
 };
 
-/// Why a call on the registry failed.
-enum class failure : uint8_t {
-  none,
-  not_found,
-  exists,
-  /// A bound of the node (scenarios, running runs, inputs).
-  exhausted,
-  /// The fork or an input cannot be applied (named twin missing, bad input...).
-  invalid,
-  /// The scenario is running.
-  busy,
-  /// A twin or aggregate lives on another node, or storage failed.
-  unavailable,
-};
-
-struct outcome {
-  failure code = failure::none;
-  std::string message;
-  explicit operator bool() const {
-    return code == failure::none;
-  }
-};
-
 struct registry_limits {
   size_t max_scenarios = 16;
   /// Twins a fork may hold (added twins included).
@@ -114,14 +92,23 @@ struct registry_limits {
   size_t max_running = 1;
   /// The longest run: steps of both runs together.
   uint64_t max_steps = 100'000;
+  /// Parts of other nodes' scenarios this node holds.
+  size_t max_parts = 64;
+  /// A part nobody read for this long is released (its scenario's node may be gone).
+  int64_t part_idle_ms = 24 * 3600 * 1000;
 };
 
 /// Where the registry reads what a fork needs.
 struct world_sources {
   storage::rocksdb_store* store = nullptr;
-  /// The partition of `id` when this node serves it; nullopt with why otherwise.
-  std::function<std::optional<int32_t>(const std::string& id, std::string& why)> partition_of;
+  /// The cluster's partitions: this node's (`local`) and, by endpoint, the other
+  /// nodes'; nullopt with why when some partition has no serving node now.
+  std::function<std::optional<std::map<std::string, std::vector<int32_t>>>(
+      std::vector<int32_t>& local, std::string& why)>
+      plan;
   std::function<std::vector<int32_t>()> local_partitions;
+  /// Calls on other nodes' parts (null: a single node).
+  std::shared_ptr<part_client> parts;
   std::function<std::shared_ptr<const core::kind_registry>()> kinds;
   std::function<std::shared_ptr<const core::model_set>()> models;
   int64_t stale_after_ms = 30'000;
@@ -174,8 +161,25 @@ public:
   /// Runs that ended, by outcome: done, failed, cancelled.
   std::array<uint64_t, 3> runs() const;
 
-  /// Loads the fork of `s` from its snapshot (blocking).
+  /// Loads the fork of `s` from its snapshots (blocking).
   outcome load_world(const scenario& s, core::scenario_world& w) const;
+
+  // --- parts of other nodes' scenarios (ScenarioPartService) -------------------
+
+  /// Pins this node's part `id` of a scenario created on another node (blocking).
+  outcome pin_part(const std::string& id, std::vector<int32_t> partitions, int32_t partition_count,
+                   const fork_spec& spec, const std::string& tenant, fork_check& check,
+                   int64_t& taken_ms);
+  /// One page of a part's records, about `budget` bytes (blocking).
+  /// `tenant` (empty: any): the caller's, which must be the part's.
+  outcome part_entities(const std::string& id, const std::string& tenant, const std::string& after,
+                        size_t budget, std::vector<part_record>& out, std::string& next);
+  outcome part_twins(const std::string& id, const std::string& tenant, const fork_selection& sel,
+                     const std::string& after, size_t budget, std::vector<part_record>& out,
+                     std::string& next);
+  void release_part(const std::string& id);
+  /// Parts held for other nodes' scenarios.
+  size_t parts() const;
 
 private:
   /// What a run or sweep leaves for its scenario.
@@ -198,8 +202,22 @@ private:
                const std::shared_ptr<std::atomic<bool>>& stop, const job& j, const run_done& done,
                const std::function<bool()>& cancelled);
 
+  /// A part of another node's scenario: its snapshot, and when it was last read.
+  struct held_part {
+    std::shared_ptr<const snapshot_part> part;
+    std::string tenant;
+    int64_t used_ms = 0;
+  };
+  /// The part `id`, marked used (null: none).
+  std::shared_ptr<const snapshot_part> use_part(const std::string& id, const std::string& tenant);
+  /// Drops the parts idle for longer than limits_.part_idle_ms (mutex_ held).
+  void expire_parts(int64_t now_ms);
+  /// Releases a scenario's parts on the other nodes (never blocks).
+  void release_remote(const scenario& s) const;
+
   world_sources src_;
   registry_limits limits_;
+  std::map<std::string, held_part, std::less<>> parts_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<const scenario>, std::less<>> scenarios_;
   /// Runs in progress, by scenario id: their stop flags.

@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view prefix = "/fleettwin.v1.";
 
-constexpr std::array<std::pair<std::string_view, role>, 42> methods{{
+constexpr std::array<std::pair<std::string_view, role>, 45> methods{{
     {"TwinService/GetTwin", role::viewer},
     {"TwinService/BatchGetTwins", role::viewer},
     {"TwinService/ListTwins", role::viewer},
@@ -48,6 +48,10 @@ constexpr std::array<std::pair<std::string_view, role>, 42> methods{{
     {"ScenarioService/RunScenario", role::operator_},
     {"ScenarioService/DeleteScenario", role::operator_},
     {"ScenarioService/ExportScenarioResult", role::operator_},
+    // Node to node (refused unless forwarded): on behalf of a scenario's creator.
+    {"ScenarioPartService/PinScenarioPart", role::operator_},
+    {"ScenarioPartService/ListScenarioPartRecords", role::operator_},
+    {"ScenarioPartService/ReleaseScenarioPart", role::operator_},
     {"NodeService/GetStatus", role::viewer},
     {"NodeService/Ping", role::viewer},
     {"AdminService/GetCluster", role::admin},
