@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster_harness.hpp"
+#include "fleettwin/v1/scenario.grpc.pb.h"
 #include "support/kafka_io.hpp"
 #include "support/pki.hpp"
 #include "support/token_issuer.hpp"
@@ -206,6 +207,41 @@ collection = "fleets"
     }));
   }
   EXPECT_GT(forwarded_tenant_calls, 5u);
+
+  // A tenant's scenario forks its twins on both nodes (the other node pins its part for
+  // the forwarded caller, over the cluster's TLS) and never another tenant's.
+  {
+    auto scenarios = v1::ScenarioService::NewStub(grpc::CreateChannel(
+        c_->node(0).grpc_address(),
+        grpc::CompositeChannelCredentials(ours.credentials("operator"),
+                                          grpc::AccessTokenCredentials(acme_operator))));
+    grpc::ClientContext ctx;
+    v1::CreateScenarioRequest req;
+    req.set_scenario_id("acme-what-if");
+    req.set_filter("asset_id = \"t-*\"");
+    v1::Scenario made;
+    auto st = scenarios->CreateScenario(&ctx, req, &made);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(made.part_nodes_size(), 1);
+    EXPECT_EQ(made.tenant(), "acme");
+    grpc::ClientContext run_ctx;
+    run_ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+    v1::RunScenarioRequest run;
+    run.set_name("scenarios/acme-what-if");
+    run.set_horizon_ms(3'600'000);
+    run.set_step_ms(900'000);
+    auto reader = scenarios->RunScenario(&run_ctx, run);
+    v1::RunScenarioProgress p;
+    v1::ScenarioResult result;
+    while (reader->Read(&p))
+      if (p.done())
+        result = p.result();
+    st = reader->Finish();
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(result.stats().twins(), 10);
+    for (const auto& k : result.kpis())
+      EXPECT_EQ(k.kpi().aggregate().rfind("fleets/acme-", 0), 0u) << k.kpi().aggregate();
+  }
 
   // Role x tenant through a forwarding node: every method that names a twin, called on one
   // node for a twin the other node serves, by acme's viewer, operator and admin. A role
