@@ -192,6 +192,42 @@ relation_list reparent(const relation_list& current, const std::string& parent,
   return out;
 }
 
+std::optional<std::string> apply_add_aggregate(scenario_world& w, const add_aggregate_input& a,
+                                               std::vector<contribution>& queue) {
+  const auto* kind = w.kinds->kind_of(a.id);
+  if (!kind)
+    return "\"" + a.id + "\" is not in the collection of an aggregate kind (such as \"" +
+           (w.kinds->kinds().empty() ? std::string{"feeders"}
+                                     : w.kinds->kinds().begin()->second->def.collection) +
+           "/new-1\")";
+  if (w.aggregates.count(a.id) || w.twins.count(a.id))
+    return "\"" + a.id + "\" exists already";
+  scenario_aggregate added{twin{},
+                           aggregate{a.id, w.kinds->kinds().at(kind->def.name), w.stale_after_ms}};
+  added.entity.asset_id = a.id;
+  added.entity.kind = kind->def.name;
+  for (const auto& [k, v] : a.attributes)
+    added.entity.attributes[k] = v;
+  if (!a.parent.empty()) {
+    if (auto err = check_parent(w, a.id, a.parent, a.type))
+      return err;
+    added.entity.relations.push_back(relation{a.type, a.parent, relation_origin::api});
+  }
+  auto& stored = w.aggregates.emplace(a.id, std::move(added)).first->second;
+  if (!stored.entity.relations.empty()) {
+    const relation_list none;
+    child_change c;
+    c.child = a.id;
+    c.before = &none;
+    c.after = &stored.entity.relations;
+    c.self = member_delta{a.id, true, false, 0, {}, {}};
+    c.as_aggregate = &stored.agg;
+    c.origin_ms = w.start_ms;
+    route(c, queue);
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> apply_add(scenario_world& w, const add_twins_input& a,
                                      std::vector<contribution>& queue) {
   const auto tmpl = w.twins.find(a.template_twin);
@@ -492,6 +528,12 @@ std::string describe(const scenario_input& in) {
       return "add " + std::to_string(a.count) + " copies of " + a.template_twin + " as " +
              a.prefix + "1.. to " + a.parent + " (" + a.type + ")";
     }
+    std::string operator()(const add_aggregate_input& a) const {
+      std::string s = "add aggregate " + a.id;
+      if (!a.parent.empty())
+        s += " to " + a.parent + " (" + a.type + ")";
+      return s;
+    }
     std::string operator()(const move_input& m) const {
       return "move " + selection_text(m.twins) + " to " + m.parent + " (" + m.type + ")";
     }
@@ -596,6 +638,17 @@ std::optional<std::string> check_input(const scenario_input& in) {
       return std::string{"name a parent aggregate and a relation type"};
     return std::nullopt;
   }
+  if (const auto* a = std::get_if<add_aggregate_input>(&in)) {
+    if (a->id.find('/') == std::string::npos || a->id.front() == '/' || a->id.back() == '/')
+      return std::string{"name the new aggregate \"{collection}/{name}\" (\"transformers/T9\")"};
+    if (a->parent.empty() != a->type.empty())
+      return std::string{"a parent aggregate goes with a relation type"};
+    const limits lim;
+    for (const auto& [k, v] : a->attributes)
+      if (auto err = validate_name(k, lim, "attribute"))
+        return err;
+    return std::nullopt;
+  }
   if (const auto* m = std::get_if<model_input>(&in)) {
     if (m->kind.empty() || m->property.empty())
       return std::string{"a model change names a kind and a property"};
@@ -607,8 +660,9 @@ std::optional<std::string> check_input(const scenario_input& in) {
 
 std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario_input>& inputs) {
   std::vector<contribution> queue;
-  // Models first (new twins analyse under them), then the topology, then
-  // desired values (a filter may select twins added or moved).
+  // Models first (new twins analyse under them), then the topology (new
+  // aggregates, then twins added or moved), then desired values (a filter may
+  // select twins added or moved).
   const auto pass = [&](auto&& apply) -> std::optional<input_error> {
     for (size_t i = 0; i < inputs.size(); ++i)
       if (auto err = apply(inputs[i]))
@@ -622,6 +676,13 @@ std::optional<input_error> prepare(scenario_world& w, const std::vector<scenario
       return apply_model(w, *m);
     return std::nullopt;
   });
+  // New aggregates first, parents before children (each names its parent).
+  if (!err)
+    err = pass([&](const scenario_input& in) -> std::optional<std::string> {
+      if (auto a = std::get_if<add_aggregate_input>(&in))
+        return apply_add_aggregate(w, *a, queue);
+      return std::nullopt;
+    });
   if (!err)
     err = pass([&](const scenario_input& in) -> std::optional<std::string> {
       if (auto a = std::get_if<add_twins_input>(&in))

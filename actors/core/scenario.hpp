@@ -110,6 +110,17 @@ struct move_input {
   std::string type;
 };
 
+/// A new aggregate (a transformer added to a feeder): empty, of the kind whose
+/// collection its id names ("transformers/T9"), related to `parent` as `type`
+/// (none: a root). Twins join it through add_twins and move inputs naming it.
+struct add_aggregate_input {
+  std::string id;
+  std::string parent;
+  std::string type;
+  /// Its own attributes (what filters over aggregates read).
+  std::vector<std::pair<std::string, std::string>> attributes;
+};
+
 /// A changed asset model: the thresholds of one property of one kind.
 struct model_input {
   std::string kind;
@@ -120,7 +131,7 @@ struct model_input {
 };
 
 using scenario_input = std::variant<profile_input, limit_input, series_input, desired_input,
-                                    add_twins_input, move_input, model_input>;
+                                    add_twins_input, move_input, model_input, add_aggregate_input>;
 
 /// A short description of an input ("profile load_kw x1.3"), for listings.
 std::string describe(const scenario_input& in);

@@ -474,6 +474,17 @@ std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
       in.type = q.relation_type();
       return in;
     }
+    case v1::ScenarioInput::kAddAggregate: {
+      const auto& q = p.add_aggregate();
+      core::add_aggregate_input in;
+      in.id = q.aggregate();
+      in.parent = q.parent();
+      in.type = q.relation_type();
+      for (const auto& [k, v] : q.attributes())
+        in.attributes.emplace_back(k, v);
+      std::sort(in.attributes.begin(), in.attributes.end());
+      return in;
+    }
     case v1::ScenarioInput::kModel: {
       const auto& q = p.model();
       core::model_input in;
@@ -490,7 +501,9 @@ std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
     case v1::ScenarioInput::INPUT_NOT_SET:
       break;
   }
-  return failed("set one input: profile, limit, telemetry, desired, add_twins, move or model");
+  return failed(
+      "set one input: profile, limit, telemetry, desired, add_twins, add_aggregate, move or "
+      "model");
 }
 
 void scenario_to_proto(const scenario::scenario& s, v1::Scenario& out) {

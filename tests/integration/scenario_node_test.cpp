@@ -718,6 +718,30 @@ TEST_F(ScenarioNodeTest, OperatorsSweepAndApplyFromTheCliAndReadWithGrpcurl) {
   ASSERT_TRUE(get_twin(*twins, "m-1", tw).ok());
   EXPECT_EQ(tw.desired().count("power_limit_kw"), 0u);  // not on T2
 
+  // A new transformer on F0 that takes two of T2's meters.
+  ok("create split --below feeders/F0");
+  const auto added =
+      ok("apply-input split --add-aggregate transformers/T9 --parent feeders/F0 --type feeds "
+         "--attr capacity_kw=50");
+  EXPECT_NE(added.find("add aggregate transformers/T9 to feeders/F0 (feeds)"), std::string::npos)
+      << added;
+  ok("apply-input split --move-to transformers/T9 --type feeds --twin m-2 --twin m-6");
+  ok("run split --horizon 1h --step 15m");
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioResultRequest req;
+    req.set_name("scenarios/split");
+    v1::ScenarioResult r;
+    ASSERT_TRUE(scenarios->GetScenarioResult(&ctx, req, &r).ok());
+    const double moved = power_of(2) + power_of(6);
+    EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T9", "power"), moved));
+    EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T9", "utilisation"), moved / 50));
+    EXPECT_TRUE(all_equal(kpi(r.kpis(), "transformers/T2", "power"), transformer_power(2) - moved));
+    EXPECT_TRUE(all_equal(kpi(r.kpis(), "feeders/F0", "power"),
+                          transformer_power(0) + transformer_power(2)));
+    EXPECT_EQ(kpi(r.base_kpis(), "transformers/T9", "power"), nullptr);
+  }
+
   // --json, and errors with their exit codes.
   auto [code, json] = cli("--json result ev");
   EXPECT_EQ(code, 0) << json;

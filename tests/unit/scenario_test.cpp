@@ -252,6 +252,31 @@ TEST(scenario, runs_with_noise_are_deterministic_by_seed) {
   EXPECT_NE(last(kpi(a, "feeders/A", "load")), 40);
 }
 
+TEST(scenario, an_added_feeder_takes_the_meters_moved_to_it) {
+  grid g;
+  // A new feeder C under S (declared after the move that names it: new
+  // aggregates apply first), with m3 and m4 moved from A.
+  move_input mv;
+  mv.twins = names({"m3", "m4"});
+  mv.parent = "feeders/C";
+  mv.type = "feeds";
+  add_aggregate_input c{"feeders/C", "substations/S", "feeds", {{"capacity_kw", "40"}}};
+  const auto r = g.go({mv, c});
+  EXPECT_NEAR(last(kpi(r, "feeders/C", "load")), 20, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/C", "meters")), 2, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/C", "utilisation")), 0.5, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "feeders/A", "load")), 20, 1e-9);
+  EXPECT_NEAR(last(kpi(r, "substations/S", "load")), 60, 1e-9);
+  EXPECT_EQ(describe(c), "add aggregate feeders/C to substations/S (feeds)");
+
+  // Chargers added straight to a new root feeder count there and nowhere else.
+  add_aggregate_input d{"feeders/D", "", "", {}};
+  add_twins_input ev{"m1", 3, "ev-", "feeders/D", "feeds"};
+  const auto r2 = g.go({d, ev});
+  EXPECT_NEAR(last(kpi(r2, "feeders/D", "load")), 30, 1e-9);
+  EXPECT_NEAR(last(kpi(r2, "substations/S", "load")), 60, 1e-9);
+}
+
 TEST(scenario, inputs_that_cannot_apply_say_why) {
   grid g;
   auto fails = [&](const scenario_input& in, const std::string& text) {
@@ -270,6 +295,12 @@ TEST(scenario, inputs_that_cannot_apply_say_why) {
   fails(limit_input{names({"m1"}), "load_kw", "", 5, 1, {}}, "minimum must not exceed");
   fails(series_input{names({"m1"}), "load_kw", {{5, 1}, {5, 2}}}, "ascending order");
   fails(model_input{"meter", "load_kw", {}, {}, {}}, "sets a failure, warning or critical");
+  fails(add_aggregate_input{"lines/L1", "", "", {}}, "not in the collection of an aggregate kind");
+  fails(add_aggregate_input{"feeders/A", "", "", {}}, "\"feeders/A\" exists already");
+  fails(add_aggregate_input{"feeders/C", "substations/X", "feeds", {}},
+        "\"substations/X\" is not in the scenario");
+  fails(add_aggregate_input{"T9", "", "", {}}, "{collection}/{name}");
+  fails(add_aggregate_input{"feeders/C", "substations/S", "", {}}, "goes with a relation type");
 }
 
 TEST(scenario, frozen_members_count_without_running) {

@@ -193,6 +193,35 @@ std::vector<v1::ScenarioInput> inputs_of(const scenario_options& o) {
     }
     out.push_back(std::move(in));
   }
+  if (!o.add_aggregate.empty()) {
+    if (o.add > 0)
+      throw usage_error("--add-aggregate and --add go in separate commands (both use --parent)");
+    if (o.parent.empty() != o.relation_type.empty())
+      throw usage_error(
+          "--add-aggregate takes --parent AGGREGATE with --type RELATION, or neither");
+    v1::ScenarioInput in;
+    auto* a = in.mutable_add_aggregate();
+    a->set_aggregate(o.add_aggregate);
+    a->set_parent(o.parent);
+    a->set_relation_type(o.relation_type);
+    for (const auto& kv : o.attributes) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw usage_error("--attr takes KEY=VALUE, got \"" + kv + "\"");
+      (*a->mutable_attributes())[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    out.push_back(std::move(in));
+  }
+  if (!o.move_to.empty()) {
+    if (o.relation_type.empty() || (o.where.empty() && o.twins.empty()))
+      throw usage_error("--move-to AGGREGATE needs --type RELATION and --where or --twin");
+    v1::ScenarioInput in;
+    auto* m = in.mutable_move();
+    *m->mutable_twins() = selection(o);
+    m->set_parent(o.move_to);
+    m->set_relation_type(o.relation_type);
+    out.push_back(std::move(in));
+  }
   return out;
 }
 
@@ -619,7 +648,12 @@ void add_scenario(CLI::App& app, scenario_options& o) {
   input->add_option("--parent", o.parent, "The aggregate the added twins relate to");
   input->add_option("--type", o.relation_type, "Their relation type (e.g. feeds)");
   input->add_option("--prefix", o.prefix, "Their ids' prefix (default new-)");
-  input->add_option("--attr", o.attributes, "An attribute KEY=VALUE they get (repeatable)");
+  input->add_option("--attr", o.attributes,
+                    "An attribute KEY=VALUE the added twins or aggregate get (repeatable)");
+  input->add_option("--add-aggregate", o.add_aggregate,
+                    "Add an empty aggregate (transformers/T9), related to --parent as --type");
+  input->add_option("--move-to", o.move_to,
+                    "Move the twins of --where/--twin to this aggregate (relation --type)");
   auto runlike = [&o](CLI::App* cmd) {
     cmd->add_option("--horizon", o.horizon, "How far to run (virtual time)")->capture_default_str();
     cmd->add_option("--step", o.step, "Step of the virtual clock")->capture_default_str();

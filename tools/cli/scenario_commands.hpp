@@ -40,7 +40,9 @@ struct scenario_options {
   std::string parent;
   std::string relation_type;
   std::string prefix;
-  std::vector<std::string> attributes;  // KEY=VALUE for added twins
+  std::vector<std::string> attributes;  // KEY=VALUE for added twins or an added aggregate
+  std::string add_aggregate;            // add_aggregate: its id (with parent, relation_type)
+  std::string move_to;                  // move: the twins' new parent (with relation_type)
   // run, sweep
   std::string horizon = "24h";
   std::string step = "15m";
