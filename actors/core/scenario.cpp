@@ -495,6 +495,45 @@ std::vector<kpi_slot> resolve_kpis(const scenario_world& w, const run_options& o
 
 }  // namespace
 
+bool rewind(twin& tw, const std::vector<std::pair<std::string, history_point>>& samples,
+            int64_t at_ms) {
+  if (samples.empty() || samples.front().second.source_time_ms >= at_ms)
+    return false;
+  twin past;
+  past.asset_id = tw.asset_id;
+  past.kind = tw.kind;
+  past.tenant = tw.tenant;
+  past.attributes = tw.attributes;
+  past.desired = tw.desired;
+  past.desired_updated_ms = std::min(tw.desired_updated_ms, at_ms);
+  past.relations = tw.relations;
+  const limits lim;
+  telemetry rec;
+  rec.asset_id = tw.asset_id;
+  rec.kind = tw.kind;
+  rec.tenant = tw.tenant;
+  apply_result applied;
+  analysis_output out;
+  // One record per (source time, sequence): the samples one message carried.
+  for (size_t i = 0; i < samples.size() && samples[i].second.source_time_ms < at_ms;) {
+    const auto& first = samples[i].second;
+    rec.sequence = first.sequence;
+    rec.source_time_ms = first.source_time_ms;
+    rec.metrics.clear();
+    for (; i < samples.size() && samples[i].second.source_time_ms == first.source_time_ms &&
+           samples[i].second.sequence == first.sequence;
+         ++i)
+      rec.metrics.emplace_back(samples[i].first, samples[i].second.val);
+    apply_telemetry(past, rec, rec.source_time_ms, lim, applied);
+    analyze_applied(past, rec, applied, nullptr, rec.source_time_ms, out);
+    out = analysis_output{};
+  }
+  if (past.empty())
+    return false;
+  tw = std::move(past);
+  return true;
+}
+
 std::string describe(const scenario_input& in) {
   struct visitor {
     std::string operator()(const profile_input& p) const {

@@ -22,6 +22,7 @@
 
 #include "actors/core/aggregate.hpp"
 #include "actors/core/asset_model.hpp"
+#include "actors/core/codec.hpp"
 #include "actors/core/filter.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
@@ -132,6 +133,16 @@ struct model_input {
 
 using scenario_input = std::variant<profile_input, limit_input, series_input, desired_input,
                                     add_twins_input, move_input, model_input, add_aggregate_input>;
+
+/// The twin as it was at `at_ms`, rebuilt from `samples`: its retained history
+/// before at_ms, ascending by source time and sequence (rocksdb_store::
+/// read_samples). Reported values, statistics and analytics (forecasters,
+/// detectors) come from replaying the samples through the twin logic; its
+/// identity, attributes, relations and desired state stay as they are now (no
+/// history keeps them). False when no sample precedes at_ms: the twin had not
+/// reported yet (left as it was).
+bool rewind(twin& tw, const std::vector<std::pair<std::string, history_point>>& samples,
+            int64_t at_ms);
 
 /// A short description of an input ("profile load_kw x1.3"), for listings.
 std::string describe(const scenario_input& in);

@@ -159,6 +159,7 @@ scenario_part_service::scenario_part_service(scenario::registry& scenarios, twin
   sel.parents.insert(req->parents().begin(), req->parents().end());
   sel.at_ms = req->at_ms();
   sel.stale_after_ms = req->stale_after_ms();
+  sel.rewind_to_ms = req->rewind_to_ms();
   if (auto err = core::filter::parse(req->filter(), sel.where)) {
     c.finish({StatusCode::INVALID_ARGUMENT, "filter: " + filter_error(*err)});
     return c.reactor();
@@ -258,6 +259,7 @@ scenario::outcome forwarded_part_client::twins(const std::string& endpoint, cons
   req.set_tenant(sel.tenant);
   req.set_at_ms(sel.at_ms);
   req.set_stale_after_ms(sel.stale_after_ms);
+  req.set_rewind_to_ms(sel.rewind_to_ms);
   v1::ListScenarioPartRecordsResponse resp;
   if (auto o = call_node(backend_, endpoint, as, "ListScenarioPartRecords", req, resp); !o)
     return o;

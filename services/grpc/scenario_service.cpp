@@ -512,7 +512,8 @@ void scenario_to_proto(const scenario::scenario& s, v1::Scenario& out) {
   out.set_owner(s.owner);
   out.set_tenant(s.tenant);
   out.set_created_ms(s.created_ms);
-  out.set_fork_ms(s.snapshot ? s.snapshot->taken_ms : s.created_ms);
+  out.set_fork_ms(s.fork.at_ms > 0 ? s.fork.at_ms
+                                   : (s.snapshot ? s.snapshot->taken_ms : s.created_ms));
   for (const auto& n : s.fork.names)
     out.add_names("twins/" + n);
   out.set_filter(s.fork.where.text());
@@ -643,6 +644,11 @@ scenario_service::scenario_service(scenario::registry& scenarios, twin_backend& 
     return c.reactor();
   }
   s.fork.below = req->below();
+  s.fork.at_ms = req->at_ms();
+  if (s.fork.at_ms < 0) {
+    c.finish({StatusCode::INVALID_ARGUMENT, "at_ms: a time in ms since the epoch, or 0 (now)"});
+    return c.reactor();
+  }
   const int given = (s.fork.names.empty() ? 0 : 1) + (s.fork.where.matches_all() ? 0 : 1) +
                     (s.fork.below.empty() ? 0 : 1);
   if (given != 1) {

@@ -4,6 +4,7 @@
 
 #include "actors/core/codec.hpp"
 #include "actors/core/partitioning.hpp"
+#include "actors/core/scenario.hpp"
 
 namespace fleettwin::scenario {
 
@@ -94,6 +95,19 @@ outcome snapshot_part::check(const fork_spec& spec, const std::string& tenant,
   return {};
 }
 
+bool snapshot_part::prepare(const fork_selection& sel, core::twin& tw, std::string& error) const {
+  if (sel.rewind_to_ms > 0) {
+    std::vector<std::pair<std::string, core::history_point>> samples;
+    if (!store_.read_samples(*at_, core::kafka_partition(tw.asset_id, partition_count_), tw,
+                             sel.rewind_to_ms, samples, error))
+      return false;
+    if (!core::rewind(tw, samples, sel.rewind_to_ms))
+      return false;
+  }
+  strip_for_run(tw);
+  return true;
+}
+
 outcome snapshot_part::entities(const std::string& after, size_t budget,
                                 std::vector<part_record>& out, std::string& next) const {
   std::string error;
@@ -148,7 +162,11 @@ outcome snapshot_part::twins(const fork_selection& sel, const std::string& after
     for (auto& tw : page.twins) {
       part_record r;
       r.forked = sel.forks(tw);
-      strip_for_run(tw);
+      if (!prepare(sel, tw, error)) {
+        if (!error.empty())
+          return storage_failed(error);
+        continue;
+      }
       core::encode_twin(tw, r.bytes);
       bytes += r.bytes.size();
       out.push_back(std::move(r));
@@ -193,19 +211,29 @@ outcome snapshot_part::each_twin(
     const fork_selection& sel,
     const std::function<void(const core::twin&, bool forked)>& each) const {
   std::string error;
+  std::string failed;
   store_.list_twins(
       partitions_, "",
       [&](const core::twin& tw) {
         if (tw.empty() || kinds_->is_aggregate(tw.asset_id))
           return false;
         const bool forked = sel.forks(tw);
-        if (forked || !tw.relations.empty())
+        if (!forked && tw.relations.empty())
+          return false;
+        if (sel.rewind_to_ms == 0) {
           each(tw, forked);
+          return false;
+        }
+        core::twin past = tw;
+        if (prepare(sel, past, failed))
+          each(past, forked);
         return false;
       },
       0, 0, error, at_.get());
   if (!error.empty())
     return storage_failed(error);
+  if (!failed.empty())
+    return storage_failed(failed);
   return {};
 }
 

@@ -29,6 +29,9 @@ struct fork_spec {
   std::vector<std::string> names;
   core::filter where;
   std::string below;
+  /// A past point to fork from (ms since the epoch; 0: now): the twins as they were
+  /// then, rebuilt from their retained history (see fork_selection::rewind_to_ms).
+  int64_t at_ms = 0;
 };
 
 /// Why a call on the registry failed.
@@ -68,6 +71,10 @@ struct fork_selection {
   /// The fork's point in time and when a twin counts as stale (for filters).
   int64_t at_ms = 0;
   int64_t stale_after_ms = 30'000;
+  /// A fork from a past point: the twins as they were then, rebuilt from their
+  /// retained history (core::rewind; a twin that had not reported yet is left out).
+  /// 0: as the snapshot saw them.
+  int64_t rewind_to_ms = 0;
 
   bool visible(const core::twin& tw) const {
     return tenant.empty() || tw.tenant == tenant;
@@ -129,6 +136,9 @@ public:
   }
 
 private:
+  /// `tw` as `sel` wants it handed out: rewound (false: it did not exist then).
+  bool prepare(const fork_selection& sel, core::twin& tw, std::string& error) const;
+
   storage::rocksdb_store& store_;
   std::shared_ptr<const storage::store_snapshot> at_;
   std::vector<int32_t> partitions_;

@@ -134,6 +134,9 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
   for (const auto& [endpoint, ps] : *remote)
     s.partition_count += static_cast<int32_t>(ps.size());
   s.snapshot = src_.store->pin();
+  if (s.fork.at_ms < 0 || s.fork.at_ms >= s.snapshot->taken_ms)
+    return fail(failure::invalid, "a fork's point in time (at_ms " + std::to_string(s.fork.at_ms) +
+                                      ") is in the past; 0 forks the live state");
   s.partitions = local;
   {
     static std::atomic<uint64_t> creations{0};
@@ -471,7 +474,8 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
   w.kinds = kinds ? kinds : std::make_shared<const core::kind_registry>();
   if (auto models = src_.models ? src_.models() : nullptr)
     w.models = *models;
-  w.start_ms = s.snapshot->taken_ms;
+  // A fork from a past point starts then.
+  w.start_ms = s.fork.at_ms > 0 ? s.fork.at_ms : s.snapshot->taken_ms;
   w.stale_after_ms = src_.stale_after_ms;
   const auto& fields = w.kinds->fields();
   const snapshot_part here{*src_.store, s.snapshot, s.partitions, s.partition_count, w.kinds};
@@ -548,8 +552,9 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
   sel.tenant = s.tenant;
   sel.names.insert(s.fork.names.begin(), s.fork.names.end());
   sel.where = s.fork.where;
-  sel.at_ms = s.snapshot->taken_ms;
+  sel.at_ms = w.start_ms;
   sel.stale_after_ms = src_.stale_after_ms;
+  sel.rewind_to_ms = s.fork.at_ms;
   if (!below.empty()) {
     sel.parents = below;
     for (const auto& [id, e] : entities)
@@ -594,7 +599,14 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
                 "the fork holds more than " + std::to_string(limits_.max_twins) + " twins");
   for (const auto& name : s.fork.names)
     if (!w.twins.count(name))
-      return fail(failure::not_found, "twin \"twins/" + name + "\" no longer exists");
+      return fail(failure::not_found,
+                  "twin \"twins/" + name + "\" " +
+                      (s.fork.at_ms > 0 ? "has no retained history before the fork's point in time"
+                                        : "no longer exists"));
+  if (w.twins.empty() && s.fork.at_ms > 0)
+    return fail(failure::invalid,
+                "no twin the fork selects has retained history before its point in time (at_ms " +
+                    std::to_string(s.fork.at_ms) + ")");
   // The same order whichever node holds which twin.
   std::sort(others.begin(), others.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
 

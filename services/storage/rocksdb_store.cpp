@@ -289,6 +289,54 @@ runtime::load_status rocksdb_store::read_aggregate(const store_snapshot& at, int
   return get_aggregate(at.snapshot, partition, id, out, error);
 }
 
+bool rocksdb_store::read_samples(const store_snapshot& at, int32_t partition, const core::twin& tw,
+                                 int64_t end_ms,
+                                 std::vector<std::pair<std::string, core::history_point>>& out,
+                                 std::string& error) {
+  out.clear();
+  std::string prefix;
+  history_prefix(prefix, partition, tw.asset_id);
+  std::string upper = prefix;
+  upper.back() = '\x01';
+  rocksdb::Slice upper_slice{upper};
+  rocksdb::ReadOptions ro;
+  ro.snapshot = at.snapshot;
+  ro.iterate_upper_bound = &upper_slice;
+  auto keep = [&](std::string_view name, core::history_point& p) {
+    if (p.source_time_ms < end_ms)
+      out.emplace_back(std::string{name}, std::move(p));
+  };
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, history_)};
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    auto key = view(it->key());
+    if (key.size() != prefix.size() + 4) {
+      error = "history of \"" + tw.asset_id + "\": malformed key";
+      return false;
+    }
+    if (get_be32(key.data() + prefix.size()) & core::aggregate_history_bit)
+      break;
+    if (auto why = core::decode_history_segment(view(it->value()), keep)) {
+      error = "history of \"" + tw.asset_id + "\" is corrupt: " + *why;
+      return false;
+    }
+  }
+  if (!it->status().ok()) {
+    error = "scanning history of \"" + tw.asset_id + "\": " + it->status().ToString();
+    return false;
+  }
+  if (!tw.open_history.empty())
+    if (auto why = core::decode_history_segment(tw.open_history, keep)) {
+      error = "the open history segment of \"" + tw.asset_id + "\" is corrupt: " + *why;
+      return false;
+    }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.second.source_time_ms != b.second.source_time_ms
+               ? a.second.source_time_ms < b.second.source_time_ms
+               : a.second.sequence < b.second.sequence;
+  });
+  return true;
+}
+
 std::shared_ptr<const store_snapshot> rocksdb_store::pin() {
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())

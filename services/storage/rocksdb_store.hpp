@@ -228,6 +228,12 @@ public:
   runtime::load_status read_aggregate(const store_snapshot& at, int32_t partition,
                                       std::string_view id, runtime::stored_aggregate& out,
                                       std::string& error);
+  /// Every retained sample of `tw` (as `at` saw it: its closed segments, then
+  /// `tw.open_history`) with a source time before `end_ms`, of every property,
+  /// ascending by (source time, sequence). False with `error` on failure.
+  bool read_samples(const store_snapshot& at, int32_t partition, const core::twin& tw,
+                    int64_t end_ms, std::vector<std::pair<std::string, core::history_point>>& out,
+                    std::string& error);
 
   /// The recorded points of one property with start_ms <= source time <
   /// end_ms (0: unbounded), ascending by (source_time_ms, sequence); with

@@ -233,6 +233,17 @@ TEST_F(ScenarioClusterTest, AScenarioForksTheTwinsOfEveryNodeAndRunsAlikeThrough
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
   EXPECT_NE(st.error_message().find("car-999"), std::string::npos) << st.error_message();
 
+  // Forked from a past point, every node rebuilds its twins from their history.
+  v1::CreateScenarioRequest past = below;
+  past.set_at_ms(telemetry_source::base_time_ms + 1);
+  ASSERT_TRUE(create(0, "then", past, &made).ok());
+  EXPECT_EQ(made.fork_ms(), telemetry_source::base_time_ms + 1);
+  v1::ScenarioResult rp;
+  st = run(0, "then", rp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(rp.base_stats().twins(), vehicles);
+  EXPECT_TRUE(all_equal(kpi(rp.base_kpis(), "regions/eu", "speed_sum"), north + south));
+
   // Nothing live moved.
   EXPECT_EQ(measure(1, c, "regions/eu", "speed_sum"), north + south);
   EXPECT_EQ(measure(2, c, "fleets/north", "speed_sum"), north);
@@ -256,7 +267,7 @@ TEST_F(ScenarioClusterTest, AScenarioForksTheTwinsOfEveryNodeAndRunsAlikeThrough
   };
   EXPECT_GE(parts_on(1), 2);  // rush, rush-2
   for (auto [via, id] : std::vector<std::pair<size_t, std::string>>{
-           {0, "rush"}, {2, "rush-2"}, {1, "south"}, {1, "six"}}) {
+           {0, "rush"}, {2, "rush-2"}, {1, "south"}, {1, "six"}, {0, "then"}}) {
     grpc::ClientContext ctx;
     v1::DeleteScenarioRequest req;
     req.set_name("scenarios/" + id);

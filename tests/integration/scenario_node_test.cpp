@@ -428,6 +428,70 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
   EXPECT_NE(m.find("fleettwin_scenario_oldest_snapshot_age_seconds "), std::string::npos);
 }
 
+TEST_F(ScenarioNodeTest, AForkFromAPastPointStartsFromTheTwinsAsTheyWereThen) {
+  feed();
+  // Every meter draws 10 kW more from the 13th quarter on (live).
+  {
+    producer p{node->bootstrap()};
+    for (int i = 0; i < meters; ++i) {
+      const auto id = "m-" + std::to_string(i);
+      p.send(topics.telemetry, id,
+             telemetry(id, 13, base_ms + 12 * quarter, {{"power", power_of(i, 10)}},
+                       {{"transformer", "T" + std::to_string(i % 4)}}, "meter"));
+    }
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(converged(10));
+  }
+  const double t0 = transformer_power(0), t2 = transformer_power(2);
+  const double t0_now = transformer_power(0, 10), t2_now = transformer_power(2, 10);
+
+  // Forked as of before the change: the powers (and the forecasts) of then.
+  v1::CreateScenarioRequest req;
+  req.set_below("feeders/F0");
+  const int64_t then = base_ms + 11 * quarter + 1;
+  req.set_at_ms(then);
+  v1::Scenario past;
+  auto st = create("past", req, &past);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(past.fork_ms(), then);
+  v1::ScenarioResult r;
+  st = run("past", r);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(r.stats().twins(), 20);
+  ASSERT_GT(r.times_size(), 0);
+  EXPECT_EQ(r.times(0), then + quarter);
+  EXPECT_TRUE(all_equal(kpi(r.base_kpis(), "transformers/T0", "power"), t0));
+  EXPECT_TRUE(all_equal(kpi(r.base_kpis(), "feeders/F0", "power"), t0 + t2));
+
+  // Forked now: from the powers after the change (where the forecasts go from there).
+  req.set_at_ms(0);
+  ASSERT_TRUE(create("now", req).ok());
+  st = run("now", r);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const auto* now_f0 = kpi(r.base_kpis(), "feeders/F0", "power");
+  ASSERT_NE(now_f0, nullptr);
+  EXPECT_GT(now_f0->values(0), t0 + t2 + 1);
+  EXPECT_LE(now_f0->values(0), t0_now + t2_now + 1e-9);
+
+  // Before any retained sample nothing is left to fork; the future is no point to fork from.
+  for (const char* id : {"past", "now"}) {
+    grpc::ClientContext ctx;
+    v1::DeleteScenarioRequest del;
+    del.set_name(std::string{"scenarios/"} + id);
+    v1::DeleteScenarioResponse resp;
+    ASSERT_TRUE(scenarios->DeleteScenario(&ctx, del, &resp).ok());
+  }
+  req.set_at_ms(base_ms - 1);
+  st = create("too-early", req);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  st = run("too-early", r);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_NE(st.error_message().find("retained history"), std::string::npos) << st.error_message();
+  req.set_at_ms(now_ms() + 3'600'000);
+  st = create("future", req);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+}
+
 TEST_F(ScenarioNodeTest, RunsAreDeterministicBySeedAndComparableWithEachOther) {
   feed();
   v1::CreateScenarioRequest by_filter;

@@ -369,6 +369,10 @@ int create(session& s, const scenario_options& o, v1::ScenarioService::Stub& stu
   req.set_description(o.description);
   req.set_below(o.below);
   req.set_filter(o.filter);
+  if (!o.at.empty())
+    req.set_at_ms(parse_time(o.at, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()));
   for (const auto& a : o.assets)
     req.add_names(twin_name(a));
   grpc::ClientContext ctx;
@@ -619,6 +623,9 @@ void add_scenario(CLI::App& app, scenario_options& o) {
   create->add_option("--filter", o.filter, "Twins this ListTwins filter matches");
   create->add_option("--asset", o.assets, "A twin to fork (repeatable)");
   create->add_option("--description", o.description, "What the scenario is about");
+  create->add_option("--at", o.at,
+                     "Fork the twins as they were then, from their retained history "
+                     "(2026-11-24T10:00:00Z, -6h)");
   sc->add_subcommand("list", "List the node's scenarios");
   id(sc->add_subcommand("get", "Show a scenario and its inputs"));
   id(sc->add_subcommand("delete", "Delete a scenario, its inputs and results"));

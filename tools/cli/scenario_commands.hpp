@@ -19,6 +19,7 @@ struct scenario_options {
   std::string id;
   // create: what to fork (one of them).
   std::string below;
+  std::string at;  // create: a past point to fork from (parse_time)
   std::string filter;
   std::vector<std::string> assets;
   std::string description;
