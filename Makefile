@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PACKAGES := cmake ninja-build g++ pkg-config git \
   libcaf-dev libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
   librdkafka-dev librocksdb-dev prometheus-cpp-dev libcli11-dev libspdlog-dev libfmt-dev \
-  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libssl-dev libcpp-jwt-dev
+  libsimdjson-dev libtomlplusplus-dev libjemalloc-dev libssl-dev libcpp-jwt-dev libnlopt-dev
 APT_PACKAGES := $(BUILD_PACKAGES) libgtest-dev googletest libbenchmark-dev clang-format kcat curl \
   openjdk-17-jre-headless maven prometheus python3-yaml python3-jsonschema \
   clang libclang-rt-14-dev openssl

@@ -342,6 +342,10 @@ enum class sweep_method : uint8_t {
   /// One parameter at a time over its values, the others held at the best
   /// so far, until a round improves nothing.
   coordinate,
+  /// Continuous: each parameter anywhere between its smallest and largest
+  /// value, searched by NLopt's COBYLA (derivative-free, constraints as
+  /// inequalities), from the middle, to within `tolerance` of each parameter.
+  cobyla,
 };
 
 struct sweep_options {
@@ -354,6 +358,9 @@ struct sweep_options {
   std::vector<sweep_constraint> constraints;
   sweep_method method = sweep_method::grid;
   size_t max_runs = 200;
+  /// cobyla: how close to the optimum each parameter is wanted, as a fraction
+  /// of its range.
+  double tolerance = 1e-3;
 };
 
 /// One setting tried.

@@ -1,10 +1,13 @@
 // Scenario sweeps: grid and coordinate search over numbers of a scenario's
-// inputs, each setting run through the same scenario run (scenario.cpp).
+// inputs, or a continuous search by NLopt's COBYLA, each setting run through
+// the same scenario run (scenario.cpp).
 
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
+
+#include <nlopt.h>
 
 #include "actors/core/scenario.hpp"
 
@@ -156,6 +159,100 @@ std::optional<std::string> check_sweep(const std::vector<scenario_input>& inputs
   return std::nullopt;
 }
 
+namespace {
+
+/// What NLopt's callbacks need: the runs so far (one per setting, reused by
+/// the objective and every constraint at the same point).
+struct cobyla_search {
+  const sweep_options& s;
+  const std::function<std::optional<size_t>(std::vector<double>)>& evaluate;
+  sweep_result& out;
+  std::map<std::vector<double>, size_t> seen;
+  nlopt_opt opt = nullptr;
+
+  /// The point at `x` (run once); null when the sweep must stop.
+  const sweep_point* at(unsigned n, const double* x) {
+    std::vector<double> values(x, x + n);
+    if (auto it = seen.find(values); it != seen.end())
+      return &out.points[it->second];
+    const auto index = evaluate(values);
+    if (!index) {
+      nlopt_force_stop(opt);
+      return nullptr;
+    }
+    seen.emplace(std::move(values), *index);
+    return &out.points[*index];
+  }
+};
+
+/// A large finite value for what a setting cannot give (an input that cannot
+/// apply, a KPI with no value): COBYLA needs numbers.
+constexpr double unusable = 1e30;
+
+double cobyla_objective(unsigned n, const double* x, double*, void* data) {
+  auto& c = *static_cast<cobyla_search*>(data);
+  const auto* p = c.at(n, x);
+  if (!p || !p->objective)
+    return unusable;
+  return c.s.maximize ? -*p->objective : *p->objective;
+}
+
+/// Constraint i of the sweep as NLopt wants it: <= 0 when it holds (bound
+/// `max` when upper, else `min`).
+struct cobyla_constraint {
+  cobyla_search* search;
+  size_t index;
+  bool upper;
+};
+
+double cobyla_constraint_value(unsigned n, const double* x, double*, void* data) {
+  const auto& k = *static_cast<cobyla_constraint*>(data);
+  const auto* p = k.search->at(n, x);
+  if (!p || k.index >= p->constraint_values.size() || !p->constraint_values[k.index])
+    return unusable;
+  const auto& c = k.search->s.constraints[k.index];
+  const double v = *p->constraint_values[k.index];
+  return k.upper ? v - *c.max : *c.min - v;
+}
+
+void search_cobyla(const sweep_options& s,
+                   const std::function<std::optional<size_t>(std::vector<double>)>& evaluate,
+                   sweep_result& out) {
+  const auto n = static_cast<unsigned>(s.parameters.size());
+  std::vector<double> lower(n), upper(n), x(n), step(n), tol(n);
+  for (unsigned i = 0; i < n; ++i) {
+    const auto& v = s.parameters[i].values;
+    lower[i] = *std::min_element(v.begin(), v.end());
+    upper[i] = *std::max_element(v.begin(), v.end());
+    x[i] = (lower[i] + upper[i]) / 2;
+    const double span = upper[i] - lower[i];
+    step[i] = span > 0 ? span / 4 : 1;
+    tol[i] = span > 0 ? span * s.tolerance : 1e-9;
+  }
+  cobyla_search search{s, evaluate, out, {}, nlopt_create(NLOPT_LN_COBYLA, n)};
+  std::vector<cobyla_constraint> constraints;
+  constraints.reserve(2 * s.constraints.size());
+  for (size_t i = 0; i < s.constraints.size(); ++i) {
+    if (s.constraints[i].max)
+      constraints.push_back({&search, i, true});
+    if (s.constraints[i].min)
+      constraints.push_back({&search, i, false});
+  }
+  nlopt_set_lower_bounds(search.opt, lower.data());
+  nlopt_set_upper_bounds(search.opt, upper.data());
+  nlopt_set_min_objective(search.opt, cobyla_objective, &search);
+  for (auto& c : constraints)
+    nlopt_add_inequality_constraint(search.opt, cobyla_constraint_value, &c, 0);
+  nlopt_set_initial_step(search.opt, step.data());
+  nlopt_set_xtol_abs(search.opt, tol.data());
+  nlopt_set_maxeval(search.opt, static_cast<int>(std::min<size_t>(s.max_runs, 1'000'000)));
+  double best = 0;
+  nlopt_optimize(search.opt, x.data(), &best);
+  nlopt_destroy(search.opt);
+}
+
+}  // namespace
+
 sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>& inputs,
                    const run_options& opts, const sweep_options& s,
                    const std::function<bool(size_t done, size_t total)>& progress) {
@@ -176,6 +273,8 @@ sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>
   size_t total = 1;
   for (const auto& p : s.parameters)
     total = std::min<size_t>(s.max_runs, total * p.values.size());
+  if (s.method == sweep_method::cobyla)
+    total = s.max_runs;
   if (s.method == sweep_method::coordinate) {
     size_t sum = 0;
     for (const auto& p : s.parameters)
@@ -195,17 +294,15 @@ sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>
       return false;
     return s.maximize ? *a.objective > *b.objective : *a.objective < *b.objective;
   };
-  auto try_point = [&](const std::vector<size_t>& at) -> std::optional<size_t> {
-    if (auto it = tried.find(at); it != tried.end())
-      return it->second;
+  // Runs one setting (its values) and records it; the point's index.
+  auto evaluate_values = [&](std::vector<double> values) -> std::optional<size_t> {
     if (stopped || out.points.size() >= s.max_runs)
       return std::nullopt;
     sweep_point pt;
     auto in = inputs;
-    for (size_t i = 0; i < s.parameters.size(); ++i) {
-      pt.values.push_back(s.parameters[i].values[at[i]]);
-      set_parameter(in, s.parameters[i], pt.values.back());
-    }
+    for (size_t i = 0; i < s.parameters.size(); ++i)
+      set_parameter(in, s.parameters[i], values[i]);
+    pt.values = std::move(values);
     scenario_world w = base;
     if (auto err = prepare(w, in)) {
       pt.feasible = false;
@@ -233,15 +330,27 @@ sweep_result sweep(const scenario_world& base, const std::vector<scenario_input>
     }
     out.points.push_back(std::move(pt));
     const size_t index = out.points.size() - 1;
-    tried.emplace(at, index);
     if (!out.best || better(out.points[index], out.points[*out.best]))
       out.best = index;
     if (progress && !progress(out.points.size(), total))
       stopped = true;
     return index;
   };
+  auto try_point = [&](const std::vector<size_t>& at) -> std::optional<size_t> {
+    if (auto it = tried.find(at); it != tried.end())
+      return it->second;
+    std::vector<double> values;
+    for (size_t i = 0; i < s.parameters.size(); ++i)
+      values.push_back(s.parameters[i].values[at[i]]);
+    const auto index = evaluate_values(std::move(values));
+    if (index)
+      tried.emplace(at, *index);
+    return index;
+  };
   const size_t n = s.parameters.size();
-  if (s.method == sweep_method::grid) {
+  if (s.method == sweep_method::cobyla) {
+    search_cobyla(s, evaluate_values, out);
+  } else if (s.method == sweep_method::grid) {
     std::vector<size_t> at(n, 0);
     for (;;) {
       if (!try_point(at))

@@ -310,8 +310,14 @@ std::optional<std::string> sweep_from(const v1::SweepScenarioRequest& req,
     out.method = core::sweep_method::grid;
   else if (req.method() == "coordinate")
     out.method = core::sweep_method::coordinate;
+  else if (req.method() == "cobyla")
+    out.method = core::sweep_method::cobyla;
   else
-    return "method \"" + req.method() + "\" is not grid or coordinate";
+    return "method \"" + req.method() + "\" is not grid, coordinate or cobyla";
+  if (!(req.tolerance() >= 0 && req.tolerance() < 1))
+    return std::string{"tolerance must lie in 0 (0.001) .. 1 (a fraction of each range)"};
+  if (req.tolerance() > 0)
+    out.tolerance = req.tolerance();
   if (req.max_runs() < 0 || req.max_runs() > 10'000)
     return std::string{"max_runs must lie in 0 (200) .. 10000"};
   out.max_runs = req.max_runs() == 0 ? 200 : static_cast<size_t>(req.max_runs());
@@ -360,7 +366,9 @@ Status status_of(const scenario::outcome& o) {
 void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& o,
                     v1::SweepResult& out) {
   out.set_name(std::string{scenario_prefix} + s.id);
-  out.set_method(o.sweep.method == core::sweep_method::grid ? "grid" : "coordinate");
+  out.set_method(o.sweep.method == core::sweep_method::grid         ? "grid"
+                 : o.sweep.method == core::sweep_method::coordinate ? "coordinate"
+                                                                    : "cobyla");
   for (const auto& p : o.sweep.parameters) {
     auto* q = out.add_parameters();
     q->set_input(static_cast<int32_t>(p.input));

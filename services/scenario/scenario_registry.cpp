@@ -4,6 +4,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <random>
 #include <set>
 
@@ -148,28 +149,45 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
   }
   s.created_ms = s.snapshot->taken_ms;
   const auto kinds = src_.kinds ? src_.kinds() : nullptr;
+  // The other nodes pin their parts while this one checks its own.
+  struct pinning {
+    std::string endpoint;
+    std::vector<int32_t> partitions;
+    fork_check check;
+    int64_t taken_ms = 0;
+    std::future<outcome> done;
+  };
+  std::vector<pinning> pins;
+  for (const auto& [endpoint, ps] : *remote)
+    pins.push_back(pinning{endpoint, ps, {}, 0, {}});
+  for (auto& p : pins)
+    p.done = std::async(std::launch::async, [&s, &p, this] {
+      return src_.parts->pin(p.endpoint, s.forward_as, s.part_id, p.partitions, s.partition_count,
+                             s.fork, s.tenant, p.check, p.taken_ms);
+    });
   fork_check total;
+  outcome failed;
   {
     const snapshot_part here{*src_.store, s.snapshot, local, s.partition_count, kinds};
-    if (auto o = here.check(s.fork, s.tenant, src_.stale_after_ms, limits_.max_twins, total); !o)
-      return o;
+    failed = here.check(s.fork, s.tenant, src_.stale_after_ms, limits_.max_twins, total);
   }
-  for (const auto& [endpoint, ps] : *remote) {
-    fork_check part;
-    int64_t taken_ms = 0;
-    auto o = src_.parts->pin(endpoint, s.forward_as, s.part_id, ps, s.partition_count, s.fork,
-                             s.tenant, part, taken_ms);
+  for (auto& p : pins) {
+    auto o = p.done.get();
     if (!o) {
-      release_remote(s);
-      o.message = "the node at " + endpoint + ": " + o.message;
-      return o;
+      if (failed)
+        failed = outcome{o.code, "the node at " + p.endpoint + ": " + o.message};
+      continue;
     }
-    s.parts.push_back(remote_part{endpoint, ps, taken_ms});
-    total.names_found.insert(total.names_found.end(), part.names_found.begin(),
-                             part.names_found.end());
-    total.below_found |= part.below_found;
-    total.below_twins += part.below_twins;
-    total.matched += part.matched;
+    s.parts.push_back(remote_part{p.endpoint, p.partitions, p.taken_ms});
+    total.names_found.insert(total.names_found.end(), p.check.names_found.begin(),
+                             p.check.names_found.end());
+    total.below_found |= p.check.below_found;
+    total.below_twins += p.check.below_twins;
+    total.matched += p.check.matched;
+  }
+  if (!failed) {
+    release_remote(s);
+    return failed;
   }
   // What the fork selects exists, and is not too much.
   auto refuse = [&](failure code, std::string message) {

@@ -462,6 +462,36 @@ TEST(scenario_sweep, finds_the_highest_charging_limit_that_keeps_the_feeder_unde
   EXPECT_NEAR(r.points[11].violation, 0.05, 1e-9);
 }
 
+TEST(scenario_sweep, cobyla_finds_the_continuous_limit_where_the_constraint_binds) {
+  grid g;
+  auto inputs = chargers_on_a(6);
+  sweep_options s;
+  // Anywhere in 0..15 kW (the chargers draw 11 kW unless limited): 40 kW + 6 x
+  // limit <= 90 kW binds at 8.33 kW.
+  s.parameters = {sweep_parameter{2, "max", {0, 15}}};
+  s.objective_parameter = 0;
+  s.maximize = true;
+  s.constraints = {sweep_constraint{{{"feeders/A", "utilisation"}, kpi_stat::peak, 0}, 0.9, {}}};
+  s.method = sweep_method::cobyla;
+  s.max_runs = 60;
+  ASSERT_FALSE(check_sweep(inputs, s));
+  run_options o;
+  o.horizon_ms = 4 * quarter;
+  o.step_ms = quarter;
+  const auto r = sweep(g.w, inputs, o, s);
+  ASSERT_TRUE(r.best);
+  const auto& best = r.points[*r.best];
+  EXPECT_NEAR(best.values[0], 50.0 / 6, 0.05);
+  EXPECT_LE(*best.constraint_values[0], 0.9 + 1e-9);
+  EXPECT_TRUE(r.found);
+  EXPECT_LT(r.points.size(), 60u);  // converged before the budget
+  // Deterministic: the same points again.
+  const auto again = sweep(g.w, inputs, o, s);
+  ASSERT_EQ(again.points.size(), r.points.size());
+  for (size_t i = 0; i < r.points.size(); ++i)
+    EXPECT_EQ(again.points[i].values, r.points[i].values);
+}
+
 TEST(scenario_sweep, grid_and_coordinate_search_over_two_settings) {
   grid g;
   auto inputs = chargers_on_a(5);

@@ -684,7 +684,9 @@ void add_scenario(CLI::App& app, scenario_options& o) {
   sw->add_option("--maximize", o.maximize, "param:N, or AGGREGATE:MEASURE[:peak|mean|min|last]");
   sw->add_option("--minimize", o.minimize, "The same, minimised");
   sw->add_option("--constraint", o.constraints, "AGGREGATE:MEASURE[:STAT]<=X or >=X (repeatable)");
-  sw->add_option("--method", o.method, "grid (default) or coordinate");
+  sw->add_option("--method", o.method,
+                 "grid (default), coordinate, or cobyla (continuous, between each --param's "
+                 "smallest and largest value)");
   sw->add_option("--max-runs", o.max_runs, "At most this many runs (200)");
   auto* ap = sc->add_subcommand(
       "apply", "Apply the last sweep's best setting to the live twins (BulkUpdateDesired)");
