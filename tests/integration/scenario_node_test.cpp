@@ -720,6 +720,25 @@ TEST_F(ScenarioNodeTest, ASweepFindsTheChargingLimitThatKeepsATransformerUnder60
     ASSERT_TRUE(scenarios->GetSweepResult(&again, get, &kept).ok());
     EXPECT_EQ(kept.SerializeAsString(), result.SerializeAsString());
   }
+  // COBYLA: anywhere in 0..11 kW, to within 0.1 % of the range, in fewer runs.
+  {
+    sweep.set_method("cobyla");
+    grpc::ClientContext cctx;
+    cctx.set_deadline(std::chrono::system_clock::now() + 120s);
+    auto creader = scenarios->SweepScenario(&cctx, sweep);
+    v1::SweepResult cobyla;
+    while (creader->Read(&progress))
+      if (progress.done())
+        cobyla = progress.result();
+    const auto cst = creader->Finish();
+    ASSERT_TRUE(cst.ok()) << cst.error_message();
+    EXPECT_EQ(cobyla.method(), "cobyla");
+    ASSERT_TRUE(cobyla.found());
+    EXPECT_NEAR(cobyla.best().values(0), 6, 11 * 1e-3 + 1e-9);
+    EXPECT_LE(cobyla.best().constraint_values(0), 0.6 + 1e-9);
+    EXPECT_LT(cobyla.runs(), 23);
+    sweep.set_method("");
+  }
   // A parameter that does not exist is refused before anything runs.
   sweep.mutable_parameters(0)->set_input(9);
   grpc::ClientContext bad_ctx;
