@@ -450,7 +450,8 @@ int result(session& s, const scenario_options& o, v1::ScenarioService::Stub& stu
 }
 
 v1::SweepParameter parameter(const std::string& text) {
-  // INPUT.FIELD=FROM:TO:STEP or INPUT.FIELD=V1,V2,...
+  // INPUT.FIELD=FROM:TO:STEP, INPUT.FIELD=FROM:TO (the bounds: what cobyla searches
+  // between) or INPUT.FIELD=V1,V2,...
   const auto eq = text.find('='), dot = text.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq)
     throw usage_error(
@@ -463,8 +464,16 @@ v1::SweepParameter parameter(const std::string& text) {
   const auto values = text.substr(eq + 1);
   if (values.find(':') != std::string::npos) {
     const auto r = split(values, ':');
+    if (r.size() == 2) {
+      p.add_values(number(r[0], "--param"));
+      p.add_values(number(r[1], "--param"));
+      return p;
+    }
     if (r.size() != 3)
-      throw usage_error("--param range is FROM:TO:STEP, got \"" + values + "\"");
+      throw usage_error(
+          "--param range is FROM:TO:STEP (or FROM:TO, the bounds cobyla searches "
+          "between), got \"" +
+          values + "\"");
     p.set_from(number(r[0], "--param"));
     p.set_to(number(r[1], "--param"));
     p.set_step(number(r[2], "--param"));
