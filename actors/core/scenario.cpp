@@ -496,7 +496,7 @@ std::vector<kpi_slot> resolve_kpis(const scenario_world& w, const run_options& o
 }  // namespace
 
 bool rewind(twin& tw, const std::vector<std::pair<std::string, history_point>>& samples,
-            int64_t at_ms) {
+            int64_t at_ms, const asset_model* model) {
   if (samples.empty() || samples.front().second.source_time_ms >= at_ms)
     return false;
   twin past;
@@ -525,7 +525,7 @@ bool rewind(twin& tw, const std::vector<std::pair<std::string, history_point>>& 
          ++i)
       rec.metrics.emplace_back(samples[i].first, samples[i].second.val);
     apply_telemetry(past, rec, rec.source_time_ms, lim, applied);
-    analyze_applied(past, rec, applied, nullptr, rec.source_time_ms, out);
+    analyze_applied(past, rec, applied, model, rec.source_time_ms, out);
     out = analysis_output{};
   }
   if (past.empty())

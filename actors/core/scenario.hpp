@@ -140,9 +140,10 @@ using scenario_input = std::variant<profile_input, limit_input, series_input, de
 /// detectors) come from replaying the samples through the twin logic; its
 /// identity, attributes, relations and desired state stay as they are now (no
 /// history keeps them). False when no sample precedes at_ms: the twin had not
-/// reported yet (left as it was).
+/// reported yet (left as it was). `model`: the twin's kind's (may be null), as
+/// live analytics use it.
 bool rewind(twin& tw, const std::vector<std::pair<std::string, history_point>>& samples,
-            int64_t at_ms);
+            int64_t at_ms, const asset_model* model = nullptr);
 
 /// A short description of an input ("profile load_kw x1.3"), for listings.
 std::string describe(const scenario_input& in);

@@ -33,12 +33,14 @@ bool fork_selection::forks(const core::twin& tw) const {
 snapshot_part::snapshot_part(storage::rocksdb_store& store,
                              std::shared_ptr<const storage::store_snapshot> at,
                              std::vector<int32_t> partitions, int32_t partition_count,
-                             std::shared_ptr<const core::kind_registry> kinds)
+                             std::shared_ptr<const core::kind_registry> kinds,
+                             std::shared_ptr<const core::model_set> models)
     : store_(store),
       at_(std::move(at)),
       partitions_(std::move(partitions)),
       partition_count_(partition_count),
-      kinds_(kinds ? std::move(kinds) : std::make_shared<const core::kind_registry>()) {
+      kinds_(kinds ? std::move(kinds) : std::make_shared<const core::kind_registry>()),
+      models_(std::move(models)) {
   std::sort(partitions_.begin(), partitions_.end());
 }
 
@@ -101,7 +103,11 @@ bool snapshot_part::prepare(const fork_selection& sel, core::twin& tw, std::stri
     if (!store_.read_samples(*at_, core::kafka_partition(tw.asset_id, partition_count_), tw,
                              sel.rewind_to_ms, samples, error))
       return false;
-    if (!core::rewind(tw, samples, sel.rewind_to_ms))
+    const core::asset_model* model = nullptr;
+    if (models_)
+      if (auto m = models_->find(tw.kind); m != models_->end())
+        model = &m->second;
+    if (!core::rewind(tw, samples, sel.rewind_to_ms, model))
       return false;
   }
   strip_for_run(tw);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/core/asset_model.hpp"
 #include "actors/core/filter.hpp"
 #include "actors/core/relations.hpp"
 #include "actors/core/twin.hpp"
@@ -109,9 +110,11 @@ inline void strip_for_run(core::twin& tw) {
 /// A part read from this node's store under a snapshot.
 class snapshot_part {
 public:
+  /// `models` (may be null): the kinds' asset models, which rewinding analyses under.
   snapshot_part(storage::rocksdb_store& store, std::shared_ptr<const storage::store_snapshot> at,
                 std::vector<int32_t> partitions, int32_t partition_count,
-                std::shared_ptr<const core::kind_registry> kinds);
+                std::shared_ptr<const core::kind_registry> kinds,
+                std::shared_ptr<const core::model_set> models = nullptr);
 
   /// What the part holds of `spec` for `tenant` (at most `max_twins` + 1 counted).
   outcome check(const fork_spec& spec, const std::string& tenant, int64_t stale_after_ms,
@@ -144,6 +147,7 @@ private:
   std::vector<int32_t> partitions_;
   int32_t partition_count_;
   std::shared_ptr<const core::kind_registry> kinds_;
+  std::shared_ptr<const core::model_set> models_;
 };
 
 /// Another node's part of a scenario, as the node that created it knows it.

@@ -490,13 +490,15 @@ void registry::execute(const std::shared_ptr<const scenario>& s,
 outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
   auto kinds = src_.kinds ? src_.kinds() : nullptr;
   w.kinds = kinds ? kinds : std::make_shared<const core::kind_registry>();
-  if (auto models = src_.models ? src_.models() : nullptr)
+  const auto models = src_.models ? src_.models() : nullptr;
+  if (models)
     w.models = *models;
   // A fork from a past point starts then.
   w.start_ms = s.fork.at_ms > 0 ? s.fork.at_ms : s.snapshot->taken_ms;
   w.stale_after_ms = src_.stale_after_ms;
   const auto& fields = w.kinds->fields();
-  const snapshot_part here{*src_.store, s.snapshot, s.partitions, s.partition_count, w.kinds};
+  const snapshot_part here{*src_.store,       s.snapshot, s.partitions,
+                           s.partition_count, w.kinds,    models};
   // Every page of another node's part, decoded (a part released or gone fails the run).
   auto read_remote = [&](const remote_part& part, auto list, auto each) -> outcome {
     std::string after;
@@ -711,9 +713,9 @@ outcome registry::pin_part(const std::string& id, std::vector<int32_t> partition
                   "this node holds " + std::to_string(parts_.size()) +
                       " parts of other nodes' scenarios, its limit; delete a scenario");
   }
-  auto part =
-      std::make_shared<const snapshot_part>(*src_.store, src_.store->pin(), std::move(partitions),
-                                            partition_count, src_.kinds ? src_.kinds() : nullptr);
+  auto part = std::make_shared<const snapshot_part>(
+      *src_.store, src_.store->pin(), std::move(partitions), partition_count,
+      src_.kinds ? src_.kinds() : nullptr, src_.models ? src_.models() : nullptr);
   if (auto o = part->check(spec, tenant, src_.stale_after_ms, limits_.max_twins, check); !o)
     return o;
   taken_ms = part->snapshot().taken_ms;
