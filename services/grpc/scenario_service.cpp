@@ -398,6 +398,18 @@ void sweep_to_proto(const scenario::scenario& s, const scenario::sweep_outcome& 
     }
 }
 
+namespace {
+
+/// A message's attribute map as the core wants it: pairs sorted by key.
+std::vector<std::pair<std::string, std::string>> sorted_attributes(
+    const google::protobuf::Map<std::string, std::string>& m) {
+  std::vector<std::pair<std::string, std::string>> out(m.begin(), m.end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
 std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
                                                      std::string& error) {
   auto failed = [&](std::string why) -> std::optional<core::scenario_input> {
@@ -468,9 +480,7 @@ std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
       in.prefix = q.id_prefix();
       in.parent = q.parent();
       in.type = q.relation_type();
-      for (const auto& [k, v] : q.attributes())
-        in.attributes.emplace_back(k, v);
-      std::sort(in.attributes.begin(), in.attributes.end());
+      in.attributes = sorted_attributes(q.attributes());
       return in;
     }
     case v1::ScenarioInput::kMove: {
@@ -488,9 +498,7 @@ std::optional<core::scenario_input> input_from_proto(const v1::ScenarioInput& p,
       in.id = q.aggregate();
       in.parent = q.parent();
       in.type = q.relation_type();
-      for (const auto& [k, v] : q.attributes())
-        in.attributes.emplace_back(k, v);
-      std::sort(in.attributes.begin(), in.attributes.end());
+      in.attributes = sorted_attributes(q.attributes());
       return in;
     }
     case v1::ScenarioInput::kModel: {

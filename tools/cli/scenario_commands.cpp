@@ -78,6 +78,17 @@ void window(const scenario_options& o, v1::RunWindow& w) {
     w.set_end_ms(parse_span(o.to));
 }
 
+/// --attr KEY=VALUE options into an attribute map.
+void put_attributes(const std::vector<std::string>& given,
+                    google::protobuf::Map<std::string, std::string>& out) {
+  for (const auto& kv : given) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw usage_error("--attr takes KEY=VALUE, got \"" + kv + "\"");
+    out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+}
+
 /// The inputs the command line gives: JSON, a file of JSON, and shorthands.
 std::vector<v1::ScenarioInput> inputs_of(const scenario_options& o) {
   std::vector<v1::ScenarioInput> out;
@@ -185,12 +196,7 @@ std::vector<v1::ScenarioInput> inputs_of(const scenario_options& o) {
     a->set_id_prefix(o.prefix.empty() ? "new-" : o.prefix);
     a->set_parent(o.parent);
     a->set_relation_type(o.relation_type);
-    for (const auto& kv : o.attributes) {
-      const auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw usage_error("--attr takes KEY=VALUE, got \"" + kv + "\"");
-      (*a->mutable_attributes())[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
+    put_attributes(o.attributes, *a->mutable_attributes());
     out.push_back(std::move(in));
   }
   if (!o.add_aggregate.empty()) {
@@ -204,12 +210,7 @@ std::vector<v1::ScenarioInput> inputs_of(const scenario_options& o) {
     a->set_aggregate(o.add_aggregate);
     a->set_parent(o.parent);
     a->set_relation_type(o.relation_type);
-    for (const auto& kv : o.attributes) {
-      const auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw usage_error("--attr takes KEY=VALUE, got \"" + kv + "\"");
-      (*a->mutable_attributes())[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
+    put_attributes(o.attributes, *a->mutable_attributes());
     out.push_back(std::move(in));
   }
   if (!o.move_to.empty()) {
