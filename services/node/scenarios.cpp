@@ -26,6 +26,17 @@ void node::start_scenarios() {
   limits.max_twins = cfg_.scenario_max_twins;
   limits.max_running = cfg_.scenario_max_running;
   scenarios_ = std::make_shared<scenario::registry>(std::move(src), limits);
+  // The scenarios kept from before a restart (their inputs as clients sent them).
+  if (const auto restored = scenarios_->restore(
+          [](const std::string& raw, std::string& error) -> std::optional<core::scenario_input> {
+            fleettwin::v1::ScenarioInput p;
+            if (!p.ParseFromString(raw)) {
+              error = "not a ScenarioInput";
+              return std::nullopt;
+            }
+            return grpc_api::input_from_proto(p, error);
+          }))
+    spdlog::info("{} scenario(s) kept from before the restart", restored);
   kafka::export_target to{bootstrap_, kafka_settings_, topics_.scenario_results, cfg_.node_id};
   scenario_service_ = std::make_unique<grpc_api::scenario_service>(
       *scenarios_, *this, *pool_, metrics_->grpc(), asset_cfg_->models,

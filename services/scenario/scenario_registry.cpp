@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/core/codec.hpp"
+#include "services/scenario/scenario_codec.hpp"
 
 namespace fleettwin::scenario {
 
@@ -101,26 +102,7 @@ registry::~registry() {
     t.join();
 }
 
-outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
-  if (auto why = validate_id(s.id))
-    return fail(failure::invalid, *why);
-  const int given = (s.fork.names.empty() ? 0 : 1) + (s.fork.where.matches_all() ? 0 : 1) +
-                    (s.fork.below.empty() ? 0 : 1);
-  if (given != 1)
-    return fail(failure::invalid,
-                "fork exactly one of: names (twins/{asset_id}), a filter, or below (an aggregate)");
-  if (s.fork.names.size() > limits_.max_twins)
-    return fail(failure::exhausted, "a scenario forks at most " +
-                                        std::to_string(limits_.max_twins) + " twins (" +
-                                        std::to_string(s.fork.names.size()) + " named)");
-  {
-    std::lock_guard<std::mutex> guard{mutex_};
-    if (scenarios_.count(s.id))
-      return fail(failure::exists, "scenario \"scenarios/" + s.id + "\" exists already");
-    if (scenarios_.size() >= limits_.max_scenarios)
-      return fail(failure::exhausted, "this node holds " + std::to_string(scenarios_.size()) +
-                                          " scenarios, its limit (--scenario-max); delete one");
-  }
+outcome registry::take_fork(scenario& s) const {
   // The cluster's partitions: a snapshot of this node's, a part pinned on
   // every other node for theirs (all taken within this call).
   std::string why;
@@ -217,8 +199,34 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
                                             std::to_string(limits_.max_twins) +
                                             " twins, the most a scenario forks");
   }
+  return {};
+}
+
+outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
+  if (auto why = validate_id(s.id))
+    return fail(failure::invalid, *why);
+  const int given = (s.fork.names.empty() ? 0 : 1) + (s.fork.where.matches_all() ? 0 : 1) +
+                    (s.fork.below.empty() ? 0 : 1);
+  if (given != 1)
+    return fail(failure::invalid,
+                "fork exactly one of: names (twins/{asset_id}), a filter, or below (an aggregate)");
+  if (s.fork.names.size() > limits_.max_twins)
+    return fail(failure::exhausted, "a scenario forks at most " +
+                                        std::to_string(limits_.max_twins) + " twins (" +
+                                        std::to_string(s.fork.names.size()) + " named)");
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (scenarios_.count(s.id))
+      return fail(failure::exists, "scenario \"scenarios/" + s.id + "\" exists already");
+    if (scenarios_.size() >= limits_.max_scenarios)
+      return fail(failure::exhausted, "this node holds " + std::to_string(scenarios_.size()) +
+                                          " scenarios, its limit (--scenario-max); delete one");
+  }
+  if (auto o = take_fork(s); !o)
+    return o;
   auto made = std::make_shared<const scenario>(std::move(s));
   outcome refused;
+  bool kept = false;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     if (!scenarios_.emplace(made->id, made).second) {
@@ -227,12 +235,16 @@ outcome registry::create(scenario s, std::shared_ptr<const scenario>& out) {
       scenarios_.erase(made->id);
       refused = fail(failure::exhausted, "this node holds its limit of scenarios (--scenario-max)");
     } else {
-      out = made;
-      return {};
+      kept = true;
     }
   }
-  release_remote(*made);
-  return refused;
+  if (!kept) {
+    release_remote(*made);
+    return refused;
+  }
+  persist(*made);
+  out = made;
+  return {};
 }
 
 std::shared_ptr<const scenario> registry::get(const std::string& id,
@@ -270,13 +282,16 @@ outcome registry::remove(const std::string& id, const std::string& tenant) {
   // holds one until it stops); the other nodes release their parts now (a
   // run in progress fails on its next page).
   release_remote(*gone);
+  std::string error;
+  if (src_.store && !src_.store->delete_record(record_key(id), error))
+    spdlog::warn("scenario {}: {}", id, error);
   return {};
 }
 
 outcome registry::add_inputs(const std::string& id, const std::string& tenant,
                              std::vector<core::scenario_input> inputs, std::vector<std::string> raw,
                              bool replace, std::shared_ptr<const scenario>& out) {
-  std::lock_guard<std::mutex> guard{mutex_};
+  std::unique_lock<std::mutex> guard{mutex_};
   const auto it = scenarios_.find(id);
   if (it == scenarios_.end() || (!tenant.empty() && it->second->tenant != tenant))
     return fail(failure::not_found, "scenario \"scenarios/" + id + "\" does not exist");
@@ -297,6 +312,8 @@ outcome registry::add_inputs(const std::string& id, const std::string& tenant,
   }
   it->second = next;
   out = next;
+  guard.unlock();
+  persist(*next);
   return {};
 }
 
@@ -456,7 +473,12 @@ void registry::execute(const std::shared_ptr<const scenario>& s,
                        const run_done& done, const std::function<bool()>& cancelled) {
   auto stopped = [&] { return stop->load() || (cancelled && cancelled()); };
   job_result result;
-  outcome o = j(*s, stopped, result);
+  std::shared_ptr<const scenario> forked = s;
+  outcome o;
+  if (!s->snapshot)
+    o = refork(*s, forked);
+  if (o)
+    o = j(*forked, stopped, result);
   const bool was_stopped = o && stopped();
   if (was_stopped)
     o = fail(failure::unavailable, stop->load() ? "the scenario was deleted or the node stopped"
@@ -481,6 +503,8 @@ void registry::execute(const std::shared_ptr<const scenario>& s,
     if (o)
       last_speed_bits_.store(std::bit_cast<uint64_t>(result.speed));
   }
+  if (after)
+    persist(*after);
   if (!o)
     spdlog::info("scenario {}: run failed: {}", s->id, o.message);
   if (done)
@@ -676,6 +700,77 @@ outcome registry::load_world(const scenario& s, core::scenario_world& w) const {
     std::erase_if(w.aggregates, [&](const auto& kv) {
       return kv.second.agg.twins() > 0 && kv.second.agg.tenant() != s.tenant;
     });
+  return {};
+}
+
+std::string registry::record_key(std::string_view id) {
+  return "scenario/" + std::string{id};
+}
+
+void registry::persist(const scenario& s) const {
+  if (!src_.store)
+    return;
+  std::string bytes, error;
+  encode_scenario(s, bytes);
+  // Not synced: a process killed keeps it (the WAL is in the page cache); a
+  // machine that loses power may lose the last change.
+  if (!src_.store->put_record(record_key(s.id), bytes, error))
+    spdlog::warn("scenario {} is not kept across restarts: {}", s.id, error);
+}
+
+size_t registry::restore(const input_parser& parse) {
+  std::vector<std::shared_ptr<const scenario>> found;
+  std::string error;
+  src_.store->scan_records(
+      "scenario/",
+      [&](std::string_view key, std::string_view value) {
+        auto s = std::make_shared<scenario>();
+        if (auto why = decode_scenario(value, parse, *s)) {
+          spdlog::warn("{} is not restored: {}", key, *why);
+          return;
+        }
+        found.push_back(std::move(s));
+      },
+      error);
+  if (!error.empty())
+    spdlog::warn("scenarios are not restored: {}", error);
+  std::lock_guard<std::mutex> guard{mutex_};
+  for (auto& s : found)
+    scenarios_.emplace(s->id, std::move(s));
+  return found.size();
+}
+
+outcome registry::refork(const scenario& s, std::shared_ptr<const scenario>& out) {
+  auto again = std::make_shared<scenario>(s);
+  // The snapshot went with the process that took it: the same point in time,
+  // from the twins' retained history.
+  if (again->fork.at_ms == 0)
+    again->fork.at_ms = s.created_ms;
+  again->parts.clear();
+  if (auto o = take_fork(*again); !o) {
+    o.message = "forking again after a restart of this node: " + o.message;
+    return o;
+  }
+  again->created_ms = s.created_ms;
+  release_remote(s);
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    const auto it = scenarios_.find(s.id);
+    if (it == scenarios_.end() || it->second->part_id != s.part_id) {
+      release_remote(*again);
+      return fail(failure::not_found, "scenario \"scenarios/" + s.id + "\" was deleted");
+    }
+    auto kept = std::make_shared<scenario>(*it->second);
+    kept->snapshot = again->snapshot;
+    kept->fork.at_ms = again->fork.at_ms;
+    kept->partitions = again->partitions;
+    kept->partition_count = again->partition_count;
+    kept->parts = again->parts;
+    kept->part_id = again->part_id;
+    it->second = kept;
+  }
+  persist(*again);
+  out = again;
   return {};
 }
 

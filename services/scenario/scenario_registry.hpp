@@ -161,6 +161,12 @@ public:
   /// Runs that ended, by outcome: done, failed, cancelled.
   std::array<uint64_t, 3> runs() const;
 
+  /// Reads back the scenarios this node kept (at its start, before serving): their
+  /// definitions, inputs and results; each forks again from its point in time when it
+  /// next runs. Returns how many.
+  size_t restore(const std::function<std::optional<core::scenario_input>(
+                     const std::string& raw, std::string& error)>& parse);
+
   /// Loads the fork of `s` from its snapshots (blocking).
   outcome load_world(const scenario& s, core::scenario_world& w) const;
 
@@ -210,6 +216,15 @@ private:
   };
   /// The part `id`, marked used (null: none).
   std::shared_ptr<const snapshot_part> use_part(const std::string& id, const std::string& tenant);
+  /// Pins the fork of `s` (its snapshot, the other nodes' parts) and checks what it
+  /// selects exists and is not too much (blocking).
+  outcome take_fork(scenario& s) const;
+  /// A restored scenario (no snapshot) forked again from its point in time; kept in
+  /// place of `s` (blocking).
+  outcome refork(const scenario& s, std::shared_ptr<const scenario>& out);
+  static std::string record_key(std::string_view id);
+  /// Keeps `s` across restarts (the store's records).
+  void persist(const scenario& s) const;
   /// Drops the parts idle for longer than limits_.part_idle_ms (mutex_ held).
   void expire_parts(int64_t now_ms);
   /// Releases a scenario's parts on the other nodes (never blocks).

@@ -337,6 +337,58 @@ bool rocksdb_store::read_samples(const store_snapshot& at, int32_t partition, co
   return true;
 }
 
+namespace {
+
+/// Where the node's own records live in the meta column family (apart from the
+/// partitions' keys).
+constexpr std::string_view record_key_prefix = "record/";
+
+}  // namespace
+
+bool rocksdb_store::put_record(std::string_view key, std::string_view value, std::string& error) {
+  std::string k{record_key_prefix};
+  k.append(key);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (auto st = db_->Put(wo, meta_, k, rocksdb::Slice{value.data(), value.size()}); !st.ok()) {
+    error = "writing record " + std::string{key} + ": " + st.ToString();
+    return false;
+  }
+  return true;
+}
+
+bool rocksdb_store::delete_record(std::string_view key, std::string& error) {
+  std::string k{record_key_prefix};
+  k.append(key);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (auto st = db_->Delete(wo, meta_, k); !st.ok()) {
+    error = "deleting record " + std::string{key} + ": " + st.ToString();
+    return false;
+  }
+  return true;
+}
+
+bool rocksdb_store::scan_records(
+    std::string_view prefix,
+    const std::function<void(std::string_view key, std::string_view value)>& each,
+    std::string& error) {
+  std::string start{record_key_prefix};
+  start.append(prefix);
+  std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(rocksdb::ReadOptions{}, meta_)};
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    auto key = view(it->key());
+    if (key.substr(0, start.size()) != start)
+      break;
+    each(key.substr(record_key_prefix.size()), view(it->value()));
+  }
+  if (!it->status().ok()) {
+    error = "reading records: " + it->status().ToString();
+    return false;
+  }
+  return true;
+}
+
 std::shared_ptr<const store_snapshot> rocksdb_store::pin() {
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())

@@ -220,6 +220,14 @@ public:
       const std::vector<int32_t>& partitions, std::string_view start_after,
       const std::function<bool(const core::aggregate_header&)>& predicate, size_t page_size,
       size_t max_scanned, std::string& error, const store_snapshot* at = nullptr);
+  /// Records of the node apart from the partitions' state (its scenarios), each
+  /// whole under a key, synced when written. Blocking: not for actors.
+  bool put_record(std::string_view key, std::string_view value, std::string& error);
+  bool delete_record(std::string_view key, std::string& error);
+  /// Every record whose key starts with `prefix`, in key order.
+  bool scan_records(std::string_view prefix,
+                    const std::function<void(std::string_view key, std::string_view value)>& each,
+                    std::string& error);
   /// Takes a snapshot of the whole store (see store_snapshot).
   std::shared_ptr<const store_snapshot> pin();
   /// A twin (load_twin) and an aggregate (load_aggregate) as `at` saw them.

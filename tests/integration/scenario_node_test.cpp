@@ -492,6 +492,73 @@ TEST_F(ScenarioNodeTest, AForkFromAPastPointStartsFromTheTwinsAsTheyWereThen) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
 }
 
+TEST_F(ScenarioNodeTest, ScenariosAndTheirResultsAreKeptAcrossARestart) {
+  feed();
+  v1::CreateScenarioRequest req;
+  req.set_below("feeders/F0");
+  req.set_description("kept");
+  v1::Scenario made;
+  ASSERT_TRUE(create("kept", req, &made).ok());
+  ASSERT_TRUE(add_inputs("kept", {profile("attributes.transformer = \"T0\"", 1.5)}).ok());
+  v1::ScenarioResult first;
+  auto st = run("kept", first);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+
+  auto reconnect = [&] {
+    auto channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
+    scenarios = v1::ScenarioService::NewStub(channel);
+    aggs = v1::AggregateService::NewStub(channel);
+    twins = v1::TwinService::NewStub(channel);
+  };
+  ASSERT_EQ(node->terminate(), 0);
+  node->start();
+  reconnect();
+
+  // The definition, inputs and result as they were.
+  {
+    grpc::ClientContext ctx;
+    v1::GetScenarioRequest get;
+    get.set_name("scenarios/kept");
+    v1::Scenario back;
+    ASSERT_TRUE(scenarios->GetScenario(&ctx, get, &back).ok());
+    EXPECT_EQ(back.state(), "done");
+    EXPECT_EQ(back.description(), "kept");
+    EXPECT_EQ(back.fork_ms(), made.fork_ms());
+    ASSERT_EQ(back.input_descriptions_size(), 1);
+    grpc::ClientContext rctx;
+    v1::GetScenarioResultRequest rreq;
+    rreq.set_name("scenarios/kept");
+    v1::ScenarioResult kept;
+    ASSERT_TRUE(scenarios->GetScenarioResult(&rctx, rreq, &kept).ok());
+    EXPECT_EQ(kept.SerializeAsString(), first.SerializeAsString());
+  }
+  // It runs again, forked anew as of its point in time from the twins' history.
+  v1::ScenarioResult again;
+  st = run("kept", again);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(again.stats().twins(), first.stats().twins());
+  EXPECT_EQ(again.times(0), first.times(0));
+  EXPECT_TRUE(all_equal(kpi(again.base_kpis(), "transformers/T0", "power"), transformer_power(0)));
+  EXPECT_TRUE(all_equal(kpi(again.kpis(), "transformers/T0", "power"), 1.5 * transformer_power(0)));
+
+  // Deleted, it stays deleted.
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteScenarioRequest del;
+    del.set_name("scenarios/kept");
+    v1::DeleteScenarioResponse resp;
+    ASSERT_TRUE(scenarios->DeleteScenario(&ctx, del, &resp).ok());
+  }
+  ASSERT_EQ(node->terminate(), 0);
+  node->start();
+  reconnect();
+  grpc::ClientContext ctx;
+  v1::ListScenariosRequest list;
+  v1::ListScenariosResponse listed;
+  ASSERT_TRUE(scenarios->ListScenarios(&ctx, list, &listed).ok());
+  EXPECT_EQ(listed.scenarios_size(), 0);
+}
+
 TEST_F(ScenarioNodeTest, RunsAreDeterministicBySeedAndComparableWithEachOther) {
   feed();
   v1::CreateScenarioRequest by_filter;
