@@ -151,6 +151,11 @@ std::optional<std::string> check_sweep(const std::vector<scenario_input>& inputs
     auto copy = inputs;
     if (auto err = set_parameter(copy, p, p.values.front()))
       return "parameter " + std::to_string(i) + ": " + *err;
+    if (s.method == sweep_method::cobyla &&
+        std::holds_alternative<add_twins_input>(inputs[p.input]))
+      return "parameter " + std::to_string(i) +
+             ": a count takes whole numbers, which cobyla (continuous) does not keep to; sweep "
+             "it by grid or coordinate";
   }
   for (const auto& c : s.constraints)
     if (!c.max && !c.min)

@@ -533,4 +533,7 @@ TEST(scenario_sweep, mistakes_in_a_sweep_say_what_to_fix) {
   EXPECT_NE(check_sweep(inputs, s)->find("no values"), std::string::npos);
   s.parameters = {sweep_parameter{0, "count", {1.5}}};
   EXPECT_NE(check_sweep(inputs, s)->find("whole numbers"), std::string::npos);
+  s.parameters = {sweep_parameter{0, "count", {1, 10}}};
+  s.method = sweep_method::cobyla;
+  EXPECT_NE(check_sweep(inputs, s)->find("sweep it by grid or coordinate"), std::string::npos);
 }
