@@ -282,8 +282,10 @@ std::string opt(bool has, double v) {
 
 void print_result(session& s, const v1::ScenarioResult& r, bool series) {
   auto& out = s.out();
+  // A summary carries no series: its steps are in the run's statistics.
+  const int64_t steps = r.times_size() > 0 ? r.times_size() : r.stats().steps();
   out << fmt::format("{} against {}: {} steps of {} over {}{}\n", r.name(), r.compared_with(),
-                     r.times_size(), core::format_duration(r.step_ms()),
+                     steps, core::format_duration(r.step_ms()),
                      core::format_duration(r.horizon_ms()),
                      r.noise() > 0 ? fmt::format(", noise {} seed {}", r.noise(), r.seed()) : "");
   out << fmt::format("{:<40} {:>12} {:>12} {:>12} {:>12}  {}\n", "KPI", "base peak", "peak",
