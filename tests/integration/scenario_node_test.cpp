@@ -121,6 +121,20 @@ struct ScenarioNodeTest : ::testing::Test {
     ASSERT_TRUE(converged(0));
   }
 
+  /// Every meter draws `extra` kW more from the 13th quarter on (live), until the
+  /// live aggregates show it.
+  void draw_more(double extra) {
+    producer p{node->bootstrap()};
+    for (int i = 0; i < meters; ++i) {
+      const auto id = "m-" + std::to_string(i);
+      p.send(topics.telemetry, id,
+             telemetry(id, 13, base_ms + 12 * quarter, {{"power", power_of(i, extra)}},
+                       {{"transformer", "T" + std::to_string(i % 4)}}, "meter"));
+    }
+    ASSERT_EQ(p.flush(), 0);
+    ASSERT_TRUE(converged(extra));
+  }
+
   /// The live transformers' power equals the truth with `extra` per meter.
   bool converged(double extra) {
     return eventually([&] {
@@ -284,17 +298,7 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
   EXPECT_EQ(created.partitions_size(), 4);  // one node serves them all
 
   // The live twins change after the fork: the fork must not see it.
-  {
-    producer p{node->bootstrap()};
-    for (int i = 0; i < meters; ++i) {
-      const auto id = "m-" + std::to_string(i);
-      p.send(topics.telemetry, id,
-             telemetry(id, 13, base_ms + 12 * quarter, {{"power", power_of(i, 10)}},
-                       {{"transformer", "T" + std::to_string(i % 4)}}, "meter"));
-    }
-    ASSERT_EQ(p.flush(), 0);
-    ASSERT_TRUE(converged(10));
-  }
+  ASSERT_NO_FATAL_FAILURE(draw_more(10));
 
   // A heat wave on T0 (x1.5), five 7 kW chargers on T2, two meters of T2 held to 1.5 kW.
   v1::ScenarioInput chargers;
@@ -431,17 +435,7 @@ TEST_F(ScenarioNodeTest, AForkRunsForwardApartFromTheLiveTwinsAndMatchesHandComp
 TEST_F(ScenarioNodeTest, AForkFromAPastPointStartsFromTheTwinsAsTheyWereThen) {
   feed();
   // Every meter draws 10 kW more from the 13th quarter on (live).
-  {
-    producer p{node->bootstrap()};
-    for (int i = 0; i < meters; ++i) {
-      const auto id = "m-" + std::to_string(i);
-      p.send(topics.telemetry, id,
-             telemetry(id, 13, base_ms + 12 * quarter, {{"power", power_of(i, 10)}},
-                       {{"transformer", "T" + std::to_string(i % 4)}}, "meter"));
-    }
-    ASSERT_EQ(p.flush(), 0);
-    ASSERT_TRUE(converged(10));
-  }
+  ASSERT_NO_FATAL_FAILURE(draw_more(10));
   const double t0 = transformer_power(0), t2 = transformer_power(2);
   const double t0_now = transformer_power(0, 10), t2_now = transformer_power(2, 10);
 
