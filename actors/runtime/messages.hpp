@@ -270,6 +270,9 @@ struct partition_info {
   /// read on the actor scheduler): every path reads through the committer first, so
   /// this stays 0.
   uint64_t synchronous_loads = 0;
+  /// What the partition waits for, in words (a slow stop or a stuck partition
+  /// is reported with it).
+  std::string waiting_on;
 };
 
 using partition_info_completion = completion<partition_info>;

@@ -71,6 +71,45 @@ const partition_state::inflight* oldest(const partition_state& st) {
   return st.applying ? &*st.applying : nullptr;
 }
 
+/// What the partition waits for, in words: the item applying, the items
+/// waiting for Kafka, a store commit, queued work.
+std::string describe_wait(const partition_state& st) {
+  const auto now = std::chrono::steady_clock::now();
+  auto ms = [&](std::chrono::steady_clock::time_point t) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count());
+  };
+  std::string out;
+  auto part = [&out](const std::string& text) {
+    if (!out.empty())
+      out += "; ";
+    out += text;
+  };
+  if (st.failed)
+    part("failed (its outputs abandoned)");
+  if (st.applying)
+    part("item " + std::to_string(st.applying->id) + " applying for " + ms(st.applying->started) +
+         " ms, " + std::to_string(st.applying->pending) + " replies awaited");
+  if (!st.pipeline.empty()) {
+    size_t delivered = 0;
+    for (const auto& item : st.pipeline)
+      delivered += item.delivered ? 1 : 0;
+    const auto& front = st.pipeline.front();
+    part(std::to_string(st.pipeline.size()) + " items in flight (" + std::to_string(delivered) +
+         " committed in Kafka; the oldest, item " + std::to_string(front.id) + ", " +
+         (front.delivered ? "waits for its RocksDB write" : "waits for Kafka") + ", started " +
+         ms(front.started) + " ms ago)");
+  }
+  if (st.committing)
+    part("a RocksDB commit in flight");
+  if (!st.queue.empty())
+    part(std::to_string(st.queue.size()) + " work items queued");
+  if (replaying(st))
+    part("replaying contributions up to offset " + std::to_string(st.replay_until));
+  if (!st.stop_waiters.empty())
+    part("stopping");
+  return out.empty() ? "nothing" : out;
+}
+
 /// A held answer of a lookup (see held_read), of a twin or an aggregate.
 template <class Reply>
 class held_answer final : public held_read {
@@ -1625,7 +1664,7 @@ partition_actor::behavior_type partition(partition_actor::stateful_pointer<parti
       [self](status_atom, partition_info_completion& done) {
         auto& st = self->state;
         done(partition_info{st.cfg.partition, st.next_offset, st.assets.size(), st.records_applied,
-                            st.synchronous_loads});
+                            st.synchronous_loads, describe_wait(st)});
       },
       [self](stop_atom, std::function<void()>& done) {
         auto& st = self->state;

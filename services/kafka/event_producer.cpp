@@ -138,6 +138,33 @@ void event_producer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, voi
     it->owner->settle(it);
 }
 
+namespace {
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void event_producer::step(const char* what) {
+  step_since_ms_.store(steady_ms(), std::memory_order_relaxed);
+  step_.store(what, std::memory_order_relaxed);
+}
+
+std::string event_producer::activity() const {
+  const int64_t since = step_since_ms_.load(std::memory_order_relaxed);
+  std::string out = step_.load(std::memory_order_relaxed);
+  if (since > 0)
+    out += " for " + std::to_string(steady_ms() - since) + " ms";
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    out += ", " + std::to_string(pending_) + " items unreported";
+  }
+  return out;
+}
+
 void event_producer::settle(item* it) {
   if (it->remaining.fetch_sub(1) != 1)
     return;
@@ -236,6 +263,7 @@ bool event_producer::init_transactions(std::string& error) {
 void event_producer::replace_producer(const std::string& why) {
   replacing_ = true;
   replacements_.fetch_add(1);
+  step("replacing the producer");
   spdlog::warn("event=producer_replacing transactional_id={} reason=\"{}\"", opts_.transactional_id,
                why);
   close_handle();
@@ -552,6 +580,7 @@ void event_producer::finish(std::vector<std::unique_ptr<item>>& items, bool ok,
                             const std::string& error) {
   // Delivery reports of a committed transaction are served by the flush it
   // includes; wait for stragglers before the items go away.
+  step("waiting for delivery reports");
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
   for (auto& it : items)
     while (it->remaining.load() > 0 && std::chrono::steady_clock::now() < deadline)
@@ -655,6 +684,7 @@ void event_producer::commit_transaction() {
     // Every record delivered first, so that the changelog positions are
     // known: they are committed as the input offsets' metadata, which tells
     // a restore how far the committed state reaches.
+    step("flushing the transaction's records");
     if (auto err = rd_kafka_flush(rk_.get(), timeout); err != RD_KAFKA_RESP_ERR_NO_ERROR)
       failure = std::string{"flushing the transaction: "} + rd_kafka_err2str(err);
     // The input offsets of every item, per partition: the furthest wins.
@@ -706,6 +736,7 @@ void event_producer::commit_transaction() {
           tp->metadata_size = meta.size();
         }
       }
+      step("asking the consumer for its group metadata");
       auto* cgmd = opts_.group_metadata ? opts_.group_metadata() : nullptr;
       if (!cgmd) {
         failure = "no consumer group metadata to commit input offsets with";
@@ -717,16 +748,20 @@ void event_producer::commit_transaction() {
         // Either way the dropped work cannot commit with a later
         // generation's metadata behind its next owner's restore.
         failure = abandoned_in_transaction();
-        if (failure.empty())
+        if (failure.empty()) {
+          step("sending the input offsets to the transaction");
           e = rd_kafka_send_offsets_to_transaction(rk_.get(), list, cgmd, timeout);
+        }
         rd_kafka_consumer_group_metadata_destroy(cgmd);
       }
       rd_kafka_topic_partition_list_destroy(list);
     } else if (failure.empty()) {
       failure = abandoned_in_transaction();
     }
-    if (!e && failure.empty())
+    if (!e && failure.empty()) {
+      step("committing the transaction");
       e = rd_kafka_commit_transaction(rk_.get(), timeout);
+    }
   } else if (fatal_) {
     failure = fatal_error_;
   }
@@ -760,6 +795,7 @@ void event_producer::commit_transaction() {
       if (it->incarnation != 0)
         failed_incarnations_[it->partition] = it->incarnation;
     fail_now(in_transaction_, "transaction aborted: " + failure);
+    step("aborting the transaction");
     if (!fatal_ && !fatal && !abort_transaction(failure))
       fatal = true;
     if (fatal && !fatal_) {
@@ -785,12 +821,14 @@ void event_producer::run() {
   std::unique_lock<std::mutex> lock{mutex_};
   for (;;) {
     if (queue_.empty() && abandoned_.empty() && !stop_) {
+      step(in_transaction_.empty() ? "waiting for outputs" : "collecting the transaction");
       if (in_transaction_.empty())
         wake_.wait(lock, [this] { return !queue_.empty() || !abandoned_.empty() || stop_; });
       else
         wake_.wait_until(lock, transaction_started_ + opts_.commit_interval,
                          [this] { return !queue_.empty() || !abandoned_.empty() || stop_; });
     }
+    step("producing");
     auto batch = std::move(queue_);
     queue_.clear();
     if (!forgotten_.empty()) {

@@ -136,9 +136,18 @@ public:
     return commit_micros_.load();
   }
 
+  /// What the output thread is doing and for how long (a slow stop is
+  /// reported with it), e.g. "flushing the transaction for 1200 ms".
+  std::string activity() const;
+
   struct item;
 
 private:
+  /// The output thread's step (a static string) since `step_since_ms_`.
+  void step(const char* what);
+  std::atomic<const char*> step_{"waiting for outputs"};
+  std::atomic<int64_t> step_since_ms_{0};
+
   /// The topic an input is read from.
   const std::string& input_topic(runtime::input in) const {
     switch (in) {
@@ -197,7 +206,7 @@ private:
   std::thread poller_;
   std::thread output_;
 
-  std::mutex mutex_;  // guards queue_, stop_, pending_
+  mutable std::mutex mutex_;  // guards queue_, stop_, pending_
   std::condition_variable wake_;
   std::condition_variable drained_;
   std::deque<std::unique_ptr<item>> queue_;

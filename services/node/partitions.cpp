@@ -391,7 +391,26 @@ void node::on_revoked(int32_t partition, bool lost) {
     caf::anon_send(actor, runtime::drop_atom::value, std::move(callback));
   else
     caf::anon_send(actor, runtime::stop_atom::value, std::move(callback));
-  done.wait();
+  // A partition finishes its queued work first; one that takes long says what
+  // it waits for (and what the Kafka producer does), every 10 s until it stops.
+  const auto began = std::chrono::steady_clock::now();
+  while (done.wait_for(std::chrono::seconds{10}) == std::future_status::timeout) {
+    auto info = std::make_shared<std::promise<std::string>>();
+    auto answer = info->get_future();
+    caf::anon_send(actor, runtime::status_atom::value,
+                   runtime::partition_info_completion{
+                       [info](runtime::partition_info i) { info->set_value(i.waiting_on); },
+                       runtime::partition_info{partition, -1, 0, 0, 0, "no answer"}});
+    std::string waiting = "no answer within 2 s";
+    if (answer.wait_for(std::chrono::seconds{2}) == std::future_status::ready)
+      waiting = answer.get();
+    spdlog::warn(
+        "event=partition_stop_slow partition={} lost={} seconds={:.0f} waiting_on=\"{}\" "
+        "producer=\"{}\"",
+        partition, lost,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count(), waiting,
+        producer_ ? producer_->activity() : std::string{"none"});
+  }
 }
 
 void node::dispatch(runtime::raw_batch_ptr batch) {

@@ -829,6 +829,40 @@ TEST_F(PartitionActorTest, StopFinishesQueuedWorkThenCallsBack) {
   EXPECT_EQ(store->offsets[0], 2);
 }
 
+TEST_F(PartitionActorTest, AStoppingPartitionSaysWhatItWaitsFor) {
+  // What a slow stop is reported with (event=partition_stop_slow).
+  min_item_records = 1;
+  spawn_partition();
+  auto waiting_on = [&] {
+    auto info = std::make_shared<partition_info>();
+    caf::anon_send(
+        part, status_atom::value,
+        partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
+    sched->run();
+    return info->waiting_on;
+  };
+  EXPECT_EQ(waiting_on(), "nothing");
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  caf::anon_send(part, batch_atom::value, batch(1, {{"a", "2,200,x=2"}}));
+  sched->run();
+  bool stopped = false;
+  caf::anon_send(part, stop_atom::value, std::function<void()>{[&] { stopped = true; }});
+  sched->run();
+  auto w = waiting_on();
+  EXPECT_NE(w.find("2 items in flight (0 committed in Kafka; the oldest, item 1, waits for Kafka"),
+            std::string::npos)
+      << w;
+  EXPECT_NE(w.find("stopping"), std::string::npos) << w;
+  std::exchange(sink->calls[1].delivered, nullptr)(publish_result{true, "", {}});
+  sched->run();
+  w = waiting_on();
+  EXPECT_NE(w.find("(1 committed in Kafka; the oldest, item 1, waits for Kafka"), std::string::npos)
+      << w;
+  deliver_all();
+  EXPECT_TRUE(stopped);
+}
+
 TEST_F(PartitionActorTest, RecordsOnTheWrongPartitionAreRejected) {
   partition_config pc;
   pc.partition = 0;
