@@ -169,22 +169,21 @@ void node::register_scrape_gauges() {
   };
   auto one = [](double v) { return std::vector<gauge_sample>{{{}, v}}; };
   if (restorer_) {
-    auto* restorer = restorer_.get();
+    // Under standbys_mutex_, which shutdown holds to reset the restorer: a
+    // scrape during a stop never reads it after it is gone.
+    auto restoring = [this, one](bool standby) {
+      std::lock_guard<std::mutex> guard{standbys_mutex_};
+      double n = 0;
+      if (restorer_)
+        for (const auto& p : restorer_->progress())
+          n += p.standby == standby ? 1 : 0;
+      return one(n);
+    };
     metrics_->add_scrape_gauges({
         {"fleettwin_partitions_restoring", "Assigned partitions being restored from the changelog",
-         [restorer, one] {
-           double n = 0;
-           for (const auto& p : restorer->progress())
-             n += p.standby ? 0 : 1;
-           return one(n);
-         }},
+         [restoring] { return restoring(false); }},
         {"fleettwin_standby_partitions", "Partitions of other nodes kept warm here",
-         [restorer, one] {
-           double n = 0;
-           for (const auto& p : restorer->progress())
-             n += p.standby ? 1 : 0;
-           return one(n);
-         }},
+         [restoring] { return restoring(true); }},
         {"fleettwin_cluster_peers_connected",
          "Other nodes this node holds a connection to (a dropped one is noticed at once)",
          [this, one] {
