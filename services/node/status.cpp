@@ -199,12 +199,14 @@ void node::register_scrape_gauges() {
          }},
         {"fleettwin_changelog_lag_records",
          "Changelog records not yet read by a restore or standby",
-         [restorer] {
+         [this] {
            std::vector<gauge_sample> out;
-           for (const auto& p : restorer->progress())
-             out.push_back({{{"partition", std::to_string(p.partition)},
-                             {"mode", p.standby ? "standby" : "restore"}},
-                            double(p.lag())});
+           std::lock_guard<std::mutex> guard{standbys_mutex_};
+           if (restorer_)
+             for (const auto& p : restorer_->progress())
+               out.push_back({{{"partition", std::to_string(p.partition)},
+                               {"mode", p.standby ? "standby" : "restore"}},
+                              double(p.lag())});
            return out;
          }},
     });
