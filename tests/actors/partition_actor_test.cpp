@@ -223,6 +223,16 @@ struct PartitionActorTest : ::testing::Test {
 
   size_t max_in_flight = 8;  // the pipeline (the node's default is 1)
 
+  /// The partition's status, as a status query gets it.
+  partition_info status() {
+    auto info = std::make_shared<partition_info>();
+    caf::anon_send(
+        part, status_atom::value,
+        partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
+    sched->run();
+    return *info;
+  }
+
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.min_item_records = min_item_records;
@@ -726,14 +736,6 @@ TEST_F(PartitionActorTest, IdleTwinsArePassivatedAndReloadedOnDemand) {
   caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}, {"b", "1,100,x=1"}}));
   sched->run();
   deliver_all();
-  auto status = [&] {
-    auto info = std::make_shared<partition_info>();
-    caf::anon_send(
-        part, status_atom::value,
-        partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
-    sched->run();
-    return *info;
-  };
   EXPECT_EQ(status().active_twins, 2u);
   now += 5000;
   sched->trigger_timeouts();
@@ -805,12 +807,7 @@ TEST_F(PartitionActorTest, LeastRecentlyUsedTwinsArePassivatedBeyondTheBound) {
   }
   sched->trigger_timeouts();
   sched->run();
-  auto info = std::make_shared<partition_info>();
-  caf::anon_send(
-      part, status_atom::value,
-      partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
-  sched->run();
-  EXPECT_EQ(info->active_twins, 2u);
+  EXPECT_EQ(status().active_twins, 2u);
   EXPECT_EQ(get("t0").twin->applied_records, 1u);  // passivated, still there
 }
 
@@ -833,14 +830,7 @@ TEST_F(PartitionActorTest, AStoppingPartitionSaysWhatItWaitsFor) {
   // What a slow stop is reported with (event=partition_stop_slow).
   min_item_records = 1;
   spawn_partition();
-  auto waiting_on = [&] {
-    auto info = std::make_shared<partition_info>();
-    caf::anon_send(
-        part, status_atom::value,
-        partition_info_completion{[info](partition_info i) { *info = i; }, partition_info{-1}});
-    sched->run();
-    return info->waiting_on;
-  };
+  auto waiting_on = [&] { return status().waiting_on; };
   EXPECT_EQ(waiting_on(), "nothing");
   caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
   sched->run();
