@@ -101,7 +101,9 @@ void gap_judge::follow(int32_t p, int64_t from) {
   known->second = std::move(w);
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = from;
-  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 5'000)) {
+  // Not waited for (it runs on the consumer's thread): the version barrier
+  // it raises drops whatever was fetched before it.
+  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 0)) {
     spdlog::warn("event=gap_judge_seek_failed partition={} error=\"{}\"", p,
                  rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
