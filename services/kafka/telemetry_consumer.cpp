@@ -10,16 +10,16 @@ namespace fleettwin::kafka {
 
 namespace {
 
-/// Positions the fetcher of partition `p` at `offset` (a failure is logged).
-/// `timeout_ms` 0 does not wait for the fetcher to take the seek: the call
-/// raises the partition's version barrier at once, so records fetched before
-/// it are dropped by librdkafka whenever they come, and the consumer thread
-/// never waits on a partition whose fetcher is slow to answer (a seek that
-/// waited 2 s there held every other partition's input as long).
-void seek_to(rd_kafka_t* rk, const std::string& topic, int32_t p, int64_t offset, int timeout_ms) {
+/// Positions the fetcher of partition `p` at `offset`, without waiting for the
+/// fetcher to take the seek: the call raises the partition's version barrier at
+/// once, so records fetched before it are dropped by librdkafka whenever they
+/// come, and the consumer thread never waits on a partition whose fetcher is
+/// slow to answer (a seek that waited 2 s there held every other partition's
+/// input as long).
+void seek_to(rd_kafka_t* rk, const std::string& topic, int32_t p, int64_t offset) {
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = offset;
-  if (auto* e = rd_kafka_seek_partitions(rk, list, timeout_ms)) {
+  if (auto* e = rd_kafka_seek_partitions(rk, list, 0)) {  // only a misuse fails here
     spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
                   rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
@@ -631,7 +631,7 @@ bool telemetry_consumer::accept_offset(int32_t p, int64_t offset) {
   opts_.probe->on_offset_gap(p, verdict);
   spdlog::warn("event=offset_gap partition={} expected={} got={} verdict={} action=reread", p,
                it->second, offset, verdict);
-  seek_to(rk_.get(), opts_.topic, p, it->second, 0);
+  seek_to(rk_.get(), opts_.topic, p, it->second);
   return false;
 }
 
@@ -805,7 +805,7 @@ void telemetry_consumer::check_stalls() {
           "given\"",
           p, next->second, end, seconds(live.fed), live.refetches);
     opts_.probe->on_input_refetch(p);
-    seek_to(rk_.get(), opts_.topic, p, next->second, 0);
+    seek_to(rk_.get(), opts_.topic, p, next->second);
     live.fed = now;
   }
 }
