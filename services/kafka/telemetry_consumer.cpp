@@ -1,5 +1,7 @@
 #include "services/kafka/telemetry_consumer.hpp"
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -168,6 +170,7 @@ void telemetry_consumer::stop() {
 }
 
 void telemetry_consumer::watch_log_ends() {
+  pthread_setname_np(pthread_self(), "ft-log-ends");  // top -H, perf
   // Fetch responses only tell the log end of partitions being fetched; a
   // paused or restoring partition would show a lag frozen at its last fetch.
   while (!stop_.load()) {
@@ -567,13 +570,12 @@ void telemetry_consumer::drain_acks() {
 }
 
 void telemetry_consumer::seek(int32_t p, int64_t offset) {
+  // Not waited for, like every seek of this thread (seek_to): the resume
+  // below is queued to the partition's fetcher behind the seek, so it
+  // fetches from `offset` once it takes both.
+  seek_to(rk_.get(), opts_.topic, p, offset);
   auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = offset;
-  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 10'000)) {
-    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
-                  rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-  }
+  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p);
   rd_kafka_resume_partitions(rk_.get(), list);
   rd_kafka_topic_partition_list_destroy(list);
   paused_[p] = false;
@@ -811,6 +813,7 @@ void telemetry_consumer::check_stalls() {
 }
 
 void telemetry_consumer::run() {
+  pthread_setname_np(pthread_self(), "ft-consumer");  // top -H, perf
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
   queue_ = queue;
   std::vector<rd_kafka_message_t*> msgs(opts_.max_poll_records);

@@ -217,6 +217,9 @@ private:
   void drain_assignments();
   void drain_acks();
   void drain_resumes();
+  /// Positions `partition` at `offset` and resumes it, starting its window
+  /// and gap tracking over; the fetcher takes the seek later, never waited
+  /// for (consumer thread).
   void seek(int32_t partition, int64_t offset);
   /// Asks the broker for the log ends of the assigned partitions (own thread).
   void watch_log_ends();
