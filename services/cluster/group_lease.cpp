@@ -1,5 +1,7 @@
 #include "services/cluster/group_lease.hpp"
 
+#include <pthread.h>
+
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -225,6 +227,7 @@ bool group_lease::confirm(std::chrono::steady_clock::time_point asked) {
 }
 
 void group_lease::run() {
+  pthread_setname_np(pthread_self(), "ft-lease");  // top -H, perf
   bool was_held = false;
   while (true) {
     {

@@ -1,5 +1,7 @@
 #include "services/cluster/membership.hpp"
 
+#include <pthread.h>
+
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -149,6 +151,7 @@ bool membership::on_record(const rd_kafka_message_t* m) {
 }
 
 void membership::run() {
+  pthread_setname_np(pthread_self(), "ft-membership");  // top -H, perf
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(consumer_.get());
   std::vector<rd_kafka_message_t*> msgs(256);
   auto next_heartbeat = std::chrono::steady_clock::now();

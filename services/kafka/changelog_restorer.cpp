@@ -1,5 +1,7 @@
 #include "services/kafka/changelog_restorer.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -322,6 +324,7 @@ void changelog_reader::publish_progress() {
 }
 
 void changelog_reader::run() {
+  pthread_setname_np(pthread_self(), "ft-changelog");  // top -H, perf
   rd_kafka_queue_t* queue = rd_kafka_queue_get_consumer(rk_.get());
   std::vector<rd_kafka_message_t*> msgs(opts_.batch_records);
   std::map<int32_t, std::vector<rd_kafka_message_t*>> by_partition;

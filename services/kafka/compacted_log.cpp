@@ -1,5 +1,7 @@
 #include "services/kafka/compacted_log.hpp"
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 
 #include <future>
@@ -86,6 +88,7 @@ compacted_log::~compacted_log() {
 }
 
 void compacted_log::run() {
+  pthread_setname_np(pthread_self(), "ft-compacted");  // top -H, perf
   while (!stop_) {
     rd_kafka_poll(producer_.get(), 0);
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_.get(), poll_ms);

@@ -1,4 +1,6 @@
 #include "services/kafka/event_producer.hpp"
+
+#include <pthread.h>
 #include "services/kafka/topic_admin.hpp"
 
 #include "services/kafka/audit_log.hpp"
@@ -223,6 +225,7 @@ bool event_producer::open_handle(std::string& error) {
   }
   poll_stop_ = false;
   poller_ = std::thread{[this] {
+    pthread_setname_np(pthread_self(), "ft-prod-poll");
     while (!poll_stop_.load(std::memory_order_relaxed))
       rd_kafka_poll(rk_.get(), 50);
   }};
@@ -818,6 +821,7 @@ void event_producer::commit_transaction() {
 }
 
 void event_producer::run() {
+  pthread_setname_np(pthread_self(), "ft-producer");  // top -H, perf
   std::unique_lock<std::mutex> lock{mutex_};
   for (;;) {
     if (queue_.empty() && abandoned_.empty() && !stop_) {

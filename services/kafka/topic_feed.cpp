@@ -1,5 +1,7 @@
 #include "services/kafka/topic_feed.hpp"
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -90,6 +92,7 @@ bool topic_feed::assign() {
 }
 
 void topic_feed::run() {
+  pthread_setname_np(pthread_self(), "ft-feed");  // top -H, perf
   while (!stop_ && !assign())
     std::this_thread::sleep_for(std::chrono::milliseconds{200});
   ready_ = true;

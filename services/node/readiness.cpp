@@ -1,5 +1,7 @@
 #include "services/node/readiness.hpp"
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 
 namespace fleettwin::node {
@@ -76,6 +78,7 @@ void readiness::shut_down() {
 }
 
 void readiness::run() {
+  pthread_setname_np(pthread_self(), "ft-readiness");  // top -H, perf
   std::unique_lock<std::mutex> lock{mutex_};
   while (!stop_) {
     wake_.wait_for(lock, interval_, [this] { return stop_; });
