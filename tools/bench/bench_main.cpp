@@ -3,6 +3,7 @@
 //
 //   fleettwin-bench ingest  [--records N] [--assets N] [--partitions N] [--aggregates FILE]
 //   fleettwin-bench ingest  --kafka BOOTSTRAP [--nodes 1|3] [--guarantee G] [--partitions N]
+//                           [--format protobuf|json] [--broker-pid PID]
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
 //   fleettwin-bench aggregates [--assets N] [--rate R] [--seconds S] [--aggregates FILE]
@@ -26,6 +27,7 @@
 #include <functional>
 #include <future>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -51,6 +53,7 @@
 #include "services/storage/rocksdb_store.hpp"
 #include "tools/bench/failover_probe.hpp"
 #include "tools/bench/flood.hpp"
+#include "tools/bench/proc_cpu.hpp"
 #include "tools/bench/scrape.hpp"
 #include "tools/sim/generator.hpp"
 #include "tools/sim/truth.hpp"
@@ -90,11 +93,13 @@ std::string temp_dir(const std::string& name) {
   return dir.string();
 }
 
-/// Produces `count` simulator records (protobuf) for `assets` assets.
+/// Produces `count` simulator records (protobuf unless `format` says) for
+/// `assets` assets.
 /// `idempotent`: no reordering or duplicates when a request is retried (on a
 /// real broker, e.g. while a just-created topic's leaders are elected).
 void produce(const std::string& bootstrap, const std::string& topic, uint64_t count,
-             uint32_t assets, bool idempotent = false) {
+             uint32_t assets, bool idempotent = false,
+             sim::payload_format format = sim::payload_format::protobuf) {
   char err[512];
   auto* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
@@ -109,6 +114,7 @@ void produce(const std::string& bootstrap, const std::string& topic, uint64_t co
   cfg.assets = assets;
   cfg.count = count;
   cfg.rate = 1000;
+  cfg.format = format;
   sim::generator gen{cfg};
   sim::record r;
   while (gen.next(r)) {
@@ -977,18 +983,34 @@ std::optional<fleettwin::v1::NodeStatus> status_of(node::node& n) {
 /// on the same topic in the same run. The broker is the caller's
 /// (tools/bench/cluster.sh starts one); every run uses fresh topics.
 int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::string& guarantee,
-                       uint64_t records, uint32_t assets, int partitions, bool publish,
-                       int history) {
+                       uint64_t records, uint32_t assets, int partitions, bool publish, int history,
+                       sim::payload_format format, pid_t broker_pid) {
   const auto prefix = run_prefix();
   const auto topics = real_topics(bootstrap, prefix, partitions);
   fmt::print("real Kafka at {}: topic prefix {}\n", bootstrap, prefix);
   // Everything is produced before the nodes start, so that they set the pace
   // (a producer sharing the cores with them would).
-  fmt::print("producing {} records for {} assets into {} partitions...\n", records, assets,
-             partitions);
+  fmt::print("producing {} {} records for {} assets into {} partitions...\n", records,
+             sim::to_string(format), assets, partitions);
   auto produce_start = clock_type::now();
-  produce(bootstrap, topics.telemetry, records, assets, true);
+  produce(bootstrap, topics.telemetry, records, assets, true, format);
   const double produce_secs = seconds_since(produce_start);
+  if (broker_pid > 0 && bench::process_cpu_seconds_of(broker_pid) < 0)
+    throw std::runtime_error(fmt::format("--broker-pid {}: no such process", broker_pid));
+  // CPU per record: this process (the nodes; the backlog is produced before
+  // and the plain consumer runs after) and the broker, from the nodes' start
+  // and from their first applied record to the last record committed.
+  struct cpu_point {
+    double process = 0;
+    double broker = 0;
+    std::map<pid_t, bench::thread_cpu> threads;
+    static cpu_point now(pid_t broker) {
+      return {process_cpu_seconds(), broker > 0 ? bench::process_cpu_seconds_of(broker) : 0,
+              bench::thread_cpu_seconds()};
+    }
+  };
+  const auto cpu_at_start = cpu_point::now(broker_pid);
+  cpu_point cpu_at_first;
   auto dir = temp_dir("cluster");
   std::vector<std::future<std::unique_ptr<node::node>>> starting;
   for (int i = 1; i <= nodes; ++i) {
@@ -1051,8 +1073,10 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
   // exactly one node and the partitions spread evenly.
   clock_type::time_point first{};
   auto note_first = [&](const fleettwin::v1::NodeStatus& st) {
-    if (first == clock_type::time_point{} && st.records_applied() > 0)
+    if (first == clock_type::time_point{} && st.records_applied() > 0) {
       first = clock_type::now();
+      cpu_at_first = cpu_point::now(broker_pid);
+    }
   };
   {
     auto settle_deadline = clock_type::now() + std::chrono::seconds{60};
@@ -1128,13 +1152,16 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
     }
     auto [any, d] = progress();
     done = d;
-    if (any && first == clock_type::time_point{})
+    if (any && first == clock_type::time_point{}) {
       first = clock_type::now();  // records applied before any status showed them
+      cpu_at_first = cpu_point::now(broker_pid);
+    }
     if (total >= 0 && done >= total)
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }
   double secs = seconds_since(first);
+  const auto cpu_at_end = cpu_point::now(broker_pid);
   // The last Kafka transactions commit after the state they carry: let them
   // finish before the counters are read (not measured).
   std::this_thread::sleep_for(std::chrono::seconds{1});
@@ -1205,6 +1232,32 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
       "{:.2f} s = {:.0f}% of the plain consumer\n",
       nodes, nodes == 1 ? "" : "s", guarantee, publish ? ", change events published" : "",
       node_rate, secs, 100 * node_rate / plain);
+  // Per record of the topic: the drain (first applied record to the last
+  // committed), and the nodes' whole life up to it (start, group join,
+  // restore of empty changelogs included).
+  const double per_record = 1e6 / static_cast<double>(total);
+  const double node_drain_us = (cpu_at_end.process - cpu_at_first.process) * per_record;
+  const double node_whole_us = (cpu_at_end.process - cpu_at_start.process) * per_record;
+  const double broker_drain_us =
+      broker_pid > 0 ? (cpu_at_end.broker - cpu_at_first.broker) * per_record : 0;
+  fmt::print(
+      "CPU per record ({}): node {:.2f} us over the drain ({:.2f} us from its start), broker "
+      "{}\n",
+      sim::to_string(format), node_drain_us, node_whole_us,
+      broker_pid > 0 ? fmt::format("{:.2f} us over the drain", broker_drain_us)
+                     : std::string{"not measured (--broker-pid)"});
+  {
+    auto kinds = bench::cpu_by_thread_kind(cpu_at_first.threads, cpu_at_end.threads);
+    std::vector<std::pair<double, std::string>> sorted;
+    for (const auto& [kind, s] : kinds)
+      if (s > 0)
+        sorted.emplace_back(s, kind);
+    std::sort(sorted.rbegin(), sorted.rend());
+    std::string line;
+    for (const auto& [s, kind] : sorted)
+      line += fmt::format("{}{} {:.2f}", line.empty() ? "" : ", ", kind, s * per_record);
+    fmt::print("  the node's threads over the drain, us per record: {}\n", line);
+  }
   std::string per_node;
   for (const auto& f : figures)
     per_node += fmt::format(
@@ -1212,10 +1265,12 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
         per_node.empty() ? "" : ",", f.id, f.partitions, f.consumed, f.applied, f.transactions,
         f.aborted, f.restore_records);
   fmt::print(
-      R"({{"bench":"ingest","kafka":"real","nodes":{},"guarantee":"{}","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"seconds":{:.3f},"partition_moves":{},"per_node":[{}]}})"
+      R"({{"bench":"ingest","kafka":"real","nodes":{},"guarantee":"{}","format":"{}","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"seconds":{:.3f},"node_cpu_us_per_record":{:.2f},"node_cpu_us_per_record_from_start":{:.2f},"broker_cpu_us_per_record":{},"partition_moves":{},"per_node":[{}]}})"
       "\n",
-      nodes, guarantee, total, assets, partitions, publish, history, plain, node_rate,
-      node_rate / plain, secs, moves, per_node);
+      nodes, guarantee, sim::to_string(format), total, assets, partitions, publish, history, plain,
+      node_rate, node_rate / plain, secs, node_drain_us, node_whole_us,
+      broker_pid > 0 ? fmt::format("{:.2f}", broker_drain_us) : std::string{"null"}, moves,
+      per_node);
   return 0;
 }
 
@@ -1783,6 +1838,14 @@ int main(int argc, char** argv) {
   ingest->add_option("--guarantee", guarantee, "delivery guarantee of the nodes (with --kafka)")
       ->check(CLI::IsMember({"exactly-once", "at-least-once"}))
       ->capture_default_str();
+  std::string ingest_format = "protobuf";
+  ingest->add_option("--format", ingest_format, "the backlog's payloads (with --kafka)")
+      ->check(CLI::IsMember({"protobuf", "json"}))
+      ->capture_default_str();
+  pid_t broker_pid = 0;
+  ingest->add_option("--broker-pid", broker_pid,
+                     "with --kafka: also the broker's CPU per record (its process id; "
+                     "tools/kafka/kafka.sh writes it to DIR/pids)");
   uint32_t twins = 10'000;
   double seconds = 5;
   int threads = 4;
@@ -1890,10 +1953,12 @@ int main(int argc, char** argv) {
   try {
     if (*ingest && !kafka_bootstrap.empty())
       return run_ingest_cluster(kafka_bootstrap, nodes, guarantee, records, assets, partitions,
-                                publish, history);
+                                publish, history, *sim::parse_payload_format(ingest_format),
+                                broker_pid);
     if (*ingest) {
-      if (ingest->count("--nodes") || ingest->count("--guarantee"))
-        throw std::runtime_error("--nodes and --guarantee need --kafka");
+      if (ingest->count("--nodes") || ingest->count("--guarantee") || ingest->count("--format") ||
+          ingest->count("--broker-pid"))
+        throw std::runtime_error("--nodes, --guarantee, --format and --broker-pid need --kafka");
       return run_ingest(records, assets, partitions, publish, history, aggregates_file, pairs,
                         analytics_pairs, models_file);
     }
