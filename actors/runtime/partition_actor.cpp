@@ -1019,6 +1019,9 @@ void start_batch(self_ptr self) {
   // Records past `valid` are scratch: only the grouped indexes are read.
   for (uint32_t i = 0; i < valid; ++i)
     st.groups[decoded->records[i].asset_id].push_back(i);
+  // At most one change per valid record: the item's changes never regrow
+  // (each regrowth moved every change so far into fresh pages).
+  item.changes.reserve(item.changes.size() + valid);
   std::map<std::string, contribution_slice> replayed;
   auto contributions = decode_contributions(self, item, replayed);
   auto relations = decode_relations(self, item);
