@@ -1,5 +1,6 @@
 #include "services/grpc/convert.hpp"
 
+#include "actors/core/wire.hpp"
 #include "fleettwin/v1/service.pb.h"
 
 namespace fleettwin::grpc_api {
@@ -65,6 +66,136 @@ void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out) {
     to_proto(v, desired[name]);
   for (const auto& name : c.removed)
     out.add_removed(name);
+}
+
+namespace {
+
+// Protobuf's wire format: a field's key is (number << 3 | wire type).
+constexpr uint32_t varint_type = 0;
+constexpr uint32_t fixed64_type = 1;
+constexpr uint32_t length_type = 2;
+
+size_t varint_size(uint64_t x) {
+  size_t n = 1;
+  while (x >= 0x80) {
+    x >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+void put_key(std::string& out, uint32_t field, uint32_t type) {
+  core::wire::put_varint(out, field << 3 | type);
+}
+
+/// A varint field, left out when 0 (proto3); int64 as its two's complement.
+void put_varint_field(std::string& out, uint32_t field, uint64_t x) {
+  if (x == 0)
+    return;
+  put_key(out, field, varint_type);
+  core::wire::put_varint(out, x);
+}
+
+size_t varint_field_size(uint64_t x) {
+  return x == 0 ? 0 : 1 + varint_size(x);
+}
+
+void put_string_field(std::string& out, uint32_t field, std::string_view s) {
+  if (s.empty())
+    return;
+  put_key(out, field, length_type);
+  core::wire::put_string(out, s);
+}
+
+/// fleettwin.v1.Value: a oneof, so its one field is written even when 0.
+size_t value_size(const core::value& v) {
+  switch (v.index()) {
+    case 0:
+      return 1 + 8;
+    case 1:
+      return 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));
+    case 2:
+      return 1 + 1;
+    default: {
+      const auto& s = std::get<std::string>(v);
+      return 1 + varint_size(s.size()) + s.size();
+    }
+  }
+}
+
+void put_value(std::string& out, const core::value& v) {
+  switch (v.index()) {
+    case 0:
+      put_key(out, 1, fixed64_type);
+      core::wire::put_double(out, std::get<double>(v));
+      break;
+    case 1:
+      put_key(out, 2, varint_type);
+      core::wire::put_varint(out, static_cast<uint64_t>(std::get<int64_t>(v)));
+      break;
+    case 2:
+      put_key(out, 3, varint_type);
+      out.push_back(std::get<bool>(v) ? 1 : 0);
+      break;
+    default:
+      put_key(out, 4, length_type);
+      core::wire::put_string(out, std::get<std::string>(v));
+  }
+}
+
+size_t reported_size(const core::reported_property& rp) {
+  const size_t value = value_size(rp.val);
+  return 1 + varint_size(value) + value +
+         varint_field_size(static_cast<uint64_t>(rp.source_time_ms)) +
+         varint_field_size(static_cast<uint64_t>(rp.ingest_time_ms)) +
+         varint_field_size(rp.sequence);
+}
+
+/// A map entry: key = 1 and value = 2, both written (as protobuf does).
+template <typename V, typename SizeOf, typename Put>
+void put_map_entry(std::string& out, uint32_t field, std::string_view name, const V& v,
+                   SizeOf size_of, Put put) {
+  const size_t value = size_of(v);
+  const size_t entry = 1 + varint_size(name.size()) + name.size() + 1 + varint_size(value) + value;
+  put_key(out, field, length_type);
+  core::wire::put_varint(out, entry);
+  put_key(out, 1, length_type);
+  core::wire::put_string(out, name);
+  put_key(out, 2, length_type);
+  core::wire::put_varint(out, value);
+  put(out, v);
+}
+
+}  // namespace
+
+void encode_change(const core::twin_change& c, std::string& out) {
+  put_string_field(out, 1, c.asset_id);
+  put_varint_field(out, 2, c.version);
+  put_varint_field(out, 3,
+                   c.type == core::change_type::reported  ? fleettwin::v1::REPORTED
+                   : c.type == core::change_type::desired ? fleettwin::v1::DESIRED
+                                                          : fleettwin::v1::ERASED);
+  put_varint_field(out, 4, static_cast<uint64_t>(c.time_ms));
+  put_string_field(out, 5, c.kind);
+  put_string_field(out, 6, c.tenant);
+  for (const auto& [name, rp] : c.reported)
+    put_map_entry(out, 7, name, rp, reported_size,
+                  [](std::string& o, const core::reported_property& p) {
+                    const size_t value = value_size(p.val);
+                    put_key(o, 1, length_type);
+                    core::wire::put_varint(o, value);
+                    put_value(o, p.val);
+                    put_varint_field(o, 2, static_cast<uint64_t>(p.source_time_ms));
+                    put_varint_field(o, 3, static_cast<uint64_t>(p.ingest_time_ms));
+                    put_varint_field(o, 4, p.sequence);
+                  });
+  for (const auto& [name, v] : c.desired)
+    put_map_entry(out, 8, name, v, value_size, put_value);
+  for (const auto& name : c.removed) {
+    put_key(out, 9, length_type);
+    core::wire::put_string(out, name);
+  }
+  put_varint_field(out, 10, c.sequence);
 }
 
 void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,

@@ -23,6 +23,10 @@ void to_proto(const core::value& v, fleettwin::v1::Value& out);
 std::optional<core::value> from_proto(const fleettwin::v1::Value& v);
 
 void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out);
+/// Appends `c` to `out` as the wire bytes of fleettwin.v1.TwinChange (what
+/// to_proto and SerializeToString give, without building the message: the
+/// change events' hot path). Unset fields (proto3 defaults) are left out.
+void encode_change(const core::twin_change& c, std::string& out);
 
 /// Fills `out` (cleared first); connectivity is judged at `now_ms`.
 void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,

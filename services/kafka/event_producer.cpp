@@ -439,8 +439,12 @@ void event_producer::publish(const runtime::item_outputs& out,
     auto& m = msgs.emplace_back();
     m.topic = &opts_.topics.changes;
     m.key = c.asset_id;
-    grpc_api::to_proto(c, proto);
-    proto.SerializeToString(&m.value);
+    if (sensitive) {  // the redacted copy below masks the message
+      grpc_api::to_proto(c, proto);
+      proto.SerializeToString(&m.value);
+    } else {
+      grpc_api::encode_change(c, m.value);  // the same bytes, no message built
+    }
     auto* h = m.headers = rd_kafka_headers_new(8);
     add_header(h, "content-type", "application/x-protobuf");
     add_header(h, "ce_specversion", "1.0");
