@@ -375,6 +375,8 @@ void telemetry_consumer::rebalance(rd_kafka_resp_err_t err,
     if (hold->cnt > 0)
       rd_kafka_pause_partitions(rk_.get(), hold);
     rd_kafka_topic_partition_list_destroy(hold);
+    // Called after every rebalance, with no partitions too (cooperative).
+    assigned_once_ = true;
   } else {
     const bool lost = rd_kafka_assignment_lost(rk_.get()) == 1;
     for (int i = 0; i < parts->cnt; ++i) {

@@ -203,6 +203,14 @@ public:
   /// This member's id in the group ("" while not joined).
   std::string member_id() const;
 
+  /// Whether the group has handed this member an assignment (maybe empty)
+  /// since it started. A member id alone does not say the group formed: the
+  /// broker gives one out before the group's first rebalance (KIP-394), up
+  /// to group.initial.rebalance.delay.ms earlier.
+  bool assigned_once() const {
+    return assigned_once_.load();
+  }
+
 private:
   explicit telemetry_consumer(consumer_options opts);
   void run();
@@ -238,6 +246,7 @@ private:
   std::mutex watermarks_mutex_;
   std::condition_variable watermarks_wake_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> assigned_once_{false};
   std::atomic<int32_t> partition_count_{0};
   std::atomic<rd_kafka_queue_t*> queue_{nullptr};
 

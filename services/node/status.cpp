@@ -49,7 +49,7 @@ std::string node::not_ready_reason() {
       return "the consumer group is rebalancing";
     assigned = v.assignment;
   } else {
-    if (consumer_->member_id().empty())
+    if (consumer_->member_id().empty() || !consumer_->assigned_once())
       return "not joined to the consumer group yet";
     for (const auto& p : consumer_->progress())
       assigned.insert(p.partition);

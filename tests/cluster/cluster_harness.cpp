@@ -114,10 +114,22 @@ bool cluster_node::running() {
 
 // --- cluster ----------------------------------------------------------------
 
+namespace {
+
+std::unique_ptr<kafka_broker> start_broker(const cluster_options& o) {
+  // kafka.sh reads the delay from its environment.
+  setenv("FLEETTWIN_KAFKA_GROUP_DELAY_MS", std::to_string(o.group_delay_ms).c_str(), 1);
+  auto broker = std::make_unique<kafka_broker>(o.brokers);
+  unsetenv("FLEETTWIN_KAFKA_GROUP_DELAY_MS");
+  return broker;
+}
+
+}  // namespace
+
 cluster::cluster(cluster_options opts)
     : opts_(std::move(opts)),
       dir_(make_temp_dir("cluster")),
-      broker_(std::make_unique<kafka_broker>(opts_.brokers)),
+      broker_(start_broker(opts_)),
       topics_(kafka::topic_names::with_prefix(opts_.topic_prefix)) {
   // The topics exist before any node starts, so that nodes starting together
   // never race to create them (the nodes find them and leave them as they are).

@@ -111,6 +111,9 @@ struct cluster_options {
   std::string topic_prefix = "ft";
   /// Extra flags for every node.
   std::vector<std::string> node_flags;
+  /// The broker's group.initial.rebalance.delay.ms (Kafka's default is 3 s;
+  /// test brokers form groups at once).
+  int group_delay_ms = 0;
 };
 
 /// Who serves what, as the nodes themselves report it.

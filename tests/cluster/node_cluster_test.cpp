@@ -1035,5 +1035,44 @@ TEST_F(NodeClusterTest, AnswersDuringAMoveAreCorrectOrUnavailable) {
   ASSERT_NO_FATAL_FAILURE(expect_exact_counts(c().node(0), src));
 }
 
+// A Kafka broker forms a new consumer group group.initial.rebalance.delay.ms
+// after its first member joined (3 s by Kafka's default), but gives the member
+// its id at once. A node is not ready before the group's first assignment:
+// before, it said ready for those seconds with no partition assigned, and a
+// load balancer (or the benchmarks, which start their load at readiness) took
+// it at its word.
+TEST(NodeReadinessTest, NotReadyBeforeTheGroupsFirstAssignment) {
+  cluster_options o;
+  o.group_delay_ms = 4'000;
+  // Without read leases (a node whose readiness goes by its consumer alone;
+  // with them it waits for the group to be Stable anyway).
+  o.node_flags = {"--read-lease-ms", "0"};
+  cluster c{o};
+  c.start_nodes(1);  // returns once the node answers Ping
+  const auto started = std::chrono::steady_clock::now();
+  int not_ready = 0;
+  std::string last;
+  const bool ready = eventually(
+      [&] {
+        v1::NodeStatus st;
+        if (!get_status(c.node(0), st).ok())
+          return false;
+        last = st.not_ready_reason();
+        if (!st.ready()) {
+          ++not_ready;
+          return false;
+        }
+        // Ready means serving: every partition, the group having formed.
+        EXPECT_EQ(st.partitions_size(), c.partitions()) << "ready with too few partitions";
+        return true;
+      },
+      60s, 50ms);
+  ASSERT_TRUE(ready) << last;
+  const double after =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // The group's delay was mostly still to run when the node answered Ping.
+  EXPECT_GT(not_ready, 10) << "ready after " << after << " s";
+}
+
 }  // namespace
 }  // namespace fleettwin::test
