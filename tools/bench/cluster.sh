@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-cluster: node ingest on a real Apache Kafka (one broker on loopback, started
-# here and stopped on exit), with 1 node and then 3 nodes in the benchmark process, each
-# against a plain librdkafka consumer on the same topic in the same run.
+# here and stopped on exit), with 1 node (protobuf, then JSON records) and then 3 nodes in the
+# benchmark process, each against a plain librdkafka consumer on the same topic in the same
+# run, with the node's and the broker's CPU per record over each drain.
 #
 # Usage: tools/bench/cluster.sh [BUILD_DIR]
 # Environment (defaults in brackets):
@@ -34,18 +35,29 @@ echo "== starting a single Kafka broker in $work/kafka"
 bootstrap="$(FLEETTWIN_KAFKA_GROUP_DELAY_MS=8000 "$kafka_sh" start --dir "$work/kafka" --owner $$ | tail -n 1)"
 echo "bootstrap $bootstrap"
 
+# The broker's CPU per record over each drain comes from its process (kafka.sh's DIR/pids).
+broker_pid="$(sed -n 1p "$work/kafka/pids")"
+# One node on a protobuf backlog, then on a JSON one (the node's and the broker's CPU per
+# record of each), then the other node counts on protobuf.
+runs=()
 for n in $node_counts; do
-  echo "== ingest: $n node(s), $guarantee, $records records, $assets assets, $partitions partitions"
+  runs+=("$n protobuf")
+  [[ $n == 1 ]] && runs+=("1 json")
+done
+for run in "${runs[@]}"; do
+  read -r n format <<<"$run"
+  echo "== ingest: $n node(s), $guarantee, $records $format records, $assets assets, $partitions partitions"
   # shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
   "$bench" ingest --kafka "$bootstrap" --nodes "$n" --guarantee "$guarantee" \
-    --records "$records" --assets "$assets" --partitions "$partitions" ${BENCH_EXTRA:-} \
-    2> >(grep -v '^%[5-7]|' >&2) | tee "$work/nodes-$n.out"
-  grep '^{"bench"' "$work/nodes-$n.out" | tail -n 1 >>"$work/results.jsonl"
+    --records "$records" --assets "$assets" --partitions "$partitions" --format "$format" \
+    --broker-pid "$broker_pid" ${BENCH_EXTRA:-} \
+    2> >(grep -v '^%[5-7]|' >&2) | tee "$work/nodes-$n-$format.out"
+  grep '^{"bench"' "$work/nodes-$n-$format.out" | tail -n 1 >>"$work/results.jsonl"
 done
 
 # Realistic producers: the simulator's fleet produced at a fixed rate by an ordinary producer
 # (linger 5 ms) while the node consumes, with a read-after-ingest probe; one work item in flight
-# per partition, then the pipeline (the node's default), on the same broker in the same run.
+# per partition (the node's default), then the pipeline, on the same broker in the same run.
 for inflight in 1 8; do
   echo "== realistic producers: ${BENCH_RATE:-20000} records/s, max items in flight $inflight"
   flag=()
@@ -71,13 +83,16 @@ echo "== summary (real Kafka, one broker; compare ratios within a run, not absol
 python3 - "$work/results.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'nodes':>5} {'guarantee':>13} {'node rec/s':>11} {'plain rec/s':>12} {'ratio':>6} "
-      f"{'seconds':>8} {'moves':>5}  transactions per node")
+print(f"{'nodes':>5} {'guarantee':>13} {'format':>8} {'node rec/s':>11} {'plain rec/s':>12} "
+      f"{'ratio':>6} {'seconds':>8} {'node us/rec':>11} {'broker us/rec':>13} {'moves':>5}  "
+      f"transactions per node")
 for r in rows:
     tx = ", ".join(f"{n['node']}={n['transactions_committed']:.0f}" for n in r["per_node"])
-    print(f"{r['nodes']:>5} {r['guarantee']:>13} {r['node_records_per_s']:>11,.0f} "
-          f"{r['plain_records_per_s']:>12,.0f} {r['ratio']:>6.3f} {r['seconds']:>8.2f} "
-          f"{r['partition_moves']:>5}  {tx}")
+    broker = r.get("broker_cpu_us_per_record")
+    print(f"{r['nodes']:>5} {r['guarantee']:>13} {r.get('format', 'protobuf'):>8} "
+          f"{r['node_records_per_s']:>11,.0f} {r['plain_records_per_s']:>12,.0f} "
+          f"{r['ratio']:>6.3f} {r['seconds']:>8.2f} {r.get('node_cpu_us_per_record', 0):>11.2f} "
+          f"{'-' if broker is None else f'{broker:.2f}':>13} {r['partition_moves']:>5}  {tx}")
 base = next((r for r in rows if r["nodes"] == 1), None)
 for r in rows:
     if base and r is not base:
