@@ -1,9 +1,6 @@
 #include "services/kafka/event_producer.hpp"
 
 #include <pthread.h>
-#include "services/kafka/topic_admin.hpp"
-
-#include "services/kafka/audit_log.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +12,8 @@
 #include "fleettwin/v1/twin.pb.h"
 #include "services/grpc/convert.hpp"
 #include "services/grpc/privacy.hpp"
+#include "services/kafka/audit_log.hpp"
+#include "services/kafka/topic_admin.hpp"
 
 namespace fleettwin::kafka {
 
