@@ -1,5 +1,7 @@
 #include "services/grpc/convert.hpp"
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include "actors/core/wire.hpp"
 #include "fleettwin/v1/service.pb.h"
 
@@ -76,12 +78,7 @@ constexpr uint32_t fixed64_type = 1;
 constexpr uint32_t length_type = 2;
 
 size_t varint_size(uint64_t x) {
-  size_t n = 1;
-  while (x >= 0x80) {
-    x >>= 7;
-    ++n;
-  }
-  return n;
+  return google::protobuf::io::CodedOutputStream::VarintSize64(x);
 }
 
 void put_key(std::string& out, uint32_t field, uint32_t type) {
