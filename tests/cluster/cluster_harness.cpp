@@ -82,9 +82,11 @@ void cluster_node::start(std::chrono::milliseconds timeout) {
         10s, 20ms);
   }
   if (!up || !process_.running())
+    // The log's tail goes with the error: the test's dir (and the log) may be
+    // gone by the time anyone reads it.
     throw std::runtime_error("fleettwin-node " + id_ + " did not start (" +
                              (process_.running() ? "no answer in time" : process_.ended()) +
-                             "); see its log " + log_);
+                             "); the end of its log " + log_ + ":\n" + file_tail(log_, 30));
   std::cerr << id_ << " answers on " << grpc_address() << " after "
             << std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - began)
