@@ -37,7 +37,7 @@ bool node::start_alert_feed(std::string& error) {
   fo.bootstrap = bootstrap_;
   fo.topic = topics_.alerts;
   fo.client_id = cfg_.node_id + "-alert-feed";
-  fo.settings = kafka_settings_;
+  fo.settings = consumer_settings_;
   alert_feed_ = kafka::topic_feed::start(
       fo,
       [hub = alert_hub_.get()](std::string_view k, std::string_view v) { hub->on_record(k, v); },

@@ -175,6 +175,13 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                  "Replication factor of created topics (-1 = the broker's default)")
       ->envname("FLEETTWIN_REPLICATION_FACTOR")
       ->check(CLI::Range(-1, 16));
+  app.add_option("--fetch-wait-ms", cfg.fetch_wait_ms,
+                 "How long the node's consumers let a fetch wait for new records (librdkafka's "
+                 "fetch.wait.max.ms; -1 = 5 ms with the embedded Kafka, whose fetches wait "
+                 "the whole time when nothing is there, else the consumers' defaults: 50 ms "
+                 "for telemetry)")
+      ->envname("FLEETTWIN_FETCH_WAIT_MS")
+      ->check(CLI::Range(int64_t{-1}, int64_t{10'000}));
   app.add_option("--session-timeout-ms", cfg.session_timeout_ms,
                  "Consumer group session timeout: how soon a dead node's partitions move")
       ->envname("FLEETTWIN_SESSION_TIMEOUT_MS")

@@ -87,6 +87,11 @@ struct node_config {
   /// (unset): on with a real Kafka, off with the embedded one.
   std::optional<bool> changelog;
   int64_t commit_interval_ms = 50;
+  /// How long the node's consumers let a fetch wait for records (librdkafka's
+  /// fetch.wait.max.ms); -1: 5 ms with the embedded Kafka, whose fetches wait out
+  /// the whole time when no records are there (a real broker answers when they
+  /// arrive), and each consumer's own default (50 ms for telemetry) with a real one.
+  int64_t fetch_wait_ms = -1;
   int64_t transaction_timeout_ms = 30'000;
   /// Partitions of other nodes this node keeps warm from the changelog.
   int standby_replicas = 0;

@@ -139,7 +139,7 @@ private:
     fo.bootstrap = bootstrap_;
     fo.topic = topic;
     fo.client_id = cfg_.node_id + client_suffix;
-    fo.settings = kafka_settings_;
+    fo.settings = consumer_settings_;
     return kafka::topic_feed::start(
         fo, [&hub](std::string_view k, std::string_view v) { hub.on_record(k, v); }, error);
   }
@@ -205,6 +205,8 @@ private:
   kafka::topic_names topics_;
   std::string bootstrap_;
   std::map<std::string, std::string> kafka_settings_;
+  /// kafka_settings_ and what the node's consumers need on top (see node.cpp).
+  std::map<std::string, std::string> consumer_settings_;
   int64_t started_ms_ = 0;
   uint64_t incarnation_ = 0;
   std::unique_ptr<kafka::embedded_kafka> embedded_;

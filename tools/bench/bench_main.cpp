@@ -6,7 +6,8 @@
 //                           [--format protobuf|json] [--broker-pid PID]
 //   fleettwin-bench query   [--twins N] [--seconds S] [--threads T]
 //   fleettwin-bench memory  [--twins N]
-//   fleettwin-bench aggregates [--assets N] [--rate R] [--seconds S] [--aggregates FILE]
+//   fleettwin-bench aggregates [--assets N] [--rate R | --rates R1,R2,..] [--seconds S]
+//                              [--aggregates FILE]
 //                              [--kafka BOOTSTRAP [--guarantee G]]
 //
 // Each prints human-readable lines and a final JSON line.
@@ -60,6 +61,7 @@
 
 using namespace fleettwin;
 using fleettwin::bench::metric;
+using fleettwin::bench::metric_sum;
 using fleettwin::bench::scrape_metrics;
 using clock_type = std::chrono::steady_clock;
 
@@ -191,6 +193,7 @@ node::node_config node_config_for(const std::string& bootstrap, const std::strin
   cfg.guarantee = "at-least-once";
   cfg.changelog = false;
   cfg.create_topics = false;
+  cfg.fetch_wait_ms = 5;  // as on the node's own embedded Kafka
   cfg.cluster_port = 0;
   return cfg;
 }
@@ -224,6 +227,7 @@ void on_real_kafka(node::node_config& cfg, const std::string& prefix, int partit
   cfg.guarantee = guarantee;
   cfg.changelog = true;
   cfg.create_topics = true;
+  cfg.fetch_wait_ms = -1;
 }
 
 /// The Kafka of one benchmark run: the embedded one (in this process), or fresh topics on a
@@ -499,10 +503,30 @@ struct pipeline_options {
   std::vector<std::string> kafka_options;
 };
 
-int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
-                   const std::string& aggregates, const std::string& real_kafka,
-                   const std::string& guarantee, int64_t commit_interval_ms,
-                   const pipeline_options& pipeline, double hot_rate) {
+/// What one load run measured (`aggregates`), for the rate sweep's summary.
+struct load_run {
+  double rate = 0;
+  uint64_t sent = 0;
+  double lag_p50 = 0;
+  double lag_p99 = 0;
+  double load_s = 0;     // the producer's time to send them
+  double skipped = 0;    // records the node never read (the mock's retention)
+  bool drained = false;  // every record committed after the load
+  double drain_s = 0;    // from the end of the load until then
+  double cpu_us = 0;     // of this process, per record
+  double probe_p50_ms = 0;
+  double probe_p99_ms = 0;
+  bool exact = false;
+  /// Records per second the producer sent.
+  double achieved() const {
+    return load_s > 0 ? static_cast<double>(sent) / load_s : 0;
+  }
+};
+
+load_run run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
+                        const std::string& aggregates, const std::string& real_kafka,
+                        const std::string& guarantee, int64_t commit_interval_ms,
+                        const pipeline_options& pipeline, double hot_rate) {
   bench_kafka run_kafka{real_kafka, partitions};
   const auto& topics = run_kafka.topics;
   const auto& bootstrap = run_kafka.bootstrap;
@@ -683,13 +707,15 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   producer.join();
   rd_kafka_destroy(rk);
   const auto stopped = clock_type::now();
+  const double load_s = std::chrono::duration<double>(stopped - load_began).count();
   const uint64_t sent = telemetry_sent.load();
   // The probe's records are in the telemetry topic too.
   const uint64_t offered = sent + probe.sent() + hot_sent.load();
   while (records_committed(*n) < offered && clock_type::now() - stopped < std::chrono::minutes{2})
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   const double drain_s = std::chrono::duration<double>(clock_type::now() - stopped).count();
-  if (records_committed(*n) < offered) {
+  const bool drained = records_committed(*n) >= offered;
+  if (!drained) {
     // Which partitions are behind, and by how much (the node's own gauges).
     const auto text = scrape_metrics(n->metrics_port());
     std::string behind;
@@ -845,7 +871,66 @@ int run_aggregates(uint32_t assets, double rate, double seconds, int partitions,
   n->shutdown();
   n.reset();
   std::filesystem::remove_all(dir);
-  return ok ? 0 : 1;
+  load_run run;
+  run.rate = rate;
+  run.sent = sent;
+  run.lag_p50 = lag_at(0.5);
+  run.lag_p99 = lag_at(0.99);
+  run.drained = drained;
+  run.load_s = load_s;
+  run.skipped = metric_sum(metrics, "fleettwin_records_skipped_total");
+  run.drain_s = drain_s;
+  run.cpu_us = 1e6 * cpu_s / std::max<double>(1, cpu_records);
+  run.probe_p50_ms = probe_at(0.5);
+  run.probe_p99_ms = probe_at(0.99);
+  run.exact = ok;
+  return run;
+}
+
+/// The highest rate a node sustains: one load run per rate, in the order given, until a
+/// rate is not sustained. Sustained: every record committed within `max_drain_s` after
+/// the load stopped (the lag back to 0), and the aggregates exact.
+int run_rate_sweep(const std::vector<double>& rates, double max_drain_s,
+                   const std::function<load_run(double)>& run_at) {
+  // Also: every record read (none lost to retention), the aggregates exact, and the
+  // rate offered for real (the producer kept within 5% of its schedule).
+  auto sustained = [max_drain_s](const load_run& r) {
+    return r.drained && r.drain_s <= max_drain_s && r.skipped == 0 && r.exact &&
+           r.achieved() >= 0.95 * r.rate;
+  };
+  std::vector<load_run> runs;
+  for (double rate : rates) {
+    fmt::print("== {:.0f} records/s\n", rate);
+    runs.push_back(run_at(rate));
+    const auto& r = runs.back();
+    if (!sustained(r))
+      break;
+  }
+  fmt::print(
+      "\nrate sweep (sustained: sent within 5% of the rate, lag back to 0 within {:.1f} s after "
+      "the load stops, nothing skipped)\n"
+      "{:>10} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}\n",
+      max_drain_s, "offered/s", "sent/s", "lag p50", "lag p99", "drain s", "skipped", "sustained",
+      "probe p50", "probe p99", "us/rec");
+  double best = 0;
+  for (const auto& r : runs) {
+    const bool ok = sustained(r);
+    if (ok)
+      best = std::max(best, r.rate);
+    fmt::print(
+        "{:>10.0f} {:>10.0f} {:>9.0f} {:>9.0f} {:>8} {:>8.0f} {:>9} {:>7.1f} ms {:>7.1f} ms "
+        "{:>7.1f}{}\n",
+        r.rate, r.achieved(), r.lag_p50, r.lag_p99,
+        r.drained ? fmt::format("{:.2f}", r.drain_s) : std::string{"never"}, r.skipped,
+        ok ? "yes" : "no", r.probe_p50_ms, r.probe_p99_ms, r.cpu_us,
+        r.exact ? "" : " (aggregates not exact)");
+  }
+  fmt::print("highest rate sustained: {:.0f} records/s{}\n", best,
+             runs.size() == rates.size() && best == rates.back() ? " (every rate offered)" : "");
+  fmt::print(R"({{"bench":"rate_sweep","max_drain_s":{:.1f},"highest_sustained":{:.0f}}})"
+             "\n",
+             max_drain_s, best);
+  return best > 0 ? 0 : 1;
 }
 
 /// One pair of drains: without and with the feature under test.
@@ -1885,6 +1970,16 @@ int main(int argc, char** argv) {
   aggs->add_option("--assets", agg_assets, "simulated assets")->capture_default_str();
   aggs->add_option("--rate", agg_rate, "records per second offered")->capture_default_str();
   aggs->add_option("--seconds", agg_seconds, "seconds of load")->capture_default_str();
+  std::vector<double> agg_rates;
+  aggs->add_option("--rates", agg_rates,
+                   "instead of --rate: one run per rate (comma-separated, rising) until one is "
+                   "not sustained, and the highest rate sustained")
+      ->delimiter(',');
+  double max_drain_s = 1.0;
+  aggs->add_option("--max-drain-seconds", max_drain_s,
+                   "with --rates: a rate is sustained if every record is committed within this "
+                   "long after the load stops")
+      ->capture_default_str();
   double hot_rate = 0;
   aggs->add_option("--hot-rate", hot_rate,
                    "also produce one hot twin's records at this rate beside the fleet (JSON)")
@@ -1970,9 +2065,18 @@ int main(int argc, char** argv) {
       return bench::run_flood(flood_opts);
     if (*probe)
       return bench::run_failover_probe(probe_opts);
-    if (*aggs)
-      return run_aggregates(agg_assets, agg_rate, agg_seconds, partitions, agg_file,
-                            kafka_bootstrap, guarantee, commit_interval_ms, pipeline, hot_rate);
+    if (*aggs) {
+      auto run_at = [&](double rate) {
+        return run_aggregates(agg_assets, rate, agg_seconds, partitions, agg_file, kafka_bootstrap,
+                              guarantee, commit_interval_ms, pipeline, hot_rate);
+      };
+      if (!agg_rates.empty()) {
+        if (aggs->count("--rate"))
+          throw std::runtime_error("--rate and --rates exclude each other");
+        return run_rate_sweep(agg_rates, max_drain_s, run_at);
+      }
+      return run_at(agg_rate).exact ? 0 : 1;
+    }
     return run_memory(mem_twins, partitions, mem_max_active);
   } catch (const std::exception& e) {
     std::cerr << "fleettwin-bench: " << e.what() << "\n";

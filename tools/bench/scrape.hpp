@@ -38,4 +38,19 @@ inline double metric(const std::string& text, const std::string& series) {
   return pos == std::string::npos ? 0 : std::stod(text.substr(pos + series.size() + 2));
 }
 
+/// The sum of every series of a family, whatever its labels (0 when there is none).
+inline double metric_sum(const std::string& text, const std::string& family) {
+  double sum = 0;
+  for (auto pos = text.find("\n" + family); pos != std::string::npos;
+       pos = text.find("\n" + family, pos + 1)) {
+    const auto name_end = pos + 1 + family.size();
+    if (name_end >= text.size() || (text[name_end] != '{' && text[name_end] != ' '))
+      continue;  // another family with this prefix
+    const auto line_end = text.find('\n', name_end);
+    const auto line = text.substr(name_end, line_end - name_end);
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
 }  // namespace fleettwin::bench
