@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -154,6 +155,13 @@ struct node_config {
 /// (e.g. --help), or nullopt to run.
 std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::ostream& out,
                                 std::ostream& err);
+
+/// The librdkafka settings of the node's consumers: `kafka_settings` (the
+/// --kafka-option ones, which win) and fetch.wait.max.ms from --fetch-wait-ms (with
+/// -1: 5 ms on the embedded Kafka, else unset, each consumer's own default).
+std::map<std::string, std::string> consumer_settings(
+    const std::map<std::string, std::string>& kafka_settings, int64_t fetch_wait_ms,
+    bool embedded_kafka);
 
 /// A listener without TLS on an address other than loopback.
 struct plaintext_listener {

@@ -169,17 +169,7 @@ bool node::init(std::string& error) {
     extra[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   kafka_settings_ = extra;
-  consumer_settings_ = extra;
-  // The embedded Kafka (librdkafka's mock cluster) holds a fetch that finds no new
-  // records for the whole fetch.wait.max.ms, and does not answer early when records
-  // arrive, as a real broker does. With the consumers' 50 ms, a partition's records
-  // came in lumps: its fetches took what the mock had in a few milliseconds, then one
-  // found nothing and waited 50 ms. fleettwin-bench aggregates --aggregates none
-  // --rate 20000 on the mock, read-after-ingest p50 42.9 -> 3.6 ms, p99 92.4 -> 48.7
-  // ms with 5 ms (and more, smaller work items). A --kafka-option wins.
-  const int64_t fetch_wait = cfg_.fetch_wait_ms >= 0 ? cfg_.fetch_wait_ms : embedded_ ? 5 : -1;
-  if (fetch_wait >= 0)
-    consumer_settings_.emplace("fetch.wait.max.ms", std::to_string(fetch_wait));
+  consumer_settings_ = consumer_settings(extra, cfg_.fetch_wait_ms, embedded_ != nullptr);
   if (!embedded_ && cfg_.create_topics && !prepare_topics(error))
     return false;
   if (!embedded_)  // advisory: on its own thread, never delaying the start

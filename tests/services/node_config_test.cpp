@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -116,6 +117,31 @@ sasl.password=s3cret=with=equals
   ASSERT_TRUE(p.code.has_value());
   EXPECT_EQ(p.err,
             "--kafka-options-file " + file + ":2: expected key=value, got \"sasl.password...\"\n");
+}
+
+TEST(NodeConsumerSettings, FetchWaitIsShortOnTheEmbeddedKafkaAndAKafkaOptionWins) {
+  using settings = std::map<std::string, std::string>;
+  const settings tls{{"security.protocol", "SSL"}};
+  // --fetch-wait-ms -1 (the default): 5 ms on the embedded Kafka, whose fetches wait
+  // out the whole time; on a real one each consumer keeps its own default.
+  auto p = parse({});
+  ASSERT_FALSE(p.code.has_value()) << p.err;
+  EXPECT_EQ(p.cfg.fetch_wait_ms, -1);
+  EXPECT_EQ(consumer_settings(tls, p.cfg.fetch_wait_ms, true),
+            (settings{{"security.protocol", "SSL"}, {"fetch.wait.max.ms", "5"}}));
+  EXPECT_EQ(consumer_settings(tls, p.cfg.fetch_wait_ms, false), tls);
+  p = parse({"--fetch-wait-ms", "20"});
+  ASSERT_FALSE(p.code.has_value()) << p.err;
+  EXPECT_EQ(consumer_settings({}, p.cfg.fetch_wait_ms, false),
+            (settings{{"fetch.wait.max.ms", "20"}}));
+  EXPECT_EQ(consumer_settings({}, p.cfg.fetch_wait_ms, true),
+            (settings{{"fetch.wait.max.ms", "20"}}));
+  // A librdkafka setting given as such wins.
+  EXPECT_EQ(consumer_settings({{"fetch.wait.max.ms", "100"}}, p.cfg.fetch_wait_ms, true),
+            (settings{{"fetch.wait.max.ms", "100"}}));
+  p = parse({"--fetch-wait-ms", "-2"});
+  ASSERT_TRUE(p.code.has_value());
+  EXPECT_NE(p.err.find("--fetch-wait-ms"), std::string::npos) << p.err;
 }
 
 }  // namespace
