@@ -18,6 +18,11 @@ for inflight in 1 8; do
   "$build/fleettwin-bench" aggregates --aggregates none --assets 10000 --rate "${BENCH_RATE:-5000}" \
     --seconds 20 --partitions 12 "${flag[@]}" | grep -v 'level(s): 0 changes'
 done
+echo "== realistic producers (embedded Kafka): the highest rate sustained (target 100,000"
+echo "   records/s): one 20 s run per rate until one is not"
+"$build/fleettwin-bench" aggregates --aggregates none --assets 10000 \
+  --rates "${BENCH_RATES:-40000,80000,100000,120000,140000}" --seconds 20 --partitions 12 |
+  sed -n '/^rate sweep/,$p'
 echo "== hot twins (embedded Kafka): a backlog for one asset, then one asset's steady producer"
 echo "   at 50,000 records/s beside the fleet at 5,000 (target: the hot twin keeps up)"
 "$build/fleettwin-bench" ingest --assets 1 --records 200000
