@@ -14,11 +14,20 @@
 namespace fleettwin::core::wire {
 
 inline void put_varint(std::string& out, uint64_t x) {
+  if (x < 0x80) {
+    out.push_back(static_cast<char>(x));
+    return;
+  }
+  // One append, not a push_back (capacity check and terminator) per byte: times in
+  // ms take six bytes, and a twin's state has many.
+  char buf[10];
+  size_t n = 0;
   while (x >= 0x80) {
-    out.push_back(static_cast<char>(x | 0x80));
+    buf[n++] = static_cast<char>(x | 0x80);
     x >>= 7;
   }
-  out.push_back(static_cast<char>(x));
+  buf[n++] = static_cast<char>(x);
+  out.append(buf, n);
 }
 
 inline void put_signed(std::string& out, int64_t x) {

@@ -21,6 +21,12 @@ std::shared_ptr<const core::twin> asset_state::current() {
   return snapshot;
 }
 
+void asset_state::encode_state(std::string& out) {
+  out.reserve(state_bytes + 64);
+  core::encode_twin(tw, out);
+  state_bytes = static_cast<uint32_t>(std::min<size_t>(out.size(), UINT32_MAX - 64));
+}
+
 void asset_state::changed() {
   snapshot.reset();
   if (cached) {
@@ -404,7 +410,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         // too: persist whenever anything was looked at, so a restart keeps them.
         if (!slice.indexes.empty()) {
           st.changed();
-          core::encode_twin(st.tw, u.state);
+          st.encode_state(u.state);
           if (batch.want_snapshots)
             u.snapshot = st.current();
         }
@@ -489,7 +495,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           u.created = was_empty;
           tell_parents(st, *kinds, before, slice.now_ms, u);
           st.changed();
-          core::encode_twin(st.tw, u.state);
+          st.encode_state(u.state);
         }
         if (slice.want_snapshot)
           u.snapshot = st.current();
@@ -598,7 +604,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
           return r;
         st.changed();
         r.update.asset_id = st.asset_id;
-        core::encode_twin(st.tw, r.update.state);
+        st.encode_state(r.update.state);
         r.update.snapshot = st.current();
         auto& change = r.update.changes.emplace_back();
         change.asset_id = st.asset_id;
@@ -645,7 +651,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         st.changed();
         auto& u = r.update;
         u.asset_id = st.asset_id;
-        core::encode_twin(st.tw, u.state);
+        st.encode_state(u.state);
         // Every history slot it wrote, deleted (tombstones in the changelog too).
         for (uint32_t slot = 0; slot < gone.history_slots; ++slot)
           u.history.push_back(history_write{st.asset_id, slot, {}});
@@ -676,7 +682,7 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
         r.update.asset_id = st.asset_id;
         r.update.kind = st.tw.kind;
         r.update.tenant = st.tw.tenant;
-        core::encode_twin(st.tw, r.update.state);
+        st.encode_state(r.update.state);
         r.update.snapshot = st.current();
         return r;
       },

@@ -84,8 +84,14 @@ struct asset_state {
   /// True while `snapshot` is published in the config's cache.
   bool cached = false;
   bool exit_hook = false;
+  /// Bytes of the twin's last encoded state: the next encoding reserves them.
+  uint32_t state_bytes = 0;
 
   std::shared_ptr<const core::twin> current();
+
+  /// The twin's state record into `out`, sized up front from the last one (a
+  /// state with analytics grows through seven reallocations to about 1 KiB).
+  void encode_state(std::string& out);
 
   /// The state changed: drop the snapshot and withdraw it from the cache.
   void changed();
