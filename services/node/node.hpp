@@ -205,7 +205,7 @@ private:
   kafka::topic_names topics_;
   std::string bootstrap_;
   std::map<std::string, std::string> kafka_settings_;
-  /// kafka_settings_ and what the node's consumers need on top (see node.cpp).
+  /// kafka_settings_ and what the node's consumers need on top (consumer_settings).
   std::map<std::string, std::string> consumer_settings_;
   int64_t started_ms_ = 0;
   uint64_t incarnation_ = 0;
