@@ -99,16 +99,10 @@ void gap_judge::follow(int32_t p, int64_t from) {
   // Followed already, from later on: read again from `from`.
   const bool paused = known->second.paused;
   known->second = std::move(w);
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, opts_.topic.c_str(), p)->offset = from;
   // Not waited for (it runs on the consumer's thread): the version barrier
   // it raises drops whatever was fetched before it.
-  if (auto* e = rd_kafka_seek_partitions(rk_.get(), list, 0)) {
-    spdlog::warn("event=gap_judge_seek_failed partition={} error=\"{}\"", p,
-                 rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-  }
-  rd_kafka_topic_partition_list_destroy(list);
+  if (auto error = seek_without_waiting(rk_.get(), opts_.topic, p, from))
+    spdlog::warn("event=gap_judge_seek_failed partition={} error=\"{}\"", p, *error);
   if (paused)
     pause(p, false);
 }

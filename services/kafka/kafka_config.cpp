@@ -84,6 +84,19 @@ std::optional<std::string> assign_partition(rd_kafka_t* consumer, const std::str
   return std::nullopt;
 }
 
+std::optional<std::string> seek_without_waiting(rd_kafka_t* consumer, const std::string& topic,
+                                                int32_t partition, int64_t offset) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = offset;
+  std::optional<std::string> error;
+  if (auto* e = rd_kafka_seek_partitions(consumer, list, 0)) {  // 0: not waited for
+    error = rd_kafka_error_string(e);
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return error;
+}
+
 std::string rfc3339(int64_t ms) {
   std::time_t secs = ms / 1000;
   std::tm tm{};

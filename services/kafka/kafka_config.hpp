@@ -72,4 +72,13 @@ kafka_handle make_client(rd_kafka_type_t type, const std::map<std::string, std::
 std::optional<std::string> assign_partition(rd_kafka_t* consumer, const std::string& topic,
                                             int32_t partition, int64_t offset);
 
+/// Positions the fetcher of one assigned partition at `offset` without waiting
+/// for the fetcher to take the seek: the call raises the partition's version
+/// barrier at once, so records fetched before it are dropped by librdkafka
+/// whenever they come, and the calling thread never waits on a partition whose
+/// fetcher is slow to answer (a seek that waited 2 s held every other
+/// partition's input as long). The error when librdkafka refuses (a misuse).
+std::optional<std::string> seek_without_waiting(rd_kafka_t* consumer, const std::string& topic,
+                                                int32_t partition, int64_t offset);
+
 }  // namespace fleettwin::kafka

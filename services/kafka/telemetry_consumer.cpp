@@ -12,21 +12,11 @@ namespace fleettwin::kafka {
 
 namespace {
 
-/// Positions the fetcher of partition `p` at `offset`, without waiting for the
-/// fetcher to take the seek: the call raises the partition's version barrier at
-/// once, so records fetched before it are dropped by librdkafka whenever they
-/// come, and the consumer thread never waits on a partition whose fetcher is
-/// slow to answer (a seek that waited 2 s there held every other partition's
-/// input as long).
+/// Positions the fetcher of partition `p` at `offset`, not waited for
+/// (seek_without_waiting).
 void seek_to(rd_kafka_t* rk, const std::string& topic, int32_t p, int64_t offset) {
-  auto* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = offset;
-  if (auto* e = rd_kafka_seek_partitions(rk, list, 0)) {  // only a misuse fails here
-    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset,
-                  rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-  }
-  rd_kafka_topic_partition_list_destroy(list);
+  if (auto error = seek_without_waiting(rk, topic, p, offset))  // only a misuse fails here
+    spdlog::error("event=seek_failed partition={} offset={} error=\"{}\"", p, offset, *error);
 }
 
 /// Keeps the librdkafka messages of a batch alive while actors read them.
