@@ -459,7 +459,9 @@ std::map<std::string, std::string> consumer_settings(
   // found nothing and waited 50 ms. fleettwin-bench aggregates --aggregates none
   // --rate 20000 on the mock, read-after-ingest p50 42.9 -> 3.6 ms, p99 92.4 -> 48.7
   // ms with 5 ms (and more, smaller work items).
-  const int64_t wait = fetch_wait_ms >= 0 ? fetch_wait_ms : embedded_kafka ? 5 : -1;
+  const int64_t wait = fetch_wait_ms >= 0 ? fetch_wait_ms
+                       : embedded_kafka   ? embedded_fetch_wait_ms
+                                          : -1;
   if (wait >= 0)
     settings.emplace("fetch.wait.max.ms", std::to_string(wait));
   return settings;

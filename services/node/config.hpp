@@ -156,6 +156,10 @@ struct node_config {
 std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::ostream& out,
                                 std::ostream& err);
 
+/// fetch.wait.max.ms of the node's consumers on the embedded Kafka (see
+/// consumer_settings); the benchmarks' in-process mock cluster uses it too.
+inline constexpr int64_t embedded_fetch_wait_ms = 5;
+
 /// The librdkafka settings of the node's consumers: `kafka_settings` (the
 /// --kafka-option ones, which win) and fetch.wait.max.ms from --fetch-wait-ms (with
 /// -1: 5 ms on the embedded Kafka, else unset, each consumer's own default).

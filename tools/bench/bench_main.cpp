@@ -193,7 +193,7 @@ node::node_config node_config_for(const std::string& bootstrap, const std::strin
   cfg.guarantee = "at-least-once";
   cfg.changelog = false;
   cfg.create_topics = false;
-  cfg.fetch_wait_ms = 5;  // as on the node's own embedded Kafka
+  cfg.fetch_wait_ms = node::embedded_fetch_wait_ms;  // as on the node's own embedded Kafka
   cfg.cluster_port = 0;
   return cfg;
 }
