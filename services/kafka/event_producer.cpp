@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -231,10 +232,27 @@ bool event_producer::open_handle(std::string& error) {
   return true;
 }
 
+rd_kafka_topic_t* event_producer::topic_handle(const std::string* topic) {
+  for (const auto& [name, handle] : topic_handles_)
+    if (name == topic)
+      return handle;
+  auto* handle = rd_kafka_topic_new(rk_.get(), topic->c_str(), nullptr);
+  if (handle)
+    topic_handles_.emplace_back(topic, handle);
+  return handle;
+}
+
+void event_producer::drop_topic_handles() {
+  for (const auto& [name, handle] : topic_handles_)
+    rd_kafka_topic_destroy(handle);
+  topic_handles_.clear();
+}
+
 void event_producer::close_handle() {
   poll_stop_ = true;
   if (poller_.joinable())
     poller_.join();
+  drop_topic_handles();
   kafka_handle old;
   {
     std::unique_lock<std::shared_mutex> lock{handle_mutex_};
@@ -319,6 +337,7 @@ event_producer::~event_producer() {
   wake_.notify_all();
   if (output_.joinable())
     output_.join();
+  drop_topic_handles();  // the messages keep their topics alive
   if (rk_)
     rd_kafka_flush(rk_.get(), 10'000);
   poll_stop_ = true;
@@ -433,6 +452,7 @@ void event_producer::publish(const runtime::item_outputs& out,
   fleettwin::v1::TwinChange proto;
   int64_t time_ms = -1;
   std::string time_text;
+  std::string text;
   for (size_t i = 0; i < change_count; ++i) {
     const auto& c = out.changes[i];
     auto& m = msgs.emplace_back();
@@ -447,13 +467,17 @@ void event_producer::publish(const runtime::item_outputs& out,
     auto* h = m.headers = rd_kafka_headers_new(8);
     add_header(h, "content-type", "application/x-protobuf");
     add_header(h, "ce_specversion", "1.0");
-    add_header(h, "ce_id", c.asset_id + "/" + std::to_string(c.version));
+    text.assign(c.asset_id).push_back('/');  // one buffer for the texts of every change
+    char digits[24];
+    text.append(digits, std::to_chars(digits, digits + sizeof(digits), c.version).ptr);
+    add_header(h, "ce_id", text);
     add_header(h, "ce_type",
                c.type == core::change_type::reported  ? "fleettwin.twin.reported.v1"
                : c.type == core::change_type::desired ? "fleettwin.twin.desired.v1"
                                                       : "fleettwin.twin.erased.v1");
     add_header(h, "ce_source", source);
-    add_header(h, "ce_subject", "twins/" + c.asset_id);
+    text.assign("twins/").append(c.asset_id);
+    add_header(h, "ce_subject", text);
     if (c.time_ms != time_ms) {  // a batch's changes share their time: format once
       time_ms = c.time_ms;
       time_text = rfc3339(time_ms);
@@ -555,9 +579,15 @@ void event_producer::produce_item(item& it) {
       it.remaining.fetch_sub(1);
       continue;
     }
+    auto* topic = topic_handle(m.topic);
+    if (!topic) {
+      it.fail("producing to " + *m.topic + ": " + rd_kafka_err2str(rd_kafka_last_error()));
+      it.remaining.fetch_sub(1);
+      continue;
+    }
     for (;;) {
       auto err = rd_kafka_producev(
-          rk_.get(), RD_KAFKA_V_TOPIC(m.topic->c_str()), RD_KAFKA_V_PARTITION(m.partition),
+          rk_.get(), RD_KAFKA_V_RKT(topic), RD_KAFKA_V_PARTITION(m.partition),
           RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
           RD_KAFKA_V_VALUE(m.value.empty() ? nullptr : m.value.data(), m.value.size()),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(m.headers),

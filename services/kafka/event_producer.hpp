@@ -225,6 +225,12 @@ private:
   std::atomic<bool> poll_stop_{false};
 
   // Output thread only.
+  /// rk_'s handle of each output topic (keyed by its name in opts_.topics), made on first
+  /// use: producing by handle skips librdkafka's lookup of the topic under its write lock
+  /// on every record. Destroyed before rk_.
+  std::vector<std::pair<const std::string*, rd_kafka_topic_t*>> topic_handles_;
+  rd_kafka_topic_t* topic_handle(const std::string* topic);
+  void drop_topic_handles();
   std::vector<std::unique_ptr<item>> in_transaction_;
   /// Items already reported whose delivery reports are still due.
   std::vector<std::unique_ptr<item>> graveyard_;
