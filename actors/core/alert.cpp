@@ -89,7 +89,7 @@ bool acknowledge(alert_state& a, int64_t time_ms) {
 }
 
 void encode_alert(const alert_state& a, std::string& out) {
-  out.push_back(1);  // format
+  out.push_back(2);  // format (1: the peak in 8 bytes)
   out.push_back(static_cast<char>((a.active ? 1 : 0) | (a.acknowledged ? 2 : 0)));
   out.push_back(static_cast<char>(a.severity));
   out.push_back(static_cast<char>(a.kind));
@@ -97,12 +97,13 @@ void encode_alert(const alert_state& a, std::string& out) {
   wire::put_varint(out, a.streak);
   for (int64_t t : {a.streak_since_ms, a.raised_ms, a.updated_ms, a.cleared_ms})
     wire::put_signed(out, t);
-  wire::put_double(out, a.peak);
+  wire::put_real(out, a.peak);
 }
 
 bool decode_alert(std::string_view& in, alert_state& a) {
   wire::reader r{in};
-  if (r.byte() != 1)
+  const auto format = r.byte();
+  if (format != 1 && format != 2)
     return false;
   alert_state d;
   const auto flags = r.byte();
@@ -112,7 +113,7 @@ bool decode_alert(std::string_view& in, alert_state& a) {
   d.streak = static_cast<uint32_t>(std::min<uint64_t>(r.varint(), UINT32_MAX));
   for (int64_t* t : {&d.streak_since_ms, &d.raised_ms, &d.updated_ms, &d.cleared_ms})
     *t = r.signed_varint();
-  d.peak = r.real();
+  d.peak = format >= 2 ? r.compact_real() : r.real();
   if (!r.ok || flags > 3 || severity > static_cast<uint8_t>(alert_severity::critical))
     return false;
   d.active = (flags & 1) != 0;

@@ -297,11 +297,12 @@ void settle_detector(detector_state& s, double value, int64_t time_ms) {
 }
 
 void encode_detector(const detector_state& s, std::string& out) {
-  out.push_back(3);  // format (1: without base_spread; 2: without the pause and quantum)
+  // format (1: without base_spread; 2: without the pause and quantum; 3: 8-byte doubles)
+  out.push_back(4);
   for (double d :
        {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up, s.cusum_down,
         s.run_value, s.base_spread, s.base_last_z, s.base_lag_product, s.base_square})
-    wire::put_double(out, d);
+    wire::put_real(out, d);
   wire::put_signed(out, s.run_since_ms);
   wire::put_signed(out, s.last_time_ms);
   wire::put_varint(out, s.run_length);
@@ -313,21 +314,22 @@ void encode_detector(const detector_state& s, std::string& out) {
   out.push_back(s.varied ? 1 : 0);
   out.push_back(static_cast<char>((s.paused ? 1 : 0) | (s.resuming ? 2 : 0)));
   wire::put_signed(out, s.settle_until_ms);
-  wire::put_double(out, s.quantum);
+  wire::put_real(out, s.quantum);
 }
 
 bool decode_detector(std::string_view& in, detector_state& s) {
   wire::reader r{in};
   const auto format = r.byte();
-  if (format < 1 || format > 3)
+  if (format < 1 || format > 4)
     return false;
+  auto real = [&] { return format >= 4 ? r.compact_real() : r.real(); };
   detector_state d;
   for (double* f : {&d.spread, &d.var_short, &d.var_long, &d.base_level, &d.base_trend, &d.cusum_up,
                     &d.cusum_down, &d.run_value})
-    *f = r.real();
+    *f = real();
   if (format >= 2)
     for (double* f : {&d.base_spread, &d.base_last_z, &d.base_lag_product, &d.base_square})
-      *f = r.real();
+      *f = real();
   d.run_since_ms = r.signed_varint();
   d.last_time_ms = r.signed_varint();
   d.run_length = static_cast<uint32_t>(std::min<uint64_t>(r.varint(), UINT32_MAX));
@@ -341,7 +343,7 @@ bool decode_detector(std::string_view& in, detector_state& s) {
   if (format >= 3) {
     pause = r.byte();
     d.settle_until_ms = r.signed_varint();
-    d.quantum = r.real();
+    d.quantum = real();
   }
   if (!r.ok || shift > static_cast<uint8_t>(anomaly_kind::stuck) || varied > 1 || pause > 3)
     return false;

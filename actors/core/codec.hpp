@@ -34,8 +34,10 @@ std::optional<std::string> decode_history_point(std::string_view bytes, history_
 /// segment, not one per sample. The open segment travels inside the twin's
 /// state record (twin::open_history) until it closes.
 void begin_history_segment(std::string& out);
+/// `same_record`: the sample has the previous sample's source time and sequence (another
+/// metric of the same record), which the segment then does not repeat.
 void append_history_sample(std::string& out, std::string_view property, const value& v,
-                           int64_t source_time_ms, uint64_t sequence);
+                           int64_t source_time_ms, uint64_t sequence, bool same_record = false);
 
 /// Calls `fn(property, point)` for every sample; returns the corruption found.
 std::optional<std::string> decode_history_segment(

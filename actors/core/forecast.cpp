@@ -232,10 +232,10 @@ std::optional<double> mase(const forecaster_state& s) {
 }
 
 void encode_forecaster(const forecaster_state& s, std::string& out) {
-  out.push_back(2);  // format (1: without smooth_error, persist_error)
+  out.push_back(3);  // format (1: without smooth_error, persist_error; 2: 8-byte doubles)
   for (double d : {s.level, s.trend, s.error_var, s.interval_ms, s.abs_error_sum,
                    s.naive_abs_error_sum, s.last_value, s.smooth_error, s.persist_error})
-    wire::put_double(out, d);
+    wire::put_real(out, d);
   wire::put_signed(out, s.last_time_ms);
   wire::put_varint(out, s.samples);
   const bool seasons = std::any_of(s.season.begin(), s.season.end(), [](float f) {
@@ -255,15 +255,16 @@ void encode_forecaster(const forecaster_state& s, std::string& out) {
 bool decode_forecaster(std::string_view& in, forecaster_state& s) {
   wire::reader r{in};
   const auto format = r.byte();
-  if (format != 1 && format != 2)
+  if (format < 1 || format > 3)
     return false;
+  auto real = [&] { return format >= 3 ? r.compact_real() : r.real(); };
   forecaster_state d;
   for (double* f : {&d.level, &d.trend, &d.error_var, &d.interval_ms, &d.abs_error_sum,
                     &d.naive_abs_error_sum, &d.last_value})
-    *f = r.real();
-  if (format == 2)
+    *f = real();
+  if (format >= 2)
     for (double* f : {&d.smooth_error, &d.persist_error})
-      *f = r.real();
+      *f = real();
   d.last_time_ms = r.signed_varint();
   const auto samples = r.varint();
   d.samples = static_cast<uint32_t>(std::min<uint64_t>(samples, UINT32_MAX));

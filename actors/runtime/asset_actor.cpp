@@ -97,6 +97,7 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
   change.sequence = t.sequence;
   change.reported.reserve(st.scratch.applied_metrics.size());
   const bool keep_history = st.config->history_capacity > 0;
+  const core::reported_property* previous = nullptr;  // this record's last sample
   for (auto i : st.scratch.applied_metrics) {
     const auto& name = t.metrics[i].first;
     const auto& rp = st.tw.reported.find(name)->second;
@@ -104,7 +105,10 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
     if (keep_history) {
       if (segment.empty())
         core::begin_history_segment(segment);
-      core::append_history_sample(segment, name, rp.val, rp.source_time_ms, rp.sequence);
+      const bool same = previous && previous->source_time_ms == rp.source_time_ms &&
+                        previous->sequence == rp.sequence;
+      core::append_history_sample(segment, name, rp.val, rp.source_time_ms, rp.sequence, same);
+      previous = &rp;
     }
   }
   if (segment.size() >= max_segment_bytes)
@@ -219,13 +223,18 @@ void finish_aggregate(asset_state& st, const core::kind_registry& kinds, int64_t
       w.asset_id = st.asset_id;
       w.slot = core::aggregate_history_slot(h.version, capacity);
       core::begin_history_segment(w.segment);
+      bool same = false;  // every sample after the first shares its time and version
       for (const auto& [name, v] : h.measures)
-        if (v)
-          core::append_history_sample(w.segment, name, core::value{*v}, now_ms, h.version);
+        if (v) {
+          core::append_history_sample(w.segment, name, core::value{*v}, now_ms, h.version, same);
+          same = true;
+        }
       core::append_history_sample(w.segment, core::member_twins_measure,
-                                  core::value{static_cast<int64_t>(h.twins)}, now_ms, h.version);
+                                  core::value{static_cast<int64_t>(h.twins)}, now_ms, h.version,
+                                  same);
       core::append_history_sample(w.segment, core::members_measure,
-                                  core::value{static_cast<int64_t>(h.members)}, now_ms, h.version);
+                                  core::value{static_cast<int64_t>(h.members)}, now_ms, h.version,
+                                  true);
     }
     u.aggregate_change = h;
     u.origin_ms = origin_ms;

@@ -151,14 +151,18 @@ TEST(AggregateCodec, NewestSourceTimeRoundTripsAndIsEstimatedForOlderRecords) {
   twin back;
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.newest_source_ms, 9000);
-  // Format 4 had no such field: the newest stored sample stands in for it.
-  tw.newest_source_ms = 0;
-  encode_twin(tw, bytes);
-  bytes[0] = 5;
-  bytes.pop_back();  // the empty open history segment
-  bytes.pop_back();  // erased_ms
-  bytes.pop_back();  // newest_source_ms
-  ASSERT_FALSE(decode_twin(bytes, back));
+  // Format 4 had no such field: the newest stored sample stands in for it. That twin
+  // without newest_source_ms in format 4 (byte 5), as the code of 2026-11-29 wrote it.
+  const std::string v4(
+      "\x05\x05\x76\x65\x68\x2d\x31\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x01\x01\x78\x00\x00\x00\x00\x00\x00\x00\xf0\x3f\x90\x4e\xd8\x4f\x02\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00",
+      73);
+  ASSERT_FALSE(decode_twin(v4, back));
   EXPECT_EQ(back.newest_source_ms, 5000);
 }
 

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <random>
 #include <vector>
 
 #include "actors/core/property_analytics.hpp"
+#include "actors/core/wire.hpp"
 
 #include <string>
 
@@ -126,6 +128,52 @@ TEST(ForecastTest, TimeToThresholdOfALinearDecline) {
   EXPECT_FALSE(time_to_threshold(s, p, 10, false, 60 * minute).expected_ms);
 }
 
+/// A forecaster's state in the formats before 3 (every double in 8 bytes); format 1
+/// without the errors of the two starting points.
+std::string legacy_forecaster_bytes(const forecaster_state& s, int format) {
+  std::string out(1, static_cast<char>(format));
+  for (double d : {s.level, s.trend, s.error_var, s.interval_ms, s.abs_error_sum,
+                   s.naive_abs_error_sum, s.last_value})
+    wire::put_double(out, d);
+  if (format == 2)
+    for (double d : {s.smooth_error, s.persist_error})
+      wire::put_double(out, d);
+  wire::put_signed(out, s.last_time_ms);
+  wire::put_varint(out, s.samples);
+  wire::put_varint(out, season_buckets);
+  for (float f : s.season) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    wire::put_varint(out, bits);
+  }
+  return out;
+}
+
+/// A detector's state in the formats before 4 (every double in 8 bytes); format 2
+/// without the pause and the quantum, format 1 also without the baseline's scale.
+std::string legacy_detector_bytes(const detector_state& s, int format) {
+  std::string out(1, static_cast<char>(format));
+  for (double d : {s.spread, s.var_short, s.var_long, s.base_level, s.base_trend, s.cusum_up,
+                   s.cusum_down, s.run_value})
+    wire::put_double(out, d);
+  if (format >= 2)
+    for (double d : {s.base_spread, s.base_last_z, s.base_lag_product, s.base_square})
+      wire::put_double(out, d);
+  wire::put_signed(out, s.run_since_ms);
+  wire::put_signed(out, s.last_time_ms);
+  for (uint64_t n : {uint64_t{s.run_length}, uint64_t{s.samples}, uint64_t{s.cusum_steps},
+                     uint64_t{s.shifted_for}, uint64_t{s.base_samples}})
+    wire::put_varint(out, n);
+  out.push_back(static_cast<char>(s.shift));
+  out.push_back(s.varied ? 1 : 0);
+  if (format >= 3) {
+    out.push_back(static_cast<char>((s.paused ? 1 : 0) | (s.resuming ? 2 : 0)));
+    wire::put_signed(out, s.settle_until_ms);
+    wire::put_double(out, s.quantum);
+  }
+  return out;
+}
+
 TEST(ForecastTest, StateRoundTripsBitExactly) {
   forecast_params p;
   p.period_ms = hour;
@@ -147,11 +195,18 @@ TEST(ForecastTest, StateRoundTripsBitExactly) {
     forecaster_state x;
     EXPECT_FALSE(decode_forecaster(cut, x)) << n;
   }
-  // Format 1, without the errors of the forecast's two starting points,
-  // reads as a state that has yet to learn them (the smoothed level alone).
-  std::string v1 = bytes;
-  v1[0] = 1;
-  v1.erase(1 + 7 * 8, 2 * 8);
+  // Format 2 wrote every double in 8 bytes; format 1, without the errors of the
+  // forecast's two starting points, reads as a state that has yet to learn them (the
+  // smoothed level alone).
+  std::string v2 = legacy_forecaster_bytes(s, 2);
+  in = v2;
+  ASSERT_TRUE(decode_forecaster(in, back));
+  EXPECT_TRUE(in.empty());
+  EXPECT_EQ(back, s);
+  // (A learned state's doubles are fractions: a tag byte each more than format 2; the
+  // savings are in the zeros and whole numbers of young and quiet states.)
+  EXPECT_LE(bytes.size(), v2.size() + 9);
+  std::string v1 = legacy_forecaster_bytes(s, 1);
   in = v1;
   ASSERT_TRUE(decode_forecaster(in, back));
   EXPECT_TRUE(in.empty());
@@ -394,17 +449,10 @@ TEST(AnomalyTest, StateOfTheFirstFormatIsStillRead) {
   s.varied = true;
   std::string bytes;
   encode_detector(s, bytes);
-  ASSERT_EQ(bytes[0], 3);
-  // Format 2 is format 3 without the pause (a byte of flags and the settle
-  // time, a varint: 0 here) and the quantum (a double), format 1 also
-  // without the four doubles of the baseline's scale.
-  std::string v2 = bytes;
-  v2[0] = 2;
-  v2.erase(v2.size() - 10);
-  std::string v1 = v2;
-  v1[0] = 1;
-  v1.erase(1 + 8 * 8, 4 * 8);
-  for (const auto& old : {v1, v2}) {
+  ASSERT_EQ(bytes[0], 4);
+  EXPECT_LT(bytes.size(), legacy_detector_bytes(s, 3).size() / 2);
+  for (const auto& old :
+       {legacy_detector_bytes(s, 1), legacy_detector_bytes(s, 2), legacy_detector_bytes(s, 3)}) {
     std::string_view in = old;
     detector_state back;
     ASSERT_TRUE(decode_detector(in, back));

@@ -2,10 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <random>
 #include <set>
 
 #include "actors/core/codec.hpp"
 #include "actors/core/partitioning.hpp"
+#include "actors/core/wire.hpp"
 
 using namespace fleettwin::core;
 
@@ -476,21 +481,193 @@ TEST(Codec, TwinRoundTrip) {
   }
 }
 
+/// Every reported property the same: value, times and sequence.
+void expect_same_reported(const reported_map& got, const reported_map& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, rp] : want) {
+    ASSERT_TRUE(got.contains(name)) << name;
+    const auto& g = got.at(name);
+    EXPECT_EQ(g.val, rp.val) << name;
+    EXPECT_EQ(g.source_time_ms, rp.source_time_ms) << name;
+    EXPECT_EQ(g.ingest_time_ms, rp.ingest_time_ms) << name;
+    EXPECT_EQ(g.sequence, rp.sequence) << name;
+  }
+}
+
 TEST(Codec, ATwinStoredBeforeTheOpenHistorySegmentDecodes) {
   twin tw;
   limits lim;
   apply_result res;
   apply_telemetry(tw, make("veh-1", 1, 1000, {{"d", 1.5}}), 2000, lim, res);
-  std::string bytes;
-  encode_twin(tw, bytes);
-  // The previous format (7) ends before the open segment (here its empty string's length).
-  ASSERT_EQ(bytes.back(), '\0');
-  bytes.pop_back();
-  bytes[0] = 7;
+  // That twin as a node wrote it in format 6 (byte 7), which ends before the open segment:
+  // the bytes of the code of 2026-11-29 (format 7 with its last byte, the empty open
+  // segment's length, dropped and the format byte set back).
+  const std::string bytes(
+      "\x07\x05\x76\x65\x68\x2d\x31\x00\x00\x01\xa0\x1f\x00\x01\x00\x00\x01\x01\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x01\x01\x64\x00\x00\x00\x00\x00\x00\x00\xf8\x3f\xd0\x0f\xa0\x1f\x01\x01\x01\x00"
+      "\x00"
+      "\x00\x00\x00\x00\xf8\x3f\x00\x00\x00\x00\x00\x00\xf8\x3f\x00\x00\x00\x00\x00\x00\xf8\x3f\xd0"
+      "\x0f"
+      "\x00\x00\x00\xd0\x0f\x00",
+      78);
   twin back;
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.version, tw.version);
+  expect_same_reported(back.reported, tw.reported);
+  EXPECT_EQ(back.stats.at("d").mean, 1.5);
   EXPECT_TRUE(back.open_history.empty());
+}
+
+// A twin with every part of its state set (analytics, statistics, desired, history).
+twin legacy_fixture_twin() {
+  twin tw;
+  tw.asset_id = "veh-7";
+  tw.kind = "vehicle";
+  tw.tenant = "acme";
+  tw.version = 12;
+  tw.last_seen_ms = 1'700'000'005'000;
+  tw.applied_records = 12;
+  tw.duplicates = 1;
+  tw.attributes["fleet"] = "north";
+  tw.reported["speed"] = reported_property{54.3, 1'700'000'004'000, 1'700'000'005'000, 12};
+  tw.reported["lat"] = reported_property{52.520008, 1'700'000'004'000, 1'700'000'005'000, 12};
+  tw.reported["gear"] =
+      reported_property{std::string{"D"}, 1'700'000'004'000, 1'700'000'005'000, 12};
+  tw.reported["odometer"] =
+      reported_property{int64_t{123456}, 1'700'000'004'000, 1'700'000'005'000, 12};
+  auto& st = tw.stats["speed"];
+  st.count = 12;
+  st.numeric_count = 12;
+  st.min = 0;
+  st.max = 61.2;
+  st.mean = 48.716666666666669;
+  st.last_change_ms = 1'700'000'004'000;
+  tw.stats["lat"] = property_stats{12, 12, 52.5, 52.520008, 52.51, 1'700'000'004'000};
+  tw.desired["mode"] = value{2.5};
+  auto& a = tw.analysis["speed"];
+  a.state.forecast.level = 53.91;
+  a.state.forecast.trend = -0.0125;
+  a.state.forecast.error_var = 4.5;
+  a.state.forecast.interval_ms = 1000;
+  a.state.forecast.naive_abs_error_sum = 17.25;
+  a.state.forecast.last_value = 54.3;
+  a.state.forecast.smooth_error = 0.37;
+  a.state.forecast.last_time_ms = 1'700'000'004'000;
+  a.state.forecast.samples = 12;
+  a.state.forecast.season[3] = 0.25f;
+  a.state.detector.spread = 1.5;
+  a.state.detector.var_long = 2.25;
+  a.state.detector.base_level = 50.125;
+  a.state.detector.samples = 12;
+  a.state.detector.quantum = 0.1;
+  a.score = 0.83;
+  a.next = 54.1;
+  a.alert.peak = 3.2;
+  a.alert.raised_count = 1;
+  a.quality.bad_rate = 0.05;
+  a.quality.expected_interval_ms = 1000;
+  tw.newest_source_ms = 1'700'000'004'000;
+  begin_history_segment(tw.open_history);
+  append_history_sample(tw.open_history, "speed", 54.3, 1'700'000'004'000, 12);
+  append_history_sample(tw.open_history, "lat", 52.520008, 1'700'000'004'000, 12);
+  return tw;
+}
+
+TEST(Codec, ATwinOfTheSeventhFormatDecodesAndTheEighthIsSmaller) {
+  // Format 7 (byte 8) wrote every double in 8 bytes and history samples with their times:
+  // what the code of 2026-11-29 wrote for legacy_fixture_twin().
+  const std::string v7(
+      "\x08\x05\x76\x65\x68\x2d\x37\x07\x76\x65\x68\x69\x63\x6c\x65\x04\x61\x63\x6d\x65\x0c\x90\xee"
+      "\xab"
+      "\xfe\xf9\x62\x00\x0c\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x05\x66\x6c\x65\x65"
+      "\x74"
+      "\x05\x6e\x6f\x72\x74\x68\x04\x04\x67\x65\x61\x72\x03\x01\x44\xc0\xde\xab\xfe\xf9\x62\x90\xee"
+      "\xab"
+      "\xfe\xf9\x62\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x03\x6c\x61\x74\x00\x45\xd4\x44\x9f\x8f\x42\x4a\x40\xc0\xde\xab"
+      "\xfe"
+      "\xf9\x62\x90\xee\xab\xfe\xf9\x62\x0c\x0c\x0c\x00\x00\x00\x00\x00\x40\x4a\x40\x45\xd4\x44\x9f"
+      "\x8f"
+      "\x42\x4a\x40\xe1\x7a\x14\xae\x47\x41\x4a\x40\xc0\xde\xab\xfe\xf9\x62\x08\x6f\x64\x6f\x6d\x65"
+      "\x74"
+      "\x65\x72\x01\x80\x89\x0f\xc0\xde\xab\xfe\xf9\x62\x90\xee\xab\xfe\xf9\x62\x0c\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05"
+      "\x73"
+      "\x70\x65\x65\x64\x00\x66\x66\x66\x66\x66\x26\x4b\x40\xc0\xde\xab\xfe\xf9\x62\x90\xee\xab\xfe"
+      "\xf9"
+      "\x62\x0c\x0c\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x9a\x99\x99\x99\x99\x99\x4e\x40\xbc\xbb\xbb"
+      "\xbb"
+      "\xbb\x5b\x48\x40\xc0\xde\xab\xfe\xf9\x62\x01\x04\x6d\x6f\x64\x65\x00\x00\x00\x00\x00\x00\x00"
+      "\x04"
+      "\x40\x00\x01\x05\x73\x70\x65\x65\x64\x02\x14\xae\x47\xe1\x7a\xf4\x4a\x40\x9a\x99\x99\x99\x99"
+      "\x99"
+      "\x89\xbf\x00\x00\x00\x00\x00\x00\x12\x40\x00\x00\x00\x00\x00\x40\x8f\x40\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x40\x31\x40\x66\x66\x66\x66\x66\x26\x4b\x40\xae\x47\xe1\x7a\x14"
+      "\xae"
+      "\xd7\x3f\x00\x00\x00\x00\x00\x00\x00\x00\xc0\xde\xab\xfe\xf9\x62\x0c\x18\x00\x00\x00\x80\x80"
+      "\x80"
+      "\xf4\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03"
+      "\x00"
+      "\x00\x00\x00\x00\x00\xf8\x3f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x40"
+      "\x00"
+      "\x00\x00\x00\x00\x10\x49\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00\x9a\x99\x99\x99\x99\x99\xb9\x3f\x8f\xc2\xf5\x28\x5c"
+      "\x8f"
+      "\xea\x3f\xcd\xcc\xcc\xcc\xcc\x0c\x4b\x40\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x9a\x99"
+      "\x99"
+      "\x99\x99\x99\x09\x40\x00\x9a\x99\x99\x99\x99\x99\xa9\x3f\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00"
+      "\x00\xd0\x0f\x00\xc0\xde\xab\xfe\xf9\x62\x00\x2b\x02\x05\x73\x70\x65\x65\x64\x00\x66\x66\x66"
+      "\x66"
+      "\x66\x26\x4b\x40\xc0\xde\xab\xfe\xf9\x62\x0c\x03\x6c\x61\x74\x00\x45\xd4\x44\x9f\x8f\x42\x4a"
+      "\x40"
+      "\xc0\xde\xab\xfe\xf9\x62\x0c",
+      631);
+  const auto tw = legacy_fixture_twin();
+  twin back;
+  ASSERT_FALSE(decode_twin(v7, back));
+  EXPECT_EQ(back.asset_id, tw.asset_id);
+  EXPECT_EQ(back.version, tw.version);
+  EXPECT_EQ(back.attributes, tw.attributes);
+  expect_same_reported(back.reported, tw.reported);
+  EXPECT_EQ(back.stats.at("speed").mean, tw.stats.at("speed").mean);
+  EXPECT_EQ(back.stats.at("lat").max, tw.stats.at("lat").max);
+  EXPECT_EQ(back.desired, tw.desired);
+  EXPECT_EQ(back.analysis, tw.analysis);
+  EXPECT_EQ(back.newest_source_ms, tw.newest_source_ms);
+  // Its open segment is still of the first segment format, and stays so while it fills.
+  append_history_sample(back.open_history, "gear", std::string{"N"}, 1'700'000'006'000, 13);
+  std::vector<std::pair<std::string, history_point>> samples;
+  ASSERT_FALSE(
+      decode_history_segment(back.open_history, [&](std::string_view name, history_point& p) {
+        samples.emplace_back(std::string{name}, p);
+      }));
+  ASSERT_EQ(samples.size(), 3u);
+  EXPECT_EQ(samples[1].first, "lat");
+  EXPECT_EQ(samples[1].second.val, value{52.520008});
+  EXPECT_EQ(samples[1].second.sequence, 12u);
+  EXPECT_EQ(samples[2].second.val, value{std::string{"N"}});
+  EXPECT_EQ(samples[2].second.source_time_ms, 1'700'000'006'000);
+  // Written again it takes the current format, a quarter smaller, and reads back the same.
+  std::string v8;
+  encode_twin(tw, v8);
+  EXPECT_LT(v8.size(), v7.size() * 4 / 5);
+  twin again;
+  ASSERT_FALSE(decode_twin(v8, again));
+  expect_same_reported(again.reported, tw.reported);
+  EXPECT_EQ(again.desired, tw.desired);
+  EXPECT_EQ(again.analysis, tw.analysis);
+  EXPECT_EQ(again.stats.at("speed").mean, tw.stats.at("speed").mean);
+  EXPECT_EQ(again.open_history, tw.open_history);
 }
 
 TEST(Codec, CorruptInputIsRejectedNotCrashing) {
@@ -504,7 +681,7 @@ TEST(Codec, CorruptInputIsRejectedNotCrashing) {
     EXPECT_TRUE(decode_twin(std::string_view{bytes}.substr(0, n), back)) << n;
   std::string junk = bytes + "x";
   EXPECT_TRUE(decode_twin(junk, back));
-  bytes[0] = 9;
+  bytes[0] = 0x7f;  // no such format
   EXPECT_TRUE(decode_twin(bytes, back));
   std::string huge_count =
       "\x01\x01"
@@ -537,6 +714,99 @@ TEST(Codec, HistorySegmentRoundTrip) {
     EXPECT_EQ(static_cast<bool>(err), !boundaries.contains(n)) << n;
   }
   EXPECT_TRUE(decode_history_segment("x", [](std::string_view, history_point&) {}));
+}
+
+TEST(Codec, SamplesOfOneRecordShareTheirTimeInTheSegment) {
+  std::string seg;
+  begin_history_segment(seg);
+  append_history_sample(seg, "speed", 54.3, 1'700'000'004'000, 12);
+  const auto one = seg.size();
+  append_history_sample(seg, "lat", 52.520008, 1'700'000'004'000, 12, true);
+  append_history_sample(seg, "gear", std::string{"D"}, 1'700'000'004'000, 12, true);
+  append_history_sample(seg, "speed", 55.0, 1'700'000'005'000, 13);
+  // The second sample: its name (4 bytes), a decimal (tag, 4-byte varint), no time.
+  EXPECT_LE(seg.size() - one, 9u + 4 + 3 + one);
+  std::vector<std::pair<std::string, history_point>> got;
+  ASSERT_FALSE(decode_history_segment(
+      seg, [&](std::string_view n, history_point& p) { got.emplace_back(std::string{n}, p); }));
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[1].first, "lat");
+  EXPECT_EQ(got[1].second.val, value{52.520008});
+  EXPECT_EQ(got[1].second.source_time_ms, 1'700'000'004'000);
+  EXPECT_EQ(got[2].second.sequence, 12u);
+  EXPECT_EQ(got[3].second.val, value{55.0});
+  EXPECT_EQ(got[3].second.source_time_ms, 1'700'000'005'000);
+  EXPECT_EQ(got[3].second.sequence, 13u);
+  // A segment whose first sample claims a previous one is corrupt.
+  std::string bad;
+  begin_history_segment(bad);
+  append_history_sample(bad, "x", 1.5, 1000, 1, true);
+  EXPECT_TRUE(decode_history_segment(bad, [](std::string_view, history_point&) {}));
+}
+
+TEST(Codec, CompactDoublesReadBackBitExactly) {
+  std::mt19937_64 rng{7};
+  std::vector<double> xs{0.0,
+                         -0.0,
+                         1.0,
+                         -1.0,
+                         12.3,
+                         -12.3,
+                         52.520008,
+                         13.404954,
+                         0.1,
+                         0.3,
+                         1e-7,
+                         123456.789,
+                         999999999999.0,
+                         1e12,
+                         -1e12,
+                         9007199254740992.0,
+                         9007199254740993.0,
+                         1e300,
+                         5e-324,
+                         std::numeric_limits<double>::infinity(),
+                         -std::numeric_limits<double>::infinity(),
+                         std::numeric_limits<double>::quiet_NaN(),
+                         std::numeric_limits<double>::max(),
+                         std::numeric_limits<double>::lowest()};
+  std::uniform_real_distribution<double> u{-1e6, 1e6};
+  for (int i = 0; i < 2000; ++i) {
+    xs.push_back(u(rng));
+    // Sensor readings: a whole number of tenths, hundredths ... millionths.
+    const double scale = std::pow(10.0, static_cast<double>(i % 7));
+    xs.push_back(std::round(u(rng) * scale) / scale);
+  }
+  for (uint64_t bits : {uint64_t{1}, uint64_t{0x7ff0000000000001}, uint64_t{0xfff8000000000000}})
+    xs.push_back(std::bit_cast<double>(bits));
+  size_t short_decimals = 0;
+  for (double x : xs) {
+    std::string out;
+    wire::put_real(out, x);
+    const auto real_bytes = out.size();
+    wire::put_compact_value(out, value{x});
+    const auto value_bytes = out.size() - real_bytes;
+    wire::reader r{out};
+    EXPECT_EQ(std::bit_cast<uint64_t>(r.compact_real()), std::bit_cast<uint64_t>(x)) << x;
+    const auto v = r.val();
+    ASSERT_TRUE(r.ok) << x;
+    EXPECT_TRUE(r.in.empty()) << x;
+    ASSERT_TRUE(std::holds_alternative<double>(v)) << x;
+    EXPECT_EQ(std::bit_cast<uint64_t>(std::get<double>(v)), std::bit_cast<uint64_t>(x)) << x;
+    EXPECT_LE(real_bytes, 9u);
+    EXPECT_LE(value_bytes, 9u);
+    short_decimals += value_bytes < 9 ? 1 : 0;
+  }
+  // The rounded half are decimals of at most 6 digits: all but a few take the short form.
+  EXPECT_GT(short_decimals, 1900u);
+  // Truncated: refused, never read past.
+  std::string out;
+  wire::put_compact_value(out, value{52.520008});
+  for (size_t n = 0; n < out.size(); ++n) {
+    wire::reader r{std::string_view{out}.substr(0, n)};
+    r.val();
+    EXPECT_FALSE(r.ok) << n;
+  }
 }
 
 TEST(Codec, HistoryPointRoundTrip) {
