@@ -66,13 +66,10 @@ inline void put_real(std::string& out, double d) {
     out.push_back(real_zero);
   } else if (whole_number(d, n)) {
     out.push_back(real_whole);
-    put_varint(out, (static_cast<uint64_t>(n) << 1) ^ static_cast<uint64_t>(n >> 63));
+    put_signed(out, n);
   } else {
-    char buf[9] = {real_raw};
-    const auto bits = std::bit_cast<uint64_t>(d);
-    for (int i = 0; i < 8; ++i)
-      buf[1 + i] = static_cast<char>(bits >> (8 * i));
-    out.append(buf, 9);
+    out.push_back(real_raw);
+    put_double(out, d);
   }
 }
 
@@ -94,7 +91,7 @@ inline bool put_decimal(std::string& out, double d) {
     if (static_cast<double>(m) / decimal_scales[k] != d)
       continue;  // the product rounded to a whole number: not this decimal
     out.push_back(static_cast<char>(value_decimal_tag + k));
-    put_varint(out, (static_cast<uint64_t>(m) << 1) ^ static_cast<uint64_t>(m >> 63));
+    put_signed(out, m);
     return true;
   }
   return false;
