@@ -14,10 +14,14 @@ namespace fleettwin::core {
 enum class change_type : uint8_t { reported = 1, desired = 2, erased = 3 };
 
 /// One applied change of a twin, as published to the twin-changes topic and
-/// to watchers.
+/// to watchers; or, for reported changes, all of one work item's changes of a
+/// twin merged into one (versions first_version..version): each property the
+/// item set with its value after the item, the time and sequence of the last.
 struct twin_change {
   std::string asset_id;
   uint64_t version = 0;
+  /// The first version this change covers; 0: only `version`.
+  uint64_t first_version = 0;
   change_type type = change_type::reported;
   int64_t time_ms = 0;
   std::string kind;

@@ -85,23 +85,45 @@ void close_segment(asset_state& st, asset_update& u, std::string& segment) {
   segment.clear();
 }
 
+using reported_entry = std::pair<const std::string, core::reported_property>;
+
+/// The properties the records of the slice applying set, repeats included
+/// (asset_config::merge_changes): one slice at a time per worker thread.
+thread_local std::vector<const reported_entry*> merged_properties;
+
+/// The change of the record just applied: its own (one per record), or folded
+/// into the slice's one change (merge_changes; finished by finish_merged).
 void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms, asset_update& u,
                    std::string& segment) {
-  auto& change = u.changes.emplace_back();
-  change.asset_id = st.asset_id;
-  change.version = st.tw.version;
-  change.type = core::change_type::reported;
-  change.time_ms = ingest_ms;
-  change.kind = st.tw.kind;
-  change.tenant = st.tw.tenant;
-  change.sequence = t.sequence;
-  change.reported.reserve(st.scratch.applied_metrics.size());
+  const bool merge = st.config->merge_changes;
+  core::twin_change* change = nullptr;
+  if (!merge || u.changes.empty()) {
+    change = &u.changes.emplace_back();
+    change->asset_id = st.asset_id;
+    change->first_version = st.tw.version;
+    change->type = core::change_type::reported;
+    change->kind = st.tw.kind;
+    change->tenant = st.tw.tenant;
+    if (merge)
+      merged_properties.clear();
+    else
+      change->reported.reserve(st.scratch.applied_metrics.size());
+  } else {
+    change = &u.changes.back();
+  }
+  change->version = st.tw.version;
+  change->time_ms = ingest_ms;
+  change->sequence = t.sequence;
   const bool keep_history = st.config->history_capacity > 0;
   const core::reported_property* previous = nullptr;  // this record's last sample
   for (auto i : st.scratch.applied_metrics) {
     const auto& name = t.metrics[i].first;
-    const auto& rp = st.tw.reported.find(name)->second;
-    change.reported.emplace_back(name, rp);
+    const auto& entry = *st.tw.reported.find(name);
+    const auto& rp = entry.second;
+    if (merge)
+      merged_properties.push_back(&entry);
+    else
+      change->reported.emplace_back(name, rp);
     if (keep_history) {
       if (segment.empty())
         core::begin_history_segment(segment);
@@ -113,6 +135,22 @@ void record_change(asset_state& st, const core::telemetry& t, int64_t ingest_ms,
   }
   if (segment.size() >= max_segment_bytes)
     close_segment(st, u, segment);
+}
+
+/// The slice's one merged change gets each property it set, as it is now
+/// (the last value applied), in name order.
+void finish_merged(asset_update& u) {
+  if (u.changes.empty() || !u.changes.back().reported.empty())
+    return;
+  auto& props = merged_properties;
+  std::sort(props.begin(), props.end(),
+            [](const reported_entry* a, const reported_entry* b) { return a->first < b->first; });
+  props.erase(std::unique(props.begin(), props.end()), props.end());
+  auto& change = u.changes.back();
+  change.reported.reserve(props.size());
+  for (const auto* p : props)
+    change.reported.emplace_back(p->first, p->second);
+  props.clear();
 }
 
 std::shared_ptr<const core::kind_registry> kinds_of(const asset_state& st) {
@@ -406,6 +444,8 @@ asset_actor::behavior_type asset(asset_actor::stateful_pointer<asset_state> self
               break;
           }
         }
+        if (st.config->merge_changes)
+          finish_merged(u);
         u.created = was_empty && !st.tw.empty();
         if (!u.analysis.alerts.empty()) {
           u.kind = st.tw.kind;

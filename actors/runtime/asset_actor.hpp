@@ -60,6 +60,9 @@ struct asset_config {
   bool checkpoint_members = false;
   /// Forecasts, anomaly scores and alerts on every numeric sample.
   bool analytics = true;
+  /// One reported change per twin per work item (the item's changes of the
+  /// twin merged: core::twin_change::first_version); false: one per record.
+  bool merge_changes = true;
   /// Asset models by kind (null or missing: defaults for every property).
   std::shared_ptr<models_holder> models;
 

@@ -93,6 +93,12 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
   app.add_flag("--publish-changes,!--no-publish-changes", cfg.publish_changes,
                "Publish every applied change to the twin-changes topic")
       ->envname("FLEETTWIN_PUBLISH_CHANGES");
+  app.add_option_function<std::string>(
+         "--change-events", [&cfg](const std::string& v) { cfg.merge_changes = v == "item"; },
+         "item: one reported change per twin per work item, merging what the item's records "
+         "changed (versions first_version..version; the default); each: one per applied record")
+      ->envname("FLEETTWIN_CHANGE_EVENTS")
+      ->check(CLI::IsMember({"item", "each"}));
   app.add_flag("--redacted-changes,!--no-redacted-changes", cfg.redacted_changes,
                "While an asset model marks a property sensitive, also publish every change to "
                "the redacted twin-changes topic (<prefix>.twin-changes.redacted) with the values "

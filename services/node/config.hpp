@@ -45,6 +45,9 @@ struct node_config {
   size_t max_item_writes = 1'000;
   bool sync_commits = false;
   bool publish_changes = true;
+  /// One reported change event per twin per work item, merging the item's
+  /// changes of the twin (`--change-events item`); false: one per record (`each`).
+  bool merge_changes = true;
   /// Also publish the changes with sensitive values left out (while a model
   /// marks a property sensitive).
   bool redacted_changes = true;

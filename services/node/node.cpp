@@ -151,6 +151,7 @@ bool node::init(std::string& error) {
   acfg->stale_after_ms = cfg_.stale_after_ms;
   acfg->checkpoint_members = cfg_.member_checkpoint_ms > 0;
   acfg->analytics = cfg_.analytics;
+  acfg->merge_changes = cfg_.merge_changes;
   if (!load_models(*acfg, error))
     return false;
   if (!cfg_.aggregates_file.empty()) {

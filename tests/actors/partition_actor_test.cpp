@@ -223,6 +223,9 @@ struct PartitionActorTest : ::testing::Test {
 
   size_t max_in_flight = 8;  // the pipeline (the node's default is 1)
 
+  /// asset_config::merge_changes (the node's default: one change per twin per item).
+  bool merge_changes = true;
+
   /// The partition's status, as a status query gets it.
   partition_info status() {
     auto info = std::make_shared<partition_info>();
@@ -248,6 +251,7 @@ struct PartitionActorTest : ::testing::Test {
     acfg->clock = [this] { return now; };
     acfg->cache = cache;
     acfg->kinds = kinds;
+    acfg->merge_changes = merge_changes;
     if (member_checkpoint) {
       acfg->checkpoint_members = true;
       pc.member_checkpoint_interval = *member_checkpoint;
@@ -318,9 +322,10 @@ TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged
   caf::anon_send(part, batch_atom::value,
                  batch(10, {{"a", "1,100,x=1"}, {"b", "1,100,x=2"}, {"a", "2,200,x=3;y=4"}}));
   sched->run();
-  // Outputs published, nothing committed until Kafka acknowledges them.
+  // Outputs published, nothing committed until Kafka acknowledges them; one
+  // change per twin (a's two records merged).
   ASSERT_EQ(sink->calls.size(), 1u);
-  EXPECT_EQ(sink->calls[0].changes.size(), 3u);
+  EXPECT_EQ(sink->calls[0].changes.size(), 2u);
   EXPECT_TRUE(store->commits.empty());
   EXPECT_TRUE(acks.empty());
   deliver_all();
@@ -340,11 +345,75 @@ TEST_F(PartitionActorTest, BatchCommitsStateAndOffsetAfterOutputsAreAcknowledged
   EXPECT_EQ(open_samples, 3u);
   ASSERT_EQ(acks.size(), 1u);
   EXPECT_EQ(acks[0], std::make_pair(0, int64_t{13}));
-  EXPECT_EQ(watch->seen.size(), 3u);
+  EXPECT_EQ(watch->seen.size(), 2u);
   auto a = get("a");
   ASSERT_EQ(a.error, query_error::none) << a.message;
   EXPECT_EQ(a.twin->version, 2u);
   EXPECT_EQ(std::get<double>(a.twin->reported.at("y").val), 4.0);
+}
+
+TEST_F(PartitionActorTest, AnItemsChangesOfATwinAreMergedIntoOne) {
+  spawn_partition();
+  // a: three records, the second setting y, the third an older x (not applied: x
+  // keeps 5), then one only late (nothing applied); b: one record.
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"a", "1,100,x=1"},
+                           {"b", "1,100,z=9"},
+                           {"a", "2,300,x=5;y=2"},
+                           {"a", "3,200,x=7;w=1"},
+                           {"a", "4,50,x=8"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  const auto& changes = sink->calls[0].changes;
+  ASSERT_EQ(changes.size(), 2u);
+  const auto& a = changes[0].asset_id == "a" ? changes[0] : changes[1];
+  const auto& b = changes[0].asset_id == "a" ? changes[1] : changes[0];
+  EXPECT_EQ(a.type, core::change_type::reported);
+  EXPECT_EQ(a.first_version, 1u);
+  EXPECT_EQ(a.version, 3u) << "three records changed a (the fourth is older than every sample)";
+  EXPECT_EQ(a.sequence, 3u) << "the last applied record's";
+  // Every property the records set, once, in name order, as it is after the item.
+  ASSERT_EQ(a.reported.size(), 3u);
+  EXPECT_EQ(a.reported[0].first, "w");
+  EXPECT_EQ(a.reported[1].first, "x");
+  EXPECT_EQ(std::get<double>(a.reported[1].second.val), 5.0) << "x of time 300, not 200 or 50";
+  EXPECT_EQ(a.reported[1].second.source_time_ms, 300);
+  EXPECT_EQ(a.reported[1].second.sequence, 2u);
+  EXPECT_EQ(a.reported[2].first, "y");
+  EXPECT_EQ(b.first_version, 1u);
+  EXPECT_EQ(b.version, 1u);
+  ASSERT_EQ(b.reported.size(), 1u);
+  deliver_all();
+  ASSERT_EQ(watch->seen.size(), 2u) << "watchers get the merged changes too";
+  auto twin = get("a");
+  ASSERT_EQ(twin.error, query_error::none) << twin.message;
+  EXPECT_EQ(twin.twin->version, a.version);
+  EXPECT_EQ(twin.twin->applied_records, 3u);
+  // The next item starts a new change at the next version.
+  caf::anon_send(part, batch_atom::value, batch(5, {{"a", "5,400,y=3"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 2u);
+  ASSERT_EQ(sink->calls[1].changes.size(), 1u);
+  EXPECT_EQ(sink->calls[1].changes[0].first_version, 4u);
+  EXPECT_EQ(sink->calls[1].changes[0].version, 4u);
+}
+
+TEST_F(PartitionActorTest, WithChangeEventsEachEveryRecordIsItsOwnChange) {
+  merge_changes = false;
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value,
+                 batch(0, {{"a", "1,100,x=1"}, {"a", "2,300,x=5;y=2"}, {"a", "3,200,x=7;w=1"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  const auto& changes = sink->calls[0].changes;
+  ASSERT_EQ(changes.size(), 3u);
+  for (uint64_t v = 1; v <= 3; ++v) {
+    EXPECT_EQ(changes[v - 1].version, v);
+    EXPECT_EQ(changes[v - 1].first_version, v);
+    EXPECT_EQ(changes[v - 1].sequence, v);
+  }
+  ASSERT_EQ(changes[2].reported.size(), 1u) << "x of time 200 is older than x of time 300";
+  EXPECT_EQ(changes[2].reported[0].first, "w");
 }
 
 TEST_F(PartitionActorTest, AHotTwinsHistoryIsSplitIntoSegmentsABrokerAccepts) {

@@ -131,6 +131,22 @@ TEST(format_value, shows_the_type) {
   EXPECT_EQ(format_value(v1::Value{}), "null");
 }
 
+TEST(format_change, names_the_versions_a_merged_change_covers) {
+  v1::TwinChange change;
+  change.set_asset_id("veh-1");
+  change.set_time_ms(nov24_10h);
+  change.set_type(v1::REPORTED);
+  change.set_version(7);
+  change.set_first_version(7);
+  (*change.mutable_reported())["speed"].mutable_value()->set_double_value(52.5);
+  change.set_sequence(7);
+  EXPECT_EQ(format_change(change), "2026-11-24T10:00:00.000Z veh-1 v7 REPORTED speed=52.5 seq=7");
+  change.set_first_version(5);
+  EXPECT_EQ(format_change(change), "2026-11-24T10:00:00.000Z veh-1 v5-7 REPORTED speed=52.5 seq=7");
+  change.set_first_version(0);  // a node before first_version
+  EXPECT_EQ(format_change(change), "2026-11-24T10:00:00.000Z veh-1 v7 REPORTED speed=52.5 seq=7");
+}
+
 TEST(format_value, round_trips_through_inference) {
   for (const char* text : {"true", "42", "-7", "52.5", "50.0", "\"eco\"", "\"42\""}) {
     EXPECT_EQ(format_value(infer_value(text)), text);

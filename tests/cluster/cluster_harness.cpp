@@ -559,6 +559,7 @@ std::vector<change_record> read_changes(const std::string& bootstrap, const std:
 
   const bool telemetry_input = topic.ends_with(".telemetry");
   std::vector<change_record> out;
+  size_t covered = 0;  // records, or for twin changes the changes their events cover
   std::set<int32_t> at_end;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   // At the end of every partition with fewer records than expected: give
@@ -567,7 +568,7 @@ std::vector<change_record> read_changes(const std::string& bootstrap, const std:
   auto last_record = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() < deadline) {
     if (static_cast<int>(at_end.size()) == partitions &&
-        (out.size() >= expected || std::chrono::steady_clock::now() - last_record > patience))
+        (covered >= expected || std::chrono::steady_clock::now() - last_record > patience))
       break;
     auto* m = rd_kafka_consumer_poll(rk.get(), 100);
     if (!m)
@@ -590,9 +591,13 @@ std::vector<change_record> read_changes(const std::string& bootstrap, const std:
       } else if (change.ParseFromArray(m->payload, static_cast<int>(m->len))) {
         r.asset_id = change.asset_id();
         r.version = change.version();
+        r.first_version = change.first_version() != 0 ? change.first_version() : r.version;
         r.sequence = change.sequence();
         r.type = change.type();
       }
+      covered += r.version >= r.first_version && r.first_version > 0
+                     ? static_cast<size_t>(r.version - r.first_version + 1)
+                     : 1;
       rd_kafka_headers_t* hdrs = nullptr;
       const void* value = nullptr;
       size_t size = 0;
@@ -616,12 +621,20 @@ std::string explain_missing(const cluster& c, const std::string& asset_id, uint6
   auto all = read_changes(c.bootstrap(), c.topics().changes, 0, 20s, false);
   auto input = read_changes(c.bootstrap(), c.topics().telemetry, 0, 20s, true);
   std::map<uint64_t, int> applied, published;
-  for (const auto& r : committed)
-    if (r.asset_id == asset_id)
-      ++applied[r.sequence];
-  for (const auto& r : all)
-    if (r.asset_id == asset_id)
-      ++published[r.sequence];
+  // A merged event covers the sequences before its own (numbered assets number
+  // their records 1..n, so sequence and version go together).
+  auto count = [&asset_id](const std::vector<change_record>& events,
+                           std::map<uint64_t, int>& into) {
+    for (const auto& r : events) {
+      if (r.asset_id != asset_id)
+        continue;
+      const uint64_t span = r.version >= r.first_version ? r.version - r.first_version + 1 : 1;
+      for (uint64_t k = 0; k < span && (k == 0 || r.sequence > k); ++k)
+        ++into[r.sequence - k];
+    }
+  };
+  count(committed, applied);
+  count(all, published);
   out << asset_id << " (partition " << c.partition_of(asset_id) << "):";
   size_t shown = 0;
   for (const auto& r : input) {
@@ -800,12 +813,17 @@ std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_
              ", out of order " + std::to_string(t.out_of_order()) + ", last sequence " +
              std::to_string(t.last_sequence()) + "\n" + explain_missing(c, t.asset_id(), n));
   }
-  // The committed change events: one per record, versions 1..n in order;
-  // sequences 1..n where the asset numbers its records, else 0.
+  // The committed change events: each covers versions first_version..version
+  // (one work item's changes of its twin, merged); together, in order, they
+  // cover versions 1..n once each; an event's sequence is its last record's
+  // (its version where the asset numbers its records 1..n, else 0).
   auto changes = read_changes(c.bootstrap(), c.topics().changes, total, timeout);
-  if (changes.size() != total)
-    report(std::to_string(changes.size()) + " committed change events for " +
-           std::to_string(total) + " records");
+  size_t covered = 0;
+  for (const auto& ch : changes)
+    covered += ch.version >= ch.first_version ? ch.version - ch.first_version + 1 : 0;
+  if (covered != total)
+    report(std::to_string(changes.size()) + " committed change events covering " +
+           std::to_string(covered) + " changes for " + std::to_string(total) + " records");
   std::stable_sort(changes.begin(), changes.end(), [](const auto& a, const auto& b) {
     return a.partition != b.partition ? a.partition < b.partition : a.offset < b.offset;
   });
@@ -818,22 +836,25 @@ std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_
   for (const auto& [id, n] : acked) {
     const auto& list = by_asset[id];
     const bool numbered = numbered_asset(id);
-    if (list.size() != n)
-      report(id + ": " + std::to_string(list.size()) + " change events for " + std::to_string(n) +
-             " records");
+    const uint64_t last = list.empty() ? 0 : list.back()->version;
+    if (last != n)
+      report(id + ": " + std::to_string(list.size()) + " change events up to version " +
+             std::to_string(last) + " for " + std::to_string(n) + " records");
+    uint64_t next = 1;  // the version the next event must start at
     for (size_t i = 0; i < list.size(); ++i) {
       const auto& ch = *list[i];
-      const uint64_t want_seq = numbered ? i + 1 : 0;
-      if (ch.version != i + 1 || ch.sequence != want_seq) {
+      const uint64_t want_seq = numbered ? ch.version : 0;
+      if (ch.first_version != next || ch.version < ch.first_version || ch.sequence != want_seq) {
         // Where both came from: the node and time of this event and of the
         // one before it.
         auto where = [](const change_record& r) {
           return "partition " + std::to_string(r.partition) + " offset " +
                  std::to_string(r.offset) + " by " + r.source + " at " + r.time;
         };
-        report(id + ": change " + std::to_string(i + 1) + " (" + where(ch) + ") has version " +
+        report(id + ": change event " + std::to_string(i + 1) + " (" + where(ch) +
+               ") has versions " + std::to_string(ch.first_version) + ".." +
                std::to_string(ch.version) + " and sequence " + std::to_string(ch.sequence) +
-               " (expected version " + std::to_string(i + 1) + ", sequence " +
+               " (expected versions from " + std::to_string(next) + ", sequence " +
                std::to_string(want_seq) + ")" +
                (i > 0 ? "; the change before: version " + std::to_string(list[i - 1]->version) +
                             " (" + where(*list[i - 1]) + ")"
@@ -844,11 +865,13 @@ std::string check_exactly_once(cluster& c, const telemetry_source& src, cluster_
         report(id + ": ce_id \"" + ch.ce_id + "\" at version " + std::to_string(ch.version));
         break;
       }
+      next = ch.version + 1;
     }
   }
   if (summary)
     *summary = "records=" + std::to_string(total) + " twins=" + std::to_string(twins.size()) +
-               " change_events=" + std::to_string(changes.size());
+               " change_events=" + std::to_string(changes.size()) + " covering " +
+               std::to_string(covered);
   if (reported > 12)
     problems << "... and " << reported - 12 << " more\n";
   return problems.str();

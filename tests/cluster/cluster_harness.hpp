@@ -272,6 +272,9 @@ private:
 struct change_record {
   std::string asset_id;
   uint64_t version = 0;
+  /// The first version the event covers (a node merges a work item's changes
+  /// of a twin into one event); version for a single change.
+  uint64_t first_version = 0;
   uint64_t sequence = 0;
   int type = 0;  // fleettwin.v1.ChangeType
   std::string ce_id;
@@ -282,8 +285,9 @@ struct change_record {
 };
 
 /// Reads `topic` from the beginning of every partition with a read_committed
-/// consumer until at least `expected` records were read and every partition is
-/// at its end, or the deadline (then it returns what it read).
+/// consumer until at least `expected` records were read (for twin changes: the
+/// changes their events cover) and every partition is at its end, or the
+/// deadline (then it returns what it read).
 std::vector<change_record> read_changes(const std::string& bootstrap, const std::string& topic,
                                         size_t expected, std::chrono::milliseconds timeout,
                                         bool committed_only = true);

@@ -677,8 +677,9 @@ TEST_F(TenantTest, SensitivePropertiesAreMaskedInEveryReadWithoutReadSensitive) 
 }
 
 TEST_F(TenantTest, TheRedactedChangesTopicLeavesSensitiveValuesOut) {
-  produce_and_wait(
-      {{"v1", position_record("v1", 1, 52.37)}, {"v1", position_record("v1", 2, 52.38)}}, "v1", 2);
+  // Two work items, two changes (one item's changes of a twin are merged into one).
+  produce_and_wait({{"v1", position_record("v1", 1, 52.37)}}, "v1", 1);
+  produce_and_wait({{"v1", position_record("v1", 2, 52.38)}}, "v1", 2);
   produce_and_wait({{"s1", json_record("s1", "acme", 1, 12)}}, "s1", 1);
   auto changes = [](const std::vector<consumed_record>& records) {
     std::map<std::string, v1::TwinChange> out;  // by CloudEvents id

@@ -42,6 +42,8 @@ core::twin_change random_change(std::mt19937_64& rng) {
   core::twin_change c;
   c.asset_id = rng() % 10 == 0 ? "" : "vehicle-" + std::to_string(rng() % 100'000);
   c.version = rng() % 4 == 0 ? 0 : rng();
+  // Unset (a single change), merged (an earlier version) or the version itself.
+  c.first_version = rng() % 3 == 0 ? 0 : rng() % 2 == 0 ? c.version : c.version / 2;
   c.type = static_cast<core::change_type>(1 + rng() % 3);
   c.time_ms = rng() % 5 == 0 ? 0 : static_cast<int64_t>(rng() % 4'000'000'000'000) - 1;
   c.kind = rng() % 3 == 0 ? "" : "vehicle";
@@ -102,6 +104,21 @@ TEST(ChangeEncodingTest, AChangeWithoutPropertiesIsByteForByteTheMessage) {
   std::string serialized;
   ASSERT_TRUE(expected.SerializeToString(&serialized));
   EXPECT_EQ(bytes, serialized);
+  EXPECT_EQ(expected.first_version(), 300u) << "a single change covers its own version";
+}
+
+TEST(ChangeEncodingTest, AMergedChangeNamesTheVersionsItCovers) {
+  core::twin_change c;
+  c.asset_id = "veh-1";
+  c.first_version = 7;
+  c.version = 9;
+  c.reported.emplace_back("speed", core::reported_property{core::value{52.5}, 1000, 1001, 3});
+  std::string bytes;
+  encode_change(c, bytes);
+  fleettwin::v1::TwinChange parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  EXPECT_EQ(parsed.first_version(), 7u);
+  EXPECT_EQ(parsed.version(), 9u);
 }
 
 }  // namespace

@@ -48,6 +48,16 @@ int producer::flush() {
 
 std::vector<consumed_record> read_topic(const std::string& bootstrap, const std::string& topic,
                                         size_t expected, std::chrono::milliseconds timeout) {
+  return read_topic(
+      bootstrap, topic,
+      [expected](const std::vector<consumed_record>& read) { return read.size() >= expected; },
+      timeout);
+}
+
+std::vector<consumed_record> read_topic(
+    const std::string& bootstrap, const std::string& topic,
+    const std::function<bool(const std::vector<consumed_record>&)>& enough,
+    std::chrono::milliseconds timeout) {
   char err[512];
   auto* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
@@ -63,7 +73,7 @@ std::vector<consumed_record> read_topic(const std::string& bootstrap, const std:
   rd_kafka_topic_partition_list_destroy(topics);
   std::vector<consumed_record> out;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (out.size() < expected && std::chrono::steady_clock::now() < deadline) {
+  while (!enough(out) && std::chrono::steady_clock::now() < deadline) {
     auto* m = rd_kafka_consumer_poll(rk, 100);
     if (!m)
       continue;

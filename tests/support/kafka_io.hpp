@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,6 +36,11 @@ struct consumed_record {
 };
 std::vector<consumed_record> read_topic(const std::string& bootstrap, const std::string& topic,
                                         size_t expected, std::chrono::milliseconds timeout);
+/// The same, until `enough` says the records read so far are enough (or the timeout).
+std::vector<consumed_record> read_topic(
+    const std::string& bootstrap, const std::string& topic,
+    const std::function<bool(const std::vector<consumed_record>&)>& enough,
+    std::chrono::milliseconds timeout);
 
 /// The sum of a topic's end offsets over its partitions (what was ever written to
 /// it); nullopt when they cannot be read.

@@ -177,8 +177,12 @@ double plain_consumer(const std::string& bootstrap, const std::string& topic, ui
   return static_cast<double>(count) / secs;
 }
 
+/// The nodes' --change-events (the ingest and aggregates benches' --change-events).
+bool nodes_merge_changes = true;
+
 node::node_config node_config_for(const std::string& bootstrap, const std::string& dir) {
   node::node_config cfg;
+  cfg.merge_changes = nodes_merge_changes;
   cfg.kafka = bootstrap;
   cfg.data_dir = dir;
   cfg.grpc_address = "127.0.0.1:0";
@@ -1909,6 +1913,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ingest->add_flag("--publish-changes,!--no-publish-changes", publish,
                    "publish change events (node default)");
+  auto change_events = [](const std::string& v) { nodes_merge_changes = v == "item"; };
+  ingest
+      ->add_option_function<std::string>("--change-events", change_events,
+                                         "the nodes' --change-events (item, the default, or each)")
+      ->check(CLI::IsMember({"item", "each"}));
   std::string kafka_bootstrap;
   std::string aggregates_file;
   ingest
@@ -2023,6 +2032,9 @@ int main(int argc, char** argv) {
                    "the node's --max-items-in-flight (default: the node's default)");
   aggs->add_option("--item-linger-ms", pipeline.item_linger_ms,
                    "the node's --item-linger-ms (default: the node's default)");
+  aggs->add_option_function<std::string>("--change-events", change_events,
+                                         "the node's --change-events (item, the default, or each)")
+      ->check(CLI::IsMember({"item", "each"}));
   aggs->add_option("--kafka-option", pipeline.kafka_options,
                    "extra librdkafka setting of the node's clients, key=value (repeatable)");
   bench::flood_options flood_opts;

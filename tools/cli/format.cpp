@@ -287,8 +287,13 @@ std::vector<std::string> twin_summary_row(const v1::Twin& twin) {
 }
 
 std::string format_change(const v1::TwinChange& change) {
-  auto line = fmt::format("{} {} v{} {}", format_time(change.time_ms()), change.asset_id(),
-                          change.version(), change_type_name(change.type()));
+  // A work item's changes of one twin, merged: the versions they cover.
+  const auto first = change.first_version();
+  const auto versions = first != 0 && first < change.version()
+                            ? fmt::format("v{}-{}", first, change.version())
+                            : fmt::format("v{}", change.version());
+  auto line = fmt::format("{} {} {} {}", format_time(change.time_ms()), change.asset_id(), versions,
+                          change_type_name(change.type()));
   for (const auto& [key, property] : sorted(change.reported())) {
     line += fmt::format(" {}={}", key, format_value(property.value()));
   }
