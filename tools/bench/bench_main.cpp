@@ -1375,10 +1375,11 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
         per_node.empty() ? "" : ",", f.id, f.partitions, f.consumed, f.applied, f.transactions,
         f.aborted, f.restore_records);
   fmt::print(
-      R"({{"bench":"ingest","kafka":"real","nodes":{},"guarantee":"{}","format":"{}","records":{},"assets":{},"partitions":{},"publish_changes":{},"history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"seconds":{:.3f},"node_cpu_us_per_record":{:.2f},"node_cpu_us_per_record_from_start":{:.2f},"broker_cpu_us_per_record":{},"partition_moves":{},"per_node":[{}]}})"
+      R"({{"bench":"ingest","kafka":"real","nodes":{},"guarantee":"{}","format":"{}","records":{},"assets":{},"partitions":{},"publish_changes":{},"change_events":"{}","history":{},"plain_records_per_s":{:.0f},"node_records_per_s":{:.0f},"ratio":{:.3f},"seconds":{:.3f},"node_cpu_us_per_record":{:.2f},"node_cpu_us_per_record_from_start":{:.2f},"broker_cpu_us_per_record":{},"partition_moves":{},"per_node":[{}]}})"
       "\n",
-      nodes, guarantee, sim::to_string(format), total, assets, partitions, publish, history, plain,
-      node_rate, node_rate / plain, secs, node_drain_us, node_whole_us,
+      nodes, guarantee, sim::to_string(format), total, assets, partitions, publish,
+      nodes_merge_changes ? "item" : "each", history, plain, node_rate, node_rate / plain, secs,
+      node_drain_us, node_whole_us,
       broker_pid > 0 ? fmt::format("{:.2f}", broker_drain_us) : std::string{"null"}, moves,
       per_node);
   return 0;

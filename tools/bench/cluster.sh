@@ -44,21 +44,22 @@ echo "== warm-up drain (not reported)"
 "$bench" ingest --kafka "$bootstrap" --nodes 1 --guarantee "$guarantee" --records 200000 \
   --assets "$assets" --partitions "$partitions" >/dev/null 2> >(grep -v '^%[5-7]|' >&2)
 # One node on a protobuf backlog, then on a JSON one (the node's and the broker's CPU per
-# record of each), then the other node counts on protobuf.
+# record of each), then with one change event per record (--change-events each, the baseline
+# of the merged events), then the other node counts on protobuf.
 runs=()
 for n in $node_counts; do
-  runs+=("$n protobuf")
-  [[ $n == 1 ]] && runs+=("1 json")
+  runs+=("$n protobuf item")
+  [[ $n == 1 ]] && runs+=("1 json item" "1 protobuf each")
 done
 for run in "${runs[@]}"; do
-  read -r n format <<<"$run"
-  echo "== ingest: $n node(s), $guarantee, $records $format records, $assets assets, $partitions partitions"
+  read -r n format events <<<"$run"
+  echo "== ingest: $n node(s), $guarantee, $records $format records, $assets assets, $partitions partitions, change events: $events"
   # shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
   "$bench" ingest --kafka "$bootstrap" --nodes "$n" --guarantee "$guarantee" \
     --records "$records" --assets "$assets" --partitions "$partitions" --format "$format" \
-    --broker-pid "$broker_pid" ${BENCH_EXTRA:-} \
-    2> >(grep -v '^%[5-7]|' >&2) | tee "$work/nodes-$n-$format.out"
-  grep '^{"bench"' "$work/nodes-$n-$format.out" | tail -n 1 >>"$work/results.jsonl"
+    --change-events "$events" --broker-pid "$broker_pid" ${BENCH_EXTRA:-} \
+    2> >(grep -v '^%[5-7]|' >&2) | tee "$work/nodes-$n-$format-$events.out"
+  grep '^{"bench"' "$work/nodes-$n-$format-$events.out" | tail -n 1 >>"$work/results.jsonl"
 done
 
 # Realistic producers: the simulator's fleet produced at a fixed rate by an ordinary producer
@@ -96,18 +97,19 @@ echo "== summary (real Kafka, one broker; compare ratios within a run, not absol
 python3 - "$work/results.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'nodes':>5} {'guarantee':>13} {'format':>8} {'node rec/s':>11} {'plain rec/s':>12} "
+print(f"{'nodes':>5} {'guarantee':>13} {'format':>8} {'events':>6} {'node rec/s':>11} {'plain rec/s':>12} "
       f"{'ratio':>6} {'seconds':>8} {'node us/rec':>11} {'broker us/rec':>13} {'moves':>5}  "
       f"transactions per node")
 for r in rows:
     tx = ", ".join(f"{n['node']}={n['transactions_committed']:.0f}" for n in r["per_node"])
     broker = r.get("broker_cpu_us_per_record")
     print(f"{r['nodes']:>5} {r['guarantee']:>13} {r.get('format', 'protobuf'):>8} "
-          f"{r['node_records_per_s']:>11,.0f} {r['plain_records_per_s']:>12,.0f} "
+          f"{r.get('change_events', 'each'):>6} {r['node_records_per_s']:>11,.0f} {r['plain_records_per_s']:>12,.0f} "
           f"{r['ratio']:>6.3f} {r['seconds']:>8.2f} {r.get('node_cpu_us_per_record', 0):>11.2f} "
           f"{'-' if broker is None else f'{broker:.2f}':>13} {r['partition_moves']:>5}  {tx}")
 # Node counts compare on the same records (protobuf).
-protobuf = [r for r in rows if r.get("format", "protobuf") == "protobuf"]
+protobuf = [r for r in rows if r.get("format", "protobuf") == "protobuf"
+            and r.get("change_events", "item") == "item"]
 base = next((r for r in protobuf if r["nodes"] == 1), None)
 for r in protobuf:
     if base and r is not base:
