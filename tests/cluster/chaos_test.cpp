@@ -1,8 +1,9 @@
 // Exactly-once under crashes: three nodes ingest a steady stream of numbered
 // telemetry while random nodes are killed with -9 and restarted (same node id,
 // same data dir). In the end every acknowledged record is applied exactly once
-// to its twin, and the committed twin-changes topic holds exactly one change
-// per record, in order. A quarter of the assets send records without
+// to its twin, and the committed twin-changes topic covers each of a twin's
+// versions exactly once, in order (an event covers first_version..version: a
+// work item's changes of the twin, merged). A quarter of the assets send records without
 // sequences, so that no duplicate window could hide a replay.
 //
 // Fast by default (for `make test`); `make chaos-soak` runs it long:
@@ -92,7 +93,7 @@ TEST_F(ChaosTest, KillNineUnderLoadAppliesEveryRecordExactlyOnce) {
   ASSERT_EQ(src.sent(), src.acked()) << "every record sent must be acknowledged";
 
   // Every twin has applied exactly the records produced for it, once each,
-  // and the committed change events hold each change once.
+  // and the committed change events cover each change once.
   for (size_t i = 0; i < c.size(); ++i)
     ASSERT_TRUE(c.node(i).running()) << c.node(i).id() << " exited on its own";
   ASSERT_TRUE(c.wait_until_all_partitions_served(60s, &why)) << why;
