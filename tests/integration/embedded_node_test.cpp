@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -42,9 +43,10 @@ struct EmbeddedNodeTest : ::testing::Test {
   }
 
   /// Starts (or restarts) the node on the same data dir.
-  void start_node() {
-    node = std::make_unique<node_process>("", dir + "/data",
-                                          std::vector<std::string>{"--partitions", "4"});
+  void start_node(std::vector<std::string> more = {}) {
+    std::vector<std::string> args{"--partitions", "4"};
+    args.insert(args.end(), more.begin(), more.end());
+    node = std::make_unique<node_process>("", dir + "/data", std::move(args));
     node->start();
     auto channel = grpc::CreateChannel(node->grpc_address(), grpc::InsecureChannelCredentials());
     twins = v1::TwinService::NewStub(channel);
@@ -277,6 +279,74 @@ TEST_F(EmbeddedNodeTest, DeleteTwinErasesAndTheTwinStaysGoneAcrossReplayAndResta
   EXPECT_EQ(get("m-0", t).error_code(), grpc::StatusCode::NOT_FOUND);
   std::tie(rc, out) = run(cli + " --yes");
   EXPECT_EQ(rc, 3) << out;
+}
+
+/// The twin-changes topic's events of each twin, in order, once they cover `per_asset`
+/// versions of each of `assets` twins (or after 60 s).
+std::map<std::string, std::vector<v1::TwinChange>> changes_by_twin(const std::string& bootstrap,
+                                                                   const std::string& topic,
+                                                                   size_t assets,
+                                                                   uint64_t per_asset) {
+  auto parse = [](const consumed_record& r) {
+    v1::TwinChange c;
+    EXPECT_TRUE(c.ParseFromString(r.value));
+    return c;
+  };
+  auto records = read_topic(
+      bootstrap, topic,
+      [&](const std::vector<consumed_record>& read) {
+        uint64_t covered = 0;
+        for (const auto& r : read) {
+          auto c = parse(r);
+          covered += c.version() - c.first_version() + 1;
+        }
+        return covered >= assets * per_asset;
+      },
+      60s);
+  std::map<std::string, std::vector<v1::TwinChange>> out;
+  for (const auto& r : records)
+    out[r.key].push_back(parse(r));  // a twin's events share a partition: in order
+  return out;
+}
+
+// A burst of records per twin: by default each work item's changes of a twin make one
+// event (first_version..version, the last value of each property); --change-events each
+// makes one per record. Either way a twin's events cover each version once, in order.
+TEST_F(EmbeddedNodeTest, ChangeEventsCoverEveryVersionOnceMergedPerWorkItemOrOnePerRecord) {
+  constexpr int assets = 2, records = 300;
+  for (const char* mode : {"item", "each"}) {
+    SCOPED_TRACE(mode);
+    start_node({"--change-events", mode});
+    produce(node->bootstrap(), assets, records, 1, base_ms);
+    for (int a = 0; a < assets; ++a)
+      ASSERT_TRUE(applied("m-" + std::to_string(a), records));
+    auto events = changes_by_twin(node->bootstrap(), topics.changes, assets, records);
+    ASSERT_EQ(events.size(), static_cast<size_t>(assets));
+    size_t total = 0;
+    for (const auto& [id, list] : events) {
+      SCOPED_TRACE(id);
+      uint64_t next = 1;
+      for (const auto& c : list) {
+        ASSERT_EQ(c.first_version(), next);
+        ASSERT_GE(c.version(), c.first_version());
+        EXPECT_EQ(c.sequence(), c.version()) << "the last record's sequence (records 1..n)";
+        ASSERT_EQ(c.reported().count("v"), 1u);
+        EXPECT_EQ(c.reported().at("v").value().double_value(), double(c.version() - 1))
+            << "the value of the last record";
+        if (std::string{mode} == "each")
+          EXPECT_EQ(c.first_version(), c.version());
+        next = c.version() + 1;
+      }
+      EXPECT_EQ(next, uint64_t{records} + 1);
+      total += list.size();
+    }
+    if (std::string{mode} == "item")
+      EXPECT_LT(total, size_t{assets * records}) << "a burst's records share work items";
+    else
+      EXPECT_EQ(total, size_t{assets * records});
+    node.reset();
+    std::filesystem::remove_all(dir + "/data");
+  }
 }
 
 TEST_F(EmbeddedNodeTest, HealthAndReadinessForClientsThatKnowOnlyReflection) {
