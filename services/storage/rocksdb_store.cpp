@@ -179,6 +179,14 @@ rocksdb::ColumnFamilyOptions cf_options(const std::shared_ptr<rocksdb::Cache>& c
   t.block_cache = cache;
   if (bloom)
     t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  // The same for the memtables: a work item's MultiGet of twins that are not
+  // resident mostly misses (new twins), and without a filter each miss walks
+  // every memtable's skip list (6% of the CPU while creating twins, perf).
+  // 2% of the write buffer: 1.3 MiB per 64 MiB memtable.
+  if (bloom) {
+    o.memtable_prefix_bloom_size_ratio = 0.02;
+    o.memtable_whole_key_filtering = true;
+  }
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }
