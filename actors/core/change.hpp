@@ -20,7 +20,7 @@ enum class change_type : uint8_t { reported = 1, desired = 2, erased = 3 };
 struct twin_change {
   std::string asset_id;
   uint64_t version = 0;
-  /// The first version this change covers; 0: only `version`.
+  /// The first version this change covers; 0: only `version` (see first()).
   uint64_t first_version = 0;
   change_type type = change_type::reported;
   int64_t time_ms = 0;
@@ -30,6 +30,11 @@ struct twin_change {
   std::vector<std::pair<std::string, reported_property>> reported;
   std::vector<std::pair<std::string, value>> desired;
   std::vector<std::string> removed;
+
+  /// The first version covered, whether or not first_version was set.
+  uint64_t first() const {
+    return first_version != 0 ? first_version : version;
+  }
 };
 
 }  // namespace fleettwin::core

@@ -60,7 +60,7 @@ void to_proto(const core::twin_change& c, fleettwin::v1::TwinChange& out) {
   out.set_kind(c.kind);
   out.set_tenant(c.tenant);
   out.set_sequence(c.sequence);
-  out.set_first_version(c.first_version != 0 ? c.first_version : c.version);
+  out.set_first_version(c.first());
   auto& reported = *out.mutable_reported();
   for (const auto& [name, rp] : c.reported)
     reported_to_proto(rp, reported[name]);
@@ -194,7 +194,7 @@ void encode_change(const core::twin_change& c, std::string& out) {
     core::wire::put_string(out, name);
   }
   put_varint_field(out, 10, c.sequence);
-  put_varint_field(out, 12, c.first_version != 0 ? c.first_version : c.version);
+  put_varint_field(out, 12, c.first());
 }
 
 void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,

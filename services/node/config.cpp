@@ -91,7 +91,7 @@ std::optional<int> parse_config(int argc, char** argv, node_config& cfg, std::os
                "survives a process crash)")
       ->envname("FLEETTWIN_SYNC_COMMITS");
   app.add_flag("--publish-changes,!--no-publish-changes", cfg.publish_changes,
-               "Publish every applied change to the twin-changes topic")
+               "Publish twin changes to the twin-changes topic (see --change-events)")
       ->envname("FLEETTWIN_PUBLISH_CHANGES");
   app.add_option_function<std::string>(
          "--change-events", [&cfg](const std::string& v) { cfg.merge_changes = v == "item"; },
