@@ -1404,7 +1404,8 @@ size_t queued_records(const partition_state& st, size_t enough) {
 /// pipeline, and consumed batches linger a little to make a fuller item.
 /// Updates through the API and the replay of a restore run with nothing
 /// else in flight (an update that waited too long then fails having
-/// changed nothing).
+/// changed nothing). A partition falling behind (behind_records queued)
+/// stops pipelining until its items are small again.
 bool may_start(self_ptr self) {
   auto& st = self->state;
   if (st.pipeline.empty())
@@ -1414,6 +1415,9 @@ bool may_start(self_ptr self) {
   const auto& next = st.queue.front();
   if (std::holds_alternative<desired_work>(next))
     return false;
+  if (std::holds_alternative<raw_batch_ptr>(next) && st.cfg.behind_records > 0 &&
+      (st.catching_up || queued_records(st, st.cfg.behind_records) >= st.cfg.behind_records))
+    return false;  // behind: one large item once the pipeline empties
   if (!std::holds_alternative<raw_batch_ptr>(next) || st.cfg.item_linger.count() <= 0 ||
       st.lingered || queued_records(st, st.cfg.min_item_records) >= st.cfg.min_item_records)
     return true;
@@ -1461,6 +1465,11 @@ void process_next(self_ptr self) {
       st.queue.pop_front();
     }
     st.lingered = false;
+    // Catching up until the items are small again (hysteresis: a quarter).
+    if (records >= st.cfg.behind_records)
+      st.catching_up = st.cfg.behind_records > 0;
+    else if (records < st.cfg.behind_records / 4)
+      st.catching_up = false;
     if (!st.queue.empty())
       st.queued_since = item.started;
     start_batch(self);

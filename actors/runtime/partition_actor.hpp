@@ -71,6 +71,11 @@ struct partition_config {
   /// partition starts at once.
   std::chrono::milliseconds item_linger{5};
   size_t min_item_records = 1'000;
+  /// Behind items in flight, this many queued records mean the partition is
+  /// falling behind: the next item waits for the pipeline to empty and takes
+  /// them all, as with one item in flight (each item writes every twin it
+  /// changed, so small items at a high rate multiply the writes). 0: never.
+  size_t behind_records = 2'000;
   /// Called when the partition cannot continue: `retryable` when only the
   /// outputs of uncommitted work were lost (an aborted Kafka transaction), so
   /// that a fresh actor over the committed state can take over; otherwise
@@ -218,6 +223,9 @@ struct partition_state {
   bool linger_armed = false;
   /// It arrived: the queued batches lingered long enough.
   bool lingered = false;
+  /// The last item took behind_records or more: until an item takes less
+  /// than a quarter of that, items wait for the pipeline to empty.
+  bool catching_up = false;
   /// The item being applied (at most one).
   std::optional<inflight> applying;
   /// Items applied and handed to Kafka, oldest first; they commit in order.

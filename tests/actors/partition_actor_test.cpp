@@ -223,6 +223,9 @@ struct PartitionActorTest : ::testing::Test {
 
   size_t max_in_flight = 8;  // the pipeline (the node's default is 1)
 
+  /// partition_config::behind_records.
+  size_t behind_records = 2000;
+
   /// asset_config::merge_changes (the node's default: one change per twin per item).
   bool merge_changes = true;
 
@@ -239,6 +242,7 @@ struct PartitionActorTest : ::testing::Test {
   void spawn_partition(size_t max_active = 1000, uint64_t epoch = 0, bool read_committed = false) {
     partition_config pc;
     pc.min_item_records = min_item_records;
+    pc.behind_records = behind_records;
     pc.max_items_in_flight = max_in_flight;
     pc.item_linger = std::chrono::hours{1};
     pc.partition = 0;
@@ -547,6 +551,40 @@ TEST_F(PartitionActorTest, BatchesQueuedBehindItemsInFlightLingerIntoOneItem) {
   deliver_all();
   EXPECT_EQ(store->offsets[0], 3);
   EXPECT_EQ(acks.size(), 2u);
+}
+
+TEST_F(PartitionActorTest, APartitionFallingBehindStopsPipeliningUntilItsItemsAreSmallAgain) {
+  // Each item writes every twin it changed: small items behind one another
+  // at a high rate would write a twin per record. A partition with
+  // behind_records queued waits for its items in flight and takes the queue
+  // as one item, and keeps doing so until an item is small again.
+  min_item_records = 1;
+  behind_records = 8;
+  spawn_partition();
+  caf::anon_send(part, batch_atom::value, batch(0, {{"a", "1,100,x=1"}}));
+  sched->run();
+  ASSERT_EQ(sink->calls.size(), 1u);
+  std::vector<std::pair<std::string, std::string>> eight;
+  for (char c = 'b'; c <= 'i'; ++c)
+    eight.emplace_back(std::string(1, c), "1,100,x=1");
+  caf::anon_send(part, batch_atom::value, batch(1, eight));
+  sched->run();
+  EXPECT_EQ(sink->calls.size(), 1u);  // behind: waits for the item in flight
+  deliver_all();
+  ASSERT_EQ(sink->calls.size(), 2u);
+  EXPECT_EQ(sink->calls[1].changes.size(), 8u);  // the queue as one item
+  caf::anon_send(part, batch_atom::value, batch(9, {{"j", "1,100,x=1"}}));
+  sched->run();
+  EXPECT_EQ(sink->calls.size(), 2u);  // still catching up: waits too
+  deliver_all();
+  ASSERT_EQ(sink->calls.size(), 3u);
+  EXPECT_EQ(sink->calls[2].changes.size(), 1u);
+  caf::anon_send(part, batch_atom::value, batch(10, {{"k", "1,100,x=1"}}));
+  sched->run();
+  EXPECT_EQ(sink->calls.size(), 4u);  // small items again: the pipeline runs
+  deliver_all();
+  EXPECT_EQ(store->offsets[0], 11);
+  EXPECT_EQ(acks.size(), 4u);
 }
 
 TEST_F(PartitionActorTest, ADeliveryThatFailsAbandonsTheItemsBuiltOnIt) {
