@@ -58,15 +58,13 @@ void encode_twin(const twin& tw, std::string& out) {
     put_string(out, v);
   }
   put_varint(out, tw.reported.size());
-  static const property_stats no_stats{};
   for (const auto& [name, rp] : tw.reported) {
     put_string(out, name);
     put_compact_value(out, rp.val);
     put_signed(out, rp.source_time_ms);
     put_signed(out, rp.ingest_time_ms);
     put_varint(out, rp.sequence);
-    auto it = tw.stats.find(name);
-    const auto& st = it == tw.stats.end() ? no_stats : it->second;
+    const auto& st = rp.stats;
     put_varint(out, st.count);
     put_varint(out, st.numeric_count);
     put_real(out, st.min);
@@ -141,7 +139,7 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
     rp.source_time_ms = r.signed_varint();
     rp.ingest_time_ms = r.signed_varint();
     rp.sequence = r.varint();
-    property_stats st;
+    auto& st = rp.stats;
     st.count = r.varint();
     st.numeric_count = r.varint();
     const bool compact = fmt >= twin_format_v8;
@@ -149,7 +147,6 @@ std::optional<std::string> decode_twin(std::string_view bytes, twin& out) {
     st.max = compact ? r.compact_real() : r.real();
     st.mean = compact ? r.compact_real() : r.real();
     st.last_change_ms = r.signed_varint();
-    out.stats.emplace(name, st);
     out.reported.emplace(std::move(name), std::move(rp));
   }
   for (uint64_t n = r.count(); n > 0 && r.ok; --n) {

@@ -184,7 +184,7 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
         continue;
       }
       it = tw.reported.emplace(name, reported_property{}).first;
-      update_stats(tw.stats[name], v, nullptr, source_ms);
+      update_stats(it->second.stats, v, nullptr, source_ms);
     } else {
       auto& rp = it->second;
       // An older sample never overwrites a newer one; on equal time the
@@ -194,7 +194,7 @@ void apply_telemetry(twin& tw, const telemetry& t, int64_t now_ms, const limits&
         ++out.stale_samples;
         continue;
       }
-      update_stats(tw.stats[name], v, &rp.val, source_ms);
+      update_stats(rp.stats, v, &rp.val, source_ms);
     }
     auto& rp = it->second;
     rp.val = v;

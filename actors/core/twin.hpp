@@ -41,14 +41,6 @@ struct telemetry {
   std::vector<std::pair<std::string, value>> metrics;
 };
 
-/// The latest accepted sample of a property.
-struct reported_property {
-  value val;
-  int64_t source_time_ms = 0;
-  int64_t ingest_time_ms = 0;
-  uint64_t sequence = 0;
-};
-
 /// Running statistics of a property over every accepted sample.
 struct property_stats {
   uint64_t count = 0;
@@ -59,10 +51,20 @@ struct property_stats {
   int64_t last_change_ms = 0;
 };
 
+/// The latest accepted sample of a property, and its statistics.
+struct reported_property {
+  value val;
+  int64_t source_time_ms = 0;
+  int64_t ingest_time_ms = 0;
+  uint64_t sequence = 0;
+  /// Over every accepted sample (kept beside the sample: one lookup per
+  /// metric of a record, one map node per property).
+  property_stats stats;
+};
+
 using string_map = std::map<std::string, std::string, std::less<>>;
 using reported_map = std::map<std::string, reported_property, std::less<>>;
 using value_map = std::map<std::string, value, std::less<>>;
-using stats_map = std::map<std::string, property_stats, std::less<>>;
 
 /// Data-quality flags of a property's last sample (bits of quality_state::flags).
 enum quality_flag : uint8_t {
@@ -126,7 +128,6 @@ struct twin {
   string_map attributes;
   reported_map reported;
   value_map desired;
-  stats_map stats;
   uint64_t version = 0;
   int64_t last_seen_ms = 0;
   int64_t desired_updated_ms = 0;

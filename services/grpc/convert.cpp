@@ -217,7 +217,8 @@ void to_proto(const core::twin& tw, int64_t now_ms, int64_t stale_after_ms,
   for (const auto& [name, v] : core::delta(tw))
     to_proto(v, delta[name]);
   auto& stats = *out.mutable_stats();
-  for (const auto& [name, st] : tw.stats) {
+  for (const auto& [name, rp] : tw.reported) {
+    const auto& st = rp.stats;
     auto& s = stats[name];
     s.set_count(st.count);
     s.set_min(st.min);

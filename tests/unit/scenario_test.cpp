@@ -303,7 +303,7 @@ TEST(scenario, a_twin_rewinds_to_a_past_point_from_its_samples) {
   twin past = tw;
   ASSERT_TRUE(rewind(past, samples, t0 + 3 * quarter));
   EXPECT_EQ(std::get<double>(past.reported.at("load_kw").val), 12);
-  EXPECT_EQ(past.stats.at("load_kw").count, 3u);
+  EXPECT_EQ(past.reported.at("load_kw").stats.count, 3u);
   EXPECT_EQ(past.version, 3u);
   EXPECT_EQ(past.last_seen_ms, t0 + 2 * quarter);
   EXPECT_EQ(past.attributes, tw.attributes);

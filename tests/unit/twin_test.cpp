@@ -261,28 +261,28 @@ TEST_F(TwinTest, StatisticsTrackCountMinMaxMeanAndLastChange) {
   apply(make("a", 2, 2000, {{"x", int64_t{20}}}));
   apply(make("a", 3, 3000, {{"x", int64_t{20}}}));
   apply(make("a", 4, 4000, {{"x", 0.0}}));
-  const auto& st = tw.stats.at("x");
+  const auto& st = tw.reported.at("x").stats;
   EXPECT_EQ(st.count, 4u);
   EXPECT_EQ(st.min, 0.0);
   EXPECT_EQ(st.max, 20.0);
   EXPECT_DOUBLE_EQ(st.mean, 12.5);
   EXPECT_EQ(st.last_change_ms, 4000);
   apply(make("a", 5, 5000, {{"x", 0.0}}));
-  EXPECT_EQ(tw.stats.at("x").last_change_ms, 4000);  // same value: no change
+  EXPECT_EQ(tw.reported.at("x").stats.last_change_ms, 4000);  // same value: no change
 }
 
 TEST_F(TwinTest, StringStatisticsOnlyCount) {
   apply(make("a", 1, 1000, {{"s", std::string{"on"}}}));
   apply(make("a", 2, 2000, {{"s", std::string{"off"}}}));
-  EXPECT_EQ(tw.stats.at("s").count, 2u);
-  EXPECT_EQ(tw.stats.at("s").numeric_count, 0u);
-  EXPECT_EQ(tw.stats.at("s").last_change_ms, 2000);
+  EXPECT_EQ(tw.reported.at("s").stats.count, 2u);
+  EXPECT_EQ(tw.reported.at("s").stats.numeric_count, 0u);
+  EXPECT_EQ(tw.reported.at("s").stats.last_change_ms, 2000);
 }
 
 TEST_F(TwinTest, BoolCountsAsNumberInStats) {
   apply(make("a", 1, 1000, {{"b", true}}));
   apply(make("a", 2, 2000, {{"b", false}}));
-  EXPECT_DOUBLE_EQ(tw.stats.at("b").mean, 0.5);
+  EXPECT_DOUBLE_EQ(tw.reported.at("b").stats.mean, 0.5);
 }
 
 TEST_F(TwinTest, AttributeOnlyRecordIsAChange) {
@@ -476,8 +476,8 @@ TEST(Codec, TwinRoundTrip) {
   for (const auto& [name, rp] : tw.reported) {
     EXPECT_EQ(back.reported.at(name).val, rp.val) << name;
     EXPECT_EQ(back.reported.at(name).sequence, 7u);
-    EXPECT_EQ(back.stats.at(name).count, 1u);
-    EXPECT_EQ(back.stats.at(name).mean, tw.stats.at(name).mean);
+    EXPECT_EQ(back.reported.at(name).stats.count, 1u);
+    EXPECT_EQ(back.reported.at(name).stats.mean, tw.reported.at(name).stats.mean);
   }
 }
 
@@ -515,7 +515,7 @@ TEST(Codec, ATwinStoredBeforeTheOpenHistorySegmentDecodes) {
   ASSERT_FALSE(decode_twin(bytes, back));
   EXPECT_EQ(back.version, tw.version);
   expect_same_reported(back.reported, tw.reported);
-  EXPECT_EQ(back.stats.at("d").mean, 1.5);
+  EXPECT_EQ(back.reported.at("d").stats.mean, 1.5);
   EXPECT_TRUE(back.open_history.empty());
 }
 
@@ -536,14 +536,14 @@ twin legacy_fixture_twin() {
       reported_property{std::string{"D"}, 1'700'000'004'000, 1'700'000'005'000, 12};
   tw.reported["odometer"] =
       reported_property{int64_t{123456}, 1'700'000'004'000, 1'700'000'005'000, 12};
-  auto& st = tw.stats["speed"];
+  auto& st = tw.reported["speed"].stats;
   st.count = 12;
   st.numeric_count = 12;
   st.min = 0;
   st.max = 61.2;
   st.mean = 48.716666666666669;
   st.last_change_ms = 1'700'000'004'000;
-  tw.stats["lat"] = property_stats{12, 12, 52.5, 52.520008, 52.51, 1'700'000'004'000};
+  tw.reported["lat"].stats = property_stats{12, 12, 52.5, 52.520008, 52.51, 1'700'000'004'000};
   tw.desired["mode"] = value{2.5};
   auto& a = tw.analysis["speed"];
   a.state.forecast.level = 53.91;
@@ -639,8 +639,8 @@ TEST(Codec, ATwinOfTheSeventhFormatDecodesAndTheEighthIsSmaller) {
   EXPECT_EQ(back.version, tw.version);
   EXPECT_EQ(back.attributes, tw.attributes);
   expect_same_reported(back.reported, tw.reported);
-  EXPECT_EQ(back.stats.at("speed").mean, tw.stats.at("speed").mean);
-  EXPECT_EQ(back.stats.at("lat").max, tw.stats.at("lat").max);
+  EXPECT_EQ(back.reported.at("speed").stats.mean, tw.reported.at("speed").stats.mean);
+  EXPECT_EQ(back.reported.at("lat").stats.max, tw.reported.at("lat").stats.max);
   EXPECT_EQ(back.desired, tw.desired);
   EXPECT_EQ(back.analysis, tw.analysis);
   EXPECT_EQ(back.newest_source_ms, tw.newest_source_ms);
@@ -666,7 +666,7 @@ TEST(Codec, ATwinOfTheSeventhFormatDecodesAndTheEighthIsSmaller) {
   expect_same_reported(again.reported, tw.reported);
   EXPECT_EQ(again.desired, tw.desired);
   EXPECT_EQ(again.analysis, tw.analysis);
-  EXPECT_EQ(again.stats.at("speed").mean, tw.stats.at("speed").mean);
+  EXPECT_EQ(again.reported.at("speed").stats.mean, tw.reported.at("speed").stats.mean);
   EXPECT_EQ(again.open_history, tw.open_history);
 }
 
