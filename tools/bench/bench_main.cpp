@@ -498,6 +498,21 @@ private:
 };
 
 /// CPU seconds this process used so far (user + system).
+/// What each kind of thread of this process used between two snapshots,
+/// the busiest first, in `scale` units (e.g. us per record).
+std::string threads_per_record(const std::map<pid_t, bench::thread_cpu>& before,
+                               const std::map<pid_t, bench::thread_cpu>& after, double scale) {
+  std::vector<std::pair<double, std::string>> sorted;
+  for (const auto& [kind, s] : bench::cpu_by_thread_kind(before, after))
+    if (s > 0)
+      sorted.emplace_back(s, kind);
+  std::sort(sorted.rbegin(), sorted.rend());
+  std::string line;
+  for (const auto& [s, kind] : sorted)
+    line += fmt::format("{}{} {:.2f}", line.empty() ? "" : ", ", kind, s * scale);
+  return line;
+}
+
 double process_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -689,6 +704,7 @@ load_run run_aggregates(uint32_t assets, double rate, double seconds, int partit
   std::vector<double> lags;
   const auto load_began = clock_type::now();
   const double cpu_began = process_cpu_seconds();
+  const auto threads_began = bench::thread_cpu_seconds();
   ingest_probe_loop probe{bootstrap, topics.telemetry, n->grpc_port(),
                           std::chrono::milliseconds{50}};
   const auto warm_up = std::chrono::duration<double>(seconds / 4);
@@ -759,6 +775,7 @@ load_run run_aggregates(uint32_t assets, double rate, double seconds, int partit
     return lags.empty() ? 0.0 : lags[static_cast<size_t>(q * static_cast<double>(lags.size() - 1))];
   };
   const double cpu_s = process_cpu_seconds() - cpu_began;
+  const auto threads_ended = bench::thread_cpu_seconds();
   fmt::print(
       "sent {} telemetry records; lag during the load p50 {:.0f} p99 {:.0f} records; all "
       "committed {:.3f} s after the load stopped\n",
@@ -769,6 +786,10 @@ load_run run_aggregates(uint32_t assets, double rate, double seconds, int partit
       "CPU of this process (node, producers, probe) during load and drain: {:.1f} s, {:.1f} "
       "us per record\n",
       cpu_s, 1e6 * cpu_s / std::max<double>(1, cpu_records));
+  // librdkafka's threads (rdk:*) serve the node's clients and the bench's producers alike.
+  fmt::print("  by thread, us per record: {}\n",
+             threads_per_record(threads_began, threads_ended,
+                                1e6 / std::max<double>(1, cpu_records)));
   double hot_updates_per_s = 0;
   if (hot_rate > 0) {
     std::sort(hot_lags.begin(), hot_lags.end());
@@ -1356,18 +1377,8 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
       sim::to_string(format), node_drain_us, node_whole_us,
       broker_pid > 0 ? fmt::format("{:.2f} us over the drain", broker_drain_us)
                      : std::string{"not measured (--broker-pid)"});
-  {
-    auto kinds = bench::cpu_by_thread_kind(cpu_at_first.threads, cpu_at_end.threads);
-    std::vector<std::pair<double, std::string>> sorted;
-    for (const auto& [kind, s] : kinds)
-      if (s > 0)
-        sorted.emplace_back(s, kind);
-    std::sort(sorted.rbegin(), sorted.rend());
-    std::string line;
-    for (const auto& [s, kind] : sorted)
-      line += fmt::format("{}{} {:.2f}", line.empty() ? "" : ", ", kind, s * per_record);
-    fmt::print("  the node's threads over the drain, us per record: {}\n", line);
-  }
+  fmt::print("  the node's threads over the drain, us per record: {}\n",
+             threads_per_record(cpu_at_first.threads, cpu_at_end.threads, per_record));
   std::string per_node;
   for (const auto& f : figures)
     per_node += fmt::format(
