@@ -787,9 +787,9 @@ load_run run_aggregates(uint32_t assets, double rate, double seconds, int partit
       "us per record\n",
       cpu_s, 1e6 * cpu_s / std::max<double>(1, cpu_records));
   // librdkafka's threads (rdk:*) serve the node's clients and the bench's producers alike.
-  fmt::print("  by thread, us per record: {}\n",
-             threads_per_record(threads_began, threads_ended,
-                                1e6 / std::max<double>(1, cpu_records)));
+  fmt::print(
+      "  by thread, us per record: {}\n",
+      threads_per_record(threads_began, threads_ended, 1e6 / std::max<double>(1, cpu_records)));
   double hot_updates_per_s = 0;
   if (hot_rate > 0) {
     std::sort(hot_lags.begin(), hot_lags.end());
