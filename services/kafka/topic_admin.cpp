@@ -272,6 +272,63 @@ std::optional<std::map<std::string, int>> partition_counts(
   return counts_with(rk, topics, timeout, error);
 }
 
+std::optional<size_t> delete_topics_with_prefix(const std::string& bootstrap,
+                                                const std::map<std::string, std::string>& settings,
+                                                const std::string& prefix,
+                                                std::chrono::milliseconds timeout,
+                                                std::string& error) {
+  if (prefix.empty()) {
+    error = "no topic prefix given: refusing to delete every topic";
+    return std::nullopt;
+  }
+  auto a = admin_client(bootstrap, settings, error);
+  if (!a)
+    return std::nullopt;
+  const rd_kafka_metadata_t* md = nullptr;
+  if (auto err = rd_kafka_metadata(a.get(), 1, nullptr, &md, static_cast<int>(timeout.count()))) {
+    error = std::string{"cannot read the cluster's metadata: "} + rd_kafka_err2str(err);
+    return std::nullopt;
+  }
+  std::vector<rd_kafka_DeleteTopic_t*> doomed;
+  for (int i = 0; i < md->topic_cnt; ++i)
+    if (std::string_view{md->topics[i].topic}.starts_with(prefix))
+      doomed.push_back(rd_kafka_DeleteTopic_new(md->topics[i].topic));
+  rd_kafka_metadata_destroy(md);
+  size_t deleted = 0;
+  if (!doomed.empty()) {
+    auto send = [&](rd_kafka_AdminOptions_t* options, rd_kafka_queue_t* queue) {
+      char errstr[512];
+      rd_kafka_AdminOptions_set_operation_timeout(options, static_cast<int>(timeout.count()),
+                                                  errstr, sizeof(errstr));
+      rd_kafka_DeleteTopics(a.get(), doomed.data(), doomed.size(), options, queue);
+    };
+    auto read = [&](rd_kafka_event_t* ev) {
+      if (!ev) {
+        error = "deleting topics timed out";
+      } else if (rd_kafka_event_error(ev)) {
+        error = std::string{"deleting topics: "} + rd_kafka_event_error_string(ev);
+      } else if (auto* res = rd_kafka_event_DeleteTopics_result(ev)) {
+        size_t n = 0;
+        const auto** results = rd_kafka_DeleteTopics_result_topics(res, &n);
+        for (size_t i = 0; i < n; ++i) {
+          if (rd_kafka_topic_result_error(results[i]) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            ++deleted;
+          else if (error.empty())
+            error = std::string{"deleting topic "} + rd_kafka_topic_result_name(results[i]) + ": " +
+                    rd_kafka_err2str(rd_kafka_topic_result_error(results[i]));
+        }
+      }
+    };
+    admin_request(a.get(), RD_KAFKA_ADMIN_OP_DELETETOPICS, timeout + std::chrono::seconds{5}, send,
+                  read);
+  }
+  for (auto* t : doomed)
+    rd_kafka_DeleteTopic_destroy(t);
+  if (!error.empty())
+    return std::nullopt;
+  return deleted;
+}
+
 std::optional<std::string> ensure_topics(const std::string& bootstrap,
                                          const std::map<std::string, std::string>& settings,
                                          const std::vector<topic_spec>& specs,

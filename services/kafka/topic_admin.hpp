@@ -62,4 +62,13 @@ std::optional<std::map<std::string, int>> partition_counts(
     const std::string& bootstrap, const std::map<std::string, std::string>& settings,
     const std::vector<std::string>& topics, std::chrono::milliseconds timeout, std::string& error);
 
+/// Deletes every topic whose name starts with `prefix` (a benchmark run's own topics, so
+/// that later runs on the same broker do not pay for them). Returns how many topics it
+/// deleted, or nullopt with `error` set.
+std::optional<size_t> delete_topics_with_prefix(const std::string& bootstrap,
+                                                const std::map<std::string, std::string>& settings,
+                                                const std::string& prefix,
+                                                std::chrono::milliseconds timeout,
+                                                std::string& error);
+
 }  // namespace fleettwin::kafka

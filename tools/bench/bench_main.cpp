@@ -210,6 +210,23 @@ std::string run_prefix() {
                          .count());
 }
 
+/// Deletes a run's topics on a real Kafka when the run ends (declared before
+/// the run's nodes, so that they have stopped by then): each run makes fresh
+/// topics, and a broker keeping every earlier run's made later runs slower.
+struct run_topics_cleanup {
+  std::string bootstrap;
+  std::string prefix;
+
+  ~run_topics_cleanup() {
+    if (bootstrap.empty())
+      return;
+    std::string error;
+    if (!kafka::delete_topics_with_prefix(bootstrap, {}, prefix + ".", std::chrono::seconds{30},
+                                          error))
+      fmt::print(stderr, "warning: the run's topics ({}.*) were not deleted: {}\n", prefix, error);
+  }
+};
+
 /// Creates the run's telemetry topic on a real Kafka; the nodes create the
 /// others with its partition count when they start.
 kafka::topic_names real_topics(const std::string& bootstrap, const std::string& prefix,
@@ -241,6 +258,7 @@ struct bench_kafka {
   kafka::topic_names topics;
   std::string bootstrap;
   std::string prefix = run_prefix();
+  run_topics_cleanup cleanup;
 
   bench_kafka(const std::string& real_kafka, int partitions) : bootstrap(real_kafka) {
     if (real_kafka.empty()) {
@@ -251,6 +269,7 @@ struct bench_kafka {
       bootstrap = embedded->bootstrap();
     } else {
       topics = real_topics(bootstrap, prefix, partitions);
+      cleanup = run_topics_cleanup{bootstrap, prefix};
     }
   }
   node::node_config node_config(const std::string& dir, int partitions,
@@ -1118,6 +1137,7 @@ int run_ingest_cluster(const std::string& bootstrap, int nodes, const std::strin
                        sim::payload_format format, pid_t broker_pid) {
   const auto prefix = run_prefix();
   const auto topics = real_topics(bootstrap, prefix, partitions);
+  const run_topics_cleanup cleanup{bootstrap, prefix};
   fmt::print("real Kafka at {}: topic prefix {}\n", bootstrap, prefix);
   // Everything is produced before the nodes start, so that they set the pace
   // (a producer sharing the cores with them would).
