@@ -212,10 +212,17 @@ std::string run_prefix() {
 
 /// Deletes a run's topics on a real Kafka when the run ends (declared before
 /// the run's nodes, so that they have stopped by then): each run makes fresh
-/// topics, and a broker keeping every earlier run's made later runs slower.
+/// topics, and a broker would otherwise keep every earlier run's. Not
+/// copyable: a copy's end would delete the topics of a run still going.
 struct run_topics_cleanup {
-  std::string bootstrap;
+  std::string bootstrap;  // empty: nothing to delete
   std::string prefix;
+
+  run_topics_cleanup() = default;
+  run_topics_cleanup(std::string b, std::string p)
+      : bootstrap(std::move(b)), prefix(std::move(p)) {}
+  run_topics_cleanup(const run_topics_cleanup&) = delete;
+  run_topics_cleanup& operator=(const run_topics_cleanup&) = delete;
 
   ~run_topics_cleanup() {
     if (bootstrap.empty())
@@ -269,7 +276,8 @@ struct bench_kafka {
       bootstrap = embedded->bootstrap();
     } else {
       topics = real_topics(bootstrap, prefix, partitions);
-      cleanup = run_topics_cleanup{bootstrap, prefix};
+      cleanup.bootstrap = bootstrap;  // the run's topics go when it ends
+      cleanup.prefix = prefix;
     }
   }
   node::node_config node_config(const std::string& dir, int partitions,
@@ -516,7 +524,6 @@ private:
   std::atomic<uint64_t> sent_{0};
 };
 
-/// CPU seconds this process used so far (user + system).
 /// What each kind of thread of this process used between two snapshots,
 /// the busiest first, in `scale` units (e.g. us per record).
 std::string threads_per_record(const std::map<pid_t, bench::thread_cpu>& before,
@@ -532,6 +539,7 @@ std::string threads_per_record(const std::map<pid_t, bench::thread_cpu>& before,
   return line;
 }
 
+/// CPU seconds this process used so far (user + system).
 double process_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
